@@ -1,0 +1,53 @@
+// mcim::Error, the one error type of the project, and Result<T> = std::expected<T, Error>.
+// Every refusal carries a documented code (its wire form is what services and the CLI's --json
+// print) and a human message. Messages never contain secret material: callers name the argument
+// or the check that failed, never its value. Thread-compatible value types.
+#pragma once
+
+#include <expected>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+namespace mcim {
+
+enum class ErrorCode {
+  invalid_argument,  // a value is malformed (wrong length, not hex, out of range)
+  missing_argument,  // a required value is absent
+  conflicting_arguments,
+  mac_mismatch,      // MAC-A or MAC-S does not verify (TS 33.102 6.3.3, 6.3.5)
+  sqn_out_of_range,  // SQN not fresh for the USIM (TS 33.102 Annex C.2) -> synchronisation failure
+  sqn_exhausted,     // the home side's SEQ space is used up (wrap-around protection, Annex C.3)
+  unsupported,       // a parameter combination this build does not support
+  internal,          // a broken invariant or a failing library call
+};
+
+// The stable, lowercase wire name of a code, e.g. "mac_mismatch".
+std::string_view to_string(ErrorCode code);
+
+struct [[nodiscard]] Error {
+  ErrorCode code;
+  std::string message;
+
+  Error(ErrorCode c, std::string m) : code(c), message(std::move(m)) {}
+  std::string_view wire_code() const { return to_string(code); }
+};
+
+template <class T>
+using Result = std::expected<T, Error>;
+
+// Builds the unexpected value: `return fail(ErrorCode::invalid_argument, "--k: ...");`
+inline std::unexpected<Error> fail(ErrorCode code, std::string message) {
+  return std::unexpected<Error>(Error(code, std::move(message)));
+}
+
+}  // namespace mcim
+
+template <>
+struct fmt::formatter<mcim::Error> : fmt::formatter<std::string_view> {
+  template <class Ctx>
+  auto format(const mcim::Error& e, Ctx& ctx) const {
+    return fmt::format_to(ctx.out(), "{}: {}", e.wire_code(), e.message);
+  }
+};
