@@ -22,6 +22,9 @@ class Algorithm {
   virtual Mac f1star(const Rand& rand, const Sqn& sqn, const Amf& amf) const = 0;  // MAC-S
   virtual F2345 f2345(const Rand& rand) const = 0;
   virtual Ak f5star(const Rand& rand) const = 0;
+  // False when the outputs do not fit TS 33.102's AUTN and vector (TUAK with a MAC longer than
+  // 64 bits or CK/IK of 256 bits); vector code must not be given such an instance.
+  virtual bool usable_for_av() const { return true; }
   // Implementations may fuse the shared work (MILENAGE computes TEMP once).
   virtual VectorOutputs vector_outputs(const Rand& rand, const Sqn& sqn, const Amf& amf) const {
     return {f1(rand, sqn, amf), f2345(rand)};
