@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include <immintrin.h>
+#include "aka/aesni.h"
 
 // OpenSSL 3 deprecates the low-level AES API, but it is the only stateless, thread-safe,
 // allocation-free portable block function it offers; EVP would need a context per call.
@@ -16,7 +16,7 @@ namespace {
 
 static_assert(sizeof(AES_KEY) <= 256, "schedule_ too small for AES_KEY");
 
-#define MCIM_AESNI __attribute__((target("aes,sse2")))
+#define MCIM_AESNI MCIM_AESNI_TARGET
 
 MCIM_AESNI inline __m128i expand_step(__m128i key, __m128i assist) {
   assist = _mm_shuffle_epi32(assist, 0xff);
@@ -44,22 +44,15 @@ MCIM_AESNI void aesni_expand(const std::uint8_t* key, std::uint8_t* schedule) {
   secure_wipe(rk, sizeof rk);
 }
 
-// Encrypts N blocks with their rounds interleaved so the AES unit's pipeline stays full.
 template <std::size_t N>
 MCIM_AESNI inline void aesni_encrypt_n(const std::uint8_t* schedule, const Block* in, Block* out) {
-  const __m128i* rk = reinterpret_cast<const __m128i*>(schedule);
   __m128i s[N];
-  const __m128i k0 = _mm_load_si128(rk);
   for (std::size_t b = 0; b < N; ++b) {
-    s[b] = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in[b].data())), k0);
+    s[b] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in[b].data()));
   }
-  for (int r = 1; r < 10; ++r) {
-    const __m128i k = _mm_load_si128(rk + r);
-    for (std::size_t b = 0; b < N; ++b) s[b] = _mm_aesenc_si128(s[b], k);
-  }
-  const __m128i k10 = _mm_load_si128(rk + 10);
+  detail::aesni_encrypt<N>(schedule, s);
   for (std::size_t b = 0; b < N; ++b) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out[b].data()), _mm_aesenclast_si128(s[b], k10));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out[b].data()), s[b]);
   }
 }
 
@@ -80,7 +73,7 @@ MCIM_AESNI void aesni_encrypt_blocks(const std::uint8_t* schedule, const Block* 
 }  // namespace
 
 bool Aes128::cpu_has_aesni() {
-  static const bool has = __builtin_cpu_supports("aes") && __builtin_cpu_supports("sse2");
+  static const bool has = __builtin_cpu_supports("aes") && __builtin_cpu_supports("ssse3");
   return has;
 }
 

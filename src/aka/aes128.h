@@ -29,6 +29,8 @@ class Aes128 {
   void encrypt_blocks(const Block* in, Block* out, std::size_t n) const;
 
   Backend backend() const { return aesni_ ? Backend::aesni : Backend::portable; }
+  // The 11 round keys for detail::aesni_encrypt, or nullptr with the portable backend.
+  const std::uint8_t* aesni_schedule() const { return aesni_ ? schedule_.data() : nullptr; }
   static bool cpu_has_aesni();
 
  private:

@@ -44,7 +44,20 @@ Result<void> MilenageConstants::validate() const {
 }
 
 Milenage::Milenage(const K128& k, const Opc& opc, const MilenageConstants& constants)
-    : aes_(k), opc_(opc), constants_(constants) {}
+    : aes_(k), opc_(opc), constants_(constants) {
+  for (std::size_t i = 0; i < 5; ++i) rotations_[i] = plan_rotation(constants_.r[i]);
+}
+
+Milenage::RotationPlan Milenage::plan_rotation(unsigned r) {
+  r %= 128;
+  RotationPlan p{};
+  for (unsigned i = 0; i < 16; ++i) {
+    p.shuffle_hi[i] = static_cast<std::uint8_t>((i + r / 8) % 16);
+    p.shuffle_lo[i] = static_cast<std::uint8_t>((i + r / 8 + 1) % 16);
+  }
+  p.bits = r % 8;
+  return p;
+}
 
 Milenage Milenage::with_op(const K128& k, const Op& op, const MilenageConstants& constants) {
   Opc opc = compute_opc(k, op);
@@ -123,6 +136,7 @@ Ak Milenage::f5star(const Rand& rand) const {
 }
 
 VectorOutputs Milenage::vector_outputs(const Rand& rand, const Sqn& sqn, const Amf& amf) const {
+  if (aes_.aesni_schedule() != nullptr) return vector_outputs_aesni(rand, sqn, amf);
   const Block t = temp(rand);
   Block in[4] = {out1(t, sqn, amf), out_input(t, 1), out_input(t, 2), out_input(t, 3)};
   Block out[4];

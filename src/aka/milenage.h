@@ -6,6 +6,8 @@
 
 #include <array>
 
+#include <immintrin.h>
+
 #include "aka/aes128.h"
 #include "aka/algorithm.h"
 #include "common/error.h"
@@ -50,9 +52,19 @@ class Milenage final : public Algorithm {
   Block out_input(const Block& temp, int index) const;  // rot(TEMP xor OPc, r) xor c
   void finish(Block& out) const;                        // out xor= OPc
 
+  // rot(x, r) as two byte shuffles and a shift (TS 35.206 rotations need not be whole bytes).
+  struct RotationPlan {
+    Block shuffle_hi, shuffle_lo;  // byte i <- byte (i + r/8) % 16, and the next one
+    unsigned bits;                 // r % 8
+  };
+  static RotationPlan plan_rotation(unsigned r);
+  __m128i rot_c(__m128i x, std::size_t i) const;
+  VectorOutputs vector_outputs_aesni(const Rand& rand, const Sqn& sqn, const Amf& amf) const;
+
   Aes128 aes_;
   Opc opc_;
   MilenageConstants constants_;
+  std::array<RotationPlan, 5> rotations_;
 };
 
 }  // namespace mcim::aka

@@ -178,6 +178,13 @@ TEST(MilenageConstants, ArbitraryConstantsMatchAPlainModelOfTheSpec) {
     ASSERT_EQ(out.ck, want.out[2]) << trial;
     ASSERT_EQ(out.ik, want.out[3]) << trial;
     ASSERT_EQ(m.f5star(rand), take<6>(ByteView(want.out[4]))) << trial;
+    // The fused vector path (AES-NI and SSE rotations where available) as well.
+    const VectorOutputs fused = m.vector_outputs(rand, sqn, amf);
+    ASSERT_EQ(fused.mac_a, m.f1(rand, sqn, amf)) << trial;
+    ASSERT_EQ(fused.f2345.res, out.res) << trial;
+    ASSERT_EQ(fused.f2345.ak, out.ak) << trial;
+    ASSERT_EQ(fused.f2345.ck, out.ck) << trial;
+    ASSERT_EQ(fused.f2345.ik, out.ik) << trial;
   }
 }
 
