@@ -1,0 +1,42 @@
+// Command output: an ordered list of named hex/text fields printed either as plain text
+// ("name: value" lines) or as one JSON object with lowercase hex fields (--json). Errors go to
+// stderr as text and, with --json, also as {"error":{"code","message"}} on stdout.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+#include "common/hex.h"
+
+namespace mcim::cli {
+
+class Fields {
+ public:
+  template <std::size_t N>
+  Fields& hex(std::string name, const Bytes<N>& value) {
+    return add(std::move(name), to_hex(value));
+  }
+  Fields& hex(std::string name, ByteView value) { return add(std::move(name), to_hex(value)); }
+  Fields& add(std::string name, std::string value) {
+    items_.emplace_back(std::move(name), std::move(value));
+    return *this;
+  }
+  const std::vector<std::pair<std::string, std::string>>& items() const { return items_; }
+
+  void print(std::ostream& out, bool json) const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> items_;
+};
+
+// Exit codes of every mcim command.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRefused = 1;  // the input was well-formed but a check failed
+inline constexpr int kExitUsage = 2;    // bad input: malformed, missing or conflicting arguments
+
+void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json);
+
+}  // namespace mcim::cli

@@ -1,0 +1,296 @@
+// `mcim aka ...` end to end: outputs against the 3GPP test data, and every kind of bad input
+// refused with exit code 2, a message naming the argument, and no secret echoed back.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../aka/milenage_test_sets.h"
+#include "../aka/tuak_test_sets.h"
+#include "cli/app.h"
+
+namespace mcim::cli {
+namespace {
+
+struct Outcome {
+  int code;
+  std::string out, err;
+};
+
+Outcome mcim(std::vector<std::string> args) {
+  args.insert(args.begin(), "mcim");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  const int code = run(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+std::string field(const std::string& text, const std::string& name) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + ": ", 0) == 0) return line.substr(name.size() + 2);
+  }
+  return "<missing " + name + ">";
+}
+
+const auto& kSet1 = aka::testdata::kTs35208TestSets[0];
+const std::string kK = kSet1.k, kOpc = kSet1.opc, kOp = kSet1.op, kRand = kSet1.rand;
+
+TEST(CliAka, VectorMatchesTestSetInTextAndJson) {
+  const auto text = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", kSet1.sqn, "--amf",
+                          kSet1.amf, "--rand", kRand});
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_EQ(field(text.out, "xres"), kSet1.f2);
+  EXPECT_EQ(field(text.out, "ck"), kSet1.f3);
+  EXPECT_EQ(field(text.out, "ik"), kSet1.f4);
+  EXPECT_EQ(field(text.out, "ak"), kSet1.f5);
+  EXPECT_EQ(field(text.out, "mac_a"), kSet1.f1);
+  EXPECT_EQ(field(text.out, "autn").substr(12), std::string(kSet1.amf) + kSet1.f1);
+
+  const auto json = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", kSet1.sqn, "--amf",
+                          kSet1.amf, "--rand", kRand, "--json"});
+  ASSERT_EQ(json.code, 0);
+  const auto j = nlohmann::json::parse(json.out);
+  for (const char* f : {"rand", "xres", "ck", "ik", "autn", "ak", "mac_a", "sres", "kc"}) {
+    ASSERT_TRUE(j.contains(f)) << f;
+    EXPECT_EQ(j[f], field(text.out, f)) << f;
+  }
+  EXPECT_FALSE(j.contains("kasme"));
+  EXPECT_FALSE(j.contains("xres_star"));
+}
+
+TEST(CliAka, HexIsCaseInsensitiveAndOpEqualsOpc) {
+  std::string upper = kK;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const auto a = mcim({"aka", "vector", "--k", upper, "--op", kOp, "--sqn", "000000000021",
+                       "--rand", kRand});
+  const auto b = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021",
+                       "--rand", kRand});
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+}
+
+TEST(CliAka, RandIsRandomWhenOmittedAndAmfDefaultsTo8000) {
+  const auto a = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021"});
+  const auto b = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021"});
+  ASSERT_EQ(a.code, 0);
+  EXPECT_NE(field(a.out, "rand"), field(b.out, "rand"));
+  EXPECT_EQ(field(a.out, "autn").substr(12, 4), "8000");
+}
+
+TEST(CliAka, SnnAndPlmnAddDerivedKeys) {
+  const auto r = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021",
+                       "--rand", kRand, "--snn", "5G:mnc001.mcc001.3gppnetwork.org", "--plmn",
+                       "00101", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["xres_star"].get<std::string>().size(), 32u);
+  EXPECT_EQ(j["kausf"].get<std::string>().size(), 64u);
+  EXPECT_EQ(j["kasme"].get<std::string>().size(), 64u);
+}
+
+TEST(CliAka, AutsAndResyncRoundTrip) {
+  const auto auts = mcim({"aka", "auts", "--k", kK, "--opc", kOpc, "--rand", kRand, "--sqn-ms",
+                          "0000000003e4"});
+  ASSERT_EQ(auts.code, 0) << auts.err;
+  const auto resync = mcim({"aka", "resync", "--k", kK, "--opc", kOpc, "--rand", kRand,
+                            "--auts", field(auts.out, "auts")});
+  ASSERT_EQ(resync.code, 0) << resync.err;
+  EXPECT_EQ(field(resync.out, "sqn_ms"), "0000000003e4");
+}
+
+TEST(CliAka, ResyncWithBadMacSExitsOne) {
+  const auto r = mcim({"aka", "resync", "--k", kK, "--opc", kOpc, "--rand", kRand, "--auts",
+                       "0000000000000000000000000000", "--json"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("MAC-S"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["error"]["code"], "mac_mismatch");
+}
+
+TEST(CliAka, OpcOfEveryTestSet) {
+  for (const auto& t : aka::testdata::kTs35208TestSets) {
+    const auto r = mcim({"aka", "opc", "--k", t.k, "--op", t.op});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(field(r.out, "opc"), t.opc) << t.name;
+  }
+}
+
+TEST(CliAka, FunctionsOfEveryMilenageTestSet) {
+  for (const auto& t : aka::testdata::kTs35207TestSets) {
+    const auto r = mcim({"aka", "functions", "--k", t.k, "--opc", t.opc, "--rand", t.rand,
+                         "--sqn", t.sqn, "--amf", t.amf});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(field(r.out, "f1"), t.f1);
+    EXPECT_EQ(field(r.out, "f1star"), t.f1star);
+    EXPECT_EQ(field(r.out, "f2"), t.f2);
+    EXPECT_EQ(field(r.out, "f3"), t.f3);
+    EXPECT_EQ(field(r.out, "f4"), t.f4);
+    EXPECT_EQ(field(r.out, "f5"), t.f5);
+    EXPECT_EQ(field(r.out, "f5star"), t.f5star);
+  }
+}
+
+TEST(CliAka, TuakTopcAndFunctionsOfEveryTestSet) {
+  for (const auto& t : aka::testdata::kTuakTestSets) {
+    const std::vector<std::string> lens = {
+        "--keccak-iterations", std::to_string(t.keccak_iterations),
+        "--mac-len", std::to_string(t.mac_bits), "--res-len", std::to_string(t.res_bits),
+        "--ck-len", std::to_string(t.ck_bits), "--ik-len", std::to_string(t.ik_bits)};
+    auto topc_args = std::vector<std::string>{"aka", "opc", "--algo", "tuak", "--k",
+                                              std::string(t.k), "--top", std::string(t.top)};
+    topc_args.insert(topc_args.end(), lens.begin(), lens.end());
+    const auto topc = mcim(topc_args);
+    ASSERT_EQ(topc.code, 0) << topc.err;
+    EXPECT_EQ(field(topc.out, "topc"), t.topc) << t.number;
+
+    auto fn_args = std::vector<std::string>{
+        "aka", "functions", "--algo", "tuak", "--k", std::string(t.k), "--top",
+        std::string(t.top), "--rand", std::string(t.rand), "--sqn", std::string(t.sqn), "--amf",
+        std::string(t.amf)};
+    fn_args.insert(fn_args.end(), lens.begin(), lens.end());
+    const auto fn = mcim(fn_args);
+    ASSERT_EQ(fn.code, 0) << fn.err;
+    EXPECT_EQ(field(fn.out, "f1"), t.f1) << t.number;
+    EXPECT_EQ(field(fn.out, "f1star"), t.f1star) << t.number;
+    EXPECT_EQ(field(fn.out, "f2"), t.f2) << t.number;
+    EXPECT_EQ(field(fn.out, "f3"), t.f3) << t.number;
+    EXPECT_EQ(field(fn.out, "f4"), t.f4) << t.number;
+    EXPECT_EQ(field(fn.out, "f5"), t.f5) << t.number;
+    EXPECT_EQ(field(fn.out, "f5star"), t.f5star) << t.number;
+  }
+}
+
+TEST(CliAka, TuakVectorAndResync) {
+  const auto& t = aka::testdata::kTuakTestSets[0];  // 64-bit MAC, 128-bit CK/IK: fits AUTN
+  const std::vector<std::string> common = {"--algo", "tuak", "--k", std::string(t.k), "--topc",
+                                           std::string(t.topc), "--res-len", "32"};
+  auto args = std::vector<std::string>{"aka", "vector", "--sqn", std::string(t.sqn), "--amf",
+                                       std::string(t.amf), "--rand", std::string(t.rand)};
+  args.insert(args.end(), common.begin(), common.end());
+  const auto v = mcim(args);
+  ASSERT_EQ(v.code, 0) << v.err;
+  EXPECT_EQ(field(v.out, "xres"), t.f2);
+  EXPECT_EQ(field(v.out, "mac_a"), t.f1);
+
+  args = {"aka", "auts", "--rand", std::string(t.rand), "--sqn-ms", "00000000ffe1"};
+  args.insert(args.end(), common.begin(), common.end());
+  const auto auts = mcim(args);
+  ASSERT_EQ(auts.code, 0) << auts.err;
+  args = {"aka", "resync", "--rand", std::string(t.rand), "--auts", field(auts.out, "auts")};
+  args.insert(args.end(), common.begin(), common.end());
+  const auto resync = mcim(args);
+  ASSERT_EQ(resync.code, 0) << resync.err;
+  EXPECT_EQ(field(resync.out, "sqn_ms"), "00000000ffe1");
+}
+
+struct BadInput {
+  const char* what;
+  std::vector<std::string> args;
+  const char* names;  // the message must contain this
+};
+
+const std::string kSecretK = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+std::vector<BadInput> bad_inputs() {
+  const std::string s = "000000000021";
+  return {
+      {"missing k", {"aka", "vector", "--opc", kOpc, "--sqn", s}, "--k"},
+      {"missing sqn", {"aka", "vector", "--k", kSecretK, "--opc", kOpc}, "--sqn"},
+      {"missing op and opc", {"aka", "vector", "--k", kSecretK, "--sqn", s}, "--op or --opc"},
+      {"both op and opc", {"aka", "vector", "--k", kSecretK, "--op", kOp, "--opc", kOpc, "--sqn", s},
+       "--op and --opc"},
+      {"k too short", {"aka", "vector", "--k", kSecretK.substr(2), "--opc", kOpc, "--sqn", s}, "--k"},
+      {"k too long", {"aka", "vector", "--k", kSecretK + "00", "--opc", kOpc, "--sqn", s}, "--k"},
+      {"k not hex", {"aka", "vector", "--k", kSecretK.substr(0, 31) + "x", "--opc", kOpc, "--sqn", s},
+       "--k"},
+      {"opc not hex", {"aka", "vector", "--k", kSecretK, "--opc", "zz" + kOpc.substr(2), "--sqn", s},
+       "--opc"},
+      {"sqn 13 digits", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s + "0"}, "--sqn"},
+      {"rand short", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--rand", "00"},
+       "--rand"},
+      {"amf odd", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--amf", "800"},
+       "--amf"},
+      {"plmn letters", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--plmn", "0010a"},
+       "--plmn"},
+      {"unknown algo", {"aka", "vector", "--algo", "comp128", "--k", kSecretK, "--opc", kOpc, "--sqn", s},
+       "--algo"},
+      {"tuak with opc", {"aka", "vector", "--algo", "tuak", "--k", kSecretK, "--opc", kOpc, "--sqn", s},
+       "--top"},
+      {"milenage with top", {"aka", "vector", "--k", kSecretK, "--top", kOpc + kOpc, "--sqn", s},
+       "--top"},
+      {"tuak mac 128 in a vector",
+       {"aka", "vector", "--algo", "tuak", "--k", kSecretK, "--topc", kOpc + kOpc, "--sqn", s,
+        "--mac-len", "128"},
+       "--mac-len"},
+      {"tuak res 48", {"aka", "functions", "--algo", "tuak", "--k", kSecretK, "--topc", kOpc + kOpc,
+                       "--sqn", s, "--rand", kRand, "--res-len", "48"}, "res"},
+      {"tuak zero iterations", {"aka", "opc", "--algo", "tuak", "--k", kSecretK, "--top", kOpc + kOpc,
+                                "--keccak-iterations", "0"}, "iterations"},
+      {"tuak k 24 bytes", {"aka", "opc", "--algo", "tuak", "--k", kSecretK + "0011223344556677",
+                           "--top", kOpc + kOpc}, "--k"},
+      {"r1 out of range", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--r1", "200"},
+       "r1"},
+      {"r1 not a number", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--r1", "x"},
+       "--r1"},
+      {"c3 short", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--c3", "01"}, "--c3"},
+      {"auts short", {"aka", "resync", "--k", kSecretK, "--opc", kOpc, "--rand", kRand, "--auts", "00"},
+       "--auts"},
+      {"sqn-ms missing", {"aka", "auts", "--k", kSecretK, "--opc", kOpc, "--rand", kRand}, "--sqn-ms"},
+      {"opc given to opc", {"aka", "opc", "--k", kSecretK, "--opc", kOpc}, "--op"},
+      {"misspelt option before a key", {"aka", "vector", "--kk", kSecretK, "--opc", kOpc, "--sqn", s},
+       "--kk"},
+      {"option without value", {"aka", "vector", "--opc", kOpc, "--sqn", s, "--k"}, "--k"},
+      {"no subcommand", {"aka"}, "subcommand"},
+      {"unknown subcommand", {"aka", "frobnicate"}, "frobnicate"},
+  };
+}
+
+TEST(CliAka, BadInputExitsTwoNamingTheArgumentWithoutEchoingSecrets) {
+  for (const auto& b : bad_inputs()) {
+    for (bool json : {false, true}) {
+      auto args = b.args;
+      if (json) args.push_back("--json");
+      const Outcome r = mcim(args);
+      EXPECT_EQ(r.code, 2) << b.what << "\n" << r.err;
+      EXPECT_NE(r.err.find(b.names), std::string::npos) << b.what << ": " << r.err;
+      for (const std::string& secret : {kSecretK, kSecretK.substr(2), kSecretK.substr(0, 31)}) {
+        EXPECT_EQ(r.err.find(secret), std::string::npos) << b.what << ": " << r.err;
+        EXPECT_EQ(r.out.find(secret), std::string::npos) << b.what << ": " << r.out;
+      }
+      if (json) {
+        const auto j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+        EXPECT_TRUE(j.is_object() && j.contains("error")) << b.what << ": " << r.out;
+      }
+    }
+  }
+}
+
+TEST(CliAka, HelpExitsZero) {
+  EXPECT_EQ(mcim({"--help"}).code, 0);
+  const auto r = mcim({"aka", "vector", "--help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("--sqn"), std::string::npos);
+}
+
+// The real binary maps the same way (main() adds nothing but the streams).
+TEST(CliBinary, ExitCodesOfTheProcess) {
+  auto status = [](const std::string& args) {
+    const int s = std::system((std::string(MCIM_EXE) + " " + args + " >/dev/null 2>&1").c_str());
+    return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+  };
+  EXPECT_EQ(status("aka opc --k " + kK + " --op " + kOp), 0);
+  EXPECT_EQ(status("aka opc --k " + kK), 2);
+  EXPECT_EQ(status("aka resync --k " + kK + " --opc " + kOpc + " --rand " + kRand +
+                   " --auts 0000000000000000000000000000"),
+            1);
+}
+
+}  // namespace
+}  // namespace mcim::cli
