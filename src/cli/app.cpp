@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/aka_command.h"
+#include "cli/demo_command.h"
 #include "cli/output.h"
 
 namespace mcim::cli {
@@ -69,6 +70,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
 
   Result<Fields> result = fail(ErrorCode::internal, "no command ran");
   register_aka(app, &result);
+  int demo_exit = -1;  // set when `demo` ran; it prints its own report
+  register_demo(app, json, &demo_exit, out, err);
 
   try {
     app.parse(argc, argv);
@@ -90,6 +93,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     print_error(out, err, Error(ErrorCode::invalid_argument, message), json);
     return kExitUsage;
   }
+  if (demo_exit >= 0) return demo_exit;
   if (!result) {
     print_error(out, err, result.error(), json);
     return exit_code_for(result.error().code);

@@ -294,3 +294,33 @@ TEST(CliBinary, ExitCodesOfTheProcess) {
 
 }  // namespace
 }  // namespace mcim::cli
+
+namespace mcim::cli {
+namespace {
+
+TEST(CliDemo, EveryStepBehavesAndJsonIsOneObject) {
+  const auto r = mcim({"demo", "--vectors", "1000", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["ok"].get<bool>());
+  ASSERT_EQ(j["steps"].size(), 10u);
+  for (const auto& s : j["steps"]) EXPECT_TRUE(s["ok"].get<bool>()) << s.dump();
+  EXPECT_EQ(j["vectors"], 1000);
+  EXPECT_GT(j["vectors_per_s"].get<double>(), 0.0);
+}
+
+TEST(CliDemo, TextReportHasTheStepTable) {
+  const auto r = mcim({"demo", "--vectors", "1000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("resynchronise"), std::string::npos);
+  EXPECT_NE(r.out.find("M vectors/s"), std::string::npos);
+  EXPECT_EQ(r.out.find("FAIL"), std::string::npos);
+}
+
+TEST(CliDemo, BadVectorCountExitsTwo) {
+  EXPECT_EQ(mcim({"demo", "--vectors", "0"}).code, 2);
+  EXPECT_EQ(mcim({"demo", "--vectors", "many"}).code, 2);
+}
+
+}  // namespace
+}  // namespace mcim::cli

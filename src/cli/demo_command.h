@@ -1,0 +1,17 @@
+// `mcim demo`: the main job. Until the services exist (issues 6-7) it shows the AKA core at
+// work between a home AuC and a device's USIM: a vector accepted, a replay refused with AUTS,
+// the home side resynchronised, a forged AUTN refused, the EPS and 5G keys agreeing on both
+// sides, then single-thread vector throughput with a progress bar.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "cli/output.h"
+
+namespace mcim::cli {
+
+// Adds `demo`; when it runs it prints its report itself and sets *exit_code.
+void register_demo(CLI::App& app, const bool& json, int* exit_code, std::ostream& out,
+                   std::ostream& err);
+
+}  // namespace mcim::cli
