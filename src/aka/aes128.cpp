@@ -78,8 +78,7 @@ bool Aes128::cpu_has_aesni() {
 }
 
 Aes128::Aes128(const Bytes<16>& key, Backend backend) {
-  aesni_ = backend == Backend::aesni ||
-           (backend == Backend::automatic && cpu_has_aesni());
+  aesni_ = backend == Backend::aesni || (backend == Backend::automatic && cpu_has_aesni());
   if (aesni_ && !cpu_has_aesni()) aesni_ = false;  // never execute an instruction the CPU lacks
   if (aesni_) {
     aesni_expand(key.data(), schedule_.data());

@@ -3,10 +3,10 @@
 // Aes128::cpu_has_aesni() returned true; every function carries the target attribute.
 #pragma once
 
+#include <immintrin.h>
+
 #include <cstddef>
 #include <cstdint>
-
-#include <immintrin.h>
 
 #define MCIM_AESNI_TARGET __attribute__((target("aes,ssse3,sse2")))
 

@@ -1,11 +1,11 @@
 #include "aka/kdf.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "common/secure.h"
 
@@ -42,8 +42,9 @@ Key256 kdf(ByteView key, std::uint8_t fc, std::initializer_list<ByteView> params
 }
 
 Result<PlmnId> parse_plmn(std::string_view mccmnc) {
-  const bool digits = std::all_of(mccmnc.begin(), mccmnc.end(),
-                                  [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+  const bool digits = std::all_of(mccmnc.begin(), mccmnc.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c));
+  });
   if (!digits || (mccmnc.size() != 5 && mccmnc.size() != 6)) {
     return fail(ErrorCode::invalid_argument,
                 "plmn: expected MCC and MNC as 5 or 6 decimal digits (e.g. 00101 or 310410)");

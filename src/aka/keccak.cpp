@@ -22,8 +22,7 @@ constexpr std::array<std::uint64_t, kRounds> kRoundConstants = {
 
 // ρ offsets r[x][y], indexed x + 5*y (FIPS 202 Table 2).
 constexpr std::array<int, 25> kRhoOffsets = {
-    0, 1, 62, 28, 27,  36, 44, 6,  55, 20, 3,  10, 43,
-    25, 39, 41, 45, 15, 21, 8,  18, 2,  61, 56, 14,
+    0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14,
 };
 
 constexpr std::size_t lane(std::size_t x, std::size_t y) { return x + 5 * y; }

@@ -1,9 +1,9 @@
 #include "aka/milenage.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "common/secure.h"
 

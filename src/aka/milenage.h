@@ -4,9 +4,9 @@
 // thread-safe after construction; wipes K's schedule and OPc when destroyed. Pure, no I/O.
 #pragma once
 
-#include <array>
-
 #include <immintrin.h>
+
+#include <array>
 
 #include "aka/aes128.h"
 #include "aka/algorithm.h"

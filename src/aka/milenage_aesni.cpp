@@ -51,8 +51,8 @@ MCIM_AESNI_TARGET VectorOutputs Milenage::vector_outputs_aesni(const Rand& rand,
   std::memcpy(in1 + 8, in1, 8);
 
   const __m128i temp_opc = _mm_xor_si128(temp, opc);
-  __m128i s[4] = {_mm_xor_si128(temp, rot_c(_mm_xor_si128(load(in1), opc), 0)),
-                  rot_c(temp_opc, 1), rot_c(temp_opc, 2), rot_c(temp_opc, 3)};
+  __m128i s[4] = {_mm_xor_si128(temp, rot_c(_mm_xor_si128(load(in1), opc), 0)), rot_c(temp_opc, 1),
+                  rot_c(temp_opc, 2), rot_c(temp_opc, 3)};
   detail::aesni_encrypt<4>(schedule, s);
 
   alignas(16) std::uint8_t out[4][16];

@@ -21,9 +21,9 @@ std::uint64_t sqn_value(const Sqn& sqn);
 Sqn sqn_bytes(std::uint64_t value);  // the low 48 bits
 
 struct SqnPolicy {
-  unsigned ind_bits = 5;                       // C.1.2; a = 2^ind_bits array entries
+  unsigned ind_bits = 5;                         // C.1.2; a = 2^ind_bits array entries
   std::uint64_t delta = std::uint64_t{1} << 28;  // Δ of C.2.1: largest accepted jump of SEQ
-  std::uint64_t limit_l = 0;                   // L of C.2.2: 0 = not applied
+  std::uint64_t limit_l = 0;                     // L of C.2.2: 0 = not applied
 
   static constexpr unsigned kMaxIndBits = 10;  // bounds the USIM array to 1024 entries
   Result<void> validate() const;

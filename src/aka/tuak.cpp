@@ -171,7 +171,8 @@ Result<Tuak> Tuak::create(ByteView k, const Bytes<32>& topc, TuakParams params) 
 
 Result<Bytes<32>> Tuak::compute_topc(ByteView k, const Bytes<32>& top, unsigned keccak_iterations) {
   if (auto r = check_key(k); !r) return std::unexpected(std::move(r.error()));
-  if (auto r = check_iterations(keccak_iterations); !r) return std::unexpected(std::move(r.error()));
+  if (auto r = check_iterations(keccak_iterations); !r)
+    return std::unexpected(std::move(r.error()));
   const Message m(kInstanceTopc | key_bit(k.size()));
   return get_reversed<32>(run(top, m, k, keccak_iterations).get(), kTopOffset);
 }
@@ -224,7 +225,9 @@ Mac Tuak::f1star(const Rand& rand, const Sqn& sqn, const Amf& amf) const {
 
 F2345 Tuak::f2345(const Rand& rand) const {
   Outputs full = f2345_full(rand);
-  F2345 out{.res = full.res, .ck = take<16>(full.ck.view()), .ik = take<16>(full.ik.view()),
+  F2345 out{.res = full.res,
+            .ck = take<16>(full.ck.view()),
+            .ik = take<16>(full.ik.view()),
             .ak = full.ak};
   wipe(full);
   return out;

@@ -17,10 +17,10 @@ namespace mcim::aka {
 // The operator-chosen lengths, in bits, and the number of Keccak-f applications per function.
 // The defaults are the only setting that fits the TS 33.102 authentication vector unchanged.
 struct TuakParams {
-  std::size_t mac_bits = 64;   // 64, 128 or 256
-  std::size_t res_bits = 64;   // 32, 64, 128 or 256
-  std::size_t ck_bits = 128;   // 128 or 256
-  std::size_t ik_bits = 128;   // 128 or 256
+  std::size_t mac_bits = 64;       // 64, 128 or 256
+  std::size_t res_bits = 64;       // 32, 64, 128 or 256
+  std::size_t ck_bits = 128;       // 128 or 256
+  std::size_t ik_bits = 128;       // 128 or 256
   unsigned keccak_iterations = 1;  // >= 1
 };
 

@@ -1,8 +1,8 @@
 #include "cli/aka_command.h"
 
-#include <memory>
-
 #include <fmt/format.h>
+
+#include <memory>
 
 #include "aka/kdf.h"
 #include "aka/milenage.h"
@@ -16,8 +16,8 @@ namespace {
 using namespace mcim::aka;
 
 // Unwraps a Result inside a function returning Result<Fields>.
-#define MCIM_TRY(var, expr)                                   \
-  auto var##_result = (expr);                                 \
+#define MCIM_TRY(var, expr)                                        \
+  auto var##_result = (expr);                                      \
   if (!var##_result) return std::unexpected(var##_result.error()); \
   auto var = std::move(*var##_result)
 
@@ -214,7 +214,8 @@ Result<Fields> run_functions(const FunctionsArgs& args) {
   if (is_tuak(args.alg)) {
     MCIM_TRY(t, make_tuak(args.alg));
     const auto out = t->f2345_full(rand);
-    f.hex("f1", t->f1_full(rand, sqn, amf).view()).hex("f1star", t->f1star_full(rand, sqn, amf).view());
+    f.hex("f1", t->f1_full(rand, sqn, amf).view())
+        .hex("f1star", t->f1star_full(rand, sqn, amf).view());
     f.hex("f2", out.res.view()).hex("f3", out.ck.view()).hex("f4", out.ik.view());
     f.hex("f5", out.ak).hex("f5star", t->f5star(rand));
     return f;
@@ -254,7 +255,8 @@ void add_algorithm_options(CLI::App* cmd, AlgorithmArgs& a, bool with_opc_inputs
 }  // namespace
 
 void register_aka(CLI::App& app, Result<Fields>* result) {
-  auto* aka = app.add_subcommand("aka", "3GPP AKA core: MILENAGE, TUAK, vectors, resynchronisation");
+  auto* aka =
+      app.add_subcommand("aka", "3GPP AKA core: MILENAGE, TUAK, vectors, resynchronisation");
   aka->require_subcommand(1);
 
   auto vector_args = std::make_shared<VectorArgs>();
@@ -271,7 +273,8 @@ void register_aka(CLI::App& app, Result<Fields>* result) {
   });
 
   auto auts_args = std::make_shared<AutsArgs>();
-  auto* auts = aka->add_subcommand("auts", "compute AUTS for a synchronisation failure (USIM side)");
+  auto* auts =
+      aka->add_subcommand("auts", "compute AUTS for a synchronisation failure (USIM side)");
   add_algorithm_options(auts, auts_args->alg);
   auts->add_option("--rand", auts_args->rand, "RAND of the refused challenge (32 hex digits)");
   auts->add_option("--sqn-ms", auts_args->sqn_ms, "SQN_MS, highest accepted SQN (12 hex digits)");

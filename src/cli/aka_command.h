@@ -3,11 +3,10 @@
 // Error whose message names the offending argument and never contains a secret value.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <array>
 #include <optional>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "cli/output.h"
 #include "common/random.h"
@@ -16,10 +15,10 @@ namespace mcim::cli {
 
 struct AlgorithmArgs {
   std::string algo = "milenage";
-  std::string k, op, opc;  // MILENAGE
-  std::array<std::string, 5> c;           // c1..c5 (hex), empty = TS 35.206 default
+  std::string k, op, opc;                    // MILENAGE
+  std::array<std::string, 5> c;              // c1..c5 (hex), empty = TS 35.206 default
   std::array<std::optional<unsigned>, 5> r;  // r1..r5, unset = TS 35.206 default
-  std::string top, topc;  // TUAK
+  std::string top, topc;                     // TUAK
   unsigned keccak_iterations = 1;
   unsigned mac_len = 64, res_len = 64, ck_len = 128, ik_len = 128;
 };

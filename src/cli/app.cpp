@@ -1,11 +1,10 @@
 #include "cli/app.h"
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
 #include <iostream>
 #include <sstream>
-
-#include <CLI/CLI.hpp>
 
 #include "cli/aka_command.h"
 #include "cli/demo_command.h"
@@ -18,10 +17,8 @@ int exit_code_for(ErrorCode code) {
   switch (code) {
     case ErrorCode::mac_mismatch:
     case ErrorCode::sqn_out_of_range:
-    case ErrorCode::sqn_exhausted:
-      return kExitRefused;
-    default:
-      return kExitUsage;
+    case ErrorCode::sqn_exhausted: return kExitRefused;
+    default: return kExitUsage;
   }
 }
 
@@ -63,7 +60,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                "mcim"};
   app.require_subcommand(1);
   // Looked up before parsing, so that a parse error is reported as JSON too.
-  bool json = std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });
+  bool json = std::any_of(argv + 1, argv + argc,
+                          [](const char* a) { return std::string_view(a) == "--json"; });
   app.add_flag("--json", json, "print one JSON object instead of text")->configurable(false);
   // --json is accepted anywhere on the command line, after the subcommand too.
   app.fallthrough();

@@ -1,16 +1,15 @@
 #include "cli/demo_command.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <iomanip>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "aka/kdf.h"
 #include "aka/milenage.h"
@@ -49,7 +48,9 @@ class Recorder {
   std::vector<Step> steps_;
 };
 
-std::string short_hex(ByteView v) { return to_hex(v.first(std::min<std::size_t>(v.size(), 6))) + "…"; }
+std::string short_hex(ByteView v) {
+  return to_hex(v.first(std::min<std::size_t>(v.size(), 6))) + "…";
+}
 
 std::string sqn_text(const SqnPolicy& p, const Sqn& sqn) {
   const auto v = sqn_value(sqn);
@@ -62,7 +63,8 @@ void run_scenario(Recorder& rec, RandomSource& rng) {
   Secret<16> k(rng.draw<16>());
   Secret<16> op(rng.draw<16>());
   const Milenage auc_algo = Milenage::with_op(k.get(), op.get());
-  const Milenage usim_algo = Milenage::with_op(k.get(), op.get());  // the same credential, in the TRE
+  const Milenage usim_algo =
+      Milenage::with_op(k.get(), op.get());  // the same credential, in the TRE
   HomeSqn he(policy);
   UsimSqn usim(policy);
   const std::string snn = "5G:mnc001.mcc001.3gppnetwork.org";
@@ -78,7 +80,8 @@ void run_scenario(Recorder& rec, RandomSource& rng) {
   Ik ik{};
   rec.step("USIM", "verify AUTN (MAC-A, SQN fresh), answer", [&] {
     auto a = usim_authenticate(usim_algo, usim, av.rand, av.autn);
-    if (!a || !std::holds_alternative<UsimSuccess>(*a)) return std::pair{false, std::string("refused")};
+    if (!a || !std::holds_alternative<UsimSuccess>(*a))
+      return std::pair{false, std::string("refused")};
     const auto& s = std::get<UsimSuccess>(*a);
     res = s.res, ck = s.ck, ik = s.ik;
     return std::pair{true, "RES " + short_hex(res.view())};
@@ -130,8 +133,8 @@ void run_scenario(Recorder& rec, RandomSource& rng) {
   rec.step("AuC+USIM", "new vector after resynchronisation", [&] {
     const AuthVector fresh = make_vector(auc_algo, rng.draw<16>(), *he.next(3), Amf{0x80, 0x00});
     auto a = usim_authenticate(usim_algo, usim, fresh.rand, fresh.autn);
-    const bool ok = a && std::holds_alternative<UsimSuccess>(*a) &&
-                    std::get<UsimSuccess>(*a).res == fresh.xres;
+    const bool ok =
+        a && std::holds_alternative<UsimSuccess>(*a) && std::get<UsimSuccess>(*a).res == fresh.xres;
     return std::pair{ok, (ok ? "accepted, " : "refused, ") + sqn_text(policy, fresh.sqn)};
   });
 }
@@ -165,14 +168,16 @@ Throughput measure(RandomSource& os, std::size_t n, std::ostream& progress, bool
 void print_text(std::ostream& out, const Recorder& rec, const Throughput& t) {
   out << "mcim demo: 3GPP AKA (TS 33.102 §6.3) between a home AuC and a device's USIM\n"
       << "subscriber: MILENAGE, K and OP random (never printed), IND length 5, AMF 8000\n\n";
-  out << fmt::format(" {:>2}  {:<8}  {:<44}  {:>9}  {}\n", "#", "party", "step", "time µs", "result");
+  out << fmt::format(" {:>2}  {:<8}  {:<44}  {:>9}  {}\n", "#", "party", "step", "time µs",
+                     "result");
   int n = 0;
   for (const Step& s : rec.steps()) {
-    out << fmt::format(" {:>2}  {:<8}  {:<44}  {:>9.1f}  {} {}\n", ++n, s.party, s.action,
-                       s.micros, s.ok ? "ok  " : "FAIL", s.result);
+    out << fmt::format(" {:>2}  {:<8}  {:<44}  {:>9.1f}  {} {}\n", ++n, s.party, s.action, s.micros,
+                       s.ok ? "ok  " : "FAIL", s.result);
   }
-  out << fmt::format("\nvector generation, one thread: {} vectors in {:.3f} s = {:.2f} M vectors/s\n",
-                     t.vectors, t.seconds, static_cast<double>(t.vectors) / t.seconds / 1e6);
+  out << fmt::format(
+      "\nvector generation, one thread: {} vectors in {:.3f} s = {:.2f} M vectors/s\n", t.vectors,
+      t.seconds, static_cast<double>(t.vectors) / t.seconds / 1e6);
   out << (rec.all_ok() ? "result: every step behaved as TS 33.102 requires\n"
                        : "result: FAILED, see the steps marked FAIL\n");
 }
@@ -182,8 +187,11 @@ void print_json(std::ostream& out, const Recorder& rec, const Throughput& t) {
   j["ok"] = rec.all_ok();
   j["steps"] = nlohmann::ordered_json::array();
   for (const Step& s : rec.steps()) {
-    j["steps"].push_back({{"party", s.party}, {"step", s.action}, {"ok", s.ok},
-                          {"us", s.micros}, {"result", s.result}});
+    j["steps"].push_back({{"party", s.party},
+                          {"step", s.action},
+                          {"ok", s.ok},
+                          {"us", s.micros},
+                          {"result", s.result}});
   }
   j["vectors"] = t.vectors;
   j["vectors_per_s"] = static_cast<double>(t.vectors) / t.seconds;

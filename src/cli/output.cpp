@@ -1,8 +1,7 @@
 #include "cli/output.h"
 
-#include <ostream>
-
 #include <nlohmann/json.hpp>
+#include <ostream>
 
 namespace mcim::cli {
 

@@ -4,11 +4,11 @@
 // or the check that failed, never its value. Thread-compatible value types.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <expected>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 namespace mcim {
 

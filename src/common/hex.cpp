@@ -56,9 +56,9 @@ Result<ByteVec> parse_hex_lengths(std::string_view text, std::string_view name,
       allowed += allowed.empty() ? "" : " or ";
       allowed += std::to_string(2 * n);
     }
-    return fail(ErrorCode::invalid_argument,
-                fmt::format("{}: expected {} hex digits, got {} characters", name, allowed,
-                            text.size()));
+    return fail(
+        ErrorCode::invalid_argument,
+        fmt::format("{}: expected {} hex digits, got {} characters", name, allowed, text.size()));
   }
   return parse_hex(text, name);
 }

@@ -1,8 +1,8 @@
 #pragma once
 // Template part of hex.h.
-#include <cstring>
-
 #include <fmt/format.h>
+
+#include <cstring>
 
 #include "common/secure.h"
 

@@ -1,11 +1,11 @@
 #include "common/random.h"
 
+#include <openssl/rand.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-
-#include <openssl/rand.h>
 
 #include "common/secure.h"
 

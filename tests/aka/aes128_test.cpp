@@ -1,9 +1,9 @@
 // AES-128 against FIPS-197 and against OpenSSL's EVP, for both backends.
-#include <gtest/gtest.h>
+#include "aka/aes128.h"
 
+#include <gtest/gtest.h>
 #include <openssl/evp.h>
 
-#include "aka/aes128.h"
 #include "common/hex.h"
 #include "common/random.h"
 

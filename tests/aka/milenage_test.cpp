@@ -1,7 +1,8 @@
 // MILENAGE against every test set of TS 35.207 and TS 35.208 (tables in milenage_test_sets.h).
+#include "aka/milenage.h"
+
 #include <gtest/gtest.h>
 
-#include "aka/milenage.h"
 #include "aka/vector.h"
 #include "common/hex.h"
 #include "common/random.h"
@@ -92,11 +93,10 @@ TEST(MilenageConstants, OtherConstantsGiveOtherOutputs) {
     MilenageConstants c;
     c.c[static_cast<std::size_t>(i)][3] ^= 0x40;
     const Milenage m(k, opc, c);
-    const bool differs = m.f1(rand, hx<6>(t.sqn), hx<2>(t.amf)) != base.f1(rand, hx<6>(t.sqn), hx<2>(t.amf)) ||
-                         m.f2345(rand).ck != base.f2345(rand).ck ||
-                         m.f2345(rand).ik != base.f2345(rand).ik ||
-                         m.f2345(rand).ak != base.f2345(rand).ak ||
-                         m.f5star(rand) != base.f5star(rand);
+    const bool differs =
+        m.f1(rand, hx<6>(t.sqn), hx<2>(t.amf)) != base.f1(rand, hx<6>(t.sqn), hx<2>(t.amf)) ||
+        m.f2345(rand).ck != base.f2345(rand).ck || m.f2345(rand).ik != base.f2345(rand).ik ||
+        m.f2345(rand).ak != base.f2345(rand).ak || m.f5star(rand) != base.f5star(rand);
     EXPECT_TRUE(differs) << "c" << i + 1;
   }
   // A rotation that is not a multiple of 8 bits exercises the bitwise path.
@@ -127,10 +127,13 @@ u128 to_u128(const Block& b) {
 }
 Block from_u128(u128 v) {
   Block b{};
-  for (int i = 15; i >= 0; --i, v >>= 8) b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v);
+  for (int i = 15; i >= 0; --i, v >>= 8)
+    b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v);
   return b;
 }
-u128 rot(u128 x, unsigned r) { return r % 128 == 0 ? x : (x << (r % 128)) | (x >> (128 - r % 128)); }
+u128 rot(u128 x, unsigned r) {
+  return r % 128 == 0 ? x : (x << (r % 128)) | (x >> (128 - r % 128));
+}
 
 struct ModelOut {
   Block out[5];

@@ -1,13 +1,15 @@
 // SQN management of TS 33.102 Annex C: home generation, USIM freshness with the IND array,
 // the Δ and L limits, wrap-around protection and resynchronisation.
-#include <gtest/gtest.h>
-
 #include "aka/sqn.h"
+
+#include <gtest/gtest.h>
 
 namespace mcim::aka {
 namespace {
 
-Sqn sqn_of(const SqnPolicy& p, std::uint64_t seq, unsigned ind) { return sqn_bytes(p.join(seq, ind)); }
+Sqn sqn_of(const SqnPolicy& p, std::uint64_t seq, unsigned ind) {
+  return sqn_bytes(p.join(seq, ind));
+}
 
 TEST(SqnPolicy, SplitsSeqAndInd) {
   SqnPolicy p;  // IND length 5 by default
@@ -66,7 +68,7 @@ TEST(UsimSqn, AcceptsIncreasingSeqPerIndAndRefusesReplay) {
   const Sqn first = sqn_of(p, 1, 0);
   EXPECT_FALSE(usim.check(first).has_value());
   usim.record(first);
-  EXPECT_EQ(usim.check(first), SqnRefusal::not_fresh);  // replay
+  EXPECT_EQ(usim.check(first), SqnRefusal::not_fresh);            // replay
   EXPECT_EQ(usim.check(sqn_of(p, 0, 1)), SqnRefusal::not_fresh);  // SEQ 0 is never fresh
   EXPECT_EQ(usim.sqn_ms(), first);
 }
@@ -105,9 +107,9 @@ TEST(UsimSqn, LimitLBoundsTheAgeOfAcceptedSeq) {
   p.limit_l = 4;
   UsimSqn usim(p);
   usim.record(sqn_of(p, 10, 0));
-  EXPECT_FALSE(usim.check(sqn_of(p, 7, 1)).has_value());  // SEQ_MS - SEQ = 3 < L
+  EXPECT_FALSE(usim.check(sqn_of(p, 7, 1)).has_value());        // SEQ_MS - SEQ = 3 < L
   EXPECT_EQ(usim.check(sqn_of(p, 6, 1)), SqnRefusal::too_old);  // = L
-  p.limit_l = 0;  // not applied
+  p.limit_l = 0;                                                // not applied
   UsimSqn lax(p);
   lax.record(sqn_of(p, 10, 0));
   EXPECT_FALSE(lax.check(sqn_of(p, 1, 1)).has_value());

@@ -83,7 +83,9 @@ TEST_P(TuakTestSetTest, Topc) {
   EXPECT_EQ(to_hex(*topc), set().topc);
 }
 
-TEST_P(TuakTestSetTest, F1) { EXPECT_EQ(hex_of(tuak().f1_full(rand(), sqn(), amf()).view()), set().f1); }
+TEST_P(TuakTestSetTest, F1) {
+  EXPECT_EQ(hex_of(tuak().f1_full(rand(), sqn(), amf()).view()), set().f1);
+}
 
 TEST_P(TuakTestSetTest, F1star) {
   EXPECT_EQ(hex_of(tuak().f1star_full(rand(), sqn(), amf()).view()), set().f1star);
@@ -112,7 +114,8 @@ TEST_P(TuakTestSetTest, AlgorithmInterfaceAgreesWithFullOutputs) {
   EXPECT_EQ(to_hex(out.ik), set().f4.substr(0, 32));
   EXPECT_EQ(to_hex(out.ak), set().f5);
   EXPECT_EQ(to_hex(alg.f5star(rand())), set().f5star);
-  EXPECT_EQ(t.usable_for_av(), set().mac_bits == 64 && set().ck_bits == 128 && set().ik_bits == 128);
+  EXPECT_EQ(t.usable_for_av(),
+            set().mac_bits == 64 && set().ck_bits == 128 && set().ik_bits == 128);
 }
 
 TEST_P(TuakTestSetTest, CopiesComputeTheSame) {
@@ -235,7 +238,8 @@ Bytes<200> permute_bytes(const Bytes<200>& in) {
   for (std::size_t i = 0; i < 200; ++i) s[i / 8] |= std::uint64_t{in[i]} << (8 * (i % 8));
   keccak_f1600(s);
   Bytes<200> out{};
-  for (std::size_t i = 0; i < 200; ++i) out[i] = static_cast<std::uint8_t>(s[i / 8] >> (8 * (i % 8)));
+  for (std::size_t i = 0; i < 200; ++i)
+    out[i] = static_cast<std::uint8_t>(s[i / 8] >> (8 * (i % 8)));
   return out;
 }
 

@@ -1,11 +1,12 @@
 // Authentication vectors and both ends of TS 33.102 §6.3: AUTN layout, USIM verification,
 // synchronisation failure with AUTS and the home side's resynchronisation.
+#include "aka/vector.h"
+
 #include <gtest/gtest.h>
 
 #include "aka/kdf.h"
 #include "aka/milenage.h"
 #include "aka/tuak.h"
-#include "aka/vector.h"
 #include "common/hex.h"
 #include "common/random.h"
 
@@ -83,8 +84,7 @@ TEST(Usim, WrongKeyIsAMacFailure) {
                        hx<16>("cd63cb71954a9f4e48a5994e37a02baf"));
   UsimSqn usim(SqnPolicy{});
   const AuthVector av = make_vector(set1(), kRand, sqn_bytes(0x20), Amf{0x80, 0x00});
-  EXPECT_EQ(usim_authenticate(other, usim, av.rand, av.autn).error().code,
-            ErrorCode::mac_mismatch);
+  EXPECT_EQ(usim_authenticate(other, usim, av.rand, av.autn).error().code, ErrorCode::mac_mismatch);
 }
 
 TEST(Resynchronisation, UsimAheadRecoversThroughAuts) {

@@ -1,15 +1,13 @@
 // `mcim aka ...` end to end: outputs against the 3GPP test data, and every kind of bad input
 // refused with exit code 2, a message naming the argument, and no secret echoed back.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "../aka/milenage_test_sets.h"
 #include "../aka/tuak_test_sets.h"
@@ -69,10 +67,10 @@ TEST(CliAka, VectorMatchesTestSetInTextAndJson) {
 TEST(CliAka, HexIsCaseInsensitiveAndOpEqualsOpc) {
   std::string upper = kK;
   for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  const auto a = mcim({"aka", "vector", "--k", upper, "--op", kOp, "--sqn", "000000000021",
-                       "--rand", kRand});
-  const auto b = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021",
-                       "--rand", kRand});
+  const auto a =
+      mcim({"aka", "vector", "--k", upper, "--op", kOp, "--sqn", "000000000021", "--rand", kRand});
+  const auto b =
+      mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021", "--rand", kRand});
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
 }
@@ -86,9 +84,9 @@ TEST(CliAka, RandIsRandomWhenOmittedAndAmfDefaultsTo8000) {
 }
 
 TEST(CliAka, SnnAndPlmnAddDerivedKeys) {
-  const auto r = mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021",
-                       "--rand", kRand, "--snn", "5G:mnc001.mcc001.3gppnetwork.org", "--plmn",
-                       "00101", "--json"});
+  const auto r =
+      mcim({"aka", "vector", "--k", kK, "--opc", kOpc, "--sqn", "000000000021", "--rand", kRand,
+            "--snn", "5G:mnc001.mcc001.3gppnetwork.org", "--plmn", "00101", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["xres_star"].get<std::string>().size(), 32u);
@@ -97,11 +95,11 @@ TEST(CliAka, SnnAndPlmnAddDerivedKeys) {
 }
 
 TEST(CliAka, AutsAndResyncRoundTrip) {
-  const auto auts = mcim({"aka", "auts", "--k", kK, "--opc", kOpc, "--rand", kRand, "--sqn-ms",
-                          "0000000003e4"});
+  const auto auts =
+      mcim({"aka", "auts", "--k", kK, "--opc", kOpc, "--rand", kRand, "--sqn-ms", "0000000003e4"});
   ASSERT_EQ(auts.code, 0) << auts.err;
-  const auto resync = mcim({"aka", "resync", "--k", kK, "--opc", kOpc, "--rand", kRand,
-                            "--auts", field(auts.out, "auts")});
+  const auto resync = mcim({"aka", "resync", "--k", kK, "--opc", kOpc, "--rand", kRand, "--auts",
+                            field(auts.out, "auts")});
   ASSERT_EQ(resync.code, 0) << resync.err;
   EXPECT_EQ(field(resync.out, "sqn_ms"), "0000000003e4");
 }
@@ -124,8 +122,8 @@ TEST(CliAka, OpcOfEveryTestSet) {
 
 TEST(CliAka, FunctionsOfEveryMilenageTestSet) {
   for (const auto& t : aka::testdata::kTs35207TestSets) {
-    const auto r = mcim({"aka", "functions", "--k", t.k, "--opc", t.opc, "--rand", t.rand,
-                         "--sqn", t.sqn, "--amf", t.amf});
+    const auto r = mcim({"aka", "functions", "--k", t.k, "--opc", t.opc, "--rand", t.rand, "--sqn",
+                         t.sqn, "--amf", t.amf});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(field(r.out, "f1"), t.f1);
     EXPECT_EQ(field(r.out, "f1star"), t.f1star);
@@ -139,21 +137,28 @@ TEST(CliAka, FunctionsOfEveryMilenageTestSet) {
 
 TEST(CliAka, TuakTopcAndFunctionsOfEveryTestSet) {
   for (const auto& t : aka::testdata::kTuakTestSets) {
-    const std::vector<std::string> lens = {
-        "--keccak-iterations", std::to_string(t.keccak_iterations),
-        "--mac-len", std::to_string(t.mac_bits), "--res-len", std::to_string(t.res_bits),
-        "--ck-len", std::to_string(t.ck_bits), "--ik-len", std::to_string(t.ik_bits)};
-    auto topc_args = std::vector<std::string>{"aka", "opc", "--algo", "tuak", "--k",
-                                              std::string(t.k), "--top", std::string(t.top)};
+    const std::vector<std::string> lens = {"--keccak-iterations",
+                                           std::to_string(t.keccak_iterations),
+                                           "--mac-len",
+                                           std::to_string(t.mac_bits),
+                                           "--res-len",
+                                           std::to_string(t.res_bits),
+                                           "--ck-len",
+                                           std::to_string(t.ck_bits),
+                                           "--ik-len",
+                                           std::to_string(t.ik_bits)};
+    auto topc_args = std::vector<std::string>{
+        "aka", "opc", "--algo", "tuak", "--k", std::string(t.k), "--top", std::string(t.top)};
     topc_args.insert(topc_args.end(), lens.begin(), lens.end());
     const auto topc = mcim(topc_args);
     ASSERT_EQ(topc.code, 0) << topc.err;
     EXPECT_EQ(field(topc.out, "topc"), t.topc) << t.number;
 
-    auto fn_args = std::vector<std::string>{
-        "aka", "functions", "--algo", "tuak", "--k", std::string(t.k), "--top",
-        std::string(t.top), "--rand", std::string(t.rand), "--sqn", std::string(t.sqn), "--amf",
-        std::string(t.amf)};
+    auto fn_args =
+        std::vector<std::string>{"aka",    "functions",         "--algo", "tuak",
+                                 "--k",    std::string(t.k),    "--top",  std::string(t.top),
+                                 "--rand", std::string(t.rand), "--sqn",  std::string(t.sqn),
+                                 "--amf",  std::string(t.amf)};
     fn_args.insert(fn_args.end(), lens.begin(), lens.end());
     const auto fn = mcim(fn_args);
     ASSERT_EQ(fn.code, 0) << fn.err;
@@ -169,10 +174,10 @@ TEST(CliAka, TuakTopcAndFunctionsOfEveryTestSet) {
 
 TEST(CliAka, TuakVectorAndResync) {
   const auto& t = aka::testdata::kTuakTestSets[0];  // 64-bit MAC, 128-bit CK/IK: fits AUTN
-  const std::vector<std::string> common = {"--algo", "tuak", "--k", std::string(t.k), "--topc",
-                                           std::string(t.topc), "--res-len", "32"};
-  auto args = std::vector<std::string>{"aka", "vector", "--sqn", std::string(t.sqn), "--amf",
-                                       std::string(t.amf), "--rand", std::string(t.rand)};
+  const std::vector<std::string> common = {
+      "--algo", "tuak", "--k", std::string(t.k), "--topc", std::string(t.topc), "--res-len", "32"};
+  auto args = std::vector<std::string>{"aka",   "vector",           "--sqn",  std::string(t.sqn),
+                                       "--amf", std::string(t.amf), "--rand", std::string(t.rand)};
   args.insert(args.end(), common.begin(), common.end());
   const auto v = mcim(args);
   ASSERT_EQ(v.code, 0) << v.err;
@@ -204,47 +209,73 @@ std::vector<BadInput> bad_inputs() {
       {"missing k", {"aka", "vector", "--opc", kOpc, "--sqn", s}, "--k"},
       {"missing sqn", {"aka", "vector", "--k", kSecretK, "--opc", kOpc}, "--sqn"},
       {"missing op and opc", {"aka", "vector", "--k", kSecretK, "--sqn", s}, "--op or --opc"},
-      {"both op and opc", {"aka", "vector", "--k", kSecretK, "--op", kOp, "--opc", kOpc, "--sqn", s},
+      {"both op and opc",
+       {"aka", "vector", "--k", kSecretK, "--op", kOp, "--opc", kOpc, "--sqn", s},
        "--op and --opc"},
-      {"k too short", {"aka", "vector", "--k", kSecretK.substr(2), "--opc", kOpc, "--sqn", s}, "--k"},
-      {"k too long", {"aka", "vector", "--k", kSecretK + "00", "--opc", kOpc, "--sqn", s}, "--k"},
-      {"k not hex", {"aka", "vector", "--k", kSecretK.substr(0, 31) + "x", "--opc", kOpc, "--sqn", s},
+      {"k too short",
+       {"aka", "vector", "--k", kSecretK.substr(2), "--opc", kOpc, "--sqn", s},
        "--k"},
-      {"opc not hex", {"aka", "vector", "--k", kSecretK, "--opc", "zz" + kOpc.substr(2), "--sqn", s},
+      {"k too long", {"aka", "vector", "--k", kSecretK + "00", "--opc", kOpc, "--sqn", s}, "--k"},
+      {"k not hex",
+       {"aka", "vector", "--k", kSecretK.substr(0, 31) + "x", "--opc", kOpc, "--sqn", s},
+       "--k"},
+      {"opc not hex",
+       {"aka", "vector", "--k", kSecretK, "--opc", "zz" + kOpc.substr(2), "--sqn", s},
        "--opc"},
-      {"sqn 13 digits", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s + "0"}, "--sqn"},
-      {"rand short", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--rand", "00"},
+      {"sqn 13 digits",
+       {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s + "0"},
+       "--sqn"},
+      {"rand short",
+       {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--rand", "00"},
        "--rand"},
-      {"amf odd", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--amf", "800"},
+      {"amf odd",
+       {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--amf", "800"},
        "--amf"},
-      {"plmn letters", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--plmn", "0010a"},
+      {"plmn letters",
+       {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--plmn", "0010a"},
        "--plmn"},
-      {"unknown algo", {"aka", "vector", "--algo", "comp128", "--k", kSecretK, "--opc", kOpc, "--sqn", s},
+      {"unknown algo",
+       {"aka", "vector", "--algo", "comp128", "--k", kSecretK, "--opc", kOpc, "--sqn", s},
        "--algo"},
-      {"tuak with opc", {"aka", "vector", "--algo", "tuak", "--k", kSecretK, "--opc", kOpc, "--sqn", s},
+      {"tuak with opc",
+       {"aka", "vector", "--algo", "tuak", "--k", kSecretK, "--opc", kOpc, "--sqn", s},
        "--top"},
-      {"milenage with top", {"aka", "vector", "--k", kSecretK, "--top", kOpc + kOpc, "--sqn", s},
+      {"milenage with top",
+       {"aka", "vector", "--k", kSecretK, "--top", kOpc + kOpc, "--sqn", s},
        "--top"},
       {"tuak mac 128 in a vector",
        {"aka", "vector", "--algo", "tuak", "--k", kSecretK, "--topc", kOpc + kOpc, "--sqn", s,
         "--mac-len", "128"},
        "--mac-len"},
-      {"tuak res 48", {"aka", "functions", "--algo", "tuak", "--k", kSecretK, "--topc", kOpc + kOpc,
-                       "--sqn", s, "--rand", kRand, "--res-len", "48"}, "res"},
-      {"tuak zero iterations", {"aka", "opc", "--algo", "tuak", "--k", kSecretK, "--top", kOpc + kOpc,
-                                "--keccak-iterations", "0"}, "iterations"},
-      {"tuak k 24 bytes", {"aka", "opc", "--algo", "tuak", "--k", kSecretK + "0011223344556677",
-                           "--top", kOpc + kOpc}, "--k"},
-      {"r1 out of range", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--r1", "200"},
+      {"tuak res 48",
+       {"aka", "functions", "--algo", "tuak", "--k", kSecretK, "--topc", kOpc + kOpc, "--sqn", s,
+        "--rand", kRand, "--res-len", "48"},
+       "res"},
+      {"tuak zero iterations",
+       {"aka", "opc", "--algo", "tuak", "--k", kSecretK, "--top", kOpc + kOpc,
+        "--keccak-iterations", "0"},
+       "iterations"},
+      {"tuak k 24 bytes",
+       {"aka", "opc", "--algo", "tuak", "--k", kSecretK + "0011223344556677", "--top", kOpc + kOpc},
+       "--k"},
+      {"r1 out of range",
+       {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--r1", "200"},
        "r1"},
-      {"r1 not a number", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--r1", "x"},
+      {"r1 not a number",
+       {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--r1", "x"},
        "--r1"},
-      {"c3 short", {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--c3", "01"}, "--c3"},
-      {"auts short", {"aka", "resync", "--k", kSecretK, "--opc", kOpc, "--rand", kRand, "--auts", "00"},
+      {"c3 short",
+       {"aka", "vector", "--k", kSecretK, "--opc", kOpc, "--sqn", s, "--c3", "01"},
+       "--c3"},
+      {"auts short",
+       {"aka", "resync", "--k", kSecretK, "--opc", kOpc, "--rand", kRand, "--auts", "00"},
        "--auts"},
-      {"sqn-ms missing", {"aka", "auts", "--k", kSecretK, "--opc", kOpc, "--rand", kRand}, "--sqn-ms"},
+      {"sqn-ms missing",
+       {"aka", "auts", "--k", kSecretK, "--opc", kOpc, "--rand", kRand},
+       "--sqn-ms"},
       {"opc given to opc", {"aka", "opc", "--k", kSecretK, "--opc", kOpc}, "--op"},
-      {"misspelt option before a key", {"aka", "vector", "--kk", kSecretK, "--opc", kOpc, "--sqn", s},
+      {"misspelt option before a key",
+       {"aka", "vector", "--kk", kSecretK, "--opc", kOpc, "--sqn", s},
        "--kk"},
       {"option without value", {"aka", "vector", "--opc", kOpc, "--sqn", s, "--k"}, "--k"},
       {"no subcommand", {"aka"}, "subcommand"},

@@ -73,8 +73,8 @@ TEST_F(OsmoAucGen, ThousandRandomVectorsAgree) {
     const Amf amf = rng_.draw<2>();
     const AuthVector av = make_vector(Milenage(k, opc), rand, sqn_bytes(sqn), amf);
 
-    const Output o = run(osmo_base(k, opc) + " -s " + std::to_string(sqn) + " -f " +
-                         to_hex(amf) + " -r " + to_hex(rand));
+    const Output o = run(osmo_base(k, opc) + " -s " + std::to_string(sqn) + " -f " + to_hex(amf) +
+                         " -r " + to_hex(rand));
     ASSERT_EQ(o.status, 0) << "tuple " << i;
     ASSERT_EQ(o.fields.at("SQN"), std::to_string(sqn)) << i;
     ASSERT_EQ(o.fields.at("RES"), to_hex(av.xres.view())) << i;
@@ -97,8 +97,8 @@ TEST_F(OsmoAucGen, ResynchronisationBothWays) {
     const unsigned ind = rng_.draw<1>()[0] % 32;
 
     // Our AUTS, checked by osmo: it must accept it and find the same SQN_MS ...
-    const Output o = run(osmo_base(k, opc) + " -f 8000 -A " + to_hex(auts) + " -r " +
-                         to_hex(rand) + " -i " + std::to_string(ind));
+    const Output o = run(osmo_base(k, opc) + " -f 8000 -A " + to_hex(auts) + " -r " + to_hex(rand) +
+                         " -i " + std::to_string(ind));
     ASSERT_EQ(o.status, 0) << "osmo refused our AUTS, tuple " << i;
     ASSERT_EQ(o.fields.at("SQN.MS"), std::to_string(sqn_ms)) << i;
 
