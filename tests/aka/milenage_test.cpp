@@ -191,5 +191,24 @@ TEST(MilenageConstants, ArbitraryConstantsMatchAPlainModelOfTheSpec) {
   }
 }
 
+// TS 35.207's intermediate values: TEMP = E_K(RAND xor OPc) on both AES backends, and OUT1-OUT5
+// of the plain model (OUT2 bytes 6-7 and OUT5 bytes 6-15 are not printed in the spec; see the
+// table's comment).
+TEST(MilenageIntermediates, TempAndOutputsOfTs35207) {
+  ASSERT_EQ(std::size(testdata::kTs35207Intermediates), std::size(testdata::kTs35207TestSets));
+  for (std::size_t i = 0; i < std::size(testdata::kTs35207TestSets); ++i) {
+    const auto& t = testdata::kTs35207TestSets[i];
+    const auto& m = testdata::kTs35207Intermediates[i];
+    ASSERT_STREQ(t.name, m.name);
+    const auto k = hx<16>(t.k), opc = hx<16>(t.opc), rand = hx<16>(t.rand);
+    for (auto backend : {Aes128::Backend::automatic, Aes128::Backend::portable}) {
+      EXPECT_EQ(to_hex(Aes128(k, backend).encrypt(xor_of(rand, opc))), m.temp) << t.name;
+    }
+    const ModelOut out = model(k, opc, rand, hx<6>(t.sqn), hx<2>(t.amf), MilenageConstants{});
+    const char* want[5] = {m.out1, m.out2, m.out3, m.out4, m.out5};
+    for (std::size_t j = 0; j < 5; ++j) EXPECT_EQ(to_hex(out.out[j]), want[j]) << t.name << j;
+  }
+}
+
 }  // namespace
 }  // namespace mcim::aka
