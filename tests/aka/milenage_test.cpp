@@ -8,6 +8,11 @@
 #include "common/random.h"
 #include "milenage_test_sets.h"
 
+namespace mcim::aka::testdata {
+// Names the set in test listings instead of gtest's byte dump of the struct.
+void PrintTo(const MilenageTestSet& t, std::ostream* os) { *os << t.name; }
+}  // namespace mcim::aka::testdata
+
 namespace mcim::aka {
 namespace {
 
