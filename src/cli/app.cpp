@@ -53,6 +53,16 @@ std::string describe_extras(const std::vector<std::string>& extras) {
   return msg.str();
 }
 
+int report_parse_error(const CLI::App& app, const CLI::ParseError& e, bool json, std::ostream& out,
+                       std::ostream& err) {
+  std::string message = e.what();
+  if (const auto extras = app.remaining(true); !extras.empty()) {
+    message += "; " + describe_extras(extras);
+  }
+  print_error(out, err, Error(ErrorCode::invalid_argument, message), json);
+  return kExitUsage;
+}
+
 }  // namespace
 
 int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
@@ -84,14 +94,15 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                 json);
     return kExitUsage;
   } catch (const CLI::ParseError& e) {
-    std::string message = e.what();
-    if (const auto extras = app.remaining(true); !extras.empty()) {
-      message += "; " + describe_extras(extras);
-    }
-    print_error(out, err, Error(ErrorCode::invalid_argument, message), json);
-    return kExitUsage;
+    return report_parse_error(app, e, json, out, err);
+  } catch (const std::exception& e) {
+    // A bug, not bad input: say so plainly (the text is a library's, never a value we hold).
+    print_error(out, err, Error(ErrorCode::internal, std::string("internal error: ") + e.what()),
+                json);
+    return kExitInternal;
   }
   if (demo_exit >= 0) return demo_exit;
+
   if (!result) {
     print_error(out, err, result.error(), json);
     return exit_code_for(result.error().code);

@@ -9,7 +9,7 @@ void Fields::print(std::ostream& out, bool json) const {
   if (json) {
     nlohmann::ordered_json j = nlohmann::ordered_json::object();
     for (const auto& [name, value] : items_) j[name] = value;
-    out << j.dump() << '\n';
+    out << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
     return;
   }
   for (const auto& [name, value] : items_) out << name << ": " << value << '\n';
@@ -21,7 +21,7 @@ void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json
     nlohmann::ordered_json j;
     j["error"]["code"] = std::string(e.wire_code());
     j["error"]["message"] = e.message;
-    out << j.dump() << '\n';
+    out << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
   }
 }
 

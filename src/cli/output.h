@@ -34,8 +34,9 @@ class Fields {
 
 // Exit codes of every mcim command.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitRefused = 1;  // the input was well-formed but a check failed
-inline constexpr int kExitUsage = 2;    // bad input: malformed, missing or conflicting arguments
+inline constexpr int kExitRefused = 1;   // the input was well-formed but a check failed
+inline constexpr int kExitUsage = 2;     // bad input: malformed, missing or conflicting arguments
+inline constexpr int kExitInternal = 3;  // a bug or a failing library call, never the input's fault
 
 void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json);
 

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -351,6 +352,70 @@ TEST(CliDemo, TextReportHasTheStepTable) {
 TEST(CliDemo, BadVectorCountExitsTwo) {
   EXPECT_EQ(mcim({"demo", "--vectors", "0"}).code, 2);
   EXPECT_EQ(mcim({"demo", "--vectors", "many"}).code, 2);
+}
+
+}  // namespace
+}  // namespace mcim::cli
+
+namespace mcim::cli {
+namespace {
+
+// Random command lines built from the real vocabulary and hostile values: every one ends with
+// exit code 0, 1 or 2 and a well-formed message, never a crash or an escaped exception.
+TEST(CliRobustness, RandomCommandLinesNeverCrash) {
+  const std::vector<std::vector<std::string>> commands = {{"aka", "vector"},
+                                                          {"aka", "auts"},
+                                                          {"aka", "resync"},
+                                                          {"aka", "opc"},
+                                                          {"aka", "functions"},
+                                                          {"aka"},
+                                                          {}};
+  const std::vector<std::string> options = {
+      "--k",       "--op",      "--opc",    "--top",
+      "--topc",    "--sqn",     "--rand",   "--amf",
+      "--snn",     "--plmn",    "--sqn-ms", "--auts",
+      "--algo",    "--c1",      "--r3",     "--keccak-iterations",
+      "--mac-len", "--res-len", "--ck-len", "--ik-len",
+      "--json",    "--bogus",   "-k",       "--"};
+  const std::vector<std::string> values = {"",
+                                           "0",
+                                           "00",
+                                           "tuak",
+                                           "milenage",
+                                           "-1",
+                                           "4294967296",
+                                           "99999999999999999999",
+                                           "128",
+                                           "64",
+                                           "00101",
+                                           "310410",
+                                           "5G:mnc001.mcc001.3gppnetwork.org",
+                                           "\xff\xfe",
+                                           "ä",
+                                           "0x00",
+                                           std::string(32, 'a'),
+                                           std::string(64, 'F'),
+                                           std::string(12, '1'),
+                                           std::string(28, '0'),
+                                           std::string(4096, 'b'),
+                                           "--k=00",
+                                           "=",
+                                           " "};
+  std::mt19937 gen(20261126);
+  auto pick = [&](const auto& v) { return v[gen() % v.size()]; };
+  for (int i = 0; i < 3000; ++i) {
+    std::vector<std::string> args = pick(commands);
+    const int n = static_cast<int>(gen() % 12);
+    for (int j = 0; j < n; ++j) {
+      args.push_back(pick(options));
+      if (gen() % 4 != 0) args.push_back(pick(values));
+    }
+    const auto r = mcim(args);
+    ASSERT_TRUE(r.code == 0 || r.code == 1 || r.code == 2) << i << ": " << r.code;
+    if (r.code != 0) {
+      ASSERT_EQ(r.err.rfind("mcim: error: ", 0), 0u) << i << ": " << r.err;
+    }
+  }
 }
 
 }  // namespace
