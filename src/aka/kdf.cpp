@@ -1,10 +1,14 @@
 #include "aka/kdf.h"
 
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/secure.h"
@@ -23,6 +27,57 @@ Bytes<32> ck_ik(const Ck& ck, const Ik& ik) {
   return key;
 }
 
+// HMAC-SHA-256 with the implementation fetched once per thread: OpenSSL 3's one-shot HMAC()
+// fetches it on every call, which costs more than a whole MILENAGE vector. Each call works on
+// a duplicate of a keyless template, so the keyed state is freed (and cleansed) right after.
+class HmacSha256 {
+ public:
+  HmacSha256() {
+    mac_ = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    template_ = mac_ != nullptr ? EVP_MAC_CTX_new(mac_) : nullptr;
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                                 OSSL_PARAM_construct_end()};
+    if (template_ != nullptr && EVP_MAC_CTX_set_params(template_, params) != 1) {
+      EVP_MAC_CTX_free(template_);
+      template_ = nullptr;
+    }
+  }
+  ~HmacSha256() {
+    EVP_MAC_CTX_free(template_);
+    EVP_MAC_free(mac_);
+  }
+  HmacSha256(const HmacSha256&) = delete;
+  HmacSha256& operator=(const HmacSha256&) = delete;
+
+  bool compute(ByteView key, ByteView data, Key256& out) const {
+    if (template_ == nullptr) return false;
+    EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(template_);
+    std::size_t len = 0;
+    const bool ok = ctx != nullptr && EVP_MAC_init(ctx, key.data(), key.size(), nullptr) == 1 &&
+                    EVP_MAC_update(ctx, data.data(), data.size()) == 1 &&
+                    EVP_MAC_final(ctx, out.data(), &len, out.size()) == 1 && len == out.size();
+    EVP_MAC_CTX_free(ctx);
+    return ok;
+  }
+
+ private:
+  EVP_MAC* mac_ = nullptr;
+  EVP_MAC_CTX* template_ = nullptr;
+};
+
+void hmac_sha256(ByteView key, ByteView data, Key256& out) {
+  thread_local const HmacSha256 hmac;
+  if (hmac.compute(key, data, out)) return;
+  unsigned int len = 0;  // the provider path failed: the one-shot API, or nothing
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(),
+           out.data(), &len) == nullptr) {
+    std::fputs("mcim: HMAC-SHA-256 is unavailable in this OpenSSL; refusing to continue\n",
+               stderr);
+    std::abort();
+  }
+}
+
 }  // namespace
 
 Key256 kdf(ByteView key, std::uint8_t fc, std::initializer_list<ByteView> params) {
@@ -34,9 +89,7 @@ Key256 kdf(ByteView key, std::uint8_t fc, std::initializer_list<ByteView> params
     s.push_back(static_cast<std::uint8_t>(p.size()));
   }
   Key256 out{};
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), s.data(), s.size(), out.data(),
-       &len);
+  hmac_sha256(key, s, out);
   secure_wipe(s);
   return out;
 }
