@@ -12,6 +12,23 @@ std::string_view to_string(ErrorCode code) {
     case ErrorCode::sqn_exhausted: return "sqn_exhausted";
     case ErrorCode::unsupported: return "unsupported";
     case ErrorCode::internal: return "internal";
+    case ErrorCode::not_found: return "not_found";
+    case ErrorCode::io_error: return "io_error";
+    case ErrorCode::bad_format: return "bad_format";
+    case ErrorCode::already_exists: return "already_exists";
+    case ErrorCode::chain_invalid: return "chain_invalid";
+    case ErrorCode::cert_revoked: return "cert_revoked";
+    case ErrorCode::cert_unknown: return "cert_unknown";
+    case ErrorCode::cert_expired: return "cert_expired";
+    case ErrorCode::signature_invalid: return "signature_invalid";
+    case ErrorCode::nonce_mismatch: return "nonce_mismatch";
+    case ErrorCode::stale_report: return "stale_report";
+    case ErrorCode::measurement_mismatch: return "measurement_mismatch";
+    case ErrorCode::package_tampered: return "package_tampered";
+    case ErrorCode::wrong_recipient: return "wrong_recipient";
+    case ErrorCode::package_expired: return "package_expired";
+    case ErrorCode::replayed_package: return "replayed_package";
+    case ErrorCode::ocsp_invalid: return "ocsp_invalid";
   }
   return "internal";
 }

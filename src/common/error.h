@@ -21,6 +21,25 @@ enum class ErrorCode {
   sqn_exhausted,     // the home side's SEQ space is used up (wrap-around protection, Annex C.3)
   unsupported,       // a parameter combination this build does not support
   internal,          // a broken invariant or a failing library call
+  // Files and encodings.
+  not_found,         // a file or record does not exist
+  io_error,          // reading or writing a file failed
+  bad_format,        // unparseable input: truncated, wrong type, PEM/DER confusion, empty
+  already_exists,    // refusing to overwrite (e.g. a CA directory)
+  // PKI, attestation and packages (issue 4); also the services' HTTP error codes.
+  chain_invalid,     // no valid chain to the trust anchor (or wrong purpose, bad CA)
+  cert_revoked,
+  cert_unknown,      // OCSP: the responder does not know the certificate
+  cert_expired,      // outside notBefore/notAfter
+  signature_invalid,
+  nonce_mismatch,
+  stale_report,      // attestation or OCSP answer too old or from the future
+  measurement_mismatch,
+  package_tampered,
+  wrong_recipient,
+  package_expired,
+  replayed_package,
+  ocsp_invalid,      // unsigned, wrong signer, malformed or unusable OCSP response
 };
 
 // The stable, lowercase wire name of a code, e.g. "mac_mismatch".
