@@ -9,17 +9,18 @@
 #include "cli/aka_command.h"
 #include "cli/demo_command.h"
 #include "cli/output.h"
+#include "cli/pki_command.h"
 
 namespace mcim::cli {
 namespace {
 
 int exit_code_for(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::mac_mismatch:
-    case ErrorCode::sqn_out_of_range:
-    case ErrorCode::sqn_exhausted: return kExitRefused;
-    default: return kExitUsage;
+  switch (kind_of(code)) {
+    case ErrorKind::bad_input: return kExitUsage;
+    case ErrorKind::refused: return kExitRefused;
+    case ErrorKind::internal: return kExitInternal;
   }
+  return kExitInternal;
 }
 
 // A word we may repeat in a message: an option name, or a short word that cannot be a hex key
@@ -78,6 +79,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
 
   Result<Fields> result = fail(ErrorCode::internal, "no command ran");
   register_aka(app, &result);
+  register_pki(app, &result);
   int demo_exit = -1;  // set when `demo` ran; it prints its own report
   register_demo(app, json, &demo_exit, out, err);
 

@@ -33,4 +33,22 @@ std::string_view to_string(ErrorCode code) {
   return "internal";
 }
 
+ErrorKind kind_of(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::invalid_argument:
+    case ErrorCode::missing_argument:
+    case ErrorCode::conflicting_arguments:
+    case ErrorCode::unsupported:
+    case ErrorCode::not_found:
+    case ErrorCode::io_error:
+    case ErrorCode::bad_format:
+    case ErrorCode::already_exists:
+      return ErrorKind::bad_input;
+    case ErrorCode::internal:
+      return ErrorKind::internal;
+    default:
+      return ErrorKind::refused;
+  }
+}
+
 }  // namespace mcim

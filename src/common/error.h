@@ -45,6 +45,11 @@ enum class ErrorCode {
 // The stable, lowercase wire name of a code, e.g. "mac_mismatch".
 std::string_view to_string(ErrorCode code);
 
+// What a code means for the caller: bad input (fix the request; CLI exit 2), a refusal by a
+// check on well-formed input (CLI exit 1), or an internal failure (CLI exit 3).
+enum class ErrorKind { bad_input, refused, internal };
+ErrorKind kind_of(ErrorCode code);
+
 struct [[nodiscard]] Error {
   ErrorCode code;
   std::string message;

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "common/error.h"
 #include "common/hex.h"
 #include "common/random.h"
@@ -97,6 +99,24 @@ TEST(Error, WireCodesAreStable) {
   EXPECT_EQ(to_string(ErrorCode::mac_mismatch), "mac_mismatch");
   EXPECT_EQ(fmt::format("{}", Error(ErrorCode::invalid_argument, "--k: bad")),
             "invalid_argument: --k: bad");
+}
+
+}  // namespace
+}  // namespace mcim
+
+namespace mcim {
+namespace {
+
+TEST(Error, EveryCodeHasItsOwnWireNameAndKind) {
+  std::set<std::string_view> names;
+  for (int c = 0; c <= static_cast<int>(ErrorCode::ocsp_invalid); ++c) {
+    const auto code = static_cast<ErrorCode>(c);
+    EXPECT_TRUE(names.insert(to_string(code)).second) << to_string(code);
+  }
+  EXPECT_EQ(kind_of(ErrorCode::bad_format), ErrorKind::bad_input);
+  EXPECT_EQ(kind_of(ErrorCode::chain_invalid), ErrorKind::refused);
+  EXPECT_EQ(kind_of(ErrorCode::mac_mismatch), ErrorKind::refused);
+  EXPECT_EQ(kind_of(ErrorCode::internal), ErrorKind::internal);
 }
 
 }  // namespace

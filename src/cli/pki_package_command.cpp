@@ -1,0 +1,7 @@
+#include "cli/pki_command.h"
+
+namespace mcim::cli {
+
+void register_pki_package(CLI::App& /*pki*/, Result<Fields>* /*result*/) {}
+
+}  // namespace mcim::cli
