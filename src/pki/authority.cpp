@@ -182,6 +182,10 @@ IndexEntry index_entry_for(const X509* cert) {
 Result<Authority> Authority::create(const std::string& dir, std::string_view name,
                                     const Authority* parent, int days, std::string_view ocsp_url,
                                     const Clock& clock, RandomSource& random) {
+  if (name.empty() || name.find_first_of(",/=") != std::string_view::npos) {
+    return fail(ErrorCode::invalid_argument, "--name: required, without , / or =");
+  }
+  if (days < 1 || days > 36500) return fail(ErrorCode::invalid_argument, "--days: must be 1..36500");
   if (::access(path_in(dir, "ca.pem").c_str(), F_OK) == 0) {
     return fail(ErrorCode::already_exists, fmt::format("{} already holds a CA", dir));
   }
@@ -199,9 +203,6 @@ Result<Authority> Authority::create(const std::string& dir, std::string_view nam
   spec.subject = fmt::format("CN={},O=mcim", name);
   spec.ocsp_url = std::string(ocsp_url);
   spec.days = days;
-  if (name.empty() || name.find_first_of(",/=") != std::string_view::npos) {
-    return fail(ErrorCode::invalid_argument, "--name: required, without , / or =");
-  }
   auto cert = parent ? parent->issue_for_key(spec, key->get(), clock, random)
                      : issue_certificate(spec, key->get(), nullptr, nullptr, clock, random);
   if (!cert) return std::unexpected(cert.error());
