@@ -13,23 +13,13 @@
 #include "../aka/milenage_test_sets.h"
 #include "../aka/tuak_test_sets.h"
 #include "cli/app.h"
+#include "cli_test_util.h"
 
 namespace mcim::cli {
 namespace {
 
-struct Outcome {
-  int code;
-  std::string out, err;
-};
-
-Outcome mcim(std::vector<std::string> args) {
-  args.insert(args.begin(), "mcim");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  std::ostringstream out, err;
-  const int code = run(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, out.str(), err.str()};
-}
+using testing::mcim;
+using testing::Outcome;
 
 std::string field(const std::string& text, const std::string& name) {
   std::istringstream lines(text);

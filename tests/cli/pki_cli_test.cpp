@@ -12,6 +12,7 @@
 
 #include "../pki/pki_test_util.h"
 #include "cli/app.h"
+#include "cli_test_util.h"
 #include "common/file.h"
 
 namespace mcim::cli {
@@ -20,19 +21,8 @@ namespace {
 using pki::testing::run_command;
 using pki::testing::TempDir;
 
-struct Outcome {
-  int code;
-  std::string out, err;
-};
-
-Outcome mcim(std::vector<std::string> args) {
-  args.insert(args.begin(), "mcim");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  std::ostringstream out, err;
-  const int code = run(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, out.str(), err.str()};
-}
+using testing::mcim;
+using testing::Outcome;
 
 class PkiCli : public ::testing::Test {
  protected:
