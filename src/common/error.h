@@ -33,7 +33,7 @@ enum class ErrorCode {
   cert_expired,      // outside notBefore/notAfter
   signature_invalid,
   nonce_mismatch,
-  stale_report,      // attestation or OCSP answer too old or from the future
+  stale_report,      // an attestation report, references or a result too old or from the future
   measurement_mismatch,
   package_tampered,
   wrong_recipient,
