@@ -154,25 +154,6 @@ TimePoint asn1_time_point(const ASN1_TIME* t) {
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
-std::optional<std::string> san_uri_with_prefix(const X509* cert, std::string_view prefix) {
-  auto* names =
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  std::optional<std::string> found;
-  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
-    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-    if (n->type != GEN_URI) continue;
-    const std::string uri(
-        reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.uniformResourceIdentifier)),
-        static_cast<std::size_t>(ASN1_STRING_length(n->d.uniformResourceIdentifier)));
-    if (uri.rfind(prefix, 0) == 0) {
-      found = uri.substr(prefix.size());
-      break;
-    }
-  }
-  GENERAL_NAMES_free(names);
-  return found;
-}
-
 }  // namespace
 
 std::string_view to_string(Profile p) {
@@ -250,6 +231,25 @@ Result<X509Ptr> issue_certificate(const CertSpec& spec, EVP_PKEY* subject_key, X
     return std::unexpected(openssl_error(ErrorCode::internal, "signing the certificate"));
   }
   return cert;
+}
+
+std::optional<std::string> san_uri_with_prefix(const X509* cert, std::string_view prefix) {
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  std::optional<std::string> found;
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type != GEN_URI) continue;
+    const std::string uri(
+        reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.uniformResourceIdentifier)),
+        static_cast<std::size_t>(ASN1_STRING_length(n->d.uniformResourceIdentifier)));
+    if (uri.rfind(prefix, 0) == 0) {
+      found = uri.substr(prefix.size());
+      break;
+    }
+  }
+  GENERAL_NAMES_free(names);
+  return found;
 }
 
 std::optional<std::string> platform_device_id(const X509* cert) {

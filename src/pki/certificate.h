@@ -47,6 +47,9 @@ Result<void> validate(const CertSpec& spec);
 Result<X509Ptr> issue_certificate(const CertSpec& spec, EVP_PKEY* subject_key, X509* issuer,
                                   EVP_PKEY* issuer_key, const Clock& clock, RandomSource& random);
 
+// The rest of the first SAN URI that starts with `prefix` (e.g. "urn:mcim:device:").
+std::optional<std::string> san_uri_with_prefix(const X509* cert, std::string_view prefix);
+
 // Reads back what issue_certificate put in a platform certificate.
 std::optional<std::string> platform_device_id(const X509* cert);
 std::optional<std::string> platform_model(const X509* cert);

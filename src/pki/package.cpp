@@ -947,22 +947,6 @@ Result<std::vector<X509Ptr>> parse_certificates(ByteView set) {
   return certs;
 }
 
-std::optional<std::string> san_uri(const X509* cert, std::string_view prefix) {
-  auto* names =
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  std::optional<std::string> found;
-  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names) && !found; ++i) {
-    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-    if (n->type != GEN_URI) continue;
-    const std::string_view uri(
-        reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.uniformResourceIdentifier)),
-        static_cast<std::size_t>(ASN1_STRING_length(n->d.uniformResourceIdentifier)));
-    if (uri.substr(0, prefix.size()) == prefix) found = std::string(uri.substr(prefix.size()));
-  }
-  GENERAL_NAMES_free(names);
-  return found;
-}
-
 // The package-signing profile (certificate.h): an explicit emailProtection EKU. The S/MIME
 // purpose alone would also pass certificates without any EKU (result-signing).
 bool has_package_signing_eku(X509* cert) {
@@ -1337,7 +1321,7 @@ Result<McimDocument> decode_document(ByteView json) {
 }
 
 std::optional<std::string> signer_operator_id(const X509* cert) {
-  return san_uri(cert, kOperatorUrn);
+  return san_uri_with_prefix(cert, kOperatorUrn);
 }
 
 Result<ByteVec> seal_package(const McimDocument& doc, const PackageSigner& signer,
