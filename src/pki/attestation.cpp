@@ -675,42 +675,6 @@ void check_platform_profile(const PlatformFacts& p, Failures& out) {
   }
 }
 
-ErrorCode chain_code(int verify_error) {
-  return verify_error == X509_V_ERR_CERT_HAS_EXPIRED ||
-                 verify_error == X509_V_ERR_CERT_NOT_YET_VALID
-             ? ErrorCode::cert_expired
-             : ErrorCode::chain_invalid;
-}
-
-// OpenSSL's path validation from the platform certificate to a trusted certificate: a root, or
-// with partial_chain one of the CAs the Validator verified beforehand.
-Result<X509*> verify_path(X509_STORE* store, bool partial_chain, X509* leaf,
-                          const std::vector<X509*>& untrusted, TimePoint now) {
-  STACK_OF(X509)* chain_in = sk_X509_new_null();
-  for (X509* c : untrusted) sk_X509_push(chain_in, c);
-  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
-  Result<X509*> out = fail(ErrorCode::internal, "X509_STORE_CTX_init");
-  if (chain_in != nullptr && ctx && X509_STORE_CTX_init(ctx.get(), store, leaf, chain_in) == 1) {
-    X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx.get());
-    X509_VERIFY_PARAM_set_time(param, std::chrono::system_clock::to_time_t(now));
-    X509_VERIFY_PARAM_set_flags(
-        param, X509_V_FLAG_X509_STRICT | (partial_chain ? X509_V_FLAG_PARTIAL_CHAIN : 0));
-    if (X509_verify_cert(ctx.get()) == 1) {
-      STACK_OF(X509)* built = X509_STORE_CTX_get0_chain(ctx.get());
-      out = sk_X509_value(built, sk_X509_num(built) - 1);
-    } else {
-      // A bad certificate signature is, for the PVA, a chain that does not lead to the root.
-      const int err = X509_STORE_CTX_get_error(ctx.get());
-      out = fail(chain_code(err), fmt::format("certificate {} at depth {}: {}", subject_text(leaf),
-                                              X509_STORE_CTX_get_error_depth(ctx.get()),
-                                              X509_verify_cert_error_string(err)));
-    }
-  }
-  sk_X509_free(chain_in);
-  ERR_clear_error();
-  return out;
-}
-
 // The same limits verify_ocsp_response applies, so an answer it accepted is not refused here
 // only because a few seconds passed in between; a RevocationAnswer from elsewhere gets them too.
 std::string staleness(const RevocationAnswer& a, const ValidationPolicy& policy, TimePoint now) {
@@ -1030,10 +994,16 @@ Result<void> Validator::add_intermediates(const std::vector<X509*>& certs, const
 Result<void> Validator::verify_platform_path(X509* leaf, const std::vector<X509*>& untrusted,
                                              TimePoint now) const {
   const bool partial = fast_store_ != nullptr;
-  auto top =
-      verify_path(partial ? fast_store_.get() : supplier_.store(), partial, leaf, untrusted, now);
-  if (!top) return std::unexpected(top.error());
-  return check_trusted_ca_window(*top, now);
+  auto chain = verify_chain(partial ? fast_store_.get() : supplier_.store(), leaf, untrusted, now,
+                            VerifyOptions{.partial_chain = partial});
+  if (!chain) {
+    // A bad certificate signature is, for the PVA, a chain that does not lead to the root.
+    const ErrorCode code = chain.error().code == ErrorCode::cert_expired ? ErrorCode::cert_expired
+                                                                         : ErrorCode::chain_invalid;
+    return fail(code, chain.error().message);
+  }
+  // The top of the path is the root or a CA the store holds, so it outlives `chain`.
+  return check_trusted_ca_window(chain->chain.back().get(), now);
 }
 
 // A partial chain ends at the pre-verified CA: OpenSSL checks that CA's validity but not the

@@ -55,16 +55,24 @@ Result<TrustAnchors> TrustAnchors::from_certs(const std::vector<X509*>& roots) {
 Result<VerifiedChain> verify_chain(const TrustAnchors& anchors, X509* leaf,
                                    const std::vector<X509*>& untrusted, TimePoint at,
                                    Purpose purpose) {
+  return verify_chain(anchors.store(), leaf, untrusted, at, VerifyOptions{.purpose = purpose});
+}
+
+Result<VerifiedChain> verify_chain(X509_STORE* store, X509* leaf,
+                                   const std::vector<X509*>& untrusted, TimePoint at,
+                                   const VerifyOptions& options) {
+  const Purpose purpose = options.purpose;
   STACK_OF(X509)* chain_in = sk_X509_new_null();
   for (X509* c : untrusted) sk_X509_push(chain_in, c);
   X509StoreCtxPtr ctx(X509_STORE_CTX_new());
-  if (!ctx || X509_STORE_CTX_init(ctx.get(), anchors.store(), leaf, chain_in) != 1) {
+  if (!ctx || X509_STORE_CTX_init(ctx.get(), store, leaf, chain_in) != 1) {
     sk_X509_free(chain_in);
     return std::unexpected(openssl_error(ErrorCode::internal, "X509_STORE_CTX_init"));
   }
   X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx.get());
   X509_VERIFY_PARAM_set_time(param, std::chrono::system_clock::to_time_t(at));
-  X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
+  X509_VERIFY_PARAM_set_flags(
+      param, X509_V_FLAG_X509_STRICT | (options.partial_chain ? X509_V_FLAG_PARTIAL_CHAIN : 0));
   if (purpose != Purpose::any) X509_STORE_CTX_set_purpose(ctx.get(), purpose_id(purpose));
 
   const int ok = X509_verify_cert(ctx.get());

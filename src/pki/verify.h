@@ -36,4 +36,17 @@ Result<VerifiedChain> verify_chain(const TrustAnchors& anchors, X509* leaf,
                                    const std::vector<X509*>& untrusted, TimePoint at,
                                    Purpose purpose = Purpose::any);
 
+struct VerifyOptions {
+  Purpose purpose = Purpose::any;
+  // Accept a path that ends at any certificate of the store, not only a self-signed root: for
+  // stores that hold CAs verified beforehand (the PVA's Validator). OpenSSL then checks that
+  // CA's validity but not its issuers': the caller keeps and checks their windows.
+  bool partial_chain = false;
+};
+
+// The same over a store the caller built.
+Result<VerifiedChain> verify_chain(X509_STORE* store, X509* leaf,
+                                   const std::vector<X509*>& untrusted, TimePoint at,
+                                   const VerifyOptions& options);
+
 }  // namespace mcim::pki
