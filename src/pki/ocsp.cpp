@@ -70,16 +70,6 @@ ByteVec nonce_octets(X509_EXTENSION* ext) {
   return ByteVec(begin, begin + length);
 }
 
-template <class T>
-ByteVec der_of(const T* object, int (*i2d)(const T*, unsigned char**)) {
-  unsigned char* der = nullptr;
-  const int n = i2d(object, &der);
-  if (n <= 0) return {};
-  ByteVec out(der, der + n);
-  OPENSSL_free(der);
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Client: response verification, one check per function
 
@@ -437,7 +427,7 @@ Result<ByteVec> http_post(const std::string& url, ByteView request, bool url_fro
   if (use_tls != 0) {
     return fail(ErrorCode::unsupported, fmt::format("OCSP URL {}: https is not supported", url));
   }
-  BioPtr body(BIO_new_mem_buf(request.data(), static_cast<int>(request.size())));
+  BioPtr body = memory_bio(request);
   // A proxy never makes sense for the local machine; elsewhere honour http_proxy/no_proxy.
   const char* proxy = is_loopback(host.get()) ? "" : nullptr;
   const int timeout = static_cast<int>(kOcspHttpTimeout.count());

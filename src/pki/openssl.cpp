@@ -11,10 +11,6 @@
 namespace mcim::pki {
 namespace {
 
-BioPtr memory_bio(ByteView data) {
-  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-}
-
 std::string bio_text(BIO* bio) {
   char* p = nullptr;
   const long n = BIO_get_mem_data(bio, &p);
@@ -28,6 +24,10 @@ bool looks_like_pem(ByteView data) {
 }
 
 }  // namespace
+
+BioPtr memory_bio(ByteView data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
 
 X509Ptr up_ref(X509* cert) {
   X509_up_ref(cert);
@@ -144,14 +144,7 @@ Result<std::string> certificate_pem(const X509* cert) {
   return bio_text(bio.get());
 }
 
-ByteVec certificate_der(const X509* cert) {
-  unsigned char* der = nullptr;
-  const int n = i2d_X509(cert, &der);
-  if (n <= 0) return {};
-  ByteVec out(der, der + n);
-  OPENSSL_free(der);
-  return out;
-}
+ByteVec certificate_der(const X509* cert) { return der_of(cert, i2d_X509); }
 
 Result<void> write_certificate(const std::string& path, const X509* cert) {
   auto pem = certificate_pem(cert);
@@ -167,12 +160,9 @@ Bytes<32> sha256(ByteView data) {
 }
 
 Bytes<32> spki_sha256(const EVP_PKEY* key) {
-  unsigned char* der = nullptr;
-  const int n = i2d_PUBKEY(key, &der);
-  if (n <= 0) return {};
-  Bytes<32> out = sha256(ByteView(der, static_cast<std::size_t>(n)));
-  OPENSSL_free(der);
-  return out;
+  const ByteVec der = der_of(key, i2d_PUBKEY);
+  if (der.empty()) return {};
+  return sha256(der);
 }
 
 std::string serial_hex(const X509* cert) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -34,6 +35,20 @@ using X509StoreCtxPtr = Owned<X509_STORE_CTX, X509_STORE_CTX_free>;
 // Shares ownership: a X509 that both the caller and a stack hold.
 X509Ptr up_ref(X509* cert);
 PkeyPtr up_ref(EVP_PKEY* key);
+
+// A read-only memory BIO over `data` (which must outlive it).
+BioPtr memory_bio(ByteView data);
+
+// The DER encoding of any OpenSSL object through its i2d function; empty when encoding fails.
+template <class T>
+ByteVec der_of(const T* object, int (*i2d)(const T*, unsigned char**)) {
+  unsigned char* der = nullptr;
+  const int n = i2d(object, &der);
+  if (n <= 0) return {};
+  ByteVec out(der, der + n);
+  OPENSSL_free(der);
+  return out;
+}
 
 // An Error with `what` and the reason at the top of OpenSSL's error queue; clears the queue.
 Error openssl_error(ErrorCode code, std::string_view what);

@@ -815,18 +815,7 @@ ByteVec without_certificates(const OuterParts& p) {
 // =============================================================================================
 // OpenSSL plumbing
 
-BioPtr memory_bio(ByteView data) {
-  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-}
-
-ByteVec cms_der(CMS_ContentInfo* cms) {
-  unsigned char* der = nullptr;
-  const int n = i2d_CMS_ContentInfo(cms, &der);
-  if (n <= 0) return {};
-  ByteVec out(der, der + n);
-  OPENSSL_free(der);
-  return out;
-}
+ByteVec cms_der(CMS_ContentInfo* cms) { return der_of<CMS_ContentInfo>(cms, i2d_CMS_ContentInfo); }
 
 // Parses one CMS ContentInfo that must span all of `der` and re-encode to the same bytes.
 CmsPtr parse_cms_exact(ByteView der) {
