@@ -78,18 +78,9 @@ Result<std::vector<X509Ptr>> load_optional_certificates(const std::string& path)
 
 // A signer given as PREFIX: PREFIX.key and PREFIX.pem (as `mcim pki issue --out PREFIX` writes),
 // the certificate first in PREFIX.pem, optionally followed by its intermediates.
-struct Signer {
-  PkeyPtr key;
-  std::vector<X509Ptr> certs;
-};
-
-Result<Signer> load_signer(const std::string& prefix) {
+Result<KeyPair> load_signer(const std::string& prefix) {
   if (auto r = require(prefix, "--signer"); !r) return std::unexpected(r.error());
-  auto key = load_private_key(prefix + ".key");
-  if (!key) return std::unexpected(key.error());
-  auto certs = load_certificates(prefix + ".pem");
-  if (!certs) return std::unexpected(certs.error());
-  return Signer{std::move(*key), std::move(*certs)};
+  return load_key_pair(prefix);
 }
 
 Result<void> write_document(const std::string& path, const std::string& doc) {

@@ -63,10 +63,8 @@ Fields document_fields(const McimDocument& doc) {
 }
 
 Result<ByteVec> seal(const SealArgs& a, const McimDocument& doc) {
-  auto cert = load_certificate(a.signer + ".pem");
-  if (!cert) return std::unexpected(cert.error());
-  auto key = load_private_key(a.signer + ".key");
-  if (!key) return std::unexpected(key.error());
+  auto pair = load_key_pair(a.signer);
+  if (!pair) return std::unexpected(pair.error());
   auto recipient = load_certificate(a.recipient);
   if (!recipient) return std::unexpected(recipient.error());
   std::vector<X509Ptr> chain;
@@ -75,7 +73,7 @@ Result<ByteVec> seal(const SealArgs& a, const McimDocument& doc) {
     if (!c) return std::unexpected(c.error());
     chain = std::move(*c);
   }
-  PackageSigner signer{cert->get(), key->get(), {}};
+  PackageSigner signer{pair->cert(), pair->key.get(), {}};
   for (const auto& c : chain) signer.chain.push_back(c.get());
   return seal_package(doc, signer, recipient->get());
 }

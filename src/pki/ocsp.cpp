@@ -831,11 +831,9 @@ Result<OcspResponder> OcspResponder::create(const std::string& ca_dir, X509* sig
 Result<OcspResponder> OcspResponder::open(const std::string& ca_dir,
                                           const std::string& signer_prefix, const Clock& clock,
                                           OcspResponderOptions options) {
-  auto cert = load_certificate(signer_prefix + ".pem");
-  if (!cert) return std::unexpected(cert.error());
-  auto key = load_private_key(signer_prefix + ".key");
-  if (!key) return std::unexpected(key.error());
-  return create(ca_dir, cert->get(), key->get(), clock, options);
+  auto signer = load_key_pair(signer_prefix);
+  if (!signer) return std::unexpected(signer.error());
+  return create(ca_dir, signer->cert(), signer->key.get(), clock, options);
 }
 
 ByteVec OcspResponder::respond(ByteView request_der) const {

@@ -152,6 +152,14 @@ Result<void> write_certificate(const std::string& path, const X509* cert) {
   return write_file_atomic(path, *pem, 0644);
 }
 
+Result<KeyPair> load_key_pair(const std::string& prefix) {
+  auto key = load_private_key(prefix + ".key");
+  if (!key) return std::unexpected(key.error());
+  auto certs = load_certificates(prefix + ".pem");
+  if (!certs) return std::unexpected(certs.error());
+  return KeyPair{std::move(*key), std::move(*certs)};
+}
+
 Bytes<32> sha256(ByteView data) {
   Bytes<32> out{};
   unsigned int len = 0;

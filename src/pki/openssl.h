@@ -70,6 +70,15 @@ Result<std::string> certificate_pem(const X509* cert);
 ByteVec certificate_der(const X509* cert);
 Result<void> write_certificate(const std::string& path, const X509* cert);
 
+// What `mcim pki issue --out PREFIX` writes: PREFIX.key and PREFIX.pem, the certificate first,
+// optionally followed by its intermediates.
+struct KeyPair {
+  PkeyPtr key;
+  std::vector<X509Ptr> certs;  // at least one
+  X509* cert() const { return certs.front().get(); }
+};
+Result<KeyPair> load_key_pair(const std::string& prefix);
+
 // SHA-256 of the DER SubjectPublicKeyInfo: the pin of a public key (RFC 7469 style).
 Bytes<32> spki_sha256(const EVP_PKEY* key);
 Bytes<32> sha256(ByteView data);
