@@ -14,33 +14,25 @@
 #include "common/hex.h"
 #include "common/secure.h"
 #include "pki/certificate.h"
+#include "pki/signed_json.h"
 
 namespace mcim::pki {
 namespace {
 
-// nlohmann::json keeps object members in a std::map, so dump() writes sorted keys: with no
-// indentation that is our canonical form (docs/attestation.md).
-using Json = nlohmann::json;
-using MdCtxPtr = Owned<EVP_MD_CTX, EVP_MD_CTX_free>;
+// Canonical JSON and the signed envelopes are pki/signed_json.h's (docs/attestation.md).
 
 // Type tags: a signature over one kind of document can never be passed off as another kind.
 constexpr std::string_view kReportType = "mcim-report/1";
 constexpr std::string_view kReferencesType = "mcim-references/1";
 constexpr std::string_view kResultType = "mcim-result/1";
 
-constexpr std::size_t kMaxDocument = std::size_t{1} << 20;
-constexpr std::size_t kMaxToken = 128;
 constexpr std::size_t kMaxMeasurements = 1024;
 constexpr std::size_t kMinNonce = 16;
 constexpr std::size_t kMaxNonce = 64;
-constexpr std::size_t kMinSignature = 8;   // DER ECDSA-Sig-Value: 30 len 02 len r 02 len s
-constexpr std::size_t kMaxSignature = 72;  // ... for P-256
-constexpr std::size_t kMaxCertificates = 4;
 constexpr std::size_t kMaxDeviceIdInResult = 1024;  // the certificate's, which we did not choose
 constexpr std::size_t kMaxMessage = 1024;           // encoder truncates to this
 constexpr std::size_t kMaxMessageDecoded = 4096;    // decoder's limit (U+FFFD may lengthen)
 constexpr std::size_t kMaxNamesListed = 8;          // per category in a measurement failure
-constexpr std::int64_t kMaxTime = 253402300799;     // 9999-12-31T23:59:59Z
 constexpr std::chrono::seconds kResultSkew{30};
 
 constexpr std::array kTreStates = {
@@ -74,27 +66,6 @@ constexpr ErrorCode kDeviceMismatchCode = ErrorCode::chain_invalid;
 
 // ---- Small helpers -------------------------------------------------------------------------
 
-// Names, device ids and models: printable ASCII without the two characters JSON escapes, so
-// their canonical form is the text itself.
-bool valid_token(std::string_view s) {
-  return !s.empty() && s.size() <= kMaxToken && std::all_of(s.begin(), s.end(), [](char c) {
-    return c > 0x20 && c < 0x7f && c != '"' && c != '\\';
-  });
-}
-
-std::int64_t utc_seconds(UtcSeconds t) { return t.time_since_epoch().count(); }
-
-UtcSeconds floor_seconds(TimePoint t) { return std::chrono::floor<std::chrono::seconds>(t); }
-
-std::string utc_text(TimePoint t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 // Cuts at a UTF-8 character boundary, so the text stays valid UTF-8.
 std::string truncate_utf8(std::string s, std::size_t max) {
   if (s.size() <= max) return s;
@@ -104,191 +75,7 @@ std::string truncate_utf8(std::string s, std::size_t max) {
   return s;
 }
 
-// ---- Canonical JSON and ECDSA ----------------------------------------------------------------
-
-// `replace` never throws: invalid UTF-8 (from a certificate subject in a message, say) becomes
-// U+FFFD, and dumping the parsed result again gives the same bytes.
-std::string canonical(const Json& j) {
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
-
-// The envelope around a signed object; keys in sorted order, so it is canonical JSON as well.
-// certificates_json is empty for the report, which carries no certificates.
-std::string envelope(std::string_view certificates_json, std::string_view inner_key,
-                     std::string_view inner, ByteView signature) {
-  std::string out;
-  out.reserve(certificates_json.size() + inner.size() + 2 * signature.size() + 64);
-  out += '{';
-  if (!certificates_json.empty()) {
-    out += R"("certificates":)";
-    out += certificates_json;
-    out += ',';
-  }
-  out += fmt::format(R"("{}":)", inner_key);
-  out += inner;
-  out += R"(,"signature":")";
-  out += to_hex(signature);
-  out += R"("})";
-  return out;
-}
-
-// Fetched once: OpenSSL 3's implicit fetch behind EVP_sha256() on every signature costs more
-// than hashing a report.
-const EVP_MD* sha256_md() {
-  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return md;
-}
-
-bool is_p256(const EVP_PKEY* key) {
-  if (key == nullptr || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) return false;
-  char group[32] = {};
-  std::size_t len = 0;
-  return EVP_PKEY_get_group_name(key, group, sizeof group, &len) == 1 &&
-         std::string_view(group, len) == "prime256v1";
-}
-
-const unsigned char* bytes_of(std::string_view s) {
-  return reinterpret_cast<const unsigned char*>(s.data());
-}
-
-Result<ByteVec> sign_bytes(EVP_PKEY* key, std::string_view data) {
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  std::size_t len = 0;
-  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, sha256_md(), nullptr, key) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len, bytes_of(data), data.size()) != 1) {
-    return std::unexpected(openssl_error(ErrorCode::internal, "ECDSA signing"));
-  }
-  ByteVec sig(len);
-  if (EVP_DigestSign(ctx.get(), sig.data(), &len, bytes_of(data), data.size()) != 1) {
-    return std::unexpected(openssl_error(ErrorCode::internal, "ECDSA signing"));
-  }
-  sig.resize(len);
-  return sig;
-}
-
-bool verify_bytes(EVP_PKEY* key, std::string_view data, ByteView sig) {
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  const bool ok =
-      ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, sha256_md(), nullptr, key) == 1 &&
-      EVP_DigestVerify(ctx.get(), sig.data(), sig.size(), bytes_of(data), data.size()) == 1;
-  ERR_clear_error();
-  return ok;
-}
-
-Json certificates_json(const std::vector<X509*>& certs) {
-  Json arr = Json::array();
-  for (X509* c : certs) arr.push_back(to_hex(certificate_der(c)));
-  return arr;
-}
-
 // ---- Strict decoding -------------------------------------------------------------------------
-
-Error bad(std::string message) { return Error(ErrorCode::bad_format, std::move(message)); }
-
-// An unknown member's name is repeated only when it is short and plain, so a message never
-// carries a blob of attacker-chosen text.
-std::string describe_key(std::string_view key) {
-  return valid_token(key) && key.size() <= 32 ? fmt::format("\"{}\"", key) : "(unprintable)";
-}
-
-Result<Json> parse_document(std::string_view text, std::string_view what) {
-  if (text.empty()) return fail(ErrorCode::bad_format, fmt::format("{}: empty", what));
-  if (text.size() > kMaxDocument) {
-    return fail(ErrorCode::bad_format, fmt::format("{}: larger than {} bytes", what, kMaxDocument));
-  }
-  Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return fail(ErrorCode::bad_format, fmt::format("{}: not JSON (truncated or corrupted)", what));
-  }
-  if (!j.is_object())
-    return fail(ErrorCode::bad_format, fmt::format("{}: not a JSON object", what));
-  return j;
-}
-
-// Every member known, every known member present.
-Result<void> expect_members(const Json& obj, std::string_view path,
-                            std::initializer_list<std::string_view> names) {
-  if (!obj.is_object()) return std::unexpected(bad(fmt::format("{}: not an object", path)));
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    if (std::find(names.begin(), names.end(), it.key()) == names.end()) {
-      return std::unexpected(
-          bad(fmt::format("{}: unknown field {}", path, describe_key(it.key()))));
-    }
-  }
-  for (std::string_view n : names) {
-    if (obj.find(n) == obj.end())
-      return std::unexpected(bad(fmt::format("{}.{}: missing", path, n)));
-  }
-  return {};
-}
-
-Result<const std::string*> string_member(const Json& obj, std::string_view path,
-                                         std::string_view key) {
-  const Json& v = *obj.find(key);
-  if (!v.is_string()) return std::unexpected(bad(fmt::format("{}.{}: not a string", path, key)));
-  return &v.get_ref<const std::string&>();
-}
-
-Result<std::string> token_member(const Json& obj, std::string_view path, std::string_view key) {
-  auto s = string_member(obj, path, key);
-  if (!s) return std::unexpected(s.error());
-  if (!valid_token(**s)) {
-    return std::unexpected(bad(
-        fmt::format("{}.{}: must be 1-{} printable ASCII characters without space, '\"' or '\\'",
-                    path, key, kMaxToken)));
-  }
-  return **s;
-}
-
-// Lowercase only: the canonical form has one spelling for each byte string.
-Result<ByteVec> hex_member(const Json& obj, std::string_view path, std::string_view key,
-                           std::size_t min_bytes, std::size_t max_bytes) {
-  auto s = string_member(obj, path, key);
-  if (!s) return std::unexpected(s.error());
-  const std::string& text = **s;
-  const bool lower = std::all_of(text.begin(), text.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
-  if (!lower || text.size() % 2 != 0 || text.size() < 2 * min_bytes ||
-      text.size() > 2 * max_bytes) {
-    const std::string size = min_bytes == max_bytes
-                                 ? fmt::format("{}", 2 * min_bytes)
-                                 : fmt::format("{}-{}", 2 * min_bytes, 2 * max_bytes);
-    return std::unexpected(
-        bad(fmt::format("{}.{}: expected {} lowercase hex digits, got {} characters", path, key,
-                        size, text.size())));
-  }
-  return parse_hex(text, key);
-}
-
-Result<UtcSeconds> time_member(const Json& obj, std::string_view path, std::string_view key) {
-  const Json& v = *obj.find(key);
-  if (!v.is_number_unsigned() || v.get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxTime)) {
-    return std::unexpected(
-        bad(fmt::format("{}.{}: expected UTC seconds as a non-negative integer", path, key)));
-  }
-  return UtcSeconds(std::chrono::seconds(static_cast<std::int64_t>(v.get<std::uint64_t>())));
-}
-
-Result<const Json*> array_member(const Json& obj, std::string_view path, std::string_view key,
-                                 std::size_t min, std::size_t max) {
-  const Json& v = *obj.find(key);
-  if (!v.is_array()) return std::unexpected(bad(fmt::format("{}.{}: not an array", path, key)));
-  if (v.size() < min || v.size() > max) {
-    return std::unexpected(
-        bad(fmt::format("{}.{}: expected {}-{} entries, got {}", path, key, min, max, v.size())));
-  }
-  return &v;
-}
-
-Result<void> type_member(const Json& obj, std::string_view path, std::string_view expected) {
-  auto s = string_member(obj, path, "type");
-  if (!s) return std::unexpected(s.error());
-  if (**s != expected) {
-    return std::unexpected(bad(fmt::format("{}.type: expected \"{}\"", path, expected)));
-  }
-  return {};
-}
 
 Result<Measurement> decode_measurement(const Json& m, const std::string& path) {
   if (auto r = expect_members(m, path, {"name", "sha256"}); !r) return std::unexpected(r.error());
@@ -353,120 +140,10 @@ Result<std::vector<Measurement>> normalised(std::vector<Measurement> ms, std::st
 }
 
 Result<void> check_time(UtcSeconds t, std::string_view what) {
-  if (utc_seconds(t) < 0 || utc_seconds(t) > kMaxTime) {
+  if (utc_seconds(t) < 0 || utc_seconds(t) > kMaxUtcSeconds) {
     return fail(ErrorCode::invalid_argument, fmt::format("{}: time out of range", what));
   }
   return {};
-}
-
-// ---- Envelopes: {"certificates"?, "<inner>", "signature"} ------------------------------------
-
-struct Envelope {
-  Json doc;
-  std::vector<X509Ptr> certificates;  // signer first (references and results only)
-  ByteVec signature;
-};
-
-Result<std::vector<X509Ptr>> decode_certificates(const Json& doc, std::string_view what) {
-  auto arr = array_member(doc, what, "certificates", 1, kMaxCertificates);
-  if (!arr) return std::unexpected(arr.error());
-  std::vector<X509Ptr> out;
-  for (std::size_t i = 0; i < (*arr)->size(); ++i) {
-    const std::string where = fmt::format("{}.certificates[{}]", what, i);
-    const Json& c = (**arr)[i];
-    if (!c.is_string()) return std::unexpected(bad(where + ": not a string"));
-    auto der = parse_hex(c.get_ref<const std::string&>(), where);
-    if (!der) return std::unexpected(bad(where + ": not hex"));
-    auto cert = parse_certificate(*der, where);
-    if (!cert) return std::unexpected(cert.error());
-    out.push_back(std::move(*cert));
-  }
-  return out;
-}
-
-// Strips the one trailing newline a file may end with.
-std::string_view document_text(std::string_view text) {
-  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-  return text;
-}
-
-Result<Envelope> decode_envelope(std::string_view text, std::string_view what,
-                                 std::string_view inner_key, bool with_certificates) {
-  auto doc = parse_document(text, what);
-  if (!doc) return std::unexpected(doc.error());
-  auto members = with_certificates
-                     ? expect_members(*doc, what, {"certificates", inner_key, "signature"})
-                     : expect_members(*doc, what, {inner_key, "signature"});
-  if (!members) return std::unexpected(members.error());
-  Envelope env;
-  auto sig = hex_member(*doc, what, "signature", kMinSignature, kMaxSignature);
-  if (!sig) return std::unexpected(sig.error());
-  env.signature = std::move(*sig);
-  if (with_certificates) {
-    auto certs = decode_certificates(*doc, what);
-    if (!certs) return std::unexpected(certs.error());
-    env.certificates = std::move(*certs);
-  }
-  env.doc = std::move(*doc);
-  return env;
-}
-
-// After the fields were checked (their messages are more precise): the text must be exactly
-// what the encoder writes. Returns the signed bytes, the canonical inner object.
-Result<std::string> canonical_inner(const Envelope& env, std::string_view text,
-                                    std::string_view what, std::string_view inner_key) {
-  std::string inner = canonical(env.doc[std::string(inner_key)]);
-  const std::string certs = env.certificates.empty() ? "" : canonical(env.doc["certificates"]);
-  if (envelope(certs, inner_key, inner, env.signature) != text) {
-    return std::unexpected(bad(fmt::format(
-        "{}: not in canonical form (sorted keys, no whitespace, no escapes, no repeated keys)",
-        what)));
-  }
-  return inner;
-}
-
-// A document signer (references, results): an end entity whose key usage says it signs
-// content, never a CA key (key separation) nor a platform key (a device must not vouch for
-// its own references).
-Result<void> check_document_signer(X509* cert) {
-  const std::uint32_t needed = KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION;
-  std::string problem;
-  if (X509_check_ca(cert) != 0) {
-    problem = "a CA certificate does not sign documents";
-  } else if ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) == 0 ||
-             (X509_get_key_usage(cert) & needed) != needed) {
-    problem = "keyUsage must include digitalSignature and nonRepudiation";
-  } else if (platform_device_id(cert)) {
-    problem = "a platform certificate does not sign documents";
-  } else if (!is_p256(X509_get0_pubkey(cert))) {
-    problem = "the key is not EC P-256";
-  }
-  if (problem.empty()) return {};
-  return fail(ErrorCode::chain_invalid, fmt::format("signer {}: {}", subject_text(cert), problem));
-}
-
-// The signer chains to `anchors` now, is a document signer, and signed `signed_bytes`.
-Result<X509*> verify_signer(const Envelope& env, std::string_view signed_bytes,
-                            const TrustAnchors& anchors, const std::vector<X509*>& untrusted,
-                            const Clock& clock, std::string_view what) {
-  X509* signer = env.certificates.front().get();
-  std::vector<X509*> path;
-  for (std::size_t i = 1; i < env.certificates.size(); ++i)
-    path.push_back(env.certificates[i].get());
-  path.insert(path.end(), untrusted.begin(), untrusted.end());
-  if (auto chain = verify_chain(anchors, signer, path, clock.now()); !chain) {
-    const ErrorCode code = chain.error().code == ErrorCode::cert_expired ? ErrorCode::cert_expired
-                                                                         : ErrorCode::chain_invalid;
-    return fail(code, fmt::format("{}: signer: {}", what, chain.error().message));
-  }
-  if (auto r = check_document_signer(signer); !r) {
-    return fail(r.error().code, fmt::format("{}: {}", what, r.error().message));
-  }
-  if (!verify_bytes(X509_get0_pubkey(signer), signed_bytes, env.signature)) {
-    return fail(ErrorCode::signature_invalid,
-                fmt::format("{}: the signature does not verify with the signer's key", what));
-  }
-  return signer;
 }
 
 // ---- Report, references and result: inner objects ---------------------------------------------
@@ -916,7 +593,7 @@ Result<SignedReport> decode_signed_report(std::string_view text) {
 
 Result<std::string> sign_references(const ReferenceSet& refs, EVP_PKEY* key,
                                     const std::vector<X509*>& certs) {
-  if (certs.empty() || certs.size() > kMaxCertificates) {
+  if (certs.empty() || certs.size() > kMaxEnvelopeCertificates) {
     return fail(ErrorCode::invalid_argument, "references: 1-4 signer certificates expected");
   }
   if (!is_p256(key) || X509_check_private_key(certs.front(), key) != 1) {
@@ -1078,7 +755,7 @@ ValidationResult Validator::validate(const SignedReport& report, X509* platform_
 }
 
 Result<ResultSigner> ResultSigner::create(PkeyPtr key, std::vector<X509Ptr> certs) {
-  if (certs.empty() || certs.size() > kMaxCertificates) {
+  if (certs.empty() || certs.size() > kMaxEnvelopeCertificates) {
     return fail(ErrorCode::invalid_argument, "result signer: 1-4 certificates expected");
   }
   if (!is_p256(key.get()) || X509_check_private_key(certs.front().get(), key.get()) != 1) {

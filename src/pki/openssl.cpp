@@ -189,4 +189,44 @@ std::string subject_text(const X509* cert) {
   return bio_text(bio.get());
 }
 
+// Fetched once: OpenSSL 3's implicit fetch behind EVP_sha256() on every signature costs more
+// than hashing a report.
+static const EVP_MD* sha256_md() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+bool is_p256(const EVP_PKEY* key) {
+  if (key == nullptr || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) return false;
+  char group[32] = {};
+  std::size_t len = 0;
+  return EVP_PKEY_get_group_name(key, group, sizeof group, &len) == 1 &&
+         std::string_view(group, len) == "prime256v1";
+}
+
+Result<ByteVec> ecdsa_sign(EVP_PKEY* key, ByteView data) {
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  std::size_t len = 0;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, sha256_md(), nullptr, key) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
+    return std::unexpected(openssl_error(ErrorCode::internal, "ECDSA signing"));
+  }
+  ByteVec sig(len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, data.data(), data.size()) != 1) {
+    return std::unexpected(openssl_error(ErrorCode::internal, "ECDSA signing"));
+  }
+  sig.resize(len);
+  return sig;
+}
+
+bool ecdsa_verify(EVP_PKEY* key, ByteView data, ByteView signature) {
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  const bool ok = ctx &&
+                  EVP_DigestVerifyInit(ctx.get(), nullptr, sha256_md(), nullptr, key) == 1 &&
+                  EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), data.data(),
+                                   data.size()) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
 }  // namespace mcim::pki

@@ -31,6 +31,7 @@ using X509Ptr = Owned<X509, X509_free>;
 using BioPtr = Owned<BIO, BIO_free_all>;
 using X509StorePtr = Owned<X509_STORE, X509_STORE_free>;
 using X509StoreCtxPtr = Owned<X509_STORE_CTX, X509_STORE_CTX_free>;
+using MdCtxPtr = Owned<EVP_MD_CTX, EVP_MD_CTX_free>;
 
 // Shares ownership: a X509 that both the caller and a stack hold.
 X509Ptr up_ref(X509* cert);
@@ -78,6 +79,13 @@ struct KeyPair {
   X509* cert() const { return certs.front().get(); }
 };
 Result<KeyPair> load_key_pair(const std::string& prefix);
+
+// True for an EC key on P-256 (prime256v1), the only curve mcim signs with.
+bool is_p256(const EVP_PKEY* key);
+// ECDSA with SHA-256 over `data`; the signature is a DER ECDSA-Sig-Value. ecdsa_verify is false
+// for any failure (wrong key, malformed signature) and leaves OpenSSL's error queue empty.
+Result<ByteVec> ecdsa_sign(EVP_PKEY* key, ByteView data);
+bool ecdsa_verify(EVP_PKEY* key, ByteView data, ByteView signature);
 
 // SHA-256 of the DER SubjectPublicKeyInfo: the pin of a public key (RFC 7469 style).
 Bytes<32> spki_sha256(const EVP_PKEY* key);
