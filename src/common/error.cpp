@@ -29,6 +29,15 @@ std::string_view to_string(ErrorCode code) {
     case ErrorCode::package_expired: return "package_expired";
     case ErrorCode::replayed_package: return "replayed_package";
     case ErrorCode::ocsp_invalid: return "ocsp_invalid";
+    case ErrorCode::store_tampered: return "store_tampered";
+    case ErrorCode::rollback_detected: return "rollback_detected";
+    case ErrorCode::lockdown: return "lockdown";
+    case ErrorCode::transition_refused: return "transition_refused";
+    case ErrorCode::access_denied: return "access_denied";
+    case ErrorCode::integrity_failed: return "integrity_failed";
+    case ErrorCode::credential_unusable: return "credential_unusable";
+    case ErrorCode::replayed_instruction: return "replayed_instruction";
+    case ErrorCode::busy: return "busy";
   }
   return "internal";
 }

@@ -40,6 +40,16 @@ enum class ErrorCode {
   package_expired,
   replayed_package,
   ocsp_invalid,      // unsigned, wrong signer, malformed or unusable OCSP response
+  // The TRE (issue 5, docs/tre.md).
+  store_tampered,        // sealed TRE state fails authentication, or its audit log was edited
+  rollback_detected,     // the TRE state is older than its monotonic counter
+  lockdown,              // the TRE is locked down after tamper evidence; only reads remain
+  transition_refused,    // a lifecycle rule forbids the change; the message names the rule
+  access_denied,         // the caller is not the stakeholder entitled to the credential
+  integrity_failed,      // an MCIM's stored credential no longer matches its digest
+  credential_unusable,   // the credential's lifecycle state does not allow authentication
+  replayed_instruction,  // a management instruction's sequence is not above the last one
+  busy,                  // another process holds the TRE
 };
 
 // The stable, lowercase wire name of a code, e.g. "mac_mismatch".
