@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.h"
@@ -38,6 +40,34 @@ class Secret {
 
  private:
   Bytes<N> bytes_{};
+};
+
+// A heap buffer wiped when destroyed, for encodings that hold keys (an MCIM document holds K and
+// OPc in hex; the TRE state holds every credential).
+class SecretBytes {
+ public:
+  SecretBytes() = default;
+  explicit SecretBytes(ByteVec bytes) : bytes_(std::move(bytes)) {}
+  SecretBytes(SecretBytes&& o) noexcept : bytes_(std::move(o.bytes_)) { o.bytes_.clear(); }
+  SecretBytes& operator=(SecretBytes&& o) noexcept {
+    if (this != &o) {
+      secure_wipe(bytes_);
+      bytes_ = std::move(o.bytes_);
+      o.bytes_.clear();
+    }
+    return *this;
+  }
+  SecretBytes(const SecretBytes&) = delete;
+  SecretBytes& operator=(const SecretBytes&) = delete;
+  ~SecretBytes() { secure_wipe(bytes_); }
+
+  ByteView view() const { return bytes_; }
+  std::string_view text() const {
+    return std::string_view(reinterpret_cast<const char*>(bytes_.data()), bytes_.size());
+  }
+
+ private:
+  ByteVec bytes_;
 };
 
 }  // namespace mcim

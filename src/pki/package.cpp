@@ -1254,15 +1254,6 @@ Result<void> McimDocument::set_key(ByteView k_bytes) {
   return {};
 }
 
-SecretBytes& SecretBytes::operator=(SecretBytes&& o) noexcept {
-  if (this != &o) {
-    secure_wipe(bytes_);
-    bytes_ = std::move(o.bytes_);
-    o.bytes_.clear();
-  }
-  return *this;
-}
-
 Result<void> validate_document(const McimDocument& d, ErrorCode code) {
   if (!valid_id(d.package_id)) {
     return fail(code, "package_id: 1..64 characters of A-Z a-z 0-9 . _ : -");

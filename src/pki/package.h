@@ -99,25 +99,6 @@ struct McimDocument {
   Result<void> set_key(ByteView k_bytes);
 };
 
-// A heap buffer wiped when destroyed: an encoded document holds K and OPc in hex.
-class SecretBytes {
- public:
-  SecretBytes() = default;
-  explicit SecretBytes(ByteVec bytes) : bytes_(std::move(bytes)) {}
-  SecretBytes(SecretBytes&& o) noexcept : bytes_(std::move(o.bytes_)) { o.bytes_.clear(); }
-  SecretBytes& operator=(SecretBytes&& o) noexcept;
-  SecretBytes(const SecretBytes&) = delete;
-  SecretBytes& operator=(const SecretBytes&) = delete;
-  ~SecretBytes() { secure_wipe(bytes_); }
-
-  ByteView view() const { return bytes_; }
-  std::string_view text() const {
-    return std::string_view(reinterpret_cast<const char*>(bytes_.data()), bytes_.size());
-  }
-
- private:
-  ByteVec bytes_;
-};
 
 // The rules of docs/mcim-package.md on a document in memory; `code` is what a violation returns
 // (invalid_argument for a caller's struct, bad_format for decoded input), the message names the
