@@ -8,8 +8,10 @@
 
 #include "cli/aka_command.h"
 #include "cli/demo_command.h"
+#include "cli/device_command.h"
 #include "cli/output.h"
 #include "cli/pki_command.h"
+#include "cli/supplier_command.h"
 
 namespace mcim::cli {
 namespace {
@@ -80,6 +82,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   Result<Fields> result = fail(ErrorCode::internal, "no command ran");
   register_aka(app, &result);
   register_pki(app, &result);
+  register_supplier(app, &result);
+  register_device(app, &result);
   int demo_exit = -1;  // set when `demo` ran; it prints its own report
   register_demo(app, json, &demo_exit, out, err);
 
@@ -110,7 +114,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     return exit_code_for(result.error().code);
   }
   result->print(out, json);
-  return kExitOk;
+  return result->is_refused() ? kExitRefused : kExitOk;
 }
 
 }  // namespace mcim::cli

@@ -26,10 +26,19 @@ class Fields {
   }
   const std::vector<std::pair<std::string, std::string>>& items() const { return items_; }
 
+  // A command whose answer is a refusal with data to show (an AUTS, a list of failed checks)
+  // prints its fields and exits with kExitRefused.
+  Fields& refused() {
+    refused_ = true;
+    return *this;
+  }
+  bool is_refused() const { return refused_; }
+
   void print(std::ostream& out, bool json) const;
 
  private:
   std::vector<std::pair<std::string, std::string>> items_;
+  bool refused_ = false;
 };
 
 // Exit codes of every mcim command.

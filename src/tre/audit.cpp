@@ -1,0 +1,1 @@
+#include "tre/audit.h"

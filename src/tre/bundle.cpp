@@ -1,0 +1,1 @@
+#include "tre/bundle.h"

@@ -1,0 +1,70 @@
+// Signed messages between stakeholders and the TRE (docs/tre.md "Instructions and status
+// reports"): a stakeholder's management instruction (F9: block, unblock, retire, delete, activate
+// a credential it owns), signed with its package-signing key and carrying a per-operator sequence
+// number against replay; and the TRE's status report (the outcome of an install or an
+// instruction), signed with the platform key. Canonical JSON envelopes of pki/signed_json.h.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "pki/openssl.h"
+#include "pki/verify.h"
+#include "tre/lifecycle.h"
+
+namespace mcim::tre {
+
+inline constexpr std::uint64_t kMaxSequence = (std::uint64_t{1} << 53) - 1;
+
+struct Instruction {
+  std::string device_id;   // the TRE it is meant for (token)
+  std::string credential;  // the credential id (IMSI)
+  Action action = Action::block;
+  std::uint64_t sequence = 0;  // per operator, strictly increasing, 1..kMaxSequence
+  std::chrono::sys_seconds time{};
+};
+
+// {"certificates":[signer, intermediates...],"instruction":{"action":…,"credential":…,
+// "device":…,"sequence":n,"time":n,"type":"mcim-instruction/1"},"signature":…}.
+// invalid_argument for a field outside its limits, or a signer certificate that is not a
+// package-signing certificate naming an operator, or a key that does not match it.
+Result<std::string> sign_instruction(const Instruction& instruction, EVP_PKEY* key,
+                                     const std::vector<X509*>& certs);
+
+struct VerifiedInstruction {
+  Instruction instruction;
+  std::string operator_id;  // from the signer's urn:mcim:operator: SAN
+};
+
+// Strict decoding (bad_format); the signer chains to `operators` now with the S/MIME signing
+// purpose, as package signers do (chain_invalid / cert_expired) and names its operator
+// (chain_invalid); the signature (signature_invalid); the time within max_age of now, either way
+// (stale_report). Replay (the sequence) and the device id are the TRE's checks.
+Result<VerifiedInstruction> verify_instruction(
+    std::string_view text, const pki::TrustAnchors& operators, const Clock& clock,
+    std::chrono::seconds max_age = std::chrono::minutes(10));
+
+struct StatusReport {
+  std::string device_id;
+  std::string event;       // "install" or the instruction's action name
+  std::string credential;  // the credential id, "-" when unknown (an unreadable package)
+  std::string package_id;  // "-" when not a package
+  std::string outcome;     // "ok" or the error code's wire name
+  std::string state;       // the credential's lifecycle state afterwards, "-" when none
+  std::uint64_t sequence = 0;  // of the package or instruction answered; 0 when unknown
+  std::chrono::sys_seconds time{};
+};
+
+// {"report":{…,"type":"mcim-status/1"},"signature":…}; signed by the platform key, no
+// certificates (the receiver holds the platform certificate from registration).
+Result<std::string> sign_status_report(const StatusReport& report, EVP_PKEY* platform_key);
+// Strict decoding (bad_format) and the signature with the platform certificate's key
+// (signature_invalid).
+Result<StatusReport> verify_status_report(std::string_view text, X509* platform_cert);
+
+}  // namespace mcim::tre

@@ -1,0 +1,155 @@
+// The device's trusted environment (DESIGN.md §3, docs/tre.md): the registry of credentials and
+// their lifecycle, the USIM that runs AKA with them, package installation, attestation, access
+// control per stakeholder, the audit log, and tamper response, over a Backend (software by
+// default) and the sealed state file. Every change is one commit of the whole state: a crash
+// leaves the state before or after it, and the SQN is durable before RES leaves the TRE.
+// One process at a time holds a TRE directory (busy otherwise); a Tre object is not thread-safe.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aka/types.h"
+#include "aka/vector.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/random.h"
+#include "pki/attestation.h"
+#include "pki/package.h"
+#include "tre/audit.h"
+#include "tre/backend.h"
+#include "tre/bundle.h"
+#include "tre/instruction.h"
+#include "tre/lifecycle.h"
+#include "tre/state.h"
+
+namespace mcim::tre {
+
+struct Options {
+  std::string dir;
+  const Clock* clock = nullptr;      // default: the system clock
+  RandomSource* random = nullptr;    // default: the OS
+  std::string binary = "/proc/self/exe";  // measured as "tre.binary" by attest()
+};
+
+// What anyone may read about a credential: no key material.
+struct CredentialInfo {
+  std::string id;
+  CredentialKind kind = CredentialKind::mcim;
+  McimState state = McimState::installed;
+  std::string owner, package_id;
+  std::string algorithm;  // "milenage" / "tuak"; "-" once wiped
+  std::uint64_t sequence = 0;
+  std::chrono::sys_seconds not_after{}, installed{}, changed{};
+  std::uint64_t sqn_ms = 0;  // highest accepted SQN (SEQ || IND)
+};
+
+struct Status {
+  std::string device_id, model;
+  pki::TreState state = pki::TreState::pristine;  // pristine, provisioned, lockdown
+  std::string lockdown_reason;                     // when locked down
+  std::optional<std::string> selected;             // the credential carrying connectivity
+  std::vector<CredentialInfo> credentials;         // empty in lockdown (the state is unreadable)
+  std::uint64_t generation = 0;
+  std::uint64_t audit_entries = 0;
+  std::vector<std::string> blocked_at_boot;  // credentials the integrity check blocked at open
+};
+
+struct InstallOutcome {
+  Result<CredentialInfo> result;  // the installed credential, or why the package was refused
+  std::string report;             // the signed status report (mcim-status/1), either way
+};
+
+struct InstructionOutcome {
+  Result<CredentialInfo> result;
+  std::string report;  // signed status report; empty when the instruction was unreadable
+};
+
+struct FsckReport {
+  std::uint64_t generation = 0;
+  std::uint64_t credentials = 0;
+  std::uint64_t audit_entries = 0;
+  bool repaired_counter = false;   // a commit was interrupted before the counter advanced
+  bool repaired_audit = false;     // a torn or missing last audit line was restored
+};
+
+class Tre {
+ public:
+  // A pristine TRE in `options.dir` (created if absent; already_exists when it holds a TRE) from
+  // the supplier's bundle: the PCID credential Activated, owned by the RO.
+  static Result<void> init(const Options& options, const SupplierBundle& bundle);
+
+  // Opens the TRE: takes the directory lock (busy), repairs an interrupted commit (counter or
+  // audit line), and on tamper evidence (state or audit log failing authentication, rollback)
+  // enters lockdown, which is not an error here: the returned Tre answers status, attest and
+  // audit, and everything else fails with `lockdown`. Then checks every credential's integrity
+  // and blocks (and audits) any that fails.
+  static Result<Tre> open(const Options& options);
+
+  Tre(Tre&&) noexcept;
+  Tre& operator=(Tre&&) noexcept;
+  ~Tre();
+
+  Status status() const;
+  Result<std::vector<CredentialInfo>> list() const;
+
+  // F1: records the registration nonce the owner received from the SHO; the next install must
+  // carry it and consumes it.
+  Result<void> record_registration(const Bytes<16>& nonce);
+
+  // F2 step 13: opens the package for this TRE (recipient, signer chain to an operator root,
+  // validity, per-operator sequence, registration nonce), checks that its IMSI is free (a
+  // tombstone may be replaced), and installs it Installed. The outcome carries a signed status
+  // report in both cases; refusals are audited and change nothing else.
+  InstallOutcome install(ByteView package);
+
+  // A lifecycle action asked by the device itself (activate, select, deselect).
+  Result<CredentialInfo> apply(Action action, std::string_view id);
+  // A stakeholder's signed instruction: verified, checked against replay, this device, the
+  // credential's owner and policy, then applied. Refusals are audited and answered with a
+  // signed report too.
+  InstructionOutcome apply_instruction(std::string_view signed_instruction);
+
+  // The USIM (TS 33.102 §6.3.3): with `id`, or the selected credential when empty. MAC-A first
+  // (mac_mismatch), then SQN freshness: a fresh SQN is committed before RES/CK/IK are returned;
+  // a stale one yields AUTS (and commits nothing). credential_unusable unless Activated or
+  // Selected; integrity_failed (and the credential is blocked) if its integrity check fails.
+  Result<aka::UsimAnswer> authenticate(std::optional<std::string_view> id, const aka::Rand& rand,
+                                       const aka::Autn& autn);
+
+  // F2 steps 8-10: a report signed by the platform key over the PVA's nonce (16-64 bytes), with
+  // measurements "tre.binary" (SHA-256 of options.binary) and "tre.config" (config_digest).
+  // Works in lockdown (state "lockdown", configuration measurement absent: the PVA refuses it).
+  Result<std::string> attest(ByteView nonce);
+
+  // F5: deletes every MCIM (keys wiped, tombstones kept), deselects, keeps the PCID credential.
+  Result<void> pristine();
+
+  // Re-verifies everything from disk: seal, counter, every credential's digest, the whole audit
+  // log against the state's head. The first problem found is the error.
+  Result<FsckReport> fsck();
+
+  // The audit log, verified (also in lockdown; without the state's head a truncated tail cannot
+  // be detected then, and `tail_checked` says so).
+  struct AuditCheck {
+    AuditLog log;
+    bool tail_checked = false;
+  };
+  Result<AuditCheck> verify_audit() const;
+
+  const std::string& dir() const;
+  X509* platform_certificate() const;
+
+ private:
+  struct Impl;
+  explicit Tre(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The aka::Algorithm of a credential's document (MILENAGE with its constants or TUAK).
+Result<std::unique_ptr<aka::Algorithm>> algorithm_of(const pki::McimDocument& doc);
+
+}  // namespace mcim::tre
