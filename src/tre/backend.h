@@ -39,7 +39,8 @@ class Backend {
   virtual Result<void> set_counter(std::uint64_t value) = 0;
 
   // Lockdown survives restarts and restores of the state: once entered it is never left (the
-  // device goes back to its supplier). Empty when not locked down.
+  // device goes back to its supplier). Empty when not locked down. Entering it again keeps the
+  // first reason.
   virtual Result<std::optional<std::string>> lockdown_reason() const = 0;
   virtual Result<void> enter_lockdown(std::string_view reason) = 0;
 
@@ -51,20 +52,25 @@ class Backend {
 // Files in `dir` (docs/tre.md): tre.secret (32 random bytes, 0600: the root secret a TPM would
 // hold), platform.sealed (the platform key and chain, sealed as record "platform"),
 // counter.sealed (the counter and lockdown reason, record "counter"). Storage keys are derived
-// from the root secret with HKDF-SHA256 (info "mcim-tre/1 storage").
+// from the root secret with HKDF-SHA256 (info "mcim-tre/1 storage"). Sealed blob: "MTS1" |
+// 12-byte nonce | ciphertext | 16-byte tag; AAD "mcim-tre/1" | 0x00 | u32 len | record | 0x00 |
+// u32 len | context. A lockdown entered while counter.sealed is unreadable writes the counter
+// as 2^64-1, so that no state is ever consistent with it again.
 class SoftwareBackend final : public Backend {
  public:
   static constexpr std::size_t kRootSecretSize = 32;
 
   // A new backend in an existing, empty-of-these-files directory: already_exists when tre.secret
-  // is there; invalid_argument when the key is not P-256 or does not match chain[0].
+  // is there; invalid_argument when the key is not P-256 or does not match chain[0]. The
+  // counter starts at 0. tre.secret is written last, so an interrupted create can be rerun.
   static Result<std::unique_ptr<SoftwareBackend>> create(const std::string& dir,
                                                          EVP_PKEY* platform_key,
                                                          const std::vector<X509*>& chain,
                                                          RandomSource& random);
   // not_found when there is no tre.secret; io_error when unreadable; store_tampered when the
-  // secret has the wrong size or platform.sealed fails authentication. A tampered counter
-  // record does not fail open: counter() reports it, so the Tre can lock down and still attest.
+  // secret has the wrong size or platform.sealed is missing or fails authentication (bad_format
+  // if it opens but does not parse). A tampered (or missing) counter record does not fail
+  // open: counter() reports it, so the Tre can lock down and still attest.
   static Result<std::unique_ptr<SoftwareBackend>> open(const std::string& dir,
                                                        RandomSource& random);
 

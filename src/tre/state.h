@@ -32,7 +32,9 @@ struct Credential {
   McimState state = McimState::installed;
   std::string owner;       // the stakeholder: doc.policy.owner, kept for tombstones
   std::string package_id;  // likewise
-  std::optional<pki::McimDocument> doc;  // absent once retired or deleted (keys wiped)
+  // Absent once deleted (keys wiped). The Tre keeps a retired credential's document: its policy
+  // still governs who may delete it, and it can no longer authenticate.
+  std::optional<pki::McimDocument> doc;
   Bytes<32> digest{};  // SHA-256 of encode_document(*doc) when installed (integrity check)
   std::vector<std::uint64_t> seq_ms;  // the USIM's SEQ_MS array, 2^ind_bits entries
   UtcSeconds installed{}, changed{};
@@ -50,7 +52,16 @@ struct Config {
   std::uint64_t sqn_limit_l = 0;                     // L of C.2.2 (0: not applied)
 };
 // SHA-256 over the model-wide configuration (model, RO, operator roots, Δ, L), in a fixed
-// encoding documented in docs/tre.md so a supplier can compute the reference value.
+// encoding so a supplier can compute the reference value ("tre.config"). The hashed bytes, in
+// this order, integers big-endian:
+//   "mcim-tre-config/1" (17 ASCII bytes) | 0x00
+//   u32 len(model)       | model (bytes as given)
+//   u32 len(ro_operator) | ro_operator
+//   u32 n (number of operator roots)
+//   n x (u32 len(der) | der), the roots' DER sorted in ascending unsigned-byte lexicographic
+//     order (a prefix sorts first; duplicates are kept), so their order in Config is irrelevant
+//   u64 sqn_delta | u64 sqn_limit_l
+// device_id, pin and pin_size are not measured: they differ per device.
 Bytes<32> config_digest(const Config& config);
 
 // The head of the audit log as the state last committed it. `last_line` is the full text of the
@@ -78,10 +89,14 @@ struct State {
   const Credential* find(std::string_view id) const;
 };
 
-// Versioned, length-prefixed binary (docs/tre.md); documents inside are encode_document's
-// canonical JSON. decode_state refuses anything but a valid encoding (bad_format naming the
-// field): truncation, trailing bytes, unknown version, out-of-range values, an SQN array of the
-// wrong size, duplicate ids.
+// Versioned, length-prefixed binary (docs/tre.md; the layout is at the top of state.cpp);
+// documents inside are encode_document's canonical JSON. decode_state refuses anything but a
+// valid encoding (bad_format naming the field): truncation, trailing bytes, unknown version,
+// out-of-range values, an SQN array of the wrong size, duplicate ids. encode_state applies the
+// same rules (invalid_argument), so a state that can be committed can be loaded again. Bounds:
+// 64 credentials, 16 operator roots of 1..8192 bytes, 256 operators per sequence map, strings
+// 128 bytes (audit last_line 4096, no newline), PIN 4..16 ASCII digits, times 0..253402300799.
+// A deleted credential has no document; one that is neither retired nor deleted has one.
 Result<SecretBytes> encode_state(const State& state);
 Result<State> decode_state(ByteView bytes);
 
@@ -95,13 +110,21 @@ class StateFile {
   // equal is consistent; one ahead means a crash between writing the state and advancing the
   // counter, and the counter is advanced now; behind is rollback_detected; further ahead is
   // store_tampered. not_found when there is no state file.
+  // load() also removes a stale state.sealed.tmp left by a crash (never the committed state:
+  // the rename is the commit point).
   Result<State> load();
   // Writes `state` (whose generation must be the last loaded or committed one plus one:
   // internal otherwise) atomically (temporary file, fsync, rename, fsync of the directory), then
-  // advances the counter. Removes a stale state.sealed.tmp left by a crash.
+  // advances the counter. When advancing the counter fails, the generation expected next stays
+  // the same, so a retry rewrites that generation rather than running two ahead.
   Result<void> commit(const State& state);
-  // The first state of a new TRE (generation 1); already_exists if there is one.
+  // The first state of a new TRE (generation 1; invalid_argument otherwise); already_exists if
+  // there is one, or if the backend counter is not 0 (the backend has held a state before).
   Result<void> create(const State& state);
+
+  // True when the last load() found an interrupted commit and advanced the counter (fsck
+  // reports it as FsckReport::repaired_counter).
+  bool repaired_counter() const { return repaired_counter_; }
 
   std::string path() const { return dir_ + "/state.sealed"; }
 
@@ -109,6 +132,7 @@ class StateFile {
   std::string dir_;
   Backend& backend_;
   std::uint64_t generation_ = 0;  // of the last state loaded or committed
+  bool repaired_counter_ = false;
 };
 
 }  // namespace mcim::tre
