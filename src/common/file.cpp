@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/secure.h"
+
 namespace mcim {
 namespace {
 
@@ -24,6 +26,17 @@ std::string directory_of(const std::string& path) {
 }
 
 }  // namespace
+
+Result<void> sync_directory_of(const std::string& path) {
+  const std::string dir = directory_of(path);
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return std::unexpected(io_failure("cannot open the directory", dir));
+  const bool ok = ::fsync(fd) == 0;
+  auto err = ok ? Error(ErrorCode::internal, "") : io_failure("cannot sync the directory", dir);
+  ::close(fd);
+  if (!ok) return std::unexpected(err);
+  return {};
+}
 
 Result<ByteVec> read_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -47,6 +60,8 @@ Result<ByteVec> read_file(const std::string& path) {
     out.insert(out.end(), buf, buf + n);
   }
   ::close(fd);
+  // The file may be a key or a bundle: no copy of it stays on the stack.
+  secure_wipe(buf, sizeof buf);
   return out;
 }
 
@@ -83,12 +98,9 @@ Result<void> write_file_atomic(const std::string& path, ByteView data, mode_t mo
     ::unlink(tmp.c_str());
     return std::unexpected(err);
   }
-  const int dir = ::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
-  return {};
+  // The rename is durable only once the directory is: a failure here is reported, since the
+  // caller's crash-safety (the TRE's state, a CA's index) rests on it.
+  return sync_directory_of(path);
 }
 
 }  // namespace mcim

@@ -14,6 +14,8 @@
 namespace mcim {
 
 Result<ByteVec> read_file(const std::string& path);
+// fsync of the directory holding `path`: makes a created or renamed entry durable.
+Result<void> sync_directory_of(const std::string& path);
 Result<std::string> read_text_file(const std::string& path);
 Result<void> write_file_atomic(const std::string& path, ByteView data, mode_t mode = 0644);
 inline Result<void> write_file_atomic(const std::string& path, std::string_view text,
