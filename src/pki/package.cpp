@@ -36,9 +36,7 @@ bool is_id_char(char c) {
          c == '_' || c == ':' || c == '-';
 }
 
-bool valid_id(std::string_view s) {
-  return !s.empty() && s.size() <= kMaxIdLength && std::all_of(s.begin(), s.end(), is_id_char);
-}
+bool valid_id(std::string_view s) { return valid_mcim_id(s); }
 
 bool valid_imsi(std::string_view s) {
   return s.size() >= 6 && s.size() <= 15 &&
@@ -1359,5 +1357,9 @@ Result<McimDocument> open_package(ByteView pkg, X509* recipient_cert, EVP_PKEY* 
 }
 
 #undef MCIM_RETURN_IF_ERROR
+
+bool valid_mcim_id(std::string_view s) {
+  return !s.empty() && s.size() <= kMaxIdLength && std::all_of(s.begin(), s.end(), is_id_char);
+}
 
 }  // namespace mcim::pki

@@ -119,6 +119,8 @@ Result<McimDocument> decode_document(ByteView canonical_json);
 // the operator the signature speaks for, and a package's policy owner must equal it.
 inline constexpr std::string_view kOperatorUrn = "urn:mcim:operator:";
 std::optional<std::string> signer_operator_id(const X509* cert);
+// The id syntax of packages, devices and operators: [A-Za-z0-9._:-]{1,64}.
+bool valid_mcim_id(std::string_view s);
 
 struct PackageSigner {
   X509* cert = nullptr;  // package-signing profile, with the operator URN

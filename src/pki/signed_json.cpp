@@ -200,8 +200,13 @@ Result<std::vector<X509Ptr>> decode_certificates(const Json& doc, std::string_vi
     const std::string where = fmt::format("{}.certificates[{}]", what, i);
     const Json& c = (**arr)[i];
     if (!c.is_string()) return std::unexpected(bad(where + ": not a string"));
-    auto der = parse_hex(c.get_ref<const std::string&>(), where);
-    if (!der) return std::unexpected(bad(where + ": not hex"));
+    const std::string& text = c.get_ref<const std::string&>();
+    // Lowercase only, as every hex member: one document, one spelling.
+    const bool lower = std::all_of(text.begin(), text.end(), [](char ch) {
+      return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+    });
+    auto der = lower ? parse_hex(text, where) : Result<ByteVec>(std::unexpected(bad("")));
+    if (!der) return std::unexpected(bad(where + ": not lowercase hex"));
     auto cert = parse_certificate(*der, where);
     if (!cert) return std::unexpected(cert.error());
     out.push_back(std::move(*cert));
