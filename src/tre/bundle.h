@@ -37,8 +37,9 @@ struct SupplierBundle {
 };
 
 // Checks what decode_bundle checks (invalid_argument naming the field): ids, PCID digits, PIN,
-// key matches the leaf, leaf is a platform certificate whose device id and model are these,
-// at least one operator root.
+// ind_bits, key P-256 and matching the leaf, leaf is a platform certificate whose device id and
+// model are these, each further chain entry the CA that issued the one before, 1-16 operator
+// roots that are self-signed CAs.
 Result<void> validate_bundle(const SupplierBundle& bundle);
 
 // JSON, "type":"mcim-supplier-bundle/1", keys and certificates in PEM, secrets in hex.
@@ -49,7 +50,7 @@ Result<SupplierBundle> read_bundle(const std::string& path);
 
 struct ManufactureSpec {
   std::string pcid;                  // required
-  std::string device_id;             // default "dev-<pcid>"
+  std::string device_id;             // default "dev-<pcid>"; <= 64 chars, no comma (CN, SAN)
   std::string model = "mcim-sw-tre-1";
   std::string ro_operator;           // required
   Secret<16> op;                     // the RO's OP, common to its PCIDs; OPc = f(K, OP)
@@ -61,7 +62,9 @@ struct ManufactureSpec {
 };
 
 // F0 for one device: a fresh platform key certified by `supplier_ca` (platform profile), a
-// random K, OPc from K and OP, the PIN. invalid_argument naming the field for a bad spec.
+// random K, OPc from K and OP, the PIN. A bad spec is refused before anything is certified:
+// missing_argument or invalid_argument, the message starting with the field's name as spelt
+// here ("pcid: ...", "operator_roots[1]: ...") so that the CLI can name its option instead.
 Result<SupplierBundle> manufacture(const pki::Authority& supplier_ca, const ManufactureSpec& spec,
                                    const Clock& clock, RandomSource& random);
 
