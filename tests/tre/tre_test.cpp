@@ -1,1 +1,516 @@
+#include "tre/tre.h"
+
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/file.h"
+#include "pki/attestation.h"
+#include "tre_fixture.h"
+
+namespace mcim::tre {
+namespace {
+
+using testing::Network;
+using testing::World;
+namespace fs = std::filesystem;
+
+constexpr Bytes<16> kNonce = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+const std::string kPcid = "001019990000001";
+const std::string kImsiA = "001020000000001";
+const std::string kImsiB = "001030000000002";
+
+// The registry without timestamps: what must not change when something is refused.
+std::string registry_of(const Tre& tre) {
+  std::string out;
+  for (const auto& c : tre.status().credentials) {
+    out += c.id + ":" + std::string(to_string(c.state)) + ":" + c.owner + ":" +
+           std::to_string(c.sqn_ms) + ";";
+  }
+  return out;
+}
+
+class TreTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { world_ = new World(); }
+  static void TearDownTestSuite() {
+    delete world_;
+    world_ = nullptr;
+  }
+  World& world() { return *world_; }
+
+  void SetUp() override {
+    dir_ = world().path("tre-" + std::to_string(counter_++));
+    bundle_.emplace(world().bundle(kPcid));
+    ASSERT_TRUE(Tre::init(Options{dir_}, *bundle_));
+  }
+
+  Tre open() {
+    auto t = Tre::open(Options{dir_});
+    EXPECT_TRUE(t) << t.error().message;
+    return std::move(*t);
+  }
+
+  std::string device_id() const { return bundle_->device_id; }
+
+  // Registers and installs an MCIM of `owner`; returns the document (for its K).
+  pki::McimDocument install(Tre& tre, const std::string& imsi, const std::string& owner,
+                            std::uint64_t seq) {
+    auto doc = world().document(device_id(), imsi, owner, seq, kNonce);
+    EXPECT_TRUE(tre.record_registration(kNonce));
+    auto out = tre.install(world().seal(doc, world().signer(owner), tre.platform_certificate()));
+    EXPECT_TRUE(out.result) << out.result.error().message;
+    return doc;
+  }
+
+  InstructionOutcome instruct(Tre& tre, const std::string& op, const std::string& id,
+                              Action action) {
+    return tre.apply_instruction(
+        world().instruction(world().signer(op), device_id(), id, action, ++sequence_));
+  }
+
+  static World* world_;
+  static inline int counter_ = 0;
+  std::string dir_;
+  std::optional<SupplierBundle> bundle_;
+  std::uint64_t sequence_ = 0;
+};
+World* TreTest::world_ = nullptr;
+
+TEST_F(TreTest, StartsPristineWithThePcidCredentialActivated) {
+  Tre tre = open();
+  const Status s = tre.status();
+  EXPECT_EQ(s.device_id, device_id());
+  EXPECT_EQ(s.state, pki::TreState::pristine);
+  ASSERT_EQ(s.credentials.size(), 1u);
+  EXPECT_EQ(s.credentials[0].id, kPcid);
+  EXPECT_EQ(s.credentials[0].kind, CredentialKind::pcid);
+  EXPECT_EQ(s.credentials[0].state, McimState::activated);
+  EXPECT_EQ(s.credentials[0].owner, "ro-1");
+  EXPECT_FALSE(s.selected);
+  EXPECT_EQ(s.generation, 1u);
+  auto audit = tre.verify_audit();
+  ASSERT_TRUE(audit) << audit.error().message;
+  EXPECT_TRUE(audit->tail_checked);
+  ASSERT_EQ(audit->log.entries.size(), 1u);
+  EXPECT_EQ(audit->log.entries[0].event.event, "init");
+  EXPECT_TRUE(tre.fsck());
+  EXPECT_EQ(fs::status(dir_ + "/tre.secret").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+}
+
+TEST_F(TreTest, InitRefusesADirectoryThatHoldsATre) {
+  auto again = Tre::init(Options{dir_}, world().bundle("001019990000002"));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::already_exists);
+  EXPECT_EQ(open().status().credentials.at(0).id, kPcid);
+}
+
+TEST_F(TreTest, OneProcessAtATime) {
+  Tre tre = open();
+  auto second = Tre::open(Options{dir_});
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, ErrorCode::busy);
+}
+
+TEST_F(TreTest, PcidAkaAnswersAndTheSqnIsDurableBeforeRes) {
+  Network net(bundle_->k.get(), bundle_->opc.get(), bundle_->ind_bits);
+  aka::AuthVector av;
+  {
+    Tre tre = open();
+    av = net.next(world().rng());
+    auto answer = tre.authenticate(kPcid, av.rand, av.autn);
+    ASSERT_TRUE(answer) << answer.error().message;
+    const auto* ok = std::get_if<aka::UsimSuccess>(&*answer);
+    ASSERT_NE(ok, nullptr);
+    EXPECT_EQ(ok->res, av.xres);
+    EXPECT_EQ(ok->ck, av.ck);
+    EXPECT_EQ(ok->ik, av.ik);
+  }
+  // After a restart the same challenge is a replay: synchronisation failure with an AUTS that
+  // the home side verifies and that carries the SQN just accepted.
+  Tre tre = open();
+  auto replay = tre.authenticate(kPcid, av.rand, av.autn);
+  ASSERT_TRUE(replay);
+  const auto* sync = std::get_if<aka::UsimSyncFailure>(&*replay);
+  ASSERT_NE(sync, nullptr);
+  auto sqn_ms = aka::recover_sqn_ms(net.algorithm(), av.rand, sync->auts);
+  ASSERT_TRUE(sqn_ms);
+  EXPECT_EQ(aka::sqn_value(*sqn_ms), aka::sqn_value(av.sqn));
+  // The home side resynchronises and the next vector is accepted.
+  net.home().resynchronise(*sqn_ms);
+  auto next = net.next(world().rng());
+  auto answer = tre.authenticate(kPcid, next.rand, next.autn);
+  ASSERT_TRUE(answer);
+  EXPECT_TRUE(std::holds_alternative<aka::UsimSuccess>(*answer));
+}
+
+TEST_F(TreTest, AForgedAutnIsRefusedAndChangesNothing) {
+  Tre tre = open();
+  Network net(bundle_->k.get(), bundle_->opc.get(), bundle_->ind_bits);
+  auto av = net.next(world().rng());
+  av.autn[15] ^= 1;
+  const auto before = tre.status().generation;
+  auto answer = tre.authenticate(kPcid, av.rand, av.autn);
+  ASSERT_FALSE(answer);
+  EXPECT_EQ(answer.error().code, ErrorCode::mac_mismatch);
+  EXPECT_EQ(tre.status().generation, before);
+  auto none = tre.authenticate(std::nullopt, av.rand, av.autn);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::not_found);  // nothing is selected
+}
+
+TEST_F(TreTest, InstallsAPackageAndReportsItSigned) {
+  Tre tre = open();
+  auto doc = world().document(device_id(), kImsiA, "sho-a", 1, kNonce);
+  const ByteVec pkg = world().seal(doc, world().signer("sho-a"), tre.platform_certificate());
+
+  auto unregistered = tre.install(pkg);
+  ASSERT_FALSE(unregistered.result);
+  EXPECT_EQ(unregistered.result.error().code, ErrorCode::nonce_mismatch);
+
+  ASSERT_TRUE(tre.record_registration(kNonce));
+  auto out = tre.install(pkg);
+  ASSERT_TRUE(out.result) << out.result.error().message;
+  EXPECT_EQ(out.result->state, McimState::installed);
+  EXPECT_EQ(out.result->owner, "sho-a");
+  EXPECT_EQ(tre.status().state, pki::TreState::provisioned);
+  auto report = verify_status_report(out.report, tre.platform_certificate());
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->outcome, "ok");
+  EXPECT_EQ(report->credential, kImsiA);
+  EXPECT_EQ(report->device_id, device_id());
+  EXPECT_EQ(report->sequence, 1u);
+
+  // The registration nonce was used up, and the same package is a replay anyway.
+  ASSERT_TRUE(tre.record_registration(kNonce));
+  auto replay = tre.install(pkg);
+  ASSERT_FALSE(replay.result);
+  EXPECT_EQ(replay.result.error().code, ErrorCode::replayed_package);
+}
+
+TEST_F(TreTest, RefusedPackagesChangeNothingButTheAuditLog) {
+  Tre tre = open();
+  ASSERT_TRUE(tre.record_registration(kNonce));
+  const auto other = world().bundle("001019990000009", "dev-other");
+  struct Case {
+    std::string name;
+    ByteVec pkg;
+    ErrorCode code;
+  };
+  std::vector<Case> cases;
+  const auto good = world().document(device_id(), kImsiA, "sho-a", 5, kNonce);
+  cases.push_back({"rogue signer", world().seal(good, world().rogue_signer(), tre.platform_certificate()),
+                   ErrorCode::chain_invalid});
+  cases.push_back({"another device", world().seal(world().document("dev-other", kImsiA, "sho-a", 5, kNonce),
+                                                  world().signer("sho-a"), other.platform_chain[0].get()),
+                   ErrorCode::wrong_recipient});
+  Bytes<16> wrong_nonce = kNonce;
+  wrong_nonce[0] ^= 0xff;
+  cases.push_back({"wrong nonce", world().seal(world().document(device_id(), kImsiA, "sho-a", 5, wrong_nonce),
+                                               world().signer("sho-a"), tre.platform_certificate()),
+                   ErrorCode::nonce_mismatch});
+  cases.push_back({"garbage", ByteVec{0x30, 0x03, 0x02, 0x01, 0x00}, ErrorCode::bad_format});
+  ByteVec truncated = world().seal(good, world().signer("sho-a"), tre.platform_certificate());
+  truncated.resize(truncated.size() / 2);
+  cases.push_back({"truncated", truncated, ErrorCode::bad_format});
+
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string before = registry_of(tre);
+    const auto entries = tre.status().audit_entries;
+    auto out = tre.install(c.pkg);
+    ASSERT_FALSE(out.result);
+    EXPECT_EQ(out.result.error().code, c.code) << out.result.error().message;
+    EXPECT_EQ(registry_of(tre), before);
+    EXPECT_EQ(tre.status().audit_entries, entries + 1);
+    auto report = verify_status_report(out.report, tre.platform_certificate());
+    ASSERT_TRUE(report) << report.error().message;
+    EXPECT_EQ(report->outcome, to_string(c.code));
+  }
+  // The registration is still pending: a good package installs.
+  auto ok = tre.install(world().seal(good, world().signer("sho-a"), tre.platform_certificate()));
+  EXPECT_TRUE(ok.result) << ok.result.error().message;
+}
+
+TEST_F(TreTest, LifecycleAndOneSelectedCredential) {
+  Tre tre = open();
+  const auto doc = install(tre, kImsiA, "sho-a", 1);
+  auto selected_early = tre.apply(Action::select, kImsiA);
+  ASSERT_FALSE(selected_early);
+  EXPECT_EQ(selected_early.error().code, ErrorCode::transition_refused);
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  ASSERT_TRUE(tre.apply(Action::select, kPcid));
+  auto two = tre.apply(Action::select, kImsiA);
+  ASSERT_FALSE(two);
+  EXPECT_EQ(two.error().code, ErrorCode::transition_refused);
+  EXPECT_NE(two.error().message.find("one-selected"), std::string::npos);
+  ASSERT_TRUE(tre.apply(Action::deselect, kPcid));
+  ASSERT_TRUE(tre.apply(Action::select, kImsiA));
+  EXPECT_EQ(tre.status().selected, kImsiA);
+
+  // AKA with the selected MCIM.
+  Network net(doc);
+  auto av = net.next(world().rng());
+  auto answer = tre.authenticate(std::nullopt, av.rand, av.autn);
+  ASSERT_TRUE(answer) << answer.error().message;
+  ASSERT_TRUE(std::holds_alternative<aka::UsimSuccess>(*answer));
+  EXPECT_EQ(std::get<aka::UsimSuccess>(*answer).res, av.xres);
+
+  auto del = tre.apply(Action::delete_, kImsiA);  // the device may not, and it is selected
+  ASSERT_FALSE(del);
+  EXPECT_EQ(del.error().code, ErrorCode::access_denied);
+  auto del_selected = instruct(tre, "sho-a", kImsiA, Action::delete_);
+  ASSERT_FALSE(del_selected.result);
+  EXPECT_EQ(del_selected.result.error().code, ErrorCode::transition_refused);
+  EXPECT_NE(del_selected.result.error().message.find("delete-not-selected"), std::string::npos);
+}
+
+TEST_F(TreTest, StakeholdersManageOnlyTheirOwnCredentials) {
+  Tre tre = open();
+  install(tre, kImsiA, "sho-a", 1);
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+
+  auto by_device = tre.apply(Action::block, kImsiA);
+  ASSERT_FALSE(by_device);
+  EXPECT_EQ(by_device.error().code, ErrorCode::access_denied);
+
+  auto by_other = instruct(tre, "sho-b", kImsiA, Action::block);
+  ASSERT_FALSE(by_other.result);
+  EXPECT_EQ(by_other.result.error().code, ErrorCode::access_denied);
+  auto by_other_on_pcid = instruct(tre, "sho-a", kPcid, Action::block);
+  ASSERT_FALSE(by_other_on_pcid.result);
+  EXPECT_EQ(by_other_on_pcid.result.error().code, ErrorCode::access_denied);
+
+  auto blocked = instruct(tre, "sho-a", kImsiA, Action::block);
+  ASSERT_TRUE(blocked.result) << blocked.result.error().message;
+  EXPECT_EQ(blocked.result->state, McimState::blocked);
+  auto report = verify_status_report(blocked.report, tre.platform_certificate());
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->outcome, "ok");
+  EXPECT_EQ(report->state, "blocked");
+
+  // Blocked: no AKA.
+  Network net(world().document(device_id(), kImsiA, "sho-a", 1, kNonce));
+  auto av = net.next(world().rng());
+  auto answer = tre.authenticate(kImsiA, av.rand, av.autn);
+  ASSERT_FALSE(answer);
+  EXPECT_EQ(answer.error().code, ErrorCode::credential_unusable);
+
+  // The RO owns the PCID credential.
+  auto ro = instruct(tre, "ro-1", kPcid, Action::block);
+  ASSERT_TRUE(ro.result) << ro.result.error().message;
+
+  // Replays, foreign devices and rogue signers.
+  const std::string old = world().instruction(world().signer("sho-a"), device_id(), kImsiA,
+                                              Action::unblock, 1);
+  auto replayed = tre.apply_instruction(old);
+  ASSERT_FALSE(replayed.result);
+  EXPECT_EQ(replayed.result.error().code, ErrorCode::replayed_instruction);
+  auto foreign = tre.apply_instruction(world().instruction(world().signer("sho-a"), "dev-other",
+                                                           kImsiA, Action::unblock, 1000));
+  ASSERT_FALSE(foreign.result);
+  EXPECT_EQ(foreign.result.error().code, ErrorCode::wrong_recipient);
+  auto rogue = tre.apply_instruction(world().instruction(world().rogue_signer(), device_id(),
+                                                         kImsiA, Action::unblock, 1001));
+  ASSERT_FALSE(rogue.result);
+  EXPECT_EQ(rogue.result.error().code, ErrorCode::chain_invalid);
+  auto junk = tre.apply_instruction("{\"instruction\":1}");
+  ASSERT_FALSE(junk.result);
+  EXPECT_EQ(junk.result.error().code, ErrorCode::bad_format);
+  EXPECT_EQ(tre.status().credentials.at(1).state, McimState::blocked);
+
+  // Every refusal is in the audit log, and the log verifies.
+  auto audit = tre.verify_audit();
+  ASSERT_TRUE(audit) << audit.error().message;
+  std::size_t refusals = 0;
+  for (const auto& e : audit->log.entries) refusals += e.event.outcome != "ok";
+  EXPECT_GE(refusals, 7u);
+
+  ASSERT_TRUE(instruct(tre, "sho-a", kImsiA, Action::unblock).result);
+  ASSERT_TRUE(instruct(tre, "sho-a", kImsiA, Action::retire).result);
+  ASSERT_TRUE(instruct(tre, "sho-a", kImsiA, Action::delete_).result);
+  EXPECT_EQ(tre.status().credentials.at(1).state, McimState::deleted);
+  EXPECT_EQ(tre.status().credentials.at(1).algorithm, "-");
+  // A tombstone can be replaced by a new installation of the IMSI.
+  install(tre, kImsiA, "sho-a", 2);
+  EXPECT_EQ(tre.status().credentials.at(1).state, McimState::installed);
+}
+
+TEST_F(TreTest, TwoOperatorsCredentialsSideBySide) {
+  Tre tre = open();
+  install(tre, kImsiA, "sho-a", 1);
+  install(tre, kImsiB, "sho-b", 1);
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiB));
+  auto cross = instruct(tre, "sho-a", kImsiB, Action::block);
+  ASSERT_FALSE(cross.result);
+  EXPECT_EQ(cross.result.error().code, ErrorCode::access_denied);
+  ASSERT_TRUE(instruct(tre, "sho-b", kImsiB, Action::block).result);
+  EXPECT_EQ(tre.status().credentials.at(1).state, McimState::activated);
+  EXPECT_EQ(tre.status().credentials.at(2).state, McimState::blocked);
+}
+
+TEST_F(TreTest, PristineDeletesEveryMcimAndKeepsThePcid) {
+  Tre tre = open();
+  install(tre, kImsiA, "sho-a", 1);
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  ASSERT_TRUE(tre.apply(Action::select, kImsiA));
+  ASSERT_TRUE(tre.pristine());
+  const Status s = tre.status();
+  EXPECT_EQ(s.state, pki::TreState::pristine);
+  EXPECT_FALSE(s.selected);
+  EXPECT_EQ(s.credentials.at(0).state, McimState::activated);
+  EXPECT_EQ(s.credentials.at(1).state, McimState::deleted);
+  EXPECT_TRUE(tre.fsck());
+}
+
+TEST_F(TreTest, AttestationReportsMeasurementsOverTheNonce) {
+  Tre tre = open();
+  const ByteVec nonce(32, 0x5a);
+  auto text = tre.attest(nonce);
+  ASSERT_TRUE(text) << text.error().message;
+  auto report = pki::decode_signed_report(*text);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->report.device_id, device_id());
+  EXPECT_EQ(report->report.nonce, nonce);
+  EXPECT_EQ(report->report.state, pki::TreState::pristine);
+  ASSERT_EQ(report->report.measurements.size(), 2u);
+  EXPECT_EQ(report->report.measurements[0].name, "tre.binary");
+  EXPECT_EQ(report->report.measurements[1].name, "tre.config");
+  EXPECT_TRUE(pki::ecdsa_verify(X509_get0_pubkey(tre.platform_certificate()),
+                                ByteView(reinterpret_cast<const std::uint8_t*>(
+                                             report->signed_bytes.data()),
+                                         report->signed_bytes.size()),
+                                report->signature));
+  auto short_nonce = tre.attest(ByteVec(8, 1));
+  ASSERT_FALSE(short_nonce);
+  EXPECT_EQ(short_nonce.error().code, ErrorCode::invalid_argument);
+}
+
+// ---- Tamper evidence -------------------------------------------------------------------------
+
+void flip_byte(const std::string& path, std::size_t from_end) {
+  auto data = read_file(path);
+  ASSERT_TRUE(data);
+  (*data)[data->size() - from_end] ^= 0x01;
+  ASSERT_TRUE(write_file_atomic(path, *data, 0600));
+}
+
+TEST_F(TreTest, AnEditedStateLocksTheTreDownForGood) {
+  {
+    Tre tre = open();
+    install(tre, kImsiA, "sho-a", 1);
+  }
+  const auto good = read_file(dir_ + "/state.sealed");
+  ASSERT_TRUE(good);
+  flip_byte(dir_ + "/state.sealed", 20);
+  {
+    Tre tre = open();
+    const Status s = tre.status();
+    EXPECT_EQ(s.state, pki::TreState::lockdown);
+    EXPECT_NE(s.lockdown_reason.find("store_tampered"), std::string::npos) << s.lockdown_reason;
+    EXPECT_TRUE(s.credentials.empty());
+    EXPECT_EQ(tre.install(ByteVec{1}).result.error().code, ErrorCode::lockdown);
+    EXPECT_EQ(tre.apply(Action::activate, kImsiA).error().code, ErrorCode::lockdown);
+    EXPECT_EQ(tre.pristine().error().code, ErrorCode::lockdown);
+    // Still readable: attestation (which tells the PVA) and the audit log.
+    auto text = tre.attest(ByteVec(16, 7));
+    ASSERT_TRUE(text);
+    EXPECT_EQ(pki::decode_signed_report(*text)->report.state, pki::TreState::lockdown);
+    auto audit = tre.verify_audit();
+    ASSERT_TRUE(audit) << audit.error().message;
+    EXPECT_FALSE(audit->tail_checked);
+    EXPECT_EQ(audit->log.entries.back().event.event, "lockdown");
+  }
+  // Putting the good file back does not lift the lockdown.
+  ASSERT_TRUE(write_file_atomic(dir_ + "/state.sealed", *good, 0600));
+  EXPECT_EQ(open().status().state, pki::TreState::lockdown);
+}
+
+TEST_F(TreTest, ARolledBackDirectoryIsDetected) {
+  const std::string snapshot = world().path("snapshot-" + std::to_string(counter_));
+  fs::copy(dir_, snapshot, fs::copy_options::recursive);
+  {
+    Tre tre = open();
+    install(tre, kImsiA, "sho-a", 1);
+  }
+  // Restore every file but the backend's counter (a TPM's NV counter cannot be copied back).
+  for (const char* f : {"state.sealed", "audit.log"}) {
+    fs::copy_file(snapshot + "/" + f, dir_ + "/" + f, fs::copy_options::overwrite_existing);
+  }
+  Tre tre = open();
+  EXPECT_EQ(tre.status().state, pki::TreState::lockdown);
+  EXPECT_NE(tre.status().lockdown_reason.find("rollback_detected"), std::string::npos);
+}
+
+TEST_F(TreTest, AnEditedAuditLogLocksTheTreDown) {
+  {
+    Tre tre = open();
+    install(tre, kImsiA, "sho-a", 1);
+  }
+  auto text = read_text_file(dir_ + "/audit.log");
+  ASSERT_TRUE(text);
+  const auto pos = text->find("\"register\"");
+  ASSERT_NE(pos, std::string::npos);
+  text->replace(pos, 10, "\"registe_\"");
+  ASSERT_TRUE(write_file_atomic(dir_ + "/audit.log", *text, 0600));
+  EXPECT_EQ(open().status().state, pki::TreState::lockdown);
+}
+
+TEST_F(TreTest, AMissingOrTornLastAuditLineIsRedone) {
+  {
+    Tre tre = open();
+    install(tre, kImsiA, "sho-a", 1);
+  }
+  auto text = read_text_file(dir_ + "/audit.log");
+  ASSERT_TRUE(text);
+  // Drop the last line and leave half of it, as a crash during the append would.
+  const std::string body = text->substr(0, text->size() - 1);
+  const std::size_t last = body.rfind('\n') + 1;
+  const std::string torn = text->substr(0, last) + body.substr(last, (body.size() - last) / 2);
+  ASSERT_TRUE(write_file_atomic(dir_ + "/audit.log", torn, 0600));
+  Tre tre = open();
+  EXPECT_EQ(tre.status().state, pki::TreState::provisioned);
+  auto fsck = tre.fsck();
+  ASSERT_TRUE(fsck) << fsck.error().message;
+  EXPECT_TRUE(fsck->repaired_audit);
+  EXPECT_EQ(*read_text_file(dir_ + "/audit.log"), *text);
+}
+
+TEST_F(TreTest, ACorruptedCredentialIsBlockedAtBoot) {
+  {
+    Tre tre = open();
+    install(tre, kImsiA, "sho-a", 1);
+    ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  }
+  {
+    // A fault the seal cannot see (the state was sealed with a wrong K): rewrite the state with
+    // the backend itself.
+    OsRandom rng;
+    auto backend = SoftwareBackend::open(dir_, rng);
+    ASSERT_TRUE(backend);
+    StateFile file(dir_, **backend);
+    auto state = file.load();
+    ASSERT_TRUE(state);
+    Credential* c = state->find(kImsiA);
+    ASSERT_NE(c, nullptr);
+    c->doc->k.mut()[0] ^= 1;
+    state->generation += 1;
+    ASSERT_TRUE(file.commit(*state));
+  }
+  Tre tre = open();
+  const Status s = tre.status();
+  ASSERT_EQ(s.blocked_at_boot, std::vector<std::string>{kImsiA});
+  EXPECT_EQ(s.credentials.at(1).state, McimState::blocked);
+  EXPECT_EQ(s.credentials.at(0).state, McimState::activated);  // the PCID is untouched
+  auto audit = tre.verify_audit();
+  ASSERT_TRUE(audit);
+  EXPECT_EQ(audit->log.entries.back().event.event, "integrity-check");
+  EXPECT_EQ(audit->log.entries.back().event.outcome, "integrity_failed");
+  EXPECT_TRUE(tre.fsck());
+}
+
+}  // namespace
+}  // namespace mcim::tre
