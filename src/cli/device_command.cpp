@@ -1,10 +1,377 @@
+// `mcim device ...`: one command per TRE operation. Arguments are parsed and checked before the
+// TRE is opened, so bad input (exit 2) never touches the stored state.
 #include "cli/device_command.h"
 
+#include <fmt/format.h>
+
+#include <chrono>
+#include <memory>
+#include <variant>
+
+#include "common/file.h"
+#include "common/hex.h"
+#include "pki/signed_json.h"
+#include "tre/tre.h"
+
 namespace mcim::cli {
+namespace {
+
+using namespace mcim::tre;
+
+struct Args {
+  std::string dir, from, package, report, id, signer, instruction, rand, autn, nonce, out;
+  std::uint64_t sequence = 0;
+  bool verify = false;
+  bool show = false;
+};
+
+Result<void> require(const std::string& value, std::string_view option) {
+  if (value.empty()) return fail(ErrorCode::missing_argument, fmt::format("{}: required", option));
+  return {};
+}
+
+Result<Tre> open_tre(const Args& a) {
+  if (auto r = require(a.dir, "--dir"); !r) return std::unexpected(r.error());
+  return Tre::open(Options{a.dir});
+}
+
+template <std::size_t N>
+Result<Bytes<N>> fixed_hex(const std::string& text, std::string_view option) {
+  if (auto r = require(text, option); !r) return std::unexpected(r.error());
+  return parse_hex_fixed<N>(text, option);
+}
+
+std::string time_text(std::chrono::sys_seconds t) {
+  return t.time_since_epoch().count() == 0 ? "-" : pki::utc_text(t);
+}
+
+Fields::Record credential_record(const CredentialInfo& c) {
+  return {{"id", c.id},
+          {"kind", std::string(to_string(c.kind))},
+          {"state", std::string(to_string(c.state))},
+          {"owner", c.owner},
+          {"package", c.package_id},
+          {"algorithm", c.algorithm},
+          {"sequence", std::to_string(c.sequence)},
+          {"sqn_ms", std::to_string(c.sqn_ms)},
+          {"not_after", time_text(c.not_after)},
+          {"changed", time_text(c.changed)}};
+}
+
+Fields credential_fields(const CredentialInfo& c) {
+  Fields f;
+  for (auto& [k, v] : credential_record(c)) f.add(k, v);
+  return f;
+}
+
+Result<void> write_report(const std::string& path, const std::string& report) {
+  if (path.empty() || report.empty()) return {};
+  return write_file_atomic(path, report + "\n", 0644);
+}
+
+Result<Fields> run_init(const Args& a) {
+  if (auto r = require(a.dir, "--dir"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.from, "--from"); !r) return std::unexpected(r.error());
+  auto bundle = read_bundle(a.from);
+  if (!bundle) return std::unexpected(bundle.error());
+  if (auto r = Tre::init(Options{a.dir}, *bundle); !r) return std::unexpected(r.error());
+  auto tre = Tre::open(Options{a.dir});
+  if (!tre) return std::unexpected(tre.error());
+  const Status s = tre->status();
+  Fields f;
+  f.add("dir", a.dir).add("device_id", s.device_id).add("model", s.model);
+  f.add("state", std::string(pki::to_string(s.state)));
+  f.add("pcid", s.credentials.empty() ? "-" : s.credentials.front().id);
+  return f;
+}
+
+Result<Fields> run_status(const Args& a) {
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  const Status s = tre->status();
+  Fields f;
+  f.add("device_id", s.device_id).add("model", s.model);
+  f.add("state", std::string(pki::to_string(s.state)));
+  if (!s.lockdown_reason.empty()) f.add("lockdown_reason", s.lockdown_reason);
+  f.add("selected", s.selected ? *s.selected : "-");
+  f.add("generation", std::to_string(s.generation));
+  f.add("audit_entries", std::to_string(s.audit_entries));
+  std::string blocked;
+  for (const auto& id : s.blocked_at_boot) blocked += (blocked.empty() ? "" : ",") + id;
+  f.add("blocked_at_boot", blocked.empty() ? "-" : blocked);
+  std::vector<Fields::Record> rows;
+  for (const auto& c : s.credentials) rows.push_back(credential_record(c));
+  f.records("credential", std::move(rows));
+  return f;
+}
+
+Result<Fields> run_list(const Args& a) {
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  auto list = tre->list();
+  if (!list) return std::unexpected(list.error());
+  std::vector<Fields::Record> rows;
+  for (const auto& c : *list) rows.push_back(credential_record(c));
+  Fields f;
+  f.records("credential", std::move(rows));
+  return f;
+}
+
+Result<Fields> run_register(const Args& a) {
+  auto nonce = fixed_hex<16>(a.nonce, "--nonce");
+  if (!nonce) return std::unexpected(nonce.error());
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  if (auto r = tre->record_registration(*nonce); !r) return std::unexpected(r.error());
+  return Fields().add("registration", "recorded");
+}
+
+Result<Fields> run_install(const Args& a) {
+  if (auto r = require(a.package, "--package"); !r) return std::unexpected(r.error());
+  auto pkg = read_file(a.package);
+  if (!pkg) return std::unexpected(pkg.error());
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  auto outcome = tre->install(*pkg);
+  if (auto w = write_report(a.report, outcome.report); !w) return std::unexpected(w.error());
+  if (!outcome.result) return std::unexpected(outcome.result.error());
+  Fields f = credential_fields(*outcome.result);
+  if (!a.report.empty()) f.add("report", a.report);
+  return f;
+}
+
+// With --signer the action is a stakeholder's instruction, signed here with its key (the
+// operator's tooling does the same remotely, issue 8); without, the device itself asks.
+Result<Fields> run_action(Action action, const Args& a) {
+  if (auto r = require(a.id, "--id"); !r) return std::unexpected(r.error());
+  if (!pki::valid_token(a.id, 64)) {
+    return fail(ErrorCode::invalid_argument, "--id: expected a credential id (the IMSI)");
+  }
+  if (a.signer.empty()) {
+    if (a.sequence != 0) {
+      return fail(ErrorCode::conflicting_arguments, "--sequence: only with --signer");
+    }
+    auto tre = open_tre(a);
+    if (!tre) return std::unexpected(tre.error());
+    auto info = tre->apply(action, a.id);
+    if (!info) return std::unexpected(info.error());
+    return credential_fields(*info);
+  }
+  if (a.sequence > kMaxSequence) {
+    return fail(ErrorCode::invalid_argument, fmt::format("--sequence: 1..{}", kMaxSequence));
+  }
+  auto pair = pki::load_key_pair(a.signer);
+  if (!pair) return std::unexpected(pair.error());
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  Instruction ins;
+  ins.device_id = tre->status().device_id;
+  ins.credential = a.id;
+  ins.action = action;
+  const auto now = std::chrono::system_clock::now();
+  // Milliseconds since the epoch: increasing from one command to the next without a counter
+  // file, and far below 2^53.
+  ins.sequence = a.sequence != 0 ? a.sequence
+                                 : static_cast<std::uint64_t>(
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           now.time_since_epoch())
+                                           .count());
+  ins.time = pki::floor_seconds(now);
+  std::vector<X509*> certs;
+  for (const auto& c : pair->certs) certs.push_back(c.get());
+  auto text = sign_instruction(ins, pair->key.get(), certs);
+  if (!text) return fail(text.error().code, "--signer: " + text.error().message);
+  auto outcome = tre->apply_instruction(*text);
+  if (auto w = write_report(a.report, outcome.report); !w) return std::unexpected(w.error());
+  if (!outcome.result) return std::unexpected(outcome.result.error());
+  Fields f = credential_fields(*outcome.result);
+  f.add("sequence", std::to_string(ins.sequence));
+  return f;
+}
+
+Result<Fields> run_instruct(const Args& a) {
+  if (auto r = require(a.instruction, "--instruction"); !r) return std::unexpected(r.error());
+  auto text = read_text_file(a.instruction);
+  if (!text) return std::unexpected(text.error());
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  auto outcome = tre->apply_instruction(*text);
+  if (auto w = write_report(a.report, outcome.report); !w) return std::unexpected(w.error());
+  if (!outcome.result) return std::unexpected(outcome.result.error());
+  return credential_fields(*outcome.result);
+}
+
+Result<Fields> run_authenticate(const Args& a) {
+  auto rand = fixed_hex<16>(a.rand, "--rand");
+  if (!rand) return std::unexpected(rand.error());
+  auto autn = fixed_hex<16>(a.autn, "--autn");
+  if (!autn) return std::unexpected(autn.error());
+  if (!a.id.empty() && !pki::valid_token(a.id, 64)) {
+    return fail(ErrorCode::invalid_argument, "--id: expected a credential id (the IMSI)");
+  }
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  auto answer = tre->authenticate(a.id.empty() ? std::nullopt : std::optional<std::string_view>(a.id),
+                                  *rand, *autn);
+  if (!answer) return std::unexpected(answer.error());
+  Fields f;
+  if (auto* ok = std::get_if<aka::UsimSuccess>(&*answer)) {
+    f.hex("res", ok->res.view()).hex("ck", ok->ck).hex("ik", ok->ik).hex("sqn", ok->sqn);
+    secure_wipe(ok->ck);
+    secure_wipe(ok->ik);
+    return f;
+  }
+  const auto& sync = std::get<aka::UsimSyncFailure>(*answer);
+  f.add("result", "synchronisation_failure").add("reason", std::string(aka::to_string(sync.reason)));
+  f.hex("auts", sync.auts);
+  return f.refused();
+}
+
+Result<Fields> run_attest(const Args& a) {
+  if (auto r = require(a.nonce, "--nonce"); !r) return std::unexpected(r.error());
+  auto nonce = parse_hex(a.nonce, "--nonce");
+  if (!nonce) return std::unexpected(nonce.error());
+  if (nonce->size() < 16 || nonce->size() > 64) {
+    return fail(ErrorCode::invalid_argument, "--nonce: expected 16-64 bytes (32-128 hex digits)");
+  }
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  auto report = tre->attest(*nonce);
+  if (!report) return std::unexpected(report.error());
+  Fields f;
+  if (!a.out.empty()) {
+    if (auto w = write_file_atomic(a.out, *report + "\n", 0644); !w) return std::unexpected(w.error());
+    f.add("report", a.out);
+  } else {
+    f.add("report", *report);
+  }
+  f.add("state", std::string(pki::to_string(tre->status().state)));
+  return f;
+}
+
+Result<Fields> run_audit(const Args& a) {
+  if (!a.verify && !a.show) {
+    return fail(ErrorCode::missing_argument, "audit: give --verify, --show or both");
+  }
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  auto check = tre->verify_audit();
+  if (!check) return std::unexpected(check.error());
+  Fields f;
+  f.add("entries", std::to_string(check->log.entries.size()));
+  f.add("verified", check->tail_checked ? "chain, signatures and sealed head"
+                                        : "chain and signatures (no sealed head in lockdown)");
+  if (a.show) {
+    std::vector<Fields::Record> rows;
+    for (const auto& e : check->log.entries) {
+      rows.push_back({{"seq", std::to_string(e.seq)},
+                      {"time", pki::utc_text(e.time)},
+                      {"event", e.event.event},
+                      {"subject", e.event.subject},
+                      {"principal", e.event.principal},
+                      {"outcome", e.event.outcome},
+                      {"detail", e.event.detail}});
+    }
+    f.records("entry", std::move(rows));
+  }
+  return f;
+}
+
+Result<Fields> run_fsck(const Args& a) {
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  auto rep = tre->fsck();
+  if (!rep) return std::unexpected(rep.error());
+  Fields f;
+  f.add("fsck", "ok").add("generation", std::to_string(rep->generation));
+  f.add("credentials", std::to_string(rep->credentials));
+  f.add("audit_entries", std::to_string(rep->audit_entries));
+  f.add("repaired_counter", rep->repaired_counter ? "yes" : "no");
+  f.add("repaired_audit", rep->repaired_audit ? "yes" : "no");
+  return f;
+}
+
+Result<Fields> run_pristine(const Args& a) {
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  if (auto r = tre->pristine(); !r) return std::unexpected(r.error());
+  return Fields().add("state", std::string(pki::to_string(tre->status().state)));
+}
+
+CLI::App* with_dir(CLI::App* cmd, Args& a) {
+  cmd->add_option("--dir", a.dir, "the TRE directory");
+  return cmd;
+}
+
+}  // namespace
 
 void register_device(CLI::App& app, Result<Fields>* result) {
-  (void)app;
-  (void)result;
+  auto* device = app.add_subcommand("device", "the device's trusted environment (TRE)");
+  device->require_subcommand(1);
+  auto args = std::make_shared<Args>();
+  Args& a = *args;
+
+  auto* init = with_dir(device->add_subcommand("init", "a pristine TRE from a supplier bundle"), a);
+  init->add_option("--from", a.from, "the supplier bundle (mcim supplier manufacture)");
+  init->callback([args, result] { *result = run_init(*args); });
+
+  auto* status = with_dir(device->add_subcommand("status", "the TRE and its credentials"), a);
+  status->callback([args, result] { *result = run_status(*args); });
+
+  auto* list = with_dir(device->add_subcommand("list", "the credentials and their states"), a);
+  list->callback([args, result] { *result = run_list(*args); });
+
+  auto* reg = with_dir(device->add_subcommand("register", "record the registration nonce (F1)"), a);
+  reg->add_option("--nonce", a.nonce, "the 16-byte registration nonce from the SHO, hex");
+  reg->callback([args, result] { *result = run_register(*args); });
+
+  auto* install = with_dir(device->add_subcommand("install", "install an MCIM package"), a);
+  install->add_option("--package", a.package, "the package (DER)");
+  install->add_option("--report", a.report, "where to write the signed status report");
+  install->callback([args, result] { *result = run_install(*args); });
+
+  for (Action action : {Action::activate, Action::select, Action::deselect, Action::block,
+                        Action::unblock, Action::retire, Action::delete_}) {
+    const std::string name(to_string(action));
+    auto* cmd = with_dir(device->add_subcommand(name, name + " a credential"), a);
+    cmd->add_option("--id", a.id, "the credential id (its IMSI)");
+    cmd->add_option("--signer", a.signer,
+                    "the owning operator's package-signing PREFIX: sign an instruction");
+    cmd->add_option("--sequence", a.sequence, "the instruction's sequence (default: now in ms)");
+    cmd->add_option("--report", a.report, "where to write the signed status report");
+    cmd->callback([args, result, action] { *result = run_action(action, *args); });
+  }
+
+  auto* instruct =
+      with_dir(device->add_subcommand("instruct", "apply a stakeholder's signed instruction"), a);
+  instruct->add_option("--instruction", a.instruction, "the signed instruction (JSON)");
+  instruct->add_option("--report", a.report, "where to write the signed status report");
+  instruct->callback([args, result] { *result = run_instruct(*args); });
+
+  auto* auth = with_dir(
+      device->add_subcommand("authenticate", "run AKA in the TRE: RES, CK, IK or AUTS (exit 1)"),
+      a);
+  auth->add_option("--id", a.id, "the credential (default: the selected one)");
+  auth->add_option("--rand", a.rand, "RAND, 16 bytes hex");
+  auth->add_option("--autn", a.autn, "AUTN, 16 bytes hex");
+  auth->callback([args, result] { *result = run_authenticate(*args); });
+
+  auto* attest = with_dir(device->add_subcommand("attest", "a signed attestation report"), a);
+  attest->add_option("--nonce", a.nonce, "the PVA's nonce, 16-64 bytes hex");
+  attest->add_option("--out", a.out, "write the report here instead of printing it");
+  attest->callback([args, result] { *result = run_attest(*args); });
+
+  auto* audit = with_dir(device->add_subcommand("audit", "verify or show the audit log"), a);
+  audit->add_flag("--verify", a.verify, "verify chain, signatures and the sealed head");
+  audit->add_flag("--show", a.show, "list the entries");
+  audit->callback([args, result] { *result = run_audit(*args); });
+
+  auto* fsck = with_dir(device->add_subcommand("fsck", "check the stored state end to end"), a);
+  fsck->callback([args, result] { *result = run_fsck(*args); });
+
+  auto* pristine = with_dir(
+      device->add_subcommand("pristine", "delete every MCIM, keep the PCID credential (F5)"), a);
+  pristine->callback([args, result] { *result = run_pristine(*args); });
 }
 
 }  // namespace mcim::cli

@@ -9,10 +9,26 @@ void Fields::print(std::ostream& out, bool json) const {
   if (json) {
     nlohmann::ordered_json j = nlohmann::ordered_json::object();
     for (const auto& [name, value] : items_) j[name] = value;
+    for (const auto& [name, rows] : lists_) {
+      auto arr = nlohmann::ordered_json::array();
+      for (const auto& row : rows) {
+        nlohmann::ordered_json o = nlohmann::ordered_json::object();
+        for (const auto& [k, v] : row) o[k] = v;
+        arr.push_back(std::move(o));
+      }
+      j[name] = std::move(arr);
+    }
     out << j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
     return;
   }
   for (const auto& [name, value] : items_) out << name << ": " << value << '\n';
+  for (const auto& [name, rows] : lists_) {
+    for (const auto& row : rows) {
+      out << name << ':';
+      for (const auto& [k, v] : row) out << ' ' << k << '=' << v;
+      out << '\n';
+    }
+  }
 }
 
 void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json) {

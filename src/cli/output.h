@@ -24,6 +24,13 @@ class Fields {
     items_.emplace_back(std::move(name), std::move(value));
     return *this;
   }
+  // A list of records (e.g. the credentials of a TRE): a JSON array of objects under `name`, or
+  // one "name: key=value key=value" line per record in text.
+  using Record = std::vector<std::pair<std::string, std::string>>;
+  Fields& records(std::string name, std::vector<Record> rows) {
+    lists_.emplace_back(std::move(name), std::move(rows));
+    return *this;
+  }
   const std::vector<std::pair<std::string, std::string>>& items() const { return items_; }
 
   // A command whose answer is a refusal with data to show (an AUTS, a list of failed checks)
@@ -38,6 +45,7 @@ class Fields {
 
  private:
   std::vector<std::pair<std::string, std::string>> items_;
+  std::vector<std::pair<std::string, std::vector<Record>>> lists_;
   bool refused_ = false;
 };
 
