@@ -22,7 +22,10 @@
 namespace mcim::tre {
 namespace {
 
-constexpr std::size_t kMaxCredentials = 64;
+constexpr std::size_t kMaxCredentials = 64;  // state.h's codec bound, tombstones included
+// Deleted credentials are remembered (status shows what became of them) but only the latest few:
+// otherwise tombstones would fill the registry of a long-lived device.
+constexpr std::size_t kMaxTombstones = 16;
 constexpr std::string_view kPcidPackageId = "pcid";
 constexpr std::string_view kMeasureBinary = "tre.binary";
 constexpr std::string_view kMeasureConfig = "tre.config";
@@ -166,6 +169,21 @@ Result<std::unique_ptr<aka::Algorithm>> algorithm_of(const pki::McimDocument& do
   return std::unique_ptr<aka::Algorithm>(std::make_unique<aka::Tuak>(std::move(*t)));
 }
 
+// Drops the oldest tombstones beyond kMaxTombstones (registry order is install order, and a
+// credential's `changed` says when it was deleted).
+void prune_tombstones(State& s) {
+  std::vector<std::size_t> tombs;
+  for (std::size_t i = 0; i < s.credentials.size(); ++i)
+    if (s.credentials[i].state == McimState::deleted) tombs.push_back(i);
+  if (tombs.size() <= kMaxTombstones) return;
+  std::stable_sort(tombs.begin(), tombs.end(), [&](std::size_t a, std::size_t b) {
+    return s.credentials[a].changed < s.credentials[b].changed;
+  });
+  tombs.resize(tombs.size() - kMaxTombstones);
+  std::sort(tombs.rbegin(), tombs.rend());
+  for (std::size_t i : tombs) s.credentials.erase(s.credentials.begin() + static_cast<std::ptrdiff_t>(i));
+}
+
 // ---------------------------------------------------------------------------------------------
 
 struct Tre::Impl {
@@ -219,6 +237,7 @@ struct Tre::Impl {
   // committed (state first, then the audit line; opening again redoes a missing line).
   Result<void> commit(State next, std::optional<AuditEvent> ev) {
     next.generation = state->generation + 1;
+    prune_tombstones(next);
     std::string line;
     if (ev) {
       auto l = audit_line(state->audit, std::move(*ev));
@@ -664,9 +683,12 @@ InstallOutcome Tre::install(ByteView package) {
                          fmt::format("the registry already holds credential {} ({})", doc->imsi,
                                      to_string(existing->state))));
   }
-  if (existing == nullptr && i.state->credentials.size() >= kMaxCredentials) {
+  const auto live = std::count_if(i.state->credentials.begin(), i.state->credentials.end(),
+                                  [](const Credential& x) { return x.state != McimState::deleted; });
+  if (existing == nullptr && static_cast<std::size_t>(live) >= kMaxCredentials - kMaxTombstones) {
     return refused(Error(ErrorCode::unsupported,
-                         fmt::format("the registry is full ({} credentials)", kMaxCredentials)));
+                         fmt::format("the registry is full ({} credentials)",
+                                     kMaxCredentials - kMaxTombstones)));
   }
   auto digest = document_digest(*doc);
   if (!digest) return refused(digest.error());

@@ -389,6 +389,18 @@ TEST_F(TreTest, AttestationReportsMeasurementsOverTheNonce) {
   EXPECT_EQ(short_nonce.error().code, ErrorCode::invalid_argument);
 }
 
+TEST_F(TreTest, TombstonesAreBoundedSoTheRegistryNeverFillsUp) {
+  Tre tre = open();
+  for (std::uint64_t seq = 1; seq <= 40; ++seq) {
+    install(tre, "0010200000" + std::to_string(10000 + seq), "sho-a", seq);
+    ASSERT_TRUE(tre.pristine());
+  }
+  const Status s = tre.status();
+  EXPECT_EQ(s.credentials.size(), 1u + 16u);  // the PCID and the latest 16 tombstones
+  EXPECT_EQ(s.credentials.back().id, "001020000010040");
+  EXPECT_TRUE(tre.fsck());
+}
+
 // ---- Tamper evidence -------------------------------------------------------------------------
 
 void flip_byte(const std::string& path, std::size_t from_end) {
