@@ -56,12 +56,12 @@ struct Bench {
     std::string tmpl = std::string(base != nullptr ? base : ".") + "/mcim-bench-tre-XXXXXX";
     if (mkdtemp(tmpl.data()) == nullptr) std::exit(1);
     root = tmpl;
-    supplier = must(pki::Authority::create(root + "/supplier", "Supplier CA", nullptr, 3650, "",
-                                           clock, rng),
-                    "supplier CA");
-    operators = must(pki::Authority::create(root + "/operators", "Operator Root", nullptr, 3650,
-                                            "", clock, rng),
-                     "operator CA");
+    supplier = must(
+        pki::Authority::create(root + "/supplier", "Supplier CA", nullptr, 3650, "", clock, rng),
+        "supplier CA");
+    operators = must(
+        pki::Authority::create(root + "/operators", "Operator Root", nullptr, 3650, "", clock, rng),
+        "operator CA");
     pki::CertSpec spec;
     spec.profile = pki::Profile::package_signing;
     spec.subject = "CN=package signer sho-a,O=sho-a";
@@ -115,7 +115,8 @@ void BM_TreAuthenticate(benchmark::State& st) {
     const auto av = aka::make_vector(algo, rand, must(home.next(0), "sqn"), {0x80, 0x00});
     st.ResumeTiming();
     auto answer = must(tre.authenticate(b.bundle.pcid, av.rand, av.autn), "authenticate");
-    if (!std::holds_alternative<aka::UsimSuccess>(answer)) die(Error(ErrorCode::internal, "AUTS"), "authenticate");
+    if (!std::holds_alternative<aka::UsimSuccess>(answer))
+      die(Error(ErrorCode::internal, "AUTS"), "authenticate");
   }
   st.SetItemsProcessed(st.iterations());
 }
@@ -149,7 +150,11 @@ void BM_AtomicReplace(benchmark::State& st) {
   for (auto _ : st) must(write_file_atomic(path, data, 0600), "write");
   st.SetItemsProcessed(st.iterations());
 }
-BENCHMARK(BM_AtomicReplace)->Arg(4096)->Unit(benchmark::kMillisecond)->Iterations(500)->UseRealTime();
+BENCHMARK(BM_AtomicReplace)
+    ->Arg(4096)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(500)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -171,11 +171,12 @@ Result<Fields> run_action(Action action, const Args& a) {
   const auto now = std::chrono::system_clock::now();
   // Milliseconds since the epoch: increasing from one command to the next without a counter
   // file, and far below 2^53.
-  ins.sequence = a.sequence != 0 ? a.sequence
-                                 : static_cast<std::uint64_t>(
-                                       std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           now.time_since_epoch())
-                                           .count());
+  ins.sequence =
+      a.sequence != 0
+          ? a.sequence
+          : static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch())
+                    .count());
   ins.time = pki::floor_seconds(now);
   std::vector<X509*> certs;
   for (const auto& c : pair->certs) certs.push_back(c.get());
@@ -211,8 +212,8 @@ Result<Fields> run_authenticate(const Args& a) {
   }
   auto tre = open_tre(a);
   if (!tre) return std::unexpected(tre.error());
-  auto answer = tre->authenticate(a.id.empty() ? std::nullopt : std::optional<std::string_view>(a.id),
-                                  *rand, *autn);
+  auto answer = tre->authenticate(
+      a.id.empty() ? std::nullopt : std::optional<std::string_view>(a.id), *rand, *autn);
   if (!answer) return std::unexpected(answer.error());
   Fields f;
   if (auto* ok = std::get_if<aka::UsimSuccess>(&*answer)) {
@@ -222,7 +223,8 @@ Result<Fields> run_authenticate(const Args& a) {
     return f;
   }
   const auto& sync = std::get<aka::UsimSyncFailure>(*answer);
-  f.add("result", "synchronisation_failure").add("reason", std::string(aka::to_string(sync.reason)));
+  f.add("result", "synchronisation_failure")
+      .add("reason", std::string(aka::to_string(sync.reason)));
   f.hex("auts", sync.auts);
   return f.refused();
 }
@@ -240,7 +242,8 @@ Result<Fields> run_attest(const Args& a) {
   if (!report) return std::unexpected(report.error());
   Fields f;
   if (!a.out.empty()) {
-    if (auto w = write_file_atomic(a.out, *report + "\n", 0644); !w) return std::unexpected(w.error());
+    if (auto w = write_file_atomic(a.out, *report + "\n", 0644); !w)
+      return std::unexpected(w.error());
     f.add("report", a.out);
   } else {
     f.add("report", *report);

@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/file.h"
 #include "pki/package.h"
+#include "pki/signed_json.h"
 #include "pki/verify.h"
 
 namespace mcim::cli {
@@ -32,15 +33,6 @@ struct VerifyArgs {
 Result<void> require(const std::string& value, std::string_view option) {
   if (value.empty()) return fail(ErrorCode::missing_argument, fmt::format("{}: required", option));
   return {};
-}
-
-std::string utc_text(std::chrono::sys_seconds t) {
-  const std::time_t tt = t.time_since_epoch().count();
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 // The file's bytes hold K and OPc in hex: they are wiped as soon as they are decoded.

@@ -99,7 +99,6 @@ struct McimDocument {
   Result<void> set_key(ByteView k_bytes);
 };
 
-
 // The rules of docs/mcim-package.md on a document in memory; `code` is what a violation returns
 // (invalid_argument for a caller's struct, bad_format for decoded input), the message names the
 // field and never its value.

@@ -32,7 +32,6 @@ std::string utc_text(TimePoint t) {
   return buf;
 }
 
-
 // ---- Canonical JSON and ECDSA ----------------------------------------------------------------
 
 // `replace` never throws: invalid UTF-8 (from a certificate subject in a message, say) becomes
@@ -73,13 +72,11 @@ Result<ByteVec> sign_bytes(EVP_PKEY* key, std::string_view data) {
   return ecdsa_sign(key, ByteView(bytes_of(data), data.size()));
 }
 
-
 Json certificates_json(const std::vector<X509*>& certs) {
   Json arr = Json::array();
   for (X509* c : certs) arr.push_back(to_hex(certificate_der(c)));
   return arr;
 }
-
 
 Error bad(std::string message) { return Error(ErrorCode::bad_format, std::move(message)); }
 
@@ -161,7 +158,8 @@ Result<ByteVec> hex_member(const Json& obj, std::string_view path, std::string_v
 
 Result<UtcSeconds> time_member(const Json& obj, std::string_view path, std::string_view key) {
   const Json& v = *obj.find(key);
-  if (!v.is_number_unsigned() || v.get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxUtcSeconds)) {
+  if (!v.is_number_unsigned() ||
+      v.get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxUtcSeconds)) {
     return std::unexpected(
         bad(fmt::format("{}.{}: expected UTC seconds as a non-negative integer", path, key)));
   }
@@ -188,9 +186,7 @@ Result<void> type_member(const Json& obj, std::string_view path, std::string_vie
   return {};
 }
 
-
 // ---- Envelopes: {"certificates"?, "<inner>", "signature"} ------------------------------------
-
 
 Result<std::vector<X509Ptr>> decode_certificates(const Json& doc, std::string_view what) {
   auto arr = array_member(doc, what, "certificates", 1, kMaxEnvelopeCertificates);
@@ -298,7 +294,6 @@ Result<X509*> verify_signer(const Envelope& env, std::string_view signed_bytes,
   }
   return signer;
 }
-
 
 Result<std::uint64_t> uint_member(const Json& obj, std::string_view path, std::string_view key,
                                   std::uint64_t min, std::uint64_t max) {

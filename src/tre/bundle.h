@@ -26,11 +26,11 @@ struct SupplierBundle {
   std::string pcid;       // 6..15 digits
   Secret<16> k;
   Secret<16> opc;
-  unsigned ind_bits = 5;      // the PCID credential's SQN IND length (aka::SqnPolicy)
-  std::string ro_operator;    // the Registration Operator's operator id: owns the PCID
+  unsigned ind_bits = 5;    // the PCID credential's SQN IND length (aka::SqnPolicy)
+  std::string ro_operator;  // the Registration Operator's operator id: owns the PCID
   std::chrono::sys_seconds pcid_not_after{};  // lifetime of the PCID credential (F8)
-  Secret<16> pin;  // bootstrap PIN, ASCII digits
-  std::size_t pin_size = 0;  // 4..16
+  Secret<16> pin;                             // bootstrap PIN, ASCII digits
+  std::size_t pin_size = 0;                   // 4..16
   pki::PkeyPtr platform_key;
   std::vector<pki::X509Ptr> platform_chain;  // leaf first, then supplier intermediates
   std::vector<pki::X509Ptr> operator_roots;  // trust anchors for packages and instructions
@@ -49,16 +49,16 @@ Result<void> write_bundle(const std::string& path, const SupplierBundle& bundle)
 Result<SupplierBundle> read_bundle(const std::string& path);
 
 struct ManufactureSpec {
-  std::string pcid;                  // required
-  std::string device_id;             // default "dev-<pcid>"; <= 64 chars, no comma (CN, SAN)
+  std::string pcid;       // required
+  std::string device_id;  // default "dev-<pcid>"; <= 64 chars, no comma (CN, SAN)
   std::string model = "mcim-sw-tre-1";
-  std::string ro_operator;           // required
-  Secret<16> op;                     // the RO's OP, common to its PCIDs; OPc = f(K, OP)
-  std::optional<std::string> pin;    // default: 8 random digits
+  std::string ro_operator;         // required
+  Secret<16> op;                   // the RO's OP, common to its PCIDs; OPc = f(K, OP)
+  std::optional<std::string> pin;  // default: 8 random digits
   int certificate_days = 3650;
-  int pcid_days = 730;               // PCID credential lifetime
+  int pcid_days = 730;                // PCID credential lifetime
   std::vector<X509*> operator_roots;  // required, at least one
-  std::string ocsp_url;              // into the platform certificate's AIA when not empty
+  std::string ocsp_url;               // into the platform certificate's AIA when not empty
 };
 
 // F0 for one device: a fresh platform key certified by `supplier_ca` (platform profile), a

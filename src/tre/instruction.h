@@ -51,7 +51,7 @@ Result<VerifiedInstruction> verify_instruction(
 
 struct StatusReport {
   std::string device_id;
-  std::string event;  // "install", the instruction's action, or "instruction" if unverifiable
+  std::string event;       // "install", the instruction's action, or "instruction" if unverifiable
   std::string credential;  // the credential id, "-" when unknown (an unreadable package)
   std::string package_id;  // "-" when not a package
   std::string outcome;     // "ok" or the error code's wire name

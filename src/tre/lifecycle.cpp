@@ -34,21 +34,41 @@ struct Edge {
 const std::array<Edge, 7>& edges() {
   using S = McimState;
   static const std::array<Edge, 7> table = {{
-      {Action::activate, {S::installed}, S::activated, "activate-from-installed",
+      {Action::activate,
+       {S::installed},
+       S::activated,
+       "activate-from-installed",
        "only an Installed credential can be activated"},
-      {Action::select, {S::activated}, S::selected, "select-from-activated",
+      {Action::select,
+       {S::activated},
+       S::selected,
+       "select-from-activated",
        "only an Activated credential can be selected"},
-      {Action::deselect, {S::selected}, S::activated, "deselect-from-selected",
+      {Action::deselect,
+       {S::selected},
+       S::activated,
+       "deselect-from-selected",
        "only the Selected credential can be deselected"},
-      {Action::block, {S::activated}, S::blocked, "block-from-activated",
+      {Action::block,
+       {S::activated},
+       S::blocked,
+       "block-from-activated",
        "only an Activated credential can be blocked (deselect it first)"},
-      {Action::unblock, {S::blocked}, S::activated, "unblock-from-blocked",
+      {Action::unblock,
+       {S::blocked},
+       S::activated,
+       "unblock-from-blocked",
        "only a Blocked credential can be unblocked"},
-      {Action::retire, {S::installed, S::activated, S::blocked}, S::retired,
+      {Action::retire,
+       {S::installed, S::activated, S::blocked},
+       S::retired,
        "retire-from-installed-activated-blocked",
        "only an Installed, Activated or Blocked credential can be retired"},
-      {Action::delete_, {S::installed, S::activated, S::blocked, S::retired}, S::deleted,
-       "delete-not-selected", "a Selected credential cannot be deleted (deselect it first)"},
+      {Action::delete_,
+       {S::installed, S::activated, S::blocked, S::retired},
+       S::deleted,
+       "delete-not-selected",
+       "a Selected credential cannot be deleted (deselect it first)"},
   }};
   return table;
 }
@@ -128,9 +148,9 @@ Result<void> authorise(const Principal& who, Action action, const pki::McimPolic
                             to_string(action)));
   }
   if (who.operator_id != policy.owner) {
-    return fail(ErrorCode::access_denied,
-                fmt::format("rule owner-only: operator {} does not own this credential",
-                            who.operator_id));
+    return fail(
+        ErrorCode::access_denied,
+        fmt::format("rule owner-only: operator {} does not own this credential", who.operator_id));
   }
   const auto op = operation_for(action);
   if (!op) {

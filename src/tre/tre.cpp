@@ -40,7 +40,8 @@ class DirLock {
     const std::string path = dir + "/lock";
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
-      return fail(ErrorCode::io_error, fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+      return fail(ErrorCode::io_error,
+                  fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
     }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       ::close(fd);
@@ -71,7 +72,8 @@ class DirLock {
 Result<Bytes<32>> file_sha256(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return fail(ErrorCode::io_error, fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+    return fail(ErrorCode::io_error,
+                fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
   }
   pki::MdCtxPtr ctx(EVP_MD_CTX_new());
   bool ok = ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1;
@@ -181,7 +183,8 @@ void prune_tombstones(State& s) {
   });
   tombs.resize(tombs.size() - kMaxTombstones);
   std::sort(tombs.rbegin(), tombs.rend());
-  for (std::size_t i : tombs) s.credentials.erase(s.credentials.begin() + static_cast<std::ptrdiff_t>(i));
+  for (std::size_t i : tombs)
+    s.credentials.erase(s.credentials.begin() + static_cast<std::ptrdiff_t>(i));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,10 +356,11 @@ struct Tre::Impl {
     Credential* c = next.find(id);
     c->state = McimState::blocked;
     c->changed = now_seconds(*clock);
-    return commit(std::move(next),
-                  AuditEvent{"integrity-check", subject_token(id), "tre",
-                             std::string(to_string(ErrorCode::integrity_failed)),
-                             fmt::format("credential failed its integrity check {}; blocked", when)});
+    return commit(
+        std::move(next),
+        AuditEvent{"integrity-check", subject_token(id), "tre",
+                   std::string(to_string(ErrorCode::integrity_failed)),
+                   fmt::format("credential failed its integrity check {}; blocked", when)});
   }
 
   Result<void> boot_check() {
@@ -405,7 +409,8 @@ struct Tre::Impl {
     };
     const Credential* c = state->find(id);
     if (c == nullptr) {
-      return refused(Error(ErrorCode::not_found, fmt::format("no credential {}", subject_token(id))));
+      return refused(
+          Error(ErrorCode::not_found, fmt::format("no credential {}", subject_token(id))));
     }
     const pki::McimPolicy tombstone{c->owner, {}};
     if (auto a = authorise(who, action, c->doc ? c->doc->policy : tombstone); !a) {
@@ -462,16 +467,15 @@ Tre& Tre::operator=(Tre&&) noexcept = default;
 Tre::~Tre() = default;
 
 const std::string& Tre::dir() const { return impl_->options.dir; }
-X509* Tre::platform_certificate() const {
-  return impl_->backend->platform_chain().front().get();
-}
+X509* Tre::platform_certificate() const { return impl_->backend->platform_chain().front().get(); }
 
 Result<void> Tre::init(const Options& options, const SupplierBundle& bundle) {
   if (auto v = validate_bundle(bundle); !v) return v;
   std::error_code ec;
   std::filesystem::create_directories(options.dir, ec);
   if (ec) {
-    return fail(ErrorCode::io_error, fmt::format("{}: cannot create: {}", options.dir, ec.message()));
+    return fail(ErrorCode::io_error,
+                fmt::format("{}: cannot create: {}", options.dir, ec.message()));
   }
   ::chmod(options.dir.c_str(), 0700);
   if (std::filesystem::exists(options.dir + "/state.sealed", ec)) {
@@ -483,7 +487,8 @@ Result<void> Tre::init(const Options& options, const SupplierBundle& bundle) {
 
   std::vector<X509*> chain;
   for (const auto& c : bundle.platform_chain) chain.push_back(c.get());
-  auto backend = SoftwareBackend::create(options.dir, bundle.platform_key.get(), chain, *impl.random);
+  auto backend =
+      SoftwareBackend::create(options.dir, bundle.platform_key.get(), chain, *impl.random);
   if (!backend) return std::unexpected(backend.error());
   impl.backend = std::move(*backend);
 
@@ -493,7 +498,8 @@ Result<void> Tre::init(const Options& options, const SupplierBundle& bundle) {
   s.config.device_id = bundle.device_id;
   s.config.model = bundle.model;
   s.config.ro_operator = bundle.ro_operator;
-  for (const auto& r : bundle.operator_roots) s.config.operator_roots.push_back(pki::certificate_der(r.get()));
+  for (const auto& r : bundle.operator_roots)
+    s.config.operator_roots.push_back(pki::certificate_der(r.get()));
   s.config.pin = bundle.pin;
   s.config.pin_size = bundle.pin_size;
 
@@ -586,7 +592,8 @@ Result<Tre> Tre::open(const Options& options) {
       return std::unexpected(state.error());
     }
     // Missing, unauthentic, undecodable or rolled-back state: tamper evidence.
-    (void)impl->enter_lockdown(fmt::format("{}: {}", state.error().wire_code(), state.error().message));
+    (void)impl->enter_lockdown(
+        fmt::format("{}: {}", state.error().wire_code(), state.error().message));
     return Tre(std::move(impl));
   }
   impl->repairs.repaired_counter = impl->file->repaired_counter();
@@ -642,8 +649,8 @@ Result<void> Tre::record_registration(const Bytes<16>& nonce) {
   if (auto w = i.writable(); !w) return w;
   State next = *i.state;
   next.registration_nonce = nonce;
-  return i.commit(std::move(next), AuditEvent{"register", "-", "device", "ok",
-                                              "registration nonce recorded (F1)"});
+  return i.commit(std::move(next),
+                  AuditEvent{"register", "-", "device", "ok", "registration nonce recorded (F1)"});
 }
 
 InstallOutcome Tre::install(ByteView package) {
@@ -683,12 +690,13 @@ InstallOutcome Tre::install(ByteView package) {
                          fmt::format("the registry already holds credential {} ({})", doc->imsi,
                                      to_string(existing->state))));
   }
-  const auto live = std::count_if(i.state->credentials.begin(), i.state->credentials.end(),
-                                  [](const Credential& x) { return x.state != McimState::deleted; });
+  const auto live =
+      std::count_if(i.state->credentials.begin(), i.state->credentials.end(),
+                    [](const Credential& x) { return x.state != McimState::deleted; });
   if (existing == nullptr && static_cast<std::size_t>(live) >= kMaxCredentials - kMaxTombstones) {
-    return refused(Error(ErrorCode::unsupported,
-                         fmt::format("the registry is full ({} credentials)",
-                                     kMaxCredentials - kMaxTombstones)));
+    return refused(Error(
+        ErrorCode::unsupported,
+        fmt::format("the registry is full ({} credentials)", kMaxCredentials - kMaxTombstones)));
   }
   auto digest = document_digest(*doc);
   if (!digest) return refused(digest.error());
@@ -713,9 +721,8 @@ InstallOutcome Tre::install(ByteView package) {
   }
   next.registration_nonce.reset();
   const std::string id = rep.credential;
-  if (auto r = i.commit(std::move(next),
-                        AuditEvent{"install", id, "operator:" + owner, "ok",
-                                   "package " + rep.package_id});
+  if (auto r = i.commit(std::move(next), AuditEvent{"install", id, "operator:" + owner, "ok",
+                                                    "package " + rep.package_id});
       !r) {
     rep.outcome = std::string(r.error().wire_code());
     return InstallOutcome{std::unexpected(r.error()), i.report(rep)};
@@ -770,8 +777,8 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
   }
   const std::string op = verified->operator_id;
   const std::uint64_t seq = ins.sequence;
-  auto result = i.act(who, ins.action, ins.credential,
-                      [&](State& s) { s.instruction_sequence[op] = seq; });
+  auto result =
+      i.act(who, ins.action, ins.credential, [&](State& s) { s.instruction_sequence[op] = seq; });
   rep.outcome = result ? "ok" : std::string(result.error().wire_code());
   if (const Credential* c = i.state ? i.state->find(ins.credential) : nullptr) {
     rep.state = std::string(to_string(c->state));
@@ -780,8 +787,8 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
   return InstructionOutcome{std::move(result), std::move(text)};
 }
 
-Result<aka::UsimAnswer> Tre::authenticate(std::optional<std::string_view> id,
-                                          const aka::Rand& rand, const aka::Autn& autn) {
+Result<aka::UsimAnswer> Tre::authenticate(std::optional<std::string_view> id, const aka::Rand& rand,
+                                          const aka::Autn& autn) {
   Impl& i = *impl_;
   if (auto w = i.writable(); !w) return std::unexpected(w.error());
   const Credential* c = nullptr;
@@ -835,7 +842,8 @@ Result<std::string> Tre::attest(ByteView nonce) {
   auto binary = file_sha256(i.options.binary);
   if (!binary) return std::unexpected(binary.error());
   report.measurements.push_back({std::string(kMeasureBinary), *binary});
-  if (i.state) report.measurements.push_back({std::string(kMeasureConfig), config_digest(i.state->config)});
+  if (i.state)
+    report.measurements.push_back({std::string(kMeasureConfig), config_digest(i.state->config)});
   return pki::sign_report(report, i.backend->platform_key());
 }
 
@@ -855,9 +863,10 @@ Result<void> Tre::pristine() {
     ++deleted;
   }
   next.registration_nonce.reset();
-  return i.commit(std::move(next),
-                  AuditEvent{"pristine", "-", "device", "ok",
-                             fmt::format("{} MCIM(s) deleted; the PCID credential is kept", deleted)});
+  return i.commit(
+      std::move(next),
+      AuditEvent{"pristine", "-", "device", "ok",
+                 fmt::format("{} MCIM(s) deleted; the PCID credential is kept", deleted)});
 }
 
 Result<FsckReport> Tre::fsck() {
@@ -878,9 +887,9 @@ Result<FsckReport> Tre::fsck() {
   auto counter = i.backend->counter();
   if (!counter) return std::unexpected(counter.error());
   if (*counter != disk->generation) {
-    return fail(ErrorCode::store_tampered,
-                fmt::format("the counter is {}, the state's generation {}", *counter,
-                            disk->generation));
+    return fail(
+        ErrorCode::store_tampered,
+        fmt::format("the counter is {}, the state's generation {}", *counter, disk->generation));
   }
   for (const auto& c : disk->credentials) {
     auto ok = i.credential_intact(c);

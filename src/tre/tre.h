@@ -30,8 +30,8 @@ namespace mcim::tre {
 
 struct Options {
   std::string dir;
-  const Clock* clock = nullptr;      // default: the system clock
-  RandomSource* random = nullptr;    // default: the OS
+  const Clock* clock = nullptr;           // default: the system clock
+  RandomSource* random = nullptr;         // default: the OS
   std::string binary = "/proc/self/exe";  // measured as "tre.binary" by attest()
 };
 
@@ -50,9 +50,9 @@ struct CredentialInfo {
 struct Status {
   std::string device_id, model;
   pki::TreState state = pki::TreState::pristine;  // pristine, provisioned, lockdown
-  std::string lockdown_reason;                     // when locked down
-  std::optional<std::string> selected;             // the credential carrying connectivity
-  std::vector<CredentialInfo> credentials;         // empty in lockdown (the state is unreadable)
+  std::string lockdown_reason;                    // when locked down
+  std::optional<std::string> selected;            // the credential carrying connectivity
+  std::vector<CredentialInfo> credentials;        // empty in lockdown (the state is unreadable)
   std::uint64_t generation = 0;
   std::uint64_t audit_entries = 0;
   std::vector<std::string> blocked_at_boot;  // credentials the integrity check blocked at open
@@ -72,8 +72,8 @@ struct FsckReport {
   std::uint64_t generation = 0;
   std::uint64_t credentials = 0;
   std::uint64_t audit_entries = 0;
-  bool repaired_counter = false;   // a commit was interrupted before the counter advanced
-  bool repaired_audit = false;     // a torn or missing last audit line was restored
+  bool repaired_counter = false;  // a commit was interrupted before the counter advanced
+  bool repaired_audit = false;    // a torn or missing last audit line was restored
 };
 
 class Tre {

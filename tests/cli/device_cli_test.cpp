@@ -6,11 +6,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../pki/pki_test_util.h"
 #include "cli_test_util.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "pki/package.h"
-#include "../pki/pki_test_util.h"
 
 namespace mcim::cli {
 namespace {
@@ -79,9 +79,9 @@ class DeviceCli : public ::testing::Test {
 
   std::string package(const std::string& owner, std::uint64_t sequence) {
     const std::string out = d_ / ("pkg-" + std::to_string(sequence) + ".der");
-    const auto sealed = mcim({"pki", "package", "seal", "--signer", d_ / owner, "--recipient",
-                              tre() + "/platform.pem", "--in", document(owner, sequence), "--out",
-                              out});
+    const auto sealed =
+        mcim({"pki", "package", "seal", "--signer", d_ / owner, "--recipient",
+              tre() + "/platform.pem", "--in", document(owner, sequence), "--out", out});
     EXPECT_EQ(sealed.code, 0) << sealed.err;
     return out;
   }
@@ -121,9 +121,9 @@ TEST_F(DeviceCli, FromBundleToAnActiveMcimAndBack) {
   EXPECT_EQ(s["selected"], kImsi);
 
   const Json av = vector("000000000040");
-  const auto auth = mcim({"device", "authenticate", "--dir", tre(), "--rand",
-                          av["rand"].get<std::string>(), "--autn", av["autn"].get<std::string>(),
-                          "--json"});
+  const auto auth =
+      mcim({"device", "authenticate", "--dir", tre(), "--rand", av["rand"].get<std::string>(),
+            "--autn", av["autn"].get<std::string>(), "--json"});
   ASSERT_EQ(auth.code, 0) << auth.err;
   const Json answer = Json::parse(auth.out);
   EXPECT_EQ(answer["res"], av["xres"]);
@@ -131,14 +131,14 @@ TEST_F(DeviceCli, FromBundleToAnActiveMcimAndBack) {
   EXPECT_EQ(answer["ik"], av["ik"]);
 
   // The same challenge again: AUTS, exit 1, and the home side recovers SQN_MS from it.
-  const auto replay = mcim({"device", "authenticate", "--dir", tre(), "--rand",
-                            av["rand"].get<std::string>(), "--autn",
-                            av["autn"].get<std::string>(), "--json"});
+  const auto replay =
+      mcim({"device", "authenticate", "--dir", tre(), "--rand", av["rand"].get<std::string>(),
+            "--autn", av["autn"].get<std::string>(), "--json"});
   ASSERT_EQ(replay.code, 1) << replay.err;
   const Json sync = Json::parse(replay.out);
-  const auto resync = mcim({"aka", "resync", "--k", kK, "--opc", kOpc, "--rand",
-                            av["rand"].get<std::string>(), "--auts",
-                            sync["auts"].get<std::string>(), "--json"});
+  const auto resync =
+      mcim({"aka", "resync", "--k", kK, "--opc", kOpc, "--rand", av["rand"].get<std::string>(),
+            "--auts", sync["auts"].get<std::string>(), "--json"});
   ASSERT_EQ(resync.code, 0) << resync.err;
   EXPECT_EQ(Json::parse(resync.out)["sqn_ms"], "000000000040");
 
@@ -152,12 +152,13 @@ TEST_F(DeviceCli, FromBundleToAnActiveMcimAndBack) {
   ASSERT_EQ(blocked.code, 0) << blocked.err;
   EXPECT_EQ(Json::parse(blocked.out)["state"], "blocked");
 
-  const Json audit = json_of(mcim({"device", "audit", "--dir", tre(), "--verify", "--show", "--json"}));
+  const Json audit =
+      json_of(mcim({"device", "audit", "--dir", tre(), "--verify", "--show", "--json"}));
   EXPECT_GE(audit["entry"].size(), 8u);
   const Json fsck = json_of(mcim({"device", "fsck", "--dir", tre(), "--json"}));
   EXPECT_EQ(fsck["fsck"], "ok");
-  const Json attest = json_of(mcim({"device", "attest", "--dir", tre(), "--nonce",
-                                    kNonce + kNonce, "--json"}));
+  const Json attest =
+      json_of(mcim({"device", "attest", "--dir", tre(), "--nonce", kNonce + kNonce, "--json"}));
   EXPECT_NE(attest["report"].get<std::string>().find("tre.binary"), std::string::npos);
 
   ASSERT_EQ(mcim({"device", "pristine", "--dir", tre()}).code, 0);

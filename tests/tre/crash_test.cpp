@@ -4,11 +4,10 @@
 // open without lockdown, fsck must pass (the library's and, now and then, `mcim device fsck`), and
 // the state must equal the reference state right before or right after the operation the child
 // had started: never torn, never older than before, so the SQN never goes backwards.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -193,27 +192,27 @@ TEST_F(CrashTest, SigkillAtRandomInstantsNeverTearsTheState) {
       }
 
       {
-      auto tre = Tre::open(Options{dir});
-      ASSERT_TRUE(tre) << tre.error().message;
-      ASSERT_NE(tre->status().state, pki::TreState::lockdown)
-          << "kill " << kills << ": " << tre->status().lockdown_reason;
-      auto fsck = tre->fsck();
-      ASSERT_TRUE(fsck) << "kill " << kills << ": " << fsck.error().message;
-      const std::size_t now = tre->status().generation - 1;
-      ASSERT_LE(now, ops.size());
-      ASSERT_EQ(digest(*tre), reference[now]) << "kill " << kills << " at operation " << now;
-      ASSERT_GE(now, position) << "the state went back";
-      if (started) {
-        ASSERT_TRUE(now == *started || now == *started + 1)
-            << "started " << *started << ", state after " << now;
-        mid_operation += now == *started;
-      } else {
-        ASSERT_EQ(now, position);
-      }
-      const auto pcid_now = tre->status().credentials.front().sqn_ms;
-      ASSERT_GE(pcid_now, pcid_sqn) << "the PCID's SQN went back";
-      pcid_sqn = pcid_now;
-      position = now;
+        auto tre = Tre::open(Options{dir});
+        ASSERT_TRUE(tre) << tre.error().message;
+        ASSERT_NE(tre->status().state, pki::TreState::lockdown)
+            << "kill " << kills << ": " << tre->status().lockdown_reason;
+        auto fsck = tre->fsck();
+        ASSERT_TRUE(fsck) << "kill " << kills << ": " << fsck.error().message;
+        const std::size_t now = tre->status().generation - 1;
+        ASSERT_LE(now, ops.size());
+        ASSERT_EQ(digest(*tre), reference[now]) << "kill " << kills << " at operation " << now;
+        ASSERT_GE(now, position) << "the state went back";
+        if (started) {
+          ASSERT_TRUE(now == *started || now == *started + 1)
+              << "started " << *started << ", state after " << now;
+          mid_operation += now == *started;
+        } else {
+          ASSERT_EQ(now, position);
+        }
+        const auto pcid_now = tre->status().credentials.front().sqn_ms;
+        ASSERT_GE(pcid_now, pcid_sqn) << "the PCID's SQN went back";
+        pcid_sqn = pcid_now;
+        position = now;
       }
       // Now and then the command line's fsck as well, as an operator would run it.
       if (kills % 100 == 0 && !WIFEXITED(status)) {

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
-
 #include <functional>
 #include <optional>
 #include <string>
@@ -256,8 +255,7 @@ const FormatCase kFormatCases[] = {
      "instruction document.certificates: expected 1-4 entries, got 0"},
     {"CertificateNotHex", change([](Json& j) { j["certificates"][1] = "zz"; }),
      "instruction document.certificates[1]: not lowercase hex"},
-    {"CertificateUppercaseHex",
-     change([](Json& j) {
+    {"CertificateUppercaseHex", change([](Json& j) {
        std::string t = j["certificates"][0].get<std::string>();
        for (char& ch : t) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
        j["certificates"][0] = t;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "../pki/pki_test_util.h"
 #include "aka/milenage.h"
 #include "aka/sqn.h"
 #include "aka/vector.h"
@@ -19,7 +20,6 @@
 #include "pki/authority.h"
 #include "pki/certificate.h"
 #include "pki/package.h"
-#include "../pki/pki_test_util.h"
 #include "tre/bundle.h"
 #include "tre/instruction.h"
 
@@ -39,16 +39,16 @@ struct Signer {
 class World {
  public:
   World() {
-    auto supplier = pki::Authority::create(dir_ / "supplier", "Supplier CA", nullptr, 3650, "",
-                                           clock_, rng_);
+    auto supplier =
+        pki::Authority::create(dir_ / "supplier", "Supplier CA", nullptr, 3650, "", clock_, rng_);
     EXPECT_TRUE(supplier) << supplier.error().message;
     supplier_.emplace(std::move(*supplier));
     auto ops = pki::Authority::create(dir_ / "operators", "Operator Root", nullptr, 3650, "",
                                       clock_, rng_);
     EXPECT_TRUE(ops) << ops.error().message;
     operators_.emplace(std::move(*ops));
-    auto rogue = pki::Authority::create(dir_ / "rogue", "Rogue Root", nullptr, 3650, "", clock_,
-                                        rng_);
+    auto rogue =
+        pki::Authority::create(dir_ / "rogue", "Rogue Root", nullptr, 3650, "", clock_, rng_);
     EXPECT_TRUE(rogue) << rogue.error().message;
     rogue_.emplace(std::move(*rogue));
     for (const char* op : {"ro-1", "sho-a", "sho-b"}) signers_[op] = issue(*operators_, op);

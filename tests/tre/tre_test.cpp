@@ -201,15 +201,18 @@ TEST_F(TreTest, RefusedPackagesChangeNothingButTheAuditLog) {
   };
   std::vector<Case> cases;
   const auto good = world().document(device_id(), kImsiA, "sho-a", 5, kNonce);
-  cases.push_back({"rogue signer", world().seal(good, world().rogue_signer(), tre.platform_certificate()),
+  cases.push_back({"rogue signer",
+                   world().seal(good, world().rogue_signer(), tre.platform_certificate()),
                    ErrorCode::chain_invalid});
-  cases.push_back({"another device", world().seal(world().document("dev-other", kImsiA, "sho-a", 5, kNonce),
-                                                  world().signer("sho-a"), other.platform_chain[0].get()),
+  cases.push_back({"another device",
+                   world().seal(world().document("dev-other", kImsiA, "sho-a", 5, kNonce),
+                                world().signer("sho-a"), other.platform_chain[0].get()),
                    ErrorCode::wrong_recipient});
   Bytes<16> wrong_nonce = kNonce;
   wrong_nonce[0] ^= 0xff;
-  cases.push_back({"wrong nonce", world().seal(world().document(device_id(), kImsiA, "sho-a", 5, wrong_nonce),
-                                               world().signer("sho-a"), tre.platform_certificate()),
+  cases.push_back({"wrong nonce",
+                   world().seal(world().document(device_id(), kImsiA, "sho-a", 5, wrong_nonce),
+                                world().signer("sho-a"), tre.platform_certificate()),
                    ErrorCode::nonce_mismatch});
   cases.push_back({"garbage", ByteVec{0x30, 0x03, 0x02, 0x01, 0x00}, ErrorCode::bad_format});
   ByteVec truncated = world().seal(good, world().signer("sho-a"), tre.platform_certificate());
@@ -303,17 +306,17 @@ TEST_F(TreTest, StakeholdersManageOnlyTheirOwnCredentials) {
   ASSERT_TRUE(ro.result) << ro.result.error().message;
 
   // Replays, foreign devices and rogue signers.
-  const std::string old = world().instruction(world().signer("sho-a"), device_id(), kImsiA,
-                                              Action::unblock, 1);
+  const std::string old =
+      world().instruction(world().signer("sho-a"), device_id(), kImsiA, Action::unblock, 1);
   auto replayed = tre.apply_instruction(old);
   ASSERT_FALSE(replayed.result);
   EXPECT_EQ(replayed.result.error().code, ErrorCode::replayed_instruction);
-  auto foreign = tre.apply_instruction(world().instruction(world().signer("sho-a"), "dev-other",
-                                                           kImsiA, Action::unblock, 1000));
+  auto foreign = tre.apply_instruction(
+      world().instruction(world().signer("sho-a"), "dev-other", kImsiA, Action::unblock, 1000));
   ASSERT_FALSE(foreign.result);
   EXPECT_EQ(foreign.result.error().code, ErrorCode::wrong_recipient);
-  auto rogue = tre.apply_instruction(world().instruction(world().rogue_signer(), device_id(),
-                                                         kImsiA, Action::unblock, 1001));
+  auto rogue = tre.apply_instruction(
+      world().instruction(world().rogue_signer(), device_id(), kImsiA, Action::unblock, 1001));
   ASSERT_FALSE(rogue.result);
   EXPECT_EQ(rogue.result.error().code, ErrorCode::chain_invalid);
   auto junk = tre.apply_instruction("{\"instruction\":1}");
@@ -379,11 +382,11 @@ TEST_F(TreTest, AttestationReportsMeasurementsOverTheNonce) {
   ASSERT_EQ(report->report.measurements.size(), 2u);
   EXPECT_EQ(report->report.measurements[0].name, "tre.binary");
   EXPECT_EQ(report->report.measurements[1].name, "tre.config");
-  EXPECT_TRUE(pki::ecdsa_verify(X509_get0_pubkey(tre.platform_certificate()),
-                                ByteView(reinterpret_cast<const std::uint8_t*>(
-                                             report->signed_bytes.data()),
-                                         report->signed_bytes.size()),
-                                report->signature));
+  EXPECT_TRUE(
+      pki::ecdsa_verify(X509_get0_pubkey(tre.platform_certificate()),
+                        ByteView(reinterpret_cast<const std::uint8_t*>(report->signed_bytes.data()),
+                                 report->signed_bytes.size()),
+                        report->signature));
   auto short_nonce = tre.attest(ByteVec(8, 1));
   ASSERT_FALSE(short_nonce);
   EXPECT_EQ(short_nonce.error().code, ErrorCode::invalid_argument);
