@@ -1,0 +1,181 @@
+// The storage port of the services (DESIGN.md §5): one interface per aggregate, so that role
+// logic (src/roles) never sees SQL. Two adapters implement every port: SQLite (WAL; the embedded
+// default) and PostgreSQL (libpq), opened by URL through open_database(). Every method is one
+// transaction; the adapters are thread-safe (a service calls them from all its worker threads).
+// Secrets (K, OPc) are stored as given: the database is the operator's HSS-grade store and is
+// protected as such (docs/store.md); they never appear in errors.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/bytes.h"
+#include "common/error.h"
+#include "common/secure.h"
+
+namespace mcim::store {
+
+using Time = std::chrono::sys_seconds;
+
+// ---- PCID subscriptions (the RO's ICF) -------------------------------------------------------
+
+// F7: a PCID is manufactured dormant; the owner or SHO announces imminent switch-on, which makes
+// it active until `active_until`; a dormant one not activated by `dormant_until` expires and, after
+// a quarantine, returns to the pool (F8).
+enum class PcidStatus { dormant, active, expired };
+std::string_view to_string(PcidStatus s);
+
+struct PcidSubscription {
+  std::string pcid;   // IMSI, 6..15 digits
+  std::string batch;  // the supplier batch it came in
+  Secret<16> k;
+  Secret<16> opc;
+  unsigned ind_bits = 5;
+  PcidStatus status = PcidStatus::dormant;
+  Time dormant_until{};  // a dormant PCID expires after this
+  Time active_until{};   // an active one stops serving vectors after this (0: not active)
+  Time not_after{};      // end of the PCID credential's lifetime (F8)
+};
+
+class PcidStore {
+ public:
+  virtual ~PcidStore() = default;
+  // All or nothing: already_exists (naming the first duplicate PCID) when any PCID is present.
+  virtual Result<void> add_batch(const std::vector<PcidSubscription>& batch) = 0;
+  virtual Result<std::optional<PcidSubscription>> find(std::string_view pcid) = 0;
+  // dormant/active -> active until `until`; not_found; transition_refused for an expired one.
+  virtual Result<void> activate(std::string_view pcid, Time until) = 0;
+  // Marks every dormant PCID whose dormant_until < now as expired; returns how many.
+  virtual Result<std::uint64_t> expire_dormant(Time now) = 0;
+  virtual Result<std::uint64_t> count() = 0;
+};
+
+// ---- SQN state (the home side's SEQ_HE per IMSI: ICF for PCIDs, SHO's AuC later) -------------
+
+class SqnStore {
+ public:
+  virtual ~SqnStore() = default;
+  // Reserves `count` consecutive SEQ values in ONE atomic statement and returns the first: SEQ_HE
+  // moves from s to s + count and the caller may use s+1 .. s+count. Two service instances on
+  // one database never get the same SEQ. An IMSI without a row starts at 0.
+  // sqn_exhausted when s + count > seq_max (nothing changes).
+  virtual Result<std::uint64_t> reserve(std::string_view imsi, std::uint64_t count,
+                                        std::uint64_t seq_max) = 0;
+  // After a verified AUTS: SEQ_HE = max(SEQ_HE, seq_ms) atomically (TS 33.102 §6.3.5: the next
+  // vector must be above SEQ_MS). Returns the new SEQ_HE.
+  virtual Result<std::uint64_t> resynchronise(std::string_view imsi, std::uint64_t seq_ms) = 0;
+  virtual Result<std::uint64_t> current(std::string_view imsi) = 0;  // 0 when absent
+};
+
+// ---- Registrations (the RO's DRF: F1 "PCID -> SHO, DPF address") -----------------------------
+
+struct Registration {
+  std::string pcid;
+  std::string device_id;
+  std::string sho;            // operator id of the home operator
+  std::string dpf_url;        // where the package will be (https://...)
+  Bytes<32> dpf_key_pin{};    // SHA-256 of the DPF's SubjectPublicKeyInfo
+  std::string apn;            // the restricted APN for provisioning
+  Time created{};
+};
+
+class RegistrationStore {
+ public:
+  virtual ~RegistrationStore() = default;
+  // Creates or replaces the registration of a PCID (F4 re-points it at a new SHO). Only the SHO
+  // that holds a registration may replace or remove it: access_denied otherwise.
+  virtual Result<void> put(const Registration& r) = 0;
+  virtual Result<std::optional<Registration>> find(std::string_view pcid) = 0;
+  virtual Result<void> remove(std::string_view pcid, std::string_view sho) = 0;
+};
+
+// ---- Packages (the RO's DPF) -----------------------------------------------------------------
+
+enum class PackageStatus { pending, delivered, reported };
+std::string_view to_string(PackageStatus s);
+
+struct StoredPackage {
+  std::string package_id;
+  std::string device_id;
+  std::string sho;
+  ByteVec package;  // the CMS bytes, as the SHO handed them over
+  PackageStatus status = PackageStatus::pending;
+  std::string report;  // the device's signed status report, once it arrived
+  Time created{}, updated{};
+};
+
+class PackageStore {
+ public:
+  virtual ~PackageStore() = default;
+  virtual Result<void> put(const StoredPackage& p) = 0;  // already_exists for a known package_id
+  // The oldest pending or delivered package for a device.
+  virtual Result<std::optional<StoredPackage>> next_for_device(std::string_view device_id) = 0;
+  virtual Result<std::optional<StoredPackage>> find(std::string_view package_id) = 0;
+  virtual Result<void> mark_delivered(std::string_view package_id, Time at) = 0;
+  // Records the report; transition_refused when already reported (a replay).
+  virtual Result<void> store_report(std::string_view package_id, std::string_view report,
+                                    Time at) = 0;
+};
+
+// ---- Sessions (the VNO; and "one attach at a time per PCID" at the ICF) ----------------------
+
+struct Session {
+  std::string id;    // random, 32 hex digits
+  std::string imsi;  // the authenticated identity
+  std::string vno;   // the visited network holding it
+  bool restricted = true;  // a PCID session: only the RO (DRF, DPF) and the PVA are reachable
+  Time created{}, expires{};
+};
+
+class SessionStore {
+ public:
+  virtual ~SessionStore() = default;
+  // Atomically: refuses (already_exists, naming the VNO) when the IMSI has an unexpired session
+  // anywhere; otherwise creates it (expired sessions of that IMSI are removed first).
+  virtual Result<void> open(const Session& s, Time now) = 0;
+  virtual Result<std::optional<Session>> find(std::string_view id) = 0;
+  virtual Result<void> close(std::string_view id) = 0;
+};
+
+// ---- Audit (each service's record of what it did) --------------------------------------------
+
+struct AuditRecord {
+  std::uint64_t seq = 0;  // assigned by the store, increasing
+  Time time{};
+  std::string service, event, subject, principal, outcome, detail;
+};
+
+class AuditStore {
+ public:
+  virtual ~AuditStore() = default;
+  virtual Result<std::uint64_t> append(const AuditRecord& r) = 0;  // returns seq
+  virtual Result<std::vector<AuditRecord>> recent(std::size_t limit) = 0;  // newest first
+};
+
+// ---- The database ----------------------------------------------------------------------------
+
+class Database {
+ public:
+  virtual ~Database() = default;
+  virtual PcidStore& pcids() = 0;
+  virtual SqnStore& sqns() = 0;
+  virtual RegistrationStore& registrations() = 0;
+  virtual PackageStore& packages() = 0;
+  virtual SessionStore& sessions() = 0;
+  virtual AuditStore& audit() = 0;
+  virtual int schema_version() = 0;
+  virtual std::string_view backend() const = 0;  // "sqlite" or "postgresql"
+};
+
+// "sqlite:PATH" (":memory:" allowed), or "postgresql://..." / "postgres://..." (libpq URI).
+// Creates the schema or migrates it to the current version (numbered migrations, each in one
+// transaction, recorded in schema_version). invalid_argument for an unknown scheme; io_error
+// when the database cannot be reached.
+Result<std::unique_ptr<Database>> open_database(std::string_view url);
+
+}  // namespace mcim::store
