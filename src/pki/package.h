@@ -1,8 +1,9 @@
 // The MCIM package (DESIGN.md §4, F2 steps 11-13): the canonical "mcim/1" document (IMSI, K,
 // OPc/TOPc, algorithm, AMF, SQN, policy, nonce, validity, sequence) and its CMS sealing:
-// SignedData (RFC 5652) by the SHO over AuthEnvelopedData (RFC 5083, AES-256-GCM, ECDH to a TRE).
-// Thread-safe; opening keeps two bounded process-wide caches (parsed certificates, verified
-// signer paths) that never change a verdict. Format and checks: docs/mcim-package.md.
+// SignedData (RFC 5652) by the SHO over AuthEnvelopedData (RFC 5083, AES-256-GCM, ECDH to a TRE),
+// the generic envelope of sealed.h under the package signer policy. Thread-safe; opening keeps
+// sealed.h's two bounded process-wide caches (parsed certificates, verified signer paths) that
+// never change a verdict. Format and checks: docs/mcim-package.md.
 #pragma once
 
 #include <array>
@@ -19,6 +20,7 @@
 #include "common/error.h"
 #include "common/secure.h"
 #include "pki/openssl.h"
+#include "pki/sealed.h"
 #include "pki/verify.h"
 
 namespace mcim::pki {
@@ -118,14 +120,20 @@ Result<McimDocument> decode_document(ByteView canonical_json);
 // the operator the signature speaks for, and a package's policy owner must equal it.
 inline constexpr std::string_view kOperatorUrn = "urn:mcim:operator:";
 std::optional<std::string> signer_operator_id(const X509* cert);
-// The id syntax of packages, devices and operators: [A-Za-z0-9._:-]{1,64}.
-bool valid_mcim_id(std::string_view s);
+// (valid_mcim_id, the id syntax, is declared in sealed.h.)
 
-struct PackageSigner {
-  X509* cert = nullptr;  // package-signing profile, with the operator URN
-  EVP_PKEY* key = nullptr;
-  std::vector<X509*> chain;  // intermediates up to (not including) the root; may be empty
-};
+// The signers of packages: the package-signing profile (emailProtection EKU, S/MIME signing
+// purpose, as `openssl cms -verify` requires) naming its operator; packages up to 64 KiB.
+inline constexpr SignerPolicy kPackageSignerPolicy{.what = "package",
+                                                   .purpose = Purpose::smime_sign,
+                                                   .eku = SignerEku::email_protection,
+                                                   .profile = "package-signing",
+                                                   .urn_prefix = kOperatorUrn,
+                                                   .max_size = 64 * 1024,
+                                                   .recipient = "platform certificate"};
+
+// The SHO's package-signing certificate (with the operator URN), its key and intermediates.
+using PackageSigner = SealSigner;
 
 // Encrypts the canonical document to recipient_cert (a platform certificate whose device id is
 // doc.device_id) and signs the result. invalid_argument for an invalid document, a signer whose
@@ -156,15 +164,15 @@ class PackageRecipient {
   // device id.
   static Result<PackageRecipient> create(X509* platform_cert, EVP_PKEY* platform_key);
 
-  X509* cert() const { return cert_.get(); }
-  EVP_PKEY* key() const { return key_.get(); }
+  X509* cert() const { return recipient_.cert(); }
+  EVP_PKEY* key() const { return recipient_.key(); }
   const std::string& device_id() const { return device_id_; }
+  const SealedRecipient& sealed_recipient() const { return recipient_; }
 
  private:
-  PackageRecipient(X509Ptr c, PkeyPtr k, std::string id)
-      : cert_(std::move(c)), key_(std::move(k)), device_id_(std::move(id)) {}
-  X509Ptr cert_;
-  PkeyPtr key_;
+  PackageRecipient(SealedRecipient r, std::string id)
+      : recipient_(std::move(r)), device_id_(std::move(id)) {}
+  SealedRecipient recipient_;
   std::string device_id_;
 };
 
