@@ -38,6 +38,8 @@ std::string_view to_string(ErrorCode code) {
     case ErrorCode::credential_unusable: return "credential_unusable";
     case ErrorCode::replayed_instruction: return "replayed_instruction";
     case ErrorCode::busy: return "busy";
+    case ErrorCode::pcid_expired: return "pcid_expired";
+    case ErrorCode::unauthenticated: return "unauthenticated";
   }
   return "internal";
 }

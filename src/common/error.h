@@ -50,6 +50,9 @@ enum class ErrorCode {
   credential_unusable,   // the credential's lifecycle state does not allow authentication
   replayed_instruction,  // a management instruction's sequence is not above the last one
   busy,                  // another process holds the TRE
+  // The services (issue 6).
+  pcid_expired,  // a PCID subscription is past its lifetime, or expired dormant (F7, F8)
+  unauthenticated,  // the caller presented no identity (no TLS client certificate)
 };
 
 // The stable, lowercase wire name of a code, e.g. "mac_mismatch".

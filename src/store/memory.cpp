@@ -1,1 +1,338 @@
-#include "store/store.h"
+// The in-memory Database: plain containers behind one mutex (`mu_`), so every port method is
+// one atomic step, as each SQL adapter method is one transaction. Error codes and messages follow
+// store.h; messages name records (PCIDs, package ids, operators), never key material.
+#include "store/memory.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+
+namespace mcim::store {
+namespace {
+
+using Lock = std::lock_guard<std::mutex>;
+
+// State shared by the ports of one database.
+struct MemoryState {
+  std::mutex mu;
+  std::map<std::string, PcidSubscription, std::less<>> pcids;  // guarded by mu
+  std::map<std::string, std::uint64_t, std::less<>> seq_he;    // guarded by mu
+  std::map<std::string, Registration, std::less<>> registrations;
+  struct PackageEntry {
+    std::uint64_t order = 0;  // insertion order breaks ties between equal `created` times
+    StoredPackage package;
+  };
+  std::map<std::string, PackageEntry, std::less<>> packages;
+  std::uint64_t package_order = 0;
+  std::map<std::string, Session, std::less<>> sessions;  // by id
+  std::deque<AuditRecord> audit;                         // oldest first
+  std::uint64_t audit_seq = 0;
+};
+
+class MemoryPcids final : public PcidStore {
+ public:
+  explicit MemoryPcids(MemoryState& s) : s_(s) {}
+
+  Result<void> add_batch(const std::vector<PcidSubscription>& batch) override {
+    Lock lock(s_.mu);
+    std::set<std::string_view> seen;
+    for (const auto& p : batch) {
+      if (s_.pcids.contains(p.pcid) || !seen.insert(p.pcid).second) {
+        return fail(ErrorCode::already_exists, fmt::format("pcid {}: already present", p.pcid));
+      }
+    }
+    for (const auto& p : batch) s_.pcids.emplace(p.pcid, p);
+    return {};
+  }
+
+  Result<std::optional<PcidSubscription>> find(std::string_view pcid) override {
+    Lock lock(s_.mu);
+    auto it = s_.pcids.find(pcid);
+    if (it == s_.pcids.end()) return std::optional<PcidSubscription>();
+    return std::optional<PcidSubscription>(it->second);
+  }
+
+  Result<void> activate(std::string_view pcid, Time until) override {
+    Lock lock(s_.mu);
+    auto it = s_.pcids.find(pcid);
+    if (it == s_.pcids.end()) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
+    if (it->second.status == PcidStatus::expired) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("pcid {}: expired, cannot be activated", pcid));
+    }
+    it->second.status = PcidStatus::active;
+    it->second.active_until = until;
+    return {};
+  }
+
+  Result<std::uint64_t> expire_dormant(Time now) override {
+    Lock lock(s_.mu);
+    std::uint64_t n = 0;
+    for (auto& [id, p] : s_.pcids) {
+      if (p.status == PcidStatus::dormant && p.dormant_until < now) {
+        p.status = PcidStatus::expired;
+        ++n;
+      }
+    }
+    return n;
+  }
+
+  Result<std::uint64_t> count() override {
+    Lock lock(s_.mu);
+    return static_cast<std::uint64_t>(s_.pcids.size());
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemorySqns final : public SqnStore {
+ public:
+  explicit MemorySqns(MemoryState& s) : s_(s) {}
+
+  Result<std::uint64_t> reserve(std::string_view imsi, std::uint64_t count,
+                                std::uint64_t seq_max) override {
+    Lock lock(s_.mu);
+    auto it = s_.seq_he.find(imsi);
+    const std::uint64_t s = it == s_.seq_he.end() ? 0 : it->second;
+    if (s > seq_max || count > seq_max - s) {
+      return fail(ErrorCode::sqn_exhausted,
+                  fmt::format("imsi {}: SEQ_HE cannot advance by {}", imsi, count));
+    }
+    if (it == s_.seq_he.end()) it = s_.seq_he.emplace(std::string(imsi), 0).first;
+    it->second = s + count;
+    return s;
+  }
+
+  Result<std::uint64_t> resynchronise(std::string_view imsi, std::uint64_t seq_ms) override {
+    Lock lock(s_.mu);
+    auto it = s_.seq_he.find(imsi);
+    if (it == s_.seq_he.end()) it = s_.seq_he.emplace(std::string(imsi), 0).first;
+    it->second = std::max(it->second, seq_ms);
+    return it->second;
+  }
+
+  Result<std::uint64_t> current(std::string_view imsi) override {
+    Lock lock(s_.mu);
+    auto it = s_.seq_he.find(imsi);
+    return it == s_.seq_he.end() ? std::uint64_t{0} : it->second;
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemoryRegistrations final : public RegistrationStore {
+ public:
+  explicit MemoryRegistrations(MemoryState& s) : s_(s) {}
+
+  Result<void> put(const Registration& r) override {
+    Lock lock(s_.mu);
+    auto it = s_.registrations.find(r.pcid);
+    if (it == s_.registrations.end()) {
+      s_.registrations.emplace(r.pcid, r);
+      return {};
+    }
+    if (it->second.sho != r.sho) {
+      return fail(ErrorCode::access_denied,
+                  fmt::format("pcid {}: registered by another operator", r.pcid));
+    }
+    it->second = r;
+    return {};
+  }
+
+  Result<std::optional<Registration>> find(std::string_view pcid) override {
+    Lock lock(s_.mu);
+    auto it = s_.registrations.find(pcid);
+    if (it == s_.registrations.end()) return std::optional<Registration>();
+    return std::optional<Registration>(it->second);
+  }
+
+  Result<void> remove(std::string_view pcid, std::string_view sho) override {
+    Lock lock(s_.mu);
+    auto it = s_.registrations.find(pcid);
+    if (it == s_.registrations.end()) {
+      return fail(ErrorCode::not_found, fmt::format("registration of pcid {}", pcid));
+    }
+    if (it->second.sho != sho) {
+      return fail(ErrorCode::access_denied,
+                  fmt::format("pcid {}: registered by another operator", pcid));
+    }
+    s_.registrations.erase(it);
+    return {};
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemoryPackages final : public PackageStore {
+ public:
+  explicit MemoryPackages(MemoryState& s) : s_(s) {}
+
+  Result<void> put(const StoredPackage& p) override {
+    Lock lock(s_.mu);
+    if (s_.packages.contains(p.package_id)) {
+      return fail(ErrorCode::already_exists, fmt::format("package {}", p.package_id));
+    }
+    s_.packages.emplace(p.package_id, MemoryState::PackageEntry{++s_.package_order, p});
+    return {};
+  }
+
+  Result<std::optional<StoredPackage>> next_for_device(std::string_view device_id) override {
+    Lock lock(s_.mu);
+    const MemoryState::PackageEntry* best = nullptr;
+    for (const auto& [id, e] : s_.packages) {
+      const auto& p = e.package;
+      if (p.device_id != device_id || p.status == PackageStatus::reported) continue;
+      if (best == nullptr || p.created < best->package.created ||
+          (p.created == best->package.created && e.order < best->order)) {
+        best = &e;
+      }
+    }
+    if (best == nullptr) return std::optional<StoredPackage>();
+    return std::optional<StoredPackage>(best->package);
+  }
+
+  Result<std::optional<StoredPackage>> find(std::string_view package_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.packages.find(package_id);
+    if (it == s_.packages.end()) return std::optional<StoredPackage>();
+    return std::optional<StoredPackage>(it->second.package);
+  }
+
+  Result<void> mark_delivered(std::string_view package_id, Time at) override {
+    Lock lock(s_.mu);
+    auto it = s_.packages.find(package_id);
+    if (it == s_.packages.end())
+      return fail(ErrorCode::not_found, fmt::format("package {}", package_id));
+    auto& p = it->second.package;
+    // A reported package stays reported: a late re-delivery must not reopen it.
+    if (p.status == PackageStatus::reported) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("package {}: already reported", package_id));
+    }
+    p.status = PackageStatus::delivered;
+    p.updated = at;
+    return {};
+  }
+
+  Result<void> store_report(std::string_view package_id, std::string_view report,
+                            Time at) override {
+    Lock lock(s_.mu);
+    auto it = s_.packages.find(package_id);
+    if (it == s_.packages.end())
+      return fail(ErrorCode::not_found, fmt::format("package {}", package_id));
+    auto& p = it->second.package;
+    if (p.status == PackageStatus::reported) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("package {}: already reported", package_id));
+    }
+    p.status = PackageStatus::reported;
+    p.report = std::string(report);
+    p.updated = at;
+    return {};
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemorySessions final : public SessionStore {
+ public:
+  explicit MemorySessions(MemoryState& s) : s_(s) {}
+
+  Result<void> open(const Session& session, Time now) override {
+    Lock lock(s_.mu);
+    for (auto it = s_.sessions.begin(); it != s_.sessions.end();) {
+      const Session& other = it->second;
+      if (other.imsi != session.imsi) {
+        ++it;
+      } else if (other.expires <= now) {
+        it = s_.sessions.erase(it);
+      } else {
+        return fail(ErrorCode::already_exists,
+                    fmt::format("imsi {}: already attached at {}", session.imsi, other.vno));
+      }
+    }
+    if (s_.sessions.contains(session.id)) {
+      return fail(ErrorCode::already_exists, fmt::format("session {}", session.id));
+    }
+    s_.sessions.emplace(session.id, session);
+    return {};
+  }
+
+  Result<std::optional<Session>> find(std::string_view id) override {
+    Lock lock(s_.mu);
+    auto it = s_.sessions.find(id);
+    if (it == s_.sessions.end()) return std::optional<Session>();
+    return std::optional<Session>(it->second);
+  }
+
+  Result<void> close(std::string_view id) override {
+    Lock lock(s_.mu);
+    auto it = s_.sessions.find(id);
+    if (it == s_.sessions.end()) return fail(ErrorCode::not_found, fmt::format("session {}", id));
+    s_.sessions.erase(it);
+    return {};
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemoryAudit final : public AuditStore {
+ public:
+  explicit MemoryAudit(MemoryState& s) : s_(s) {}
+
+  Result<std::uint64_t> append(const AuditRecord& r) override {
+    Lock lock(s_.mu);
+    AuditRecord copy = r;
+    copy.seq = ++s_.audit_seq;
+    s_.audit.push_back(std::move(copy));
+    return s_.audit_seq;
+  }
+
+  Result<std::vector<AuditRecord>> recent(std::size_t limit) override {
+    Lock lock(s_.mu);
+    std::vector<AuditRecord> out;
+    for (auto it = s_.audit.rbegin(); it != s_.audit.rend() && out.size() < limit; ++it) {
+      out.push_back(*it);
+    }
+    return out;
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemoryDatabase final : public Database {
+ public:
+  PcidStore& pcids() override { return pcids_; }
+  SqnStore& sqns() override { return sqns_; }
+  RegistrationStore& registrations() override { return registrations_; }
+  PackageStore& packages() override { return packages_; }
+  SessionStore& sessions() override { return sessions_; }
+  AuditStore& audit() override { return audit_; }
+  int schema_version() override { return 1; }
+  std::string_view backend() const override { return "memory"; }
+
+ private:
+  MemoryState state_;
+  MemoryPcids pcids_{state_};
+  MemorySqns sqns_{state_};
+  MemoryRegistrations registrations_{state_};
+  MemoryPackages packages_{state_};
+  MemorySessions sessions_{state_};
+  MemoryAudit audit_{state_};
+};
+
+}  // namespace
+
+std::unique_ptr<Database> make_memory_database() { return std::make_unique<MemoryDatabase>(); }
+
+}  // namespace mcim::store

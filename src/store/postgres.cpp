@@ -1,1 +1,505 @@
-#include "store/store.h"
+// The PostgreSQL driver of the SQL ports (sql_ports.h), over libpq. Thread-safety: a pool of
+// connections, each used by one thread at a time, each preparing a statement on its first use.
+// Every parameter and every result column travels in binary format: no value is ever spliced into
+// SQL text, and K/OPc are sent from the caller's Secret without a copy. Transactions run at the
+// server's default isolation (READ COMMITTED unless the operator chose otherwise): the statements
+// are atomic by construction there (ON CONFLICT, conditional UPDATE), and serialisation failures
+// or deadlocks, which a stricter level or lock order can raise, are retried.
+#include "store/postgres.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <array>
+#include <bitset>
+#include <charconv>
+#include <chrono>
+#include <climits>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+
+#include "common/secure.h"
+#include "store/sql_ports.h"
+
+namespace mcim::store {
+namespace {
+
+using sql::Q;
+
+constexpr std::size_t kPoolSize = 8;
+constexpr int kAttempts = 5;  // for serialisation failures and deadlocks (SQLSTATE class 40)
+constexpr int kMaxParams = 10;
+
+// Every parameter carries an explicit type: they are sent in binary, so the server must not guess.
+const char* sql_of(Q q) {
+  switch (q) {
+    case Q::pcid_insert:
+      return "INSERT INTO pcid_subscription (pcid, batch, k, opc, ind_bits, status, dormant_until, "
+             "active_until, not_after) VALUES ($1::text, $2::text, "
+             "$3::bytea, $4::bytea, $5::bigint, $6::text, $7::bigint, $8::bigint, $9::bigint) "
+             "ON CONFLICT DO NOTHING";
+    case Q::pcid_find:
+      return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, not_after "
+             "FROM pcid_subscription WHERE pcid = $1::text";
+    case Q::pcid_activate:
+      return "UPDATE pcid_subscription SET status = 'active', active_until = $2::bigint "
+             "WHERE pcid = $1::text AND status IN ('dormant', 'active')";
+    case Q::pcid_status: return "SELECT status FROM pcid_subscription WHERE pcid = $1::text";
+    case Q::pcid_expire:
+      return "UPDATE pcid_subscription SET status = 'expired' "
+             "WHERE status = 'dormant' AND dormant_until < $1::bigint";
+    case Q::pcid_count: return "SELECT count(*) FROM pcid_subscription";
+    // The SQN advance: one statement; a concurrent one on the same IMSI waits for the row lock
+    // and re-evaluates the WHERE on the committed SEQ_HE.
+    case Q::sqn_reserve:
+      return "INSERT INTO sqn_state AS s (imsi, seq_he) SELECT $1::text, $2::bigint "
+             "WHERE $2::bigint <= $3::bigint ON CONFLICT (imsi) DO UPDATE "
+             "SET seq_he = s.seq_he + $2::bigint WHERE s.seq_he + $2::bigint <= $3::bigint "
+             "RETURNING s.seq_he";
+    case Q::sqn_resync:
+      return "INSERT INTO sqn_state AS s (imsi, seq_he) VALUES ($1::text, $2::bigint) "
+             "ON CONFLICT (imsi) DO UPDATE SET seq_he = greatest(s.seq_he, excluded.seq_he) "
+             "RETURNING s.seq_he";
+    case Q::sqn_current: return "SELECT seq_he FROM sqn_state WHERE imsi = $1::text";
+    case Q::reg_put:
+      return "INSERT INTO registration AS r (pcid, device_id, sho, dpf_url, dpf_key_pin, apn, "
+             "created, bootstrap_key) VALUES ($1::text, $2::text, "
+             "$3::text, $4::text, $5::bytea, $6::text, $7::bigint, $8::bytea) "
+             "ON CONFLICT (pcid) DO UPDATE SET device_id = excluded.device_id, "
+             "dpf_url = excluded.dpf_url, dpf_key_pin = excluded.dpf_key_pin, "
+             "apn = excluded.apn, created = excluded.created, "
+             "bootstrap_key = excluded.bootstrap_key WHERE r.sho = excluded.sho "
+             "RETURNING r.pcid";
+    case Q::reg_find:
+      return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key "
+             "FROM registration "
+             "WHERE pcid = $1::text";
+    case Q::reg_remove: return "DELETE FROM registration WHERE pcid = $1::text AND sho = $2::text";
+    case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = $1::text";
+    case Q::pkg_insert:
+      return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "
+             "updated) VALUES ($1::text, $2::text, $3::text, "
+             "$4::bytea, $5::text, $6::text, $7::bigint, $8::bigint) "
+             "ON CONFLICT (package_id) DO NOTHING";
+    case Q::pkg_next:
+      return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
+             "package WHERE device_id = $1::text "
+             "AND status <> 'reported' ORDER BY created, seq LIMIT 1";
+    case Q::pkg_find:
+      return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
+             "package WHERE package_id = $1::text";
+    case Q::pkg_deliver:
+      return "UPDATE package SET status = 'delivered', updated = $2::bigint "
+             "WHERE package_id = $1::text AND status <> 'reported'";
+    case Q::pkg_report:
+      return "UPDATE package SET status = 'reported', report = $2::text, updated = $3::bigint "
+             "WHERE package_id = $1::text AND status <> 'reported'";
+    case Q::pkg_status: return "SELECT status FROM package WHERE package_id = $1::text";
+    case Q::ses_drop_expired:
+      return "DELETE FROM session WHERE imsi = $1::text AND expires <= $2::bigint";
+    case Q::ses_insert:
+      return "INSERT INTO session (id, imsi, vno, restricted, created, expires) VALUES ($1::text, "
+             "$2::text, $3::text, "
+             "$4::boolean, $5::bigint, $6::bigint) ON CONFLICT DO NOTHING";
+    case Q::ses_holder: return "SELECT vno FROM session WHERE imsi = $1::text";
+    case Q::ses_find:
+      return "SELECT id, imsi, vno, restricted, created, expires FROM session WHERE id = $1::text";
+    case Q::ses_close: return "DELETE FROM session WHERE id = $1::text";
+    case Q::audit_append:
+      return "INSERT INTO audit_record (at, service, event, subject, principal, outcome, detail) "
+             "VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text) "
+             "RETURNING seq";
+    case Q::audit_recent:
+      return "SELECT seq, at, service, event, subject, principal, outcome, detail "
+             "FROM audit_record ORDER BY seq DESC LIMIT $1::bigint";
+    case Q::version_read: return "SELECT coalesce(max(version), 0) FROM schema_version";
+    case Q::version_record:
+      return "INSERT INTO schema_version (version, applied_at, description) "
+             "VALUES ($1::bigint, $2::bigint, $3::text)";
+    case Q::count_: break;
+  }
+  return "";
+}
+
+// Results that hold K/OPc: their PGresult copy is wiped before libpq frees it.
+bool holds_keys(Q q) { return q == Q::pcid_find; }
+
+std::string trimmed(const char* message) {
+  std::string s = message != nullptr ? message : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  for (auto& ch : s) {
+    if (ch == '\n' || ch == '\t') ch = ' ';
+  }
+  return s;
+}
+
+// Maps a failed result to the port's codes. Messages carry the SQLSTATE and, for the classes
+// whose texts name only objects (connection, resources, schema), the server's primary message;
+// data and constraint errors name the constraint, never the offending value.
+ErrorCode code_of(std::string_view sqlstate) {
+  const auto cls = sqlstate.substr(0, 2);
+  if (cls == "08" || cls == "28" || cls == "3D" || cls == "53" || cls == "57" || cls == "58") {
+    return ErrorCode::io_error;
+  }
+  if (cls == "40") return ErrorCode::busy;
+  if (cls == "22" || cls == "23") return ErrorCode::invalid_argument;
+  return ErrorCode::internal;
+}
+
+// One libpq connection and the statements it has prepared; used by one thread at a time.
+class Connection {
+ public:
+  static Result<std::unique_ptr<Connection>> connect(const std::string& url);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() { PQfinish(conn_); }
+
+  bool broken() const { return PQstatus(conn_) != CONNECTION_OK; }
+  bool idle() const { return PQtransactionStatus(conn_) == PQTRANS_IDLE; }
+  void set_operation(std::string_view op) { op_ = op; }
+
+  Error error(const PGresult* r) const {
+    const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    if (state == nullptr || broken()) {
+      return Error(ErrorCode::io_error,
+                   fmt::format("postgresql {}: {}", op_, trimmed(PQerrorMessage(conn_))));
+    }
+    const std::string_view code(state);
+    const ErrorCode mapped = code_of(code);
+    if (mapped == ErrorCode::busy) {
+      return Error(mapped, fmt::format("postgresql {}: transaction conflict kept recurring "
+                                       "(SQLSTATE {})",
+                                       op_, code));
+    }
+    if (mapped == ErrorCode::invalid_argument) {
+      const char* constraint = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+      return Error(mapped,
+                   fmt::format("postgresql {}: value refused by the schema{} (SQLSTATE {})", op_,
+                               constraint ? fmt::format(", {}", constraint) : "", code));
+    }
+    return Error(mapped,
+                 fmt::format("postgresql {}: {} (SQLSTATE {})", op_,
+                             trimmed(PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)), code));
+  }
+
+  // Statements without values only: BEGIN/COMMIT, locks, migrations.
+  Result<void> exec(std::string_view sql) {
+    const std::string text(sql);
+    return check(PQexec(conn_, text.c_str()));
+  }
+
+  // Runs a prepared statement (preparing it on first use); binary parameters and results.
+  Result<PGresult*> execute(Q q, int n, const char* const* values, const int* lengths,
+                            const int* formats) {
+    if (auto r = prepare(q); !r) return sql::pass(r);
+    const std::string name = statement_name(q);
+    PGresult* res = PQexecPrepared(conn_, name.c_str(), n, values, lengths, formats, 1);
+    const auto status = PQresultStatus(res);
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return res;
+    Error e = error(res);
+    PQclear(res);
+    return std::unexpected(std::move(e));
+  }
+
+ private:
+  explicit Connection(PGconn* conn) : conn_(conn) {}
+
+  static std::string statement_name(Q q) {
+    return fmt::format("mcim_{}", static_cast<std::size_t>(q));
+  }
+
+  Result<void> prepare(Q q) {
+    const auto i = static_cast<std::size_t>(q);
+    if (prepared_.test(i)) return {};
+    const std::string name = statement_name(q);
+    if (auto r = check(PQprepare(conn_, name.c_str(), sql_of(q), 0, nullptr)); !r) return r;
+    prepared_.set(i);
+    return {};
+  }
+
+  Result<void> check(PGresult* res) {
+    const auto status = PQresultStatus(res);
+    const bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+    Error e = ok ? Error(ErrorCode::internal, "") : error(res);
+    PQclear(res);
+    if (!ok) return std::unexpected(std::move(e));
+    return {};
+  }
+
+  PGconn* conn_;
+  std::bitset<sql::kQueries> prepared_;  // server-side prepared statements of this session
+  std::string_view op_ = "open";
+};
+
+Result<std::unique_ptr<Connection>> Connection::connect(const std::string& url) {
+  // Settings before "dbname" are defaults the URL may override.
+  const char* const keys[] = {"connect_timeout", "application_name", "client_encoding", "dbname",
+                              nullptr};
+  const char* const values[] = {"10", "mcim", "UTF8", url.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keys, values, 1);
+  if (conn == nullptr) return fail(ErrorCode::internal, "postgresql connect: out of memory");
+  std::unique_ptr<Connection> c(new Connection(conn));
+  if (c->broken()) {
+    return fail(ErrorCode::io_error,
+                fmt::format("postgresql connect: {}", trimmed(PQerrorMessage(conn))));
+  }
+  // Notices ("relation already exists, skipping") are expected, not worth stderr.
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
+  return c;
+}
+
+// A prepared statement's parameters and, once executed, its result rows.
+class Stmt {
+ public:
+  Stmt(Connection& c, Q q) : c_(&c), q_(q) {}
+  Stmt(Stmt&& o) noexcept
+      : c_(o.c_),
+        q_(o.q_),
+        n_(o.n_),
+        lengths_(o.lengths_),
+        formats_(o.formats_),
+        ints_(o.ints_),
+        res_(std::exchange(o.res_, nullptr)),
+        row_(o.row_),
+        bind_error_(std::move(o.bind_error_)) {
+    // Integer parameters point into ints_: rebase them onto this object's copy.
+    const char* base = o.ints_.data()->data();
+    const std::less<const char*> before;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n_); ++i) {
+      const char* p = o.values_[i];
+      const bool own = p != nullptr && !before(p, base) && before(p, base + sizeof(ints_));
+      values_[i] = own ? ints_.data()->data() + (p - base) : p;
+    }
+  }
+  Stmt& operator=(Stmt&&) = delete;
+  ~Stmt() {
+    if (res_ == nullptr) return;
+    if (holds_keys(q_)) wipe_result();
+    PQclear(res_);
+  }
+
+  // No copy: the pointers stay valid until execution, which happens before the caller's values
+  // go out of scope.
+  Stmt& text(int i, std::string_view v) { return set(i, v.empty() ? "" : v.data(), v.size()); }
+  Stmt& blob(int i, ByteView v) {
+    return set(i, v.empty() ? "" : reinterpret_cast<const char*>(v.data()), v.size());
+  }
+  Stmt& integer(int i, std::int64_t v) {
+    if (i < 1 || i > kMaxParams) return set(i, nullptr, 0);
+    auto& slot = ints_[static_cast<std::size_t>(i - 1)];
+    for (int b = 0; b < 8; ++b) {
+      slot[static_cast<std::size_t>(7 - b)] =
+          static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * b));
+    }
+    return set(i, slot.data(), 8);
+  }
+  Stmt& boolean(int i, bool v) {
+    if (i < 1 || i > kMaxParams) return set(i, nullptr, 0);
+    auto& slot = ints_[static_cast<std::size_t>(i - 1)];
+    slot[0] = v ? 1 : 0;
+    return set(i, slot.data(), 1);
+  }
+
+  Result<bool> step() {  // the first step executes; true: a row is available
+    if (res_ == nullptr) {
+      if (auto r = run(); !r) return sql::pass(r);
+    }
+    ++row_;
+    return row_ < PQntuples(res_);
+  }
+  Result<void> finish() {
+    if (res_ != nullptr) return {};
+    return run();
+  }
+  std::int64_t changes() const {
+    const std::string_view n = res_ != nullptr ? PQcmdTuples(res_) : "";
+    std::int64_t v = 0;
+    std::from_chars(n.data(), n.data() + n.size(), v);
+    return v;
+  }
+
+  std::int64_t int_at(int col) const {  // int2, int4, int8 or bool, big-endian
+    const auto* p = reinterpret_cast<const unsigned char*>(PQgetvalue(res_, row_, col));
+    const int n = PQgetlength(res_, row_, col);
+    std::uint64_t v = 0;
+    for (int k = 0; k < n && k < 8; ++k) v = (v << 8) | p[k];
+    if (n > 0 && n < 8 && (p[0] & 0x80) != 0) v |= ~std::uint64_t{0} << (8 * n);
+    return static_cast<std::int64_t>(v);
+  }
+  bool bool_at(int col) const { return int_at(col) != 0; }
+  std::string text_at(int col) const {
+    return std::string(PQgetvalue(res_, row_, col), length(col));
+  }
+  ByteView blob_at(int col) const {
+    return ByteView(reinterpret_cast<const std::uint8_t*>(PQgetvalue(res_, row_, col)),
+                    length(col));
+  }
+
+ private:
+  std::size_t length(int col) const {
+    return static_cast<std::size_t>(PQgetlength(res_, row_, col));
+  }
+
+  Stmt& set(int i, const char* data, std::size_t size) {
+    if (i < 1 || i > kMaxParams || size > INT_MAX) {
+      if (!bind_error_) bind_error_ = "parameter out of range or too large";
+      return *this;
+    }
+    const auto k = static_cast<std::size_t>(i - 1);
+    values_[k] = data;
+    lengths_[k] = static_cast<int>(size);
+    formats_[k] = 1;
+    n_ = std::max(n_, i);
+    return *this;
+  }
+
+  Result<void> run() {
+    if (bind_error_) return fail(ErrorCode::invalid_argument, *bind_error_);
+    auto res = c_->execute(q_, n_, values_.data(), lengths_.data(), formats_.data());
+    if (!res) return sql::pass(res);
+    res_ = *res;
+    row_ = -1;
+    return {};
+  }
+
+  // The result is libpq's heap copy of the row; its key bytes are cleared before PQclear.
+  void wipe_result() {
+    for (int r = 0; r < PQntuples(res_); ++r) {
+      for (int c = 0; c < PQnfields(res_); ++c) {
+        secure_wipe(PQgetvalue(res_, r, c), static_cast<std::size_t>(PQgetlength(res_, r, c)));
+      }
+    }
+  }
+
+  Connection* c_;
+  Q q_;
+  int n_ = 0;
+  std::array<const char*, kMaxParams> values_{};
+  std::array<int, kMaxParams> lengths_{};
+  std::array<int, kMaxParams> formats_{};
+  std::array<std::array<char, 8>, kMaxParams> ints_{};
+  PGresult* res_ = nullptr;
+  int row_ = -1;
+  std::optional<std::string> bind_error_;
+};
+
+// BEGIN ... COMMIT; rolled back unless committed.
+class Transaction {
+ public:
+  explicit Transaction(Connection& c) : c_(c) {}
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction() {
+    if (open_) (void)c_.exec("ROLLBACK");
+  }
+  Result<void> begin() {
+    auto r = c_.exec("BEGIN");
+    open_ = r.has_value();
+    return r;
+  }
+  // Serialises every process migrating this database (released at commit or rollback).
+  Result<void> begin_migration() {
+    if (auto r = begin(); !r) return r;
+    return c_.exec("SELECT pg_advisory_xact_lock(7161132361541218669)");  // "mcim-sch"
+  }
+  Result<void> commit() {
+    auto r = c_.exec("COMMIT");
+    open_ = false;  // a failed COMMIT has ended the transaction too
+    return r;
+  }
+
+ private:
+  Connection& c_;
+  bool open_ = false;
+};
+
+// Waits a little before retrying a conflicting transaction, longer each time, with jitter so
+// two conflicting callers do not collide again in lockstep.
+void back_off(int attempt) {
+  const auto jitter = static_cast<std::uint64_t>(
+      std::chrono::steady_clock::now().time_since_epoch().count() % 1000);
+  std::this_thread::sleep_for(std::chrono::microseconds(500ULL * attempt * attempt + jitter));
+}
+
+// The connection pool and the retry policy shared by the ports of one database.
+class Backend {
+ public:
+  Backend(std::string url, std::size_t pool_size, std::unique_ptr<Connection> first)
+      : pool_(pool_size, [url = std::move(url)] { return Connection::connect(url); }) {
+    pool_.adopt(std::move(first));
+  }
+
+  // Runs `f` on a pooled connection; a transaction that hit a serialisation failure or a
+  // deadlock (rolled back by then) is run again. A broken connection is closed, with the idle
+  // ones, so that the next call connects afresh.
+  template <class F>
+  std::invoke_result_t<F&, Connection&> run(std::string_view op, F&& f) {
+    for (int attempt = 1;; ++attempt) {
+      {
+        auto lease = pool_.acquire();
+        if (!lease) return sql::pass(lease);
+        Connection& c = **lease;
+        c.set_operation(op);
+        auto r = f(c);
+        if (!c.broken() && !c.idle()) (void)c.exec("ROLLBACK");
+        if (c.broken()) {
+          lease->discard();
+          pool_.drop_idle();
+        }
+        if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
+      }
+      back_off(attempt);
+    }
+  }
+
+ private:
+  sql::ConnectionPool<Connection> pool_;
+};
+
+struct Driver {
+  using Connection = store::Connection;
+  using Stmt = store::Stmt;
+  using Transaction = store::Transaction;
+  using Backend = store::Backend;
+  static constexpr std::string_view kName = "postgresql";
+  static constexpr std::string_view kSchemaVersionTable = kSchemaVersionPostgresql;
+
+  static Result<Stmt> query(Connection& c, Q q) { return Stmt(c, q); }
+  static std::string_view migration_text(const Migration& m) { return m.postgresql; }
+};
+
+// A malformed URI is the caller's mistake, not an unreachable server.
+Result<void> check_uri(const std::string& url) {
+  char* message = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &message);
+  if (options == nullptr) {
+    const std::string why = message != nullptr ? trimmed(message) : "out of memory";
+    PQfreemem(message);
+    return fail(ErrorCode::invalid_argument, fmt::format("postgresql URL: {}", why));
+  }
+  PQconninfoFree(options);
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Database>> open_postgres(std::string_view url_view) {
+  std::string url(url_view);
+  if (url.find('\0') != std::string::npos) {
+    return fail(ErrorCode::invalid_argument, "postgresql URL contains a NUL byte");
+  }
+  if (auto r = check_uri(url); !r) return sql::pass(r);
+  auto first = Connection::connect(url);
+  if (!first) return sql::pass(first);
+  auto version = sql::migrate<Driver>(**first);
+  if (!version) return sql::pass(version);
+  return std::make_unique<sql::SqlDatabase<Driver>>(*version, std::move(url), kPoolSize,
+                                                    std::move(*first));
+}
+
+}  // namespace mcim::store

@@ -1,1 +1,379 @@
-#include "store/store.h"
+// The SQLite driver of the SQL ports (sql_ports.h). Thread-safety: a pool of connections opened
+// in multi-thread mode, each used by one thread at a time. Atomicity: single-statement methods
+// run in autocommit mode; multi-statement ones inside BEGIN IMMEDIATE, which takes the write lock
+// up front so a transaction never has to upgrade a read snapshot (SQLITE_BUSY_SNAPSHOT).
+#include "store/sqlite.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <array>
+#include <climits>
+#include <string>
+#include <type_traits>
+
+#include "store/sql_ports.h"
+
+namespace mcim::store {
+namespace {
+
+using sql::Q;
+
+constexpr int kBusyTimeoutMs = 5000;
+constexpr std::size_t kPoolSize = 8;
+constexpr int kAttempts = 3;  // a method that still found the database locked is run again
+
+// Values are always bound (?N), never spliced into the text.
+const char* sql_of(Q q) {
+  switch (q) {
+    case Q::pcid_insert:
+      return "INSERT INTO pcid_subscription (pcid, batch, k, opc, ind_bits, status, dormant_until, "
+             "active_until, not_after) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING";
+    case Q::pcid_find:
+      return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, not_after "
+             "FROM pcid_subscription WHERE pcid = ?1";
+    case Q::pcid_activate:
+      return "UPDATE pcid_subscription SET status = 'active', active_until = ?2 "
+             "WHERE pcid = ?1 AND status IN ('dormant', 'active')";
+    case Q::pcid_status: return "SELECT status FROM pcid_subscription WHERE pcid = ?1";
+    case Q::pcid_expire:
+      return "UPDATE pcid_subscription SET status = 'expired' "
+             "WHERE status = 'dormant' AND dormant_until < ?1";
+    case Q::pcid_count: return "SELECT count(*) FROM pcid_subscription";
+    // The SQN advance: one statement, so the read-check-write of SEQ_HE cannot interleave.
+    case Q::sqn_reserve:
+      return "INSERT INTO sqn_state (imsi, seq_he) SELECT ?1, ?2 WHERE ?2 <= ?3 "
+             "ON CONFLICT (imsi) DO UPDATE SET seq_he = seq_he + ?2 WHERE seq_he + ?2 <= ?3 "
+             "RETURNING seq_he";
+    case Q::sqn_resync:
+      return "INSERT INTO sqn_state (imsi, seq_he) VALUES (?1, ?2) "
+             "ON CONFLICT (imsi) DO UPDATE SET seq_he = max(seq_he, excluded.seq_he) "
+             "RETURNING seq_he";
+    case Q::sqn_current: return "SELECT seq_he FROM sqn_state WHERE imsi = ?1";
+    case Q::reg_put:
+      return "INSERT INTO registration (pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, "
+             "bootstrap_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+             "ON CONFLICT (pcid) DO UPDATE SET device_id = excluded.device_id, "
+             "dpf_url = excluded.dpf_url, dpf_key_pin = excluded.dpf_key_pin, "
+             "apn = excluded.apn, created = excluded.created, "
+             "bootstrap_key = excluded.bootstrap_key WHERE sho = excluded.sho "
+             "RETURNING pcid";
+    case Q::reg_find:
+      return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key "
+             "FROM registration "
+             "WHERE pcid = ?1";
+    case Q::reg_remove: return "DELETE FROM registration WHERE pcid = ?1 AND sho = ?2";
+    case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = ?1";
+    case Q::pkg_insert:
+      return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "
+             "updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+             "ON CONFLICT (package_id) DO NOTHING";
+    case Q::pkg_next:
+      return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
+             "package WHERE device_id = ?1 "
+             "AND status <> 'reported' ORDER BY created, seq LIMIT 1";
+    case Q::pkg_find:
+      return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
+             "package WHERE package_id = ?1";
+    case Q::pkg_deliver:
+      return "UPDATE package SET status = 'delivered', updated = ?2 "
+             "WHERE package_id = ?1 AND status <> 'reported'";
+    case Q::pkg_report:
+      return "UPDATE package SET status = 'reported', report = ?2, updated = ?3 "
+             "WHERE package_id = ?1 AND status <> 'reported'";
+    case Q::pkg_status: return "SELECT status FROM package WHERE package_id = ?1";
+    case Q::ses_drop_expired: return "DELETE FROM session WHERE imsi = ?1 AND expires <= ?2";
+    case Q::ses_insert:
+      return "INSERT INTO session (id, imsi, vno, restricted, created, expires) VALUES (?1, ?2, "
+             "?3, ?4, ?5, ?6) "
+             "ON CONFLICT DO NOTHING";
+    case Q::ses_holder: return "SELECT vno FROM session WHERE imsi = ?1";
+    case Q::ses_find:
+      return "SELECT id, imsi, vno, restricted, created, expires FROM session WHERE id = ?1";
+    case Q::ses_close: return "DELETE FROM session WHERE id = ?1";
+    case Q::audit_append:
+      return "INSERT INTO audit_record (at, service, event, subject, principal, outcome, detail) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING seq";
+    case Q::audit_recent:
+      return "SELECT seq, at, service, event, subject, principal, outcome, detail "
+             "FROM audit_record ORDER BY seq DESC LIMIT ?1";
+    case Q::version_read: return "SELECT coalesce(max(version), 0) FROM schema_version";
+    case Q::version_record:
+      return "INSERT INTO schema_version (version, applied_at, description) VALUES (?1, ?2, ?3)";
+    case Q::count_: break;
+  }
+  return "";
+}
+
+ErrorCode code_of(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return ErrorCode::busy;
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+    case SQLITE_PROTOCOL:
+    case SQLITE_NOLFS:
+    case SQLITE_AUTH: return ErrorCode::io_error;
+    case SQLITE_CONSTRAINT:
+    case SQLITE_TOOBIG:
+    case SQLITE_RANGE: return ErrorCode::invalid_argument;
+    default: return ErrorCode::internal;
+  }
+}
+
+// One sqlite3 handle and its prepared statements; used by one thread at a time.
+class Connection {
+ public:
+  static Result<std::unique_ptr<Connection>> open(const std::string& path);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() {
+    for (auto* s : prepared_) sqlite3_finalize(s);
+    sqlite3_close_v2(db_);
+  }
+
+  // The error of the last call on this handle. SQLite's messages name constraints and files,
+  // never bound values; the operation names the port method.
+  Error error(int rc) const {
+    const char* detail = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    return Error(code_of(rc), fmt::format("sqlite {}: {}", op_, detail));
+  }
+  // Statements without values only: pragmas, BEGIN/COMMIT, migrations.
+  Result<void> exec(std::string_view sql) {
+    const std::string text(sql);
+    const int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return std::unexpected(error(rc));
+    return {};
+  }
+  Result<sqlite3_stmt*> prepared(Q q) {
+    auto& slot = prepared_[static_cast<std::size_t>(q)];
+    if (slot == nullptr) {
+      const int rc =
+          sqlite3_prepare_v3(db_, sql_of(q), -1, SQLITE_PREPARE_PERSISTENT, &slot, nullptr);
+      if (rc != SQLITE_OK) return std::unexpected(error(rc));
+    }
+    return slot;
+  }
+  void set_operation(std::string_view op) { op_ = op; }
+  sqlite3* handle() const { return db_; }
+
+ private:
+  explicit Connection(sqlite3* db) : db_(db) {}
+  Result<void> configure(bool memory);
+
+  sqlite3* db_;
+  std::array<sqlite3_stmt*, sql::kQueries> prepared_{};
+  std::string_view op_ = "open";
+};
+
+// A file holding K and OPc is created owner-only; SQLite gives its -wal and -shm files the same
+// mode. Any failure (it exists, no such directory) is left for sqlite3_open_v2 to report.
+void create_private_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) ::close(fd);
+}
+
+Result<std::unique_ptr<Connection>> Connection::open(const std::string& path) {
+  const bool memory = path == ":memory:";
+  if (!memory) create_private_file(path);
+  sqlite3* db = nullptr;
+  const int flags =
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  std::unique_ptr<Connection> conn(new Connection(db));  // owns the handle even on failure
+  if (rc != SQLITE_OK) return std::unexpected(conn->error(rc));
+  if (auto r = conn->configure(memory); !r) return sql::pass(r);
+  return conn;
+}
+
+Result<void> Connection::configure(bool memory) {
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  // WAL: readers never block the writer. synchronous=FULL: a committed SQN reservation survives
+  // a power cut, at the price of one fsync per commit (docs/store.md). secure_delete: removed
+  // rows are overwritten, not left in free pages.
+  for (const char* pragma :
+       {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON",
+        "PRAGMA secure_delete = ON", "PRAGMA trusted_schema = OFF"}) {
+    if (auto r = exec(pragma); !r) return r;
+  }
+  if (memory) return {};
+  sqlite3_stmt* s = nullptr;
+  if (int rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode", -1, &s, nullptr); rc != SQLITE_OK) {
+    return std::unexpected(error(rc));
+  }
+  const bool wal =
+      sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0) != nullptr &&
+      std::string_view(reinterpret_cast<const char*>(sqlite3_column_text(s, 0))) == "wal";
+  sqlite3_finalize(s);
+  if (!wal) return fail(ErrorCode::io_error, "sqlite open: the database cannot use WAL mode");
+  return {};
+}
+
+// A prepared statement borrowed for one execution: bound, stepped, then reset and unbound.
+class Stmt {
+ public:
+  Stmt(Connection& c, sqlite3_stmt* s) : c_(&c), s_(s) {}
+  Stmt(Stmt&& o) noexcept : c_(o.c_), s_(std::exchange(o.s_, nullptr)), bind_rc_(o.bind_rc_) {}
+  Stmt& operator=(Stmt&&) = delete;
+  ~Stmt() {
+    if (s_ == nullptr) return;
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+
+  // Bound values are not copied (SQLITE_STATIC): they outlive the Stmt in every caller, and no
+  // copy of a key is left behind.
+  Stmt& text(int i, std::string_view v) {
+    if (v.size() > INT_MAX) return note(SQLITE_TOOBIG);
+    return note(sqlite3_bind_text(s_, i, v.empty() ? "" : v.data(), static_cast<int>(v.size()),
+                                  SQLITE_STATIC));
+  }
+  Stmt& integer(int i, std::int64_t v) { return note(sqlite3_bind_int64(s_, i, v)); }
+  Stmt& boolean(int i, bool v) { return integer(i, v ? 1 : 0); }
+  Stmt& blob(int i, ByteView v) {
+    if (v.size() > INT_MAX) return note(SQLITE_TOOBIG);
+    if (v.empty()) return note(sqlite3_bind_zeroblob(s_, i, 0));
+    return note(sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+  }
+
+  Result<bool> step() {  // true: a row is available
+    if (bind_rc_ != SQLITE_OK) return std::unexpected(c_->error(bind_rc_));
+    const int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return std::unexpected(c_->error(rc));
+  }
+  // Runs to completion; in autocommit mode that is the commit, so its failure is reported.
+  Result<void> finish() {
+    for (;;) {
+      auto r = step();
+      if (!r) return sql::pass(r);
+      if (!*r) return {};
+    }
+  }
+  std::int64_t changes() const { return sqlite3_changes64(c_->handle()); }
+
+  std::int64_t int_at(int i) const { return sqlite3_column_int64(s_, i); }
+  bool bool_at(int i) const { return int_at(i) != 0; }
+  std::string text_at(int i) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+    return p == nullptr ? std::string() : std::string(p, column_size(i));
+  }
+  // Valid until the next step: callers copy it out (K and OPc straight into a Secret).
+  ByteView blob_at(int i) const {
+    const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s_, i));
+    return p == nullptr ? ByteView() : ByteView(p, column_size(i));
+  }
+
+ private:
+  std::size_t column_size(int i) const {
+    return static_cast<std::size_t>(sqlite3_column_bytes(s_, i));
+  }
+  Stmt& note(int rc) {
+    if (bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+    return *this;
+  }
+
+  Connection* c_;
+  sqlite3_stmt* s_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+// BEGIN IMMEDIATE ... COMMIT; rolled back unless committed.
+class Transaction {
+ public:
+  explicit Transaction(Connection& c) : c_(c) {}
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction() {
+    if (open_) (void)c_.exec("ROLLBACK");
+  }
+  Result<void> begin() {
+    auto r = c_.exec("BEGIN IMMEDIATE");
+    open_ = r.has_value();
+    return r;
+  }
+  Result<void> begin_migration() { return begin(); }  // the write lock serialises openers
+  Result<void> commit() {
+    auto r = c_.exec("COMMIT");
+    if (r) open_ = false;
+    return r;
+  }
+
+ private:
+  Connection& c_;
+  bool open_ = false;
+};
+
+// The connection pool and the retry policy shared by the ports of one database.
+class Backend {
+ public:
+  Backend(std::string path, std::size_t pool_size, std::unique_ptr<Connection> first)
+      : pool_(pool_size, [path = std::move(path)] { return Connection::open(path); }) {
+    pool_.adopt(std::move(first));
+  }
+
+  // Runs `f` on a pooled connection. A method that still found the database locked after the
+  // busy timeout changed nothing (its transaction rolled back) and is run again.
+  template <class F>
+  std::invoke_result_t<F&, Connection&> run(std::string_view op, F&& f) {
+    for (int attempt = 1;; ++attempt) {
+      auto lease = pool_.acquire();
+      if (!lease) return sql::pass(lease);
+      Connection& c = **lease;
+      c.set_operation(op);
+      auto r = f(c);
+      if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
+      if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
+    }
+  }
+
+ private:
+  sql::ConnectionPool<Connection> pool_;
+};
+
+struct Driver {
+  using Connection = store::Connection;
+  using Stmt = store::Stmt;
+  using Transaction = store::Transaction;
+  using Backend = store::Backend;
+  static constexpr std::string_view kName = "sqlite";
+  static constexpr std::string_view kSchemaVersionTable = kSchemaVersionSqlite;
+
+  static Result<Stmt> query(Connection& c, Q q) {
+    auto s = c.prepared(q);
+    if (!s) return sql::pass(s);
+    return Stmt(c, *s);
+  }
+  static std::string_view migration_text(const Migration& m) { return m.sqlite; }
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Database>> open_sqlite(std::string_view path_view) {
+  std::string path(path_view);
+  if (path.find('\0') != std::string::npos) {
+    return fail(ErrorCode::invalid_argument, "sqlite path contains a NUL byte");
+  }
+  if (sqlite3_threadsafe() == 0) {  // connections are shared between threads through the pool
+    return fail(ErrorCode::unsupported, "sqlite: the library was built without thread support");
+  }
+  auto first = Connection::open(path);
+  if (!first) return sql::pass(first);
+  auto version = sql::migrate<Driver>(**first);
+  if (!version) return sql::pass(version);
+  // Each connection to ":memory:" would be a database of its own: that pool stays at one.
+  const std::size_t pool_size = path == ":memory:" ? 1 : kPoolSize;
+  return std::make_unique<sql::SqlDatabase<Driver>>(*version, std::move(path), pool_size,
+                                                    std::move(*first));
+}
+
+}  // namespace mcim::store

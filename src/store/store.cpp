@@ -1,1 +1,64 @@
 #include "store/store.h"
+
+#include "store/memory.h"
+#include "store/postgres.h"
+#include "store/sql_common.h"
+#include "store/sqlite.h"
+
+namespace mcim::store {
+
+std::string_view to_string(PcidStatus s) {
+  switch (s) {
+    case PcidStatus::dormant: return "dormant";
+    case PcidStatus::active: return "active";
+    case PcidStatus::expired: return "expired";
+  }
+  return "expired";
+}
+
+std::string_view to_string(PackageStatus s) {
+  switch (s) {
+    case PackageStatus::pending: return "pending";
+    case PackageStatus::delivered: return "delivered";
+    case PackageStatus::reported: return "reported";
+  }
+  return "reported";
+}
+
+namespace sql {
+
+std::optional<PcidStatus> parse_pcid_status(std::string_view s) {
+  for (auto v : {PcidStatus::dormant, PcidStatus::active, PcidStatus::expired}) {
+    if (to_string(v) == s) return v;
+  }
+  return std::nullopt;
+}
+
+std::optional<PackageStatus> parse_package_status(std::string_view s) {
+  for (auto v : {PackageStatus::pending, PackageStatus::delivered, PackageStatus::reported}) {
+    if (to_string(v) == s) return v;
+  }
+  return std::nullopt;
+}
+
+}  // namespace sql
+
+Result<std::unique_ptr<Database>> open_database(std::string_view url) {
+  // The URL may carry a password: errors name the scheme, never the URL.
+  if (url.starts_with("sqlite:")) {
+    const auto path = url.substr(7);
+    if (path.empty()) return fail(ErrorCode::invalid_argument, "sqlite URL without a path");
+    return open_sqlite(path);
+  }
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://")) return open_postgres(url);
+  if (url == "memory:") {
+    auto db = make_memory_database();
+    if (db == nullptr) return fail(ErrorCode::unsupported, "the memory store is not available");
+    return db;
+  }
+  return fail(ErrorCode::invalid_argument,
+              "unknown database URL scheme (expected sqlite:, postgresql://, postgres:// or "
+              "memory:)");
+}
+
+}  // namespace mcim::store

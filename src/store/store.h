@@ -81,6 +81,9 @@ struct Registration {
   std::string dpf_url;        // where the package will be (https://...)
   Bytes<32> dpf_key_pin{};    // SHA-256 of the DPF's SubjectPublicKeyInfo
   std::string apn;            // the restricted APN for provisioning
+  // The MAC key of the bootstrap message, PBKDF2 of the device's bootstrap PIN
+  // (roles/ro/bootstrap.h): a secret, stored instead of the PIN, never in errors or logs.
+  Secret<32> bootstrap_key;
   Time created{};
 };
 

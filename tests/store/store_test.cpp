@@ -1,1 +1,1120 @@
+// One suite for every adapter of the storage port (store.h): SQLite on a file, SQLite in memory,
+// PostgreSQL (a throwaway server, pg_server.h) and the in-memory store. Each test gets a fresh,
+// empty database. Then what only the SQL adapters have: URLs, migrations, file settings.
+#include "store/store.h"
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <thread>
+
+#include "pg_server.h"
+#include "store/migrations.h"
+
+namespace mcim::store {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::PgServer;
+
+Time at(std::int64_t s) { return Time(std::chrono::seconds(s)); }
+
+// ---- Where a test's database lives ---------------------------------------------------------
+
+// A fresh temporary directory, removed with the object.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "mcim-store-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// One empty database of one backend, for one test.
+class Location {
+ public:
+  virtual ~Location() = default;
+  virtual std::string url() const = 0;
+  // Whether opening url() again reaches the same data (two service instances on one database).
+  virtual bool shared() const = 0;
+};
+
+class SqliteFile final : public Location {
+ public:
+  std::string url() const override { return "sqlite:" + file(); }
+  bool shared() const override { return true; }
+  std::string file() const { return dir_.path() + "/store.db"; }
+
+ private:
+  TempDir dir_;
+};
+
+class Fixed final : public Location {
+ public:
+  explicit Fixed(std::string url) : url_(std::move(url)) {}
+  std::string url() const override { return url_; }
+  bool shared() const override { return false; }
+
+ private:
+  std::string url_;
+};
+
+class PgSchema final : public Location {
+ public:
+  explicit PgSchema(std::string url) : url_(std::move(url)) {}
+  ~PgSchema() override { PgServer::instance().drop_schema(url_); }
+  std::string url() const override { return url_; }
+  bool shared() const override { return true; }
+
+ private:
+  std::string url_;
+};
+
+struct BackendParam {
+  std::string name;
+  std::function<Result<std::unique_ptr<Location>>()> make;
+  bool optional = false;  // skipped, not failed, when it cannot be opened (a stub adapter)
+};
+
+void PrintTo(const BackendParam& p, std::ostream* os) { *os << p.name; }
+
+Result<std::unique_ptr<Location>> make_pg() {
+  auto url = PgServer::instance().create_schema();
+  if (!url) return std::unexpected(url.error());
+  return std::make_unique<PgSchema>(*url);
+}
+
+const std::vector<BackendParam>& backends() {
+  static const std::vector<BackendParam> all = {
+      {"sqlite_file",
+       [] { return Result<std::unique_ptr<Location>>(std::make_unique<SqliteFile>()); }},
+      {"sqlite_memory",
+       [] {
+         return Result<std::unique_ptr<Location>>(std::make_unique<Fixed>("sqlite::memory:"));
+       }},
+      {"postgresql", make_pg},
+      {"memory",
+       [] { return Result<std::unique_ptr<Location>>(std::make_unique<Fixed>("memory:")); }, true},
+  };
+  return all;
+}
+
+// ---- The shared suite ------------------------------------------------------------------------
+
+class StoreTest : public ::testing::TestWithParam<BackendParam> {
+ protected:
+  void SetUp() override {
+    auto location = GetParam().make();
+    ASSERT_TRUE(location) << GetParam().name << ": " << fmt::to_string(location.error());
+    location_ = std::move(*location);
+    auto db = open_database(location_->url());
+    if (!db && GetParam().optional) GTEST_SKIP() << fmt::to_string(db.error());
+    ASSERT_TRUE(db) << fmt::to_string(db.error());
+    db_ = std::move(*db);
+  }
+  void TearDown() override {
+    db_.reset();
+    location_.reset();
+  }
+
+  // A second Database object on the same data when the backend has one (a second service
+  // instance: its own connections); otherwise the same object.
+  Database& second() {
+    if (!location_->shared()) return *db_;
+    if (second_ == nullptr) {
+      auto db = open_database(location_->url());
+      EXPECT_TRUE(db) << fmt::to_string(db.error());
+      if (db) second_ = std::move(*db);
+    }
+    return second_ != nullptr ? *second_ : *db_;
+  }
+
+  std::unique_ptr<Location> location_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<Database> second_;
+};
+
+#define ASSERT_OK(expr)                                                         \
+  do {                                                                          \
+    auto&& r_ = (expr);                                                         \
+    ASSERT_TRUE(r_.has_value()) << #expr << ": " << fmt::to_string(r_.error()); \
+  } while (false)
+
+#define EXPECT_CODE(expr, expected_code)                                     \
+  do {                                                                       \
+    auto&& r_ = (expr);                                                      \
+    ASSERT_FALSE(r_.has_value()) << #expr << " succeeded";                   \
+    EXPECT_EQ(r_.error().code, expected_code) << fmt::to_string(r_.error()); \
+  } while (false)
+
+PcidSubscription make_pcid(std::string id, std::uint8_t seed, std::int64_t dormant_until = 1000) {
+  PcidSubscription p;
+  p.pcid = std::move(id);
+  p.batch = "batch-7";
+  for (std::size_t i = 0; i < 16; ++i) {
+    p.k.mut()[i] = static_cast<std::uint8_t>(seed + i);
+    p.opc.mut()[i] = static_cast<std::uint8_t>(0xa0 + seed + i);
+  }
+  p.ind_bits = 5;
+  p.dormant_until = at(dormant_until);
+  p.not_after = at(10'000'000);
+  return p;
+}
+
+std::vector<PcidSubscription> pcids(const std::string& prefix, int n) {
+  std::vector<PcidSubscription> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(make_pcid(fmt::format("{}{:04}", prefix, i), static_cast<std::uint8_t>(i)));
+  }
+  return out;
+}
+
+TEST_P(StoreTest, ReportsItsBackendAndSchemaVersion) {
+  const std::string expected = GetParam().name.starts_with("sqlite") ? "sqlite" : GetParam().name;
+  EXPECT_EQ(db_->backend(), expected);
+  if (expected == "memory") {
+    EXPECT_GE(db_->schema_version(), 1);
+  } else {
+    EXPECT_EQ(db_->schema_version(), latest_schema_version());
+  }
+}
+
+// ---- PCID subscriptions ----
+
+TEST_P(StoreTest, PcidBatchRoundTripsEveryField) {
+  auto batch = pcids("00101000000", 3);
+  batch[1].status = PcidStatus::active;
+  batch[1].active_until = at(4242);
+  batch[2].ind_bits = 0;
+  batch[2].batch = "";  // empty text is a value, not NULL
+  ASSERT_OK(db_->pcids().add_batch(batch));
+  auto n = db_->pcids().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 3u);
+  for (const auto& want : batch) {
+    auto got = db_->pcids().find(want.pcid);
+    ASSERT_OK(got);
+    ASSERT_TRUE(got->has_value()) << want.pcid;
+    const PcidSubscription& p = **got;
+    EXPECT_EQ(p.pcid, want.pcid);
+    EXPECT_EQ(p.batch, want.batch);
+    EXPECT_EQ(p.k.get(), want.k.get());
+    EXPECT_EQ(p.opc.get(), want.opc.get());
+    EXPECT_EQ(p.ind_bits, want.ind_bits);
+    EXPECT_EQ(p.status, want.status);
+    EXPECT_EQ(p.dormant_until, want.dormant_until);
+    EXPECT_EQ(p.active_until, want.active_until);
+    EXPECT_EQ(p.not_after, want.not_after);
+  }
+}
+
+TEST_P(StoreTest, PcidFindUnknownIsEmpty) {
+  auto got = db_->pcids().find("001010999999999");
+  ASSERT_OK(got);
+  EXPECT_FALSE(got->has_value());
+  auto n = db_->pcids().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 0u);
+}
+
+TEST_P(StoreTest, PcidBatchIsAllOrNothing) {
+  ASSERT_OK(db_->pcids().add_batch({make_pcid("001010000000002", 2)}));
+  std::vector<PcidSubscription> batch = {
+      make_pcid("001010000000001", 1), make_pcid("001010000000003", 3),
+      make_pcid("001010000000002", 0x77), make_pcid("001010000000004", 4)};
+  auto r = db_->pcids().add_batch(batch);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::already_exists);
+  EXPECT_THAT(r.error().message, HasSubstr("001010000000002"));
+  EXPECT_THAT(r.error().message, Not(HasSubstr("7778797a")));  // never a key
+  auto n = db_->pcids().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 1u);
+  auto first = db_->pcids().find("001010000000001");
+  ASSERT_OK(first);
+  EXPECT_FALSE(first->has_value());
+  auto kept = db_->pcids().find("001010000000002");
+  ASSERT_OK(kept);
+  ASSERT_TRUE(kept->has_value());
+  EXPECT_EQ((*kept)->k.get(), make_pcid("x", 2).k.get());  // the stored one, untouched
+}
+
+TEST_P(StoreTest, PcidBatchRefusesADuplicateWithinItself) {
+  auto r = db_->pcids().add_batch({make_pcid("001010000000001", 1), make_pcid("001010000000005", 5),
+                                   make_pcid("001010000000001", 9)});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::already_exists);
+  EXPECT_THAT(r.error().message, HasSubstr("001010000000001"));
+  auto n = db_->pcids().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 0u);
+}
+
+TEST_P(StoreTest, PcidEmptyBatchChangesNothing) {
+  ASSERT_OK(db_->pcids().add_batch({}));
+  auto n = db_->pcids().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 0u);
+}
+
+TEST_P(StoreTest, PcidActivateMakesDormantAndActiveOnesActiveUntil) {
+  ASSERT_OK(db_->pcids().add_batch({make_pcid("001010000000001", 1)}));
+  ASSERT_OK(db_->pcids().activate("001010000000001", at(5000)));
+  auto p = db_->pcids().find("001010000000001");
+  ASSERT_OK(p);
+  EXPECT_EQ((*p)->status, PcidStatus::active);
+  EXPECT_EQ((*p)->active_until, at(5000));
+  ASSERT_OK(db_->pcids().activate("001010000000001", at(6000)));  // extended
+  p = db_->pcids().find("001010000000001");
+  ASSERT_OK(p);
+  EXPECT_EQ((*p)->status, PcidStatus::active);
+  EXPECT_EQ((*p)->active_until, at(6000));
+}
+
+TEST_P(StoreTest, PcidActivateUnknownIsNotFound) {
+  EXPECT_CODE(db_->pcids().activate("001010000000009", at(5000)), ErrorCode::not_found);
+}
+
+TEST_P(StoreTest, PcidActivateExpiredIsRefusedAndChangesNothing) {
+  ASSERT_OK(db_->pcids().add_batch({make_pcid("001010000000001", 1, 1000)}));
+  auto n = db_->pcids().expire_dormant(at(2000));
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 1u);
+  EXPECT_CODE(db_->pcids().activate("001010000000001", at(5000)), ErrorCode::transition_refused);
+  auto p = db_->pcids().find("001010000000001");
+  ASSERT_OK(p);
+  EXPECT_EQ((*p)->status, PcidStatus::expired);
+  EXPECT_EQ((*p)->active_until, Time{});
+}
+
+TEST_P(StoreTest, PcidExpireDormantTakesOnlyDormantOnesPastTheirDeadline) {
+  ASSERT_OK(db_->pcids().add_batch({make_pcid("001010000000001", 1, 1000),
+                                    make_pcid("001010000000002", 2, 3000),
+                                    make_pcid("001010000000003", 3, 500)}));
+  ASSERT_OK(db_->pcids().activate("001010000000003", at(9000)));
+  auto n = db_->pcids().expire_dormant(at(1000));  // strictly before now
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 0u);
+  n = db_->pcids().expire_dormant(at(2000));
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 1u);
+  n = db_->pcids().expire_dormant(at(2000));
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 0u);
+  const std::map<std::string, PcidStatus> want = {{"001010000000001", PcidStatus::expired},
+                                                  {"001010000000002", PcidStatus::dormant},
+                                                  {"001010000000003", PcidStatus::active}};
+  for (const auto& [id, status] : want) {
+    auto p = db_->pcids().find(id);
+    ASSERT_OK(p);
+    EXPECT_EQ((*p)->status, status) << id;
+  }
+}
+
+// ---- SQN state ----
+
+TEST_P(StoreTest, SqnReserveStartsAtZeroAndAdvances) {
+  auto cur = db_->sqns().current("001011234567890");
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, 0u);
+  auto first = db_->sqns().reserve("001011234567890", 3, 100);
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 0u);  // the caller uses 1..3
+  first = db_->sqns().reserve("001011234567890", 2, 100);
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 3u);
+  cur = db_->sqns().current("001011234567890");
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, 5u);
+  first = db_->sqns().reserve("001011234567890", 0, 100);  // nothing reserved, nothing moves
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 5u);
+}
+
+TEST_P(StoreTest, SqnReserveReachesSeqMaxExactlyThenIsExhausted) {
+  const std::string imsi = "001011234567890";
+  auto first = db_->sqns().reserve(imsi, 10, 10);
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 0u);
+  EXPECT_CODE(db_->sqns().reserve(imsi, 1, 10), ErrorCode::sqn_exhausted);
+  EXPECT_CODE(db_->sqns().reserve(imsi, 5, 14), ErrorCode::sqn_exhausted);
+  auto cur = db_->sqns().current(imsi);
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, 10u);  // nothing changed
+  first = db_->sqns().reserve(imsi, 4, 14);
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 10u);
+}
+
+TEST_P(StoreTest, SqnReserveBeyondSeqMaxOnANewImsiCreatesNothing) {
+  EXPECT_CODE(db_->sqns().reserve("001011234567891", 11, 10), ErrorCode::sqn_exhausted);
+  auto cur = db_->sqns().current("001011234567891");
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, 0u);
+}
+
+TEST_P(StoreTest, SqnHandlesRealisticAndUnboundedLimits) {
+  const std::uint64_t max_seq = (std::uint64_t{1} << 43) - 1;  // 48-bit SQN, IND of 5 bits
+  auto he = db_->sqns().resynchronise("001011234567890", max_seq - 1);
+  ASSERT_OK(he);
+  auto first = db_->sqns().reserve("001011234567890", 1, max_seq);
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, max_seq - 1);
+  EXPECT_CODE(db_->sqns().reserve("001011234567890", 1, max_seq), ErrorCode::sqn_exhausted);
+  first = db_->sqns().reserve("001011234567892", 7, UINT64_MAX);  // "no limit"
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 0u);
+}
+
+TEST_P(StoreTest, SqnResynchroniseKeepsTheMaximum) {
+  const std::string imsi = "001011234567890";
+  ASSERT_OK(db_->sqns().reserve(imsi, 5, 1000));
+  auto he = db_->sqns().resynchronise(imsi, 3);  // SEQ_MS below SEQ_HE: unchanged
+  ASSERT_OK(he);
+  EXPECT_EQ(*he, 5u);
+  he = db_->sqns().resynchronise(imsi, 40);
+  ASSERT_OK(he);
+  EXPECT_EQ(*he, 40u);
+  auto first = db_->sqns().reserve(imsi, 1, 1000);
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 40u);                                // the next vector is above SEQ_MS
+  he = db_->sqns().resynchronise("001011234567899", 7);  // no row yet
+  ASSERT_OK(he);
+  EXPECT_EQ(*he, 7u);
+}
+
+TEST_P(StoreTest, SqnStateIsPerImsi) {
+  ASSERT_OK(db_->sqns().reserve("001011234567890", 5, 100));
+  auto first = db_->sqns().reserve("001011234567891", 2, 100);
+  ASSERT_OK(first);
+  EXPECT_EQ(*first, 0u);
+  auto cur = db_->sqns().current("001011234567890");
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, 5u);
+}
+
+// Two service instances (two Database objects: their own connections) reserving on one IMSI
+// from several threads each: every range is disjoint and together they tile 1..SEQ_HE.
+TEST_P(StoreTest, ConcurrentReservationsAreDisjointAndAddUp) {
+  constexpr int kThreadsPerInstance = 4, kRounds = 25;
+  const std::string imsi = "001019999999999";
+  Database* instances[] = {db_.get(), &second()};
+  std::mutex mu;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;  // (first, count), guarded by mu
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2 * kThreadsPerInstance; ++t) {
+    threads.emplace_back([&, t] {
+      Database& db = *instances[t % 2];
+      for (int i = 0; i < kRounds; ++i) {
+        const std::uint64_t count = 1 + static_cast<std::uint64_t>((t + i) % 4);
+        auto first = db.sqns().reserve(imsi, count, 1'000'000);
+        if (!first) {
+          ++failures;
+          ADD_FAILURE() << fmt::to_string(first.error());
+          continue;
+        }
+        std::lock_guard lock(mu);
+        ranges.emplace_back(*first, count);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(failures.load(), 0);
+  std::sort(ranges.begin(), ranges.end());
+  std::uint64_t next = 0;
+  for (const auto& [first, count] : ranges) {
+    ASSERT_EQ(first, next) << "ranges overlap or leave a gap";
+    next = first + count;
+  }
+  auto cur = db_->sqns().current(imsi);
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, next);
+}
+
+// The seq_max check is part of the atomic statement: racing reservations never overshoot.
+TEST_P(StoreTest, ConcurrentReservationsStopExactlyAtSeqMax) {
+  constexpr std::uint64_t kMax = 100, kCount = 3;
+  const std::string imsi = "001019999999998";
+  Database* instances[] = {db_.get(), &second()};
+  std::atomic<std::uint64_t> granted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      for (;;) {
+        auto first = instances[t % 2]->sqns().reserve(imsi, kCount, kMax);
+        if (!first) {
+          EXPECT_EQ(first.error().code, ErrorCode::sqn_exhausted) << fmt::to_string(first.error());
+          return;
+        }
+        granted += kCount;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto cur = db_->sqns().current(imsi);
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, granted.load());
+  EXPECT_EQ(*cur, kMax - kMax % kCount);
+}
+
+// ---- Registrations ----
+
+Registration make_registration(std::string pcid, std::string sho) {
+  Registration r;
+  r.pcid = std::move(pcid);
+  r.device_id = "device-1";
+  r.sho = std::move(sho);
+  r.dpf_url = "https://dpf.ro.example:8443/packages";
+  for (std::size_t i = 0; i < r.dpf_key_pin.size(); ++i) {
+    r.dpf_key_pin[i] = static_cast<std::uint8_t>(255 - i);
+  }
+  r.apn = "provisioning.ro";
+  r.created = at(1700000000);
+  for (std::size_t i = 0; i < r.bootstrap_key.get().size(); ++i) {
+    r.bootstrap_key.mut()[i] = static_cast<std::uint8_t>(i * 7 + 1);
+  }
+  return r;
+}
+
+TEST_P(StoreTest, RegistrationPutFindAndReplaceBySameSho) {
+  auto r = make_registration("001010000000001", "sho-a");
+  ASSERT_OK(db_->registrations().put(r));
+  auto got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->device_id, r.device_id);
+  EXPECT_EQ((*got)->sho, r.sho);
+  EXPECT_EQ((*got)->dpf_url, r.dpf_url);
+  EXPECT_EQ((*got)->dpf_key_pin, r.dpf_key_pin);
+  EXPECT_EQ((*got)->apn, r.apn);
+  EXPECT_EQ((*got)->created, r.created);
+  EXPECT_EQ((*got)->bootstrap_key.get(), r.bootstrap_key.get());
+  r.dpf_url = "https://dpf2.ro.example/packages";
+  r.bootstrap_key.mut()[0] ^= 0xff;
+  r.device_id = "device-2";
+  r.created = at(1700000100);
+  ASSERT_OK(db_->registrations().put(r));
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->dpf_url, r.dpf_url);
+  EXPECT_EQ((*got)->device_id, "device-2");
+  EXPECT_EQ((*got)->created, r.created);
+  EXPECT_EQ((*got)->bootstrap_key.get(), r.bootstrap_key.get());
+  auto none = db_->registrations().find("001010000000002");
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_P(StoreTest, RegistrationHeldByAnotherShoCannotBeReplaced) {
+  ASSERT_OK(db_->registrations().put(make_registration("001010000000001", "sho-a")));
+  auto other = make_registration("001010000000001", "sho-b");
+  other.dpf_url = "https://evil.example/";
+  auto r = db_->registrations().put(other);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::access_denied);
+  EXPECT_THAT(r.error().message, Not(HasSubstr("sho-a")));  // the holder is not disclosed
+  auto got = db_->registrations().find("001010000000001");
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->sho, "sho-a");
+  EXPECT_EQ((*got)->dpf_url, "https://dpf.ro.example:8443/packages");
+}
+
+TEST_P(StoreTest, RegistrationRemoveOnlyByItsSho) {
+  ASSERT_OK(db_->registrations().put(make_registration("001010000000001", "sho-a")));
+  EXPECT_CODE(db_->registrations().remove("001010000000001", "sho-b"), ErrorCode::access_denied);
+  auto got = db_->registrations().find("001010000000001");
+  ASSERT_OK(got);
+  EXPECT_TRUE(got->has_value());
+  ASSERT_OK(db_->registrations().remove("001010000000001", "sho-a"));
+  got = db_->registrations().find("001010000000001");
+  ASSERT_OK(got);
+  EXPECT_FALSE(got->has_value());
+  EXPECT_CODE(db_->registrations().remove("001010000000001", "sho-a"), ErrorCode::not_found);
+}
+
+// ---- Packages ----
+
+StoredPackage make_package(std::string id, std::string device, std::int64_t created) {
+  StoredPackage p;
+  p.package_id = std::move(id);
+  p.device_id = std::move(device);
+  p.sho = "sho-a";
+  p.package = {0x30, 0x82, 0x00, 0x00, 0xff, 0x00};  // binary, with NUL bytes
+  p.created = at(created);
+  p.updated = at(created);
+  return p;
+}
+
+TEST_P(StoreTest, PackagePutFindRoundTripsAndRefusesADuplicateId) {
+  auto p = make_package("pkg-1", "device-1", 100);
+  p.package.resize(70'000);
+  for (std::size_t i = 6; i < p.package.size(); ++i) p.package[i] = static_cast<std::uint8_t>(i);
+  ASSERT_OK(db_->packages().put(p));
+  auto got = db_->packages().find("pkg-1");
+  ASSERT_OK(got);
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->device_id, "device-1");
+  EXPECT_EQ((*got)->sho, "sho-a");
+  EXPECT_EQ((*got)->package, p.package);
+  EXPECT_EQ((*got)->status, PackageStatus::pending);
+  EXPECT_EQ((*got)->report, "");
+  EXPECT_EQ((*got)->created, at(100));
+  EXPECT_EQ((*got)->updated, at(100));
+  auto again = make_package("pkg-1", "device-9", 200);
+  auto r = db_->packages().put(again);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::already_exists);
+  EXPECT_THAT(r.error().message, HasSubstr("pkg-1"));
+  got = db_->packages().find("pkg-1");
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->device_id, "device-1");
+  auto none = db_->packages().find("pkg-2");
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_P(StoreTest, PackageNextForDeviceIsTheOldestOpenOne) {
+  ASSERT_OK(db_->packages().put(make_package("pkg-late", "device-1", 100)));
+  ASSERT_OK(db_->packages().put(make_package("pkg-early-1", "device-1", 50)));
+  ASSERT_OK(db_->packages().put(make_package("pkg-early-2", "device-1", 50)));
+  ASSERT_OK(db_->packages().put(make_package("pkg-other", "device-2", 10)));
+  auto next_id = [&]() -> std::string {
+    auto n = db_->packages().next_for_device("device-1");
+    EXPECT_TRUE(n) << fmt::to_string(n.error());
+    return n && n->has_value() ? (*n)->package_id : "";
+  };
+  EXPECT_EQ(next_id(), "pkg-early-1");  // equal times: the one stored first
+  ASSERT_OK(db_->packages().mark_delivered("pkg-early-1", at(60)));
+  EXPECT_EQ(next_id(), "pkg-early-1");  // delivered but not reported: still open
+  ASSERT_OK(db_->packages().store_report("pkg-early-1", "ok", at(61)));
+  EXPECT_EQ(next_id(), "pkg-early-2");
+  ASSERT_OK(db_->packages().store_report("pkg-early-2", "ok", at(62)));
+  EXPECT_EQ(next_id(), "pkg-late");
+  ASSERT_OK(db_->packages().store_report("pkg-late", "ok", at(63)));
+  EXPECT_EQ(next_id(), "");
+  auto none = db_->packages().next_for_device("device-3");
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_P(StoreTest, PackageMarkDelivered) {
+  ASSERT_OK(db_->packages().put(make_package("pkg-1", "device-1", 100)));
+  ASSERT_OK(db_->packages().mark_delivered("pkg-1", at(150)));
+  auto got = db_->packages().find("pkg-1");
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->status, PackageStatus::delivered);
+  EXPECT_EQ((*got)->updated, at(150));
+  EXPECT_EQ((*got)->created, at(100));
+  ASSERT_OK(db_->packages().mark_delivered("pkg-1", at(160)));  // a retried download
+  EXPECT_CODE(db_->packages().mark_delivered("pkg-2", at(150)), ErrorCode::not_found);
+  ASSERT_OK(db_->packages().store_report("pkg-1", "installed", at(170)));
+  EXPECT_CODE(db_->packages().mark_delivered("pkg-1", at(180)), ErrorCode::transition_refused);
+  got = db_->packages().find("pkg-1");
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->status, PackageStatus::reported);
+  EXPECT_EQ((*got)->updated, at(170));
+}
+
+TEST_P(StoreTest, PackageReportIsStoredOnceAndAReplayIsRefused) {
+  ASSERT_OK(db_->packages().put(make_package("pkg-1", "device-1", 100)));
+  const std::string report = R"({"status":"installed","sig":"MEUCIQ..."})";
+  ASSERT_OK(db_->packages().store_report("pkg-1", report, at(200)));
+  auto got = db_->packages().find("pkg-1");
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->status, PackageStatus::reported);
+  EXPECT_EQ((*got)->report, report);
+  EXPECT_EQ((*got)->updated, at(200));
+  EXPECT_CODE(db_->packages().store_report("pkg-1", "forged", at(300)),
+              ErrorCode::transition_refused);
+  got = db_->packages().find("pkg-1");
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->report, report);
+  EXPECT_EQ((*got)->updated, at(200));
+  EXPECT_CODE(db_->packages().store_report("pkg-2", report, at(200)), ErrorCode::not_found);
+}
+
+// ---- Sessions ----
+
+Session make_session(std::string id, std::string imsi, std::string vno, std::int64_t expires) {
+  Session s;
+  s.id = std::move(id);
+  s.imsi = std::move(imsi);
+  s.vno = std::move(vno);
+  s.restricted = true;
+  s.created = at(100);
+  s.expires = at(expires);
+  return s;
+}
+
+TEST_P(StoreTest, SessionOpenFindClose) {
+  auto s = make_session("0123456789abcdef0123456789abcdef", "001010000000001", "vno-a", 200);
+  s.restricted = false;
+  ASSERT_OK(db_->sessions().open(s, at(100)));
+  auto got = db_->sessions().find(s.id);
+  ASSERT_OK(got);
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->imsi, s.imsi);
+  EXPECT_EQ((*got)->vno, "vno-a");
+  EXPECT_FALSE((*got)->restricted);
+  EXPECT_EQ((*got)->created, at(100));
+  EXPECT_EQ((*got)->expires, at(200));
+  ASSERT_OK(db_->sessions().close(s.id));
+  got = db_->sessions().find(s.id);
+  ASSERT_OK(got);
+  EXPECT_FALSE(got->has_value());
+  EXPECT_CODE(db_->sessions().close(s.id), ErrorCode::not_found);
+  // Closed: the IMSI may attach again.
+  ASSERT_OK(db_->sessions().open(make_session("s2", "001010000000001", "vno-b", 300), at(150)));
+}
+
+TEST_P(StoreTest, SessionSecondLiveSessionOfAnImsiIsRefusedNamingItsVno) {
+  ASSERT_OK(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 200), at(100)));
+  auto r = db_->sessions().open(make_session("s2", "001010000000001", "vno-b", 300), at(199));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::already_exists);
+  EXPECT_THAT(r.error().message, HasSubstr("vno-a"));
+  auto got = db_->sessions().find("s2");
+  ASSERT_OK(got);
+  EXPECT_FALSE(got->has_value());
+  // Another IMSI is independent.
+  ASSERT_OK(db_->sessions().open(make_session("s3", "001010000000002", "vno-b", 300), at(150)));
+}
+
+TEST_P(StoreTest, SessionAnExpiredSessionIsReplaced) {
+  ASSERT_OK(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 200), at(100)));
+  ASSERT_OK(db_->sessions().open(make_session("s2", "001010000000001", "vno-b", 400), at(200)));
+  auto old = db_->sessions().find("s1");
+  ASSERT_OK(old);
+  EXPECT_FALSE(old->has_value());
+  auto now = db_->sessions().find("s2");
+  ASSERT_OK(now);
+  ASSERT_TRUE(now->has_value());
+  EXPECT_EQ((*now)->vno, "vno-b");
+}
+
+TEST_P(StoreTest, SessionAReusedIdIsRefused) {
+  ASSERT_OK(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 200), at(100)));
+  EXPECT_CODE(db_->sessions().open(make_session("s1", "001010000000002", "vno-a", 200), at(100)),
+              ErrorCode::already_exists);
+  auto got = db_->sessions().find("s1");
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->imsi, "001010000000001");
+}
+
+// Many attaches of one IMSI at once, through two instances, one of them replacing an expired
+// session: exactly one wins.
+TEST_P(StoreTest, ConcurrentSessionOpensOfOneImsiHaveExactlyOneWinner) {
+  constexpr int kThreads = 16;
+  const std::string imsi = "001010000000042";
+  ASSERT_OK(db_->sessions().open(make_session("stale", imsi, "vno-old", 50), at(10)));
+  Database* instances[] = {db_.get(), &second()};
+  std::atomic<int> won{0}, refused{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto s = make_session(fmt::format("session-{}", t), imsi, fmt::format("vno-{}", t), 500);
+      auto r = instances[t % 2]->sessions().open(s, at(100));
+      if (r) {
+        ++won;
+      } else if (r.error().code == ErrorCode::already_exists) {
+        ++refused;
+      } else {
+        ++other;
+        ADD_FAILURE() << fmt::to_string(r.error());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(won.load(), 1);
+  EXPECT_EQ(refused.load(), kThreads - 1);
+  EXPECT_EQ(other.load(), 0);
+  auto stale = db_->sessions().find("stale");
+  ASSERT_OK(stale);
+  EXPECT_FALSE(stale->has_value());
+}
+
+// ---- Audit ----
+
+TEST_P(StoreTest, AuditAppendsWithIncreasingSeqAndListsNewestFirst) {
+  std::uint64_t last = 0;
+  for (int i = 0; i < 5; ++i) {
+    AuditRecord r{.seq = 999,  // ignored: the store assigns it
+                  .time = at(1000 + i),
+                  .service = "ro",
+                  .event = "icf.vectors",
+                  .subject = fmt::format("00101000000000{}", i),
+                  .principal = "vno-a",
+                  .outcome = i == 3 ? "refused" : "ok",
+                  .detail = i == 0 ? "" : "n=2"};
+    auto seq = db_->audit().append(r);
+    ASSERT_OK(seq);
+    EXPECT_GT(*seq, last);
+    last = *seq;
+  }
+  auto recent = db_->audit().recent(3);
+  ASSERT_OK(recent);
+  ASSERT_EQ(recent->size(), 3u);
+  EXPECT_EQ((*recent)[0].seq, last);
+  EXPECT_EQ((*recent)[0].subject, "001010000000004");
+  EXPECT_EQ((*recent)[1].outcome, "refused");
+  EXPECT_EQ((*recent)[2].time, at(1002));
+  EXPECT_GT((*recent)[0].seq, (*recent)[1].seq);
+  EXPECT_EQ((*recent)[0].service, "ro");
+  EXPECT_EQ((*recent)[0].event, "icf.vectors");
+  EXPECT_EQ((*recent)[0].principal, "vno-a");
+  EXPECT_EQ((*recent)[0].detail, "n=2");
+  auto all = db_->audit().recent(100);
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), 5u);
+  EXPECT_EQ(all->back().detail, "");
+  auto none = db_->audit().recent(0);
+  ASSERT_OK(none);
+  EXPECT_TRUE(none->empty());
+}
+
+// ---- Across instances and threads ----
+
+TEST_P(StoreTest, DataWrittenByOneInstanceIsSeenByAnotherAndAfterReopening) {
+  if (!location_->shared()) GTEST_SKIP() << "one Database object is the whole database";
+  ASSERT_OK(db_->pcids().add_batch({make_pcid("001010000000001", 1)}));
+  ASSERT_OK(db_->sqns().reserve("001010000000001", 9, 100));
+  auto p = second().pcids().find("001010000000001");
+  ASSERT_OK(p);
+  EXPECT_TRUE(p->has_value());
+  db_.reset();
+  second_.reset();
+  auto reopened = open_database(location_->url());
+  ASSERT_TRUE(reopened) << fmt::to_string(reopened.error());
+  auto cur = (*reopened)->sqns().current("001010000000001");
+  ASSERT_OK(cur);
+  EXPECT_EQ(*cur, 9u);
+  p = (*reopened)->pcids().find("001010000000001");
+  ASSERT_OK(p);
+  ASSERT_TRUE(p->has_value());
+  EXPECT_EQ((*p)->opc.get(), make_pcid("x", 1).opc.get());
+}
+
+TEST_P(StoreTest, ConcurrentDisjointBatchesAllLand) {
+  constexpr int kThreads = 8, kPerBatch = 20;
+  std::vector<std::thread> threads;
+  Database* instances[] = {db_.get(), &second()};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto r = instances[t % 2]->pcids().add_batch(pcids(fmt::format("0010{}", t), kPerBatch));
+      EXPECT_TRUE(r) << fmt::to_string(r.error());
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto n = db_->pcids().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, static_cast<std::uint64_t>(kThreads * kPerBatch));
+}
+
+// The same PCIDs in opposite orders from two instances (a lock-order deadlock on PostgreSQL,
+// which is retried): exactly one batch lands, whole.
+TEST_P(StoreTest, ConcurrentOverlappingBatchesLandOnce) {
+  constexpr int kRounds = 4;
+  for (int round = 0; round < kRounds; ++round) {
+    auto forward = pcids(fmt::format("0019{}", round), 30);
+    auto backward = forward;
+    std::reverse(backward.begin(), backward.end());
+    Result<void> a, b;
+    std::thread ta([&] { a = db_->pcids().add_batch(forward); });
+    std::thread tb([&] { b = second().pcids().add_batch(backward); });
+    ta.join();
+    tb.join();
+    EXPECT_NE(a.has_value(), b.has_value()) << "round " << round;
+    for (const auto* r : {&a, &b}) {
+      if (!*r) {
+        EXPECT_EQ(r->error().code, ErrorCode::already_exists) << fmt::to_string(r->error());
+      }
+    }
+  }
+  auto n = db_->pcids().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, static_cast<std::uint64_t>(kRounds * 30));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::ValuesIn(backends()),
+                         [](const auto& p) { return p.param.name; });
+
+// ---- URLs --------------------------------------------------------------------------------------
+
+TEST(OpenDatabaseTest, RefusesUnknownOrIncompleteUrls) {
+  for (const char* url : {"", "mysql://localhost/db", "sqlite:", "SQLITE:/tmp/x.db", "memory:x",
+                          "postgresql", "file:/tmp/x.db"}) {
+    auto db = open_database(url);
+    ASSERT_FALSE(db) << url;
+    EXPECT_EQ(db.error().code, ErrorCode::invalid_argument) << url;
+  }
+}
+
+TEST(OpenDatabaseTest, MalformedPostgresUrlIsInvalidArgument) {
+  auto db = open_database("postgresql:///db?host=/tmp&no_such_option=1");
+  ASSERT_FALSE(db);
+  EXPECT_EQ(db.error().code, ErrorCode::invalid_argument) << fmt::to_string(db.error());
+}
+
+TEST(OpenDatabaseTest, UnreachableDatabasesAreIoErrors) {
+  auto sqlite = open_database("sqlite:/nonexistent-mcim-dir/store.db");
+  ASSERT_FALSE(sqlite);
+  EXPECT_EQ(sqlite.error().code, ErrorCode::io_error) << fmt::to_string(sqlite.error());
+  auto pg = open_database("postgresql://mcim:s3cr3t-pw@/postgres?host=/nonexistent-mcim-socket");
+  ASSERT_FALSE(pg);
+  EXPECT_EQ(pg.error().code, ErrorCode::io_error) << fmt::to_string(pg.error());
+  EXPECT_THAT(pg.error().message, Not(HasSubstr("s3cr3t-pw")));
+}
+
+TEST(OpenDatabaseTest, AFileThatIsNotADatabaseIsAnIoError) {
+  TempDir dir;
+  const std::string file = dir.path() + "/notes.txt";
+  FILE* f = std::fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("this is not an SQLite database, just text long enough to have a header\n", f);
+  std::fclose(f);
+  auto db = open_database("sqlite:" + file);
+  ASSERT_FALSE(db);
+  EXPECT_EQ(db.error().code, ErrorCode::io_error) << fmt::to_string(db.error());
+}
+
+TEST(OpenDatabaseTest, MemoryUrlOpensTheInMemoryStore) {
+  auto db = open_database("memory:");
+  if (!db) GTEST_SKIP() << fmt::to_string(db.error());
+  EXPECT_EQ((*db)->backend(), "memory");
+}
+
+TEST(SqliteFileTest, IsInWalModeAndReadableByItsOwnerOnly) {
+  SqliteFile location;
+  {
+    auto db = open_database(location.url());
+    ASSERT_TRUE(db) << fmt::to_string(db.error());
+    ASSERT_OK((*db)->pcids().add_batch({make_pcid("001010000000001", 1)}));
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat(location.file().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(location.file().c_str(), &raw), SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(raw, "PRAGMA journal_mode", -1, &s, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), "wal");
+  sqlite3_finalize(s);
+  sqlite3_close(raw);
+}
+
+// ---- Migrations (the SQL adapters) ---------------------------------------------------------
+
+// Raw SQL on a test database, bypassing the adapter: to build old or future schemas by hand.
+class RawSql {
+ public:
+  virtual ~RawSql() = default;
+  virtual void exec(const std::string& sql) = 0;
+  virtual std::int64_t integer(const std::string& sql) = 0;  // first column of the first row
+};
+
+class RawSqlite final : public RawSql {
+ public:
+  explicit RawSqlite(const std::string& file) {
+    EXPECT_EQ(sqlite3_open(file.c_str(), &db_), SQLITE_OK);
+  }
+  ~RawSqlite() override { sqlite3_close(db_); }
+  void exec(const std::string& sql) override {
+    char* err = nullptr;
+    EXPECT_EQ(sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+        << (err ? err : "") << "\n"
+        << sql;
+    sqlite3_free(err);
+  }
+  std::int64_t integer(const std::string& sql) override {
+    sqlite3_stmt* s = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr), SQLITE_OK) << sql;
+    std::int64_t v = -1;
+    if (s != nullptr && sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+class RawPostgres final : public RawSql {
+ public:
+  explicit RawPostgres(const std::string& url) : conn_(PQconnectdb(url.c_str())) {
+    EXPECT_EQ(PQstatus(conn_), CONNECTION_OK) << PQerrorMessage(conn_);
+    PQsetNoticeProcessor(
+        conn_, [](void*, const char*) {}, nullptr);
+  }
+  ~RawPostgres() override { PQfinish(conn_); }
+  void exec(const std::string& sql) override {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    EXPECT_TRUE(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+        << PQerrorMessage(conn_) << "\n"
+        << sql;
+    PQclear(r);
+  }
+  std::int64_t integer(const std::string& sql) override {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    std::int64_t v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+      v = std::atoll(PQgetvalue(r, 0, 0));
+    } else {
+      ADD_FAILURE() << PQerrorMessage(conn_) << "\n" << sql;
+    }
+    PQclear(r);
+    return v;
+  }
+
+ private:
+  PGconn* conn_;
+};
+
+struct SqlParam {
+  std::string name;
+  std::string version_table;
+  std::string index_count_sql;  // how many of v2's indexes exist
+  std::function<std::string_view(const Migration&)> text;
+};
+
+void PrintTo(const SqlParam& p, std::ostream* os) { *os << p.name; }
+
+class SqlSchemaTest : public ::testing::TestWithParam<SqlParam> {
+ protected:
+  void SetUp() override {
+    if (GetParam().name == "sqlite_file") {
+      auto file = std::make_unique<SqliteFile>();
+      raw_ = std::make_unique<RawSqlite>(file->file());
+      location_ = std::move(file);
+    } else {
+      auto pg = make_pg();
+      ASSERT_TRUE(pg) << fmt::to_string(pg.error());
+      location_ = std::move(*pg);
+      raw_ = std::make_unique<RawPostgres>(location_->url());
+    }
+  }
+  void TearDown() override {
+    raw_.reset();
+    location_.reset();
+  }
+
+  std::int64_t applied() { return raw_->integer("SELECT count(*) FROM schema_version"); }
+
+  std::unique_ptr<Location> location_;
+  std::unique_ptr<RawSql> raw_;
+};
+
+TEST_P(SqlSchemaTest, AFreshDatabaseRecordsEveryMigration) {
+  auto db = open_database(location_->url());
+  ASSERT_TRUE(db) << fmt::to_string(db.error());
+  EXPECT_EQ((*db)->schema_version(), latest_schema_version());
+  EXPECT_EQ(applied(), latest_schema_version());
+  EXPECT_EQ(raw_->integer("SELECT max(version) FROM schema_version"), latest_schema_version());
+  db->reset();
+  auto again = open_database(location_->url());  // nothing to do the second time
+  ASSERT_TRUE(again) << fmt::to_string(again.error());
+  EXPECT_EQ(applied(), latest_schema_version());
+}
+
+TEST_P(SqlSchemaTest, ADatabaseAtVersion1IsMigratedKeepingItsData) {
+  // Version 1 as an older build left it, with a subscription in it.
+  raw_->exec(std::string(GetParam().version_table));
+  raw_->exec(std::string(GetParam().text(migrations()[0])));
+  raw_->exec("INSERT INTO schema_version (version, applied_at, description) VALUES (1, 0, 'v1')");
+  raw_->exec(
+      "INSERT INTO pcid_subscription (pcid, batch, k, opc, ind_bits, status, dormant_until, "
+      "active_until, not_after) VALUES ('001010000000001', 'old', " +
+      std::string(GetParam().name == "sqlite_file"
+                      ? "zeroblob(16), zeroblob(16)"
+                      : "'\\x00000000000000000000000000000000'::bytea, "
+                        "'\\x00000000000000000000000000000000'::bytea") +
+      ", 5, 'dormant', 10, 0, 99)");
+  ASSERT_EQ(raw_->integer(GetParam().index_count_sql), 0);
+  auto db = open_database(location_->url());
+  ASSERT_TRUE(db) << fmt::to_string(db.error());
+  EXPECT_EQ((*db)->schema_version(), latest_schema_version());
+  EXPECT_EQ(applied(), latest_schema_version());
+  EXPECT_EQ(raw_->integer(GetParam().index_count_sql), 2);
+  auto p = (*db)->pcids().find("001010000000001");
+  ASSERT_OK(p);
+  ASSERT_TRUE(p->has_value());
+  EXPECT_EQ((*p)->batch, "old");
+  auto n = (*db)->pcids().expire_dormant(at(11));  // the v2 index serves this sweep
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 1u);
+}
+
+TEST_P(SqlSchemaTest, ANewerSchemaIsRefusedAndLeftAlone) {
+  {
+    auto db = open_database(location_->url());
+    ASSERT_TRUE(db) << fmt::to_string(db.error());
+  }
+  const int future = latest_schema_version() + 1;
+  raw_->exec(fmt::format(
+      "INSERT INTO schema_version (version, applied_at, description) VALUES ({}, 0, 'future')",
+      future));
+  auto db = open_database(location_->url());
+  ASSERT_FALSE(db);
+  EXPECT_EQ(db.error().code, ErrorCode::unsupported);
+  EXPECT_THAT(db.error().message, HasSubstr(std::to_string(future)));
+  EXPECT_EQ(applied(), latest_schema_version() + 1);
+}
+
+TEST_P(SqlSchemaTest, ConcurrentOpenersMigrateOnce) {
+  std::vector<std::thread> threads;
+  std::atomic<int> opened{0};
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      auto db = open_database(location_->url());
+      EXPECT_TRUE(db) << fmt::to_string(db.error());
+      if (db) ++opened;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(opened.load(), 6);
+  EXPECT_EQ(applied(), latest_schema_version());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sql, SqlSchemaTest,
+    ::testing::Values(
+        SqlParam{"sqlite_file", std::string(kSchemaVersionSqlite),
+                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                 "('pcid_subscription_dormant', 'package_open_by_device')",
+                 [](const Migration& m) { return m.sqlite; }},
+        SqlParam{"postgresql", std::string(kSchemaVersionPostgresql),
+                 "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND "
+                 "indexname IN ('pcid_subscription_dormant', 'package_open_by_device')",
+                 [](const Migration& m) { return m.postgresql; }}),
+    [](const auto& p) { return p.param.name; });
+
+// Stops the throwaway PostgreSQL server, if a test started it.
+class PgEnvironment final : public ::testing::Environment {
+ public:
+  void TearDown() override { PgServer::instance().stop(); }
+};
+[[maybe_unused]] const auto* const kPgEnvironment =
+    ::testing::AddGlobalTestEnvironment(new PgEnvironment);
+
+}  // namespace
+}  // namespace mcim::store

@@ -1,0 +1,126 @@
+// What the two SQL adapters share and nothing else sees: the connection pool (thread-safe, lazy,
+// bounded), the column encodings of enums and times, and the bounds on SEQ values that keep the
+// atomic SQN statements free of integer overflow. Private to src/store.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+#include "store/store.h"
+
+namespace mcim::store::sql {
+
+// Times are stored as Unix seconds (BIGINT / INTEGER) in both dialects.
+inline std::int64_t to_column(Time t) { return t.time_since_epoch().count(); }
+inline Time time_from_column(std::int64_t v) { return Time(std::chrono::seconds(v)); }
+
+// SEQ values live in signed 64-bit columns; the statements compute seq_he + count, so both
+// operands stay below 2^62 and the sum cannot overflow. Real SEQs are < 2^43 (TS 33.102 C.3).
+inline constexpr std::uint64_t kSeqLimit = std::uint64_t{1} << 62;
+inline std::uint64_t clamp_seq_max(std::uint64_t seq_max) {
+  return seq_max < kSeqLimit ? seq_max : kSeqLimit;
+}
+
+std::optional<PcidStatus> parse_pcid_status(std::string_view s);
+std::optional<PackageStatus> parse_package_status(std::string_view s);
+
+// A bounded pool of connections opened on demand. acquire() hands one connection to one thread;
+// the Lease gives it back (or drops it when the holder found it broken). Thread-safe.
+template <class Conn>
+class ConnectionPool {
+ public:
+  using Factory = std::function<Result<std::unique_ptr<Conn>>()>;
+
+  class Lease {
+   public:
+    Lease(ConnectionPool* pool, std::unique_ptr<Conn> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(Lease&& o) noexcept : pool_(std::exchange(o.pool_, nullptr)), conn_(std::move(o.conn_)) {}
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (pool_ != nullptr) pool_->release(std::move(conn_), discard_);
+    }
+    Conn& operator*() const { return *conn_; }
+    Conn* operator->() const { return conn_.get(); }
+    void discard() { discard_ = true; }  // the connection is broken: close it, don't reuse it
+
+   private:
+    ConnectionPool* pool_;
+    std::unique_ptr<Conn> conn_;
+    bool discard_ = false;
+  };
+
+  ConnectionPool(std::size_t capacity, Factory factory)
+      : capacity_(capacity == 0 ? 1 : capacity), factory_(std::move(factory)) {}
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // Gives the pool an already opened connection (the one that ran the migrations).
+  void adopt(std::unique_ptr<Conn> conn) {
+    std::lock_guard lock(mu_);
+    ++open_;
+    idle_.push_back(std::move(conn));
+  }
+
+  // Closes every idle connection: once one is found broken (the server restarted), the others
+  // most likely are too, and the next callers should not each find out with a failed request.
+  void drop_idle() {
+    std::vector<std::unique_ptr<Conn>> dropped;
+    {
+      std::lock_guard lock(mu_);
+      dropped.swap(idle_);
+      open_ -= dropped.size();
+    }
+    cv_.notify_all();
+  }
+
+  Result<Lease> acquire() {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return !idle_.empty() || open_ < capacity_; });
+      if (!idle_.empty()) {
+        auto conn = std::move(idle_.back());
+        idle_.pop_back();
+        return Lease(this, std::move(conn));
+      }
+      ++open_;  // reserve the slot, connect outside the lock
+    }
+    auto conn = factory_();
+    if (!conn) {
+      release(nullptr, true);
+      return std::unexpected(conn.error());
+    }
+    return Lease(this, std::move(*conn));
+  }
+
+ private:
+  void release(std::unique_ptr<Conn> conn, bool discard) {
+    {
+      std::lock_guard lock(mu_);
+      if (discard || conn == nullptr) {
+        --open_;
+      } else {
+        idle_.push_back(std::move(conn));
+      }
+    }
+    cv_.notify_one();
+    // A discarded connection closes here, outside the lock.
+  }
+
+  const std::size_t capacity_;
+  const Factory factory_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Conn>> idle_;  // guarded by mu_
+  std::size_t open_ = 0;                     // idle + leased, guarded by mu_
+};
+
+}  // namespace mcim::store::sql
