@@ -1,1 +1,306 @@
+// The DPF (roles/ro/dpf.h) over the in-memory Database with real packages and a real TRE
+// (tests/tre/tre_fixture.h): who may hand a package over, who may fetch it, and the status
+// report's verification, storage, replay refusal and relay.
+#include "roles/ro/dpf.h"
+
 #include <gtest/gtest.h>
+
+#include "../tre/tre_fixture.h"
+#include "store/memory.h"
+#include "tre/tre.h"
+
+namespace mcim::ro {
+namespace {
+
+using tre::testing::World;
+
+constexpr Bytes<16> kNonce = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+const std::string kPcid = "001019990000001";
+const std::string kImsi = "001020000000001";
+
+class RecordingRelay final : public StatusRelay {
+ public:
+  Result<void> relay(const RelayedStatus& s) override {
+    relayed.push_back(s);
+    if (failing) return fail(ErrorCode::io_error, "sho unreachable");
+    return {};
+  }
+  std::vector<RelayedStatus> relayed;
+  bool failing = false;
+};
+
+class DpfTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { world_ = new World(); }
+  static void TearDownTestSuite() {
+    delete world_;
+    world_ = nullptr;
+  }
+  static World& world() { return *world_; }
+
+  void SetUp() override {
+    auto ops = pki::TrustAnchors::from_certs({world().operators().cert()});
+    auto sup = pki::TrustAnchors::from_certs({world().supplier().cert()});
+    ASSERT_TRUE(ops && sup);
+    operator_roots_.emplace(std::move(*ops));
+    supplier_roots_.emplace(std::move(*sup));
+    dpf_.emplace(*db_, relay_, *operator_roots_, *supplier_roots_, world().clock());
+    tre_ = make_tre(kPcid);
+    device_ = bundle_device_;
+    register_pcid(kPcid, device_, "sho-a");
+  }
+
+  // A TRE in its own directory from a fresh bundle.
+  std::optional<tre::Tre> make_tre(const std::string& pcid) {
+    const std::string dir = world().path("tre-" + std::to_string(counter_++));
+    auto bundle = world().bundle(pcid);
+    bundle_device_ = bundle.device_id;
+    EXPECT_TRUE(tre::Tre::init(tre::Options{dir}, bundle));
+    auto t = tre::Tre::open(tre::Options{dir});
+    EXPECT_TRUE(t) << t.error().message;
+    if (!t) return std::nullopt;
+    return std::move(*t);
+  }
+
+  void register_pcid(const std::string& pcid, const std::string& device, const std::string& sho) {
+    store::Registration r;
+    r.pcid = pcid;
+    r.device_id = device;
+    r.sho = sho;
+    r.dpf_url = "https://dpf.ro.example/mcim";
+    r.apn = "m2m-prov.ro";
+    ASSERT_TRUE(db_->registrations().put(r));
+  }
+
+  // A package of `owner` for this test's TRE, signed by `signer`.
+  PackageHandover handover(const std::string& owner, const tre::testing::Signer& signer,
+                           std::uint64_t sequence = 1) {
+    auto doc = world().document(device_, kImsi, owner, sequence, kNonce);
+    return PackageHandover{kPcid, device_, doc.package_id,
+                           world().seal(doc, signer, tre_->platform_certificate())};
+  }
+
+  std::vector<X509*> platform_chain() { return {tre_->platform_certificate()}; }
+
+  static World* world_;
+  static inline int counter_ = 0;
+  std::unique_ptr<store::Database> db_ = store::make_memory_database();
+  RecordingRelay relay_;
+  std::optional<pki::TrustAnchors> operator_roots_, supplier_roots_;
+  std::optional<Dpf> dpf_;
+  std::optional<tre::Tre> tre_;
+  std::string bundle_device_, device_;
+};
+World* DpfTest::world_ = nullptr;
+
+TEST_F(DpfTest, PackageTravelsToItsTreAndTheReportToTheSho) {
+  const auto h = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
+  EXPECT_EQ((*db_->packages().find(h.package_id))->status, store::PackageStatus::pending);
+
+  auto got = dpf_->fetch(device_, device_);
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->package_id, h.package_id);
+  EXPECT_EQ(got->package, h.package);
+  EXPECT_EQ((*db_->packages().find(h.package_id))->status, store::PackageStatus::delivered);
+
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  auto installed = tre_->install(got->package);
+  ASSERT_TRUE(installed.result) << installed.result.error().message;
+
+  auto report = dpf_->report(h.package_id, installed.report, platform_chain());
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->outcome, "ok");
+  EXPECT_EQ(report->credential, kImsi);
+  const auto stored = *db_->packages().find(h.package_id);
+  EXPECT_EQ(stored->status, store::PackageStatus::reported);
+  EXPECT_EQ(stored->report, installed.report);
+
+  ASSERT_EQ(relay_.relayed.size(), 1u);
+  EXPECT_EQ(relay_.relayed[0].sho, "sho-a");
+  EXPECT_EQ(relay_.relayed[0].device_id, device_);
+  EXPECT_EQ(relay_.relayed[0].package_id, h.package_id);
+  EXPECT_EQ(relay_.relayed[0].report.outcome, "ok");
+  EXPECT_EQ(relay_.relayed[0].signed_report, installed.report);
+
+  // Reported: no longer served, and a second report is a replay.
+  EXPECT_EQ(dpf_->fetch(device_, device_).error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->report(h.package_id, installed.report, platform_chain()).error().code,
+            ErrorCode::transition_refused);
+  EXPECT_EQ(relay_.relayed.size(), 1u);
+}
+
+TEST_F(DpfTest, OnlyTheRegisteringShoMayHandOverItsOwnPackage) {
+  // Signed by sho-b, handed over by sho-a (who registered the PCID): the signer is not the caller.
+  EXPECT_EQ(dpf_->store_package(handover("sho-b", world().signer("sho-b")), "sho-a").error().code,
+            ErrorCode::access_denied);
+  // sho-b signs its own package, but sho-a holds the registration.
+  EXPECT_EQ(dpf_->store_package(handover("sho-b", world().signer("sho-b")), "sho-b").error().code,
+            ErrorCode::access_denied);
+  // A signer outside the operator roots.
+  EXPECT_EQ(dpf_->store_package(handover("sho-a", world().rogue_signer()), "sho-a").error().code,
+            ErrorCode::chain_invalid);
+  // Broken bytes.
+  auto broken = handover("sho-a", world().signer("sho-a"));
+  broken.package.resize(broken.package.size() / 2);
+  EXPECT_EQ(dpf_->store_package(broken, "sho-a").error().code, ErrorCode::bad_format);
+  EXPECT_EQ(dpf_->fetch(device_, device_).error().code, ErrorCode::not_found);
+  // And the refusals are on the record.
+  const auto audit = *db_->audit().recent(10);
+  ASSERT_EQ(audit.size(), 5u);  // four hand-overs and the fetch, newest first
+  EXPECT_EQ(audit[0].event, "fetch");
+  EXPECT_EQ(audit[4].event, "store-package");
+  EXPECT_EQ(audit[4].principal, "operator:sho-a");
+  EXPECT_EQ(audit[4].outcome, "access_denied");
+  EXPECT_EQ(audit[3].principal, "operator:sho-b");
+}
+
+TEST_F(DpfTest, HandoverMustMatchTheRegistration) {
+  auto h = handover("sho-a", world().signer("sho-a"));
+  h.pcid = "001019990000009";
+  EXPECT_EQ(dpf_->store_package(h, "sho-a").error().code, ErrorCode::not_found);
+  h = handover("sho-a", world().signer("sho-a"));
+  h.device_id = "dev-other";
+  EXPECT_EQ(dpf_->store_package(h, "sho-a").error().code, ErrorCode::wrong_recipient);
+  h = handover("sho-a", world().signer("sho-a"));
+  h.package_id = "bad id";
+  EXPECT_EQ(dpf_->store_package(h, "sho-a").error().code, ErrorCode::invalid_argument);
+  h = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
+  EXPECT_EQ(dpf_->store_package(h, "sho-a").error().code, ErrorCode::already_exists);
+}
+
+TEST_F(DpfTest, PackageIsServedOnlyToItsDeviceAndAgainUntilReported) {
+  const auto h = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
+  EXPECT_EQ(dpf_->fetch(device_, "dev-other").error().code, ErrorCode::access_denied);
+  EXPECT_EQ(dpf_->fetch(device_, "").error().code, ErrorCode::access_denied);
+  EXPECT_EQ(dpf_->fetch("dev-other", "dev-other").error().code, ErrorCode::not_found);
+  // A download that failed is retried: the same package again.
+  auto first = dpf_->fetch(device_, device_);
+  auto second = dpf_->fetch(device_, device_);
+  ASSERT_TRUE(first && second);
+  EXPECT_EQ(first->package, second->package);
+  EXPECT_EQ(second->package_id, h.package_id);
+}
+
+TEST_F(DpfTest, ReportsAreVerified) {
+  const auto h = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  auto installed = tre_->install(dpf_->fetch(device_, device_)->package);
+  ASSERT_TRUE(installed.result);
+
+  // Another TRE's certificate: not this package's device.
+  auto other = make_tre("001019990000002");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(
+      dpf_->report(h.package_id, installed.report, {other->platform_certificate()}).error().code,
+      ErrorCode::wrong_recipient);
+  // A certificate outside the supplier's PKI.
+  EXPECT_EQ(dpf_->report(h.package_id, installed.report, {world().signer("sho-a").cert.get()})
+                .error()
+                .code,
+            ErrorCode::chain_invalid);
+  EXPECT_EQ(dpf_->report(h.package_id, installed.report, {}).error().code,
+            ErrorCode::missing_argument);
+  // An altered report.
+  std::string altered = installed.report;
+  altered.replace(altered.find(R"("outcome":"ok")"), 14, R"("outcome":"no")");
+  EXPECT_EQ(dpf_->report(h.package_id, altered, platform_chain()).error().code,
+            ErrorCode::signature_invalid);
+  EXPECT_EQ(dpf_->report(h.package_id, "{}", platform_chain()).error().code, ErrorCode::bad_format);
+  // Signed by another platform key.
+  tre::StatusReport forged;
+  forged.device_id = device_;
+  forged.event = "install";
+  forged.credential = kImsi;
+  forged.package_id = h.package_id;
+  forged.outcome = "ok";
+  forged.state = "installed";
+  forged.sequence = 1;
+  forged.time = std::chrono::floor<std::chrono::seconds>(world().clock().now());
+  auto key = pki::generate_p256_key();
+  ASSERT_TRUE(key);
+  auto forged_text = tre::sign_status_report(forged, key->get());
+  ASSERT_TRUE(forged_text);
+  EXPECT_EQ(dpf_->report(h.package_id, *forged_text, platform_chain()).error().code,
+            ErrorCode::signature_invalid);
+  EXPECT_EQ(dpf_->report("pkg-unknown", installed.report, platform_chain()).error().code,
+            ErrorCode::not_found);
+  EXPECT_TRUE(relay_.relayed.empty());
+  EXPECT_EQ((*db_->packages().find(h.package_id))->status, store::PackageStatus::delivered);
+  // The genuine one still goes through.
+  EXPECT_TRUE(dpf_->report(h.package_id, installed.report, platform_chain()));
+  EXPECT_EQ(relay_.relayed.size(), 1u);
+}
+
+TEST_F(DpfTest, AReportOnAnotherPackageIsRefused) {
+  const auto h1 = handover("sho-a", world().signer("sho-a"), 1);
+  ASSERT_TRUE(dpf_->store_package(h1, "sho-a"));
+  auto doc2 = world().document(device_, "001020000000002", "sho-a", 2, kNonce);
+  const PackageHandover h2{
+      kPcid, device_, doc2.package_id,
+      world().seal(doc2, world().signer("sho-a"), tre_->platform_certificate())};
+  ASSERT_TRUE(dpf_->store_package(h2, "sho-a"));
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  auto installed = tre_->install(dpf_->fetch(device_, device_)->package);  // h1, the oldest
+  ASSERT_TRUE(installed.result);
+  EXPECT_EQ(dpf_->report(h2.package_id, installed.report, platform_chain()).error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_TRUE(dpf_->report(h1.package_id, installed.report, platform_chain()));
+  EXPECT_EQ(dpf_->fetch(device_, device_)->package_id, h2.package_id);
+}
+
+TEST_F(DpfTest, ARefusedInstallIsReportedAndRelayedToo) {
+  const auto h = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
+  // Installed without the registration nonce: refused, the report names the package.
+  auto refused = tre_->install(dpf_->fetch(device_, device_)->package);
+  ASSERT_FALSE(refused.result);
+  auto report = dpf_->report(h.package_id, refused.report, platform_chain());
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->outcome, "nonce_mismatch");
+  EXPECT_EQ(report->package_id, h.package_id);
+  ASSERT_EQ(relay_.relayed.size(), 1u);
+  EXPECT_EQ(relay_.relayed[0].report.outcome, "nonce_mismatch");
+}
+
+TEST_F(DpfTest, AnUnreadablePackageIsReportedWithoutItsId) {
+  const auto h = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
+  // What this TRE received cannot be opened by it (sealed for another TRE): it reports
+  // wrong_recipient about package "-".
+  auto other = make_tre("001019990000002");
+  ASSERT_TRUE(other);
+  auto doc = world().document(bundle_device_, kImsi, "sho-a", 1, kNonce);
+  auto refused =
+      tre_->install(world().seal(doc, world().signer("sho-a"), other->platform_certificate()));
+  ASSERT_FALSE(refused.result);
+  EXPECT_EQ(refused.result.error().code, ErrorCode::wrong_recipient);
+  // The other device's certificate is not this package's device.
+  EXPECT_EQ(
+      dpf_->report(h.package_id, refused.report, {other->platform_certificate()}).error().code,
+      ErrorCode::wrong_recipient);
+  auto report = dpf_->report(h.package_id, refused.report, platform_chain());
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->package_id, "-");
+  EXPECT_EQ(report->outcome, "wrong_recipient");
+  EXPECT_EQ(relay_.relayed.size(), 1u);
+}
+
+TEST_F(DpfTest, AFailingRelayKeepsTheReportAndIsOnTheRecord) {
+  const auto h = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  auto installed = tre_->install(dpf_->fetch(device_, device_)->package);
+  relay_.failing = true;
+  ASSERT_TRUE(dpf_->report(h.package_id, installed.report, platform_chain()));
+  EXPECT_EQ((*db_->packages().find(h.package_id))->status, store::PackageStatus::reported);
+  const auto audit = *db_->audit().recent(1);
+  EXPECT_EQ(audit[0].event, "relay");
+  EXPECT_EQ(audit[0].outcome, "io_error");
+}
+
+}  // namespace
+}  // namespace mcim::ro

@@ -1,1 +1,125 @@
-// placeholder
+#include "roles/ro/drf.h"
+
+#include <fmt/format.h>
+
+#include "pki/package.h"
+#include "roles/ro/audit.h"
+#include "roles/ro/bootstrap.h"
+
+namespace mcim::ro {
+namespace {
+
+using detail::audited;
+
+constexpr std::string_view kService = "drf";
+
+BootstrapFields fields_of(const store::Registration& r, store::Time issued,
+                          const Bytes<16>& nonce) {
+  BootstrapFields f;
+  f.pcid = r.pcid;
+  f.device_id = r.device_id;
+  f.dpf_url = r.dpf_url;
+  f.dpf_key_pin = r.dpf_key_pin;
+  f.apn = r.apn;
+  f.sho = r.sho;
+  f.issued = issued;
+  f.nonce = nonce;
+  return f;
+}
+
+std::string operator_principal(std::string_view id) { return fmt::format("operator:{}", id); }
+
+}  // namespace
+
+Drf::Drf(store::RegistrationStore& registrations, store::PcidStore& pcids, store::AuditStore& audit,
+         ArrivalNotifier& notifier, const Clock& clock, RandomSource& random, DrfConfig config)
+    : registrations_(registrations),
+      pcids_(pcids),
+      audit_(audit),
+      notifier_(notifier),
+      clock_(clock),
+      random_(random),
+      config_(config) {}
+
+Drf::Drf(store::Database& db, ArrivalNotifier& notifier, const Clock& clock, RandomSource& random,
+         DrfConfig config)
+    : Drf(db.registrations(), db.pcids(), db.audit(), notifier, clock, random, config) {}
+
+store::Time Drf::now() const { return detail::seconds_of(clock_.now()); }
+
+// A registration must be able to become a bootstrap message: the same field rules.
+Result<void> Drf::validate(const store::Registration& r) const {
+  if (auto v = validate_bootstrap_fields(fields_of(r, now(), {})); !v) {
+    return fail(ErrorCode::invalid_argument, "registration: " + v.error().message);
+  }
+  if (!config_.require_known_pcid) return {};
+  auto found = pcids_.find(r.pcid);
+  if (!found) return std::unexpected(found.error());
+  if (!*found) return fail(ErrorCode::not_found, fmt::format("pcid {}: unknown to the RO", r.pcid));
+  return {};
+}
+
+Result<void> Drf::register_pcid(store::Registration r, std::string_view pin,
+                                std::string_view caller_sho) {
+  const store::Time t = now();
+  auto result = [&]() -> Result<void> {
+    if (r.sho != caller_sho) {
+      return fail(ErrorCode::access_denied,
+                  fmt::format("registration: names operator {}, not the caller", r.sho));
+    }
+    if (auto v = validate(r); !v) return v;
+    auto key = derive_bootstrap_key(pin, r.device_id);
+    if (!key) return std::unexpected(key.error());
+    r.bootstrap_key = std::move(*key);
+    r.created = t;
+    return registrations_.put(r);
+  }();
+  return audited(audit_, t,
+                 {kService, "register", r.pcid, operator_principal(caller_sho),
+                  fmt::format("device {}, sho {}", r.device_id, r.sho)},
+                 std::move(result));
+}
+
+Result<void> Drf::unregister(std::string_view pcid, std::string_view caller_sho) {
+  const store::Time t = now();
+  auto result = registrations_.remove(pcid, caller_sho);
+  return audited(audit_, t, {kService, "unregister", pcid, operator_principal(caller_sho), ""},
+                 std::move(result));
+}
+
+Result<std::string> Drf::discover(std::string_view pcid, std::string_view session_pcid) {
+  const store::Time t = now();
+  std::optional<store::Registration> registration;
+  auto result = [&]() -> Result<std::string> {
+    if (session_pcid.empty() || session_pcid != pcid) {
+      return fail(ErrorCode::access_denied,
+                  fmt::format("pcid {}: not the PCID the session authenticated", pcid));
+    }
+    auto found = registrations_.find(pcid);
+    if (!found) return std::unexpected(found.error());
+    if (!*found) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
+    registration = std::move(*found);
+    // An adapter that dropped the key would make every bootstrap fail at the device.
+    if (registration->bootstrap_key.get() == Bytes<32>{}) {
+      return fail(ErrorCode::internal, fmt::format("pcid {}: registration without key", pcid));
+    }
+    return make_bootstrap(fields_of(*registration, t, random_.draw<16>()),
+                          registration->bootstrap_key);
+  }();
+  const std::string principal = fmt::format("pcid:{}", session_pcid.empty() ? "-" : session_pcid);
+  const std::string detail =
+      registration ? fmt::format("device {}, sho {}", registration->device_id, registration->sho)
+                   : "";
+  result = audited(audit_, t, {kService, "discover", pcid, principal, detail}, std::move(result));
+  if (!result) return result;
+  // F2 step 7. The device has its answer either way; a failed notice is on the record.
+  Arrival arrival{registration->pcid, registration->device_id, registration->sho, t};
+  auto notified = notifier_.device_arrived(arrival);
+  (void)audited(audit_, t,
+                {kService, "arrival-notice", pcid, "drf",
+                 fmt::format("to {}", operator_principal(registration->sho))},
+                std::move(notified));
+  return result;
+}
+
+}  // namespace mcim::ro

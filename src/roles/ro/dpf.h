@@ -1,0 +1,103 @@
+// The RO's DPF (DESIGN.md §1-§2, issue 6 "RO / DPF"): MCIM packages handed over by the SHO that
+// registered the device (F2 step 11), checked without decrypting (the SHO's signature and chain,
+// pki::verify_package_signature), served only to the device they were sealed for (step 12) and
+// again after a failed download, until the device's signed status report arrives (step 13),
+// which the DPF verifies, keeps and relays to the SHO (step 14). Pure logic over the store ports;
+// the callers' identities (the SHO's mTLS certificate, the device the session or token
+// authenticates) come from the HTTP layer. Thread-compatible: one instance per worker thread.
+// docs/roles-ro.md.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/bytes.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "pki/openssl.h"
+#include "pki/verify.h"
+#include "store/store.h"
+#include "tre/instruction.h"
+
+namespace mcim::ro {
+
+// F2 step 14: a verified status report on its way to the SHO.
+struct RelayedStatus {
+  std::string package_id, device_id, sho;
+  tre::StatusReport report;   // as verified
+  std::string signed_report;  // the device's text, for the SHO's own verification
+};
+
+class StatusRelay {
+ public:
+  virtual ~StatusRelay() = default;
+  // Called once per accepted report; an adapter queues and retries towards the SHO, which can
+  // also read the stored report. A failure is audited; the report stays accepted.
+  virtual Result<void> relay(const RelayedStatus& status) = 0;
+};
+
+// What the SHO hands over. The device and package ids are inside the encrypted document, which
+// the DPF cannot read, so the SHO states them: the device must be the one the SHO registered for
+// `pcid`, and the device's signed report later confirms the package id.
+struct PackageHandover {
+  std::string pcid;
+  std::string device_id;
+  std::string package_id;
+  ByteVec package;  // the CMS bytes (docs/mcim-package.md)
+};
+
+struct DeliveredPackage {
+  std::string package_id;
+  ByteVec package;
+};
+
+class Dpf {
+ public:
+  // `operator_roots` verify package signers; `supplier_roots` verify the platform certificates
+  // that reports are checked with. Both must outlive the Dpf.
+  Dpf(store::PackageStore& packages, store::RegistrationStore& registrations,
+      store::AuditStore& audit, StatusRelay& relay, const pki::TrustAnchors& operator_roots,
+      const pki::TrustAnchors& supplier_roots, const Clock& clock);
+  Dpf(store::Database& db, StatusRelay& relay, const pki::TrustAnchors& operator_roots,
+      const pki::TrustAnchors& supplier_roots, const Clock& clock);
+
+  // F2 step 11. Checks, in order: ids (invalid_argument), the registration of `pcid` exists
+  // (not_found) and is the caller's (access_denied) for this device (wrong_recipient), the
+  // package's signature and chain (bad_format, chain_invalid, cert_expired, signature_invalid,
+  // package_tampered), its signer's operator is the caller (access_denied); then stores it
+  // pending (already_exists for a known package id).
+  Result<void> store_package(const PackageHandover& handover, std::string_view caller_sho);
+
+  // F2 step 12: the oldest package for `device_id` not yet reported, to that device only
+  // (access_denied), marked delivered; the same package again until its report arrives.
+  // not_found when there is none.
+  Result<DeliveredPackage> fetch(std::string_view device_id, std::string_view authenticated_device);
+
+  // F2 steps 13-14: the device's report on `package_id`. The platform chain (leaf first) must
+  // chain to the supplier roots (chain_invalid, cert_expired) and be the package's device's
+  // (wrong_recipient); the report must verify with it (bad_format, signature_invalid), name this
+  // device (wrong_recipient) and be an install report on this package (invalid_argument; "-" is
+  // accepted with a refusal: the TRE could not read the package). Any such report, "ok" or a
+  // refusal, closes the package; it is stored and relayed, and the SHO decides what follows.
+  // not_found for an unknown package; transition_refused when a report is already stored.
+  Result<tre::StatusReport> report(std::string_view package_id, std::string_view signed_report,
+                                   const std::vector<X509*>& platform_chain);
+
+ private:
+  store::Time now() const;
+  Result<void> check_handover(const PackageHandover& h, std::string_view caller_sho);
+  Result<tre::StatusReport> check_report(const store::StoredPackage& p,
+                                         std::string_view signed_report,
+                                         const std::vector<X509*>& platform_chain);
+
+  store::PackageStore& packages_;
+  store::RegistrationStore& registrations_;
+  store::AuditStore& audit_;
+  StatusRelay& relay_;
+  const pki::TrustAnchors& operator_roots_;
+  const pki::TrustAnchors& supplier_roots_;
+  const Clock& clock_;
+};
+
+}  // namespace mcim::ro
