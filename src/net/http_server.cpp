@@ -4,19 +4,26 @@
 
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
+
+#include "net/http_error.h"
+#include "net/metrics.h"
+#include "net/tls_context.h"
 
 namespace mcim::net {
 
@@ -25,25 +32,63 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-namespace {
-class Session;
+std::string_view HttpRequest::header(std::string_view name) const {
+  for (const auto& [n, v] : headers) {
+    if (detail::iequals(n, name)) return v;
+  }
+  return {};
 }
+
+namespace {
+
+// What stop() needs of a connection, whatever its stream.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void shutdown() = 0;
+};
+
+// One worker thread: its own io_context (no locks shared with the other workers on the I/O
+// path), and how many connections it serves, so the acceptor can balance them.
+struct Worker {
+  std::atomic<int> connections{0};  // before ioc: sessions it destroys decrement it
+  asio::io_context ioc{1};
+  // Keeps run() going while the worker has no connection; finish_stop() stops the io_context.
+  asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
+};
+
+struct ServerMetrics {
+  Counter* connections = nullptr;
+  Gauge* open = nullptr;
+  Counter* handshake_failures = nullptr;
+};
+
+}  // namespace
 
 struct HttpServer::State {
   HttpServerOptions options;
   HttpHandler handler;
+  ServerMetrics metrics;
+  // Before the workers: the streams of connections still queued at destruction refer to it.
+  std::unique_ptr<asio::ssl::context> tls;
 
-  // Declared before `ioc`: connections still queued in the io_context when it is destroyed
+  // Declared before the workers: connections still queued in an io_context when it is destroyed
   // unregister themselves here, so these must outlive it.
   std::mutex mu;                    // guards sessions, next_id
   std::condition_variable changed;  // a session ended, or stopping became true
-  std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions;
+  std::unordered_map<std::uint64_t, std::weak_ptr<SessionBase>> sessions;
   std::uint64_t next_id = 0;
   std::atomic<bool> stopping{false};
+  std::atomic<std::uint64_t> accepted{0};
 
-  asio::io_context ioc;
-  tcp::acceptor acceptor{asio::make_strand(ioc)};  // on a strand: accept and close never race
-  asio::steady_timer accept_pause{acceptor.get_executor()};  // after a failed accept
+  std::vector<std::unique_ptr<Worker>> workers;  // fixed after start()
+  // The acceptor has its own io_context and thread: a handler blocking a worker must not stop
+  // new connections from reaching the others. Accept, pause and close run on that one thread,
+  // so they never race.
+  asio::io_context accept_ioc{1};
+  asio::executor_work_guard<asio::io_context::executor_type> accept_work{accept_ioc.get_executor()};
+  std::optional<tcp::acceptor> acceptor;
+  std::optional<asio::steady_timer> accept_pause;  // after a failed accept
   std::uint16_t bound_port = 0;
 
   std::mutex join_mu;  // guards threads (joined once)
@@ -54,6 +99,9 @@ namespace {
 
 using State = HttpServer::State;
 
+// The server whose worker the current thread is, if any: stop() from a handler must not join.
+thread_local const State* t_worker_of = nullptr;
+
 // 100-continue interim response (RFC 9110 §10.1.1): clients such as curl wait for it before
 // sending a large body, and only get it once the headers passed the size checks.
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -62,47 +110,103 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::chrono::milliseconds kLingerTime{1'000};
 constexpr std::size_t kLingerBytes = 1 << 20;
 constexpr std::chrono::milliseconds kAcceptPause{100};
+// How long a TLS connection waits for the client's close_notify after sending its own.
+constexpr std::chrono::milliseconds kTlsShutdownTime{1'000};
 
 bool is_http_parse_error(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
 }
 
-// One connection: reads requests one after another (keep-alive), calls the handler, writes the
-// responses. All its work runs on its own strand.
-class Session : public std::enable_shared_from_this<Session> {
+std::string endpoint_text(const tcp::endpoint& e) {
+  return e.address().is_v6() ? fmt::format("[{}]:{}", e.address().to_string(), e.port())
+                             : fmt::format("{}:{}", e.address().to_string(), e.port());
+}
+
+// One connection: (TLS handshake,) then reads requests one after another (keep-alive), calls
+// the handler, writes the responses. All its work runs on its worker's single thread.
+template <bool kTls>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
+  using Stream = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+
  public:
-  Session(tcp::socket socket, State& server, std::uint64_t id)
-      : stream_(std::move(socket)), server_(server), id_(id) {}
-  ~Session() {
+  Session(tcp::socket socket, State& server, Worker& worker, std::uint64_t id)
+      : stream_(make_stream(std::move(socket), server)), server_(server), worker_(worker), id_(id) {
+    ++worker_.connections;
+    beast::error_code ec;
+    const auto remote = lowest().socket().remote_endpoint(ec);
+    if (!ec) peer_.address = endpoint_text(remote);
+    lowest().socket().set_option(tcp::no_delay(true), ec);  // small request/response exchanges
+    peer_.tls = kTls;
+    if (server_.metrics.open != nullptr) server_.metrics.open->add(1);
+  }
+  ~Session() override {
+    if (server_.metrics.open != nullptr) server_.metrics.open->add(-1);
+    --worker_.connections;
     std::lock_guard lock(server_.mu);
     server_.sessions.erase(id_);
     server_.changed.notify_all();
   }
 
   void start() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+    asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (kTls) {
+        self->handshake();
+      } else {
+        self->read_header();
+      }
+    });
   }
 
-  // From any thread: ends the connection now if it waits for a request; otherwise the request in
-  // progress completes and the connection closes after its response.
-  void shutdown() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+  // From any thread: ends the connection now if it waits for the client; otherwise the request
+  // in progress completes and the connection closes after its response.
+  void shutdown() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
       if (self->reading_) self->close();
     });
   }
 
  private:
+  static Stream make_stream(tcp::socket socket, State& server) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *server.tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  void handshake() {
+    if (server_.stopping) return close();
+    lowest().expires_after(server_.options.read_timeout);
+    reading_ = true;
+    stream_.async_handshake(
+        asio::ssl::stream_base::server,
+        [self = this->shared_from_this()](beast::error_code ec) { self->on_handshake(ec); });
+  }
+
+  void on_handshake(beast::error_code ec) {
+    reading_ = false;
+    if (ec) {
+      if (server_.metrics.handshake_failures != nullptr) server_.metrics.handshake_failures->inc();
+      return close();
+    }
+    if constexpr (kTls) peer_.certificate = detail::peer_of(stream_.native_handle());
+    read_header();
+  }
+
   void read_header() {
     if (server_.stopping) return close();
     parser_.emplace();
     parser_->body_limit(server_.options.body_limit);
     parser_->header_limit(static_cast<std::uint32_t>(server_.options.header_limit));
-    stream_.expires_after(server_.options.read_timeout);
+    lowest().expires_after(server_.options.read_timeout);
     reading_ = true;
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->on_header(ec);
+                            });
   }
 
   void on_header(beast::error_code ec) {
@@ -111,7 +215,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto& req = parser_->get();
     if (beast::iequals(req[http::field::expect], "100-continue")) {
       asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
-                        [self = shared_from_this()](beast::error_code wec, std::size_t) {
+                        [self = this->shared_from_this()](beast::error_code wec, std::size_t) {
                           if (wec) return self->close();
                           self->read_body();
                         });
@@ -122,17 +226,25 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read_body() {
     reading_ = true;
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->on_body(ec);
+                     });
   }
 
   void on_body(beast::error_code ec) {
     reading_ = false;
     if (ec) return on_read_error(ec);
     auto req = parser_->release();
-    HttpRequest request{std::string(req.method_string()), std::string(req.target()),
-                        std::string(req[http::field::content_type]), std::move(req.body())};
+    HttpRequest request{std::string(req.method_string()),
+                        std::string(req.target()),
+                        std::string(req[http::field::content_type]),
+                        std::move(req.body()),
+                        peer_,
+                        {}};
+    for (const auto& field : req) {
+      request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
     HttpResponse response = call_handler(request);
     // Checked after the handler: a stop during it still ends this connection.
     write(std::move(response), req.keep_alive() && !server_.stopping);
@@ -143,24 +255,27 @@ class Session : public std::enable_shared_from_this<Session> {
     try {
       return server_.handler(request);
     } catch (const std::exception&) {
-      return HttpResponse{500, "text/plain", "internal error\n", {}};
+      return error_response(500, to_string(ErrorCode::internal), "internal error");
     }
   }
 
   void on_read_error(beast::error_code ec) {
-    if (ec == http::error::body_limit) return refuse(http::status::payload_too_large);
-    if (ec == http::error::header_limit) {
-      return refuse(http::status::request_header_fields_too_large);
+    if (ec == http::error::body_limit) {
+      return refuse(http::status::payload_too_large, kPayloadTooLarge,
+                    fmt::format("body: larger than {} bytes", server_.options.body_limit));
     }
-    if (is_http_parse_error(ec)) return refuse(http::status::bad_request);
+    if (ec == http::error::header_limit) {
+      return refuse(http::status::request_header_fields_too_large, kHeaderTooLarge,
+                    fmt::format("header: larger than {} bytes", server_.options.header_limit));
+    }
+    if (is_http_parse_error(ec)) {
+      return refuse(http::status::bad_request, kBadRequest, "malformed HTTP request");
+    }
     close();  // end of stream, timeout, reset, or closed by shutdown()
   }
 
-  void refuse(http::status status) {
-    HttpResponse r;
-    r.status = static_cast<int>(status);
-    r.body = std::string(http::obsolete_reason(status)) + "\n";
-    write(std::move(r), false, /*linger=*/true);
+  void refuse(http::status status, std::string_view code, std::string_view message) {
+    write(error_response(static_cast<int>(status), code, message), false, /*linger=*/true);
   }
 
   void write(HttpResponse r, bool keep_alive, bool linger = false) {
@@ -172,32 +287,53 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.result(status);
     response_.set(http::field::server, "mcim");
     response_.set(http::field::content_type, r.content_type);
-    for (const auto& [name, value] : r.headers) response_.set(name, value);
+    for (const auto& [name, value] : r.headers) {
+      response_.set(name, value);
+      // A handler may end the connection after its answer.
+      if (detail::iequals(name, "Connection") && detail::iequals(value, "close")) {
+        keep_alive = false;
+      }
+    }
     response_.body() = std::move(r.body);
     response_.keep_alive(keep_alive);
     response_.prepare_payload();
-    stream_.expires_after(server_.options.write_timeout);
+    lowest().expires_after(server_.options.write_timeout);
     http::async_write(
         stream_, response_,
-        [self = shared_from_this(), keep_alive, linger](beast::error_code ec, std::size_t) {
+        [self = this->shared_from_this(), keep_alive, linger](beast::error_code ec, std::size_t) {
           if (ec) return self->close();
           if (linger) return self->linger_close();
           if (keep_alive) return self->read_header();
-          self->close();
+          self->finish();
         });
+  }
+
+  // The connection ends after a response: over TLS, close_notify first (RFC 8446 §6.1), so the
+  // client can tell the end from a truncation; bounded, and cut at once by shutdown().
+  void finish() {
+    if constexpr (kTls) {
+      lowest().expires_after(kTlsShutdownTime);
+      reading_ = true;
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
+        self->reading_ = false;
+        self->close();
+      });
+    } else {
+      close();
+    }
   }
 
   void linger_close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(kLingerTime);
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest().expires_after(kLingerTime);
     drain();
   }
 
   void drain() {
     reading_ = true;
     stream_.async_read_some(asio::buffer(discard_),
-                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
                               self->reading_ = false;
                               self->drained_ += n;
                               if (ec || self->drained_ > kLingerBytes) return self->close();
@@ -207,50 +343,72 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> response_;  // alive until its async_write completes
   std::array<char, 4096> discard_{};
   std::size_t drained_ = 0;
   State& server_;
+  Worker& worker_;
   std::uint64_t id_;
-  bool reading_ = false;  // a read is pending: shutdown() may cut it
+  Peer peer_;             // the same for every request of the connection
+  bool reading_ = false;  // waiting for the client: shutdown() may cut it
 };
+
+Worker& least_loaded(State& s) {
+  Worker* best = s.workers.front().get();
+  for (auto& w : s.workers) {
+    if (w->connections.load() < best->connections.load()) best = w.get();
+  }
+  return *best;
+}
+
+template <bool kTls>
+void open_session(State& s, Worker& worker, tcp::socket socket) {
+  std::shared_ptr<Session<kTls>> session;
+  {
+    std::lock_guard lock(s.mu);
+    const std::uint64_t id = s.next_id++;
+    session = std::make_shared<Session<kTls>>(std::move(socket), s, worker, id);
+    s.sessions.emplace(id, session);
+  }
+  session->start();
+}
 
 void accept_next(State& s);
 
-void on_accept(State& s, beast::error_code ec, tcp::socket socket) {
+void on_accept(State& s, Worker& worker, beast::error_code ec, tcp::socket socket) {
   if (ec == asio::error::operation_aborted || s.stopping) return;  // the socket just closes
   if (!ec) {
-    std::shared_ptr<Session> session;
-    {
-      std::lock_guard lock(s.mu);
-      const std::uint64_t id = s.next_id++;
-      session = std::make_shared<Session>(std::move(socket), s, id);
-      s.sessions.emplace(id, session);
+    ++s.accepted;
+    if (s.metrics.connections != nullptr) s.metrics.connections->inc();
+    if (s.tls) {
+      open_session<true>(s, worker, std::move(socket));
+    } else {
+      open_session<false>(s, worker, std::move(socket));
     }
-    session->start();
     return accept_next(s);
   }
   // A failed accept (e.g. EMFILE: out of descriptors) would fail again at once; pause before
   // retrying instead of spinning, and keep serving the connections already open.
-  s.accept_pause.expires_after(kAcceptPause);
-  s.accept_pause.async_wait([&s](beast::error_code wait_ec) {
+  s.accept_pause->expires_after(kAcceptPause);
+  s.accept_pause->async_wait([&s](beast::error_code wait_ec) {
     if (!wait_ec && !s.stopping) accept_next(s);
   });
 }
 
 void accept_next(State& s) {
-  // Each connection gets its own strand, so with N threads connections run in parallel while
-  // one connection's handlers never overlap.
-  s.acceptor.async_accept(asio::make_strand(s.ioc), [&s](beast::error_code ec, tcp::socket sock) {
-    on_accept(s, ec, std::move(sock));
-  });
+  // The new socket belongs to the chosen worker's io_context from the start.
+  Worker& worker = least_loaded(s);
+  s.acceptor->async_accept(asio::any_io_executor(worker.ioc.get_executor()),
+                           [&s, &worker](beast::error_code ec, tcp::socket sock) {
+                             on_accept(s, worker, ec, std::move(sock));
+                           });
 }
 
 Result<void> bind(State& s) {
@@ -261,19 +419,21 @@ Result<void> bind(State& s) {
                 fmt::format("listen host {}: not an IP address", s.options.host));
   }
   const tcp::endpoint endpoint(address, s.options.port);
-  s.acceptor.open(endpoint.protocol(), ec);
-  if (!ec) s.acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) s.acceptor.bind(endpoint, ec);
-  if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  tcp::acceptor& acceptor = *s.acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
     return fail(ErrorCode::io_error, fmt::format("cannot listen on {}:{}: {}", s.options.host,
                                                  s.options.port, ec.message()));
   }
-  s.bound_port = s.acceptor.local_endpoint().port();
+  s.bound_port = acceptor.local_endpoint().port();
   return {};
 }
 
-void run_worker(asio::io_context& ioc) {
+void run_worker(const State& s, asio::io_context& ioc) {
+  t_worker_of = &s;
   for (;;) {
     try {
       ioc.run();
@@ -288,12 +448,12 @@ void run_worker(asio::io_context& ioc) {
 // Stops accepting and ends idle connections; returns false when the stop was already begun.
 bool initiate_stop(State& s) {
   if (s.stopping.exchange(true)) return false;
-  asio::post(s.acceptor.get_executor(), [&s] {
+  asio::post(s.acceptor->get_executor(), [&s] {
     beast::error_code ec;
-    s.acceptor.close(ec);
-    s.accept_pause.cancel();
+    s.acceptor->close(ec);
+    s.accept_pause->cancel();
   });
-  std::vector<std::shared_ptr<Session>> live;
+  std::vector<std::shared_ptr<SessionBase>> live;
   {
     std::lock_guard lock(s.mu);
     for (auto& [id, weak] : s.sessions) {
@@ -312,10 +472,35 @@ void finish_stop(State& s) {
     std::unique_lock lock(s.mu);
     s.changed.wait_for(lock, s.options.stop_grace, [&s] { return s.sessions.empty(); });
   }
-  s.ioc.stop();
+  s.accept_ioc.stop();
+  for (auto& w : s.workers) w->ioc.stop();
   std::lock_guard lock(s.join_mu);
   for (auto& t : s.threads) {
     if (t.joinable()) t.join();
+  }
+  // The close posted by initiate_stop() may not have run before the io_context stopped; with
+  // every thread joined it is safe here, and the port is free when stop() returns.
+  beast::error_code ec;
+  s.acceptor->close(ec);
+}
+
+Result<void> check_options(const HttpServerOptions& options, const HttpHandler& handler) {
+  if (options.threads < 1 || options.threads > 256) {
+    return fail(ErrorCode::invalid_argument, "http server: threads must be 1..256");
+  }
+  if (!handler) return fail(ErrorCode::invalid_argument, "http server: no handler");
+  return {};
+}
+
+void attach_metrics(State& s) {
+  if (!s.options.metrics) return;
+  Metrics& m = *s.options.metrics;
+  s.metrics.connections = &m.counter("mcim_http_connections_total", "Connections accepted (TCP).");
+  s.metrics.open = &m.gauge("mcim_http_connections_open", "Connections open now.");
+  if (s.tls) {
+    s.metrics.handshake_failures = &m.counter(
+        "mcim_tls_handshake_failures_total",
+        "TLS handshakes that failed: wrong version, no or untrusted client certificate, timeout.");
   }
 }
 
@@ -325,17 +510,24 @@ HttpServer::HttpServer(std::unique_ptr<State> state) : state_(std::move(state)) 
 
 Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& options,
                                                       HttpHandler handler) {
-  if (options.threads < 1 || options.threads > 256) {
-    return fail(ErrorCode::invalid_argument, "http server: threads must be 1..256");
-  }
-  if (!handler) return fail(ErrorCode::invalid_argument, "http server: no handler");
+  if (auto r = check_options(options, handler); !r) return std::unexpected(r.error());
   auto state = std::make_unique<State>();
   state->options = options;
   state->handler = std::move(handler);
+  if (options.tls) {
+    auto ctx = detail::make_server_context(*options.tls);
+    if (!ctx) return std::unexpected(ctx.error());
+    state->tls = std::move(*ctx);
+  }
+  attach_metrics(*state);
+  for (int i = 0; i < options.threads; ++i) state->workers.push_back(std::make_unique<Worker>());
+  state->acceptor.emplace(state->accept_ioc);
+  state->accept_pause.emplace(state->accept_ioc);
   if (auto r = bind(*state); !r) return std::unexpected(r.error());
   accept_next(*state);
-  for (int i = 0; i < options.threads; ++i) {
-    state->threads.emplace_back([&ioc = state->ioc] { run_worker(ioc); });
+  state->threads.emplace_back([&s = *state] { run_worker(s, s.accept_ioc); });
+  for (auto& w : state->workers) {
+    state->threads.emplace_back([&s = *state, &ioc = w->ioc] { run_worker(s, ioc); });
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(state)));
 }
@@ -353,10 +545,18 @@ std::string HttpServer::address() const {
             : fmt::format("{}:{}", state_->options.host, state_->bound_port);
 }
 
+std::string HttpServer::url() const {
+  return fmt::format("{}://{}", tls() ? "https" : "http", address());
+}
+
+bool HttpServer::tls() const { return state_->tls != nullptr; }
+
+std::uint64_t HttpServer::connections_accepted() const { return state_->accepted.load(); }
+
 void HttpServer::stop() {
   initiate_stop(*state_);
   // A worker thread cannot join itself: it only initiates; wait() or the destructor completes.
-  if (!state_->ioc.get_executor().running_in_this_thread()) finish_stop(*state_);
+  if (t_worker_of != state_.get()) finish_stop(*state_);
 }
 
 void HttpServer::wait() {

@@ -1,0 +1,526 @@
+#include "net/https_client.h"
+
+#include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cerrno>
+#include <charconv>
+#include <map>
+#include <mutex>
+
+#include "net/tls_context.h"
+
+namespace mcim::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr std::uint32_t kResponseHeaderLimit = 16 * 1024;
+
+// One pooled connection with its own io_context, run on the calling thread for the duration of
+// each operation: no background thread, and the stream's deadline bounds every run().
+struct Connection {
+  asio::io_context ioc{1};  // first: the streams below are destroyed before it
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+  beast::flat_buffer buffer;
+
+  beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+};
+
+template <class F>
+auto with_stream(Connection& c, F&& f) {
+  return c.secure ? f(*c.secure) : f(*c.plain);
+}
+
+// Starts one asynchronous operation and runs the connection's io_context until it completes
+// (the stream's expiry guarantees it does).
+template <class Start>
+beast::error_code run_op(Connection& c, Start&& start) {
+  beast::error_code result = asio::error::operation_aborted;
+  start([&result](beast::error_code ec, auto&&...) { result = ec; });
+  c.ioc.restart();
+  c.ioc.run();
+  return result;
+}
+
+bool is_token_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_token_char);
+}
+
+bool is_field_value(std::string_view s) {
+  return std::none_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return (u < 0x20 && c != '\t') || u == 0x7f;
+  });
+}
+
+bool is_target_char(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return u > 0x20 && u < 0x7f && c != '#';
+}
+
+bool is_host_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '-';
+}
+
+bool is_ip_literal(const std::string& host) {
+  beast::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+std::string ssl_reason(const beast::error_code& ec) {
+  return ec.message();  // OpenSSL's reason string, e.g. "tlsv13 alert certificate required"
+}
+
+bool is_ssl_error(const beast::error_code& ec) {
+  return ec.category() == asio::error::get_ssl_category();
+}
+
+// The server's certificate failed our checks during the handshake.
+Error verification_error(SSL* ssl) {
+  const long v = SSL_get_verify_result(ssl);
+  switch (v) {
+    case X509_V_ERR_APPLICATION_VERIFICATION:
+      return Error(ErrorCode::chain_invalid, "tls: the server's key does not match the pin");
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return Error(ErrorCode::cert_expired,
+                   "tls: the server's certificate is outside its validity");
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+      return Error(ErrorCode::chain_invalid,
+                   "tls: the server's certificate does not name the host");
+    default:
+      return Error(ErrorCode::chain_invalid, fmt::format("tls: server certificate not verified: {}",
+                                                         X509_verify_cert_error_string(v)));
+  }
+}
+
+// A transport failure at `stage` ("connect", "handshake", "write", "read") as an mcim Error.
+Error transport_error(const beast::error_code& ec, std::string_view stage, SSL* ssl) {
+  if (ec == beast::error::timeout) {
+    return Error(ErrorCode::io_error, fmt::format("{}: timed out", stage));
+  }
+  if (is_ssl_error(ec)) {
+    const int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED && ssl != nullptr) {
+      return verification_error(ssl);
+    }
+    if (reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
+      return Error(ErrorCode::unauthenticated, "tls: the server requires a client certificate");
+    }
+    if (reason == SSL_R_TLSV1_ALERT_UNKNOWN_CA || reason == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
+        reason == SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN ||
+        reason == SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED ||
+        reason == SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE ||
+        reason == SSL_R_TLSV1_ALERT_ACCESS_DENIED) {
+      return Error(
+          ErrorCode::chain_invalid,
+          fmt::format("tls: the server refused our client certificate ({})", ssl_reason(ec)));
+    }
+  }
+  return Error(ErrorCode::io_error, fmt::format("{}: {}", stage, ec.message()));
+}
+
+// The connection ended before any byte of the response: a reused connection the server closed
+// while it was idle (keep-alive timeout), so the request can go again on a fresh one.
+bool closed_before_response(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == ssl::error::stream_truncated;
+}
+
+// An idle pooled connection is still usable: nothing arrived on it (a FIN, an alert, stray
+// bytes all mean the server is done with it).
+bool still_idle(Connection& c) {
+  if (c.buffer.size() != 0) return false;
+  auto& socket = c.lowest().socket();
+  if (!socket.is_open()) return false;
+  char byte;
+  const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+std::string pool_key(const Url& u) {
+  return fmt::format("{}://[{}]:{}", u.tls ? "https" : "http", u.host, u.port);
+}
+
+std::string host_header(const Url& u) {
+  const bool v6 = u.host.find(':') != std::string::npos;
+  const std::string host = v6 ? fmt::format("[{}]", u.host) : u.host;
+  const bool default_port = u.port == (u.tls ? 443 : 80);
+  return default_port ? host : fmt::format("{}:{}", host, u.port);
+}
+
+}  // namespace
+
+Result<Url> parse_url(std::string_view url) {
+  Url u;
+  const auto sep = url.find("://");
+  if (sep == std::string_view::npos) return fail(ErrorCode::invalid_argument, "url: no scheme");
+  const std::string_view scheme = url.substr(0, sep);
+  if (detail::iequals(scheme, "https")) {
+    u.tls = true;
+  } else if (detail::iequals(scheme, "http")) {
+    u.tls = false;
+  } else {
+    return fail(ErrorCode::invalid_argument, "url: scheme must be https or http");
+  }
+  std::string_view rest = url.substr(sep + 3);
+  const auto path_at = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, path_at);
+  const std::string_view target = path_at == std::string_view::npos ? "" : rest.substr(path_at);
+  if (authority.find('@') != std::string_view::npos) {
+    return fail(ErrorCode::invalid_argument, "url: user information is not supported");
+  }
+  std::string_view port_text;
+  if (authority.starts_with('[')) {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return fail(ErrorCode::invalid_argument, "url: bad host");
+    u.host = std::string(authority.substr(1, close - 1));
+    const auto after = authority.substr(close + 1);
+    if (!after.empty() && !after.starts_with(':')) {
+      return fail(ErrorCode::invalid_argument, "url: bad host");
+    }
+    if (!after.empty()) port_text = after.substr(1);
+    if (!is_ip_literal(u.host)) return fail(ErrorCode::invalid_argument, "url: bad IPv6 literal");
+  } else {
+    const auto colon = authority.find(':');
+    u.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) port_text = authority.substr(colon + 1);
+    if (u.host.empty() || !std::all_of(u.host.begin(), u.host.end(), is_host_char)) {
+      return fail(ErrorCode::invalid_argument, "url: bad host");
+    }
+  }
+  u.port = u.tls ? 443 : 80;
+  if (!port_text.empty() || authority.ends_with(':')) {
+    unsigned port = 0;
+    const auto [end, ec] =
+        std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+        port > 65535) {
+      return fail(ErrorCode::invalid_argument, "url: bad port");
+    }
+    u.port = static_cast<std::uint16_t>(port);
+  }
+  u.target = target.empty() ? "/" : std::string(target);
+  if (u.target.front() == '?') u.target.insert(0, "/");
+  if (!std::all_of(u.target.begin(), u.target.end(), is_target_char)) {
+    return fail(ErrorCode::invalid_argument, "url: path or query holds a forbidden character");
+  }
+  return u;
+}
+
+struct HttpsClient::State {
+  HttpsClientOptions options;
+  std::unique_ptr<ssl::context> tls;  // null when no https is possible
+  std::atomic<std::uint64_t> opened{0};
+
+  std::mutex mu;  // guards idle
+  std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle;
+
+  std::unique_ptr<Connection> take_idle(const std::string& key);
+  void give_back(const std::string& key, std::unique_ptr<Connection> c);
+  Result<std::unique_ptr<Connection>> connect(const Url& u);
+  Result<void> handshake(Connection& c, const Url& u);
+};
+
+namespace {
+
+// Replaces OpenSSL's chain verification: the chain (when trust anchors are set, with the host
+// check configured on the SSL) and then the pin.
+int verify_server(X509_STORE_CTX* store_ctx, void* arg) {
+  const auto& options = *static_cast<const HttpsClientOptions*>(arg);
+  if (options.trust && X509_verify_cert(store_ctx) <= 0) return 0;
+  if (options.spki_pin) {
+    X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
+    const EVP_PKEY* key = leaf != nullptr ? X509_get0_pubkey(leaf) : nullptr;
+    const Bytes<32> pin = key != nullptr ? pki::spki_sha256(key) : Bytes<32>{};
+    if (key == nullptr || CRYPTO_memcmp(pin.data(), options.spki_pin->data(), pin.size()) != 0) {
+      X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+Result<std::unique_ptr<ssl::context>> make_client_context(const HttpsClientOptions& options) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  SSL_CTX* h = ctx->native_handle();
+  if (SSL_CTX_set_min_proto_version(h, TLS1_3_VERSION) != 1) {
+    return std::unexpected(pki::openssl_error(ErrorCode::internal, "tls client: TLS 1.3"));
+  }
+  if (options.trust && SSL_CTX_set1_verify_cert_store(h, options.trust->store()) != 1) {
+    return std::unexpected(pki::openssl_error(ErrorCode::internal, "tls client: trust store"));
+  }
+  SSL_CTX_set_verify(h, SSL_VERIFY_PEER, nullptr);
+  // `options` lives in the client's State, which outlives the context.
+  SSL_CTX_set_cert_verify_callback(h, verify_server, const_cast<HttpsClientOptions*>(&options));
+  if (options.identity) {
+    if (auto r = detail::use_identity(h, *options.identity, "tls client"); !r) {
+      return std::unexpected(r.error());
+    }
+  }
+  return ctx;
+}
+
+}  // namespace
+
+std::unique_ptr<Connection> HttpsClient::State::take_idle(const std::string& key) {
+  std::lock_guard lock(mu);
+  auto it = idle.find(key);
+  while (it != idle.end() && !it->second.empty()) {
+    auto c = std::move(it->second.back());
+    it->second.pop_back();
+    if (still_idle(*c)) return c;
+  }
+  return nullptr;
+}
+
+void HttpsClient::State::give_back(const std::string& key, std::unique_ptr<Connection> c) {
+  std::lock_guard lock(mu);
+  auto& list = idle[key];
+  if (list.size() < options.max_idle_per_host) list.push_back(std::move(c));
+}
+
+Result<void> HttpsClient::State::handshake(Connection& c, const Url& u) {
+  SSL* ssl = c.secure->native_handle();
+  if (options.trust) {
+    if (is_ip_literal(u.host)) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), u.host.c_str());
+    } else {
+      SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      SSL_set1_host(ssl, u.host.c_str());
+    }
+  }
+  if (!is_ip_literal(u.host)) SSL_set_tlsext_host_name(ssl, u.host.c_str());
+  const auto ec = run_op(c, [&](auto handler) {
+    c.secure->async_handshake(ssl::stream_base::client, std::move(handler));
+  });
+  if (ec) {
+    Error e = transport_error(ec, "tls handshake", ssl);
+    ERR_clear_error();
+    return std::unexpected(std::move(e));
+  }
+  return {};
+}
+
+Result<std::unique_ptr<Connection>> HttpsClient::State::connect(const Url& u) {
+  auto c = std::make_unique<Connection>();
+  tcp::resolver resolver(c->ioc);
+  beast::error_code ec;
+  const auto endpoints = resolver.resolve(u.host, std::to_string(u.port), ec);
+  if (ec) return fail(ErrorCode::io_error, fmt::format("resolve {}: {}", u.host, ec.message()));
+  if (u.tls) {
+    c->secure.emplace(c->ioc, *tls);
+  } else {
+    c->plain.emplace(c->ioc);
+  }
+  c->lowest().expires_after(options.connect_timeout);  // covers connect and handshake
+  ec = run_op(*c, [&](auto handler) { c->lowest().async_connect(endpoints, std::move(handler)); });
+  if (ec) {
+    return fail(ErrorCode::io_error,
+                fmt::format("connect {}: {}", host_header(u),
+                            ec == beast::error::timeout ? "timed out" : ec.message()));
+  }
+  ++opened;
+  c->lowest().socket().set_option(tcp::no_delay(true), ec);
+  if (u.tls) {
+    if (auto r = handshake(*c, u); !r) return std::unexpected(r.error());
+  }
+  return c;
+}
+
+namespace {
+
+struct Exchange {
+  Result<HttpResponse> response = fail(ErrorCode::internal, "no exchange");
+  bool retryable = false;   // failed before any response byte: the server had closed
+  bool keep_alive = false;  // the connection may serve another request
+};
+
+http::request<http::string_body> build_request(
+    std::string_view method, const Url& u, std::string_view body, std::string_view content_type,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  http::request<http::string_body> req;
+  req.version(11);
+  const auto verb = http::string_to_verb(detail::bsv(method));
+  if (verb == http::verb::unknown) {
+    req.method_string(detail::bsv(method));
+  } else {
+    req.method(verb);
+  }
+  req.target(u.target);
+  req.set(http::field::host, host_header(u));
+  req.set(http::field::user_agent, "mcim");
+  if (!content_type.empty()) req.set(http::field::content_type, detail::bsv(content_type));
+  for (const auto& [name, value] : headers) req.set(name, value);
+  req.body() = std::string(body);
+  req.keep_alive(true);
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+    req.prepare_payload();
+  }
+  return req;
+}
+
+HttpResponse to_response(http::response<http::string_body>&& res) {
+  HttpResponse r;
+  r.status = static_cast<int>(res.result_int());
+  r.content_type = std::string(res[http::field::content_type]);
+  for (const auto& field : res) {
+    r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  }
+  r.body = std::move(res.body());
+  return r;
+}
+
+template <class Stream>
+Exchange exchange(Connection& c, Stream& stream, http::request<http::string_body>& req,
+                  const HttpsClientOptions& options, SSL* ssl) {
+  Exchange x;
+  c.lowest().expires_after(options.request_timeout);  // one deadline for write and read
+  auto ec = run_op(c, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
+  if (ec) {
+    x.retryable = closed_before_response(ec);
+    x.response = std::unexpected(transport_error(ec, "send request", ssl));
+    return x;
+  }
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(options.max_response_body);
+  parser.header_limit(kResponseHeaderLimit);
+  if (req.method() == http::verb::head) parser.skip(true);
+  // Header first: Beast 1.74's eager response parser skips its own Content-Length check when
+  // the body arrives in the same read, so the declared length is checked here.
+  ec = run_op(c, [&](auto handler) {
+    http::async_read_header(stream, c.buffer, parser, std::move(handler));
+  });
+  if (!ec && parser.content_length().value_or(0) > options.max_response_body) {
+    ec = http::error::body_limit;
+  }
+  if (!ec && !parser.is_done()) {
+    ec = run_op(
+        c, [&](auto handler) { http::async_read(stream, c.buffer, parser, std::move(handler)); });
+  }
+  if (ec == http::error::body_limit) {
+    x.response = fail(ErrorCode::bad_format,
+                      fmt::format("response body larger than {} bytes", options.max_response_body));
+    return x;
+  }
+  if (ec) {
+    x.retryable = !parser.got_some() && closed_before_response(ec);
+    if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+        !closed_before_response(ec)) {
+      x.response = fail(ErrorCode::bad_format, "malformed HTTP response");
+    } else {
+      x.response = std::unexpected(transport_error(ec, "read response", ssl));
+    }
+    return x;
+  }
+  x.keep_alive = parser.get().keep_alive();
+  x.response = to_response(parser.release());
+  return x;
+}
+
+Result<void> check_request(std::string_view method,
+                           const std::vector<std::pair<std::string, std::string>>& headers,
+                           std::string_view content_type) {
+  if (!is_token(method)) return fail(ErrorCode::invalid_argument, "method: not an HTTP token");
+  for (const auto& [name, value] : headers) {
+    if (!is_token(name) || !is_field_value(value)) {
+      return fail(ErrorCode::invalid_argument, "headers: malformed field name or value");
+    }
+  }
+  if (!is_field_value(content_type)) {
+    return fail(ErrorCode::invalid_argument, "content type: malformed");
+  }
+  return {};
+}
+
+}  // namespace
+
+HttpsClient::HttpsClient(std::unique_ptr<State> state) : state_(std::move(state)) {}
+HttpsClient::~HttpsClient() = default;
+
+Result<std::unique_ptr<HttpsClient>> HttpsClient::create(HttpsClientOptions options) {
+  if (!options.trust && !options.spki_pin && !options.allow_plain_http) {
+    return fail(ErrorCode::missing_argument,
+                "https client: trust anchors or a key pin are needed to verify servers");
+  }
+  if (options.max_idle_per_host > 1024) {
+    return fail(ErrorCode::invalid_argument, "https client: max_idle_per_host too large");
+  }
+  auto state = std::make_unique<State>();
+  state->options = std::move(options);
+  if (state->options.trust || state->options.spki_pin) {
+    auto ctx = make_client_context(state->options);
+    if (!ctx) return std::unexpected(ctx.error());
+    state->tls = std::move(*ctx);
+  }
+  return std::unique_ptr<HttpsClient>(new HttpsClient(std::move(state)));
+}
+
+Result<HttpResponse> HttpsClient::request(
+    std::string_view method, std::string_view url, std::string_view body,
+    std::string_view content_type,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  auto u = parse_url(url);
+  if (!u) return std::unexpected(u.error());
+  if (!u->tls && !state_->options.allow_plain_http) {
+    return fail(ErrorCode::invalid_argument, "url: plain http is not allowed for this client");
+  }
+  if (u->tls && !state_->tls) {
+    return fail(ErrorCode::missing_argument, "url: https needs trust anchors or a key pin");
+  }
+  if (auto r = check_request(method, headers, content_type); !r) return std::unexpected(r.error());
+  auto req = build_request(method, *u, body, content_type, headers);
+  const std::string key = pool_key(*u);
+  for (int attempt = 0;; ++attempt) {
+    auto conn = attempt == 0 ? state_->take_idle(key) : nullptr;
+    const bool reused = conn != nullptr;
+    if (!conn) {
+      auto fresh = state_->connect(*u);
+      if (!fresh) return std::unexpected(fresh.error());
+      conn = std::move(*fresh);
+    }
+    SSL* ssl = conn->secure ? conn->secure->native_handle() : nullptr;
+    Exchange x = with_stream(
+        *conn, [&](auto& stream) { return exchange(*conn, stream, req, state_->options, ssl); });
+    if (ssl != nullptr) ERR_clear_error();
+    if (!x.response && reused && x.retryable) continue;  // the idle connection had died
+    if (x.response && x.keep_alive) state_->give_back(key, std::move(conn));
+    return std::move(x.response);
+  }
+}
+
+std::uint64_t HttpsClient::connections_opened() const { return state_->opened.load(); }
+
+void HttpsClient::close_idle() {
+  std::lock_guard lock(state_->mu);
+  state_->idle.clear();
+}
+
+}  // namespace mcim::net

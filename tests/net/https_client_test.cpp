@@ -1,0 +1,293 @@
+// The HTTPS client against our TLS server: verification by trust anchors with the host checked,
+// by SPKI pin (the device's way to the DPF), both; keep-alive reuse and recovery from a
+// connection the server closed; response size and time limits; URL parsing; thread safety.
+#include "net/https_client.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "net/metrics.h"
+#include "net_test_util.h"
+
+namespace mcim::net {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::make_client;
+using testing::start_server;
+using testing::TestPki;
+using testing::tls_options;
+
+HttpResponse echo(const HttpRequest& r) {
+  return HttpResponse{200, "text/plain", r.method + " " + r.target + " " + r.body, {}};
+}
+
+Bytes<32> server_pin() { return pki::spki_sha256(TestPki::get().server().identity->key.get()); }
+
+TlsServerOptions misnamed_tls() {
+  TlsServerOptions o;
+  o.identity = TestPki::get().misnamed_server().identity;
+  return o;
+}
+
+TEST(HttpsClient, RightPinConnectsWithoutTrustAnchors) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  HttpsClientOptions o;
+  o.spki_pin = server_pin();
+  auto client = make_client("", o);
+  const auto r = client->request("POST", server->url() + "/dpf", "hello", "text/plain");
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "POST /dpf hello");
+}
+
+TEST(HttpsClient, WrongPinIsRefusedBeforeAnyRequest) {
+  std::atomic<int> calls{0};
+  auto server = start_server(
+      [&](const HttpRequest& r) {
+        ++calls;
+        return echo(r);
+      },
+      tls_options());
+  ASSERT_TRUE(server);
+  HttpsClientOptions o;
+  o.spki_pin = server_pin();
+  (*o.spki_pin)[0] ^= 1;
+  const auto r = make_client("", o)->get(server->url() + "/dpf");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::chain_invalid);
+  EXPECT_NE(r.error().message.find("pin"), std::string::npos) << r.error().message;
+  // With trust anchors that do accept the server, a wrong pin still refuses it.
+  o.trust = TestPki::get().anchors();
+  EXPECT_EQ(make_client("", o)->get(server->url() + "/dpf").error().code, ErrorCode::chain_invalid);
+  EXPECT_EQ(calls.load(), 0);
+}
+
+TEST(HttpsClient, UntrustedServerIsRefused) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  HttpsClientOptions o;
+  o.trust = TestPki::get().stranger_anchors();
+  const auto r = make_client("", o)->get(server->url() + "/");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::chain_invalid) << r.error().message;
+}
+
+TEST(HttpsClient, HostNameOrAddressIsChecked) {
+  auto server = start_server(echo, misnamed_tls());  // certificate for elsewhere.test only
+  ASSERT_TRUE(server);
+  const auto r = make_client()->get(server->url() + "/");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::chain_invalid);
+  EXPECT_NE(r.error().message.find("does not name the host"), std::string::npos)
+      << r.error().message;
+  // A pin names the key, not the host: the device pinning the DPF accepts it.
+  HttpsClientOptions o;
+  o.spki_pin = pki::spki_sha256(TestPki::get().misnamed_server().identity->key.get());
+  EXPECT_TRUE(make_client("", o)->get(server->url() + "/").has_value());
+}
+
+TEST(HttpsClient, DnsNameMatchesTheCertificate) {
+  auto server = start_server(echo, tls_options());  // DNS:localhost among its names
+  ASSERT_TRUE(server);
+  const auto r = make_client()->get("https://localhost:" + std::to_string(server->port()) + "/x");
+  if (!r && r.error().code == ErrorCode::io_error) GTEST_SKIP() << "localhost does not resolve";
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->body, "GET /x ");
+}
+
+TEST(HttpsClient, KeepAliveReusesOneConnectionPerHost) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  auto client = make_client();
+  for (int i = 0; i < 20; ++i) {
+    const auto r = client->request(i % 2 ? "POST" : "GET", server->url() + "/k", "b");
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+  }
+  EXPECT_EQ(client->connections_opened(), 1u);
+  EXPECT_EQ(server->connections_accepted(), 1u);
+  client->close_idle();
+  ASSERT_TRUE(client->get(server->url() + "/k").has_value());
+  EXPECT_EQ(server->connections_accepted(), 2u);
+}
+
+TEST(HttpsClient, ConnectionCloseIsNotPooled) {
+  auto server = start_server(
+      [](const HttpRequest& r) {
+        auto resp = echo(r);
+        resp.headers.emplace_back("Connection", "close");
+        return resp;
+      },
+      tls_options());
+  ASSERT_TRUE(server);
+  auto client = make_client();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(client->get(server->url() + "/").has_value());
+  EXPECT_EQ(server->connections_accepted(), 3u);
+}
+
+TEST(HttpsClient, ServerClosedIdleConnectionIsReplacedTransparently) {
+  HttpServerOptions o;
+  o.read_timeout = 50ms;  // the server drops idle keep-alive connections after this
+  o.metrics = std::make_shared<Metrics>("t");
+  auto server = start_server(echo, tls_options(), o);
+  ASSERT_TRUE(server);
+  auto client = make_client();
+  ASSERT_TRUE(client->get(server->url() + "/1").has_value());
+  // Until the server has closed the idle connection (bounded).
+  Gauge& open = o.metrics->gauge("mcim_http_connections_open", "");
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (open.value() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(open.value(), 0);
+  const auto r = client->get(server->url() + "/2");
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->body, "GET /2 ");
+  EXPECT_EQ(client->connections_opened(), 2u);
+}
+
+TEST(HttpsClient, OversizeResponseIsRefused) {
+  auto server = start_server(
+      [](const HttpRequest&) {
+        return HttpResponse{200, "text/plain", std::string(4096, 'x'), {}};
+      },
+      tls_options());
+  ASSERT_TRUE(server);
+  HttpsClientOptions o;
+  o.max_response_body = 1024;
+  const auto r = make_client("", o)->get(server->url() + "/big");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::bad_format);
+  o.max_response_body = 4096;
+  EXPECT_TRUE(make_client("", o)->get(server->url() + "/big").has_value());
+}
+
+TEST(HttpsClient, RequestTimeoutIsHonoured) {
+  auto server = start_server(
+      [](const HttpRequest& r) {
+        std::this_thread::sleep_for(400ms);
+        return echo(r);
+      },
+      tls_options());
+  ASSERT_TRUE(server);
+  HttpsClientOptions o;
+  o.request_timeout = 100ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = make_client("", o)->get(server->url() + "/slow");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::io_error);
+  EXPECT_NE(r.error().message.find("timed out"), std::string::npos) << r.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 350ms);
+}
+
+TEST(HttpsClient, HandshakeTimeoutIsHonoured) {
+  // A plain HTTP server never answers the ClientHello with TLS: the client gives up in time.
+  auto server = start_server(echo, std::nullopt);
+  ASSERT_TRUE(server);
+  HttpsClientOptions o;
+  o.connect_timeout = 150ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = make_client("", o)->get("https://" + server->address() + "/");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::io_error);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+TEST(HttpsClient, ConnectionRefusedIsAnIoError) {
+  std::string url;
+  {
+    auto server = start_server(echo, tls_options());
+    ASSERT_TRUE(server);
+    url = server->url() + "/";
+  }
+  const auto r = make_client()->get(url);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::io_error);
+}
+
+TEST(HttpsClient, ManyThreadsShareOneClient) {
+  HttpServerOptions so;
+  so.threads = 2;
+  auto server = start_server(echo, tls_options(ClientAuth::required), so);
+  ASSERT_TRUE(server);
+  HttpsClientOptions o;
+  o.max_idle_per_host = 8;
+  auto client = make_client("vno-a", o);
+  constexpr int kThreads = 6, kRequests = 15;
+  std::vector<std::future<int>> done;
+  for (int t = 0; t < kThreads; ++t) {
+    done.push_back(std::async(std::launch::async, [&, t] {
+      int ok = 0;
+      for (int i = 0; i < kRequests; ++i) {
+        const std::string body = std::to_string(t) + "." + std::to_string(i);
+        auto r = client->request("POST", server->url() + "/m", body, "text/plain");
+        ok += r && r->body == "POST /m " + body;
+      }
+      return ok;
+    }));
+  }
+  for (auto& d : done) EXPECT_EQ(d.get(), kRequests);
+  EXPECT_LE(client->connections_opened(), static_cast<std::uint64_t>(kThreads));
+  EXPECT_EQ(server->connections_accepted(), client->connections_opened());
+}
+
+TEST(HttpsClient, OptionsAndRequestsAreCheckedLocally) {
+  EXPECT_EQ(HttpsClient::create({}).error().code, ErrorCode::missing_argument);
+  auto client = make_client();
+  EXPECT_EQ(client->get("http://127.0.0.1:1/").error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(client->request("GE T", "https://127.0.0.1:1/").error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(client->request("GET", "https://127.0.0.1:1/", "", "", {{"X-A", "b\r\nInjected: 1"}})
+                .error()
+                .code,
+            ErrorCode::invalid_argument);
+  HttpsClientOptions plain;
+  plain.allow_plain_http = true;
+  auto plain_only = HttpsClient::create(plain);
+  ASSERT_TRUE(plain_only.has_value());
+  EXPECT_EQ((*plain_only)->get("https://127.0.0.1:1/").error().code, ErrorCode::missing_argument);
+}
+
+TEST(ParseUrl, Table) {
+  struct Case {
+    std::string url;
+    bool tls;
+    std::string host;
+    std::uint16_t port;
+    std::string target;
+  };
+  const std::vector<Case> valid = {
+      {"https://127.0.0.1:8443/v1/x?y=1", true, "127.0.0.1", 8443, "/v1/x?y=1"},
+      {"https://dpf.ro.example", true, "dpf.ro.example", 443, "/"},
+      {"HTTP://h:80", false, "h", 80, "/"},
+      {"http://h", false, "h", 80, "/"},
+      {"https://[::1]:9000/a", true, "::1", 9000, "/a"},
+      {"https://h?q", true, "h", 443, "/?q"},
+  };
+  for (const Case& c : valid) {
+    const auto u = parse_url(c.url);
+    ASSERT_TRUE(u.has_value()) << c.url;
+    EXPECT_EQ(u->tls, c.tls) << c.url;
+    EXPECT_EQ(u->host, c.host) << c.url;
+    EXPECT_EQ(u->port, c.port) << c.url;
+    EXPECT_EQ(u->target, c.target) << c.url;
+  }
+  for (const char* bad :
+       {"ftp://h/", "https//h/", "https://user@h/", "https://h:0/", "https://h:65536/",
+        "https://h:/", "https://h:12x/", "https:///x", "https://[::1/", "https://[nothex]/",
+        "https://h/a b", "https://h/a#frag", "https://h_bad/", "https://[::1]x/"}) {
+    const auto u = parse_url(bad);
+    EXPECT_FALSE(u.has_value()) << bad;
+    if (!u) {
+      EXPECT_EQ(u.error().code, ErrorCode::invalid_argument) << bad;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mcim::net
