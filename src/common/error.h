@@ -49,7 +49,8 @@ enum class ErrorCode {
   integrity_failed,      // an MCIM's stored credential no longer matches its digest
   credential_unusable,   // the credential's lifecycle state does not allow authentication
   replayed_instruction,  // a management instruction's sequence is not above the last one
-  busy,                  // another process holds the TRE
+  busy,                  // try again later: the TRE is held by another process, a database is
+                         // locked, a bound on pending work is reached (HTTP 503)
   // The services (issue 6).
   pcid_expired,  // a PCID subscription is past its lifetime, or expired dormant (F7, F8)
   unauthenticated,  // the caller presented no identity (no TLS client certificate)
