@@ -25,11 +25,6 @@ struct Args {
   bool show = false;
 };
 
-Result<void> require(const std::string& value, std::string_view option) {
-  if (value.empty()) return fail(ErrorCode::missing_argument, fmt::format("{}: required", option));
-  return {};
-}
-
 Result<Tre> open_tre(const Args& a) {
   if (auto r = require(a.dir, "--dir"); !r) return std::unexpected(r.error());
   return Tre::open(Options{a.dir});

@@ -31,6 +31,11 @@ void Fields::print(std::ostream& out, bool json) const {
   }
 }
 
+Result<void> require(const std::string& value, std::string_view option) {
+  if (value.empty()) return fail(ErrorCode::missing_argument, std::string(option) + ": required");
+  return {};
+}
+
 void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json) {
   err << "mcim: error: " << e.message << '\n';
   if (json) {

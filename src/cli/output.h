@@ -57,4 +57,7 @@ inline constexpr int kExitInternal = 3;  // a bug or a failing library call, nev
 
 void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json);
 
+// missing_argument "<option>: required" when a required option was not given.
+Result<void> require(const std::string& value, std::string_view option);
+
 }  // namespace mcim::cli

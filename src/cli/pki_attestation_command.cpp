@@ -41,11 +41,6 @@ struct VerifyResultArgs {
   int max_age = 300;
 };
 
-Result<void> require(const std::string& value, std::string_view option) {
-  if (value.empty()) return fail(ErrorCode::missing_argument, fmt::format("{}: required", option));
-  return {};
-}
-
 Result<ByteVec> parse_nonce(const std::string& hex) {
   if (auto r = require(hex, "--nonce"); !r) return std::unexpected(r.error());
   auto nonce = parse_hex(hex, "--nonce");

@@ -30,11 +30,6 @@ struct VerifyArgs {
   std::string ca_file, in;
 };
 
-Result<void> require(const std::string& value, std::string_view option) {
-  if (value.empty()) return fail(ErrorCode::missing_argument, fmt::format("{}: required", option));
-  return {};
-}
-
 // The file's bytes hold K and OPc in hex: they are wiped as soon as they are decoded.
 Result<McimDocument> read_document(const std::string& path) {
   auto data = read_file(path);
