@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/hex.h"
+#include "common/log.h"
 #include "common/random.h"
 #include "common/secure.h"
 
@@ -117,6 +120,25 @@ TEST(Error, EveryCodeHasItsOwnWireNameAndKind) {
   EXPECT_EQ(kind_of(ErrorCode::chain_invalid), ErrorKind::refused);
   EXPECT_EQ(kind_of(ErrorCode::mac_mismatch), ErrorKind::refused);
   EXPECT_EQ(kind_of(ErrorCode::internal), ErrorKind::internal);
+}
+
+TEST(Log, OneEscapedLinePerEventAboveTheLevel) {
+  std::vector<std::string> lines;
+  log::set_sink([&](std::string_view l) { lines.emplace_back(l); });
+  log::set_level(log::Level::info);
+  log::debug("ro", "hidden {}", 1);
+  log::info("ro", "listening on {}", "https://127.0.0.1:1");
+  log::warn("vno", "peer said {}", "a\nb");
+  log::set_sink(nullptr);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find(" info ro: listening on https://127.0.0.1:1"), std::string::npos);
+  EXPECT_EQ(lines[0].size(), 24 + std::string(" info ro: listening on https://127.0.0.1:1").size());
+  EXPECT_EQ(lines[0][10], 'T');
+  EXPECT_NE(lines[1].find(" warn vno: peer said a\\x0ab"), std::string::npos);
+  log::Level l{};
+  EXPECT_TRUE(log::parse_level("debug", l));
+  EXPECT_EQ(l, log::Level::debug);
+  EXPECT_FALSE(log::parse_level("verbose", l));
 }
 
 }  // namespace
