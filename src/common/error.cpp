@@ -44,6 +44,15 @@ std::string_view to_string(ErrorCode code) {
   return "internal";
 }
 
+std::optional<ErrorCode> error_code_from_wire(std::string_view name) {
+  // Linear over ~40 names: called once per refused peer answer, never on a hot path.
+  for (int i = 0; i <= static_cast<int>(ErrorCode::unauthenticated); ++i) {
+    const auto code = static_cast<ErrorCode>(i);
+    if (to_string(code) == name) return code;
+  }
+  return std::nullopt;
+}
+
 ErrorKind kind_of(ErrorCode code) {
   switch (code) {
     case ErrorCode::invalid_argument:

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <expected>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -58,6 +59,8 @@ enum class ErrorCode {
 
 // The stable, lowercase wire name of a code, e.g. "mac_mismatch".
 std::string_view to_string(ErrorCode code);
+// The code of a wire name (as a peer's error envelope carries it); nullopt for an unknown name.
+std::optional<ErrorCode> error_code_from_wire(std::string_view name);
 
 // What a code means for the caller: bad input (fix the request; CLI exit 2), a refusal by a
 // check on well-formed input (CLI exit 1), or an internal failure (CLI exit 3).

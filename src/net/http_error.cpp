@@ -1,5 +1,7 @@
 #include "net/http_error.h"
 
+#include <fmt/format.h>
+
 namespace mcim::net {
 
 // No default: a new ErrorCode must be given its status here (and in docs/protocol.md).
@@ -81,6 +83,24 @@ HttpResponse json_response(int status, const Json& body) {
 
 HttpResponse respond(const Result<Json>& result, int ok_status) {
   return result ? json_response(ok_status, *result) : error_response(result.error());
+}
+
+Error error_from_response(const HttpResponse& response, std::string_view what) {
+  const auto body = Json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    const Json& e = body["error"];
+    const auto* code = e.contains("code") ? e["code"].get_ptr<const std::string*>() : nullptr;
+    const auto* message =
+        e.contains("message") ? e["message"].get_ptr<const std::string*>() : nullptr;
+    if (code != nullptr && message != nullptr) {
+      if (const auto known = error_code_from_wire(*code)) {
+        return Error(*known, fmt::format("{}: {}", what, *message));
+      }
+      return Error(ErrorCode::io_error,
+                   fmt::format("{}: HTTP {} {}: {}", what, response.status, *code, *message));
+    }
+  }
+  return Error(ErrorCode::io_error, fmt::format("{}: HTTP {}", what, response.status));
 }
 
 }  // namespace mcim::net

@@ -37,6 +37,11 @@ HttpResponse error_response(int status, std::string_view code, std::string_view 
 // the caller logs it.
 HttpResponse error_response(const Error& e);
 
+// The client side: the Error a peer's non-2xx answer stands for. An error envelope gives its code
+// (an unknown code becomes io_error, the peer's name kept in the message) and message, prefixed
+// with `what` ("ro: ..."); anything else is io_error "<what>: HTTP <status>".
+Error error_from_response(const HttpResponse& response, std::string_view what);
+
 // A JSON body (compact, invalid UTF-8 replaced) with Cache-Control: no-store, since answers may
 // carry key material (authentication vectors, packages).
 HttpResponse json_response(int status, const Json& body);

@@ -70,5 +70,24 @@ TEST(HttpError, RespondWrapsAResult) {
   EXPECT_EQ(respond(fail(ErrorCode::access_denied, "not yours")).status, 403);
 }
 
+TEST(ErrorFromResponse, EnvelopeCodesComeBackAndEverythingElseIsIoError) {
+  const Error e = error_from_response(error_response(fail(ErrorCode::already_exists, "attached")
+                                                         .error()),
+                                      "ro");
+  EXPECT_EQ(e.code, ErrorCode::already_exists);
+  EXPECT_EQ(e.message, "ro: attached");
+  for (const std::string_view name : {"mac_mismatch", "pcid_expired", "unauthenticated"}) {
+    EXPECT_EQ(to_string(*error_code_from_wire(name)), name);
+  }
+  EXPECT_FALSE(error_code_from_wire("no_such_code"));
+  HttpResponse odd = error_response(418, "teapot", "short and stout");
+  EXPECT_EQ(error_from_response(odd, "x").code, ErrorCode::io_error);
+  EXPECT_EQ(error_from_response(odd, "x").message, "x: HTTP 418 teapot: short and stout");
+  HttpResponse html{502, "text/html", "<html>bad gateway</html>", {}};
+  EXPECT_EQ(error_from_response(html, "x").message, "x: HTTP 502");
+  HttpResponse wrong{500, "application/json", R"({"error":{"code":1,"message":[]}})", {}};
+  EXPECT_EQ(error_from_response(wrong, "x").code, ErrorCode::io_error);
+}
+
 }  // namespace
 }  // namespace mcim::net
