@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +55,32 @@ class TestPki {
   // Client certificates: urn:mcim:operator:vno-a, :vno-b, one naming no operator, and one for
   // vno-a from the stranger CA.
   const Credential& client(const std::string& name) const { return clients_.at(name); }
+  // A tls-client certificate naming urn:mcim:operator:<id>, issued on first use (thread-safe;
+  // "vno-a" and "vno-b" are the ones above).
+  const Credential& operator_client(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = clients_.find(id);
+    if (it == clients_.end()) {
+      it = clients_.emplace(id, issue(*sub_, id, pki::Profile::tls_client,
+                                      {"URI:urn:mcim:operator:" + id}))
+               .first;
+    }
+    return it->second;
+  }
+  // A tls-server certificate for 127.0.0.1 and localhost whose key is its own (each service of
+  // an integration test has a distinct key, so SPKI pins tell them apart), issued on first use.
+  const Credential& named_server(const std::string& name) {
+    std::lock_guard lock(mu_);
+    auto it = servers_.find(name);
+    if (it == servers_.end()) {
+      it = servers_.emplace(name, issue(*sub_, "server-" + name, pki::Profile::tls_server,
+                                        {"IP:127.0.0.1", "DNS:localhost"}))
+               .first;
+    }
+    return it->second;
+  }
+  // The CA that issues the TLS certificates (to issue more in a test).
+  const pki::Authority& tls_ca() const { return *sub_; }
 
  private:
   TestPki() {
@@ -70,13 +97,14 @@ class TestPki {
         std::move(*pki::TrustAnchors::from_certs({root->cert()})));
     stranger_anchors_ = std::make_shared<const pki::TrustAnchors>(
         std::move(*pki::TrustAnchors::from_certs({stranger->cert()})));
-    server_ = issue(*sub, "server", pki::Profile::tls_server, {"IP:127.0.0.1", "DNS:localhost"});
-    misnamed_ = issue(*sub, "misnamed", pki::Profile::tls_server, {"DNS:elsewhere.test"});
+    sub_.emplace(std::move(*sub));
+    server_ = issue(*sub_, "server", pki::Profile::tls_server, {"IP:127.0.0.1", "DNS:localhost"});
+    misnamed_ = issue(*sub_, "misnamed", pki::Profile::tls_server, {"DNS:elsewhere.test"});
     clients_["vno-a"] =
-        issue(*sub, "vno-a", pki::Profile::tls_client, {"URI:urn:mcim:operator:vno-a"});
+        issue(*sub_, "vno-a", pki::Profile::tls_client, {"URI:urn:mcim:operator:vno-a"});
     clients_["vno-b"] =
-        issue(*sub, "vno-b", pki::Profile::tls_client, {"URI:urn:mcim:operator:vno-b"});
-    clients_["anonymous"] = issue(*sub, "anonymous", pki::Profile::tls_client, {});
+        issue(*sub_, "vno-b", pki::Profile::tls_client, {"URI:urn:mcim:operator:vno-b"});
+    clients_["anonymous"] = issue(*sub_, "anonymous", pki::Profile::tls_client, {});
     clients_["stranger"] =
         issue(*stranger, "stranger", pki::Profile::tls_client, {"URI:urn:mcim:operator:vno-a"});
   }
@@ -115,7 +143,9 @@ class TestPki {
   OsRandom rng_;
   std::shared_ptr<const pki::TrustAnchors> anchors_, stranger_anchors_;
   Credential server_, misnamed_;
-  std::map<std::string, Credential> clients_;
+  std::optional<pki::Authority> sub_;
+  std::mutex mu_;  // guards clients_ and servers_ after construction
+  std::map<std::string, Credential> clients_, servers_;
 };
 
 inline TlsServerOptions tls_options(ClientAuth auth = ClientAuth::none) {
