@@ -159,7 +159,8 @@ void register_pki(CLI::App& app, Result<Fields>* result) {
   auto* issue = pki->add_subcommand("issue", "issue a certificate and a new P-256 key");
   issue->add_option("--ca", issue_args->ca, "issuing CA directory");
   issue->add_option("--profile", issue_args->profile,
-                    "platform tls-server tls-client package-signing ocsp-signing result-signing");
+                    "platform tls-server tls-client package-signing ocsp-signing result-signing "
+                    "encryption");
   issue->add_option("--subject", issue_args->subject, "subject, e.g. \"CN=name,O=org\"");
   issue->add_option("--san", issue_args->sans, "DNS:name, IP:addr, URI:uri (repeatable)");
   issue->add_option("--ocsp-url", issue_args->ocsp_url, "OCSP responder URL for AIA");

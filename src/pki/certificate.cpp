@@ -7,6 +7,8 @@
 #include <array>
 #include <ctime>
 
+#include "pki/sealed.h"
+
 namespace mcim::pki {
 namespace {
 
@@ -19,10 +21,12 @@ constexpr std::array kProfileNames = {
     std::pair{Profile::package_signing, "package-signing"},
     std::pair{Profile::ocsp_signing, "ocsp-signing"},
     std::pair{Profile::result_signing, "result-signing"},
+    std::pair{Profile::encryption, "encryption"},
 };
 
 constexpr std::string_view kDeviceUrn = "urn:mcim:device:";
 constexpr std::string_view kModelUrn = "urn:mcim:model:";
+constexpr std::string_view kOperatorSan = "URI:urn:mcim:operator:";
 
 bool is_ca(Profile p) { return p == Profile::root_ca || p == Profile::intermediate_ca; }
 
@@ -126,6 +130,13 @@ std::vector<std::pair<int, std::string>> extensions(const CertSpec& spec, bool s
       ext = {{NID_basic_constraints, "critical,CA:FALSE"},
              {NID_key_usage, "critical,digitalSignature,nonRepudiation"}};
       break;
+    case Profile::encryption:
+      // Only ECDH (CMS key agreement, RFC 5753): a key that cannot sign cannot be misused as a
+      // signer or TLS identity. No EKU: no purpose names key agreement, and sealed.h checks only
+      // keyUsage of a recipient.
+      ext = {{NID_basic_constraints, "critical,CA:FALSE"},
+             {NID_key_usage, "critical,keyAgreement"}};
+      break;
   }
   ext.emplace_back(NID_subject_key_identifier, "hash");
   if (!self_signed) ext.emplace_back(NID_authority_key_identifier, "keyid:always");
@@ -169,7 +180,7 @@ Result<Profile> parse_profile(std::string_view name) {
   }
   return fail(ErrorCode::invalid_argument,
               "--profile: one of platform tls-server tls-client package-signing ocsp-signing "
-              "result-signing");
+              "result-signing encryption");
 }
 
 Result<void> validate(const CertSpec& spec) {
@@ -189,6 +200,20 @@ Result<void> validate(const CertSpec& spec) {
   if (spec.profile == Profile::tls_server && spec.sans.empty()) {
     return fail(ErrorCode::missing_argument, "--san: a tls-server certificate needs one");
   }
+  if (spec.profile == Profile::encryption) {
+    // The recipient's identity: who a sealed envelope is for (the ICF of this operator).
+    const auto named = std::find_if(spec.sans.begin(), spec.sans.end(), [](const std::string& s) {
+      return s.starts_with(kOperatorSan);
+    });
+    if (named == spec.sans.end()) {
+      return fail(ErrorCode::missing_argument,
+                  "--san: an encryption certificate needs URI:urn:mcim:operator:<id>");
+    }
+    if (!valid_mcim_id(std::string_view(*named).substr(kOperatorSan.size()))) {
+      return fail(ErrorCode::invalid_argument,
+                  "--san: the operator id must match [A-Za-z0-9._:-]{1,64}");
+    }
+  }
   const auto bad_urn_char = [](char c) { return c == ',' || c == ' ' || c == '\0'; };
   if (std::any_of(spec.device_id.begin(), spec.device_id.end(), bad_urn_char) ||
       std::any_of(spec.model.begin(), spec.model.end(), bad_urn_char)) {
@@ -200,6 +225,10 @@ Result<void> validate(const CertSpec& spec) {
 Result<X509Ptr> issue_certificate(const CertSpec& spec, EVP_PKEY* subject_key, X509* issuer,
                                   EVP_PKEY* issuer_key, const Clock& clock, RandomSource& random) {
   if (auto v = validate(spec); !v) return std::unexpected(v.error());
+  if (spec.profile == Profile::encryption && !is_p256(subject_key)) {
+    return fail(ErrorCode::invalid_argument,
+                "an encryption certificate certifies an EC P-256 key (ECDH with sealed content)");
+  }
   const bool self_signed = issuer == nullptr;
   if (self_signed != (spec.profile == Profile::root_ca)) {
     return fail(ErrorCode::invalid_argument, "only a root CA certificate is self-signed");

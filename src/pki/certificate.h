@@ -1,7 +1,8 @@
 // X.509 certificates of the mcim PKI (DESIGN.md §4): EC P-256 keys, SHA-256 signatures, one
 // profile per role with its extensions. Root and intermediate CAs; platform certificates for a
 // device's TRE (device id and model as SAN URIs urn:mcim:device:<id>, urn:mcim:model:<model>);
-// TLS server/client; package signing; OCSP signing; validation-result signing. CRL-free:
+// TLS server/client; package signing; OCSP signing; validation-result signing; encryption (an
+// operator's ECDH key that sealed content is encrypted to, e.g. the ICF's batch key). CRL-free:
 // revocation is by OCSP, whose URL goes into AIA. Pure apart from the key generation.
 #pragma once
 
@@ -25,9 +26,13 @@ enum class Profile {
   package_signing,
   ocsp_signing,
   result_signing,
+  // keyAgreement only, SAN URI urn:mcim:operator:<id>, P-256: a recipient of pki/sealed.h
+  // envelopes that is not a TRE (the RO's ICF decrypts the suppliers' PCID batches with it).
+  encryption,
 };
 std::string_view to_string(Profile p);
-// The CLI names: platform tls-server tls-client package-signing ocsp-signing result-signing.
+// The CLI names: platform tls-server tls-client package-signing ocsp-signing result-signing
+// encryption.
 Result<Profile> parse_profile(std::string_view name);
 
 struct CertSpec {

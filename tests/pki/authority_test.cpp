@@ -34,6 +34,7 @@ class AuthorityTest : public ::testing::Test {
     s.subject = "CN=unit test,O=mcim";
     if (p == Profile::tls_server) s.sans = {"DNS:localhost", "IP:127.0.0.1"};
     if (p == Profile::platform) s.device_id = "dev-0001", s.model = "m2m-meter-v1";
+    if (p == Profile::encryption) s.sans = {"URI:urn:mcim:operator:ro-a"};
     s.ocsp_url = "http://127.0.0.1:9999/ocsp";
     return s;
   }
@@ -60,8 +61,9 @@ TEST_F(AuthorityTest, DirectoryLayoutAndKeyMode) {
 TEST_F(AuthorityTest, EveryProfileVerifiesHereAndWithOpensslVerify) {
   auto anchors = TrustAnchors::from_file(dir_ / "root/ca.pem");
   ASSERT_TRUE(anchors.has_value());
-  for (Profile p : {Profile::platform, Profile::tls_server, Profile::tls_client,
-                    Profile::package_signing, Profile::ocsp_signing, Profile::result_signing}) {
+  for (Profile p :
+       {Profile::platform, Profile::tls_server, Profile::tls_client, Profile::package_signing,
+        Profile::ocsp_signing, Profile::result_signing, Profile::encryption}) {
     auto issued = sub_->issue(spec(p), clock_, rng_);
     ASSERT_TRUE(issued.has_value()) << to_string(p) << ": " << issued.error().message;
     const std::string pem = dir_ / (std::string(to_string(p)) + ".pem");
@@ -91,6 +93,57 @@ TEST_F(AuthorityTest, ExtensionsOfThePlatformProfile) {
   ASSERT_NE(aia, nullptr);
   AUTHORITY_INFO_ACCESS_free(aia);
   EXPECT_EQ(X509_check_ca(sub_->cert()), 1);
+}
+
+// The ICF's batch key: ECDH only, for one operator, P-256 (docs/pki.md).
+TEST_F(AuthorityTest, ExtensionsOfTheEncryptionProfile) {
+  auto issued = sub_->issue(spec(Profile::encryption), clock_, rng_);
+  ASSERT_TRUE(issued.has_value()) << issued.error().message;
+  X509* c = issued->cert.get();
+  EXPECT_EQ(X509_check_ca(c), 0);
+  EXPECT_EQ(X509_get_key_usage(c), static_cast<std::uint32_t>(KU_KEY_AGREEMENT));
+  EXPECT_EQ(X509_get_extension_flags(c) & EXFLAG_XKUSAGE, 0u);  // no EKU
+  EXPECT_EQ(san_uri_with_prefix(c, "urn:mcim:operator:"), "ro-a");
+  EXPECT_TRUE(is_p256(X509_get0_pubkey(c)));
+
+  const std::string pem = dir_ / "encryption.pem";
+  ASSERT_TRUE(write_certificate(pem, c).has_value());
+  const auto text = run_command("openssl x509 -noout -text -in " + pem);
+  ASSERT_EQ(text.status, 0) << text.output;
+  const auto ku = text.output.find("X509v3 Key Usage: critical");
+  ASSERT_NE(ku, std::string::npos) << text.output;
+  // The line after the extension's name lists its bits: key agreement alone.
+  const auto line = text.output.find('\n', ku) + 1;
+  std::string bits = text.output.substr(line, text.output.find('\n', line) - line);
+  bits.erase(0, bits.find_first_not_of(' '));
+  EXPECT_EQ(bits, "Key Agreement") << text.output;
+  EXPECT_EQ(text.output.find("Digital Signature"), std::string::npos) << text.output;
+  EXPECT_EQ(text.output.find("Extended Key Usage"), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("URI:urn:mcim:operator:ro-a"), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("prime256v1"), std::string::npos) << text.output;
+}
+
+TEST_F(AuthorityTest, EncryptionProfileNeedsAnOperatorAndP256) {
+  CertSpec s = spec(Profile::encryption);
+  s.sans = {"DNS:icf.example"};
+  EXPECT_EQ(validate(s).error().code, ErrorCode::missing_argument);
+  s.sans = {"URI:urn:mcim:operator:bad id"};  // a space: not an mcim id
+  EXPECT_EQ(validate(s).error().code, ErrorCode::invalid_argument);
+  s.sans = {"URI:urn:mcim:operator:ro/a"};
+  EXPECT_EQ(validate(s).error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(*parse_profile("encryption"), Profile::encryption);
+  EXPECT_EQ(to_string(Profile::encryption), "encryption");
+
+  const auto before = sub_->index();
+  ASSERT_TRUE(before.has_value());
+  EXPECT_FALSE(sub_->issue(s, clock_, rng_).has_value());
+  // Another curve is refused before anything is recorded.
+  PkeyPtr p384(EVP_EC_gen("secp384r1"));
+  ASSERT_NE(p384, nullptr);
+  auto refused = sub_->issue_for_key(spec(Profile::encryption), p384.get(), clock_, rng_);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(sub_->index()->size(), before->size());
 }
 
 TEST_F(AuthorityTest, IndexIsOpensslFormatAndRevocationMarksIt) {

@@ -61,6 +61,11 @@ class Pki {
     server.subject = "CN=icf.example,O=RO";
     server.sans = {"DNS:icf.example"};
     tls_server = issue(server, "server", clock, rng);
+    CertSpec enc;
+    enc.profile = Profile::encryption;
+    enc.subject = "CN=icf.ro-a batch key,O=RO A";
+    enc.sans = {"URI:urn:mcim:operator:ro-a"};
+    icf = issue(enc, "icf", clock, rng);
     root_pem = dir / "root/ca.pem";
     anchors.emplace(*TrustAnchors::from_file(root_pem));
   }
@@ -69,7 +74,7 @@ class Pki {
 
   TempDir dir;
   std::optional<Authority> root, ca, other_root;
-  Party signer, supplier, unnamed, tls_signer, recipient_a, recipient_b, tls_server;
+  Party signer, supplier, unnamed, tls_signer, recipient_a, recipient_b, tls_server, icf;
   std::string root_pem;
   std::optional<TrustAnchors> anchors;
 
@@ -221,6 +226,30 @@ TEST_F(SealedTest, SealRefusesBadInputs) {
   auto r = seal_signed(content, good, pki().tls_server.cert.get());
   expect_code(r, ErrorCode::invalid_argument, "no keyAgreement");
   EXPECT_NE(r.error().message.find("keyAgreement"), std::string::npos);
+}
+
+// The encryption profile (keyAgreement only, no EKU) is what a recipient needs: a supplier's
+// batch to the ICF opens with its key and with `openssl cms -decrypt`, and not with a TRE's.
+TEST_F(SealedTest, EncryptionProfileRecipientOpens) {
+  const ByteVec content = bytes_of("{\"type\":\"mcim-pcid-batch/1\"}");
+  auto sealed = seal_signed(content, pki().signer_of(pki().supplier), pki().icf.cert.get());
+  ASSERT_TRUE(sealed.has_value()) << sealed.error().message;
+  auto opened = open(*sealed, pki().icf, kSupplierPolicy);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message;
+  EXPECT_EQ(opened->content.text(), "{\"type\":\"mcim-pcid-batch/1\"}");
+  EXPECT_EQ(opened->signer.signer_id, "sup-1");
+  expect_code(open(*sealed, pki().recipient_a, kSupplierPolicy), ErrorCode::wrong_recipient,
+              "a TRE's key");
+
+  auto info = verify_sealed_signature(*sealed, anchors(), clock_, kSupplierPolicy);
+  ASSERT_TRUE(info.has_value()) << info.error().message;
+  const std::string inner = write("icf-inner.der", info->sealed);
+  const std::string out = pki().dir / "icf.out";
+  const auto decrypt =
+      run_command("openssl cms -decrypt -binary -inform DER -in " + inner + " -recip " +
+                  pki().icf.pem + " -inkey " + pki().icf.key_file + " -out " + out);
+  ASSERT_EQ(decrypt.status, 0) << decrypt.output;
+  EXPECT_EQ(*read_file(out), content);
 }
 
 // ---------------------------------------------------------------------------------------------

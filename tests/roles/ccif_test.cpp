@@ -283,8 +283,7 @@ class Pki {
     supplier_2 = issue(*supplier_ca, signing("urn:mcim:supplier:sup-2"), "supplier-2", clock, rng);
     // Chains to the supplier root too: refused for its URN, not its chain.
     operator_signer = issue(*supplier_ca, signing("urn:mcim:operator:ro-a"), "op", clock, rng);
-    // No operator profile allows keyAgreement; the ICF's batch key is certified with the
-    // platform profile (keyUsage digitalSignature, keyAgreement).
+    // The ICF's batch key: the encryption profile (keyUsage keyAgreement only).
     icf = issue(*ro_ca, icf_spec("icf.ro-a"), "icf", clock, rng);
     icf_b = issue(*ro_ca, icf_spec("icf.ro-b"), "icf-b", clock, rng);
     pki::CertSpec tls;
@@ -322,10 +321,9 @@ class Pki {
   }
   static pki::CertSpec icf_spec(const std::string& id) {
     pki::CertSpec s;
-    s.profile = pki::Profile::platform;
+    s.profile = pki::Profile::encryption;
     s.subject = "CN=" + id + " batch key,O=RO";
-    s.device_id = id;
-    s.model = "icf";
+    s.sans = {"URI:urn:mcim:operator:" + id};
     return s;
   }
   Party issue(const pki::Authority& ca, const pki::CertSpec& spec, const std::string& name,
