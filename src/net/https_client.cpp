@@ -19,6 +19,8 @@
 #include <map>
 #include <mutex>
 
+#include "net/connect_proxy.h"
+#include "net/http_error.h"
 #include "net/tls_context.h"
 
 namespace mcim::net {
@@ -32,6 +34,8 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr std::uint32_t kResponseHeaderLimit = 16 * 1024;
+// A proxy's refusal is an error envelope; anything longer is not worth reading.
+constexpr std::size_t kProxyBodyLimit = 4 * 1024;
 
 // One pooled connection with its own io_context, run on the calling thread for the duration of
 // each operation: no background thread, and the stream's deadline bounds every run().
@@ -165,8 +169,27 @@ bool still_idle(Connection& c) {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-std::string pool_key(const Url& u) {
-  return fmt::format("{}://[{}]:{}", u.tls ? "https" : "http", u.host, u.port);
+// Tunnelled and direct connections to the same server never share a pool entry.
+std::string pool_key(const Url& u, const std::string& proxy) {
+  return fmt::format("{}://[{}]:{} via {}", u.tls ? "https" : "http", u.host, u.port,
+                     proxy.empty() ? "direct" : proxy);
+}
+
+// host:port, the host bracketed when IPv6: the CONNECT target (RFC 9110 §9.3.6).
+std::string authority_text(const Url& u) {
+  const bool v6 = u.host.find(':') != std::string::npos;
+  return v6 ? fmt::format("[{}]:{}", u.host, u.port) : fmt::format("{}:{}", u.host, u.port);
+}
+
+HttpResponse to_response(http::response<http::string_body>&& res) {
+  HttpResponse r;
+  r.status = static_cast<int>(res.result_int());
+  r.content_type = std::string(res[http::field::content_type]);
+  for (const auto& field : res) {
+    r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  }
+  r.body = std::move(res.body());
+  return r;
 }
 
 std::string host_header(const Url& u) {
@@ -237,7 +260,8 @@ Result<Url> parse_url(std::string_view url) {
 
 struct HttpsClient::State {
   HttpsClientOptions options;
-  std::unique_ptr<ssl::context> tls;  // null when no https is possible
+  std::unique_ptr<ssl::context> tls;   // null when no https is possible
+  std::optional<tcp::endpoint> proxy;  // options.proxy parsed
   std::atomic<std::uint64_t> opened{0};
 
   std::mutex mu;  // guards idle
@@ -247,6 +271,7 @@ struct HttpsClient::State {
   void give_back(const std::string& key, std::unique_ptr<Connection> c);
   Result<std::unique_ptr<Connection>> connect(const Url& u);
   Result<void> handshake(Connection& c, const Url& u);
+  Result<void> open_tunnel(Connection& c, const Url& u);
 };
 
 namespace {
@@ -329,26 +354,83 @@ Result<void> HttpsClient::State::handshake(Connection& c, const Url& u) {
   return {};
 }
 
+// The proxy's answer to CONNECT: a 2xx leaves the socket a tunnel to the server; a refusal
+// becomes the Error of its envelope.
+Result<void> HttpsClient::State::open_tunnel(Connection& c, const Url& u) {
+  const std::string authority = authority_text(u);
+  std::string head = fmt::format("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n", authority);
+  if (!options.proxy_credential.empty()) {
+    head += fmt::format("Proxy-Authorization: Bearer {}\r\n", options.proxy_credential);
+  }
+  head += "\r\n";
+  beast::tcp_stream& stream = c.lowest();
+  auto ec = run_op(
+      c, [&](auto handler) { asio::async_write(stream, asio::buffer(head), std::move(handler)); });
+  if (ec) return std::unexpected(transport_error(ec, "proxy: send CONNECT", nullptr));
+  http::response_parser<http::string_body> parser;
+  parser.header_limit(kResponseHeaderLimit);
+  parser.body_limit(kProxyBodyLimit);
+  ec = run_op(c, [&](auto handler) {
+    http::async_read_header(stream, c.buffer, parser, std::move(handler));
+  });
+  if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+      !closed_before_response(ec)) {
+    return fail(ErrorCode::bad_format, "proxy: malformed answer to CONNECT");
+  }
+  if (ec) return std::unexpected(transport_error(ec, "proxy: read answer to CONNECT", nullptr));
+  const unsigned status = parser.get().result_int();
+  if (status >= 200 && status < 300) {
+    // The server speaks only after our ClientHello, so anything here is not the server's.
+    if (c.buffer.size() != 0) {
+      return fail(ErrorCode::bad_format, "proxy: bytes after its answer to CONNECT");
+    }
+    return {};
+  }
+  HttpResponse refusal;
+  refusal.status = static_cast<int>(status);
+  if (!parser.is_done() && parser.content_length().value_or(0) <= kProxyBodyLimit) {
+    ec = run_op(
+        c, [&](auto handler) { http::async_read(stream, c.buffer, parser, std::move(handler)); });
+  }
+  // Without its envelope (too long, cut short) the refusal is still io_error "HTTP <status>".
+  if (!ec && parser.is_done()) refusal = to_response(parser.release());
+  return std::unexpected(error_from_response(refusal, "proxy"));
+}
+
 Result<std::unique_ptr<Connection>> HttpsClient::State::connect(const Url& u) {
   auto c = std::make_unique<Connection>();
-  tcp::resolver resolver(c->ioc);
   beast::error_code ec;
-  const auto endpoints = resolver.resolve(u.host, std::to_string(u.port), ec);
-  if (ec) return fail(ErrorCode::io_error, fmt::format("resolve {}: {}", u.host, ec.message()));
+  tcp::resolver::results_type endpoints;  // of the server; the proxy is an address already
+  if (!proxy) {
+    tcp::resolver resolver(c->ioc);
+    endpoints = resolver.resolve(u.host, std::to_string(u.port), ec);
+    if (ec) return fail(ErrorCode::io_error, fmt::format("resolve {}: {}", u.host, ec.message()));
+  }
   if (u.tls) {
     c->secure.emplace(c->ioc, *tls);
   } else {
     c->plain.emplace(c->ioc);
   }
-  c->lowest().expires_after(options.connect_timeout);  // covers connect and handshake
-  ec = run_op(*c, [&](auto handler) { c->lowest().async_connect(endpoints, std::move(handler)); });
+  // One deadline covers connect, the proxy's CONNECT and the handshake.
+  c->lowest().expires_after(options.connect_timeout);
+  ec = run_op(*c, [&](auto handler) {
+    if (proxy) {
+      c->lowest().async_connect(*proxy, std::move(handler));
+    } else {
+      c->lowest().async_connect(endpoints, std::move(handler));
+    }
+  });
   if (ec) {
     return fail(ErrorCode::io_error,
-                fmt::format("connect {}: {}", host_header(u),
+                fmt::format("connect {}{}: {}", proxy ? "proxy " : "",
+                            proxy ? options.proxy : host_header(u),
                             ec == beast::error::timeout ? "timed out" : ec.message()));
   }
   ++opened;
   c->lowest().socket().set_option(tcp::no_delay(true), ec);
+  if (proxy) {
+    if (auto r = open_tunnel(*c, u); !r) return std::unexpected(r.error());
+  }
   if (u.tls) {
     if (auto r = handshake(*c, u); !r) return std::unexpected(r.error());
   }
@@ -385,17 +467,6 @@ http::request<http::string_body> build_request(
     req.prepare_payload();
   }
   return req;
-}
-
-HttpResponse to_response(http::response<http::string_body>&& res) {
-  HttpResponse r;
-  r.status = static_cast<int>(res.result_int());
-  r.content_type = std::string(res[http::field::content_type]);
-  for (const auto& field : res) {
-    r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-  }
-  r.body = std::move(res.body());
-  return r;
 }
 
 template <class Stream>
@@ -474,6 +545,18 @@ Result<std::unique_ptr<HttpsClient>> HttpsClient::create(HttpsClientOptions opti
     return fail(ErrorCode::invalid_argument, "https client: max_idle_per_host too large");
   }
   auto state = std::make_unique<State>();
+  if (!options.proxy.empty()) {
+    auto proxy = parse_ip_authority(options.proxy);
+    if (!proxy) {
+      return fail(ErrorCode::invalid_argument, fmt::format("proxy: {}", proxy.error().message));
+    }
+    state->proxy.emplace(asio::ip::make_address(proxy->host), proxy->port);
+  }
+  // The credential goes into a header field: no controls, no spaces (RFC 9110 token68).
+  if (!is_field_value(options.proxy_credential) ||
+      options.proxy_credential.find(' ') != std::string::npos) {
+    return fail(ErrorCode::invalid_argument, "proxy_credential: not a token");
+  }
   state->options = std::move(options);
   if (state->options.trust || state->options.spki_pin) {
     auto ctx = make_client_context(state->options);
@@ -497,7 +580,7 @@ Result<HttpResponse> HttpsClient::request(
   }
   if (auto r = check_request(method, headers, content_type); !r) return std::unexpected(r.error());
   auto req = build_request(method, *u, body, content_type, headers);
-  const std::string key = pool_key(*u);
+  const std::string key = pool_key(*u, state_->options.proxy);
   for (int attempt = 0;; ++attempt) {
     auto conn = attempt == 0 ? state_->take_idle(key) : nullptr;
     const bool reused = conn != nullptr;

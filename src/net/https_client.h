@@ -36,12 +36,23 @@ struct HttpsClientOptions {
   std::chrono::milliseconds request_timeout{10'000};  // sending the request + the whole response
   std::size_t max_response_body = 1 << 20;            // larger answers fail with bad_format
   std::size_t max_idle_per_host = 4;                  // idle connections kept for reuse
+  // Reach every server through an HTTP CONNECT proxy (net/connect_proxy.h: the VNO's gateway):
+  // TCP to `proxy` ("ip:port"), `CONNECT host:port` with `Proxy-Authorization: Bearer
+  // <proxy_credential>` when the credential is not empty, then TLS end to end with the server
+  // as without a proxy. The proxy's refusal fails the request with its error envelope's code
+  // (access_denied for 403, unauthenticated for 407, not_found for 404, busy for 503, io_error
+  // otherwise) and message, prefixed "proxy: ". The target is sent as the URL's host, so URLs
+  // should carry IP literals. Pooled connections are per proxy too: tunnelled and direct ones
+  // are never mixed.
+  std::string proxy;
+  std::string proxy_credential;
 };
 
 class HttpsClient {
  public:
   // invalid_argument/missing_argument for unusable options (no way to verify servers, an
-  // identity whose key does not match).
+  // identity whose key does not match, a proxy that is not "ip:port", a credential that is not
+  // a token).
   static Result<std::unique_ptr<HttpsClient>> create(HttpsClientOptions options);
   ~HttpsClient();
   HttpsClient(const HttpsClient&) = delete;
