@@ -8,11 +8,20 @@
 #include "aka/milenage.h"
 #include "aka/sqn.h"
 #include "common/hex.h"
+#include "pki/openssl.h"
 #include "pki/package.h"
 #include "roles/ro/audit.h"
 
 namespace mcim::ro {
 namespace {
+
+// A session id is the device's bearer token at the RO: the audit trail names a session by the
+// first 8 bytes of its SHA-256 instead, enough to match open and close records.
+std::string session_ref(std::string_view session_id) {
+  const auto digest = pki::sha256(ByteView(
+      reinterpret_cast<const std::uint8_t*>(session_id.data()), session_id.size()));
+  return "session-ref " + to_hex(ByteView(digest.data(), 8));
+}
 
 using detail::audited;
 using detail::AuditEntry;
@@ -234,7 +243,7 @@ Result<store::Session> Icf::open_session(std::string_view pcid, std::string_view
     if (auto o = sessions_.open(s, t); !o) return std::unexpected(o.error());
     return s;
   }();
-  const std::string detail = result ? "session " + result->id : "";
+  const std::string detail = result ? session_ref(result->id) : "";
   return audited(audit_, t, {kService, "open-session", pcid, vno, detail}, std::move(result));
 }
 
@@ -252,7 +261,7 @@ Result<void> Icf::close_session(std::string_view session_id, std::string_view vn
     return sessions_.close(session_id);
   }();
   return audited(audit_, t,
-                 {kService, "close-session", subject, vno, "session " + std::string(session_id)},
+                 {kService, "close-session", subject, vno, session_ref(session_id)},
                  std::move(result));
 }
 
