@@ -1,0 +1,837 @@
+#include "roles/ro/service.h"
+
+#include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cctype>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "common/hex.h"
+#include "common/log.h"
+#include "common/random.h"
+#include "net/json_schema.h"
+#include "pki/sealed.h"
+#include "roles/ro/audit.h"
+#include "roles/ro/bootstrap.h"
+#include "roles/ro/dpf.h"
+#include "roles/supplier/ccif.h"
+
+namespace mcim::ro {
+namespace {
+
+using detail::audited;
+using net::HttpResponse;
+using net::Json;
+using net::JsonSchema;
+using net::Request;
+using net::RouteOptions;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+constexpr std::string_view kComponent = "ro";
+constexpr std::string_view kCmsContentType = "application/cms";
+constexpr std::size_t kMaxJsonBody = 64 * 1024;
+constexpr std::size_t kMaxPackageBytes = 64 * 1024;
+constexpr std::size_t kMaxReportSize = 16 * 1024;
+constexpr std::size_t kMaxPemSize = 16 * 1024;
+constexpr std::size_t kMaxPlatformChain = 4;
+// The package route carries up to 64 KiB of bytes as hex (twice that) plus its ids.
+constexpr std::size_t kMaxPackageBody = 2 * kMaxPackageBytes + 4 * 1024;
+constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
+constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-ro\"";
+
+RandomSource& thread_random() {
+  thread_local OsRandom os;
+  thread_local BatchedRandom batched(os);
+  return batched;
+}
+
+bool digits(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::ranges::equal(a, b, [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+bool media_type_is(std::string_view content_type, std::string_view expected) {
+  std::string_view media = content_type.substr(0, content_type.find(';'));
+  while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.remove_suffix(1);
+  return iequals(media, expected);
+}
+
+std::int64_t unix_seconds(store::Time t) { return t.time_since_epoch().count(); }
+
+std::string operator_principal(std::string_view id) { return fmt::format("operator:{}", id); }
+
+// The caller's operator id; the route's authoriser has already required one.
+std::string caller_of(const Request& r) {
+  const std::string* id = r.peer().operator_id();
+  return id != nullptr ? *id : std::string();
+}
+
+JsonSchema imsi_schema() { return JsonSchema::string(15, digits, "6-15 decimal digits", 6); }
+JsonSchema id_schema() {
+  return JsonSchema::string(64, pki::valid_mcim_id, "an id ([A-Za-z0-9._:-]{1,64})");
+}
+
+Json vectors_json(const std::vector<aka::AuthVector>& vectors) {
+  Json out = Json::array();
+  for (const aka::AuthVector& v : vectors) {
+    out.push_back({{"rand", to_hex(v.rand)},
+                   {"autn", to_hex(v.autn)},
+                   {"xres", to_hex(v.xres.view())},
+                   {"ck", to_hex(v.ck)},
+                   {"ik", to_hex(v.ik)}});
+  }
+  return Json{{"vectors", std::move(out)}};
+}
+
+void log_refusal(std::string_view what, const Error& e) {
+  if (net::http_status(e.code) >= 500) {
+    log::error(kComponent, "{}: {}", what, e);
+  } else {
+    log::debug(kComponent, "{}: refused: {}", what, e);
+  }
+}
+
+HttpResponse answer(std::string_view what, const Result<Json>& result, int ok_status = 200) {
+  if (!result) log_refusal(what, result.error());
+  return net::respond(result, ok_status);
+}
+
+HttpResponse no_content() {
+  HttpResponse r;
+  r.status = 204;
+  return r;
+}
+
+// ---- Notices to the SHO (F2 steps 7 and 14) ---------------------------------------------------
+
+struct Notice {
+  std::string kind;     // "arrival" or "status", for logs and the audit
+  std::string subject;  // the PCID or package id
+  std::string sho;
+  std::string url;
+  std::string body;
+  std::chrono::milliseconds delay{};  // before the next attempt after a failure
+  unsigned attempts = 0;
+};
+
+// One worker thread delivers the queue: the earliest due notice first, a failed one again after
+// its delay, which doubles up to kMaxRetryDelay. Notices that cannot ever be delivered (no such
+// SHO, no client) and those pushed out of a full queue or left at shutdown are audited and
+// dropped: the SHO can still read arrivals and reports from the RO's records.
+class NoticeQueue final : public ArrivalNotifier, public StatusRelay {
+ public:
+  NoticeQueue(store::AuditStore& audit, const Clock& clock, const RoServiceConfig& config)
+      : audit_(audit), clock_(clock), config_(config) {}
+  ~NoticeQueue() override { stop(); }
+
+  void start() {
+    worker_ = std::thread([this] { run(); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      if (stopped_) return;
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    std::map<std::uint64_t, Notice> left;
+    {
+      std::lock_guard lock(mu_);
+      left.swap(pending_);
+      schedule_.clear();
+      stopped_ = true;
+    }
+    for (const auto& [seq, n] : left) {
+      drop(n, Error(ErrorCode::busy, "notice: the service stopped before delivery"));
+    }
+    idle_.notify_all();
+  }
+
+  Result<void> device_arrived(const Arrival& a) override {
+    Json body{{"pcid", a.pcid},
+              {"device_id", a.device_id},
+              {"sho", a.sho},
+              {"time", unix_seconds(a.time)}};
+    return enqueue("arrival", a.pcid, a.sho, "/v1/sho/arrivals", body);
+  }
+
+  Result<void> relay(const RelayedStatus& s) override {
+    Json body{{"package_id", s.package_id},
+              {"device_id", s.device_id},
+              {"sho", s.sho},
+              {"report", s.signed_report}};
+    return enqueue("status", s.package_id, s.sho, "/v1/sho/status", body);
+  }
+
+  std::size_t pending() const {
+    std::lock_guard lock(mu_);
+    return pending_.size() + in_flight_;
+  }
+
+  bool wait_idle(std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(mu_);
+    return idle_.wait_for(lock, timeout, [&] { return pending_.empty() && in_flight_ == 0; });
+  }
+
+ private:
+  Result<void> enqueue(std::string kind, std::string_view subject, std::string_view sho,
+                       std::string_view path, const Json& body) {
+    Notice n{std::move(kind), std::string(subject), std::string(sho), "", body.dump(), {}, 0};
+    const auto endpoint = config_.shos.find(n.sho);
+    std::optional<Error> undeliverable;
+    if (endpoint == config_.shos.end()) {
+      undeliverable.emplace(ErrorCode::not_found,
+                            fmt::format("notice: no endpoint for operator {}", n.sho));
+    } else if (!config_.notify_client) {
+      undeliverable.emplace(ErrorCode::unsupported, "notice: no notify client configured");
+    }
+    if (undeliverable) {
+      drop(n, *undeliverable);
+      return std::unexpected(*undeliverable);
+    }
+    n.url = endpoint->second.base_url + std::string(path);
+    n.delay = config_.notify_retry;
+    std::optional<Notice> evicted;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        undeliverable.emplace(ErrorCode::busy, "notice: the service is stopping");
+      } else {
+        if (pending_.size() >= std::max<std::size_t>(config_.max_pending_notices, 1)) {
+          auto oldest = pending_.begin();
+          schedule_.erase(schedule_.find({due_.at(oldest->first), oldest->first}));
+          due_.erase(oldest->first);
+          evicted = std::move(oldest->second);
+          pending_.erase(oldest);
+        }
+        schedule(next_seq_++, std::move(n), std::chrono::steady_clock::now());
+      }
+    }
+    if (undeliverable) {
+      drop(n, *undeliverable);
+      return std::unexpected(*undeliverable);
+    }
+    if (evicted) drop(*evicted, Error(ErrorCode::busy, "notice: the queue is full"));
+    wake_.notify_one();
+    return {};
+  }
+
+  // Under mu_.
+  void schedule(std::uint64_t seq, Notice n, SteadyTime due) {
+    pending_.emplace(seq, std::move(n));
+    due_[seq] = due;
+    schedule_.emplace(due, seq);
+  }
+
+  void drop(const Notice& n, const Error& e) {
+    log::warn(kComponent, "notice {} for {} to {} dropped: {}", n.kind, n.subject,
+              operator_principal(n.sho), e);
+    (void)audited(audit_, detail::seconds_of(clock_.now()),
+                  {"ro", "notice", n.subject, "ro",
+                   fmt::format("{} to {}", n.kind, operator_principal(n.sho))},
+                  Result<void>(std::unexpected(e)));
+  }
+
+  void run() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      if (schedule_.empty()) {
+        wake_.wait(lock, [&] { return stopping_ || !schedule_.empty(); });
+        continue;
+      }
+      const auto [due, seq] = *schedule_.begin();
+      if (due > std::chrono::steady_clock::now()) {
+        wake_.wait_until(lock, due);
+        continue;
+      }
+      schedule_.erase(schedule_.begin());
+      due_.erase(seq);
+      Notice n = std::move(pending_.at(seq));
+      pending_.erase(seq);
+      ++in_flight_;
+      lock.unlock();
+      const bool delivered = deliver(n);
+      lock.lock();
+      --in_flight_;
+      if (!delivered && !stopping_) {
+        const auto retry_at = std::chrono::steady_clock::now() + n.delay;
+        n.delay = std::min(n.delay * 2, kMaxRetryDelay);
+        schedule(seq, std::move(n), retry_at);
+      } else if (!delivered) {
+        // Put back for stop() to audit it with the others.
+        schedule(seq, std::move(n), std::chrono::steady_clock::now());
+      }
+      if (pending_.empty() && in_flight_ == 0) idle_.notify_all();
+    }
+  }
+
+  bool deliver(Notice& n) {
+    ++n.attempts;
+    auto r = config_.notify_client->request("POST", n.url, n.body, net::kJsonContentType);
+    if (r && r->status >= 200 && r->status < 300) {
+      log::info(kComponent, "notice {} for {} delivered to {} (attempt {})", n.kind, n.subject,
+                operator_principal(n.sho), n.attempts);
+      return true;
+    }
+    const std::string why = r ? fmt::format("HTTP {}", r->status) : fmt::format("{}", r.error());
+    log::warn(kComponent, "notice {} for {} to {} failed ({}), attempt {}, retry in {} ms", n.kind,
+              n.subject, operator_principal(n.sho), why, n.attempts, n.delay.count());
+    return false;
+  }
+
+  store::AuditStore& audit_;
+  const Clock& clock_;
+  const RoServiceConfig& config_;
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  mutable std::condition_variable idle_;
+  std::map<std::uint64_t, Notice> pending_;  // by arrival: the first is the oldest
+  std::map<std::uint64_t, SteadyTime> due_;
+  std::set<std::pair<SteadyTime, std::uint64_t>> schedule_;
+  std::uint64_t next_seq_ = 0;
+  std::size_t in_flight_ = 0;
+  bool stopping_ = false, stopped_ = false;
+  std::thread worker_;
+};
+
+Result<void> check_config(const RoServiceConfig& c) {
+  if (c.operator_id.empty()) return fail(ErrorCode::missing_argument, "operator_id: required");
+  if (!pki::valid_mcim_id(c.operator_id)) {
+    return fail(ErrorCode::invalid_argument, "operator_id: must be an id");
+  }
+  if (!c.supplier_roots) return fail(ErrorCode::missing_argument, "supplier_roots: required");
+  if (!c.operator_roots) return fail(ErrorCode::missing_argument, "operator_roots: required");
+  if (!c.icf_key || !c.icf_key->key || c.icf_key->certs.empty() || !c.icf_key->cert()) {
+    return fail(ErrorCode::missing_argument, "icf_key: a key and its certificate are required");
+  }
+  // Batches are sealed by ECDH to this certificate: an RSA or foreign-curve key, or one that is
+  // not the certificate's, would refuse every batch at run time.
+  if (!pki::is_p256(c.icf_key->key.get())) {
+    return fail(ErrorCode::invalid_argument, "icf_key: must be an EC P-256 key (ECDH)");
+  }
+  if (X509_check_private_key(c.icf_key->cert(), c.icf_key->key.get()) != 1) {
+    ERR_clear_error();
+    return fail(ErrorCode::invalid_argument, "icf_key: the key is not its certificate's");
+  }
+  for (const auto& [id, endpoint] : c.shos) {
+    auto url = net::parse_url(endpoint.base_url);
+    if (!url || !url->tls || url->target != "/") {
+      return fail(ErrorCode::invalid_argument,
+                  fmt::format("shos.{}.base_url: must be https://host:port", id));
+    }
+  }
+  if (c.max_batch_bytes == 0) {
+    return fail(ErrorCode::invalid_argument, "max_batch_bytes: must be positive");
+  }
+  if (c.notify_retry <= std::chrono::milliseconds(0)) {
+    return fail(ErrorCode::invalid_argument, "notify_retry: must be positive");
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---- The service's state: shared by every handler thread ---------------------------------------
+
+struct RoService::State {
+  State(store::Database& database, RoServiceConfig c, const Clock& clk)
+      : db(database),
+        config(std::move(c)),
+        clock(clk),
+        router("ro"),
+        notices(database.audit(), clk, config) {}
+
+  store::Database& db;
+  const RoServiceConfig config;
+  const Clock& clock;
+  net::Router router;
+  NoticeQueue notices;
+
+  std::mutex expiry_mu;
+  std::condition_variable expiry_cv;
+  bool expiry_stopping = false;
+  std::thread expiry;
+
+  store::Time now() const { return detail::seconds_of(clock.now()); }
+  void flow(std::string_view step) const { router.metrics().flow_step(step); }
+
+  Icf icf() { return Icf(db, clock, thread_random(), config.icf); }
+  Drf drf() { return Drf(db, notices, clock, thread_random(), config.drf); }
+  Dpf dpf() { return Dpf(db, notices, *config.operator_roots, *config.supplier_roots, clock); }
+
+  Result<void> add_routes();
+  void expire_loop();
+  void stop();
+
+  // Operator endpoints.
+  HttpResponse import_batch(const Request& r);
+  Result<Json> vectors(const Request& r);
+  Result<Json> resync(const Request& r);
+  Result<Json> open_session(const Request& r);
+  Result<void> close_session(const Request& r);
+  Result<Json> register_pcid(const Request& r);
+  Result<void> unregister(const Request& r);
+  Result<Json> activate(const Request& r);
+  Result<Json> store_package(const Request& r);
+
+  // Device endpoints.
+  Result<store::Session> device_session(const Request& r);
+  Result<store::Registration> registration_of(std::string_view pcid);
+  HttpResponse bootstrap(const store::Session& s);
+  Result<Json> fetch_package(const store::Session& s);
+  Result<Json> report(const Request& r, const Json& body, const store::Session& s);
+};
+
+// ---- Operator endpoints ---------------------------------------------------------------------
+
+HttpResponse RoService::State::import_batch(const Request& r) {
+  if (!media_type_is(r.http.content_type, kCmsContentType)) {
+    return net::error_response(415, net::kUnsupportedMediaType,
+                               "body: Content-Type must be application/cms");
+  }
+  const std::string caller = caller_of(r);
+  const std::string principal = fmt::format("supplier:{}", caller);
+  const ByteView body(reinterpret_cast<const std::uint8_t*>(r.http.body.data()),
+                      r.http.body.size());
+  std::string subject = "-";
+  auto opened = [&]() -> Result<supplier::PcidBatch> {
+    auto batch = supplier::open_batch(body, config.icf_key->cert(), config.icf_key->key.get(),
+                                      *config.supplier_roots, clock);
+    if (!batch) return batch;
+    subject = batch->batch_id;
+    if (batch->supplier_id != caller) {
+      return fail(ErrorCode::access_denied, "batch: signed by another supplier than the caller");
+    }
+    if (batch->ro_operator != config.operator_id) {
+      return fail(ErrorCode::wrong_recipient, "batch: ro_operator is another operator");
+    }
+    return batch;
+  }();
+  if (!opened) {
+    // The ICF audits imports; refusals of the envelope are recorded here.
+    (void)audited(db.audit(), now(), {"icf", "import-batch", subject, principal, ""},
+                  Result<void>(std::unexpected(opened.error())));
+    return answer("batch", std::unexpected(opened.error()));
+  }
+  std::vector<store::PcidSubscription> subs;
+  subs.reserve(opened->records.size());
+  for (const supplier::PcidRecord& rec : opened->records) {
+    store::PcidSubscription s;
+    s.pcid = rec.pcid;
+    s.k = rec.k;
+    s.opc = rec.opc;
+    s.ind_bits = rec.ind_bits;
+    s.not_after = rec.not_after;
+    subs.push_back(std::move(s));
+  }
+  auto imported = icf().import_batch(opened->batch_id, std::move(subs), principal);
+  Result<Json> result = imported ? Result<Json>(Json{{"batch_id", opened->batch_id},
+                                                     {"supplier", opened->supplier_id},
+                                                     {"imported", *imported}})
+                                 : std::unexpected(imported.error());
+  if (result) {
+    flow("batch_imported");
+    log::info(kComponent, "batch {} of supplier {}: {} pcids imported", opened->batch_id, caller,
+              *imported);
+  }
+  return answer("batch", result, 201);
+}
+
+Result<Json> RoService::State::vectors(const Request& r) {
+  const unsigned count = r.json.value("count", 1u);
+  auto v = icf().vectors(r.json.at("imsi").get<std::string>(), count, caller_of(r));
+  if (!v) return std::unexpected(v.error());
+  flow("vectors");
+  return vectors_json(*v);
+}
+
+Result<Json> RoService::State::resync(const Request& r) {
+  const unsigned count = r.json.value("count", 1u);
+  auto rand = parse_hex_fixed<16>(r.json.at("rand").get<std::string>(), "rand");
+  if (!rand) return std::unexpected(rand.error());
+  auto auts = parse_hex_fixed<14>(r.json.at("auts").get<std::string>(), "auts");
+  if (!auts) return std::unexpected(auts.error());
+  auto v =
+      icf().resynchronise(r.json.at("imsi").get<std::string>(), *rand, *auts, count, caller_of(r));
+  if (!v) return std::unexpected(v.error());
+  flow("resync");
+  return vectors_json(*v);
+}
+
+Result<Json> RoService::State::open_session(const Request& r) {
+  auto s = icf().open_session(r.json.at("imsi").get<std::string>(), caller_of(r));
+  if (!s) return std::unexpected(s.error());
+  flow("session_opened");
+  return Json{{"session", s->id},
+              {"imsi", s->imsi},
+              {"restricted", s->restricted},
+              {"expires", unix_seconds(s->expires)}};
+}
+
+Result<void> RoService::State::close_session(const Request& r) {
+  return icf().close_session(r.param("session"), caller_of(r));
+}
+
+Result<Json> RoService::State::register_pcid(const Request& r) {
+  const std::string caller = caller_of(r);
+  store::Registration reg;
+  reg.pcid = std::string(r.param("pcid"));
+  reg.device_id = r.json.at("device_id").get<std::string>();
+  reg.sho = caller;
+  reg.dpf_url = r.json.at("dpf_url").get<std::string>();
+  auto pin = parse_hex_fixed<32>(r.json.at("dpf_key_pin").get<std::string>(), "dpf_key_pin");
+  if (!pin) return std::unexpected(pin.error());
+  reg.dpf_key_pin = *pin;
+  reg.apn = r.json.at("apn").get<std::string>();
+  const std::string& device_pin = r.json.at("pin").get_ref<const std::string&>();
+  if (auto done = drf().register_pcid(reg, device_pin, caller); !done) {
+    return std::unexpected(done.error());
+  }
+  flow("registered");
+  return Json{{"pcid", reg.pcid}, {"sho", reg.sho}, {"device_id", reg.device_id}};
+}
+
+Result<void> RoService::State::unregister(const Request& r) {
+  return drf().unregister(r.param("pcid"), caller_of(r));
+}
+
+Result<Json> RoService::State::activate(const Request& r) {
+  const std::string caller = caller_of(r);
+  const std::string pcid(r.param("pcid"));
+  // The ICF records who asked but leaves the authorisation to us: only the PCID's home.
+  auto allowed = [&]() -> Result<void> {
+    auto reg = db.registrations().find(pcid);
+    if (!reg) return std::unexpected(reg.error());
+    if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
+    if ((*reg)->sho != caller) {
+      return fail(ErrorCode::access_denied,
+                  fmt::format("pcid {}: registered by another SHO", pcid));
+    }
+    return {};
+  }();
+  if (!allowed) {
+    (void)audited(db.audit(), now(), {"icf", "activate", pcid, operator_principal(caller), ""},
+                  Result<void>(allowed));
+    return std::unexpected(allowed.error());
+  }
+  const std::int64_t window = r.json.at("window_s").get<std::int64_t>();
+  auto until = icf().activate(pcid, std::chrono::seconds(window), operator_principal(caller));
+  if (!until) return std::unexpected(until.error());
+  return Json{{"pcid", pcid}, {"active_until", unix_seconds(*until)}};
+}
+
+Result<Json> RoService::State::store_package(const Request& r) {
+  PackageHandover h;
+  h.pcid = r.json.at("pcid").get<std::string>();
+  h.device_id = r.json.at("device_id").get<std::string>();
+  h.package_id = r.json.at("package_id").get<std::string>();
+  auto bytes = parse_hex(r.json.at("package").get<std::string>(), "package");
+  if (!bytes) return std::unexpected(bytes.error());
+  h.package = std::move(*bytes);
+  if (auto stored = dpf().store_package(h, caller_of(r)); !stored) {
+    return std::unexpected(stored.error());
+  }
+  flow("package_stored");
+  return Json{{"package_id", h.package_id}, {"status", "pending"}};
+}
+
+// ---- Device endpoints -----------------------------------------------------------------------
+
+// The VNO opened the session after AKA: holding its id is what authenticates the device, so the
+// id is checked for shape before it reaches the store and never appears in a message.
+Result<store::Session> RoService::State::device_session(const Request& r) {
+  const std::string_view header = r.http.header("Authorization");
+  constexpr std::string_view kScheme = "bearer ";
+  if (header.empty()) {
+    return fail(ErrorCode::unauthenticated, "Authorization: a Bearer session is required");
+  }
+  if (header.size() <= kScheme.size() || !iequals(header.substr(0, kScheme.size()), kScheme)) {
+    return fail(ErrorCode::unauthenticated, "Authorization: must be Bearer <session>");
+  }
+  const std::string_view token = header.substr(kScheme.size());
+  const bool well_formed =
+      token.size() == 32 && std::all_of(token.begin(), token.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      });
+  if (!well_formed) {
+    return fail(ErrorCode::unauthenticated, "Authorization: not a session id");
+  }
+  auto found = db.sessions().find(token);
+  if (!found) return std::unexpected(found.error());
+  if (!*found || (*found)->expires <= now()) {
+    return fail(ErrorCode::unauthenticated, "session: unknown or expired");
+  }
+  return std::move(**found);
+}
+
+Result<store::Registration> RoService::State::registration_of(std::string_view pcid) {
+  auto reg = db.registrations().find(pcid);
+  if (!reg) return std::unexpected(reg.error());
+  if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
+  return std::move(**reg);
+}
+
+HttpResponse RoService::State::bootstrap(const store::Session& s) {
+  auto text = drf().discover(s.imsi, s.imsi);
+  if (!text) {
+    log_refusal("discovery", text.error());
+    return net::error_response(text.error());
+  }
+  flow("discovery");
+  HttpResponse out;
+  out.content_type = std::string(net::kJsonContentType);
+  out.body = std::move(*text);
+  out.headers.emplace_back("Cache-Control", "no-store");
+  return out;
+}
+
+Result<Json> RoService::State::fetch_package(const store::Session& s) {
+  auto reg = registration_of(s.imsi);
+  if (!reg) return std::unexpected(reg.error());
+  auto p = dpf().fetch(reg->device_id, reg->device_id);
+  if (!p) return std::unexpected(p.error());
+  flow("package_delivered");
+  return Json{{"package_id", p->package_id}, {"package", to_hex(p->package)}};
+}
+
+Result<Json> RoService::State::report(const Request& r, const Json& body, const store::Session& s) {
+  const std::string package_id(r.param("package_id"));
+  auto reg = registration_of(s.imsi);
+  if (!reg) return std::unexpected(reg.error());
+  auto package = db.packages().find(package_id);
+  if (!package) return std::unexpected(package.error());
+  if (!*package) {
+    return fail(ErrorCode::not_found, fmt::format("package {}: unknown", package_id));
+  }
+  if ((*package)->device_id != reg->device_id) {
+    return audited(db.audit(), now(),
+                   {"dpf", "report", package_id, fmt::format("pcid:{}", s.imsi), ""},
+                   Result<Json>(fail(ErrorCode::access_denied,
+                                     fmt::format("package {}: not this device's", package_id))));
+  }
+  std::vector<pki::X509Ptr> chain;
+  const Json& pems = body.at("platform_chain");
+  for (std::size_t i = 0; i < pems.size(); ++i) {
+    const std::string& pem = pems[i].get_ref<const std::string&>();
+    auto cert = pki::parse_certificate(
+        ByteView(reinterpret_cast<const std::uint8_t*>(pem.data()), pem.size()),
+        fmt::format("platform_chain[{}]", i));
+    if (!cert) return std::unexpected(cert.error());
+    chain.push_back(std::move(*cert));
+  }
+  std::vector<X509*> raw;
+  for (const auto& c : chain) raw.push_back(c.get());
+  auto reported = dpf().report(package_id, body.at("report").get<std::string>(), raw);
+  if (!reported) return std::unexpected(reported.error());
+  flow("status_reported");
+  return Json{{"package_id", package_id}, {"outcome", reported->outcome}};
+}
+
+// ---- Routes -----------------------------------------------------------------------------------
+
+Result<void> RoService::State::add_routes() {
+  using net::optional;
+  using net::required;
+  const std::vector<std::string> partners = config.roaming_partners;
+  auto vno = [&] { return net::require_operator(partners); };
+  auto any_operator = [] {
+    return net::require_operator_if([](std::string_view) { return true; });
+  };
+  auto json = [](net::Authorizer a, JsonSchema schema, std::size_t max = kMaxJsonBody) {
+    return RouteOptions{std::move(a), std::move(schema), max};
+  };
+  auto bare = [](net::Authorizer a) {
+    return RouteOptions{std::move(a), std::nullopt, kMaxJsonBody};
+  };
+  const JsonSchema count = JsonSchema::integer(1, kMaxVectorsPerRequest);
+  const JsonSchema report_schema = JsonSchema::object(
+      {required("report", JsonSchema::string(kMaxReportSize)),
+       required("platform_chain",
+                JsonSchema::array(JsonSchema::string(kMaxPemSize), kMaxPlatformChain, 1))});
+  State* s = this;
+
+  // A JSON answer, or 204 for the removals.
+  auto json_route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&),
+                        int ok = 200) {
+    return [s, what, fn, ok](const Request& r) { return answer(what, (s->*fn)(r), ok); };
+  };
+  auto void_route = [s](std::string_view what, Result<void> (State::*fn)(const Request&)) {
+    return [s, what, fn](const Request& r) {
+      auto done = (s->*fn)(r);
+      if (!done) {
+        log_refusal(what, done.error());
+        return net::error_response(done.error());
+      }
+      return no_content();
+    };
+  };
+  // Device routes: the Bearer session first; its refusal carries the challenge.
+  auto device_route = [s](std::string_view what, auto fn) {
+    return [s, what, fn](const Request& r) -> HttpResponse {
+      auto session = s->device_session(r);
+      if (!session) {
+        log_refusal(what, session.error());
+        HttpResponse out = net::error_response(session.error());
+        if (out.status == 401) out.headers.emplace_back("WWW-Authenticate", kBearerRealm);
+        return out;
+      }
+      return fn(r, *session);
+    };
+  };
+
+  const std::array<Result<void>, 12> added = {
+      router.add(
+          "POST", "/v1/icf/batches", [s](const Request& r) { return s->import_batch(r); },
+          RouteOptions{net::require_operator(config.suppliers), std::nullopt,
+                       config.max_batch_bytes}),
+      router.add("POST", "/v1/auth/vectors", json_route("vectors", &State::vectors),
+                 json(vno(), JsonSchema::object(
+                                 {required("imsi", imsi_schema()), optional("count", count)}))),
+      router.add(
+          "POST", "/v1/auth/resync", json_route("resync", &State::resync),
+          json(vno(), JsonSchema::object(
+                          {required("imsi", imsi_schema()), required("rand", JsonSchema::hex(16)),
+                           required("auts", JsonSchema::hex(14)), optional("count", count)}))),
+      router.add("POST", "/v1/auth/sessions", json_route("session", &State::open_session, 201),
+                 json(vno(), JsonSchema::object({required("imsi", imsi_schema())}))),
+      router.add("DELETE", "/v1/auth/sessions/{session}",
+                 void_route("close session", &State::close_session), bare(vno())),
+      router.add("PUT", "/v1/drf/registrations/{pcid}",
+                 json_route("registration", &State::register_pcid),
+                 json(any_operator(),
+                      JsonSchema::object({required("device_id", id_schema()),
+                                          required("dpf_url", JsonSchema::string(256)),
+                                          required("dpf_key_pin", JsonSchema::hex(32)),
+                                          required("apn", JsonSchema::string(253)),
+                                          required("pin", JsonSchema::string(kMaxPinSize, digits,
+                                                                             "4-16 decimal digits",
+                                                                             kMinPinSize))}))),
+      router.add("DELETE", "/v1/drf/registrations/{pcid}",
+                 void_route("unregister", &State::unregister), bare(any_operator())),
+      router.add(
+          "POST", "/v1/icf/pcids/{pcid}/activation", json_route("activation", &State::activate),
+          json(any_operator(),
+               JsonSchema::object({required(
+                   "window_s", JsonSchema::integer(1, config.icf.max_activation.count()))}))),
+      router.add("POST", "/v1/dpf/packages", json_route("package", &State::store_package, 201),
+                 json(any_operator(),
+                      JsonSchema::object(
+                          {required("pcid", imsi_schema()), required("device_id", id_schema()),
+                           required("package_id", id_schema()),
+                           required("package", JsonSchema::hex(1, kMaxPackageBytes))}),
+                      kMaxPackageBody)),
+      router.add("GET", "/v1/drf/bootstrap",
+                 device_route(
+                     "discovery",
+                     [s](const Request&, const store::Session& ses) { return s->bootstrap(ses); }),
+                 bare(nullptr)),
+      router.add("GET", "/v1/dpf/package",
+                 device_route("fetch",
+                              [s](const Request&, const store::Session& ses) {
+                                return answer("fetch", s->fetch_package(ses));
+                              }),
+                 bare(nullptr)),
+      // The session is checked before the body is parsed, so that a device without one learns
+      // that first; the body then gets the router's checks by hand.
+      router.add("POST", "/v1/dpf/packages/{package_id}/report",
+                 device_route("report",
+                              [s, report_schema](const Request& r, const store::Session& ses) {
+                                if (!media_type_is(r.http.content_type, net::kJsonContentType)) {
+                                  return net::error_response(
+                                      415, net::kUnsupportedMediaType,
+                                      "body: Content-Type must be application/json");
+                                }
+                                auto body = report_schema.parse(r.http.body);
+                                if (!body) return answer("report", std::unexpected(body.error()));
+                                return answer("report", s->report(r, *body, ses));
+                              }),
+                 bare(nullptr)),
+  };
+  for (const auto& a : added) {
+    if (!a) return a;
+  }
+  router.set_health_check([s]() -> Result<void> {
+    auto n = s->db.pcids().count();
+    if (!n) return std::unexpected(n.error());
+    return {};
+  });
+  return {};
+}
+
+void RoService::State::expire_loop() {
+  std::unique_lock lock(expiry_mu);
+  const auto interval = config.expire_interval;
+  while (!expiry_cv.wait_for(lock, interval, [&] { return expiry_stopping; })) {
+    lock.unlock();
+    OsRandom random;  // expire_dormant draws nothing; the Icf wants a source all the same
+    auto expired = Icf(db, clock, random, config.icf).expire_dormant();
+    if (!expired) {
+      log::error(kComponent, "expire dormant pcids: {}", expired.error());
+    } else if (*expired > 0) {
+      log::info(kComponent, "{} dormant pcids expired", *expired);
+    }
+    lock.lock();
+  }
+}
+
+void RoService::State::stop() {
+  {
+    std::lock_guard lock(expiry_mu);
+    expiry_stopping = true;
+  }
+  expiry_cv.notify_all();
+  if (expiry.joinable()) expiry.join();
+  notices.stop();
+}
+
+// ---- RoService --------------------------------------------------------------------------------
+
+Result<std::unique_ptr<RoService>> RoService::create(store::Database& db, RoServiceConfig config,
+                                                     const Clock& clock) {
+  if (auto c = check_config(config); !c) return std::unexpected(c.error());
+  auto state = std::make_unique<State>(db, std::move(config), clock);
+  if (auto routes = state->add_routes(); !routes) return std::unexpected(routes.error());
+  state->notices.start();
+  if (state->config.expire_interval > std::chrono::seconds(0)) {
+    State* s = state.get();
+    state->expiry = std::thread([s] { s->expire_loop(); });
+  }
+  return std::unique_ptr<RoService>(new RoService(std::move(state)));
+}
+
+RoService::RoService(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+RoService::~RoService() { state_->stop(); }
+
+const net::Router& RoService::router() const { return state_->router; }
+net::HttpHandler RoService::handler() const { return state_->router.handler(); }
+
+std::size_t RoService::body_limit() const {
+  return std::max(state_->config.max_batch_bytes, kMaxPackageBody);
+}
+
+std::size_t RoService::pending_notices() const { return state_->notices.pending(); }
+
+bool RoService::wait_notices_delivered(std::chrono::milliseconds timeout) const {
+  return state_->notices.wait_idle(timeout);
+}
+
+}  // namespace mcim::ro

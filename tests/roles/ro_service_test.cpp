@@ -1,0 +1,1198 @@
+// The RO's HTTPS service (roles/ro/service.h) driven in-process through its Router with
+// fabricated mTLS peers and Bearer sessions, over the in-memory Database (and SQLite for the
+// happy path), with a real sealed supplier batch, a real TRE (tests/tre/tre_fixture.h) answering
+// AKA and installing the package, and a real HTTPS SHO receiving the notices. Every refusal is
+// checked for its exact status and code and for leaving the stored state as it was.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <variant>
+
+#include "../net/net_test_util.h"
+#include "../tre/tre_fixture.h"
+#include "aka/milenage.h"
+#include "aka/sqn.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "pki/certificate.h"
+#include "roles/ro/bootstrap.h"
+#include "roles/ro/service.h"
+#include "roles/supplier/ccif.h"
+#include "store/memory.h"
+#include "tre/tre.h"
+
+namespace mcim::ro {
+namespace {
+
+using namespace std::chrono_literals;
+using net::HttpRequest;
+using net::HttpResponse;
+using net::Json;
+using net::testing::TestPki;
+using tre::testing::World;
+
+const std::string kPcid = "001019990000001";   // the TRE's
+const std::string kPcid2 = "001019990000002";  // a second device of the batch, no TRE
+const std::string kImsi = "001020000000001";
+const std::string kPin = "12345678";  // World::bundle's
+constexpr Bytes<16> kNonce = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+const std::string kDpfPin(64, 'a');
+
+// ---- Helpers --------------------------------------------------------------------------------
+
+net::Peer peer_of(const std::string& op) {
+  net::Peer p;
+  p.tls = true;
+  p.address = "127.0.0.1:4000";
+  if (!op.empty()) {
+    std::vector<pki::X509Ptr> chain;
+    const auto& cred =
+        op == "anonymous" ? TestPki::get().client(op) : TestPki::get().operator_client(op);
+    for (const auto& c : cred.identity->certs) chain.push_back(pki::up_ref(c.get()));
+    p.certificate = net::peer_certificate(std::move(chain));
+  }
+  return p;
+}
+
+HttpRequest op_request(const std::string& method, const std::string& target, const std::string& op,
+                       std::string body = "", std::string content_type = "application/json") {
+  HttpRequest r;
+  r.method = method;
+  r.target = target;
+  r.body = std::move(body);
+  if (!r.body.empty() || method == "POST" || method == "PUT") r.content_type = content_type;
+  r.peer = peer_of(op);
+  return r;
+}
+
+HttpRequest device_request(const std::string& method, const std::string& target,
+                           const std::string& authorization, std::string body = "") {
+  HttpRequest r;
+  r.method = method;
+  r.target = target;
+  r.body = std::move(body);
+  if (method == "POST") r.content_type = "application/json";
+  r.peer.tls = true;
+  r.peer.address = "10.0.0.7:5000";
+  if (!authorization.empty()) r.headers.emplace_back("Authorization", authorization);
+  return r;
+}
+
+std::string bearer(const std::string& session) { return "Bearer " + session; }
+
+std::string error_code(const HttpResponse& r) {
+  auto j = Json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("error")) return "(no envelope)";
+  return j["error"]["code"].get<std::string>();
+}
+
+std::string header_of(const HttpResponse& r, std::string_view name) {
+  for (const auto& [n, v] : r.headers) {
+    if (n == name) return v;
+  }
+  return {};
+}
+
+// The supplier's batch signer and the ICF's key agreement certificate, from the World's CAs.
+struct Parties {
+  explicit Parties(World& w) {
+    pki::CertSpec signer;
+    signer.profile = pki::Profile::package_signing;
+    signer.subject = "CN=batch signer,O=supplier";
+    for (const char* id : {"sup-1", "sup-2"}) {
+      signer.sans = {std::string("URI:urn:mcim:supplier:") + id};
+      auto s = w.supplier().issue(signer, w.clock(), w.rng());
+      EXPECT_TRUE(s) << s.error().message;
+      suppliers.emplace(id, std::move(*s));
+    }
+    for (const char* id : {"icf.ro-1", "icf.other"}) {
+      pki::CertSpec icf;
+      icf.profile = pki::Profile::platform;  // keyAgreement (see ccif_test)
+      icf.subject = std::string("CN=") + id + " batch key,O=RO";
+      icf.device_id = id;
+      icf.model = "icf";
+      auto k = w.operators().issue(icf, w.clock(), w.rng());
+      EXPECT_TRUE(k) << k.error().message;
+      auto pair = std::make_shared<pki::KeyPair>();
+      pair->key = std::move(k->key);
+      pair->certs.push_back(std::move(k->cert));
+      icf_keys.emplace(id, std::move(pair));
+    }
+  }
+  std::map<std::string, pki::Issued> suppliers;
+  std::map<std::string, std::shared_ptr<pki::KeyPair>> icf_keys;
+};
+
+// What the refusals must not change, read through the store ports.
+struct Known {
+  std::vector<std::string> pcids = {kPcid, kPcid2, "001019990000003"};
+  std::vector<std::string> sessions;
+  std::vector<std::string> packages;
+};
+
+std::string snapshot(store::Database& db, const Known& known) {
+  std::string out = fmt::format("pcids {}\n", db.pcids().count().value_or(999999));
+  for (const std::string& pcid : known.pcids) {
+    auto p = db.pcids().find(pcid).value_or(std::nullopt);
+    if (p) {
+      out += fmt::format("pcid {} {} {} {} {} {}\n", pcid, to_string(p->status),
+                         p->active_until.time_since_epoch().count(),
+                         p->dormant_until.time_since_epoch().count(), p->batch, p->ind_bits);
+    }
+    out += fmt::format("sqn {} {}\n", pcid, db.sqns().current(pcid).value_or(999999));
+    auto r = db.registrations().find(pcid).value_or(std::nullopt);
+    if (r) {
+      out += fmt::format("reg {} {} {} {} {} {} {}\n", pcid, r->device_id, r->sho, r->dpf_url,
+                         r->apn, to_hex(r->dpf_key_pin), r->created.time_since_epoch().count());
+    }
+  }
+  for (const std::string& id : known.sessions) {
+    auto s = db.sessions().find(id).value_or(std::nullopt);
+    if (s)
+      out +=
+          fmt::format("session {} {} {}\n", s->imsi, s->vno, s->expires.time_since_epoch().count());
+  }
+  for (const std::string& id : known.packages) {
+    auto p = db.packages().find(id).value_or(std::nullopt);
+    if (p) {
+      out += fmt::format("package {} {} {} {}\n", id, to_string(p->status), p->report.size(),
+                         p->updated.time_since_epoch().count());
+    }
+  }
+  return out;
+}
+
+struct Bad {
+  std::string what;
+  HttpRequest request;
+  int status;
+  std::string code;
+};
+
+// ---- Fixture --------------------------------------------------------------------------------
+
+class RoServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    world_ = new World();
+    parties_ = new Parties(*world_);
+  }
+  static void TearDownTestSuite() {
+    delete parties_;
+    delete world_;
+  }
+  static World& world() { return *world_; }
+
+  void SetUp() override {
+    bundle_ = world().bundle(kPcid);
+    device_ = bundle_.device_id;
+    const std::string dir = world().path(fmt::format("tre-{}", counter_++));
+    ASSERT_TRUE(tre::Tre::init(tre::Options{dir}, bundle_));
+    auto t = tre::Tre::open(tre::Options{dir});
+    ASSERT_TRUE(t) << t.error().message;
+    tre_.emplace(std::move(*t));
+    if (!db_) db_ = store::make_memory_database();
+  }
+
+  RoServiceConfig config() {
+    RoServiceConfig c;
+    c.operator_id = "ro-1";
+    c.roaming_partners = {"vno-a", "vno-b"};
+    c.suppliers = {"sup-1", "sup-2"};
+    c.supplier_roots = std::make_shared<const pki::TrustAnchors>(
+        *pki::TrustAnchors::from_certs({world().supplier().cert()}));
+    c.operator_roots = std::make_shared<const pki::TrustAnchors>(
+        *pki::TrustAnchors::from_certs({world().operators().cert()}));
+    c.icf_key = parties_->icf_keys.at("icf.ro-1");
+    c.max_batch_bytes = 256 * 1024;
+    c.expire_interval = 0s;
+    c.notify_retry = 20ms;
+    return c;
+  }
+
+  void start(RoServiceConfig c) {
+    service_.reset();
+    auto s = RoService::create(*db_, std::move(c), clock_);
+    ASSERT_TRUE(s) << s.error().message;
+    service_ = std::move(*s);
+  }
+  void start() { start(config()); }
+
+  HttpResponse handle(const HttpRequest& r) { return service_->router().handle(r); }
+
+  // A batch with the TRE's PCID credential and two more.
+  supplier::PcidBatch batch(const std::string& id = "batch-1",
+                            const std::string& supplier = "sup-1", const std::string& ro = "ro-1") {
+    supplier::PcidBatch b;
+    b.batch_id = id;
+    b.supplier_id = supplier;
+    b.ro_operator = ro;
+    b.created = std::chrono::floor<std::chrono::seconds>(clock_.now());
+    supplier::PcidRecord r;
+    r.pcid = kPcid;
+    r.k = bundle_.k;
+    r.opc = bundle_.opc;
+    r.ind_bits = bundle_.ind_bits;
+    r.not_after = bundle_.pcid_not_after;
+    b.records.push_back(r);
+    for (const std::string& p : {kPcid2, std::string("001019990000003")}) {
+      r.pcid = p;
+      b.records.push_back(r);
+    }
+    return b;
+  }
+  std::string seal(const supplier::PcidBatch& b, const std::string& signer = "sup-1",
+                   const std::string& icf = "icf.ro-1") {
+    const auto& s = parties_->suppliers.at(signer);
+    auto sealed = supplier::seal_batch(b, pki::SealSigner{s.cert.get(), s.key.get(), {}},
+                                       parties_->icf_keys.at(icf)->cert());
+    EXPECT_TRUE(sealed) << sealed.error().message;
+    return sealed ? std::string(sealed->begin(), sealed->end()) : std::string();
+  }
+
+  HttpResponse post_batch(const std::string& body, const std::string& op = "sup-1") {
+    return handle(op_request("POST", "/v1/icf/batches", op, body, "application/cms"));
+  }
+
+  std::string registration_body(const std::string& device, const std::string& pin = kPin) {
+    return Json{{"device_id", device},
+                {"dpf_url", "https://dpf.ro-1.example/mcim"},
+                {"dpf_key_pin", kDpfPin},
+                {"apn", "m2m-prov.ro-1"},
+                {"pin", pin}}
+        .dump();
+  }
+
+  // Imported, registered to sho-a, activated, attached through vno-a: the session id.
+  std::string provisioned() {
+    EXPECT_EQ(post_batch(seal(batch())).status, 201);
+    EXPECT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a",
+                                registration_body(device_)))
+                  .status,
+              200);
+    EXPECT_EQ(handle(op_request("POST", "/v1/icf/pcids/" + kPcid + "/activation", "sho-a",
+                                R"({"window_s":3600})"))
+                  .status,
+              200);
+    auto s =
+        handle(op_request("POST", "/v1/auth/sessions", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
+    EXPECT_EQ(s.status, 201) << s.body;
+    const std::string id = Json::parse(s.body)["session"].get<std::string>();
+    known_.sessions.push_back(id);
+    return id;
+  }
+
+  // The TRE's package from sho-a, as the SHO hands it over.
+  std::string package_body(std::uint64_t sequence = 1, const std::string& signer = "sho-a",
+                           const std::string& pcid = kPcid) {
+    auto doc = world().document(device_, kImsi, signer, sequence, kNonce);
+    const ByteVec pkg = world().seal(doc, world().signer(signer), tre_->platform_certificate());
+    known_.packages.push_back(doc.package_id);
+    return Json{{"pcid", pcid},
+                {"device_id", device_},
+                {"package_id", doc.package_id},
+                {"package", to_hex(pkg)}}
+        .dump();
+  }
+
+  std::string report_body(const std::string& report) {
+    return Json{{"report", report},
+                {"platform_chain", {*pki::certificate_pem(tre_->platform_certificate())}}}
+        .dump();
+  }
+
+  std::string snap() { return snapshot(*db_, known_); }
+
+  void expect_refusals(const std::vector<Bad>& table) {
+    for (const Bad& b : table) {
+      const std::string before = snap();
+      const HttpResponse r = handle(b.request);
+      EXPECT_EQ(r.status, b.status) << b.what << ": " << r.body;
+      EXPECT_EQ(error_code(r), b.code) << b.what << ": " << r.body;
+      EXPECT_EQ(snap(), before) << b.what;
+      if (b.status == 401 && b.request.peer.certificate == nullptr &&
+          b.request.target.find("/v1/drf/bootstrap") != std::string::npos) {
+        EXPECT_EQ(header_of(r, "WWW-Authenticate"), "Bearer realm=\"mcim-ro\"") << b.what;
+      }
+    }
+  }
+
+  std::size_t flow_count(const std::string& step) {
+    const std::string text = service_->router().metrics().render();
+    const std::string key = fmt::format("step=\"{}\"}} ", step);
+    const auto at = text.find(key);
+    return at == std::string::npos ? 0 : std::stoul(text.substr(at + key.size()));
+  }
+
+  static World* world_;
+  static Parties* parties_;
+  static inline int counter_ = 0;
+  FakeClock clock_{std::chrono::system_clock::now()};
+  std::unique_ptr<store::Database> db_;
+  tre::SupplierBundle bundle_;
+  std::string device_;
+  std::optional<tre::Tre> tre_;
+  std::unique_ptr<RoService> service_;
+  Known known_;
+};
+World* RoServiceTest::world_ = nullptr;
+Parties* RoServiceTest::parties_ = nullptr;
+
+// ---- Happy path -----------------------------------------------------------------------------
+
+// F0 to F2 step 14 through every endpoint, with the TRE on the device side.
+class RoServiceHappyTest : public RoServiceTest {
+ public:
+  void run() {
+    start();
+    // F0: the supplier's batch.
+    auto r = post_batch(seal(batch()));
+    ASSERT_EQ(r.status, 201) << r.body;
+    EXPECT_EQ(Json::parse(r.body),
+              (Json{{"batch_id", "batch-1"}, {"supplier", "sup-1"}, {"imported", 3}}));
+    EXPECT_EQ(*db_->pcids().count(), 3u);
+
+    // F1: sho-a registers the device; the PIN is not echoed.
+    r = handle(
+        op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a", registration_body(device_)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Json::parse(r.body),
+              (Json{{"pcid", kPcid}, {"sho", "sho-a"}, {"device_id", device_}}));
+    EXPECT_EQ(r.body.find(kPin), std::string::npos);
+    EXPECT_EQ((*db_->registrations().find(kPcid))->sho, "sho-a");
+
+    // F7: activation by the home operator.
+    r = handle(op_request("POST", "/v1/icf/pcids/" + kPcid + "/activation", "sho-a",
+                          R"({"window_s":3600})"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const auto now_s = std::chrono::floor<std::chrono::seconds>(clock_.now());
+    EXPECT_EQ(Json::parse(r.body)["active_until"].get<std::int64_t>(),
+              (now_s + 3600s).time_since_epoch().count());
+    EXPECT_EQ((*db_->pcids().find(kPcid))->status, store::PcidStatus::active);
+
+    // F2 steps 2-3: vectors the TRE accepts.
+    r = handle(op_request("POST", "/v1/auth/vectors", "vno-a",
+                          R"({"imsi":")" + kPcid + R"(","count":2})"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const Json vectors = Json::parse(r.body)["vectors"];
+    ASSERT_EQ(vectors.size(), 2u);
+    for (const Json& v : vectors) {
+      for (const char* f : {"rand", "autn", "ck", "ik"}) {
+        EXPECT_EQ(v[f].get<std::string>().size(), 32u) << f;
+      }
+      auto answer =
+          tre_->authenticate(kPcid, *parse_hex_fixed<16>(v["rand"].get<std::string>(), "rand"),
+                             *parse_hex_fixed<16>(v["autn"].get<std::string>(), "autn"));
+      ASSERT_TRUE(answer) << answer.error().message;
+      ASSERT_TRUE(std::holds_alternative<aka::UsimSuccess>(*answer));
+      EXPECT_EQ(to_hex(std::get<aka::UsimSuccess>(*answer).res.view()), v["xres"]);
+      EXPECT_EQ(to_hex(std::get<aka::UsimSuccess>(*answer).ck), v["ck"]);
+    }
+    EXPECT_EQ(*db_->sqns().current(kPcid), 2u);
+    r = handle(op_request("POST", "/v1/auth/vectors", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Json::parse(r.body)["vectors"].size(), 1u);
+
+    // Step 4: the VNO opens the restricted session.
+    r = handle(op_request("POST", "/v1/auth/sessions", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
+    ASSERT_EQ(r.status, 201) << r.body;
+    const Json session = Json::parse(r.body);
+    EXPECT_EQ(session["imsi"], kPcid);
+    EXPECT_EQ(session["restricted"], true);
+    EXPECT_EQ(session["expires"].get<std::int64_t>(), (now_s + 1h).time_since_epoch().count());
+    const std::string sid = session["session"].get<std::string>();
+    EXPECT_EQ(sid.size(), 32u);
+
+    // Steps 5-6: the bootstrap message, verifiable with the device's PIN.
+    r = handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.content_type, "application/json");
+    EXPECT_EQ(header_of(r, "Cache-Control"), "no-store");
+    auto fields = verify_bootstrap(r.body, kPin, device_, clock_.now(), 5min);
+    ASSERT_TRUE(fields) << fields.error().message;
+    EXPECT_EQ(fields->sho, "sho-a");
+    EXPECT_EQ(fields->pcid, kPcid);
+    EXPECT_EQ(to_hex(fields->dpf_key_pin), kDpfPin);
+
+    // Step 11: the SHO's package.
+    r = handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body()));
+    ASSERT_EQ(r.status, 201) << r.body;
+    const std::string package_id = known_.packages.back();
+    EXPECT_EQ(Json::parse(r.body), (Json{{"package_id", package_id}, {"status", "pending"}}));
+
+    // Step 12: the device fetches it.
+    r = handle(device_request("GET", "/v1/dpf/package", bearer(sid)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Json::parse(r.body)["package_id"], package_id);
+    auto pkg = parse_hex(Json::parse(r.body)["package"].get<std::string>(), "package");
+    ASSERT_TRUE(pkg);
+    EXPECT_EQ((*db_->packages().find(package_id))->status, store::PackageStatus::delivered);
+
+    // Step 13-14: installed, reported.
+    ASSERT_TRUE(tre_->record_registration(kNonce));
+    auto installed = tre_->install(*pkg);
+    ASSERT_TRUE(installed.result) << installed.result.error().message;
+    r = handle(device_request("POST", "/v1/dpf/packages/" + package_id + "/report", bearer(sid),
+                              report_body(installed.report)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Json::parse(r.body), (Json{{"package_id", package_id}, {"outcome", "ok"}}));
+    EXPECT_EQ((*db_->packages().find(package_id))->status, store::PackageStatus::reported);
+
+    // The VNO detaches; the SHO removes its registration.
+    r = handle(op_request("DELETE", "/v1/auth/sessions/" + sid, "vno-a"));
+    EXPECT_EQ(r.status, 204) << r.body;
+    EXPECT_FALSE(*db_->sessions().find(sid));
+    r = handle(op_request("DELETE", "/v1/drf/registrations/" + kPcid, "sho-a"));
+    EXPECT_EQ(r.status, 204) << r.body;
+    EXPECT_FALSE(*db_->registrations().find(kPcid));
+
+    for (const char* step : {"batch_imported", "registered", "session_opened", "discovery",
+                             "package_stored", "package_delivered", "status_reported"}) {
+      EXPECT_EQ(flow_count(step), 1u) << step;
+    }
+    EXPECT_EQ(flow_count("vectors"), 2u);
+    EXPECT_EQ(handle(op_request("GET", "/healthz", "")).status, 200);
+  }
+  void use_database(std::unique_ptr<store::Database> db) { db_ = std::move(db); }
+};
+
+TEST_F(RoServiceHappyTest, EveryEndpointInFlowOrderInMemory) { run(); }
+
+TEST_F(RoServiceHappyTest, EveryEndpointInFlowOrderOnSqlite) {
+  auto db = store::open_database("sqlite:" + world().path("ro-happy.db"));
+  ASSERT_TRUE(db) << db.error().message;
+  use_database(std::move(*db));
+  run();
+}
+
+// ---- Refusals, endpoint by endpoint ---------------------------------------------------------
+
+TEST_F(RoServiceTest, BatchRefusals) {
+  start();
+  const std::string good = seal(batch());
+  std::vector<Bad> table = {
+      {"no certificate", op_request("POST", "/v1/icf/batches", "", good, "application/cms"), 401,
+       "unauthenticated"},
+      {"not a supplier", op_request("POST", "/v1/icf/batches", "sho-a", good, "application/cms"),
+       403, "access_denied"},
+      {"certificate without operator",
+       op_request("POST", "/v1/icf/batches", "anonymous", good, "application/cms"), 403,
+       "access_denied"},
+      {"json content type", op_request("POST", "/v1/icf/batches", "sup-1", good), 415,
+       "unsupported_media_type"},
+      {"no content type", op_request("POST", "/v1/icf/batches", "sup-1", good, ""), 415,
+       "unsupported_media_type"},
+      {"oversize",
+       op_request("POST", "/v1/icf/batches", "sup-1", std::string(256 * 1024 + 1, 'x'),
+                  "application/cms"),
+       413, "payload_too_large"},
+      {"not CMS", op_request("POST", "/v1/icf/batches", "sup-1", "{}", "application/cms"), 400,
+       "bad_format"},
+      {"empty", op_request("POST", "/v1/icf/batches", "sup-1", "", "application/cms"), 400,
+       "bad_format"},
+      {"another supplier's batch",
+       op_request("POST", "/v1/icf/batches", "sup-2", good, "application/cms"), 403,
+       "access_denied"},
+      {"for another RO",
+       op_request("POST", "/v1/icf/batches", "sup-1", seal(batch("batch-2", "sup-1", "ro-2")),
+                  "application/cms"),
+       422, "wrong_recipient"},
+      {"sealed to another ICF",
+       op_request("POST", "/v1/icf/batches", "sup-1", seal(batch(), "sup-1", "icf.other"),
+                  "application/cms"),
+       422, "wrong_recipient"},
+      {"truncated",
+       op_request("POST", "/v1/icf/batches", "sup-1", good.substr(0, good.size() / 2),
+                  "application/cms"),
+       400, "bad_format"},
+  };
+  expect_refusals(table);
+  EXPECT_EQ(*db_->pcids().count(), 0u);
+  // The refusals of the envelope are on the record.
+  const auto audit = *db_->audit().recent(1);
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].event, "import-batch");
+  EXPECT_EQ(audit[0].outcome, "bad_format");
+
+  ASSERT_EQ(post_batch(good).status, 201);
+  // A replay, and another batch id holding the same PCIDs: nothing changes.
+  expect_refusals({
+      {"replay", op_request("POST", "/v1/icf/batches", "sup-1", good, "application/cms"), 409,
+       "already_exists"},
+      {"same pcids again",
+       op_request("POST", "/v1/icf/batches", "sup-1", seal(batch("batch-3")), "application/cms"),
+       409, "already_exists"},
+  });
+  EXPECT_EQ(*db_->pcids().count(), 3u);
+}
+
+TEST_F(RoServiceTest, VectorsAndResyncRefusals) {
+  start();
+  ASSERT_EQ(post_batch(seal(batch())).status, 201);
+  const std::string imsi = R"({"imsi":")" + kPcid + "\"";
+  auto vec = [&](std::string body, std::string op = "vno-a", std::string ct = "application/json") {
+    return op_request("POST", "/v1/auth/vectors", op, std::move(body), std::move(ct));
+  };
+  // Dormant: not yet activated by its owner.
+  expect_refusals({{"dormant", vec(imsi + "}"), 409, "credential_unusable"}});
+  ASSERT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a",
+                              registration_body(device_)))
+                .status,
+            200);
+  ASSERT_EQ(handle(op_request("POST", "/v1/icf/pcids/" + kPcid + "/activation", "sho-a",
+                              R"({"window_s":60})"))
+                .status,
+            200);
+  expect_refusals({
+      {"no certificate", vec(imsi + "}", ""), 401, "unauthenticated"},
+      {"not a roaming partner", vec(imsi + "}", "sho-a"), 403, "access_denied"},
+      {"malformed json", vec(imsi), 400, "bad_format"},
+      {"not an object", vec("[1]"), 400, "bad_format"},
+      {"imsi a number", vec(R"({"imsi":1234567})"), 400, "bad_format"},
+      {"imsi with letters", vec(R"({"imsi":"00101abc"})"), 400, "invalid_argument"},
+      {"imsi too short", vec(R"({"imsi":"12345"})"), 400, "invalid_argument"},
+      {"missing imsi", vec(R"({"count":1})"), 400, "missing_argument"},
+      {"unknown member", vec(imsi + R"(,"k":"00"})"), 400, "bad_format"},
+      {"count zero", vec(imsi + R"(,"count":0})"), 400, "invalid_argument"},
+      {"count six", vec(imsi + R"(,"count":6})"), 400, "invalid_argument"},
+      {"count a string", vec(imsi + R"(,"count":"2"})"), 400, "bad_format"},
+      {"count a fraction", vec(imsi + R"(,"count":1.5})"), 400, "bad_format"},
+      {"duplicate key", vec(imsi + R"(,"imsi":"001019990000002"})"), 400, "bad_format"},
+      {"text/plain", vec(imsi + "}", "vno-a", "text/plain"), 415, "unsupported_media_type"},
+      {"no content type", vec(imsi + "}", "vno-a", ""), 415, "unsupported_media_type"},
+      {"oversize", vec(imsi + R"(,"x":")" + std::string(64 * 1024, 'a') + "\"}"), 413,
+       "payload_too_large"},
+      {"unknown pcid", vec(R"({"imsi":"001019990000099"})"), 404, "not_found"},
+  });
+
+  auto rs = [&](std::string body, std::string op = "vno-a") {
+    return op_request("POST", "/v1/auth/resync", op, std::move(body));
+  };
+  const std::string rand(32, '0');
+  const std::string auts(28, '0');
+  const std::string good = imsi + R"(,"rand":")" + rand + R"(","auts":")" + auts + "\"";
+  expect_refusals({
+      {"no certificate", rs(good + "}", ""), 401, "unauthenticated"},
+      {"not a roaming partner", rs(good + "}", "sho-b"), 403, "access_denied"},
+      {"malformed json", rs(good), 400, "bad_format"},
+      {"rand short", rs(imsi + R"(,"rand":"00","auts":")" + auts + "\"}"), 400, "invalid_argument"},
+      {"auts not hex",
+       rs(imsi + R"(,"rand":")" + rand + R"(","auts":")" + std::string(28, 'z') + "\"}"), 400,
+       "invalid_argument"},
+      {"missing auts", rs(imsi + R"(,"rand":")" + rand + "\"}"), 400, "missing_argument"},
+      {"unknown member", rs(good + R"(,"sqn":1})"), 400, "bad_format"},
+      {"count six", rs(good + R"(,"count":6})"), 400, "invalid_argument"},
+      {"forged auts", rs(good + "}"), 422, "mac_mismatch"},
+      {"unknown pcid",
+       rs(R"({"imsi":"001019990000099","rand":")" + rand + R"(","auts":")" + auts + "\"}"), 404,
+       "not_found"},
+      {"oversize", rs(good + R"(,"x":")" + std::string(64 * 1024, 'a') + "\"}"), 413,
+       "payload_too_large"},
+  });
+  // The window ends: unusable again.
+  clock_.advance(61s);
+  expect_refusals({{"window over", vec(imsi + "}"), 409, "credential_unusable"}});
+}
+
+TEST_F(RoServiceTest, ResyncEndToEndWithTheTre) {
+  start();
+  const std::string sid = provisioned();
+  (void)sid;
+  // The TRE accepted a far higher SEQ in the slot of the ICF's next vector (a network restored
+  // from an old backup, say): the ICF's vector is stale and the USIM answers AUTS.
+  const aka::SqnPolicy policy = [&] {
+    aka::SqnPolicy p;
+    p.ind_bits = bundle_.ind_bits;
+    return p;
+  }();
+  const std::uint64_t next_seq = *db_->sqns().current(kPcid) + 1;
+  const unsigned ind = static_cast<unsigned>(next_seq & ((1u << policy.ind_bits) - 1));
+  const aka::Milenage milenage(bundle_.k.get(), bundle_.opc.get());
+  const auto ahead = aka::make_vector(milenage, world().rng().draw<16>(),
+                                      aka::sqn_bytes(policy.join(1000, ind)), {0x80, 0x00});
+  auto accepted = tre_->authenticate(kPcid, ahead.rand, ahead.autn);
+  ASSERT_TRUE(accepted && std::holds_alternative<aka::UsimSuccess>(*accepted));
+
+  auto r = handle(op_request("POST", "/v1/auth/vectors", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json stale = Json::parse(r.body)["vectors"][0];
+  const auto rand = *parse_hex_fixed<16>(stale["rand"].get<std::string>(), "rand");
+  auto answer = tre_->authenticate(kPcid, rand,
+                                   *parse_hex_fixed<16>(stale["autn"].get<std::string>(), "autn"));
+  ASSERT_TRUE(answer) << answer.error().message;
+  ASSERT_TRUE(std::holds_alternative<aka::UsimSyncFailure>(*answer));
+  const aka::Auts auts = std::get<aka::UsimSyncFailure>(*answer).auts;
+  const std::uint64_t before = *db_->sqns().current(kPcid);
+
+  // A forged AUTS changes nothing.
+  aka::Auts forged = auts;
+  forged[13] ^= 0x01;
+  const auto resync = [&](const aka::Auts& a, const aka::Rand& rnd) {
+    return op_request(
+        "POST", "/v1/auth/resync", "vno-a",
+        Json{{"imsi", kPcid}, {"rand", to_hex(rnd)}, {"auts", to_hex(a)}, {"count", 2}}.dump());
+  };
+  expect_refusals({{"forged auts", resync(forged, rand), 422, "mac_mismatch"}});
+  aka::Rand other = rand;
+  other[0] ^= 0x01;
+  expect_refusals({{"other rand", resync(auts, other), 422, "mac_mismatch"}});
+  EXPECT_EQ(*db_->sqns().current(kPcid), before);
+
+  // Uppercase hex is accepted on input.
+  Json body = Json{{"imsi", kPcid}, {"rand", to_hex(rand)}, {"auts", to_hex(auts)}, {"count", 2}};
+  std::string upper = body["auts"].get<std::string>();
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  body["auts"] = upper;
+  r = handle(op_request("POST", "/v1/auth/resync", "vno-a", body.dump()));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json fresh = Json::parse(r.body)["vectors"];
+  ASSERT_EQ(fresh.size(), 2u);
+  const std::uint64_t after = *db_->sqns().current(kPcid);
+  EXPECT_GE(after, 1002u);
+  EXPECT_EQ(fresh[0]["rand"].get<std::string>(),
+            to_hex(*parse_hex(fresh[0]["rand"].get<std::string>(), "r")));
+  for (const Json& v : fresh) {
+    auto ok = tre_->authenticate(kPcid, *parse_hex_fixed<16>(v["rand"].get<std::string>(), "rand"),
+                                 *parse_hex_fixed<16>(v["autn"].get<std::string>(), "autn"));
+    ASSERT_TRUE(ok) << ok.error().message;
+    EXPECT_TRUE(std::holds_alternative<aka::UsimSuccess>(*ok));
+  }
+  // The SQN never goes back: an old AUTS replayed resynchronises to a lower SEQ_MS, no lower.
+  r = handle(resync(auts, rand));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_GT(*db_->sqns().current(kPcid), after);
+  EXPECT_EQ(flow_count("resync"), 2u);
+}
+
+TEST_F(RoServiceTest, SessionRefusals) {
+  start();
+  const std::string sid = provisioned();
+  auto open = [&](std::string body, std::string op = "vno-a", std::string ct = "application/json") {
+    return op_request("POST", "/v1/auth/sessions", op, std::move(body), std::move(ct));
+  };
+  const std::string body = R"({"imsi":")" + kPcid + "\"}";
+  ASSERT_EQ(db_->pcids()
+                .activate(kPcid2, std::chrono::floor<std::chrono::seconds>(clock_.now()) + 1h)
+                .has_value(),
+            true);
+  expect_refusals({
+      {"second attach", open(body), 409, "already_exists"},
+      {"second attach elsewhere", open(body, "vno-b"), 409, "already_exists"},
+      {"no certificate", open(body, ""), 401, "unauthenticated"},
+      {"not a partner", open(body, "sho-a"), 403, "access_denied"},
+      {"malformed", open("{"), 400, "bad_format"},
+      {"unknown member", open(R"({"imsi":"001019990000002","vno":"x"})"), 400, "bad_format"},
+      {"imsi a list", open(R"({"imsi":["001019990000002"]})"), 400, "bad_format"},
+      {"missing imsi", open("{}"), 400, "missing_argument"},
+      {"text/plain", open(R"({"imsi":"001019990000002"})", "vno-a", "text/plain"), 415,
+       "unsupported_media_type"},
+      {"oversize", open(std::string(64 * 1024 + 1, ' ')), 413, "payload_too_large"},
+      {"unknown pcid", open(R"({"imsi":"001019990000099"})"), 404, "not_found"},
+      {"dormant pcid", open(R"({"imsi":"001019990000003"})"), 409, "credential_unusable"},
+  });
+  auto close = [&](std::string id, std::string op = "vno-a") {
+    return op_request("DELETE", "/v1/auth/sessions/" + id, op);
+  };
+  expect_refusals({
+      {"no certificate", close(sid, ""), 401, "unauthenticated"},
+      {"not a partner", close(sid, "sho-a"), 403, "access_denied"},
+      {"another VNO's session", close(sid, "vno-b"), 403, "access_denied"},
+      {"unknown session", close(std::string(32, 'f')), 404, "not_found"},
+      {"oversize",
+       op_request("DELETE", "/v1/auth/sessions/" + sid, "vno-a", std::string(64 * 1024 + 1, 'x')),
+       413, "payload_too_large"},
+  });
+  ASSERT_EQ(handle(close(sid)).status, 204);
+  EXPECT_EQ(handle(close(sid)).status, 404);
+}
+
+TEST_F(RoServiceTest, RegistrationRefusals) {
+  start();
+  ASSERT_EQ(post_batch(seal(batch())).status, 201);
+  auto put = [&](std::string body, std::string op = "sho-a", std::string pcid = kPcid,
+                 std::string ct = "application/json") {
+    return op_request("PUT", "/v1/drf/registrations/" + pcid, op, std::move(body), std::move(ct));
+  };
+  Json good = Json::parse(registration_body(device_));
+  auto with = [&](const std::string& field, Json value) {
+    Json j = good;
+    if (value.is_null()) {
+      j.erase(field);
+    } else {
+      j[field] = std::move(value);
+    }
+    return j.dump();
+  };
+  const std::vector<Bad> table = {
+      {"no certificate", put(good.dump(), ""), 401, "unauthenticated"},
+      {"no operator in certificate", put(good.dump(), "anonymous"), 403, "access_denied"},
+      {"malformed", put("{\"device_id\":"), 400, "bad_format"},
+      {"unknown member", put(with("sho", "sho-b")), 400, "bad_format"},
+      {"pin a number", put(with("pin", 12345678)), 400, "bad_format"},
+      {"pin letters", put(with("pin", "12ab5678")), 400, "invalid_argument"},
+      {"pin short", put(with("pin", "123")), 400, "invalid_argument"},
+      {"pin missing", put(with("pin", nullptr)), 400, "missing_argument"},
+      {"dpf pin short", put(with("dpf_key_pin", "abcd")), 400, "invalid_argument"},
+      {"dpf url not https", put(with("dpf_url", "http://dpf.example/")), 400, "invalid_argument"},
+      {"device id bad", put(with("device_id", "dev one")), 400, "invalid_argument"},
+      {"bad pcid in path", put(good.dump(), "sho-a", "12ab"), 400, "invalid_argument"},
+      {"unknown pcid", put(good.dump(), "sho-a", "001019990000099"), 404, "not_found"},
+      {"text/plain", put(good.dump(), "sho-a", kPcid, "text/plain"), 415, "unsupported_media_type"},
+      {"oversize", put(with("apn", std::string(64 * 1024, 'a'))), 413, "payload_too_large"},
+  };
+  expect_refusals(table);
+  ASSERT_EQ(handle(put(good.dump())).status, 200);
+  const std::string before = snap();
+  expect_refusals({{"another SHO replaces it", put(good.dump(), "sho-b"), 403, "access_denied"}});
+  EXPECT_EQ(snap(), before);
+
+  auto del = [&](std::string op, std::string pcid = kPcid) {
+    return op_request("DELETE", "/v1/drf/registrations/" + pcid, op);
+  };
+  expect_refusals({
+      {"no certificate", del(""), 401, "unauthenticated"},
+      {"another SHO", del("sho-b"), 403, "access_denied"},
+      {"unknown", del("sho-a", kPcid2), 404, "not_found"},
+  });
+  ASSERT_EQ(handle(del("sho-a")).status, 204);
+  EXPECT_EQ(handle(del("sho-a")).status, 404);
+}
+
+TEST_F(RoServiceTest, ActivationRefusals) {
+  start();
+  ASSERT_EQ(post_batch(seal(batch())).status, 201);
+  ASSERT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a",
+                              registration_body(device_)))
+                .status,
+            200);
+  auto act = [&](std::string body, std::string op = "sho-a", std::string pcid = kPcid,
+                 std::string ct = "application/json") {
+    return op_request("POST", "/v1/icf/pcids/" + pcid + "/activation", op, std::move(body),
+                      std::move(ct));
+  };
+  const std::string max = std::to_string(std::chrono::seconds(IcfConfig{}.max_activation).count());
+  expect_refusals({
+      {"no certificate", act(R"({"window_s":60})", ""), 401, "unauthenticated"},
+      {"another SHO", act(R"({"window_s":60})", "sho-b"), 403, "access_denied"},
+      {"not registered", act(R"({"window_s":60})", "sho-a", kPcid2), 404, "not_found"},
+      {"unknown pcid", act(R"({"window_s":60})", "sho-a", "001019990000099"), 404, "not_found"},
+      {"window zero", act(R"({"window_s":0})"), 400, "invalid_argument"},
+      {"window too long", act(R"({"window_s":)" + max + "1}"), 400, "invalid_argument"},
+      {"window a string", act(R"({"window_s":"60"})"), 400, "bad_format"},
+      {"window missing", act("{}"), 400, "missing_argument"},
+      {"unknown member", act(R"({"window_s":60,"until":1})"), 400, "bad_format"},
+      {"malformed", act(R"({"window_s":)"), 400, "bad_format"},
+      {"text/plain", act(R"({"window_s":60})", "sho-a", kPcid, "text/plain"), 415,
+       "unsupported_media_type"},
+      {"oversize", act(std::string(64 * 1024 + 1, ' ')), 413, "payload_too_large"},
+  });
+  EXPECT_EQ(handle(act(R"({"window_s":)" + max + "}")).status, 200);
+}
+
+TEST_F(RoServiceTest, PackageRefusals) {
+  start();
+  const std::string sid = provisioned();
+  auto post = [&](std::string body, std::string op = "sho-a", std::string ct = "application/json") {
+    return op_request("POST", "/v1/dpf/packages", op, std::move(body), std::move(ct));
+  };
+  const std::string good = package_body(1);
+  Json j = Json::parse(good);
+  auto with = [&](const std::string& field, Json value) {
+    Json c = j;
+    c[field] = std::move(value);
+    return c.dump();
+  };
+  expect_refusals({
+      {"no certificate", post(good, ""), 401, "unauthenticated"},
+      {"no operator", post(good, "anonymous"), 403, "access_denied"},
+      {"not the registered SHO", post(good, "sho-b"), 403, "access_denied"},
+      {"signed by another SHO", post(package_body(2, "sho-b")), 403, "access_denied"},
+      {"unknown pcid", post(with("pcid", "001019990000099")), 404, "not_found"},
+      {"unregistered pcid", post(with("pcid", kPcid2)), 404, "not_found"},
+      {"another device", post(with("device_id", "dev-other")), 422, "wrong_recipient"},
+      {"package not hex", post(with("package", "zz")), 400, "invalid_argument"},
+      {"package empty", post(with("package", "")), 400, "invalid_argument"},
+      {"package too large", post(with("package", std::string(2 * 64 * 1024 + 2, 'a'))), 400,
+       "invalid_argument"},
+      {"package broken", post(with("package", j["package"].get<std::string>().substr(0, 200))), 400,
+       "bad_format"},
+      {"package a number", post(with("package", 1)), 400, "bad_format"},
+      {"unknown member", post(with("sho", "sho-a")), 400, "bad_format"},
+      {"malformed", post(good.substr(0, 40)), 400, "bad_format"},
+      {"text/plain", post(good, "sho-a", "text/plain"), 415, "unsupported_media_type"},
+      {"oversize", post(with("package", std::string(3 * 64 * 1024, 'a'))), 413,
+       "payload_too_large"},
+  });
+  ASSERT_EQ(handle(post(good)).status, 201);
+  expect_refusals({{"replay", post(good), 409, "already_exists"}});
+  (void)sid;
+}
+
+TEST_F(RoServiceTest, DeviceEndpointsNeedASession) {
+  start();
+  const std::string sid = provisioned();
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body())).status, 201);
+  const std::string pkg = known_.packages.back();
+  const std::string report_target = "/v1/dpf/packages/" + pkg + "/report";
+  const std::string body = report_body("x");
+  for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/v1/drf/bootstrap"}, {"GET", "/v1/dpf/package"}, {"POST", report_target}}) {
+    const std::string b = method == "POST" ? body : "";
+    std::vector<Bad> table = {
+        {"no header", device_request(method, target, "", b), 401, "unauthenticated"},
+        {"basic", device_request(method, target, "Basic " + sid, b), 401, "unauthenticated"},
+        {"bearer empty", device_request(method, target, "Bearer ", b), 401, "unauthenticated"},
+        {"not hex", device_request(method, target, bearer(std::string(32, 'z')), b), 401,
+         "unauthenticated"},
+        {"uppercase", device_request(method, target, bearer(std::string(32, 'A')), b), 401,
+         "unauthenticated"},
+        {"short", device_request(method, target, bearer(sid.substr(1)), b), 401, "unauthenticated"},
+        {"unknown", device_request(method, target, bearer(std::string(32, '0')), b), 401,
+         "unauthenticated"},
+    };
+    for (const Bad& bad : table) {
+      const std::string before = snap();
+      const HttpResponse r = handle(bad.request);
+      EXPECT_EQ(r.status, 401) << target << " " << bad.what;
+      EXPECT_EQ(error_code(r), "unauthenticated") << target << " " << bad.what;
+      EXPECT_EQ(header_of(r, "WWW-Authenticate"), "Bearer realm=\"mcim-ro\"") << bad.what;
+      EXPECT_EQ(snap(), before) << bad.what;
+    }
+  }
+  // The session comes first: a device without one learns that before anything about its body.
+  expect_refusals({{"no session, malformed body", device_request("POST", report_target, "", "{"),
+                    401, "unauthenticated"}});
+  // The session expires after an hour.
+  clock_.advance(3601s);
+  expect_refusals({{"expired", device_request("GET", "/v1/drf/bootstrap", bearer(sid)), 401,
+                    "unauthenticated"}});
+  EXPECT_EQ(flow_count("discovery"), 0u);
+}
+
+TEST_F(RoServiceTest, DeviceEndpointRefusals) {
+  start();
+  const std::string sid = provisioned();
+  // No package yet.
+  expect_refusals(
+      {{"no package", device_request("GET", "/v1/dpf/package", bearer(sid)), 404, "not_found"}});
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body())).status, 201);
+  const std::string pkg = known_.packages.back();
+  auto fetched = handle(device_request("GET", "/v1/dpf/package", bearer(sid)));
+  ASSERT_EQ(fetched.status, 200);
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  auto installed =
+      tre_->install(*parse_hex(Json::parse(fetched.body)["package"].get<std::string>(), "p"));
+  ASSERT_TRUE(installed.result);
+
+  auto rep = [&](std::string body, std::string package = "", std::string ct = "application/json") {
+    auto r =
+        device_request("POST", "/v1/dpf/packages/" + (package.empty() ? pkg : package) + "/report",
+                       bearer(sid), std::move(body));
+    r.content_type = std::move(ct);
+    return r;
+  };
+  const std::string good = report_body(installed.report);
+  const std::string pem = *pki::certificate_pem(tre_->platform_certificate());
+  const std::string sho_pem = *pki::certificate_pem(world().signer("sho-a").cert.get());
+  expect_refusals({
+      {"malformed", rep(good.substr(0, 30)), 400, "bad_format"},
+      {"unknown member",
+       rep(Json{{"report", installed.report}, {"platform_chain", {pem}}, {"x", 1}}.dump()), 400,
+       "bad_format"},
+      {"report a number", rep(Json{{"report", 1}, {"platform_chain", {pem}}}.dump()), 400,
+       "bad_format"},
+      {"chain empty",
+       rep(Json{{"report", installed.report}, {"platform_chain", Json::array()}}.dump()), 400,
+       "invalid_argument"},
+      {"chain too long",
+       rep(Json{{"report", installed.report}, {"platform_chain", {pem, pem, pem, pem, pem}}}
+               .dump()),
+       400, "invalid_argument"},
+      {"chain not PEM",
+       rep(Json{{"report", installed.report}, {"platform_chain", {"nope"}}}.dump()), 400,
+       "bad_format"},
+      {"report too long",
+       rep(Json{{"report", std::string(16 * 1024 + 1, 'r')}, {"platform_chain", {pem}}}.dump()),
+       400, "invalid_argument"},
+      {"missing report", rep(Json{{"platform_chain", {pem}}}.dump()), 400, "missing_argument"},
+      {"text/plain", rep(good, "", "text/plain"), 415, "unsupported_media_type"},
+      {"oversize", rep(std::string(64 * 1024 + 1, ' ')), 413, "payload_too_large"},
+      {"unknown package", rep(good, "pkg-unknown"), 404, "not_found"},
+      {"altered report",
+       rep(report_body(
+           std::string(installed.report).replace(installed.report.find("\"ok\""), 4, "\"no\""))),
+       422, "signature_invalid"},
+      {"chain outside the supplier PKI",
+       rep(Json{{"report", installed.report}, {"platform_chain", {sho_pem}}}.dump()), 422,
+       "chain_invalid"},
+  });
+  ASSERT_EQ(handle(rep(good)).status, 200);
+  expect_refusals({{"second report", rep(good), 409, "transition_refused"}});
+
+  // Another device's package: registered for kPcid2 to another device id by sho-a.
+  ASSERT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid2, "sho-a",
+                              registration_body("dev-other")))
+                .status,
+            200);
+  ASSERT_TRUE(
+      db_->pcids().activate(kPcid2, std::chrono::floor<std::chrono::seconds>(clock_.now()) + 1h));
+  auto s2 =
+      handle(op_request("POST", "/v1/auth/sessions", "vno-a", R"({"imsi":")" + kPcid2 + "\"}"));
+  ASSERT_EQ(s2.status, 201);
+  const std::string sid2 = Json::parse(s2.body)["session"].get<std::string>();
+  known_.sessions.push_back(sid2);
+  auto other_pkg = package_body(2);  // this TRE's device, a fresh package
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/packages", "sho-a", other_pkg)).status, 201);
+  auto r = device_request("POST", "/v1/dpf/packages/" + known_.packages.back() + "/report",
+                          bearer(sid2), good);
+  expect_refusals({{"another device's package", r, 403, "access_denied"},
+                   {"nothing for this device",
+                    device_request("GET", "/v1/dpf/package", bearer(sid2)), 404, "not_found"}});
+
+  // Unregistered: no bootstrap, no package.
+  ASSERT_EQ(handle(op_request("DELETE", "/v1/drf/registrations/" + kPcid, "sho-a")).status, 204);
+  expect_refusals({
+      {"bootstrap unregistered", device_request("GET", "/v1/drf/bootstrap", bearer(sid)), 404,
+       "not_found"},
+      {"package unregistered", device_request("GET", "/v1/dpf/package", bearer(sid)), 404,
+       "not_found"},
+      {"report unregistered", rep(good), 404, "not_found"},
+  });
+}
+
+TEST_F(RoServiceTest, UnknownPathsAndMethods) {
+  start();
+  EXPECT_EQ(handle(op_request("GET", "/v1/nothing", "vno-a")).status, 404);
+  auto r = handle(op_request("GET", "/v1/auth/vectors", "vno-a"));
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(header_of(r, "Allow"), "POST");
+  EXPECT_GE(service_->body_limit(), std::size_t{256 * 1024});
+}
+
+// Refusals are logged at debug, with messages that name fields and checks: never the PIN, the
+// keys, the vectors or a session id.
+TEST_F(RoServiceTest, LogsCarryNoSecrets) {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  log::set_level(log::Level::debug);
+  log::set_sink([&](std::string_view line) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(line);
+  });
+  start();
+  const std::string sid = provisioned();
+  auto v = handle(op_request("POST", "/v1/auth/vectors", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
+  ASSERT_EQ(v.status, 200);
+  const Json vec = Json::parse(v.body)["vectors"][0];
+  // Refusals of every kind.
+  handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-b", registration_body(device_)));
+  handle(op_request("PUT", "/v1/drf/registrations/" + kPcid2, "sho-a",
+                    registration_body(device_, "98765x")));
+  handle(op_request("POST", "/v1/auth/sessions", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
+  handle(op_request("DELETE", "/v1/auth/sessions/" + sid, "vno-b"));
+  handle(device_request("GET", "/v1/dpf/package", bearer(sid)));
+  handle(device_request("GET", "/v1/dpf/package", bearer(std::string(32, '0'))));
+  handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid)));
+  handle(op_request(
+      "POST", "/v1/auth/resync", "vno-a",
+      Json{{"imsi", kPcid}, {"rand", vec["rand"]}, {"auts", std::string(28, '0')}}.dump()));
+  service_.reset();
+  log::set_sink(nullptr);
+  log::set_level(log::Level::info);
+  ASSERT_FALSE(lines.empty());
+  bool refusal_logged = false;
+  for (const std::string& line : lines) {
+    refusal_logged = refusal_logged || line.find("refused: access_denied") != std::string::npos;
+    for (const std::string& secret :
+         {sid, kPin, std::string("98765x"), to_hex(bundle_.k.get()), to_hex(bundle_.opc.get()),
+          vec["rand"].get<std::string>(), vec["xres"].get<std::string>(),
+          vec["ck"].get<std::string>(), vec["ik"].get<std::string>()}) {
+      EXPECT_EQ(line.find(secret), std::string::npos) << line;
+    }
+  }
+  EXPECT_TRUE(refusal_logged);
+}
+
+// ---- Configuration --------------------------------------------------------------------------
+
+TEST_F(RoServiceTest, UnusableConfigurationsAreRefused) {
+  auto refused = [&](std::function<void(RoServiceConfig&)> change) {
+    RoServiceConfig c = config();
+    change(c);
+    auto s = RoService::create(*db_, std::move(c), clock_);
+    return s ? std::string("created") : std::string(s.error().wire_code());
+  };
+  EXPECT_EQ(refused([](auto& c) { c.operator_id.clear(); }), "missing_argument");
+  EXPECT_EQ(refused([](auto& c) { c.icf_key.reset(); }), "missing_argument");
+  EXPECT_EQ(refused([](auto& c) { c.supplier_roots.reset(); }), "missing_argument");
+  EXPECT_EQ(refused([](auto& c) { c.operator_roots.reset(); }), "missing_argument");
+  EXPECT_EQ(refused([](auto& c) { c.shos["sho-a"] = {"http://127.0.0.1:1"}; }), "invalid_argument");
+  EXPECT_EQ(refused([&](auto& c) {
+              auto mismatched = std::make_shared<pki::KeyPair>();
+              mismatched->key = pki::up_ref(parties_->icf_keys.at("icf.other")->key.get());
+              mismatched->certs.push_back(pki::up_ref(parties_->icf_keys.at("icf.ro-1")->cert()));
+              c.icf_key = mismatched;
+            }),
+            "invalid_argument");
+  EXPECT_EQ(refused([](auto&) {}), "created");
+}
+
+// ---- Notices to the SHO ---------------------------------------------------------------------
+
+class ShoServer {
+ public:
+  // Answers `failures` requests 503, then 204.
+  explicit ShoServer(int failures) : failures_(failures) {
+    TestPki::get().operator_client("ro-1");
+    server_ = net::testing::start_server(
+        [this](const HttpRequest& r) {
+          std::lock_guard lock(mu_);
+          received.push_back({r.target, r.body, r.peer.operator_id() ? *r.peer.operator_id() : ""});
+          HttpResponse out;
+          out.status = failures_-- > 0 ? 503 : 204;
+          return out;
+        },
+        net::testing::tls_options(net::ClientAuth::required));
+  }
+  std::string url() const { return server_->url(); }
+  struct Received {
+    std::string target, body, peer;
+  };
+  std::vector<Received> snapshot() {
+    std::lock_guard lock(mu_);
+    return received;
+  }
+
+ private:
+  std::mutex mu_;
+  int failures_;
+  std::vector<Received> received;
+  std::unique_ptr<net::HttpServer> server_;
+};
+
+TEST_F(RoServiceTest, NoticesReachTheShoOverMtlsAndAreRetried) {
+  ShoServer sho(1);
+  RoServiceConfig c = config();
+  TestPki::get().operator_client("ro-1");
+  c.notify_client = std::shared_ptr<net::HttpsClient>(net::testing::make_client("ro-1"));
+  c.shos["sho-a"] = {sho.url()};
+  start(std::move(c));
+  const std::string sid = provisioned();
+  ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  EXPECT_EQ(service_->pending_notices(), 0u);
+  auto got = sho.snapshot();
+  ASSERT_EQ(got.size(), 2u);  // 503, then delivered
+  EXPECT_EQ(got[0].target, "/v1/sho/arrivals");
+  EXPECT_EQ(got[1].body, got[0].body);
+  EXPECT_EQ(got[1].peer, "ro-1");
+  const Json arrival = Json::parse(got[1].body);
+  EXPECT_EQ(arrival["pcid"], kPcid);
+  EXPECT_EQ(arrival["device_id"], device_);
+  EXPECT_EQ(arrival["sho"], "sho-a");
+  EXPECT_EQ(arrival["time"].get<std::int64_t>(),
+            std::chrono::floor<std::chrono::seconds>(clock_.now()).time_since_epoch().count());
+
+  // Step 14: the status relay.
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body())).status, 201);
+  auto fetched = handle(device_request("GET", "/v1/dpf/package", bearer(sid)));
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  auto installed =
+      tre_->install(*parse_hex(Json::parse(fetched.body)["package"].get<std::string>(), "p"));
+  ASSERT_EQ(handle(device_request("POST", "/v1/dpf/packages/" + known_.packages.back() + "/report",
+                                  bearer(sid), report_body(installed.report)))
+                .status,
+            200);
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  got = sho.snapshot();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].target, "/v1/sho/status");
+  const Json status = Json::parse(got[2].body);
+  EXPECT_EQ(status["package_id"], known_.packages.back());
+  EXPECT_EQ(status["device_id"], device_);
+  EXPECT_EQ(status["sho"], "sho-a");
+  EXPECT_EQ(status["report"], installed.report);
+}
+
+TEST_F(RoServiceTest, UndeliverableNoticesAreAuditedAndDropped) {
+  start();  // no client, no SHO endpoints
+  const std::string sid = provisioned();
+  ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+  EXPECT_EQ(service_->pending_notices(), 0u);
+  const auto audit = *db_->audit().recent(3);
+  bool found = false;
+  for (const auto& a : audit) {
+    if (a.service == "ro" && a.event == "notice") {
+      found = true;
+      EXPECT_EQ(a.outcome, "not_found");
+      EXPECT_EQ(a.subject, kPcid);
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_F(RoServiceTest, ShutdownIsPromptWithNoticesPending) {
+  ShoServer sho(1000);
+  RoServiceConfig c = config();
+  TestPki::get().operator_client("ro-1");
+  c.notify_client = std::shared_ptr<net::HttpsClient>(net::testing::make_client("ro-1"));
+  c.shos["sho-a"] = {sho.url()};
+  c.notify_retry = 10s;
+  c.expire_interval = 3600s;
+  start(std::move(c));
+  const std::string sid = provisioned();
+  ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+  for (int i = 0; i < 200 && sho.snapshot().empty(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(service_->pending_notices(), 1u);
+  EXPECT_FALSE(service_->wait_notices_delivered(50ms));
+  const auto t0 = std::chrono::steady_clock::now();
+  service_.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  const auto audit = *db_->audit().recent(1);
+  EXPECT_EQ(audit[0].service, "ro");
+  EXPECT_EQ(audit[0].event, "notice");
+  EXPECT_EQ(audit[0].outcome, "busy");
+}
+
+TEST_F(RoServiceTest, FullQueueDropsTheOldest) {
+  RoServiceConfig c = config();
+  c.notify_client = std::shared_ptr<net::HttpsClient>(net::testing::make_client());
+  c.shos["sho-a"] = {"https://127.0.0.1:9"};  // nothing listens: every attempt fails
+  c.notify_retry = 10s;
+  c.max_pending_notices = 1;
+  start(std::move(c));
+  const std::string sid = provisioned();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+  }
+  EXPECT_LE(service_->pending_notices(), 2u);  // one queued, at most one in flight
+  const auto audit = *db_->audit().recent(20);
+  const auto dropped = std::count_if(audit.begin(), audit.end(), [](const auto& a) {
+    return a.service == "ro" && a.event == "notice" && a.outcome == "busy";
+  });
+  EXPECT_GE(dropped, 1);
+}
+
+// ---- Background expiry ----------------------------------------------------------------------
+
+TEST_F(RoServiceTest, DormantPcidsExpireInTheBackground) {
+  RoServiceConfig c = config();
+  c.expire_interval = 1s;
+  c.icf.dormant_period = 10s;
+  start(std::move(c));
+  ASSERT_EQ(post_batch(seal(batch())).status, 201);
+  EXPECT_EQ((*db_->pcids().find(kPcid2))->status, store::PcidStatus::dormant);
+  clock_.advance(11s);
+  bool expired = false;
+  for (int i = 0; i < 40 && !expired; ++i) {
+    std::this_thread::sleep_for(100ms);
+    expired = (*db_->pcids().find(kPcid2))->status == store::PcidStatus::expired;
+  }
+  EXPECT_TRUE(expired);
+}
+
+}  // namespace
+}  // namespace mcim::ro
