@@ -11,6 +11,7 @@
 #include "cli/device_command.h"
 #include "cli/output.h"
 #include "cli/pki_command.h"
+#include "cli/serve_command.h"
 #include "cli/supplier_command.h"
 
 namespace mcim::cli {
@@ -84,6 +85,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   register_pki(app, &result);
   register_supplier(app, &result);
   register_device(app, &result);
+  register_serve(app, &result);
   int demo_exit = -1;  // set when `demo` ran; it prints its own report
   register_demo(app, json, &demo_exit, out, err);
 

@@ -1,0 +1,578 @@
+#include "cli/serve_config.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "common/file.h"
+#include "common/hex.h"
+#include "common/secure.h"
+#include "net/json_schema.h"
+#include "pki/sealed.h"
+
+namespace mcim::cli {
+namespace {
+
+using net::Json;
+using net::JsonMember;
+using net::JsonSchema;
+
+constexpr std::int64_t kYearSeconds = 366LL * 24 * 3600;
+
+JsonSchema path_string() { return JsonSchema::string(4096); }
+JsonSchema id_string() {
+  return JsonSchema::string(64, pki::valid_mcim_id, "an mcim id (letters, digits, . _ -)");
+}
+JsonSchema file_list() { return JsonSchema::array(path_string(), 64, 1); }
+JsonSchema id_list() { return JsonSchema::array(id_string(), 10'000); }
+
+// The file being loaded: resolves its relative paths and names it in every message.
+class ConfigFile {
+ public:
+  explicit ConfigFile(std::string path) : path_(std::move(path)) {
+    const auto parent = std::filesystem::path(path_).parent_path();
+    dir_ = parent.empty() ? std::string(".") : parent.string();
+  }
+  const std::string& path() const { return path_; }
+  const std::string& dir() const { return dir_; }
+
+  std::string resolve(const std::string& p) const {
+    return !p.empty() && p.front() == '/' ? p : dir_ + "/" + p;
+  }
+
+  // "<file>: <key>: <message>"
+  std::unexpected<Error> at(std::string_view key, const Error& e) const {
+    return fail(e.code, fmt::format("{}: {}: {}", path_, key, e.message));
+  }
+  std::unexpected<Error> at(std::string_view key, ErrorCode code, std::string_view what) const {
+    return fail(code, fmt::format("{}: {}: {}", path_, key, what));
+  }
+
+  // Reads and parses the file, then lifts the members whose keys are names (`maps`: JsonSchema
+  // has fixed members only) out of it and validates the rest against `schema`.
+  Result<Json> load(const JsonSchema& schema, const std::vector<std::string>& maps,
+                    std::map<std::string, std::map<std::string, std::string>>& map_values) const {
+    auto text = read_text_file(path_);
+    if (!text) return fail(text.error().code, fmt::format("{}: {}", path_, text.error().message));
+    auto json = net::parse_json_strict(*text, path_);
+    if (!json) return std::unexpected(json.error());
+    if (!json->is_object()) return fail(ErrorCode::bad_format, path_ + ": not a JSON object");
+    for (const auto& name : maps) {
+      const auto it = json->find(name);
+      if (it == json->end()) continue;
+      auto m = url_map(name, *it);
+      if (!m) return std::unexpected(m.error());
+      map_values[name] = std::move(*m);
+      json->erase(it);
+    }
+    if (auto v = schema.validate(*json, path_); !v) {
+      // JsonSchema says "field a.b: ..." below the root; the file's name stands in for "field".
+      const std::string_view m = v.error().message;
+      if (m.starts_with("field ")) {
+        return fail(v.error().code, fmt::format("{}: {}", path_, m.substr(6)));
+      }
+      return std::unexpected(v.error());
+    }
+    return json;
+  }
+
+  // {name: "https://..."}: the SHOs of the RO, the homes of the VNO.
+  Result<std::map<std::string, std::string>> url_map(const std::string& key,
+                                                     const Json& value) const {
+    if (!value.is_object()) return at(key, ErrorCode::bad_format, "expected an object");
+    std::map<std::string, std::string> out;
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      const std::string name = key + "." + it.key();
+      if (!pki::valid_mcim_id(it.key())) {
+        return at(key, ErrorCode::invalid_argument, "a key is not an mcim id");
+      }
+      if (!it->is_string()) return at(name, ErrorCode::bad_format, "expected a string");
+      auto url = https_url(name, it->get<std::string>());
+      if (!url) return std::unexpected(url.error());
+      out.emplace(it.key(), std::move(*url));
+    }
+    return out;
+  }
+
+  Result<std::string> https_url(std::string_view key, const std::string& url) const {
+    auto parsed = net::parse_url(url);
+    if (!parsed || !parsed->tls) {
+      return at(key, ErrorCode::invalid_argument, "must be an https:// URL");
+    }
+    return url;
+  }
+
+  Result<std::shared_ptr<const pki::TrustAnchors>> anchors(std::string_view key,
+                                                           const Json& files) const {
+    std::vector<pki::X509Ptr> certs;
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      auto loaded = pki::load_certificates(resolve(files[i].get<std::string>()));
+      if (!loaded) return at(fmt::format("{}[{}]", key, i), loaded.error());
+      for (auto& c : *loaded) certs.push_back(std::move(c));
+    }
+    std::vector<X509*> raw;
+    for (const auto& c : certs) raw.push_back(c.get());
+    auto t = pki::TrustAnchors::from_certs(raw);
+    if (!t) return at(key, t.error());
+    return std::make_shared<const pki::TrustAnchors>(std::move(*t));
+  }
+
+  Result<std::shared_ptr<const pki::KeyPair>> key_pair(std::string_view key,
+                                                       const std::string& prefix) const {
+    auto kp = pki::load_key_pair(resolve(prefix));
+    if (!kp) return at(key, kp.error());
+    return std::make_shared<const pki::KeyPair>(std::move(*kp));
+  }
+
+ private:
+  std::string path_, dir_;
+};
+
+std::vector<JsonMember> common_members(bool client_required) {
+  using net::optional;
+  using net::required;
+  JsonSchema tls = JsonSchema::object({
+      required("cert", path_string()),
+      required("key", path_string()),
+      optional("client_roots", file_list()),
+      optional("client_auth", JsonSchema::enumeration({"none", "optional", "required"})),
+  });
+  JsonSchema client = JsonSchema::object({
+      required("cert", path_string()),
+      required("key", path_string()),
+      required("roots", file_list()),
+  });
+  return {
+      optional("listen", JsonSchema::string(64)),
+      optional("threads", JsonSchema::integer(1, 256)),
+      optional("log_level", JsonSchema::enumeration({"debug", "info", "warn", "error"})),
+      required("tls", std::move(tls)),
+      JsonMember{"client", std::move(client), client_required},
+  };
+}
+
+std::vector<JsonMember> with_common(std::vector<JsonMember> role, bool client_required) {
+  auto members = common_members(client_required);
+  for (auto& m : role) members.push_back(std::move(m));
+  return members;
+}
+
+Result<ServeCommon> load_common(const ConfigFile& file, const Json& j,
+                                net::ClientAuth default_auth) {
+  ServeCommon c;
+  c.path = file.path();
+  c.dir = file.dir();
+  if (j.contains("listen")) {
+    auto l = parse_listen(j["listen"].get<std::string>(), "listen");
+    if (!l) return fail(l.error().code, fmt::format("{}: {}", file.path(), l.error().message));
+    c.listen = *l;
+  }
+  c.threads = j.value("threads", 2);
+  if (j.contains("log_level")) log::parse_level(j["log_level"].get<std::string>(), c.log_level);
+
+  const Json& tls = j["tls"];
+  auto identity = net::load_tls_identity(file.resolve(tls["cert"].get<std::string>()),
+                                         file.resolve(tls["key"].get<std::string>()));
+  if (!identity) return file.at("tls", identity.error());
+  c.tls.identity = *identity;
+  c.tls.client_auth = default_auth;
+  if (tls.contains("client_auth")) {
+    const auto& a = tls["client_auth"].get_ref<const std::string&>();
+    c.tls.client_auth = a == "none"       ? net::ClientAuth::none
+                        : a == "optional" ? net::ClientAuth::optional
+                                          : net::ClientAuth::required;
+  }
+  if (tls.contains("client_roots")) {
+    auto roots = file.anchors("tls.client_roots", tls["client_roots"]);
+    if (!roots) return std::unexpected(roots.error());
+    c.tls.client_trust = *roots;
+  } else if (c.tls.client_auth != net::ClientAuth::none) {
+    return file.at("tls.client_roots", ErrorCode::missing_argument,
+                   "missing (this service takes client certificates: client_auth is not none)");
+  }
+
+  if (j.contains("client")) {
+    const Json& cl = j["client"];
+    net::HttpsClientOptions o;
+    auto id = net::load_tls_identity(file.resolve(cl["cert"].get<std::string>()),
+                                     file.resolve(cl["key"].get<std::string>()));
+    if (!id) return file.at("client", id.error());
+    o.identity = *id;
+    auto roots = file.anchors("client.roots", cl["roots"]);
+    if (!roots) return std::unexpected(roots.error());
+    o.trust = *roots;
+    auto client = net::HttpsClient::create(std::move(o));
+    if (!client) return file.at("client", client.error());
+    c.client = std::move(*client);
+  }
+  return c;
+}
+
+std::vector<std::string> strings(const Json& j, const char* key) {
+  std::vector<std::string> out;
+  if (j.contains(key)) {
+    for (const auto& s : j[key]) out.push_back(s.get<std::string>());
+  }
+  return out;
+}
+
+// A sqlite: URL with a relative path names a file beside the config.
+std::string resolve_db(const ConfigFile& file, const std::string& url) {
+  constexpr std::string_view kSqlite = "sqlite:";
+  if (!url.starts_with(kSqlite)) return url;
+  const std::string path = url.substr(kSqlite.size());
+  if (path.empty() || path.front() == '/' || path.front() == ':') return url;
+  return std::string(kSqlite) + file.resolve(path);
+}
+
+// The RO's OP: one line of 32 hex digits in a file nobody else may read, since whoever reads it
+// can compute OPc from any K.
+Result<Secret<16>> read_op_file(const ConfigFile& file, const std::string& key,
+                                const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return file.at(key, ErrorCode::not_found, fmt::format("{}: cannot be read", path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return file.at(key, ErrorCode::invalid_argument, fmt::format("{}: not a file", path));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return file.at(key, ErrorCode::invalid_argument,
+                   fmt::format("{}: readable or writable by others (chmod 600 it)", path));
+  }
+  auto data = read_file(path);
+  if (!data) return file.at(key, data.error());
+  const SecretBytes raw(std::move(*data));
+  std::string_view text = raw.text();
+  const auto first = text.find_first_not_of(" \t\r\n");
+  const auto last = text.find_last_not_of(" \t\r\n");
+  text =
+      first == std::string_view::npos ? std::string_view() : text.substr(first, last - first + 1);
+  auto op = parse_hex_fixed<16>(text, key);
+  if (!op) {
+    return file.at(key, ErrorCode::invalid_argument, "the file must hold 16 bytes of hex");
+  }
+  Secret<16> secret(*op);
+  secure_wipe(*op);
+  return secret;
+}
+
+}  // namespace
+
+Result<ListenAddress> parse_listen(std::string_view text, std::string_view what) {
+  auto bad = [&](std::string_view why) {
+    return fail(ErrorCode::invalid_argument, fmt::format("{}: {}", what, why));
+  };
+  ListenAddress out;
+  std::string_view port;
+  if (text.starts_with("[")) {
+    const auto close = text.find("]:");
+    if (close == std::string_view::npos) return bad("expected IP:PORT or [IPv6]:PORT");
+    out.host = std::string(text.substr(1, close - 1));
+    port = text.substr(close + 2);
+    in6_addr a6{};
+    if (::inet_pton(AF_INET6, out.host.c_str(), &a6) != 1) return bad("not an IPv6 address");
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad("expected IP:PORT or [IPv6]:PORT");
+    out.host = std::string(text.substr(0, colon));
+    port = text.substr(colon + 1);
+    in_addr a4{};
+    if (::inet_pton(AF_INET, out.host.c_str(), &a4) != 1) {
+      return bad("not an IPv4 address (names are not resolved; [IPv6] in brackets)");
+    }
+  }
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value > 65535) {
+    return bad("the port must be 0..65535");
+  }
+  out.port = static_cast<std::uint16_t>(value);
+  return out;
+}
+
+net::HttpServerOptions ServeCommon::server_options(std::size_t body_limit) const {
+  net::HttpServerOptions o;
+  o.host = listen.host;
+  o.port = listen.port;
+  o.threads = threads;
+  o.body_limit = body_limit;
+  o.tls = tls;
+  return o;
+}
+
+Result<void> check_database_url(std::string_view url, std::string_view what) {
+  if (url.starts_with("sqlite:")) {
+    if (url.size() == 7) {
+      return fail(ErrorCode::invalid_argument, fmt::format("{}: sqlite: without a path", what));
+    }
+    return {};
+  }
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://") || url == "memory:") {
+    return {};
+  }
+  return fail(ErrorCode::invalid_argument,
+              fmt::format("{}: unknown database URL scheme (expected sqlite:PATH, "
+                          "postgresql://... or memory:)",
+                          what));
+}
+
+std::string database_kind(std::string_view url) {
+  if (url.starts_with("sqlite:")) return "sqlite";
+  if (url.starts_with("postgres")) return "postgresql";
+  if (url == "memory:") return "memory";
+  return "unknown";
+}
+
+Result<RoServeConfig> load_ro_config(const std::string& path) {
+  using net::optional;
+  using net::required;
+  const ConfigFile file(path);
+  static const JsonSchema kSchema = JsonSchema::object(with_common(
+      {
+          optional("db", JsonSchema::string(4096)),
+          required("operator_id", id_string()),
+          optional("roaming_partners", id_list()),
+          optional("suppliers", id_list()),
+          required("supplier_roots", file_list()),
+          required("operator_roots", file_list()),
+          required("icf_key", path_string()),
+          optional("expire_interval_s", JsonSchema::integer(0, kYearSeconds)),
+          optional("notify_retry_ms", JsonSchema::integer(1, 3'600'000)),
+          optional("max_pending_notices", JsonSchema::integer(1, 100'000'000)),
+          optional("max_batch_bytes", JsonSchema::integer(1024, 1LL << 30)),
+          optional("icf",
+                   JsonSchema::object({
+                       optional("amf", JsonSchema::hex(2)),
+                       optional("max_activation_s", JsonSchema::integer(1, 10 * kYearSeconds)),
+                       optional("dormant_period_s", JsonSchema::integer(1, 10 * kYearSeconds)),
+                       optional("session_lifetime_s", JsonSchema::integer(1, kYearSeconds)),
+                       optional("max_batch", JsonSchema::integer(1, 10'000'000)),
+                   })),
+          optional("drf",
+                   JsonSchema::object({optional("require_known_pcid", JsonSchema::boolean())})),
+      },
+      false));
+  std::map<std::string, std::map<std::string, std::string>> maps;
+  auto j = file.load(kSchema, {"shos"}, maps);
+  if (!j) return std::unexpected(j.error());
+
+  RoServeConfig c;
+  auto common = load_common(file, *j, net::ClientAuth::optional);
+  if (!common) return std::unexpected(common.error());
+  c.common = std::move(*common);
+
+  c.db_url = j->contains("db") ? resolve_db(file, (*j)["db"].get<std::string>())
+                               : "sqlite:" + file.resolve("ro.db");
+  if (auto r = check_database_url(c.db_url, "db"); !r) {
+    return fail(r.error().code, fmt::format("{}: {}", path, r.error().message));
+  }
+
+  ro::RoServiceConfig& s = c.service;
+  s.operator_id = (*j)["operator_id"].get<std::string>();
+  s.roaming_partners = strings(*j, "roaming_partners");
+  s.suppliers = strings(*j, "suppliers");
+  auto supplier_roots = file.anchors("supplier_roots", (*j)["supplier_roots"]);
+  if (!supplier_roots) return std::unexpected(supplier_roots.error());
+  s.supplier_roots = *supplier_roots;
+  auto operator_roots = file.anchors("operator_roots", (*j)["operator_roots"]);
+  if (!operator_roots) return std::unexpected(operator_roots.error());
+  s.operator_roots = *operator_roots;
+  auto icf_key = file.key_pair("icf_key", (*j)["icf_key"].get<std::string>());
+  if (!icf_key) return std::unexpected(icf_key.error());
+  s.icf_key = *icf_key;
+  for (auto& [id, url] : maps["shos"]) s.shos[id] = ro::ShoEndpoint{url};
+  s.notify_client = c.common.client;
+  s.expire_interval = std::chrono::seconds(j->value("expire_interval_s", 60));
+  s.notify_retry = std::chrono::milliseconds(j->value("notify_retry_ms", 500));
+  s.max_pending_notices = j->value("max_pending_notices", s.max_pending_notices);
+  s.max_batch_bytes = j->value("max_batch_bytes", s.max_batch_bytes);
+  if (j->contains("icf")) {
+    const Json& icf = (*j)["icf"];
+    if (icf.contains("amf")) {
+      auto amf = parse_hex_fixed<2>(icf["amf"].get<std::string>(), "icf.amf");
+      if (!amf) return fail(amf.error().code, fmt::format("{}: {}", path, amf.error().message));
+      s.icf.amf = *amf;
+    }
+    if (icf.contains("max_activation_s")) {
+      s.icf.max_activation = std::chrono::seconds(icf["max_activation_s"].get<std::int64_t>());
+    }
+    if (icf.contains("dormant_period_s")) {
+      s.icf.dormant_period = std::chrono::seconds(icf["dormant_period_s"].get<std::int64_t>());
+    }
+    if (icf.contains("session_lifetime_s")) {
+      s.icf.session_lifetime = std::chrono::seconds(icf["session_lifetime_s"].get<std::int64_t>());
+    }
+    s.icf.max_batch = icf.value("max_batch", s.icf.max_batch);
+  }
+  if (j->contains("drf")) {
+    s.drf.require_known_pcid = (*j)["drf"].value("require_known_pcid", true);
+  }
+  return c;
+}
+
+Result<VnoServeConfig> load_vno_config(const std::string& path) {
+  using net::optional;
+  using net::required;
+  const ConfigFile file(path);
+  auto digits = [](std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  };
+  static const JsonSchema kSchema = JsonSchema::object(with_common(
+      {
+          required("name", id_string()),
+          optional("challenge_ttl_s", JsonSchema::integer(1, 3600)),
+          optional("max_pending", JsonSchema::integer(1, 10'000'000)),
+          required("routes",
+                   JsonSchema::array(
+                       JsonSchema::object({
+                           required("prefix", JsonSchema::string(15, digits, "5 to 15 digits", 5)),
+                           required("home", id_string()),
+                           optional("provisioning", JsonSchema::boolean()),
+                       }),
+                       10'000, 1)),
+          optional("restricted_destinations", JsonSchema::array(JsonSchema::string(64), 1'000)),
+          optional("gateway", JsonSchema::object({
+                                  optional("listen", JsonSchema::string(64)),
+                                  optional("threads", JsonSchema::integer(1, 256)),
+                                  optional("header_limit", JsonSchema::integer(256, 1 << 20)),
+                                  optional("head_timeout_ms", JsonSchema::integer(1, 3'600'000)),
+                                  optional("connect_timeout_ms", JsonSchema::integer(1, 3'600'000)),
+                                  optional("idle_timeout_ms", JsonSchema::integer(1, 86'400'000)),
+                                  optional("max_tunnels", JsonSchema::integer(1, 10'000'000)),
+                              })),
+      },
+      true));
+  std::map<std::string, std::map<std::string, std::string>> maps;
+  auto j = file.load(kSchema, {"homes"}, maps);
+  if (!j) return std::unexpected(j.error());
+  if (!maps.contains("homes")) return file.at("homes", ErrorCode::missing_argument, "missing");
+
+  VnoServeConfig c;
+  auto common = load_common(file, *j, net::ClientAuth::none);
+  if (!common) return std::unexpected(common.error());
+  c.common = std::move(*common);
+
+  roles::VnoServiceConfig& s = c.service;
+  s.options.name = (*j)["name"].get<std::string>();
+  s.options.challenge_ttl = std::chrono::seconds(j->value("challenge_ttl_s", 60));
+  s.options.max_pending = j->value("max_pending", s.options.max_pending);
+  for (std::size_t i = 0; i < (*j)["restricted_destinations"].size(); ++i) {
+    const auto d = (*j)["restricted_destinations"][i].get<std::string>();
+    const auto key = fmt::format("restricted_destinations[{}]", i);
+    if (auto a = parse_listen(d, key); !a) {
+      return fail(a.error().code, fmt::format("{}: {}", path, a.error().message));
+    }
+    s.options.restricted_destinations.push_back(d);
+  }
+  s.homes = std::move(maps["homes"]);
+  const Json& routes = (*j)["routes"];
+  for (std::size_t i = 0; i < routes.size(); ++i) {
+    roles::Route r;
+    r.prefix = routes[i]["prefix"].get<std::string>();
+    r.home = routes[i]["home"].get<std::string>();
+    r.provisioning = routes[i].value("provisioning", false);
+    if (!s.homes.contains(r.home)) {
+      return file.at(fmt::format("routes[{}].home", i), ErrorCode::invalid_argument,
+                     "not a key of homes");
+    }
+    s.routes.push_back(std::move(r));
+  }
+  s.home_client = c.common.client;
+  if (j->contains("gateway")) {
+    const Json& g = (*j)["gateway"];
+    if (g.contains("listen")) {
+      auto l = parse_listen(g["listen"].get<std::string>(), "gateway.listen");
+      if (!l) return fail(l.error().code, fmt::format("{}: {}", path, l.error().message));
+      s.gateway.host = l->host;
+      s.gateway.port = l->port;
+    }
+    s.gateway.threads = g.value("threads", s.gateway.threads);
+    s.gateway.header_limit = g.value("header_limit", s.gateway.header_limit);
+    auto ms = [&](const char* key, std::chrono::milliseconds& out) {
+      if (g.contains(key)) out = std::chrono::milliseconds(g[key].get<std::int64_t>());
+    };
+    ms("head_timeout_ms", s.gateway.head_timeout);
+    ms("connect_timeout_ms", s.gateway.connect_timeout);
+    ms("idle_timeout_ms", s.gateway.idle_timeout);
+    s.gateway.max_tunnels = g.value("max_tunnels", s.gateway.max_tunnels);
+  }
+  return c;
+}
+
+Result<SupplierServeConfig> load_supplier_config(const std::string& path) {
+  using net::optional;
+  using net::required;
+  const ConfigFile file(path);
+  static const JsonSchema kSchema = JsonSchema::object(with_common(
+      {
+          required("supplier_id", id_string()),
+          required("admins", JsonSchema::array(id_string(), 10'000, 1)),
+          required("ca", path_string()),
+          required("signer", path_string()),
+          required("icf_cert", path_string()),
+          required("icf_url", JsonSchema::string(2048)),
+          optional("out_dir", path_string()),
+          required("device", JsonSchema::object({
+                                 required("ro_operator", id_string()),
+                                 required("op_file", path_string()),
+                                 optional("model", JsonSchema::string(64)),
+                                 optional("certificate_days", JsonSchema::integer(1, 36'500)),
+                                 optional("pcid_days", JsonSchema::integer(1, 36'500)),
+                                 required("operator_roots", file_list()),
+                                 optional("ocsp_url", JsonSchema::string(2048)),
+                             })),
+      },
+      true));
+  std::map<std::string, std::map<std::string, std::string>> maps;
+  auto j = file.load(kSchema, {}, maps);
+  if (!j) return std::unexpected(j.error());
+
+  SupplierServeConfig c;
+  auto common = load_common(file, *j, net::ClientAuth::optional);
+  if (!common) return std::unexpected(common.error());
+  c.common = std::move(*common);
+
+  supplier::SupplierServiceConfig& s = c.service;
+  s.supplier_id = (*j)["supplier_id"].get<std::string>();
+  s.admins = strings(*j, "admins");
+  auto ca = pki::Authority::open(file.resolve((*j)["ca"].get<std::string>()));
+  if (!ca) return file.at("ca", ca.error());
+  s.ca = std::make_shared<const pki::Authority>(std::move(*ca));
+  auto signer = file.key_pair("signer", (*j)["signer"].get<std::string>());
+  if (!signer) return std::unexpected(signer.error());
+  s.signer = *signer;
+  auto icf_cert = pki::load_certificate(file.resolve((*j)["icf_cert"].get<std::string>()));
+  if (!icf_cert) return file.at("icf_cert", icf_cert.error());
+  s.icf_cert = std::move(*icf_cert);
+  auto icf_url = file.https_url("icf_url", (*j)["icf_url"].get<std::string>());
+  if (!icf_url) return std::unexpected(icf_url.error());
+  s.icf_url = *icf_url;
+  s.ro_client = c.common.client;
+  s.out_dir = file.resolve(j->value("out_dir", std::string("batches")));
+
+  const Json& d = (*j)["device"];
+  tre::ManufactureSpec& t = s.device_template;
+  t.ro_operator = d["ro_operator"].get<std::string>();
+  auto op = read_op_file(file, "device.op_file", file.resolve(d["op_file"].get<std::string>()));
+  if (!op) return std::unexpected(op.error());
+  t.op = *op;
+  t.model = d.value("model", t.model);
+  t.certificate_days = d.value("certificate_days", t.certificate_days);
+  t.pcid_days = d.value("pcid_days", t.pcid_days);
+  t.ocsp_url = d.value("ocsp_url", std::string());
+  auto roots = file.anchors("device.operator_roots", d["operator_roots"]);
+  if (!roots) return std::unexpected(roots.error());
+  c.operator_roots = *roots;
+  for (const auto& r : c.operator_roots->roots()) t.operator_roots.push_back(r.get());
+  return c;
+}
+
+}  // namespace mcim::cli

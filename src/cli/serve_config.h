@@ -1,0 +1,81 @@
+// The configuration files of `mcim serve supplier|ro|vno` (docs/operations.md "Running the
+// services"): one strict JSON file per service, loaded into the service's config struct with
+// every certificate, key and trust anchor read, so that a service starts from a value that is
+// already known to be usable. Kept apart from the command so that `mcim up` can load the same
+// files. Unknown members, wrong types and missing required members are refused with a message
+// "<file>: <key path>: <problem>" (bad_format / missing_argument / invalid_argument), and so is a
+// file the config names that cannot be read (its loader's code, e.g. not_found). Relative paths
+// (and a relative sqlite: URL) are relative to the config file's directory. Messages never
+// carry a secret: the OP is read from a file whose name, not content, is reported.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "net/http_server.h"
+#include "net/https_client.h"
+#include "net/tls.h"
+#include "roles/ro/service.h"
+#include "roles/supplier/service.h"
+#include "roles/vno/service.h"
+
+namespace mcim::cli {
+
+// "IPv4:port" or "[IPv6]:port" (port 0 = ephemeral); invalid_argument "<what>: ..." otherwise.
+// Names are refused: the servers bind address literals only.
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+};
+Result<ListenAddress> parse_listen(std::string_view text, std::string_view what);
+
+// What every service file has besides its role's members.
+struct ServeCommon {
+  std::string path;  // the config file, as given
+  std::string dir;   // its directory, against which relative paths were resolved
+  ListenAddress listen;
+  int threads = 2;
+  log::Level log_level = log::Level::info;
+  net::TlsServerOptions tls;                 // identity loaded, client_trust when asked for
+  std::shared_ptr<net::HttpsClient> client;  // the outgoing mTLS client; null without `client`
+
+  // The HttpServer options for this file (listen, threads, TLS) with the service's body limit.
+  net::HttpServerOptions server_options(std::size_t body_limit) const;
+};
+
+struct RoServeConfig {
+  ServeCommon common;
+  std::string db_url;  // default sqlite:<dir>/ro.db; may carry a password: never log it
+  ro::RoServiceConfig service;
+};
+
+struct VnoServeConfig {
+  ServeCommon common;
+  roles::VnoServiceConfig service;
+};
+
+struct SupplierServeConfig {
+  ServeCommon common;
+  supplier::SupplierServiceConfig service;
+  // Owns the certificates service.device_template.operator_roots points to: keep this value
+  // alive as long as the service.
+  std::shared_ptr<const pki::TrustAnchors> operator_roots;
+};
+
+Result<RoServeConfig> load_ro_config(const std::string& path);
+Result<VnoServeConfig> load_vno_config(const std::string& path);
+Result<SupplierServeConfig> load_supplier_config(const std::string& path);
+
+// invalid_argument "<what>: ..." unless the URL's scheme is one store::open_database knows.
+// The URL itself is never repeated (it may carry a password).
+Result<void> check_database_url(std::string_view url, std::string_view what);
+
+// The scheme of a database URL for logs ("sqlite", "postgresql", "memory").
+std::string database_kind(std::string_view url);
+
+}  // namespace mcim::cli

@@ -1,0 +1,670 @@
+// `mcim serve ro|vno|supplier` and its config files: the loaders' defaults and refusals (each
+// naming the key path, with the code that gives the exit status), then the binary run as a child
+// process per role — ready file, /healthz and /metrics over mTLS-capable HTTPS, a graceful stop
+// on SIGTERM/SIGINT with exit 0 — and a table of bad configs that must exit with the right code
+// and message, leave no ready file, no database and nothing listening.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../net/net_test_util.h"
+#include "../tre/tre_fixture.h"
+#include "cli/serve_config.h"
+#include "common/file.h"
+#include "common/hex.h"
+#include "net/json_schema.h"
+#include "pki/certificate.h"
+
+extern char** environ;
+
+namespace mcim::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using net::Json;
+using net::testing::TestPki;
+using pki::testing::TempDir;
+
+// Every file a config points into, made once: the TLS identities of the three services and
+// their clients (TestPki), the supplier CA and the operator root of the TRE world, the ICF's key
+// agreement pair, the supplier's batch signer and the RO's OP.
+class Files {
+ public:
+  static Files& get() {
+    static Files f;
+    return f;
+  }
+  const std::string& dir() const { return dir_.path(); }
+  std::string path(const std::string& name) const { return dir_ / name; }
+  std::string supplier_ca_dir() const { return world_.supplier().dir(); }
+
+ private:
+  Files() {
+    TestPki& tls = TestPki::get();
+    copy(tls.root_file(), "tls-root.pem");
+    for (const char* role : {"ro", "vno", "supplier"}) {
+      const auto& server = tls.named_server(role);
+      copy(server.cert_file, std::string(role) + "-server.pem");
+      copy(server.key_file, std::string(role) + "-server.key");
+    }
+    for (const auto& [role, id] :
+         {std::pair{"ro", "ro-1"}, {"vno", "vno-1"}, {"supplier", "sup-1"}}) {
+      const auto& client = tls.operator_client(id);
+      copy(client.cert_file, std::string(role) + "-client.pem");
+      copy(client.key_file, std::string(role) + "-client.key");
+    }
+    copy(world_.supplier().dir() + "/ca.pem", "supplier-roots.pem");
+    copy(world_.operator_roots_pem(), "operator-roots.pem");
+
+    // The ICF's batch key: the encryption profile (keyAgreement only).
+    pki::CertSpec icf;
+    icf.profile = pki::Profile::encryption;
+    icf.subject = "CN=icf.ro-1 batch key,O=RO";
+    icf.sans = {"URI:urn:mcim:operator:ro-1"};
+    issue(world_.operators(), icf, "icf");
+    pki::CertSpec signer;
+    signer.profile = pki::Profile::package_signing;
+    signer.subject = "CN=batch signer,O=supplier";
+    signer.sans = {"URI:urn:mcim:supplier:sup-1"};
+    issue(world_.supplier(), signer, "signer");
+
+    EXPECT_TRUE(write_file_atomic(path("op.hex"), to_hex(tre::testing::kOp) + "\n", 0600));
+    EXPECT_TRUE(write_file_atomic(path("op-readable.hex"), to_hex(tre::testing::kOp), 0644));
+  }
+
+  void copy(const std::string& from, const std::string& to) {
+    std::error_code ec;
+    fs::copy_file(from, path(to), fs::copy_options::overwrite_existing, ec);
+    EXPECT_FALSE(ec) << from << ": " << ec.message();
+  }
+
+  void issue(const pki::Authority& ca, const pki::CertSpec& spec, const std::string& prefix) {
+    auto issued = ca.issue(spec, world_.clock(), world_.rng());
+    ASSERT_TRUE(issued) << issued.error().message;
+    EXPECT_TRUE(pki::write_certificate(path(prefix + ".pem"), issued->cert.get()));
+    EXPECT_TRUE(pki::write_private_key(path(prefix + ".key"), issued->key.get()));
+  }
+
+  TempDir dir_;
+  tre::testing::World world_;
+};
+
+// Configs live one directory below the files, so their relative paths start with "../".
+Json tls_of(const std::string& role, bool client_roots) {
+  Json tls = {{"cert", "../" + role + "-server.pem"}, {"key", "../" + role + "-server.key"}};
+  if (client_roots) tls["client_roots"] = Json::array({"../tls-root.pem"});
+  return tls;
+}
+Json client_of(const std::string& role) {
+  return {{"cert", "../" + role + "-client.pem"},
+          {"key", "../" + role + "-client.key"},
+          {"roots", Json::array({"../tls-root.pem"})}};
+}
+
+Json ro_json() {
+  return {{"tls", tls_of("ro", true)},
+          {"client", client_of("ro")},
+          {"operator_id", "ro-1"},
+          {"roaming_partners", Json::array({"vno-1"})},
+          {"suppliers", Json::array({"sup-1"})},
+          {"supplier_roots", Json::array({"../supplier-roots.pem"})},
+          {"operator_roots", Json::array({"../operator-roots.pem"})},
+          {"icf_key", "../icf"},
+          {"shos", {{"sho-a", "https://127.0.0.1:9"}}}};
+}
+
+Json vno_json(const std::string& ro_url, const std::string& ro_address) {
+  return {
+      {"tls", tls_of("vno", false)},
+      {"client", client_of("vno")},
+      {"name", "vno-1"},
+      {"routes", Json::array({{{"prefix", "00101"}, {"home", "ro-1"}, {"provisioning", true}}})},
+      {"homes", {{"ro-1", ro_url}}},
+      {"restricted_destinations", Json::array({ro_address})}};
+}
+
+Json supplier_json(const std::string& ro_url) {
+  return {{"tls", tls_of("supplier", true)},
+          {"client", client_of("supplier")},
+          {"supplier_id", "sup-1"},
+          {"admins", Json::array({"sho-a"})},
+          {"ca", Files::get().supplier_ca_dir()},  // an absolute path stays as it is
+          {"signer", "../signer"},
+          {"icf_cert", "../icf.pem"},
+          {"icf_url", ro_url},
+          {"device",
+           {{"ro_operator", "ro-1"},
+            {"op_file", "../op.hex"},
+            {"operator_roots", Json::array({"../operator-roots.pem"})}}}};
+}
+
+// A fresh directory beside the files with `name` written into it.
+std::string write_config(const std::string& sub, const std::string& name, const Json& j) {
+  const std::string d = Files::get().path(sub);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  const std::string p = d + "/" + name;
+  std::ofstream(p) << j.dump(2);
+  return p;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loaders.
+
+TEST(ServeConfig, ParseListen) {
+  auto v4 = parse_listen("127.0.0.1:8443", "listen");
+  ASSERT_TRUE(v4) << v4.error().message;
+  EXPECT_EQ(v4->host, "127.0.0.1");
+  EXPECT_EQ(v4->port, 8443);
+  auto v6 = parse_listen("[::1]:0", "listen");
+  ASSERT_TRUE(v6) << v6.error().message;
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 0);
+  for (const char* bad : {"", "127.0.0.1", "localhost:80", "127.0.0.1:", "127.0.0.1:65536",
+                          "127.0.0.1:-1", "127.0.0.1:80x", "::1:80", "[::1]80", "[nope]:1"}) {
+    auto r = parse_listen(bad, "--listen");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::invalid_argument) << bad;
+    EXPECT_TRUE(r.error().message.starts_with("--listen: ")) << r.error().message;
+  }
+}
+
+TEST(ServeConfig, RoDefaultsAndRelativePaths) {
+  const auto path = write_config("ro-defaults", "ro.json", ro_json());
+  auto c = load_ro_config(path);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->common.listen.host, "127.0.0.1");
+  EXPECT_EQ(c->common.listen.port, 0);
+  EXPECT_EQ(c->common.threads, 2);
+  EXPECT_EQ(c->common.log_level, log::Level::info);
+  EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::optional);
+  EXPECT_TRUE(c->common.tls.identity);
+  EXPECT_TRUE(c->common.tls.client_trust);
+  EXPECT_TRUE(c->common.client);
+  EXPECT_EQ(c->db_url, "sqlite:" + Files::get().path("ro-defaults") + "/ro.db");
+  const ro::RoServiceConfig& s = c->service;
+  EXPECT_EQ(s.operator_id, "ro-1");
+  EXPECT_EQ(s.roaming_partners, std::vector<std::string>{"vno-1"});
+  EXPECT_EQ(s.suppliers, std::vector<std::string>{"sup-1"});
+  EXPECT_TRUE(s.supplier_roots && s.operator_roots && s.icf_key);
+  EXPECT_EQ(s.notify_client, c->common.client);
+  ASSERT_EQ(s.shos.size(), 1u);
+  EXPECT_EQ(s.shos.at("sho-a").base_url, "https://127.0.0.1:9");
+  EXPECT_EQ(s.expire_interval, 60s);
+  const ro::IcfConfig icf_defaults;
+  EXPECT_EQ(s.icf.amf, icf_defaults.amf);
+  EXPECT_EQ(s.icf.session_lifetime, icf_defaults.session_lifetime);
+  EXPECT_TRUE(s.drf.require_known_pcid);
+  const auto server = c->common.server_options(12345);
+  EXPECT_EQ(server.threads, 2);
+  EXPECT_EQ(server.body_limit, 12345u);
+  EXPECT_TRUE(server.tls.has_value());
+}
+
+TEST(ServeConfig, RoEveryKnob) {
+  Json j = ro_json();
+  j["listen"] = "127.0.0.1:18443";
+  j["threads"] = 4;
+  j["log_level"] = "debug";
+  j["db"] = "sqlite:state/ro.db";
+  j["tls"]["client_auth"] = "required";
+  j["expire_interval_s"] = 0;
+  j["notify_retry_ms"] = 250;
+  j["max_pending_notices"] = 10;
+  j["max_batch_bytes"] = 2048;
+  j["icf"] = {{"amf", "0000"},
+              {"max_activation_s", 3600},
+              {"dormant_period_s", 7200},
+              {"session_lifetime_s", 60},
+              {"max_batch", 5}};
+  j["drf"] = {{"require_known_pcid", false}};
+  const auto path = write_config("ro-knobs", "ro.json", j);
+  auto c = load_ro_config(path);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->common.listen.port, 18443);
+  EXPECT_EQ(c->common.threads, 4);
+  EXPECT_EQ(c->common.log_level, log::Level::debug);
+  EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::required);
+  EXPECT_EQ(c->db_url, "sqlite:" + Files::get().path("ro-knobs") + "/state/ro.db");
+  const ro::RoServiceConfig& s = c->service;
+  EXPECT_EQ(s.expire_interval, 0s);
+  EXPECT_EQ(s.notify_retry, 250ms);
+  EXPECT_EQ(s.max_pending_notices, 10u);
+  EXPECT_EQ(s.max_batch_bytes, 2048u);
+  EXPECT_EQ(s.icf.amf, (aka::Amf{0x00, 0x00}));
+  EXPECT_EQ(s.icf.max_activation, 3600s);
+  EXPECT_EQ(s.icf.dormant_period, 7200s);
+  EXPECT_EQ(s.icf.session_lifetime, 60s);
+  EXPECT_EQ(s.icf.max_batch, 5u);
+  EXPECT_FALSE(s.drf.require_known_pcid);
+}
+
+TEST(ServeConfig, VnoAndSupplierLoad) {
+  Json v = vno_json("https://127.0.0.1:8443", "127.0.0.1:8443");
+  v["gateway"] = {{"listen", "127.0.0.1:0"}, {"threads", 2}, {"connect_timeout_ms", 1000}};
+  auto vno = load_vno_config(write_config("vno-load", "vno.json", v));
+  ASSERT_TRUE(vno) << vno.error().message;
+  EXPECT_EQ(vno->common.tls.client_auth, net::ClientAuth::none);
+  EXPECT_EQ(vno->service.options.name, "vno-1");
+  ASSERT_EQ(vno->service.routes.size(), 1u);
+  EXPECT_EQ(vno->service.routes[0].prefix, "00101");
+  EXPECT_TRUE(vno->service.routes[0].provisioning);
+  EXPECT_EQ(vno->service.homes.at("ro-1"), "https://127.0.0.1:8443");
+  EXPECT_EQ(vno->service.options.restricted_destinations,
+            std::vector<std::string>{"127.0.0.1:8443"});
+  EXPECT_EQ(vno->service.home_client, vno->common.client);
+  EXPECT_EQ(vno->service.gateway.threads, 2);
+  EXPECT_EQ(vno->service.gateway.connect_timeout, 1000ms);
+
+  auto sup = load_supplier_config(
+      write_config("supplier-load", "supplier.json", supplier_json("https://127.0.0.1:8443")));
+  ASSERT_TRUE(sup) << sup.error().message;
+  const auto& s = sup->service;
+  EXPECT_EQ(s.supplier_id, "sup-1");
+  EXPECT_EQ(s.admins, std::vector<std::string>{"sho-a"});
+  EXPECT_TRUE(s.ca && s.signer && s.icf_cert && s.ro_client);
+  EXPECT_EQ(s.out_dir, Files::get().path("supplier-load") + "/batches");
+  EXPECT_EQ(s.device_template.op.get(), tre::testing::kOp);
+  EXPECT_EQ(s.device_template.model, "mcim-sw-tre-1");
+  EXPECT_EQ(s.device_template.certificate_days, 3650);
+  EXPECT_EQ(s.device_template.pcid_days, 730);
+  ASSERT_EQ(s.device_template.operator_roots.size(), 1u);
+  EXPECT_EQ(s.device_template.operator_roots[0], sup->operator_roots->roots()[0].get());
+}
+
+// A config that must be refused: the library's code and message, and the process's exit code.
+struct BadConfig {
+  std::string name;
+  std::string role;  // ro, vno, supplier
+  std::function<void(Json&)> edit;
+  ErrorCode code;
+  int exit_code;
+  std::string message;  // a substring of the error, after "<file>: "
+  std::vector<std::string> extra_args = {};
+};
+
+const std::vector<BadConfig>& bad_configs() {
+  static const std::vector<BadConfig> rows = {
+      {"unknown_key", "ro", [](Json& j) { j["colour"] = "blue"; }, ErrorCode::bad_format, 2,
+       "ro.json: unknown member \"colour\""},
+      {"unknown_nested_key", "ro", [](Json& j) { j["tls"]["ciphers"] = "all"; },
+       ErrorCode::bad_format, 2, "ro.json: tls: unknown member \"ciphers\""},
+      {"wrong_type", "ro", [](Json& j) { j["threads"] = "two"; }, ErrorCode::bad_format, 2,
+       "ro.json: threads: expected an integer"},
+      {"wrong_type_in_array", "ro", [](Json& j) { j["supplier_roots"] = Json::array({7}); },
+       ErrorCode::bad_format, 2, "ro.json: supplier_roots[0]: expected a string"},
+      {"missing_required", "ro", [](Json& j) { j["tls"].erase("cert"); },
+       ErrorCode::missing_argument, 2, "ro.json: tls.cert: missing"},
+      {"missing_client_roots", "ro", [](Json& j) { j["tls"].erase("client_roots"); },
+       ErrorCode::missing_argument, 2, "ro.json: tls.client_roots: missing"},
+      {"missing_cert_file", "ro", [](Json& j) { j["tls"]["cert"] = "../nope.pem"; },
+       ErrorCode::not_found, 2, "ro.json: tls: "},
+      {"missing_icf_key", "ro", [](Json& j) { j["icf_key"] = "../no-such-key"; },
+       ErrorCode::not_found, 2, "ro.json: icf_key: "},
+      {"unknown_db_scheme", "ro", [](Json& j) { j["db"] = "mysql://u:secret@h/db"; },
+       ErrorCode::invalid_argument, 2, "ro.json: db: unknown database URL scheme"},
+      {"sho_not_https", "ro", [](Json& j) { j["shos"]["sho-a"] = "http://127.0.0.1:9"; },
+       ErrorCode::invalid_argument, 2, "ro.json: shos.sho-a: must be an https:// URL"},
+      {"bad_listen_in_file", "ro", [](Json& j) { j["listen"] = "localhost:8443"; },
+       ErrorCode::invalid_argument, 2, "ro.json: listen: not an IPv4 address"},
+      {"vno_route_without_home", "vno", [](Json& j) { j["routes"][0]["home"] = "ro-2"; },
+       ErrorCode::invalid_argument, 2, "vno.json: routes[0].home: not a key of homes"},
+      {"vno_missing_homes", "vno", [](Json& j) { j.erase("homes"); }, ErrorCode::missing_argument,
+       2, "vno.json: homes: missing"},
+      {"vno_missing_client", "vno", [](Json& j) { j.erase("client"); }, ErrorCode::missing_argument,
+       2, "vno.json: client: missing"},
+      {"world_readable_op_file", "supplier",
+       [](Json& j) { j["device"]["op_file"] = "../op-readable.hex"; }, ErrorCode::invalid_argument,
+       2, "supplier.json: device.op_file: "},
+      {"op_file_missing", "supplier", [](Json& j) { j["device"]["op_file"] = "../none.hex"; },
+       ErrorCode::not_found, 2, "supplier.json: device.op_file: "},
+      {"supplier_missing_device_key", "supplier", [](Json& j) { j["device"].erase("ro_operator"); },
+       ErrorCode::missing_argument, 2, "supplier.json: device.ro_operator: missing"},
+  };
+  return rows;
+}
+
+Json base_config(const std::string& role) {
+  if (role == "ro") return ro_json();
+  if (role == "vno") return vno_json("https://127.0.0.1:9", "127.0.0.1:9");
+  return supplier_json("https://127.0.0.1:9");
+}
+
+Result<void> load(const std::string& role, const std::string& path) {
+  if (role == "ro") {
+    auto c = load_ro_config(path);
+    if (!c) return std::unexpected(c.error());
+  } else if (role == "vno") {
+    auto c = load_vno_config(path);
+    if (!c) return std::unexpected(c.error());
+  } else {
+    auto c = load_supplier_config(path);
+    if (!c) return std::unexpected(c.error());
+  }
+  return {};
+}
+
+TEST(ServeConfig, BadConfigsNameTheKey) {
+  for (const auto& row : bad_configs()) {
+    SCOPED_TRACE(row.name);
+    Json j = base_config(row.role);
+    row.edit(j);
+    const auto path = write_config("lib-" + row.name, row.role + ".json", j);
+    auto r = load(row.role, path);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, row.code) << r.error().message;
+    const std::string expected = Files::get().path("lib-" + row.name) + "/" + row.message;
+    EXPECT_TRUE(r.error().message.starts_with(expected)) << r.error().message;
+    EXPECT_EQ(r.error().message.find("secret"), std::string::npos);
+    EXPECT_EQ(r.error().message.find(to_hex(tre::testing::kOp)), std::string::npos);
+  }
+}
+
+TEST(ServeConfig, NotJsonAndMissingFile) {
+  const std::string d = Files::get().path("lib-not-json");
+  fs::create_directories(d);
+  std::ofstream(d + "/ro.json") << "{\"tls\": ";
+  auto r = load_ro_config(d + "/ro.json");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::bad_format);
+  EXPECT_TRUE(r.error().message.starts_with(d + "/ro.json: ")) << r.error().message;
+  std::ofstream(d + "/dup.json") << R"({"threads": 1, "threads": 2})";
+  EXPECT_EQ(load_ro_config(d + "/dup.json").error().code, ErrorCode::bad_format);
+  EXPECT_EQ(load_ro_config(d + "/absent.json").error().code, ErrorCode::not_found);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary.
+
+// A child `mcim` with stdout and stderr in files; killed if a test leaves it running.
+class Child {
+ public:
+  Child(std::vector<std::string> args, const std::string& dir)
+      : out_(dir + "/stdout.txt"), err_(dir + "/stderr.txt") {
+    args.insert(args.begin(), MCIM_EXE);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (posix_spawn(&pid_, MCIM_EXE, &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  bool started() const { return pid_ > 0; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+  // The exit status; nullopt while running after `timeout`; 128+N when killed by signal N.
+  std::optional<int> wait(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return exit_;
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    do {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        exit_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return exit_;
+      }
+      std::this_thread::sleep_for(10ms);
+    } while (std::chrono::steady_clock::now() < end);
+    return std::nullopt;
+  }
+  std::string out() const { return slurp(out_); }
+  std::string err() const { return slurp(err_); }
+
+ private:
+  std::string out_, err_;
+  pid_t pid_ = -1;
+  std::optional<int> exit_;
+};
+
+// The ready file's content once the child wrote it; null when it exited or took too long.
+Json wait_ready(Child& child, const std::string& ready) {
+  const auto end = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < end) {
+    if (fs::exists(ready)) return Json::parse(slurp(ready), nullptr, false);
+    if (child.wait(0ms)) {
+      ADD_FAILURE() << "mcim exited with " << *child.wait(0ms) << ": " << child.err();
+      return nullptr;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  ADD_FAILURE() << "no ready file after 30 s: " << child.err();
+  return nullptr;
+}
+
+bool accepts_connections(const std::string& address) {
+  const auto colon = address.rfind(':');
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
+  ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr);
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A port nobody listens on right now (bound and released; the kernel does not hand it out
+// again at once).
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string address_of(const std::string& url) { return url.substr(url.find("://") + 3); }
+
+// A running service: its child, its URL (and gateway), checked healthy.
+struct Service {
+  std::unique_ptr<Child> child;
+  std::string dir, url, gateway;
+};
+
+Service start(const std::string& role, const Json& config, std::vector<std::string> extra = {}) {
+  Service s;
+  const auto path = write_config("run-" + role, role + ".json", config);
+  s.dir = Files::get().path("run-" + role);
+  const std::string ready = s.dir + "/ready.json";
+  std::vector<std::string> args = {"serve", role, "--config", path, "--ready-file", ready};
+  args.insert(args.end(), extra.begin(), extra.end());
+  s.child = std::make_unique<Child>(args, s.dir);
+  EXPECT_TRUE(s.child->started());
+  const Json r = wait_ready(*s.child, ready);
+  if (!r.is_object()) return s;
+  s.url = r.value("url", "");
+  s.gateway = r.value("gateway", "");
+  EXPECT_TRUE(s.url.starts_with("https://127.0.0.1:")) << r.dump();
+  for (auto it = r.begin(); it != r.end(); ++it) {
+    EXPECT_TRUE(it.key() == "url" || it.key() == "gateway") << it.key();
+  }
+  return s;
+}
+
+void expect_healthy(const Service& s, const std::string& role) {
+  ASSERT_FALSE(s.url.empty());
+  auto client = net::testing::make_client();
+  ASSERT_TRUE(client);
+  auto health = client->get(s.url + "/healthz");
+  ASSERT_TRUE(health) << health.error().message;
+  EXPECT_EQ(health->status, 200) << health->body;
+  const Json h = Json::parse(health->body, nullptr, false);
+  EXPECT_EQ(h.value("status", ""), "ok") << health->body;
+  auto metrics = client->get(s.url + "/metrics");
+  ASSERT_TRUE(metrics) << metrics.error().message;
+  EXPECT_EQ(metrics->status, 200);
+  // The server's connection counters are in the service's registry.
+  EXPECT_NE(metrics->body.find("mcim_http_connections_total"), std::string::npos);
+  EXPECT_NE(s.child->err().find("info " + role + ": listening on " + s.url), std::string::npos)
+      << s.child->err();
+}
+
+void expect_graceful_stop(Service& s, int sig = SIGTERM) {
+  s.child->signal(sig);
+  const auto code = s.child->wait(5s);
+  ASSERT_TRUE(code.has_value()) << "still running 5 s after the signal";
+  EXPECT_EQ(*code, 0) << s.child->err();
+  EXPECT_FALSE(fs::exists(s.dir + "/ready.json"));
+  EXPECT_FALSE(accepts_connections(address_of(s.url)));
+  if (!s.gateway.empty()) {
+    EXPECT_FALSE(accepts_connections(s.gateway));
+  }
+  const std::string everything = s.child->out() + s.child->err();
+  EXPECT_EQ(everything.find(to_hex(tre::testing::kOp)), std::string::npos);
+}
+
+TEST(ServeCli, RoVnoAndSupplierServeAndStopOnSignal) {
+  Service ro = start("ro", ro_json());
+  ASSERT_NO_FATAL_FAILURE(expect_healthy(ro, "ro"));
+  EXPECT_TRUE(fs::exists(ro.dir + "/ro.db"));
+
+  Service vno = start("vno", vno_json(ro.url, address_of(ro.url)));
+  ASSERT_NO_FATAL_FAILURE(expect_healthy(vno, "vno"));
+  EXPECT_TRUE(vno.gateway.starts_with("127.0.0.1:")) << vno.gateway;
+  EXPECT_TRUE(accepts_connections(vno.gateway));
+  EXPECT_NE(vno.child->err().find("gateway listening on " + vno.gateway), std::string::npos);
+
+  Service supplier = start("supplier", supplier_json(ro.url), {"--log-level", "warn"});
+  ASSERT_FALSE(supplier.url.empty());
+  auto client = net::testing::make_client();
+  auto health = client->get(supplier.url + "/healthz");
+  ASSERT_TRUE(health) << health.error().message;
+  EXPECT_EQ(health->status, 200);
+  // --log-level warn: the info lines are not written.
+  EXPECT_EQ(supplier.child->err().find("listening on"), std::string::npos);
+
+  expect_graceful_stop(supplier, SIGINT);
+  expect_graceful_stop(vno);
+  expect_graceful_stop(ro);
+  EXPECT_NE(ro.child->err().find("SIGTERM received"), std::string::npos);
+}
+
+TEST(ServeCli, OverridesFromTheCommandLine) {
+  const std::uint16_t port = free_port();
+  const std::string db = Files::get().path("override.db");
+  Service ro = start("ro", ro_json(),
+                     {"--listen", "127.0.0.1:" + std::to_string(port), "--db", "sqlite:" + db});
+  EXPECT_EQ(ro.url, "https://127.0.0.1:" + std::to_string(port));
+  EXPECT_TRUE(fs::exists(db));
+  EXPECT_FALSE(fs::exists(ro.dir + "/ro.db"));
+  expect_graceful_stop(ro);
+}
+
+TEST(ServeCli, BadConfigsExitWithTheirCodeAndLeaveNothing) {
+  for (const auto& row : bad_configs()) {
+    SCOPED_TRACE(row.name);
+    Json j = base_config(row.role);
+    row.edit(j);
+    const auto path = write_config("bad-" + row.name, row.role + ".json", j);
+    const std::string d = Files::get().path("bad-" + row.name);
+    std::vector<std::string> args = {"serve", row.role,       "--config",
+                                     path,    "--ready-file", d + "/ready.json"};
+    Child child(args, d);
+    const auto code = child.wait(10s);
+    ASSERT_TRUE(code.has_value()) << "a bad config must not serve";
+    EXPECT_EQ(*code, row.exit_code) << child.err();
+    EXPECT_NE(child.err().find(d + "/" + row.message), std::string::npos) << child.err();
+    EXPECT_EQ(child.err().find("secret"), std::string::npos) << child.err();
+    EXPECT_FALSE(fs::exists(d + "/ready.json"));
+    EXPECT_FALSE(fs::exists(d + "/ro.db"));
+  }
+}
+
+TEST(ServeCli, BadCommandLines) {
+  const auto path = write_config("bad-cli", "ro.json", ro_json());
+  const std::string d = Files::get().path("bad-cli");
+  struct Row {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Row> rows = {
+      {{"--listen", "localhost:80"}, "--listen: not an IPv4 address"},
+      {{"--listen", "127.0.0.1:99999"}, "--listen: the port must be 0..65535"},
+      {{"--log-level", "loud"}, "--log-level: must be debug, info, warn or error"},
+      {{"--db", "mysql://u:secret@h/db"}, "--db: unknown database URL scheme"},
+  };
+  for (const auto& row : rows) {
+    SCOPED_TRACE(row.args[0] + " " + row.args[1]);
+    std::vector<std::string> args = {"serve", "ro", "--config", path};
+    args.insert(args.end(), row.args.begin(), row.args.end());
+    Child child(args, d);
+    const auto code = child.wait(10s);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 2);
+    EXPECT_NE(child.err().find(row.message), std::string::npos) << child.err();
+    EXPECT_EQ(child.err().find("secret"), std::string::npos) << child.err();
+    EXPECT_FALSE(fs::exists(d + "/ro.db"));
+  }
+  Child no_config({"serve", "ro"}, d);
+  EXPECT_EQ(no_config.wait(10s), 2);
+  EXPECT_NE(no_config.err().find("--config: required"), std::string::npos) << no_config.err();
+  Child no_db_for_vno({"serve", "vno", "--config", path, "--db", "memory:"}, d);
+  EXPECT_EQ(no_db_for_vno.wait(10s), 2);
+}
+
+// The port is taken: io_error, which is bad input for the CLI (exit 2), and the VNO's gateway,
+// started before the attach server, is closed again.
+TEST(ServeCli, PortInUseExitsAndLeavesNothingListening) {
+  auto busy = net::testing::start_server(
+      [](const net::HttpRequest&) { return net::HttpResponse{}; }, std::nullopt);
+  ASSERT_TRUE(busy);
+  Json v = vno_json("https://127.0.0.1:9", "127.0.0.1:9");
+  const std::string gateway = "127.0.0.1:" + std::to_string(free_port());
+  v["gateway"] = {{"listen", gateway}};
+  v["listen"] = busy->address();
+  const auto path = write_config("bad-port", "vno.json", v);
+  const std::string d = Files::get().path("bad-port");
+  Child child({"serve", "vno", "--config", path, "--ready-file", d + "/ready.json"}, d);
+  const auto code = child.wait(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 2) << child.err();
+  EXPECT_NE(child.err().find("listen: "), std::string::npos) << child.err();
+  EXPECT_FALSE(fs::exists(d + "/ready.json"));
+  EXPECT_FALSE(accepts_connections(gateway));
+  EXPECT_TRUE(accepts_connections(busy->address()));  // ours, untouched
+}
+
+}  // namespace
+}  // namespace mcim::cli
