@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/hex.h"
+#include "common/secure.h"
 
 namespace mcim::cli {
 
@@ -59,5 +60,9 @@ void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json
 
 // missing_argument "<option>: required" when a required option was not given.
 Result<void> require(const std::string& value, std::string_view option);
+
+// A 16-byte secret (the RO's OP) as a file holds it: 32 hex digits, surrounding whitespace
+// ignored; parse_hex_fixed's error naming `name` otherwise. `text` is the caller's wiped buffer.
+Result<Secret<16>> parse_secret16_text(std::string_view text, std::string_view name);
 
 }  // namespace mcim::cli

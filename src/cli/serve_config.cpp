@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/output.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/secure.h"
@@ -250,18 +251,11 @@ Result<Secret<16>> read_op_file(const ConfigFile& file, const std::string& key,
   auto data = read_file(path);
   if (!data) return file.at(key, data.error());
   const SecretBytes raw(std::move(*data));
-  std::string_view text = raw.text();
-  const auto first = text.find_first_not_of(" \t\r\n");
-  const auto last = text.find_last_not_of(" \t\r\n");
-  text =
-      first == std::string_view::npos ? std::string_view() : text.substr(first, last - first + 1);
-  auto op = parse_hex_fixed<16>(text, key);
+  auto op = parse_secret16_text(raw.text(), key);
   if (!op) {
     return file.at(key, ErrorCode::invalid_argument, "the file must hold 16 bytes of hex");
   }
-  Secret<16> secret(*op);
-  secure_wipe(*op);
-  return secret;
+  return op;
 }
 
 }  // namespace

@@ -97,16 +97,7 @@ Result<Secret<16>> read_op(const ManufactureArgs& a) {
   auto data = read_file(a.op_file);
   if (!data) return with_prefix(data.error(), "--op-file");
   const SecretBytes raw(std::move(*data));
-  std::string_view text = raw.text();
-  const auto first = text.find_first_not_of(" \t\r\n");
-  const auto last = text.find_last_not_of(" \t\r\n");
-  text =
-      first == std::string_view::npos ? std::string_view() : text.substr(first, last - first + 1);
-  auto op = parse_hex_fixed<16>(text, "--op-file");
-  if (!op) return std::unexpected(op.error());
-  Secret<16> secret(*op);
-  secure_wipe(*op);
-  return secret;
+  return parse_secret16_text(raw.text(), "--op-file");
 }
 
 Result<tre::SupplierBundle> build(const ManufactureArgs& a, const Secret<16>& op,
