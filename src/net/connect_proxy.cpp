@@ -6,8 +6,6 @@
 #include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -18,12 +16,12 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "common/log.h"
 #include "net/http_error.h"
+#include "net/listener.h"
 #include "net/metrics.h"
 #include "net/tls_context.h"
 
@@ -33,6 +31,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using detail::Worker;
 using SteadyClock = std::chrono::steady_clock;
 
 Result<IpAuthority> parse_ip_authority(std::string_view authority) {
@@ -86,13 +85,6 @@ class TunnelBase {
   virtual void stop() = 0;
 };
 
-// As HttpServer's: one io_context per worker thread, and its connection count for balancing.
-struct Worker {
-  std::atomic<int> connections{0};  // before ioc: tunnels it destroys decrement it
-  asio::io_context ioc{1};
-  asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
-};
-
 struct ProxyMetrics {
   Counter* opened = nullptr;
   Counter* refused = nullptr;
@@ -111,8 +103,8 @@ struct ConnectProxy::State {
   TunnelAuthorizer authorize;
   ProxyMetrics metrics;
 
-  // Declared before the workers: tunnels still queued in an io_context when it is destroyed
-  // unregister themselves here, so these must outlive it.
+  // Declared before the listener: tunnels still queued in a worker's io_context when it is
+  // destroyed unregister themselves here, so these must outlive it.
   std::mutex mu;                    // guards tunnels, next_id
   std::condition_variable changed;  // a tunnel ended
   std::unordered_map<std::uint64_t, std::weak_ptr<TunnelBase>> tunnels;
@@ -125,15 +117,9 @@ struct ConnectProxy::State {
   // bound cannot be overshot by a race.
   std::atomic<std::size_t> slots{0};
 
-  std::vector<std::unique_ptr<Worker>> workers;  // fixed after start()
-  asio::io_context accept_ioc{1};
-  asio::executor_work_guard<asio::io_context::executor_type> accept_work{accept_ioc.get_executor()};
-  std::optional<tcp::acceptor> acceptor;
-  std::optional<asio::steady_timer> accept_pause;  // after a failed accept
-  std::uint16_t bound_port = 0;
+  detail::Listener listener;  // the workers and the acceptor
 
-  std::mutex join_mu;  // guards threads (joined once)
-  std::vector<std::thread> threads;
+  explicit State(int threads) : listener(threads) {}
 };
 
 namespace {
@@ -148,19 +134,11 @@ constexpr std::size_t kRelayBuffer = 16 * 1024;
 // is not lost to a TCP reset (RFC 9112 §9.6), as HttpServer does.
 constexpr std::chrono::milliseconds kLingerTime{1'000};
 constexpr std::size_t kLingerBytes = 1 << 20;
-constexpr std::chrono::milliseconds kAcceptPause{100};
 constexpr std::chrono::milliseconds kStopWait{2'000};
-
-thread_local const State* t_worker_of = nullptr;
 
 bool is_http_parse_error(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
-}
-
-std::string endpoint_text(const tcp::endpoint& e) {
-  return e.address().is_v6() ? fmt::format("[{}]:{}", e.address().to_string(), e.port())
-                             : fmt::format("{}:{}", e.address().to_string(), e.port());
 }
 
 bool is_token68(std::string_view s) {
@@ -197,9 +175,7 @@ class Tunnel : public TunnelBase, public std::enable_shared_from_this<Tunnel> {
         up_{&client_, &upstream_, s.metrics.up},
         down_{&upstream_, &client_, s.metrics.down} {
     ++worker_.connections;
-    beast::error_code ec;
-    const auto remote = client_.remote_endpoint(ec);
-    if (!ec) peer_ = endpoint_text(remote);
+    peer_ = detail::remote_address(client_);
   }
   ~Tunnel() override {
     if (established_) {
@@ -512,86 +488,22 @@ class Tunnel : public TunnelBase, public std::enable_shared_from_this<Tunnel> {
   http::response<http::string_body> answer_;  // alive until its async_write completes
 };
 
-Worker& least_loaded(State& s) {
-  Worker* best = s.workers.front().get();
-  for (auto& w : s.workers) {
-    if (w->connections.load() < best->connections.load()) best = w.get();
+void on_accept(State& s, tcp::socket socket, Worker& worker) {
+  const bool holds_slot = s.slots.load() < s.options.max_tunnels;
+  if (holds_slot) ++s.slots;
+  std::shared_ptr<Tunnel> tunnel;
+  {
+    std::lock_guard lock(s.mu);
+    const std::uint64_t id = s.next_id++;
+    tunnel = std::make_shared<Tunnel>(std::move(socket), s, worker, id, holds_slot);
+    s.tunnels.emplace(id, tunnel);
   }
-  return *best;
-}
-
-void accept_next(State& s);
-
-void on_accept(State& s, Worker& worker, beast::error_code ec, tcp::socket socket) {
-  if (ec == asio::error::operation_aborted || s.stopping) return;  // the socket just closes
-  if (!ec) {
-    const bool holds_slot = s.slots.load() < s.options.max_tunnels;
-    if (holds_slot) ++s.slots;
-    std::shared_ptr<Tunnel> tunnel;
-    {
-      std::lock_guard lock(s.mu);
-      const std::uint64_t id = s.next_id++;
-      tunnel = std::make_shared<Tunnel>(std::move(socket), s, worker, id, holds_slot);
-      s.tunnels.emplace(id, tunnel);
-    }
-    tunnel->start();
-    return accept_next(s);
-  }
-  // EMFILE and the like would fail again at once: pause instead of spinning.
-  s.accept_pause->expires_after(kAcceptPause);
-  s.accept_pause->async_wait([&s](beast::error_code wait_ec) {
-    if (!wait_ec && !s.stopping) accept_next(s);
-  });
-}
-
-void accept_next(State& s) {
-  Worker& worker = least_loaded(s);
-  s.acceptor->async_accept(asio::any_io_executor(worker.ioc.get_executor()),
-                           [&s, &worker](beast::error_code ec, tcp::socket sock) {
-                             on_accept(s, worker, ec, std::move(sock));
-                           });
-}
-
-Result<void> bind(State& s) {
-  beast::error_code ec;
-  const auto address = asio::ip::make_address(s.options.host, ec);
-  if (ec) {
-    return fail(ErrorCode::invalid_argument,
-                fmt::format("gateway host {}: not an IP address", s.options.host));
-  }
-  const tcp::endpoint endpoint(address, s.options.port);
-  tcp::acceptor& acceptor = *s.acceptor;
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return fail(ErrorCode::io_error, fmt::format("gateway: cannot listen on {}:{}: {}",
-                                                 s.options.host, s.options.port, ec.message()));
-  }
-  s.bound_port = acceptor.local_endpoint().port();
-  return {};
-}
-
-void run_worker(const State& s, asio::io_context& ioc) {
-  t_worker_of = &s;
-  for (;;) {
-    try {
-      ioc.run();
-      return;
-    } catch (const std::exception&) {
-      // One tunnel's failure (bad_alloc) must not end the others: keep serving.
-    }
-  }
+  tunnel->start();
 }
 
 bool initiate_stop(State& s) {
   if (s.stopping.exchange(true)) return false;
-  asio::post(s.acceptor->get_executor(), [&s] {
-    beast::error_code ec;
-    s.acceptor->close(ec);
-    s.accept_pause->cancel();
-  });
+  s.listener.stop_accepting();
   std::vector<std::shared_ptr<TunnelBase>> live;
   {
     std::lock_guard lock(s.mu);
@@ -610,14 +522,7 @@ void finish_stop(State& s) {
     std::unique_lock lock(s.mu);
     s.changed.wait_for(lock, kStopWait, [&s] { return s.tunnels.empty(); });
   }
-  s.accept_ioc.stop();
-  for (auto& w : s.workers) w->ioc.stop();
-  std::lock_guard lock(s.join_mu);
-  for (auto& t : s.threads) {
-    if (t.joinable()) t.join();
-  }
-  beast::error_code ec;
-  s.acceptor->close(ec);
+  s.listener.join();
 }
 
 Result<void> check_options(const ConnectProxyOptions& o, const TunnelAuthorizer& authorize) {
@@ -660,19 +565,16 @@ ConnectProxy::ConnectProxy(std::unique_ptr<State> state) : state_(std::move(stat
 Result<std::unique_ptr<ConnectProxy>> ConnectProxy::start(const ConnectProxyOptions& options,
                                                           TunnelAuthorizer authorize) {
   if (auto r = check_options(options, authorize); !r) return std::unexpected(r.error());
-  auto state = std::make_unique<State>();
+  auto state = std::make_unique<State>(options.threads);
   state->options = options;
   state->authorize = std::move(authorize);
   attach_metrics(*state);
-  for (int i = 0; i < options.threads; ++i) state->workers.push_back(std::make_unique<Worker>());
-  state->acceptor.emplace(state->accept_ioc);
-  state->accept_pause.emplace(state->accept_ioc);
-  if (auto r = bind(*state); !r) return std::unexpected(r.error());
-  accept_next(*state);
-  state->threads.emplace_back([&s = *state] { run_worker(s, s.accept_ioc); });
-  for (auto& w : state->workers) {
-    state->threads.emplace_back([&s = *state, &ioc = w->ioc] { run_worker(s, ioc); });
-  }
+  auto listening = state->listener.start(options.host, options.port,
+                                         {.host_field = "gateway host", .io_prefix = "gateway: "},
+                                         [&s = *state](tcp::socket socket, Worker& worker) {
+                                           on_accept(s, std::move(socket), worker);
+                                         });
+  if (!listening) return std::unexpected(listening.error());
   return std::unique_ptr<ConnectProxy>(new ConnectProxy(std::move(state)));
 }
 
@@ -681,13 +583,9 @@ ConnectProxy::~ConnectProxy() {
   finish_stop(*state_);
 }
 
-std::uint16_t ConnectProxy::port() const { return state_->bound_port; }
+std::uint16_t ConnectProxy::port() const { return state_->listener.port(); }
 
-std::string ConnectProxy::address() const {
-  const bool v6 = state_->options.host.find(':') != std::string::npos;
-  return v6 ? fmt::format("[{}]:{}", state_->options.host, state_->bound_port)
-            : fmt::format("{}:{}", state_->options.host, state_->bound_port);
-}
+std::string ConnectProxy::address() const { return state_->listener.address(); }
 
 std::uint64_t ConnectProxy::tunnels_opened() const { return state_->opened.load(); }
 std::uint64_t ConnectProxy::tunnels_refused() const { return state_->refused.load(); }
@@ -695,7 +593,7 @@ std::size_t ConnectProxy::tunnels_open() const { return state_->open.load(); }
 
 void ConnectProxy::stop() {
   initiate_stop(*state_);
-  if (t_worker_of != state_.get()) finish_stop(*state_);
+  if (!state_->listener.on_own_thread()) finish_stop(*state_);
 }
 
 }  // namespace mcim::net

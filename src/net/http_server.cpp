@@ -4,12 +4,9 @@
 
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -17,11 +14,11 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <type_traits>
 #include <unordered_map>
 
 #include "net/http_error.h"
+#include "net/listener.h"
 #include "net/metrics.h"
 #include "net/tls_context.h"
 
@@ -31,6 +28,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using detail::Worker;
 
 std::string_view HttpRequest::header(std::string_view name) const {
   for (const auto& [n, v] : headers) {
@@ -48,15 +46,6 @@ class SessionBase {
   virtual void shutdown() = 0;
 };
 
-// One worker thread: its own io_context (no locks shared with the other workers on the I/O
-// path), and how many connections it serves, so the acceptor can balance them.
-struct Worker {
-  std::atomic<int> connections{0};  // before ioc: sessions it destroys decrement it
-  asio::io_context ioc{1};
-  // Keeps run() going while the worker has no connection; finish_stop() stops the io_context.
-  asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
-};
-
 struct ServerMetrics {
   Counter* connections = nullptr;
   Gauge* open = nullptr;
@@ -69,11 +58,11 @@ struct HttpServer::State {
   HttpServerOptions options;
   HttpHandler handler;
   ServerMetrics metrics;
-  // Before the workers: the streams of connections still queued at destruction refer to it.
+  // Before the listener: the streams of connections still queued at destruction refer to it.
   std::unique_ptr<asio::ssl::context> tls;
 
-  // Declared before the workers: connections still queued in an io_context when it is destroyed
-  // unregister themselves here, so these must outlive it.
+  // Declared before the listener: connections still queued in a worker's io_context when it is
+  // destroyed unregister themselves here, so these must outlive it.
   std::mutex mu;                    // guards sessions, next_id
   std::condition_variable changed;  // a session ended, or stopping became true
   std::unordered_map<std::uint64_t, std::weak_ptr<SessionBase>> sessions;
@@ -81,26 +70,14 @@ struct HttpServer::State {
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> accepted{0};
 
-  std::vector<std::unique_ptr<Worker>> workers;  // fixed after start()
-  // The acceptor has its own io_context and thread: a handler blocking a worker must not stop
-  // new connections from reaching the others. Accept, pause and close run on that one thread,
-  // so they never race.
-  asio::io_context accept_ioc{1};
-  asio::executor_work_guard<asio::io_context::executor_type> accept_work{accept_ioc.get_executor()};
-  std::optional<tcp::acceptor> acceptor;
-  std::optional<asio::steady_timer> accept_pause;  // after a failed accept
-  std::uint16_t bound_port = 0;
+  detail::Listener listener;  // the workers and the acceptor
 
-  std::mutex join_mu;  // guards threads (joined once)
-  std::vector<std::thread> threads;
+  explicit State(int threads) : listener(threads) {}
 };
 
 namespace {
 
 using State = HttpServer::State;
-
-// The server whose worker the current thread is, if any: stop() from a handler must not join.
-thread_local const State* t_worker_of = nullptr;
 
 // 100-continue interim response (RFC 9110 §10.1.1): clients such as curl wait for it before
 // sending a large body, and only get it once the headers passed the size checks.
@@ -109,18 +86,12 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // refusal is not lost to a TCP reset (the "lingering close" of RFC 9112 §9.6).
 constexpr std::chrono::milliseconds kLingerTime{1'000};
 constexpr std::size_t kLingerBytes = 1 << 20;
-constexpr std::chrono::milliseconds kAcceptPause{100};
 // How long a TLS connection waits for the client's close_notify after sending its own.
 constexpr std::chrono::milliseconds kTlsShutdownTime{1'000};
 
 bool is_http_parse_error(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
-}
-
-std::string endpoint_text(const tcp::endpoint& e) {
-  return e.address().is_v6() ? fmt::format("[{}]:{}", e.address().to_string(), e.port())
-                             : fmt::format("{}:{}", e.address().to_string(), e.port());
 }
 
 // One connection: (TLS handshake,) then reads requests one after another (keep-alive), calls
@@ -133,9 +104,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   Session(tcp::socket socket, State& server, Worker& worker, std::uint64_t id)
       : stream_(make_stream(std::move(socket), server)), server_(server), worker_(worker), id_(id) {
     ++worker_.connections;
+    peer_.address = detail::remote_address(lowest().socket());
     beast::error_code ec;
-    const auto remote = lowest().socket().remote_endpoint(ec);
-    if (!ec) peer_.address = endpoint_text(remote);
     lowest().socket().set_option(tcp::no_delay(true), ec);  // small request/response exchanges
     peer_.tls = kTls;
     if (server_.metrics.open != nullptr) server_.metrics.open->add(1);
@@ -360,14 +330,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool reading_ = false;  // waiting for the client: shutdown() may cut it
 };
 
-Worker& least_loaded(State& s) {
-  Worker* best = s.workers.front().get();
-  for (auto& w : s.workers) {
-    if (w->connections.load() < best->connections.load()) best = w.get();
-  }
-  return *best;
-}
-
 template <bool kTls>
 void open_session(State& s, Worker& worker, tcp::socket socket) {
   std::shared_ptr<Session<kTls>> session;
@@ -380,79 +342,20 @@ void open_session(State& s, Worker& worker, tcp::socket socket) {
   session->start();
 }
 
-void accept_next(State& s);
-
-void on_accept(State& s, Worker& worker, beast::error_code ec, tcp::socket socket) {
-  if (ec == asio::error::operation_aborted || s.stopping) return;  // the socket just closes
-  if (!ec) {
-    ++s.accepted;
-    if (s.metrics.connections != nullptr) s.metrics.connections->inc();
-    if (s.tls) {
-      open_session<true>(s, worker, std::move(socket));
-    } else {
-      open_session<false>(s, worker, std::move(socket));
-    }
-    return accept_next(s);
-  }
-  // A failed accept (e.g. EMFILE: out of descriptors) would fail again at once; pause before
-  // retrying instead of spinning, and keep serving the connections already open.
-  s.accept_pause->expires_after(kAcceptPause);
-  s.accept_pause->async_wait([&s](beast::error_code wait_ec) {
-    if (!wait_ec && !s.stopping) accept_next(s);
-  });
-}
-
-void accept_next(State& s) {
-  // The new socket belongs to the chosen worker's io_context from the start.
-  Worker& worker = least_loaded(s);
-  s.acceptor->async_accept(asio::any_io_executor(worker.ioc.get_executor()),
-                           [&s, &worker](beast::error_code ec, tcp::socket sock) {
-                             on_accept(s, worker, ec, std::move(sock));
-                           });
-}
-
-Result<void> bind(State& s) {
-  beast::error_code ec;
-  const auto address = asio::ip::make_address(s.options.host, ec);
-  if (ec) {
-    return fail(ErrorCode::invalid_argument,
-                fmt::format("listen host {}: not an IP address", s.options.host));
-  }
-  const tcp::endpoint endpoint(address, s.options.port);
-  tcp::acceptor& acceptor = *s.acceptor;
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return fail(ErrorCode::io_error, fmt::format("cannot listen on {}:{}: {}", s.options.host,
-                                                 s.options.port, ec.message()));
-  }
-  s.bound_port = acceptor.local_endpoint().port();
-  return {};
-}
-
-void run_worker(const State& s, asio::io_context& ioc) {
-  t_worker_of = &s;
-  for (;;) {
-    try {
-      ioc.run();
-      return;
-    } catch (const std::exception&) {
-      // Handlers catch their own errors; anything escaping Asio itself (e.g. bad_alloc in one
-      // connection) must not take the whole server down. Keep serving.
-    }
+void on_accept(State& s, tcp::socket socket, Worker& worker) {
+  ++s.accepted;
+  if (s.metrics.connections != nullptr) s.metrics.connections->inc();
+  if (s.tls) {
+    open_session<true>(s, worker, std::move(socket));
+  } else {
+    open_session<false>(s, worker, std::move(socket));
   }
 }
 
 // Stops accepting and ends idle connections; returns false when the stop was already begun.
 bool initiate_stop(State& s) {
   if (s.stopping.exchange(true)) return false;
-  asio::post(s.acceptor->get_executor(), [&s] {
-    beast::error_code ec;
-    s.acceptor->close(ec);
-    s.accept_pause->cancel();
-  });
+  s.listener.stop_accepting();
   std::vector<std::shared_ptr<SessionBase>> live;
   {
     std::lock_guard lock(s.mu);
@@ -472,16 +375,7 @@ void finish_stop(State& s) {
     std::unique_lock lock(s.mu);
     s.changed.wait_for(lock, s.options.stop_grace, [&s] { return s.sessions.empty(); });
   }
-  s.accept_ioc.stop();
-  for (auto& w : s.workers) w->ioc.stop();
-  std::lock_guard lock(s.join_mu);
-  for (auto& t : s.threads) {
-    if (t.joinable()) t.join();
-  }
-  // The close posted by initiate_stop() may not have run before the io_context stopped; with
-  // every thread joined it is safe here, and the port is free when stop() returns.
-  beast::error_code ec;
-  s.acceptor->close(ec);
+  s.listener.join();
 }
 
 Result<void> check_options(const HttpServerOptions& options, const HttpHandler& handler) {
@@ -511,7 +405,7 @@ HttpServer::HttpServer(std::unique_ptr<State> state) : state_(std::move(state)) 
 Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& options,
                                                       HttpHandler handler) {
   if (auto r = check_options(options, handler); !r) return std::unexpected(r.error());
-  auto state = std::make_unique<State>();
+  auto state = std::make_unique<State>(options.threads);
   state->options = options;
   state->handler = std::move(handler);
   if (options.tls) {
@@ -520,15 +414,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
     state->tls = std::move(*ctx);
   }
   attach_metrics(*state);
-  for (int i = 0; i < options.threads; ++i) state->workers.push_back(std::make_unique<Worker>());
-  state->acceptor.emplace(state->accept_ioc);
-  state->accept_pause.emplace(state->accept_ioc);
-  if (auto r = bind(*state); !r) return std::unexpected(r.error());
-  accept_next(*state);
-  state->threads.emplace_back([&s = *state] { run_worker(s, s.accept_ioc); });
-  for (auto& w : state->workers) {
-    state->threads.emplace_back([&s = *state, &ioc = w->ioc] { run_worker(s, ioc); });
-  }
+  auto listening = state->listener.start(options.host, options.port,
+                                         {.host_field = "listen host", .io_prefix = ""},
+                                         [&s = *state](tcp::socket socket, Worker& worker) {
+                                           on_accept(s, std::move(socket), worker);
+                                         });
+  if (!listening) return std::unexpected(listening.error());
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(state)));
 }
 
@@ -537,13 +428,9 @@ HttpServer::~HttpServer() {
   finish_stop(*state_);
 }
 
-std::uint16_t HttpServer::port() const { return state_->bound_port; }
+std::uint16_t HttpServer::port() const { return state_->listener.port(); }
 
-std::string HttpServer::address() const {
-  const bool v6 = state_->options.host.find(':') != std::string::npos;
-  return v6 ? fmt::format("[{}]:{}", state_->options.host, state_->bound_port)
-            : fmt::format("{}:{}", state_->options.host, state_->bound_port);
-}
+std::string HttpServer::address() const { return state_->listener.address(); }
 
 std::string HttpServer::url() const {
   return fmt::format("{}://{}", tls() ? "https" : "http", address());
@@ -556,7 +443,7 @@ std::uint64_t HttpServer::connections_accepted() const { return state_->accepted
 void HttpServer::stop() {
   initiate_stop(*state_);
   // A worker thread cannot join itself: it only initiates; wait() or the destructor completes.
-  if (t_worker_of != state_.get()) finish_stop(*state_);
+  if (!state_->listener.on_own_thread()) finish_stop(*state_);
 }
 
 void HttpServer::wait() {
