@@ -9,6 +9,7 @@
 #include <memory>
 #include <string_view>
 
+#include "common/ascii.h"
 #include "net/tls.h"
 
 namespace mcim::net::detail {
@@ -34,13 +35,6 @@ inline boost::string_view bsv(std::string_view s) { return {s.data(), s.size()};
 inline std::string_view ssv(boost::string_view s) { return {s.data(), s.size()}; }
 
 // ASCII case-insensitive equality (HTTP field names, schemes, media types).
-inline bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const auto x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
-    if ((x >= 'A' && x <= 'Z' ? x + 32 : x) != (y >= 'A' && y <= 'Z' ? y + 32 : y)) return false;
-  }
-  return true;
-}
+inline bool iequals(std::string_view a, std::string_view b) { return ascii_iequals(a, b); }
 
 }  // namespace mcim::net::detail

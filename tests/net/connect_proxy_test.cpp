@@ -27,14 +27,11 @@ namespace mcim::net {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::echo;
 using testing::make_client;
 using testing::start_server;
 using testing::TestPki;
 using testing::tls_options;
-
-HttpResponse echo(const HttpRequest& r) {
-  return HttpResponse{200, "text/plain", r.method + " " + r.target + " " + r.body, {}};
-}
 
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds limit = 3s) {

@@ -17,14 +17,11 @@ namespace mcim::net {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::echo;
 using testing::make_client;
 using testing::start_server;
 using testing::TestPki;
 using testing::tls_options;
-
-HttpResponse echo(const HttpRequest& r) {
-  return HttpResponse{200, "text/plain", r.method + " " + r.target + " " + r.body, {}};
-}
 
 Bytes<32> server_pin() { return pki::spki_sha256(TestPki::get().server().identity->key.get()); }
 

@@ -175,6 +175,11 @@ inline std::unique_ptr<HttpsClient> make_client(const std::string& client_cert =
   return c ? std::move(*c) : nullptr;
 }
 
+// A handler answering "METHOD TARGET BODY" as text/plain: what the server received.
+inline HttpResponse echo(const HttpRequest& r) {
+  return HttpResponse{200, "text/plain", r.method + " " + r.target + " " + r.body, {}};
+}
+
 inline bool have_command(const std::string& name) {
   return run_command("command -v " + name).status == 0;
 }

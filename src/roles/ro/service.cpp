@@ -16,6 +16,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/ascii.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/random.h"
@@ -55,21 +56,10 @@ RandomSource& thread_random() {
   return batched;
 }
 
-bool digits(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return std::ranges::equal(a, b, [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
-}
-
 bool media_type_is(std::string_view content_type, std::string_view expected) {
   std::string_view media = content_type.substr(0, content_type.find(';'));
   while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.remove_suffix(1);
-  return iequals(media, expected);
+  return ascii_iequals(media, expected);
 }
 
 std::int64_t unix_seconds(store::Time t) { return t.time_since_epoch().count(); }
@@ -82,7 +72,7 @@ std::string caller_of(const Request& r) {
   return id != nullptr ? *id : std::string();
 }
 
-JsonSchema imsi_schema() { return JsonSchema::string(15, digits, "6-15 decimal digits", 6); }
+JsonSchema imsi_schema() { return JsonSchema::string(15, ascii_digits, "6-15 decimal digits", 6); }
 JsonSchema id_schema() {
   return JsonSchema::string(64, pki::valid_mcim_id, "an id ([A-Za-z0-9._:-]{1,64})");
 }
@@ -563,7 +553,8 @@ Result<store::Session> RoService::State::device_session(const Request& r) {
   if (header.empty()) {
     return fail(ErrorCode::unauthenticated, "Authorization: a Bearer session is required");
   }
-  if (header.size() <= kScheme.size() || !iequals(header.substr(0, kScheme.size()), kScheme)) {
+  if (header.size() <= kScheme.size() ||
+      !ascii_iequals(header.substr(0, kScheme.size()), kScheme)) {
     return fail(ErrorCode::unauthenticated, "Authorization: must be Bearer <session>");
   }
   const std::string_view token = header.substr(kScheme.size());
@@ -714,16 +705,17 @@ Result<void> RoService::State::add_routes() {
                  json(vno(), JsonSchema::object({required("imsi", imsi_schema())}))),
       router.add("DELETE", "/v1/auth/sessions/{session}",
                  void_route("close session", &State::close_session), bare(vno())),
-      router.add("PUT", "/v1/drf/registrations/{pcid}",
-                 json_route("registration", &State::register_pcid),
-                 json(any_operator(),
-                      JsonSchema::object({required("device_id", id_schema()),
-                                          required("dpf_url", JsonSchema::string(256)),
-                                          required("dpf_key_pin", JsonSchema::hex(32)),
-                                          required("apn", JsonSchema::string(253)),
-                                          required("pin", JsonSchema::string(kMaxPinSize, digits,
-                                                                             "4-16 decimal digits",
-                                                                             kMinPinSize))}))),
+      router.add(
+          "PUT",
+          "/v1/drf/registrations/{pcid}", json_route("registration", &State::register_pcid),
+          json(
+              any_operator(),
+              JsonSchema::object(
+                  {required("device_id", id_schema()), required("dpf_url", JsonSchema::string(256)),
+                   required("dpf_key_pin", JsonSchema::hex(32)),
+                   required("apn", JsonSchema::string(253)),
+                   required("pin", JsonSchema::string(kMaxPinSize, ascii_digits,
+                                                      "4-16 decimal digits", kMinPinSize))}))),
       router.add("DELETE", "/v1/drf/registrations/{pcid}",
                  void_route("unregister", &State::unregister), bare(any_operator())),
       router.add(

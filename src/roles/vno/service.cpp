@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "common/ascii.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/random.h"
@@ -28,10 +29,6 @@ constexpr std::string_view kResponse = "POST /v1/attach/{attach_id}/response";
 constexpr std::string_view kAuts = "POST /v1/attach/{attach_id}/auts";
 constexpr std::string_view kDetach = "DELETE /v1/sessions/{session}";
 
-bool is_digits(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
 bool is_lower_hex(std::string_view s) {
   return std::all_of(s.begin(), s.end(),
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
@@ -43,7 +40,7 @@ bool valid_id(std::string_view s) { return s.size() == 32 && is_lower_hex(s); }
 
 JsonSchema imsi_schema() {
   return JsonSchema::string(
-      15, [](std::string_view s) { return is_digits(s); }, "6-15 digits", 6);
+      15, [](std::string_view s) { return ascii_digits(s); }, "6-15 digits", 6);
 }
 
 // --- The home's answers --------------------------------------------------------------------
@@ -347,7 +344,7 @@ Result<void> check_config(const VnoServiceConfig& c) {
   }
   for (std::size_t i = 0; i < c.routes.size(); ++i) {
     const Route& r = c.routes[i];
-    if (r.prefix.empty() || r.prefix.size() > 15 || !is_digits(r.prefix)) {
+    if (r.prefix.empty() || r.prefix.size() > 15 || !ascii_digits(r.prefix)) {
       return fail(ErrorCode::invalid_argument,
                   fmt::format("routes[{}].prefix: must be 1-15 digits", i));
     }
