@@ -1,5 +1,7 @@
 #include "cli/output.h"
 
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 #include <ostream>
 
@@ -41,6 +43,10 @@ Result<Secret<16>> parse_secret16_text(std::string_view text, std::string_view n
   Secret<16> secret(*parsed);
   secure_wipe(*parsed);
   return secret;
+}
+
+std::unexpected<Error> with_prefix(const Error& e, std::string_view prefix) {
+  return fail(e.code, fmt::format("{}: {}", prefix, e.message));
 }
 
 Result<void> require(const std::string& value, std::string_view option) {

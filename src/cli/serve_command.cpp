@@ -40,10 +40,6 @@ struct ServeArgs {
   std::string config, db, listen, ready_file, log_level;
 };
 
-std::unexpected<Error> with_prefix(const Error& e, std::string_view prefix) {
-  return fail(e.code, fmt::format("{}: {}", prefix, e.message));
-}
-
 // SIGINT and SIGTERM blocked for the life of the command (restored after, for in-process
 // callers); the threads the services start inherit the mask.
 class BlockedSignals {

@@ -29,10 +29,6 @@ struct ManufactureArgs {
   int pcid_days = 730;
 };
 
-std::unexpected<Error> with_prefix(const Error& e, std::string_view prefix) {
-  return fail(e.code, fmt::format("{}: {}", prefix, e.message));
-}
-
 // manufacture() names ManufactureSpec fields ("pcid: ...", "operator_roots[1]: ..."); the
 // user typed options.
 Error in_option_terms(Error e) {
