@@ -362,6 +362,9 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
   auto common = load_common(file, *j, net::ClientAuth::optional);
   if (!common) return std::unexpected(common.error());
   c.common = std::move(*common);
+  // The RO's handlers wait for database commits on their worker thread, so commits in flight
+  // = workers: more workers than cores let the database group them (docs/performance.md).
+  if (!j->contains("threads")) c.common.threads = kRoDefaultThreads;
 
   c.db_url = j->contains("db") ? resolve_db(file, (*j)["db"].get<std::string>())
                                : "sqlite:" + file.resolve("ro.db");

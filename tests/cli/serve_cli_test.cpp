@@ -201,7 +201,7 @@ TEST(ServeConfig, RoDefaultsAndRelativePaths) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->common.listen.host, "127.0.0.1");
   EXPECT_EQ(c->common.listen.port, 0);
-  EXPECT_EQ(c->common.threads, 2);
+  EXPECT_EQ(c->common.threads, kRoDefaultThreads);
   EXPECT_EQ(c->common.log_level, log::Level::info);
   EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::optional);
   EXPECT_TRUE(c->common.tls.identity);
@@ -222,7 +222,7 @@ TEST(ServeConfig, RoDefaultsAndRelativePaths) {
   EXPECT_EQ(s.icf.session_lifetime, icf_defaults.session_lifetime);
   EXPECT_TRUE(s.drf.require_known_pcid);
   const auto server = c->common.server_options(12345);
-  EXPECT_EQ(server.threads, 2);
+  EXPECT_EQ(server.threads, kRoDefaultThreads);
   EXPECT_EQ(server.body_limit, 12345u);
   EXPECT_TRUE(server.tls.has_value());
 }
