@@ -45,10 +45,6 @@ Result<Secret<16>> parse_secret16_text(std::string_view text, std::string_view n
   return secret;
 }
 
-std::unexpected<Error> with_prefix(const Error& e, std::string_view prefix) {
-  return fail(e.code, fmt::format("{}: {}", prefix, e.message));
-}
-
 Result<void> require(const std::string& value, std::string_view option) {
   if (value.empty()) return fail(ErrorCode::missing_argument, std::string(option) + ": required");
   return {};

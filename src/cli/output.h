@@ -58,9 +58,6 @@ inline constexpr int kExitInternal = 3;  // a bug or a failing library call, nev
 
 void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json);
 
-// The error with "<prefix>: " before its message (the option or file it concerns).
-std::unexpected<Error> with_prefix(const Error& e, std::string_view prefix);
-
 // missing_argument "<option>: required" when a required option was not given.
 Result<void> require(const std::string& value, std::string_view option);
 

@@ -83,6 +83,14 @@ inline std::unexpected<Error> fail(ErrorCode code, std::string message) {
   return std::unexpected<Error>(Error(code, std::move(message)));
 }
 
+// The error with "<prefix>: " before its message (the option, file, device or step it concerns).
+inline std::unexpected<Error> with_prefix(const Error& e, std::string_view prefix) {
+  std::string message(prefix);
+  message += ": ";
+  message += e.message;
+  return fail(e.code, std::move(message));
+}
+
 }  // namespace mcim
 
 template <>

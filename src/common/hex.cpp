@@ -14,8 +14,9 @@ int nibble(char c) {
 
 }  // namespace
 
+constexpr char kDigits[] = "0123456789abcdef";
+
 std::string to_hex(ByteView bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
   out.reserve(bytes.size() * 2);
   for (std::uint8_t b : bytes) {
@@ -23,6 +24,14 @@ std::string to_hex(ByteView bytes) {
     out.push_back(kDigits[b & 0xf]);
   }
   return out;
+}
+
+void append_hex(ByteVec& out, ByteView bytes) {
+  out.reserve(out.size() + bytes.size() * 2);
+  for (std::uint8_t b : bytes) {
+    out.push_back(static_cast<std::uint8_t>(kDigits[b >> 4]));
+    out.push_back(static_cast<std::uint8_t>(kDigits[b & 0xf]));
+  }
 }
 
 Result<ByteVec> parse_hex(std::string_view text, std::string_view name) {

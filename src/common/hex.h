@@ -12,6 +12,10 @@ namespace mcim {
 
 std::string to_hex(ByteView bytes);  // lowercase
 
+// Appends the lowercase hex digits of `bytes` to `out` (for texts that hold secrets: a ByteVec
+// can be wiped, a std::string's old buffers cannot).
+void append_hex(ByteVec& out, ByteView bytes);
+
 template <std::size_t N>
 std::string to_hex(const Bytes<N>& b) {
   return to_hex(ByteView(b.data(), b.size()));
