@@ -31,6 +31,15 @@ struct MemoryState {
   std::map<std::string, Session, std::less<>> sessions;  // by id
   std::deque<AuditRecord> audit;                         // oldest first
   std::uint64_t audit_seq = 0;
+  struct AttestationEntry {
+    std::uint64_t order = 0;  // as for packages: ties between equal `created` times
+    AttestationRequest request;
+  };
+  std::map<std::string, AttestationEntry, std::less<>> attestations;  // by request_id
+  std::uint64_t attestation_order = 0;
+  std::map<std::string, Subscriber, std::less<>> subscribers;       // by device_id
+  std::map<std::string, Challenge, std::less<>> challenges;         // by challenge_id
+  std::map<std::string, StoredReferences, std::less<>> references;  // by model
 };
 
 class MemoryPcids final : public PcidStore {
@@ -310,6 +319,196 @@ class MemoryAudit final : public AuditStore {
   MemoryState& s_;
 };
 
+class MemoryAttestations final : public AttestationRequestStore {
+ public:
+  explicit MemoryAttestations(MemoryState& s) : s_(s) {}
+
+  Result<void> put(const AttestationRequest& r) override {
+    Lock lock(s_.mu);
+    if (s_.attestations.contains(r.request_id)) {
+      return fail(ErrorCode::already_exists, fmt::format("attestation request {}", r.request_id));
+    }
+    s_.attestations.emplace(r.request_id, MemoryState::AttestationEntry{++s_.attestation_order, r});
+    return {};
+  }
+
+  Result<std::optional<AttestationRequest>> next_for_device(std::string_view device_id) override {
+    Lock lock(s_.mu);
+    const MemoryState::AttestationEntry* best = nullptr;
+    for (const auto& [id, e] : s_.attestations) {
+      const auto& r = e.request;
+      if (r.device_id != device_id || r.status != AttestationStatus::pending) continue;
+      if (best == nullptr || r.created < best->request.created ||
+          (r.created == best->request.created && e.order < best->order)) {
+        best = &e;
+      }
+    }
+    if (best == nullptr) return std::optional<AttestationRequest>();
+    return std::optional<AttestationRequest>(best->request);
+  }
+
+  Result<std::optional<AttestationRequest>> find(std::string_view request_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.attestations.find(request_id);
+    if (it == s_.attestations.end()) return std::optional<AttestationRequest>();
+    return std::optional<AttestationRequest>(it->second.request);
+  }
+
+  Result<void> mark_answered(std::string_view request_id, Time at) override {
+    Lock lock(s_.mu);
+    auto it = s_.attestations.find(request_id);
+    if (it == s_.attestations.end()) {
+      return fail(ErrorCode::not_found, fmt::format("attestation request {}", request_id));
+    }
+    auto& r = it->second.request;
+    if (r.status == AttestationStatus::answered) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("attestation request {}: already answered", request_id));
+    }
+    r.status = AttestationStatus::answered;
+    r.answered = at;
+    return {};
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemorySubscribers final : public SubscriberStore {
+ public:
+  explicit MemorySubscribers(MemoryState& s) : s_(s) {}
+
+  Result<void> add(const Subscriber& sub) override {
+    Lock lock(s_.mu);
+    if (s_.subscribers.contains(sub.device_id)) {
+      return fail(ErrorCode::already_exists,
+                  fmt::format("device_id {}: already registered", sub.device_id));
+    }
+    for (const auto& [id, other] : s_.subscribers) {
+      if (other.pcid == sub.pcid) {
+        return fail(ErrorCode::already_exists,
+                    fmt::format("pcid {}: already registered", sub.pcid));
+      }
+    }
+    for (const auto& [id, other] : s_.subscribers) {
+      if (other.imsi == sub.imsi) {
+        return fail(ErrorCode::already_exists, fmt::format("imsi {}: already allocated", sub.imsi));
+      }
+    }
+    s_.subscribers.emplace(sub.device_id, sub);
+    return {};
+  }
+
+  Result<std::optional<Subscriber>> find(std::string_view device_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.subscribers.find(device_id);
+    if (it == s_.subscribers.end()) return std::optional<Subscriber>();
+    return std::optional<Subscriber>(it->second);
+  }
+
+  Result<std::optional<Subscriber>> find_by_pcid(std::string_view pcid) override {
+    Lock lock(s_.mu);
+    for (const auto& [id, sub] : s_.subscribers) {
+      if (sub.pcid == pcid) return std::optional<Subscriber>(sub);
+    }
+    return std::optional<Subscriber>();
+  }
+
+  Result<void> update(const Subscriber& sub, SubscriberStatus expected) override {
+    Lock lock(s_.mu);
+    auto it = s_.subscribers.find(sub.device_id);
+    if (it == s_.subscribers.end()) {
+      return fail(ErrorCode::not_found, fmt::format("subscriber {}", sub.device_id));
+    }
+    Subscriber& stored = it->second;
+    if (stored.status != expected) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("subscriber {}: {}, not {}", sub.device_id, to_string(stored.status),
+                              to_string(expected)));
+    }
+    stored.status = sub.status;
+    stored.challenge_id = sub.challenge_id;
+    stored.challenge_nonce = sub.challenge_nonce;
+    stored.package_id = sub.package_id;
+    stored.refusal = sub.refusal;
+    stored.updated = sub.updated;
+    return {};
+  }
+
+  Result<void> remove(std::string_view device_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.subscribers.find(device_id);
+    if (it == s_.subscribers.end()) {
+      return fail(ErrorCode::not_found, fmt::format("subscriber {}", device_id));
+    }
+    s_.subscribers.erase(it);
+    return {};
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemoryChallenges final : public ChallengeStore {
+ public:
+  explicit MemoryChallenges(MemoryState& s) : s_(s) {}
+
+  Result<void> put(const Challenge& c) override {
+    Lock lock(s_.mu);
+    if (s_.challenges.contains(c.challenge_id)) {
+      return fail(ErrorCode::already_exists, fmt::format("challenge {}", c.challenge_id));
+    }
+    s_.challenges.emplace(c.challenge_id, c);
+    return {};
+  }
+
+  Result<std::optional<Challenge>> find(std::string_view challenge_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.challenges.find(challenge_id);
+    if (it == s_.challenges.end()) return std::optional<Challenge>();
+    return std::optional<Challenge>(it->second);
+  }
+
+  Result<Challenge> consume(std::string_view challenge_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.challenges.find(challenge_id);
+    if (it == s_.challenges.end()) {
+      return fail(ErrorCode::not_found, fmt::format("challenge {}", challenge_id));
+    }
+    if (it->second.used) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("challenge {}: already used", challenge_id));
+    }
+    it->second.used = true;
+    return it->second;
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemoryReferences final : public ReferenceStore {
+ public:
+  explicit MemoryReferences(MemoryState& s) : s_(s) {}
+
+  Result<void> put(const StoredReferences& r) override {
+    Lock lock(s_.mu);
+    s_.references.insert_or_assign(r.model, r);
+    return {};
+  }
+
+  Result<std::vector<StoredReferences>> all() override {
+    Lock lock(s_.mu);
+    std::vector<StoredReferences> out;
+    out.reserve(s_.references.size());
+    for (const auto& [model, r] : s_.references) out.push_back(r);
+    return out;
+  }
+
+ private:
+  MemoryState& s_;
+};
+
 class MemoryDatabase final : public Database {
  public:
   PcidStore& pcids() override { return pcids_; }
@@ -318,6 +517,10 @@ class MemoryDatabase final : public Database {
   PackageStore& packages() override { return packages_; }
   SessionStore& sessions() override { return sessions_; }
   AuditStore& audit() override { return audit_; }
+  AttestationRequestStore& attestation_requests() override { return attestations_; }
+  SubscriberStore& subscribers() override { return subscribers_; }
+  ChallengeStore& challenges() override { return challenges_; }
+  ReferenceStore& references() override { return references_; }
   int schema_version() override { return 1; }
   std::string_view backend() const override { return "memory"; }
 
@@ -329,6 +532,10 @@ class MemoryDatabase final : public Database {
   MemoryPackages packages_{state_};
   MemorySessions sessions_{state_};
   MemoryAudit audit_{state_};
+  MemoryAttestations attestations_{state_};
+  MemorySubscribers subscribers_{state_};
+  MemoryChallenges challenges_{state_};
+  MemoryReferences references_{state_};
 };
 
 }  // namespace

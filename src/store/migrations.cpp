@@ -142,10 +142,113 @@ ALTER TABLE registration ADD COLUMN bootstrap_key BYTEA NOT NULL
   CHECK (length(bootstrap_key) = 32);
 )sql";
 
+// v4 (issue 7): the DPF's attestation requests (RO), the subscribers (SHO), the challenges and
+// reference sets (PVA). The constraints carry the ports' promises: UNIQUE request_id and
+// challenge_id make put() refuse a known id; subscriber's device_id, pcid and imsi are each
+// UNIQUE, so SubscriberStore::add cannot register one twice even when two SHO instances race;
+// the compare-and-set updates (subscriber status, answered, used) are conditional UPDATEs.
+constexpr std::string_view kV4Sqlite = R"sql(
+CREATE TABLE attestation_request (
+  seq        INTEGER PRIMARY KEY,
+  request_id TEXT NOT NULL UNIQUE,
+  pcid       TEXT NOT NULL,
+  device_id  TEXT NOT NULL,
+  sho        TEXT NOT NULL,
+  nonce      BLOB NOT NULL,
+  status     TEXT NOT NULL CHECK (status IN ('pending', 'answered')),
+  created    INTEGER NOT NULL,
+  answered   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX attestation_request_pending_by_device ON attestation_request (device_id, created, seq)
+  WHERE status = 'pending';
+CREATE TABLE subscriber (
+  device_id          TEXT PRIMARY KEY NOT NULL,
+  pcid               TEXT NOT NULL UNIQUE,
+  owner              TEXT NOT NULL,
+  imsi               TEXT NOT NULL UNIQUE,
+  platform_cert      BLOB NOT NULL,
+  registration_nonce BLOB NOT NULL CHECK (length(registration_nonce) = 16),
+  nonce_expires      INTEGER NOT NULL,
+  status             TEXT NOT NULL
+    CHECK (status IN ('registered', 'validating', 'provisioning', 'active', 'refused')),
+  challenge_id       TEXT NOT NULL,
+  challenge_nonce    BLOB NOT NULL,
+  package_id         TEXT NOT NULL,
+  refusal            TEXT NOT NULL,
+  created            INTEGER NOT NULL,
+  updated            INTEGER NOT NULL
+) STRICT;
+CREATE TABLE challenge (
+  challenge_id TEXT PRIMARY KEY NOT NULL,
+  sho          TEXT NOT NULL,
+  device_id    TEXT NOT NULL,
+  nonce        BLOB NOT NULL,
+  created      INTEGER NOT NULL,
+  expires      INTEGER NOT NULL,
+  used         INTEGER NOT NULL CHECK (used IN (0, 1))
+) STRICT;
+CREATE TABLE reference_set (
+  model       TEXT PRIMARY KEY NOT NULL,
+  issued      INTEGER NOT NULL,
+  signed_text TEXT NOT NULL,
+  stored      INTEGER NOT NULL
+) STRICT;
+)sql";
+
+constexpr std::string_view kV4Postgresql = R"sql(
+CREATE TABLE attestation_request (
+  seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  request_id TEXT NOT NULL UNIQUE,
+  pcid       TEXT NOT NULL,
+  device_id  TEXT NOT NULL,
+  sho        TEXT NOT NULL,
+  nonce      BYTEA NOT NULL,
+  status     TEXT NOT NULL CHECK (status IN ('pending', 'answered')),
+  created    BIGINT NOT NULL,
+  answered   BIGINT NOT NULL
+);
+CREATE INDEX attestation_request_pending_by_device ON attestation_request (device_id, created, seq)
+  WHERE status = 'pending';
+CREATE TABLE subscriber (
+  device_id          TEXT PRIMARY KEY,
+  pcid               TEXT NOT NULL UNIQUE,
+  owner              TEXT NOT NULL,
+  imsi               TEXT NOT NULL UNIQUE,
+  platform_cert      BYTEA NOT NULL,
+  registration_nonce BYTEA NOT NULL CHECK (octet_length(registration_nonce) = 16),
+  nonce_expires      BIGINT NOT NULL,
+  status             TEXT NOT NULL
+    CHECK (status IN ('registered', 'validating', 'provisioning', 'active', 'refused')),
+  challenge_id       TEXT NOT NULL,
+  challenge_nonce    BYTEA NOT NULL,
+  package_id         TEXT NOT NULL,
+  refusal            TEXT NOT NULL,
+  created            BIGINT NOT NULL,
+  updated            BIGINT NOT NULL
+);
+CREATE TABLE challenge (
+  challenge_id TEXT PRIMARY KEY,
+  sho          TEXT NOT NULL,
+  device_id    TEXT NOT NULL,
+  nonce        BYTEA NOT NULL,
+  created      BIGINT NOT NULL,
+  expires      BIGINT NOT NULL,
+  used         BOOLEAN NOT NULL
+);
+CREATE TABLE reference_set (
+  model       TEXT PRIMARY KEY,
+  issued      BIGINT NOT NULL,
+  signed_text TEXT NOT NULL,
+  stored      BIGINT NOT NULL
+);
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "tables of the ICF, DRF, DPF, VNO and audit", kV1Sqlite, kV1Postgresql},
     Migration{2, "indexes for the dormant sweep and open packages", kV2, kV2},
     Migration{3, "the bootstrap key of a registration", kV3Sqlite, kV3Postgresql},
+    Migration{4, "attestation requests, subscribers, challenges and reference sets", kV4Sqlite,
+              kV4Postgresql},
 };
 
 }  // namespace

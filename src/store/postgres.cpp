@@ -31,8 +31,8 @@ namespace {
 using sql::Q;
 
 constexpr std::size_t kPoolSize = 8;
-constexpr int kAttempts = 5;  // for serialisation failures and deadlocks (SQLSTATE class 40)
-constexpr int kMaxParams = 10;
+constexpr int kAttempts = 5;    // for serialisation failures and deadlocks (SQLSTATE class 40)
+constexpr int kMaxParams = 16;  // the widest statement, the subscriber insert, has 14
 
 // Every parameter carries an explicit type: they are sent in binary, so the server must not guess.
 const char* sql_of(Q q) {
@@ -116,6 +116,68 @@ const char* sql_of(Q q) {
     case Q::audit_recent:
       return "SELECT seq, at, service, event, subject, principal, outcome, detail "
              "FROM audit_record ORDER BY seq DESC LIMIT $1::bigint";
+    case Q::att_insert:
+      return "INSERT INTO attestation_request (request_id, pcid, device_id, sho, nonce, status, "
+             "created, answered) VALUES ($1::text, $2::text, $3::text, $4::text, $5::bytea, "
+             "$6::text, $7::bigint, $8::bigint) ON CONFLICT (request_id) DO NOTHING";
+    case Q::att_next:
+      return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
+             "attestation_request WHERE device_id = $1::text AND status = 'pending' "
+             "ORDER BY created, seq LIMIT 1";
+    case Q::att_find:
+      return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
+             "attestation_request WHERE request_id = $1::text";
+    case Q::att_answer:
+      return "UPDATE attestation_request SET status = 'answered', answered = $2::bigint "
+             "WHERE request_id = $1::text AND status = 'pending'";
+    case Q::att_status: return "SELECT status FROM attestation_request WHERE request_id = $1::text";
+    case Q::sub_insert:
+      return "INSERT INTO subscriber (device_id, pcid, owner, imsi, platform_cert, "
+             "registration_nonce, nonce_expires, status, challenge_id, challenge_nonce, "
+             "package_id, refusal, created, updated) VALUES ($1::text, $2::text, $3::text, "
+             "$4::text, $5::bytea, $6::bytea, $7::bigint, $8::text, $9::text, $10::bytea, "
+             "$11::text, $12::text, $13::bigint, $14::bigint) ON CONFLICT DO NOTHING";
+    case Q::sub_find:
+      return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
+             "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
+             "updated FROM subscriber WHERE device_id = $1::text";
+    case Q::sub_find_pcid:
+      return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
+             "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
+             "updated FROM subscriber WHERE pcid = $1::text";
+    case Q::sub_taken:
+      return "SELECT (CASE WHEN EXISTS (SELECT 1 FROM subscriber WHERE device_id = $1::text) "
+             "THEN 'device_id' WHEN EXISTS (SELECT 1 FROM subscriber WHERE pcid = $2::text) "
+             "THEN 'pcid' WHEN EXISTS (SELECT 1 FROM subscriber WHERE imsi = $3::text) "
+             "THEN 'imsi' ELSE '' END)::text";
+    case Q::sub_update:
+      return "UPDATE subscriber SET status = $3::text, challenge_id = $4::text, "
+             "challenge_nonce = $5::bytea, package_id = $6::text, refusal = $7::text, "
+             "updated = $8::bigint WHERE device_id = $1::text AND status = $2::text";
+    case Q::sub_status: return "SELECT status FROM subscriber WHERE device_id = $1::text";
+    case Q::sub_remove: return "DELETE FROM subscriber WHERE device_id = $1::text";
+    case Q::chl_insert:
+      return "INSERT INTO challenge (challenge_id, sho, device_id, nonce, created, expires, used) "
+             "VALUES ($1::text, $2::text, $3::text, $4::bytea, $5::bigint, $6::bigint, "
+             "$7::boolean) ON CONFLICT (challenge_id) DO NOTHING";
+    case Q::chl_find:
+      return "SELECT challenge_id, sho, device_id, nonce, created, expires, used FROM challenge "
+             "WHERE challenge_id = $1::text";
+    // A concurrent consumer waits for the row lock, then re-evaluates `NOT used` on the
+    // committed row and matches nothing.
+    case Q::chl_consume:
+      return "UPDATE challenge SET used = true WHERE challenge_id = $1::text AND NOT used "
+             "RETURNING challenge_id, sho, device_id, nonce, created, expires, used";
+    case Q::chl_used: return "SELECT challenge_id FROM challenge WHERE challenge_id = $1::text";
+    case Q::ref_put:
+      return "INSERT INTO reference_set (model, issued, signed_text, stored) "
+             "VALUES ($1::text, $2::bigint, $3::text, $4::bigint) ON CONFLICT (model) DO UPDATE "
+             "SET issued = excluded.issued, signed_text = excluded.signed_text, "
+             "stored = excluded.stored";
+    // Byte order, as SQLite and the memory store sort, whatever the database's collation.
+    case Q::ref_all:
+      return "SELECT model, issued, signed_text, stored FROM reference_set "
+             "ORDER BY model COLLATE \"C\"";
     case Q::version_read: return "SELECT coalesce(max(version), 0) FROM schema_version";
     case Q::version_record:
       return "INSERT INTO schema_version (version, applied_at, description) "

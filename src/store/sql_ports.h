@@ -51,6 +51,24 @@ enum class Q : std::size_t {
   ses_close,
   audit_append,
   audit_recent,
+  att_insert,
+  att_next,
+  att_find,
+  att_answer,
+  att_status,
+  sub_insert,
+  sub_find,
+  sub_find_pcid,
+  sub_taken,
+  sub_update,
+  sub_status,
+  sub_remove,
+  chl_insert,
+  chl_find,
+  chl_consume,
+  chl_used,
+  ref_put,
+  ref_all,
   version_read,
   version_record,
   count_
@@ -166,6 +184,72 @@ Result<AuditRecord> read_audit(const Stmt& s) {
                      .principal = s.text_at(5),
                      .outcome = s.text_at(6),
                      .detail = s.text_at(7)};
+}
+
+template <class Stmt>
+Result<AttestationRequest> read_attestation(const Stmt& s) {
+  AttestationRequest r;
+  r.request_id = s.text_at(0);
+  r.pcid = s.text_at(1);
+  r.device_id = s.text_at(2);
+  r.sho = s.text_at(3);
+  const ByteView nonce = s.blob_at(4);
+  r.nonce.assign(nonce.begin(), nonce.end());
+  const auto status = parse_attestation_status(s.text_at(5));
+  if (!status) return std::unexpected(corrupt_row("attestation_request"));
+  r.status = *status;
+  r.created = time_from_column(s.int_at(6));
+  r.answered = time_from_column(s.int_at(7));
+  return r;
+}
+
+template <class Stmt>
+Result<Subscriber> read_subscriber(const Stmt& s) {
+  Subscriber r;
+  r.device_id = s.text_at(0);
+  r.pcid = s.text_at(1);
+  r.owner = s.text_at(2);
+  r.imsi = s.text_at(3);
+  const ByteView cert = s.blob_at(4);
+  r.platform_cert.assign(cert.begin(), cert.end());
+  const ByteView nonce = s.blob_at(5);
+  const auto status = parse_subscriber_status(s.text_at(7));
+  if (nonce.size() != r.registration_nonce.size() || !status) {
+    return std::unexpected(corrupt_row("subscriber"));
+  }
+  std::copy(nonce.begin(), nonce.end(), r.registration_nonce.begin());
+  r.nonce_expires = time_from_column(s.int_at(6));
+  r.status = *status;
+  r.challenge_id = s.text_at(8);
+  const ByteView challenge_nonce = s.blob_at(9);
+  r.challenge_nonce.assign(challenge_nonce.begin(), challenge_nonce.end());
+  r.package_id = s.text_at(10);
+  r.refusal = s.text_at(11);
+  r.created = time_from_column(s.int_at(12));
+  r.updated = time_from_column(s.int_at(13));
+  return r;
+}
+
+template <class Stmt>
+Result<Challenge> read_challenge(const Stmt& s) {
+  Challenge c;
+  c.challenge_id = s.text_at(0);
+  c.sho = s.text_at(1);
+  c.device_id = s.text_at(2);
+  const ByteView nonce = s.blob_at(3);
+  c.nonce.assign(nonce.begin(), nonce.end());
+  c.created = time_from_column(s.int_at(4));
+  c.expires = time_from_column(s.int_at(5));
+  c.used = s.bool_at(6);
+  return c;
+}
+
+template <class Stmt>
+Result<StoredReferences> read_references(const Stmt& s) {
+  return StoredReferences{.model = s.text_at(0),
+                          .issued = time_from_column(s.int_at(1)),
+                          .text = s.text_at(2),
+                          .stored = time_from_column(s.int_at(3))};
 }
 
 // Runs a one-key lookup and decodes its row with `read`; nullopt without a row.
@@ -579,6 +663,254 @@ class SqlAudit final : public AuditStore {
   typename D::Backend& b_;
 };
 
+template <class D>
+class SqlAttestations final : public AttestationRequestStore {
+ public:
+  using Connection = typename D::Connection;
+  explicit SqlAttestations(typename D::Backend& b) : b_(b) {}
+
+  Result<void> put(const AttestationRequest& r) override {
+    return b_.run("attestation_requests.put", [&](Connection& c) -> Result<void> {
+      auto s = D::query(c, Q::att_insert);
+      if (!s) return pass(s);
+      s->text(1, r.request_id).text(2, r.pcid).text(3, r.device_id).text(4, r.sho);
+      s->blob(5, r.nonce).text(6, to_string(r.status)).integer(7, to_column(r.created));
+      s->integer(8, to_column(r.answered));
+      if (auto done = s->finish(); !done) return done;
+      if (s->changes() == 1) return {};
+      return fail(ErrorCode::already_exists, fmt::format("attestation request {}", r.request_id));
+    });
+  }
+
+  Result<std::optional<AttestationRequest>> next_for_device(std::string_view device_id) override {
+    return one("attestation_requests.next_for_device", Q::att_next, device_id);
+  }
+
+  Result<std::optional<AttestationRequest>> find(std::string_view request_id) override {
+    return one("attestation_requests.find", Q::att_find, request_id);
+  }
+
+  // The UPDATE only matches a pending request, so of two racing answers exactly one changes a
+  // row; the other learns why from the status it then reads.
+  Result<void> mark_answered(std::string_view request_id, Time at) override {
+    return b_.run("attestation_requests.mark_answered", [&](Connection& c) -> Result<void> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return r;
+      auto s = D::query(c, Q::att_answer);
+      if (!s) return pass(s);
+      s->text(1, request_id).integer(2, to_column(at));
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() == 1) return tx.commit();
+      auto status = lookup_text<D>(c, Q::att_status, request_id);
+      if (!status) return pass(status);
+      if (!*status) {
+        return fail(ErrorCode::not_found, fmt::format("attestation request {}", request_id));
+      }
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("attestation request {}: already answered", request_id));
+    });
+  }
+
+ private:
+  Result<std::optional<AttestationRequest>> one(std::string_view op, Q q, std::string_view key) {
+    return b_.run(op, [&](Connection& c) {
+      return find_one<D, AttestationRequest>(c, q, key,
+                                             [](const auto& s) { return read_attestation(s); });
+    });
+  }
+
+  typename D::Backend& b_;
+};
+
+template <class D>
+class SqlSubscribers final : public SubscriberStore {
+ public:
+  using Connection = typename D::Connection;
+  explicit SqlSubscribers(typename D::Backend& b) : b_(b) {}
+
+  // device_id, pcid and imsi are each UNIQUE: an insert that changes nothing met one of them
+  // (on PostgreSQL after waiting for a concurrent inserter to commit), and the lookup in the
+  // same transaction names which.
+  Result<void> add(const Subscriber& sub) override {
+    return b_.run("subscribers.add", [&](Connection& c) -> Result<void> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return r;
+      auto s = D::query(c, Q::sub_insert);
+      if (!s) return pass(s);
+      s->text(1, sub.device_id).text(2, sub.pcid).text(3, sub.owner).text(4, sub.imsi);
+      s->blob(5, sub.platform_cert).blob(6, sub.registration_nonce);
+      s->integer(7, to_column(sub.nonce_expires)).text(8, to_string(sub.status));
+      s->text(9, sub.challenge_id).blob(10, sub.challenge_nonce).text(11, sub.package_id);
+      s->text(12, sub.refusal).integer(13, to_column(sub.created));
+      s->integer(14, to_column(sub.updated));
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() == 1) return tx.commit();
+      return taken(c, sub);
+    });
+  }
+
+  Result<std::optional<Subscriber>> find(std::string_view device_id) override {
+    return one("subscribers.find", Q::sub_find, device_id);
+  }
+
+  Result<std::optional<Subscriber>> find_by_pcid(std::string_view pcid) override {
+    return one("subscribers.find_by_pcid", Q::sub_find_pcid, pcid);
+  }
+
+  // Compare and set: the UPDATE matches only while the stored status is `expected`.
+  Result<void> update(const Subscriber& sub, SubscriberStatus expected) override {
+    return b_.run("subscribers.update", [&](Connection& c) -> Result<void> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return r;
+      auto s = D::query(c, Q::sub_update);
+      if (!s) return pass(s);
+      s->text(1, sub.device_id).text(2, to_string(expected)).text(3, to_string(sub.status));
+      s->text(4, sub.challenge_id).blob(5, sub.challenge_nonce).text(6, sub.package_id);
+      s->text(7, sub.refusal).integer(8, to_column(sub.updated));
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() == 1) return tx.commit();
+      auto status = lookup_text<D>(c, Q::sub_status, sub.device_id);
+      if (!status) return pass(status);
+      if (!*status) return fail(ErrorCode::not_found, fmt::format("subscriber {}", sub.device_id));
+      return fail(
+          ErrorCode::transition_refused,
+          fmt::format("subscriber {}: {}, not {}", sub.device_id, **status, to_string(expected)));
+    });
+  }
+
+  Result<void> remove(std::string_view device_id) override {
+    return b_.run("subscribers.remove", [&](Connection& c) -> Result<void> {
+      auto s = D::query(c, Q::sub_remove);
+      if (!s) return pass(s);
+      s->text(1, device_id);
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() == 1) return {};
+      return fail(ErrorCode::not_found, fmt::format("subscriber {}", device_id));
+    });
+  }
+
+ private:
+  Result<std::optional<Subscriber>> one(std::string_view op, Q q, std::string_view key) {
+    return b_.run(op, [&](Connection& c) {
+      return find_one<D, Subscriber>(c, q, key, [](const auto& s) { return read_subscriber(s); });
+    });
+  }
+
+  // Which unique field an insert that changed nothing met, in the order device_id, pcid, imsi.
+  static Result<void> taken(Connection& c, const Subscriber& sub) {
+    auto s = D::query(c, Q::sub_taken);
+    if (!s) return pass(s);
+    s->text(1, sub.device_id).text(2, sub.pcid).text(3, sub.imsi);
+    auto field = single_text(*s);
+    if (!field) return pass(field);
+    if (*field == "device_id") {
+      return fail(ErrorCode::already_exists,
+                  fmt::format("device_id {}: already registered", sub.device_id));
+    }
+    if (*field == "pcid") {
+      return fail(ErrorCode::already_exists, fmt::format("pcid {}: already registered", sub.pcid));
+    }
+    if (*field == "imsi") {
+      return fail(ErrorCode::already_exists, fmt::format("imsi {}: already allocated", sub.imsi));
+    }
+    return fail(ErrorCode::internal, "subscribers.add: a row was not inserted");
+  }
+
+  typename D::Backend& b_;
+};
+
+template <class D>
+class SqlChallenges final : public ChallengeStore {
+ public:
+  using Connection = typename D::Connection;
+  explicit SqlChallenges(typename D::Backend& b) : b_(b) {}
+
+  Result<void> put(const Challenge& ch) override {
+    return b_.run("challenges.put", [&](Connection& c) -> Result<void> {
+      auto s = D::query(c, Q::chl_insert);
+      if (!s) return pass(s);
+      s->text(1, ch.challenge_id).text(2, ch.sho).text(3, ch.device_id).blob(4, ch.nonce);
+      s->integer(5, to_column(ch.created)).integer(6, to_column(ch.expires));
+      s->boolean(7, ch.used);
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() == 1) return {};
+      return fail(ErrorCode::already_exists, fmt::format("challenge {}", ch.challenge_id));
+    });
+  }
+
+  Result<std::optional<Challenge>> find(std::string_view challenge_id) override {
+    return b_.run("challenges.find", [&](Connection& c) {
+      return find_one<D, Challenge>(c, Q::chl_find, challenge_id,
+                                    [](const auto& s) { return read_challenge(s); });
+    });
+  }
+
+  // One conditional UPDATE .. RETURNING: only an unused challenge matches, so of two racing
+  // validations exactly one gets the row back.
+  Result<Challenge> consume(std::string_view challenge_id) override {
+    return b_.run("challenges.consume", [&](Connection& c) -> Result<Challenge> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return pass(r);
+      auto s = D::query(c, Q::chl_consume);
+      if (!s) return pass(s);
+      s->text(1, challenge_id);
+      auto row = s->step();
+      if (!row) return pass(row);
+      if (*row) {
+        auto ch = read_challenge(*s);
+        if (!ch) return pass(ch);
+        if (auto r = s->finish(); !r) return pass(r);
+        if (auto r = tx.commit(); !r) return pass(r);
+        return ch;
+      }
+      auto used = lookup_text<D>(c, Q::chl_used, challenge_id);
+      if (!used) return pass(used);
+      if (!*used) return fail(ErrorCode::not_found, fmt::format("challenge {}", challenge_id));
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("challenge {}: already used", challenge_id));
+    });
+  }
+
+ private:
+  typename D::Backend& b_;
+};
+
+template <class D>
+class SqlReferences final : public ReferenceStore {
+ public:
+  using Connection = typename D::Connection;
+  explicit SqlReferences(typename D::Backend& b) : b_(b) {}
+
+  Result<void> put(const StoredReferences& r) override {
+    return b_.run("references.put", [&](Connection& c) -> Result<void> {
+      auto s = D::query(c, Q::ref_put);
+      if (!s) return pass(s);
+      s->text(1, r.model).integer(2, to_column(r.issued)).text(3, r.text);
+      s->integer(4, to_column(r.stored));
+      return s->finish();
+    });
+  }
+
+  Result<std::vector<StoredReferences>> all() override {
+    return b_.run("references.all", [&](Connection& c) -> Result<std::vector<StoredReferences>> {
+      auto s = D::query(c, Q::ref_all);
+      if (!s) return pass(s);
+      std::vector<StoredReferences> out;
+      for (;;) {
+        auto row = s->step();
+        if (!row) return pass(row);
+        if (!*row) return out;
+        auto r = read_references(*s);
+        if (!r) return pass(r);
+        out.push_back(std::move(*r));
+      }
+    });
+  }
+
+ private:
+  typename D::Backend& b_;
+};
+
 // ---- Migrations ------------------------------------------------------------------------------
 
 template <class D>
@@ -644,6 +976,10 @@ class SqlDatabase final : public Database {
   PackageStore& packages() override { return packages_; }
   SessionStore& sessions() override { return sessions_; }
   AuditStore& audit() override { return audit_; }
+  AttestationRequestStore& attestation_requests() override { return attestations_; }
+  SubscriberStore& subscribers() override { return subscribers_; }
+  ChallengeStore& challenges() override { return challenges_; }
+  ReferenceStore& references() override { return references_; }
   int schema_version() override { return version_; }  // as migrated at open
   std::string_view backend() const override { return D::kName; }
 
@@ -656,6 +992,10 @@ class SqlDatabase final : public Database {
   SqlPackages<D> packages_{backend_};
   SqlSessions<D> sessions_{backend_};
   SqlAudit<D> audit_{backend_};
+  SqlAttestations<D> attestations_{backend_};
+  SqlSubscribers<D> subscribers_{backend_};
+  SqlChallenges<D> challenges_{backend_};
+  SqlReferences<D> references_{backend_};
 };
 
 }  // namespace mcim::store::sql

@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <climits>
 #include <string>
+#include <thread>
 #include <type_traits>
 
 #include "store/sql_ports.h"
@@ -100,6 +102,61 @@ const char* sql_of(Q q) {
     case Q::audit_recent:
       return "SELECT seq, at, service, event, subject, principal, outcome, detail "
              "FROM audit_record ORDER BY seq DESC LIMIT ?1";
+    case Q::att_insert:
+      return "INSERT INTO attestation_request (request_id, pcid, device_id, sho, nonce, status, "
+             "created, answered) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+             "ON CONFLICT (request_id) DO NOTHING";
+    case Q::att_next:
+      return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
+             "attestation_request WHERE device_id = ?1 AND status = 'pending' "
+             "ORDER BY created, seq LIMIT 1";
+    case Q::att_find:
+      return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
+             "attestation_request WHERE request_id = ?1";
+    case Q::att_answer:
+      return "UPDATE attestation_request SET status = 'answered', answered = ?2 "
+             "WHERE request_id = ?1 AND status = 'pending'";
+    case Q::att_status: return "SELECT status FROM attestation_request WHERE request_id = ?1";
+    case Q::sub_insert:
+      return "INSERT INTO subscriber (device_id, pcid, owner, imsi, platform_cert, "
+             "registration_nonce, nonce_expires, status, challenge_id, challenge_nonce, "
+             "package_id, refusal, created, updated) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+             "ON CONFLICT DO NOTHING";
+    case Q::sub_find:
+      return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
+             "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
+             "updated FROM subscriber WHERE device_id = ?1";
+    case Q::sub_find_pcid:
+      return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
+             "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
+             "updated FROM subscriber WHERE pcid = ?1";
+    case Q::sub_taken:
+      return "SELECT CASE WHEN EXISTS (SELECT 1 FROM subscriber WHERE device_id = ?1) "
+             "THEN 'device_id' WHEN EXISTS (SELECT 1 FROM subscriber WHERE pcid = ?2) THEN 'pcid' "
+             "WHEN EXISTS (SELECT 1 FROM subscriber WHERE imsi = ?3) THEN 'imsi' ELSE '' END";
+    case Q::sub_update:
+      return "UPDATE subscriber SET status = ?3, challenge_id = ?4, challenge_nonce = ?5, "
+             "package_id = ?6, refusal = ?7, updated = ?8 WHERE device_id = ?1 AND status = ?2";
+    case Q::sub_status: return "SELECT status FROM subscriber WHERE device_id = ?1";
+    case Q::sub_remove: return "DELETE FROM subscriber WHERE device_id = ?1";
+    case Q::chl_insert:
+      return "INSERT INTO challenge (challenge_id, sho, device_id, nonce, created, expires, used) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (challenge_id) DO NOTHING";
+    case Q::chl_find:
+      return "SELECT challenge_id, sho, device_id, nonce, created, expires, used FROM challenge "
+             "WHERE challenge_id = ?1";
+    case Q::chl_consume:
+      return "UPDATE challenge SET used = 1 WHERE challenge_id = ?1 AND used = 0 "
+             "RETURNING challenge_id, sho, device_id, nonce, created, expires, used";
+    case Q::chl_used: return "SELECT challenge_id FROM challenge WHERE challenge_id = ?1";
+    case Q::ref_put:
+      return "INSERT INTO reference_set (model, issued, signed_text, stored) "
+             "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (model) DO UPDATE SET "
+             "issued = excluded.issued, signed_text = excluded.signed_text, "
+             "stored = excluded.stored";
+    case Q::ref_all:
+      return "SELECT model, issued, signed_text, stored FROM reference_set ORDER BY model";
     case Q::version_read: return "SELECT coalesce(max(version), 0) FROM schema_version";
     case Q::version_record:
       return "INSERT INTO schema_version (version, applied_at, description) VALUES (?1, ?2, ?3)";
@@ -168,6 +225,7 @@ class Connection {
  private:
   explicit Connection(sqlite3* db) : db_(db) {}
   Result<void> configure(bool memory);
+  Result<void> exec_while_busy(std::string_view sql);
 
   sqlite3* db_;
   std::array<sqlite3_stmt*, sql::kQueries> prepared_{};
@@ -194,6 +252,22 @@ Result<std::unique_ptr<Connection>> Connection::open(const std::string& path) {
   return conn;
 }
 
+// Switching a new file to WAL upgrades a read lock to an exclusive one; SQLite answers BUSY at
+// once, without its busy handler (which could deadlock there), when another connection opening
+// the same file at the same moment holds a lock. Two service instances starting together must
+// both open, so the switch is tried again until the busy timeout.
+Result<void> Connection::exec_while_busy(std::string_view sql) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (;;) {
+    auto r = exec(sql);
+    if (r || r.error().code != ErrorCode::busy || std::chrono::steady_clock::now() > deadline) {
+      return r;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 Result<void> Connection::configure(bool memory) {
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
   // WAL: readers never block the writer. synchronous=FULL: a committed SQN reservation survives
@@ -202,7 +276,7 @@ Result<void> Connection::configure(bool memory) {
   for (const char* pragma :
        {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON",
         "PRAGMA secure_delete = ON", "PRAGMA trusted_schema = OFF"}) {
-    if (auto r = exec(pragma); !r) return r;
+    if (auto r = exec_while_busy(pragma); !r) return r;
   }
   if (memory) return {};
   sqlite3_stmt* s = nullptr;

@@ -25,6 +25,25 @@ std::string_view to_string(PackageStatus s) {
   return "reported";
 }
 
+std::string_view to_string(AttestationStatus s) {
+  switch (s) {
+    case AttestationStatus::pending: return "pending";
+    case AttestationStatus::answered: return "answered";
+  }
+  return "answered";
+}
+
+std::string_view to_string(SubscriberStatus s) {
+  switch (s) {
+    case SubscriberStatus::registered: return "registered";
+    case SubscriberStatus::validating: return "validating";
+    case SubscriberStatus::provisioning: return "provisioning";
+    case SubscriberStatus::active: return "active";
+    case SubscriberStatus::refused: return "refused";
+  }
+  return "refused";
+}
+
 namespace sql {
 
 std::optional<PcidStatus> parse_pcid_status(std::string_view s) {
@@ -36,6 +55,22 @@ std::optional<PcidStatus> parse_pcid_status(std::string_view s) {
 
 std::optional<PackageStatus> parse_package_status(std::string_view s) {
   for (auto v : {PackageStatus::pending, PackageStatus::delivered, PackageStatus::reported}) {
+    if (to_string(v) == s) return v;
+  }
+  return std::nullopt;
+}
+
+std::optional<AttestationStatus> parse_attestation_status(std::string_view s) {
+  for (auto v : {AttestationStatus::pending, AttestationStatus::answered}) {
+    if (to_string(v) == s) return v;
+  }
+  return std::nullopt;
+}
+
+std::optional<SubscriberStatus> parse_subscriber_status(std::string_view s) {
+  for (auto v :
+       {SubscriberStatus::registered, SubscriberStatus::validating, SubscriberStatus::provisioning,
+        SubscriberStatus::active, SubscriberStatus::refused}) {
     if (to_string(v) == s) return v;
   }
   return std::nullopt;

@@ -160,6 +160,112 @@ class AuditStore {
   virtual Result<std::vector<AuditRecord>> recent(std::size_t limit) = 0;  // newest first
 };
 
+// ---- Attestation requests (the RO's DPF: the PVA's challenge on its way to the device) -------
+
+// F2 step 8: the SHO of a PCID asks the RO to fetch a fresh attestation from its device; the
+// device collects the request on its session and answers it, and the RO relays the answer to the
+// SHO. request_id is the PVA's challenge id.
+enum class AttestationStatus { pending, answered };
+std::string_view to_string(AttestationStatus s);
+
+struct AttestationRequest {
+  std::string request_id;  // [A-Za-z0-9._:-]{1,64}
+  std::string pcid, device_id, sho;
+  ByteVec nonce;  // the PVA's challenge, 16..64 bytes
+  AttestationStatus status = AttestationStatus::pending;
+  Time created{}, answered{};
+};
+
+class AttestationRequestStore {
+ public:
+  virtual ~AttestationRequestStore() = default;
+  virtual Result<void> put(const AttestationRequest& r) = 0;  // already_exists for a known id
+  // The oldest pending request for a device.
+  virtual Result<std::optional<AttestationRequest>> next_for_device(
+      std::string_view device_id) = 0;
+  virtual Result<std::optional<AttestationRequest>> find(std::string_view request_id) = 0;
+  // pending -> answered at `at`, atomically: not_found; transition_refused when already answered
+  // (a second answer, or two racing: exactly one wins).
+  virtual Result<void> mark_answered(std::string_view request_id, Time at) = 0;
+};
+
+// ---- Subscribers (the SHO: F1 registrations and their provisioning state) --------------------
+
+// registered (F1 done) -> validating (challenge sent through the RO) -> provisioning (package
+// handed to the DPF) -> active (the device reported the install; the IMSI serves vectors), or
+// refused (the PVA's or the TRE's refusal, with its code) from validating or provisioning.
+enum class SubscriberStatus { registered, validating, provisioning, active, refused };
+std::string_view to_string(SubscriberStatus s);
+
+struct Subscriber {
+  std::string device_id;  // unique
+  std::string pcid;       // unique
+  std::string owner;      // the owner's account id at the SHO
+  std::string imsi;       // allocated by the SHO at registration; unique
+  ByteVec platform_cert;  // DER, as the owner registered it
+  Bytes<16> registration_nonce{};  // one-time; binds F1 to the install (not a secret, not logged)
+  Time nonce_expires{};
+  SubscriberStatus status = SubscriberStatus::registered;
+  std::string challenge_id;  // the PVA challenge in flight (validating)
+  ByteVec challenge_nonce;   // its nonce: the validation result must carry it
+  std::string package_id;    // the package handed to the DPF (provisioning, active)
+  std::string refusal;       // the error code of a refusal (refused)
+  Time created{}, updated{};
+};
+
+class SubscriberStore {
+ public:
+  virtual ~SubscriberStore() = default;
+  // already_exists naming what is taken (device_id, pcid or imsi).
+  virtual Result<void> add(const Subscriber& s) = 0;
+  virtual Result<std::optional<Subscriber>> find(std::string_view device_id) = 0;
+  virtual Result<std::optional<Subscriber>> find_by_pcid(std::string_view pcid) = 0;
+  // Replaces status, challenge_id, challenge_nonce, package_id, refusal and updated of
+  // s.device_id, atomically and only while its stored status is `expected` (compare and set:
+  // two notices racing cannot both advance it): not_found; transition_refused otherwise.
+  virtual Result<void> update(const Subscriber& s, SubscriberStatus expected) = 0;
+  // Removes a registration (an F1 undone when the RO refused it): not_found.
+  virtual Result<void> remove(std::string_view device_id) = 0;
+};
+
+// ---- Challenges and references (the PVA) -----------------------------------------------------
+
+struct Challenge {
+  std::string challenge_id;  // 32 lowercase hex digits
+  std::string sho;           // the operator that asked; only it may use the challenge
+  std::string device_id;
+  ByteVec nonce;  // 16..64 bytes
+  Time created{}, expires{};
+  bool used = false;
+};
+
+class ChallengeStore {
+ public:
+  virtual ~ChallengeStore() = default;
+  virtual Result<void> put(const Challenge& c) = 0;  // already_exists
+  virtual Result<std::optional<Challenge>> find(std::string_view challenge_id) = 0;
+  // Marks it used and returns it, atomically (one validation per challenge): not_found;
+  // transition_refused when already used. Expiry is the caller's check (it gets `expires`).
+  virtual Result<Challenge> consume(std::string_view challenge_id) = 0;
+};
+
+// The supplier-signed reference measurements of one device model, kept as signed text so the
+// PVA re-verifies them when it starts.
+struct StoredReferences {
+  std::string model;
+  Time issued{};
+  std::string text;  // pki::sign_references output
+  Time stored{};
+};
+
+class ReferenceStore {
+ public:
+  virtual ~ReferenceStore() = default;
+  // Creates or replaces the model's set (the PVA refuses rollbacks before calling this).
+  virtual Result<void> put(const StoredReferences& r) = 0;
+  virtual Result<std::vector<StoredReferences>> all() = 0;  // by model
+};
+
 // ---- The database ----------------------------------------------------------------------------
 
 class Database {
@@ -171,6 +277,10 @@ class Database {
   virtual PackageStore& packages() = 0;
   virtual SessionStore& sessions() = 0;
   virtual AuditStore& audit() = 0;
+  virtual AttestationRequestStore& attestation_requests() = 0;  // RO
+  virtual SubscriberStore& subscribers() = 0;                    // SHO
+  virtual ChallengeStore& challenges() = 0;                      // PVA
+  virtual ReferenceStore& references() = 0;                      // PVA
   virtual int schema_version() = 0;
   virtual std::string_view backend() const = 0;  // "sqlite" or "postgresql"
 };

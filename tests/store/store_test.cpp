@@ -792,6 +792,514 @@ TEST_P(StoreTest, AuditAppendsWithIncreasingSeqAndListsNewestFirst) {
   EXPECT_TRUE(none->empty());
 }
 
+// ---- Attestation requests (the RO's DPF) ----
+
+AttestationRequest make_request(std::string id, std::string device, std::int64_t created) {
+  AttestationRequest r;
+  r.request_id = std::move(id);
+  r.pcid = "001010000000001";
+  r.device_id = std::move(device);
+  r.sho = "sho-a";
+  r.nonce = ByteVec(32, 0x5a);
+  r.nonce[0] = 0x00;  // binary, with a NUL byte
+  r.created = at(created);
+  return r;
+}
+
+std::optional<AttestationRequest> find_request(Database& db, std::string_view id) {
+  auto r = db.attestation_requests().find(id);
+  EXPECT_TRUE(r) << fmt::to_string(r.error());
+  return r ? *r : std::nullopt;
+}
+
+TEST_P(StoreTest, AttestationRequestRoundTripsEveryFieldAndRefusesAKnownId) {
+  auto r = make_request("challenge.1:a-B_9", "device-1", 100);
+  r.nonce.resize(64, 0xee);
+  ASSERT_OK(db_->attestation_requests().put(r));
+  auto got = find_request(*db_, r.request_id);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->request_id, r.request_id);
+  EXPECT_EQ(got->pcid, "001010000000001");
+  EXPECT_EQ(got->device_id, "device-1");
+  EXPECT_EQ(got->sho, "sho-a");
+  EXPECT_EQ(got->nonce, r.nonce);
+  EXPECT_EQ(got->status, AttestationStatus::pending);
+  EXPECT_EQ(got->created, at(100));
+  EXPECT_EQ(got->answered, Time{});
+
+  auto again = make_request(r.request_id, "device-9", 200);
+  auto refused = db_->attestation_requests().put(again);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::already_exists);
+  EXPECT_THAT(refused.error().message, HasSubstr(r.request_id));
+  got = find_request(*db_, r.request_id);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->device_id, "device-1");
+  EXPECT_EQ(got->nonce, r.nonce);
+  EXPECT_FALSE(find_request(*db_, "unknown").has_value());
+}
+
+TEST_P(StoreTest, AttestationNextForDeviceIsTheOldestPendingOne) {
+  ASSERT_OK(db_->attestation_requests().put(make_request("late", "device-1", 100)));
+  ASSERT_OK(db_->attestation_requests().put(make_request("early-1", "device-1", 50)));
+  ASSERT_OK(db_->attestation_requests().put(make_request("early-2", "device-1", 50)));
+  ASSERT_OK(db_->attestation_requests().put(make_request("other", "device-2", 10)));
+  auto next_id = [&]() -> std::string {
+    auto n = db_->attestation_requests().next_for_device("device-1");
+    EXPECT_TRUE(n) << fmt::to_string(n.error());
+    return n && n->has_value() ? (*n)->request_id : "";
+  };
+  EXPECT_EQ(next_id(), "early-1");  // equal times: the one stored first
+  ASSERT_OK(db_->attestation_requests().mark_answered("early-1", at(60)));
+  EXPECT_EQ(next_id(), "early-2");
+  ASSERT_OK(db_->attestation_requests().mark_answered("early-2", at(61)));
+  EXPECT_EQ(next_id(), "late");
+  ASSERT_OK(db_->attestation_requests().mark_answered("late", at(101)));
+  EXPECT_EQ(next_id(), "");
+  auto other = db_->attestation_requests().next_for_device("device-2");
+  ASSERT_OK(other);
+  ASSERT_TRUE(other->has_value());
+  EXPECT_EQ((*other)->request_id, "other");
+  auto none = db_->attestation_requests().next_for_device("device-3");
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_P(StoreTest, AttestationMarkAnsweredOnceThenRefused) {
+  ASSERT_OK(db_->attestation_requests().put(make_request("req-1", "device-1", 100)));
+  ASSERT_OK(db_->attestation_requests().mark_answered("req-1", at(150)));
+  auto got = find_request(*db_, "req-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status, AttestationStatus::answered);
+  EXPECT_EQ(got->answered, at(150));
+  EXPECT_EQ(got->created, at(100));
+
+  auto second_answer = db_->attestation_requests().mark_answered("req-1", at(200));
+  ASSERT_FALSE(second_answer);
+  EXPECT_EQ(second_answer.error().code, ErrorCode::transition_refused);
+  EXPECT_THAT(second_answer.error().message, HasSubstr("req-1"));
+  got = find_request(*db_, "req-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->answered, at(150));
+
+  EXPECT_CODE(db_->attestation_requests().mark_answered("req-2", at(150)), ErrorCode::not_found);
+  EXPECT_FALSE(find_request(*db_, "req-2").has_value());
+}
+
+// A device answering twice at once through two RO instances: exactly one answer is relayed.
+TEST_P(StoreTest, ConcurrentAnswersOfOneRequestHaveExactlyOneWinner) {
+  constexpr int kThreads = 16;
+  ASSERT_OK(db_->attestation_requests().put(make_request("req-1", "device-1", 100)));
+  Database* instances[] = {db_.get(), &second()};
+  std::atomic<int> won{0}, refused{0};
+  std::atomic<std::int64_t> winner_time{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto r = instances[t % 2]->attestation_requests().mark_answered("req-1", at(1000 + t));
+      if (r) {
+        ++won;
+        winner_time = 1000 + t;
+      } else if (r.error().code == ErrorCode::transition_refused) {
+        ++refused;
+      } else {
+        ADD_FAILURE() << fmt::to_string(r.error());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(won.load(), 1);
+  EXPECT_EQ(refused.load(), kThreads - 1);
+  auto got = find_request(*db_, "req-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->answered, at(winner_time.load()));
+}
+
+// ---- Subscribers (the SHO) ----
+
+Subscriber make_subscriber(std::string device, std::string pcid, std::string imsi) {
+  Subscriber s;
+  s.device_id = std::move(device);
+  s.pcid = std::move(pcid);
+  s.owner = "owner-7";
+  s.imsi = std::move(imsi);
+  s.platform_cert = {0x30, 0x82, 0x01, 0x00, 0x00, 0xff};  // DER: binary, with NUL bytes
+  for (std::size_t i = 0; i < s.registration_nonce.size(); ++i) {
+    s.registration_nonce[i] = static_cast<std::uint8_t>(0xc0 + i);
+  }
+  s.nonce_expires = at(5000);
+  s.created = at(100);
+  s.updated = at(100);
+  return s;
+}
+
+std::optional<Subscriber> find_subscriber(Database& db, std::string_view device_id) {
+  auto r = db.subscribers().find(device_id);
+  EXPECT_TRUE(r) << fmt::to_string(r.error());
+  return r ? *r : std::nullopt;
+}
+
+void expect_same_subscriber(const Subscriber& got, const Subscriber& want) {
+  EXPECT_EQ(got.device_id, want.device_id);
+  EXPECT_EQ(got.pcid, want.pcid);
+  EXPECT_EQ(got.owner, want.owner);
+  EXPECT_EQ(got.imsi, want.imsi);
+  EXPECT_EQ(got.platform_cert, want.platform_cert);
+  EXPECT_EQ(got.registration_nonce, want.registration_nonce);
+  EXPECT_EQ(got.nonce_expires, want.nonce_expires);
+  EXPECT_EQ(got.status, want.status);
+  EXPECT_EQ(got.challenge_id, want.challenge_id);
+  EXPECT_EQ(got.challenge_nonce, want.challenge_nonce);
+  EXPECT_EQ(got.package_id, want.package_id);
+  EXPECT_EQ(got.refusal, want.refusal);
+  EXPECT_EQ(got.created, want.created);
+  EXPECT_EQ(got.updated, want.updated);
+}
+
+TEST_P(StoreTest, SubscriberRoundTripsEveryFieldByDeviceAndByPcid) {
+  auto s = make_subscriber("device-1", "001010000000001", "001020000000001");
+  s.platform_cert.resize(16384, 0x00);
+  for (std::size_t i = 6; i < s.platform_cert.size(); ++i) {
+    s.platform_cert[i] = static_cast<std::uint8_t>(i * 7);
+  }
+  // Every field away from its default, so a column that is not stored shows.
+  s.status = SubscriberStatus::validating;
+  s.challenge_id = "0123456789abcdef0123456789abcdef";
+  s.challenge_nonce = ByteVec(32, 0x00);
+  s.challenge_nonce[31] = 0x42;
+  s.package_id = "device-1-1";
+  s.refusal = "measurement_mismatch";
+  s.updated = at(150);
+  ASSERT_OK(db_->subscribers().add(s));
+  auto by_device = find_subscriber(*db_, "device-1");
+  ASSERT_TRUE(by_device.has_value());
+  expect_same_subscriber(*by_device, s);
+  auto by_pcid = db_->subscribers().find_by_pcid("001010000000001");
+  ASSERT_OK(by_pcid);
+  ASSERT_TRUE(by_pcid->has_value());
+  expect_same_subscriber(**by_pcid, s);
+}
+
+TEST_P(StoreTest, SubscriberFindUnknownIsEmpty) {
+  ASSERT_OK(db_->subscribers().add(make_subscriber("device-1", "001010000000001", "1")));
+  EXPECT_FALSE(find_subscriber(*db_, "device-2").has_value());
+  EXPECT_FALSE(find_subscriber(*db_, "").has_value());
+  auto by_pcid = db_->subscribers().find_by_pcid("001010000000002");
+  ASSERT_OK(by_pcid);
+  EXPECT_FALSE(by_pcid->has_value());
+}
+
+TEST_P(StoreTest, SubscriberAddRefusesATakenDeviceIdPcidOrImsiNamingIt) {
+  const auto first = make_subscriber("device-1", "001010000000001", "001020000000001");
+  ASSERT_OK(db_->subscribers().add(first));
+  struct Case {
+    Subscriber s;
+    std::string field;
+  };
+  const Case cases[] = {
+      {make_subscriber("device-1", "001010000000002", "001020000000002"), "device_id"},
+      {make_subscriber("device-2", "001010000000001", "001020000000002"), "pcid"},
+      {make_subscriber("device-2", "001010000000002", "001020000000001"), "imsi"},
+  };
+  for (const auto& c : cases) {
+    auto r = db_->subscribers().add(c.s);
+    ASSERT_FALSE(r) << c.field;
+    EXPECT_EQ(r.error().code, ErrorCode::already_exists) << c.field;
+    EXPECT_THAT(r.error().message, HasSubstr(c.field));
+  }
+  // Nothing of the refused ones was stored, and the first is intact.
+  EXPECT_FALSE(find_subscriber(*db_, "device-2").has_value());
+  auto by_pcid = db_->subscribers().find_by_pcid("001010000000002");
+  ASSERT_OK(by_pcid);
+  EXPECT_FALSE(by_pcid->has_value());
+  auto stored = find_subscriber(*db_, "device-1");
+  ASSERT_TRUE(stored.has_value());
+  expect_same_subscriber(*stored, first);
+}
+
+TEST_P(StoreTest, SubscriberUpdateIsACompareAndSetOfTheProvisioningState) {
+  const auto s = make_subscriber("device-1", "001010000000001", "001020000000001");
+  ASSERT_OK(db_->subscribers().add(s));
+  auto next = s;
+  next.status = SubscriberStatus::validating;
+  next.challenge_id = "c1";
+  next.challenge_nonce = ByteVec(32, 0x11);
+  next.updated = at(200);
+  // Fields outside the provisioning state are not the update's to change.
+  next.owner = "someone-else";
+  next.imsi = "001029999999999";
+  next.platform_cert = {0x01};
+  ASSERT_OK(db_->subscribers().update(next, SubscriberStatus::registered));
+  auto got = find_subscriber(*db_, "device-1");
+  ASSERT_TRUE(got.has_value());
+  auto want = s;
+  want.status = SubscriberStatus::validating;
+  want.challenge_id = "c1";
+  want.challenge_nonce = next.challenge_nonce;
+  want.updated = at(200);
+  expect_same_subscriber(*got, want);
+
+  // A stale expectation changes nothing.
+  auto late = want;
+  late.status = SubscriberStatus::provisioning;
+  late.package_id = "device-1-1";
+  late.updated = at(300);
+  auto refused = db_->subscribers().update(late, SubscriberStatus::registered);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::transition_refused);
+  EXPECT_THAT(refused.error().message, HasSubstr("device-1"));
+  got = find_subscriber(*db_, "device-1");
+  ASSERT_TRUE(got.has_value());
+  expect_same_subscriber(*got, want);
+
+  ASSERT_OK(db_->subscribers().update(late, SubscriberStatus::validating));
+  auto refusal = late;
+  refusal.status = SubscriberStatus::refused;
+  refusal.refusal = "signature_invalid";
+  refusal.challenge_id.clear();
+  refusal.challenge_nonce.clear();
+  refusal.updated = at(400);
+  ASSERT_OK(db_->subscribers().update(refusal, SubscriberStatus::provisioning));
+  got = find_subscriber(*db_, "device-1");
+  ASSERT_TRUE(got.has_value());
+  auto final_state = want;
+  final_state.status = SubscriberStatus::refused;
+  final_state.refusal = "signature_invalid";
+  final_state.challenge_id.clear();
+  final_state.challenge_nonce.clear();
+  final_state.package_id = "device-1-1";
+  final_state.updated = at(400);
+  expect_same_subscriber(*got, final_state);
+
+  auto unknown = make_subscriber("device-2", "001010000000002", "001020000000002");
+  EXPECT_CODE(db_->subscribers().update(unknown, SubscriberStatus::registered),
+              ErrorCode::not_found);
+  EXPECT_FALSE(find_subscriber(*db_, "device-2").has_value());
+}
+
+TEST_P(StoreTest, SubscriberRemoveFreesItsDeviceIdPcidAndImsi) {
+  const auto s = make_subscriber("device-1", "001010000000001", "001020000000001");
+  ASSERT_OK(db_->subscribers().add(s));
+  ASSERT_OK(db_->subscribers().add(make_subscriber("device-2", "001010000000002", "2")));
+  ASSERT_OK(db_->subscribers().remove("device-1"));
+  EXPECT_FALSE(find_subscriber(*db_, "device-1").has_value());
+  EXPECT_TRUE(find_subscriber(*db_, "device-2").has_value());
+  EXPECT_CODE(db_->subscribers().remove("device-1"), ErrorCode::not_found);
+  EXPECT_CODE(db_->subscribers().remove("device-3"), ErrorCode::not_found);
+  EXPECT_TRUE(find_subscriber(*db_, "device-2").has_value());
+  ASSERT_OK(db_->subscribers().add(s));  // an undone F1 may be registered again
+}
+
+// Two notices racing to advance one subscriber (two SHO instances): exactly one moves it.
+TEST_P(StoreTest, ConcurrentSubscriberUpdatesHaveExactlyOneWinner) {
+  constexpr int kThreads = 16;
+  const auto s = make_subscriber("device-1", "001010000000001", "001020000000001");
+  ASSERT_OK(db_->subscribers().add(s));
+  Database* instances[] = {db_.get(), &second()};
+  std::atomic<int> won{0}, refused{0}, winner{-1};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto next = s;
+      next.status = SubscriberStatus::validating;
+      next.challenge_id = fmt::format("challenge-{}", t);
+      next.updated = at(200 + t);
+      auto r = instances[t % 2]->subscribers().update(next, SubscriberStatus::registered);
+      if (r) {
+        ++won;
+        winner = t;
+      } else if (r.error().code == ErrorCode::transition_refused) {
+        ++refused;
+      } else {
+        ADD_FAILURE() << fmt::to_string(r.error());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(won.load(), 1);
+  EXPECT_EQ(refused.load(), kThreads - 1);
+  auto got = find_subscriber(*db_, "device-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status, SubscriberStatus::validating);
+  EXPECT_EQ(got->challenge_id, fmt::format("challenge-{}", winner.load()));
+}
+
+// Two owners registering one PCID at once: exactly one registration lands.
+TEST_P(StoreTest, ConcurrentSubscriberAddsOfOnePcidHaveExactlyOneWinner) {
+  constexpr int kThreads = 16;
+  Database* instances[] = {db_.get(), &second()};
+  std::atomic<int> won{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto s = make_subscriber(fmt::format("device-{}", t), "001010000000001",
+                               fmt::format("0010200000000{:02}", t));
+      auto r = instances[t % 2]->subscribers().add(s);
+      if (r) {
+        ++won;
+      } else if (r.error().code == ErrorCode::already_exists) {
+        ++refused;
+        EXPECT_THAT(r.error().message, HasSubstr("pcid"));
+      } else {
+        ADD_FAILURE() << fmt::to_string(r.error());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(won.load(), 1);
+  EXPECT_EQ(refused.load(), kThreads - 1);
+  auto by_pcid = db_->subscribers().find_by_pcid("001010000000001");
+  ASSERT_OK(by_pcid);
+  EXPECT_TRUE(by_pcid->has_value());
+}
+
+// ---- Challenges (the PVA) ----
+
+Challenge make_challenge(std::string id) {
+  Challenge c;
+  c.challenge_id = std::move(id);
+  c.sho = "sho-a";
+  c.device_id = "device-1";
+  c.nonce = ByteVec(32, 0x00);
+  c.nonce[1] = 0x99;
+  c.created = at(100);
+  c.expires = at(400);
+  return c;
+}
+
+TEST_P(StoreTest, ChallengePutFindRoundTripsAndRefusesAKnownId) {
+  const auto c = make_challenge("0123456789abcdef0123456789abcdef");
+  ASSERT_OK(db_->challenges().put(c));
+  auto got = db_->challenges().find(c.challenge_id);
+  ASSERT_OK(got);
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->challenge_id, c.challenge_id);
+  EXPECT_EQ((*got)->sho, "sho-a");
+  EXPECT_EQ((*got)->device_id, "device-1");
+  EXPECT_EQ((*got)->nonce, c.nonce);
+  EXPECT_EQ((*got)->created, at(100));
+  EXPECT_EQ((*got)->expires, at(400));
+  EXPECT_FALSE((*got)->used);
+
+  auto again = make_challenge(c.challenge_id);
+  again.sho = "sho-b";
+  auto refused = db_->challenges().put(again);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::already_exists);
+  EXPECT_THAT(refused.error().message, HasSubstr(c.challenge_id));
+  got = db_->challenges().find(c.challenge_id);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->sho, "sho-a");
+  auto none = db_->challenges().find("ffffffffffffffffffffffffffffffff");
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_P(StoreTest, ChallengeIsConsumedOnce) {
+  const auto c = make_challenge("c1");
+  ASSERT_OK(db_->challenges().put(c));
+  auto used = db_->challenges().consume("c1");
+  ASSERT_OK(used);
+  EXPECT_EQ(used->challenge_id, "c1");
+  EXPECT_EQ(used->sho, "sho-a");
+  EXPECT_EQ(used->device_id, "device-1");
+  EXPECT_EQ(used->nonce, c.nonce);
+  EXPECT_EQ(used->created, at(100));
+  EXPECT_EQ(used->expires, at(400));
+  EXPECT_TRUE(used->used);
+  auto got = db_->challenges().find("c1");
+  ASSERT_OK(got);
+  EXPECT_TRUE((*got)->used);
+
+  auto again = db_->challenges().consume("c1");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::transition_refused);
+  EXPECT_THAT(again.error().message, HasSubstr("c1"));
+  EXPECT_CODE(db_->challenges().consume("c2"), ErrorCode::not_found);
+  auto none = db_->challenges().find("c2");
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+  // A put of a used challenge keeps it used (an import, a test fixture).
+  auto spent = make_challenge("c3");
+  spent.used = true;
+  ASSERT_OK(db_->challenges().put(spent));
+  EXPECT_CODE(db_->challenges().consume("c3"), ErrorCode::transition_refused);
+}
+
+TEST_P(StoreTest, ConcurrentConsumesOfOneChallengeHaveExactlyOneWinner) {
+  constexpr int kThreads = 16;
+  ASSERT_OK(db_->challenges().put(make_challenge("c1")));
+  Database* instances[] = {db_.get(), &second()};
+  std::atomic<int> won{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto r = instances[t % 2]->challenges().consume("c1");
+      if (r) {
+        ++won;
+        EXPECT_TRUE(r->used);
+      } else if (r.error().code == ErrorCode::transition_refused) {
+        ++refused;
+      } else {
+        ADD_FAILURE() << fmt::to_string(r.error());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(won.load(), 1);
+  EXPECT_EQ(refused.load(), kThreads - 1);
+}
+
+// ---- Reference sets (the PVA) ----
+
+TEST_P(StoreTest, ReferencesPutCreatesOrReplacesAndAllListsByModel) {
+  auto empty = db_->references().all();
+  ASSERT_OK(empty);
+  EXPECT_TRUE(empty->empty());
+  const std::string big(200'000, 'x');  // signed text is up to 256 KiB
+  ASSERT_OK(db_->references().put({"model-b", at(10), "text b", at(11)}));
+  ASSERT_OK(db_->references().put({"Zeta", at(20), big, at(21)}));
+  ASSERT_OK(db_->references().put({"model-a", at(30), "text a", at(31)}));
+  ASSERT_OK(db_->references().put({"model-b", at(40), "text b v2", at(41)}));  // replaced
+  auto all = db_->references().all();
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), 3u);
+  // Byte order, whatever a database's collation: upper case before lower case.
+  EXPECT_EQ((*all)[0].model, "Zeta");
+  EXPECT_EQ((*all)[0].text, big);
+  EXPECT_EQ((*all)[0].issued, at(20));
+  EXPECT_EQ((*all)[0].stored, at(21));
+  EXPECT_EQ((*all)[1].model, "model-a");
+  EXPECT_EQ((*all)[1].text, "text a");
+  EXPECT_EQ((*all)[2].model, "model-b");
+  EXPECT_EQ((*all)[2].issued, at(40));
+  EXPECT_EQ((*all)[2].text, "text b v2");
+  EXPECT_EQ((*all)[2].stored, at(41));
+}
+
+TEST_P(StoreTest, NewPortsAreSeenByAnotherInstanceAndAfterReopening) {
+  if (!location_->shared()) GTEST_SKIP() << "one Database object is the whole database";
+  const auto s = make_subscriber("device-1", "001010000000001", "001020000000001");
+  ASSERT_OK(db_->subscribers().add(s));
+  ASSERT_OK(db_->attestation_requests().put(make_request("req-1", "device-1", 100)));
+  ASSERT_OK(db_->challenges().put(make_challenge("c1")));
+  ASSERT_OK(db_->references().put({"model-a", at(30), "text a", at(31)}));
+  EXPECT_TRUE(find_subscriber(second(), "device-1").has_value());
+  EXPECT_CODE(second().challenges().put(make_challenge("c1")), ErrorCode::already_exists);
+  db_.reset();
+  second_.reset();
+  auto reopened = open_database(location_->url());
+  ASSERT_TRUE(reopened) << fmt::to_string(reopened.error());
+  auto got = find_subscriber(**reopened, "device-1");
+  ASSERT_TRUE(got.has_value());
+  expect_same_subscriber(*got, s);
+  EXPECT_TRUE(find_request(**reopened, "req-1").has_value());
+  ASSERT_OK((*reopened)->challenges().consume("c1"));
+  auto refs = (*reopened)->references().all();
+  ASSERT_OK(refs);
+  EXPECT_EQ(refs->size(), 1u);
+}
+
 // ---- Across instances and threads ----
 
 TEST_P(StoreTest, DataWrittenByOneInstanceIsSeenByAnotherAndAfterReopening) {
@@ -1062,6 +1570,29 @@ TEST_P(SqlSchemaTest, ADatabaseAtVersion1IsMigratedKeepingItsData) {
   auto n = (*db)->pcids().expire_dormant(at(11));  // the v2 index serves this sweep
   ASSERT_OK(n);
   EXPECT_EQ(*n, 1u);
+  // v4's tables are there, empty, and usable.
+  for (const char* table : {"attestation_request", "subscriber", "challenge", "reference_set"}) {
+    EXPECT_EQ(raw_->integer(fmt::format("SELECT count(*) FROM {}", table)), 0) << table;
+  }
+  ASSERT_OK((*db)->subscribers().add(make_subscriber("device-1", "001010000000001", "1")));
+  EXPECT_EQ(raw_->integer("SELECT count(*) FROM subscriber"), 1);
+}
+
+// The uniqueness SubscriberStore::add relies on is the schema's, not the adapter's: a second
+// row with a taken pcid or imsi is refused even by raw SQL.
+TEST_P(SqlSchemaTest, SubscriberPcidAndImsiAreUniqueInTheSchema) {
+  auto db = open_database(location_->url());
+  ASSERT_TRUE(db) << fmt::to_string(db.error());
+  ASSERT_OK((*db)->subscribers().add(make_subscriber("device-1", "001010000000001", "1")));
+  auto taken = make_subscriber("device-2", "001010000000001", "2");
+  EXPECT_CODE((*db)->subscribers().add(taken), ErrorCode::already_exists);
+  const auto unique_indexes =
+      GetParam().name == "sqlite_file"
+          ? raw_->integer("SELECT count(*) FROM pragma_index_list('subscriber') WHERE \"unique\"")
+          : raw_->integer(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND "
+                "tablename = 'subscriber' AND indexdef LIKE 'CREATE UNIQUE INDEX%'");
+  EXPECT_EQ(unique_indexes, 3);  // device_id (the key), pcid, imsi
 }
 
 TEST_P(SqlSchemaTest, ANewerSchemaIsRefusedAndLeftAlone) {
