@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace mcim {
@@ -15,6 +16,11 @@ using Bytes = std::array<std::uint8_t, N>;
 
 using ByteVec = std::vector<std::uint8_t>;
 using ByteView = std::span<const std::uint8_t>;
+
+// The bytes of a text (PEM, a token, a file's contents), without a copy.
+inline ByteView bytes_of(std::string_view s) {
+  return ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+}
 
 template <std::size_t N>
 constexpr Bytes<N> xor_of(const Bytes<N>& a, const Bytes<N>& b) {
