@@ -249,4 +249,21 @@ Result<StatusReport> verify_status_report(std::string_view text, X509* platform_
   return report;
 }
 
+Result<StatusReport> verify_install_report(std::string_view text, X509* platform_cert,
+                                           std::string_view device_id,
+                                           std::string_view package_id) {
+  auto report = verify_status_report(text, platform_cert);
+  if (!report) return std::unexpected(report.error());
+  if (report->device_id != device_id) {
+    return fail(ErrorCode::wrong_recipient, "report: names another device");
+  }
+  const bool names_package =
+      report->package_id == package_id || (report->package_id == "-" && report->outcome != "ok");
+  if (report->event != "install" || !names_package) {
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("report: not the install report of package {}", package_id));
+  }
+  return report;
+}
+
 }  // namespace mcim::tre

@@ -66,5 +66,11 @@ Result<std::string> sign_status_report(const StatusReport& report, EVP_PKEY* pla
 // Strict decoding (bad_format) and the signature with the platform certificate's key
 // (signature_invalid).
 Result<StatusReport> verify_status_report(std::string_view text, X509* platform_cert);
+// verify_status_report, then: the report is device_id's (wrong_recipient) and answers the
+// install of package_id (invalid_argument); a TRE that could not open the package cannot name
+// it, so "-" with a refusal answers it too. For the DPF and the SHO that receive it.
+Result<StatusReport> verify_install_report(std::string_view text, X509* platform_cert,
+                                           std::string_view device_id,
+                                           std::string_view package_id);
 
 }  // namespace mcim::tre

@@ -9,9 +9,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <utility>
 
 #include "aka/milenage.h"
@@ -68,12 +72,65 @@ class DirLock {
   int fd_ = -1;
 };
 
-// SHA-256 of a file, streamed: the binary may be tens of megabytes.
+// The identity of one version of a file: a rewrite in place changes its times or size, a
+// replacement its inode. (The running image behind /proc/self/exe cannot be written at all.)
+constexpr std::int64_t kRacyWindowNs = 2'000'000'000;
+
+struct FileVersion {
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  std::int64_t mtime_ns, ctime_ns;
+  auto operator<=>(const FileVersion&) const = default;
+};
+
+// Measurements of file versions already hashed in this process, as a measured boot takes each
+// component's digest once: a TRE attests many times, and many simulated TREs share one binary
+// (hundreds of megabytes with debug information), whose re-hashing would dominate every
+// attestation's cost.
+class MeasurementCache {
+ public:
+  std::optional<Bytes<32>> find(const FileVersion& v) {
+    std::lock_guard lock(mu_);
+    const auto it = digests_.find(v);
+    if (it == digests_.end()) return std::nullopt;
+    return it->second;
+  }
+  void add(const FileVersion& v, const Bytes<32>& digest) {
+    std::lock_guard lock(mu_);
+    if (digests_.size() >= kMaxEntries) digests_.clear();
+    digests_[v] = digest;
+  }
+
+ private:
+  static constexpr std::size_t kMaxEntries = 64;
+  std::mutex mu_;
+  std::map<FileVersion, Bytes<32>> digests_;
+};
+
+MeasurementCache& measurement_cache() {
+  static MeasurementCache cache;
+  return cache;
+}
+
+// SHA-256 of a file, streamed: the binary may be tens of megabytes. Each version of a file is
+// hashed once per process (MeasurementCache).
 Result<Bytes<32>> file_sha256(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return fail(ErrorCode::io_error,
                 fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+  }
+  struct stat st {};
+  std::optional<FileVersion> version;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    version = FileVersion{st.st_dev, st.st_ino, st.st_size,
+                          std::int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec,
+                          std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec};
+    if (auto known = measurement_cache().find(*version)) {
+      ::close(fd);
+      return *known;
+    }
   }
   pki::MdCtxPtr ctx(EVP_MD_CTX_new());
   bool ok = ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1;
@@ -90,6 +147,14 @@ Result<Bytes<32>> file_sha256(const std::string& path) {
   unsigned len = 0;
   if (!ok || EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != out.size()) {
     return fail(ErrorCode::io_error, fmt::format("{}: cannot read to measure it", path));
+  }
+  // A file changed within the last seconds may change again within the file system's timestamp
+  // granularity without its times moving: such a version is not remembered (git's "racy" rule).
+  const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+  if (version && std::max(version->mtime_ns, version->ctime_ns) < now_ns - kRacyWindowNs) {
+    measurement_cache().add(*version, out);
   }
   return out;
 }
@@ -867,6 +932,17 @@ Result<void> Tre::pristine() {
       std::move(next),
       AuditEvent{"pristine", "-", "device", "ok",
                  fmt::format("{} MCIM(s) deleted; the PCID credential is kept", deleted)});
+}
+
+Result<SecretBytes> Tre::bootstrap_pin() const {
+  const Impl& i = *impl_;
+  if (i.locked_down()) {
+    return fail(ErrorCode::lockdown, "the TRE is locked down (" + i.lockdown_reason + ")");
+  }
+  const auto& pin = i.state->config.pin;
+  const std::size_t n = std::min(i.state->config.pin_size, pin.get().size());
+  return SecretBytes(
+      ByteVec(pin.get().begin(), pin.get().begin() + static_cast<std::ptrdiff_t>(n)));
 }
 
 Result<FsckReport> Tre::fsck() {

@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/random.h"
+#include "common/secure.h"
 #include "pki/attestation.h"
 #include "pki/package.h"
 #include "tre/audit.h"
@@ -124,6 +125,11 @@ class Tre {
   // measurements "tre.binary" (SHA-256 of options.binary) and "tre.config" (config_digest).
   // Works in lockdown (state "lockdown", configuration measurement absent: the PVA refuses it).
   Result<std::string> attest(ByteView nonce);
+
+  // F2 steps 5-6: the bootstrap PIN (ASCII digits), for the device's own agent to verify the
+  // DRF's bootstrap message with (ro::verify_bootstrap). It leaves the TRE to that agent only:
+  // nothing else asks for it, it is never logged or audited. lockdown in lockdown.
+  Result<SecretBytes> bootstrap_pin() const;
 
   // F5: deletes every MCIM (keys wiped, tombstones kept), deselects, keeps the PCID credential.
   Result<void> pristine();

@@ -369,6 +369,24 @@ TEST_F(TreTest, PristineDeletesEveryMcimAndKeepsThePcid) {
   EXPECT_TRUE(tre.fsck());
 }
 
+TEST_F(TreTest, TheBootstrapPinIsTheBundlesAndReadingItChangesNothing) {
+  Tre tre = open();
+  const std::string registry = registry_of(tre);
+  const auto entries = tre.status().audit_entries;
+  auto pin = tre.bootstrap_pin();
+  ASSERT_TRUE(pin) << pin.error().message;
+  const std::string expected(reinterpret_cast<const char*>(bundle_->pin.get().data()),
+                             bundle_->pin_size);
+  EXPECT_EQ(pin->text(), expected);
+  EXPECT_EQ(pin->text(), "12345678");  // World's bundles
+  // A read: no commit, no audit entry (the PIN must never reach the audit log).
+  EXPECT_EQ(registry_of(tre), registry);
+  EXPECT_EQ(tre.status().audit_entries, entries);
+  auto audit = read_text_file(dir_ + "/audit.log");
+  ASSERT_TRUE(audit);
+  EXPECT_EQ(audit->find(expected), std::string::npos);
+}
+
 TEST_F(TreTest, AttestationReportsMeasurementsOverTheNonce) {
   Tre tre = open();
   const ByteVec nonce(32, 0x5a);
@@ -390,6 +408,40 @@ TEST_F(TreTest, AttestationReportsMeasurementsOverTheNonce) {
   auto short_nonce = tre.attest(ByteVec(8, 1));
   ASSERT_FALSE(short_nonce);
   EXPECT_EQ(short_nonce.error().code, ErrorCode::invalid_argument);
+}
+
+// The binary's measurement is remembered per version of the file (tre.cpp MeasurementCache):
+// changing the file in place or replacing it must still change what the next report says.
+TEST_F(TreTest, AChangedBinaryIsMeasuredAfresh) {
+  const std::string binary = dir_ + ".binary";
+  auto write_old = [&](std::string_view bytes) {
+    std::ofstream(binary, std::ios::trunc) << bytes;
+    // Old enough to be remembered (a file changed in the last seconds never is).
+    const auto old = std::filesystem::file_time_type::clock::now() - std::chrono::hours(1);
+    std::filesystem::last_write_time(binary, old);
+  };
+  auto measured = [&]() -> Bytes<32> {
+    Options o{dir_};
+    o.binary = binary;
+    auto t = Tre::open(o);
+    EXPECT_TRUE(t) << t.error().message;
+    auto text = t->attest(ByteVec(16, 3));
+    EXPECT_TRUE(text) << text.error().message;
+    auto report = pki::decode_signed_report(*text);
+    EXPECT_TRUE(report) << report.error().message;
+    return report->report.measurements.at(0).sha256;
+  };
+  write_old("version one");
+  const Bytes<32> one = measured();
+  EXPECT_EQ(one, pki::sha256(bytes_of("version one")));
+  EXPECT_EQ(measured(), one);
+  write_old("version two");  // in place: same inode, new times
+  EXPECT_EQ(measured(), pki::sha256(bytes_of("version two")));
+  std::ofstream(binary + ".new") << "version three";
+  std::filesystem::rename(binary + ".new", binary);  // replaced: another inode
+  EXPECT_EQ(measured(), pki::sha256(bytes_of("version three")));
+  std::ofstream(binary, std::ios::trunc) << "version four";  // just now: never remembered
+  EXPECT_EQ(measured(), pki::sha256(bytes_of("version four")));
 }
 
 TEST_F(TreTest, TombstonesAreBoundedSoTheRegistryNeverFillsUp) {
@@ -430,6 +482,10 @@ TEST_F(TreTest, AnEditedStateLocksTheTreDownForGood) {
     EXPECT_EQ(tre.install(ByteVec{1}).result.error().code, ErrorCode::lockdown);
     EXPECT_EQ(tre.apply(Action::activate, kImsiA).error().code, ErrorCode::lockdown);
     EXPECT_EQ(tre.pristine().error().code, ErrorCode::lockdown);
+    // The PIN is not handed out by a TRE that cannot vouch for its own state.
+    auto pin = tre.bootstrap_pin();
+    ASSERT_FALSE(pin);
+    EXPECT_EQ(pin.error().code, ErrorCode::lockdown);
     // Still readable: attestation (which tells the PVA) and the audit log.
     auto text = tre.attest(ByteVec(16, 7));
     ASSERT_TRUE(text);
