@@ -14,6 +14,7 @@
 #include "cli/pki_command.h"
 #include "common/clock.h"
 #include "net/http_server.h"
+#include "net/ocsp_http.h"
 #include "pki/ocsp.h"
 
 namespace mcim::cli {
@@ -85,15 +86,6 @@ class BlockedStopSignals {
   sigset_t set_{}, old_{};
 };
 
-net::HttpResponse to_http(pki::OcspHttpReply reply) {
-  net::HttpResponse r;
-  r.status = reply.status;
-  r.content_type = std::move(reply.content_type);
-  r.body.assign(reply.body.begin(), reply.body.end());
-  r.headers = std::move(reply.headers);
-  return r;
-}
-
 Result<Fields> run_ocsp_serve(const OcspServeArgs& a) {
   if (auto v = validate(a); !v) return std::unexpected(v.error());
   auto endpoint = parse_listen(a.listen);
@@ -110,7 +102,7 @@ Result<Fields> run_ocsp_serve(const OcspServeArgs& a) {
   auto handler = [&](const net::HttpRequest& req) {
     ++requests;
     const ByteView body(reinterpret_cast<const std::uint8_t*>(req.body.data()), req.body.size());
-    return to_http(responder->respond_http(req.method, req.target, body));
+    return net::to_http(responder->respond_http(req.method, req.target, body));
   };
   net::HttpServerOptions http;
   http.host = endpoint->host;
