@@ -3,9 +3,16 @@
 // report's verification, storage, replay refusal and relay.
 #include "roles/ro/dpf.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <mutex>
+#include <thread>
+
 #include "../tre/tre_fixture.h"
+#include "common/hex.h"
+#include "pki/certificate.h"
 #include "store/memory.h"
 #include "tre/tre.h"
 
@@ -18,14 +25,26 @@ constexpr Bytes<16> kNonce = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
 const std::string kPcid = "001019990000001";
 const std::string kImsi = "001020000000001";
 
-class RecordingRelay final : public StatusRelay {
+const std::string kRequest = "challenge-1";
+const ByteVec kChallenge(32, 0x5a);
+
+// Thread-safe: racing answers relay from several threads.
+class RecordingRelay final : public StatusRelay, public AttestationRelay {
  public:
   Result<void> relay(const RelayedStatus& s) override {
     relayed.push_back(s);
     if (failing) return fail(ErrorCode::io_error, "sho unreachable");
     return {};
   }
+  Result<void> relay_attestation(const RelayedAttestation& a) override {
+    std::lock_guard lock(mu);
+    attestations.push_back(a);
+    if (failing) return fail(ErrorCode::io_error, "sho unreachable");
+    return {};
+  }
   std::vector<RelayedStatus> relayed;
+  std::mutex mu;
+  std::vector<RelayedAttestation> attestations;  // guarded by mu
   bool failing = false;
 };
 
@@ -44,7 +63,8 @@ class DpfTest : public ::testing::Test {
     ASSERT_TRUE(ops && sup);
     operator_roots_.emplace(std::move(*ops));
     supplier_roots_.emplace(std::move(*sup));
-    dpf_.emplace(*db_, relay_, *operator_roots_, *supplier_roots_, world().clock());
+    dpf_.emplace(*db_, Dpf::Relays{relay_, relay_}, *operator_roots_, *supplier_roots_,
+                 world().clock());
     tre_ = make_tre(kPcid);
     device_ = bundle_device_;
     register_pcid(kPcid, device_, "sho-a");
@@ -81,6 +101,26 @@ class DpfTest : public ::testing::Test {
   }
 
   std::vector<X509*> platform_chain() { return {tre_->platform_certificate()}; }
+  std::vector<std::string> platform_pems() {
+    return {*pki::certificate_pem(tre_->platform_certificate())};
+  }
+
+  AttestationAsk ask(std::string request_id = kRequest) {
+    return AttestationAsk{kPcid, device_, std::move(request_id), kChallenge};
+  }
+  std::string attestation() {
+    auto r = tre_->attest(kChallenge);
+    EXPECT_TRUE(r) << r.error().message;
+    return r ? *r : std::string();
+  }
+  // The stored request as text, to show a refusal changed nothing.
+  std::string request_state(const std::string& id = kRequest) {
+    auto r = db_->attestation_requests().find(id);
+    if (!r) return "error";
+    if (!*r) return "none";
+    return fmt::format("{} {} {} {} {}", (*r)->device_id, (*r)->sho, to_string((*r)->status),
+                       to_hex((*r)->nonce), (*r)->answered.time_since_epoch().count());
+  }
 
   static World* world_;
   static inline int counter_ = 0;
@@ -300,6 +340,159 @@ TEST_F(DpfTest, AFailingRelayKeepsTheReportAndIsOnTheRecord) {
   const auto audit = *db_->audit().recent(1);
   EXPECT_EQ(audit[0].event, "relay");
   EXPECT_EQ(audit[0].outcome, "io_error");
+}
+
+// ---- Attestation requests (F2 steps 7-9) ----------------------------------------------------
+
+TEST_F(DpfTest, AttestationRequestIsCollectedAnsweredAndRelayed) {
+  EXPECT_EQ(dpf_->next_attestation_request(device_).error().code, ErrorCode::not_found);
+  ASSERT_TRUE(dpf_->request_attestation(ask(), "sho-a"));
+  auto next = dpf_->next_attestation_request(device_);
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(next->request_id, kRequest);
+  EXPECT_EQ(next->nonce, kChallenge);
+  EXPECT_EQ(next->sho, "sho-a");
+  EXPECT_EQ(next->pcid, kPcid);
+
+  const std::string report = attestation();
+  auto answered = dpf_->answer_attestation(kRequest, device_, report, platform_pems());
+  ASSERT_TRUE(answered) << answered.error().message;
+  EXPECT_EQ((*db_->attestation_requests().find(kRequest))->status,
+            store::AttestationStatus::answered);
+  ASSERT_EQ(relay_.attestations.size(), 1u);
+  const RelayedAttestation& a = relay_.attestations[0];
+  EXPECT_EQ(a.request_id, kRequest);
+  EXPECT_EQ(a.pcid, kPcid);
+  EXPECT_EQ(a.device_id, device_);
+  EXPECT_EQ(a.sho, "sho-a");
+  EXPECT_EQ(a.report, report);
+  EXPECT_EQ(a.platform_chain, platform_pems());
+  EXPECT_EQ(dpf_->next_attestation_request(device_).error().code, ErrorCode::not_found);
+
+  const std::string before = request_state();
+  auto again = dpf_->answer_attestation(kRequest, device_, report, platform_pems());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::transition_refused);
+  EXPECT_EQ(request_state(), before);
+  EXPECT_EQ(relay_.attestations.size(), 1u);
+
+  const auto audit = *db_->audit().recent(10);
+  std::vector<std::string> events;
+  for (const auto& r : audit) events.push_back(r.event + " " + r.outcome);
+  EXPECT_EQ(events, (std::vector<std::string>{"attestation transition_refused",
+                                              "relay-attestation ok", "attestation ok",
+                                              "attestation-fetch ok", "attestation-request ok"}));
+}
+
+TEST_F(DpfTest, AttestationRequestRefusals) {
+  register_pcid("001019990000002", "dev-b", "sho-a");
+  ASSERT_TRUE(dpf_->request_attestation(ask("known"), "sho-a"));
+  auto with = [&](auto change) {
+    AttestationAsk a = ask("fresh");
+    change(a);
+    return a;
+  };
+  struct Case {
+    std::string what;
+    AttestationAsk ask;
+    std::string caller;
+    ErrorCode code;
+  };
+  const std::vector<Case> cases = {
+      {"another SHO", ask("fresh"), "sho-b", ErrorCode::access_denied},
+      {"unregistered pcid", with([](auto& a) { a.pcid = "001019990000099"; }), "sho-a",
+       ErrorCode::not_found},
+      {"another device", with([](auto& a) { a.device_id = "dev-b"; }), "sho-a",
+       ErrorCode::wrong_recipient},
+      {"bad request id", with([](auto& a) { a.request_id = "a/b"; }), "sho-a",
+       ErrorCode::invalid_argument},
+      {"bad device id", with([](auto& a) { a.device_id = ""; }), "sho-a",
+       ErrorCode::invalid_argument},
+      {"nonce short", with([](auto& a) { a.nonce.resize(15); }), "sho-a",
+       ErrorCode::invalid_argument},
+      {"nonce long", with([](auto& a) { a.nonce.resize(65); }), "sho-a",
+       ErrorCode::invalid_argument},
+      {"known id", ask("known"), "sho-a", ErrorCode::already_exists},
+  };
+  const std::string known_before = request_state("known");
+  for (const Case& c : cases) {
+    auto r = dpf_->request_attestation(c.ask, c.caller);
+    ASSERT_FALSE(r) << c.what;
+    EXPECT_EQ(r.error().code, c.code) << c.what << ": " << r.error().message;
+    EXPECT_EQ(request_state("fresh"), "none") << c.what;
+    EXPECT_EQ(request_state("a/b"), "none") << c.what;
+    EXPECT_EQ(request_state("known"), known_before) << c.what;
+  }
+  // The bounds themselves are accepted.
+  ASSERT_TRUE(dpf_->request_attestation(with([](auto& a) { a.nonce.resize(16); }), "sho-a"));
+  ASSERT_TRUE(dpf_->request_attestation(with([](auto& a) {
+                                          a.request_id = "fresh-64";
+                                          a.nonce.resize(64);
+                                        }),
+                                        "sho-a"));
+  EXPECT_EQ(db_->audit().recent(1)->front().event, "attestation-request");
+}
+
+TEST_F(DpfTest, AttestationAnswerRefusals) {
+  ASSERT_TRUE(dpf_->request_attestation(ask(), "sho-a"));
+  const std::string report = attestation();
+  const std::string before = request_state();
+  struct Case {
+    std::string what, request_id, device, report;
+    ErrorCode code;
+  };
+  const std::vector<Case> cases = {
+      {"unknown request", "challenge-9", device_, report, ErrorCode::not_found},
+      {"another device", kRequest, "dev-b", report, ErrorCode::access_denied},
+      {"no device", kRequest, "", report, ErrorCode::access_denied},
+      {"not a report", kRequest, device_, "{}", ErrorCode::bad_format},
+      {"empty report", kRequest, device_, "", ErrorCode::bad_format},
+      {"trailing bytes", kRequest, device_, report + "x", ErrorCode::bad_format},
+  };
+  for (const Case& c : cases) {
+    auto r = dpf_->answer_attestation(c.request_id, c.device, c.report, platform_pems());
+    ASSERT_FALSE(r) << c.what;
+    EXPECT_EQ(r.error().code, c.code) << c.what << ": " << r.error().message;
+    EXPECT_EQ(request_state(), before) << c.what;
+  }
+  EXPECT_TRUE(relay_.attestations.empty());
+  EXPECT_EQ(db_->audit().recent(1)->front().outcome, "bad_format");
+}
+
+TEST_F(DpfTest, AFailingAttestationRelayKeepsTheAnswer) {
+  ASSERT_TRUE(dpf_->request_attestation(ask(), "sho-a"));
+  relay_.failing = true;
+  ASSERT_TRUE(dpf_->answer_attestation(kRequest, device_, attestation(), platform_pems()));
+  EXPECT_EQ((*db_->attestation_requests().find(kRequest))->status,
+            store::AttestationStatus::answered);
+  const auto audit = *db_->audit().recent(1);
+  EXPECT_EQ(audit[0].event, "relay-attestation");
+  EXPECT_EQ(audit[0].outcome, "io_error");
+}
+
+// Two answers racing (a device retrying over two connections): exactly one is relayed.
+TEST_F(DpfTest, RacingAnswersRelayOnce) {
+  ASSERT_TRUE(dpf_->request_attestation(ask(), "sho-a"));
+  const std::string report = attestation();
+  const std::vector<std::string> pems = platform_pems();
+  std::atomic<int> accepted = 0, refused = 0;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      Dpf dpf(*db_, Dpf::Relays{relay_, relay_}, *operator_roots_, *supplier_roots_,
+              world().clock());
+      auto r = dpf.answer_attestation(kRequest, device_, report, pems);
+      if (r) {
+        ++accepted;
+      } else if (r.error().code == ErrorCode::transition_refused) {
+        ++refused;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(accepted.load(), 1);
+  EXPECT_EQ(refused.load(), 7);
+  EXPECT_EQ(relay_.attestations.size(), 1u);
 }
 
 }  // namespace

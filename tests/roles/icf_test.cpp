@@ -292,6 +292,24 @@ TEST_F(IcfTest, OneSessionPerPcidAtATime) {
   EXPECT_TRUE(icf_.open_session(kPcid, "vno-1"));
 }
 
+// The SHO's AuC is this logic over operational IMSIs: its sessions are not limited to the RO.
+TEST_F(IcfTest, SessionsAreRestrictedAsConfigured) {
+  activate();
+  IcfConfig unrestricted;
+  unrestricted.restricted_sessions = false;
+  Icf auc(*db_, clock_, rng_, unrestricted);
+  auto s = auc.open_session(kPcid, "vno-1");
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_FALSE(s->restricted);
+  auto stored = db_->sessions().find(s->id);
+  ASSERT_TRUE(stored && *stored);
+  EXPECT_FALSE((*stored)->restricted);
+  ASSERT_TRUE(auc.close_session(s->id, "vno-1"));
+  auto restricted = icf_.open_session(kPcid, "vno-1");
+  ASSERT_TRUE(restricted) << restricted.error().message;
+  EXPECT_TRUE(restricted->restricted);
+}
+
 TEST_F(IcfTest, ImportIsAllOrNothingAndValidated) {
   auto dup = icf_.import_batch("batch-2", {subscription("001019990000002"), subscription(kPcid)},
                                "supplier:m2mes");

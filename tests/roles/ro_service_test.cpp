@@ -9,6 +9,7 @@
 #include <atomic>
 #include <functional>
 #include <mutex>
+#include <thread>
 #include <variant>
 
 #include "../net/net_test_util.h"
@@ -40,6 +41,8 @@ const std::string kImsi = "001020000000001";
 const std::string kPin = "12345678";  // World::bundle's
 constexpr Bytes<16> kNonce = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 const std::string kDpfPin(64, 'a');
+constexpr Bytes<32> kChallenge = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4,
+                                  3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8};
 
 // ---- Helpers --------------------------------------------------------------------------------
 
@@ -131,6 +134,7 @@ struct Known {
   std::vector<std::string> pcids = {kPcid, kPcid2, "001019990000003"};
   std::vector<std::string> sessions;
   std::vector<std::string> packages;
+  std::vector<std::string> requests;  // attestation requests
 };
 
 std::string snapshot(store::Database& db, const Known& known) {
@@ -154,6 +158,14 @@ std::string snapshot(store::Database& db, const Known& known) {
     if (s)
       out +=
           fmt::format("session {} {} {}\n", s->imsi, s->vno, s->expires.time_since_epoch().count());
+  }
+  for (const std::string& id : known.requests) {
+    auto r = db.attestation_requests().find(id).value_or(std::nullopt);
+    if (r) {
+      out +=
+          fmt::format("request {} {} {} {} {} {}\n", id, r->device_id, r->sho, to_string(r->status),
+                      to_hex(r->nonce), r->answered.time_since_epoch().count());
+    }
   }
   for (const std::string& id : known.packages) {
     auto p = db.packages().find(id).value_or(std::nullopt);
@@ -304,6 +316,28 @@ class RoServiceTest : public ::testing::Test {
         .dump();
   }
 
+  // sho-a's attestation request for this TRE's device (the PVA's challenge).
+  std::string attestation_request_body(const std::string& request_id,
+                                       const std::string& pcid = kPcid,
+                                       const std::string& device = "") {
+    known_.requests.push_back(request_id);
+    return Json{{"pcid", pcid},
+                {"device_id", device.empty() ? device_ : device},
+                {"request_id", request_id},
+                {"nonce", to_hex(kChallenge)}}
+        .dump();
+  }
+  HttpResponse request_attestation(const std::string& request_id) {
+    return handle(op_request("POST", "/v1/dpf/attestation-requests", "sho-a",
+                             attestation_request_body(request_id)));
+  }
+  // The TRE's signed report on the challenge.
+  std::string attestation() {
+    auto report = tre_->attest(kChallenge);
+    EXPECT_TRUE(report) << report.error().message;
+    return report ? *report : std::string();
+  }
+
   std::string snap() { return snapshot(*db_, known_); }
 
   void expect_refusals(const std::vector<Bad>& table) {
@@ -417,6 +451,26 @@ class RoServiceHappyTest : public RoServiceTest {
     EXPECT_EQ(fields->pcid, kPcid);
     EXPECT_EQ(to_hex(fields->dpf_key_pin), kDpfPin);
 
+    // Steps 7-9: the SHO's attestation request, collected and answered by the device.
+    const std::string poll = "/v1/dpf/attestation-request";
+    r = handle(device_request("GET", poll, bearer(sid)));
+    ASSERT_EQ(r.status, 404) << r.body;
+    r = request_attestation("challenge-1");
+    ASSERT_EQ(r.status, 201) << r.body;
+    EXPECT_EQ(Json::parse(r.body), (Json{{"request_id", "challenge-1"}, {"status", "pending"}}));
+    r = handle(device_request("GET", poll, bearer(sid)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(header_of(r, "Cache-Control"), "no-store");
+    EXPECT_EQ(Json::parse(r.body),
+              (Json{{"request_id", "challenge-1"}, {"nonce", to_hex(kChallenge)}}));
+    r = handle(device_request("POST", "/v1/dpf/attestations/challenge-1", bearer(sid),
+                              report_body(attestation())));
+    ASSERT_EQ(r.status, 202) << r.body;
+    EXPECT_EQ(Json::parse(r.body), (Json{{"request_id", "challenge-1"}, {"status", "relayed"}}));
+    EXPECT_EQ((*db_->attestation_requests().find("challenge-1"))->status,
+              store::AttestationStatus::answered);
+    EXPECT_EQ(handle(device_request("GET", poll, bearer(sid))).status, 404);
+
     // Step 11: the SHO's package.
     r = handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body()));
     ASSERT_EQ(r.status, 201) << r.body;
@@ -449,8 +503,9 @@ class RoServiceHappyTest : public RoServiceTest {
     EXPECT_EQ(r.status, 204) << r.body;
     EXPECT_FALSE(*db_->registrations().find(kPcid));
 
-    for (const char* step : {"batch_imported", "registered", "session_opened", "discovery",
-                             "package_stored", "package_delivered", "status_reported"}) {
+    for (const char* step :
+         {"batch_imported", "registered", "session_opened", "discovery", "package_stored",
+          "package_delivered", "status_reported", "attestation_requested", "attestation_relayed"}) {
       EXPECT_EQ(flow_count(step), 1u) << step;
     }
     EXPECT_EQ(flow_count("vectors"), 2u);
@@ -831,6 +886,127 @@ TEST_F(RoServiceTest, PackageRefusals) {
   (void)sid;
 }
 
+TEST_F(RoServiceTest, AttestationRequestRefusals) {
+  start();
+  const std::string sid = provisioned();
+  auto post = [&](std::string body, std::string op = "sho-a", std::string ct = "application/json") {
+    return op_request("POST", "/v1/dpf/attestation-requests", op, std::move(body), std::move(ct));
+  };
+  const std::string good = attestation_request_body("challenge-1");
+  const Json j = Json::parse(good);
+  auto with = [&](const std::string& field, Json value) {
+    Json c = j;
+    c[field] = std::move(value);
+    return c.dump();
+  };
+  auto without = [&](const std::string& field) {
+    Json c = j;
+    c.erase(field);
+    return c.dump();
+  };
+  expect_refusals({
+      {"no certificate", post(good, ""), 401, "unauthenticated"},
+      {"no operator", post(good, "anonymous"), 403, "access_denied"},
+      {"not the registered SHO", post(good, "sho-b"), 403, "access_denied"},
+      {"unknown pcid", post(with("pcid", "001019990000099")), 404, "not_found"},
+      {"unregistered pcid", post(with("pcid", kPcid2)), 404, "not_found"},
+      {"another device", post(with("device_id", "dev-other")), 422, "wrong_recipient"},
+      {"request_id not an id", post(with("request_id", "a b")), 400, "invalid_argument"},
+      {"request_id too long", post(with("request_id", std::string(65, 'a'))), 400,
+       "invalid_argument"},
+      {"nonce too short", post(with("nonce", std::string(30, 'a'))), 400, "invalid_argument"},
+      {"nonce too long", post(with("nonce", std::string(130, 'a'))), 400, "invalid_argument"},
+      {"nonce not hex", post(with("nonce", std::string(32, 'z'))), 400, "invalid_argument"},
+      {"pcid not digits", post(with("pcid", "00101999000000x")), 400, "invalid_argument"},
+      {"missing nonce", post(without("nonce")), 400, "missing_argument"},
+      {"unknown member", post(with("sho", "sho-a")), 400, "bad_format"},
+      {"malformed", post(good.substr(0, 20)), 400, "bad_format"},
+      {"text/plain", post(good, "sho-a", "text/plain"), 415, "unsupported_media_type"},
+  });
+  ASSERT_EQ(handle(post(good)).status, 201);
+  expect_refusals({{"known request_id", post(good), 409, "already_exists"}});
+  EXPECT_EQ(flow_count("attestation_requested"), 1u);
+  (void)sid;
+}
+
+TEST_F(RoServiceTest, AttestationAnswerRefusals) {
+  start();
+  const std::string sid = provisioned();
+  const std::string poll = "/v1/dpf/attestation-request";
+  expect_refusals({{"nothing yet", device_request("GET", poll, bearer(sid)), 404, "not_found"},
+                   {"no session", device_request("GET", poll, ""), 401, "unauthenticated"}});
+  ASSERT_EQ(request_attestation("challenge-1").status, 201);
+  ASSERT_EQ(request_attestation("challenge-2").status, 201);
+  // The oldest pending first.
+  auto got = handle(device_request("GET", poll, bearer(sid)));
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(Json::parse(got.body)["request_id"], "challenge-1");
+
+  auto answer = [&](std::string body, std::string id = "challenge-1", std::string session = "",
+                    std::string ct = "application/json") {
+    auto r = device_request("POST", "/v1/dpf/attestations/" + id,
+                            session.empty() ? bearer(sid) : session, std::move(body));
+    r.content_type = std::move(ct);
+    return r;
+  };
+  const std::string report = attestation();
+  const std::string good = report_body(report);
+  const std::string pem = *pki::certificate_pem(tre_->platform_certificate());
+  expect_refusals({
+      {"no session", answer(good, "challenge-1", "Basic x"), 401, "unauthenticated"},
+      {"no session, malformed body", answer("{", "challenge-1", "Basic x"), 401, "unauthenticated"},
+      {"unknown request", answer(good, "challenge-9"), 404, "not_found"},
+      {"report does not decode", answer(report_body("not a report")), 400, "bad_format"},
+      {"report with trailing bytes", answer(report_body(report + "x")), 400, "bad_format"},
+      {"malformed", answer(good.substr(0, 30)), 400, "bad_format"},
+      {"unknown member",
+       answer(Json{{"report", report}, {"platform_chain", {pem}}, {"x", 1}}.dump()), 400,
+       "bad_format"},
+      {"chain empty", answer(Json{{"report", report}, {"platform_chain", Json::array()}}.dump()),
+       400, "invalid_argument"},
+      {"chain too long",
+       answer(Json{{"report", report}, {"platform_chain", {pem, pem, pem, pem, pem}}}.dump()), 400,
+       "invalid_argument"},
+      {"report too long",
+       answer(Json{{"report", std::string(16 * 1024 + 1, 'r')}, {"platform_chain", {pem}}}.dump()),
+       400, "invalid_argument"},
+      {"missing chain", answer(Json{{"report", report}}.dump()), 400, "missing_argument"},
+      {"text/plain", answer(good, "challenge-1", "", "text/plain"), 415, "unsupported_media_type"},
+  });
+
+  // Another device's request: kPcid2 registered by sho-a for dev-other, with its own session.
+  ASSERT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid2, "sho-a",
+                              registration_body("dev-other")))
+                .status,
+            200);
+  ASSERT_TRUE(
+      db_->pcids().activate(kPcid2, std::chrono::floor<std::chrono::seconds>(clock_.now()) + 1h));
+  auto s2 =
+      handle(op_request("POST", "/v1/auth/sessions", "vno-a", R"({"imsi":")" + kPcid2 + "\"}"));
+  ASSERT_EQ(s2.status, 201);
+  const std::string sid2 = Json::parse(s2.body)["session"].get<std::string>();
+  known_.sessions.push_back(sid2);
+  expect_refusals({
+      {"another device's request", answer(good, "challenge-1", bearer(sid2)), 403, "access_denied"},
+      {"nothing for that device", device_request("GET", poll, bearer(sid2)), 404, "not_found"},
+  });
+
+  auto done = handle(answer(good));
+  ASSERT_EQ(done.status, 202) << done.body;
+  expect_refusals({{"second answer", answer(good), 409, "transition_refused"}});
+  got = handle(device_request("GET", poll, bearer(sid)));
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(Json::parse(got.body)["request_id"], "challenge-2");
+  EXPECT_EQ(flow_count("attestation_relayed"), 1u);
+
+  // Unregistered: nothing to collect or answer.
+  ASSERT_EQ(handle(op_request("DELETE", "/v1/drf/registrations/" + kPcid, "sho-a")).status, 204);
+  expect_refusals({
+      {"poll unregistered", device_request("GET", poll, bearer(sid)), 404, "not_found"},
+      {"answer unregistered", answer(good, "challenge-2"), 404, "not_found"},
+  });
+}
+
 TEST_F(RoServiceTest, DeviceEndpointsNeedASession) {
   start();
   const std::string sid = provisioned();
@@ -1030,6 +1206,8 @@ TEST_F(RoServiceTest, UnusableConfigurationsAreRefused) {
   EXPECT_EQ(refused([](auto& c) { c.supplier_roots.reset(); }), "missing_argument");
   EXPECT_EQ(refused([](auto& c) { c.operator_roots.reset(); }), "missing_argument");
   EXPECT_EQ(refused([](auto& c) { c.shos["sho-a"] = {"http://127.0.0.1:1"}; }), "invalid_argument");
+  EXPECT_EQ(refused([](auto& c) { c.notify_workers = 0; }), "invalid_argument");
+  EXPECT_EQ(refused([](auto& c) { c.notify_workers = 257; }), "invalid_argument");
   EXPECT_EQ(refused([&](auto& c) {
               auto mismatched = std::make_shared<pki::KeyPair>();
               mismatched->key = pki::up_ref(parties_->icf_keys.at("icf.other")->key.get());
@@ -1044,18 +1222,39 @@ TEST_F(RoServiceTest, UnusableConfigurationsAreRefused) {
 
 class ShoServer {
  public:
-  // Answers `failures` requests 503, then 204.
-  explicit ShoServer(int failures) : failures_(failures) {
+  // Answers `failures` requests `failure_status` (with an error envelope), then 204; each answer
+  // after `delay`, from `threads` server threads.
+  explicit ShoServer(int failures, int failure_status = 503, std::chrono::milliseconds delay = 0ms,
+                     int threads = 1)
+      : failures_(failures) {
     TestPki::get().operator_client("ro-1");
+    net::HttpServerOptions options;
+    options.threads = threads;
     server_ = net::testing::start_server(
-        [this](const HttpRequest& r) {
+        [this, failure_status, delay](const HttpRequest& r) {
+          {
+            std::lock_guard lock(mu_);
+            received.push_back(
+                {r.target, r.body, r.peer.operator_id() ? *r.peer.operator_id() : ""});
+            max_concurrent_ = std::max(max_concurrent_, ++concurrent_);
+          }
+          std::this_thread::sleep_for(delay);
           std::lock_guard lock(mu_);
-          received.push_back({r.target, r.body, r.peer.operator_id() ? *r.peer.operator_id() : ""});
+          --concurrent_;
+          if (failures_-- > 0) {
+            return net::error_response(failure_status,
+                                       failure_status == 409 ? "transition_refused" : "busy",
+                                       "refused by the test SHO");
+          }
           HttpResponse out;
-          out.status = failures_-- > 0 ? 503 : 204;
+          out.status = 204;
           return out;
         },
-        net::testing::tls_options(net::ClientAuth::required));
+        net::testing::tls_options(net::ClientAuth::required), options);
+  }
+  int max_concurrent() {
+    std::lock_guard lock(mu_);
+    return max_concurrent_;
   }
   std::string url() const { return server_->url(); }
   struct Received {
@@ -1069,6 +1268,7 @@ class ShoServer {
  private:
   std::mutex mu_;
   int failures_;
+  int concurrent_ = 0, max_concurrent_ = 0;
   std::vector<Received> received;
   std::unique_ptr<net::HttpServer> server_;
 };
@@ -1117,6 +1317,98 @@ TEST_F(RoServiceTest, NoticesReachTheShoOverMtlsAndAreRetried) {
   EXPECT_EQ(status["report"], installed.report);
 }
 
+// A notifying RO for sho-a at `sho`.
+RoServiceConfig notifying(RoServiceConfig c, const ShoServer& sho) {
+  TestPki::get().operator_client("ro-1");
+  c.notify_client = std::shared_ptr<net::HttpsClient>(net::testing::make_client("ro-1"));
+  c.shos["sho-a"] = {sho.url()};
+  return c;
+}
+
+TEST_F(RoServiceTest, AttestationAnswersReachTheSho) {
+  ShoServer sho(0);
+  start(notifying(config(), sho));
+  const std::string sid = provisioned();
+  ASSERT_EQ(request_attestation("challenge-1").status, 201);
+  const std::string report = attestation();
+  ASSERT_EQ(handle(device_request("POST", "/v1/dpf/attestations/challenge-1", bearer(sid),
+                                  report_body(report)))
+                .status,
+            202);
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  const auto got = sho.snapshot();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].target, "/v1/sho/attestations");
+  EXPECT_EQ(got[0].peer, "ro-1");
+  EXPECT_EQ(Json::parse(got[0].body),
+            (Json{{"request_id", "challenge-1"},
+                  {"pcid", kPcid},
+                  {"device_id", device_},
+                  {"sho", "sho-a"},
+                  {"report", report},
+                  {"platform_chain", {*pki::certificate_pem(tre_->platform_certificate())}}}));
+  const auto audit = *db_->audit().recent(1);
+  EXPECT_EQ(audit[0].event, "relay-attestation");
+  EXPECT_EQ(audit[0].outcome, "ok");
+}
+
+// A 4xx other than 408/429 will be the same answer next time: one attempt, then the audit.
+TEST_F(RoServiceTest, PermanentRefusalsAreNotRetried) {
+  ShoServer sho(1000, 409);
+  RoServiceConfig c = notifying(config(), sho);
+  c.notify_retry = 10ms;
+  start(std::move(c));
+  const std::string sid = provisioned();
+  ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  std::this_thread::sleep_for(100ms);  // ten retry delays: none may come
+  EXPECT_EQ(sho.snapshot().size(), 1u);
+  EXPECT_EQ(service_->pending_notices(), 0u);
+  const auto audit = *db_->audit().recent(1);
+  EXPECT_EQ(audit[0].service, "ro");
+  EXPECT_EQ(audit[0].event, "notice");
+  EXPECT_EQ(audit[0].subject, kPcid);
+  EXPECT_EQ(audit[0].outcome, "transition_refused");
+}
+
+TEST_F(RoServiceTest, TooManyRequestsIsRetried) {
+  for (int status : {429, 408}) {
+    ShoServer sho(1, status);
+    start(notifying(config(), sho));
+    const std::string sid = provisioned();
+    ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+    ASSERT_TRUE(service_->wait_notices_delivered(10s)) << status;
+    EXPECT_EQ(sho.snapshot().size(), 2u) << status;
+    service_.reset();
+    db_ = store::make_memory_database();
+    known_ = Known{};
+  }
+}
+
+// Slow answers do not serialise the queue: notify_workers notices are in flight at once.
+TEST_F(RoServiceTest, NoticesAreDeliveredInParallel) {
+  for (std::size_t workers : {std::size_t{4}, std::size_t{1}}) {
+    ShoServer sho(0, 503, 200ms, 4);
+    RoServiceConfig c = notifying(config(), sho);
+    c.notify_workers = workers;
+    start(std::move(c));
+    const std::string sid = provisioned();
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+    }
+    ASSERT_TRUE(service_->wait_notices_delivered(10s));
+    EXPECT_EQ(sho.snapshot().size(), 4u);
+    if (workers == 1) {
+      EXPECT_EQ(sho.max_concurrent(), 1);
+    } else {
+      EXPECT_GE(sho.max_concurrent(), 2);
+    }
+    service_.reset();
+    db_ = store::make_memory_database();
+    known_ = Known{};
+  }
+}
+
 TEST_F(RoServiceTest, UndeliverableNoticesAreAuditedAndDropped) {
   start();  // no client, no SHO endpoints
   const std::string sid = provisioned();
@@ -1163,6 +1455,7 @@ TEST_F(RoServiceTest, FullQueueDropsTheOldest) {
   c.shos["sho-a"] = {"https://127.0.0.1:9"};  // nothing listens: every attempt fails
   c.notify_retry = 10s;
   c.max_pending_notices = 1;
+  c.notify_workers = 1;
   start(std::move(c));
   const std::string sid = provisioned();
   for (int i = 0; i < 3; ++i) {

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
+#include "pki/attestation.h"
 #include "pki/certificate.h"
 #include "pki/package.h"
 #include "roles/ro/audit.h"
@@ -12,6 +15,7 @@ namespace {
 using detail::audited;
 
 constexpr std::string_view kService = "dpf";
+constexpr std::size_t kMinNonce = 16, kMaxNonce = 64;  // the PVA's challenge, as in the report
 
 std::string operator_principal(std::string_view id) { return fmt::format("operator:{}", id); }
 std::string device_principal(std::string_view id) { return fmt::format("device:{}", id); }
@@ -19,22 +23,41 @@ std::string device_principal(std::string_view id) { return fmt::format("device:{
 }  // namespace
 
 Dpf::Dpf(store::PackageStore& packages, store::RegistrationStore& registrations,
-         store::AuditStore& audit, StatusRelay& relay, const pki::TrustAnchors& operator_roots,
-         const pki::TrustAnchors& supplier_roots, const Clock& clock)
+         store::AttestationRequestStore& requests, store::AuditStore& audit, Relays relays,
+         const pki::TrustAnchors& operator_roots, const pki::TrustAnchors& supplier_roots,
+         const Clock& clock)
     : packages_(packages),
       registrations_(registrations),
+      requests_(requests),
       audit_(audit),
-      relay_(relay),
+      relays_(relays),
       operator_roots_(operator_roots),
       supplier_roots_(supplier_roots),
       clock_(clock) {}
 
-Dpf::Dpf(store::Database& db, StatusRelay& relay, const pki::TrustAnchors& operator_roots,
+Dpf::Dpf(store::Database& db, Relays relays, const pki::TrustAnchors& operator_roots,
          const pki::TrustAnchors& supplier_roots, const Clock& clock)
-    : Dpf(db.packages(), db.registrations(), db.audit(), relay, operator_roots, supplier_roots,
-          clock) {}
+    : Dpf(db.packages(), db.registrations(), db.attestation_requests(), db.audit(), relays,
+          operator_roots, supplier_roots, clock) {}
 
 store::Time Dpf::now() const { return detail::seconds_of(clock_.now()); }
+
+// The SHO may address a device only through a registration it made.
+Result<void> Dpf::check_registered(std::string_view pcid, std::string_view device_id,
+                                   std::string_view caller_sho) {
+  auto reg = registrations_.find(pcid);
+  if (!reg) return std::unexpected(reg.error());
+  if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
+  if ((*reg)->sho != caller_sho) {
+    return fail(ErrorCode::access_denied,
+                fmt::format("pcid {}: registered by another operator", pcid));
+  }
+  if ((*reg)->device_id != device_id) {
+    return fail(ErrorCode::wrong_recipient,
+                fmt::format("pcid {}: registered for another device", pcid));
+  }
+  return {};
+}
 
 // The registration is checked before the signature: it is cheap, and a package for a device the
 // caller did not register is refused whatever its contents.
@@ -43,17 +66,7 @@ Result<void> Dpf::check_handover(const PackageHandover& h, std::string_view call
     return fail(ErrorCode::invalid_argument,
                 "device_id, package_id: must be [A-Za-z0-9._:-]{1,64}");
   }
-  auto reg = registrations_.find(h.pcid);
-  if (!reg) return std::unexpected(reg.error());
-  if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", h.pcid));
-  if ((*reg)->sho != caller_sho) {
-    return fail(ErrorCode::access_denied,
-                fmt::format("pcid {}: registered by another operator", h.pcid));
-  }
-  if ((*reg)->device_id != h.device_id) {
-    return fail(ErrorCode::wrong_recipient,
-                fmt::format("pcid {}: registered for another device", h.pcid));
-  }
+  if (auto r = check_registered(h.pcid, h.device_id, caller_sho); !r) return r;
   auto info = pki::verify_package_signature(h.package, operator_roots_, clock_);
   if (!info) return std::unexpected(info.error());
   if (info->operator_id != caller_sho) {
@@ -121,19 +134,7 @@ Result<tre::StatusReport> Dpf::check_report(const store::StoredPackage& p,
   if (pki::platform_device_id(leaf) != p.device_id) {
     return fail(ErrorCode::wrong_recipient, "platform certificate: of another device");
   }
-  auto report = tre::verify_status_report(signed_report, leaf);
-  if (!report) return std::unexpected(report.error());
-  if (report->device_id != p.device_id) {
-    return fail(ErrorCode::wrong_recipient, "report: names another device");
-  }
-  // A TRE that could not open the package cannot name it: "-" with a refusal is its report too.
-  const bool names_package =
-      report->package_id == p.package_id || (report->package_id == "-" && report->outcome != "ok");
-  if (report->event != "install" || !names_package) {
-    return fail(ErrorCode::invalid_argument,
-                fmt::format("report: not the install report of package {}", p.package_id));
-  }
-  return report;
+  return tre::verify_install_report(signed_report, leaf, p.device_id, p.package_id);
 }
 
 Result<tre::StatusReport> Dpf::report(std::string_view package_id, std::string_view signed_report,
@@ -163,13 +164,102 @@ Result<tre::StatusReport> Dpf::report(std::string_view package_id, std::string_v
   result =
       audited(audit_, t, {kService, "report", package_id, principal, detail}, std::move(result));
   if (!result) return result;
-  auto relayed = relay_.relay(RelayedStatus{package->package_id, package->device_id, package->sho,
-                                            *result, std::string(signed_report)});
+  auto relayed = relays_.status.relay(RelayedStatus{
+      package->package_id, package->device_id, package->sho, *result, std::string(signed_report)});
   (void)audited(audit_, t,
                 {kService, "relay", package_id, "dpf",
                  fmt::format("to {}", operator_principal(package->sho))},
                 std::move(relayed));
   return result;
+}
+
+// ---- Attestation requests (F2 steps 7-9) ----------------------------------------------------
+
+Result<void> Dpf::check_ask(const AttestationAsk& ask, std::string_view caller_sho) {
+  if (!pki::valid_mcim_id(ask.device_id) || !pki::valid_mcim_id(ask.request_id)) {
+    return fail(ErrorCode::invalid_argument,
+                "device_id, request_id: must be [A-Za-z0-9._:-]{1,64}");
+  }
+  if (ask.nonce.size() < kMinNonce || ask.nonce.size() > kMaxNonce) {
+    return fail(ErrorCode::invalid_argument, "nonce: must be 16..64 bytes");
+  }
+  return check_registered(ask.pcid, ask.device_id, caller_sho);
+}
+
+Result<void> Dpf::request_attestation(const AttestationAsk& ask, std::string_view caller_sho) {
+  const store::Time t = now();
+  auto result = [&]() -> Result<void> {
+    if (auto c = check_ask(ask, caller_sho); !c) return c;
+    store::AttestationRequest r;
+    r.request_id = ask.request_id;
+    r.pcid = ask.pcid;
+    r.device_id = ask.device_id;
+    r.sho = std::string(caller_sho);
+    r.nonce = ask.nonce;
+    r.status = store::AttestationStatus::pending;
+    r.created = t;
+    return requests_.put(r);
+  }();
+  return audited(audit_, t,
+                 {kService, "attestation-request", ask.request_id, operator_principal(caller_sho),
+                  fmt::format("device {}, pcid {}", ask.device_id, ask.pcid)},
+                 std::move(result));
+}
+
+// Devices poll this until the SHO asks: an empty answer is not audited, a request handed out is.
+Result<store::AttestationRequest> Dpf::next_attestation_request(std::string_view device_id) {
+  auto next = requests_.next_for_device(device_id);
+  if (!next) return std::unexpected(next.error());
+  if (!*next) {
+    return fail(ErrorCode::not_found, fmt::format("device {}: no attestation request", device_id));
+  }
+  return audited(
+      audit_, now(),
+      {kService, "attestation-fetch", (*next)->request_id, device_principal(device_id), ""},
+      Result<store::AttestationRequest>(std::move(**next)));
+}
+
+Result<store::AttestationRequest> Dpf::answerable(std::string_view request_id,
+                                                  std::string_view device_id,
+                                                  std::string_view report) {
+  auto found = requests_.find(request_id);
+  if (!found) return std::unexpected(found.error());
+  if (!*found) {
+    return fail(ErrorCode::not_found, fmt::format("attestation request {}: unknown", request_id));
+  }
+  if ((*found)->device_id != device_id) {
+    return fail(ErrorCode::access_denied,
+                fmt::format("attestation request {}: not this device's", request_id));
+  }
+  if (auto decoded = pki::decode_signed_report(report); !decoded) {
+    return std::unexpected(decoded.error());
+  }
+  return std::move(**found);
+}
+
+Result<void> Dpf::answer_attestation(std::string_view request_id, std::string_view device_id,
+                                     std::string report, std::vector<std::string> platform_chain) {
+  const store::Time t = now();
+  std::optional<store::AttestationRequest> request;
+  auto result = [&]() -> Result<void> {
+    auto r = answerable(request_id, device_id, report);
+    if (!r) return std::unexpected(r.error());
+    request = std::move(*r);
+    // Atomic: of two racing answers one is relayed, the other is transition_refused.
+    return requests_.mark_answered(request_id, t);
+  }();
+  result =
+      audited(audit_, t, {kService, "attestation", request_id, device_principal(device_id), ""},
+              std::move(result));
+  if (!result) return result;
+  auto relayed = relays_.attestations.relay_attestation(
+      RelayedAttestation{request->request_id, request->pcid, request->device_id, request->sho,
+                         std::move(report), std::move(platform_chain)});
+  (void)audited(audit_, t,
+                {kService, "relay-attestation", request_id, "dpf",
+                 fmt::format("to {}", operator_principal(request->sho))},
+                std::move(relayed));
+  return {};
 }
 
 }  // namespace mcim::ro

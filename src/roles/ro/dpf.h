@@ -2,10 +2,11 @@
 // registered the device (F2 step 11), checked without decrypting (the SHO's signature and chain,
 // pki::verify_package_signature), served only to the device they were sealed for (step 12) and
 // again after a failed download, until the device's signed status report arrives (step 13),
-// which the DPF verifies, keeps and relays to the SHO (step 14). Pure logic over the store ports;
-// the callers' identities (the SHO's mTLS certificate, the device the session or token
-// authenticates) come from the HTTP layer. Thread-compatible: one instance per worker thread.
-// docs/roles-ro.md.
+// which the DPF verifies, keeps and relays to the SHO (step 14). Before that, the SHO's
+// attestation requests (steps 7-9): kept for the device to collect, its answers relayed. Pure
+// logic over the store ports; the callers' identities (the SHO's mTLS certificate, the device the
+// session or token authenticates) come from the HTTP layer. Thread-compatible: one instance per
+// worker thread. docs/roles-ro.md.
 #pragma once
 
 #include <string>
@@ -37,6 +38,31 @@ class StatusRelay {
   virtual Result<void> relay(const RelayedStatus& status) = 0;
 };
 
+// F2 step 9: a device's answer to an attestation request on its way to the SHO, which has the
+// PVA validate it. The RO only checks that the report decodes: the PVA judges it.
+struct RelayedAttestation {
+  std::string request_id, pcid, device_id, sho;
+  std::string report;                       // the TRE's signed text, verbatim
+  std::vector<std::string> platform_chain;  // PEM, leaf first, verbatim
+};
+
+class AttestationRelay {
+ public:
+  virtual ~AttestationRelay() = default;
+  // Called once per accepted answer; like StatusRelay::relay, queued and retried by an adapter.
+  // A failure is audited; the answer stays accepted.
+  virtual Result<void> relay_attestation(const RelayedAttestation& attestation) = 0;
+};
+
+// F2 step 7: the SHO asks for an attestation with the PVA's challenge (request_id is the
+// challenge id, nonce its 16..64 bytes).
+struct AttestationAsk {
+  std::string pcid;
+  std::string device_id;
+  std::string request_id;
+  ByteVec nonce;
+};
+
 // What the SHO hands over. The device and package ids are inside the encrypted document, which
 // the DPF cannot read, so the SHO states them: the device must be the one the SHO registered for
 // `pcid`, and the device's signed report later confirms the package id.
@@ -56,11 +82,32 @@ class Dpf {
  public:
   // `operator_roots` verify package signers; `supplier_roots` verify the platform certificates
   // that reports are checked with. Both must outlive the Dpf.
+  struct Relays {
+    StatusRelay& status;
+    AttestationRelay& attestations;
+  };
   Dpf(store::PackageStore& packages, store::RegistrationStore& registrations,
-      store::AuditStore& audit, StatusRelay& relay, const pki::TrustAnchors& operator_roots,
+      store::AttestationRequestStore& requests, store::AuditStore& audit, Relays relays,
+      const pki::TrustAnchors& operator_roots, const pki::TrustAnchors& supplier_roots,
+      const Clock& clock);
+  Dpf(store::Database& db, Relays relays, const pki::TrustAnchors& operator_roots,
       const pki::TrustAnchors& supplier_roots, const Clock& clock);
-  Dpf(store::Database& db, StatusRelay& relay, const pki::TrustAnchors& operator_roots,
-      const pki::TrustAnchors& supplier_roots, const Clock& clock);
+
+  // F2 step 7: the SHO's attestation request for its device, stored pending. invalid_argument
+  // (ids, a nonce not 16..64 bytes), not_found (no registration of `pcid`), access_denied
+  // (another SHO's), wrong_recipient (not the registered device), already_exists (known id).
+  Result<void> request_attestation(const AttestationAsk& ask, std::string_view caller_sho);
+
+  // F2 step 8: the oldest pending request for `device_id` (the device the session authenticated);
+  // not_found when there is none.
+  Result<store::AttestationRequest> next_attestation_request(std::string_view device_id);
+
+  // F2 steps 8-9: the device's answer to `request_id`: not_found (unknown), access_denied
+  // (another device's request), bad_format (the report does not decode), transition_refused
+  // (already answered; of two racing answers exactly one is accepted). Marks it answered and
+  // relays it to the SHO that asked.
+  Result<void> answer_attestation(std::string_view request_id, std::string_view device_id,
+                                  std::string report, std::vector<std::string> platform_chain);
 
   // F2 step 11. Checks, in order: ids (invalid_argument), the registration of `pcid` exists
   // (not_found) and is the caller's (access_denied) for this device (wrong_recipient), the
@@ -86,6 +133,11 @@ class Dpf {
 
  private:
   store::Time now() const;
+  Result<void> check_registered(std::string_view pcid, std::string_view device_id,
+                                std::string_view caller_sho);
+  Result<void> check_ask(const AttestationAsk& ask, std::string_view caller_sho);
+  Result<store::AttestationRequest> answerable(std::string_view request_id,
+                                               std::string_view device_id, std::string_view report);
   Result<void> check_handover(const PackageHandover& h, std::string_view caller_sho);
   Result<tre::StatusReport> check_report(const store::StoredPackage& p,
                                          std::string_view signed_report,
@@ -93,8 +145,9 @@ class Dpf {
 
   store::PackageStore& packages_;
   store::RegistrationStore& registrations_;
+  store::AttestationRequestStore& requests_;
   store::AuditStore& audit_;
-  StatusRelay& relay_;
+  Relays relays_;
   const pki::TrustAnchors& operator_roots_;
   const pki::TrustAnchors& supplier_roots_;
   const Clock& clock_;

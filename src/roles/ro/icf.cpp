@@ -237,7 +237,7 @@ Result<store::Session> Icf::open_session(std::string_view pcid, std::string_view
     s.id = to_hex(random_.draw<16>());
     s.imsi = std::string(pcid);
     s.vno = std::string(vno);
-    s.restricted = true;
+    s.restricted = config_.restricted_sessions;
     s.created = t;
     s.expires = t + config_.session_lifetime;
     if (auto o = sessions_.open(s, t); !o) return std::unexpected(o.error());

@@ -29,6 +29,9 @@ struct IcfConfig {
   std::chrono::seconds max_activation{std::chrono::hours(24 * 30)};   // longest F7 window
   std::chrono::seconds dormant_period{std::chrono::hours(24 * 365)};  // default dormant_until
   std::chrono::seconds session_lifetime{std::chrono::hours(1)};
+  // Sessions on a PCID only reach the RO (bootstrap, package); the SHO's AuC, the same logic over
+  // operational IMSIs, opens unrestricted ones.
+  bool restricted_sessions = true;
   std::size_t max_batch = 100'000;
 };
 
@@ -70,7 +73,7 @@ class Icf {
 
   // After successful AKA the VNO opens the PCID's session; a second simultaneous one anywhere is
   // already_exists. Refused like vectors() for an unusable PCID. Returns the session (its id is
-  // 32 random hex digits; restricted; expires after session_lifetime).
+  // 32 random hex digits; restricted as configured; expires after session_lifetime).
   Result<store::Session> open_session(std::string_view pcid, std::string_view vno);
   // not_found for an unknown id; access_denied when another VNO holds it.
   Result<void> close_session(std::string_view session_id, std::string_view vno);

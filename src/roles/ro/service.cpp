@@ -23,8 +23,10 @@
 #include "net/json_schema.h"
 #include "pki/sealed.h"
 #include "roles/ro/audit.h"
+#include "roles/ro/auth_routes.h"
 #include "roles/ro/bootstrap.h"
 #include "roles/ro/dpf.h"
+#include "roles/ro/service_util.h"
 #include "roles/supplier/ccif.h"
 
 namespace mcim::ro {
@@ -37,78 +39,27 @@ using net::JsonSchema;
 using net::Request;
 using net::RouteOptions;
 using SteadyTime = std::chrono::steady_clock::time_point;
+using namespace service_util;
 
 constexpr std::string_view kComponent = "ro";
 constexpr std::string_view kCmsContentType = "application/cms";
 constexpr std::size_t kMaxJsonBody = 64 * 1024;
 constexpr std::size_t kMaxPackageBytes = 64 * 1024;
-constexpr std::size_t kMaxReportSize = 16 * 1024;
-constexpr std::size_t kMaxPemSize = 16 * 1024;
-constexpr std::size_t kMaxPlatformChain = 4;
 // The package route carries up to 64 KiB of bytes as hex (twice that) plus its ids.
 constexpr std::size_t kMaxPackageBody = 2 * kMaxPackageBytes + 4 * 1024;
 constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
+constexpr std::size_t kMaxNotifyWorkers = 256;
 constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-ro\"";
 
-RandomSource& thread_random() {
-  thread_local OsRandom os;
-  thread_local BatchedRandom batched(os);
-  return batched;
-}
-
-bool media_type_is(std::string_view content_type, std::string_view expected) {
-  std::string_view media = content_type.substr(0, content_type.find(';'));
-  while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.remove_suffix(1);
-  return ascii_iequals(media, expected);
-}
-
-std::int64_t unix_seconds(store::Time t) { return t.time_since_epoch().count(); }
-
-std::string operator_principal(std::string_view id) { return fmt::format("operator:{}", id); }
-
-// The caller's operator id; the route's authoriser has already required one.
-std::string caller_of(const Request& r) {
-  const std::string* id = r.peer().operator_id();
-  return id != nullptr ? *id : std::string();
-}
-
-JsonSchema imsi_schema() { return JsonSchema::string(15, ascii_digits, "6-15 decimal digits", 6); }
-JsonSchema id_schema() {
-  return JsonSchema::string(64, pki::valid_mcim_id, "an id ([A-Za-z0-9._:-]{1,64})");
-}
-
-Json vectors_json(const std::vector<aka::AuthVector>& vectors) {
-  Json out = Json::array();
-  for (const aka::AuthVector& v : vectors) {
-    out.push_back({{"rand", to_hex(v.rand)},
-                   {"autn", to_hex(v.autn)},
-                   {"xres", to_hex(v.xres.view())},
-                   {"ck", to_hex(v.ck)},
-                   {"ik", to_hex(v.ik)}});
-  }
-  return Json{{"vectors", std::move(out)}};
-}
-
+// The service's logs are under kComponent.
 void log_refusal(std::string_view what, const Error& e) {
-  if (net::http_status(e.code) >= 500) {
-    log::error(kComponent, "{}: {}", what, e);
-  } else {
-    log::debug(kComponent, "{}: refused: {}", what, e);
-  }
+  service_util::log_refusal(kComponent, what, e);
 }
-
 HttpResponse answer(std::string_view what, const Result<Json>& result, int ok_status = 200) {
-  if (!result) log_refusal(what, result.error());
-  return net::respond(result, ok_status);
+  return service_util::answer(kComponent, what, result, ok_status);
 }
 
-HttpResponse no_content() {
-  HttpResponse r;
-  r.status = 204;
-  return r;
-}
-
-// ---- Notices to the SHO (F2 steps 7 and 14) ---------------------------------------------------
+// ---- Notices to the SHO (F2 steps 7, 9 and 14) ------------------------------------------------
 
 struct Notice {
   std::string kind;     // "arrival" or "status", for logs and the audit
@@ -120,18 +71,22 @@ struct Notice {
   unsigned attempts = 0;
 };
 
-// One worker thread delivers the queue: the earliest due notice first, a failed one again after
-// its delay, which doubles up to kMaxRetryDelay. Notices that cannot ever be delivered (no such
-// SHO, no client) and those pushed out of a full queue or left at shutdown are audited and
-// dropped: the SHO can still read arrivals and reports from the RO's records.
-class NoticeQueue final : public ArrivalNotifier, public StatusRelay {
+// `notify_workers` threads deliver the queue in parallel (at hundreds of devices a second one
+// connection at a time is the bottleneck of the flow; the SHO does not need the order): the
+// earliest due notice first, a failed one again after its delay, which doubles up to
+// kMaxRetryDelay. A 4xx answer other than 408/429 will not change on a retry: it is dropped and
+// audited at once. Notices that cannot ever be delivered (no such SHO, no client) and those pushed
+// out of a full queue or left at shutdown are audited and dropped too: the SHO can still read
+// arrivals and reports from the RO's records.
+class NoticeQueue final : public ArrivalNotifier, public StatusRelay, public AttestationRelay {
  public:
   NoticeQueue(store::AuditStore& audit, const Clock& clock, const RoServiceConfig& config)
       : audit_(audit), clock_(clock), config_(config) {}
   ~NoticeQueue() override { stop(); }
 
   void start() {
-    worker_ = std::thread([this] { run(); });
+    const std::size_t n = std::max<std::size_t>(config_.notify_workers, 1);
+    for (std::size_t i = 0; i < n; ++i) workers_.emplace_back([this] { run(); });
   }
 
   void stop() {
@@ -141,12 +96,15 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay {
       stopping_ = true;
     }
     wake_.notify_all();
-    if (worker_.joinable()) worker_.join();
+    for (std::thread& w : workers_) {
+      if (w.joinable()) w.join();
+    }
     std::map<std::uint64_t, Notice> left;
     {
       std::lock_guard lock(mu_);
       left.swap(pending_);
       schedule_.clear();
+      due_.clear();
       stopped_ = true;
     }
     for (const auto& [seq, n] : left) {
@@ -169,6 +127,13 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay {
               {"sho", s.sho},
               {"report", s.signed_report}};
     return enqueue("status", s.package_id, s.sho, "/v1/sho/status", body);
+  }
+
+  Result<void> relay_attestation(const RelayedAttestation& a) override {
+    Json body{{"request_id", a.request_id}, {"pcid", a.pcid},
+              {"device_id", a.device_id},   {"sho", a.sho},
+              {"report", a.report},         {"platform_chain", a.platform_chain}};
+    return enqueue("attestation", a.request_id, a.sho, "/v1/sho/attestations", body);
   }
 
   std::size_t pending() const {
@@ -240,6 +205,8 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay {
                   Result<void>(std::unexpected(e)));
   }
 
+  enum class Outcome { delivered, retry, permanent };
+
   void run() {
     std::unique_lock lock(mu_);
     while (!stopping_) {
@@ -258,33 +225,42 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay {
       pending_.erase(seq);
       ++in_flight_;
       lock.unlock();
-      const bool delivered = deliver(n);
+      const Outcome outcome = deliver(n);
       lock.lock();
       --in_flight_;
-      if (!delivered && !stopping_) {
-        const auto retry_at = std::chrono::steady_clock::now() + n.delay;
+      if (outcome == Outcome::retry) {
+        // While stopping: put back for stop() to audit it with the others.
+        const auto retry_at = stopping_ ? std::chrono::steady_clock::now()
+                                        : std::chrono::steady_clock::now() + n.delay;
         n.delay = std::min(n.delay * 2, kMaxRetryDelay);
         schedule(seq, std::move(n), retry_at);
-      } else if (!delivered) {
-        // Put back for stop() to audit it with the others.
-        schedule(seq, std::move(n), std::chrono::steady_clock::now());
       }
       if (pending_.empty() && in_flight_ == 0) idle_.notify_all();
     }
   }
 
-  bool deliver(Notice& n) {
+  // 408 and 429 ask to come back later; any other 4xx refuses this notice for good.
+  static bool permanent(int status) {
+    return status >= 400 && status < 500 && status != 408 && status != 429;
+  }
+
+  Outcome deliver(Notice& n) {
     ++n.attempts;
     auto r = config_.notify_client->request("POST", n.url, n.body, net::kJsonContentType);
     if (r && r->status >= 200 && r->status < 300) {
       log::info(kComponent, "notice {} for {} delivered to {} (attempt {})", n.kind, n.subject,
                 operator_principal(n.sho), n.attempts);
-      return true;
+      return Outcome::delivered;
+    }
+    if (r && permanent(r->status)) {
+      // Audited before the count drops, so that wait_idle() sees the record.
+      drop(n, net::error_from_response(*r, operator_principal(n.sho)));
+      return Outcome::permanent;
     }
     const std::string why = r ? fmt::format("HTTP {}", r->status) : fmt::format("{}", r.error());
     log::warn(kComponent, "notice {} for {} to {} failed ({}), attempt {}, retry in {} ms", n.kind,
               n.subject, operator_principal(n.sho), why, n.attempts, n.delay.count());
-    return false;
+    return Outcome::retry;
   }
 
   store::AuditStore& audit_;
@@ -293,13 +269,14 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   mutable std::condition_variable idle_;
+  // Guarded by mu_:
   std::map<std::uint64_t, Notice> pending_;  // by arrival: the first is the oldest
   std::map<std::uint64_t, SteadyTime> due_;
   std::set<std::pair<SteadyTime, std::uint64_t>> schedule_;
   std::uint64_t next_seq_ = 0;
   std::size_t in_flight_ = 0;
   bool stopping_ = false, stopped_ = false;
-  std::thread worker_;
+  std::vector<std::thread> workers_;
 };
 
 Result<void> check_config(const RoServiceConfig& c) {
@@ -334,6 +311,10 @@ Result<void> check_config(const RoServiceConfig& c) {
   if (c.notify_retry <= std::chrono::milliseconds(0)) {
     return fail(ErrorCode::invalid_argument, "notify_retry: must be positive");
   }
+  if (c.notify_workers == 0 || c.notify_workers > kMaxNotifyWorkers) {
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("notify_workers: must be 1..{}", kMaxNotifyWorkers));
+  }
   return {};
 }
 
@@ -365,7 +346,9 @@ struct RoService::State {
 
   Icf icf() { return Icf(db, clock, thread_random(), config.icf); }
   Drf drf() { return Drf(db, notices, clock, thread_random(), config.drf); }
-  Dpf dpf() { return Dpf(db, notices, *config.operator_roots, *config.supplier_roots, clock); }
+  Dpf dpf() {
+    return Dpf(db, {notices, notices}, *config.operator_roots, *config.supplier_roots, clock);
+  }
 
   Result<void> add_routes();
   void expire_loop();
@@ -373,10 +356,6 @@ struct RoService::State {
 
   // Operator endpoints.
   HttpResponse import_batch(const Request& r);
-  Result<Json> vectors(const Request& r);
-  Result<Json> resync(const Request& r);
-  Result<Json> open_session(const Request& r);
-  Result<void> close_session(const Request& r);
   Result<Json> register_pcid(const Request& r);
   Result<void> unregister(const Request& r);
   Result<Json> activate(const Request& r);
@@ -388,6 +367,11 @@ struct RoService::State {
   HttpResponse bootstrap(const store::Session& s);
   Result<Json> fetch_package(const store::Session& s);
   Result<Json> report(const Request& r, const Json& body, const store::Session& s);
+  Result<Json> attestation_request(const store::Session& s);
+  Result<Json> answer_attestation(const Request& r, const Json& body, const store::Session& s);
+
+  // SHO endpoints of the attestation (F2 step 7).
+  Result<Json> request_attestation(const Request& r);
 };
 
 // ---- Operator endpoints ---------------------------------------------------------------------
@@ -443,41 +427,6 @@ HttpResponse RoService::State::import_batch(const Request& r) {
               *imported);
   }
   return answer("batch", result, 201);
-}
-
-Result<Json> RoService::State::vectors(const Request& r) {
-  const unsigned count = r.json.value("count", 1u);
-  auto v = icf().vectors(r.json.at("imsi").get<std::string>(), count, caller_of(r));
-  if (!v) return std::unexpected(v.error());
-  flow("vectors");
-  return vectors_json(*v);
-}
-
-Result<Json> RoService::State::resync(const Request& r) {
-  const unsigned count = r.json.value("count", 1u);
-  auto rand = parse_hex_fixed<16>(r.json.at("rand").get<std::string>(), "rand");
-  if (!rand) return std::unexpected(rand.error());
-  auto auts = parse_hex_fixed<14>(r.json.at("auts").get<std::string>(), "auts");
-  if (!auts) return std::unexpected(auts.error());
-  auto v =
-      icf().resynchronise(r.json.at("imsi").get<std::string>(), *rand, *auts, count, caller_of(r));
-  if (!v) return std::unexpected(v.error());
-  flow("resync");
-  return vectors_json(*v);
-}
-
-Result<Json> RoService::State::open_session(const Request& r) {
-  auto s = icf().open_session(r.json.at("imsi").get<std::string>(), caller_of(r));
-  if (!s) return std::unexpected(s.error());
-  flow("session_opened");
-  return Json{{"session", s->id},
-              {"imsi", s->imsi},
-              {"restricted", s->restricted},
-              {"expires", unix_seconds(s->expires)}};
-}
-
-Result<void> RoService::State::close_session(const Request& r) {
-  return icf().close_session(r.param("session"), caller_of(r));
 }
 
 Result<Json> RoService::State::register_pcid(const Request& r) {
@@ -543,21 +492,32 @@ Result<Json> RoService::State::store_package(const Request& r) {
   return Json{{"package_id", h.package_id}, {"status", "pending"}};
 }
 
+Result<Json> RoService::State::request_attestation(const Request& r) {
+  AttestationAsk ask;
+  ask.pcid = r.json.at("pcid").get<std::string>();
+  ask.device_id = r.json.at("device_id").get<std::string>();
+  ask.request_id = r.json.at("request_id").get<std::string>();
+  auto nonce = parse_hex(r.json.at("nonce").get<std::string>(), "nonce");
+  if (!nonce) return std::unexpected(nonce.error());
+  ask.nonce = std::move(*nonce);
+  if (auto asked = dpf().request_attestation(ask, caller_of(r)); !asked) {
+    return std::unexpected(asked.error());
+  }
+  flow("attestation_requested");
+  return Json{{"request_id", ask.request_id}, {"status", "pending"}};
+}
+
 // ---- Device endpoints -----------------------------------------------------------------------
 
 // The VNO opened the session after AKA: holding its id is what authenticates the device, so the
 // id is checked for shape before it reaches the store and never appears in a message.
 Result<store::Session> RoService::State::device_session(const Request& r) {
-  const std::string_view header = r.http.header("Authorization");
-  constexpr std::string_view kScheme = "bearer ";
-  if (header.empty()) {
+  if (r.http.header("Authorization").empty()) {
     return fail(ErrorCode::unauthenticated, "Authorization: a Bearer session is required");
   }
-  if (header.size() <= kScheme.size() ||
-      !ascii_iequals(header.substr(0, kScheme.size()), kScheme)) {
-    return fail(ErrorCode::unauthenticated, "Authorization: must be Bearer <session>");
-  }
-  const std::string_view token = header.substr(kScheme.size());
+  const auto bearer = bearer_token(r);
+  if (!bearer) return fail(ErrorCode::unauthenticated, "Authorization: must be Bearer <session>");
+  const std::string_view token = *bearer;
   const bool well_formed =
       token.size() == 32 && std::all_of(token.begin(), token.end(), [](char c) {
         return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -618,31 +578,41 @@ Result<Json> RoService::State::report(const Request& r, const Json& body, const 
                    Result<Json>(fail(ErrorCode::access_denied,
                                      fmt::format("package {}: not this device's", package_id))));
   }
-  std::vector<pki::X509Ptr> chain;
-  const Json& pems = body.at("platform_chain");
-  for (std::size_t i = 0; i < pems.size(); ++i) {
-    const std::string& pem = pems[i].get_ref<const std::string&>();
-    auto cert = pki::parse_certificate(
-        ByteView(reinterpret_cast<const std::uint8_t*>(pem.data()), pem.size()),
-        fmt::format("platform_chain[{}]", i));
-    if (!cert) return std::unexpected(cert.error());
-    chain.push_back(std::move(*cert));
-  }
-  std::vector<X509*> raw;
-  for (const auto& c : chain) raw.push_back(c.get());
+  auto chain = parse_platform_chain(body.at("platform_chain"));
+  if (!chain) return std::unexpected(chain.error());
+  const std::vector<X509*> raw = raw_chain(*chain);
   auto reported = dpf().report(package_id, body.at("report").get<std::string>(), raw);
   if (!reported) return std::unexpected(reported.error());
   flow("status_reported");
   return Json{{"package_id", package_id}, {"outcome", reported->outcome}};
 }
 
+Result<Json> RoService::State::attestation_request(const store::Session& s) {
+  auto reg = registration_of(s.imsi);
+  if (!reg) return std::unexpected(reg.error());
+  auto next = dpf().next_attestation_request(reg->device_id);
+  if (!next) return std::unexpected(next.error());
+  return Json{{"request_id", next->request_id}, {"nonce", to_hex(next->nonce)}};
+}
+
+Result<Json> RoService::State::answer_attestation(const Request& r, const Json& body,
+                                                  const store::Session& s) {
+  const std::string request_id(r.param("request_id"));
+  auto reg = registration_of(s.imsi);
+  if (!reg) return std::unexpected(reg.error());
+  std::vector<std::string> chain;
+  for (const Json& pem : body.at("platform_chain")) chain.push_back(pem.get<std::string>());
+  auto answered = dpf().answer_attestation(request_id, reg->device_id,
+                                           body.at("report").get<std::string>(), std::move(chain));
+  if (!answered) return std::unexpected(answered.error());
+  flow("attestation_relayed");
+  return Json{{"request_id", request_id}, {"status", "relayed"}};
+}
+
 // ---- Routes -----------------------------------------------------------------------------------
 
 Result<void> RoService::State::add_routes() {
-  using net::optional;
   using net::required;
-  const std::vector<std::string> partners = config.roaming_partners;
-  auto vno = [&] { return net::require_operator(partners); };
   auto any_operator = [] {
     return net::require_operator_if([](std::string_view) { return true; });
   };
@@ -652,27 +622,17 @@ Result<void> RoService::State::add_routes() {
   auto bare = [](net::Authorizer a) {
     return RouteOptions{std::move(a), std::nullopt, kMaxJsonBody};
   };
-  const JsonSchema count = JsonSchema::integer(1, kMaxVectorsPerRequest);
-  const JsonSchema report_schema = JsonSchema::object(
-      {required("report", JsonSchema::string(kMaxReportSize)),
-       required("platform_chain",
-                JsonSchema::array(JsonSchema::string(kMaxPemSize), kMaxPlatformChain, 1))});
+  const JsonSchema report_schema = JsonSchema::object(platform_report_fields());
   State* s = this;
 
   // A JSON answer, or 204 for the removals.
   auto json_route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&),
                         int ok = 200) {
-    return [s, what, fn, ok](const Request& r) { return answer(what, (s->*fn)(r), ok); };
+    return json_handler(
+        kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); }, ok);
   };
   auto void_route = [s](std::string_view what, Result<void> (State::*fn)(const Request&)) {
-    return [s, what, fn](const Request& r) {
-      auto done = (s->*fn)(r);
-      if (!done) {
-        log_refusal(what, done.error());
-        return net::error_response(done.error());
-      }
-      return no_content();
-    };
+    return void_handler(kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); });
   };
   // Device routes: the Bearer session first; its refusal carries the challenge.
   auto device_route = [s](std::string_view what, auto fn) {
@@ -687,27 +647,30 @@ Result<void> RoService::State::add_routes() {
       return fn(r, *session);
     };
   };
+  // Device routes with a JSON body: the session is checked before the body is parsed, so that a
+  // device without one learns that first; the body then gets the router's checks by hand.
+  using DeviceJsonFn = Result<Json> (State::*)(const Request&, const Json&, const store::Session&);
+  auto device_json_route = [s, device_route](std::string_view what, const JsonSchema& schema,
+                                             DeviceJsonFn fn, int ok) {
+    return device_route(
+        what, [s, what, schema, fn, ok](const Request& r, const store::Session& ses) {
+          if (!media_type_is(r.http.content_type, net::kJsonContentType)) {
+            return net::error_response(415, net::kUnsupportedMediaType,
+                                       "body: Content-Type must be application/json");
+          }
+          auto body = schema.parse(r.http.body);
+          if (!body) return answer(what, std::unexpected(body.error()));
+          return answer(what, (s->*fn)(r, *body, ses), ok);
+        });
+  };
 
-  const std::array<Result<void>, 12> added = {
+  const std::array<Result<void>, 11> added = {
       router.add(
           "POST", "/v1/icf/batches", [s](const Request& r) { return s->import_batch(r); },
           RouteOptions{net::require_operator(config.suppliers), std::nullopt,
                        config.max_batch_bytes}),
-      router.add("POST", "/v1/auth/vectors", json_route("vectors", &State::vectors),
-                 json(vno(), JsonSchema::object(
-                                 {required("imsi", imsi_schema()), optional("count", count)}))),
       router.add(
-          "POST", "/v1/auth/resync", json_route("resync", &State::resync),
-          json(vno(), JsonSchema::object(
-                          {required("imsi", imsi_schema()), required("rand", JsonSchema::hex(16)),
-                           required("auts", JsonSchema::hex(14)), optional("count", count)}))),
-      router.add("POST", "/v1/auth/sessions", json_route("session", &State::open_session, 201),
-                 json(vno(), JsonSchema::object({required("imsi", imsi_schema())}))),
-      router.add("DELETE", "/v1/auth/sessions/{session}",
-                 void_route("close session", &State::close_session), bare(vno())),
-      router.add(
-          "PUT",
-          "/v1/drf/registrations/{pcid}", json_route("registration", &State::register_pcid),
+          "PUT", "/v1/drf/registrations/{pcid}", json_route("registration", &State::register_pcid),
           json(
               any_operator(),
               JsonSchema::object(
@@ -741,25 +704,31 @@ Result<void> RoService::State::add_routes() {
                                 return answer("fetch", s->fetch_package(ses));
                               }),
                  bare(nullptr)),
-      // The session is checked before the body is parsed, so that a device without one learns
-      // that first; the body then gets the router's checks by hand.
       router.add("POST", "/v1/dpf/packages/{package_id}/report",
-                 device_route("report",
-                              [s, report_schema](const Request& r, const store::Session& ses) {
-                                if (!media_type_is(r.http.content_type, net::kJsonContentType)) {
-                                  return net::error_response(
-                                      415, net::kUnsupportedMediaType,
-                                      "body: Content-Type must be application/json");
-                                }
-                                auto body = report_schema.parse(r.http.body);
-                                if (!body) return answer("report", std::unexpected(body.error()));
-                                return answer("report", s->report(r, *body, ses));
+                 device_json_route("report", report_schema, &State::report, 200), bare(nullptr)),
+      router.add(
+          "POST", "/v1/dpf/attestation-requests",
+          json_route("attestation request", &State::request_attestation, 201),
+          json(any_operator(), JsonSchema::object({required("pcid", imsi_schema()),
+                                                   required("device_id", id_schema()),
+                                                   required("request_id", id_schema()),
+                                                   required("nonce", JsonSchema::hex(16, 64))}))),
+      router.add("GET", "/v1/dpf/attestation-request",
+                 device_route("attestation fetch",
+                              [s](const Request&, const store::Session& ses) {
+                                return answer("attestation fetch", s->attestation_request(ses));
                               }),
+                 bare(nullptr)),
+      router.add("POST", "/v1/dpf/attestations/{request_id}",
+                 device_json_route("attestation", report_schema, &State::answer_attestation, 202),
                  bare(nullptr)),
   };
   for (const auto& a : added) {
     if (!a) return a;
   }
+  auto auth = add_auth_routes(router, AuthRoutes{config.roaming_partners, [s] { return s->icf(); },
+                                                 [s](std::string_view step) { s->flow(step); }});
+  if (!auth) return auth;
   router.set_health_check([s]() -> Result<void> {
     auto n = s->db.pcids().count();
     if (!n) return std::unexpected(n.error());

@@ -3,16 +3,16 @@
 // transport (docs/protocol.md "Registration Operator"):
 //   - operators and suppliers by their mTLS client certificate (urn:mcim:operator:<id>): batches
 //     only from the configured suppliers, vectors and sessions only for VNOs with a roaming
-//     agreement, registrations, activations and packages by the SHO that is (or becomes) the
-//     PCID's registered home;
+//     agreement, registrations, activations, packages and attestation requests by the SHO that is
+//     (or becomes) the PCID's registered home;
 //   - devices by the ICF session their VNO opened after AKA (`Authorization: Bearer <session>`,
 //     the `home_session` of the attach answer): the session's PCID is the authenticated identity
 //     (the VNO asserts it by opening the session; the RO checks it in its own store), and the
 //     registration of that PCID names the device for the DPF.
-// Arrival notices (F2 step 7) and status relays (step 14) go to the SHO over mTLS from a
-// background queue with retries. A periodic task expires dormant PCIDs (F7). Handlers are
-// thread-safe: they build an Icf/Drf/Dpf per request over the shared Database with a per-thread
-// RandomSource.
+// Arrival notices (F2 step 7), attestation answers (step 9) and status relays (step 14) go to the
+// SHO over mTLS from a background queue, delivered by parallel workers with retries. A periodic
+// task expires dormant PCIDs (F7). Handlers are thread-safe: they build an Icf/Drf/Dpf per
+// request over the shared Database with a per-thread RandomSource.
 #pragma once
 
 #include <chrono>
@@ -34,8 +34,8 @@
 
 namespace mcim::ro {
 
-// Where the SHO of an operator id takes notices: POST {base_url}/v1/sho/arrivals and
-// POST {base_url}/v1/sho/status (issue 7 serves them).
+// Where the SHO of an operator id takes notices: POST {base_url}/v1/sho/arrivals,
+// /v1/sho/attestations and /v1/sho/status.
 struct ShoEndpoint {
   std::string base_url;  // https://host:port
 };
@@ -58,13 +58,15 @@ struct RoServiceConfig {
   std::chrono::seconds expire_interval{60};         // how often expire_dormant runs; 0: never
   std::chrono::milliseconds notify_retry{500};      // first retry delay, doubling to 30 s
   std::size_t max_pending_notices = 100'000;        // beyond: the oldest is dropped and audited
+  std::size_t notify_workers = 4;                   // threads delivering notices (1..256)
 };
 
 class RoService {
  public:
   // invalid_argument/missing_argument naming the field for an unusable config (no operator id,
-  // no icf_key or roots, an icf_key that cannot do ECDH, a SHO URL that is not https). The
-  // Database and Clock must outlive the service. Starts the notice and expiry threads.
+  // no icf_key or roots, an icf_key that cannot do ECDH, a SHO URL that is not https,
+  // notify_workers 0 or above 256). The Database and Clock must outlive the service. Starts the
+  // notice and expiry threads.
   static Result<std::unique_ptr<RoService>> create(store::Database& db, RoServiceConfig config,
                                                    const Clock& clock);
   // Stops the background threads (pending notices are dropped, audited). Waiting notices do not
