@@ -305,11 +305,15 @@ TEST_F(VnoServiceTest, APcidAttachesIntoARestrictedSessionAndDetaches) {
   EXPECT_EQ(session["imsi"], kPcid);
   EXPECT_EQ(session["restricted"], true);
   EXPECT_EQ(session["gateway"], service_->gateway_address());
+  // No drf_url on the route: the RO's (the home's) URL, where it serves its DRF.
+  EXPECT_EQ(session["drf_url"], home_.url());
+  EXPECT_EQ(session.size(), 6u) << session.dump();
   EXPECT_EQ(home_.sessions().at(session["home_session"]), kPcid);
   const auto stored = service_->vno().session(session["session"].get<std::string>());
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->home_session, session["home_session"]);
   EXPECT_TRUE(stored->restricted);
+  EXPECT_EQ(stored->drf_url, home_.url());
   EXPECT_EQ(service_->vno().pending(), 0u);
 
   const auto gone =
@@ -329,10 +333,23 @@ TEST_F(VnoServiceTest, AnOperationalImsiGetsAnUnrestrictedSessionWithoutGateway)
   const Json s = attached(kImsi, d);
   EXPECT_EQ(s["restricted"], false);
   EXPECT_FALSE(s.contains("gateway"));
+  EXPECT_FALSE(s.contains("drf_url"));
   // Vno::forward lets an operational session go anywhere; the gateway's authoriser is forward.
   const auto authorize = service_->gateway_authorizer();
   EXPECT_TRUE(authorize(s["session"].get<std::string>(), "192.0.2.7:443"));
   EXPECT_EQ(service_->vno().refused_forwards(), 0u);
+}
+
+TEST_F(VnoServiceTest, ARestrictedSessionIsToldTheDrfOfItsRoute) {
+  auto c = config(home_.url());
+  c.routes[1].drf_url = "https://127.0.0.1:8443/";
+  auto service = create(std::move(c));
+  ASSERT_TRUE(service) << service.error().message;
+  service_ = std::move(*service);
+  Device d;
+  const Json s = attached(kPcid, d);
+  EXPECT_EQ(s["restricted"], true);
+  EXPECT_EQ(s["drf_url"], "https://127.0.0.1:8443/");
 }
 
 TEST_F(VnoServiceTest, AWrongResIsRefusedAndUsesTheChallengeUp) {
@@ -707,6 +724,21 @@ TEST_F(VnoServiceTest, AnUnusableConfigurationIsRefusedNamingTheField) {
   EXPECT_NE(r.error().message.find("routes[2].home"), std::string::npos);
 
   c = config(home_.url());
+  c.routes[1].drf_url = "http://127.0.0.1:1";
+  r = create(std::move(c));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(r.error().message.find("routes[1].drf_url"), std::string::npos);
+
+  // Only a PCID range leads to a DRF.
+  c = config(home_.url());
+  c.routes[0].drf_url = home_.url();
+  r = create(std::move(c));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(r.error().message.find("routes[0].drf_url"), std::string::npos);
+
+  c = config(home_.url());
   c.gateway.host = "not an address";
   r = create(std::move(c));
   ASSERT_FALSE(r);
@@ -729,6 +761,7 @@ TEST_F(VnoServiceTest, OverTlsAPcidSessionTunnelsOnlyToTheRestrictedDestinations
   ASSERT_EQ(s->status, 201) << s->body;
   const Json session = json_of(*s);
   ASSERT_EQ(session["gateway"], service_->gateway_address());
+  EXPECT_EQ(session["drf_url"], home_.url());
 
   auto through = [&](const std::string& credential) {
     net::HttpsClientOptions o;

@@ -94,7 +94,8 @@ class VnoTest : public ::testing::Test {
       : ro_(rng_),
         sho_(rng_),
         vno_(VnoOptions{"vno-1", std::chrono::seconds(60), 4, {"drf", "dpf", "pva"}},
-             {{"00101", "sho", false}, {"001019", "ro", true}}, {{"ro", &ro_}, {"sho", &sho_}},
+             {{"00101", "sho", false}, {"001019", "ro", true, "https://ro.test/drf"}},
+             {{"ro", &ro_}, {"sho", &sho_}},
              clock_, rng_) {}
 
   // Attach to completion; the device's RES or the given one.
@@ -135,6 +136,8 @@ TEST_F(VnoTest, APcidAttachesIntoARestrictedSession) {
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_TRUE(s->restricted);
   EXPECT_EQ(s->home, "ro");
+  EXPECT_EQ(s->drf_url, "https://ro.test/drf");  // the route's: where the device discovers
+  EXPECT_EQ(vno_.route("001019000000001")->drf_url, "https://ro.test/drf");
   EXPECT_EQ(ro_.last_vno, "vno-1");
   EXPECT_EQ(*vno_.forward(s->id, "drf"), "001019000000001");  // the asserted identity
   EXPECT_TRUE(vno_.forward(s->id, "pva"));
@@ -149,6 +152,7 @@ TEST_F(VnoTest, AnOperationalImsiIsNotRestricted) {
   auto s = attach("001010000000001", d);
   ASSERT_TRUE(s) << s.error().message;
   EXPECT_FALSE(s->restricted);
+  EXPECT_TRUE(s->drf_url.empty());
   EXPECT_TRUE(vno_.forward(s->id, "internet"));
 }
 

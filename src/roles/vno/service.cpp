@@ -258,7 +258,10 @@ net::HttpResponse VnoService::State::respond_res(const net::Request& request) {
                {"home_session", s->home_session},
                {"imsi", s->imsi},
                {"restricted", s->restricted}};
-  if (s->restricted) body["gateway"] = gateway->address();
+  if (s->restricted) {
+    body["gateway"] = gateway->address();
+    body["drf_url"] = s->drf_url;
+  }
   log::debug(kLog, "attached IMSI prefix {} to home {} ({})", s->imsi.substr(0, 6), s->home,
              s->restricted ? "restricted" : "operational");
   return net::json_response(201, body);
@@ -352,8 +355,27 @@ Result<void> check_config(const VnoServiceConfig& c) {
       return fail(ErrorCode::invalid_argument,
                   fmt::format("routes[{}].home: no URL in homes for this home", i));
     }
+    if (!r.drf_url.empty()) {
+      auto u = net::parse_url(r.drf_url);
+      if (!u || !u->tls) {
+        return fail(ErrorCode::invalid_argument,
+                    fmt::format("routes[{}].drf_url: must be an https URL", i));
+      }
+      if (!r.provisioning) {
+        return fail(ErrorCode::invalid_argument,
+                    fmt::format("routes[{}].drf_url: only a provisioning route has a DRF", i));
+      }
+    }
   }
   return {};
+}
+
+// The RO serves its DRF beside the ICF the VNO already calls, so a provisioning route without a
+// DRF URL of its own points the device at its home's URL.
+void default_drf_urls(VnoServiceConfig& c) {
+  for (Route& r : c.routes) {
+    if (r.provisioning && r.drf_url.empty()) r.drf_url = c.homes.at(r.home);
+  }
 }
 
 }  // namespace
@@ -361,6 +383,7 @@ Result<void> check_config(const VnoServiceConfig& c) {
 Result<std::unique_ptr<VnoService>> VnoService::create(VnoServiceConfig config,
                                                        const Clock& clock) {
   if (auto r = check_config(config); !r) return std::unexpected(r.error());
+  default_drf_urls(config);
   net::ConnectProxyOptions gateway_options = config.gateway;
   auto state = std::make_unique<State>(std::move(config), clock);
   if (auto r = state->add_routes(); !r) return std::unexpected(r.error());

@@ -59,14 +59,16 @@ struct VnoServiceConfig {
   std::map<std::string, std::string> homes;       // home name (Route::home) → https base URL
   std::shared_ptr<net::HttpsClient> home_client;  // mTLS with the VNO's tls-client certificate
   // The gateway the service starts (its authoriser is gateway_authorizer()); the attach answer
-  // of a restricted session tells the device its address.
+  // of a restricted session tells the device its address (and the route's drf_url).
   net::ConnectProxyOptions gateway;
 };
 
 class VnoService {
  public:
-  // invalid_argument naming the field: a route whose home has no URL, a URL that is not https,
-  // no home_client; io_error when the gateway cannot bind. The Clock must outlive the service.
+  // invalid_argument naming the field: a route whose home has no URL, a URL (home or drf_url)
+  // that is not https, a drf_url on a route that is not a provisioning one, no home_client;
+  // io_error when the gateway cannot bind. A provisioning route without a drf_url gets its
+  // home's URL (the RO serves its DRF beside its ICF). The Clock must outlive the service.
   static Result<std::unique_ptr<VnoService>> create(VnoServiceConfig config, const Clock& clock);
   ~VnoService();
   VnoService(const VnoService&) = delete;

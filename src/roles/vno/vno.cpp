@@ -32,8 +32,9 @@ Vno::Vno(VnoOptions options, std::vector<Route> routes, std::map<std::string, Ho
       random_(random) {
   // Longest prefix first, so the first match is the most specific (a PCID range inside the RO's
   // MCC/MNC wins over the MCC/MNC).
-  std::stable_sort(routes_.begin(), routes_.end(),
-                   [](const Route& a, const Route& b) { return a.prefix.size() > b.prefix.size(); });
+  std::stable_sort(routes_.begin(), routes_.end(), [](const Route& a, const Route& b) {
+    return a.prefix.size() > b.prefix.size();
+  });
 }
 
 Result<Route> Vno::route(std::string_view imsi) const {
@@ -41,8 +42,9 @@ Result<Route> Vno::route(std::string_view imsi) const {
   for (const Route& r : routes_) {
     if (imsi.substr(0, r.prefix.size()) == r.prefix) return r;
   }
-  return fail(ErrorCode::not_found, fmt::format("no home network serves IMSI prefix {}",
-                                                imsi.substr(0, std::min<std::size_t>(6, imsi.size()))));
+  return fail(ErrorCode::not_found,
+              fmt::format("no home network serves IMSI prefix {}",
+                          imsi.substr(0, std::min<std::size_t>(6, imsi.size()))));
 }
 
 std::string Vno::new_id() {
@@ -110,7 +112,8 @@ Result<VnoSession> Vno::complete(std::string_view attach_id, ByteView res) {
   auto home_session = home->open_session(p.imsi, options_.name);
   if (!home_session) return std::unexpected(home_session.error());
   auto r = route(p.imsi);
-  VnoSession s{new_id(), p.imsi, p.home, *home_session, r && r->provisioning, clock_.now()};
+  VnoSession s{new_id(), p.imsi, p.home, *home_session, r && r->provisioning, {}, clock_.now()};
+  if (s.restricted) s.drf_url = r->drf_url;
   std::lock_guard lock(mu_);
   sessions_.emplace(s.id, s);
   return s;

@@ -47,8 +47,12 @@ class HomeAuth {
 // range) belong to `home`.
 struct Route {
   std::string prefix;
-  std::string home;          // the home's name, the key of the HomeAuth map
+  std::string home;           // the home's name, the key of the HomeAuth map
   bool provisioning = false;  // a PCID range: sessions are restricted
+  // For a provisioning route: the https base URL of the RO's DRF, told to the device in the
+  // attach answer so that it knows where to discover its home operator (F2 step 5). Initialised
+  // so that the routes written before it, {prefix, home, provisioning}, stay complete.
+  std::string drf_url{};
 };
 
 struct Challenge {
@@ -63,13 +67,14 @@ struct VnoSession {
   std::string home;
   std::string home_session;  // the home's session id
   bool restricted = false;
+  std::string drf_url{};  // the route's, for restricted sessions
   std::chrono::system_clock::time_point created;
 };
 
 struct VnoOptions {
-  std::string name = "vno";                       // this VNO's operator id, sent to homes
-  std::chrono::seconds challenge_ttl{60};          // an unanswered challenge expires
-  std::size_t max_pending = 100000;                // bound on unanswered challenges
+  std::string name = "vno";                          // this VNO's operator id, sent to homes
+  std::chrono::seconds challenge_ttl{60};            // an unanswered challenge expires
+  std::size_t max_pending = 100000;                  // bound on unanswered challenges
   std::vector<std::string> restricted_destinations;  // what a PCID session may reach
 };
 
