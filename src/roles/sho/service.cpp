@@ -1,0 +1,759 @@
+#include "roles/sho/service.h"
+
+#include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "aka/milenage.h"
+#include "common/ascii.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "net/json_schema.h"
+#include "pki/attestation.h"
+#include "pki/certificate.h"
+#include "pki/package.h"
+#include "roles/ro/audit.h"
+#include "roles/ro/auth_routes.h"
+#include "roles/ro/bootstrap.h"
+#include "roles/ro/icf.h"
+#include "roles/ro/service_util.h"
+#include "roles/sho/logic.h"
+#include "tre/instruction.h"
+
+namespace mcim::sho {
+namespace {
+
+using net::HttpResponse;
+using net::Json;
+using net::JsonSchema;
+using net::Request;
+using net::RouteOptions;
+using ro::detail::audited;
+using store::Subscriber;
+using store::SubscriberStatus;
+using namespace ro::service_util;
+
+constexpr std::string_view kComponent = "sho";
+constexpr std::size_t kMaxJsonBody = 64 * 1024;
+constexpr std::size_t kMaxTokenSize = 512;
+constexpr std::int64_t kMaxActivationWindow = 2'592'000;  // 30 days, as the RO's default
+constexpr std::uint64_t kMaxSequence = (std::uint64_t{1} << 53) - 1;
+constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-sho\"";
+// The AuC's IMSIs are imported as one batch id: the SHO's subscribers, not a supplier's batch.
+constexpr std::string_view kAucBatch = "sho";
+// Package validity starts a little in the past so that a device clock slightly behind accepts it.
+constexpr std::chrono::minutes kPackageSkew{5};
+
+HttpResponse answer(std::string_view what, const Result<Json>& result, int ok_status = 200) {
+  return ro::service_util::answer(kComponent, what, result, ok_status);
+}
+
+std::string string_at(const Json& j, std::string_view key) {
+  if (!j.is_object()) return {};
+  auto it = j.find(std::string(key));
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+Result<void> check_config(const ShoServiceConfig& c) {
+  if (c.operator_id.empty()) return fail(ErrorCode::missing_argument, "operator_id: required");
+  if (!pki::valid_mcim_id(c.operator_id)) {
+    return fail(ErrorCode::invalid_argument, "operator_id: must be an id");
+  }
+  for (const Owner& o : c.owners) {
+    if (!pki::valid_mcim_id(o.id)) {
+      return fail(ErrorCode::invalid_argument, "owners: an owner id is not an id");
+    }
+  }
+  for (const RoEndpoint& ro : c.ros) {
+    if (!pki::valid_mcim_id(ro.operator_id)) {
+      return fail(ErrorCode::invalid_argument, "ros: an operator_id is not an id");
+    }
+    if (!ascii_digits(ro.pcid_prefix) && !ro.pcid_prefix.empty()) {
+      return fail(ErrorCode::invalid_argument,
+                  fmt::format("ros.{}.pcid_prefix: must be digits", ro.operator_id));
+    }
+    auto url = net::parse_url(ro.base_url);
+    if (!url || !url->tls || url->target != "/") {
+      return fail(ErrorCode::invalid_argument,
+                  fmt::format("ros.{}.base_url: must be https://host:port", ro.operator_id));
+    }
+    if (ro.dpf_url.empty() || ro.apn.empty()) {
+      return fail(ErrorCode::missing_argument,
+                  fmt::format("ros.{}: dpf_url and apn are required", ro.operator_id));
+    }
+  }
+  if (c.imsi_digits < 6 || c.imsi_digits > 15) {
+    return fail(ErrorCode::invalid_argument, "imsi_digits: must be 6..15");
+  }
+  if (!ascii_digits(c.imsi_prefix) || c.imsi_prefix.size() < 5 ||
+      c.imsi_prefix.size() >= c.imsi_digits) {
+    return fail(ErrorCode::invalid_argument,
+                "imsi_prefix: 5 or more digits (MCC+MNC), shorter than imsi_digits");
+  }
+  if (c.ind_bits > 10) return fail(ErrorCode::invalid_argument, "ind_bits: must be 0..10");
+  if (c.nonce_lifetime <= std::chrono::seconds(0) || c.mcim_lifetime <= std::chrono::seconds(0)) {
+    return fail(ErrorCode::invalid_argument, "nonce_lifetime, mcim_lifetime: must be positive");
+  }
+  if (!c.supplier_roots) return fail(ErrorCode::missing_argument, "supplier_roots: required");
+  if (!c.pva_roots) return fail(ErrorCode::missing_argument, "pva_roots: required");
+  auto pva = net::parse_url(c.pva_url);
+  if (!pva || !pva->tls || pva->target != "/") {
+    return fail(ErrorCode::invalid_argument, "pva_url: must be https://host:port");
+  }
+  if (!c.package_signer || !c.package_signer->key || c.package_signer->certs.empty() ||
+      !c.package_signer->cert()) {
+    return fail(ErrorCode::missing_argument, "package_signer: a key and its certificate");
+  }
+  if (X509_check_private_key(c.package_signer->cert(), c.package_signer->key.get()) != 1) {
+    ERR_clear_error();
+    return fail(ErrorCode::invalid_argument, "package_signer: the key is not its certificate's");
+  }
+  // Packages carry the SHO as their policy owner: a signer for another operator would make every
+  // package fail to seal.
+  if (pki::signer_operator_id(c.package_signer->cert()) != c.operator_id) {
+    return fail(ErrorCode::invalid_argument,
+                "package_signer: the certificate does not name this operator");
+  }
+  if (!c.client) return fail(ErrorCode::missing_argument, "client: required");
+  return {};
+}
+
+}  // namespace
+
+// ---- State ------------------------------------------------------------------------------------
+
+struct ShoService::State {
+  State(store::Database& database, ShoServiceConfig cfg, const Clock& clk)
+      : db(database), config(std::move(cfg)), clock(clk), router(std::string(kComponent)) {
+    icf_config.restricted_sessions = false;
+    icf_config.max_activation = config.mcim_lifetime;
+    icf_config.dormant_period = config.mcim_lifetime;
+  }
+
+  store::Database& db;
+  const ShoServiceConfig config;
+  const Clock& clock;
+  net::Router router;
+  ro::IcfConfig icf_config;
+
+  store::Time now() const { return ro::detail::seconds_of(clock.now()); }
+  void flow(std::string_view step) const { router.metrics().flow_step(step); }
+  ro::Icf icf() { return ro::Icf(db, clock, thread_random(), icf_config); }
+
+  template <class T>
+  Result<T> record(std::string_view event, std::string_view subject, std::string_view principal,
+                   Result<T> result, std::string detail = {}) {
+    return audited(db.audit(), now(), {"sho", event, subject, principal, std::move(detail)},
+                   std::move(result));
+  }
+
+  Result<void> add_routes();
+
+  // Callers.
+  Result<std::string> owner_of(const Request& r) const;
+  Result<void> check_ro(const Request& r, const Subscriber& s) const;
+  Result<Subscriber> subscriber(std::string_view device_id);
+  Result<Subscriber> subscriber_by_pcid(std::string_view pcid);
+  // The subscriber a notice of the RO's (arrival, attestation) is about: addressed to this SHO,
+  // from the RO that holds the PCID, for the device registered with it.
+  Result<Subscriber> noticed_subscriber(const Request& r, const std::string& pcid,
+                                        const std::string& device_id);
+  Result<Subscriber> owned(const Request& r, const std::string& owner);
+
+  // Peers.
+  Result<Json> call(std::string_view peer, std::string_view method, const std::string& url,
+                    const Json& body);
+  const RoEndpoint* ro_of(std::string_view pcid) const { return logic::ro_for(config.ros, pcid); }
+
+  // Owner endpoints (F1, F7).
+  Result<Json> register_subscriber(const Request& r, const std::string& owner);
+  Result<Subscriber> allocate(const Request& r, const std::string& owner, Secret<16>& k);
+  Result<void> register_at_ro(const Subscriber& s, const RoEndpoint& ro, const std::string& pin);
+  Result<void> import_into_auc(const Subscriber& s, const Secret<16>& k);
+  void undo_registration(const Subscriber& s, const RoEndpoint* ro);
+  Result<Json> status_of(const Request& r, const std::string& owner);
+  Result<Json> activate(const Request& r, const std::string& owner);
+
+  // RO notices (F2 steps 7, 9-11, 14).
+  Result<Json> arrival(const Request& r);
+  Result<Json> attestation(const Request& r);
+  Result<Json> hand_over(const Subscriber& s, const RoEndpoint& ro);
+  Result<Json> refuse(const Subscriber& s, SubscriberStatus from, ErrorCode code);
+  Result<Json> status(const Request& r);
+};
+
+// ---- Callers ----------------------------------------------------------------------------------
+
+// Owners hold a bearer token; only its SHA-256 is configured, compared in constant time so that
+// the answer's timing tells nothing about how close a guess was.
+Result<std::string> ShoService::State::owner_of(const Request& r) const {
+  const auto bearer = bearer_token(r);
+  if (!bearer) {
+    return fail(ErrorCode::unauthenticated, "Authorization: an owner's Bearer token is required");
+  }
+  const std::string_view token = *bearer;
+  if (token.size() > kMaxTokenSize) {
+    return fail(ErrorCode::unauthenticated, "Authorization: not an owner token");
+  }
+  const Bytes<32> digest = pki::sha256(bytes_of(token));
+  const Owner* found = nullptr;
+  for (const Owner& o : config.owners) {
+    if (constant_time_equal(digest, o.token_sha256)) found = &o;
+  }
+  if (found == nullptr) return fail(ErrorCode::unauthenticated, "owner token: unknown");
+  return found->id;
+}
+
+// Notices about a subscriber come from the RO that holds its PCID, no other.
+Result<void> ShoService::State::check_ro(const Request& r, const Subscriber& s) const {
+  const RoEndpoint* ro = ro_of(s.pcid);
+  if (ro == nullptr || ro->operator_id != caller_of(r)) {
+    return fail(ErrorCode::access_denied,
+                fmt::format("pcid {}: held by another registration operator", s.pcid));
+  }
+  return {};
+}
+
+Result<Subscriber> ShoService::State::subscriber(std::string_view device_id) {
+  auto s = db.subscribers().find(device_id);
+  if (!s) return std::unexpected(s.error());
+  if (!*s) return fail(ErrorCode::not_found, fmt::format("device {}: not registered", device_id));
+  return std::move(**s);
+}
+
+Result<Subscriber> ShoService::State::subscriber_by_pcid(std::string_view pcid) {
+  auto s = db.subscribers().find_by_pcid(pcid);
+  if (!s) return std::unexpected(s.error());
+  if (!*s) return fail(ErrorCode::not_found, fmt::format("pcid {}: no subscriber", pcid));
+  return std::move(**s);
+}
+
+Result<Subscriber> ShoService::State::noticed_subscriber(const Request& r, const std::string& pcid,
+                                                         const std::string& device_id) {
+  if (r.json.at("sho").get<std::string>() != config.operator_id) {
+    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
+  }
+  auto s = subscriber_by_pcid(pcid);
+  if (!s) return std::unexpected(s.error());
+  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
+  if (s->device_id != device_id) {
+    return fail(ErrorCode::wrong_recipient,
+                fmt::format("pcid {}: registered for another device", pcid));
+  }
+  return s;
+}
+
+Result<Subscriber> ShoService::State::owned(const Request& r, const std::string& owner) {
+  auto s = subscriber(r.param("device_id"));
+  if (!s) return s;
+  if (s->owner != owner) {
+    return fail(ErrorCode::access_denied,
+                fmt::format("device {}: registered by another owner", s->device_id));
+  }
+  return s;
+}
+
+// ---- Peers ------------------------------------------------------------------------------------
+
+// One call to the RO or the PVA. A peer's refusal keeps its code (the owner learns that the RO
+// does not know the PCID); a peer we cannot reach or that answers nonsense is our failure.
+Result<Json> ShoService::State::call(std::string_view peer, std::string_view method,
+                                     const std::string& url, const Json& body) {
+  const std::string text = body.is_null() ? std::string() : body.dump();
+  auto response =
+      config.client->request(method, url, text, body.is_null() ? "" : net::kJsonContentType);
+  if (!response) {
+    return fail(ErrorCode::io_error, fmt::format("{}: {}", peer, response.error().message));
+  }
+  if (response->status < 200 || response->status > 299) {
+    return std::unexpected(net::error_from_response(*response, peer));
+  }
+  if (response->body.empty()) return Json::object();
+  Json json = Json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) {
+    return fail(ErrorCode::io_error, fmt::format("{}: the answer is not a JSON object", peer));
+  }
+  return json;
+}
+
+// ---- F1: registration -------------------------------------------------------------------------
+
+// Checks, allocates, then commits in the order that can be undone: the subscriber row (it holds
+// the device id, PCID and IMSI against a racing duplicate), the RO's registration, the AuC entry.
+Result<Json> ShoService::State::register_subscriber(const Request& r, const std::string& owner) {
+  const std::string pcid = r.json.at("pcid").get<std::string>();
+  const RoEndpoint* ro = ro_of(pcid);
+  if (ro == nullptr) {
+    return fail(ErrorCode::not_found,
+                fmt::format("pcid {}: no registration operator holds it", pcid));
+  }
+  Secret<16> k;
+  auto s = allocate(r, owner, k);
+  if (!s) return std::unexpected(s.error());
+  if (auto added = db.subscribers().add(*s); !added) return std::unexpected(added.error());
+  // The PIN goes to the RO only: it is in no store, log or answer of ours.
+  const std::string& pin = r.json.at("pin").get_ref<const std::string&>();
+  if (auto done = register_at_ro(*s, *ro, pin); !done) {
+    undo_registration(*s, nullptr);
+    return std::unexpected(done.error());
+  }
+  if (auto done = import_into_auc(*s, k); !done) {
+    undo_registration(*s, ro);
+    return std::unexpected(done.error());
+  }
+  if (auto recorded = record("register", s->device_id, fmt::format("owner:{}", owner),
+                             Result<void>{}, fmt::format("pcid {}, imsi {}", s->pcid, s->imsi));
+      !recorded) {
+    undo_registration(*s, ro);
+    return std::unexpected(recorded.error());
+  }
+  flow("subscriber_registered");
+  log::info(kComponent, "device {} registered by owner {}: pcid {}, imsi {}", s->device_id, owner,
+            s->pcid, s->imsi);
+  return Json{{"device_id", s->device_id},
+              {"pcid", s->pcid},
+              {"imsi", s->imsi},
+              {"registration_nonce", to_hex(s->registration_nonce)},
+              {"nonce_expires", unix_seconds(s->nonce_expires)},
+              {"status", store::to_string(s->status)}};
+}
+
+// The certificate checks, then a fresh IMSI, K and nonce; nothing is stored yet.
+Result<Subscriber> ShoService::State::allocate(const Request& r, const std::string& owner,
+                                               Secret<16>& k) {
+  Subscriber s;
+  s.device_id = r.json.at("device_id").get<std::string>();
+  s.pcid = r.json.at("pcid").get<std::string>();
+  s.owner = owner;
+  auto cert = pki::parse_certificate(
+      bytes_of(r.json.at("platform_cert").get_ref<const std::string&>()), "platform_cert");
+  if (!cert) return std::unexpected(cert.error());
+  // Whatever OpenSSL disliked about the path (a bad signature included), the certificate is not
+  // one of the suppliers': chain_invalid, unless it is merely out of date.
+  if (auto chain = pki::verify_chain(*config.supplier_roots, cert->get(), {}, clock.now());
+      !chain) {
+    const ErrorCode code = chain.error().code == ErrorCode::cert_expired ? ErrorCode::cert_expired
+                                                                         : ErrorCode::chain_invalid;
+    return fail(code, "platform_cert: " + chain.error().message);
+  }
+  const auto device = pki::platform_device_id(cert->get());
+  if (!device) {
+    return fail(ErrorCode::chain_invalid, "platform_cert: not a platform certificate");
+  }
+  if (*device != s.device_id) {
+    return fail(ErrorCode::invalid_argument, "platform_cert: names another device");
+  }
+  auto by_device = db.subscribers().find(s.device_id);
+  if (!by_device) return std::unexpected(by_device.error());
+  if (*by_device) {
+    return fail(ErrorCode::already_exists,
+                fmt::format("device {}: registered already", s.device_id));
+  }
+  auto by_pcid = db.subscribers().find_by_pcid(s.pcid);
+  if (!by_pcid) return std::unexpected(by_pcid.error());
+  if (*by_pcid) {
+    return fail(ErrorCode::already_exists, fmt::format("pcid {}: registered already", s.pcid));
+  }
+  const std::uint64_t max = logic::max_serial(config.imsi_prefix, config.imsi_digits);
+  auto serial = db.sqns().reserve("imsi-serial:" + config.imsi_prefix, 1, max);
+  if (!serial) return std::unexpected(serial.error());
+  s.imsi = logic::imsi_of(config.imsi_prefix, config.imsi_digits, *serial + 1);
+  s.platform_cert = pki::certificate_der(cert->get());
+  thread_random().fill(k.mut());
+  s.registration_nonce = thread_random().draw<16>();
+  s.created = s.updated = now();
+  s.nonce_expires = s.created + config.nonce_lifetime;
+  return s;
+}
+
+Result<void> ShoService::State::register_at_ro(const Subscriber& s, const RoEndpoint& ro,
+                                               const std::string& pin) {
+  auto put = call("ro", "PUT", ro.base_url + "/v1/drf/registrations/" + s.pcid,
+                  Json{{"device_id", s.device_id},
+                       {"dpf_url", ro.dpf_url},
+                       {"dpf_key_pin", to_hex(ro.dpf_key_pin)},
+                       {"apn", ro.apn},
+                       {"pin", pin}});
+  if (!put) return std::unexpected(put.error());
+  return {};
+}
+
+// The IMSI enters the AuC dormant: it serves no vector until the device reports the install.
+Result<void> ShoService::State::import_into_auc(const Subscriber& s, const Secret<16>& k) {
+  store::PcidSubscription sub;
+  sub.pcid = s.imsi;
+  sub.k = k;
+  sub.opc = Secret<16>(aka::Milenage::compute_opc(k.get(), config.op.get()));
+  sub.ind_bits = config.ind_bits;
+  sub.not_after = s.created + config.mcim_lifetime;
+  auto imported = icf().import_batch(kAucBatch, {std::move(sub)}, fmt::format("owner:{}", s.owner));
+  if (!imported) return std::unexpected(imported.error());
+  return {};
+}
+
+// Best effort: a failure here is logged; the owner's answer is the original refusal.
+void ShoService::State::undo_registration(const Subscriber& s, const RoEndpoint* ro) {
+  if (ro != nullptr) {
+    auto removed = call("ro", "DELETE", ro->base_url + "/v1/drf/registrations/" + s.pcid, nullptr);
+    if (!removed) {
+      log::error(kComponent, "undo registration of pcid {} at {}: {}", s.pcid, ro->operator_id,
+                 removed.error());
+    }
+  }
+  if (auto removed = db.subscribers().remove(s.device_id); !removed) {
+    log::error(kComponent, "undo subscriber {}: {}", s.device_id, removed.error());
+  }
+}
+
+Result<Json> ShoService::State::status_of(const Request& r, const std::string& owner) {
+  auto s = owned(r, owner);
+  if (!s) return std::unexpected(s.error());
+  Json out{{"device_id", s->device_id},
+           {"pcid", s->pcid},
+           {"imsi", s->imsi},
+           {"status", store::to_string(s->status)},
+           {"created", unix_seconds(s->created)},
+           {"updated", unix_seconds(s->updated)}};
+  if (!s->package_id.empty()) out["package_id"] = s->package_id;
+  if (!s->refusal.empty()) out["refusal"] = s->refusal;
+  return out;
+}
+
+// F7: relayed to the RO's ICF in the SHO's name (the RO only takes it from the PCID's home).
+Result<Json> ShoService::State::activate(const Request& r, const std::string& owner) {
+  auto s = owned(r, owner);
+  if (!s) return std::unexpected(s.error());
+  const RoEndpoint* ro = ro_of(s->pcid);
+  if (ro == nullptr) {
+    return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", s->pcid));
+  }
+  auto answer = call("ro", "POST", ro->base_url + "/v1/icf/pcids/" + s->pcid + "/activation",
+                     Json{{"window_s", r.json.at("window_s")}});
+  if (!answer) return std::unexpected(answer.error());
+  if (!answer->contains("active_until") || !answer->at("active_until").is_number_integer()) {
+    return fail(ErrorCode::io_error, "ro: the answer is not an activation");
+  }
+  return Json{
+      {"device_id", s->device_id}, {"pcid", s->pcid}, {"active_until", answer->at("active_until")}};
+}
+
+// ---- F2 step 7: arrival -----------------------------------------------------------------------
+
+Result<Json> ShoService::State::arrival(const Request& r) {
+  const std::string pcid = r.json.at("pcid").get<std::string>();
+  const std::string device_id = r.json.at("device_id").get<std::string>();
+  auto s = noticed_subscriber(r, pcid, device_id);
+  if (!s) return std::unexpected(s.error());
+  if (auto ok = logic::arrival_allowed(*s); !ok) return std::unexpected(ok.error());
+  flow("arrival");
+  auto challenge =
+      call("pva", "POST", config.pva_url + "/v1/pva/challenges", Json{{"device_id", device_id}});
+  if (!challenge) return std::unexpected(challenge.error());
+  const std::string challenge_id = string_at(*challenge, "challenge_id");
+  auto nonce = parse_hex(string_at(*challenge, "nonce"), "pva: nonce");
+  if (!pki::valid_mcim_id(challenge_id) || !nonce || nonce->size() < 16 || nonce->size() > 64) {
+    return fail(ErrorCode::io_error, "pva: the answer is not a challenge");
+  }
+  flow("challenge_requested");
+  Subscriber next = *s;
+  next.status = SubscriberStatus::validating;
+  next.challenge_id = challenge_id;
+  next.challenge_nonce = *nonce;
+  next.package_id.clear();
+  next.refusal.clear();
+  next.updated = now();
+  // Compare and set: of two arrivals racing, one moves on; the other is told so.
+  if (auto moved = db.subscribers().update(next, s->status); !moved) {
+    return std::unexpected(moved.error());
+  }
+  // Validating before the request exists: the attestation cannot overtake the state change. A
+  // failure here leaves it validating: the RO's retry of the arrival asks afresh.
+  const RoEndpoint* ro = ro_of(pcid);
+  auto requested = call("ro", "POST", ro->base_url + "/v1/dpf/attestation-requests",
+                        Json{{"pcid", pcid},
+                             {"device_id", device_id},
+                             {"request_id", challenge_id},
+                             {"nonce", to_hex(*nonce)}});
+  if (!requested) return std::unexpected(requested.error());
+  log::info(kComponent, "device {} arrived at {}: challenge {} requested", device_id,
+            ro->operator_id, challenge_id);
+  return Json::object();
+}
+
+// ---- F2 steps 9-11: attestation, validation, package -------------------------------------------
+
+Result<Json> ShoService::State::attestation(const Request& r) {
+  const std::string request_id = r.json.at("request_id").get<std::string>();
+  const std::string pcid = r.json.at("pcid").get<std::string>();
+  const std::string device_id = r.json.at("device_id").get<std::string>();
+  auto s = noticed_subscriber(r, pcid, device_id);
+  if (!s) return std::unexpected(s.error());
+  if (auto ok = logic::attestation_allowed(*s, request_id); !ok) {
+    return std::unexpected(ok.error());
+  }
+  // The platform is the one the owner registered: a chain for another key is not this device's,
+  // whatever the PVA would say about it.
+  auto chain = parse_platform_chain(r.json.at("platform_chain"));
+  if (!chain) return std::unexpected(chain.error());
+  if (pki::certificate_der(chain->front().get()) != s->platform_cert) {
+    return fail(ErrorCode::wrong_recipient,
+                "platform_chain: the leaf is not the registered platform certificate");
+  }
+  auto validation = call("pva", "POST", config.pva_url + "/v1/pva/validations",
+                         Json{{"challenge_id", request_id},
+                              {"report", r.json.at("report")},
+                              {"platform_chain", r.json.at("platform_chain")}});
+  if (!validation) return std::unexpected(validation.error());
+  // Only the signed result counts; the PVA's plain "trusted" is a convenience for others.
+  auto result = pki::verify_validation_result(string_at(*validation, "result"), *config.pva_roots,
+                                              s->challenge_nonce, clock);
+  if (!result) return std::unexpected(result.error());
+  flow("validated");
+  if (result->device_id != s->device_id) {
+    return refuse(*s, SubscriberStatus::validating, ErrorCode::wrong_recipient);
+  }
+  if (!result->trusted()) {
+    return refuse(*s, SubscriberStatus::validating, result->failures.front().code);
+  }
+  const RoEndpoint* ro = ro_of(pcid);
+  return hand_over(*s, *ro);
+}
+
+Result<Json> ShoService::State::refuse(const Subscriber& s, SubscriberStatus from, ErrorCode code) {
+  Subscriber next = s;
+  next.status = SubscriberStatus::refused;
+  next.refusal = std::string(to_string(code));
+  next.updated = now();
+  auto moved = record("refuse", s.device_id, operator_principal(config.operator_id),
+                      db.subscribers().update(next, from), next.refusal);
+  if (!moved) return std::unexpected(moved.error());
+  flow("refused");
+  log::info(kComponent, "device {} refused: {}", s.device_id, next.refusal);
+  return Json{{"outcome", next.refusal}};
+}
+
+// The document binds the install to this registration (its nonce) and this TRE (sealed to the
+// registered platform certificate); the sequence is the SHO's, increasing across its packages so
+// that the TRE's replay check holds for every device.
+Result<Json> ShoService::State::hand_over(const Subscriber& s, const RoEndpoint& ro) {
+  auto auc = db.pcids().find(s.imsi);
+  if (!auc) return std::unexpected(auc.error());
+  if (!*auc) return fail(ErrorCode::internal, fmt::format("imsi {}: not in the AuC", s.imsi));
+  auto sequence = db.sqns().reserve("mcim-sequence", 1, kMaxSequence);
+  if (!sequence) return std::unexpected(sequence.error());
+
+  pki::McimDocument doc;
+  doc.package_id = logic::package_id_of(s.device_id, s.imsi, *sequence + 1);
+  doc.device_id = s.device_id;
+  doc.imsi = s.imsi;
+  doc.algorithm = pki::McimAlgorithm::milenage;
+  if (auto k = doc.set_key((*auc)->k.get()); !k) return std::unexpected(k.error());
+  doc.opc = (*auc)->opc;
+  doc.amf = icf_config.amf;
+  doc.ind_bits = (*auc)->ind_bits;
+  doc.policy.owner = config.operator_id;
+  doc.policy.operations = {pki::McimOperation::activate,   pki::McimOperation::block,
+                           pki::McimOperation::deactivate, pki::McimOperation::delete_,
+                           pki::McimOperation::retire,     pki::McimOperation::unblock,
+                           pki::McimOperation::update};
+  doc.registration_nonce = s.registration_nonce;
+  const store::Time t = now();
+  doc.not_before = t - kPackageSkew;
+  doc.not_after = t + config.mcim_lifetime;
+  doc.sequence = *sequence + 1;
+
+  auto cert = pki::parse_certificate(s.platform_cert, "platform_cert");
+  if (!cert) return std::unexpected(cert.error());
+  std::vector<X509*> intermediates;
+  for (std::size_t i = 1; i < config.package_signer->certs.size(); ++i) {
+    intermediates.push_back(config.package_signer->certs[i].get());
+  }
+  auto package =
+      pki::seal_package(doc,
+                        pki::PackageSigner{config.package_signer->cert(),
+                                           config.package_signer->key.get(), intermediates},
+                        cert->get());
+  if (!package) return std::unexpected(package.error());
+
+  // Provisioning first: of two relays of the same attestation, one seals and hands over.
+  Subscriber next = s;
+  next.status = SubscriberStatus::provisioning;
+  next.package_id = doc.package_id;
+  next.updated = t;
+  if (auto moved = db.subscribers().update(next, SubscriberStatus::validating); !moved) {
+    return std::unexpected(moved.error());
+  }
+  auto stored = call("ro", "POST", ro.base_url + "/v1/dpf/packages",
+                     Json{{"pcid", s.pcid},
+                          {"device_id", s.device_id},
+                          {"package_id", doc.package_id},
+                          {"package", to_hex(*package)}});
+  if (!stored) {
+    // Back to validating: a new arrival restarts the validation (the PVA's challenge is spent).
+    Subscriber back = s;
+    back.updated = now();
+    if (auto moved = db.subscribers().update(back, SubscriberStatus::provisioning); !moved) {
+      log::error(kComponent, "device {}: back to validating: {}", s.device_id, moved.error());
+    }
+    return std::unexpected(stored.error());
+  }
+  flow("package_handed_over");
+  (void)record("package", doc.package_id, operator_principal(ro.operator_id), Result<void>{},
+               fmt::format("device {}", s.device_id));
+  log::info(kComponent, "device {} trusted: package {} handed to {}", s.device_id, doc.package_id,
+            ro.operator_id);
+  return Json{{"outcome", "trusted"}};
+}
+
+// ---- F2 step 14: the install report ------------------------------------------------------------
+
+Result<Json> ShoService::State::status(const Request& r) {
+  const std::string package_id = r.json.at("package_id").get<std::string>();
+  const std::string device_id = r.json.at("device_id").get<std::string>();
+  if (r.json.at("sho").get<std::string>() != config.operator_id) {
+    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
+  }
+  auto s = subscriber(device_id);
+  if (!s) return std::unexpected(s.error());
+  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
+  if (auto ok = logic::status_allowed(*s, package_id); !ok) return std::unexpected(ok.error());
+  // The DPF checked the report already; the SHO trusts only the registered platform key.
+  auto cert = pki::parse_certificate(s->platform_cert, "platform_cert");
+  if (!cert) return std::unexpected(cert.error());
+  auto report = tre::verify_install_report(r.json.at("report").get<std::string>(), cert->get(),
+                                           s->device_id, package_id);
+  if (!report) return std::unexpected(report.error());
+  if (report->outcome != "ok") {
+    const auto code = error_code_from_wire(report->outcome);
+    return refuse(*s, SubscriberStatus::provisioning, code.value_or(ErrorCode::internal));
+  }
+  // Active first, so that of two relays of the same report one activates; an AuC that fails
+  // puts the subscriber back, for the RO's retry.
+  Subscriber next = *s;
+  next.status = SubscriberStatus::active;
+  next.updated = now();
+  if (auto moved = db.subscribers().update(next, SubscriberStatus::provisioning); !moved) {
+    return std::unexpected(moved.error());
+  }
+  auto until =
+      record("activate", s->imsi, operator_principal(caller_of(r)),
+             icf().activate(s->imsi, config.mcim_lifetime, operator_principal(config.operator_id)),
+             fmt::format("device {}, package {}", s->device_id, package_id));
+  if (!until) {
+    Subscriber back = *s;
+    back.updated = now();
+    if (auto moved = db.subscribers().update(back, SubscriberStatus::active); !moved) {
+      log::error(kComponent, "device {}: back to provisioning: {}", s->device_id, moved.error());
+    }
+    return std::unexpected(until.error());
+  }
+  flow("activated");
+  log::info(kComponent, "device {} operational: imsi {} active", s->device_id, s->imsi);
+  return Json{{"outcome", "ok"}};
+}
+
+// ---- Routes -----------------------------------------------------------------------------------
+
+Result<void> ShoService::State::add_routes() {
+  using net::required;
+  State* s = this;
+  auto from_ro = [s] {
+    return net::require_operator_if([s](std::string_view id) {
+      return std::any_of(s->config.ros.begin(), s->config.ros.end(),
+                         [&](const RoEndpoint& ro) { return ro.operator_id == id; });
+    });
+  };
+  auto json = [](net::Authorizer a, JsonSchema schema) {
+    return RouteOptions{std::move(a), std::move(schema), kMaxJsonBody};
+  };
+  // Owner routes: the Bearer token first; its refusal carries the challenge.
+  auto owner_route = [s](std::string_view what,
+                         Result<Json> (State::*fn)(const Request&, const std::string&),
+                         int ok = 200) {
+    return [s, what, fn, ok](const Request& r) -> HttpResponse {
+      auto owner = s->owner_of(r);
+      if (!owner) {
+        ro::service_util::log_refusal(kComponent, what, owner.error());
+        HttpResponse out = net::error_response(owner.error());
+        out.headers.emplace_back("WWW-Authenticate", kBearerRealm);
+        return out;
+      }
+      return answer(what, (s->*fn)(r, *owner), ok);
+    };
+  };
+  auto ro_route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&)) {
+    return json_handler(kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); });
+  };
+  const auto pcid = [] { return required("pcid", imsi_schema()); };
+  const auto device = [] { return required("device_id", id_schema()); };
+  const auto sho = [] { return required("sho", id_schema()); };
+  std::vector<net::JsonMember> attestation_fields = {required("request_id", id_schema()), pcid(),
+                                                     device(), sho()};
+  for (auto& f : platform_report_fields()) attestation_fields.push_back(std::move(f));
+
+  const std::array<Result<void>, 6> added = {
+      router.add(
+          "POST", "/v1/subscribers", owner_route("registration", &State::register_subscriber, 201),
+          json(nullptr,
+               JsonSchema::object(
+                   {device(), pcid(),
+                    required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
+                                                       "4-16 decimal digits", ro::kMinPinSize)),
+                    required("platform_cert", JsonSchema::string(kMaxPemSize))}))),
+      router.add("GET", "/v1/subscribers/{device_id}", owner_route("status", &State::status_of),
+                 RouteOptions{nullptr, std::nullopt, kMaxJsonBody}),
+      router.add("POST", "/v1/subscribers/{device_id}/activation",
+                 owner_route("activation", &State::activate),
+                 json(nullptr, JsonSchema::object({required(
+                                   "window_s", JsonSchema::integer(1, kMaxActivationWindow))}))),
+      router.add("POST", "/v1/sho/arrivals", ro_route("arrival", &State::arrival),
+                 json(from_ro(),
+                      JsonSchema::object(
+                          {pcid(), device(), sho(),
+                           required("time", JsonSchema::integer(
+                                                0, std::numeric_limits<std::int64_t>::max()))}))),
+      router.add("POST", "/v1/sho/attestations", ro_route("attestation", &State::attestation),
+                 json(from_ro(), JsonSchema::object(std::move(attestation_fields)))),
+      router.add("POST", "/v1/sho/status", ro_route("status report", &State::status),
+                 json(from_ro(), JsonSchema::object(
+                                     {required("package_id", id_schema()), device(), sho(),
+                                      required("report", JsonSchema::string(kMaxReportSize))}))),
+  };
+  for (const auto& a : added) {
+    if (!a) return a;
+  }
+  auto auth =
+      ro::add_auth_routes(router, ro::AuthRoutes{config.roaming_partners, [s] { return s->icf(); },
+                                                 [s](std::string_view step) { s->flow(step); }});
+  if (!auth) return auth;
+  router.set_health_check([s]() -> Result<void> {
+    auto n = s->db.pcids().count();
+    if (!n) return std::unexpected(n.error());
+    return {};
+  });
+  return {};
+}
+
+// ---- ShoService -------------------------------------------------------------------------------
+
+Result<std::unique_ptr<ShoService>> ShoService::create(store::Database& db, ShoServiceConfig config,
+                                                       const Clock& clock) {
+  if (auto c = check_config(config); !c) return std::unexpected(c.error());
+  auto state = std::make_unique<State>(db, std::move(config), clock);
+  if (auto routes = state->add_routes(); !routes) return std::unexpected(routes.error());
+  return std::unique_ptr<ShoService>(new ShoService(std::move(state)));
+}
+
+ShoService::ShoService(std::unique_ptr<State> state) : state_(std::move(state)) {}
+ShoService::~ShoService() = default;
+
+const net::Router& ShoService::router() const { return state_->router; }
+net::HttpHandler ShoService::handler() const { return state_->router.handler(); }
+
+}  // namespace mcim::sho

@@ -1,0 +1,980 @@
+// The SHO service over real HTTPS servers: the SHO, the real RO service (its SHO endpoint pointing
+// at this SHO) and a small PVA answering challenges and validations with a signed result. F1
+// registration and its refusals, owner status and activation, and F2 steps 7-14 with a real TRE:
+// arrival -> challenge and attestation request, attestation -> package the TRE installs, install
+// report -> IMSI active at the SHO's AuC; the untrusted result, and duplicated notices. Every
+// refusal is checked for its exact status and code and for the stored state left as it was.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "../net/net_test_util.h"
+#include "../tre/tre_fixture.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "net/http_error.h"
+#include "net/router.h"
+#include "pki/attestation.h"
+#include "pki/certificate.h"
+#include "pki/openssl.h"
+#include "roles/ro/service.h"
+#include "roles/sho/service.h"
+#include "store/store.h"
+#include "tre/tre.h"
+
+namespace mcim {
+namespace {
+
+using namespace std::chrono_literals;
+using net::Json;
+using net::testing::TestPki;
+using pki::testing::TempDir;
+using tre::testing::World;
+
+constexpr std::string_view kRo = "ro-1";
+constexpr std::string_view kSho = "sho-a";
+constexpr std::string_view kPva = "pva-1";
+constexpr std::string_view kApn = "m2m-prov.ro-1";
+const std::string kPcidPrefix = "00101990";
+const std::string kImsiPrefix = "00102";
+const std::string kOwnerToken = "owner-a-token-0123456789";
+const std::string kOtherToken = "owner-b-token-9876543210";
+
+// ---- Servers, clients, calls ------------------------------------------------------------------
+
+std::unique_ptr<net::HttpServer> serve(net::HttpHandler handler, const std::string& name,
+                                       net::ClientAuth auth, std::size_t body_limit = 256 * 1024) {
+  auto tls = net::testing::tls_options(auth);
+  tls.identity = TestPki::get().named_server(name).identity;
+  net::HttpServerOptions options;
+  options.threads = 2;
+  options.body_limit = body_limit;
+  return net::testing::start_server(std::move(handler), std::move(tls), options);
+}
+
+std::shared_ptr<net::HttpsClient> client(const std::string& id) {
+  net::HttpsClientOptions o;
+  if (!id.empty()) o.identity = TestPki::get().operator_client(id).identity;
+  return net::testing::make_client("", std::move(o));
+}
+
+struct Answer {
+  int status = 0;
+  std::string body;
+  Json json;
+  std::string code() const {
+    if (!json.is_object() || !json.contains("error")) return "";
+    return json["error"].value("code", "");
+  }
+  std::string text(const std::string& m) const {
+    return json.is_object() && json.contains(m) && json[m].is_string() ? json[m].get<std::string>()
+                                                                       : std::string();
+  }
+};
+
+Answer call(net::HttpsClient& c, std::string_view method, const std::string& url,
+            const Json& body = nullptr, const std::string& bearer = "") {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!bearer.empty()) headers.emplace_back("Authorization", "Bearer " + bearer);
+  const std::string text = body.is_null() ? std::string() : body.dump();
+  auto r = c.request(method, url, text, body.is_null() ? "" : net::kJsonContentType, headers);
+  Answer a;
+  if (!r) {
+    ADD_FAILURE() << method << " " << url << ": " << fmt::to_string(r.error());
+    a.status = -1;
+    return a;
+  }
+  a.status = r->status;
+  a.body = r->body;
+  a.json = Json::parse(r->body, nullptr, false);
+  if (a.json.is_discarded()) a.json = nullptr;
+  return a;
+}
+
+void expect_refusal(const Answer& a, int status, ErrorCode code) {
+  EXPECT_EQ(a.status, status) << a.body;
+  EXPECT_EQ(a.code(), to_string(code)) << a.body;
+}
+
+// Polls `fn` until it is true or 10 s passed.
+bool eventually(const std::function<bool()>& fn) {
+  for (int i = 0; i < 200; ++i) {
+    if (fn()) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return fn();
+}
+
+// ---- A small PVA ------------------------------------------------------------------------------
+
+// Challenges and validations for the SHO (mTLS, sho-a only), each challenge usable once; the
+// result says what the test chose (trusted, or one failure), signed with a result-signing key.
+class TestPva {
+ public:
+  TestPva(World& world) : router_("pva") {
+    pki::CertSpec spec;
+    spec.profile = pki::Profile::result_signing;
+    spec.subject = "CN=result signer,O=pva-1";
+    spec.sans = {"URI:urn:mcim:operator:" + std::string(kPva)};
+    auto issued = world.operators().issue(spec, world.clock(), world.rng());
+    EXPECT_TRUE(issued) << fmt::to_string(issued.error());
+    std::vector<pki::X509Ptr> certs;
+    certs.push_back(std::move(issued->cert));
+    auto signer = pki::ResultSigner::create(std::move(issued->key), std::move(certs));
+    EXPECT_TRUE(signer) << fmt::to_string(signer.error());
+    signer_.emplace(std::move(*signer));
+    net::RouteOptions only_sho;
+    only_sho.authorize = net::require_operator({std::string(kSho)});
+    EXPECT_TRUE(router_.add(
+        "POST", "/v1/pva/challenges", [this](const net::Request& r) { return challenge(r); },
+        only_sho));
+    EXPECT_TRUE(router_.add(
+        "POST", "/v1/pva/validations", [this](const net::Request& r) { return validate(r); },
+        only_sho));
+    server_ = serve(router_.handler(), "pva", net::ClientAuth::required);
+  }
+
+  std::string url() const { return server_ ? server_->url() : std::string(); }
+  void fail_with(std::optional<pki::Failure> f) {
+    std::lock_guard lock(mu_);
+    failure_ = std::move(f);
+  }
+  int challenges() const {
+    std::lock_guard lock(mu_);
+    return int(nonces_.size());
+  }
+
+ private:
+  net::HttpResponse challenge(const net::Request& r) {
+    Json body = Json::parse(r.http.body, nullptr, false);
+    OsRandom rng;
+    const std::string id = to_hex(rng.draw<16>());
+    const Bytes<32> nonce = rng.draw<32>();
+    std::lock_guard lock(mu_);
+    nonces_[id] = ByteVec(nonce.begin(), nonce.end());
+    devices_[id] = body.value("device_id", "");
+    return net::json_response(
+        201, Json{{"challenge_id", id}, {"nonce", to_hex(nonce)}, {"expires", 4'000'000'000}});
+  }
+
+  net::HttpResponse validate(const net::Request& r) {
+    Json body = Json::parse(r.http.body, nullptr, false);
+    const std::string id = body.value("challenge_id", "");
+    pki::ValidationResult result;
+    {
+      std::lock_guard lock(mu_);
+      if (!nonces_.contains(id)) return net::error_response(404, "not_found", "no challenge");
+      if (used_.contains(id)) return net::error_response(409, "transition_refused", "used");
+      used_.insert(id);
+      result.nonce = nonces_[id];
+      result.device_id = devices_[id];
+      if (failure_) result.failures.push_back(*failure_);
+    }
+    auto report = pki::decode_signed_report(body.value("report", ""));
+    if (!report) return net::error_response(report.error());
+    if (report->report.nonce != result.nonce) {
+      result.failures.push_back({pki::Check::nonce, ErrorCode::nonce_mismatch, "nonce"});
+    }
+    result.time = std::chrono::floor<std::chrono::seconds>(clock_.now());
+    auto signed_result = signer_->sign(result);
+    if (!signed_result) return net::error_response(signed_result.error());
+    Json failures = Json::array();
+    for (const auto& f : result.failures) {
+      failures.push_back({{"check", pki::to_string(f.check)},
+                          {"code", to_string(f.code)},
+                          {"message", f.message}});
+    }
+    return net::json_response(
+        200,
+        Json{{"trusted", result.trusted()}, {"failures", failures}, {"result", *signed_result}});
+  }
+
+  net::Router router_;
+  SystemClock clock_;
+  std::optional<pki::ResultSigner> signer_;
+  mutable std::mutex mu_;
+  std::map<std::string, ByteVec> nonces_;
+  std::map<std::string, std::string> devices_;
+  std::set<std::string> used_;
+  std::optional<pki::Failure> failure_;
+  std::unique_ptr<net::HttpServer> server_;
+};
+
+// ---- Devices ----------------------------------------------------------------------------------
+
+struct Device {
+  tre::SupplierBundle bundle;
+  std::optional<tre::Tre> tre;
+  std::string session;  // its home session at the RO (what the VNO opens after AKA)
+
+  const std::string& pcid() const { return bundle.pcid; }
+  const std::string& id() const { return bundle.device_id; }
+  std::string pin() const {
+    return std::string(reinterpret_cast<const char*>(bundle.pin.get().data()), bundle.pin_size);
+  }
+  std::string cert_pem() const {
+    auto pem = pki::certificate_pem(bundle.platform_chain.front().get());
+    EXPECT_TRUE(pem);
+    return pem ? *pem : std::string();
+  }
+  Json chain_json() const {
+    Json out = Json::array();
+    for (const auto& c : bundle.platform_chain) out.push_back(*pki::certificate_pem(c.get()));
+    return out;
+  }
+};
+
+// ---- The fixture ------------------------------------------------------------------------------
+
+class ShoServiceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() { world_ = new World(); }
+  static void TearDownTestSuite() {
+    delete world_;
+    world_ = nullptr;
+  }
+  static World& world() { return *world_; }
+
+  void SetUp() override {
+    log::set_level(log::Level::debug);
+    log::set_sink([this](std::string_view line) {
+      std::lock_guard lock(log_mu_);
+      log_.emplace_back(line);
+    });
+    secrets_ = {kOwnerToken, kOtherToken};
+    ro_db_ = open_db("ro");
+    sho_db_ = open_db("sho");
+    ASSERT_TRUE(ro_db_ && sho_db_);
+    pva_ = std::make_unique<TestPva>(world());
+    ASSERT_FALSE(pva_->url().empty());
+    // The SHO's server exists before its service: the RO must know its URL and the SHO the RO's.
+    sho_server_ = serve([this](const net::HttpRequest& r) { return sho_handler_(r); }, "sho-a",
+                        net::ClientAuth::optional);
+    ASSERT_TRUE(sho_server_);
+    start_ro();
+    if (HasFatalFailure()) return;
+    start_sho();
+  }
+
+  void TearDown() override {
+    sho_server_.reset();
+    ro_server_.reset();
+    ro_.reset();
+    sho_.reset();
+    pva_.reset();
+    for (auto& d : devices_) d.tre.reset();
+    ro_db_.reset();
+    sho_db_.reset();
+    log::set_sink(nullptr);
+    log::set_level(log::Level::info);
+    std::lock_guard lock(log_mu_);
+    if (HasFailure()) {
+      for (const std::string& line : log_) std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    for (const std::string& secret : secrets_) {
+      for (const std::string& line : log_) {
+        EXPECT_EQ(line.find(secret), std::string::npos) << "a secret in the log: " << line;
+      }
+    }
+  }
+
+  std::unique_ptr<store::Database> open_db(const std::string& name) {
+    const std::string url =
+        GetParam() == "memory" ? "memory:" : "sqlite:" + (dir_ / (name + ".db"));
+    auto db = store::open_database(url);
+    EXPECT_TRUE(db) << fmt::to_string(db.error());
+    return db ? std::move(*db) : nullptr;
+  }
+
+  void start_ro() {
+    ro::RoServiceConfig c;
+    c.operator_id = kRo;
+    c.roaming_partners = {"vno-a"};
+    c.suppliers = {"sup-1"};
+    auto suppliers = pki::TrustAnchors::from_certs({world().supplier().cert()});
+    auto operators = pki::TrustAnchors::from_certs({world().operators().cert()});
+    ASSERT_TRUE(suppliers && operators);
+    c.supplier_roots = std::make_shared<const pki::TrustAnchors>(std::move(*suppliers));
+    c.operator_roots = std::make_shared<const pki::TrustAnchors>(std::move(*operators));
+    pki::CertSpec spec;
+    spec.profile = pki::Profile::encryption;
+    spec.subject = "CN=icf batch key,O=ro-1";
+    spec.sans = {"URI:urn:mcim:operator:" + std::string(kRo)};
+    auto icf = world().operators().issue(spec, world().clock(), world().rng());
+    ASSERT_TRUE(icf) << fmt::to_string(icf.error());
+    auto key = std::make_shared<pki::KeyPair>();
+    key->key = std::move(icf->key);
+    key->certs.push_back(std::move(icf->cert));
+    c.icf_key = std::move(key);
+    c.shos = {{std::string(kSho), ro::ShoEndpoint{sho_server_->url()}}};
+    c.notify_client = client(std::string(kRo));
+    c.notify_retry = 100ms;
+    auto service = ro::RoService::create(*ro_db_, std::move(c), clock_);
+    ASSERT_TRUE(service) << fmt::to_string(service.error());
+    ro_ = std::move(*service);
+    ro_server_ = serve(ro_->handler(), "ro", net::ClientAuth::optional, ro_->body_limit());
+    ASSERT_TRUE(ro_server_);
+    ro_url_ = ro_server_->url();
+  }
+
+  sho::ShoServiceConfig sho_config() {
+    sho::ShoServiceConfig c;
+    c.operator_id = kSho;
+    c.owners = {sho::Owner{"owner-a", pki::sha256(bytes(kOwnerToken))},
+                sho::Owner{"owner-b", pki::sha256(bytes(kOtherToken))}};
+    sho::RoEndpoint ro;
+    ro.operator_id = kRo;
+    ro.pcid_prefix = kPcidPrefix;
+    ro.base_url = ro_url_;
+    ro.dpf_url = ro_url_;
+    ro.dpf_key_pin = pki::spki_sha256(TestPki::get().named_server("ro").identity->key.get());
+    ro.apn = kApn;
+    c.ros = {ro};
+    c.roaming_partners = {"vno-a"};
+    c.imsi_prefix = kImsiPrefix;
+    c.op = Secret<16>(tre::testing::kOp);
+    auto suppliers = pki::TrustAnchors::from_certs({world().supplier().cert()});
+    auto pva = pki::TrustAnchors::from_certs({world().operators().cert()});
+    EXPECT_TRUE(suppliers && pva);
+    c.supplier_roots = std::make_shared<const pki::TrustAnchors>(std::move(*suppliers));
+    c.pva_roots = std::make_shared<const pki::TrustAnchors>(std::move(*pva));
+    c.pva_url = pva_->url();
+    auto signer = std::make_shared<pki::KeyPair>();
+    signer->key = pki::up_ref(world().signer(std::string(kSho)).key.get());
+    signer->certs.push_back(pki::up_ref(world().signer(std::string(kSho)).cert.get()));
+    c.package_signer = std::move(signer);
+    c.client = client(std::string(kSho));
+    return c;
+  }
+
+  void start_sho() {
+    auto service = sho::ShoService::create(*sho_db_, sho_config(), clock_);
+    ASSERT_TRUE(service) << fmt::to_string(service.error());
+    sho_ = std::move(*service);
+    sho_handler_ = sho_->handler();
+    sho_url_ = sho_server_->url();
+  }
+
+  static ByteView bytes(const std::string& s) {
+    return ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+  }
+
+  // A manufactured device: its PCID in the RO's ICF, its TRE initialised.
+  Device& make_device(int n) {
+    const std::string pcid = fmt::format("{}{:07}", kPcidPrefix, n);
+    Device d{world().bundle(pcid, fmt::format("dev-sho-{}", n)), std::nullopt, ""};
+    store::PcidSubscription sub;
+    sub.pcid = pcid;
+    sub.batch = "batch-sho";
+    sub.k = d.bundle.k;
+    sub.opc = d.bundle.opc;
+    sub.ind_bits = d.bundle.ind_bits;
+    sub.dormant_until = store::Time(std::chrono::floor<std::chrono::seconds>(clock_.now())) + 24h;
+    sub.not_after = store::Time(std::chrono::floor<std::chrono::seconds>(clock_.now())) + 48h;
+    EXPECT_TRUE(ro_db_->pcids().add_batch({sub}));
+    tre::Options o{dir_ / ("tre-" + d.id())};
+    EXPECT_TRUE(tre::Tre::init(o, d.bundle));
+    auto opened = tre::Tre::open(o);
+    EXPECT_TRUE(opened) << fmt::to_string(opened.error());
+    if (opened) d.tre.emplace(std::move(*opened));
+    secrets_.push_back(d.pin());
+    secrets_.push_back(to_hex(d.bundle.k.get()));
+    devices_.push_back(std::move(d));
+    return devices_.back();
+  }
+
+  Json registration(const Device& d) {
+    return Json{{"device_id", d.id()},
+                {"pcid", d.pcid()},
+                {"pin", d.pin()},
+                {"platform_cert", d.cert_pem()}};
+  }
+
+  Answer register_device(const Json& body, const std::string& token = kOwnerToken) {
+    return call(*owner_, "POST", sho_url_ + "/v1/subscribers", body, token);
+  }
+
+  Answer subscriber(const Device& d, const std::string& token = kOwnerToken) {
+    return call(*owner_, "GET", sho_url_ + "/v1/subscribers/" + d.id(), nullptr, token);
+  }
+
+  // The device's home session at the RO, as the VNO opens it after AKA.
+  void open_session(Device& d) {
+    OsRandom rng;
+    store::Session s;
+    s.id = to_hex(rng.draw<16>());
+    s.imsi = d.pcid();
+    s.vno = "vno-a";
+    s.restricted = true;
+    s.created = std::chrono::floor<std::chrono::seconds>(clock_.now());
+    s.expires = s.created + 1h;
+    ASSERT_TRUE(ro_db_->sessions().open(s, s.created));
+    d.session = s.id;
+    secrets_.push_back(s.id);
+  }
+
+  // F1 done and the device on a session: registered, IMSI allocated.
+  std::string registered(Device& d) {
+    Answer a = register_device(registration(d));
+    EXPECT_EQ(a.status, 201) << a.body;
+    auto nonce = parse_hex_fixed<16>(a.text("registration_nonce"), "nonce");
+    EXPECT_TRUE(nonce);
+    if (nonce) {
+      EXPECT_TRUE(d.tre->record_registration(*nonce));
+    }
+    auto auc = sho_db_->pcids().find(a.text("imsi"));
+    EXPECT_TRUE(auc && *auc);
+    if (auc && *auc) {
+      secrets_.push_back(to_hex((*auc)->k.get()));
+      secrets_.push_back(to_hex((*auc)->opc.get()));
+    }
+    open_session(d);
+    return a.text("imsi");
+  }
+
+  // Steps 5-8: the bootstrap makes the RO announce the arrival; the SHO's attestation request
+  // reaches the RO; the device answers it.
+  Answer arrive_and_attest(Device& d) {
+    Answer boot = call(*device_, "GET", ro_url_ + "/v1/drf/bootstrap", nullptr, d.session);
+    EXPECT_EQ(boot.status, 200) << boot.body;
+    Answer req;
+    EXPECT_TRUE(eventually([&] {
+      req = call(*device_, "GET", ro_url_ + "/v1/dpf/attestation-request", nullptr, d.session);
+      return req.status == 200;
+    })) << req.body;
+    auto nonce = parse_hex(req.text("nonce"), "nonce");
+    EXPECT_TRUE(nonce);
+    auto report = d.tre->attest(nonce ? *nonce : ByteVec(32));
+    EXPECT_TRUE(report) << fmt::to_string(report.error());
+    last_request_ = req.text("request_id");
+    last_report_ = report ? *report : std::string();
+    return call(*device_, "POST", ro_url_ + "/v1/dpf/attestations/" + last_request_,
+                Json{{"report", last_report_}, {"platform_chain", d.chain_json()}}, d.session);
+  }
+
+  std::string status_of(const Device& d) {
+    auto s = sho_db_->subscribers().find(d.id());
+    return s && *s ? std::string(store::to_string((*s)->status)) : std::string("absent");
+  }
+
+  // What the SHO's and the RO's stores hold about a device (digests, not secrets).
+  std::string snapshot(const Device& d) {
+    std::string out;
+    auto s = sho_db_->subscribers().find(d.id());
+    if (!s || !*s) {
+      out += fmt::format("subscriber {}\n", s ? "absent" : "error");
+    } else {
+      const auto& x = **s;
+      out += fmt::format("subscriber {} {} {} {} {} {} {} {} {}\n", x.device_id, x.pcid, x.owner,
+                         x.imsi, store::to_string(x.status), x.challenge_id, x.package_id,
+                         x.refusal, x.updated.time_since_epoch().count());
+      auto auc = sho_db_->pcids().find(x.imsi);
+      out += fmt::format("auc {}\n", auc && *auc ? store::to_string((*auc)->status) : "absent");
+    }
+    auto by_pcid = sho_db_->subscribers().find_by_pcid(d.pcid());
+    out += fmt::format("by_pcid {}\n", by_pcid && *by_pcid ? (*by_pcid)->device_id : "none");
+    auto count = sho_db_->pcids().count();
+    out += fmt::format("auc_count {}\n", count ? *count : 999);
+    auto reg = ro_db_->registrations().find(d.pcid());
+    out += fmt::format("ro_registration {}\n", reg && *reg ? (*reg)->sho : "none");
+    auto next = ro_db_->packages().next_for_device(d.id());
+    out += fmt::format("ro_package {}\n", next && *next ? (*next)->package_id : "none");
+    return out;
+  }
+
+  static World* world_;
+  TempDir dir_;
+  SystemClock clock_;
+  std::unique_ptr<store::Database> ro_db_, sho_db_;
+  std::unique_ptr<TestPva> pva_;
+  std::unique_ptr<ro::RoService> ro_;
+  std::unique_ptr<net::HttpServer> ro_server_;
+  std::string ro_url_;
+  std::unique_ptr<sho::ShoService> sho_;
+  net::HttpHandler sho_handler_ = [](const net::HttpRequest&) {
+    return net::error_response(503, "busy", "not started");
+  };
+  std::unique_ptr<net::HttpServer> sho_server_;
+  std::string sho_url_;
+
+  std::shared_ptr<net::HttpsClient> owner_ = client("");
+  std::shared_ptr<net::HttpsClient> device_ = client("");
+  std::shared_ptr<net::HttpsClient> as_ro_ = client(std::string(kRo));
+  std::shared_ptr<net::HttpsClient> vno_a_ = client("vno-a");
+  std::shared_ptr<net::HttpsClient> vno_b_ = client("vno-b");
+  std::deque<Device> devices_;  // references stay valid as devices are added
+  std::string last_request_, last_report_;
+  std::mutex log_mu_;
+  std::vector<std::string> log_;
+  std::vector<std::string> secrets_;
+};
+
+World* ShoServiceTest::world_ = nullptr;
+
+// ---- F1 ---------------------------------------------------------------------------------------
+
+TEST_P(ShoServiceTest, RegistersASubscriberAtTheShoAndTheRo) {
+  Device& d = make_device(1);
+  Answer a = register_device(registration(d));
+  ASSERT_EQ(a.status, 201) << a.body;
+  EXPECT_EQ(a.text("device_id"), d.id());
+  EXPECT_EQ(a.text("pcid"), d.pcid());
+  EXPECT_EQ(a.text("imsi"), "001020000000001");
+  EXPECT_EQ(a.text("status"), "registered");
+  EXPECT_EQ(a.text("registration_nonce").size(), 32u);
+  EXPECT_GT(a.json.value("nonce_expires", 0), 0);
+
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  EXPECT_EQ((*s)->owner, "owner-a");
+  EXPECT_EQ(to_hex((*s)->registration_nonce), a.text("registration_nonce"));
+  auto auc = sho_db_->pcids().find("001020000000001");
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
+  EXPECT_TRUE((*auc)->opc.get() == aka::Milenage::compute_opc((*auc)->k.get(), tre::testing::kOp));
+  auto reg = ro_db_->registrations().find(d.pcid());
+  ASSERT_TRUE(reg && *reg);
+  EXPECT_EQ((*reg)->sho, kSho);
+  EXPECT_EQ((*reg)->device_id, d.id());
+  EXPECT_EQ((*reg)->apn, kApn);
+
+  // A second device gets the next IMSI.
+  Device& e = make_device(2);
+  Answer b = register_device(registration(e));
+  ASSERT_EQ(b.status, 201) << b.body;
+  EXPECT_EQ(b.text("imsi"), "001020000000002");
+}
+
+TEST_P(ShoServiceTest, RefusesBadRegistrationsAndLeavesNothingBehind) {
+  Device& d = make_device(3);
+  const std::string before = snapshot(d);
+  // No token, an unknown token.
+  {
+    auto r = call(*owner_, "POST", sho_url_ + "/v1/subscribers", registration(d));
+    expect_refusal(r, 401, ErrorCode::unauthenticated);
+    expect_refusal(register_device(registration(d), "not-a-token"), 401,
+                   ErrorCode::unauthenticated);
+  }
+  // Not a certificate; one from another CA; another device's.
+  {
+    Json body = registration(d);
+    body["platform_cert"] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    expect_refusal(register_device(body), 400, ErrorCode::bad_format);
+
+    auto rogue = pki::Authority::create(dir_ / "rogue", "Rogue Supplier", nullptr, 3650, "",
+                                        world().clock(), world().rng());
+    ASSERT_TRUE(rogue) << fmt::to_string(rogue.error());
+    pki::CertSpec spec;
+    spec.profile = pki::Profile::platform;
+    spec.subject = "CN=" + d.id();
+    spec.device_id = d.id();
+    spec.model = "m";
+    auto fake = rogue->issue(spec, world().clock(), world().rng());
+    ASSERT_TRUE(fake) << fmt::to_string(fake.error());
+    body["platform_cert"] = *pki::certificate_pem(fake->cert.get());
+    expect_refusal(register_device(body), 422, ErrorCode::chain_invalid);
+
+    body = registration(d);
+    body["device_id"] = "dev-somebody-else";
+    expect_refusal(register_device(body), 400, ErrorCode::invalid_argument);
+  }
+  // A PCID no RO holds; one the RO does not know (its DRF refuses).
+  {
+    Json body = registration(d);
+    body["pcid"] = "00109990000001";
+    expect_refusal(register_device(body), 404, ErrorCode::not_found);
+    body["pcid"] = kPcidPrefix + "9999999";
+    expect_refusal(register_device(body), 404, ErrorCode::not_found);
+  }
+  // Bad JSON (a short PIN).
+  {
+    Json body = registration(d);
+    body["pin"] = "12";
+    EXPECT_EQ(register_device(body).status, 400);
+  }
+  EXPECT_EQ(snapshot(d), before);
+  auto s = sho_db_->subscribers().find_by_pcid(kPcidPrefix + "9999999");
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(*s);
+  auto count = sho_db_->pcids().count();
+  ASSERT_TRUE(count);
+  EXPECT_EQ(*count, 0u);
+
+  // Registered once: a second registration of the device or of its PCID is refused.
+  ASSERT_EQ(register_device(registration(d)).status, 201);
+  const std::string registered = snapshot(d);
+  expect_refusal(register_device(registration(d)), 409, ErrorCode::already_exists);
+  Device& e = make_device(4);
+  Json other = registration(e);
+  other["pcid"] = d.pcid();
+  expect_refusal(register_device(other), 409, ErrorCode::already_exists);
+  EXPECT_EQ(snapshot(d), registered);
+  EXPECT_EQ(status_of(e), "absent");
+}
+
+TEST_P(ShoServiceTest, RefusesWhenTheRoHoldsTheRegistrationForAnotherSho) {
+  Device& d = make_device(5);
+  // sho-b registered the PCID at the RO first: the RO refuses sho-a's registration.
+  auto sho_b = client("sho-b");
+  Answer taken = call(*sho_b, "PUT", ro_url_ + "/v1/drf/registrations/" + d.pcid(),
+                      Json{{"device_id", d.id()},
+                           {"dpf_url", ro_url_},
+                           {"dpf_key_pin", std::string(64, '0')},
+                           {"apn", kApn},
+                           {"pin", d.pin()}});
+  ASSERT_EQ(taken.status, 200) << taken.body;
+  const std::string before = snapshot(d);
+  expect_refusal(register_device(registration(d)), 403, ErrorCode::access_denied);
+  EXPECT_EQ(snapshot(d), before);
+}
+
+TEST_P(ShoServiceTest, OwnersReadAndActivateOnlyTheirDevices) {
+  Device& d = make_device(6);
+  registered(d);
+  Answer a = subscriber(d);
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.text("status"), "registered");
+  EXPECT_EQ(a.text("imsi"), "001020000000001");
+  EXPECT_FALSE(a.json.contains("package_id"));
+  expect_refusal(subscriber(d, kOtherToken), 403, ErrorCode::access_denied);
+  expect_refusal(
+      call(*owner_, "GET", sho_url_ + "/v1/subscribers/dev-unknown", nullptr, kOwnerToken), 404,
+      ErrorCode::not_found);
+  expect_refusal(call(*owner_, "GET", sho_url_ + "/v1/subscribers/" + d.id()), 401,
+                 ErrorCode::unauthenticated);
+
+  const std::string before = snapshot(d);
+  auto pcid_before = ro_db_->pcids().find(d.pcid());
+  ASSERT_TRUE(pcid_before && *pcid_before);
+  EXPECT_EQ((*pcid_before)->status, store::PcidStatus::dormant);
+  expect_refusal(call(*owner_, "POST", sho_url_ + "/v1/subscribers/" + d.id() + "/activation",
+                      Json{{"window_s", 600}}, kOtherToken),
+                 403, ErrorCode::access_denied);
+  EXPECT_EQ(call(*owner_, "POST", sho_url_ + "/v1/subscribers/" + d.id() + "/activation",
+                 Json{{"window_s", 0}}, kOwnerToken)
+                .status,
+            400);
+  auto unchanged = ro_db_->pcids().find(d.pcid());
+  ASSERT_TRUE(unchanged && *unchanged);
+  EXPECT_EQ((*unchanged)->status, store::PcidStatus::dormant);
+  EXPECT_EQ(snapshot(d), before);
+
+  Answer act = call(*owner_, "POST", sho_url_ + "/v1/subscribers/" + d.id() + "/activation",
+                    Json{{"window_s", 600}}, kOwnerToken);
+  ASSERT_EQ(act.status, 200) << act.body;
+  EXPECT_EQ(act.text("pcid"), d.pcid());
+  EXPECT_GT(act.json.value("active_until", 0), 0);
+  auto active = ro_db_->pcids().find(d.pcid());
+  ASSERT_TRUE(active && *active);
+  EXPECT_EQ((*active)->status, store::PcidStatus::active);
+}
+
+// ---- F2 ---------------------------------------------------------------------------------------
+
+TEST_P(ShoServiceTest, ProvisionsADeviceFromArrivalToAnActiveImsi) {
+  Device& d = make_device(7);
+  const std::string imsi = registered(d);
+
+  // Before the install the IMSI serves no vector.
+  expect_refusal(call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}}), 409,
+                 ErrorCode::credential_unusable);
+
+  Answer relayed = arrive_and_attest(d);
+  ASSERT_EQ(relayed.status, 202) << relayed.body;
+  EXPECT_EQ(pva_->challenges(), 1);
+  Answer pkg;
+  ASSERT_TRUE(eventually([&] {
+    pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+    return pkg.status == 200;
+  })) << pkg.body;
+  EXPECT_EQ(status_of(d), "provisioning");
+  Answer st = subscriber(d);
+  EXPECT_EQ(st.text("status"), "provisioning");
+  EXPECT_EQ(st.text("package_id"), pkg.text("package_id"));
+
+  // A real TRE installs it: the registration nonce, the platform key and the signer all fit.
+  auto bytes = parse_hex(pkg.text("package"), "package");
+  ASSERT_TRUE(bytes);
+  tre::InstallOutcome installed = d.tre->install(*bytes);
+  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+  EXPECT_EQ(installed.result->package_id, pkg.text("package_id"));
+  EXPECT_EQ(installed.result->owner, kSho);
+  Answer rep =
+      call(*device_, "POST", ro_url_ + "/v1/dpf/packages/" + pkg.text("package_id") + "/report",
+           Json{{"report", installed.report}, {"platform_chain", d.chain_json()}}, d.session);
+  ASSERT_EQ(rep.status, 200) << rep.body;
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "active"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));  // the AuC activates after the status changes
+  auto auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::active);
+
+  // The SHO's AuC serves the roaming partner; vectors verify in the TRE's USIM.
+  Answer v = call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}});
+  ASSERT_EQ(v.status, 200) << v.body;
+  ASSERT_TRUE(v.json.contains("vectors") && !v.json["vectors"].empty());
+  auto rand = parse_hex_fixed<16>(v.json["vectors"][0].value("rand", ""), "rand");
+  auto autn = parse_hex_fixed<16>(v.json["vectors"][0].value("autn", ""), "autn");
+  ASSERT_TRUE(rand && autn);
+  ASSERT_TRUE(d.tre->apply(tre::Action::activate, installed.result->id));
+  auto usim = d.tre->authenticate(installed.result->id, *rand, *autn);
+  ASSERT_TRUE(usim) << fmt::to_string(usim.error());
+  EXPECT_TRUE(std::holds_alternative<aka::UsimSuccess>(*usim));
+  expect_refusal(call(*vno_b_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}}), 403,
+                 ErrorCode::access_denied);
+  Answer ses = call(*vno_a_, "POST", sho_url_ + "/v1/auth/sessions", Json{{"imsi", imsi}});
+  ASSERT_EQ(ses.status, 201) << ses.body;
+  EXPECT_EQ(ses.json.value("restricted", true), false) << ses.body;
+}
+
+TEST_P(ShoServiceTest, DuplicatedAndMisdirectedNoticesChangeNothing) {
+  Device& d = make_device(8);
+  registered(d);
+  ASSERT_EQ(arrive_and_attest(d).status, 202);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "provisioning"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  const std::string package_id = (*s)->package_id;
+  const std::string before = snapshot(d);
+
+  // The attestation notice again: the challenge is no longer in flight.
+  Json att{{"request_id", last_request_}, {"pcid", d.pcid()},
+           {"device_id", d.id()},         {"sho", kSho},
+           {"report", last_report_},      {"platform_chain", d.chain_json()}};
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 409,
+                 ErrorCode::transition_refused);
+  // The arrival again: past validation.
+  Json arrival{{"pcid", d.pcid()}, {"device_id", d.id()}, {"sho", kSho}, {"time", 1}};
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/arrivals", arrival), 409,
+                 ErrorCode::transition_refused);
+  // Notices from anybody but the RO; about unknown PCIDs or other devices.
+  expect_refusal(call(*vno_a_, "POST", sho_url_ + "/v1/sho/arrivals", arrival), 403,
+                 ErrorCode::access_denied);
+  expect_refusal(call(*owner_, "POST", sho_url_ + "/v1/sho/arrivals", arrival), 401,
+                 ErrorCode::unauthenticated);
+  Json unknown = arrival;
+  unknown["pcid"] = kPcidPrefix + "9999999";
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/arrivals", unknown), 404,
+                 ErrorCode::not_found);
+  Json other = arrival;
+  other["device_id"] = "dev-other";
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/arrivals", other), 422,
+                 ErrorCode::wrong_recipient);
+  // A status for another package; a report that does not verify.
+  Json status{{"package_id", "pkg-other"}, {"device_id", d.id()}, {"sho", kSho}, {"report", "{}"}};
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 409,
+                 ErrorCode::transition_refused);
+  status["package_id"] = package_id;
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 400,
+                 ErrorCode::bad_format);
+  EXPECT_EQ(snapshot(d), before);
+  EXPECT_EQ(pva_->challenges(), 1);
+
+  // The install report, relayed once by the RO, then again by hand: active once.
+  Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+  ASSERT_EQ(pkg.status, 200) << pkg.body;
+  auto bytes = parse_hex(pkg.text("package"), "package");
+  ASSERT_TRUE(bytes);
+  tre::InstallOutcome installed = d.tre->install(*bytes);
+  ASSERT_TRUE(installed.result);
+  ASSERT_EQ(call(*device_, "POST", ro_url_ + "/v1/dpf/packages/" + package_id + "/report",
+                 Json{{"report", installed.report}, {"platform_chain", d.chain_json()}}, d.session)
+                .status,
+            200);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "active"; }));
+  // The SHO marks the subscriber active before its AuC activates the IMSI: the relay's answer
+  // comes after both.
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  const std::string active = snapshot(d);
+  status["report"] = installed.report;
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 409,
+                 ErrorCode::transition_refused);
+  EXPECT_EQ(snapshot(d), active);
+}
+
+TEST_P(ShoServiceTest, RefusesAttestationsThatDoNotFitTheChallengeInFlight) {
+  Device& d = make_device(9);
+  registered(d);
+  Answer boot = call(*device_, "GET", ro_url_ + "/v1/drf/bootstrap", nullptr, d.session);
+  ASSERT_EQ(boot.status, 200) << boot.body;
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "validating"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  auto report = d.tre->attest((*s)->challenge_nonce);
+  ASSERT_TRUE(report);
+  const std::string before = snapshot(d);
+
+  Json att{{"request_id", "not-the-challenge"},
+           {"pcid", d.pcid()},
+           {"device_id", d.id()},
+           {"sho", kSho},
+           {"report", *report},
+           {"platform_chain", d.chain_json()}};
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 409,
+                 ErrorCode::transition_refused);
+  // Another device's platform certificate.
+  Device& e = make_device(10);
+  att["request_id"] = (*s)->challenge_id;
+  att["platform_chain"] = e.chain_json();
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 422,
+                 ErrorCode::wrong_recipient);
+  att["platform_chain"] = Json::array({"not a pem"});
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 400,
+                 ErrorCode::bad_format);
+  att["platform_chain"] = d.chain_json();
+  att["sho"] = "sho-b";
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 422,
+                 ErrorCode::wrong_recipient);
+  EXPECT_EQ(snapshot(d), before);
+
+  // The device comes back while validating: a fresh challenge replaces the one in flight, whose
+  // attestation is then refused.
+  Json arrival{{"pcid", d.pcid()}, {"device_id", d.id()}, {"sho", kSho}, {"time", 1}};
+  Answer again = call(*as_ro_, "POST", sho_url_ + "/v1/sho/arrivals", arrival);
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(pva_->challenges(), 2);
+  auto renewed = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(renewed && *renewed);
+  EXPECT_EQ((*renewed)->status, store::SubscriberStatus::validating);
+  EXPECT_NE((*renewed)->challenge_id, (*s)->challenge_id);
+  att["sho"] = kSho;
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 409,
+                 ErrorCode::transition_refused);
+}
+
+TEST_P(ShoServiceTest, AnUntrustedPlatformIsRefusedWithoutAPackage) {
+  Device& d = make_device(11);
+  registered(d);
+  pva_->fail_with(pki::Failure{pki::Check::measurements, ErrorCode::measurement_mismatch,
+                               "tre.binary differs"});
+  ASSERT_EQ(arrive_and_attest(d).status, 202);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "refused"; }));
+  Answer st = subscriber(d);
+  EXPECT_EQ(st.text("status"), "refused");
+  EXPECT_EQ(st.text("refusal"), "measurement_mismatch");
+  EXPECT_FALSE(st.json.contains("package_id"));
+  auto next = ro_db_->packages().next_for_device(d.id());
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(*next);
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  auto auc = sho_db_->pcids().find((*s)->imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
+  // A refused device does not restart on a new arrival.
+  Json arrival{{"pcid", d.pcid()}, {"device_id", d.id()}, {"sho", kSho}, {"time", 1}};
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/arrivals", arrival), 409,
+                 ErrorCode::transition_refused);
+}
+
+TEST_P(ShoServiceTest, RacingDuplicateNoticesMoveTheSubscriberOnce) {
+  Device& d = make_device(12);
+  const std::string imsi = registered(d);
+  Answer boot = call(*device_, "GET", ro_url_ + "/v1/drf/bootstrap", nullptr, d.session);
+  ASSERT_EQ(boot.status, 200) << boot.body;
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "validating"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  auto report = d.tre->attest((*s)->challenge_nonce);
+  ASSERT_TRUE(report);
+
+  // The same attestation notice four times at once: one validation, one package.
+  const Json att{{"request_id", (*s)->challenge_id},
+                 {"pcid", d.pcid()},
+                 {"device_id", d.id()},
+                 {"sho", kSho},
+                 {"report", *report},
+                 {"platform_chain", d.chain_json()}};
+  auto race = [&](const std::string& path, const Json& body) {
+    std::vector<Answer> answers(4);
+    std::vector<std::thread> threads;
+    for (auto& a : answers) {
+      threads.emplace_back([&, path] {
+        auto c = client(std::string(kRo));
+        a = call(*c, "POST", sho_url_ + path, body);
+      });
+    }
+    for (auto& t : threads) t.join();
+    int ok = 0;
+    for (const Answer& a : answers) {
+      if (a.status == 200) {
+        ++ok;
+      } else {
+        expect_refusal(a, 409, ErrorCode::transition_refused);
+      }
+    }
+    return ok;
+  };
+  EXPECT_EQ(race("/v1/sho/attestations", att), 1);
+  EXPECT_EQ(status_of(d), "provisioning");
+  Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+  ASSERT_EQ(pkg.status, 200) << pkg.body;
+  auto bytes = parse_hex(pkg.text("package"), "package");
+  ASSERT_TRUE(bytes);
+  tre::InstallOutcome installed = d.tre->install(*bytes);
+  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+  // Only one package was handed over: once delivered, nothing else is waiting.
+  auto stored = ro_db_->packages().find(pkg.text("package_id"));
+  ASSERT_TRUE(stored && *stored);
+
+  // The status notice four times at once: activated once.
+  const Json status{{"package_id", pkg.text("package_id")},
+                    {"device_id", d.id()},
+                    {"sho", kSho},
+                    {"report", installed.report}};
+  EXPECT_EQ(race("/v1/sho/status", status), 1);
+  EXPECT_EQ(status_of(d), "active");
+  auto auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::active);
+  auto audit = sho_db_->audit().recent(100);
+  ASSERT_TRUE(audit);
+  EXPECT_EQ(std::count_if(audit->begin(), audit->end(),
+                          [](const store::AuditRecord& r) {
+                            return r.event == "package" && r.outcome == "ok";
+                          }),
+            1);
+  EXPECT_EQ(std::count_if(audit->begin(), audit->end(),
+                          [](const store::AuditRecord& r) {
+                            return r.event == "activate" && r.outcome == "ok";
+                          }),
+            2);  // the SHO's record and its AuC's (the ICF's own audit)
+}
+
+TEST_P(ShoServiceTest, RefusesAnUnusableConfiguration) {
+  auto c = sho_config();
+  c.operator_id = "sho-b";  // the package signer names sho-a
+  EXPECT_EQ(sho::ShoService::create(*sho_db_, std::move(c), clock_).error().code,
+            ErrorCode::invalid_argument);
+  c = sho_config();
+  c.imsi_prefix = "0010";
+  EXPECT_EQ(sho::ShoService::create(*sho_db_, std::move(c), clock_).error().code,
+            ErrorCode::invalid_argument);
+  c = sho_config();
+  c.client = nullptr;
+  EXPECT_EQ(sho::ShoService::create(*sho_db_, std::move(c), clock_).error().code,
+            ErrorCode::missing_argument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ShoServiceTest, ::testing::Values("memory", "sqlite"),
+                         [](const auto& p) { return p.param; });
+
+}  // namespace
+}  // namespace mcim
