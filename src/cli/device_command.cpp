@@ -1,4 +1,5 @@
-// `mcim device ...`: one command per TRE operation. Arguments are parsed and checked before the
+// `mcim device ...`: one command per TRE operation, and `run`, the agent that drives it through
+// provisioning over the network. Arguments are parsed and checked before the
 // TRE is opened, so bad input (exit 2) never touches the stored state.
 #include "cli/device_command.h"
 
@@ -10,7 +11,10 @@
 
 #include "common/file.h"
 #include "common/hex.h"
+#include "device/agent.h"
+#include "net/https_client.h"
 #include "pki/signed_json.h"
+#include "pki/verify.h"
 #include "tre/tre.h"
 
 namespace mcim::cli {
@@ -20,7 +24,9 @@ using namespace mcim::tre;
 
 struct Args {
   std::string dir, from, package, report, id, signer, instruction, rand, autn, nonce, out;
+  std::string vno, trust;
   std::uint64_t sequence = 0;
+  std::int64_t timeout_s = 60;
   bool verify = false;
   bool show = false;
 };
@@ -296,6 +302,75 @@ Result<Fields> run_pristine(const Args& a) {
   return Fields().add("state", std::string(pki::to_string(tre->status().state)));
 }
 
+// The longest a device waits for its home operator (a day: the owner may register it late).
+constexpr std::int64_t kMaxRunTimeout = 86400;
+
+// Everything `device run` needs before the TRE is opened, checked first (exit 2 leaves the TRE
+// untouched).
+Result<device::AgentConfig> run_config(const Args& a) {
+  if (auto r = require(a.dir, "--dir"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.vno, "--vno"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.trust, "--trust"); !r) return std::unexpected(r.error());
+  auto url = net::parse_url(a.vno);
+  if (!url || !url->tls) {
+    return fail(ErrorCode::invalid_argument, "--vno: expected an https URL");
+  }
+  if (a.timeout_s < 1 || a.timeout_s > kMaxRunTimeout) {
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("--timeout: 1..{} seconds", kMaxRunTimeout));
+  }
+  auto anchors = pki::TrustAnchors::from_file(a.trust);
+  if (!anchors) return with_prefix(anchors.error(), "--trust");
+  device::AgentConfig c;
+  c.vno_url = a.vno;
+  c.tls.trust = std::make_shared<const pki::TrustAnchors>(std::move(*anchors));
+  c.timeout = std::chrono::seconds(a.timeout_s);
+  return c;
+}
+
+std::vector<Fields::Record> step_rows(const std::vector<device::StepTiming>& steps) {
+  std::vector<Fields::Record> rows;
+  for (const auto& t : steps) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.took).count();
+    rows.push_back({{"name", std::string(device::to_string(t.step))}, {"ms", std::to_string(ms)}});
+  }
+  return rows;
+}
+
+// F2 from the device's side. A refusal on the way is the run's answer, not a usage error: the
+// steps done so far and the refusing code are printed, exit 1.
+Result<Fields> run_run(const Args& a) {
+  auto config = run_config(a);
+  if (!config) return std::unexpected(config.error());
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  SystemClock clock;
+  device::Agent agent(*tre, std::move(*config), clock);
+  std::vector<device::StepTiming> steps;
+  agent.on_step([&steps](const device::StepTiming& t) { steps.push_back(t); });
+  const auto started = std::chrono::steady_clock::now();
+  auto outcome = agent.provision();
+  const auto total = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count();
+  Fields f;
+  if (!outcome) {
+    f.add("outcome", "refused")
+        .add("code", std::string(outcome.error().wire_code()))
+        .add("message", outcome.error().message)
+        .add("total_ms", std::to_string(total));
+    f.records("step", step_rows(steps));
+    return f.refused();
+  }
+  f.add("outcome", "operational")
+      .add("pcid", outcome->pcid)
+      .add("imsi", outcome->imsi)
+      .add("package_id", outcome->package_id)
+      .add("total_ms", std::to_string(total));
+  f.records("step", step_rows(outcome->steps));
+  return f;
+}
+
 CLI::App* with_dir(CLI::App* cmd, Args& a) {
   cmd->add_option("--dir", a.dir, "the TRE directory");
   return cmd;
@@ -363,6 +438,17 @@ void register_device(CLI::App& app, Result<Fields>* result) {
   audit->add_flag("--verify", a.verify, "verify chain, signatures and the sealed head");
   audit->add_flag("--show", a.show, "list the entries");
   audit->callback([args, result] { *result = run_audit(*args); });
+
+  auto* run =
+      with_dir(device->add_subcommand(
+                   "run",
+                   "provision over the network (F2): attach, discovery, attestation, package, "
+                   "install, report, attach with the new IMSI; exit 1 when refused"),
+               a);
+  run->add_option("--vno", a.vno, "the visited network's https URL");
+  run->add_option("--trust", a.trust, "PEM trust anchors for the VNO and the DRF");
+  run->add_option("--timeout", a.timeout_s, "seconds for the whole run (default 60)");
+  run->callback([args, result] { *result = run_run(*args); });
 
   auto* fsck = with_dir(device->add_subcommand("fsck", "check the stored state end to end"), a);
   fsck->callback([args, result] { *result = run_fsck(*args); });

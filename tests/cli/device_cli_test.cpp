@@ -222,6 +222,25 @@ TEST_F(DeviceCli, BadInputExitsTwoAndChangesNothing) {
       {"device", "instruct", "--dir", tre(), "--instruction", d_ / "garbage.json"},
       {"device", "fsck", "--dir", tre(), "--bogus"},
       {"device", "frobnicate", "--dir", tre()},
+      // `device run`: everything is checked before the TRE is opened or the network is used.
+      {"device", "run", "--vno", "https://127.0.0.1:1", "--trust", d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--trust", d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1"},
+      {"device", "run", "--dir", tre(), "--vno", "http://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--vno", "not a url", "--trust", d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "missing.pem"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "garbage.der"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--timeout", "0"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--timeout", "86401"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--timeout", "soon"},
+      {"device", "run", "--dir", d_ / "nowhere", "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem"},
   };
   for (const auto& args : cases) {
     std::string line;
@@ -234,6 +253,27 @@ TEST_F(DeviceCli, BadInputExitsTwoAndChangesNothing) {
   }
   EXPECT_FALSE(std::filesystem::exists(d_ / "tre2/state.sealed"));
   EXPECT_EQ(json_of(mcim({"device", "fsck", "--dir", tre(), "--json"}))["fsck"], "ok");
+}
+
+// A visited network that cannot be reached: the run is refused at its first step (exit 1), the
+// code and the steps done so far printed, the TRE untouched.
+TEST_F(DeviceCli, RunAgainstAnUnreachableNetworkIsRefusedAtTheFirstStep) {
+  const std::string before = registry();
+  const auto o = mcim({"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+                       d_ / "ops/ca.pem", "--timeout", "5", "--json"});
+  EXPECT_EQ(o.code, 1) << o.out << o.err;
+  const Json j = Json::parse(o.out);
+  EXPECT_EQ(j["outcome"], "refused");
+  EXPECT_EQ(j["code"], "io_error");
+  EXPECT_TRUE(j["message"].get<std::string>().starts_with("attach_pcid: ")) << j.dump();
+  EXPECT_TRUE(j["step"].empty());
+  EXPECT_TRUE(j.contains("total_ms"));
+  EXPECT_EQ(registry(), before);
+
+  const auto text = mcim({"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1",
+                          "--trust", d_ / "ops/ca.pem", "--timeout", "5"});
+  EXPECT_EQ(text.code, 1);
+  EXPECT_NE(text.out.find("outcome: refused\ncode: io_error\n"), std::string::npos) << text.out;
 }
 
 TEST_F(DeviceCli, AnErrorIsMachineReadableWithJson) {

@@ -1,0 +1,444 @@
+#include "device/agent.h"
+
+#include <fmt/format.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <limits>
+#include <thread>
+#include <utility>
+#include <variant>
+
+#include "common/hex.h"
+#include "common/log.h"
+#include "common/secure.h"
+#include "net/http_error.h"
+#include "net/json_schema.h"
+#include "pki/openssl.h"
+#include "roles/ro/bootstrap.h"
+#include "roles/ro/service_util.h"
+
+namespace mcim::device {
+namespace {
+
+using net::Json;
+using net::JsonSchema;
+using net::optional;
+using net::required;
+using ro::service_util::id_schema;
+using ro::service_util::imsi_schema;
+using Steady = std::chrono::steady_clock;
+
+constexpr std::string_view kLog = "device";
+// The DPF's own bound on a package; a larger answer is not one.
+constexpr std::size_t kMaxPackageBytes = 64 * 1024;
+
+bool lower_hex_id(std::string_view s) {
+  return s.size() == 32 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+const JsonSchema& challenge_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("attach_id", JsonSchema::string(32, lower_hex_id, "32 lowercase hex digits", 32)),
+      required("rand", JsonSchema::hex(16)),
+      required("autn", JsonSchema::hex(16)),
+  });
+  return schema;
+}
+
+const JsonSchema& attachment_schema() {
+  static const JsonSchema token =
+      JsonSchema::string(32, lower_hex_id, "32 lowercase hex digits", 32);
+  static const JsonSchema schema = JsonSchema::object({
+      required("session", token),
+      required("home_session", token),
+      required("imsi", imsi_schema()),
+      required("restricted", JsonSchema::boolean()),
+      optional("gateway", JsonSchema::string(64)),
+      optional("drf_url", JsonSchema::string(256)),
+  });
+  return schema;
+}
+
+// The pending attestation request the SHO placed at the DPF (F2 step 8).
+const JsonSchema& attestation_request_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("request_id", id_schema()),
+      required("nonce", JsonSchema::hex(16, 64)),
+  });
+  return schema;
+}
+
+const JsonSchema& package_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("package_id", id_schema()),
+      required("package", JsonSchema::hex(1, kMaxPackageBytes)),
+  });
+  return schema;
+}
+
+std::string base_of(std::string url) {
+  while (url.ends_with('/')) url.pop_back();
+  return url;
+}
+
+std::vector<std::pair<std::string, std::string>> bearer(const std::string& token) {
+  return {{"Authorization", "Bearer " + token}};
+}
+
+// One request; the answer when it has `expected` status, otherwise the peer's refusal as an Error
+// (its envelope's code) named after `peer`. The body is text: it may be a bootstrap message.
+Result<net::HttpResponse> exchange(net::HttpsClient& client, std::string_view method,
+                                   const std::string& url, int expected, std::string_view peer,
+                                   const Json& body = nullptr, const std::string& session = {}) {
+  const auto headers =
+      session.empty() ? std::vector<std::pair<std::string, std::string>>() : bearer(session);
+  const std::string text = body.is_null() ? std::string() : body.dump();
+  auto r = client.request(method, url, text, body.is_null() ? "" : net::kJsonContentType, headers);
+  if (!r) return with_prefix(r.error(), peer);
+  if (r->status == expected) return std::move(*r);
+  if (r->status < 200 || r->status >= 300) {
+    return std::unexpected(net::error_from_response(*r, peer));
+  }
+  return fail(ErrorCode::bad_format,
+              fmt::format("{}: answered HTTP {} where {} was expected", peer, r->status, expected));
+}
+
+Result<Json> parse_answer(const net::HttpResponse& r, const JsonSchema& schema,
+                          std::string_view peer) {
+  auto json = schema.parse(r.body);
+  // A peer that speaks nonsense is not the device's bad input: one code for every shape error.
+  if (!json) {
+    return fail(ErrorCode::bad_format, fmt::format("{}: answer: {}", peer, json.error().message));
+  }
+  return json;
+}
+
+Attachment attachment_of(const Json& j) {
+  Attachment a;
+  a.imsi = j["imsi"].get<std::string>();
+  a.session = j["session"].get<std::string>();
+  a.home_session = j["home_session"].get<std::string>();
+  a.restricted = j["restricted"].get<bool>();
+  a.gateway = j.value("gateway", "");
+  a.drf_url = j.value("drf_url", "");
+  return a;
+}
+
+// The platform chain as the DPF and the PVA want it (PEM, leaf first): the TRE's public copy,
+// which must start with the certificate the TRE itself holds sealed.
+Result<Json> platform_chain_pems(const tre::Tre& tre) {
+  auto certs = pki::load_certificates(tre.dir() + "/platform.pem");
+  if (!certs) return std::unexpected(certs.error());
+  if (certs->empty() || X509_cmp(certs->front().get(), tre.platform_certificate()) != 0) {
+    return fail(ErrorCode::integrity_failed,
+                "platform.pem does not start with the TRE's platform certificate");
+  }
+  Json out = Json::array();
+  for (const auto& c : *certs) {
+    auto pem = pki::certificate_pem(c.get());
+    if (!pem) return std::unexpected(pem.error());
+    out.push_back(std::move(*pem));
+  }
+  return out;
+}
+
+std::chrono::milliseconds ms_of(std::chrono::microseconds us) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(us);
+}
+
+}  // namespace
+
+std::string_view to_string(Step s) {
+  switch (s) {
+    case Step::attach_pcid: return "attach_pcid";
+    case Step::discovery: return "discovery";
+    case Step::attestation: return "attestation";
+    case Step::package: return "package";
+    case Step::install: return "install";
+    case Step::report: return "report";
+    case Step::attach_imsi: return "attach_imsi";
+  }
+  return "unknown";
+}
+
+// One run of provision(): the deadline, what the steps learnt, the timings.
+struct Agent::Impl {
+  Agent& agent;
+  Steady::time_point deadline;
+  Outcome out;
+  std::string device_id;
+  Attachment pcid_session;
+  std::string dpf_url;
+  std::unique_ptr<net::HttpsClient> dpf;
+  Json chain;
+
+  explicit Impl(Agent& a) : agent(a), deadline(Steady::now() + a.config_.timeout) {}
+
+  // Runs one step, timed; its error names it.
+  template <class F>
+  Result<void> step(Step s, F&& body) {
+    const auto start = Steady::now();
+    Result<void> r = body();
+    if (!r) return with_prefix(r.error(), to_string(s));
+    const StepTiming t{
+        s, std::chrono::duration_cast<std::chrono::microseconds>(Steady::now() - start)};
+    out.steps.push_back(t);
+    log::info(kLog, "{}: done in {} ms", to_string(s), ms_of(t.took).count());
+    if (agent.observer_) agent.observer_(t);
+    return {};
+  }
+
+  // Waits before the next try (doubling from poll_first to poll_max; the last try is at the
+  // deadline); false once the deadline has passed.
+  bool wait(std::chrono::milliseconds& delay) {
+    const auto now = Steady::now();
+    if (now >= deadline) return false;
+    std::this_thread::sleep_for(std::min<Steady::duration>(delay, deadline - now));
+    delay = std::min(delay * 2, agent.config_.poll_max);
+    return true;
+  }
+
+  // GET until the answer is 200: the DPF's 404 not_found means "nothing yet".
+  Result<Json> poll(const std::string& path, const JsonSchema& schema, std::string_view what) {
+    std::chrono::milliseconds delay = agent.config_.poll_first;
+    for (;;) {
+      auto r =
+          exchange(*dpf, "GET", dpf_url + path, 200, "dpf", nullptr, pcid_session.home_session);
+      if (r) return parse_answer(*r, schema, "dpf");
+      if (r.error().code != ErrorCode::not_found) return std::unexpected(r.error());
+      if (!wait(delay)) {
+        return fail(ErrorCode::busy, fmt::format("no {} within the timeout ({} s)", what,
+                                                 agent.config_.timeout.count()));
+      }
+    }
+  }
+
+  Result<void> attach_pcid(const std::string& pcid) {
+    auto a = agent.attach(pcid);
+    if (!a) return std::unexpected(a.error());
+    pcid_session = std::move(*a);
+    if (!pcid_session.restricted || pcid_session.gateway.empty() || pcid_session.drf_url.empty()) {
+      return fail(ErrorCode::bad_format,
+                  "vno: a PCID attach must open a restricted session with a gateway and a DRF");
+    }
+    return {};
+  }
+
+  // Steps 5-6 (7 is the RO's): the bootstrap, verified with the TRE's PIN before any of it is
+  // used; then the DPF client pinned to the key it names.
+  Result<void> discovery(const std::string& pcid) {
+    net::HttpsClientOptions o = agent.config_.tls;
+    o.proxy = pcid_session.gateway;
+    o.proxy_credential = pcid_session.session;
+    auto drf = net::HttpsClient::create(o);
+    if (!drf) return std::unexpected(drf.error());
+    auto r = exchange(**drf, "GET", base_of(pcid_session.drf_url) + "/v1/drf/bootstrap", 200, "drf",
+                      nullptr, pcid_session.home_session);
+    if (!r) return std::unexpected(r.error());
+    auto pin = agent.tre_.bootstrap_pin();
+    if (!pin) return std::unexpected(pin.error());
+    auto fields = ro::verify_bootstrap(r->body, pin->text(), device_id, agent.clock_.now(),
+                                       agent.config_.bootstrap_max_age);
+    if (!fields) return with_prefix(fields.error(), "bootstrap");
+    if (fields->pcid != pcid) {
+      return fail(ErrorCode::wrong_recipient, "bootstrap: made for another PCID");
+    }
+    dpf_url = base_of(fields->dpf_url);
+    // The DPF is trusted by the pin alone: the bootstrap is the only introduction the device has.
+    net::HttpsClientOptions pinned;
+    pinned.spki_pin = fields->dpf_key_pin;
+    pinned.connect_timeout = agent.config_.tls.connect_timeout;
+    pinned.request_timeout = agent.config_.tls.request_timeout;
+    pinned.max_response_body =
+        std::max<std::size_t>(agent.config_.tls.max_response_body, 2 * kMaxPackageBytes + 1024);
+    pinned.proxy = pcid_session.gateway;
+    pinned.proxy_credential = pcid_session.session;
+    auto client = net::HttpsClient::create(std::move(pinned));
+    if (!client) return std::unexpected(client.error());
+    dpf = std::move(*client);
+    log::info(kLog, "discovery: home operator {}, DPF {}", fields->sho, dpf_url);
+    return {};
+  }
+
+  // Steps 8-10 at the device: the request, the TRE's report over its nonce, the answer.
+  Result<void> attestation() {
+    auto request = poll("/v1/dpf/attestation-request", attestation_request_schema(),
+                        "attestation request from the home operator");
+    if (!request) return std::unexpected(request.error());
+    auto nonce = parse_hex((*request)["nonce"].get_ref<const std::string&>(), "nonce");
+    if (!nonce) return std::unexpected(nonce.error());
+    auto report = agent.tre_.attest(*nonce);
+    if (!report) return with_prefix(report.error(), "tre");
+    const std::string id = (*request)["request_id"].get<std::string>();
+    auto r =
+        exchange(*dpf, "POST", dpf_url + "/v1/dpf/attestations/" + id, 202, "dpf",
+                 Json{{"report", *report}, {"platform_chain", chain}}, pcid_session.home_session);
+    if (!r) return std::unexpected(r.error());
+    log::info(kLog, "attestation: request {} answered", id);
+    return {};
+  }
+
+  Result<ByteVec> fetch_package() {
+    auto p = poll("/v1/dpf/package", package_schema(), "package from the home operator");
+    if (!p) return std::unexpected(p.error());
+    out.package_id = (*p)["package_id"].get<std::string>();
+    return parse_hex((*p)["package"].get_ref<const std::string&>(), "package");
+  }
+
+  // Step 13: the TRE's signed status report goes to the DPF whatever the install's outcome.
+  Result<void> report(const std::string& text) {
+    auto r = exchange(*dpf, "POST", dpf_url + "/v1/dpf/packages/" + out.package_id + "/report", 200,
+                      "dpf", Json{{"report", text}, {"platform_chain", chain}},
+                      pcid_session.home_session);
+    if (!r) return std::unexpected(r.error());
+    return {};
+  }
+
+  // After step 14 the SHO's AuC knows the IMSI; until then its home answers credential_unusable
+  // and the device asks again.
+  Result<void> attach_imsi() {
+    if (auto d = agent.detach(pcid_session); !d) {
+      // The provisioning session is useless from here on; a VNO that lost it already is fine.
+      log::warn(kLog, "attach_imsi: detaching the PCID session: {}", d.error());
+    }
+    for (tre::Action action : {tre::Action::activate, tre::Action::select}) {
+      auto done = agent.tre_.apply(action, out.imsi);
+      if (!done) return with_prefix(done.error(), "tre");
+    }
+    std::chrono::milliseconds delay = agent.config_.poll_first;
+    for (;;) {
+      auto a = agent.attach(out.imsi);
+      if (a) {
+        out.operational = std::move(*a);
+        return {};
+      }
+      if (a.error().code != ErrorCode::credential_unusable) return std::unexpected(a.error());
+      if (!wait(delay)) {
+        return fail(ErrorCode::busy,
+                    fmt::format("the home operator did not activate IMSI {} within the timeout "
+                                "({} s)",
+                                out.imsi, agent.config_.timeout.count()));
+      }
+    }
+  }
+
+  Result<Outcome> run() {
+    const tre::Status status = agent.tre_.status();
+    if (status.state == pki::TreState::lockdown) {
+      return fail(ErrorCode::lockdown, "the TRE is locked down (" + status.lockdown_reason + ")");
+    }
+    device_id = status.device_id;
+    for (const auto& c : status.credentials) {
+      if (c.kind == tre::CredentialKind::pcid) out.pcid = c.id;
+    }
+    if (out.pcid.empty()) return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+    auto pems = platform_chain_pems(agent.tre_);
+    if (!pems) return std::unexpected(pems.error());
+    chain = std::move(*pems);
+
+    if (auto r = step(Step::attach_pcid, [&] { return attach_pcid(out.pcid); }); !r)
+      return fail_with(r);
+    if (auto r = step(Step::discovery, [&] { return discovery(out.pcid); }); !r)
+      return fail_with(r);
+    if (auto r = step(Step::attestation, [&] { return attestation(); }); !r) return fail_with(r);
+    ByteVec package;
+    if (auto r = step(Step::package,
+                      [&]() -> Result<void> {
+                        auto p = fetch_package();
+                        if (!p) return std::unexpected(p.error());
+                        package = std::move(*p);
+                        return {};
+                      });
+        !r) {
+      return fail_with(r);
+    }
+    tre::InstallOutcome installed{fail(ErrorCode::internal, "not installed"), {}};
+    // The install step succeeds when the TRE answered: a refusal is reported first, then returned.
+    (void)step(Step::install, [&]() -> Result<void> {
+      installed = agent.tre_.install(package);
+      return {};
+    });
+    if (installed.report.empty()) {
+      return fail_with(Result<void>(with_prefix(installed.result.error(), "install")));
+    }
+    if (auto r = step(Step::report, [&] { return report(installed.report); }); !r)
+      return fail_with(r);
+    if (!installed.result) {
+      return fail_with(Result<void>(with_prefix(installed.result.error(), "install")));
+    }
+    out.imsi = installed.result->id;
+    if (auto r = step(Step::attach_imsi, [&] { return attach_imsi(); }); !r) return fail_with(r);
+    return std::move(out);
+  }
+
+  static std::unexpected<Error> fail_with(const Result<void>& r) {
+    log::warn(kLog, "provisioning failed: {}", r.error());
+    return std::unexpected(r.error());
+  }
+};
+
+Agent::Agent(tre::Tre& tre, AgentConfig config, const Clock& clock)
+    : tre_(tre), config_(std::move(config)), clock_(clock) {}
+
+void Agent::on_step(std::function<void(const StepTiming&)> observer) {
+  observer_ = std::move(observer);
+}
+
+Result<Outcome> Agent::provision() { return Impl(*this).run(); }
+
+Result<Attachment> Agent::attach(std::string_view id) {
+  auto client = net::HttpsClient::create(config_.tls);
+  if (!client) return std::unexpected(client.error());
+  const std::string vno = base_of(config_.vno_url);
+  const std::string imsi(id);
+  auto r = exchange(**client, "POST", vno + "/v1/attach", 200, "vno", Json{{"imsi", imsi}});
+  if (!r) return std::unexpected(r.error());
+  for (unsigned resyncs = 0;; ++resyncs) {
+    auto c = parse_answer(*r, challenge_schema(), "vno");
+    if (!c) return std::unexpected(c.error());
+    const std::string attach_id = (*c)["attach_id"].get<std::string>();
+    // The schema checked the sizes and the digits.
+    const auto rand = *parse_hex_fixed<16>((*c)["rand"].get_ref<const std::string&>(), "rand");
+    const auto autn = *parse_hex_fixed<16>((*c)["autn"].get_ref<const std::string&>(), "autn");
+    auto answer = tre_.authenticate(imsi, rand, autn);
+    if (!answer) return with_prefix(answer.error(), "tre");
+    if (auto* ok = std::get_if<aka::UsimSuccess>(&*answer)) {
+      secure_wipe(ok->ck);
+      secure_wipe(ok->ik);
+      auto s = exchange(**client, "POST", vno + "/v1/attach/" + attach_id + "/response", 201, "vno",
+                        Json{{"res", to_hex(ok->res.view())}});
+      if (!s) return std::unexpected(s.error());
+      auto j = parse_answer(*s, attachment_schema(), "vno");
+      if (!j) return std::unexpected(j.error());
+      Attachment a = attachment_of(*j);
+      if (a.imsi != imsi) return fail(ErrorCode::bad_format, "vno: the session names another IMSI");
+      log::info(kLog, "attached with {} ({})", imsi, a.restricted ? "restricted" : "operational");
+      return a;
+    }
+    if (resyncs >= config_.max_resyncs) {
+      return fail(
+          ErrorCode::sqn_out_of_range,
+          fmt::format("tre: the network's SQN is still not fresh after {} resynchronisations",
+                      resyncs));
+    }
+    const auto& sync = std::get<aka::UsimSyncFailure>(*answer);
+    r = exchange(**client, "POST", vno + "/v1/attach/" + attach_id + "/auts", 200, "vno",
+                 Json{{"auts", to_hex(sync.auts)}});
+    if (!r) return std::unexpected(r.error());
+    log::info(kLog, "attach with {}: resynchronised", imsi);
+  }
+}
+
+Result<void> Agent::detach(const Attachment& a) {
+  auto client = net::HttpsClient::create(config_.tls);
+  if (!client) return std::unexpected(client.error());
+  auto r = exchange(**client, "DELETE", base_of(config_.vno_url) + "/v1/sessions/" + a.session, 204,
+                    "vno");
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
+}  // namespace mcim::device

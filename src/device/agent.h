@@ -1,0 +1,102 @@
+// The M2ME's agent (DESIGN.md §1 "M2ME with TRE", §2 F2; `mcim device run`): drives the TRE from
+// the factory state to an operational subscription with nobody touching it:
+//   1-4   attach to the visited network with the PCID (AKA in the TRE; AUTS resynchronisation);
+//   5-6   discovery at the RO's DRF through the VNO's gateway; the bootstrap message is verified
+//         with the TRE's PIN before anything in it is used;
+//   8-10  the attestation request the SHO placed at the DPF (the PVA's nonce), answered with the
+//         TRE's signed attestation report;
+//   11-13 the package from the DPF over TLS pinned to the bootstrap's key, installed by the TRE,
+//         and its signed status report sent back;
+//   then  detach, activate and select the new MCIM, attach with its IMSI (retried while the SHO
+//         has not yet activated it): operational.
+// The device's own TLS trust (VNO, DRF) comes from AgentConfig; the DPF is trusted by the pin
+// only. Every step is timed; the caller may watch them as they happen. Not thread-safe (the Tre
+// is not); run one Agent per device.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "net/https_client.h"
+#include "tre/tre.h"
+
+namespace mcim::device {
+
+// The steps as the TR numbers them (wire and table names: to_string).
+enum class Step {
+  attach_pcid,   // 1-4
+  discovery,     // 5-7
+  attestation,   // 8-10: waiting for the request, signing, answering
+  package,       // 11-12: waiting for the package and downloading it
+  install,       // 13: in the TRE
+  report,        // 13-14: the signed status report to the DPF
+  attach_imsi,   // detach, activate and select the MCIM, attach with it (waits for activation)
+};
+std::string_view to_string(Step s);
+
+struct StepTiming {
+  Step step;
+  std::chrono::microseconds took{};
+};
+
+struct AgentConfig {
+  std::string vno_url;  // https base URL of the visited network's attach endpoints
+  // TLS towards the VNO and the DRF: trust anchors (or a pin), timeouts; no client certificate.
+  net::HttpsClientOptions tls;
+  std::chrono::milliseconds poll_first{5};   // first wait when the DPF has nothing yet
+  std::chrono::milliseconds poll_max{200};   // the wait doubles up to this
+  std::chrono::seconds timeout{60};          // the whole of provision()
+  unsigned max_resyncs = 2;                  // AUTS rounds per attach
+  std::chrono::seconds bootstrap_max_age{300};
+};
+
+// An attach through the VNO (F2 steps 1-4, or with an MCIM).
+struct Attachment {
+  std::string imsi;
+  std::string session;       // the VNO's (gateway credential); a bearer token, never logged
+  std::string home_session;  // the home's (RO device endpoints); a bearer token, never logged
+  bool restricted = false;
+  std::string gateway;       // "ip:port" for restricted sessions
+  std::string drf_url;       // the RO's DRF for restricted sessions
+};
+
+struct Outcome {
+  std::string pcid, imsi;     // the MCIM's IMSI, now selected
+  std::string package_id;
+  Attachment operational;     // the attach with the IMSI
+  std::vector<StepTiming> steps;
+};
+
+class Agent {
+ public:
+  // `tre` and `clock` must outlive the agent.
+  Agent(tre::Tre& tre, AgentConfig config, const Clock& clock);
+
+  // The whole of F2 as above. The TRE must hold the registration nonce already (`mcim device
+  // register --nonce`, from the owner). On failure: the refusing party's error code, the message
+  // naming the step ("discovery: ..."); the TRE is left as the TRE's own rules leave it.
+  Result<Outcome> provision();
+
+  // One attach with the credential `id` (the PCID or an MCIM's IMSI), AUTS retried.
+  Result<Attachment> attach(std::string_view id);
+  // DELETE the VNO session.
+  Result<void> detach(const Attachment& a);
+
+  // Called after each step with its duration (progress bars, tables).
+  void on_step(std::function<void(const StepTiming&)> observer);
+
+ private:
+  struct Impl;
+  tre::Tre& tre_;
+  AgentConfig config_;
+  const Clock& clock_;
+  std::function<void(const StepTiming&)> observer_;
+};
+
+}  // namespace mcim::device

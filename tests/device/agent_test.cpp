@@ -1,0 +1,587 @@
+// The device agent over the real services: the RO and the VNO on HTTPS on loopback, a test SHO
+// that acts as the contract says (arrival -> attestation request at the DPF; attestation ->
+// package sealed to the TRE; status -> the IMSI activated in its AuC, an ro::Icf behind
+// ro::add_auth_routes on a database of its own), and the device's real TRE. The whole of F2
+// from the agent's side, then the refusals the device itself owes: a bootstrap under another
+// PIN, a DPF that is not the one pinned, a home operator that never sends the package.
+#include "device/agent.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../net/net_test_util.h"
+#include "../tre/tre_fixture.h"
+#include "common/file.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "net/http_error.h"
+#include "net/router.h"
+#include "pki/attestation.h"
+#include "pki/openssl.h"
+#include "roles/ro/auth_routes.h"
+#include "roles/ro/icf.h"
+#include "roles/ro/service.h"
+#include "roles/vno/service.h"
+#include "store/store.h"
+#include "tre/tre.h"
+
+namespace mcim::device {
+namespace {
+
+using namespace std::chrono_literals;
+using net::Json;
+using net::testing::TestPki;
+using pki::testing::TempDir;
+using tre::testing::World;
+
+constexpr std::string_view kRo = "ro-1";
+const std::string kPcid = "001019900000001";
+const std::string kPcidRange = "00101990";
+const std::string kImsi = "001020000000007";  // sho-a's MCIM for the device
+const std::string kImsiRange = "00102";
+constexpr std::string_view kApn = "m2m-prov.ro-1";
+constexpr Bytes<16> kNonce = {7, 7, 7, 7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+
+// An HTTPS server on 127.0.0.1 with TestPki's certificate for `name`: each service has its own
+// key, so SPKI pins tell them apart.
+std::unique_ptr<net::HttpServer> serve_as(net::HttpHandler handler, const std::string& name,
+                                          net::ClientAuth auth, std::size_t body_limit) {
+  auto tls = net::testing::tls_options(auth);
+  tls.identity = TestPki::get().named_server(name).identity;
+  net::HttpServerOptions options;
+  options.threads = 2;
+  options.body_limit = body_limit;
+  return net::testing::start_server(std::move(handler), std::move(tls), options);
+}
+
+std::shared_ptr<net::HttpsClient> operator_client(const std::string& id) {
+  net::HttpsClientOptions o;
+  o.identity = TestPki::get().operator_client(id).identity;
+  return net::testing::make_client("", std::move(o));
+}
+
+// ---- The selected home operator as the contract describes it ---------------------------------
+
+class TestSho {
+ public:
+  struct Behaviour {
+    bool send_package = true;
+    std::chrono::milliseconds activation_delay{300};  // so the device has to ask again
+  };
+
+  TestSho(World& world, store::Database& auc_db, const Clock& clock, Behaviour behaviour)
+      : world_(world), auc_db_(auc_db), clock_(clock), behaviour_(behaviour), router_("sho") {
+    net::RouteOptions only_ro;
+    only_ro.authorize = net::require_operator({std::string(kRo)});
+    for (auto [path, fn] : {std::pair{"/v1/sho/arrivals", &TestSho::arrival},
+                            std::pair{"/v1/sho/attestations", &TestSho::attestation},
+                            std::pair{"/v1/sho/status", &TestSho::status}}) {
+      auto added = router_.add(
+          "POST", path,
+          [this, fn](const net::Request& r) {
+            auto body = Json::parse(r.http.body, nullptr, false);
+            if (!body.is_object()) {
+              return net::error_response(400, "bad_format", "not a JSON object");
+            }
+            return net::respond((this->*fn)(body));
+          },
+          only_ro);
+      EXPECT_TRUE(added) << fmt::to_string(added.error());
+    }
+    ro::AuthRoutes auth;
+    auth.roaming_partners = {"vno-a"};
+    auth.icf = [this]() -> ro::Icf& { return icf(); };
+    auto mounted = ro::add_auth_routes(router_, std::move(auth));
+    EXPECT_TRUE(mounted) << fmt::to_string(mounted.error());
+    server_ = serve_as(router_.handler(), "sho-a", net::ClientAuth::required, 256 * 1024);
+  }
+
+  void connect(std::string ro_url) { ro_url_ = std::move(ro_url); }
+  std::string url() const { return server_ ? server_->url() : std::string(); }
+  int arrivals() const { return arrivals_.load(); }
+  int attestations() const { return attestations_.load(); }
+  int statuses() const { return statuses_.load(); }
+  std::string failure() const {
+    std::lock_guard lock(mu_);
+    return failure_;
+  }
+
+ private:
+  // One Icf per calling thread, over the AuC's own database (as the SHO's AuC).
+  ro::Icf& icf() {
+    thread_local OsRandom random;
+    thread_local std::optional<ro::Icf> icf;
+    icf.emplace(auc_db_, clock_, random);
+    return *icf;
+  }
+
+  void note_failure(std::string what) {
+    ADD_FAILURE() << what;
+    std::lock_guard lock(mu_);
+    failure_ = std::move(what);
+  }
+
+  Result<Json> call_ro(const std::string& path, const Json& body, int expected) {
+    auto r = sho_client_->request("POST", ro_url_ + path, body.dump(), net::kJsonContentType);
+    if (!r) return std::unexpected(r.error());
+    if (r->status != expected) {
+      note_failure(fmt::format("RO {}: HTTP {} {}", path, r->status, r->body));
+      return std::unexpected(net::error_from_response(*r, "ro"));
+    }
+    return Json::object();
+  }
+
+  // F2 step 7: a nonce (the PVA's, here ours) on its way to the device through the DPF.
+  Result<Json> arrival(const Json& n) {
+    ++arrivals_;
+    Bytes<32> nonce{};
+    OsRandom().fill(nonce);
+    {
+      std::lock_guard lock(mu_);
+      nonce_ = ByteVec(nonce.begin(), nonce.end());
+      request_id_ = fmt::format("challenge-{}", arrivals_.load());
+    }
+    auto placed = call_ro("/v1/dpf/attestation-requests",
+                          {{"pcid", n.value("pcid", "")},
+                           {"device_id", n.value("device_id", "")},
+                           {"request_id", fmt::format("challenge-{}", arrivals_.load())},
+                           {"nonce", to_hex(nonce)}},
+                          201);
+    if (!placed) return std::unexpected(placed.error());
+    return Json::object();
+  }
+
+  // Steps 9-11: the report must answer our nonce; then the package, sealed to the platform
+  // certificate the report came with (the real SHO uses the registered one), and the IMSI in the
+  // AuC, not yet usable.
+  Result<Json> attestation(const Json& a) {
+    ++attestations_;
+    auto report = pki::decode_signed_report(a.value("report", ""));
+    if (!report) {
+      note_failure("the relayed report does not decode: " + report.error().message);
+      return std::unexpected(report.error());
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (report->report.nonce != nonce_ || a.value("request_id", "") != request_id_) {
+        note_failure("the report does not answer the request in flight");
+        return fail(ErrorCode::nonce_mismatch, "not the challenge in flight");
+      }
+    }
+    if (!behaviour_.send_package) return Json{{"outcome", "trusted"}};
+    const Json& chain = a.at("platform_chain");
+    const std::string& leaf_pem = chain.at(0).get_ref<const std::string&>();
+    auto leaf = pki::parse_certificate(
+        ByteView(reinterpret_cast<const std::uint8_t*>(leaf_pem.data()), leaf_pem.size()),
+        "platform_chain[0]");
+    if (!leaf) return std::unexpected(leaf.error());
+    const std::string device_id = a.value("device_id", "");
+    pki::McimDocument doc = world_.document(device_id, kImsi, "sho-a", 1, kNonce);
+    store::PcidSubscription sub;
+    sub.pcid = kImsi;
+    std::copy_n(doc.k.get().begin(), 16, sub.k.mut().begin());
+    sub.opc = doc.opc;
+    sub.ind_bits = doc.ind_bits;
+    sub.not_after = std::chrono::floor<std::chrono::seconds>(clock_.now()) + 24h;
+    if (auto imported = icf().import_batch("sho", {std::move(sub)}, "sho-a"); !imported) {
+      note_failure("AuC import: " + imported.error().message);
+      return std::unexpected(imported.error());
+    }
+    const ByteVec pkg = world_.seal(doc, world_.signer("sho-a"), leaf->get());
+    auto stored = call_ro("/v1/dpf/packages",
+                          {{"pcid", a.value("pcid", "")},
+                           {"device_id", device_id},
+                           {"package_id", doc.package_id},
+                           {"package", to_hex(pkg)}},
+                          201);
+    if (!stored) return std::unexpected(stored.error());
+    return Json{{"outcome", "trusted"}};
+  }
+
+  // Step 14: the TRE reported the install; the AuC starts serving the IMSI.
+  Result<Json> status(const Json& s) {
+    ++statuses_;
+    if (s.value("report", "").find("\"outcome\":\"ok\"") == std::string::npos) {
+      note_failure("the status report is not ok");
+      return Json{{"outcome", "refused"}};
+    }
+    std::this_thread::sleep_for(behaviour_.activation_delay);
+    auto active = icf().activate(kImsi, 3600s, "operator:sho-a");
+    if (!active) {
+      note_failure("AuC activation: " + active.error().message);
+      return std::unexpected(active.error());
+    }
+    return Json{{"outcome", "ok"}};
+  }
+
+  World& world_;
+  store::Database& auc_db_;
+  const Clock& clock_;
+  Behaviour behaviour_;
+  net::Router router_;
+  std::string ro_url_;
+  std::shared_ptr<net::HttpsClient> sho_client_ = operator_client("sho-a");
+  std::atomic<int> arrivals_{0}, attestations_{0}, statuses_{0};
+  mutable std::mutex mu_;
+  ByteVec nonce_;           // guarded by mu_
+  std::string request_id_;  // guarded by mu_
+  std::string failure_;     // guarded by mu_
+  std::unique_ptr<net::HttpServer> server_;
+};
+
+// ---- The fixture -----------------------------------------------------------------------------
+
+class AgentTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { world_ = new World(); }
+  static void TearDownTestSuite() {
+    delete world_;
+    world_ = nullptr;
+  }
+  static World& world() { return *world_; }
+
+  void SetUp() override {
+    log::set_level(log::Level::debug);
+    log::set_sink([this](std::string_view line) {
+      std::lock_guard lock(log_mu_);
+      log_.emplace_back(line);
+    });
+    auto ro_db = store::open_database("sqlite:" + (dir_ / "ro.db"));
+    ASSERT_TRUE(ro_db) << fmt::to_string(ro_db.error());
+    ro_db_ = std::move(*ro_db);
+    auto auc_db = store::open_database("sqlite:" + (dir_ / "auc.db"));
+    ASSERT_TRUE(auc_db) << fmt::to_string(auc_db.error());
+    auc_db_ = std::move(*auc_db);
+    bundle_.emplace(world().bundle(kPcid));
+    ASSERT_TRUE(tre::Tre::init(tre::Options{dir_ / "tre"}, *bundle_));
+    auto t = tre::Tre::open(tre::Options{dir_ / "tre"});
+    ASSERT_TRUE(t) << fmt::to_string(t.error());
+    tre_.emplace(std::move(*t));
+    ASSERT_TRUE(tre_->record_registration(kNonce));  // F1: the owner's `device register`
+    import_pcid();
+  }
+
+  void TearDown() override {
+    vno_server_.reset();
+    vno_.reset();
+    ro_server_.reset();
+    ro_.reset();
+    sho_.reset();
+    tre_.reset();
+    ro_db_.reset();
+    auc_db_.reset();
+    log::set_sink(nullptr);
+    log::set_level(log::Level::info);
+    std::lock_guard lock(log_mu_);
+    if (HasFailure()) {
+      for (const std::string& line : log_) std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    for (const std::string& secret : secrets_) {
+      for (const std::string& line : log_) {
+        EXPECT_EQ(line.find(secret), std::string::npos) << "a secret in the log: " << line;
+      }
+    }
+  }
+
+  // F0 without the supplier service: the PCID straight into the ICF.
+  void import_pcid() {
+    OsRandom random;
+    ro::Icf icf(*ro_db_, clock_, random);
+    store::PcidSubscription s;
+    s.pcid = kPcid;
+    s.k = bundle_->k;
+    s.opc = bundle_->opc;
+    s.ind_bits = bundle_->ind_bits;
+    s.not_after = std::chrono::floor<std::chrono::seconds>(clock_.now()) + 24h * 365;
+    auto imported = icf.import_batch("batch-agent", {std::move(s)}, "supplier:sup-1");
+    ASSERT_TRUE(imported) << fmt::to_string(imported.error());
+  }
+
+  void start(TestSho::Behaviour behaviour = {}) {
+    sho_ = std::make_unique<TestSho>(world(), *auc_db_, clock_, behaviour);
+    ASSERT_FALSE(sho_->url().empty());
+    start_ro();
+    if (HasFatalFailure()) return;
+    sho_->connect(ro_url_);
+    start_vno();
+  }
+
+  void start_ro() {
+    ro::RoServiceConfig c;
+    c.operator_id = kRo;
+    c.roaming_partners = {"vno-a"};
+    c.suppliers = {"sup-1"};
+    auto suppliers = pki::TrustAnchors::from_certs({world().supplier().cert()});
+    auto operators = pki::TrustAnchors::from_certs({world().operators().cert()});
+    ASSERT_TRUE(suppliers && operators);
+    c.supplier_roots = std::make_shared<const pki::TrustAnchors>(std::move(*suppliers));
+    c.operator_roots = std::make_shared<const pki::TrustAnchors>(std::move(*operators));
+    pki::CertSpec spec;
+    spec.profile = pki::Profile::encryption;
+    spec.subject = "CN=icf batch key,O=ro-1";
+    spec.sans = {"URI:urn:mcim:operator:" + std::string(kRo)};
+    auto icf = world().operators().issue(spec, world().clock(), world().rng());
+    ASSERT_TRUE(icf) << fmt::to_string(icf.error());
+    auto key = std::make_shared<pki::KeyPair>();
+    key->key = std::move(icf->key);
+    key->certs.push_back(std::move(icf->cert));
+    c.icf_key = std::move(key);
+    c.shos = {{"sho-a", ro::ShoEndpoint{sho_->url()}}};
+    c.notify_client = operator_client(std::string(kRo));
+    c.notify_retry = 100ms;
+    auto service = ro::RoService::create(*ro_db_, std::move(c), clock_);
+    ASSERT_TRUE(service) << fmt::to_string(service.error());
+    ro_ = std::move(*service);
+    ro_server_ = serve_as(ro_->handler(), "ro", net::ClientAuth::optional, ro_->body_limit());
+    ASSERT_TRUE(ro_server_);
+    ro_url_ = ro_server_->url();
+    ro_pin_ = pki::spki_sha256(TestPki::get().named_server("ro").identity->key.get());
+  }
+
+  void start_vno() {
+    roles::VnoServiceConfig c;
+    c.options.name = "vno-a";
+    c.options.restricted_destinations = {ro_server_->address()};
+    c.routes = {roles::Route{kPcidRange, "ro", true}, roles::Route{kImsiRange, "sho", false}};
+    c.homes = {{"ro", ro_url_}, {"sho", sho_->url()}};
+    c.home_client = operator_client("vno-a");
+    auto service = roles::VnoService::create(std::move(c), clock_);
+    ASSERT_TRUE(service) << fmt::to_string(service.error());
+    vno_ = std::move(*service);
+    vno_server_ = serve_as(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
+    ASSERT_TRUE(vno_server_);
+  }
+
+  // F1 at the RO as the SHO does it: the registration (with the PIN the owner gave, and the
+  // DPF's key pin) and the switch-on window.
+  void register_device(const std::string& pin, const Bytes<32>& dpf_pin) {
+    auto sho = operator_client("sho-a");
+    const Json reg = {{"device_id", bundle_->device_id},
+                      {"dpf_url", ro_url_},
+                      {"dpf_key_pin", to_hex(dpf_pin)},
+                      {"apn", kApn},
+                      {"pin", pin}};
+    auto r = sho->request("PUT", ro_url_ + "/v1/drf/registrations/" + kPcid, reg.dump(),
+                          net::kJsonContentType);
+    ASSERT_TRUE(r) << fmt::to_string(r.error());
+    ASSERT_EQ(r->status, 200) << r->body;
+    auto a = sho->request("POST", ro_url_ + "/v1/icf/pcids/" + kPcid + "/activation",
+                          Json{{"window_s", 3600}}.dump(), net::kJsonContentType);
+    ASSERT_TRUE(a) << fmt::to_string(a.error());
+    ASSERT_EQ(a->status, 200) << a->body;
+    secrets_.push_back(pin);
+  }
+  std::string pin() const {
+    return std::string(reinterpret_cast<const char*>(bundle_->pin.get().data()), bundle_->pin_size);
+  }
+
+  AgentConfig config(std::chrono::seconds timeout = 30s) const {
+    AgentConfig c;
+    c.vno_url = vno_server_->url();
+    c.tls.trust = TestPki::get().anchors();
+    c.timeout = timeout;
+    return c;
+  }
+
+  // What the TRE holds: must not change when the device refuses.
+  std::string registry() const {
+    std::string out;
+    const tre::Status s = tre_->status();
+    for (const auto& c : s.credentials) {
+      out += c.id + ":" + std::string(tre::to_string(c.state)) + ";";
+    }
+    return out + (s.selected ? *s.selected : "-");
+  }
+
+  std::optional<store::PackageStatus> package_status(const std::string& id) {
+    auto p = ro_db_->packages().find(id);
+    EXPECT_TRUE(p);
+    if (!p || !*p) return std::nullopt;
+    return (*p)->status;
+  }
+
+  static std::vector<Step> steps_of(const std::vector<StepTiming>& t) {
+    std::vector<Step> out;
+    for (const auto& s : t) out.push_back(s.step);
+    return out;
+  }
+
+  static World* world_;
+  TempDir dir_;
+  SystemClock clock_;
+  std::unique_ptr<store::Database> ro_db_, auc_db_;
+  std::optional<tre::SupplierBundle> bundle_;
+  std::optional<tre::Tre> tre_;
+  std::unique_ptr<TestSho> sho_;
+  std::unique_ptr<ro::RoService> ro_;
+  std::unique_ptr<net::HttpServer> ro_server_;
+  std::string ro_url_;
+  Bytes<32> ro_pin_{};
+  std::unique_ptr<roles::VnoService> vno_;
+  std::unique_ptr<net::HttpServer> vno_server_;
+  std::mutex log_mu_;
+  std::vector<std::string> log_;      // guarded by log_mu_
+  std::vector<std::string> secrets_;  // in no log line
+};
+
+World* AgentTest::world_ = nullptr;
+
+TEST_F(AgentTest, ProvisionsAFactoryFreshDeviceUntilItIsOperational) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+
+  Agent agent(*tre_, config(), clock_);
+  std::vector<StepTiming> seen;
+  agent.on_step([&](const StepTiming& t) { seen.push_back(t); });
+  auto out = agent.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_EQ(sho_->failure(), "");
+
+  EXPECT_EQ(out->pcid, kPcid);
+  EXPECT_EQ(out->imsi, kImsi);
+  EXPECT_EQ(out->package_id, "pkg-" + kImsi + "-1");
+  EXPECT_EQ(out->operational.imsi, kImsi);
+  EXPECT_FALSE(out->operational.restricted);
+  EXPECT_TRUE(out->operational.gateway.empty());
+  EXPECT_TRUE(out->operational.drf_url.empty());
+  const std::vector<Step> all = {Step::attach_pcid, Step::discovery, Step::attestation,
+                                 Step::package,     Step::install,   Step::report,
+                                 Step::attach_imsi};
+  EXPECT_EQ(steps_of(out->steps), all);
+  EXPECT_EQ(steps_of(seen), all);
+  for (const auto& t : out->steps) EXPECT_GT(t.took.count(), 0) << to_string(t.step);
+  // The SHO activated after a pause: the device waited for it and asked again.
+  auto attach_imsi = out->steps.back();
+  EXPECT_GE(attach_imsi.took, 250ms);
+
+  // The TRE ends with the MCIM selected; the PCID credential is still there.
+  const tre::Status s = tre_->status();
+  EXPECT_EQ(s.state, pki::TreState::provisioned);
+  ASSERT_TRUE(s.selected);
+  EXPECT_EQ(*s.selected, kImsi);
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":selected;" + kImsi);
+
+  // Every party saw its part once; the PCID session is closed, the operational one open.
+  EXPECT_EQ(sho_->arrivals(), 1);
+  EXPECT_EQ(sho_->attestations(), 1);
+  EXPECT_EQ(sho_->statuses(), 1);
+  EXPECT_EQ(package_status(out->package_id), store::PackageStatus::reported);
+  EXPECT_TRUE(vno_->vno().session(out->operational.session));
+  auto home = auc_db_->sessions().find(out->operational.home_session);
+  ASSERT_TRUE(home);
+  EXPECT_TRUE(*home);
+  secrets_.push_back(out->operational.session);
+  secrets_.push_back(out->operational.home_session);
+
+  ASSERT_TRUE(agent.detach(out->operational));
+  EXPECT_FALSE(vno_->vno().session(out->operational.session));
+}
+
+TEST_F(AgentTest, ABootstrapUnderAnotherPinIsRefusedAndNothingIsFetched) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  std::string wrong = pin();
+  wrong[0] = wrong[0] == '9' ? '0' : char(wrong[0] + 1);
+  register_device(wrong, ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  const std::string before = registry();
+
+  Agent agent(*tre_, config(), clock_);
+  auto out = agent.provision();
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, ErrorCode::signature_invalid) << fmt::to_string(out.error());
+  EXPECT_TRUE(out.error().message.starts_with("discovery: ")) << out.error().message;
+  EXPECT_EQ(out.error().message.find(wrong), std::string::npos);
+  EXPECT_EQ(out.error().message.find(pin()), std::string::npos);
+
+  // The device went no further: no attestation answered, no package, the TRE as it was.
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  EXPECT_EQ(sho_->arrivals(), 1);  // the RO announced the device; the device refused
+  EXPECT_EQ(sho_->attestations(), 0);
+  EXPECT_EQ(registry(), before);
+  auto next = ro_db_->packages().next_for_device(bundle_->device_id);
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(*next);
+}
+
+TEST_F(AgentTest, ADpfWithAnotherKeyThanTheBootstrapsPinIsNotTalkedTo) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  // The bootstrap pins a key the RO's server does not hold.
+  const Bytes<32> other =
+      pki::spki_sha256(TestPki::get().named_server("elsewhere").identity->key.get());
+  register_device(pin(), other);
+  ASSERT_FALSE(HasFatalFailure());
+  const std::string before = registry();
+
+  Agent agent(*tre_, config(), clock_);
+  std::vector<StepTiming> seen;
+  agent.on_step([&](const StepTiming& t) { seen.push_back(t); });
+  auto out = agent.provision();
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, ErrorCode::chain_invalid) << fmt::to_string(out.error());
+  EXPECT_TRUE(out.error().message.starts_with("attestation: dpf: ")) << out.error().message;
+  EXPECT_EQ(steps_of(seen), (std::vector<Step>{Step::attach_pcid, Step::discovery}));
+  EXPECT_EQ(sho_->attestations(), 0);
+  EXPECT_EQ(registry(), before);
+}
+
+TEST_F(AgentTest, AHomeOperatorThatSendsNoPackageRunsTheDeviceOutOfTime) {
+  TestSho::Behaviour silent;
+  silent.send_package = false;
+  start(silent);
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  const std::string before = registry();
+
+  AgentConfig c = config(3s);
+  c.poll_max = 100ms;
+  Agent agent(*tre_, c, clock_);
+  const auto started = std::chrono::steady_clock::now();
+  auto out = agent.provision();
+  const auto took = std::chrono::steady_clock::now() - started;
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, ErrorCode::busy) << fmt::to_string(out.error());
+  EXPECT_TRUE(out.error().message.starts_with("package: ")) << out.error().message;
+  EXPECT_LE(took, 4s);
+  EXPECT_EQ(sho_->attestations(), 1);  // the attestation went through; the package never came
+  EXPECT_EQ(registry(), before);
+}
+
+TEST_F(AgentTest, ALockedDownTreDoesNotStart) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  tre_.reset();
+  // An edited sealed state: the TRE opens in lockdown.
+  {
+    auto text = read_file(dir_ / "tre/state.sealed");
+    ASSERT_TRUE(text);
+    ByteVec edited = *text;
+    edited[20] ^= 0x01;
+    ASSERT_TRUE(write_file_atomic(dir_ / "tre/state.sealed", edited, 0600));
+  }
+  auto t = tre::Tre::open(tre::Options{dir_ / "tre"});
+  ASSERT_TRUE(t);
+  tre_.emplace(std::move(*t));
+  Agent agent(*tre_, config(), clock_);
+  auto out = agent.provision();
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, ErrorCode::lockdown);
+  EXPECT_EQ(vno_->vno().pending(), 0u);  // not even an attach
+}
+
+}  // namespace
+}  // namespace mcim::device
