@@ -13,6 +13,7 @@
 #include "cli/pki_command.h"
 #include "cli/serve_command.h"
 #include "cli/supplier_command.h"
+#include "cli/up_command.h"
 
 namespace mcim::cli {
 namespace {
@@ -86,6 +87,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   register_supplier(app, &result);
   register_device(app, &result);
   register_serve(app, &result);
+  register_up(app, &result, out);
   int demo_exit = -1;  // set when `demo` ran; it prints its own report
   register_demo(app, json, &demo_exit, out, err);
 

@@ -1,92 +1,96 @@
-// `mcim serve supplier|ro|vno`: loads the service's config file (cli/serve_config.h), starts
-// the service behind an HttpServer, announces the address in the log and the ready file, and
-// serves until SIGINT or SIGTERM. The signals are blocked before any thread starts, so every
-// thread inherits the mask and the main thread alone takes them with sigwait: no handler runs
-// in a signal context, and the stop is an ordinary graceful HttpServer::stop.
+// `mcim serve supplier|ro|vno|sho|pva`: loads the service's config file (cli/serve_config.h),
+// starts the service behind an HttpServer, announces the address in the log and the ready file,
+// and serves until SIGINT or SIGTERM. The signals are blocked before any thread starts, so every
+// thread inherits the mask and the main thread alone takes them with sigwait: no handler runs in
+// a signal context, and the stop is an ordinary graceful HttpServer::stop.
 #include "cli/serve_command.h"
 
 #include <fmt/format.h>
 #include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <variant>
 
-#include "cli/serve_config.h"
-#include "common/clock.h"
 #include "common/file.h"
-#include "common/log.h"
 #include "net/http_server.h"
 #include "store/store.h"
 
 namespace mcim::cli {
-namespace {
 
-enum class Role { supplier, ro, vno };
-
-std::string_view role_name(Role r) {
+std::string_view role_name(ServeRole r) {
   switch (r) {
-    case Role::supplier: return "supplier";
-    case Role::ro: return "ro";
-    case Role::vno: return "vno";
+    case ServeRole::supplier: return "supplier";
+    case ServeRole::ro: return "ro";
+    case ServeRole::vno: return "vno";
+    case ServeRole::sho: return "sho";
+    case ServeRole::pva: return "pva";
   }
   return "?";
 }
 
-struct ServeArgs {
-  std::string config, db, listen, ready_file, log_level;
-};
+BlockedSignals::BlockedSignals() {
+  sigemptyset(&set_);
+  sigaddset(&set_, SIGINT);
+  sigaddset(&set_, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set_, &old_);
+}
 
-// SIGINT and SIGTERM blocked for the life of the command (restored after, for in-process
-// callers); the threads the services start inherit the mask.
-class BlockedSignals {
- public:
-  BlockedSignals() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+BlockedSignals::~BlockedSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+
+int BlockedSignals::wait() const {
+  int sig = 0;
+  while (sigwait(&set_, &sig) != 0) {
   }
-  ~BlockedSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-  BlockedSignals(const BlockedSignals&) = delete;
-  BlockedSignals& operator=(const BlockedSignals&) = delete;
+  return sig;
+}
 
-  int wait() const {
-    int sig = 0;
-    while (sigwait(&set_, &sig) != 0) {
-    }
-    return sig;
-  }
-
- private:
-  sigset_t set_{}, old_{};
-};
-
-// What differs between the roles once loaded: the running service behind one handler.
-struct Running {
-  std::unique_ptr<store::Database> db;  // ro only; outlives the service
+// What differs between the roles once loaded: the running service behind one handler. Members
+// are destroyed bottom up: the server, then the service, then the config and the database.
+struct ServedRole::State {
+  ServeRole role = ServeRole::ro;
+  // The loaded config lives as long as the service: it may hold what the service points into.
+  std::variant<std::monostate, RoServeConfig, VnoServeConfig, SupplierServeConfig, ShoServeConfig,
+               PvaServeConfig>
+      config;
+  std::unique_ptr<store::Database> db;  // ro, sho, pva; outlives the service
   std::unique_ptr<ro::RoService> ro;
+  std::unique_ptr<sho::ShoService> sho;
+  std::unique_ptr<pva::PvaService> pva;
   std::unique_ptr<roles::VnoService> vno;
   std::unique_ptr<supplier::SupplierService> supplier;
-  std::shared_ptr<const pki::TrustAnchors> keep;  // what a config's raw pointers point into
   const ServeCommon* common = nullptr;
   net::HttpHandler handler;
   std::shared_ptr<net::Metrics> metrics;
   std::size_t body_limit = net::HttpServerOptions{}.body_limit;
   std::string gateway;  // vno: the gateway's address
+  std::unique_ptr<net::HttpServer> server;
+
+  void reset() {
+    if (server) server->stop();
+    server.reset();
+    ro.reset();
+    vno.reset();
+    supplier.reset();
+    sho.reset();
+    pva.reset();
+    db.reset();
+  }
 };
 
-// The overrides of the command line, checked before the file is read.
-struct Overrides {
-  std::optional<ListenAddress> listen;
-  std::optional<log::Level> level;
+namespace {
+
+using State = ServedRole::State;
+
+struct ServeArgs {
+  std::string config, db, listen, ready_file, log_level;
 };
 
-Result<Overrides> check_overrides(const ServeArgs& a) {
-  Overrides o;
+Result<ServeOverrides> check_overrides(const ServeArgs& a) {
+  ServeOverrides o;
   if (!a.listen.empty()) {
     auto l = parse_listen(a.listen, "--listen");
     if (!l) return std::unexpected(l.error());
@@ -101,25 +105,33 @@ Result<Overrides> check_overrides(const ServeArgs& a) {
   }
   if (!a.db.empty()) {
     if (auto r = check_database_url(a.db, "--db"); !r) return std::unexpected(r.error());
+    o.db = a.db;
   }
   return o;
 }
 
-void apply(ServeCommon& common, const Overrides& o) {
+void apply(ServeCommon& common, const ServeOverrides& o) {
   if (o.listen) common.listen = *o.listen;
   if (o.level) common.log_level = *o.level;
   log::set_level(common.log_level);
 }
 
-Result<void> start_ro(const ServeArgs& a, const Overrides& o, const Clock& clock,
-                      RoServeConfig& config, Running& run) {
-  apply(config.common, o);
-  if (!a.db.empty()) config.db_url = a.db;
+// The database of the file, or of --db.
+Result<void> open_db(const ServeOverrides& o, std::string_view role, const ServeCommon& common,
+                     std::string& url, State& run) {
+  if (!o.db.empty()) url = o.db;
   // The URL may carry a password: only its kind is logged or repeated.
-  auto db = store::open_database(config.db_url);
-  if (!db) return with_prefix(db.error(), a.db.empty() ? config.common.path + ": db" : "--db");
+  auto db = store::open_database(url);
+  if (!db) return with_prefix(db.error(), o.db.empty() ? common.path + ": db" : "--db");
   run.db = std::move(*db);
-  log::info("ro", "database: {}", database_kind(config.db_url));
+  log::info(role, "database: {}", database_kind(url));
+  return {};
+}
+
+Result<void> start_ro(const ServeOverrides& o, const Clock& clock, RoServeConfig& config,
+                      State& run) {
+  apply(config.common, o);
+  if (auto r = open_db(o, "ro", config.common, config.db_url, run); !r) return r;
   auto service = ro::RoService::create(*run.db, std::move(config.service), clock);
   if (!service) return with_prefix(service.error(), config.common.path);
   run.ro = std::move(*service);
@@ -129,8 +141,8 @@ Result<void> start_ro(const ServeArgs& a, const Overrides& o, const Clock& clock
   return {};
 }
 
-Result<void> start_vno(const Overrides& o, const Clock& clock, VnoServeConfig& config,
-                       Running& run) {
+Result<void> start_vno(const ServeOverrides& o, const Clock& clock, VnoServeConfig& config,
+                       State& run) {
   apply(config.common, o);
   auto service = roles::VnoService::create(std::move(config.service), clock);
   if (!service) return with_prefix(service.error(), config.common.path);
@@ -141,10 +153,9 @@ Result<void> start_vno(const Overrides& o, const Clock& clock, VnoServeConfig& c
   return {};
 }
 
-Result<void> start_supplier(const Overrides& o, const Clock& clock, SupplierServeConfig& config,
-                            Running& run) {
+Result<void> start_supplier(const ServeOverrides& o, const Clock& clock,
+                            SupplierServeConfig& config, State& run) {
   apply(config.common, o);
-  run.keep = config.operator_roots;
   auto service = supplier::SupplierService::create(std::move(config.service), clock);
   if (!service) return with_prefix(service.error(), config.common.path);
   run.supplier = std::move(*service);
@@ -153,7 +164,98 @@ Result<void> start_supplier(const Overrides& o, const Clock& clock, SupplierServ
   return {};
 }
 
-Result<Fields> run_serve(Role role, const ServeArgs& a) {
+Result<void> start_sho(const ServeOverrides& o, const Clock& clock, ShoServeConfig& config,
+                       State& run) {
+  apply(config.common, o);
+  if (auto r = open_db(o, "sho", config.common, config.db_url, run); !r) return r;
+  auto service = sho::ShoService::create(*run.db, std::move(config.service), clock);
+  if (!service) return with_prefix(service.error(), config.common.path);
+  run.sho = std::move(*service);
+  run.handler = run.sho->handler();
+  run.metrics = run.sho->router().metrics_ptr();
+  return {};
+}
+
+Result<void> start_pva(const ServeOverrides& o, const Clock& clock, PvaServeConfig& config,
+                       State& run) {
+  apply(config.common, o);
+  if (auto r = open_db(o, "pva", config.common, config.db_url, run); !r) return r;
+  auto service = pva::PvaService::create(*run.db, std::move(config.service), clock);
+  if (!service) return with_prefix(service.error(), config.common.path);
+  run.pva = std::move(*service);
+  run.handler = run.pva->handler();
+  run.metrics = run.pva->router().metrics_ptr();
+  run.body_limit = run.pva->body_limit();
+  return {};
+}
+
+// Loads the role's file into run.config and starts its service (not yet its server).
+template <typename Config>
+Result<void> load_and_start(Result<Config> (*load)(const std::string&),
+                            Result<void> (*start)(const ServeOverrides&, const Clock&, Config&,
+                                                  State&),
+                            const std::string& path, const ServeOverrides& o, const Clock& clock,
+                            State& run) {
+  auto c = load(path);
+  if (!c) return std::unexpected(c.error());
+  Config& config = run.config.template emplace<Config>(std::move(*c));
+  run.common = &config.common;
+  return start(o, clock, config, run);
+}
+
+Result<void> start_service(const std::string& path, const ServeOverrides& o, const Clock& clock,
+                           State& run) {
+  switch (run.role) {
+    case ServeRole::ro: return load_and_start(&load_ro_config, &start_ro, path, o, clock, run);
+    case ServeRole::vno: return load_and_start(&load_vno_config, &start_vno, path, o, clock, run);
+    case ServeRole::supplier:
+      return load_and_start(&load_supplier_config, &start_supplier, path, o, clock, run);
+    case ServeRole::sho: return load_and_start(&load_sho_config, &start_sho, path, o, clock, run);
+    case ServeRole::pva: return load_and_start(&load_pva_config, &start_pva, path, o, clock, run);
+  }
+  return fail(ErrorCode::internal, "unknown role");
+}
+
+}  // namespace
+
+ServedRole::ServedRole(std::unique_ptr<State> state) : state_(std::move(state)) {}
+ServedRole::~ServedRole() { state_->reset(); }
+
+Result<std::unique_ptr<ServedRole>> ServedRole::start(ServeRole role, const std::string& config,
+                                                      const ServeOverrides& overrides,
+                                                      const Clock& clock) {
+  auto run = std::make_unique<State>();
+  run->role = role;
+  if (auto r = start_service(config, overrides, clock, *run); !r) {
+    run->reset();
+    return std::unexpected(r.error());
+  }
+  net::HttpServerOptions options = run->common->server_options(run->body_limit);
+  options.metrics = run->metrics;
+  auto server = net::HttpServer::start(options, run->handler);
+  if (!server) {
+    run->reset();
+    return with_prefix(server.error(), overrides.listen ? "--listen" : config + ": listen");
+  }
+  run->server = std::move(*server);
+  log::info(role_name(role), "listening on {}", run->server->url());  // the VNO logs its gateway
+  return std::unique_ptr<ServedRole>(new ServedRole(std::move(run)));
+}
+
+ServeRole ServedRole::role() const { return state_->role; }
+std::string ServedRole::url() const { return state_->server ? state_->server->url() : ""; }
+std::string ServedRole::address() const {
+  return state_->server ? state_->server->address() : "";
+}
+const std::string& ServedRole::gateway() const { return state_->gateway; }
+void ServedRole::stop_serving() {
+  if (state_->server) state_->server->stop();
+}
+void ServedRole::stop() { state_->reset(); }
+
+namespace {
+
+Result<Fields> run_serve(ServeRole role, const ServeArgs& a) {
   if (auto r = require(a.config, "--config"); !r) return std::unexpected(r.error());
   const BlockedSignals signals;
   auto overrides = check_overrides(a);
@@ -163,66 +265,22 @@ Result<Fields> run_serve(Role role, const ServeArgs& a) {
 
   const std::string_view name = role_name(role);
   SystemClock clock;
-  Running run;
-  // The loaded configs live here: a config may hold what the service points into.
-  std::optional<RoServeConfig> ro_config;
-  std::optional<VnoServeConfig> vno_config;
-  std::optional<SupplierServeConfig> supplier_config;
-  Result<void> started;
-  switch (role) {
-    case Role::ro: {
-      auto c = load_ro_config(a.config);
-      if (!c) return std::unexpected(c.error());
-      ro_config.emplace(std::move(*c));
-      run.common = &ro_config->common;
-      started = start_ro(a, *overrides, clock, *ro_config, run);
-      break;
-    }
-    case Role::vno: {
-      auto c = load_vno_config(a.config);
-      if (!c) return std::unexpected(c.error());
-      vno_config.emplace(std::move(*c));
-      run.common = &vno_config->common;
-      started = start_vno(*overrides, clock, *vno_config, run);
-      break;
-    }
-    case Role::supplier: {
-      auto c = load_supplier_config(a.config);
-      if (!c) return std::unexpected(c.error());
-      supplier_config.emplace(std::move(*c));
-      run.common = &supplier_config->common;
-      started = start_supplier(*overrides, clock, *supplier_config, run);
-      break;
-    }
-  }
-  if (!started) return std::unexpected(started.error());
-
-  net::HttpServerOptions options = run.common->server_options(run.body_limit);
-  options.metrics = run.metrics;
-  auto server = net::HttpServer::start(options, run.handler);
-  if (!server) return with_prefix(server.error(), a.listen.empty() ? "listen" : "--listen");
-  log::info(name, "listening on {}", (*server)->url());
-  if (!run.gateway.empty()) log::info(name, "gateway listening on {}", run.gateway);
+  auto served = ServedRole::start(role, a.config, *overrides, clock);
+  if (!served) return std::unexpected(served.error());
+  const std::string url = (*served)->url();
+  const std::string gateway = (*served)->gateway();
 
   if (!a.ready_file.empty()) {
-    nlohmann::json ready = {{"url", (*server)->url()}};
-    if (!run.gateway.empty()) ready["gateway"] = run.gateway;
+    nlohmann::json ready = {{"url", url}};
+    if (!gateway.empty()) ready["gateway"] = gateway;
     if (auto w = write_file_atomic(a.ready_file, ready.dump() + "\n"); !w) {
-      (*server)->stop();
       return with_prefix(w.error(), "--ready-file");
     }
   }
 
   const int sig = signals.wait();
   log::info(name, "{} received, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  const std::string url = (*server)->url();
-  (*server)->stop();
-  server->reset();
-  // The service before its database, then the files that announced it.
-  run.ro.reset();
-  run.vno.reset();
-  run.supplier.reset();
-  run.db.reset();
+  served->reset();
   if (!a.ready_file.empty()) std::remove(a.ready_file.c_str());
   log::info(name, "stopped");
   Fields f;
@@ -239,16 +297,19 @@ void register_serve(CLI::App& app, Result<Fields>* result) {
       "serve", "run one stakeholder's HTTPS service until SIGINT/SIGTERM (docs/operations.md)");
   serve->require_subcommand(1);
   struct Sub {
-    Role role;
+    ServeRole role;
     const char* help;
   };
-  for (const Sub& s : {Sub{Role::supplier, "the supplier: batch orders, CCIF, handover to the ICF"},
-                       Sub{Role::ro, "the Registration Operator: ICF, DRF and DPF"},
-                       Sub{Role::vno, "the visited network: attach endpoints and gateway"}}) {
+  for (const Sub& s :
+       {Sub{ServeRole::supplier, "the supplier: batch orders, CCIF, handover to the ICF"},
+        Sub{ServeRole::ro, "the Registration Operator: ICF, DRF and DPF"},
+        Sub{ServeRole::vno, "the visited network: attach endpoints and gateway"},
+        Sub{ServeRole::sho, "the Selected Home Operator: subscribers, MCIMs, AuC"},
+        Sub{ServeRole::pva, "the Platform Validation Authority: attestation, OCSP"}}) {
     auto args = std::make_shared<ServeArgs>();
     auto* sub = serve->add_subcommand(std::string(role_name(s.role)), s.help);
     sub->add_option("--config", args->config, "the service's JSON config file");
-    if (s.role == Role::ro) {
+    if (s.role == ServeRole::ro || s.role == ServeRole::sho || s.role == ServeRole::pva) {
       sub->add_option("--db", args->db,
                       "database URL instead of the file's db (sqlite:PATH, postgresql://...)");
     }
@@ -256,7 +317,7 @@ void register_serve(CLI::App& app, Result<Fields>* result) {
     sub->add_option("--ready-file", args->ready_file,
                     "written (atomically) with {\"url\":...} once listening, removed at stop");
     sub->add_option("--log-level", args->log_level, "debug, info, warn or error");
-    const Role role = s.role;
+    const ServeRole role = s.role;
     sub->callback([args, result, role] { *result = run_serve(role, *args); });
   }
 }

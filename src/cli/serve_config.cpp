@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/output.h"
+#include "common/ascii.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/secure.h"
@@ -29,7 +30,12 @@ constexpr std::int64_t kYearSeconds = 366LL * 24 * 3600;
 
 JsonSchema path_string() { return JsonSchema::string(4096); }
 JsonSchema id_string() {
-  return JsonSchema::string(64, pki::valid_mcim_id, "an mcim id (letters, digits, . _ -)");
+  return JsonSchema::string(64, pki::valid_mcim_id, "an mcim id (letters, digits, . _ : -)");
+}
+JsonSchema digit_string(std::size_t min, std::size_t max) {
+  return JsonSchema::string(
+      max, [](std::string_view s) { return ascii_digits(s); },
+      fmt::format("{} to {} digits", min, max), min);
 }
 JsonSchema file_list() { return JsonSchema::array(path_string(), 64, 1); }
 JsonSchema id_list() { return JsonSchema::array(id_string(), 10'000); }
@@ -233,10 +239,21 @@ std::string resolve_db(const ConfigFile& file, const std::string& url) {
   return std::string(kSqlite) + file.resolve(path);
 }
 
-// The RO's OP: one line of 32 hex digits in a file nobody else may read, since whoever reads it
-// can compute OPc from any K.
-Result<Secret<16>> read_op_file(const ConfigFile& file, const std::string& key,
-                                const std::string& path) {
+// The file's "db", or an SQLite file `default_name` beside it.
+Result<std::string> database_of(const ConfigFile& file, const Json& j,
+                                const std::string& default_name) {
+  std::string url = j.contains("db") ? resolve_db(file, j["db"].get<std::string>())
+                                     : "sqlite:" + file.resolve(default_name);
+  if (auto r = check_database_url(url, "db"); !r) {
+    return fail(r.error().code, fmt::format("{}: {}", file.path(), r.error().message));
+  }
+  return url;
+}
+
+// A file holding a secret (an OP, an owner's token): only its owner may read it. Its name, never
+// its content, goes into a message.
+Result<SecretBytes> read_private_file(const ConfigFile& file, const std::string& key,
+                                      const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     return file.at(key, ErrorCode::not_found, fmt::format("{}: cannot be read", path));
@@ -250,8 +267,16 @@ Result<Secret<16>> read_op_file(const ConfigFile& file, const std::string& key,
   }
   auto data = read_file(path);
   if (!data) return file.at(key, data.error());
-  const SecretBytes raw(std::move(*data));
-  auto op = parse_secret16_text(raw.text(), key);
+  return SecretBytes(std::move(*data));
+}
+
+// An OP: one line of 32 hex digits in a private file, since whoever reads it can compute OPc
+// from any K.
+Result<Secret<16>> read_op_file(const ConfigFile& file, const std::string& key,
+                                const std::string& path) {
+  auto raw = read_private_file(file, key, path);
+  if (!raw) return std::unexpected(raw.error());
+  auto op = parse_secret16_text(raw->text(), key);
   if (!op) {
     return file.at(key, ErrorCode::invalid_argument, "the file must hold 16 bytes of hex");
   }
@@ -340,6 +365,7 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
           required("icf_key", path_string()),
           optional("expire_interval_s", JsonSchema::integer(0, kYearSeconds)),
           optional("notify_retry_ms", JsonSchema::integer(1, 3'600'000)),
+          optional("notify_workers", JsonSchema::integer(1, 256)),
           optional("max_pending_notices", JsonSchema::integer(1, 100'000'000)),
           optional("max_batch_bytes", JsonSchema::integer(1024, 1LL << 30)),
           optional("icf",
@@ -366,11 +392,9 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
   // = workers: more workers than cores let the database group them (docs/performance.md).
   if (!j->contains("threads")) c.common.threads = kRoDefaultThreads;
 
-  c.db_url = j->contains("db") ? resolve_db(file, (*j)["db"].get<std::string>())
-                               : "sqlite:" + file.resolve("ro.db");
-  if (auto r = check_database_url(c.db_url, "db"); !r) {
-    return fail(r.error().code, fmt::format("{}: {}", path, r.error().message));
-  }
+  auto db = database_of(file, *j, "ro.db");
+  if (!db) return std::unexpected(db.error());
+  c.db_url = std::move(*db);
 
   ro::RoServiceConfig& s = c.service;
   s.operator_id = (*j)["operator_id"].get<std::string>();
@@ -389,6 +413,7 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
   s.notify_client = c.common.client;
   s.expire_interval = std::chrono::seconds(j->value("expire_interval_s", 60));
   s.notify_retry = std::chrono::milliseconds(j->value("notify_retry_ms", 500));
+  s.notify_workers = j->value("notify_workers", s.notify_workers);
   s.max_pending_notices = j->value("max_pending_notices", s.max_pending_notices);
   s.max_batch_bytes = j->value("max_batch_bytes", s.max_batch_bytes);
   if (j->contains("icf")) {
@@ -419,9 +444,6 @@ Result<VnoServeConfig> load_vno_config(const std::string& path) {
   using net::optional;
   using net::required;
   const ConfigFile file(path);
-  auto digits = [](std::string_view s) {
-    return std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-  };
   static const JsonSchema kSchema = JsonSchema::object(with_common(
       {
           required("name", id_string()),
@@ -430,9 +452,10 @@ Result<VnoServeConfig> load_vno_config(const std::string& path) {
           required("routes",
                    JsonSchema::array(
                        JsonSchema::object({
-                           required("prefix", JsonSchema::string(15, digits, "5 to 15 digits", 5)),
+                           required("prefix", digit_string(5, 15)),
                            required("home", id_string()),
                            optional("provisioning", JsonSchema::boolean()),
+                           optional("drf_url", JsonSchema::string(2048)),
                        }),
                        10'000, 1)),
           optional("restricted_destinations", JsonSchema::array(JsonSchema::string(64), 1'000)),
@@ -476,6 +499,15 @@ Result<VnoServeConfig> load_vno_config(const std::string& path) {
     r.prefix = routes[i]["prefix"].get<std::string>();
     r.home = routes[i]["home"].get<std::string>();
     r.provisioning = routes[i].value("provisioning", false);
+    if (routes[i].contains("drf_url")) {
+      const auto key = fmt::format("routes[{}].drf_url", i);
+      auto url = file.https_url(key, routes[i]["drf_url"].get<std::string>());
+      if (!url) return std::unexpected(url.error());
+      if (!r.provisioning) {
+        return file.at(key, ErrorCode::invalid_argument, "only for a provisioning route");
+      }
+      r.drf_url = *url;
+    }
     if (!s.homes.contains(r.home)) {
       return file.at(fmt::format("routes[{}].home", i), ErrorCode::invalid_argument,
                      "not a key of homes");
@@ -569,6 +601,257 @@ Result<SupplierServeConfig> load_supplier_config(const std::string& path) {
   if (!roots) return std::unexpected(roots.error());
   c.operator_roots = *roots;
   for (const auto& r : c.operator_roots->roots()) t.operator_roots.push_back(r.get());
+  return c;
+}
+
+namespace {
+
+// An owner's bearer token is configured by its SHA-256 (hex), or as a private file holding the
+// token itself, hashed here: the SHO never keeps a token.
+Result<sho::Owner> load_owner(const ConfigFile& file, const Json& o, std::size_t i) {
+  const auto key = fmt::format("owners[{}]", i);
+  sho::Owner owner;
+  owner.id = o["id"].get<std::string>();
+  if (o.contains("token_sha256") == o.contains("token_file")) {
+    return file.at(key, ErrorCode::invalid_argument, "give one of token_sha256 and token_file");
+  }
+  if (o.contains("token_sha256")) {
+    auto h = parse_hex_fixed<32>(o["token_sha256"].get<std::string>(), key + ".token_sha256");
+    if (!h) return fail(h.error().code, fmt::format("{}: {}", file.path(), h.error().message));
+    owner.token_sha256 = *h;
+    return owner;
+  }
+  const auto token_key = key + ".token_file";
+  auto raw = read_private_file(file, token_key, file.resolve(o["token_file"].get<std::string>()));
+  if (!raw) return std::unexpected(raw.error());
+  std::string_view token = raw->text();
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())) != 0) {
+    token.remove_suffix(1);
+  }
+  if (token.empty()) return file.at(token_key, ErrorCode::invalid_argument, "the file is empty");
+  owner.token_sha256 =
+      pki::sha256(ByteView(reinterpret_cast<const std::uint8_t*>(token.data()), token.size()));
+  return owner;
+}
+
+// The DPF's key pin: given as hex, or as the DPF's certificate whose public key is pinned.
+Result<Bytes<32>> load_dpf_pin(const ConfigFile& file, const Json& r, const std::string& key) {
+  if (r.contains("dpf_key_pin") == r.contains("dpf_cert")) {
+    return file.at(key, ErrorCode::invalid_argument, "give one of dpf_key_pin and dpf_cert");
+  }
+  if (r.contains("dpf_key_pin")) {
+    auto pin = parse_hex_fixed<32>(r["dpf_key_pin"].get<std::string>(), key + ".dpf_key_pin");
+    if (!pin) return fail(pin.error().code, fmt::format("{}: {}", file.path(), pin.error().message));
+    return *pin;
+  }
+  auto cert = pki::load_certificate(file.resolve(r["dpf_cert"].get<std::string>()));
+  if (!cert) return file.at(key + ".dpf_cert", cert.error());
+  return pki::spki_sha256(X509_get0_pubkey(cert->get()));
+}
+
+Result<sho::RoEndpoint> load_ro_endpoint(const ConfigFile& file, const Json& r, std::size_t i) {
+  const auto key = fmt::format("ros[{}]", i);
+  sho::RoEndpoint ro;
+  ro.operator_id = r["operator_id"].get<std::string>();
+  ro.pcid_prefix = r["pcid_prefix"].get<std::string>();
+  auto url = file.https_url(key + ".url", r["url"].get<std::string>());
+  if (!url) return std::unexpected(url.error());
+  ro.base_url = *url;
+  ro.dpf_url = ro.base_url;
+  if (r.contains("dpf_url")) {
+    auto dpf = file.https_url(key + ".dpf_url", r["dpf_url"].get<std::string>());
+    if (!dpf) return std::unexpected(dpf.error());
+    ro.dpf_url = *dpf;
+  }
+  auto pin = load_dpf_pin(file, r, key);
+  if (!pin) return std::unexpected(pin.error());
+  ro.dpf_key_pin = *pin;
+  ro.apn = r["apn"].get<std::string>();
+  return ro;
+}
+
+Result<std::shared_ptr<const pki::TrustAnchors>> anchors_at(const ConfigFile& file, const Json& j,
+                                                           const char* key) {
+  return file.anchors(key, j[key]);
+}
+
+}  // namespace
+
+Result<ShoServeConfig> load_sho_config(const std::string& path) {
+  using net::optional;
+  using net::required;
+  const ConfigFile file(path);
+  static const JsonSchema kSchema = JsonSchema::object(with_common(
+      {
+          optional("db", JsonSchema::string(4096)),
+          required("operator_id", id_string()),
+          required("owners",
+                   JsonSchema::array(
+                       JsonSchema::object({
+                           required("id", id_string()),
+                           optional("token_sha256", JsonSchema::hex(32)),
+                           optional("token_file", path_string()),
+                       }),
+                       10'000, 1)),
+          required("ros", JsonSchema::array(
+                              JsonSchema::object({
+                                  required("operator_id", id_string()),
+                                  required("pcid_prefix", digit_string(1, 15)),
+                                  required("url", JsonSchema::string(2048)),
+                                  optional("dpf_url", JsonSchema::string(256)),
+                                  optional("dpf_key_pin", JsonSchema::hex(32)),
+                                  optional("dpf_cert", path_string()),
+                                  required("apn", JsonSchema::string(253)),
+                              }),
+                              1'000, 1)),
+          optional("roaming_partners", id_list()),
+          required("imsi_prefix", digit_string(5, 14)),
+          optional("imsi_digits", JsonSchema::integer(6, 15)),
+          required("op_file", path_string()),
+          optional("ind_bits", JsonSchema::integer(0, 10)),
+          optional("nonce_lifetime_s", JsonSchema::integer(60, kYearSeconds)),
+          optional("mcim_lifetime_s", JsonSchema::integer(3600, 30 * kYearSeconds)),
+          required("supplier_roots", file_list()),
+          required("pva_roots", file_list()),
+          required("pva_url", JsonSchema::string(2048)),
+          required("package_signer", path_string()),
+      },
+      true));
+  std::map<std::string, std::map<std::string, std::string>> maps;
+  auto j = file.load(kSchema, {}, maps);
+  if (!j) return std::unexpected(j.error());
+
+  ShoServeConfig c;
+  auto common = load_common(file, *j, net::ClientAuth::optional);
+  if (!common) return std::unexpected(common.error());
+  c.common = std::move(*common);
+  auto db = database_of(file, *j, "sho.db");
+  if (!db) return std::unexpected(db.error());
+  c.db_url = std::move(*db);
+
+  sho::ShoServiceConfig& s = c.service;
+  s.operator_id = (*j)["operator_id"].get<std::string>();
+  const Json& owners = (*j)["owners"];
+  for (std::size_t i = 0; i < owners.size(); ++i) {
+    auto owner = load_owner(file, owners[i], i);
+    if (!owner) return std::unexpected(owner.error());
+    s.owners.push_back(std::move(*owner));
+  }
+  const Json& ros = (*j)["ros"];
+  for (std::size_t i = 0; i < ros.size(); ++i) {
+    auto ro = load_ro_endpoint(file, ros[i], i);
+    if (!ro) return std::unexpected(ro.error());
+    s.ros.push_back(std::move(*ro));
+  }
+  s.roaming_partners = strings(*j, "roaming_partners");
+  s.imsi_prefix = (*j)["imsi_prefix"].get<std::string>();
+  s.imsi_digits = j->value("imsi_digits", s.imsi_digits);
+  if (s.imsi_prefix.size() >= s.imsi_digits) {
+    return file.at("imsi_prefix", ErrorCode::invalid_argument,
+                   "must be shorter than imsi_digits (the serial needs a digit)");
+  }
+  auto op = read_op_file(file, "op_file", file.resolve((*j)["op_file"].get<std::string>()));
+  if (!op) return std::unexpected(op.error());
+  s.op = *op;
+  s.ind_bits = j->value("ind_bits", s.ind_bits);
+  if (j->contains("nonce_lifetime_s")) {
+    s.nonce_lifetime = std::chrono::seconds((*j)["nonce_lifetime_s"].get<std::int64_t>());
+  }
+  if (j->contains("mcim_lifetime_s")) {
+    s.mcim_lifetime = std::chrono::seconds((*j)["mcim_lifetime_s"].get<std::int64_t>());
+  }
+  auto supplier_roots = anchors_at(file, *j, "supplier_roots");
+  if (!supplier_roots) return std::unexpected(supplier_roots.error());
+  s.supplier_roots = *supplier_roots;
+  auto pva_roots = anchors_at(file, *j, "pva_roots");
+  if (!pva_roots) return std::unexpected(pva_roots.error());
+  s.pva_roots = *pva_roots;
+  auto pva_url = file.https_url("pva_url", (*j)["pva_url"].get<std::string>());
+  if (!pva_url) return std::unexpected(pva_url.error());
+  s.pva_url = *pva_url;
+  auto signer = file.key_pair("package_signer", (*j)["package_signer"].get<std::string>());
+  if (!signer) return std::unexpected(signer.error());
+  s.package_signer = *signer;
+  s.client = c.common.client;
+  return c;
+}
+
+Result<PvaServeConfig> load_pva_config(const std::string& path) {
+  using net::optional;
+  using net::required;
+  const ConfigFile file(path);
+  static const JsonSchema kSchema = JsonSchema::object(with_common(
+      {
+          optional("db", JsonSchema::string(4096)),
+          required("operator_id", id_string()),
+          optional("suppliers", id_list()),
+          optional("shos", id_list()),
+          required("supplier_roots", file_list()),
+          optional("supplier_intermediates", file_list()),
+          required("supplier_ca", path_string()),
+          required("ocsp_signer", path_string()),
+          required("result_signer", path_string()),
+          optional("challenge_lifetime_s", JsonSchema::integer(1, 86'400)),
+          optional("policy",
+                   JsonSchema::object({
+                       optional("report_max_age_s", JsonSchema::integer(1, 86'400)),
+                       optional("max_skew_s", JsonSchema::integer(0, 3600)),
+                       optional("revocation_max_age_s", JsonSchema::integer(1, 30 * 86'400)),
+                       optional("revocation_skew_s", JsonSchema::integer(0, 3600)),
+                   })),
+      },
+      false));
+  std::map<std::string, std::map<std::string, std::string>> maps;
+  auto j = file.load(kSchema, {}, maps);
+  if (!j) return std::unexpected(j.error());
+
+  PvaServeConfig c;
+  auto common = load_common(file, *j, net::ClientAuth::optional);
+  if (!common) return std::unexpected(common.error());
+  c.common = std::move(*common);
+  auto db = database_of(file, *j, "pva.db");
+  if (!db) return std::unexpected(db.error());
+  c.db_url = std::move(*db);
+
+  pva::PvaServiceConfig& s = c.service;
+  s.operator_id = (*j)["operator_id"].get<std::string>();
+  s.suppliers = strings(*j, "suppliers");
+  s.shos = strings(*j, "shos");
+  auto roots = anchors_at(file, *j, "supplier_roots");
+  if (!roots) return std::unexpected(roots.error());
+  s.supplier_roots = *roots;
+  if (j->contains("supplier_intermediates")) {
+    const Json& files = (*j)["supplier_intermediates"];
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      auto certs = pki::load_certificates(file.resolve(files[i].get<std::string>()));
+      if (!certs) return file.at(fmt::format("supplier_intermediates[{}]", i), certs.error());
+      for (auto& cert : *certs) s.supplier_intermediates.push_back(std::move(cert));
+    }
+  }
+  // The responder reads the CA's files itself: check here that they are there, so that the
+  // message names the key.
+  s.supplier_ca_dir = file.resolve((*j)["supplier_ca"].get<std::string>());
+  if (auto ca = pki::Authority::open(s.supplier_ca_dir); !ca) return file.at("supplier_ca", ca.error());
+  s.ocsp_signer_prefix = file.resolve((*j)["ocsp_signer"].get<std::string>());
+  if (auto kp = file.key_pair("ocsp_signer", (*j)["ocsp_signer"].get<std::string>()); !kp) {
+    return std::unexpected(kp.error());
+  }
+  auto signer = file.key_pair("result_signer", (*j)["result_signer"].get<std::string>());
+  if (!signer) return std::unexpected(signer.error());
+  s.result_signer = *signer;
+  if (j->contains("challenge_lifetime_s")) {
+    s.challenge_lifetime = std::chrono::seconds((*j)["challenge_lifetime_s"].get<std::int64_t>());
+  }
+  if (j->contains("policy")) {
+    const Json& p = (*j)["policy"];
+    auto secs = [&](const char* key, std::chrono::seconds& out) {
+      if (p.contains(key)) out = std::chrono::seconds(p[key].get<std::int64_t>());
+    };
+    secs("report_max_age_s", s.policy.report_max_age);
+    secs("max_skew_s", s.policy.max_skew);
+    secs("revocation_max_age_s", s.policy.revocation_max_age);
+    secs("revocation_skew_s", s.policy.revocation_skew);
+  }
   return c;
 }
 

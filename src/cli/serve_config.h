@@ -1,4 +1,4 @@
-// The configuration files of `mcim serve supplier|ro|vno` (docs/operations.md "Running the
+// The configuration files of `mcim serve supplier|ro|vno|sho|pva` (docs/operations.md "Running the
 // services"): one strict JSON file per service, loaded into the service's config struct with
 // every certificate, key and trust anchor read, so that a service starts from a value that is
 // already known to be usable. Kept apart from the command so that `mcim up` can load the same
@@ -20,7 +20,9 @@
 #include "net/http_server.h"
 #include "net/https_client.h"
 #include "net/tls.h"
+#include "roles/pva/service.h"
 #include "roles/ro/service.h"
+#include "roles/sho/service.h"
 #include "roles/supplier/service.h"
 #include "roles/vno/service.h"
 
@@ -71,7 +73,21 @@ struct SupplierServeConfig {
   std::shared_ptr<const pki::TrustAnchors> operator_roots;
 };
 
+struct ShoServeConfig {
+  ServeCommon common;
+  std::string db_url;  // default sqlite:<dir>/sho.db; may carry a password: never log it
+  sho::ShoServiceConfig service;
+};
+
+struct PvaServeConfig {
+  ServeCommon common;
+  std::string db_url;  // default sqlite:<dir>/pva.db; may carry a password: never log it
+  pva::PvaServiceConfig service;
+};
+
 Result<RoServeConfig> load_ro_config(const std::string& path);
+Result<ShoServeConfig> load_sho_config(const std::string& path);
+Result<PvaServeConfig> load_pva_config(const std::string& path);
 Result<VnoServeConfig> load_vno_config(const std::string& path);
 Result<SupplierServeConfig> load_supplier_config(const std::string& path);
 

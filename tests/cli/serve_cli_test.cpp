@@ -1,4 +1,4 @@
-// `mcim serve ro|vno|supplier` and its config files: the loaders' defaults and refusals (each
+// `mcim serve ro|vno|supplier|sho|pva` and its config files: the loaders' defaults and refusals (each
 // naming the key path, with the code that gives the exit status), then the binary run as a child
 // process per role — ready file, /healthz and /metrics over mTLS-capable HTTPS, a graceful stop
 // on SIGTERM/SIGINT with exit 0 — and a table of bad configs that must exit with the right code
@@ -27,13 +27,12 @@
 
 #include "../net/net_test_util.h"
 #include "../tre/tre_fixture.h"
+#include "child_process.h"
 #include "cli/serve_config.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "net/json_schema.h"
 #include "pki/certificate.h"
-
-extern char** environ;
 
 namespace mcim::cli {
 namespace {
@@ -43,6 +42,12 @@ using namespace std::chrono_literals;
 using net::Json;
 using net::testing::TestPki;
 using pki::testing::TempDir;
+using testing::accepts_connections;
+using testing::address_of;
+using testing::Child;
+using testing::slurp;
+
+constexpr std::string_view kOwnerToken = "owner-token-not-for-logs-4711";
 
 // Every file a config points into, made once: the TLS identities of the three services and
 // their clients (TestPki), the supplier CA and the operator root of the TRE world, the ICF's key
@@ -61,13 +66,13 @@ class Files {
   Files() {
     TestPki& tls = TestPki::get();
     copy(tls.root_file(), "tls-root.pem");
-    for (const char* role : {"ro", "vno", "supplier"}) {
+    for (const char* role : {"ro", "vno", "supplier", "sho", "pva"}) {
       const auto& server = tls.named_server(role);
       copy(server.cert_file, std::string(role) + "-server.pem");
       copy(server.key_file, std::string(role) + "-server.key");
     }
     for (const auto& [role, id] :
-         {std::pair{"ro", "ro-1"}, {"vno", "vno-1"}, {"supplier", "sup-1"}}) {
+         {std::pair{"ro", "ro-1"}, {"vno", "vno-1"}, {"supplier", "sup-1"}, {"sho", "sho-a"}}) {
       const auto& client = tls.operator_client(id);
       copy(client.cert_file, std::string(role) + "-client.pem");
       copy(client.key_file, std::string(role) + "-client.key");
@@ -86,6 +91,21 @@ class Files {
     signer.subject = "CN=batch signer,O=supplier";
     signer.sans = {"URI:urn:mcim:supplier:sup-1"};
     issue(world_.supplier(), signer, "signer");
+
+    // The PVA's OCSP and result signers, the SHO's package signer, an owner's token.
+    pki::CertSpec ocsp;
+    ocsp.profile = pki::Profile::ocsp_signing;
+    ocsp.subject = "CN=ocsp signer,O=supplier";
+    issue(world_.supplier(), ocsp, "ocsp-signer");
+    pki::CertSpec results;
+    results.profile = pki::Profile::result_signing;
+    results.subject = "CN=validation results,O=pva-1";
+    issue(world_.operators(), results, "pva-signer");
+    copy(world_.signer("sho-a").prefix + ".pem", "sho-signer.pem");
+    copy(world_.signer("sho-a").prefix + ".key", "sho-signer.key");
+    EXPECT_TRUE(write_file_atomic(path("owner.token"), std::string(kOwnerToken) + "\n", 0600));
+    EXPECT_TRUE(write_file_atomic(path("owner-readable.token"), kOwnerToken, 0644));
+    EXPECT_TRUE(write_file_atomic(path("empty.token"), "\n", 0600));
 
     EXPECT_TRUE(write_file_atomic(path("op.hex"), to_hex(tre::testing::kOp) + "\n", 0600));
     EXPECT_TRUE(write_file_atomic(path("op-readable.hex"), to_hex(tre::testing::kOp), 0644));
@@ -157,6 +177,37 @@ Json supplier_json(const std::string& ro_url) {
             {"operator_roots", Json::array({"../operator-roots.pem"})}}}};
 }
 
+Json sho_json() {
+  return {{"tls", tls_of("sho", true)},
+          {"client", client_of("sho")},
+          {"operator_id", "sho-a"},
+          {"owners", Json::array({{{"id", "owner:alice"}, {"token_file", "../owner.token"}},
+                                  {{"id", "bob"}, {"token_sha256", std::string(64, 'a')}}})},
+          {"ros", Json::array({{{"operator_id", "ro-1"},
+                                {"pcid_prefix", "00101"},
+                                {"url", "https://127.0.0.1:9"},
+                                {"dpf_cert", "../ro-server.pem"},
+                                {"apn", "m2m-prov.ro-1"}}})},
+          {"roaming_partners", Json::array({"vno-1"})},
+          {"imsi_prefix", "00102"},
+          {"op_file", "../op.hex"},
+          {"supplier_roots", Json::array({"../supplier-roots.pem"})},
+          {"pva_roots", Json::array({"../operator-roots.pem"})},
+          {"pva_url", "https://127.0.0.1:10"},
+          {"package_signer", "../sho-signer"}};
+}
+
+Json pva_json() {
+  return {{"tls", tls_of("pva", true)},
+          {"operator_id", "pva-1"},
+          {"suppliers", Json::array({"sup-1"})},
+          {"shos", Json::array({"sho-a"})},
+          {"supplier_roots", Json::array({"../supplier-roots.pem"})},
+          {"supplier_ca", Files::get().supplier_ca_dir()},
+          {"ocsp_signer", "../ocsp-signer"},
+          {"result_signer", "../pva-signer"}};
+}
+
 // A fresh directory beside the files with `name` written into it.
 std::string write_config(const std::string& sub, const std::string& name, const Json& j) {
   const std::string d = Files::get().path(sub);
@@ -165,13 +216,6 @@ std::string write_config(const std::string& sub, const std::string& name, const 
   const std::string p = d + "/" + name;
   std::ofstream(p) << j.dump(2);
   return p;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,6 +342,121 @@ TEST(ServeConfig, VnoAndSupplierLoad) {
   EXPECT_EQ(s.device_template.operator_roots[0], sup->operator_roots->roots()[0].get());
 }
 
+TEST(ServeConfig, RoNotifyWorkersAndVnoDrfUrl) {
+  auto ro_default = load_ro_config(write_config("ro-workers-default", "ro.json", ro_json()));
+  ASSERT_TRUE(ro_default) << ro_default.error().message;
+  EXPECT_EQ(ro_default->service.notify_workers, ro::RoServiceConfig{}.notify_workers);
+  Json r = ro_json();
+  r["notify_workers"] = 9;
+  auto ro = load_ro_config(write_config("ro-workers", "ro.json", r));
+  ASSERT_TRUE(ro) << ro.error().message;
+  EXPECT_EQ(ro->service.notify_workers, 9u);
+
+  Json v = vno_json("https://127.0.0.1:8443", "127.0.0.1:8443");
+  v["routes"][0]["drf_url"] = "https://127.0.0.1:8444";
+  v["routes"].push_back({{"prefix", "00102"}, {"home", "ro-1"}});
+  auto vno = load_vno_config(write_config("vno-drf", "vno.json", v));
+  ASSERT_TRUE(vno) << vno.error().message;
+  ASSERT_EQ(vno->service.routes.size(), 2u);
+  EXPECT_EQ(vno->service.routes[0].drf_url, "https://127.0.0.1:8444");
+  EXPECT_EQ(vno->service.routes[1].drf_url, "");
+  EXPECT_FALSE(vno->service.routes[1].provisioning);
+}
+
+TEST(ServeConfig, ShoDefaultsAndEveryKnob) {
+  auto c = load_sho_config(write_config("sho-defaults", "sho.json", sho_json()));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::optional);
+  EXPECT_EQ(c->common.threads, 2);
+  EXPECT_EQ(c->db_url, "sqlite:" + Files::get().path("sho-defaults") + "/sho.db");
+  const sho::ShoServiceConfig& s = c->service;
+  const sho::ShoServiceConfig defaults;
+  EXPECT_EQ(s.operator_id, "sho-a");
+  ASSERT_EQ(s.owners.size(), 2u);
+  EXPECT_EQ(s.owners[0].id, "owner:alice");
+  // The token file's content without its newline, hashed.
+  const std::string token(kOwnerToken);
+  EXPECT_EQ(s.owners[0].token_sha256,
+            pki::sha256(ByteView(reinterpret_cast<const std::uint8_t*>(token.data()),
+                                 token.size())));
+  EXPECT_EQ(s.owners[1].id, "bob");
+  EXPECT_EQ(to_hex(s.owners[1].token_sha256), std::string(64, 'a'));
+  ASSERT_EQ(s.ros.size(), 1u);
+  EXPECT_EQ(s.ros[0].operator_id, "ro-1");
+  EXPECT_EQ(s.ros[0].pcid_prefix, "00101");
+  EXPECT_EQ(s.ros[0].base_url, "https://127.0.0.1:9");
+  EXPECT_EQ(s.ros[0].dpf_url, "https://127.0.0.1:9");  // the RO's URL unless given
+  EXPECT_EQ(s.ros[0].dpf_key_pin,
+            pki::spki_sha256(TestPki::get().named_server("ro").identity->key.get()));
+  EXPECT_EQ(s.ros[0].apn, "m2m-prov.ro-1");
+  EXPECT_EQ(s.roaming_partners, std::vector<std::string>{"vno-1"});
+  EXPECT_EQ(s.imsi_prefix, "00102");
+  EXPECT_EQ(s.imsi_digits, defaults.imsi_digits);
+  EXPECT_EQ(s.op.get(), tre::testing::kOp);
+  EXPECT_EQ(s.ind_bits, defaults.ind_bits);
+  EXPECT_EQ(s.nonce_lifetime, defaults.nonce_lifetime);
+  EXPECT_EQ(s.mcim_lifetime, defaults.mcim_lifetime);
+  EXPECT_TRUE(s.supplier_roots && s.pva_roots && s.package_signer);
+  EXPECT_EQ(s.pva_url, "https://127.0.0.1:10");
+  EXPECT_TRUE(s.client);
+  EXPECT_EQ(s.client, c->common.client);
+
+  Json j = sho_json();
+  j["db"] = "memory:";
+  j["ros"][0].erase("dpf_cert");
+  j["ros"][0]["dpf_key_pin"] = std::string(64, 'B');  // either case
+  j["ros"][0]["dpf_url"] = "https://127.0.0.1:11";
+  j["imsi_digits"] = 14;
+  j["ind_bits"] = 4;
+  j["nonce_lifetime_s"] = 600;
+  j["mcim_lifetime_s"] = 7200;
+  auto k = load_sho_config(write_config("sho-knobs", "sho.json", j));
+  ASSERT_TRUE(k) << k.error().message;
+  EXPECT_EQ(k->db_url, "memory:");
+  EXPECT_EQ(to_hex(k->service.ros[0].dpf_key_pin), std::string(64, 'b'));
+  EXPECT_EQ(k->service.ros[0].dpf_url, "https://127.0.0.1:11");
+  EXPECT_EQ(k->service.imsi_digits, 14u);
+  EXPECT_EQ(k->service.ind_bits, 4u);
+  EXPECT_EQ(k->service.nonce_lifetime, 600s);
+  EXPECT_EQ(k->service.mcim_lifetime, 7200s);
+}
+
+TEST(ServeConfig, PvaDefaultsAndEveryKnob) {
+  auto c = load_pva_config(write_config("pva-defaults", "pva.json", pva_json()));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::optional);
+  EXPECT_FALSE(c->common.client);
+  EXPECT_EQ(c->db_url, "sqlite:" + Files::get().path("pva-defaults") + "/pva.db");
+  const pva::PvaServiceConfig& s = c->service;
+  const pva::PvaServiceConfig defaults;
+  EXPECT_EQ(s.operator_id, "pva-1");
+  EXPECT_EQ(s.suppliers, std::vector<std::string>{"sup-1"});
+  EXPECT_EQ(s.shos, std::vector<std::string>{"sho-a"});
+  EXPECT_TRUE(s.supplier_roots && s.result_signer);
+  EXPECT_TRUE(s.supplier_intermediates.empty());
+  EXPECT_EQ(s.supplier_ca_dir, Files::get().supplier_ca_dir());
+  EXPECT_EQ(s.ocsp_signer_prefix, Files::get().path("pva-defaults") + "/../ocsp-signer");
+  EXPECT_EQ(s.challenge_lifetime, defaults.challenge_lifetime);
+  EXPECT_EQ(s.policy.report_max_age, defaults.policy.report_max_age);
+  EXPECT_EQ(s.policy.revocation_skew, defaults.policy.revocation_skew);
+
+  Json j = pva_json();
+  j["supplier_intermediates"] = Json::array({"../supplier-roots.pem"});
+  j["challenge_lifetime_s"] = 30;
+  j["policy"] = {{"report_max_age_s", 60},
+                 {"max_skew_s", 5},
+                 {"revocation_max_age_s", 120},
+                 {"revocation_skew_s", 10}};
+  auto k = load_pva_config(write_config("pva-knobs", "pva.json", j));
+  ASSERT_TRUE(k) << k.error().message;
+  EXPECT_EQ(k->service.supplier_intermediates.size(), 1u);
+  EXPECT_EQ(k->service.challenge_lifetime, 30s);
+  EXPECT_EQ(k->service.policy.report_max_age, 60s);
+  EXPECT_EQ(k->service.policy.max_skew, 5s);
+  EXPECT_EQ(k->service.policy.revocation_max_age, 120s);
+  EXPECT_EQ(k->service.policy.revocation_skew, 10s);
+}
+
 // A config that must be refused: the library's code and message, and the process's exit code.
 struct BadConfig {
   std::string name;
@@ -346,12 +505,106 @@ const std::vector<BadConfig>& bad_configs() {
        ErrorCode::not_found, 2, "supplier.json: device.op_file: "},
       {"supplier_missing_device_key", "supplier", [](Json& j) { j["device"].erase("ro_operator"); },
        ErrorCode::missing_argument, 2, "supplier.json: device.ro_operator: missing"},
+      {"ro_notify_workers_zero", "ro", [](Json& j) { j["notify_workers"] = 0; },
+       ErrorCode::invalid_argument, 2, "ro.json: notify_workers: "},
+      {"ro_notify_workers_too_many", "ro", [](Json& j) { j["notify_workers"] = 257; },
+       ErrorCode::invalid_argument, 2, "ro.json: notify_workers: "},
+      {"vno_drf_url_not_https", "vno",
+       [](Json& j) { j["routes"][0]["drf_url"] = "http://127.0.0.1:9"; },
+       ErrorCode::invalid_argument, 2, "vno.json: routes[0].drf_url: must be an https:// URL"},
+      {"vno_drf_url_not_provisioning", "vno",
+       [](Json& j) {
+         j["routes"][0]["provisioning"] = false;
+         j["routes"][0]["drf_url"] = "https://127.0.0.1:9";
+       },
+       ErrorCode::invalid_argument, 2, "vno.json: routes[0].drf_url: only for a provisioning"},
+      // The SHO.
+      {"sho_unknown_key", "sho", [](Json& j) { j["ros"][0]["colour"] = "blue"; },
+       ErrorCode::bad_format, 2, "sho.json: ros[0]: unknown member \"colour\""},
+      {"sho_missing_client", "sho", [](Json& j) { j.erase("client"); },
+       ErrorCode::missing_argument, 2, "sho.json: client: missing"},
+      {"sho_missing_pva_url", "sho", [](Json& j) { j.erase("pva_url"); },
+       ErrorCode::missing_argument, 2, "sho.json: pva_url: missing"},
+      {"sho_no_owners", "sho", [](Json& j) { j["owners"] = Json::array(); },
+       ErrorCode::invalid_argument, 2, "sho.json: owners: "},
+      {"sho_owner_two_tokens", "sho",
+       [](Json& j) { j["owners"][1]["token_file"] = "../owner.token"; },
+       ErrorCode::invalid_argument, 2,
+       "sho.json: owners[1]: give one of token_sha256 and token_file"},
+      {"sho_owner_no_token", "sho", [](Json& j) { j["owners"][1].erase("token_sha256"); },
+       ErrorCode::invalid_argument, 2,
+       "sho.json: owners[1]: give one of token_sha256 and token_file"},
+      {"sho_owner_bad_hash", "sho", [](Json& j) { j["owners"][1]["token_sha256"] = "abcd"; },
+       ErrorCode::invalid_argument, 2, "sho.json: owners[1].token_sha256: "},
+      {"sho_owner_bad_id", "sho", [](Json& j) { j["owners"][0]["id"] = "a b"; },
+       ErrorCode::invalid_argument, 2, "sho.json: owners[0].id: "},
+      {"sho_token_file_readable", "sho",
+       [](Json& j) { j["owners"][0]["token_file"] = "../owner-readable.token"; },
+       ErrorCode::invalid_argument, 2, "sho.json: owners[0].token_file: "},
+      {"sho_token_file_missing", "sho",
+       [](Json& j) { j["owners"][0]["token_file"] = "../none.token"; }, ErrorCode::not_found, 2,
+       "sho.json: owners[0].token_file: "},
+      {"sho_token_file_empty", "sho",
+       [](Json& j) { j["owners"][0]["token_file"] = "../empty.token"; },
+       ErrorCode::invalid_argument, 2, "sho.json: owners[0].token_file: the file is empty"},
+      {"sho_ro_url_not_https", "sho", [](Json& j) { j["ros"][0]["url"] = "http://127.0.0.1:9"; },
+       ErrorCode::invalid_argument, 2, "sho.json: ros[0].url: must be an https:// URL"},
+      {"sho_ro_two_pins", "sho",
+       [](Json& j) { j["ros"][0]["dpf_key_pin"] = std::string(64, '0'); },
+       ErrorCode::invalid_argument, 2, "sho.json: ros[0]: give one of dpf_key_pin and dpf_cert"},
+      {"sho_ro_no_pin", "sho", [](Json& j) { j["ros"][0].erase("dpf_cert"); },
+       ErrorCode::invalid_argument, 2, "sho.json: ros[0]: give one of dpf_key_pin and dpf_cert"},
+      {"sho_ro_dpf_cert_missing", "sho", [](Json& j) { j["ros"][0]["dpf_cert"] = "../no.pem"; },
+       ErrorCode::not_found, 2, "sho.json: ros[0].dpf_cert: "},
+      {"sho_ro_pcid_prefix_letters", "sho", [](Json& j) { j["ros"][0]["pcid_prefix"] = "001a"; },
+       ErrorCode::invalid_argument, 2, "sho.json: ros[0].pcid_prefix: "},
+      {"sho_no_ros", "sho", [](Json& j) { j["ros"] = Json::array(); },
+       ErrorCode::invalid_argument, 2, "sho.json: ros: "},
+      {"sho_imsi_prefix_too_long", "sho",
+       [](Json& j) {
+         j["imsi_prefix"] = "0010212345";
+         j["imsi_digits"] = 10;
+       },
+       ErrorCode::invalid_argument, 2, "sho.json: imsi_prefix: must be shorter than imsi_digits"},
+      {"sho_imsi_digits_too_many", "sho", [](Json& j) { j["imsi_digits"] = 16; },
+       ErrorCode::invalid_argument, 2, "sho.json: imsi_digits: "},
+      {"sho_op_file_readable", "sho", [](Json& j) { j["op_file"] = "../op-readable.hex"; },
+       ErrorCode::invalid_argument, 2, "sho.json: op_file: "},
+      {"sho_pva_url_not_https", "sho", [](Json& j) { j["pva_url"] = "http://127.0.0.1:10"; },
+       ErrorCode::invalid_argument, 2, "sho.json: pva_url: must be an https:// URL"},
+      {"sho_signer_missing", "sho", [](Json& j) { j["package_signer"] = "../no-signer"; },
+       ErrorCode::not_found, 2, "sho.json: package_signer: "},
+      {"sho_pva_roots_missing", "sho", [](Json& j) { j["pva_roots"] = Json::array({"../no.pem"}); },
+       ErrorCode::not_found, 2, "sho.json: pva_roots[0]: "},
+      {"sho_unknown_db_scheme", "sho", [](Json& j) { j["db"] = "mysql://u:secret@h/db"; },
+       ErrorCode::invalid_argument, 2, "sho.json: db: unknown database URL scheme"},
+      // The PVA.
+      {"pva_unknown_key", "pva", [](Json& j) { j["policy"] = {{"max_age_s", 3}}; },
+       ErrorCode::bad_format, 2, "pva.json: policy: unknown member \"max_age_s\""},
+      {"pva_missing_result_signer", "pva", [](Json& j) { j.erase("result_signer"); },
+       ErrorCode::missing_argument, 2, "pva.json: result_signer: missing"},
+      {"pva_result_signer_missing_file", "pva", [](Json& j) { j["result_signer"] = "../none"; },
+       ErrorCode::not_found, 2, "pva.json: result_signer: "},
+      {"pva_ocsp_signer_missing_file", "pva", [](Json& j) { j["ocsp_signer"] = "../none"; },
+       ErrorCode::not_found, 2, "pva.json: ocsp_signer: "},
+      {"pva_supplier_ca_not_a_ca", "pva", [](Json& j) { j["supplier_ca"] = "../no-ca"; },
+       ErrorCode::not_found, 2, "pva.json: supplier_ca: "},
+      {"pva_bad_policy", "pva", [](Json& j) { j["policy"] = {{"report_max_age_s", 0}}; },
+       ErrorCode::invalid_argument, 2, "pva.json: policy.report_max_age_s: "},
+      {"pva_bad_challenge_lifetime", "pva", [](Json& j) { j["challenge_lifetime_s"] = "5"; },
+       ErrorCode::bad_format, 2, "pva.json: challenge_lifetime_s: expected an integer"},
+      {"pva_missing_client_roots", "pva", [](Json& j) { j["tls"].erase("client_roots"); },
+       ErrorCode::missing_argument, 2, "pva.json: tls.client_roots: missing"},
+      {"pva_bad_supplier_id", "pva", [](Json& j) { j["suppliers"] = Json::array({"a/b"}); },
+       ErrorCode::invalid_argument, 2, "pva.json: suppliers[0]: "},
   };
   return rows;
 }
 
 Json base_config(const std::string& role) {
   if (role == "ro") return ro_json();
+  if (role == "sho") return sho_json();
+  if (role == "pva") return pva_json();
   if (role == "vno") return vno_json("https://127.0.0.1:9", "127.0.0.1:9");
   return supplier_json("https://127.0.0.1:9");
 }
@@ -362,6 +615,12 @@ Result<void> load(const std::string& role, const std::string& path) {
     if (!c) return std::unexpected(c.error());
   } else if (role == "vno") {
     auto c = load_vno_config(path);
+    if (!c) return std::unexpected(c.error());
+  } else if (role == "sho") {
+    auto c = load_sho_config(path);
+    if (!c) return std::unexpected(c.error());
+  } else if (role == "pva") {
+    auto c = load_pva_config(path);
     if (!c) return std::unexpected(c.error());
   } else {
     auto c = load_supplier_config(path);
@@ -402,58 +661,6 @@ TEST(ServeConfig, NotJsonAndMissingFile) {
 // ---------------------------------------------------------------------------------------------
 // The binary.
 
-// A child `mcim` with stdout and stderr in files; killed if a test leaves it running.
-class Child {
- public:
-  Child(std::vector<std::string> args, const std::string& dir)
-      : out_(dir + "/stdout.txt"), err_(dir + "/stderr.txt") {
-    args.insert(args.begin(), MCIM_EXE);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&fa, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (posix_spawn(&pid_, MCIM_EXE, &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  bool started() const { return pid_ > 0; }
-  void signal(int sig) const { ::kill(pid_, sig); }
-  // The exit status; nullopt while running after `timeout`; 128+N when killed by signal N.
-  std::optional<int> wait(std::chrono::milliseconds timeout) {
-    if (pid_ <= 0) return exit_;
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    do {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        exit_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return exit_;
-      }
-      std::this_thread::sleep_for(10ms);
-    } while (std::chrono::steady_clock::now() < end);
-    return std::nullopt;
-  }
-  std::string out() const { return slurp(out_); }
-  std::string err() const { return slurp(err_); }
-
- private:
-  std::string out_, err_;
-  pid_t pid_ = -1;
-  std::optional<int> exit_;
-};
-
 // The ready file's content once the child wrote it; null when it exited or took too long.
 Json wait_ready(Child& child, const std::string& ready) {
   const auto end = std::chrono::steady_clock::now() + 30s;
@@ -467,18 +674,6 @@ Json wait_ready(Child& child, const std::string& ready) {
   }
   ADD_FAILURE() << "no ready file after 30 s: " << child.err();
   return nullptr;
-}
-
-bool accepts_connections(const std::string& address) {
-  const auto colon = address.rfind(':');
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
-  ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr);
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
 }
 
 // A port nobody listens on right now (bound and released; the kernel does not hand it out
@@ -495,7 +690,6 @@ std::uint16_t free_port() {
   return ntohs(a.sin_port);
 }
 
-std::string address_of(const std::string& url) { return url.substr(url.find("://") + 3); }
 
 // A running service: its child, its URL (and gateway), checked healthy.
 struct Service {
@@ -579,6 +773,20 @@ TEST(ServeCli, RoVnoAndSupplierServeAndStopOnSignal) {
   expect_graceful_stop(vno);
   expect_graceful_stop(ro);
   EXPECT_NE(ro.child->err().find("SIGTERM received"), std::string::npos);
+}
+
+TEST(ServeCli, ShoAndPvaServeAndStopOnSignal) {
+  Service pva = start("pva", pva_json());
+  ASSERT_NO_FATAL_FAILURE(expect_healthy(pva, "pva"));
+  EXPECT_TRUE(fs::exists(pva.dir + "/pva.db"));
+  Json sho_config = sho_json();
+  sho_config["pva_url"] = pva.url;
+  Service sho = start("sho", sho_config);
+  ASSERT_NO_FATAL_FAILURE(expect_healthy(sho, "sho"));
+  EXPECT_TRUE(fs::exists(sho.dir + "/sho.db"));
+  expect_graceful_stop(sho);
+  expect_graceful_stop(pva, SIGINT);
+  EXPECT_EQ(sho.child->err().find(kOwnerToken), std::string::npos);
 }
 
 TEST(ServeCli, OverridesFromTheCommandLine) {

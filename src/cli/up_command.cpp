@@ -1,0 +1,693 @@
+// `mcim up`: generates (once) the PKI of a whole system under a directory, writes the five
+// services' config files and starts every service from them in this process (cli/up_command.h).
+// Layout of the directory:
+//   pki/            everything secret or certified, made once and reused (see make_pki)
+//   supplier.json ro.json vno.json sho.json pva.json     rewritten at every start (ports)
+//   ro.db sho.db pva.db                                   SQLite, unless --db names PostgreSQL
+//   batches/        the supplier's batch files
+// Ports are chosen before the files are written, since the RO and the SHO each need the other's
+// URL: free ones are picked (bound and released) unless given, and a start that loses a port to
+// another process in between is retried with fresh ones.
+#include "cli/up_command.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <ostream>
+#include <utility>
+
+#include "cli/serve_command.h"
+#include "cli/serve_config.h"
+#include "common/clock.h"
+#include "common/file.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "common/random.h"
+#include "common/secure.h"
+#include "net/json_schema.h"
+#include "net/tls.h"
+#include "pki/attestation.h"
+#include "pki/authority.h"
+#include "pki/certificate.h"
+#include "pki/openssl.h"
+#include "tre/state.h"
+
+namespace mcim::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using net::Json;
+
+constexpr std::string_view kApn = "m2m-prov.ro-1";
+constexpr int kCaDays = 3650;
+constexpr int kLeafDays = 825;
+constexpr int kStartAttempts = 3;
+
+const std::vector<ServeRole> kStartOrder = {ServeRole::pva, ServeRole::ro, ServeRole::sho,
+                                            ServeRole::vno, ServeRole::supplier};
+// The roles that present a TLS client certificate, with the operator id it names.
+const std::vector<std::pair<std::string, std::string_view>> kClients = {
+    {"factory", kUpFactory}, {"supplier", kUpSupplier}, {"ro", kUpRo},
+    {"vno", kUpVno},         {"sho", kUpSho},           {"pva", kUpPva}};
+
+// ---- The PKI (pure file work; made in pki.partial and renamed into place when complete) ------
+
+class PkiMaker {
+ public:
+  explicit PkiMaker(std::string dir) : dir_(std::move(dir)) {}
+
+  Result<void> make() {
+    auto ops = pki::Authority::create(dir_ + "/operators-ca", "mcim up Operators CA", nullptr,
+                                      kCaDays, "", clock_, rng_);
+    if (!ops) return with_prefix(ops.error(), "operators CA");
+    auto sup = pki::Authority::create(dir_ + "/supplier-ca", "mcim up Supplier CA", nullptr,
+                                      kCaDays, "", clock_, rng_);
+    if (!sup) return with_prefix(sup.error(), "supplier CA");
+    if (auto r = make_tls(*ops); !r) return r;
+    if (auto r = make_signers(*ops, *sup); !r) return r;
+    if (auto r = make_secrets(); !r) return r;
+    return {};
+  }
+
+ private:
+  Result<void> issue(const pki::Authority& ca, pki::Profile profile, const std::string& subject,
+                     std::vector<std::string> sans, const std::string& prefix) {
+    pki::CertSpec spec;
+    spec.profile = profile;
+    spec.subject = subject;
+    spec.sans = std::move(sans);
+    spec.days = kLeafDays;
+    auto issued = ca.issue(spec, clock_, rng_);
+    if (!issued) return with_prefix(issued.error(), prefix);
+    const std::string base = dir_ + "/" + prefix;
+    if (auto w = pki::write_certificate(base + ".pem", issued->cert.get()); !w) return w;
+    return pki::write_private_key(base + ".key", issued->key.get());
+  }
+
+  // Each service its own server key (the SHO pins the RO's as the DPF's); every client
+  // certificate names its operator.
+  Result<void> make_tls(const pki::Authority& ops) {
+    fs::create_directories(dir_ + "/tls");
+    for (const char* role : {"supplier", "ro", "vno", "sho", "pva"}) {
+      if (auto r = issue(ops, pki::Profile::tls_server, fmt::format("CN={} server,O=mcim up", role),
+                         {"IP:127.0.0.1", "DNS:localhost"}, fmt::format("tls/{}-server", role));
+          !r) {
+        return r;
+      }
+    }
+    for (const auto& [role, id] : kClients) {
+      if (auto r = issue(ops, pki::Profile::tls_client, fmt::format("CN={},O=mcim up", id),
+                         {fmt::format("URI:urn:mcim:operator:{}", id)},
+                         fmt::format("tls/{}-client", role));
+          !r) {
+        return r;
+      }
+    }
+    return {};
+  }
+
+  Result<void> make_signers(const pki::Authority& ops, const pki::Authority& sup) {
+    const std::string ro = fmt::format("URI:urn:mcim:operator:{}", kUpRo);
+    const std::string sho = fmt::format("URI:urn:mcim:operator:{}", kUpSho);
+    const std::string pva = fmt::format("URI:urn:mcim:operator:{}", kUpPva);
+    const std::string supplier = fmt::format("URI:urn:mcim:supplier:{}", kUpSupplier);
+    struct Row {
+      const pki::Authority* ca;
+      pki::Profile profile;
+      std::string subject, san, prefix;
+    };
+    for (const Row& r : {
+             Row{&ops, pki::Profile::encryption, "CN=icf batch key,O=ro-1", ro, "icf"},
+             Row{&ops, pki::Profile::package_signing, "CN=package signer,O=sho-1", sho,
+                 "sho-signer"},
+             Row{&ops, pki::Profile::result_signing, "CN=validation results,O=pva-1", pva,
+                 "pva-signer"},
+             Row{&sup, pki::Profile::package_signing, "CN=batch signer,O=sup-1", supplier,
+                 "supplier-signer"},
+             Row{&sup, pki::Profile::result_signing, "CN=reference signer,O=sup-1", supplier,
+                 "references-signer"},
+             Row{&sup, pki::Profile::ocsp_signing, "CN=ocsp signer,O=sup-1", "", "ocsp-signer"},
+         }) {
+      std::vector<std::string> sans;
+      if (!r.san.empty()) sans.push_back(r.san);
+      if (auto done = issue(*r.ca, r.profile, r.subject, sans, r.prefix); !done) return done;
+    }
+    return {};
+  }
+
+  // The two OPs (the RO's for its PCIDs, the SHO's for its AuC) and the owner's bearer token.
+  Result<void> make_secrets() {
+    for (const char* name : {"ro-op.hex", "sho-op.hex", "owner.token"}) {
+      if (auto w = write_random_hex(dir_ + "/" + name); !w) return w;
+    }
+    return {};
+  }
+
+  // 16 random bytes as hex in a private file; no copy of them is left in memory.
+  Result<void> write_random_hex(const std::string& path) {
+    Bytes<16> raw{};
+    rng_.fill(raw);
+    std::string text = to_hex(raw) + "\n";
+    auto w = write_file_atomic(path, text, 0600);
+    secure_wipe(raw);
+    secure_wipe(text.data(), text.size());
+    return w;
+  }
+
+  std::string dir_;
+  SystemClock clock_;
+  OsRandom rng_;
+};
+
+// dir/pki as it is, or made now. A crash while making it leaves pki.partial, which is ours to
+// remove; the rename publishes a complete PKI only.
+Result<std::string> ensure_pki(const std::string& dir) {
+  const std::string pki = dir + "/pki";
+  std::error_code ec;
+  if (fs::exists(pki, ec)) {
+    if (!fs::exists(pki + "/operators-ca/ca.pem", ec) || !fs::exists(pki + "/owner.token", ec)) {
+      return fail(ErrorCode::already_exists,
+                  fmt::format("{}: not a PKI made by mcim up (move it away)", pki));
+    }
+    return pki;
+  }
+  const std::string partial = dir + "/pki.partial";
+  fs::remove_all(partial, ec);
+  fs::create_directories(partial, ec);
+  if (ec) return fail(ErrorCode::io_error, fmt::format("{}: {}", partial, ec.message()));
+  fs::permissions(partial, fs::perms::owner_all, ec);
+  if (auto r = PkiMaker(partial).make(); !r) return std::unexpected(r.error());
+  fs::rename(partial, pki, ec);
+  if (ec) return fail(ErrorCode::io_error, fmt::format("{}: {}", pki, ec.message()));
+  return pki;
+}
+
+// ---- Databases -------------------------------------------------------------------------------
+
+// One schema per role on the given PostgreSQL database, created when absent; each role's URL
+// puts its schema first in search_path. The URL is never repeated in a message (a password).
+Result<std::map<std::string, std::string>> postgres_urls(const std::string& url) {
+  if (url.find("options=") != std::string::npos) {
+    return fail(ErrorCode::invalid_argument,
+                "--db: the URL may not set options= (mcim up sets search_path per role)");
+  }
+  PGconn* conn = PQconnectdb(url.c_str());
+  const bool ok = PQstatus(conn) == CONNECTION_OK;
+  std::string why = ok ? "" : PQerrorMessage(conn);
+  std::map<std::string, std::string> out;
+  for (const char* role : {"ro", "sho", "pva"}) {
+    if (!ok) break;
+    PGresult* r = PQexec(conn, fmt::format("CREATE SCHEMA IF NOT EXISTS mcim_{}", role).c_str());
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) why = PQresultErrorMessage(r);
+    PQclear(r);
+    if (!why.empty()) break;
+    out[role] = fmt::format("{}{}options=-csearch_path%3Dmcim_{}", url,
+                            url.find('?') == std::string::npos ? "?" : "&", role);
+  }
+  PQfinish(conn);
+  if (!why.empty()) {
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    // libpq's messages name the host and the problem, never the password.
+    return fail(ErrorCode::io_error, fmt::format("--db: {}", why));
+  }
+  return out;
+}
+
+// ---- Ports and config files ------------------------------------------------------------------
+
+// Free ports for those not given: all bound at once (so no two are the same), then released for
+// the services to bind.
+SystemPorts choose_ports(const SystemPorts& given) {
+  SystemPorts p = given;
+  std::vector<int> fds;
+  for (std::uint16_t* port : {&p.supplier, &p.ro, &p.vno, &p.sho, &p.pva}) {
+    if (*port != 0) continue;
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) continue;  // left 0: the service takes any port and the start fails or not
+    fds.push_back(fd);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+      *port = ntohs(a.sin_port);
+    }
+  }
+  for (int fd : fds) ::close(fd);
+  return p;  // the gateway is nobody's peer: 0 stays "any"
+}
+
+std::string listen_of(std::uint16_t port) { return fmt::format("127.0.0.1:{}", port); }
+std::string url_of(std::uint16_t port) { return "https://" + listen_of(port); }
+
+// What every file says: where it listens, its server identity, and (when it calls others) its
+// client identity; every TLS certificate chains to the operators CA.
+Json common_of(const std::string& role, std::uint16_t port, bool client_certs, bool client,
+               const SystemOptions& o) {
+  Json tls = {{"cert", fmt::format("pki/tls/{}-server.pem", role)},
+              {"key", fmt::format("pki/tls/{}-server.key", role)}};
+  if (client_certs) tls["client_roots"] = Json::array({"pki/operators-ca/ca.pem"});
+  Json j = {{"listen", listen_of(port)}, {"log_level", o.log_level}, {"tls", tls}};
+  if (client) {
+    j["client"] = {{"cert", fmt::format("pki/tls/{}-client.pem", role)},
+                   {"key", fmt::format("pki/tls/{}-client.key", role)},
+                   {"roots", Json::array({"pki/operators-ca/ca.pem"})}};
+  }
+  return j;
+}
+
+struct Wiring {
+  SystemPorts ports;
+  std::map<std::string, std::string> db;  // by role; absent: SQLite beside the config
+};
+
+Json ro_file(const SystemOptions& o, const Wiring& w) {
+  Json j = common_of("ro", w.ports.ro, true, true, o);
+  if (w.db.contains("ro")) j["db"] = w.db.at("ro");
+  j["operator_id"] = kUpRo;
+  j["roaming_partners"] = Json::array({kUpVno});
+  j["suppliers"] = Json::array({kUpSupplier});
+  j["supplier_roots"] = Json::array({"pki/supplier-ca/ca.pem"});
+  j["operator_roots"] = Json::array({"pki/operators-ca/ca.pem"});
+  j["icf_key"] = "pki/icf";
+  j["shos"] = {{std::string(kUpSho), url_of(w.ports.sho)}};
+  return j;
+}
+
+Json vno_file(const SystemOptions& o, const Wiring& w) {
+  Json j = common_of("vno", w.ports.vno, false, true, o);
+  j["name"] = kUpVno;
+  j["routes"] = Json::array({
+      {{"prefix", o.pcid_prefix},
+       {"home", kUpRo},
+       {"provisioning", true},
+       {"drf_url", url_of(w.ports.ro)}},
+      {{"prefix", o.imsi_prefix}, {"home", kUpSho}},
+  });
+  j["homes"] = {{std::string(kUpRo), url_of(w.ports.ro)},
+                {std::string(kUpSho), url_of(w.ports.sho)}};
+  // Restricted sessions reach the RO (DRF, DPF) and the PVA only.
+  j["restricted_destinations"] = Json::array({listen_of(w.ports.ro), listen_of(w.ports.pva)});
+  j["gateway"] = {{"listen", listen_of(w.ports.gateway)}};
+  return j;
+}
+
+Json supplier_file(const SystemOptions& o, const Wiring& w) {
+  Json j = common_of("supplier", w.ports.supplier, true, true, o);
+  j["supplier_id"] = kUpSupplier;
+  j["admins"] = Json::array({kUpFactory});
+  j["ca"] = "pki/supplier-ca";
+  j["signer"] = "pki/supplier-signer";
+  j["icf_cert"] = "pki/icf.pem";
+  j["icf_url"] = url_of(w.ports.ro);
+  j["device"] = {{"ro_operator", kUpRo},
+                 {"op_file", "pki/ro-op.hex"},
+                 {"model", o.model},
+                 {"operator_roots", Json::array({"pki/operators-ca/ca.pem"})},
+                 {"ocsp_url", url_of(w.ports.pva) + "/v1/ocsp"}};
+  return j;
+}
+
+Json sho_file(const SystemOptions& o, const Wiring& w) {
+  Json j = common_of("sho", w.ports.sho, true, true, o);
+  if (w.db.contains("sho")) j["db"] = w.db.at("sho");
+  j["operator_id"] = kUpSho;
+  j["owners"] = Json::array({{{"id", kUpOwner}, {"token_file", "pki/owner.token"}}});
+  j["ros"] = Json::array({{{"operator_id", kUpRo},
+                           {"pcid_prefix", o.pcid_prefix},
+                           {"url", url_of(w.ports.ro)},
+                           {"dpf_cert", "pki/tls/ro-server.pem"},
+                           {"apn", kApn}}});
+  j["roaming_partners"] = Json::array({kUpVno});
+  j["imsi_prefix"] = o.imsi_prefix;
+  j["op_file"] = "pki/sho-op.hex";
+  j["supplier_roots"] = Json::array({"pki/supplier-ca/ca.pem"});
+  j["pva_roots"] = Json::array({"pki/operators-ca/ca.pem"});
+  j["pva_url"] = url_of(w.ports.pva);
+  j["package_signer"] = "pki/sho-signer";
+  return j;
+}
+
+Json pva_file(const SystemOptions& o, const Wiring& w) {
+  Json j = common_of("pva", w.ports.pva, true, false, o);
+  if (w.db.contains("pva")) j["db"] = w.db.at("pva");
+  j["operator_id"] = kUpPva;
+  j["suppliers"] = Json::array({kUpSupplier});
+  j["shos"] = Json::array({kUpSho});
+  j["supplier_roots"] = Json::array({"pki/supplier-ca/ca.pem"});
+  j["supplier_ca"] = "pki/supplier-ca";
+  j["ocsp_signer"] = "pki/ocsp-signer";
+  j["result_signer"] = "pki/pva-signer";
+  return j;
+}
+
+Json file_of(ServeRole role, const SystemOptions& o, const Wiring& w) {
+  switch (role) {
+    case ServeRole::supplier: return supplier_file(o, w);
+    case ServeRole::ro: return ro_file(o, w);
+    case ServeRole::vno: return vno_file(o, w);
+    case ServeRole::sho: return sho_file(o, w);
+    case ServeRole::pva: return pva_file(o, w);
+  }
+  return Json::object();
+}
+
+// ---- The reference measurements --------------------------------------------------------------
+
+// What a TRE of this system measures: the binary it runs and the model-wide configuration the
+// supplier gives it (tre::Config as Tre::init builds it from the supplier's bundle).
+Result<std::vector<pki::Measurement>> golden_measurements(const SystemOptions& o,
+                                                          const std::string& pki_dir) {
+  auto binary = read_file(o.device_binary);
+  if (!binary) return with_prefix(binary.error(), "device_binary");
+  auto root = pki::load_certificate(pki_dir + "/operators-ca/ca.pem");
+  if (!root) return std::unexpected(root.error());
+  tre::Config config;
+  config.model = o.model;
+  config.ro_operator = kUpRo;
+  config.operator_roots.push_back(pki::certificate_der(root->get()));
+  std::vector<pki::Measurement> ms = {
+      {"tre.binary", pki::sha256(ByteView(*binary))},
+      {"tre.config", tre::config_digest(config)},
+  };
+  return ms;
+}
+
+// The supplier registers them at the PVA as it would in production: signed, over mTLS.
+Result<void> register_references(const SystemOptions& o, const std::string& pki_dir,
+                                 const std::string& pva_url, net::HttpsClient& supplier) {
+  auto ms = golden_measurements(o, pki_dir);
+  if (!ms) return std::unexpected(ms.error());
+  auto signer = pki::load_key_pair(pki_dir + "/references-signer");
+  if (!signer) return std::unexpected(signer.error());
+  SystemClock clock;
+  pki::ReferenceSet refs{o.model, std::move(*ms),
+                         std::chrono::floor<std::chrono::seconds>(clock.now())};
+  auto text = pki::sign_references(refs, signer->key.get(), {signer->cert()});
+  if (!text) return std::unexpected(text.error());
+  auto answer =
+      supplier.request("POST", pva_url + "/v1/pva/references", *text, net::kJsonContentType, {});
+  if (!answer) return with_prefix(answer.error(), "registering the references at the PVA");
+  if (answer->status != 201) {
+    return fail(ErrorCode::io_error, fmt::format("registering the references at the PVA: {} {}",
+                                                 answer->status, answer->body.substr(0, 200)));
+  }
+  return {};
+}
+
+// ---- Clients ---------------------------------------------------------------------------------
+
+Result<std::shared_ptr<const pki::TrustAnchors>> load_anchors(const std::string& file) {
+  auto cert = pki::load_certificate(file);
+  if (!cert) return std::unexpected(cert.error());
+  auto t = pki::TrustAnchors::from_certs({cert->get()});
+  if (!t) return std::unexpected(t.error());
+  return std::make_shared<const pki::TrustAnchors>(std::move(*t));
+}
+
+Result<std::shared_ptr<net::HttpsClient>> make_client(
+    std::shared_ptr<const pki::TrustAnchors> trust, const std::string& identity_prefix) {
+  net::HttpsClientOptions o;
+  o.trust = std::move(trust);
+  if (!identity_prefix.empty()) {
+    auto id = net::load_tls_identity(identity_prefix + ".pem", identity_prefix + ".key");
+    if (!id) return std::unexpected(id.error());
+    o.identity = *id;
+  }
+  auto c = net::HttpsClient::create(std::move(o));
+  if (!c) return std::unexpected(c.error());
+  return std::shared_ptr<net::HttpsClient>(std::move(*c));
+}
+
+}  // namespace
+
+// ---- System ----------------------------------------------------------------------------------
+
+struct System::State {
+  SystemOptions options;
+  std::string pki;
+  std::vector<Service> services;
+  std::string gateway;
+  std::shared_ptr<const pki::TrustAnchors> trust;
+  std::shared_ptr<net::HttpsClient> factory, plain;
+  SystemClock clock;  // outlives the services
+  std::vector<std::unique_ptr<ServedRole>> served;  // in start order
+
+  // Every server stops before any service goes: no request may reach a half-destroyed peer.
+  void stop() {
+    for (auto it = served.rbegin(); it != served.rend(); ++it) (*it)->stop_serving();
+    for (auto it = served.rbegin(); it != served.rend(); ++it) it->reset();
+    served.clear();
+  }
+  ~State() { stop(); }
+};
+
+System::System(std::unique_ptr<State> state) : state_(std::move(state)) {}
+System::~System() = default;
+
+const std::vector<System::Service>& System::services() const { return state_->services; }
+std::string System::url(std::string_view role) const {
+  for (const auto& s : state_->services) {
+    if (s.role == role) return s.url;
+  }
+  return "";
+}
+const std::string& System::gateway() const { return state_->gateway; }
+const SystemOptions& System::options() const { return state_->options; }
+std::string System::tls_root_file() const { return state_->pki + "/operators-ca/ca.pem"; }
+std::string System::supplier_ca_dir() const { return state_->pki + "/supplier-ca"; }
+std::string System::batches_dir() const { return state_->options.dir + "/batches"; }
+std::string System::owner_token_file() const { return state_->pki + "/owner.token"; }
+std::string System::owner_token() const {
+  auto text = read_text_file(owner_token_file());
+  if (!text) return "";
+  std::string t = *text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  return t;
+}
+std::shared_ptr<net::HttpsClient> System::factory_client() const { return state_->factory; }
+std::shared_ptr<net::HttpsClient> System::plain_client() const { return state_->plain; }
+std::shared_ptr<const pki::TrustAnchors> System::device_trust() const { return state_->trust; }
+
+namespace {
+
+Result<void> check_options(const SystemOptions& o) {
+  if (o.dir.empty()) return fail(ErrorCode::missing_argument, "dir: required");
+  if (!o.db_url.empty() && !o.db_url.starts_with("postgresql://") &&
+      !o.db_url.starts_with("postgres://")) {
+    return fail(ErrorCode::invalid_argument,
+                "--db: a postgresql:// URL (SQLite files in the directory without it)");
+  }
+  auto digits = [](const std::string& s, std::size_t min, std::size_t max) {
+    return s.size() >= min && s.size() <= max &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (!digits(o.pcid_prefix, 5, 14)) {
+    return fail(ErrorCode::invalid_argument, "pcid_prefix: 5 to 14 digits");
+  }
+  if (!digits(o.imsi_prefix, 5, 14)) {
+    return fail(ErrorCode::invalid_argument, "imsi_prefix: 5 to 14 digits");
+  }
+  if (o.pcid_prefix.starts_with(o.imsi_prefix) || o.imsi_prefix.starts_with(o.pcid_prefix)) {
+    return fail(ErrorCode::invalid_argument,
+                "imsi_prefix: must not overlap pcid_prefix (the VNO routes them apart)");
+  }
+  log::Level level;
+  if (!log::parse_level(o.log_level, level)) {
+    return fail(ErrorCode::invalid_argument, "log_level: must be debug, info, warn or error");
+  }
+  return {};
+}
+
+// One attempt on one set of ports: the files, then each service from its file.
+Result<void> start_services(System::State& s, const Wiring& w) {
+  for (ServeRole role : kStartOrder) {
+    const std::string name(role_name(role));
+    const std::string config = s.options.dir + "/" + name + ".json";
+    if (auto r = write_file_atomic(config, file_of(role, s.options, w).dump(2) + "\n", 0600); !r) {
+      return r;
+    }
+    auto served = ServedRole::start(role, config, {}, s.clock);
+    if (!served) return std::unexpected(served.error());
+    s.services.push_back({name, (*served)->url(), config});
+    if (role == ServeRole::vno) s.gateway = (*served)->gateway();
+    s.served.push_back(std::move(*served));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<System>> start_system(const SystemOptions& options) {
+  if (auto r = check_options(options); !r) return std::unexpected(r.error());
+  auto state = std::make_unique<System::State>();
+  state->options = options;
+  std::error_code ec;
+  fs::create_directories(options.dir, ec);
+  if (ec) return fail(ErrorCode::io_error, fmt::format("{}: {}", options.dir, ec.message()));
+  state->options.dir = fs::absolute(options.dir).lexically_normal().string();
+  if (state->options.dir.size() > 1 && state->options.dir.back() == '/') {
+    state->options.dir.pop_back();
+  }
+  auto pki = ensure_pki(state->options.dir);
+  if (!pki) return std::unexpected(pki.error());
+  state->pki = *pki;
+
+  Wiring w;
+  if (!options.db_url.empty()) {
+    auto urls = postgres_urls(options.db_url);
+    if (!urls) return std::unexpected(urls.error());
+    w.db = std::move(*urls);
+  }
+
+  auto trust = load_anchors(state->pki + "/operators-ca/ca.pem");
+  if (!trust) return std::unexpected(trust.error());
+  state->trust = *trust;
+  auto factory = make_client(state->trust, state->pki + "/tls/factory-client");
+  auto plain = make_client(state->trust, "");
+  auto supplier = make_client(state->trust, state->pki + "/tls/supplier-client");
+  if (!factory || !plain || !supplier) {
+    return std::unexpected(!factory ? factory.error() : !plain ? plain.error() : supplier.error());
+  }
+  state->factory = *factory;
+  state->plain = *plain;
+
+  // A port taken by someone else between choosing and binding: choose again.
+  const bool fixed = options.ports.supplier && options.ports.ro && options.ports.vno &&
+                     options.ports.sho && options.ports.pva;
+  Result<void> started;
+  for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
+    w.ports = choose_ports(options.ports);
+    started = start_services(*state, w);
+    if (started || fixed || started.error().code != ErrorCode::io_error) break;
+    state->stop();
+    state->services.clear();
+  }
+  if (!started) return std::unexpected(started.error());
+  const std::string pva_url = state->served.front()->url();  // kStartOrder: the PVA first
+  if (auto r = register_references(state->options, state->pki, pva_url, **supplier); !r) {
+    return std::unexpected(r.error());
+  }
+  return std::make_unique<System>(std::move(state));
+}
+
+// ---- Options file and the command ------------------------------------------------------------
+
+Result<void> load_system_options(const std::string& path, SystemOptions& o) {
+  using net::JsonSchema;
+  using net::optional;
+  static const JsonSchema kPort = JsonSchema::integer(0, 65535);
+  static const JsonSchema kSchema = JsonSchema::object({
+      optional("dir", JsonSchema::string(4096)),
+      optional("db", JsonSchema::string(4096)),
+      optional("ports", JsonSchema::object({
+                            optional("supplier", kPort),
+                            optional("ro", kPort),
+                            optional("vno", kPort),
+                            optional("gateway", kPort),
+                            optional("sho", kPort),
+                            optional("pva", kPort),
+                        })),
+      optional("device_binary", JsonSchema::string(4096)),
+      optional("model", JsonSchema::string(64)),
+      optional("pcid_prefix", JsonSchema::string(14)),
+      optional("imsi_prefix", JsonSchema::string(14)),
+      optional("log_level", JsonSchema::enumeration({"debug", "info", "warn", "error"})),
+  });
+  auto text = read_text_file(path);
+  if (!text) return with_prefix(text.error(), path);
+  auto j = net::parse_json_strict(*text, path);
+  if (!j) return std::unexpected(j.error());
+  if (auto v = kSchema.validate(*j, path); !v) {
+    const std::string_view m = v.error().message;
+    return fail(v.error().code,
+                m.starts_with("field ") ? fmt::format("{}: {}", path, m.substr(6)) : std::string(m));
+  }
+  const auto parent = fs::path(path).parent_path();
+  auto resolve = [&](const std::string& p) {
+    return p.starts_with("/") || parent.empty() ? p : (parent / p).string();
+  };
+  if (j->contains("dir")) o.dir = resolve((*j)["dir"].get<std::string>());
+  o.db_url = j->value("db", o.db_url);
+  if (j->contains("ports")) {
+    const Json& p = (*j)["ports"];
+    o.ports.supplier = p.value("supplier", o.ports.supplier);
+    o.ports.ro = p.value("ro", o.ports.ro);
+    o.ports.vno = p.value("vno", o.ports.vno);
+    o.ports.gateway = p.value("gateway", o.ports.gateway);
+    o.ports.sho = p.value("sho", o.ports.sho);
+    o.ports.pva = p.value("pva", o.ports.pva);
+  }
+  if (j->contains("device_binary")) {
+    o.device_binary = resolve((*j)["device_binary"].get<std::string>());
+  }
+  o.model = j->value("model", o.model);
+  o.pcid_prefix = j->value("pcid_prefix", o.pcid_prefix);
+  o.imsi_prefix = j->value("imsi_prefix", o.imsi_prefix);
+  o.log_level = j->value("log_level", o.log_level);
+  return {};
+}
+
+namespace {
+
+struct UpArgs {
+  std::string dir, db, config;
+};
+
+void print_table(std::ostream& out, const System& system) {
+  out << fmt::format("{:<9} {:<24} {}\n", "role", "url", "config");
+  for (const auto& s : system.services()) {
+    out << fmt::format("{:<9} {:<24} {}\n", s.role, s.url, s.config);
+  }
+  out << fmt::format("{:<9} {}\n", "gateway", system.gateway());
+  out << "owner token file: " << system.owner_token_file() << "\n";
+  out << "each service alone: mcim serve <role> --config <config>\n";
+  out.flush();
+}
+
+Result<Fields> run_up(const UpArgs& a, std::ostream& out) {
+  SystemOptions o;
+  o.dir = "mcim-up";
+  if (!a.config.empty()) {
+    if (auto r = load_system_options(a.config, o); !r) return std::unexpected(r.error());
+  }
+  if (!a.dir.empty()) o.dir = a.dir;
+  if (!a.db.empty()) o.db_url = a.db;
+  if (auto r = check_options(o); !r) return std::unexpected(r.error());
+  log::Level level;
+  log::parse_level(o.log_level, level);
+  log::set_level(level);
+
+  const BlockedSignals signals;  // before any service thread starts
+  auto system = start_system(o);
+  if (!system) return std::unexpected(system.error());
+  print_table(out, **system);
+  const int sig = signals.wait();
+  log::info("up", "{} received, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  const std::string dir = (*system)->options().dir;
+  system->reset();
+  Fields f;
+  f.add("dir", dir).add("stopped_by", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  return f;
+}
+
+}  // namespace
+
+void register_up(CLI::App& app, Result<Fields>* result, std::ostream& out) {
+  auto args = std::make_shared<UpArgs>();
+  auto* up = app.add_subcommand(
+      "up", "start the whole system (supplier, RO, VNO, SHO, PVA) on loopback until SIGINT/SIGTERM");
+  up->add_option("--dir", args->dir, "the system's directory: PKI, config files, databases");
+  up->add_option("--db", args->db, "postgresql://... (one schema per role) instead of SQLite");
+  up->add_option("--config", args->config, "a JSON file of options (dir, db, ports, ...)");
+  up->callback([args, result, &out] { *result = run_up(*args, out); });
+}
+
+}  // namespace mcim::cli

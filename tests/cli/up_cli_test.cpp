@@ -1,0 +1,356 @@
+// `mcim up`: start_system in-process (a generated PKI, five services answering /healthz over TLS
+// with it, config files that `mcim serve` loads, the PKI reused by a second start), the options
+// file and its refusals, and the binary as a process: the table on stdout, a graceful stop on
+// SIGTERM, exit 2 for bad options.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../pki/pki_test_util.h"
+#include "child_process.h"
+#include "cli/serve_config.h"
+#include "cli/up_command.h"
+#include "common/clock.h"
+#include "common/file.h"
+#include "common/hex.h"
+#include "common/random.h"
+#include "net/json_schema.h"
+#include "net/tls.h"
+#include "pki/authority.h"
+#include "tre/bundle.h"
+#include "tre/tre.h"
+
+namespace mcim::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using net::Json;
+using pki::testing::TempDir;
+using testing::accepts_connections;
+using testing::address_of;
+using testing::Child;
+using testing::slurp;
+
+// /healthz over TLS, trusting only the system's own root.
+void expect_healthy(net::HttpsClient& client, const std::string& url) {
+  auto health = client.get(url + "/healthz");
+  ASSERT_TRUE(health) << url << ": " << health.error().message;
+  EXPECT_EQ(health->status, 200) << url << ": " << health->body;
+}
+
+TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / "system";
+  o.log_level = "warn";
+  std::string root_pem, token;
+  {
+    auto system = start_system(o);
+    ASSERT_TRUE(system) << system.error().message;
+    const System& s = **system;
+    ASSERT_EQ(s.services().size(), 5u);
+    std::vector<std::string> roles;
+    for (const auto& svc : s.services()) {
+      roles.push_back(svc.role);
+      EXPECT_TRUE(svc.url.starts_with("https://127.0.0.1:")) << svc.url;
+      EXPECT_EQ(svc.config, s.options().dir + "/" + svc.role + ".json");
+      ASSERT_NO_FATAL_FAILURE(expect_healthy(*s.plain_client(), svc.url));
+    }
+    std::sort(roles.begin(), roles.end());
+    EXPECT_EQ(roles, (std::vector<std::string>{"pva", "ro", "sho", "supplier", "vno"}));
+    EXPECT_TRUE(s.gateway().starts_with("127.0.0.1:")) << s.gateway();
+    EXPECT_EQ(s.url("ro"), s.services()[1].url);
+    EXPECT_EQ(s.url("nobody"), "");
+
+    // The files of the layout; the secrets private.
+    for (const char* f : {"pki/operators-ca/ca.pem", "pki/supplier-ca/ca.pem", "pki/icf.pem",
+                          "pki/sho-signer.pem", "pki/pva-signer.pem", "pki/ocsp-signer.pem",
+                          "pki/supplier-signer.pem", "pki/references-signer.pem",
+                          "pki/tls/factory-client.pem", "ro.db", "sho.db", "pva.db"}) {
+      EXPECT_TRUE(fs::exists(s.options().dir + "/" + f)) << f;
+    }
+    for (const char* f : {"pki/ro-op.hex", "pki/sho-op.hex", "pki/owner.token"}) {
+      struct stat st {};
+      ASSERT_EQ(::stat((s.options().dir + "/" + f).c_str(), &st), 0) << f;
+      EXPECT_EQ(st.st_mode & 077, 0u) << f;
+    }
+    EXPECT_EQ(s.owner_token_file(), s.options().dir + "/pki/owner.token");
+    token = s.owner_token();
+    EXPECT_EQ(token.size(), 32u);
+    root_pem = slurp(s.tls_root_file());
+    EXPECT_FALSE(root_pem.empty());
+    EXPECT_TRUE(s.device_trust());
+
+    // The factory admin reaches the supplier with its client certificate: an unknown batch is a
+    // 404, not a 401/403.
+    auto batch = s.factory_client()->get(s.url("supplier") + "/v1/batches/none");
+    ASSERT_TRUE(batch) << batch.error().message;
+    EXPECT_EQ(batch->status, 404) << batch->body;
+
+    // The owner's token opens the SHO's owner routes (404: no such device), a wrong one does not.
+    auto mine = s.plain_client()->request("GET", s.url("sho") + "/v1/subscribers/dev-1", "", "",
+                                          {{"Authorization", "Bearer " + token}});
+    ASSERT_TRUE(mine) << mine.error().message;
+    EXPECT_EQ(mine->status, 404) << mine->body;
+    auto wrong = s.plain_client()->request("GET", s.url("sho") + "/v1/subscribers/dev-1", "", "",
+                                           {{"Authorization", "Bearer " + std::string(32, '0')}});
+    ASSERT_TRUE(wrong) << wrong.error().message;
+    EXPECT_EQ(wrong->status, 401) << wrong->body;
+
+    // Every config file loads as `mcim serve` loads it.
+    EXPECT_TRUE(load_ro_config(s.options().dir + "/ro.json"));
+    EXPECT_TRUE(load_vno_config(s.options().dir + "/vno.json"));
+    EXPECT_TRUE(load_supplier_config(s.options().dir + "/supplier.json"));
+    EXPECT_TRUE(load_sho_config(s.options().dir + "/sho.json"));
+    EXPECT_TRUE(load_pva_config(s.options().dir + "/pva.json"));
+  }
+  // Stopped: a second start on the same directory keeps the PKI and the token.
+  auto again = start_system(o);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(slurp((*again)->tls_root_file()), root_pem);
+  EXPECT_EQ((*again)->owner_token(), token);
+  for (const auto& svc : (*again)->services()) {
+    ASSERT_NO_FATAL_FAILURE(expect_healthy(*(*again)->plain_client(), svc.url));
+  }
+  const auto urls = (*again)->services();
+  again->reset();
+  for (const auto& svc : urls) EXPECT_FALSE(accepts_connections(address_of(svc.url))) << svc.role;
+}
+
+// The PVA holds references that a device of this system matches: a TRE made by the system's
+// supplier CA attests over a PVA challenge (asked as the SHO) and the PVA finds it trusted.
+TEST(UpSystem, ThePvaTrustsADeviceOfTheSystem) {
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / "system";
+  o.log_level = "warn";
+  auto system = start_system(o);
+  ASSERT_TRUE(system) << system.error().message;
+  const System& s = **system;
+
+  SystemClock clock;
+  OsRandom rng;
+  auto ca = pki::Authority::open(s.supplier_ca_dir());
+  ASSERT_TRUE(ca) << ca.error().message;
+  auto root = pki::load_certificate(s.tls_root_file());
+  ASSERT_TRUE(root) << root.error().message;
+  tre::ManufactureSpec spec;
+  spec.pcid = o.pcid_prefix + "00000001";
+  spec.ro_operator = kUpRo;
+  spec.operator_roots = {root->get()};
+  auto bundle = tre::manufacture(*ca, spec, clock, rng);
+  ASSERT_TRUE(bundle) << bundle.error().message;
+  tre::Options tre_options;
+  tre_options.dir = dir / "tre";
+  ASSERT_TRUE(tre::Tre::init(tre_options, *bundle));
+  auto device = tre::Tre::open(tre_options);
+  ASSERT_TRUE(device) << device.error().message;
+
+  auto sho_id = net::load_tls_identity(s.options().dir + "/pki/tls/sho-client.pem",
+                                       s.options().dir + "/pki/tls/sho-client.key");
+  ASSERT_TRUE(sho_id) << sho_id.error().message;
+  net::HttpsClientOptions tls;
+  tls.trust = s.device_trust();
+  tls.identity = *sho_id;
+  auto sho = net::HttpsClient::create(std::move(tls));
+  ASSERT_TRUE(sho) << sho.error().message;
+  auto challenge = (*sho)->request("POST", s.url("pva") + "/v1/pva/challenges",
+                                   Json{{"device_id", bundle->device_id}}.dump(),
+                                   net::kJsonContentType, {});
+  ASSERT_TRUE(challenge) << challenge.error().message;
+  ASSERT_EQ(challenge->status, 201) << challenge->body;
+  const Json c = Json::parse(challenge->body);
+  auto nonce = parse_hex(c["nonce"].get<std::string>(), "nonce");
+  ASSERT_TRUE(nonce);
+  auto report = device->attest(*nonce);
+  ASSERT_TRUE(report) << report.error().message;
+  const Json validation = {
+      {"challenge_id", c["challenge_id"]},
+      {"report", *report},
+      {"platform_chain", Json::array({*pki::certificate_pem(bundle->platform_chain[0].get())})}};
+  auto answer = (*sho)->request("POST", s.url("pva") + "/v1/pva/validations", validation.dump(),
+                                net::kJsonContentType, {});
+  ASSERT_TRUE(answer) << answer.error().message;
+  ASSERT_EQ(answer->status, 200) << answer->body;
+  const Json result = Json::parse(answer->body);
+  EXPECT_TRUE(result.value("trusted", false)) << answer->body;
+}
+
+TEST(UpSystem, RefusesAForeignPkiDirectoryAndBadOptions) {
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / "foreign";
+  fs::create_directories(o.dir + "/pki");
+  std::ofstream(o.dir + "/pki/mine.txt") << "not yours";
+  auto r = start_system(o);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::already_exists);
+  EXPECT_EQ(slurp(o.dir + "/pki/mine.txt"), "not yours");
+  EXPECT_FALSE(fs::exists(o.dir + "/ro.json"));
+
+  struct Row {
+    std::function<void(SystemOptions&)> edit;
+    ErrorCode code;
+    std::string message;
+  };
+  const std::vector<Row> rows = {
+      {[](SystemOptions& s) { s.dir.clear(); }, ErrorCode::missing_argument, "dir: required"},
+      {[](SystemOptions& s) { s.db_url = "sqlite:x.db"; }, ErrorCode::invalid_argument, "--db: "},
+      {[](SystemOptions& s) { s.pcid_prefix = "00a01"; }, ErrorCode::invalid_argument,
+       "pcid_prefix: "},
+      {[](SystemOptions& s) { s.imsi_prefix = "0010199"; }, ErrorCode::invalid_argument,
+       "imsi_prefix: must not overlap"},
+      {[](SystemOptions& s) { s.log_level = "loud"; }, ErrorCode::invalid_argument, "log_level: "},
+  };
+  for (const auto& row : rows) {
+    SystemOptions bad;
+    bad.dir = dir / "bad";
+    row.edit(bad);
+    auto refused = start_system(bad);
+    ASSERT_FALSE(refused) << row.message;
+    EXPECT_EQ(refused.error().code, row.code) << refused.error().message;
+    EXPECT_TRUE(refused.error().message.starts_with(row.message)) << refused.error().message;
+  }
+  EXPECT_FALSE(fs::exists(dir / "bad"));
+}
+
+TEST(UpSystem, OptionsFile) {
+  TempDir dir;
+  const std::string path = dir / "up.json";
+  std::ofstream(path) << R"({"dir": "sys", "db": "postgresql://h/db", "ports": {"ro": 18443,
+    "gateway": 18080}, "device_binary": "bin/mcim", "model": "m-2", "pcid_prefix": "0010188",
+    "imsi_prefix": "00103", "log_level": "debug"})";
+  SystemOptions o;
+  ASSERT_TRUE(load_system_options(path, o));
+  EXPECT_EQ(o.dir, dir / "sys");
+  EXPECT_EQ(o.db_url, "postgresql://h/db");
+  EXPECT_EQ(o.ports.ro, 18443);
+  EXPECT_EQ(o.ports.gateway, 18080);
+  EXPECT_EQ(o.ports.sho, 0);
+  EXPECT_EQ(o.device_binary, dir / "bin/mcim");
+  EXPECT_EQ(o.model, "m-2");
+  EXPECT_EQ(o.pcid_prefix, "0010188");
+  EXPECT_EQ(o.imsi_prefix, "00103");
+  EXPECT_EQ(o.log_level, "debug");
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"colour": 1})", "up.json: unknown member \"colour\""},
+      {R"({"ports": {"ro": 65536}})", "up.json: ports.ro: "},
+      {R"({"ports": {"rx": 1}})", "up.json: ports: unknown member \"rx\""},
+      {R"({"devices": 3})", "up.json: unknown member \"devices\""},
+      {R"({"pcid_prefix": 7})", "up.json: pcid_prefix: expected a string"},
+      {R"({"dir": 7})", "up.json: dir: expected a string"},
+      {R"({"dir": )", "up.json"},
+  };
+  for (const auto& [text, message] : bad) {
+    std::ofstream(path) << text;
+    SystemOptions ignored;
+    auto r = load_system_options(path, ignored);
+    ASSERT_FALSE(r) << text;
+    EXPECT_EQ(kind_of(r.error().code), ErrorKind::bad_input) << r.error().message;
+    EXPECT_NE(r.error().message.find(message), std::string::npos) << r.error().message;
+  }
+  SystemOptions ignored;
+  EXPECT_EQ(load_system_options(dir / "absent.json", ignored).error().code, ErrorCode::not_found);
+}
+
+// ---- The binary ------------------------------------------------------------------------------
+
+// The table's rows once `mcim up` printed them: role -> url.
+std::map<std::string, std::string> wait_table(Child& child) {
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < end) {
+    const std::string out = child.out();
+    if (out.find("owner token file: ") != std::string::npos) {
+      std::map<std::string, std::string> rows;
+      static const std::regex row(R"((\w+)\s+(https://127\.0\.0\.1:\d+)\s+(\S+\.json))");
+      for (std::sregex_iterator it(out.begin(), out.end(), row), last; it != last; ++it) {
+        rows[(*it)[1]] = (*it)[2];
+      }
+      return rows;
+    }
+    if (child.wait(0ms)) {
+      ADD_FAILURE() << "mcim up exited: " << child.err();
+      return {};
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  ADD_FAILURE() << "no table after 60 s: " << child.err();
+  return {};
+}
+
+TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
+  TempDir dir;
+  const std::string sys = dir / "sys";
+  Child child({"up", "--dir", sys}, dir.path());
+  ASSERT_TRUE(child.started());
+  const auto rows = wait_table(child);
+  ASSERT_EQ(rows.size(), 5u) << child.out();
+  EXPECT_NE(child.out().find("owner token file: " + sys + "/pki/owner.token"), std::string::npos);
+  for (const char* role : {"supplier", "ro", "vno", "sho", "pva"}) {
+    EXPECT_NE(child.out().find(sys + "/" + role + ".json"), std::string::npos) << role;
+  }
+  // The process's PKI, trusted from its files.
+  net::HttpsClientOptions tls;
+  auto root = pki::load_certificate(sys + "/pki/operators-ca/ca.pem");
+  ASSERT_TRUE(root) << root.error().message;
+  tls.trust = std::make_shared<const pki::TrustAnchors>(
+      std::move(*pki::TrustAnchors::from_certs({root->get()})));
+  auto client = net::HttpsClient::create(std::move(tls));
+  ASSERT_TRUE(client);
+  for (const auto& [role, url] : rows) {
+    ASSERT_NO_FATAL_FAILURE(expect_healthy(**client, url)) << role;
+  }
+  child.signal(SIGTERM);
+  const auto code = child.wait(15s);
+  ASSERT_TRUE(code.has_value()) << "still running 15 s after SIGTERM";
+  EXPECT_EQ(*code, 0) << child.err();
+  for (const auto& [role, url] : rows) EXPECT_FALSE(accepts_connections(address_of(url))) << role;
+  const std::string token = slurp(sys + "/pki/owner.token");
+  ASSERT_FALSE(token.empty());
+  EXPECT_EQ((child.out() + child.err()).find(token.substr(0, 32)), std::string::npos);
+}
+
+TEST(UpCli, BadOptionsExit2) {
+  TempDir dir;
+  std::ofstream(dir / "bad.json") << R"({"dir": "x", "colour": "blue"})";
+  std::ofstream(dir / "prefix.json") << R"({"pcid_prefix": "12"})";
+  struct Row {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Row> rows = {
+      {{"--config", dir / "bad.json"}, "bad.json: unknown member \"colour\""},
+      {{"--config", dir / "prefix.json"}, "pcid_prefix: "},
+      {{"--config", dir / "absent.json"}, "absent.json"},
+      {{"--dir", dir / "d", "--db", "mysql://u:secret@h/db"}, "--db: "},
+      {{"--dir", dir / "d", "--colour"}, "--colour"},
+  };
+  for (const auto& row : rows) {
+    SCOPED_TRACE(row.message);
+    std::vector<std::string> args = {"up"};
+    args.insert(args.end(), row.args.begin(), row.args.end());
+    Child child(args, dir.path());
+    const auto code = child.wait(15s);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 2) << child.err();
+    EXPECT_NE(child.err().find(row.message), std::string::npos) << child.err();
+    EXPECT_EQ(child.err().find("secret"), std::string::npos) << child.err();
+    EXPECT_FALSE(fs::exists(dir / "d"));
+    EXPECT_FALSE(fs::exists(dir / "x"));
+  }
+}
+
+}  // namespace
+}  // namespace mcim::cli
