@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "cli/aka_command.h"
+#include "cli/aka_demo.h"
 #include "cli/demo_command.h"
 #include "cli/device_command.h"
 #include "cli/output.h"
@@ -88,8 +89,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   register_device(app, &result);
   register_serve(app, &result);
   register_up(app, &result, out);
-  int demo_exit = -1;  // set when `demo` ran; it prints its own report
-  register_demo(app, json, &demo_exit, out, err);
+  int demo_exit = -1;  // set when a demo ran to its report, which it printed itself
+  register_aka_demo(*app.get_subcommand("aka"), json, &demo_exit, out, err);
+  register_demo(app, json, &demo_exit, &result, out, err);
 
   try {
     app.parse(argc, argv);

@@ -1,224 +1,261 @@
 #include "cli/demo_command.h"
 
 #include <fmt/format.h>
+#include <stdlib.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <iomanip>
+#include <filesystem>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <ostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "aka/kdf.h"
-#include "aka/milenage.h"
-#include "aka/vector.h"
-#include "common/hex.h"
-#include "common/random.h"
-#include "common/secure.h"
+#include "cli/up_command.h"
+#include "common/log.h"
+#include "sim/fleet.h"
 
 namespace mcim::cli {
 namespace {
 
-using namespace mcim::aka;
-using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 
-struct Step {
-  std::string party, action, result;
-  bool ok;
-  double micros;
+struct DemoArgs {
+  std::size_t devices = 10;
+  std::size_t concurrency = 16;
+  std::string access = "3gpp";
+  std::string dir, db;
 };
 
-class Recorder {
- public:
-  template <class F>
-  void step(std::string party, std::string action, F&& f) {
-    const auto t0 = Clock::now();
-    auto [ok, result] = f();
-    const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-    steps_.push_back({std::move(party), std::move(action), std::move(result), ok, us});
+// What each row of the table stands for (the TR's flows and step numbers, DESIGN.md §2).
+struct StepText {
+  std::string_view step, flow, what;
+};
+constexpr StepText kSteps[] = {
+    {"manufacture", "F0", "batch made at the supplier, PCIDs handed to the RO's ICF"},
+    {"register", "F1", "owner registers the device at the SHO (PIN, platform cert)"},
+    {"activate", "F7", "owner announces the switch-on"},
+    {"attach_pcid", "F2 1-4", "attach at the VNO with the PCID (AKA in the TRE)"},
+    {"discovery", "F2 5-7", "DRF: home operator found, bootstrap verified with the PIN"},
+    {"attestation", "F2 8-10", "PVA's challenge answered with a signed report"},
+    {"package", "F2 11-12", "sealed MCIM package from the DPF (TLS pinned)"},
+    {"install", "F2 13", "package opened and installed in the TRE"},
+    {"report", "F2 13-14", "signed status report to the DPF, SHO activates"},
+    {"attach_imsi", "F2 end", "attach with the new IMSI: operational"},
+    {"provision", "F2", "the whole of F2 for one device"},
+};
+
+StepText text_of(const std::string& step) {
+  for (const StepText& t : kSteps) {
+    if (t.step == step) return t;
   }
-  const std::vector<Step>& steps() const { return steps_; }
-  bool all_ok() const {
-    return std::all_of(steps_.begin(), steps_.end(), [](const Step& s) { return s.ok; });
+  return {step, "", ""};
+}
+
+// Devices the system in `dir` has made before (the supplier's bundles), so that a demo run again
+// in the same directory manufactures fresh PCIDs after them.
+std::size_t devices_made_before(const std::string& batches) {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (const auto& batch : fs::directory_iterator(batches, ec)) {
+    std::error_code inner;
+    for (const auto& f : fs::directory_iterator(batch.path() / "bundles", inner)) {
+      (void)f;
+      ++n;
+    }
+  }
+  return n;
+}
+
+// A private directory that is removed when the demo ends (unless the user named one).
+class WorkDir {
+ public:
+  static Result<WorkDir> make(const std::string& named) {
+    WorkDir w;
+    if (!named.empty()) {
+      w.path_ = named;
+      return w;
+    }
+    std::string tmpl = (fs::temp_directory_path() / "mcim-demo-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      return fail(ErrorCode::io_error, "cannot make a temporary directory for the demo");
+    }
+    w.path_ = tmpl;
+    w.owned_ = true;
+    return w;
+  }
+  WorkDir(WorkDir&& o) noexcept : path_(std::move(o.path_)), owned_(o.owned_) { o.owned_ = false; }
+  WorkDir(const WorkDir&) = delete;
+  ~WorkDir() {
+    if (owned_) {
+      std::error_code ec;
+      fs::remove_all(path_, ec);
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  WorkDir() = default;
+  std::string path_;
+  bool owned_ = false;
+};
+
+// A bar on stderr, redrawn in place; only on a terminal.
+class Progress {
+ public:
+  Progress(std::ostream& err, bool on) : err_(err), on_(on) {}
+  void say(std::string_view line) {
+    if (!on_) return;
+    std::lock_guard lock(mu_);
+    err_ << line << '\n' << std::flush;
+  }
+  void update(std::size_t done, std::size_t failed, std::size_t total) {
+    if (!on_ || total == 0) return;
+    std::lock_guard lock(mu_);
+    const std::size_t bars = done * kWidth / total;
+    err_ << fmt::format("\r  [{}{}] {}/{} devices done, {} failed", std::string(bars, '#'),
+                        std::string(kWidth - bars, ' '), done, total, failed)
+         << std::flush;
+    if (done == total) err_ << '\n' << std::flush;
   }
 
  private:
-  std::vector<Step> steps_;
+  static constexpr std::size_t kWidth = 40;
+  std::ostream& err_;
+  bool on_;
+  std::mutex mu_;
 };
 
-std::string short_hex(ByteView v) {
-  return to_hex(v.first(std::min<std::size_t>(v.size(), 6))) + "…";
-}
-
-std::string sqn_text(const SqnPolicy& p, const Sqn& sqn) {
-  const auto v = sqn_value(sqn);
-  return fmt::format("SQN {} (SEQ {}, IND {})", to_hex(sqn), p.seq_of(v), p.ind_of(v));
-}
-
-// The scenario; every step records what was expected to happen and whether it did.
-void run_scenario(Recorder& rec, RandomSource& rng) {
-  const SqnPolicy policy;
-  Secret<16> k(rng.draw<16>());
-  Secret<16> op(rng.draw<16>());
-  const Milenage auc_algo = Milenage::with_op(k.get(), op.get());
-  const Milenage usim_algo =
-      Milenage::with_op(k.get(), op.get());  // the same credential, in the TRE
-  HomeSqn he(policy);
-  UsimSqn usim(policy);
-  const std::string snn = "5G:mnc001.mcc001.3gppnetwork.org";
-  const PlmnId plmn = *parse_plmn("00101");
-  AuthVector av{};
-
-  rec.step("AuC", "generate vector", [&] {
-    av = make_vector(auc_algo, rng.draw<16>(), *he.next(0), Amf{0x80, 0x00});
-    return std::pair{true, sqn_text(policy, av.sqn) + ", RAND " + short_hex(av.rand)};
-  });
-  Res res{};
-  Ck ck{};
-  Ik ik{};
-  rec.step("USIM", "verify AUTN (MAC-A, SQN fresh), answer", [&] {
-    auto a = usim_authenticate(usim_algo, usim, av.rand, av.autn);
-    if (!a || !std::holds_alternative<UsimSuccess>(*a))
-      return std::pair{false, std::string("refused")};
-    const auto& s = std::get<UsimSuccess>(*a);
-    res = s.res, ck = s.ck, ik = s.ik;
-    return std::pair{true, "RES " + short_hex(res.view())};
-  });
-  rec.step("network", "compare RES with XRES (constant time)", [&] {
-    const bool ok = constant_time_equal(res.view(), av.xres.view());
-    return std::pair{ok, std::string(ok ? "authenticated" : "mismatch")};
-  });
-  rec.step("both", "derive KASME (EPS) and XRES*/RES* (5G)", [&] {
-    const bool kasme = derive_kasme(ck, ik, plmn, av.sqn_xor_ak()) ==
-                       derive_kasme(av.ck, av.ik, plmn, av.sqn_xor_ak());
-    const bool star = derive_xres_star(ck, ik, snn, av.rand, res) ==
-                      derive_xres_star(av.ck, av.ik, snn, av.rand, av.xres);
-    return std::pair{kasme && star, std::string(kasme && star ? "equal on both sides" : "differ")};
-  });
-  rec.step("USIM", "replayed vector", [&] {
-    auto a = usim_authenticate(usim_algo, usim, av.rand, av.autn);
-    const bool ok = a && std::holds_alternative<UsimSyncFailure>(*a);
-    return std::pair{ok, std::string(ok ? "synchronisation failure, AUTS sent" : "accepted!")};
-  });
-  rec.step("USIM", "forged AUTN (one bit flipped)", [&] {
-    Autn forged = av.autn;
-    forged[15] ^= 1;
-    auto a = usim_authenticate(usim_algo, usim, av.rand, forged);
-    const bool ok = !a && a.error().code == ErrorCode::mac_mismatch;
-    return std::pair{ok, std::string(ok ? "MAC failure, no answer" : "accepted!")};
-  });
-
-  // The device was used with another AuC instance meanwhile: its SQN is far ahead.
-  usim.record(sqn_bytes(policy.join(5000, 0)));
-  AuthVector stale{};
-  Auts auts{};
-  rec.step("AuC", "generate vector (USIM is ahead)", [&] {
-    stale = make_vector(auc_algo, rng.draw<16>(), *he.next(0), Amf{0x80, 0x00});
-    return std::pair{true, sqn_text(policy, stale.sqn)};
-  });
-  rec.step("USIM", "verify AUTN", [&] {
-    auto a = usim_authenticate(usim_algo, usim, stale.rand, stale.autn);
-    const bool ok = a && std::holds_alternative<UsimSyncFailure>(*a);
-    if (ok) auts = std::get<UsimSyncFailure>(*a).auts;
-    return std::pair{ok, std::string(ok ? "not fresh: AUTS " + short_hex(auts) : "accepted!")};
-  });
-  rec.step("AuC", "verify MAC-S, recover SQN_MS, resynchronise", [&] {
-    auto sqn_ms = recover_sqn_ms(auc_algo, stale.rand, auts);
-    if (!sqn_ms) return std::pair{false, sqn_ms.error().message};
-    he.resynchronise(*sqn_ms);
-    return std::pair{true, fmt::format("SQN_MS {}, SEQ_HE now {}", to_hex(*sqn_ms), he.seq_he())};
-  });
-  rec.step("AuC+USIM", "new vector after resynchronisation", [&] {
-    const AuthVector fresh = make_vector(auc_algo, rng.draw<16>(), *he.next(3), Amf{0x80, 0x00});
-    auto a = usim_authenticate(usim_algo, usim, fresh.rand, fresh.autn);
-    const bool ok =
-        a && std::holds_alternative<UsimSuccess>(*a) && std::get<UsimSuccess>(*a).res == fresh.xres;
-    return std::pair{ok, (ok ? "accepted, " : "refused, ") + sqn_text(policy, fresh.sqn)};
-  });
-}
-
-struct Throughput {
-  std::size_t vectors;
-  double seconds;
-};
-
-Throughput measure(RandomSource& os, std::size_t n, std::ostream& progress, bool show) {
-  BatchedRandom rng(os, 16 * 4096);
-  const Milenage algo(rng.draw<16>(), rng.draw<16>());
-  HomeSqn he(SqnPolicy{});
-  const std::size_t chunk = std::max<std::size_t>(n / 40, 1);
-  const auto t0 = Clock::now();
-  volatile std::uint8_t sink = 0;  // keeps the vectors observable to the optimiser
-  for (std::size_t i = 0; i < n; ++i) {
-    const AuthVector av = make_vector(algo, rng.draw<16>(), *he.next(0), Amf{0x80, 0x00});
-    sink = static_cast<std::uint8_t>(sink ^ av.autn[15]);
-    if (show && (i + 1) % chunk == 0) {
-      const std::size_t bars = (i + 1) * 40 / n;
-      progress << "\r  [" << std::string(bars, '#') << std::string(40 - bars, ' ') << "] "
-               << (i + 1) * 100 / n << "%" << std::flush;
-    }
+void print_text(std::ostream& out, const DemoArgs& a, const System& system,
+                const sim::FleetReport& r) {
+  out << fmt::format(
+      "mcim demo: {} devices from the factory to an operational subscription over 3GPP access\n"
+      "(3GPP TR 33.812 alternative 1a: F0, F1, F7, F2). Services on 127.0.0.1, {}:\n",
+      r.devices, a.db.empty() ? "SQLite" : "PostgreSQL");
+  for (const auto& s : system.services()) {
+    out << fmt::format("  {:<9} {}\n", s.role, s.url);
   }
-  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (show) progress << "\r" << std::string(50, ' ') << "\r" << std::flush;
-  return {n, s};
-}
-
-void print_text(std::ostream& out, const Recorder& rec, const Throughput& t) {
-  out << "mcim demo: 3GPP AKA (TS 33.102 §6.3) between a home AuC and a device's USIM\n"
-      << "subscriber: MILENAGE, K and OP random (never printed), IND length 5, AMF 8000\n\n";
-  out << fmt::format(" {:>2}  {:<8}  {:<44}  {:>9}  {}\n", "#", "party", "step", "time µs",
-                     "result");
-  int n = 0;
-  for (const Step& s : rec.steps()) {
-    out << fmt::format(" {:>2}  {:<8}  {:<44}  {:>9.1f}  {} {}\n", ++n, s.party, s.action, s.micros,
-                       s.ok ? "ok  " : "FAIL", s.result);
+  out << fmt::format("\n {:<12} {:<9} {:>6} {:>9} {:>9}  {}\n", "step", "TR", "count", "p50 ms",
+                     "p99 ms", "what happened");
+  for (const sim::StepStats& s : r.steps) {
+    const StepText t = text_of(s.step);
+    out << fmt::format(" {:<12} {:<9} {:>6} {:>9.2f} {:>9.2f}  {}\n", s.step, t.flow, s.count,
+                       s.p50_ms, s.p99_ms, t.what);
   }
   out << fmt::format(
-      "\nvector generation, one thread: {} vectors in {:.3f} s = {:.2f} M vectors/s\n", t.vectors,
-      t.seconds, static_cast<double>(t.vectors) / t.seconds / 1e6);
-  out << (rec.all_ok() ? "result: every step behaved as TS 33.102 requires\n"
-                       : "result: FAILED, see the steps marked FAIL\n");
+      "\nprovisioned {} of {} devices in {:.2f} s ({} at a time): {:.1f} provisionings/s\n",
+      r.provisioned, r.devices, r.provision_seconds, a.concurrency, r.throughput_per_s);
+  for (const auto& [what, n] : r.failures) {
+    out << fmt::format("failed: {} device(s) at {}\n", n, what);
+  }
+  out << (r.failed == 0 ? "result: every device is operational with its new IMSI\n"
+                        : "result: FAILED, some devices are not operational (see above)\n");
 }
 
-void print_json(std::ostream& out, const Recorder& rec, const Throughput& t) {
+void print_json(std::ostream& out, const sim::FleetReport& r) {
   nlohmann::ordered_json j;
-  j["ok"] = rec.all_ok();
+  j["devices"] = r.devices;
+  j["provisioned"] = r.provisioned;
+  j["failed"] = r.failed;
+  j["throughput_per_s"] = r.throughput_per_s;
+  j["provision_seconds"] = r.provision_seconds;
   j["steps"] = nlohmann::ordered_json::array();
-  for (const Step& s : rec.steps()) {
-    j["steps"].push_back({{"party", s.party},
-                          {"step", s.action},
-                          {"ok", s.ok},
-                          {"us", s.micros},
-                          {"result", s.result}});
+  for (const sim::StepStats& s : r.steps) {
+    j["steps"].push_back(
+        {{"step", s.step}, {"count", s.count}, {"p50_ms", s.p50_ms}, {"p99_ms", s.p99_ms}});
   }
-  j["vectors"] = t.vectors;
-  j["vectors_per_s"] = static_cast<double>(t.vectors) / t.seconds;
+  j["failures"] = nlohmann::ordered_json::object();
+  for (const auto& [what, n] : r.failures) j["failures"][what] = n;
   out << j.dump() << '\n';
+}
+
+// Runs the demo; the report is printed by the caller.
+Result<std::pair<sim::FleetReport, std::unique_ptr<System>>> run(const DemoArgs& a,
+                                                                  const WorkDir& work,
+                                                                  Progress& progress) {
+  if (a.access != "3gpp") {
+    return fail(ErrorCode::unsupported,
+                fmt::format("--access {}: the device agent provisions over 3GPP access only so "
+                            "far (F3, non-3GPP access, is not built yet); use --access 3gpp",
+                            a.access));
+  }
+  SystemOptions o;
+  o.dir = (fs::path(work.path()) / "system").string();
+  o.db_url = a.db;
+  o.log_level = "warn";
+  log::set_level(log::Level::warn);
+  progress.say(fmt::format("starting the supplier, RO, VNO, SHO and PVA in {}", o.dir));
+  auto system = start_system(o);
+  if (!system) return std::unexpected(system.error());
+  const System& s = **system;
+
+  sim::FleetEndpoints e;
+  e.supplier_url = s.url("supplier");
+  e.sho_url = s.url("sho");
+  e.vno_url = s.url("vno");
+  e.factory = s.factory_client();
+  e.owner = s.plain_client();
+  e.owner_token = s.owner_token();
+  e.device_tls.trust = s.device_trust();
+  e.supplier_out_dir = s.batches_dir();
+
+  sim::FleetOptions f;
+  f.devices = a.devices;
+  f.concurrency = a.concurrency;
+  f.dir = (fs::path(work.path()) / "fleet").string();
+  const std::size_t before = devices_made_before(e.supplier_out_dir);
+  f.batch_id = fmt::format("demo-{}", before + 1);
+  f.first_pcid = fmt::format("{}{:0{}}", o.pcid_prefix, before + 1, 15 - o.pcid_prefix.size());
+  f.tre_binary = o.device_binary;
+  f.progress = [&progress](std::size_t done, std::size_t failed, std::size_t total) {
+    progress.update(done, failed, total);
+  };
+  progress.say(fmt::format("manufacturing {} devices, registering them at the SHO, then "
+                           "provisioning them {} at a time",
+                           a.devices, a.concurrency));
+  auto report = sim::run_fleet(e, f);
+  if (!report) return std::unexpected(report.error());
+  return std::pair{std::move(*report), std::move(*system)};
 }
 
 }  // namespace
 
-void register_demo(CLI::App& app, const bool& json, int* exit_code, std::ostream& out,
-                   std::ostream& err) {
-  auto vectors = std::make_shared<std::size_t>(10'000'000);
-  auto* demo = app.add_subcommand("demo", "show the AKA core at work (the main job)");
-  demo->add_option("--vectors", *vectors, "vectors for the throughput run (default 10000000)")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000'000}));
-  demo->callback([vectors, &json, exit_code, &out, &err] {
-    OsRandom os;
-    Recorder rec;
-    run_scenario(rec, os);
-    const bool progress = !json && isatty(STDERR_FILENO) == 1;
-    if (progress) err << "measuring vector generation (" << *vectors << " vectors)\n";
-    const Throughput t = measure(os, *vectors, err, progress);
-    if (json) {
-      print_json(out, rec, t);
-    } else {
-      print_text(out, rec, t);
+void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Fields>* result,
+                   std::ostream& out, std::ostream& err) {
+  auto args = std::make_shared<DemoArgs>();
+  auto* demo = app.add_subcommand(
+      "demo", "the main job: the whole system on loopback and N devices provisioned through it");
+  demo->add_option("--devices", args->devices, "devices to manufacture and provision (default 10)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10'000}));
+  demo->add_option("--concurrency", args->concurrency,
+                   "devices provisioned at the same time (default 16)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{256}));
+  demo->add_option("--access", args->access, "3gpp (non3gpp and both: not built yet)")
+      ->check(CLI::IsMember({"3gpp", "non3gpp", "both"}));
+  demo->add_option("--dir", args->dir,
+                   "keep the system (PKI, configs, databases, TREs) here; default: a temporary "
+                   "directory removed at the end");
+  demo->add_option("--db", args->db, "postgresql://... (one schema per role) instead of SQLite");
+  demo->callback([args, &json, exit_code, result, &out, &err] {
+    auto work = WorkDir::make(args->dir);
+    if (!work) {
+      *result = std::unexpected(work.error());
+      return;
     }
-    *exit_code = rec.all_ok() ? kExitOk : kExitRefused;
+    Progress progress(err, !json && isatty(STDERR_FILENO) == 1);
+    auto ran = run(*args, *work, progress);
+    if (!ran) {
+      *result = std::unexpected(ran.error());
+      return;
+    }
+    const auto& [report, system] = *ran;
+    if (json) {
+      print_json(out, report);
+    } else {
+      print_text(out, *args, *system, report);
+    }
+    out.flush();
+    *exit_code = report.failed == 0 && report.provisioned == args->devices ? kExitOk : kExitRefused;
   });
 }
 

@@ -1,7 +1,12 @@
-// `mcim demo`: the main job. Until the services exist (issues 6-7) it shows the AKA core at
-// work between a home AuC and a device's USIM: a vector accepted, a replay refused with AUTS,
-// the home side resynchronised, a forged AUTN refused, the EPS and 5G keys agreeing on both
-// sides, then single-thread vector throughput with a progress bar.
+// `mcim demo`: the main job (docs/cli.md). Starts the whole system in this process as `mcim up`
+// does (supplier, RO, VNO, SHO, PVA on 127.0.0.1, a generated PKI, SQLite or PostgreSQL), then
+// runs a fleet through it (sim/fleet.h): the supplier manufactures N devices, the owner registers
+// them at the SHO and announces their switch-on, and every device's agent provisions its TRE
+// concurrently over the real services and attaches with its new IMSI. A progress bar runs on a
+// terminal; the report is a table of the TR's steps (count, p50, p99) and the provisioning
+// throughput, or one JSON object with --json. Exit 0 only when every device ended operational,
+// 1 when some did not; bad options exit 2 and a system that does not start exits with its
+// error's code.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -10,8 +15,9 @@
 
 namespace mcim::cli {
 
-// Adds `demo`; when it runs it prints its report itself and sets *exit_code.
-void register_demo(CLI::App& app, const bool& json, int* exit_code, std::ostream& out,
-                   std::ostream& err);
+// Adds `demo`. When it ran to a report, it printed the report itself and set *exit_code; when it
+// could not (bad options, the system did not start) it set *result to the error instead.
+void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Fields>* result,
+                   std::ostream& out, std::ostream& err);
 
 }  // namespace mcim::cli

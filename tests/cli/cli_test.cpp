@@ -12,6 +12,7 @@
 
 #include "../aka/milenage_test_sets.h"
 #include "../aka/tuak_test_sets.h"
+#include "../pki/pki_test_util.h"
 #include "cli/app.h"
 #include "cli_test_util.h"
 
@@ -320,8 +321,8 @@ TEST(CliBinary, ExitCodesOfTheProcess) {
 namespace mcim::cli {
 namespace {
 
-TEST(CliDemo, EveryStepBehavesAndJsonIsOneObject) {
-  const auto r = mcim({"demo", "--vectors", "1000", "--json"});
+TEST(CliAkaDemo, EveryStepBehavesAndJsonIsOneObject) {
+  const auto r = mcim({"aka", "demo", "--vectors", "1000", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_TRUE(j["ok"].get<bool>());
@@ -331,17 +332,62 @@ TEST(CliDemo, EveryStepBehavesAndJsonIsOneObject) {
   EXPECT_GT(j["vectors_per_s"].get<double>(), 0.0);
 }
 
-TEST(CliDemo, TextReportHasTheStepTable) {
-  const auto r = mcim({"demo", "--vectors", "1000"});
+TEST(CliAkaDemo, TextReportHasTheStepTable) {
+  const auto r = mcim({"aka", "demo", "--vectors", "1000"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("resynchronise"), std::string::npos);
   EXPECT_NE(r.out.find("M vectors/s"), std::string::npos);
   EXPECT_EQ(r.out.find("FAIL"), std::string::npos);
 }
 
-TEST(CliDemo, BadVectorCountExitsTwo) {
-  EXPECT_EQ(mcim({"demo", "--vectors", "0"}).code, 2);
-  EXPECT_EQ(mcim({"demo", "--vectors", "many"}).code, 2);
+TEST(CliAkaDemo, BadVectorCountExitsTwo) {
+  EXPECT_EQ(mcim({"aka", "demo", "--vectors", "0"}).code, 2);
+  EXPECT_EQ(mcim({"aka", "demo", "--vectors", "many"}).code, 2);
+}
+
+// The main job over the real services: every device of the fleet ends operational, and the
+// report has every step of the TR once per device.
+TEST(CliDemo, AFleetIsProvisionedEndToEndAndJsonIsOneObject) {
+  const auto r = mcim({"demo", "--devices", "4", "--concurrency", "2", "--json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["devices"], 4);
+  EXPECT_EQ(j["provisioned"], 4);
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_GT(j["throughput_per_s"].get<double>(), 0.0);
+  std::vector<std::string> steps;
+  for (const auto& s : j["steps"]) {
+    steps.push_back(s["step"].get<std::string>());
+    EXPECT_LE(s["p50_ms"].get<double>(), s["p99_ms"].get<double>()) << s.dump();
+    if (s["step"] != "manufacture") {
+      EXPECT_EQ(s["count"], 4) << s.dump();
+    }
+  }
+  const std::vector<std::string> expected = {
+      "manufacture", "register", "activate", "attach_pcid", "discovery", "attestation",
+      "package",     "install",  "report",   "attach_imsi", "provision"};
+  EXPECT_EQ(steps, expected);
+}
+
+TEST(CliDemo, TextReportRunsTwiceInOneDirectory) {
+  pki::testing::TempDir dir;
+  for (int run = 0; run < 2; ++run) {
+    const auto r = mcim({"demo", "--devices", "2", "--dir", dir.path()});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("attach_imsi"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("provisioned 2 of 2 devices"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("every device is operational"), std::string::npos) << r.out;
+  }
+}
+
+TEST(CliDemo, BadOptionsExitTwo) {
+  EXPECT_EQ(mcim({"demo", "--devices", "0"}).code, 2);
+  EXPECT_EQ(mcim({"demo", "--devices", "many"}).code, 2);
+  EXPECT_EQ(mcim({"demo", "--concurrency", "0"}).code, 2);
+  EXPECT_EQ(mcim({"demo", "--access", "wifi"}).code, 2);
+  const auto r = mcim({"demo", "--access", "non3gpp", "--json"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("\"unsupported\""), std::string::npos) << r.out;
 }
 
 }  // namespace

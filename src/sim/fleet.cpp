@@ -1,0 +1,264 @@
+#include "sim/fleet.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "common/hex.h"
+#include "net/http_error.h"
+#include "pki/openssl.h"
+#include "tre/bundle.h"
+#include "tre/tre.h"
+
+namespace mcim::sim {
+namespace {
+
+using net::Json;
+using SteadyClock = std::chrono::steady_clock;
+
+double ms_since(SteadyClock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
+}
+
+// A JSON request; the answer's body parsed when it has `ok_status`, its error envelope otherwise.
+Result<Json> call(net::HttpsClient& client, std::string_view method, const std::string& url,
+                  const Json& body, int ok_status, std::string_view what,
+                  const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+  auto r = client.request(method, url, body.dump(), net::kJsonContentType, headers);
+  if (!r) return with_prefix(r.error(), what);
+  if (r->status != ok_status) return std::unexpected(net::error_from_response(*r, what));
+  Json answer = Json::parse(r->body, nullptr, false);
+  if (answer.is_discarded() || !answer.is_object()) {
+    return std::unexpected(Error(ErrorCode::bad_format, fmt::format("{}: the answer is not a "
+                                                                    "JSON object", what)));
+  }
+  return answer;
+}
+
+// Samples per step name, from every worker thread.
+class Timings {
+ public:
+  void add(const std::string& step, double ms) {
+    std::lock_guard lock(mu_);
+    samples_[step].push_back(ms);
+  }
+  std::vector<StepStats> stats(const std::vector<std::string>& order) const {
+    std::lock_guard lock(mu_);
+    std::vector<StepStats> out;
+    for (const std::string& step : order) {
+      const auto it = samples_.find(step);
+      if (it == samples_.end() || it->second.empty()) continue;
+      out.push_back(StepStats{step, it->second.size(), percentile_ms(it->second, 50),
+                              percentile_ms(it->second, 99)});
+    }
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::vector<double>> samples_;
+};
+
+struct Device {
+  tre::SupplierBundle bundle;
+  std::optional<tre::Tre> tre;
+};
+
+// Runs fn(i) for i in [0, n) on `threads` threads; the first error stops the others early and is
+// returned.
+Result<void> parallel_for(std::size_t n, std::size_t threads,
+                          const std::function<Result<void>(std::size_t)>& fn) {
+  std::atomic<std::size_t> next{0};
+  std::mutex mu;
+  std::optional<Error> first;
+  std::atomic<bool> stop{false};
+  auto worker = [&] {
+    for (std::size_t i; !stop && (i = next++) < n;) {
+      if (auto done = fn(i); !done) {
+        std::lock_guard lock(mu);
+        if (!first) first = done.error();
+        stop = true;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < std::min(threads, n); ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  if (first) return std::unexpected(*first);
+  return {};
+}
+
+std::string pin_of(const tre::SupplierBundle& b) {
+  return std::string(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
+}
+
+// F0: one batch from the supplier, its bundles read back and a TRE initialised from each.
+Result<std::vector<Device>> manufacture(const FleetEndpoints& e, const FleetOptions& o,
+                                        const std::string& batch) {
+  auto made = call(*e.factory, "POST", e.supplier_url + "/v1/batches",
+                   Json{{"batch_id", batch}, {"first_pcid", o.first_pcid}, {"count", o.devices}},
+                   201, "manufacture");
+  if (!made) return std::unexpected(made.error());
+  if (made->value("handover", "") != "done") {
+    return std::unexpected(Error(ErrorCode::io_error,
+                                 fmt::format("manufacture: batch {} was not handed over to the "
+                                             "RO ({})", batch, made->value("handover", "?"))));
+  }
+  const std::filesystem::path bundles =
+      std::filesystem::path(e.supplier_out_dir) / batch / "bundles";
+  std::vector<Device> devices;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(bundles, ec)) {
+    auto b = tre::read_bundle(entry.path().string());
+    if (!b) return with_prefix(b.error(), "manufacture");
+    devices.push_back(Device{std::move(*b), std::nullopt});
+  }
+  if (ec || devices.size() != o.devices) {
+    return std::unexpected(Error(ErrorCode::io_error,
+                                 fmt::format("manufacture: {} bundles in {}, {} ordered",
+                                             devices.size(), bundles.string(), o.devices)));
+  }
+  std::sort(devices.begin(), devices.end(),
+            [](const Device& x, const Device& y) { return x.bundle.pcid < y.bundle.pcid; });
+  return devices;
+}
+
+Result<void> init_tre(Device& d, const FleetOptions& o) {
+  tre::Options to;
+  to.dir = (std::filesystem::path(o.dir) / "tre" / d.bundle.device_id).string();
+  to.binary = o.tre_binary;
+  if (auto made = tre::Tre::init(to, d.bundle); !made) {
+    return with_prefix(made.error(), d.bundle.device_id);
+  }
+  auto opened = tre::Tre::open(to);
+  if (!opened) return with_prefix(opened.error(), d.bundle.device_id);
+  d.tre.emplace(std::move(*opened));
+  return {};
+}
+
+// F1 for one device: the owner registers it at the SHO, gives the registration nonce to the
+// device, and announces its switch-on.
+Result<void> register_device(Device& d, const FleetEndpoints& e, const FleetOptions& o,
+                             Timings& timings) {
+  const std::string& id = d.bundle.device_id;
+  auto pem = pki::certificate_pem(d.bundle.platform_chain.front().get());
+  if (!pem) return std::unexpected(pem.error());
+  const std::vector<std::pair<std::string, std::string>> bearer = {
+      {"Authorization", "Bearer " + e.owner_token}};
+  auto t0 = SteadyClock::now();
+  auto reg = call(*e.owner, "POST", e.sho_url + "/v1/subscribers",
+                  Json{{"device_id", id},
+                       {"pcid", d.bundle.pcid},
+                       {"pin", pin_of(d.bundle)},
+                       {"platform_cert", *pem}},
+                  201, fmt::format("register {}", id), bearer);
+  if (!reg) return std::unexpected(reg.error());
+  timings.add("register", ms_since(t0));
+  auto nonce = parse_hex_fixed<16>(reg->value("registration_nonce", ""), "registration_nonce");
+  if (!nonce) return with_prefix(nonce.error(), fmt::format("register {}", id));
+  if (auto kept = d.tre->record_registration(*nonce); !kept) {
+    return with_prefix(kept.error(), fmt::format("register {}", id));
+  }
+  t0 = SteadyClock::now();
+  auto on = call(*e.owner, "POST", e.sho_url + "/v1/subscribers/" + id + "/activation",
+                 Json{{"window_s", o.activation_window.count()}}, 200,
+                 fmt::format("activate {}", id), bearer);
+  if (!on) return std::unexpected(on.error());
+  timings.add("activate", ms_since(t0));
+  return {};
+}
+
+}  // namespace
+
+double percentile_ms(std::vector<double> samples, double p) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(samples.size()));
+  const std::size_t at = rank < 1 ? 0 : static_cast<std::size_t>(rank) - 1;
+  return samples[std::min(at, samples.size() - 1)];
+}
+
+Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
+  if (o.devices == 0 || o.concurrency == 0) {
+    return std::unexpected(Error(ErrorCode::invalid_argument, "devices and concurrency: >= 1"));
+  }
+  if (!e.factory || !e.owner) {
+    return std::unexpected(Error(ErrorCode::missing_argument, "the factory and owner clients"));
+  }
+  const std::string batch =
+      o.batch_id.empty()
+          ? fmt::format("fleet-{}", std::chrono::duration_cast<std::chrono::seconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count())
+          : o.batch_id;
+  Timings timings;
+  const auto t0 = SteadyClock::now();
+  auto devices = manufacture(e, o, batch);
+  if (!devices) return std::unexpected(devices.error());
+  timings.add("manufacture", ms_since(t0));
+
+  auto prepared = parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
+    Device& d = (*devices)[i];
+    if (auto made = init_tre(d, o); !made) return made;
+    return register_device(d, e, o, timings);
+  });
+  if (!prepared) return std::unexpected(prepared.error());
+
+  device::AgentConfig agent = o.agent;
+  agent.vno_url = e.vno_url;
+  agent.tls = e.device_tls;
+  SystemClock clock;
+  std::atomic<std::size_t> done{0}, failed{0};
+  std::mutex failures_mu;
+  std::map<std::string, std::size_t> failures;
+  const auto p0 = SteadyClock::now();
+  (void)parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
+    Device& d = (*devices)[i];
+    device::Agent a(*d.tre, agent, clock);
+    a.on_step([&](const device::StepTiming& s) {
+      timings.add(std::string(device::to_string(s.step)),
+                  std::chrono::duration<double, std::milli>(s.took).count());
+    });
+    const auto d0 = SteadyClock::now();
+    auto outcome = a.provision();
+    if (outcome) timings.add("provision", ms_since(d0));
+    if (!outcome) {
+      ++failed;
+      std::lock_guard lock(failures_mu);
+      // The message names the step first ("discovery: ...").
+      const std::string& m = outcome.error().message;
+      ++failures[fmt::format("{}: {}", m.substr(0, m.find(':')), to_string(outcome.error().code))];
+    }
+    const std::size_t n = ++done;
+    if (o.progress) o.progress(n, failed, devices->size());
+    return {};
+  });
+  FleetReport report;
+  report.provision_seconds = std::chrono::duration<double>(SteadyClock::now() - p0).count();
+  report.devices = devices->size();
+  report.failed = failed;
+  report.provisioned = report.devices - report.failed;
+  report.throughput_per_s =
+      report.provision_seconds > 0 ? double(report.provisioned) / report.provision_seconds : 0;
+  std::vector<std::string> order = {"manufacture", "register", "activate"};
+  for (device::Step s : {device::Step::attach_pcid, device::Step::discovery,
+                         device::Step::attestation, device::Step::package, device::Step::install,
+                         device::Step::report, device::Step::attach_imsi}) {
+    order.emplace_back(device::to_string(s));
+  }
+  order.emplace_back("provision");
+  report.steps = timings.stats(order);
+  report.failures = std::move(failures);
+  return report;
+}
+
+}  // namespace mcim::sim
