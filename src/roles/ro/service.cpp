@@ -654,13 +654,9 @@ Result<void> RoService::State::add_routes() {
                                              DeviceJsonFn fn, int ok) {
     return device_route(
         what, [s, what, schema, fn, ok](const Request& r, const store::Session& ses) {
-          if (!media_type_is(r.http.content_type, net::kJsonContentType)) {
-            return net::error_response(415, net::kUnsupportedMediaType,
-                                       "body: Content-Type must be application/json");
-          }
-          auto body = schema.parse(r.http.body);
-          if (!body) return answer(what, std::unexpected(body.error()));
-          return answer(what, (s->*fn)(r, *body, ses), ok);
+          Json body;
+          if (auto refused = check_json_body(kComponent, what, r, schema, body)) return *refused;
+          return answer(what, (s->*fn)(r, body, ses), ok);
         });
   };
 

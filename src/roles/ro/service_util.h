@@ -134,6 +134,26 @@ inline net::HttpResponse answer(std::string_view component, std::string_view wha
   return net::respond(result, ok_status);
 }
 
+// For routes whose caller is known from a header (a device's session, an owner's token) rather
+// than the TLS peer: the body checks the router makes for other routes, made by the handler after
+// it has authenticated the caller, so that a stranger learns nothing of the schema. nullopt when
+// the body is a JSON object of `schema` (then in `out`), else the answer to send: 415 for another
+// media type, the schema's refusal.
+inline std::optional<net::HttpResponse> check_json_body(std::string_view component,
+                                                        std::string_view what,
+                                                        const net::Request& r,
+                                                        const net::JsonSchema& schema,
+                                                        net::Json& out) {
+  if (!media_type_is(r.http.content_type, net::kJsonContentType)) {
+    return net::error_response(415, net::kUnsupportedMediaType,
+                               "body: Content-Type must be application/json");
+  }
+  auto body = schema.parse(r.http.body);
+  if (!body) return answer(component, what, std::unexpected(body.error()));
+  out = std::move(*body);
+  return std::nullopt;
+}
+
 inline net::HttpResponse no_content() {
   net::HttpResponse r;
   r.status = 204;
