@@ -153,6 +153,11 @@ class TestPva {
     std::lock_guard lock(mu_);
     failure_ = std::move(f);
   }
+  // Signs its results over another nonce than the challenge's (a PVA gone wrong, or a replay).
+  void sign_other_nonce() {
+    std::lock_guard lock(mu_);
+    other_nonce_ = true;
+  }
   int challenges() const {
     std::lock_guard lock(mu_);
     return int(nonces_.size());
@@ -183,10 +188,11 @@ class TestPva {
       result.nonce = nonces_[id];
       result.device_id = devices_[id];
       if (failure_) result.failures.push_back(*failure_);
+      if (other_nonce_) result.nonce.assign(32, 0x0e);
     }
     auto report = pki::decode_signed_report(body.value("report", ""));
     if (!report) return net::error_response(report.error());
-    if (report->report.nonce != result.nonce) {
+    if (report->report.nonce != result.nonce && !other_nonce_) {
       result.failures.push_back({pki::Check::nonce, ErrorCode::nonce_mismatch, "nonce"});
     }
     result.time = std::chrono::floor<std::chrono::seconds>(clock_.now());
@@ -211,6 +217,7 @@ class TestPva {
   std::map<std::string, std::string> devices_;
   std::set<std::string> used_;
   std::optional<pki::Failure> failure_;
+  bool other_nonce_ = false;
   std::unique_ptr<net::HttpServer> server_;
 };
 
@@ -568,6 +575,10 @@ TEST_P(ShoServiceTest, RefusesBadRegistrationsAndLeavesNothingBehind) {
     expect_refusal(r, 401, ErrorCode::unauthenticated);
     expect_refusal(register_device(registration(d), "not-a-token"), 401,
                    ErrorCode::unauthenticated);
+    // The token is checked before the body: a stranger learns nothing of the schema.
+    expect_refusal(register_device(Json{{"colour", 1}}, "not-a-token"), 401,
+                   ErrorCode::unauthenticated);
+    expect_refusal(register_device(Json{{"colour", 1}}), 400, ErrorCode::bad_format);
   }
   // Not a certificate; one from another CA; another device's.
   {
@@ -856,6 +867,18 @@ TEST_P(ShoServiceTest, RefusesAttestationsThatDoNotFitTheChallengeInFlight) {
   att["sho"] = kSho;
   expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 409,
                  ErrorCode::transition_refused);
+}
+
+TEST_P(ShoServiceTest, AVerdictThatDoesNotVerifyRefusesTheDeviceWithoutAPackage) {
+  Device& d = make_device(13);
+  registered(d);
+  pva_->sign_other_nonce();
+  ASSERT_EQ(arrive_and_attest(d).status, 202);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "refused"; }));
+  EXPECT_EQ(subscriber(d).text("refusal"), "nonce_mismatch");
+  auto next = ro_db_->packages().next_for_device(d.id());
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(*next);
 }
 
 TEST_P(ShoServiceTest, AnUntrustedPlatformIsRefusedWithoutAPackage) {

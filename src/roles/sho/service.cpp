@@ -513,7 +513,13 @@ Result<Json> ShoService::State::attestation(const Request& r) {
   // Only the signed result counts; the PVA's plain "trusted" is a convenience for others.
   auto result = pki::verify_validation_result(string_at(*validation, "result"), *config.pva_roots,
                                               s->challenge_nonce, clock);
-  if (!result) return std::unexpected(result.error());
+  if (!result) {
+    // A verdict the SHO cannot rely on ends this provisioning with its code, for the owner to
+    // see: the challenge is used up at the PVA, so a retry of the notice could never succeed.
+    log::warn(kComponent, "device {}: the PVA's result does not verify: {}", s->device_id,
+              result.error());
+    return refuse(*s, SubscriberStatus::validating, result.error().code);
+  }
   flow("validated");
   if (result->device_id != s->device_id) {
     return refuse(*s, SubscriberStatus::validating, ErrorCode::wrong_recipient);
@@ -672,11 +678,11 @@ Result<void> ShoService::State::add_routes() {
   auto json = [](net::Authorizer a, JsonSchema schema) {
     return RouteOptions{std::move(a), std::move(schema), kMaxJsonBody};
   };
-  // Owner routes: the Bearer token first; its refusal carries the challenge.
+  // Owner routes: the Bearer token first (its refusal carries the challenge), then the body.
   auto owner_route = [s](std::string_view what,
                          Result<Json> (State::*fn)(const Request&, const std::string&),
-                         int ok = 200) {
-    return [s, what, fn, ok](const Request& r) -> HttpResponse {
+                         int ok = 200, std::optional<JsonSchema> schema = std::nullopt) {
+    return [s, what, fn, ok, schema](const Request& r) -> HttpResponse {
       auto owner = s->owner_of(r);
       if (!owner) {
         ro::service_util::log_refusal(kComponent, what, owner.error());
@@ -684,9 +690,15 @@ Result<void> ShoService::State::add_routes() {
         out.headers.emplace_back("WWW-Authenticate", kBearerRealm);
         return out;
       }
-      return answer(what, (s->*fn)(r, *owner), ok);
+      if (!schema) return answer(what, (s->*fn)(r, *owner), ok);
+      Request with_body = r;
+      if (auto refused = check_json_body(kComponent, what, r, *schema, with_body.json)) {
+        return *refused;
+      }
+      return answer(what, (s->*fn)(with_body, *owner), ok);
     };
   };
+  const RouteOptions owner_options{nullptr, std::nullopt, kMaxJsonBody};
   auto ro_route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&)) {
     return json_handler(kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); });
   };
@@ -699,19 +711,22 @@ Result<void> ShoService::State::add_routes() {
 
   const std::array<Result<void>, 6> added = {
       router.add(
-          "POST", "/v1/subscribers", owner_route("registration", &State::register_subscriber, 201),
-          json(nullptr,
-               JsonSchema::object(
-                   {device(), pcid(),
-                    required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
-                                                       "4-16 decimal digits", ro::kMinPinSize)),
-                    required("platform_cert", JsonSchema::string(kMaxPemSize))}))),
+          "POST", "/v1/subscribers",
+          owner_route("registration", &State::register_subscriber, 201,
+                      JsonSchema::object(
+                          {device(), pcid(),
+                           required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
+                                                              "4-16 decimal digits",
+                                                              ro::kMinPinSize)),
+                           required("platform_cert", JsonSchema::string(kMaxPemSize))})),
+          owner_options),
       router.add("GET", "/v1/subscribers/{device_id}", owner_route("status", &State::status_of),
-                 RouteOptions{nullptr, std::nullopt, kMaxJsonBody}),
+                 owner_options),
       router.add("POST", "/v1/subscribers/{device_id}/activation",
-                 owner_route("activation", &State::activate),
-                 json(nullptr, JsonSchema::object({required(
-                                   "window_s", JsonSchema::integer(1, kMaxActivationWindow))}))),
+                 owner_route("activation", &State::activate, 200,
+                             JsonSchema::object({required(
+                                 "window_s", JsonSchema::integer(1, kMaxActivationWindow))})),
+                 owner_options),
       router.add("POST", "/v1/sho/arrivals", ro_route("arrival", &State::arrival),
                  json(from_ro(),
                       JsonSchema::object(
