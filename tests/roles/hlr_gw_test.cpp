@@ -20,6 +20,7 @@
 #include "aka/milenage.h"
 #include "aka/sqn.h"
 #include "common/hex.h"
+#include "hlr_gw_test_util.h"
 #include "store/memory.h"
 
 namespace mcim::ro {
@@ -27,6 +28,8 @@ namespace {
 
 using std::chrono::hours;
 using std::chrono::seconds;
+using testing::HlrClient;
+using testing::parse_aka_answer;
 
 const std::string kPcid = "001019990000001";
 const std::string kDormant = "001019990000002";
@@ -161,45 +164,6 @@ store::PcidSubscription subscription(const std::string& pcid) {
   return s;
 }
 
-// AKA-RESP-AUTH's fields as hostapd's eap_sim_db_aka_resp_auth() reads them.
-struct Parsed {
-  std::string imsi;
-  aka::Rand rand{};
-  aka::Autn autn{};
-  aka::Ik ik{};
-  aka::Ck ck{};
-  ByteVec res;
-};
-
-std::optional<Parsed> parse_answer(std::string_view line) {
-  std::vector<std::string> f;
-  std::string cur;
-  for (char c : line) {
-    if (c == ' ') {
-      f.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  f.push_back(cur);
-  if (f.size() != 7 || f[0] != "AKA-RESP-AUTH") return std::nullopt;
-  Parsed p;
-  p.imsi = f[1];
-  auto rand = parse_hex_fixed<16>(f[2], "rand");
-  auto autn = parse_hex_fixed<16>(f[3], "autn");
-  auto ik = parse_hex_fixed<16>(f[4], "ik");
-  auto ck = parse_hex_fixed<16>(f[5], "ck");
-  auto res = parse_hex(f[6], "res");
-  if (!rand || !autn || !ik || !ck || !res) return std::nullopt;
-  p.rand = *rand;
-  p.autn = *autn;
-  p.ik = *ik;
-  p.ck = *ck;
-  p.res = *res;
-  return p;
-}
-
 class HlrGwIcfTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -213,7 +177,7 @@ class HlrGwIcfTest : public ::testing::Test {
   }
   std::uint64_t seq_he(const std::string& pcid) { return *db_->sqns().current(pcid); }
   std::size_t audit_size() { return db_->audit().recent(1000)->size(); }
-  aka::UsimAnswer usim_run(aka::UsimSqn& sqn, const Parsed& p) {
+  aka::UsimAnswer usim_run(aka::UsimSqn& sqn, const testing::AkaAnswer& p) {
     const aka::Milenage algo(kK, aka::Milenage::compute_opc(kK, kOp));
     auto a = aka::usim_authenticate(algo, sqn, p.rand, p.autn);
     EXPECT_TRUE(a) << a.error().message;
@@ -234,7 +198,7 @@ class HlrGwIcfTest : public ::testing::Test {
 TEST_F(HlrGwIcfTest, VectorForAnActivePcidVerifiesWithTheUsim) {
   auto line = answer("AKA-REQ-AUTH " + kPcid);
   ASSERT_TRUE(line);
-  auto p = parse_answer(*line);
+  auto p = parse_aka_answer(*line);
   ASSERT_TRUE(p) << "unparseable answer";
   EXPECT_EQ(p->imsi, kPcid);
   EXPECT_EQ(p->autn[6] & 0x80, 0x80) << "AMF separation bit (EAP-AKA' needs it)";
@@ -282,7 +246,7 @@ TEST_F(HlrGwIcfTest, AutsResynchronisesWithoutAnAnswer) {
   // A USIM far ahead of SEQ_HE in every IND slot.
   aka::UsimSqn sqn(policy());
   for (unsigned ind = 0; ind < 32; ++ind) sqn.record(aka::sqn_bytes(policy().join(5000, ind)));
-  auto p = parse_answer(*answer("AKA-REQ-AUTH " + kPcid));
+  auto p = parse_aka_answer(*answer("AKA-REQ-AUTH " + kPcid));
   ASSERT_TRUE(p);
   const aka::UsimAnswer stale = usim_run(sqn, *p);
   const auto* sync = std::get_if<aka::UsimSyncFailure>(&stale);
@@ -290,13 +254,13 @@ TEST_F(HlrGwIcfTest, AutsResynchronisesWithoutAnAnswer) {
   EXPECT_FALSE(answer("AKA-AUTS " + kPcid + " " + to_hex(sync->auts) + " " + to_hex(p->rand)));
   EXPECT_GE(seq_he(kPcid), 5000u);
   // hostapd asks again: the new vector is fresh.
-  auto again = parse_answer(*answer("AKA-REQ-AUTH " + kPcid));
+  auto again = parse_aka_answer(*answer("AKA-REQ-AUTH " + kPcid));
   ASSERT_TRUE(again);
   EXPECT_TRUE(std::holds_alternative<aka::UsimSuccess>(usim_run(sqn, *again)));
 }
 
 TEST_F(HlrGwIcfTest, AutsWithABadMacChangesNothing) {
-  auto p = parse_answer(*answer("AKA-REQ-AUTH " + kPcid));
+  auto p = parse_aka_answer(*answer("AKA-REQ-AUTH " + kPcid));
   ASSERT_TRUE(p);
   EXPECT_FALSE(answer("AKA-AUTS " + kPcid + " " + kAuts + " " + to_hex(p->rand)));
   EXPECT_EQ(seq_he(kPcid), 1u);
@@ -307,38 +271,6 @@ TEST_F(HlrGwIcfTest, AutsWithABadMacChangesNothing) {
 }
 
 // ---- The socket adapter ------------------------------------------------------------------------
-
-class Client {
- public:
-  explicit Client(const std::string& path) : path_(path) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    timeval tv{1, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  ~Client() {
-    ::close(fd_);
-    ::unlink(path_.c_str());
-  }
-  void send(const std::string& to, std::string_view m) {
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, to.c_str(), sizeof a.sun_path - 1);
-    EXPECT_GE(::sendto(fd_, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  }
-  std::optional<std::string> receive() {
-    char buf[2000];
-    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-    return n < 0 ? std::nullopt : std::optional<std::string>(std::string(buf, std::size_t(n)));
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
 
 class HlrGwSocketTest : public HlrGwIcfTest {
  protected:
@@ -354,11 +286,11 @@ TEST_F(HlrGwSocketTest, AnswersEachDatagramToItsSender) {
   ASSERT_EQ(::stat(o.socket_path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 
-  Client c(dir_ / "client");
+  HlrClient c(dir_ / "client");
   c.send(o.socket_path, "AKA-REQ-AUTH " + kPcid);
   auto a = c.receive();
   ASSERT_TRUE(a);
-  EXPECT_TRUE(parse_answer(*a)) << "unparseable answer";
+  EXPECT_TRUE(parse_aka_answer(*a)) << "unparseable answer";
   // A malformed one gets nothing, and the gateway goes on.
   c.send(o.socket_path, "AKA-REQ-AUTH");
   c.send(o.socket_path, std::string(3000, 'x'));
@@ -384,7 +316,7 @@ TEST_F(HlrGwSocketTest, AnswersEachDatagramToItsSender) {
 TEST_F(HlrGwSocketTest, StaleSocketIsReplacedOtherFilesAreNot) {
   HlrGatewayOptions o;
   o.socket_path = dir_ / "hlr.sock";
-  { Client stale(o.socket_path); }  // unlinked by its destructor: recreate one that stays
+  { HlrClient stale(o.socket_path); }  // unlinked by its destructor: recreate one that stays
   {
     const int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
     sockaddr_un a{};
