@@ -37,6 +37,18 @@ JsonSchema digit_string(std::size_t min, std::size_t max) {
       max, [](std::string_view s) { return ascii_digits(s); },
       fmt::format("{} to {} digits", min, max), min);
 }
+// A Unix socket's path: a control character (a NUL above all) would bind another path than the
+// one later removed.
+JsonSchema socket_path_string() {
+  return JsonSchema::string(
+      4096,
+      [](std::string_view s) {
+        return std::none_of(s.begin(), s.end(), [](char ch) {
+          return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f;
+        });
+      },
+      "a path without control characters");
+}
 JsonSchema file_list() { return JsonSchema::array(path_string(), 64, 1); }
 JsonSchema id_list() { return JsonSchema::array(id_string(), 10'000); }
 
@@ -283,6 +295,27 @@ Result<Secret<16>> read_op_file(const ConfigFile& file, const std::string& key,
   return op;
 }
 
+// hostapd's eap_sim_db socket (docs/eap.md), checked here so that the message names the key:
+// the resolved path must fit a sockaddr_un. The modes offered never open the socket to others,
+// who could draw vectors from it (and use up the PCIDs' sequence numbers).
+Result<ro::HlrGatewayOptions> load_eap_gateway(const ConfigFile& file, const Json& g,
+                                               const ro::IcfConfig& icf) {
+  ro::HlrGatewayOptions o;
+  o.socket_path = file.resolve(g["socket"].get<std::string>());
+  if (o.socket_path.size() > ro::kMaxHlrSocketPath) {
+    return file.at("eap_gateway.socket", ErrorCode::invalid_argument,
+                   fmt::format("{} bytes once resolved against the file's directory; a Unix "
+                               "socket path has at most {}",
+                               o.socket_path.size(), ro::kMaxHlrSocketPath));
+  }
+  o.mode = g.value("mode", std::string("0600")) == "0660" ? 0660 : 0600;
+  // The RO's own ICF settings, so that EAP and 3GPP access see one PCID lifecycle; the AMF with
+  // its separation bit, without which an EAP-AKA' peer refuses the AUTN (RFC 5448 3.1).
+  o.icf = icf;
+  o.icf.amf[0] |= 0x80;
+  return o;
+}
+
 }  // namespace
 
 Result<ListenAddress> parse_listen(std::string_view text, std::string_view what) {
@@ -378,6 +411,10 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
                    })),
           optional("drf",
                    JsonSchema::object({optional("require_known_pcid", JsonSchema::boolean())})),
+          optional("eap_gateway", JsonSchema::object({
+                                      required("socket", socket_path_string()),
+                                      optional("mode", JsonSchema::enumeration({"0600", "0660"})),
+                                  })),
       },
       false));
   std::map<std::string, std::map<std::string, std::string>> maps;
@@ -436,6 +473,11 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
   }
   if (j->contains("drf")) {
     s.drf.require_known_pcid = (*j)["drf"].value("require_known_pcid", true);
+  }
+  if (j->contains("eap_gateway")) {
+    auto gateway = load_eap_gateway(file, (*j)["eap_gateway"], s.icf);
+    if (!gateway) return std::unexpected(gateway.error());
+    c.eap_gateway = std::move(*gateway);
   }
   return c;
 }

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,7 @@
 #include "net/https_client.h"
 #include "net/tls.h"
 #include "roles/pva/service.h"
+#include "roles/ro/hlr_gw.h"
 #include "roles/ro/service.h"
 #include "roles/sho/service.h"
 #include "roles/supplier/service.h"
@@ -58,6 +60,10 @@ struct RoServeConfig {
   ServeCommon common;
   std::string db_url;  // default sqlite:<dir>/ro.db; may carry a password: never log it
   ro::RoServiceConfig service;
+  // The file's "eap_gateway": hostapd's eap_sim_db socket served from the same database (F3,
+  // docs/eap.md); absent: no gateway. Its icf is service.icf with the AMF separation bit set,
+  // which EAP-AKA' needs whatever the VNOs' vectors carry.
+  std::optional<ro::HlrGatewayOptions> eap_gateway;
 };
 
 struct VnoServeConfig {

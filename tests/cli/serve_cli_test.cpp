@@ -265,6 +265,7 @@ TEST(ServeConfig, RoDefaultsAndRelativePaths) {
   EXPECT_EQ(s.icf.amf, icf_defaults.amf);
   EXPECT_EQ(s.icf.session_lifetime, icf_defaults.session_lifetime);
   EXPECT_TRUE(s.drf.require_known_pcid);
+  EXPECT_FALSE(c->eap_gateway);
   const auto server = c->common.server_options(12345);
   EXPECT_EQ(server.threads, kRoDefaultThreads);
   EXPECT_EQ(server.body_limit, 12345u);
@@ -307,6 +308,42 @@ TEST(ServeConfig, RoEveryKnob) {
   EXPECT_EQ(s.icf.session_lifetime, 60s);
   EXPECT_EQ(s.icf.max_batch, 5u);
   EXPECT_FALSE(s.drf.require_known_pcid);
+}
+
+// The gateway's socket resolved like every path, at most 107 bytes once resolved; its ICF the
+// RO's, with the AMF separation bit set whatever the file's icf.amf.
+TEST(ServeConfig, RoEapGateway) {
+  Json j = ro_json();
+  j["icf"] = {{"amf", "0000"}, {"max_activation_s", 3600}, {"session_lifetime_s", 60}};
+  j["eap_gateway"] = {{"socket", "run/hlr.sock"}};
+  auto c = load_ro_config(write_config("ro-eap", "ro.json", j));
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->eap_gateway);
+  const ro::HlrGatewayOptions& g = *c->eap_gateway;
+  EXPECT_EQ(g.socket_path, Files::get().path("ro-eap") + "/run/hlr.sock");
+  EXPECT_EQ(g.mode, 0600u);
+  EXPECT_EQ(g.caller, "");  // HlrGateway's default, "eap:hlr.sock"
+  EXPECT_EQ(g.icf.amf, (aka::Amf{0x80, 0x00}));
+  EXPECT_EQ(c->service.icf.amf, (aka::Amf{0x00, 0x00}));  // the VNOs' vectors as configured
+  EXPECT_EQ(g.icf.max_activation, 3600s);
+  EXPECT_EQ(g.icf.session_lifetime, 60s);
+  EXPECT_EQ(g.icf.dormant_period, c->service.icf.dormant_period);
+
+  // An absolute path of exactly 107 bytes is taken, with the group mode; one byte more is not.
+  const std::string dir = Files::get().path("ro-eap-abs");
+  const std::string fits = dir + "/" + std::string(ro::kMaxHlrSocketPath - dir.size() - 1, 's');
+  ASSERT_EQ(fits.size(), 107u);
+  j["eap_gateway"] = {{"socket", fits}, {"mode", "0660"}};
+  auto abs = load_ro_config(write_config("ro-eap-abs", "ro.json", j));
+  ASSERT_TRUE(abs) << abs.error().message;
+  EXPECT_EQ(abs->eap_gateway->socket_path, fits);
+  EXPECT_EQ(abs->eap_gateway->mode, 0660u);
+  j["eap_gateway"]["socket"] = fits + "s";
+  auto over = load_ro_config(write_config("ro-eap-abs", "ro.json", j));
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, ErrorCode::invalid_argument);
+  EXPECT_TRUE(over.error().message.starts_with(dir + "/ro.json: eap_gateway.socket: 108 bytes"))
+      << over.error().message;
 }
 
 TEST(ServeConfig, VnoAndSupplierLoad) {
@@ -492,6 +529,33 @@ const std::vector<BadConfig>& bad_configs() {
        ErrorCode::invalid_argument, 2, "ro.json: shos.sho-a: must be an https:// URL"},
       {"bad_listen_in_file", "ro", [](Json& j) { j["listen"] = "localhost:8443"; },
        ErrorCode::invalid_argument, 2, "ro.json: listen: not an IPv4 address"},
+      {"eap_gateway_socket_too_long", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"socket", std::string(100, 's')}}; },
+       ErrorCode::invalid_argument, 2, "ro.json: eap_gateway.socket: "},
+      {"eap_gateway_socket_not_a_string", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"socket", 7}}; },
+       ErrorCode::bad_format, 2, "ro.json: eap_gateway.socket: expected a string"},
+      {"eap_gateway_socket_empty", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"socket", ""}}; },
+       ErrorCode::invalid_argument, 2, "ro.json: eap_gateway.socket: empty"},
+      {"eap_gateway_socket_control_character", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"socket", std::string("hlr\0.sock", 9)}}; },
+       ErrorCode::invalid_argument, 2,
+       "ro.json: eap_gateway.socket: must be a path without control characters"},
+      {"eap_gateway_without_socket", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"mode", "0600"}}; },
+       ErrorCode::missing_argument, 2, "ro.json: eap_gateway.socket: missing"},
+      {"eap_gateway_mode_for_others", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"socket", "hlr.sock"}, {"mode", "0666"}}; },
+       ErrorCode::invalid_argument, 2, "ro.json: eap_gateway.mode: "},
+      {"eap_gateway_mode_a_number", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"socket", "hlr.sock"}, {"mode", 384}}; },
+       ErrorCode::bad_format, 2, "ro.json: eap_gateway.mode: expected a string"},
+      {"eap_gateway_a_string", "ro", [](Json& j) { j["eap_gateway"] = "hlr.sock"; },
+       ErrorCode::bad_format, 2, "ro.json: eap_gateway: expected an object"},
+      {"eap_gateway_unknown_key", "ro",
+       [](Json& j) { j["eap_gateway"] = {{"socket", "hlr.sock"}, {"group", "hostapd"}}; },
+       ErrorCode::bad_format, 2, "ro.json: eap_gateway: unknown member \"group\""},
       {"vno_route_without_home", "vno", [](Json& j) { j["routes"][0]["home"] = "ro-2"; },
        ErrorCode::invalid_argument, 2, "vno.json: routes[0].home: not a key of homes"},
       {"vno_missing_homes", "vno", [](Json& j) { j.erase("homes"); }, ErrorCode::missing_argument,

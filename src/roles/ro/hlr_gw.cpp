@@ -184,6 +184,8 @@ std::optional<SecretBytes> answer_hlr_request(Icf& icf, std::string_view datagra
 
 namespace {
 
+static_assert(sizeof(sockaddr_un{}.sun_path) == kMaxHlrSocketPath + 1);
+
 Result<sockaddr_un> address_of(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

@@ -29,6 +29,9 @@ namespace mcim::ro {
 
 // hlr_auc_gw and eap_sim_db both read into 1000-byte buffers: nothing longer is a request.
 inline constexpr std::size_t kMaxHlrDatagram = 1000;
+// The longest socket path: a sockaddr_un's sun_path less its terminating NUL. Configs check it
+// before anything starts, so that the message names their key.
+inline constexpr std::size_t kMaxHlrSocketPath = 107;
 
 enum class HlrCommand {
   aka_req_auth,  // AKA-REQ-AUTH <IMSI>
@@ -71,7 +74,7 @@ std::optional<SecretBytes> answer_hlr_request(Icf& icf, std::string_view datagra
                                               std::string_view caller);
 
 struct HlrGatewayOptions {
-  std::string socket_path;  // at most 107 bytes; a stale socket there is replaced
+  std::string socket_path;  // at most kMaxHlrSocketPath bytes; a stale socket there is replaced
   // hostapd connects as whatever user it runs as: 0600 suits the same user (or root). Put the
   // socket in a directory only the RO and hostapd can enter: the mode is set just after bind.
   mode_t mode = 0600;
