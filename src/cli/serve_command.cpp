@@ -16,6 +16,7 @@
 #include <variant>
 
 #include "common/file.h"
+#include "common/hex.h"
 #include "net/http_server.h"
 #include "store/store.h"
 
@@ -48,8 +49,9 @@ int BlockedSignals::wait() const {
   return sig;
 }
 
-// What differs between the roles once loaded: the running service behind one handler. Members
-// are destroyed bottom up: the server, then the service, then the config and the database.
+// What differs between the roles once loaded: the running service behind one handler. reset()
+// stops the entry points (the server, the RO's EAP gateway), then the service, then closes the
+// database.
 struct ServedRole::State {
   ServeRole role = ServeRole::ro;
   // The loaded config lives as long as the service: it may hold what the service points into.
@@ -62,6 +64,8 @@ struct ServedRole::State {
   std::unique_ptr<pva::PvaService> pva;
   std::unique_ptr<roles::VnoService> vno;
   std::unique_ptr<supplier::SupplierService> supplier;
+  std::unique_ptr<ro::HlrGateway> eap_gateway;  // ro with eap_gateway: over db, like the service
+  std::string eap_socket;                       // its path while it serves
   const ServeCommon* common = nullptr;
   net::HttpHandler handler;
   std::shared_ptr<net::Metrics> metrics;
@@ -69,8 +73,14 @@ struct ServedRole::State {
   std::string gateway;  // vno: the gateway's address
   std::unique_ptr<net::HttpServer> server;
 
-  void reset() {
+  void stop_serving() {
     if (server) server->stop();
+    eap_gateway.reset();
+    eap_socket.clear();
+  }
+
+  void reset() {
+    stop_serving();
     server.reset();
     ro.reset();
     vno.reset();
@@ -128,16 +138,31 @@ Result<void> open_db(const ServeOverrides& o, std::string_view role, const Serve
   return {};
 }
 
+// hostapd's eap_sim_db socket over the RO's database (docs/eap.md), once the service has made
+// the database ready. HlrGateway::start logs the socket's path.
+Result<void> start_eap_gateway(const Clock& clock, const RoServeConfig& config, State& run) {
+  auto gateway = ro::HlrGateway::start(*run.db, clock, *config.eap_gateway);
+  if (!gateway) return with_prefix(gateway.error(), config.common.path + ": eap_gateway.socket");
+  run.eap_gateway = std::move(*gateway);
+  run.eap_socket = run.eap_gateway->socket_path();
+  return {};
+}
+
 Result<void> start_ro(const ServeOverrides& o, const Clock& clock, RoServeConfig& config,
                       State& run) {
   apply(config.common, o);
   if (auto r = open_db(o, "ro", config.common, config.db_url, run); !r) return r;
+  if (config.eap_gateway && config.eap_gateway->icf.amf != config.service.icf.amf) {
+    log::warn("ro", "icf.amf {} has no separation bit: the EAP gateway's vectors carry {}",
+              to_hex(config.service.icf.amf), to_hex(config.eap_gateway->icf.amf));
+  }
   auto service = ro::RoService::create(*run.db, std::move(config.service), clock);
   if (!service) return with_prefix(service.error(), config.common.path);
   run.ro = std::move(*service);
   run.handler = run.ro->handler();
   run.metrics = run.ro->router().metrics_ptr();
   run.body_limit = run.ro->body_limit();
+  if (config.eap_gateway) return start_eap_gateway(clock, config, run);
   return {};
 }
 
@@ -248,9 +273,8 @@ std::string ServedRole::address() const {
   return state_->server ? state_->server->address() : "";
 }
 const std::string& ServedRole::gateway() const { return state_->gateway; }
-void ServedRole::stop_serving() {
-  if (state_->server) state_->server->stop();
-}
+const std::string& ServedRole::eap_socket() const { return state_->eap_socket; }
+void ServedRole::stop_serving() { state_->stop_serving(); }
 void ServedRole::stop() { state_->reset(); }
 
 namespace {

@@ -29,8 +29,9 @@ struct ServeOverrides {
 };
 
 // One service loaded from its config file and listening: its database (ro, sho, pva), the
-// service, its HttpServer (and the VNO's gateway). Errors name the file and key, or the override.
-// The destructor stops the server, then the service, then closes the database.
+// service, its HttpServer (and the VNO's gateway, the RO's EAP gateway when its file has
+// eap_gateway). Errors name the file and key, or the override. The destructor stops the server
+// and the EAP gateway, then the service, then closes the database.
 class ServedRole {
  public:
   static Result<std::unique_ptr<ServedRole>> start(ServeRole role, const std::string& config,
@@ -42,10 +43,12 @@ class ServedRole {
 
   ServeRole role() const;
   std::string url() const;
-  std::string address() const;         // "127.0.0.1:PORT"
-  const std::string& gateway() const;  // vno: the gateway's address; empty otherwise
-  void stop_serving();                 // the server only (the service stays); idempotent
-  void stop();                         // the server, then the service; idempotent
+  std::string address() const;            // "127.0.0.1:PORT"
+  const std::string& gateway() const;     // vno: the gateway's address; empty otherwise
+  const std::string& eap_socket() const;  // ro: the EAP gateway's socket; empty without one
+  // The entry points only: the server and the EAP gateway (the service stays); idempotent.
+  void stop_serving();
+  void stop();  // stop_serving(), then the service; idempotent
 
   struct State;
 

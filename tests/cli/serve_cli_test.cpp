@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../net/net_test_util.h"
+#include "../roles/hlr_gw_test_util.h"
 #include "../tre/tre_fixture.h"
 #include "child_process.h"
 #include "cli/serve_config.h"
@@ -837,6 +838,57 @@ TEST(ServeCli, RoVnoAndSupplierServeAndStopOnSignal) {
   expect_graceful_stop(vno);
   expect_graceful_stop(ro);
   EXPECT_NE(ro.child->err().find("SIGTERM received"), std::string::npos);
+}
+
+// With eap_gateway, `mcim serve ro` answers hostapd's eap_sim_db requests on the socket from its
+// database (an unknown PCID: FAILURE), says where in its log, and removes the socket at the stop.
+TEST(ServeCli, RoServesTheEapGatewayUntilItStops) {
+  Json j = ro_json();
+  j["eap_gateway"] = {{"socket", "hlr.sock"}};
+  j["icf"] = {{"amf", "0000"}};
+  Service ro = start("ro", j);
+  ASSERT_NO_FATAL_FAILURE(expect_healthy(ro, "ro"));
+  const std::string socket = ro.dir + "/hlr.sock";
+  struct stat st {};
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_NE(ro.child->err().find("info hlr-gw: serving hostapd's eap_sim_db on " + socket),
+            std::string::npos)
+      << ro.child->err();
+  EXPECT_NE(ro.child->err().find("icf.amf 0000 has no separation bit"), std::string::npos)
+      << ro.child->err();
+  {
+    ro::testing::HlrClient hostapd(ro.dir + "/hostapd.sock");
+    EXPECT_EQ(hostapd.ask(socket, "AKA-REQ-AUTH 001019999999999"),
+              "AKA-RESP-AUTH 001019999999999 FAILURE");
+    hostapd.send(socket, "AKA-REQ-AUTH");  // malformed: no answer, and the next one is served
+    EXPECT_EQ(hostapd.ask(socket, "SIM-REQ-AUTH 001019999999999"),
+              "SIM-RESP-AUTH 001019999999999 FAILURE");
+  }
+  expect_graceful_stop(ro);
+  EXPECT_FALSE(fs::exists(socket));
+}
+
+// The socket's path taken by a file that is not a socket: exit 2 naming the key, the file kept,
+// nothing listening.
+TEST(ServeCli, EapSocketPathTakenByAFileExits2) {
+  Json j = ro_json();
+  j["eap_gateway"] = {{"socket", "taken"}};
+  const auto path = write_config("bad-eap-taken", "ro.json", j);
+  const std::string d = Files::get().path("bad-eap-taken");
+  std::ofstream(d + "/taken") << "keep me";
+  Child child({"serve", "ro", "--config", path, "--ready-file", d + "/ready.json"}, d);
+  const auto code = child.wait(10s);
+  ASSERT_TRUE(code.has_value()) << "must not serve";
+  EXPECT_EQ(*code, 2) << child.err();
+  EXPECT_NE(child.err().find(path + ": eap_gateway.socket: " + d +
+                             "/taken: exists and is not a "
+                             "socket"),
+            std::string::npos)
+      << child.err();
+  EXPECT_EQ(slurp(d + "/taken"), "keep me");
+  EXPECT_FALSE(fs::exists(d + "/ready.json"));
 }
 
 TEST(ServeCli, ShoAndPvaServeAndStopOnSignal) {
