@@ -4,6 +4,7 @@
 //   pki/            everything secret or certified, made once and reused (see make_pki)
 //   supplier.json ro.json vno.json sho.json pva.json     rewritten at every start (ports)
 //   ro.db sho.db pva.db                                   SQLite, unless --db names PostgreSQL
+//   ro-eap.sock     the RO's EAP gateway (hostapd's eap_sim_db), while the system runs
 //   batches/        the supplier's batch files
 // Ports are chosen before the files are written, since the RO and the SHO each need the other's
 // URL: free ones are picked (bound and released) unless given, and a start that loses a port to
@@ -36,6 +37,7 @@
 #include "pki/authority.h"
 #include "pki/certificate.h"
 #include "pki/openssl.h"
+#include "roles/ro/hlr_gw.h"
 #include "tre/state.h"
 
 namespace mcim::cli {
@@ -45,6 +47,7 @@ namespace fs = std::filesystem;
 using net::Json;
 
 constexpr std::string_view kApn = "m2m-prov.ro-1";
+constexpr std::string_view kEapSocket = "ro-eap.sock";  // in the directory, beside ro.json
 constexpr int kCaDays = 3650;
 constexpr int kLeafDays = 825;
 constexpr int kStartAttempts = 3;
@@ -266,6 +269,7 @@ Json common_of(const std::string& role, std::uint16_t port, bool client_certs, b
 struct Wiring {
   SystemPorts ports;
   std::map<std::string, std::string> db;  // by role; absent: SQLite beside the config
+  bool eap_gateway = false;               // the RO serves kEapSocket
 };
 
 Json ro_file(const SystemOptions& o, const Wiring& w) {
@@ -278,6 +282,7 @@ Json ro_file(const SystemOptions& o, const Wiring& w) {
   j["operator_roots"] = Json::array({"pki/operators-ca/ca.pem"});
   j["icf_key"] = "pki/icf";
   j["shos"] = {{std::string(kUpSho), url_of(w.ports.sho)}};
+  if (w.eap_gateway) j["eap_gateway"] = {{"socket", kEapSocket}};
   return j;
 }
 
@@ -435,6 +440,7 @@ struct System::State {
   std::string pki;
   std::vector<Service> services;
   std::string gateway;
+  std::string eap_socket;  // empty: the RO serves no EAP gateway
   std::shared_ptr<const pki::TrustAnchors> trust;
   std::shared_ptr<net::HttpsClient> factory, plain;
   SystemClock clock;  // outlives the services
@@ -460,6 +466,7 @@ std::string System::url(std::string_view role) const {
   return "";
 }
 const std::string& System::gateway() const { return state_->gateway; }
+const std::string& System::eap_socket() const { return state_->eap_socket; }
 const SystemOptions& System::options() const { return state_->options; }
 std::string System::tls_root_file() const { return state_->pki + "/operators-ca/ca.pem"; }
 std::string System::supplier_ca_dir() const { return state_->pki + "/supplier-ca"; }
@@ -518,9 +525,21 @@ Result<void> start_services(System::State& s, const Wiring& w) {
     if (!served) return std::unexpected(served.error());
     s.services.push_back({name, (*served)->url(), config});
     if (role == ServeRole::vno) s.gateway = (*served)->gateway();
+    if (role == ServeRole::ro) s.eap_socket = (*served)->eap_socket();
     s.served.push_back(std::move(*served));
   }
   return {};
+}
+
+// The RO's EAP gateway at dir/kEapSocket, unless that path does not fit a Unix socket address:
+// then the system runs without it (warned), since F3 is optional and everything else works.
+bool eap_socket_fits(const std::string& dir) {
+  const std::string path = fmt::format("{}/{}", dir, kEapSocket);
+  if (path.size() <= ro::kMaxHlrSocketPath) return true;
+  log::warn("up",
+            "{}: {} bytes, over the {} of a Unix socket path: no EAP gateway (use a shorter --dir)",
+            path, path.size(), ro::kMaxHlrSocketPath);
+  return false;
 }
 
 }  // namespace
@@ -541,6 +560,7 @@ Result<std::unique_ptr<System>> start_system(const SystemOptions& options) {
   state->pki = *pki;
 
   Wiring w;
+  w.eap_gateway = eap_socket_fits(state->options.dir);
   if (!options.db_url.empty()) {
     auto urls = postgres_urls(options.db_url);
     if (!urls) return std::unexpected(urls.error());
@@ -647,6 +667,10 @@ void print_table(std::ostream& out, const System& system) {
     out << fmt::format("{:<9} {:<24} {}\n", s.role, s.url, s.config);
   }
   out << fmt::format("{:<9} {}\n", "gateway", system.gateway());
+  out << fmt::format("{:<9} {}\n", "eap",
+                     system.eap_socket().empty() ? "none (the directory's path is too long for a "
+                                                   "Unix socket)"
+                                                 : system.eap_socket());
   out << "owner token file: " << system.owner_token_file() << "\n";
   out << "each service alone: mcim serve <role> --config <config>\n";
   out.flush();

@@ -2,7 +2,8 @@
 // generates a PKI under a directory (or reuses the one it made there before), writes one config
 // file per role in the very format `mcim serve <role> --config` reads, and starts the supplier,
 // RO, VNO, SHO and PVA from those files on 127.0.0.1, wired to each other: the printed
-// `mcim serve` commands reproduce the same system as separate processes. The PVA is given the
+// `mcim serve` commands reproduce the same system as separate processes. The RO also serves its
+// EAP gateway (docs/eap.md) on a Unix socket in the directory. The PVA is given the
 // supplier's reference measurements for the model the supplier manufactures, computed for the
 // binary the devices will run (tre.binary) and their configuration (tre.config).
 #pragma once
@@ -60,6 +61,9 @@ class System {
   const std::vector<Service>& services() const;  // supplier, ro, vno, sho, pva
   std::string url(std::string_view role) const;  // empty for an unknown role
   const std::string& gateway() const;            // the VNO's gateway, "127.0.0.1:PORT"
+  // The RO's EAP gateway (hostapd's eap_sim_db=unix:<path>): dir/ro-eap.sock; empty when that
+  // path is longer than a Unix socket address takes (107 bytes), and the system runs without it.
+  const std::string& eap_socket() const;
   const SystemOptions& options() const;
 
   // Paths under dir/pki: the CA certificate the TLS certificates chain to (what a device and a

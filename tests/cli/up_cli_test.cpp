@@ -14,9 +14,11 @@
 #include <regex>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "../pki/pki_test_util.h"
+#include "../roles/hlr_gw_test_util.h"
 #include "child_process.h"
 #include "cli/serve_config.h"
 #include "cli/up_command.h"
@@ -70,6 +72,7 @@ TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
     std::sort(roles.begin(), roles.end());
     EXPECT_EQ(roles, (std::vector<std::string>{"pva", "ro", "sho", "supplier", "vno"}));
     EXPECT_TRUE(s.gateway().starts_with("127.0.0.1:")) << s.gateway();
+    EXPECT_EQ(s.eap_socket(), s.options().dir + "/ro-eap.sock");
     EXPECT_EQ(s.url("ro"), s.services()[1].url);
     EXPECT_EQ(s.url("nobody"), "");
 
@@ -124,8 +127,106 @@ TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
     ASSERT_NO_FATAL_FAILURE(expect_healthy(*(*again)->plain_client(), svc.url));
   }
   const auto urls = (*again)->services();
+  const std::string eap = (*again)->eap_socket();
   again->reset();
   for (const auto& svc : urls) EXPECT_FALSE(accepts_connections(address_of(svc.url))) << svc.role;
+  EXPECT_FALSE(fs::exists(eap)) << "the EAP socket outlived the system";
+}
+
+// What hostapd's eap_sim_db asks the RO's EAP gateway about a device of this system: FAILURE while
+// its PCID is unknown or dormant, and once the owner registered it and announced its switch-on
+// (F1, F7) a vector that the device's TRE accepts, with the same RES, CK and IK.
+TEST(UpSystem, TheRoAnswersHostapdOnItsEapSocket) {
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / "system";
+  o.log_level = "warn";
+  auto system = start_system(o);
+  ASSERT_TRUE(system) << system.error().message;
+  const System& s = **system;
+  const std::string socket = s.eap_socket();
+  ASSERT_FALSE(socket.empty());
+  struct stat st {};
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0) << socket;
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ro::testing::HlrClient hostapd(dir / "hostapd.sock");
+  const std::string unknown = o.pcid_prefix + "99999999";
+  EXPECT_EQ(hostapd.ask(socket, "AKA-REQ-AUTH " + unknown),
+            "AKA-RESP-AUTH " + unknown + " FAILURE");
+
+  // F0 through the supplier: the batch is handed over to the RO's ICF, the PCID dormant there.
+  const std::string pcid = o.pcid_prefix + "00000001";
+  auto made = s.factory_client()->request(
+      "POST", s.url("supplier") + "/v1/batches",
+      Json{{"batch_id", "eap-1"}, {"first_pcid", pcid}, {"count", 1}}.dump(), net::kJsonContentType,
+      {});
+  ASSERT_TRUE(made) << made.error().message;
+  ASSERT_EQ(made->status, 201) << made->body;
+  ASSERT_EQ(Json::parse(made->body).value("handover", ""), "done") << made->body;
+  std::string bundle_file;
+  for (const auto& e : fs::directory_iterator(s.batches_dir() + "/eap-1/bundles")) {
+    bundle_file = e.path().string();
+  }
+  auto bundle = tre::read_bundle(bundle_file);
+  ASSERT_TRUE(bundle) << bundle_file << ": " << bundle.error().message;
+  ASSERT_EQ(bundle->pcid, pcid);
+  EXPECT_EQ(hostapd.ask(socket, "AKA-REQ-AUTH " + pcid), "AKA-RESP-AUTH " + pcid + " FAILURE");
+
+  // F1 and F7 as the owner: registered at the SHO (and so at the RO's DRF), switched on.
+  const std::vector<std::pair<std::string, std::string>> bearer = {
+      {"Authorization", "Bearer " + s.owner_token()}};
+  auto pem = pki::certificate_pem(bundle->platform_chain.front().get());
+  ASSERT_TRUE(pem);
+  const std::string pin(reinterpret_cast<const char*>(bundle->pin.get().data()), bundle->pin_size);
+  auto reg = s.plain_client()->request(
+      "POST", s.url("sho") + "/v1/subscribers",
+      Json{{"device_id", bundle->device_id}, {"pcid", pcid}, {"pin", pin}, {"platform_cert", *pem}}
+          .dump(),
+      net::kJsonContentType, bearer);
+  ASSERT_TRUE(reg) << reg.error().message;
+  ASSERT_EQ(reg->status, 201) << reg->body;
+  auto on = s.plain_client()->request(
+      "POST", s.url("sho") + "/v1/subscribers/" + bundle->device_id + "/activation",
+      Json{{"window_s", 3600}}.dump(), net::kJsonContentType, bearer);
+  ASSERT_TRUE(on) << on.error().message;
+  ASSERT_EQ(on->status, 200) << on->body;
+
+  auto line = hostapd.ask(socket, "AKA-REQ-AUTH " + pcid);
+  ASSERT_TRUE(line) << "no answer";
+  auto answer = ro::testing::parse_aka_answer(*line);
+  ASSERT_TRUE(answer) << "not a vector";  // the line holds IK and CK: not printed
+  EXPECT_EQ(answer->imsi, pcid);
+  EXPECT_EQ(answer->autn[6] & 0x80, 0x80) << "AMF separation bit (EAP-AKA' needs it)";
+  tre::Options tre_options;
+  tre_options.dir = dir / "tre";
+  ASSERT_TRUE(tre::Tre::init(tre_options, *bundle));
+  auto device = tre::Tre::open(tre_options);
+  ASSERT_TRUE(device) << device.error().message;
+  auto usim = device->authenticate(pcid, answer->rand, answer->autn);
+  ASSERT_TRUE(usim) << usim.error().message;
+  const auto* ok = std::get_if<aka::UsimSuccess>(&*usim);
+  ASSERT_TRUE(ok) << "the TRE refused the vector";
+  EXPECT_EQ(ByteVec(ok->res.view().begin(), ok->res.view().end()), answer->res);
+  EXPECT_TRUE(ok->ck == answer->ck);
+  EXPECT_TRUE(ok->ik == answer->ik);
+}
+
+// A directory whose path leaves no room for the socket's name within 107 bytes: the system runs,
+// without an EAP gateway, and its ro.json has none.
+TEST(UpSystem, ADirectoryTooLongForTheSocketRunsWithoutIt) {
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / std::string(100, 'd');
+  o.log_level = "error";
+  auto system = start_system(o);
+  ASSERT_TRUE(system) << system.error().message;
+  EXPECT_EQ((*system)->eap_socket(), "");
+  EXPECT_FALSE(fs::exists(o.dir + "/ro-eap.sock"));
+  auto ro = load_ro_config(o.dir + "/ro.json");
+  ASSERT_TRUE(ro) << ro.error().message;
+  EXPECT_FALSE(ro->eap_gateway);
+  ASSERT_NO_FATAL_FAILURE(expect_healthy(*(*system)->plain_client(), (*system)->url("ro")));
 }
 
 // The PVA holds references that a device of this system matches: a TRE made by the system's
@@ -298,6 +399,13 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
   const auto rows = wait_table(child);
   ASSERT_EQ(rows.size(), 5u) << child.out();
   EXPECT_NE(child.out().find("owner token file: " + sys + "/pki/owner.token"), std::string::npos);
+  const std::string eap = sys + "/ro-eap.sock";
+  EXPECT_NE(child.out().find("eap       " + eap + "\n"), std::string::npos) << child.out();
+  {
+    ro::testing::HlrClient hostapd(dir / "hostapd.sock");
+    EXPECT_EQ(hostapd.ask(eap, "AKA-REQ-AUTH 001019999999999"),
+              "AKA-RESP-AUTH 001019999999999 FAILURE");
+  }
   for (const char* role : {"supplier", "ro", "vno", "sho", "pva"}) {
     EXPECT_NE(child.out().find(sys + "/" + role + ".json"), std::string::npos) << role;
   }
@@ -317,6 +425,7 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
   ASSERT_TRUE(code.has_value()) << "still running 15 s after SIGTERM";
   EXPECT_EQ(*code, 0) << child.err();
   for (const auto& [role, url] : rows) EXPECT_FALSE(accepts_connections(address_of(url))) << role;
+  EXPECT_FALSE(fs::exists(eap));
   const std::string token = slurp(sys + "/pki/owner.token");
   ASSERT_FALSE(token.empty());
   EXPECT_EQ((child.out() + child.err()).find(token.substr(0, 32)), std::string::npos);
