@@ -313,7 +313,7 @@ TEST_F(HlrGwSocketTest, AnswersEachDatagramToItsSender) {
   EXPECT_NE(::stat(o.socket_path.c_str(), &st), 0) << "socket left behind";
 }
 
-TEST_F(HlrGwSocketTest, StaleSocketIsReplacedOtherFilesAreNot) {
+TEST_F(HlrGwSocketTest, StaleSocketIsReplacedALiveOneAndOtherFilesAreNot) {
   HlrGatewayOptions o;
   o.socket_path = dir_ / "hlr.sock";
   { HlrClient stale(o.socket_path); }  // unlinked by its destructor: recreate one that stays
@@ -327,6 +327,13 @@ TEST_F(HlrGwSocketTest, StaleSocketIsReplacedOtherFilesAreNot) {
   }
   auto gw = HlrGateway::start(*db_, clock_, o);
   ASSERT_TRUE(gw) << gw.error().message;
+  // A second gateway on a socket that one serves does not take it over.
+  auto second = HlrGateway::start(*db_, clock_, o);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, ErrorCode::already_exists);
+  HlrClient c(dir_ / "client");
+  c.send(o.socket_path, "AKA-REQ-AUTH " + kDormant);
+  EXPECT_EQ(c.receive(), "AKA-RESP-AUTH " + kDormant + " FAILURE");
   gw->reset();
 
   o.socket_path = dir_ / "plain-file";

@@ -197,12 +197,25 @@ Result<sockaddr_un> address_of(const std::string& path) {
   return addr;
 }
 
-// A leftover socket from a gateway that died is replaced; any other file there is not ours.
-Result<void> remove_stale(const std::string& path) {
+// A leftover socket from a gateway that died is replaced; one that a live process still serves
+// (a datagram connect succeeds) is not taken over, and any other file there is not ours.
+Result<void> remove_stale(const std::string& path, const sockaddr_un& addr) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return {};
   if (!S_ISSOCK(st.st_mode)) {
     return fail(ErrorCode::already_exists, fmt::format("{}: exists and is not a socket", path));
+  }
+  const int probe = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) return fail(ErrorCode::io_error, fmt::format("socket: {}", std::strerror(errno)));
+  const int live = ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  const int e = errno;
+  ::close(probe);
+  if (live == 0) {
+    return fail(ErrorCode::already_exists,
+                fmt::format("{}: another process serves this socket", path));
+  }
+  if (e != ECONNREFUSED) {
+    return fail(ErrorCode::io_error, fmt::format("{}: {}", path, std::strerror(e)));
   }
   ::unlink(path.c_str());
   return {};
@@ -211,7 +224,7 @@ Result<void> remove_stale(const std::string& path) {
 Result<int> bind_socket(const HlrGatewayOptions& o) {
   auto addr = address_of(o.socket_path);
   if (!addr) return std::unexpected(addr.error());
-  if (auto r = remove_stale(o.socket_path); !r) return std::unexpected(r.error());
+  if (auto r = remove_stale(o.socket_path, *addr); !r) return std::unexpected(r.error());
   const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return fail(ErrorCode::io_error, fmt::format("socket: {}", std::strerror(errno)));
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0 ||

@@ -74,7 +74,8 @@ std::optional<SecretBytes> answer_hlr_request(Icf& icf, std::string_view datagra
                                               std::string_view caller);
 
 struct HlrGatewayOptions {
-  std::string socket_path;  // at most kMaxHlrSocketPath bytes; a stale socket there is replaced
+  std::string socket_path;  // at most kMaxHlrSocketPath bytes; a stale socket there is
+                            // replaced, one a live process serves is not (already_exists)
   // hostapd connects as whatever user it runs as: 0600 suits the same user (or root). Put the
   // socket in a directory only the RO and hostapd can enter: the mode is set just after bind.
   mode_t mode = 0600;
