@@ -40,13 +40,14 @@ std::string_view to_string(ErrorCode code) {
     case ErrorCode::busy: return "busy";
     case ErrorCode::pcid_expired: return "pcid_expired";
     case ErrorCode::unauthenticated: return "unauthenticated";
+    case ErrorCode::registration_expired: return "registration_expired";
   }
   return "internal";
 }
 
 std::optional<ErrorCode> error_code_from_wire(std::string_view name) {
   // Linear over ~40 names: called once per refused peer answer, never on a hot path.
-  for (int i = 0; i <= static_cast<int>(ErrorCode::unauthenticated); ++i) {
+  for (int i = 0; i <= static_cast<int>(kLastErrorCode); ++i) {
     const auto code = static_cast<ErrorCode>(i);
     if (to_string(code) == name) return code;
   }

@@ -55,7 +55,11 @@ enum class ErrorCode {
   // The services (issue 6).
   pcid_expired,  // a PCID subscription is past its lifetime, or expired dormant (F7, F8)
   unauthenticated,  // the caller presented no identity (no TLS client certificate)
+  // Issue 7.
+  registration_expired,  // the owner's registration (its one-time nonce) lapsed before the
+                         // device arrived to be provisioned (F1 -> F2 step 7)
 };
+inline constexpr ErrorCode kLastErrorCode = ErrorCode::registration_expired;
 
 // The stable, lowercase wire name of a code, e.g. "mac_mismatch".
 std::string_view to_string(ErrorCode code);

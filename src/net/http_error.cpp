@@ -26,7 +26,8 @@ int http_status(ErrorCode code) {
     case ErrorCode::transition_refused:
     case ErrorCode::integrity_failed:
     case ErrorCode::credential_unusable:
-    case ErrorCode::pcid_expired: return 409;
+    case ErrorCode::pcid_expired:
+    case ErrorCode::registration_expired: return 409;
     case ErrorCode::mac_mismatch:
     case ErrorCode::chain_invalid:
     case ErrorCode::cert_revoked:

@@ -112,7 +112,7 @@ namespace {
 
 TEST(Error, EveryCodeHasItsOwnWireNameAndKind) {
   std::set<std::string_view> names;
-  for (int c = 0; c <= static_cast<int>(ErrorCode::unauthenticated); ++c) {
+  for (int c = 0; c <= static_cast<int>(kLastErrorCode); ++c) {
     const auto code = static_cast<ErrorCode>(c);
     EXPECT_TRUE(names.insert(to_string(code)).second) << to_string(code);
   }

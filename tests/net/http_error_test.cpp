@@ -10,7 +10,7 @@ namespace {
 
 TEST(HttpError, EveryCodeHasADocumentedStatus) {
   const std::set<int> allowed = {400, 401, 403, 404, 409, 422, 500, 503};
-  for (int c = 0; c <= static_cast<int>(ErrorCode::unauthenticated); ++c) {
+  for (int c = 0; c <= static_cast<int>(kLastErrorCode); ++c) {
     const auto code = static_cast<ErrorCode>(c);
     const int status = http_status(code);
     EXPECT_TRUE(allowed.contains(status)) << to_string(code) << " " << status;

@@ -368,8 +368,11 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
     return c;
   }
 
-  void start_sho() {
-    auto service = sho::ShoService::create(*sho_db_, sho_config(), clock_);
+  // (Re)starts the SHO behind its server, with the fixture's config as `tweak` changes it.
+  void start_sho(const std::function<void(sho::ShoServiceConfig&)>& tweak = {}) {
+    sho::ShoServiceConfig c = sho_config();
+    if (tweak) tweak(c);
+    auto service = sho::ShoService::create(*sho_db_, std::move(c), clock_);
     ASSERT_TRUE(service) << fmt::to_string(service.error());
     sho_ = std::move(*service);
     sho_handler_ = sho_->handler();
@@ -867,6 +870,21 @@ TEST_P(ShoServiceTest, RefusesAttestationsThatDoNotFitTheChallengeInFlight) {
   att["sho"] = kSho;
   expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations", att), 409,
                  ErrorCode::transition_refused);
+}
+
+TEST_P(ShoServiceTest, AnArrivalAfterTheRegistrationLapsedChangesNothing) {
+  start_sho([](sho::ShoServiceConfig& c) { c.nonce_lifetime = 1s; });
+  Device& d = make_device(14);
+  registered(d);
+  // The registration's one second is over (registration times are whole seconds).
+  std::this_thread::sleep_for(2s);
+  const std::string before = snapshot(d);
+  Json arrival{{"pcid", d.pcid()}, {"device_id", d.id()}, {"sho", kSho}, {"time", 1}};
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/arrivals", arrival), 409,
+                 ErrorCode::registration_expired);
+  EXPECT_EQ(snapshot(d), before);
+  EXPECT_EQ(pva_->challenges(), 0);
+  EXPECT_EQ(status_of(d), "registered");
 }
 
 TEST_P(ShoServiceTest, AVerdictThatDoesNotVerifyRefusesTheDeviceWithoutAPackage) {

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -51,14 +52,22 @@ inline std::string package_id_of(std::string_view device_id, std::string_view im
 
 // An arrival (F2 step 7) starts or restarts validation: a device that comes back while a
 // challenge is in flight gets a fresh one (the old attestation may never arrive); anything past
-// validation is not restarted by the RO.
-inline Result<void> arrival_allowed(const store::Subscriber& s) {
-  if (s.status == store::SubscriberStatus::registered ||
-      s.status == store::SubscriberStatus::validating) {
-    return {};
+// validation is not restarted by the RO. A registration whose nonce lapsed (nonce_expires, F1)
+// provisions nothing: the owner registered for a switch-on that did not come in time.
+inline Result<void> arrival_allowed(const store::Subscriber& s, store::Time now) {
+  if (s.status != store::SubscriberStatus::registered &&
+      s.status != store::SubscriberStatus::validating) {
+    return fail(ErrorCode::transition_refused,
+                fmt::format("device {}: {}, not awaiting arrival", s.device_id,
+                            store::to_string(s.status)));
   }
-  return fail(ErrorCode::transition_refused, fmt::format("device {}: {}, not awaiting arrival",
-                                                         s.device_id, store::to_string(s.status)));
+  if (now >= s.nonce_expires) {
+    return fail(ErrorCode::registration_expired,
+                fmt::format("device {}: the registration lapsed {} s ago", s.device_id,
+                            std::chrono::duration_cast<std::chrono::seconds>(
+                                now - s.nonce_expires).count()));
+  }
+  return {};
 }
 
 // An attestation relay (steps 9-10) answers the challenge in flight, once.

@@ -450,7 +450,7 @@ Result<Json> ShoService::State::arrival(const Request& r) {
   const std::string device_id = r.json.at("device_id").get<std::string>();
   auto s = noticed_subscriber(r, pcid, device_id);
   if (!s) return std::unexpected(s.error());
-  if (auto ok = logic::arrival_allowed(*s); !ok) return std::unexpected(ok.error());
+  if (auto ok = logic::arrival_allowed(*s, now()); !ok) return std::unexpected(ok.error());
   flow("arrival");
   auto challenge =
       call("pva", "POST", config.pva_url + "/v1/pva/challenges", Json{{"device_id", device_id}});
