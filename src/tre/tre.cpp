@@ -101,10 +101,14 @@ class MeasurementCache {
     if (digests_.size() >= kMaxEntries) digests_.clear();
     digests_[v] = digest;
   }
+  // Held while a file that will be remembered is hashed: TREs attesting at the same moment wait
+  // for the first one's digest instead of each hashing the same hundreds of megabytes.
+  std::mutex& hashing() { return hashing_; }
 
  private:
   static constexpr std::size_t kMaxEntries = 64;
   std::mutex mu_;
+  std::mutex hashing_;
   std::map<FileVersion, Bytes<32>> digests_;
 };
 
@@ -123,13 +127,29 @@ Result<Bytes<32>> file_sha256(const std::string& path) {
   }
   struct stat st {};
   std::optional<FileVersion> version;
+  std::unique_lock<std::mutex> hashing;
   if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
     version = FileVersion{st.st_dev, st.st_ino, st.st_size,
                           std::int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec,
                           std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec};
-    if (auto known = measurement_cache().find(*version)) {
-      ::close(fd);
-      return *known;
+    // A file changed within the last seconds may change again within the file system's
+    // timestamp granularity without its times moving: such a version is not remembered (git's
+    // "racy" rule), and is hashed without waiting for others.
+    const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+    if (std::max(version->mtime_ns, version->ctime_ns) >= now_ns - kRacyWindowNs) {
+      version.reset();
+    } else {
+      if (auto known = measurement_cache().find(*version)) {
+        ::close(fd);
+        return *known;
+      }
+      hashing = std::unique_lock(measurement_cache().hashing());
+      if (auto known = measurement_cache().find(*version)) {  // hashed while we waited
+        ::close(fd);
+        return *known;
+      }
     }
   }
   pki::MdCtxPtr ctx(EVP_MD_CTX_new());
@@ -148,14 +168,7 @@ Result<Bytes<32>> file_sha256(const std::string& path) {
   if (!ok || EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != out.size()) {
     return fail(ErrorCode::io_error, fmt::format("{}: cannot read to measure it", path));
   }
-  // A file changed within the last seconds may change again within the file system's timestamp
-  // granularity without its times moving: such a version is not remembered (git's "racy" rule).
-  const std::int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                  std::chrono::system_clock::now().time_since_epoch())
-                                  .count();
-  if (version && std::max(version->mtime_ns, version->ctime_ns) < now_ns - kRacyWindowNs) {
-    measurement_cache().add(*version, out);
-  }
+  if (version) measurement_cache().add(*version, out);
   return out;
 }
 
