@@ -12,8 +12,8 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/secure.h"
-#include "net/http_error.h"
 #include "net/json_schema.h"
+#include "net/peer_call.h"
 #include "pki/openssl.h"
 #include "roles/ro/bootstrap.h"
 #include "roles/ro/service_util.h"
@@ -84,26 +84,15 @@ std::string base_of(std::string url) {
   return url;
 }
 
-std::vector<std::pair<std::string, std::string>> bearer(const std::string& token) {
-  return {{"Authorization", "Bearer " + token}};
-}
-
-// One request; the answer when it has `expected` status, otherwise the peer's refusal as an Error
-// (its envelope's code) named after `peer`. The body is text: it may be a bootstrap message.
+// One request with the device's session as its bearer token (none when empty). The body is text:
+// it may be a bootstrap message.
 Result<net::HttpResponse> exchange(net::HttpsClient& client, std::string_view method,
                                    const std::string& url, int expected, std::string_view peer,
                                    const Json& body = nullptr, const std::string& session = {}) {
-  const auto headers =
-      session.empty() ? std::vector<std::pair<std::string, std::string>>() : bearer(session);
-  const std::string text = body.is_null() ? std::string() : body.dump();
-  auto r = client.request(method, url, text, body.is_null() ? "" : net::kJsonContentType, headers);
-  if (!r) return with_prefix(r.error(), peer);
-  if (r->status == expected) return std::move(*r);
-  if (r->status < 200 || r->status >= 300) {
-    return std::unexpected(net::error_from_response(*r, peer));
-  }
-  return fail(ErrorCode::bad_format,
-              fmt::format("{}: answered HTTP {} where {} was expected", peer, r->status, expected));
+  net::Headers headers;
+  if (!session.empty()) headers.emplace_back("Authorization", "Bearer " + session);
+  return net::exchange(client, method, url, body,
+                       {.peer = peer, .ok_status = expected, .headers = std::move(headers)});
 }
 
 Result<Json> parse_answer(const net::HttpResponse& r, const JsonSchema& schema,

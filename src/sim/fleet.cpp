@@ -13,7 +13,7 @@
 #include <utility>
 
 #include "common/hex.h"
-#include "net/http_error.h"
+#include "net/peer_call.h"
 #include "pki/openssl.h"
 #include "tre/bundle.h"
 #include "tre/tre.h"
@@ -28,19 +28,11 @@ double ms_since(SteadyClock::time_point t0) {
   return std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
 }
 
-// A JSON request; the answer's body parsed when it has `ok_status`, its error envelope otherwise.
 Result<Json> call(net::HttpsClient& client, std::string_view method, const std::string& url,
                   const Json& body, int ok_status, std::string_view what,
-                  const std::vector<std::pair<std::string, std::string>>& headers = {}) {
-  auto r = client.request(method, url, body.dump(), net::kJsonContentType, headers);
-  if (!r) return with_prefix(r.error(), what);
-  if (r->status != ok_status) return std::unexpected(net::error_from_response(*r, what));
-  Json answer = Json::parse(r->body, nullptr, false);
-  if (answer.is_discarded() || !answer.is_object()) {
-    return std::unexpected(Error(ErrorCode::bad_format, fmt::format("{}: the answer is not a "
-                                                                    "JSON object", what)));
-  }
-  return answer;
+                  net::Headers headers = {}) {
+  return net::call_json(client, method, url, body,
+                        {.peer = what, .ok_status = ok_status, .headers = std::move(headers)});
 }
 
 // Samples per step name, from every worker thread.

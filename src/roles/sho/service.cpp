@@ -15,6 +15,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "net/json_schema.h"
+#include "net/peer_call.h"
 #include "pki/attestation.h"
 #include "pki/certificate.h"
 #include "pki/package.h"
@@ -265,21 +266,8 @@ Result<Subscriber> ShoService::State::owned(const Request& r, const std::string&
 // does not know the PCID); a peer we cannot reach or that answers nonsense is our failure.
 Result<Json> ShoService::State::call(std::string_view peer, std::string_view method,
                                      const std::string& url, const Json& body) {
-  const std::string text = body.is_null() ? std::string() : body.dump();
-  auto response =
-      config.client->request(method, url, text, body.is_null() ? "" : net::kJsonContentType);
-  if (!response) {
-    return fail(ErrorCode::io_error, fmt::format("{}: {}", peer, response.error().message));
-  }
-  if (response->status < 200 || response->status > 299) {
-    return std::unexpected(net::error_from_response(*response, peer));
-  }
-  if (response->body.empty()) return Json::object();
-  Json json = Json::parse(response->body, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) {
-    return fail(ErrorCode::io_error, fmt::format("{}: the answer is not a JSON object", peer));
-  }
-  return json;
+  return net::call_json(*config.client, method, url, body,
+                        {.peer = peer, .faults_as_io_error = true});
 }
 
 // ---- F1: registration -------------------------------------------------------------------------
