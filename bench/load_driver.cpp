@@ -53,6 +53,7 @@
 #include "roles/ro/icf.h"
 #include "roles/ro/service.h"
 #include "roles/vno/service.h"
+#include "sim/fleet.h"
 #include "store/store.h"
 
 namespace {
@@ -639,14 +640,6 @@ struct WorkloadResult {
   }
 };
 
-double percentile(const std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  // Nearest rank: the smallest value at or above p percent of the samples.
-  const auto rank =
-      static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
-  return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
-}
-
 WorkloadResult run_workload(const WorkloadSpec& spec, const Options& o, Services& s, const Pki& pki,
                             std::vector<Device>& devices) {
   Run run{o};
@@ -724,9 +717,9 @@ WorkloadResult run_workload(const WorkloadSpec& spec, const Options& o, Services
     std::sort(all.begin(), all.end());
     r.count = all.size();
     r.rate = static_cast<double>(r.count) / w.elapsed_s;
-    r.p50 = percentile(all, 50);
-    r.p90 = percentile(all, 90);
-    r.p99 = percentile(all, 99);
+    r.p50 = sim::percentile_of_sorted(all, 50);
+    r.p90 = sim::percentile_of_sorted(all, 90);
+    r.p99 = sim::percentile_of_sorted(all, 99);
     r.max = all.empty() ? 0 : all.back();
     w.steps.push_back(std::move(r));
   }

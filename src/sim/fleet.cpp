@@ -101,9 +101,10 @@ Result<std::vector<Device>> manufacture(const FleetEndpoints& e, const FleetOpti
                    201, "manufacture");
   if (!made) return std::unexpected(made.error());
   if (made->value("handover", "") != "done") {
-    return std::unexpected(Error(ErrorCode::io_error,
-                                 fmt::format("manufacture: batch {} was not handed over to the "
-                                             "RO ({})", batch, made->value("handover", "?"))));
+    return std::unexpected(
+        Error(ErrorCode::io_error, fmt::format("manufacture: batch {} was not handed over to the "
+                                               "RO ({})",
+                                               batch, made->value("handover", "?"))));
   }
   const std::filesystem::path bundles =
       std::filesystem::path(e.supplier_out_dir) / batch / "bundles";
@@ -115,9 +116,9 @@ Result<std::vector<Device>> manufacture(const FleetEndpoints& e, const FleetOpti
     devices.push_back(Device{std::move(*b), std::nullopt});
   }
   if (ec || devices.size() != o.devices) {
-    return std::unexpected(Error(ErrorCode::io_error,
-                                 fmt::format("manufacture: {} bundles in {}, {} ordered",
-                                             devices.size(), bundles.string(), o.devices)));
+    return std::unexpected(
+        Error(ErrorCode::io_error, fmt::format("manufacture: {} bundles in {}, {} ordered",
+                                               devices.size(), bundles.string(), o.devices)));
   }
   std::sort(devices.begin(), devices.end(),
             [](const Device& x, const Device& y) { return x.bundle.pcid < y.bundle.pcid; });
@@ -171,12 +172,16 @@ Result<void> register_device(Device& d, const FleetEndpoints& e, const FleetOpti
 
 }  // namespace
 
-double percentile_ms(std::vector<double> samples, double p) {
-  if (samples.empty()) return 0;
-  std::sort(samples.begin(), samples.end());
-  const double rank = std::ceil(p / 100.0 * static_cast<double>(samples.size()));
+double percentile_of_sorted(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(sorted.size()));
   const std::size_t at = rank < 1 ? 0 : static_cast<std::size_t>(rank) - 1;
-  return samples[std::min(at, samples.size() - 1)];
+  return sorted[std::min(at, sorted.size() - 1)];
+}
+
+double percentile_ms(std::vector<double> samples, double p) {
+  std::sort(samples.begin(), samples.end());
+  return percentile_of_sorted(samples, p);
 }
 
 Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {

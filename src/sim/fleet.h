@@ -64,7 +64,10 @@ struct FleetReport {
 // step); a device whose provisioning fails is counted and the others go on.
 Result<FleetReport> run_fleet(const FleetEndpoints& endpoints, const FleetOptions& options);
 
-// p-th percentile (0..100) by nearest rank of unsorted samples in ms; 0 for none.
+// p-th percentile (0..100) by nearest rank: the smallest sample at or above p percent of them;
+// 0 for none. percentile_of_sorted wants ascending samples (to take several percentiles of one
+// sort); percentile_ms sorts a copy.
+double percentile_of_sorted(const std::vector<double>& sorted, double p);
 double percentile_ms(std::vector<double> samples, double p);
 
 }  // namespace mcim::sim
