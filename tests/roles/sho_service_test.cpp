@@ -24,6 +24,7 @@
 
 #include "../net/net_test_util.h"
 #include "../tre/tre_fixture.h"
+#include "common/bytes.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "net/http_error.h"
@@ -341,8 +342,8 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   sho::ShoServiceConfig sho_config() {
     sho::ShoServiceConfig c;
     c.operator_id = kSho;
-    c.owners = {sho::Owner{"owner-a", pki::sha256(bytes(kOwnerToken))},
-                sho::Owner{"owner-b", pki::sha256(bytes(kOtherToken))}};
+    c.owners = {sho::Owner{"owner-a", pki::sha256(bytes_of(kOwnerToken))},
+                sho::Owner{"owner-b", pki::sha256(bytes_of(kOtherToken))}};
     sho::RoEndpoint ro;
     ro.operator_id = kRo;
     ro.pcid_prefix = kPcidPrefix;
@@ -377,10 +378,6 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
     sho_ = std::move(*service);
     sho_handler_ = sho_->handler();
     sho_url_ = sho_server_->url();
-  }
-
-  static ByteView bytes(const std::string& s) {
-    return ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
   }
 
   // A manufactured device: its PCID in the RO's ICF, its TRE initialised.
