@@ -243,12 +243,23 @@ CREATE TABLE reference_set (
 );
 )sql";
 
+// v5 (issue 7): the SHO's refusal of a registered device, which the DPF tells the device.
+constexpr std::string_view kV5Sqlite = R"sql(
+ALTER TABLE registration ADD COLUMN refusal TEXT NOT NULL DEFAULT '';
+ALTER TABLE registration ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+)sql";
+constexpr std::string_view kV5Postgresql = R"sql(
+ALTER TABLE registration ADD COLUMN refusal TEXT NOT NULL DEFAULT '',
+  ADD COLUMN refused BIGINT NOT NULL DEFAULT 0;
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "tables of the ICF, DRF, DPF, VNO and audit", kV1Sqlite, kV1Postgresql},
     Migration{2, "indexes for the dormant sweep and open packages", kV2, kV2},
     Migration{3, "the bootstrap key of a registration", kV3Sqlite, kV3Postgresql},
     Migration{4, "attestation requests, subscribers, challenges and reference sets", kV4Sqlite,
               kV4Postgresql},
+    Migration{5, "the SHO's refusal of a registered device", kV5Sqlite, kV5Postgresql},
 };
 
 }  // namespace

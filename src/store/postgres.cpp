@@ -67,16 +67,18 @@ const char* sql_of(Q q) {
     case Q::sqn_current: return "SELECT seq_he FROM sqn_state WHERE imsi = $1::text";
     case Q::reg_put:
       return "INSERT INTO registration AS r (pcid, device_id, sho, dpf_url, dpf_key_pin, apn, "
-             "created, bootstrap_key) VALUES ($1::text, $2::text, "
-             "$3::text, $4::text, $5::bytea, $6::text, $7::bigint, $8::bytea) "
+             "created, bootstrap_key, refusal, refused) VALUES ($1::text, $2::text, "
+             "$3::text, $4::text, $5::bytea, $6::text, $7::bigint, $8::bytea, $9::text, "
+             "$10::bigint) "
              "ON CONFLICT (pcid) DO UPDATE SET device_id = excluded.device_id, "
              "dpf_url = excluded.dpf_url, dpf_key_pin = excluded.dpf_key_pin, "
              "apn = excluded.apn, created = excluded.created, "
-             "bootstrap_key = excluded.bootstrap_key WHERE r.sho = excluded.sho "
+             "bootstrap_key = excluded.bootstrap_key, refusal = excluded.refusal, "
+             "refused = excluded.refused WHERE r.sho = excluded.sho "
              "RETURNING r.pcid";
     case Q::reg_find:
-      return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key "
-             "FROM registration "
+      return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key, "
+             "refusal, refused FROM registration "
              "WHERE pcid = $1::text";
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = $1::text AND sho = $2::text";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = $1::text";

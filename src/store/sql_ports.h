@@ -142,6 +142,8 @@ Result<Registration> read_registration(const Stmt& s) {
     return std::unexpected(corrupt_row("registration"));
   }
   std::copy(key.begin(), key.end(), r.bootstrap_key.mut().begin());
+  r.refusal = s.text_at(8);
+  r.refused = time_from_column(s.int_at(9));
   return r;
 }
 
@@ -454,7 +456,7 @@ class SqlRegistrations final : public RegistrationStore {
       if (!s) return pass(s);
       s->text(1, r.pcid).text(2, r.device_id).text(3, r.sho).text(4, r.dpf_url);
       s->blob(5, r.dpf_key_pin).text(6, r.apn).integer(7, to_column(r.created));
-      s->blob(8, r.bootstrap_key.get());
+      s->blob(8, r.bootstrap_key.get()).text(9, r.refusal).integer(10, to_column(r.refused));
       auto row = s->step();
       if (!row) return pass(row);
       if (!*row) return denied(r.pcid);

@@ -57,15 +57,16 @@ const char* sql_of(Q q) {
     case Q::sqn_current: return "SELECT seq_he FROM sqn_state WHERE imsi = ?1";
     case Q::reg_put:
       return "INSERT INTO registration (pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, "
-             "bootstrap_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+             "bootstrap_key, refusal, refused) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
              "ON CONFLICT (pcid) DO UPDATE SET device_id = excluded.device_id, "
              "dpf_url = excluded.dpf_url, dpf_key_pin = excluded.dpf_key_pin, "
              "apn = excluded.apn, created = excluded.created, "
-             "bootstrap_key = excluded.bootstrap_key WHERE sho = excluded.sho "
+             "bootstrap_key = excluded.bootstrap_key, refusal = excluded.refusal, "
+             "refused = excluded.refused WHERE sho = excluded.sho "
              "RETURNING pcid";
     case Q::reg_find:
-      return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key "
-             "FROM registration "
+      return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key, "
+             "refusal, refused FROM registration "
              "WHERE pcid = ?1";
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = ?1 AND sho = ?2";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = ?1";

@@ -85,6 +85,11 @@ struct Registration {
   // (roles/ro/bootstrap.h): a secret, stored instead of the PIN, never in errors or logs.
   Secret<32> bootstrap_key;
   Time created{};
+  // The SHO's refusal of the device (an ErrorCode wire name, e.g. "measurement_mismatch"), so that
+  // the DPF can answer the device's polls with it instead of "nothing yet"; empty while the
+  // provisioning may go on. A new put() by the SHO (a new registration) carries its own.
+  std::string refusal;
+  Time refused{};
 };
 
 class RegistrationStore {

@@ -509,6 +509,17 @@ TEST_P(StoreTest, RegistrationPutFindAndReplaceBySameSho) {
   EXPECT_EQ((*got)->apn, r.apn);
   EXPECT_EQ((*got)->created, r.created);
   EXPECT_EQ((*got)->bootstrap_key.get(), r.bootstrap_key.get());
+  EXPECT_EQ((*got)->refusal, "");
+  // The SHO's refusal is kept with the registration; a new registration carries its own (none).
+  r.refusal = "measurement_mismatch";
+  r.refused = at(1700000050);
+  ASSERT_OK(db_->registrations().put(r));
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->refusal, "measurement_mismatch");
+  EXPECT_EQ((*got)->refused, r.refused);
+  r.refusal.clear();
+  r.refused = {};
   r.dpf_url = "https://dpf2.ro.example/packages";
   r.bootstrap_key.mut()[0] ^= 0xff;
   r.device_id = "device-2";
@@ -520,6 +531,7 @@ TEST_P(StoreTest, RegistrationPutFindAndReplaceBySameSho) {
   EXPECT_EQ((*got)->device_id, "device-2");
   EXPECT_EQ((*got)->created, r.created);
   EXPECT_EQ((*got)->bootstrap_key.get(), r.bootstrap_key.get());
+  EXPECT_EQ((*got)->refusal, "");
   auto none = db_->registrations().find("001010000000002");
   ASSERT_OK(none);
   EXPECT_FALSE(none->has_value());
