@@ -433,6 +433,41 @@ TEST_F(DpfTest, AttestationRequestRefusals) {
   EXPECT_EQ(db_->audit().recent(1)->front().event, "attestation-request");
 }
 
+TEST_F(DpfTest, TheShosRefusalIsKeptUntilANewRegistration) {
+  auto reg = [&] { return **db_->registrations().find(kPcid); };
+  EXPECT_TRUE(Dpf::refusal_of(reg()));
+  struct Case {
+    std::string what, pcid, device, code, caller;
+    ErrorCode expected;
+  };
+  register_pcid("001019990000002", "dev-b", "sho-a");
+  const std::vector<Case> refused = {
+      {"another SHO", kPcid, device_, "measurement_mismatch", "sho-b", ErrorCode::access_denied},
+      {"another device", kPcid, "dev-b", "measurement_mismatch", "sho-a",
+       ErrorCode::wrong_recipient},
+      {"unregistered pcid", "001019990000099", device_, "measurement_mismatch", "sho-a",
+       ErrorCode::not_found},
+      {"not a code", kPcid, device_, "no_such_code", "sho-a", ErrorCode::invalid_argument},
+  };
+  for (const Case& c : refused) {
+    auto r = dpf_->refuse(c.pcid, c.device, c.code, c.caller);
+    ASSERT_FALSE(r) << c.what;
+    EXPECT_EQ(r.error().code, c.expected) << c.what << ": " << r.error().message;
+    EXPECT_EQ(reg().refusal, "") << c.what;
+    EXPECT_EQ(db_->audit().recent(1)->front().event, "refusal") << c.what;
+  }
+  ASSERT_TRUE(dpf_->refuse(kPcid, device_, "measurement_mismatch", "sho-a"));
+  EXPECT_EQ(reg().refusal, "measurement_mismatch");
+  EXPECT_EQ(reg().refused, world().clock().now());
+  const auto told = Dpf::refusal_of(reg());
+  ASSERT_FALSE(told);
+  EXPECT_EQ(told.error().code, ErrorCode::measurement_mismatch);
+  EXPECT_EQ(told.error().message, "home operator sho-a refused the device: measurement_mismatch");
+  // The SHO registering the device anew (a fresh registration row) starts over.
+  register_pcid(kPcid, device_, "sho-a");
+  EXPECT_TRUE(Dpf::refusal_of(reg()));
+}
+
 TEST_F(DpfTest, AttestationAnswerRefusals) {
   ASSERT_TRUE(dpf_->request_attestation(ask(), "sho-a"));
   const std::string report = attestation();

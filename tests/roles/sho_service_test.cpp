@@ -497,7 +497,8 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
     auto count = sho_db_->pcids().count();
     out += fmt::format("auc_count {}\n", count ? *count : 999);
     auto reg = ro_db_->registrations().find(d.pcid());
-    out += fmt::format("ro_registration {}\n", reg && *reg ? (*reg)->sho : "none");
+    out += fmt::format("ro_registration {} {}\n", reg && *reg ? (*reg)->sho : "none",
+                       reg && *reg ? (*reg)->refusal : "");
     auto next = ro_db_->packages().next_for_device(d.id());
     out += fmt::format("ro_package {}\n", next && *next ? (*next)->package_id : "none");
     return out;
@@ -869,19 +870,29 @@ TEST_P(ShoServiceTest, RefusesAttestationsThatDoNotFitTheChallengeInFlight) {
                  ErrorCode::transition_refused);
 }
 
-TEST_P(ShoServiceTest, AnArrivalAfterTheRegistrationLapsedChangesNothing) {
+// Nothing is provisioned and the SHO's records stay as they were; the DPF learns of the refusal
+// so that the device stops waiting for an attestation request.
+TEST_P(ShoServiceTest, AnArrivalAfterTheRegistrationLapsedProvisionsNothing) {
   start_sho([](sho::ShoServiceConfig& c) { c.nonce_lifetime = 1s; });
   Device& d = make_device(14);
   registered(d);
   // The registration's one second is over (registration times are whole seconds).
   std::this_thread::sleep_for(2s);
-  const std::string before = snapshot(d);
+  std::string expected = snapshot(d);
+  const std::string registered_line = fmt::format("ro_registration {} \n", kSho);
+  ASSERT_NE(expected.find(registered_line), std::string::npos) << expected;
+  expected.replace(expected.find(registered_line), registered_line.size(),
+                   fmt::format("ro_registration {} registration_expired\n", kSho));
   Json arrival{{"pcid", d.pcid()}, {"device_id", d.id()}, {"sho", kSho}, {"time", 1}};
   expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/arrivals", arrival), 409,
                  ErrorCode::registration_expired);
-  EXPECT_EQ(snapshot(d), before);
+  EXPECT_EQ(snapshot(d), expected);
   EXPECT_EQ(pva_->challenges(), 0);
   EXPECT_EQ(status_of(d), "registered");
+  for (const char* poll : {"/v1/dpf/attestation-request", "/v1/dpf/package"}) {
+    expect_refusal(call(*device_, "GET", ro_url_ + poll, nullptr, d.session), 409,
+                   ErrorCode::registration_expired);
+  }
 }
 
 TEST_P(ShoServiceTest, AVerdictThatDoesNotVerifyRefusesTheDeviceWithoutAPackage) {
@@ -906,6 +917,12 @@ TEST_P(ShoServiceTest, AnUntrustedPlatformIsRefusedWithoutAPackage) {
   Answer st = subscriber(d);
   EXPECT_EQ(st.text("status"), "refused");
   EXPECT_EQ(st.text("refusal"), "measurement_mismatch");
+  // The device's next poll at the DPF ends with the SHO's code instead of "nothing yet".
+  ASSERT_TRUE(eventually([&] {
+    return call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session).status == 422;
+  }));
+  expect_refusal(call(*device_, "GET", ro_url_ + "/v1/dpf/attestation-request", nullptr, d.session),
+                 422, ErrorCode::measurement_mismatch);
   EXPECT_FALSE(st.json.contains("package_id"));
   auto next = ro_db_->packages().next_for_device(d.id());
   ASSERT_TRUE(next);

@@ -206,6 +206,35 @@ Result<void> Dpf::request_attestation(const AttestationAsk& ask, std::string_vie
                  std::move(result));
 }
 
+Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std::string_view code,
+                         std::string_view caller_sho) {
+  const store::Time t = now();
+  auto result = [&]() -> Result<void> {
+    const std::optional<ErrorCode> parsed = error_code_from_wire(code);
+    if (!parsed) {
+      return fail(ErrorCode::invalid_argument, "code: not an error code");
+    }
+    if (auto c = check_registered(pcid, device_id, caller_sho); !c) return c;
+    auto reg = registrations_.find(pcid);
+    if (!reg) return std::unexpected(reg.error());
+    if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
+    (*reg)->refusal = std::string(code);
+    (*reg)->refused = t;
+    return registrations_.put(**reg);
+  }();
+  return audited(audit_, t,
+                 {kService, "refusal", pcid, operator_principal(caller_sho),
+                  fmt::format("device {}, code {}", device_id, code)},
+                 std::move(result));
+}
+
+Result<void> Dpf::refusal_of(const store::Registration& registration) {
+  if (registration.refusal.empty()) return {};
+  const ErrorCode code = error_code_from_wire(registration.refusal).value_or(ErrorCode::internal);
+  return fail(code, fmt::format("home operator {} refused the device: {}", registration.sho,
+                                registration.refusal));
+}
+
 // Devices poll this until the SHO asks: an empty answer is not audited, a request handed out is.
 Result<store::AttestationRequest> Dpf::next_attestation_request(std::string_view device_id) {
   auto next = requests_.next_for_device(device_id);

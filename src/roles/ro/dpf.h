@@ -121,6 +121,18 @@ class Dpf {
   // not_found when there is none.
   Result<DeliveredPackage> fetch(std::string_view device_id, std::string_view authenticated_device);
 
+  // F2 steps 7-14 ended by the SHO: it will not provision `device_id` (the PVA's verdict, an
+  // expired registration, a refused install). The refusal's `code` (an ErrorCode wire name) is
+  // kept with the registration so that the device's next poll ends with it instead of "nothing
+  // yet" until its timeout. invalid_argument (a code that is no ErrorCode), not_found,
+  // access_denied and wrong_recipient as for request_attestation. A new registration clears it.
+  Result<void> refuse(std::string_view pcid, std::string_view device_id, std::string_view code,
+                      std::string_view caller_sho);
+
+  // What the device gets when it polls a registration the SHO refused: the SHO's code, with a
+  // message saying who refused; nothing when there is no refusal.
+  static Result<void> refusal_of(const store::Registration& registration);
+
   // F2 steps 13-14: the device's report on `package_id`. The platform chain (leaf first) must
   // chain to the supplier roots (chain_invalid, cert_expired) and be the package's device's
   // (wrong_recipient); the report must verify with it (bad_format, signature_invalid), name this

@@ -364,6 +364,7 @@ struct RoService::State {
   // Device endpoints.
   Result<store::Session> device_session(const Request& r);
   Result<store::Registration> registration_of(std::string_view pcid);
+  Result<Json> refuse_device(const Request& r);
   HttpResponse bootstrap(const store::Session& s);
   Result<Json> fetch_package(const store::Session& s);
   Result<Json> report(const Request& r, const Json& body, const store::Session& s);
@@ -507,6 +508,17 @@ Result<Json> RoService::State::request_attestation(const Request& r) {
   return Json{{"request_id", ask.request_id}, {"status", "pending"}};
 }
 
+Result<Json> RoService::State::refuse_device(const Request& r) {
+  const std::string pcid = r.json.at("pcid").get<std::string>();
+  const std::string device_id = r.json.at("device_id").get<std::string>();
+  const std::string code = r.json.at("code").get<std::string>();
+  if (auto refused = dpf().refuse(pcid, device_id, code, caller_of(r)); !refused) {
+    return std::unexpected(refused.error());
+  }
+  flow("refusal_recorded");
+  return Json{{"pcid", pcid}, {"refusal", code}};
+}
+
 // ---- Device endpoints -----------------------------------------------------------------------
 
 // The VNO opened the session after AKA: holding its id is what authenticates the device, so the
@@ -557,6 +569,7 @@ HttpResponse RoService::State::bootstrap(const store::Session& s) {
 Result<Json> RoService::State::fetch_package(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
+  if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
   auto p = dpf().fetch(reg->device_id, reg->device_id);
   if (!p) return std::unexpected(p.error());
   flow("package_delivered");
@@ -590,6 +603,7 @@ Result<Json> RoService::State::report(const Request& r, const Json& body, const 
 Result<Json> RoService::State::attestation_request(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
+  if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
   auto next = dpf().next_attestation_request(reg->device_id);
   if (!next) return std::unexpected(next.error());
   return Json{{"request_id", next->request_id}, {"nonce", to_hex(next->nonce)}};
@@ -652,15 +666,16 @@ Result<void> RoService::State::add_routes() {
   using DeviceJsonFn = Result<Json> (State::*)(const Request&, const Json&, const store::Session&);
   auto device_json_route = [s, device_route](std::string_view what, const JsonSchema& schema,
                                              DeviceJsonFn fn, int ok) {
-    return device_route(
-        what, [s, what, schema, fn, ok](const Request& r, const store::Session& ses) {
-          Json body;
-          if (auto refused = check_json_body(kComponent, what, r, schema, body)) return *refused;
-          return answer(what, (s->*fn)(r, body, ses), ok);
-        });
+    return device_route(what,
+                        [s, what, schema, fn, ok](const Request& r, const store::Session& ses) {
+                          Json body;
+                          if (auto refused = check_json_body(kComponent, what, r, schema, body))
+                            return *refused;
+                          return answer(what, (s->*fn)(r, body, ses), ok);
+                        });
   };
 
-  const std::array<Result<void>, 11> added = {
+  const std::array<Result<void>, 12> added = {
       router.add(
           "POST", "/v1/icf/batches", [s](const Request& r) { return s->import_batch(r); },
           RouteOptions{net::require_operator(config.suppliers), std::nullopt,
@@ -709,6 +724,10 @@ Result<void> RoService::State::add_routes() {
                                                    required("device_id", id_schema()),
                                                    required("request_id", id_schema()),
                                                    required("nonce", JsonSchema::hex(16, 64))}))),
+      router.add("POST", "/v1/dpf/refusals", json_route("refusal", &State::refuse_device, 201),
+                 json(any_operator(), JsonSchema::object({required("pcid", imsi_schema()),
+                                                          required("device_id", id_schema()),
+                                                          required("code", id_schema())}))),
       router.add("GET", "/v1/dpf/attestation-request",
                  device_route("attestation fetch",
                               [s](const Request&, const store::Session& ses) {

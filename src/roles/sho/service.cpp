@@ -186,6 +186,7 @@ struct ShoService::State {
   Result<Json> attestation(const Request& r);
   Result<Json> hand_over(const Subscriber& s, const RoEndpoint& ro);
   Result<Json> refuse(const Subscriber& s, SubscriberStatus from, ErrorCode code);
+  void tell_dpf(const Subscriber& s, ErrorCode code);
   Result<Json> status(const Request& r);
 };
 
@@ -438,7 +439,11 @@ Result<Json> ShoService::State::arrival(const Request& r) {
   const std::string device_id = r.json.at("device_id").get<std::string>();
   auto s = noticed_subscriber(r, pcid, device_id);
   if (!s) return std::unexpected(s.error());
-  if (auto ok = logic::arrival_allowed(*s, now()); !ok) return std::unexpected(ok.error());
+  if (auto ok = logic::arrival_allowed(*s, now()); !ok) {
+    // The registration is over for good: the device stops waiting for an attestation request.
+    if (ok.error().code == ErrorCode::registration_expired) tell_dpf(*s, ok.error().code);
+    return std::unexpected(ok.error());
+  }
   flow("arrival");
   auto challenge =
       call("pva", "POST", config.pva_url + "/v1/pva/challenges", Json{{"device_id", device_id}});
@@ -519,6 +524,19 @@ Result<Json> ShoService::State::attestation(const Request& r) {
   return hand_over(*s, *ro);
 }
 
+// The DPF keeps the refusal and answers the device's next poll with it. Best effort: without it
+// the device gives up at its own timeout, and the SHO's decision stands either way.
+void ShoService::State::tell_dpf(const Subscriber& s, ErrorCode code) {
+  const RoEndpoint* ro = ro_of(s.pcid);
+  if (ro == nullptr) return;
+  auto told = call(
+      "ro", "POST", ro->base_url + "/v1/dpf/refusals",
+      Json{{"pcid", s.pcid}, {"device_id", s.device_id}, {"code", std::string(to_string(code))}});
+  if (!told)
+    log::warn(kComponent, "device {}: telling the DPF of the refusal: {}", s.device_id,
+              told.error());
+}
+
 Result<Json> ShoService::State::refuse(const Subscriber& s, SubscriberStatus from, ErrorCode code) {
   Subscriber next = s;
   next.status = SubscriberStatus::refused;
@@ -529,6 +547,7 @@ Result<Json> ShoService::State::refuse(const Subscriber& s, SubscriberStatus fro
   if (!moved) return std::unexpected(moved.error());
   flow("refused");
   log::info(kComponent, "device {} refused: {}", s.device_id, next.refusal);
+  tell_dpf(s, code);
   return Json{{"outcome", next.refusal}};
 }
 
@@ -698,16 +717,15 @@ Result<void> ShoService::State::add_routes() {
   for (auto& f : platform_report_fields()) attestation_fields.push_back(std::move(f));
 
   const std::array<Result<void>, 6> added = {
-      router.add(
-          "POST", "/v1/subscribers",
-          owner_route("registration", &State::register_subscriber, 201,
-                      JsonSchema::object(
-                          {device(), pcid(),
-                           required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
-                                                              "4-16 decimal digits",
-                                                              ro::kMinPinSize)),
-                           required("platform_cert", JsonSchema::string(kMaxPemSize))})),
-          owner_options),
+      router.add("POST", "/v1/subscribers",
+                 owner_route("registration", &State::register_subscriber, 201,
+                             JsonSchema::object(
+                                 {device(), pcid(),
+                                  required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
+                                                                     "4-16 decimal digits",
+                                                                     ro::kMinPinSize)),
+                                  required("platform_cert", JsonSchema::string(kMaxPemSize))})),
+                 owner_options),
       router.add("GET", "/v1/subscribers/{device_id}", owner_route("status", &State::status_of),
                  owner_options),
       router.add("POST", "/v1/subscribers/{device_id}/activation",
