@@ -66,6 +66,8 @@ class HmacSha256 {
   EVP_MAC_CTX* template_ = nullptr;
 };
 
+}  // namespace
+
 void hmac_sha256(ByteView key, ByteView data, Key256& out) {
   thread_local const HmacSha256 hmac;
   if (hmac.compute(key, data, out)) return;
@@ -77,8 +79,6 @@ void hmac_sha256(ByteView key, ByteView data, Key256& out) {
     std::abort();
   }
 }
-
-}  // namespace
 
 Key256 kdf(ByteView key, std::uint8_t fc, std::initializer_list<ByteView> params) {
   ByteVec s;

@@ -14,6 +14,10 @@ namespace mcim::aka {
 using Key256 = Bytes<32>;
 using PlmnId = Bytes<3>;  // TS 24.301 §9.9.3.32 encoding of MCC+MNC
 
+// HMAC-SHA-256 (the KDF's primitive, also PRF' of EAP-AKA', aka/eap_keys.h). Aborts only when
+// OpenSSL offers no HMAC-SHA-256 at all.
+void hmac_sha256(ByteView key, ByteView data, Key256& out);
+
 // One parameter P_i of the KDF input string; its length L_i is written as two octets.
 Key256 kdf(ByteView key, std::uint8_t fc, std::initializer_list<ByteView> params);
 
