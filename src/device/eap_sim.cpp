@@ -204,6 +204,7 @@ void answer(CtrlClient& client, tre::Tre& tre, const ExternalSimOptions& o, cons
     ++report.resyncs;
   } else {
     ++report.challenges;
+    if (o.on_challenge) o.on_challenge(req, std::get<aka::UsimSuccess>(*usim));
   }
   const SecretBytes response = format_sim_response(req.network, usim);
   if (usim) wipe(*usim);

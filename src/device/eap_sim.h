@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -52,6 +53,10 @@ struct ExternalSimOptions {
   // The whole session: attaching (the peer's socket may not exist yet: eapol_test -W waits for
   // this ATTACH before it starts EAP) and serving until the peer terminates.
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
+  // Optional: called on the serving thread for each UMTS-AUTH that the TRE answered with RES, CK
+  // and IK, before they are wiped; the references are valid during the call only. For a caller
+  // that derives the EAP keys itself (the interop test checks the MSK a RADIUS server sent).
+  std::function<void(const SimRequest&, const aka::UsimSuccess&)> on_challenge;
 };
 
 struct ExternalSimReport {
