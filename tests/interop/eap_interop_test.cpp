@@ -6,12 +6,16 @@
 // derived equals the one hostapd sent in MS-MPPE keys), resynchronisation from a TRE whose SQN is
 // ahead, and a TRE with another K for the same PCID fails. Each case has its own processes,
 // killed at the end, and bounded waits. scripts/install-deps installs hostapd and eapoltest;
-// their absence is a failure.
+// their absence is a failure. EapRelay.*: the same with a RADIUS relay in between that checks every
+// packet with net/radius.h and compares the MS-MPPE keys of the Access-Accept with the MSK that
+// aka/eap_keys.h derives from the identity and the TRE's CK and IK.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -19,8 +23,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -28,9 +34,11 @@
 #include <vector>
 
 #include "../tre/tre_fixture.h"
+#include "aka/eap_keys.h"
 #include "aka/sqn.h"
 #include "common/hex.h"
 #include "device/eap_sim.h"
+#include "net/radius.h"
 #include "roles/ro/hlr_gw.h"
 #include "roles/ro/icf.h"
 #include "store/store.h"
@@ -144,6 +152,11 @@ bool udp_port_taken(int port) {
 
 enum class Method { aka, aka_prime };
 
+// The permanent identity eapol_test presents (RFC 4187 §4.1.1.6, RFC 5448 §3).
+std::string identity(const std::string& pcid, Method method) {
+  return fmt::format("{}{}@{}", method == Method::aka_prime ? "6" : "0", pcid, kRealm);
+}
+
 struct CaseResult {
   std::optional<int> exit_status;  // eapol_test's; nullopt: killed after the timeout
   Result<device::ExternalSimReport> report = fail(ErrorCode::internal, "not run");
@@ -245,7 +258,12 @@ class EapInterop : public ::testing::Test {
   }
 
   // One EAP run: eapol_test against hostapd, the TRE answering its SIM requests.
-  CaseResult run(tre::Tre& t, const std::string& pcid, Method method, const std::string& tag) {
+  // `server_port` replaces hostapd's port (a relay in between); `on_challenge` sees the TRE's
+  // CK and IK (device::ExternalSimOptions::on_challenge).
+  CaseResult run(tre::Tre& t, const std::string& pcid, Method method, const std::string& tag,
+                 std::optional<int> server_port = std::nullopt,
+                 std::function<void(const device::SimRequest&, const aka::UsimSuccess&)>
+                     on_challenge = {}) {
     const std::string ctrl_dir = world_.path("ctrl-" + tag);
     const std::string conf = world_.path("peer-" + tag + ".conf");
     const bool prime = method == Method::aka_prime;
@@ -256,12 +274,13 @@ class EapInterop : public ::testing::Test {
                            "  ssid=\"mcim-f3\"\n"
                            "  key_mgmt=WPA-EAP IEEE8021X\n"
                            "  eap={}\n"
-                           "  identity=\"{}{}@{}\"\n"
+                           "  identity=\"{}\"\n"
                            "}}\n",
-                           ctrl_dir, prime ? "AKA'" : "AKA", prime ? "6" : "0", pcid, kRealm));
+                           ctrl_dir, prime ? "AKA'" : "AKA", identity(pcid, method)));
     CaseResult out;
     const std::string log = world_.path("eapol-" + tag + ".log");
-    auto peer = Child::spawn({kEapolTest, "-c" + conf, "-a127.0.0.1", fmt::format("-p{}", port_),
+    auto peer = Child::spawn({kEapolTest, "-c" + conf, "-a127.0.0.1",
+                              fmt::format("-p{}", server_port.value_or(port_)),
                               std::string("-s") + kSecret, "-W", "-t10"},
                              log);
     if (!peer) {
@@ -273,6 +292,7 @@ class EapInterop : public ::testing::Test {
     o.local_path = world_.path("dev-" + tag);
     o.credential = pcid;
     o.timeout = kCaseTimeout;
+    o.on_challenge = std::move(on_challenge);
     {
       std::jthread device(
           [&](std::stop_token stop) { out.report = device::serve_external_sim(t, o, stop); });
@@ -375,6 +395,223 @@ TEST_F(EapInterop, WrongKeyFails) {
   EXPECT_GE(r.report->rejects, 1u);
   EXPECT_EQ(r.report->challenges, 0u);
   EXPECT_EQ(tre_seq(t, in_device), 0u) << "the TRE accepted a SQN from a network it cannot verify";
+}
+
+// ---- F3's access provider: a RADIUS relay that sees the keys ----------------------------------
+
+// A non-3GPP access provider's RADIUS hop in miniature: eapol_test (the NAS side) sends to this
+// relay, which forwards every datagram unchanged to hostapd and back (127.0.0.1 only, the same
+// shared secret on both legs). On the way it checks each packet with net/radius.h: it parses, the
+// Message-Authenticator of every packet and the Response Authenticator of every answer verify, and
+// on Access-Accept it decrypts MS-MPPE-Recv-Key and MS-MPPE-Send-Key. One thread; the results are
+// read after stop().
+class RadiusRelay {
+ public:
+  struct Seen {
+    unsigned requests = 0, challenges = 0, accepts = 0, rejects = 0;
+    std::vector<std::string> refusals;  // every check that failed
+    std::optional<std::string> user_name;
+    std::optional<std::string> eap_identity;  // of the EAP-Response/Identity
+    std::optional<SecretBytes> recv_key, send_key;
+  };
+
+  explicit RadiusRelay(int server_port) {
+    client_fd_ = bound_udp_socket();
+    server_fd_ = bound_udp_socket();
+    sockaddr_in server = loopback(server_port);
+    if (client_fd_ < 0 || server_fd_ < 0 ||
+        ::connect(server_fd_, reinterpret_cast<sockaddr*>(&server), sizeof server) != 0) {
+      return;
+    }
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    ::getsockname(client_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::jthread([this](std::stop_token stop) { loop(stop); });
+  }
+  ~RadiusRelay() {
+    stop();
+    if (client_fd_ >= 0) ::close(client_fd_);
+    if (server_fd_ >= 0) ::close(server_fd_);
+  }
+  RadiusRelay(const RadiusRelay&) = delete;
+  RadiusRelay& operator=(const RadiusRelay&) = delete;
+
+  int port() const { return port_; }  // 0 when the sockets could not be set up
+  Seen& stop() {
+    if (thread_.joinable()) {
+      thread_.request_stop();
+      thread_.join();
+    }
+    return seen_;
+  }
+
+ private:
+  static sockaddr_in loopback(int port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    return a;
+  }
+  static int bound_udp_socket() {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a = loopback(0);
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  void loop(const std::stop_token& stop) {
+    std::array<std::uint8_t, 8192> buf{};
+    while (!stop.stop_requested()) {
+      pollfd fds[2] = {{client_fd_, POLLIN, 0}, {server_fd_, POLLIN, 0}};
+      if (::poll(fds, 2, 50) <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        socklen_t len = sizeof client_;
+        const ssize_t n = ::recvfrom(client_fd_, buf.data(), buf.size(), 0,
+                                     reinterpret_cast<sockaddr*>(&client_), &len);
+        if (n > 0) from_client(ByteView(buf.data(), static_cast<std::size_t>(n)));
+      }
+      if (fds[1].revents & POLLIN) {
+        const ssize_t n = ::recv(server_fd_, buf.data(), buf.size(), 0);
+        if (n > 0) from_server(ByteView(buf.data(), static_cast<std::size_t>(n)));
+      }
+    }
+  }
+
+  void refuse(std::string what, const Error& e) {
+    seen_.refusals.push_back(fmt::format("{}: {}", what, e));
+  }
+
+  void from_client(ByteView wire) {
+    auto p = net::radius::parse(wire);
+    if (!p) return refuse("request", p.error());
+    ++seen_.requests;
+    if (auto m = net::radius::verify_message_authenticator(wire, bytes_of(kSecret), std::nullopt);
+        !m) {
+      refuse("request Message-Authenticator", m.error());
+    }
+    requests_[p->identifier] = p->authenticator;
+    if (auto name = net::radius::user_name(*p); !name) {
+      refuse("User-Name", name.error());
+    } else if (*name && !seen_.user_name) {
+      seen_.user_name = **name;
+    }
+    auto eap = net::radius::eap_message(*p);
+    if (!eap) return refuse("request EAP-Message", eap.error());
+    // EAP-Response (2) / Identity (1): code, id, length, type, then the identity.
+    if (*eap && (*eap)->size() > 5 && (**eap)[0] == 2 && (**eap)[4] == 1 && !seen_.eap_identity) {
+      seen_.eap_identity.emplace((*eap)->begin() + 5, (*eap)->end());
+    }
+    ::send(server_fd_, wire.data(), wire.size(), 0);
+  }
+
+  void from_server(ByteView wire) {
+    auto p = net::radius::parse(wire);
+    if (!p) return refuse("answer", p.error());
+    const std::optional<net::radius::Authenticator> request = requests_[p->identifier];
+    if (!request) return refuse("answer", Error(ErrorCode::not_found, "no request with its id"));
+    if (auto r = net::radius::verify_response_authenticator(wire, *request, bytes_of(kSecret));
+        !r) {
+      refuse("Response Authenticator", r.error());
+    }
+    if (auto m = net::radius::verify_message_authenticator(wire, bytes_of(kSecret), request); !m) {
+      refuse("answer Message-Authenticator", m.error());
+    }
+    if (p->code == net::radius::Code::access_challenge) ++seen_.challenges;
+    if (p->code == net::radius::Code::access_reject) ++seen_.rejects;
+    if (p->code == net::radius::Code::access_accept) {
+      ++seen_.accepts;
+      for (auto [which, slot] : {std::pair{net::radius::MppeKey::recv, &seen_.recv_key},
+                                 std::pair{net::radius::MppeKey::send, &seen_.send_key}}) {
+        auto key = net::radius::decrypt_mppe_key(*p, which, *request, bytes_of(kSecret));
+        if (!key) {
+          refuse("MS-MPPE key", key.error());
+        } else {
+          slot->emplace(std::move(*key));
+        }
+      }
+    }
+    ::sendto(client_fd_, wire.data(), wire.size(), 0, reinterpret_cast<sockaddr*>(&client_),
+             sizeof client_);
+  }
+
+  int client_fd_ = -1;
+  int server_fd_ = -1;
+  int port_ = 0;
+  sockaddr_in client_{};  // eapol_test's address, from its last datagram
+  std::array<std::optional<net::radius::Authenticator>, 256> requests_{};  // by identifier
+  Seen seen_;
+  std::jthread thread_;  // last: stopped before the members it uses go
+};
+
+// What the TRE answered, kept past the wipe for the key derivation below.
+struct TreAnswer {
+  unsigned count = 0;
+  Secret<16> ck, ik;
+  aka::Autn autn{};
+};
+
+// eapol_test and hostapd through the relay; the relay's view of the exchange checked against the
+// keys derived here with aka/eap_keys.h from the identity and the TRE's CK and IK.
+class EapRelay : public EapInterop {
+ protected:
+  void run_and_check(Method method, const std::string& pcid, const std::string& tag) {
+    tre::SupplierBundle bundle = world_.bundle(pcid);
+    subscribe(bundle);
+    tre::Tre t = make_tre(bundle, "tre-" + tag);
+    RadiusRelay relay(port_);
+    ASSERT_GT(relay.port(), 0) << "relay sockets";
+    TreAnswer tre_answer;
+    const CaseResult r =
+        run(t, bundle.pcid, method, tag, relay.port(),
+            [&](const device::SimRequest& req, const aka::UsimSuccess& ok) {
+              ++tre_answer.count;
+              tre_answer.ck.mut() = ok.ck;
+              tre_answer.ik.mut() = ok.ik;
+              tre_answer.autn = req.autn;
+            });
+    RadiusRelay::Seen& seen = relay.stop();
+    expect_success(r, method);
+    EXPECT_TRUE(seen.refusals.empty()) << fmt::format("{}", fmt::join(seen.refusals, "\n"));
+    EXPECT_GE(seen.challenges, 1u);
+    EXPECT_EQ(seen.accepts, 1u);
+    EXPECT_EQ(seen.rejects, 0u);
+    ASSERT_EQ(tre_answer.count, 1u);
+
+    const std::string id = identity(bundle.pcid, method);
+    EXPECT_EQ(seen.user_name, id);
+    EXPECT_EQ(seen.eap_identity, id);
+    ASSERT_TRUE(seen.recv_key && seen.send_key);
+    const Secret<64> msk =
+        method == Method::aka
+            ? aka::derive_eap_aka_keys(id, tre_answer.ck.get(), tre_answer.ik.get()).msk
+            : aka::derive_eap_aka_prime_keys(id, tre_answer.ck.get(), tre_answer.ik.get(), "WLAN",
+                                             take<6>(ByteView(tre_answer.autn)))
+                  .msk;
+    // hostapd's RADIUS server: MS-MPPE-Recv-Key = MSK[0..31], MS-MPPE-Send-Key = MSK[32..63].
+    const ByteView m(msk.get());
+    EXPECT_EQ(seen.recv_key->view().size(), 32u);
+    EXPECT_TRUE(constant_time_equal(seen.recv_key->view(), m.first(32)))
+        << "Recv-Key is not MSK[0..31]"
+        << (constant_time_equal(seen.recv_key->view(), m.subspan(32)) ? " (it is MSK[32..63])"
+                                                                        : "");
+    EXPECT_TRUE(constant_time_equal(seen.send_key->view(), m.subspan(32)))
+        << "Send-Key is not MSK[32..63]";
+  }
+};
+
+TEST_F(EapRelay, EapAkaMskReachesTheAccessNetwork) {
+  run_and_check(Method::aka, "001019900000011", "relay-aka");
+}
+
+// hostapd 2.10 sends the access network name "WLAN" in AT_KDF_INPUT (eap_server_aka.c,
+// eap_aka_prime_init); the MSK is derived from CK'/IK' for that name and SQN xor AK of AUTN.
+TEST_F(EapRelay, EapAkaPrimeMskReachesTheAccessNetwork) {
+  run_and_check(Method::aka_prime, "001019900000012", "relay-akap");
 }
 
 // ---- The device side's protocol, without peers ------------------------------------------------
