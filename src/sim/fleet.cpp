@@ -59,11 +59,6 @@ class Timings {
   std::map<std::string, std::vector<double>> samples_;
 };
 
-struct Device {
-  tre::SupplierBundle bundle;
-  std::optional<tre::Tre> tre;
-};
-
 // Runs fn(i) for i in [0, n) on `threads` threads; the first error stops the others early and is
 // returned.
 Result<void> parallel_for(std::size_t n, std::size_t threads,
@@ -89,13 +84,14 @@ Result<void> parallel_for(std::size_t n, std::size_t threads,
   return {};
 }
 
+}  // namespace
+
 std::string pin_of(const tre::SupplierBundle& b) {
   return std::string(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
 }
 
-// F0: one batch from the supplier, its bundles read back and a TRE initialised from each.
-Result<std::vector<Device>> manufacture(const FleetEndpoints& e, const FleetOptions& o,
-                                        const std::string& batch) {
+Result<std::vector<FleetDevice>> manufacture(const FleetEndpoints& e, const FleetOptions& o,
+                                             const std::string& batch) {
   auto made = call(*e.factory, "POST", e.supplier_url + "/v1/batches",
                    Json{{"batch_id", batch}, {"first_pcid", o.first_pcid}, {"count", o.devices}},
                    201, "manufacture");
@@ -108,12 +104,12 @@ Result<std::vector<Device>> manufacture(const FleetEndpoints& e, const FleetOpti
   }
   const std::filesystem::path bundles =
       std::filesystem::path(e.supplier_out_dir) / batch / "bundles";
-  std::vector<Device> devices;
+  std::vector<FleetDevice> devices;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(bundles, ec)) {
     auto b = tre::read_bundle(entry.path().string());
     if (!b) return with_prefix(b.error(), "manufacture");
-    devices.push_back(Device{std::move(*b), std::nullopt});
+    devices.push_back(FleetDevice{std::move(*b), std::nullopt});
   }
   if (ec || devices.size() != o.devices) {
     return std::unexpected(
@@ -121,11 +117,11 @@ Result<std::vector<Device>> manufacture(const FleetEndpoints& e, const FleetOpti
                                                devices.size(), bundles.string(), o.devices)));
   }
   std::sort(devices.begin(), devices.end(),
-            [](const Device& x, const Device& y) { return x.bundle.pcid < y.bundle.pcid; });
+            [](const FleetDevice& x, const FleetDevice& y) { return x.bundle.pcid < y.bundle.pcid; });
   return devices;
 }
 
-Result<void> init_tre(Device& d, const FleetOptions& o) {
+Result<void> init_tre(FleetDevice& d, const FleetOptions& o) {
   tre::Options to;
   to.dir = (std::filesystem::path(o.dir) / "tre" / d.bundle.device_id).string();
   to.binary = o.tre_binary;
@@ -138,10 +134,11 @@ Result<void> init_tre(Device& d, const FleetOptions& o) {
   return {};
 }
 
-// F1 for one device: the owner registers it at the SHO, gives the registration nonce to the
-// device, and announces its switch-on.
-Result<void> register_device(Device& d, const FleetEndpoints& e, const FleetOptions& o,
-                             Timings& timings) {
+Result<void> register_device(FleetDevice& d, const FleetEndpoints& e, const FleetOptions& o,
+                             const RegisterOptions& ro) {
+  auto timed = [&](std::string_view step, double ms) {
+    if (ro.timed) ro.timed(step, ms);
+  };
   const std::string& id = d.bundle.device_id;
   auto pem = pki::certificate_pem(d.bundle.platform_chain.front().get());
   if (!pem) return std::unexpected(pem.error());
@@ -151,26 +148,25 @@ Result<void> register_device(Device& d, const FleetEndpoints& e, const FleetOpti
   auto reg = call(*e.owner, "POST", e.sho_url + "/v1/subscribers",
                   Json{{"device_id", id},
                        {"pcid", d.bundle.pcid},
-                       {"pin", pin_of(d.bundle)},
+                       {"pin", ro.pin.empty() ? pin_of(d.bundle) : ro.pin},
                        {"platform_cert", *pem}},
                   201, fmt::format("register {}", id), bearer);
   if (!reg) return std::unexpected(reg.error());
-  timings.add("register", ms_since(t0));
+  timed("register", ms_since(t0));
   auto nonce = parse_hex_fixed<16>(reg->value("registration_nonce", ""), "registration_nonce");
   if (!nonce) return with_prefix(nonce.error(), fmt::format("register {}", id));
   if (auto kept = d.tre->record_registration(*nonce); !kept) {
     return with_prefix(kept.error(), fmt::format("register {}", id));
   }
+  if (!ro.activate) return {};
   t0 = SteadyClock::now();
   auto on = call(*e.owner, "POST", e.sho_url + "/v1/subscribers/" + id + "/activation",
                  Json{{"window_s", o.activation_window.count()}}, 200,
                  fmt::format("activate {}", id), bearer);
   if (!on) return std::unexpected(on.error());
-  timings.add("activate", ms_since(t0));
+  timed("activate", ms_since(t0));
   return {};
 }
-
-}  // namespace
 
 double percentile_of_sorted(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
@@ -204,9 +200,12 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   timings.add("manufacture", ms_since(t0));
 
   auto prepared = parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
-    Device& d = (*devices)[i];
+    FleetDevice& d = (*devices)[i];
     if (auto made = init_tre(d, o); !made) return made;
-    return register_device(d, e, o, timings);
+    return register_device(d, e, o,
+                           {.timed = [&](std::string_view step, double ms) {
+                             timings.add(std::string(step), ms);
+                           }});
   });
   if (!prepared) return std::unexpected(prepared.error());
 
@@ -219,7 +218,7 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   std::map<std::string, std::size_t> failures;
   const auto p0 = SteadyClock::now();
   (void)parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
-    Device& d = (*devices)[i];
+    FleetDevice& d = (*devices)[i];
     device::Agent a(*d.tre, agent, clock);
     a.on_step([&](const device::StepTiming& s) {
       timings.add(std::string(device::to_string(s.step)),

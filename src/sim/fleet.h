@@ -11,11 +11,15 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
 #include "device/agent.h"
+#include "tre/bundle.h"
+#include "tre/tre.h"
 #include "net/https_client.h"
 
 namespace mcim::sim {
@@ -59,6 +63,32 @@ struct FleetReport {
   std::vector<StepStats> steps;
   std::map<std::string, std::size_t> failures;  // "step: code" -> devices
 };
+
+// One device of a fleet: what the supplier made, and its TRE once initialised.
+struct FleetDevice {
+  tre::SupplierBundle bundle;
+  std::optional<tre::Tre> tre;
+};
+
+// F0: orders `options.devices` devices in batch `batch` (from `options.first_pcid`) and reads
+// their bundles back, sorted by PCID; the TREs are not initialised yet.
+Result<std::vector<FleetDevice>> manufacture(const FleetEndpoints& endpoints,
+                                             const FleetOptions& options, const std::string& batch);
+// The device's TRE under options.dir/tre/<device id>, measuring options.tre_binary.
+Result<void> init_tre(FleetDevice& device, const FleetOptions& options);
+
+struct RegisterOptions {
+  std::string pin{};     // empty: the bundle's PIN (a scenario gives another)
+  bool activate = true;  // announce the switch-on (F7) after the registration
+  std::function<void(std::string_view step, double ms)> timed{};  // "register", "activate"
+};
+// F1 for one device: the owner registers it at the SHO, gives the registration nonce to the
+// device's TRE, and announces its switch-on.
+Result<void> register_device(FleetDevice& device, const FleetEndpoints& endpoints,
+                             const FleetOptions& options, const RegisterOptions& how = {});
+
+// The bundle's bootstrap PIN as the owner types it.
+std::string pin_of(const tre::SupplierBundle& bundle);
 
 // Manufacture, registration and activation failures end the run (the error names the device and
 // step); a device whose provisioning fails is counted and the others go on.
