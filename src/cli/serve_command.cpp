@@ -269,11 +269,10 @@ Result<std::unique_ptr<ServedRole>> ServedRole::start(ServeRole role, const std:
 
 ServeRole ServedRole::role() const { return state_->role; }
 std::string ServedRole::url() const { return state_->server ? state_->server->url() : ""; }
-std::string ServedRole::address() const {
-  return state_->server ? state_->server->address() : "";
-}
+std::string ServedRole::address() const { return state_->server ? state_->server->address() : ""; }
 const std::string& ServedRole::gateway() const { return state_->gateway; }
 const std::string& ServedRole::eap_socket() const { return state_->eap_socket; }
+store::Database* ServedRole::database() const { return state_->db.get(); }
 void ServedRole::stop_serving() { state_->stop_serving(); }
 void ServedRole::stop() { state_->reset(); }
 

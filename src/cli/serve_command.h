@@ -15,6 +15,7 @@
 #include "cli/serve_config.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "store/store.h"
 
 namespace mcim::cli {
 
@@ -46,6 +47,9 @@ class ServedRole {
   std::string address() const;            // "127.0.0.1:PORT"
   const std::string& gateway() const;     // vno: the gateway's address; empty otherwise
   const std::string& eap_socket() const;  // ro: the EAP gateway's socket; empty without one
+  // ro, sho, pva: the service's own database (to inspect it, e.g. a scenario checking that a
+  // refusal changed nothing); nullptr for the others. Valid until stop().
+  store::Database* database() const;
   // The entry points only: the server and the EAP gateway (the service stays); idempotent.
   void stop_serving();
   void stop();  // stop_serving(), then the service; idempotent

@@ -443,7 +443,7 @@ struct System::State {
   std::string eap_socket;  // empty: the RO serves no EAP gateway
   std::shared_ptr<const pki::TrustAnchors> trust;
   std::shared_ptr<net::HttpsClient> factory, plain;
-  SystemClock clock;  // outlives the services
+  SystemClock clock;                                // outlives the services
   std::vector<std::unique_ptr<ServedRole>> served;  // in start order
 
   // Every server stops before any service goes: no request may reach a half-destroyed peer.
@@ -480,6 +480,20 @@ std::string System::owner_token() const {
   return t;
 }
 std::shared_ptr<net::HttpsClient> System::factory_client() const { return state_->factory; }
+store::Database* System::database(std::string_view role) const {
+  for (const auto& served : state_->served) {
+    if (role_name(served->role()) == role) return served->database();
+  }
+  return nullptr;
+}
+Result<std::shared_ptr<net::HttpsClient>> System::operator_client(std::string_view role) const {
+  for (const auto& [name, id] : kClients) {
+    if (name == role && name != "factory") {
+      return make_client(state_->trust, fmt::format("{}/tls/{}-client", state_->pki, name));
+    }
+  }
+  return fail(ErrorCode::invalid_argument, fmt::format("{}: not an operator of the system", role));
+}
 std::shared_ptr<net::HttpsClient> System::plain_client() const { return state_->plain; }
 std::shared_ptr<const pki::TrustAnchors> System::device_trust() const { return state_->trust; }
 
@@ -627,8 +641,8 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
   if (!j) return std::unexpected(j.error());
   if (auto v = kSchema.validate(*j, path); !v) {
     const std::string_view m = v.error().message;
-    return fail(v.error().code,
-                m.starts_with("field ") ? fmt::format("{}: {}", path, m.substr(6)) : std::string(m));
+    return fail(v.error().code, m.starts_with("field ") ? fmt::format("{}: {}", path, m.substr(6))
+                                                        : std::string(m));
   }
   const auto parent = fs::path(path).parent_path();
   auto resolve = [&](const std::string& p) {
@@ -707,7 +721,8 @@ Result<Fields> run_up(const UpArgs& a, std::ostream& out) {
 void register_up(CLI::App& app, Result<Fields>* result, std::ostream& out) {
   auto args = std::make_shared<UpArgs>();
   auto* up = app.add_subcommand(
-      "up", "start the whole system (supplier, RO, VNO, SHO, PVA) on loopback until SIGINT/SIGTERM");
+      "up",
+      "start the whole system (supplier, RO, VNO, SHO, PVA) on loopback until SIGINT/SIGTERM");
   up->add_option("--dir", args->dir, "the system's directory: PKI, config files, databases");
   up->add_option("--db", args->db, "postgresql://... (one schema per role) instead of SQLite");
   up->add_option("--config", args->config, "a JSON file of options (dir, db, ports, ...)");

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "net/https_client.h"
 #include "pki/verify.h"
+#include "store/store.h"
 
 namespace mcim::cli {
 
@@ -73,6 +74,12 @@ class System {
   std::string owner_token_file() const;
   std::string owner_token() const;  // the bearer token for the SHO's owner routes
   std::string batches_dir() const;  // the supplier's output: <batch>/bundles/*.bundle
+
+  // The database of "ro", "sho" or "pva" in this process (nullptr for another role).
+  store::Database* database(std::string_view role) const;
+  // mTLS as one of the system's operators ("supplier", "ro", "vno", "sho", "pva"), with its
+  // client certificate under pki/tls: what that operator's own services present to the others.
+  Result<std::shared_ptr<net::HttpsClient>> operator_client(std::string_view role) const;
 
   // mTLS as the supplier's admin (kUpFactory): batch orders and handovers.
   std::shared_ptr<net::HttpsClient> factory_client() const;
