@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -14,6 +16,7 @@
 #include "cli/up_command.h"
 #include "common/log.h"
 #include "sim/fleet.h"
+#include "sim/scenario.h"
 
 namespace mcim::cli {
 namespace {
@@ -25,6 +28,7 @@ struct DemoArgs {
   std::size_t concurrency = 16;
   std::string access = "3gpp";
   std::string dir, db;
+  std::string scenario;  // empty: the fleet; a name or "all": refusal scenarios
 };
 
 // What each row of the table stands for (the TR's flows and step numbers, DESIGN.md §2).
@@ -169,10 +173,15 @@ void print_json(std::ostream& out, const sim::FleetReport& r) {
   out << j.dump() << '\n';
 }
 
-// Runs the demo; the report is printed by the caller.
-Result<std::pair<sim::FleetReport, std::unique_ptr<System>>> run(const DemoArgs& a,
-                                                                  const WorkDir& work,
-                                                                  Progress& progress) {
+// The system in this process, and what the fleet needs to reach it.
+struct Started {
+  std::unique_ptr<System> system;
+  sim::FleetEndpoints endpoints;
+  sim::FleetOptions fleet;
+  std::size_t made_before = 0;  // devices of earlier runs in the same directory
+};
+
+Result<Started> start(const DemoArgs& a, const WorkDir& work, Progress& progress) {
   if (a.access != "3gpp") {
     return fail(ErrorCode::unsupported,
                 fmt::format("--access {}: the device agent provisions over 3GPP access only so "
@@ -203,19 +212,127 @@ Result<std::pair<sim::FleetReport, std::unique_ptr<System>>> run(const DemoArgs&
   f.devices = a.devices;
   f.concurrency = a.concurrency;
   f.dir = (fs::path(work.path()) / "fleet").string();
-  const std::size_t before = devices_made_before(e.supplier_out_dir);
-  f.batch_id = fmt::format("demo-{}", before + 1);
-  f.first_pcid = fmt::format("{}{:0{}}", o.pcid_prefix, before + 1, 15 - o.pcid_prefix.size());
   f.tre_binary = o.device_binary;
+  return Started{std::move(*system), std::move(e), std::move(f),
+                 devices_made_before(s.batches_dir())};
+}
+
+std::string first_pcid(const System& s, std::size_t n) {
+  const std::string& prefix = s.options().pcid_prefix;
+  return fmt::format("{}{:0{}}", prefix, n, 15 - prefix.size());
+}
+
+// Runs the demo; the report is printed by the caller.
+Result<std::pair<sim::FleetReport, std::unique_ptr<System>>> run(const DemoArgs& a,
+                                                                 const WorkDir& work,
+                                                                 Progress& progress) {
+  auto started = start(a, work, progress);
+  if (!started) return std::unexpected(started.error());
+  sim::FleetOptions& f = started->fleet;
+  f.batch_id = fmt::format("demo-{}", started->made_before + 1);
+  f.first_pcid = first_pcid(*started->system, started->made_before + 1);
   f.progress = [&progress](std::size_t done, std::size_t failed, std::size_t total) {
     progress.update(done, failed, total);
   };
-  progress.say(fmt::format("manufacturing {} devices, registering them at the SHO, then "
-                           "provisioning them {} at a time",
-                           a.devices, a.concurrency));
-  auto report = sim::run_fleet(e, f);
+  progress.say(
+      fmt::format("manufacturing {} devices, registering them at the SHO, then "
+                  "provisioning them {} at a time",
+                  a.devices, a.concurrency));
+  auto report = sim::run_fleet(started->endpoints, f);
   if (!report) return std::unexpected(report.error());
-  return std::pair{std::move(*report), std::move(*system)};
+  return std::pair{std::move(*report), std::move(started->system)};
+}
+
+// ---- --scenario --------------------------------------------------------------------------
+
+Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const WorkDir& work,
+                                                       Progress& progress) {
+  std::vector<std::string> names;
+  for (const sim::ScenarioInfo& s : sim::scenarios()) {
+    if (a.scenario == "all" || a.scenario == s.name) names.emplace_back(s.name);
+  }
+  if (names.empty()) {
+    std::string known;
+    for (const sim::ScenarioInfo& s : sim::scenarios()) known += " " + std::string(s.name);
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("--scenario {}: not a scenario; one of all{}", a.scenario, known));
+  }
+  auto started = start(a, work, progress);
+  if (!started) return std::unexpected(started.error());
+  const System& s = *started->system;
+  auto as_sho = s.operator_client("sho");
+  if (!as_sho) return std::unexpected(as_sho.error());
+  sim::ScenarioWorld w;
+  w.endpoints = started->endpoints;
+  w.fleet = started->fleet;
+  // A refused device stops at the DPF's answer; one that is never answered gives up here.
+  w.fleet.agent.timeout = std::chrono::seconds(20);
+  std::size_t next = started->made_before + 1;
+  w.next_pcids = [&s, &next](std::size_t count) {
+    const std::string first = first_pcid(s, next);
+    next += count;
+    return first;
+  };
+  w.supplier_ca_dir = s.supplier_ca_dir();
+  w.sho_operator = std::string(kUpSho);
+  w.as_sho = *as_sho;
+  w.ro_url = s.url("ro");
+  w.ro_db = s.database("ro");
+  w.sho_db = s.database("sho");
+  std::vector<sim::ScenarioReport> reports;
+  for (const std::string& name : names) {
+    progress.say(fmt::format("scenario {}", name));
+    auto r = sim::run_scenario(name, w);
+    if (!r) return std::unexpected(r.error());
+    reports.push_back(std::move(*r));
+  }
+  return reports;
+}
+
+void print_scenarios_text(std::ostream& out, const std::vector<sim::ScenarioReport>& reports) {
+  out << "mcim demo --scenario: each attack or mistake against the running system, who refused "
+         "it, and what changed\n";
+  std::size_t passed = 0;
+  for (const sim::ScenarioReport& r : reports) {
+    passed += r.passed ? 1 : 0;
+    out << fmt::format("\n{} ({})\n", r.name, r.what);
+    out << fmt::format("  expected: refused by {} with {}\n", r.expected_party, r.expected_code);
+    if (r.code.empty()) {
+      out << "  observed: NOT refused\n";
+    } else {
+      out << fmt::format("  observed: refused by {} with {}: {}\n", r.party, r.code, r.message);
+    }
+    out << fmt::format("  MCIM installed: {}\n", r.mcim_installed ? "YES" : "no");
+    for (const std::string& c : r.recorded) out << "  recorded: " << c << '\n';
+    for (const std::string& c : r.unexpected) out << "  CHANGED: " << c << '\n';
+    if (r.recorded.empty() && r.unexpected.empty()) {
+      out << "  stores and TREs: unchanged\n";
+    }
+    out << "  result: " << (r.passed ? "ok" : "FAILED") << '\n';
+  }
+  out << fmt::format("\n{} of {} scenarios refused as they must\n", passed, reports.size());
+}
+
+void print_scenarios_json(std::ostream& out, const std::vector<sim::ScenarioReport>& reports) {
+  nlohmann::ordered_json j;
+  j["scenarios"] = nlohmann::ordered_json::array();
+  std::size_t passed = 0;
+  for (const sim::ScenarioReport& r : reports) {
+    passed += r.passed ? 1 : 0;
+    j["scenarios"].push_back(
+        {{"scenario", r.name},
+         {"expected", {{"party", r.expected_party}, {"code", r.expected_code}}},
+         {"refused_by", r.party},
+         {"code", r.code},
+         {"message", r.message},
+         {"mcim_installed", r.mcim_installed},
+         {"recorded", r.recorded},
+         {"unexpected_changes", r.unexpected},
+         {"passed", r.passed}});
+  }
+  j["passed"] = passed;
+  j["failed"] = reports.size() - passed;
+  out << j.dump() << '\n';
 }
 
 }  // namespace
@@ -236,6 +353,9 @@ void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Field
                    "keep the system (PKI, configs, databases, TREs) here; default: a temporary "
                    "directory removed at the end");
   demo->add_option("--db", args->db, "postgresql://... (one schema per role) instead of SQLite");
+  demo->add_option(
+      "--scenario", args->scenario,
+      "run refusal scenarios instead of the fleet: a name, or all (docs/scenarios.md)");
   demo->callback([args, &json, exit_code, result, &out, &err] {
     auto work = WorkDir::make(args->dir);
     if (!work) {
@@ -243,6 +363,23 @@ void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Field
       return;
     }
     Progress progress(err, !json && isatty(STDERR_FILENO) == 1);
+    if (!args->scenario.empty()) {
+      auto reports = run_scenarios(*args, *work, progress);
+      if (!reports) {
+        *result = std::unexpected(reports.error());
+        return;
+      }
+      if (json) {
+        print_scenarios_json(out, *reports);
+      } else {
+        print_scenarios_text(out, *reports);
+      }
+      out.flush();
+      const bool all = std::all_of(reports->begin(), reports->end(),
+                                   [](const sim::ScenarioReport& r) { return r.passed; });
+      *exit_code = all ? kExitOk : kExitRefused;
+      return;
+    }
     auto ran = run(*args, *work, progress);
     if (!ran) {
       *result = std::unexpected(ran.error());

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -378,6 +379,56 @@ TEST(CliDemo, TextReportRunsTwiceInOneDirectory) {
     EXPECT_NE(r.out.find("provisioned 2 of 2 devices"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("every device is operational"), std::string::npos) << r.out;
   }
+}
+
+// Issue 7 "Refusals": each attack or mistake against the running system is refused by the party
+// that must refuse it, with its own code; no MCIM appears, and the stores and TREs change only
+// by the refusal's own records.
+TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
+  const auto r = mcim({"demo", "--scenario", "all", "--json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["failed"], 0) << r.out;
+  const std::map<std::string, std::pair<std::string, std::string>> expected = {
+      {"measurement-mismatch", {"pva", "measurement_mismatch"}},
+      {"revoked-certificate", {"pva", "cert_revoked"}},
+      {"wrong-pin", {"device", "signature_invalid"}},
+      {"unregistered-pcid", {"ro", "credential_unusable"}},
+      {"second-attach", {"ro", "already_exists"}},
+      {"outside-apn", {"vno", "access_denied"}},
+      {"unregistered-device", {"ro", "wrong_recipient"}},
+      {"replayed-package", {"tre", "replayed_package"}},
+      {"tampered-package", {"tre", "package_tampered"}},
+      {"foreign-package", {"tre", "wrong_recipient"}},
+  };
+  std::map<std::string, std::pair<std::string, std::string>> seen;
+  for (const auto& s : j["scenarios"]) {
+    const std::string name = s["scenario"];
+    seen[name] = {s["refused_by"], s["code"]};
+    EXPECT_TRUE(s["passed"].get<bool>()) << s.dump();
+    EXPECT_FALSE(s["mcim_installed"].get<bool>()) << s.dump();
+    EXPECT_TRUE(s["unexpected_changes"].empty()) << s.dump();
+  }
+  EXPECT_EQ(seen, expected);
+  // Where the SHO refused, its subscriber and the RO's registration record it; nothing else.
+  for (const auto& s : j["scenarios"]) {
+    if (s["refused_by"] != "pva") continue;
+    ASSERT_EQ(s["recorded"].size(), 2u) << s.dump();
+    EXPECT_NE(s["recorded"][0].get<std::string>().find("ro.refusal"), std::string::npos);
+    EXPECT_NE(s["recorded"][1].get<std::string>().find("refused " + s["code"].get<std::string>()),
+              std::string::npos);
+  }
+}
+
+TEST(CliDemo, OneScenarioByNameInTextAndUnknownOnesExitTwo) {
+  const auto r = mcim({"demo", "--scenario", "outside-apn"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("refused by vno with access_denied"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stores and TREs: unchanged"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 of 1 scenarios refused as they must"), std::string::npos) << r.out;
+  const auto bad = mcim({"demo", "--scenario", "no-such-attack", "--json"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("\"invalid_argument\""), std::string::npos) << bad.out;
 }
 
 TEST(CliDemo, BadOptionsExitTwo) {

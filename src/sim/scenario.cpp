@@ -1,0 +1,381 @@
+#include "sim/scenario.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <utility>
+
+#include "common/file.h"
+#include "common/hex.h"
+#include "net/peer_call.h"
+#include "pki/attestation.h"
+#include "pki/authority.h"
+#include "pki/openssl.h"
+#include "tre/lifecycle.h"
+
+namespace mcim::sim {
+namespace {
+
+using net::Json;
+// What describes a device in the stores and its TRE, key -> value (never a secret).
+using State = std::map<std::string, std::string>;
+
+constexpr ScenarioInfo kScenarios[] = {
+    {"measurement-mismatch", "the TRE runs a binary the supplier did not register", "pva",
+     "measurement_mismatch"},
+    {"revoked-certificate", "the supplier revoked the platform certificate (OCSP)", "pva",
+     "cert_revoked"},
+    {"wrong-pin", "the owner registered the device with another PIN: the bootstrap does not verify",
+     "device", "signature_invalid"},
+    {"unregistered-pcid", "a device nobody registered or switched on attaches", "ro",
+     "credential_unusable"},
+    {"second-attach", "the same PCID attaches again while its first session is open", "ro",
+     "already_exists"},
+    {"outside-apn", "a provisioning session asks the gateway for a host outside the APN", "vno",
+     "access_denied"},
+    {"unregistered-device", "the SHO hands over a package for a device it did not register", "ro",
+     "wrong_recipient"},
+    {"replayed-package", "an installed package is offered to its TRE again", "tre",
+     "replayed_package"},
+    {"tampered-package", "a package altered on the way", "tre", "package_tampered"},
+    {"foreign-package", "a package sealed for another TRE", "tre", "wrong_recipient"},
+};
+
+const ScenarioInfo* info_of(std::string_view name) {
+  for (const ScenarioInfo& s : kScenarios) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+State state_of(const ScenarioWorld& w, const FleetDevice& d) {
+  State s;
+  const std::string& pcid = d.bundle.pcid;
+  const std::string& id = d.bundle.device_id;
+  auto str = [](auto v) { return std::string(store::to_string(v)); };
+  auto icf = w.ro_db->pcids().find(pcid);
+  s["ro.icf " + pcid] = !icf ? "error" : !*icf ? "absent" : str((*icf)->status);
+  auto reg = w.ro_db->registrations().find(pcid);
+  s["ro.registration " + pcid] = !reg    ? "error"
+                                 : !*reg ? "absent"
+                                         : (*reg)->sho + " for " + (*reg)->device_id;
+  s["ro.refusal " + pcid] = reg && *reg ? (*reg)->refusal : "";
+  auto pkg = w.ro_db->packages().next_for_device(id);
+  s["ro.package " + id] = !pkg    ? "error"
+                          : !*pkg ? "none"
+                                  : (*pkg)->package_id + " " + str((*pkg)->status);
+  auto sub = w.sho_db->subscribers().find(id);
+  if (!sub || !*sub) {
+    s["sho.subscriber " + id] = sub ? "absent" : "error";
+  } else {
+    s["sho.subscriber " + id] =
+        str((*sub)->status) + ((*sub)->refusal.empty() ? "" : " " + (*sub)->refusal);
+    auto auc = w.sho_db->pcids().find((*sub)->imsi);
+    s["sho.auc " + (*sub)->imsi] = !auc ? "error" : !*auc ? "absent" : str((*auc)->status);
+  }
+  if (d.tre) {
+    const tre::Status st = d.tre->status();
+    s["tre " + id] =
+        std::string(pki::to_string(st.state)) + " selected " + st.selected.value_or("-");
+    for (const auto& c : st.credentials) {
+      s[fmt::format("tre {} {}", id, c.id)] =
+          fmt::format("{} {} {}", tre::to_string(c.kind), tre::to_string(c.state), c.package_id);
+    }
+  }
+  return s;
+}
+
+std::size_t mcims_of(const FleetDevice& d) {
+  if (!d.tre) return 0;
+  const auto creds = d.tre->status().credentials;
+  return static_cast<std::size_t>(std::count_if(creds.begin(), creds.end(), [](const auto& c) {
+    return c.kind == tre::CredentialKind::mcim;
+  }));
+}
+
+// One run: its devices, their state before the attack, what was refused.
+class Run {
+ public:
+  Run(const ScenarioWorld& w, const ScenarioInfo& info, ScenarioReport& report)
+      : w_(w), info_(info), r_(report) {}
+
+  Result<void> make(std::size_t n, const std::string& tre_binary = {}) {
+    FleetOptions o = w_.fleet;
+    o.devices = n;
+    o.first_pcid = w_.next_pcids(n);
+    if (!tre_binary.empty()) o.tre_binary = tre_binary;
+    auto made =
+        manufacture(w_.endpoints, o, fmt::format("scenario-{}-{}", info_.name, o.first_pcid));
+    if (!made) return std::unexpected(made.error());
+    devices = std::move(*made);
+    for (FleetDevice& d : devices) {
+      if (auto t = init_tre(d, o); !t) return t;
+    }
+    return {};
+  }
+
+  Result<void> enrol(FleetDevice& d, const RegisterOptions& how = {}) {
+    return register_device(d, w_.endpoints, w_.fleet, how);
+  }
+
+  device::AgentConfig agent_config() const {
+    device::AgentConfig c = w_.fleet.agent;
+    c.vno_url = w_.endpoints.vno_url;
+    c.tls = w_.endpoints.device_tls;
+    return c;
+  }
+
+  // The state every later change is judged against; the devices whose MCIMs are counted.
+  void baseline(std::vector<FleetDevice*> attacked) {
+    before_.clear();
+    for (const FleetDevice& d : devices) before_.push_back(state_of(w_, d));
+    attacked_ = std::move(attacked);
+    mcims_before_.clear();
+    for (const FleetDevice* d : attacked_) mcims_before_.push_back(mcims_of(*d));
+  }
+
+  void refused(std::string party, const Error& e) {
+    r_.party = std::move(party);
+    r_.code = std::string(to_string(e.code));
+    r_.message = e.message;
+  }
+
+  // Compares with the baseline: keys starting with one of `records` are the refusal's own.
+  void finish(const std::vector<std::string>& records) {
+    for (std::size_t i = 0; i < devices.size(); ++i) {
+      const State after = state_of(w_, devices[i]);
+      State keys = before_[i];
+      keys.insert(after.begin(), after.end());
+      for (const auto& [key, unused] : keys) {
+        const auto b = before_[i].find(key);
+        const auto a = after.find(key);
+        const std::string was = b == before_[i].end() ? "absent" : b->second;
+        const std::string now = a == after.end() ? "absent" : a->second;
+        if (was == now) continue;
+        const std::string line =
+            fmt::format("{}: {} -> {}", key, was.empty() ? "-" : was, now.empty() ? "-" : now);
+        const bool recorded = std::any_of(records.begin(), records.end(),
+                                          [&](const auto& p) { return key.starts_with(p); });
+        (recorded ? r_.recorded : r_.unexpected).push_back(line);
+      }
+    }
+    for (std::size_t i = 0; i < attacked_.size(); ++i) {
+      if (mcims_of(*attacked_[i]) > mcims_before_[i]) r_.mcim_installed = true;
+    }
+    r_.passed = r_.party == r_.expected_party && r_.code == r_.expected_code &&
+                !r_.mcim_installed && r_.unexpected.empty();
+  }
+
+  std::vector<FleetDevice> devices;
+
+ private:
+  const ScenarioWorld& w_;
+  const ScenarioInfo& info_;
+  ScenarioReport& r_;
+  std::vector<State> before_;
+  std::vector<FleetDevice*> attacked_;
+  std::vector<std::size_t> mcims_before_;
+};
+
+// The device provisions and is refused through the DPF's answer to its polls: the SHO's code,
+// which the PVA gave it (the subscriber's refusal says so).
+Result<void> refused_by_pva(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  SystemClock clock;
+  device::Agent agent(*d.tre, run.agent_config(), clock);
+  auto out = agent.provision();
+  if (out) return {};
+  auto sub = w.sho_db->subscribers().find(d.bundle.device_id);
+  const bool from_pva = sub && *sub && (*sub)->status == store::SubscriberStatus::refused &&
+                        (*sub)->refusal == to_string(out.error().code);
+  run.refused(from_pva ? "pva" : "device", out.error());
+  return {};
+}
+
+Result<void> validation_refused(Run& run, const ScenarioWorld& w, bool revoke) {
+  const std::string other = w.fleet.dir + "/scenario-other-binary";
+  if (!revoke) {
+    std::error_code ec;
+    std::filesystem::create_directories(w.fleet.dir, ec);
+    if (auto made = write_file_atomic(other, "a build the supplier never registered\n"); !made) {
+      return made;
+    }
+  }
+  if (auto m = run.make(1, revoke ? std::string() : other); !m) return m;
+  FleetDevice& d = run.devices.front();
+  if (auto e = run.enrol(d); !e) return e;
+  if (revoke) {
+    auto ca = pki::Authority::open(w.supplier_ca_dir);
+    if (!ca) return std::unexpected(ca.error());
+    auto done = ca->revoke(d.bundle.platform_chain.front().get(),
+                           pki::RevocationReason::key_compromise, std::chrono::system_clock::now());
+    if (!done) return with_prefix(done.error(), "revoking the platform certificate");
+  }
+  run.baseline({&d});
+  if (auto p = refused_by_pva(run, w, d); !p) return p;
+  run.finish({"sho.subscriber", "ro.refusal"});
+  return {};
+}
+
+Result<void> wrong_pin(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  std::string pin = pin_of(d.bundle);
+  pin.back() = pin.back() == '9' ? '0' : static_cast<char>(pin.back() + 1);
+  if (auto e = run.enrol(d, {.pin = pin}); !e) return e;
+  run.baseline({&d});
+  SystemClock clock;
+  device::Agent agent(*d.tre, run.agent_config(), clock);
+  auto out = agent.provision();
+  if (!out) run.refused("device", out.error());
+  // The RO announced the device when it fetched its bootstrap: the SHO began validating it.
+  run.finish({"sho.subscriber"});
+  (void)w;
+  return {};
+}
+
+Result<void> unregistered_pcid(Run& run) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  run.baseline({&d});
+  SystemClock clock;
+  device::Agent agent(*d.tre, run.agent_config(), clock);
+  auto out = agent.provision();
+  if (!out)
+    run.refused(out.error().message.starts_with("attach_pcid: vno: home") ? "ro" : "vno",
+                out.error());
+  run.finish({});
+  return {};
+}
+
+Result<void> second_attach(Run& run) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  if (auto e = run.enrol(d); !e) return e;
+  run.baseline({&d});
+  SystemClock clock;
+  device::Agent agent(*d.tre, run.agent_config(), clock);
+  auto first = agent.attach(d.bundle.pcid);
+  if (!first) return with_prefix(first.error(), "the first attach");
+  auto second = agent.attach(d.bundle.pcid);
+  if (!second) {
+    run.refused(second.error().message.starts_with("vno: home") ? "ro" : "vno", second.error());
+  } else {
+    (void)agent.detach(*second);
+  }
+  (void)agent.detach(*first);
+  run.finish({});
+  return {};
+}
+
+Result<void> outside_apn(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  if (auto e = run.enrol(d); !e) return e;
+  run.baseline({&d});
+  SystemClock clock;
+  device::Agent agent(*d.tre, run.agent_config(), clock);
+  auto session = agent.attach(d.bundle.pcid);
+  if (!session) return with_prefix(session.error(), "attach");
+  net::HttpsClientOptions o = w.endpoints.device_tls;
+  o.proxy = session->gateway;
+  o.proxy_credential = session->session;
+  auto client = net::HttpsClient::create(std::move(o));
+  if (!client) return std::unexpected(client.error());
+  // The SHO's owner interface: a real host, but not one the provisioning APN reaches.
+  auto r = (*client)->request("GET", w.endpoints.sho_url + "/healthz");
+  if (!r) {
+    run.refused(r.error().message.starts_with("proxy") ? "vno" : "network", r.error());
+  }
+  (void)agent.detach(*session);
+  run.finish({});
+  return {};
+}
+
+Result<void> unregistered_device(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(2); !m) return m;
+  FleetDevice& mine = run.devices[0];
+  FleetDevice& other = run.devices[1];
+  if (auto e = run.enrol(mine); !e) return e;
+  run.baseline({&mine, &other});
+  // The SHO names, under the PCID it registered, a device it never registered.
+  auto r = net::call_json(*w.as_sho, "POST", w.ro_url + "/v1/dpf/packages",
+                          Json{{"pcid", mine.bundle.pcid},
+                               {"device_id", other.bundle.device_id},
+                               {"package_id", "scenario-" + other.bundle.device_id},
+                               {"package", "00"}},
+                          {.peer = "ro", .ok_status = 201});
+  if (!r) run.refused("ro", r.error());
+  run.finish({});
+  return {};
+}
+
+// A device provisioned for real; its package as the SHO sealed it, from the DPF's store.
+Result<ByteVec> provisioned_package(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  if (auto e = run.enrol(d); !e) return std::unexpected(e.error());
+  SystemClock clock;
+  device::Agent agent(*d.tre, run.agent_config(), clock);
+  auto out = agent.provision();
+  if (!out) return with_prefix(out.error(), "provisioning the device whose package is reused");
+  auto stored = w.ro_db->packages().find(out->package_id);
+  if (!stored) return std::unexpected(stored.error());
+  if (!*stored) return fail(ErrorCode::not_found, "the installed package is not at the DPF");
+  return std::move((*stored)->package);
+}
+
+Result<void> package_refused(Run& run, const ScenarioWorld& w, std::string_view how) {
+  if (auto m = run.make(how == "foreign" ? 2 : 1); !m) return m;
+  FleetDevice& owner = run.devices[0];
+  auto package = provisioned_package(run, w, owner);
+  if (!package) return std::unexpected(package.error());
+  FleetDevice& target = how == "foreign" ? run.devices[1] : owner;
+  if (how == "foreign") {
+    if (auto e = run.enrol(target); !e) return e;
+  }
+  if (how == "tampered") (*package)[package->size() / 2] ^= 0x01;
+  run.baseline({&target});
+  auto installed = target.tre->install(*package);
+  if (!installed.result) run.refused("tre", installed.result.error());
+  run.finish({});
+  return {};
+}
+
+}  // namespace
+
+std::span<const ScenarioInfo> scenarios() { return kScenarios; }
+
+Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& w) {
+  const ScenarioInfo* info = info_of(name);
+  if (info == nullptr) {
+    std::string names;
+    for (const ScenarioInfo& s : kScenarios)
+      names += (names.empty() ? "" : " ") + std::string(s.name);
+    return fail(ErrorCode::invalid_argument, fmt::format("scenario: one of {}", names));
+  }
+  if (w.ro_db == nullptr || w.sho_db == nullptr || !w.next_pcids) {
+    return fail(ErrorCode::missing_argument, "scenario: the RO's and SHO's databases, PCIDs");
+  }
+  ScenarioReport report;
+  report.name = std::string(info->name);
+  report.what = std::string(info->what);
+  report.expected_party = std::string(info->party);
+  report.expected_code = std::string(info->code);
+  Run run(w, *info, report);
+  Result<void> done;
+  if (name == "measurement-mismatch") done = validation_refused(run, w, false);
+  if (name == "revoked-certificate") done = validation_refused(run, w, true);
+  if (name == "wrong-pin") done = wrong_pin(run, w);
+  if (name == "unregistered-pcid") done = unregistered_pcid(run);
+  if (name == "second-attach") done = second_attach(run);
+  if (name == "outside-apn") done = outside_apn(run, w);
+  if (name == "unregistered-device") done = unregistered_device(run, w);
+  if (name == "replayed-package") done = package_refused(run, w, "replayed");
+  if (name == "tampered-package") done = package_refused(run, w, "tampered");
+  if (name == "foreign-package") done = package_refused(run, w, "foreign");
+  if (!done) return with_prefix(done.error(), name);
+  return report;
+}
+
+}  // namespace mcim::sim

@@ -1,0 +1,61 @@
+// Refusal scenarios over a running system (issue 7 "Refusals"; `mcim demo --scenario NAME`). Each
+// scenario drives real services and real TREs into one of the TR's attacks or mistakes and checks
+// three things: the refusal comes from the party that must refuse, with its specific code; no
+// MCIM is installed by it; and nothing that describes the device changed in any database or TRE,
+// except the records of the refusal itself, which the scenario names (e.g. the SHO's subscriber
+// becoming `refused`). The databases are inspected in this process, so the services must run in
+// it (cli::start_system). docs/scenarios.md lists them.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "net/https_client.h"
+#include "sim/fleet.h"
+#include "store/store.h"
+
+namespace mcim::sim {
+
+struct ScenarioWorld {
+  FleetEndpoints endpoints;
+  // dir (TREs), tre_binary (what the PVA's reference is for), agent settings (a scenario's
+  // devices wait at most agent.timeout), activation window. `devices` and `first_pcid` are set
+  // per batch by the scenario.
+  FleetOptions fleet;
+  // A fresh first PCID for each batch a scenario orders (PCIDs are never reused).
+  std::function<std::string(std::size_t count)> next_pcids;
+  std::string supplier_ca_dir;               // the CA of the platform certificates (revocation)
+  std::string sho_operator;                  // the SHO's operator id
+  std::shared_ptr<net::HttpsClient> as_sho;  // mTLS as the SHO (a misbehaving SHO)
+  std::string ro_url;                        // the RO's base URL (the DPF)
+  store::Database* ro_db = nullptr;
+  store::Database* sho_db = nullptr;
+};
+
+struct ScenarioInfo {
+  std::string_view name, what;
+  std::string_view party, code;  // who must refuse, with which code
+};
+std::span<const ScenarioInfo> scenarios();
+
+struct ScenarioReport {
+  std::string name, what;
+  std::string expected_party, expected_code;
+  std::string party, code, message;     // the refusal observed (empty: nothing was refused)
+  bool mcim_installed = false;          // an MCIM appeared in a TRE the scenario attacked
+  std::vector<std::string> recorded;    // changes that are the refusal's own records
+  std::vector<std::string> unexpected;  // any other change: "key: before -> after"
+  bool passed = false;
+};
+
+// invalid_argument for an unknown name; errors of the set-up (manufacture, registration) as
+// they are. A refusal that is not the expected one is a report with passed == false.
+Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& world);
+
+}  // namespace mcim::sim
