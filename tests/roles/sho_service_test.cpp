@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../net/net_test_util.h"
+#include "../store/pg_server.h"
 #include "../tre/tre_fixture.h"
 #include "common/bytes.h"
 #include "common/hex.h"
@@ -287,6 +288,7 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
     for (auto& d : devices_) d.tre.reset();
     ro_db_.reset();
     sho_db_.reset();
+    for (const std::string& url : pg_urls_) store::testing::PgServer::instance().drop_schema(url);
     log::set_sink(nullptr);
     log::set_level(log::Level::info);
     std::lock_guard lock(log_mu_);
@@ -301,8 +303,14 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   }
 
   std::unique_ptr<store::Database> open_db(const std::string& name) {
-    const std::string url =
-        GetParam() == "memory" ? "memory:" : "sqlite:" + (dir_ / (name + ".db"));
+    std::string url = GetParam() == "memory" ? "memory:" : "sqlite:" + (dir_ / (name + ".db"));
+    if (GetParam() == "postgresql") {
+      auto created = store::testing::PgServer::instance().create_schema();
+      EXPECT_TRUE(created) << fmt::to_string(created.error());
+      if (!created) return nullptr;
+      url = *created;
+      pg_urls_.push_back(url);
+    }
     auto db = store::open_database(url);
     EXPECT_TRUE(db) << fmt::to_string(db.error());
     return db ? std::move(*db) : nullptr;
@@ -508,6 +516,7 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   TempDir dir_;
   SystemClock clock_;
   std::unique_ptr<store::Database> ro_db_, sho_db_;
+  std::vector<std::string> pg_urls_;  // schemas made for this test, dropped after it
   std::unique_ptr<TestPva> pva_;
   std::unique_ptr<ro::RoService> ro_;
   std::unique_ptr<net::HttpServer> ro_server_;
@@ -1028,8 +1037,17 @@ TEST_P(ShoServiceTest, RefusesAnUnusableConfiguration) {
             ErrorCode::missing_argument);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ShoServiceTest, ::testing::Values("memory", "sqlite"),
+INSTANTIATE_TEST_SUITE_P(Backends, ShoServiceTest,
+                         ::testing::Values("memory", "sqlite", "postgresql"),
                          [](const auto& p) { return p.param; });
+
+// Stops the throwaway PostgreSQL server, if this program started it.
+class PgEnvironment final : public ::testing::Environment {
+ public:
+  void TearDown() override { store::testing::PgServer::instance().stop(); }
+};
+[[maybe_unused]] const auto* const kPgEnvironment =
+    ::testing::AddGlobalTestEnvironment(new PgEnvironment);
 
 }  // namespace
 }  // namespace mcim
