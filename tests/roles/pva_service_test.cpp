@@ -380,6 +380,39 @@ TEST_F(PvaServiceTest, ATrueReportIsTrustedAndTheSignedResultVerifies) {
   EXPECT_NE(metrics.find("step=\"validated\""), std::string::npos);
 }
 
+// Every operation leaves one audit record, accepted or refused; none holds a nonce or a report.
+TEST_F(PvaServiceTest, EveryOperationIsAudited) {
+  Device d = device();
+  ASSERT_EQ(register_references(parties().sign(golden(d), now())).status, 201);
+  const Issued trusted = challenge(d.id());
+  expect_result(validate(trusted.id, d.attest(trusted.nonce), d.chain()), trusted.nonce, true,
+                d.id());
+  const Issued wrong = challenge(d.id());
+  expect_result(validate(wrong.id, d.attest(ByteVec(32, 0x42)), d.chain()), wrong.nonce, false,
+                d.id());
+  EXPECT_EQ(validate(wrong.id, d.attest(wrong.nonce), d.chain()).status, 409);  // used up
+  auto records = db_->audit().recent(10);
+  ASSERT_TRUE(records);
+  std::vector<std::string> lines;
+  for (auto it = records->rbegin(); it != records->rend(); ++it) {
+    lines.push_back(fmt::format("{} {} {} {} {}", it->service, it->event, it->principal,
+                                it->outcome, it->detail));
+    EXPECT_EQ(it->detail.find(to_hex(trusted.nonce)), std::string::npos);
+    EXPECT_EQ(it->detail.find(to_hex(wrong.nonce)), std::string::npos);
+  }
+  const std::vector<std::string> expected = {
+      fmt::format("pva references supplier:sup-1 ok "),
+      fmt::format("pva challenge operator:sho-a ok device {}", d.id()),
+      fmt::format("pva validation operator:sho-a ok device {} trusted", d.id()),
+      fmt::format("pva challenge operator:sho-a ok device {}", d.id()),
+      fmt::format("pva validation operator:sho-a ok device {} untrusted (nonce_mismatch)", d.id()),
+      fmt::format("pva validation operator:sho-a transition_refused challenge {}: already used",
+                  wrong.id),
+  };
+  EXPECT_EQ(lines, expected);
+  EXPECT_EQ(records->front().subject, wrong.id);
+}
+
 // ---- Each failure reaches the signed result ----------------------------------------------------
 
 TEST_F(PvaServiceTest, ARevokedPlatformCertificateFailsRevocationAtOnce) {

@@ -14,6 +14,7 @@
 #include "net/json_schema.h"
 #include "net/ocsp_http.h"
 #include "pki/ocsp.h"
+#include "roles/ro/audit.h"
 #include "roles/ro/service_util.h"
 
 namespace mcim::pva {
@@ -120,6 +121,14 @@ struct PvaService::State {
 
   store::Time now() const { return now_seconds(clock); }
   void flow(std::string_view step) const { router.metrics().flow_step(step); }
+  // One audit record per operation, accepted or refused (docs/roles-pva.md "Audit").
+  template <class T>
+  Result<T> record(std::string_view event, std::string_view subject, std::string_view principal,
+                   Result<T> result, std::string detail = {}) {
+    return ro::detail::audited(db.audit(), now(),
+                               {kComponent, event, subject, principal, std::move(detail)},
+                               std::move(result));
+  }
 
   std::shared_ptr<const pki::Validator> current_validator() const {
     std::lock_guard lock(validator_mu);
@@ -130,8 +139,10 @@ struct PvaService::State {
 
   Result<void> add_routes();
   HttpResponse register_references(const Request& r);
+  Result<Json> store_references(const Request& r);
   Result<Json> issue_challenge(const Request& r);
   Result<Json> validate(const Request& r);
+  Result<Json> validate_unaudited(const Request& r, const std::string& id, std::string& detail);
   Result<store::Challenge> usable_challenge(std::string_view id, std::string_view caller);
   Result<pki::RevocationAnswer> revocation_status(X509* leaf) const;
 };
@@ -180,20 +191,25 @@ HttpResponse PvaService::State::register_references(const Request& r) {
     return net::error_response(415, net::kUnsupportedMediaType,
                                "body: Content-Type must be application/json");
   }
+  Result<Json> stored = store_references(r);
+  const std::string model = stored ? stored->at("model").get<std::string>() : "-";
+  return answer(
+      kComponent, "references",
+      record("references", model, fmt::format("supplier:{}", caller_of(r)), std::move(stored)),
+      201);
+}
+
+Result<Json> PvaService::State::store_references(const Request& r) {
   auto refs = pki::verify_references(r.http.body, *config.supplier_roots, intermediates, clock);
-  if (!refs) return answer(kComponent, "references", std::unexpected(refs.error()));
+  if (!refs) return std::unexpected(refs.error());
   const pki::ReferenceSet set = refs->set();
   std::lock_guard lock(references_mu);
   auto next = build_validator(references);
-  if (!next) return answer(kComponent, "references", std::unexpected(next.error()));
+  if (!next) return std::unexpected(next.error());
   // The Validator refuses a rollback (an older set, or another with the same issue time).
-  if (auto added = (*next)->add_references(*refs); !added) {
-    return answer(kComponent, "references", std::unexpected(added.error()));
-  }
+  if (auto added = (*next)->add_references(*refs); !added) return std::unexpected(added.error());
   store::StoredReferences stored{set.model, set.issued, r.http.body, now()};
-  if (auto put = db.references().put(stored); !put) {
-    return answer(kComponent, "references", std::unexpected(put.error()));
-  }
+  if (auto put = db.references().put(stored); !put) return std::unexpected(put.error());
   references.insert_or_assign(set.model, std::move(*refs));
   {
     std::lock_guard swap(validator_mu);
@@ -202,8 +218,7 @@ HttpResponse PvaService::State::register_references(const Request& r) {
   flow("references_registered");
   log::info(kComponent, "references of model {} issued {} registered by supplier {}", set.model,
             unix_seconds(set.issued), caller_of(r));
-  return answer(kComponent, "references",
-                Json{{"model", set.model}, {"issued", unix_seconds(set.issued)}}, 201);
+  return Json{{"model", set.model}, {"issued", unix_seconds(set.issued)}};
 }
 
 // ---- Challenges and validations -----------------------------------------------------------------
@@ -217,7 +232,9 @@ Result<Json> PvaService::State::issue_challenge(const Request& r) {
   c.nonce.assign(nonce.begin(), nonce.end());
   c.created = now();
   c.expires = c.created + config.challenge_lifetime;
-  if (auto put = db.challenges().put(c); !put) return std::unexpected(put.error());
+  auto put = record("challenge", c.challenge_id, ro::service_util::operator_principal(c.sho),
+                    db.challenges().put(c), fmt::format("device {}", c.device_id));
+  if (!put) return std::unexpected(put.error());
   flow("challenge_issued");
   log::info(kComponent, "challenge {} for device {} issued to {}", c.challenge_id, c.device_id,
             c.sho);
@@ -265,6 +282,15 @@ Result<Json> PvaService::State::validate(const Request& r) {
   std::transform(id.begin(), id.end(), id.begin(), [](char c) {
     return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
   });
+  std::string detail;
+  auto validated = validate_unaudited(r, id, detail);
+  return record("validation", id, ro::service_util::operator_principal(caller_of(r)),
+                std::move(validated), std::move(detail));
+}
+
+// The verdict, trusted or not, is an answer; `detail` says which, for the audit record.
+Result<Json> PvaService::State::validate_unaudited(const Request& r, const std::string& id,
+                                                   std::string& detail) {
   const std::string caller = caller_of(r);
   auto challenge = usable_challenge(id, caller);
   if (!challenge) return std::unexpected(challenge.error());
@@ -285,6 +311,10 @@ Result<Json> PvaService::State::validate(const Request& r) {
   auto signed_result = signer.sign(result);
   if (!signed_result) return std::unexpected(signed_result.error());
   flow(result.trusted() ? "validated" : "refused");
+  detail = fmt::format("device {} {}", result.device_id,
+                       result.trusted()
+                           ? std::string("trusted")
+                           : fmt::format("untrusted ({})", to_string(result.failures[0].code)));
   log::info(kComponent, "challenge {} of {}: device {} {}", id, caller, result.device_id,
             result.trusted() ? std::string("trusted")
                              : fmt::format("untrusted ({})", to_string(result.failures[0].code)));
