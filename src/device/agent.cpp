@@ -378,8 +378,19 @@ void Agent::on_step(std::function<void(const StepTiming&)> observer) {
 
 Result<Outcome> Agent::provision() { return Impl(*this).run(); }
 
+// One client towards the VNO for the agent's life: its attaches, polls for activation and
+// detaches reuse the kept-alive connection instead of a TLS handshake each.
+Result<net::HttpsClient*> Agent::vno_client() {
+  if (!vno_) {
+    auto client = net::HttpsClient::create(config_.tls);
+    if (!client) return std::unexpected(client.error());
+    vno_ = std::move(*client);
+  }
+  return vno_.get();
+}
+
 Result<Attachment> Agent::attach(std::string_view id) {
-  auto client = net::HttpsClient::create(config_.tls);
+  auto client = vno_client();
   if (!client) return std::unexpected(client.error());
   const std::string vno = base_of(config_.vno_url);
   const std::string imsi(id);
@@ -422,7 +433,7 @@ Result<Attachment> Agent::attach(std::string_view id) {
 }
 
 Result<void> Agent::detach(const Attachment& a) {
-  auto client = net::HttpsClient::create(config_.tls);
+  auto client = vno_client();
   if (!client) return std::unexpected(client.error());
   auto r = exchange(**client, "DELETE", base_of(config_.vno_url) + "/v1/sessions/" + a.session, 204,
                     "vno");

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -93,9 +94,12 @@ class Agent {
 
  private:
   struct Impl;
+  Result<net::HttpsClient*> vno_client();
+
   tre::Tre& tre_;
   AgentConfig config_;
   const Clock& clock_;
+  std::unique_ptr<net::HttpsClient> vno_;  // made at the first attach
   std::function<void(const StepTiming&)> observer_;
 };
 

@@ -487,6 +487,8 @@ TEST_F(AgentTest, ProvisionsAFactoryFreshDeviceUntilItIsOperational) {
 
   ASSERT_TRUE(agent.detach(out->operational));
   EXPECT_FALSE(vno_->vno().session(out->operational.session));
+  // The attaches, the polls while the SHO activated and the detaches shared one connection.
+  EXPECT_EQ(vno_server_->connections_accepted(), 1u);
 }
 
 TEST_F(AgentTest, ABootstrapUnderAnotherPinIsRefusedAndNothingIsFetched) {
