@@ -458,7 +458,7 @@ TEST_F(DpfTest, TheShosRefusalIsKeptUntilANewRegistration) {
   }
   ASSERT_TRUE(dpf_->refuse(kPcid, device_, "measurement_mismatch", "sho-a"));
   EXPECT_EQ(reg().refusal, "measurement_mismatch");
-  EXPECT_EQ(reg().refused, world().clock().now());
+  EXPECT_EQ(reg().refused, std::chrono::floor<std::chrono::seconds>(world().clock().now()));
   const auto told = Dpf::refusal_of(reg());
   ASSERT_FALSE(told);
   EXPECT_EQ(told.error().code, ErrorCode::measurement_mismatch);
