@@ -8,6 +8,7 @@
 #include "pki/certificate.h"
 #include "pki/package.h"
 #include "roles/ro/audit.h"
+#include "roles/ro/platform_chain.h"
 
 namespace mcim::ro {
 namespace {
@@ -121,20 +122,10 @@ Result<DeliveredPackage> Dpf::fetch(std::string_view device_id,
 Result<tre::StatusReport> Dpf::check_report(const store::StoredPackage& p,
                                             std::string_view signed_report,
                                             const std::vector<X509*>& platform_chain) {
-  if (platform_chain.empty() || platform_chain.front() == nullptr) {
-    return fail(ErrorCode::missing_argument, "platform_chain: the platform certificate");
-  }
-  X509* leaf = platform_chain.front();
-  const std::vector<X509*> untrusted(platform_chain.begin() + 1, platform_chain.end());
-  if (auto chain = pki::verify_chain(supplier_roots_, leaf, untrusted, clock_.now()); !chain) {
-    const ErrorCode code = chain.error().code == ErrorCode::cert_expired ? ErrorCode::cert_expired
-                                                                         : ErrorCode::chain_invalid;
-    return fail(code, "platform certificate: " + chain.error().message);
-  }
-  if (pki::platform_device_id(leaf) != p.device_id) {
-    return fail(ErrorCode::wrong_recipient, "platform certificate: of another device");
-  }
-  return tre::verify_install_report(signed_report, leaf, p.device_id, p.package_id);
+  auto leaf = detail::verify_platform_chain(supplier_roots_, platform_chain, p.device_id,
+                                            clock_.now());
+  if (!leaf) return std::unexpected(leaf.error());
+  return tre::verify_install_report(signed_report, *leaf, p.device_id, p.package_id);
 }
 
 Result<tre::StatusReport> Dpf::report(std::string_view package_id, std::string_view signed_report,
