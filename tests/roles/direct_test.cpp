@@ -82,8 +82,8 @@ class DirectTest : public ::testing::Test {
                     const std::string& pcid = kPcid) {
     auto report = t.attest(challenge.nonce);
     EXPECT_TRUE(report) << report.error().message;
-    return DirectProof{pcid, challenge.challenge_id, report ? *report : "",
-                       {t.platform_certificate()}};
+    return DirectProof{
+        pcid, challenge.challenge_id, report ? *report : "", {t.platform_certificate()}};
   }
 
   // The challenge as text, to show that a refusal did not use it up.
@@ -184,7 +184,9 @@ TEST_F(DirectTest, RefusedProofsChangeNothingButTheAudit) {
   };
   const std::vector<Case> cases = {
       {"unregistered pcid",
-       [&] { return DirectProof{kUnregisteredPcid, challenge->challenge_id, "", {}}; },
+       [&] {
+         return DirectProof{kUnregisteredPcid, challenge->challenge_id, "", {}};
+       },
        ErrorCode::not_found},
       {"unknown challenge",
        [&] {
@@ -193,10 +195,12 @@ TEST_F(DirectTest, RefusedProofsChangeNothingButTheAudit) {
          return p;
        },
        ErrorCode::not_found},
-      {"another pcid's challenge",
-       [&] { return proof(*other_challenge, *tre_); }, ErrorCode::not_found},
-      {"not a report", [&] { return DirectProof{kPcid, challenge->challenge_id, "{}",
-                                                {tre_->platform_certificate()}}; },
+      {"another pcid's challenge", [&] { return proof(*other_challenge, *tre_); },
+       ErrorCode::not_found},
+      {"not a report",
+       [&] {
+         return DirectProof{kPcid, challenge->challenge_id, "{}", {tre_->platform_certificate()}};
+       },
        ErrorCode::bad_format},
       {"no chain",
        [&] {

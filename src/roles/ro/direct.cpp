@@ -103,8 +103,8 @@ Result<void> DirectAccess::verify(const DirectProof& proof, const store::Challen
                                   const store::Registration& registration) const {
   auto report = pki::decode_signed_report(proof.report);
   if (!report) return std::unexpected(report.error());
-  auto leaf = detail::verify_platform_chain(supplier_roots_, proof.platform_chain, registration.device_id,
-                                    clock_.now());
+  auto leaf = detail::verify_platform_chain(supplier_roots_, proof.platform_chain,
+                                            registration.device_id, clock_.now());
   if (!leaf) return std::unexpected(leaf.error());
   if (!pki::verify_bytes(X509_get0_pubkey(*leaf), report->signed_bytes, report->signature)) {
     return fail(ErrorCode::signature_invalid,

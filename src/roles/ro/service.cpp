@@ -349,6 +349,9 @@ struct RoService::State {
   Dpf dpf() {
     return Dpf(db, {notices, notices}, *config.operator_roots, *config.supplier_roots, clock);
   }
+  DirectAccess direct(Icf& icf) {
+    return DirectAccess(db, icf, *config.supplier_roots, clock, thread_random(), config.direct);
+  }
 
   Result<void> add_routes();
   void expire_loop();
@@ -373,6 +376,11 @@ struct RoService::State {
 
   // SHO endpoints of the attestation (F2 step 7).
   Result<Json> request_attestation(const Request& r);
+
+  // Direct access (F3 without AKA): no session yet, the platform key instead.
+  Result<Json> direct_challenge(const Request& r);
+  Result<Json> direct_session(const Request& r);
+  Result<void> add_direct_routes();
 };
 
 // ---- Operator endpoints ---------------------------------------------------------------------
@@ -623,6 +631,68 @@ Result<Json> RoService::State::answer_attestation(const Request& r, const Json& 
   return Json{{"request_id", request_id}, {"status", "relayed"}};
 }
 
+// ---- Direct access (F3 without AKA) ------------------------------------------------------------
+
+// Nobody is authenticated here yet: the DirectAccess decides, and audits, everything.
+Result<Json> RoService::State::direct_challenge(const Request& r) {
+  Icf sessions = icf();
+  auto c = direct(sessions).issue_challenge(r.json.at("pcid").get<std::string>());
+  if (!c) return std::unexpected(c.error());
+  flow("direct_challenge");
+  return Json{{"challenge_id", c->challenge_id},
+              {"nonce", to_hex(c->nonce)},
+              {"expires", unix_seconds(c->expires)}};
+}
+
+Result<Json> RoService::State::direct_session(const Request& r) {
+  const std::string pcid = r.json.at("pcid").get<std::string>();
+  auto chain = parse_platform_chain(r.json.at("platform_chain"));
+  if (!chain) {
+    // A PEM that does not parse is a refused proof like any other: on the DRF's record.
+    return audited(db.audit(), now(),
+                   {"drf", "direct-session", pcid, fmt::format("pcid:{}", pcid), ""},
+                   Result<Json>(std::unexpected(chain.error())));
+  }
+  Icf sessions = icf();
+  auto s =
+      direct(sessions).open_session({pcid, r.json.at("challenge_id").get<std::string>(),
+                                     r.json.at("report").get<std::string>(), raw_chain(*chain)});
+  if (!s) return std::unexpected(s.error());
+  flow("direct_session");
+  // The answer of a restricted attach, without the VNO's parts (no VNO session, no gateway).
+  Json out{{"home_session", s->id},
+           {"imsi", s->imsi},
+           {"restricted", s->restricted},
+           {"expires", unix_seconds(s->expires)}};
+  if (!config.direct_drf_url.empty()) out["drf_url"] = config.direct_drf_url;
+  return out;
+}
+
+Result<void> RoService::State::add_direct_routes() {
+  using net::required;
+  State* s = this;
+  auto route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&)) {
+    return json_handler(
+        kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); }, 201);
+  };
+  // No authoriser: the device has no identity yet. The body bound is the device routes'.
+  std::vector<net::JsonMember> proof = platform_report_fields();
+  proof.push_back(required("pcid", imsi_schema()));
+  proof.push_back(required("challenge_id", JsonSchema::hex(16)));
+  const std::array<Result<void>, 2> added = {
+      router.add("POST", "/v1/drf/direct/challenges",
+                 route("direct challenge", &State::direct_challenge),
+                 RouteOptions{nullptr, JsonSchema::object({required("pcid", imsi_schema())}),
+                              kMaxJsonBody}),
+      router.add("POST", "/v1/drf/direct/sessions", route("direct session", &State::direct_session),
+                 RouteOptions{nullptr, JsonSchema::object(std::move(proof)), kMaxJsonBody}),
+  };
+  for (const auto& a : added) {
+    if (!a) return a;
+  }
+  return {};
+}
+
 // ---- Routes -----------------------------------------------------------------------------------
 
 Result<void> RoService::State::add_routes() {
@@ -744,6 +814,9 @@ Result<void> RoService::State::add_routes() {
   auto auth = add_auth_routes(router, AuthRoutes{config.roaming_partners, [s] { return s->icf(); },
                                                  [s](std::string_view step) { s->flow(step); }});
   if (!auth) return auth;
+  if (config.direct_access) {
+    if (auto direct = add_direct_routes(); !direct) return direct;
+  }
   router.set_health_check([s]() -> Result<void> {
     auto n = s->db.pcids().count();
     if (!n) return std::unexpected(n.error());

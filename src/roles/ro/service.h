@@ -28,6 +28,7 @@
 #include "net/router.h"
 #include "pki/openssl.h"
 #include "pki/verify.h"
+#include "roles/ro/direct.h"
 #include "roles/ro/drf.h"
 #include "roles/ro/icf.h"
 #include "store/store.h"
@@ -59,6 +60,13 @@ struct RoServiceConfig {
   std::chrono::milliseconds notify_retry{500};      // first retry delay, doubling to 30 s
   std::size_t max_pending_notices = 100'000;        // beyond: the oldest is dropped and audited
   std::size_t notify_workers = 4;                   // threads delivering notices (1..256)
+  // F3 without AKA (roles/ro/direct.h): POST /v1/drf/direct/challenges and /sessions, for devices
+  // that reach the RO over a non-3GPP access with no VNO. `direct_drf_url` is the DRF's https
+  // base URL as such devices reach it, echoed as `drf_url` in the session answer (omitted when
+  // empty: the device keeps the URL it came to).
+  bool direct_access = true;
+  DirectConfig direct;
+  std::string direct_drf_url;
 };
 
 class RoService {
