@@ -71,6 +71,31 @@ const JsonSchema& attestation_request_schema() {
   return schema;
 }
 
+// The RO's direct-access answers (F3 without AKA).
+JsonSchema hex_id_schema() {
+  return JsonSchema::string(32, lower_hex_id, "32 lowercase hex digits", 32);
+}
+
+const JsonSchema& direct_challenge_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("challenge_id", hex_id_schema()),
+      required("nonce", JsonSchema::hex(32)),
+      required("expires", JsonSchema::integer(0, std::numeric_limits<std::int64_t>::max())),
+  });
+  return schema;
+}
+
+const JsonSchema& direct_session_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("home_session", hex_id_schema()),
+      required("imsi", imsi_schema()),
+      required("restricted", JsonSchema::boolean()),
+      required("expires", JsonSchema::integer(0, std::numeric_limits<std::int64_t>::max())),
+      optional("drf_url", JsonSchema::string(256)),
+  });
+  return schema;
+}
+
 const JsonSchema& package_schema() {
   static const JsonSchema schema = JsonSchema::object({
       required("package_id", id_schema()),
@@ -149,6 +174,15 @@ std::string_view to_string(Step s) {
     case Step::install: return "install";
     case Step::report: return "report";
     case Step::attach_imsi: return "attach_imsi";
+    case Step::connect_direct: return "connect_direct";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(Access a) {
+  switch (a) {
+    case Access::threegpp: return "3gpp";
+    case Access::direct: return "direct";
   }
   return "unknown";
 }
@@ -213,6 +247,43 @@ struct Agent::Impl {
       return fail(ErrorCode::bad_format,
                   "vno: a PCID attach must open a restricted session with a gateway and a DRF");
     }
+    return {};
+  }
+
+  // F3 without AKA: the RO's one-time nonce for the PCID, the TRE's attestation over it with the
+  // platform chain, and the restricted session the RO opens for it. The DRF is the configured
+  // one, trusted with the device's anchors: there is no VNO to introduce it, and no gateway.
+  Result<void> connect_direct(const std::string& pcid) {
+    auto client = net::HttpsClient::create(agent.config_.tls);
+    if (!client) return std::unexpected(client.error());
+    const std::string drf = base_of(agent.config_.drf_url);
+    auto r = exchange(**client, "POST", drf + "/v1/drf/direct/challenges", 201, "drf",
+                      Json{{"pcid", pcid}});
+    if (!r) return std::unexpected(r.error());
+    auto challenge = parse_answer(*r, direct_challenge_schema(), "drf");
+    if (!challenge) return std::unexpected(challenge.error());
+    const std::string id = (*challenge)["challenge_id"].get<std::string>();
+    // The schema checked the size and the digits.
+    const auto nonce =
+        *parse_hex_fixed<32>((*challenge)["nonce"].get_ref<const std::string&>(), "nonce");
+    auto report = agent.tre_.attest(nonce);
+    if (!report) return with_prefix(report.error(), "tre");
+    r = exchange(
+        **client, "POST", drf + "/v1/drf/direct/sessions", 201, "drf",
+        Json{{"pcid", pcid}, {"challenge_id", id}, {"report", *report}, {"platform_chain", chain}});
+    if (!r) return std::unexpected(r.error());
+    auto j = parse_answer(*r, direct_session_schema(), "drf");
+    if (!j) return std::unexpected(j.error());
+    pcid_session = Attachment{};
+    pcid_session.imsi = (*j)["imsi"].get<std::string>();
+    pcid_session.home_session = (*j)["home_session"].get<std::string>();
+    pcid_session.restricted = (*j)["restricted"].get<bool>();
+    pcid_session.drf_url = drf;
+    if (pcid_session.imsi != pcid || !pcid_session.restricted) {
+      return fail(ErrorCode::bad_format,
+                  "drf: a direct session must be a restricted one on the PCID");
+    }
+    log::info(kLog, "connected to the DRF directly with {}", pcid);
     return {};
   }
 
@@ -289,14 +360,14 @@ struct Agent::Impl {
   // After step 14 the SHO's AuC knows the IMSI; until then its home answers credential_unusable
   // and the device asks again.
   Result<void> attach_imsi() {
-    if (auto d = agent.detach(pcid_session); !d) {
-      // The provisioning session is useless from here on; a VNO that lost it already is fine.
-      log::warn(kLog, "attach_imsi: detaching the PCID session: {}", d.error());
+    // A direct session has no VNO side; the RO's ends when it expires.
+    if (!pcid_session.session.empty()) {
+      if (auto d = agent.detach(pcid_session); !d) {
+        // The provisioning session is useless from here on; a VNO that lost it already is fine.
+        log::warn(kLog, "attach_imsi: detaching the PCID session: {}", d.error());
+      }
     }
-    for (tre::Action action : {tre::Action::activate, tre::Action::select}) {
-      auto done = agent.tre_.apply(action, out.imsi);
-      if (!done) return with_prefix(done.error(), "tre");
-    }
+    if (auto a = activate_mcim(); !a) return a;
     std::chrono::milliseconds delay = agent.config_.poll_first;
     for (;;) {
       auto a = agent.attach(out.imsi);
@@ -314,7 +385,26 @@ struct Agent::Impl {
     }
   }
 
+  Result<void> activate_mcim() {
+    for (tre::Action action : {tre::Action::activate, tre::Action::select}) {
+      auto done = agent.tre_.apply(action, out.imsi);
+      if (!done) return with_prefix(done.error(), "tre");
+    }
+    return {};
+  }
+
+  // The first step: F2's attach through a VNO, or F3's direct connection to the DRF.
+  Result<void> connect(const std::string& pcid) {
+    if (agent.config_.access == Access::direct) {
+      return step(Step::connect_direct, [&] { return connect_direct(pcid); });
+    }
+    return step(Step::attach_pcid, [&] { return attach_pcid(pcid); });
+  }
+
   Result<Outcome> run() {
+    if (agent.config_.access == Access::direct && agent.config_.drf_url.empty()) {
+      return fail(ErrorCode::missing_argument, "drf_url: required for direct access");
+    }
     const tre::Status status = agent.tre_.status();
     if (status.state == pki::TreState::lockdown) {
       return fail(ErrorCode::lockdown, "the TRE is locked down (" + status.lockdown_reason + ")");
@@ -328,8 +418,7 @@ struct Agent::Impl {
     if (!pems) return std::unexpected(pems.error());
     chain = std::move(*pems);
 
-    if (auto r = step(Step::attach_pcid, [&] { return attach_pcid(out.pcid); }); !r)
-      return fail_with(r);
+    if (auto r = connect(out.pcid); !r) return fail_with(r);
     if (auto r = step(Step::discovery, [&] { return discovery(out.pcid); }); !r)
       return fail_with(r);
     if (auto r = step(Step::attestation, [&] { return attestation(); }); !r) return fail_with(r);
@@ -359,6 +448,13 @@ struct Agent::Impl {
       return fail_with(Result<void>(with_prefix(installed.result.error(), "install")));
     }
     out.imsi = installed.result->id;
+    if (agent.config_.access == Access::direct && agent.config_.vno_url.empty()) {
+      // Direct access and no 3GPP network configured: the MCIM is ready for the first one.
+      if (auto r = activate_mcim(); !r)
+        return fail_with(Result<void>(with_prefix(r.error(), "activate")));
+      log::info(kLog, "provisioned {} without a visited network: not attached", out.imsi);
+      return std::move(out);
+    }
     if (auto r = step(Step::attach_imsi, [&] { return attach_imsi(); }); !r) return fail_with(r);
     return std::move(out);
   }

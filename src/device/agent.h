@@ -38,6 +38,9 @@ enum class Step {
   install,       // 13: in the TRE
   report,        // 13-14: the signed status report to the DPF
   attach_imsi,   // detach, activate and select the MCIM, attach with it (waits for activation)
+  // F3 without AKA, instead of attach_pcid: the RO's nonce, the TRE's attestation over it, the
+  // restricted session the RO opens for the platform key it verified.
+  connect_direct,
 };
 std::string_view to_string(Step s);
 
@@ -46,8 +49,19 @@ struct StepTiming {
   std::chrono::microseconds took{};
 };
 
+// How the device reaches the RO for its first provisioning (DESIGN.md §2 F2, F3).
+enum class Access {
+  threegpp,  // F2: attach to a VNO with the PCID (AKA), then through its gateway
+  direct,    // F3 without AKA: IP straight to the RO's DRF, the platform key instead of AKA
+};
+std::string_view to_string(Access a);  // "3gpp", "direct"
+
 struct AgentConfig {
-  std::string vno_url;  // https base URL of the visited network's attach endpoints
+  // https base URL of the visited network's attach endpoints. With direct access it may be
+  // empty: the device then ends with its MCIM activated and selected, not attached.
+  std::string vno_url;
+  Access access = Access::threegpp;
+  std::string drf_url;  // https base URL of the RO's DRF, required for direct access
   // TLS towards the VNO and the DRF: trust anchors (or a pin), timeouts; no client certificate.
   net::HttpsClientOptions tls;
   std::chrono::milliseconds poll_first{5};   // first wait when the DPF has nothing yet
