@@ -410,6 +410,34 @@ class AgentTest : public ::testing::Test {
     return (*p)->status;
   }
 
+  // F3 without AKA: IP straight to the RO's DRF; `vno` empty for a device without 3GPP coverage.
+  AgentConfig direct_config(bool with_vno) const {
+    AgentConfig c = config();
+    c.access = Access::direct;
+    c.drf_url = ro_url_;
+    if (!with_vno) c.vno_url.clear();
+    return c;
+  }
+
+  // A TRE of another device from the same supplier that claims this device's PCID.
+  std::optional<tre::Tre> impostor() {
+    auto bundle = world().bundle(kPcid, "dev-impostor");
+    EXPECT_TRUE(tre::Tre::init(tre::Options{dir_ / "impostor"}, bundle));
+    auto t = tre::Tre::open(tre::Options{dir_ / "impostor"});
+    EXPECT_TRUE(t) << fmt::to_string(t.error());
+    if (!t) return std::nullopt;
+    return std::move(*t);
+  }
+
+  // POST `body` to the RO's direct-access `path` as a device with no identity does.
+  Result<Json> post_direct(const std::string& path, const Json& body, int expected) {
+    auto client = net::testing::make_client();
+    auto r = client->request("POST", ro_url_ + path, body.dump(), net::kJsonContentType);
+    if (!r) return std::unexpected(r.error());
+    if (r->status != expected) return std::unexpected(net::error_from_response(*r, "ro"));
+    return Json::parse(r->body);
+  }
+
   static std::vector<Step> steps_of(const std::vector<StepTiming>& t) {
     std::vector<Step> out;
     for (const auto& s : t) out.push_back(s.step);
@@ -583,6 +611,145 @@ TEST_F(AgentTest, ALockedDownTreDoesNotStart) {
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code, ErrorCode::lockdown);
   EXPECT_EQ(vno_->vno().pending(), 0u);  // not even an attach
+}
+
+// ---- F3 without AKA: direct IP to the DRF ------------------------------------------------------
+
+TEST_F(AgentTest, ProvisionsOverDirectAccessWithoutAVisitedNetwork) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+
+  Agent agent(*tre_, direct_config(false), clock_);
+  auto out = agent.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_EQ(sho_->failure(), "");
+  EXPECT_EQ(steps_of(out->steps),
+            (std::vector<Step>{Step::connect_direct, Step::discovery, Step::attestation,
+                               Step::package, Step::install, Step::report}));
+  EXPECT_EQ(out->imsi, kImsi);
+  // Nothing attached anywhere: the MCIM waits, activated and selected, for a 3GPP network.
+  EXPECT_TRUE(out->operational.session.empty());
+  EXPECT_EQ(vno_->vno().pending(), 0u);
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":selected;" + kImsi);
+  EXPECT_EQ(package_status(out->package_id), store::PackageStatus::reported);
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  EXPECT_EQ(sho_->arrivals(), 1);
+  EXPECT_EQ(sho_->statuses(), 1);
+}
+
+TEST_F(AgentTest, ProvisionsOverDirectAccessThenAttachesThroughTheVisitedNetwork) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+
+  Agent agent(*tre_, direct_config(true), clock_);
+  auto out = agent.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_EQ(steps_of(out->steps),
+            (std::vector<Step>{Step::connect_direct, Step::discovery, Step::attestation,
+                               Step::package, Step::install, Step::report, Step::attach_imsi}));
+  EXPECT_EQ(out->operational.imsi, kImsi);
+  EXPECT_FALSE(out->operational.restricted);
+  EXPECT_TRUE(vno_->vno().session(out->operational.session));
+  secrets_.push_back(out->operational.session);
+  secrets_.push_back(out->operational.home_session);
+}
+
+// Threat model: a device impersonating another over direct access. Its platform certificate is
+// genuine (the same supplier) but names another device than the PCID's registration.
+TEST_F(AgentTest, ADeviceClaimingAnotherDevicesPcidGetsNoDirectSession) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  auto other = impostor();
+  ASSERT_TRUE(other);
+
+  Agent agent(*other, direct_config(false), clock_);
+  std::vector<StepTiming> seen;
+  agent.on_step([&](const StepTiming& t) { seen.push_back(t); });
+  auto out = agent.provision();
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, ErrorCode::wrong_recipient) << fmt::to_string(out.error());
+  EXPECT_TRUE(out.error().message.starts_with("connect_direct: drf: ")) << out.error().message;
+  EXPECT_TRUE(seen.empty());
+  // No discovery, so no arrival; the refusal is on the DRF's record.
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  EXPECT_EQ(sho_->arrivals(), 0);
+  auto records = ro_db_->audit().recent(10);
+  ASSERT_TRUE(records);
+  const auto refusal = std::find_if(records->begin(), records->end(),
+                                    [](const auto& r) { return r.event == "direct-session"; });
+  ASSERT_NE(refusal, records->end());
+  EXPECT_EQ(refusal->outcome, "wrong_recipient");
+  // The genuine device still gets its session afterwards: the refusal spent nothing.
+  Agent genuine(*tre_, direct_config(false), clock_);
+  EXPECT_TRUE(genuine.provision());
+}
+
+// A direct session is the ICF's restricted PCID session: the RO's device endpoints take it, but
+// it is nobody's operational session, and no VNO's gateway lets it anywhere.
+TEST_F(AgentTest, ADirectSessionIsARestrictedPcidSession) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+
+  EXPECT_EQ(
+      post_direct("/v1/drf/direct/challenges", {{"pcid", "001019900000999"}}, 201).error().code,
+      ErrorCode::not_found);
+  auto challenge = post_direct("/v1/drf/direct/challenges", {{"pcid", kPcid}}, 201);
+  ASSERT_TRUE(challenge) << fmt::to_string(challenge.error());
+  auto nonce = parse_hex((*challenge)["nonce"].get<std::string>(), "nonce");
+  ASSERT_TRUE(nonce);
+  auto report = tre_->attest(*nonce);
+  ASSERT_TRUE(report);
+  const Json proof = {{"pcid", kPcid},
+                      {"challenge_id", (*challenge)["challenge_id"]},
+                      {"report", *report},
+                      {"platform_chain", {*pki::certificate_pem(tre_->platform_certificate())}}};
+  auto session = post_direct("/v1/drf/direct/sessions", proof, 201);
+  ASSERT_TRUE(session) << fmt::to_string(session.error());
+  const std::string id = (*session)["home_session"].get<std::string>();
+  secrets_.push_back(id);
+  EXPECT_EQ((*session)["imsi"], kPcid);
+  EXPECT_EQ((*session)["restricted"], true);
+  EXPECT_FALSE(session->contains("gateway"));
+  EXPECT_FALSE(session->contains("session"));
+  // The same proof again: the challenge is used up.
+  EXPECT_EQ(post_direct("/v1/drf/direct/sessions", proof, 201).error().code,
+            ErrorCode::transition_refused);
+
+  // In the ICF's store as a VNO's would be, restricted; the SHO's AuC (operational sessions)
+  // does not know it.
+  auto stored = ro_db_->sessions().find(id);
+  ASSERT_TRUE(stored && *stored);
+  EXPECT_TRUE((*stored)->restricted);
+  EXPECT_EQ((*stored)->vno, ro::kDirectAccessHolder);
+  auto operational = auc_db_->sessions().find(id);
+  ASSERT_TRUE(operational);
+  EXPECT_FALSE(*operational);
+
+  // The RO's device endpoints accept it unchanged.
+  auto client = net::testing::make_client();
+  auto bootstrap = client->request("GET", ro_url_ + "/v1/drf/bootstrap", "", "",
+                                   {{"Authorization", "Bearer " + id}});
+  ASSERT_TRUE(bootstrap) << fmt::to_string(bootstrap.error());
+  EXPECT_EQ(bootstrap->status, 200) << bootstrap->body;
+
+  // The gateway takes VNO sessions only: not even the RO is reachable with it.
+  net::HttpsClientOptions through;
+  through.proxy = vno_->gateway_address();
+  through.proxy_credential = id;
+  auto tunnelled = net::testing::make_client("", through);
+  for (const std::string& url : {sho_->url() + "/healthz", ro_url_ + "/healthz"}) {
+    auto r = tunnelled->request("GET", url);
+    ASSERT_FALSE(r) << url;
+    EXPECT_TRUE(r.error().message.starts_with("proxy: ")) << fmt::to_string(r.error());
+  }
 }
 
 }  // namespace
