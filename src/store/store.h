@@ -233,11 +233,13 @@ class SubscriberStore {
   virtual Result<void> remove(std::string_view device_id) = 0;
 };
 
-// ---- Challenges and references (the PVA) -----------------------------------------------------
+// ---- Challenges (the PVA; the RO's direct access) and references (the PVA) -------------------
 
 struct Challenge {
   std::string challenge_id;  // 32 lowercase hex digits
-  std::string sho;           // the operator that asked; only it may use the challenge
+  // Who asked; only it may use the challenge: the SHO's operator id at the PVA, "pcid:<PCID>"
+  // for the RO's direct-access nonces (roles/ro/direct.h).
+  std::string sho;
   std::string device_id;
   ByteVec nonce;  // 16..64 bytes
   Time created{}, expires{};
