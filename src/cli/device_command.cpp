@@ -25,6 +25,7 @@ using namespace mcim::tre;
 struct Args {
   std::string dir, from, package, report, id, signer, instruction, rand, autn, nonce, out;
   std::string vno, trust;
+  std::string access = "3gpp", drf;  // device run: F2, or F3 without AKA straight to the DRF
   std::uint64_t sequence = 0;
   std::int64_t timeout_s = 60;
   bool verify = false;
@@ -307,14 +308,40 @@ constexpr std::int64_t kMaxRunTimeout = 86400;
 
 // Everything `device run` needs before the TRE is opened, checked first (exit 2 leaves the TRE
 // untouched).
+Result<void> https_url(const std::string& text, std::string_view option) {
+  auto url = net::parse_url(text);
+  if (!url || !url->tls) {
+    return fail(ErrorCode::invalid_argument, fmt::format("{}: expected an https URL", option));
+  }
+  return {};
+}
+
+// --access 3gpp needs the VNO; --access direct the DRF, and the VNO only to attach afterwards.
+Result<device::Access> run_access(const Args& a) {
+  if (a.access == "3gpp") {
+    if (!a.drf.empty()) {
+      return fail(ErrorCode::conflicting_arguments, "--drf: only with --access direct");
+    }
+    if (auto r = require(a.vno, "--vno"); !r) return std::unexpected(r.error());
+    if (auto r = https_url(a.vno, "--vno"); !r) return std::unexpected(r.error());
+    return device::Access::threegpp;
+  }
+  if (a.access != "direct") {
+    return fail(ErrorCode::invalid_argument, "--access: 3gpp or direct");
+  }
+  if (auto r = require(a.drf, "--drf"); !r) return std::unexpected(r.error());
+  if (auto r = https_url(a.drf, "--drf"); !r) return std::unexpected(r.error());
+  if (!a.vno.empty()) {
+    if (auto r = https_url(a.vno, "--vno"); !r) return std::unexpected(r.error());
+  }
+  return device::Access::direct;
+}
+
 Result<device::AgentConfig> run_config(const Args& a) {
   if (auto r = require(a.dir, "--dir"); !r) return std::unexpected(r.error());
-  if (auto r = require(a.vno, "--vno"); !r) return std::unexpected(r.error());
+  auto access = run_access(a);
+  if (!access) return std::unexpected(access.error());
   if (auto r = require(a.trust, "--trust"); !r) return std::unexpected(r.error());
-  auto url = net::parse_url(a.vno);
-  if (!url || !url->tls) {
-    return fail(ErrorCode::invalid_argument, "--vno: expected an https URL");
-  }
   if (a.timeout_s < 1 || a.timeout_s > kMaxRunTimeout) {
     return fail(ErrorCode::invalid_argument,
                 fmt::format("--timeout: 1..{} seconds", kMaxRunTimeout));
@@ -323,6 +350,8 @@ Result<device::AgentConfig> run_config(const Args& a) {
   if (!anchors) return with_prefix(anchors.error(), "--trust");
   device::AgentConfig c;
   c.vno_url = a.vno;
+  c.access = *access;
+  c.drf_url = a.drf;
   c.tls.trust = std::make_shared<const pki::TrustAnchors>(std::move(*anchors));
   c.timeout = std::chrono::seconds(a.timeout_s);
   return c;
@@ -362,7 +391,8 @@ Result<Fields> run_run(const Args& a) {
     f.records("step", step_rows(steps));
     return f.refused();
   }
-  f.add("outcome", "operational")
+  // Direct access without a VNO ends with the MCIM selected, not attached.
+  f.add("outcome", outcome->operational.session.empty() ? "provisioned" : "operational")
       .add("pcid", outcome->pcid)
       .add("imsi", outcome->imsi)
       .add("package_id", outcome->package_id)
@@ -445,7 +475,13 @@ void register_device(CLI::App& app, Result<Fields>* result) {
                    "provision over the network (F2): attach, discovery, attestation, package, "
                    "install, report, attach with the new IMSI; exit 1 when refused"),
                a);
-  run->add_option("--vno", a.vno, "the visited network's https URL");
+  run->add_option("--access", a.access,
+                  "3gpp (default: attach at the VNO) or direct (F3: IP straight to the DRF, "
+                  "the platform key instead of AKA)");
+  run->add_option("--vno", a.vno,
+                  "the visited network's https URL (with --access direct: optional, for the "
+                  "attach with the new IMSI)");
+  run->add_option("--drf", a.drf, "the RO's DRF https URL (--access direct)");
   run->add_option("--trust", a.trust, "PEM trust anchors for the VNO and the DRF");
   run->add_option("--timeout", a.timeout_s, "seconds for the whole run (default 60)");
   run->callback([args, result] { *result = run_run(*args); });

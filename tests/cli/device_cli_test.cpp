@@ -241,6 +241,16 @@ TEST_F(DeviceCli, BadInputExitsTwoAndChangesNothing) {
        d_ / "ops/ca.pem", "--timeout", "soon"},
       {"device", "run", "--dir", d_ / "nowhere", "--vno", "https://127.0.0.1:1", "--trust",
        d_ / "ops/ca.pem"},
+      // --access direct (F3 without AKA) needs the DRF; the VNO only for the later attach.
+      {"device", "run", "--dir", tre(), "--access", "direct", "--trust", d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--access", "direct", "--drf", "http://127.0.0.1:1",
+       "--trust", d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--access", "direct", "--drf", "https://127.0.0.1:1",
+       "--vno", "not a url", "--trust", d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--access", "3gpp", "--drf", "https://127.0.0.1:1", "--vno",
+       "https://127.0.0.1:1", "--trust", d_ / "ops/ca.pem"},
+      {"device", "run", "--dir", tre(), "--access", "wifi", "--drf", "https://127.0.0.1:1",
+       "--trust", d_ / "ops/ca.pem"},
   };
   for (const auto& args : cases) {
     std::string line;
@@ -274,6 +284,21 @@ TEST_F(DeviceCli, RunAgainstAnUnreachableNetworkIsRefusedAtTheFirstStep) {
                           "--trust", d_ / "ops/ca.pem", "--timeout", "5"});
   EXPECT_EQ(text.code, 1);
   EXPECT_NE(text.out.find("outcome: refused\ncode: io_error\n"), std::string::npos) << text.out;
+}
+
+// Direct access to a DRF that cannot be reached: refused at connect_direct, nothing attached.
+TEST_F(DeviceCli, RunOverDirectAccessToAnUnreachableDrfIsRefusedAtTheFirstStep) {
+  const std::string before = registry();
+  const auto o =
+      mcim({"device", "run", "--dir", tre(), "--access", "direct", "--drf", "https://127.0.0.1:1",
+            "--trust", d_ / "ops/ca.pem", "--timeout", "5", "--json"});
+  EXPECT_EQ(o.code, 1) << o.out << o.err;
+  const Json j = Json::parse(o.out);
+  EXPECT_EQ(j["outcome"], "refused");
+  EXPECT_EQ(j["code"], "io_error");
+  EXPECT_TRUE(j["message"].get<std::string>().starts_with("connect_direct: ")) << j.dump();
+  EXPECT_TRUE(j["step"].empty());
+  EXPECT_EQ(registry(), before);
 }
 
 TEST_F(DeviceCli, AnErrorIsMachineReadableWithJson) {
