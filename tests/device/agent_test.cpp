@@ -420,14 +420,7 @@ class AgentTest : public ::testing::Test {
   }
 
   // A TRE of another device from the same supplier that claims this device's PCID.
-  std::optional<tre::Tre> impostor() {
-    auto bundle = world().bundle(kPcid, "dev-impostor");
-    EXPECT_TRUE(tre::Tre::init(tre::Options{dir_ / "impostor"}, bundle));
-    auto t = tre::Tre::open(tre::Options{dir_ / "impostor"});
-    EXPECT_TRUE(t) << fmt::to_string(t.error());
-    if (!t) return std::nullopt;
-    return std::move(*t);
-  }
+  std::optional<tre::Tre> impostor() { return world().make_tre(kPcid, "dev-impostor"); }
 
   // POST `body` to the RO's direct-access `path` as a device with no identity does.
   Result<Json> post_direct(const std::string& path, const Json& body, int expected) {

@@ -54,15 +54,11 @@ class DirectTest : public ::testing::Test {
     register_pcid(kOtherPcid, other_device_);
   }
 
+  // A TRE of `pcid` from the supplier, and the device its bundle names.
   std::optional<tre::Tre> make_tre(const std::string& pcid, std::string& device) {
-    const std::string dir = world().path("direct-tre-" + std::to_string(counter_++));
-    auto bundle = world().bundle(pcid);
-    device = bundle.device_id;
-    EXPECT_TRUE(tre::Tre::init(tre::Options{dir}, bundle));
-    auto t = tre::Tre::open(tre::Options{dir});
-    EXPECT_TRUE(t) << t.error().message;
-    if (!t) return std::nullopt;
-    return std::move(*t);
+    auto t = world().make_tre(pcid);
+    if (t) device = t->status().device_id;
+    return t;
   }
 
   void register_pcid(const std::string& pcid, const std::string& device) {
@@ -102,7 +98,6 @@ class DirectTest : public ::testing::Test {
   }
 
   static World* world_;
-  static inline int counter_ = 0;
   FakeClock clock_{std::chrono::floor<seconds>(world_->clock().now())};
   OsRandom rng_;
   std::unique_ptr<store::Database> db_ = store::make_memory_database();

@@ -72,14 +72,9 @@ class DpfTest : public ::testing::Test {
 
   // A TRE in its own directory from a fresh bundle.
   std::optional<tre::Tre> make_tre(const std::string& pcid) {
-    const std::string dir = world().path("tre-" + std::to_string(counter_++));
-    auto bundle = world().bundle(pcid);
-    bundle_device_ = bundle.device_id;
-    EXPECT_TRUE(tre::Tre::init(tre::Options{dir}, bundle));
-    auto t = tre::Tre::open(tre::Options{dir});
-    EXPECT_TRUE(t) << t.error().message;
-    if (!t) return std::nullopt;
-    return std::move(*t);
+    auto t = world().make_tre(pcid);
+    if (t) bundle_device_ = t->status().device_id;
+    return t;
   }
 
   void register_pcid(const std::string& pcid, const std::string& device, const std::string& sho) {
@@ -123,7 +118,6 @@ class DpfTest : public ::testing::Test {
   }
 
   static World* world_;
-  static inline int counter_ = 0;
   std::unique_ptr<store::Database> db_ = store::make_memory_database();
   RecordingRelay relay_;
   std::optional<pki::TrustAnchors> operator_roots_, supplier_roots_;

@@ -1139,6 +1139,94 @@ TEST_F(RoServiceTest, DeviceEndpointRefusals) {
   });
 }
 
+// F3 without AKA: the two direct-access routes, their refusals (nothing changes but the audit),
+// and a session the device endpoints then take like one a VNO opened.
+TEST_F(RoServiceTest, DirectAccessOpensASessionForThePlatformKeysProof) {
+  start();
+  ASSERT_EQ(post_batch(seal(batch())).status, 201);
+  ASSERT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a",
+                              registration_body(device_)))
+                .status,
+            200);
+  ASSERT_EQ(handle(op_request("POST", "/v1/icf/pcids/" + kPcid + "/activation", "sho-a",
+                              R"({"window_s":3600})"))
+                .status,
+            200);
+  auto challenge_of = [&](const std::string& pcid) {
+    return device_request("POST", "/v1/drf/direct/challenges", "", Json{{"pcid", pcid}}.dump());
+  };
+  const HttpResponse c = handle(challenge_of(kPcid));
+  ASSERT_EQ(c.status, 201) << c.body;
+  const Json challenge = Json::parse(c.body);
+  const std::string id = challenge["challenge_id"].get<std::string>();
+  const ByteVec nonce = *parse_hex(challenge["nonce"].get<std::string>(), "nonce");
+  EXPECT_EQ(nonce.size(), 32u);
+  EXPECT_EQ(challenge["expires"].get<std::int64_t>(),
+            std::chrono::floor<std::chrono::seconds>(clock_.now()).time_since_epoch().count() + 60);
+  const std::string pem = *pki::certificate_pem(tre_->platform_certificate());
+  auto proof = [&](const std::string& report, const std::string& challenge_id,
+                   const std::string& chain_pem) {
+    return device_request("POST", "/v1/drf/direct/sessions", "",
+                          Json{{"pcid", kPcid},
+                               {"challenge_id", challenge_id},
+                               {"report", report},
+                               {"platform_chain", {chain_pem}}}
+                              .dump());
+  };
+  const std::string report = *tre_->attest(nonce);
+  expect_refusals({
+      {"challenge for an unregistered pcid", challenge_of("001019990000003"), 404, "not_found"},
+      {"challenge, not json", device_request("POST", "/v1/drf/direct/challenges", "", "{"), 400,
+       "bad_format"},
+      {"challenge, pcid with letters", challenge_of("00101abc"), 400, "invalid_argument"},
+      {"unknown challenge", proof(report, std::string(32, '0'), pem), 404, "not_found"},
+      {"not a pem", proof(report, id, "-----BEGIN CERTIFICATE-----"), 400, "bad_format"},
+      {"not a report", proof("{}", id, pem), 400, "bad_format"},
+      {"another nonce", proof(*tre_->attest(kChallenge), id, pem), 422, "nonce_mismatch"},
+      {"a certificate outside the supplier's PKI",
+       proof(report, id, *pki::certificate_pem(world().signer("sho-a").cert.get())), 422,
+       "chain_invalid"},
+  });
+  const auto audit = db_->audit().recent(1);
+  ASSERT_TRUE(audit && !audit->empty());
+  EXPECT_EQ(audit->front().event, "direct-session");
+  EXPECT_EQ(audit->front().outcome, "chain_invalid");
+
+  const HttpResponse opened = handle(proof(report, id, pem));
+  ASSERT_EQ(opened.status, 201) << opened.body;
+  const Json session = Json::parse(opened.body);
+  EXPECT_EQ(session["imsi"], kPcid);
+  EXPECT_EQ(session["restricted"], true);
+  EXPECT_FALSE(session.contains("drf_url"));  // none configured
+  const std::string sid = session["home_session"].get<std::string>();
+  known_.sessions.push_back(sid);
+  EXPECT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+  expect_refusals({{"replay", proof(report, id, pem), 409, "transition_refused"}});
+  EXPECT_EQ(flow_count("direct_challenge"), 1u);
+  EXPECT_EQ(flow_count("direct_session"), 1u);
+
+  // An unanswered challenge is worthless after a minute.
+  const HttpResponse late = handle(challenge_of(kPcid));
+  ASSERT_EQ(late.status, 201);
+  const Json l = Json::parse(late.body);
+  clock_.advance(60s);
+  expect_refusals({{"expired",
+                    proof(*tre_->attest(*parse_hex(l["nonce"].get<std::string>(), "nonce")),
+                          l["challenge_id"].get<std::string>(), pem),
+                    422, "stale_report"}});
+}
+
+TEST_F(RoServiceTest, DirectAccessCanBeLeftUnmounted) {
+  RoServiceConfig c = config();
+  c.direct_access = false;
+  start(std::move(c));
+  for (const char* target : {"/v1/drf/direct/challenges", "/v1/drf/direct/sessions"}) {
+    EXPECT_EQ(handle(device_request("POST", target, "", R"({"pcid":"001019990000001"})")).status,
+              404)
+        << target;
+  }
+}
+
 TEST_F(RoServiceTest, UnknownPathsAndMethods) {
   start();
   EXPECT_EQ(handle(op_request("GET", "/v1/nothing", "vno-a")).status, 404);

@@ -22,6 +22,7 @@
 #include "pki/package.h"
 #include "tre/bundle.h"
 #include "tre/instruction.h"
+#include "tre/tre.h"
 
 namespace mcim::tre::testing {
 
@@ -76,6 +77,17 @@ class World {
     auto b = manufacture(*supplier_, spec, clock_, rng_);
     EXPECT_TRUE(b) << b.error().message;
     return std::move(*b);
+  }
+
+  // A TRE from a fresh bundle of `pcid` (for `device_id`, or the bundle's own device) in a new
+  // directory below dir(); nullopt after a failure, which the test has recorded.
+  std::optional<Tre> make_tre(const std::string& pcid, const std::string& device_id = "") {
+    const std::string tre_dir = path("tre-made-" + std::to_string(made_++));
+    EXPECT_TRUE(Tre::init(Options{tre_dir}, bundle(pcid, device_id)));
+    auto t = Tre::open(Options{tre_dir});
+    EXPECT_TRUE(t) << t.error().message;
+    if (!t) return std::nullopt;
+    return std::move(*t);
   }
 
   // A MILENAGE MCIM for `device` owned by `owner`, K random.
@@ -142,6 +154,7 @@ class World {
   std::optional<pki::Authority> supplier_, operators_, rogue_;
   std::map<std::string, Signer> signers_;
   Signer rogue_signer_;
+  int made_ = 0;  // make_tre's directories
 };
 
 // The home side of one credential: its algorithm and SEQ_HE, handing out vectors as an AuC does.
