@@ -278,8 +278,8 @@ class RoServiceTest : public ::testing::Test {
         .dump();
   }
 
-  // Imported, registered to sho-a, activated, attached through vno-a: the session id.
-  std::string provisioned() {
+  // Imported, registered to sho-a and activated: ready to attach, or to connect directly.
+  void switched_on() {
     EXPECT_EQ(post_batch(seal(batch())).status, 201);
     EXPECT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a",
                                 registration_body(device_)))
@@ -289,6 +289,11 @@ class RoServiceTest : public ::testing::Test {
                                 R"({"window_s":3600})"))
                   .status,
               200);
+  }
+
+  // ... and attached through vno-a: the session id.
+  std::string provisioned() {
+    switched_on();
     auto s =
         handle(op_request("POST", "/v1/auth/sessions", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
     EXPECT_EQ(s.status, 201) << s.body;
@@ -1143,15 +1148,8 @@ TEST_F(RoServiceTest, DeviceEndpointRefusals) {
 // and a session the device endpoints then take like one a VNO opened.
 TEST_F(RoServiceTest, DirectAccessOpensASessionForThePlatformKeysProof) {
   start();
-  ASSERT_EQ(post_batch(seal(batch())).status, 201);
-  ASSERT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a",
-                              registration_body(device_)))
-                .status,
-            200);
-  ASSERT_EQ(handle(op_request("POST", "/v1/icf/pcids/" + kPcid + "/activation", "sho-a",
-                              R"({"window_s":3600})"))
-                .status,
-            200);
+  switched_on();
+  ASSERT_FALSE(HasFailure());
   auto challenge_of = [&](const std::string& pcid) {
     return device_request("POST", "/v1/drf/direct/challenges", "", Json{{"pcid", pcid}}.dump());
   };
