@@ -257,6 +257,7 @@ Result<std::unique_ptr<ServedRole>> ServedRole::start(ServeRole role, const std:
   }
   net::HttpServerOptions options = run->common->server_options(run->body_limit);
   options.metrics = run->metrics;
+  options.thread_name = fmt::format("{}-http", role_name(role));  // "supplier-http-a": 15 bytes
   auto server = net::HttpServer::start(options, run->handler);
   if (!server) {
     run->reset();

@@ -570,7 +570,9 @@ Result<std::unique_ptr<ConnectProxy>> ConnectProxy::start(const ConnectProxyOpti
   state->authorize = std::move(authorize);
   attach_metrics(*state);
   auto listening = state->listener.start(options.host, options.port,
-                                         {.host_field = "gateway host", .io_prefix = "gateway: "},
+                                         {.host_field = "gateway host",
+                                          .io_prefix = "gateway: ",
+                                          .threads = options.thread_name},
                                          [&s = *state](tcp::socket socket, Worker& worker) {
                                            on_accept(s, std::move(socket), worker);
                                          });

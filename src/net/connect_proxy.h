@@ -45,6 +45,7 @@ struct ConnectProxyOptions {
   std::string host = "127.0.0.1";  // an IP literal
   std::uint16_t port = 0;          // 0: ephemeral
   int threads = 1;
+  std::string thread_name;  // as HttpServerOptions::thread_name, e.g. "vno-gw"
   std::size_t header_limit = 4 * 1024;               // the CONNECT request head
   std::chrono::milliseconds head_timeout{5'000};     // to receive the request head
   std::chrono::milliseconds connect_timeout{5'000};  // to reach the destination

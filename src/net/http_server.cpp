@@ -415,7 +415,9 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
   }
   attach_metrics(*state);
   auto listening = state->listener.start(options.host, options.port,
-                                         {.host_field = "listen host", .io_prefix = ""},
+                                         {.host_field = "listen host",
+                                          .io_prefix = "",
+                                          .threads = options.thread_name},
                                          [&s = *state](tcp::socket socket, Worker& worker) {
                                            on_accept(s, std::move(socket), worker);
                                          });

@@ -60,6 +60,9 @@ struct HttpServerOptions {
   std::chrono::milliseconds write_timeout{10'000};  // per response
   std::chrono::milliseconds stop_grace{2'000};      // stop(): how long in-flight work may finish
   std::optional<TlsServerOptions> tls;              // absent: plain HTTP (e.g. OCSP)
+  // Prefix of the threads' names (common/thread_name.h): workers "<thread_name>-<n>", the
+  // acceptor "<thread_name>-a", e.g. "ro-http-0"; empty: unnamed.
+  std::string thread_name;
   // When set: mcim_http_connections_total, mcim_http_connections_open and
   // mcim_tls_handshake_failures_total are kept there.
   std::shared_ptr<Metrics> metrics;

@@ -4,6 +4,8 @@
 
 #include <boost/asio/post.hpp>
 
+#include "common/thread_name.h"
+
 namespace mcim::net::detail {
 
 namespace asio = boost::asio;
@@ -47,8 +49,18 @@ Result<void> Listener::start(const std::string& host, std::uint16_t port,
   bound_port_ = acceptor_.local_endpoint().port();
   on_accept_ = std::move(on_accept);
   accept_next();
-  threads_.emplace_back([this] { run(accept_ioc_); });
-  for (auto& w : workers_) threads_.emplace_back([this, &ioc = w->ioc] { run(ioc); });
+  const std::string prefix(names.threads);
+  threads_.emplace_back([this, name = prefix.empty() ? "" : prefix + "-a"] {
+    set_thread_name(name);
+    run(accept_ioc_);
+  });
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    threads_.emplace_back(
+        [this, &ioc = workers_[i]->ioc, name = prefix.empty() ? "" : fmt::format("{}-{}", prefix, i)] {
+          set_thread_name(name);
+          run(ioc);
+        });
+  }
   return {};
 }
 

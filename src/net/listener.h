@@ -36,9 +36,12 @@ struct Worker {
 
 // How errors name the listener: "<host_field> X: not an IP address" (invalid_argument) and
 // "<io_prefix>cannot listen on X:P: reason" (io_error).
+// And how its threads are named (common/thread_name.h): "<threads>-<n>" for worker n and
+// "<threads>-a" for the acceptor; empty leaves them the process's name.
 struct ListenerNames {
   std::string_view host_field;  // e.g. "listen host"
   std::string_view io_prefix;   // e.g. "" or "gateway: "
+  std::string_view threads;     // e.g. "ro-http", "vno-gw"
 };
 
 class Listener {

@@ -16,6 +16,7 @@
 
 #include "common/hex.h"
 #include "common/log.h"
+#include "common/thread_name.h"
 #include "common/random.h"
 
 namespace mcim::ro {
@@ -252,7 +253,10 @@ Result<std::unique_ptr<HlrGateway>> HlrGateway::start(store::Database& db, const
 
 HlrGateway::HlrGateway(store::Database& db, const Clock& clock, HlrGatewayOptions options, int fd)
     : db_(db), clock_(clock), options_(std::move(options)), fd_(fd) {
-  thread_ = std::jthread([this](std::stop_token stop) { serve(stop); });
+  thread_ = std::jthread([this](std::stop_token stop) {
+    set_thread_name("ro-eap");
+    serve(stop);
+  });
 }
 
 HlrGateway::~HlrGateway() {

@@ -18,6 +18,7 @@
 
 #include "common/ascii.h"
 #include "common/hex.h"
+#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/random.h"
 #include "net/json_schema.h"
@@ -86,7 +87,12 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay, public Att
 
   void start() {
     const std::size_t n = std::max<std::size_t>(config_.notify_workers, 1);
-    for (std::size_t i = 0; i < n; ++i) workers_.emplace_back([this] { run(); });
+    for (std::size_t i = 0; i < n; ++i) {
+      workers_.emplace_back([this, i] {
+        set_thread_name(fmt::format("ro-notify-{}", i));
+        run();
+      });
+    }
   }
 
   void stop() {
@@ -861,7 +867,10 @@ Result<std::unique_ptr<RoService>> RoService::create(store::Database& db, RoServ
   state->notices.start();
   if (state->config.expire_interval > std::chrono::seconds(0)) {
     State* s = state.get();
-    state->expiry = std::thread([s] { s->expire_loop(); });
+    state->expiry = std::thread([s] {
+      set_thread_name("ro-expiry");
+      s->expire_loop();
+    });
   }
   return std::unique_ptr<RoService>(new RoService(std::move(state)));
 }

@@ -389,6 +389,7 @@ Result<std::unique_ptr<VnoService>> VnoService::create(VnoServiceConfig config,
   if (auto r = state->add_routes(); !r) return std::unexpected(r.error());
   std::unique_ptr<VnoService> service(new VnoService(std::move(state)));
   if (!gateway_options.metrics) gateway_options.metrics = service->state_->router.metrics_ptr();
+  if (gateway_options.thread_name.empty()) gateway_options.thread_name = "vno-gw";
   auto gateway = net::ConnectProxy::start(gateway_options, service->gateway_authorizer());
   if (!gateway) return std::unexpected(gateway.error());
   service->state_->gateway = std::move(*gateway);
