@@ -226,6 +226,8 @@ std::string subject_token(std::string_view id) {
 
 }  // namespace
 
+Result<Bytes<32>> measure_file(const std::string& path) { return file_sha256(path); }
+
 Result<std::unique_ptr<aka::Algorithm>> algorithm_of(const pki::McimDocument& doc) {
   if (doc.algorithm == pki::McimAlgorithm::milenage) {
     if (doc.k_size != 16) return fail(ErrorCode::invalid_argument, "MILENAGE needs a 128-bit K");
@@ -917,7 +919,7 @@ Result<std::string> Tre::attest(ByteView nonce) {
   report.state = st.state;
   report.nonce.assign(nonce.begin(), nonce.end());
   report.time = now_seconds(*i.clock);
-  auto binary = file_sha256(i.options.binary);
+  auto binary = measure_file(i.options.binary);
   if (!binary) return std::unexpected(binary.error());
   report.measurements.push_back({std::string(kMeasureBinary), *binary});
   if (i.state)

@@ -155,6 +155,11 @@ class Tre {
   std::unique_ptr<Impl> impl_;
 };
 
+// SHA-256 of a file as a TRE measures it ("tre.binary"): streamed, and each version of a file
+// hashed once per process. A supplier computing the reference for the binary its TREs run uses
+// it too, so that both sides read the file the same way. io_error when it cannot be read.
+Result<Bytes<32>> measure_file(const std::string& path);
+
 // The aka::Algorithm of a credential's document (MILENAGE with its constants or TUAK).
 Result<std::unique_ptr<aka::Algorithm>> algorithm_of(const pki::McimDocument& doc);
 
