@@ -29,6 +29,7 @@ struct DemoArgs {
   std::string access = "3gpp";
   std::string dir, db;
   std::string scenario;  // empty: the fleet; a name or "all": refusal scenarios
+  std::string system;    // --system: the directory of a system `mcim up` runs
 };
 
 // What each row of the table stands for (the TR's flows and step numbers, DESIGN.md §2).
@@ -130,7 +131,7 @@ class Progress {
   std::mutex mu_;
 };
 
-void print_text(std::ostream& out, const DemoArgs& a, const System& system,
+void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& system,
                 const sim::FleetReport& r) {
   out << fmt::format(
       "mcim demo: {} devices from the factory to an operational subscription over 3GPP access\n"
@@ -173,13 +174,36 @@ void print_json(std::ostream& out, const sim::FleetReport& r) {
   out << j.dump() << '\n';
 }
 
-// The system in this process, and what the fleet needs to reach it.
+// The system, and what the fleet needs to reach it.
 struct Started {
-  std::unique_ptr<System> system;
+  std::unique_ptr<SystemDescription> system;
   sim::FleetEndpoints endpoints;
   sim::FleetOptions fleet;
   std::size_t made_before = 0;  // devices of earlier runs in the same directory
 };
+
+// The system the fleet runs through: started in this process, or with --system the one that
+// `mcim up` runs in another process (its services' CPU is then theirs alone, bench/run_f2.sh).
+Result<std::unique_ptr<SystemDescription>> system_for(const DemoArgs& a, const WorkDir& work,
+                                                      Progress& progress) {
+  log::set_level(log::Level::warn);
+  if (!a.system.empty()) {
+    if (!a.db.empty()) {
+      return fail(ErrorCode::conflicting_arguments,
+                  "--db: the system of --system already has its database");
+    }
+    progress.say(fmt::format("using the system `mcim up` runs in {}", a.system));
+    return describe_system(a.system);
+  }
+  SystemOptions o;
+  o.dir = (fs::path(work.path()) / "system").string();
+  o.db_url = a.db;
+  o.log_level = "warn";
+  progress.say(fmt::format("starting the supplier, RO, VNO, SHO and PVA in {}", o.dir));
+  auto system = start_system(o);
+  if (!system) return std::unexpected(system.error());
+  return std::unique_ptr<SystemDescription>(std::move(*system));
+}
 
 Result<Started> start(const DemoArgs& a, const WorkDir& work, Progress& progress) {
   if (a.access != "3gpp") {
@@ -188,15 +212,9 @@ Result<Started> start(const DemoArgs& a, const WorkDir& work, Progress& progress
                             "far (F3, non-3GPP access, is not built yet); use --access 3gpp",
                             a.access));
   }
-  SystemOptions o;
-  o.dir = (fs::path(work.path()) / "system").string();
-  o.db_url = a.db;
-  o.log_level = "warn";
-  log::set_level(log::Level::warn);
-  progress.say(fmt::format("starting the supplier, RO, VNO, SHO and PVA in {}", o.dir));
-  auto system = start_system(o);
+  auto system = system_for(a, work, progress);
   if (!system) return std::unexpected(system.error());
-  const System& s = **system;
+  const SystemDescription& s = **system;
 
   sim::FleetEndpoints e;
   e.supplier_url = s.url("supplier");
@@ -212,20 +230,20 @@ Result<Started> start(const DemoArgs& a, const WorkDir& work, Progress& progress
   f.devices = a.devices;
   f.concurrency = a.concurrency;
   f.dir = (fs::path(work.path()) / "fleet").string();
-  f.tre_binary = o.device_binary;
-  return Started{std::move(*system), std::move(e), std::move(f),
-                 devices_made_before(s.batches_dir())};
+  f.tre_binary = s.options().device_binary;
+  const std::size_t before = devices_made_before(s.batches_dir());
+  return Started{std::move(*system), std::move(e), std::move(f), before};
 }
 
-std::string first_pcid(const System& s, std::size_t n) {
+std::string first_pcid(const SystemDescription& s, std::size_t n) {
   const std::string& prefix = s.options().pcid_prefix;
   return fmt::format("{}{:0{}}", prefix, n, 15 - prefix.size());
 }
 
 // Runs the demo; the report is printed by the caller.
-Result<std::pair<sim::FleetReport, std::unique_ptr<System>>> run(const DemoArgs& a,
-                                                                 const WorkDir& work,
-                                                                 Progress& progress) {
+Result<std::pair<sim::FleetReport, std::unique_ptr<SystemDescription>>> run(const DemoArgs& a,
+                                                                            const WorkDir& work,
+                                                                            Progress& progress) {
   auto started = start(a, work, progress);
   if (!started) return std::unexpected(started.error());
   sim::FleetOptions& f = started->fleet;
@@ -257,9 +275,16 @@ Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const 
     return fail(ErrorCode::invalid_argument,
                 fmt::format("--scenario {}: not a scenario; one of all{}", a.scenario, known));
   }
+  if (!a.system.empty()) {
+    return fail(ErrorCode::conflicting_arguments,
+                "--scenario with --system: the scenarios inspect the services' databases, so "
+                "they run the system in this process");
+  }
   auto started = start(a, work, progress);
   if (!started) return std::unexpected(started.error());
-  const System& s = *started->system;
+  const auto* in_process = dynamic_cast<const System*>(started->system.get());
+  if (in_process == nullptr) return fail(ErrorCode::internal, "the system is not in this process");
+  const System& s = *in_process;
   auto as_sho = s.operator_client("sho");
   if (!as_sho) return std::unexpected(as_sho.error());
   sim::ScenarioWorld w;
@@ -356,6 +381,9 @@ void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Field
   demo->add_option(
       "--scenario", args->scenario,
       "run refusal scenarios instead of the fleet: a name, or all (docs/scenarios.md)");
+  demo->add_option("--system", args->system,
+                   "run the fleet through the system `mcim up --dir DIR` runs (another process) "
+                   "instead of starting one here");
   demo->callback([args, &json, exit_code, result, &out, &err] {
     auto work = WorkDir::make(args->dir);
     if (!work) {

@@ -5,6 +5,7 @@
 //   supplier.json ro.json vno.json sho.json pva.json     rewritten at every start (ports)
 //   ro.db sho.db pva.db                                   SQLite, unless --db names PostgreSQL
 //   ro-eap.sock     the RO's EAP gateway (hostapd's eap_sim_db), while the system runs
+//   references.json the reference measurements registered at the PVA (for describe_system)
 //   batches/        the supplier's batch files
 // Ports are chosen before the files are written, since the RO and the SHO each need the other's
 // URL: free ones are picked (bound and released) unless given, and a start that loses a port to
@@ -39,6 +40,7 @@
 #include "pki/openssl.h"
 #include "roles/ro/hlr_gw.h"
 #include "tre/state.h"
+#include "tre/tre.h"
 
 namespace mcim::cli {
 namespace {
@@ -47,7 +49,8 @@ namespace fs = std::filesystem;
 using net::Json;
 
 constexpr std::string_view kApn = "m2m-prov.ro-1";
-constexpr std::string_view kEapSocket = "ro-eap.sock";  // in the directory, beside ro.json
+constexpr std::string_view kEapSocket = "ro-eap.sock";           // in the directory, beside ro.json
+constexpr std::string_view kReferencesFile = "references.json";  // what the PVA was given
 constexpr int kCaDays = 3650;
 constexpr int kLeafDays = 825;
 constexpr int kStartAttempts = 3;
@@ -370,7 +373,7 @@ Json file_of(ServeRole role, const SystemOptions& o, const Wiring& w) {
 // supplier gives it (tre::Config as Tre::init builds it from the supplier's bundle).
 Result<std::vector<pki::Measurement>> golden_measurements(const SystemOptions& o,
                                                           const std::string& pki_dir) {
-  auto binary = read_file(o.device_binary);
+  auto binary = tre::measure_file(o.device_binary);
   if (!binary) return with_prefix(binary.error(), "device_binary");
   auto root = pki::load_certificate(pki_dir + "/operators-ca/ca.pem");
   if (!root) return std::unexpected(root.error());
@@ -379,17 +382,27 @@ Result<std::vector<pki::Measurement>> golden_measurements(const SystemOptions& o
   config.ro_operator = kUpRo;
   config.operator_roots.push_back(pki::certificate_der(root->get()));
   std::vector<pki::Measurement> ms = {
-      {"tre.binary", pki::sha256(ByteView(*binary))},
+      {"tre.binary", *binary},
       {"tre.config", tre::config_digest(config)},
   };
   return ms;
 }
 
-// The supplier registers them at the PVA as it would in production: signed, over mTLS.
+// dir/references.json: the measurements registered at the PVA, as hex, for describe_system to
+// compare with its own (the devices of `mcim demo --system` must measure what the PVA expects).
+Json references_json(const std::vector<pki::Measurement>& ms) {
+  Json j = Json::object();
+  for (const pki::Measurement& m : ms) j[m.name] = to_hex(m.sha256);
+  return j;
+}
+
+// The supplier registers them at the PVA as it would in production: signed, over mTLS; then
+// writes them to dir/references.json.
 Result<void> register_references(const SystemOptions& o, const std::string& pki_dir,
                                  const std::string& pva_url, net::HttpsClient& supplier) {
   auto ms = golden_measurements(o, pki_dir);
   if (!ms) return std::unexpected(ms.error());
+  const std::string written = references_json(*ms).dump(2) + "\n";
   auto signer = pki::load_key_pair(pki_dir + "/references-signer");
   if (!signer) return std::unexpected(signer.error());
   SystemClock clock;
@@ -404,7 +417,7 @@ Result<void> register_references(const SystemOptions& o, const std::string& pki_
     return fail(ErrorCode::io_error, fmt::format("registering the references at the PVA: {} {}",
                                                  answer->status, answer->body.substr(0, 200)));
   }
-  return {};
+  return write_file_atomic(o.dir + "/" + std::string(kReferencesFile), written);
 }
 
 // ---- Clients ---------------------------------------------------------------------------------
@@ -431,18 +444,76 @@ Result<std::shared_ptr<net::HttpsClient>> make_client(
   return std::shared_ptr<net::HttpsClient>(std::move(*c));
 }
 
+// The clients every description holds: trust in the operators CA, the factory admin's mTLS
+// client, and a server-authenticated one.
+Result<void> make_clients(SystemDescription::Parts& p) {
+  auto trust = load_anchors(p.pki + "/operators-ca/ca.pem");
+  if (!trust) return std::unexpected(trust.error());
+  p.trust = *trust;
+  auto factory = make_client(p.trust, p.pki + "/tls/factory-client");
+  if (!factory) return std::unexpected(factory.error());
+  auto plain = make_client(p.trust, "");
+  if (!plain) return std::unexpected(plain.error());
+  p.factory = *factory;
+  p.plain = *plain;
+  return {};
+}
+
+// The directory as every path of the system names it: absolute, normalised, no trailing '/'.
+std::string absolute_dir(const std::string& dir) {
+  std::string d = fs::absolute(dir).lexically_normal().string();
+  if (d.size() > 1 && d.back() == '/') d.pop_back();
+  return d;
+}
+
 }  // namespace
 
-// ---- System ----------------------------------------------------------------------------------
+// ---- SystemDescription and System --------------------------------------------------------------
+
+SystemDescription::SystemDescription(Parts parts) : parts_(std::move(parts)) {}
+SystemDescription::~SystemDescription() = default;
+
+const std::vector<SystemDescription::Service>& SystemDescription::services() const {
+  return parts_.services;
+}
+std::string SystemDescription::url(std::string_view role) const {
+  for (const auto& s : parts_.services) {
+    if (s.role == role) return s.url;
+  }
+  return "";
+}
+const std::string& SystemDescription::gateway() const { return parts_.gateway; }
+const SystemOptions& SystemDescription::options() const { return parts_.options; }
+std::string SystemDescription::tls_root_file() const { return parts_.pki + "/operators-ca/ca.pem"; }
+std::string SystemDescription::supplier_ca_dir() const { return parts_.pki + "/supplier-ca"; }
+std::string SystemDescription::batches_dir() const { return parts_.options.dir + "/batches"; }
+std::string SystemDescription::owner_token_file() const { return parts_.pki + "/owner.token"; }
+std::string SystemDescription::owner_token() const {
+  auto text = read_text_file(owner_token_file());
+  if (!text) return "";
+  std::string t = *text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  return t;
+}
+std::shared_ptr<net::HttpsClient> SystemDescription::factory_client() const {
+  return parts_.factory;
+}
+std::shared_ptr<net::HttpsClient> SystemDescription::plain_client() const { return parts_.plain; }
+Result<std::shared_ptr<net::HttpsClient>> SystemDescription::operator_client(
+    std::string_view role) const {
+  for (const auto& [name, id] : kClients) {
+    if (name == role && name != "factory") {
+      return make_client(parts_.trust, fmt::format("{}/tls/{}-client", parts_.pki, name));
+    }
+  }
+  return fail(ErrorCode::invalid_argument, fmt::format("{}: not an operator of the system", role));
+}
+std::shared_ptr<const pki::TrustAnchors> SystemDescription::device_trust() const {
+  return parts_.trust;
+}
 
 struct System::State {
-  SystemOptions options;
-  std::string pki;
-  std::vector<Service> services;
-  std::string gateway;
-  std::string eap_socket;  // empty: the RO serves no EAP gateway
-  std::shared_ptr<const pki::TrustAnchors> trust;
-  std::shared_ptr<net::HttpsClient> factory, plain;
+  std::string eap_socket;                           // empty: the RO serves no EAP gateway
   SystemClock clock;                                // outlives the services
   std::vector<std::unique_ptr<ServedRole>> served;  // in start order
 
@@ -455,47 +526,17 @@ struct System::State {
   ~State() { stop(); }
 };
 
-System::System(std::unique_ptr<State> state) : state_(std::move(state)) {}
+// The services go (state_, a member) before the description's clients (the base).
+System::System(Parts parts, std::unique_ptr<State> state)
+    : SystemDescription(std::move(parts)), state_(std::move(state)) {}
 System::~System() = default;
-
-const std::vector<System::Service>& System::services() const { return state_->services; }
-std::string System::url(std::string_view role) const {
-  for (const auto& s : state_->services) {
-    if (s.role == role) return s.url;
-  }
-  return "";
-}
-const std::string& System::gateway() const { return state_->gateway; }
 const std::string& System::eap_socket() const { return state_->eap_socket; }
-const SystemOptions& System::options() const { return state_->options; }
-std::string System::tls_root_file() const { return state_->pki + "/operators-ca/ca.pem"; }
-std::string System::supplier_ca_dir() const { return state_->pki + "/supplier-ca"; }
-std::string System::batches_dir() const { return state_->options.dir + "/batches"; }
-std::string System::owner_token_file() const { return state_->pki + "/owner.token"; }
-std::string System::owner_token() const {
-  auto text = read_text_file(owner_token_file());
-  if (!text) return "";
-  std::string t = *text;
-  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
-  return t;
-}
-std::shared_ptr<net::HttpsClient> System::factory_client() const { return state_->factory; }
 store::Database* System::database(std::string_view role) const {
   for (const auto& served : state_->served) {
     if (role_name(served->role()) == role) return served->database();
   }
   return nullptr;
 }
-Result<std::shared_ptr<net::HttpsClient>> System::operator_client(std::string_view role) const {
-  for (const auto& [name, id] : kClients) {
-    if (name == role && name != "factory") {
-      return make_client(state_->trust, fmt::format("{}/tls/{}-client", state_->pki, name));
-    }
-  }
-  return fail(ErrorCode::invalid_argument, fmt::format("{}: not an operator of the system", role));
-}
-std::shared_ptr<net::HttpsClient> System::plain_client() const { return state_->plain; }
-std::shared_ptr<const pki::TrustAnchors> System::device_trust() const { return state_->trust; }
 
 namespace {
 
@@ -528,17 +569,17 @@ Result<void> check_options(const SystemOptions& o) {
 }
 
 // One attempt on one set of ports: the files, then each service from its file.
-Result<void> start_services(System::State& s, const Wiring& w) {
+Result<void> start_services(SystemDescription::Parts& p, System::State& s, const Wiring& w) {
   for (ServeRole role : kStartOrder) {
     const std::string name(role_name(role));
-    const std::string config = s.options.dir + "/" + name + ".json";
-    if (auto r = write_file_atomic(config, file_of(role, s.options, w).dump(2) + "\n", 0600); !r) {
+    const std::string config = p.options.dir + "/" + name + ".json";
+    if (auto r = write_file_atomic(config, file_of(role, p.options, w).dump(2) + "\n", 0600); !r) {
       return r;
     }
     auto served = ServedRole::start(role, config, {}, s.clock);
     if (!served) return std::unexpected(served.error());
-    s.services.push_back({name, (*served)->url(), config});
-    if (role == ServeRole::vno) s.gateway = (*served)->gateway();
+    p.services.push_back({name, (*served)->url(), config});
+    if (role == ServeRole::vno) p.gateway = (*served)->gateway();
     if (role == ServeRole::ro) s.eap_socket = (*served)->eap_socket();
     s.served.push_back(std::move(*served));
   }
@@ -560,56 +601,151 @@ bool eap_socket_fits(const std::string& dir) {
 
 Result<std::unique_ptr<System>> start_system(const SystemOptions& options) {
   if (auto r = check_options(options); !r) return std::unexpected(r.error());
-  auto state = std::make_unique<System::State>();
-  state->options = options;
+  SystemDescription::Parts parts;
+  parts.options = options;
   std::error_code ec;
   fs::create_directories(options.dir, ec);
   if (ec) return fail(ErrorCode::io_error, fmt::format("{}: {}", options.dir, ec.message()));
-  state->options.dir = fs::absolute(options.dir).lexically_normal().string();
-  if (state->options.dir.size() > 1 && state->options.dir.back() == '/') {
-    state->options.dir.pop_back();
-  }
-  auto pki = ensure_pki(state->options.dir);
+  parts.options.dir = absolute_dir(options.dir);
+  auto pki = ensure_pki(parts.options.dir);
   if (!pki) return std::unexpected(pki.error());
-  state->pki = *pki;
+  parts.pki = *pki;
 
   Wiring w;
-  w.eap_gateway = eap_socket_fits(state->options.dir);
+  w.eap_gateway = eap_socket_fits(parts.options.dir);
   if (!options.db_url.empty()) {
     auto urls = postgres_urls(options.db_url);
     if (!urls) return std::unexpected(urls.error());
     w.db = std::move(*urls);
   }
-
-  auto trust = load_anchors(state->pki + "/operators-ca/ca.pem");
-  if (!trust) return std::unexpected(trust.error());
-  state->trust = *trust;
-  auto factory = make_client(state->trust, state->pki + "/tls/factory-client");
-  auto plain = make_client(state->trust, "");
-  auto supplier = make_client(state->trust, state->pki + "/tls/supplier-client");
-  if (!factory || !plain || !supplier) {
-    return std::unexpected(!factory ? factory.error() : !plain ? plain.error() : supplier.error());
-  }
-  state->factory = *factory;
-  state->plain = *plain;
+  if (auto r = make_clients(parts); !r) return std::unexpected(r.error());
+  auto supplier = make_client(parts.trust, parts.pki + "/tls/supplier-client");
+  if (!supplier) return std::unexpected(supplier.error());
 
   // A port taken by someone else between choosing and binding: choose again.
+  auto state = std::make_unique<System::State>();
   const bool fixed = options.ports.supplier && options.ports.ro && options.ports.vno &&
                      options.ports.sho && options.ports.pva;
   Result<void> started;
   for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
     w.ports = choose_ports(options.ports);
-    started = start_services(*state, w);
+    started = start_services(parts, *state, w);
     if (started || fixed || started.error().code != ErrorCode::io_error) break;
     state->stop();
-    state->services.clear();
+    parts.services.clear();
   }
   if (!started) return std::unexpected(started.error());
   const std::string pva_url = state->served.front()->url();  // kStartOrder: the PVA first
-  if (auto r = register_references(state->options, state->pki, pva_url, **supplier); !r) {
+  if (auto r = register_references(parts.options, parts.pki, pva_url, **supplier); !r) {
     return std::unexpected(r.error());
   }
-  return std::make_unique<System>(std::move(state));
+  return std::make_unique<System>(std::move(parts), std::move(state));
+}
+
+// ---- A running system, from its directory (describe_system) ---------------------------------
+
+namespace {
+
+std::string url_of(const ListenAddress& l) {
+  return l.host.find(':') == std::string::npos ? fmt::format("https://{}:{}", l.host, l.port)
+                                               : fmt::format("https://[{}]:{}", l.host, l.port);
+}
+
+// A role's config file, read as `mcim serve` reads it; its service joins p.services.
+template <typename Config>
+Result<Config> load_service(Result<Config> (*load)(const std::string&), ServeRole role,
+                            SystemDescription::Parts& p) {
+  const std::string name(role_name(role));
+  const std::string config = p.options.dir + "/" + name + ".json";
+  auto c = load(config);
+  if (!c) return std::unexpected(c.error());
+  p.services.push_back({name, url_of(c->common.listen), config});
+  return c;
+}
+
+// The five files in start order (kStartOrder), and what the options of `mcim up` were as far as
+// its clients care: the prefixes, the model, the kind of database.
+Result<void> read_configs(SystemDescription::Parts& p) {
+  auto pva = load_service(&load_pva_config, ServeRole::pva, p);
+  if (!pva) return std::unexpected(pva.error());
+  auto ro = load_service(&load_ro_config, ServeRole::ro, p);
+  if (!ro) return std::unexpected(ro.error());
+  // The RO's own URL (with its schema): only its kind is ever shown.
+  if (database_kind(ro->db_url) == "postgresql") p.options.db_url = ro->db_url;
+  auto sho = load_service(&load_sho_config, ServeRole::sho, p);
+  if (!sho) return std::unexpected(sho.error());
+  p.options.imsi_prefix = sho->service.imsi_prefix;
+  if (!sho->service.ros.empty()) p.options.pcid_prefix = sho->service.ros.front().pcid_prefix;
+  auto vno = load_service(&load_vno_config, ServeRole::vno, p);
+  if (!vno) return std::unexpected(vno.error());
+  const net::ConnectProxyOptions& gw = vno->service.gateway;
+  if (gw.port != 0) p.gateway = fmt::format("{}:{}", gw.host, gw.port);  // else known to up only
+  auto supplier = load_service(&load_supplier_config, ServeRole::supplier, p);
+  if (!supplier) return std::unexpected(supplier.error());
+  p.options.model = supplier->service.device_template.model;
+  return {};
+}
+
+// Every service answers GET /healthz with 200.
+Result<void> check_answers(const SystemDescription::Parts& p) {
+  for (const auto& s : p.services) {
+    auto health = p.plain->get(s.url + "/healthz");
+    if (!health) {
+      return fail(
+          ErrorCode::io_error,
+          fmt::format("{}: the {} at {} does not answer (is `mcim up --dir {}` running?): {}",
+                      p.options.dir, s.role, s.url, p.options.dir, health.error().message));
+    }
+    if (health->status != 200) {
+      return fail(ErrorCode::io_error,
+                  fmt::format("{}: the {} at {} is not healthy: {} {}", p.options.dir, s.role,
+                              s.url, health->status, health->body.substr(0, 200)));
+    }
+  }
+  return {};
+}
+
+// The devices run in this process: they must measure what `mcim up` registered at the PVA, or
+// every attestation would fail (a binary rebuilt since `mcim up` started, say).
+Result<void> check_references(const SystemDescription::Parts& p) {
+  const std::string path = p.options.dir + "/" + std::string(kReferencesFile);
+  auto text = read_text_file(path);
+  if (!text) return with_prefix(text.error(), path);
+  auto registered = net::parse_json_strict(*text, path);
+  if (!registered) return std::unexpected(registered.error());
+  auto mine = golden_measurements(p.options, p.pki);
+  if (!mine) return std::unexpected(mine.error());
+  const Json here = references_json(*mine);
+  if (*registered == here) return {};
+  return fail(ErrorCode::conflicting_arguments,
+              fmt::format("{}: the PVA's references were made for another binary or PKI than this "
+                          "process's {} (tre.binary {} here, {} there; rebuilt since `mcim up` "
+                          "started?): restart `mcim up --dir {}` with this mcim",
+                          path, p.options.device_binary, here.value("tre.binary", ""),
+                          registered->value("tre.binary", "?"), p.options.dir));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SystemDescription>> describe_system(const std::string& dir) {
+  if (dir.empty()) return fail(ErrorCode::missing_argument, "--system: required");
+  SystemDescription::Parts p;
+  p.options.dir = absolute_dir(dir);
+  p.pki = p.options.dir + "/pki";
+  const std::string_view needed[] = {"pki/operators-ca/ca.pem", "pki/owner.token", "pva.json",
+                                     kReferencesFile};
+  for (std::string_view f : needed) {
+    std::error_code ec;
+    if (!fs::exists(fmt::format("{}/{}", p.options.dir, f), ec)) {
+      return fail(ErrorCode::not_found,
+                  fmt::format("{}: no system of `mcim up` here ({} is missing)", dir, f));
+    }
+  }
+  if (auto r = read_configs(p); !r) return std::unexpected(r.error());
+  if (auto r = make_clients(p); !r) return std::unexpected(r.error());
+  if (auto r = check_answers(p); !r) return std::unexpected(r.error());
+  if (auto r = check_references(p); !r) return std::unexpected(r.error());
+  return std::make_unique<SystemDescription>(std::move(p));
 }
 
 // ---- Options file and the command ------------------------------------------------------------

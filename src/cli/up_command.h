@@ -6,6 +6,8 @@
 // EAP gateway (docs/eap.md) on a Unix socket in the directory. The PVA is given the
 // supplier's reference measurements for the model the supplier manufactures, computed for the
 // binary the devices will run (tre.binary) and their configuration (tre.config).
+// describe_system reads a running system back from its directory, for clients in another process
+// (`mcim demo --system`).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -49,22 +51,33 @@ inline constexpr std::string_view kUpPva = "pva-1";
 inline constexpr std::string_view kUpFactory = "factory";  // the supplier's admin
 inline constexpr std::string_view kUpOwner = "owner-1";    // the SHO's owner account
 
-class System {
+// A system as its clients see it: the services' URLs, the files under its directory
+// (docs/operations.md "Directory layout") and clients that trust its PKI. start_system's System is
+// one; describe_system reads one back from the directory of a system that `mcim up` runs in
+// another process. Holds no service: destroying it stops nothing.
+class SystemDescription {
  public:
   struct Service {
     std::string role, url, config;
   };
+  // What start_system and describe_system fill in.
+  struct Parts {
+    SystemOptions options;          // dir absolute; from a directory: prefixes, model, db kind
+    std::string pki;                // dir/pki
+    std::vector<Service> services;  // pva, ro, sho, vno, supplier (their start order)
+    std::string gateway;            // "127.0.0.1:PORT"; from a directory only when it was fixed
+    std::shared_ptr<const pki::TrustAnchors> trust;
+    std::shared_ptr<net::HttpsClient> factory, plain;
+  };
 
-  ~System();  // stops every service (servers first), then closes the databases
-  System(const System&) = delete;
-  System& operator=(const System&) = delete;
+  explicit SystemDescription(Parts parts);
+  virtual ~SystemDescription();
+  SystemDescription(const SystemDescription&) = delete;
+  SystemDescription& operator=(const SystemDescription&) = delete;
 
-  const std::vector<Service>& services() const;  // supplier, ro, vno, sho, pva
+  const std::vector<Service>& services() const;
   std::string url(std::string_view role) const;  // empty for an unknown role
   const std::string& gateway() const;            // the VNO's gateway, "127.0.0.1:PORT"
-  // The RO's EAP gateway (hostapd's eap_sim_db=unix:<path>): dir/ro-eap.sock; empty when that
-  // path is longer than a Unix socket address takes (107 bytes), and the system runs without it.
-  const std::string& eap_socket() const;
   const SystemOptions& options() const;
 
   // Paths under dir/pki: the CA certificate the TLS certificates chain to (what a device and a
@@ -75,8 +88,6 @@ class System {
   std::string owner_token() const;  // the bearer token for the SHO's owner routes
   std::string batches_dir() const;  // the supplier's output: <batch>/bundles/*.bundle
 
-  // The database of "ro", "sho" or "pva" in this process (nullptr for another role).
-  store::Database* database(std::string_view role) const;
   // mTLS as one of the system's operators ("supplier", "ro", "vno", "sho", "pva"), with its
   // client certificate under pki/tls: what that operator's own services present to the others.
   Result<std::shared_ptr<net::HttpsClient>> operator_client(std::string_view role) const;
@@ -88,8 +99,22 @@ class System {
   // What a device trusts for the VNO and the DRF (the TLS root).
   std::shared_ptr<const pki::TrustAnchors> device_trust() const;
 
-  struct State;
-  explicit System(std::unique_ptr<State> state);
+ private:
+  Parts parts_;
+};
+
+// The running system of start_system: its services live as long as this object.
+class System : public SystemDescription {
+ public:
+  struct State;  // the services and what they share (up_command.cpp)
+  System(Parts parts, std::unique_ptr<State> state);
+  ~System() override;  // stops every service (servers first), then closes the databases
+
+  // The RO's EAP gateway (hostapd's eap_sim_db=unix:<path>): dir/ro-eap.sock; empty when that
+  // path is longer than a Unix socket address takes (107 bytes), and the system runs without it.
+  const std::string& eap_socket() const;
+  // The database of "ro", "sho" or "pva" in this process (nullptr for another role).
+  store::Database* database(std::string_view role) const;
 
  private:
   std::unique_ptr<State> state_;
@@ -102,6 +127,14 @@ Result<std::unique_ptr<System>> start_system(const SystemOptions& options);
 // The strict JSON of `mcim up --config FILE` over `options` (keys: dir, db, ports{supplier, ro,
 // vno, gateway, sho, pva}, device_binary, model, pcid_prefix, imsi_prefix, log_level).
 Result<void> load_system_options(const std::string& path, SystemOptions& options);
+
+// The system that `mcim up --dir DIR` made and runs (in any process on this machine), read from
+// DIR: the services' URLs from their config files, the PKI, the prefixes and model. Checks that
+// every service answers GET /healthz, and that this process's binary (options.device_binary,
+// /proc/self/exe) measures as the references `mcim up` registered at the PVA (DIR/references.json),
+// since the devices run here. not_found when DIR holds no such system; io_error when a service does
+// not answer; conflicting_arguments when the references were made for another binary.
+Result<std::unique_ptr<SystemDescription>> describe_system(const std::string& dir);
 
 void register_up(CLI::App& app, Result<Fields>* result, std::ostream& out);
 

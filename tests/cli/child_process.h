@@ -73,6 +73,7 @@ class Child {
   Child& operator=(const Child&) = delete;
 
   bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   void signal(int sig) const { ::kill(pid_, sig); }
   // The exit status; nullopt while running after `timeout`; 128+N when killed by signal N.
   std::optional<int> wait(std::chrono::milliseconds timeout) {

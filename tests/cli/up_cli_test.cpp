@@ -2,6 +2,7 @@
 // with it, config files that `mcim serve` loads, the PKI reused by a second start), the options
 // file and its refusals, and the binary as a process: the table on stdout, a graceful stop on
 // SIGTERM, exit 2 for bad options.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -131,6 +132,69 @@ TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
   again->reset();
   for (const auto& svc : urls) EXPECT_FALSE(accepts_connections(address_of(svc.url))) << svc.role;
   EXPECT_FALSE(fs::exists(eap)) << "the EAP socket outlived the system";
+}
+
+// describe_system reads a running system back from its directory as another process would: the
+// same services and URLs, the prefixes and model of its files, clients that reach it. A directory
+// without a system, a stopped system and references made for another binary are refused.
+TEST(UpSystem, DescribeSystemReadsTheRunningSystemBack) {
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / "system";
+  o.log_level = "warn";
+  o.pcid_prefix = "0010177";
+  o.imsi_prefix = "00103";
+  o.model = "model-x";
+  auto system = start_system(o);
+  ASSERT_TRUE(system) << system.error().message;
+  const System& s = **system;
+  EXPECT_TRUE(fs::exists(s.options().dir + "/references.json"));
+
+  auto described = describe_system(o.dir);
+  ASSERT_TRUE(described) << described.error().message;
+  const SystemDescription& d = **described;
+  ASSERT_EQ(d.services().size(), s.services().size());
+  for (std::size_t i = 0; i < d.services().size(); ++i) {
+    EXPECT_EQ(d.services()[i].role, s.services()[i].role);
+    EXPECT_EQ(d.services()[i].url, s.services()[i].url);
+    EXPECT_EQ(d.services()[i].config, s.services()[i].config);
+  }
+  EXPECT_EQ(d.options().dir, s.options().dir);
+  EXPECT_EQ(d.options().pcid_prefix, "0010177");
+  EXPECT_EQ(d.options().imsi_prefix, "00103");
+  EXPECT_EQ(d.options().model, "model-x");
+  EXPECT_TRUE(d.options().db_url.empty());
+  EXPECT_EQ(d.owner_token(), s.owner_token());
+  EXPECT_EQ(d.batches_dir(), s.batches_dir());
+  auto batch = d.factory_client()->get(d.url("supplier") + "/v1/batches/none");
+  ASSERT_TRUE(batch) << batch.error().message;
+  EXPECT_EQ(batch->status, 404) << batch->body;
+
+  // References for another binary: the devices here would all fail their attestation.
+  const std::string refs = s.options().dir + "/references.json";
+  const std::string kept = slurp(refs);
+  Json other = Json::parse(kept);
+  other["tre.binary"] = std::string(64, '0');
+  std::ofstream(refs) << other.dump();
+  auto mismatch = describe_system(o.dir);
+  ASSERT_FALSE(mismatch);
+  EXPECT_EQ(mismatch.error().code, ErrorCode::conflicting_arguments);
+  EXPECT_NE(mismatch.error().message.find("another binary"), std::string::npos)
+      << mismatch.error().message;
+  std::ofstream(refs) << kept;
+
+  system->reset();
+  auto stopped = describe_system(o.dir);
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(stopped.error().code, ErrorCode::io_error);
+  EXPECT_NE(stopped.error().message.find("does not answer"), std::string::npos)
+      << stopped.error().message;
+
+  auto empty = describe_system(dir / "nothing");
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code, ErrorCode::not_found);
+  EXPECT_NE(empty.error().message.find("no system of `mcim up` here"), std::string::npos)
+      << empty.error().message;
 }
 
 // What hostapd's eap_sim_db asks the RO's EAP gateway about a device of this system: FAILURE while
@@ -429,6 +493,74 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
   const std::string token = slurp(sys + "/pki/owner.token");
   ASSERT_FALSE(token.empty());
   EXPECT_EQ((child.out() + child.err()).find(token.substr(0, 32)), std::string::npos);
+}
+
+// The names of a process's threads (/proc/<pid>/task/*/comm).
+std::vector<std::string> thread_names(pid_t pid) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& t : fs::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    std::string n = slurp(t.path() / "comm");
+    while (!n.empty() && n.back() == '\n') n.pop_back();
+    names.push_back(n);
+  }
+  return names;
+}
+
+// `mcim demo --system` provisions a fleet through the services of a `mcim up` in another process
+// (the same binary, so its devices measure what the PVA expects), twice in the same system; the
+// services' threads carry their role's name. Refused with exit 2: --db with --system, a directory
+// without a system, a system that no longer answers.
+TEST(UpCli, DemoRunsAFleetThroughTheSystemOfAnotherProcess) {
+  TempDir dir;
+  const std::string sys = dir / "sys";
+  Child up({"up", "--dir", sys}, dir.path());
+  ASSERT_TRUE(up.started());
+  ASSERT_EQ(wait_table(up).size(), 5u) << up.out();
+
+  const std::vector<std::string> names = thread_names(up.pid());
+  for (const char* name : {"pva-http-0", "ro-http-0", "ro-http-a", "ro-notify-0", "ro-expiry",
+                           "ro-eap", "sho-http-0", "vno-http-0", "vno-gw-0", "supplier-http-a"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+  }
+
+  fs::create_directories(dir / "demo");
+  {
+    Child demo({"demo", "--system", sys, "--devices", "3", "--concurrency", "2", "--json"},
+               dir / "demo");
+    const auto code = demo.wait(180s);
+    ASSERT_TRUE(code.has_value()) << "mcim demo --system still running after 180 s";
+    ASSERT_EQ(*code, 0) << demo.out() << demo.err();
+    const Json j = Json::parse(demo.out());
+    EXPECT_EQ(j["devices"], 3);
+    EXPECT_EQ(j["provisioned"], 3);
+    EXPECT_EQ(j["failed"], 0);
+    EXPECT_EQ(j["steps"].back()["step"], "provision");
+  }
+  {
+    Child demo({"demo", "--system", sys, "--devices", "2"}, dir / "demo");
+    const auto code = demo.wait(180s);
+    ASSERT_TRUE(code.has_value());
+    ASSERT_EQ(*code, 0) << demo.out() << demo.err();
+    EXPECT_NE(demo.out().find("run by `mcim up --dir " + sys + "`"), std::string::npos)
+        << demo.out();
+    EXPECT_NE(demo.out().find("provisioned 2 of 2 devices"), std::string::npos) << demo.out();
+    EXPECT_EQ(demo.out().find(slurp(sys + "/pki/owner.token").substr(0, 32)), std::string::npos);
+  }
+  auto refused = [&](std::vector<std::string> args, const std::string& message) {
+    SCOPED_TRACE(message);
+    args.insert(args.begin(), "demo");
+    Child demo(args, dir / "demo");
+    const auto code = demo.wait(60s);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 2) << demo.err();
+    EXPECT_NE(demo.err().find(message), std::string::npos) << demo.err();
+  };
+  refused({"--system", sys, "--db", "postgresql://u@h/db"}, "--db: ");
+  refused({"--system", dir / "nothing"}, "no system of `mcim up` here");
+  up.signal(SIGTERM);
+  ASSERT_TRUE(up.wait(15s).has_value());
+  refused({"--system", sys}, "does not answer");
 }
 
 TEST(UpCli, BadOptionsExit2) {
