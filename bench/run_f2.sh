@@ -55,6 +55,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # so that cleanup stops mcim up
 hz="$(getconf CLK_TCK)"
 
 # "<tid> <comm> <ns>" for every thread of a process: its time on a CPU in nanoseconds (the 1st
