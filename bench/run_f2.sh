@@ -49,9 +49,17 @@ fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/mcim-f2-XXXXXX")"
 [ -n "$dir" ] || dir="$work/system"
-up_pid=""
+up_pid="" demo_pid=""
+# mcim up stops on SIGTERM once its handlers return; one still making a large batch (a demo
+# stopped during manufacture) holds it up, so it gets 30 s, then SIGKILL.
 cleanup() {
-  if [ -n "$up_pid" ]; then kill -TERM "$up_pid" 2>/dev/null; wait "$up_pid" 2>/dev/null; fi
+  [ -n "$demo_pid" ] && kill -TERM "$demo_pid" 2>/dev/null
+  if [ -n "$up_pid" ]; then
+    kill -TERM "$up_pid" 2>/dev/null
+    for _ in $(seq 1 300); do kill -0 "$up_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$up_pid" 2>/dev/null
+    wait "$up_pid" 2>/dev/null
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -118,9 +126,13 @@ threads_cpu "$up_pid" >"$work/before.txt"
 up_before="$(process_cpu "$up_pid")"
 pg_before="$(postgres_cpu)"
 times >"$work/times.before"
+# In the background, so that a SIGTERM to this script is handled at once, not after the demo.
 "$mcim" demo --system "$dir" --devices "$devices" --concurrency "$concurrency" --json \
-  >"$work/demo.json" 2>"$work/demo.err"
+  >"$work/demo.json" 2>"$work/demo.err" &
+demo_pid=$!
+wait "$demo_pid"
 status=$?
+demo_pid=""
 times >"$work/times.after"
 dev_before="$(children_seconds "$work/times.before")"
 dev_after="$(children_seconds "$work/times.after")"
