@@ -157,9 +157,11 @@ cpu_json="$(awk -v hz="$hz" -v n="$devices" -v total="$((up_after - up_before))"
   }
   END {
     ms = 1000 / hz / n  # per tick
+    other = total * ms - named / 1e6 / n
+    if (other > -0.005 && other < 0.005) other = 0  # not "-0.00"
     printf "{\"supplier\":%.2f,\"ro\":%.2f,\"vno\":%.2f,\"sho\":%.2f,\"pva\":%.2f,\"other\":%.2f,",
       ns["supplier"] / 1e6 / n, ns["ro"] / 1e6 / n, ns["vno"] / 1e6 / n, ns["sho"] / 1e6 / n,
-      ns["pva"] / 1e6 / n, total * ms - named / 1e6 / n
+      ns["pva"] / 1e6 / n, other
     printf "\"services\":%.2f,\"postgres\":%s,\"devices\":%.2f}\n", total * ms,
       pg == "" ? "null" : sprintf("%.2f", pg * ms), dev * 1000 / n
   }' "$work/before.txt" "$work/after.txt")"
