@@ -6,10 +6,20 @@
 
 namespace mcim {
 
-void set_thread_name(std::string_view name) {
+namespace {
+
+void name(pthread_t thread, std::string_view name) {
   if (name.empty()) return;
   const std::string cut(name.substr(0, kMaxThreadName));
-  (void)::pthread_setname_np(::pthread_self(), cut.c_str());
+  (void)::pthread_setname_np(thread, cut.c_str());
+}
+
+}  // namespace
+
+void set_thread_name(std::string_view name) { mcim::name(::pthread_self(), name); }
+
+void set_thread_name(std::thread& thread, std::string_view name) {
+  mcim::name(thread.native_handle(), name);
 }
 
 }  // namespace mcim

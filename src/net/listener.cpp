@@ -49,17 +49,13 @@ Result<void> Listener::start(const std::string& host, std::uint16_t port,
   bound_port_ = acceptor_.local_endpoint().port();
   on_accept_ = std::move(on_accept);
   accept_next();
+  // Named from here, so that they carry their names once start() returns.
   const std::string prefix(names.threads);
-  threads_.emplace_back([this, name = prefix.empty() ? "" : prefix + "-a"] {
-    set_thread_name(name);
-    run(accept_ioc_);
-  });
+  threads_.emplace_back([this] { run(accept_ioc_); });
+  if (!prefix.empty()) set_thread_name(threads_.back(), prefix + "-a");
   for (std::size_t i = 0; i < workers_.size(); ++i) {
-    threads_.emplace_back(
-        [this, &ioc = workers_[i]->ioc, name = prefix.empty() ? "" : fmt::format("{}-{}", prefix, i)] {
-          set_thread_name(name);
-          run(ioc);
-        });
+    threads_.emplace_back([this, &ioc = workers_[i]->ioc] { run(ioc); });
+    if (!prefix.empty()) set_thread_name(threads_.back(), fmt::format("{}-{}", prefix, i));
   }
   return {};
 }

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -9,6 +11,7 @@
 #include "common/log.h"
 #include "common/random.h"
 #include "common/secure.h"
+#include "common/thread_name.h"
 
 namespace mcim {
 namespace {
@@ -139,6 +142,21 @@ TEST(Log, OneEscapedLinePerEventAboveTheLevel) {
   EXPECT_TRUE(log::parse_level("debug", l));
   EXPECT_EQ(l, log::Level::debug);
   EXPECT_FALSE(log::parse_level("verbose", l));
+}
+
+// The kernel keeps 15 bytes of a thread's name: a longer one is cut there, the role first.
+TEST(ThreadName, NamesTheCallingThreadCutTo15Bytes) {
+  auto name_of = [](std::string_view name) {
+    std::string seen;
+    std::thread([&] {
+      set_thread_name(name);
+      std::ifstream in("/proc/thread-self/comm");
+      std::getline(in, seen);
+    }).join();
+    return seen;
+  };
+  EXPECT_EQ(name_of("ro-notify-1"), "ro-notify-1");
+  EXPECT_EQ(name_of("supplier-http-12"), "supplier-http-1");
 }
 
 }  // namespace

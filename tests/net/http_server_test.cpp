@@ -14,9 +14,12 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -177,6 +180,30 @@ TEST(HttpServer, BindsAnEphemeralPortAndReportsIt) {
   ASSERT_TRUE(server);
   EXPECT_NE(server->port(), 0);
   EXPECT_EQ(server->address(), "127.0.0.1:" + std::to_string(server->port()));
+}
+
+// The names of this process's threads (/proc/self/task/*/comm).
+std::multiset<std::string> thread_names() {
+  std::multiset<std::string> names;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(t.path() / "comm");
+    std::string name;
+    std::getline(in, name);
+    names.insert(name);
+  }
+  return names;
+}
+
+TEST(HttpServer, NamesItsThreadsAfterThePrefixGiven) {
+  HttpServerOptions o;
+  o.threads = 2;
+  o.thread_name = "sho-http";
+  auto server = start(o);
+  ASSERT_TRUE(server);
+  const auto names = thread_names();
+  EXPECT_EQ(names.count("sho-http-0"), 1u);
+  EXPECT_EQ(names.count("sho-http-1"), 1u);
+  EXPECT_EQ(names.count("sho-http-a"), 1u);
 }
 
 TEST(HttpServer, GetAndPostRoundTrip) {

@@ -88,10 +88,8 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay, public Att
   void start() {
     const std::size_t n = std::max<std::size_t>(config_.notify_workers, 1);
     for (std::size_t i = 0; i < n; ++i) {
-      workers_.emplace_back([this, i] {
-        set_thread_name(fmt::format("ro-notify-{}", i));
-        run();
-      });
+      workers_.emplace_back([this] { run(); });
+      set_thread_name(workers_.back(), fmt::format("ro-notify-{}", i));
     }
   }
 
@@ -867,10 +865,8 @@ Result<std::unique_ptr<RoService>> RoService::create(store::Database& db, RoServ
   state->notices.start();
   if (state->config.expire_interval > std::chrono::seconds(0)) {
     State* s = state.get();
-    state->expiry = std::thread([s] {
-      set_thread_name("ro-expiry");
-      s->expire_loop();
-    });
+    state->expiry = std::thread([s] { s->expire_loop(); });
+    set_thread_name(state->expiry, "ro-expiry");
   }
   return std::unique_ptr<RoService>(new RoService(std::move(state)));
 }
