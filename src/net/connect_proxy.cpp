@@ -569,13 +569,12 @@ Result<std::unique_ptr<ConnectProxy>> ConnectProxy::start(const ConnectProxyOpti
   state->options = options;
   state->authorize = std::move(authorize);
   attach_metrics(*state);
-  auto listening = state->listener.start(options.host, options.port,
-                                         {.host_field = "gateway host",
-                                          .io_prefix = "gateway: ",
-                                          .threads = options.thread_name},
-                                         [&s = *state](tcp::socket socket, Worker& worker) {
-                                           on_accept(s, std::move(socket), worker);
-                                         });
+  auto listening = state->listener.start(
+      options.host, options.port,
+      {.host_field = "gateway host", .io_prefix = "gateway: ", .threads = options.thread_name},
+      [&s = *state](tcp::socket socket, Worker& worker) {
+        on_accept(s, std::move(socket), worker);
+      });
   if (!listening) return std::unexpected(listening.error());
   return std::unique_ptr<ConnectProxy>(new ConnectProxy(std::move(state)));
 }

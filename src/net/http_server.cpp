@@ -414,13 +414,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
     state->tls = std::move(*ctx);
   }
   attach_metrics(*state);
-  auto listening = state->listener.start(options.host, options.port,
-                                         {.host_field = "listen host",
-                                          .io_prefix = "",
-                                          .threads = options.thread_name},
-                                         [&s = *state](tcp::socket socket, Worker& worker) {
-                                           on_accept(s, std::move(socket), worker);
-                                         });
+  auto listening = state->listener.start(
+      options.host, options.port,
+      {.host_field = "listen host", .io_prefix = "", .threads = options.thread_name},
+      [&s = *state](tcp::socket socket, Worker& worker) {
+        on_accept(s, std::move(socket), worker);
+      });
   if (!listening) return std::unexpected(listening.error());
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(state)));
 }

@@ -16,8 +16,8 @@
 
 #include "common/hex.h"
 #include "common/log.h"
-#include "common/thread_name.h"
 #include "common/random.h"
+#include "common/thread_name.h"
 
 namespace mcim::ro {
 namespace {

@@ -18,9 +18,9 @@
 
 #include "common/ascii.h"
 #include "common/hex.h"
-#include "common/thread_name.h"
 #include "common/log.h"
 #include "common/random.h"
+#include "common/thread_name.h"
 #include "net/json_schema.h"
 #include "pki/sealed.h"
 #include "roles/ro/audit.h"
