@@ -135,8 +135,9 @@ void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& s
                 const sim::FleetReport& r) {
   out << fmt::format(
       "mcim demo: {} devices from the factory to an operational subscription over 3GPP access\n"
-      "(3GPP TR 33.812 alternative 1a: F0, F1, F7, F2). Services on 127.0.0.1, {}:\n",
-      r.devices, a.db.empty() ? "SQLite" : "PostgreSQL");
+      "(3GPP TR 33.812 alternative 1a: F0, F1, F7, F2). Services on 127.0.0.1, {}{}:\n",
+      r.devices, system.options().db_url.empty() ? "SQLite" : "PostgreSQL",
+      a.system.empty() ? "" : fmt::format(", run by `mcim up --dir {}`", system.options().dir));
   for (const auto& s : system.services()) {
     out << fmt::format("  {:<9} {}\n", s.role, s.url);
   }
