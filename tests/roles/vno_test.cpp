@@ -237,5 +237,160 @@ TEST_F(VnoTest, ConcurrentAttachesOfDifferentDevices) {
   EXPECT_EQ(ok.load(), 4);
 }
 
+// ---- F3 over EAP-AKA / EAP-AKA': the grant of a session after the AAA's Access-Accept ---------
+
+struct NaiCase {
+  const char* name;
+  std::string nai;
+  bool ok;
+  EapMethod method = EapMethod::aka;
+};
+
+TEST(EapIdentity, ParseTable) {
+  const std::string realm = "@wlan.mnc001.mcc001.3gppnetwork.org";
+  const std::vector<NaiCase> cases = {
+      {"aka", "0001019000000001" + realm, true, EapMethod::aka},
+      {"aka_prime", "6001019000000001" + realm, true, EapMethod::aka_prime},
+      {"six_digits", "0001019@x", true},
+      {"pseudonym", "2001019000000001" + realm, false},
+      {"fast_reauth", "4001019000000001" + realm, false},
+      {"eap_sim", "1001019000000001" + realm, false},
+      {"letter_prefix", "a001019000000001" + realm, false},
+      {"no_realm", "0001019000000001", false},
+      {"empty_realm", "0001019000000001@", false},
+      {"realm_space", "0001019000000001@wlan .org", false},
+      {"realm_nul", std::string("0001019000000001@wl\0an", 22), false},
+      {"non_digits", "000101900000000x" + realm, false},
+      {"imsi_short", "000101" + realm, false},
+      {"imsi_long", "00010190000000012" + realm, false},
+      {"two_ats", "0001019000000001@a@b", false},
+      {"empty", "", false},
+      {"too_long", "0001019000000001@" + std::string(240, 'a'), false},
+  };
+  for (const NaiCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto id = parse_eap_identity(c.nai);
+    ASSERT_EQ(id.has_value(), c.ok) << (id ? "" : id.error().message);
+    if (!id) {
+      EXPECT_EQ(id.error().code, ErrorCode::invalid_argument);
+      EXPECT_EQ(id.error().message.find("000101900000000"), std::string::npos) << "quotes it";
+      continue;
+    }
+    EXPECT_EQ(id->method, c.method);
+  }
+  auto id = parse_eap_identity("6001019000000001" + realm);
+  ASSERT_TRUE(id);
+  EXPECT_EQ(id->imsi, "001019000000001");
+  EXPECT_EQ(id->realm, realm.substr(1));
+}
+
+TEST(EapIdentity, PermanentIdentityOfTs23003) {
+  EXPECT_EQ(*eap_permanent_identity(EapMethod::aka, "001019900000001", 2),
+            "0001019900000001@wlan.mnc001.mcc001.3gppnetwork.org");
+  EXPECT_EQ(*eap_permanent_identity(EapMethod::aka_prime, "310150123456789", 3),
+            "6310150123456789@wlan.mnc150.mcc310.3gppnetwork.org");
+  EXPECT_EQ(eap_permanent_identity(EapMethod::aka, "00101x", 2).error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(eap_permanent_identity(EapMethod::aka, "001019900000001", 4).error().code,
+            ErrorCode::invalid_argument);
+}
+
+class VnoEapTest : public VnoTest {
+ protected:
+  static constexpr std::string_view kPcid = "001019000000001";
+  const std::string identity_ = "0001019000000001@wlan.mnc001.mcc001.3gppnetwork.org";
+
+  static Bytes<64> msk(std::uint8_t seed) {
+    Bytes<64> m{};
+    for (std::size_t i = 0; i < m.size(); ++i) m[i] = static_cast<std::uint8_t>(seed + i);
+    return m;
+  }
+  // What the device computes from its own MSK.
+  static Bytes<32> proof(const Bytes<64>& m, std::string_view identity) {
+    return eap_claim_proof(eap_session_key(m), identity).get();
+  }
+};
+
+TEST_F(VnoEapTest, TheRightProofClaimsARestrictedSessionOnce) {
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(1)));
+  EXPECT_EQ(vno_.eap_grants(), 1u);
+  EXPECT_TRUE(ro_.attached.contains(std::string(kPcid)));  // the home opened its session
+  EXPECT_EQ(ro_.last_vno, "vno-1");
+  auto s = vno_.claim_eap(identity_, proof(msk(1), identity_));
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->imsi, kPcid);
+  EXPECT_EQ(s->home_session, "home-" + std::string(kPcid));
+  EXPECT_TRUE(s->restricted);
+  EXPECT_EQ(s->drf_url, "https://ro.test/drf");
+  EXPECT_TRUE(vno_.forward(s->id, "drf"));
+  EXPECT_EQ(vno_.forward(s->id, "internet").error().code, ErrorCode::access_denied);
+  EXPECT_EQ(vno_.eap_grants(), 0u);
+  // One claim per grant: the same proof again finds nothing.
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code,
+            ErrorCode::not_found);
+  // The session is an ordinary one from here: detach closes it at the home.
+  ASSERT_TRUE(vno_.detach(s->id));
+  EXPECT_TRUE(ro_.attached.empty());
+}
+
+TEST_F(VnoEapTest, AWrongProofIsRefusedAndUsesTheGrantUp) {
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(1)));
+  // A proof from another MSK, and one for another identity under the right MSK.
+  auto wrong = vno_.claim_eap(identity_, proof(msk(2), identity_));
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, ErrorCode::mac_mismatch);
+  EXPECT_TRUE(ro_.attached.empty()) << "the home session outlived the refused claim";
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code,
+            ErrorCode::not_found);
+
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(3)));
+  const std::string other = "6001019000000001@wlan.mnc001.mcc001.3gppnetwork.org";
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(3), other)).error().code,
+            ErrorCode::mac_mismatch);
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(4)));
+  EXPECT_EQ(vno_.claim_eap(identity_, Bytes<16>{}).error().code, ErrorCode::mac_mismatch);
+  EXPECT_EQ(vno_.eap_grants(), 0u);
+}
+
+TEST_F(VnoEapTest, AnUnclaimedGrantExpiresAndFreesTheHome) {
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(1)));
+  clock_.advance(std::chrono::seconds(61));
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code,
+            ErrorCode::not_found);
+  EXPECT_TRUE(ro_.attached.empty());
+  EXPECT_EQ(vno_.claim_eap("0001019000000002@x", Bytes<32>{}).error().code, ErrorCode::not_found);
+}
+
+TEST_F(VnoEapTest, ANewAuthenticationReplacesThePendingGrant) {
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(1)));
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(2)));  // the home session of the first was closed
+  EXPECT_EQ(vno_.eap_grants(), 1u);
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code,
+            ErrorCode::mac_mismatch);
+  ASSERT_TRUE(vno_.grant_eap(identity_, msk(3)));
+  EXPECT_TRUE(vno_.claim_eap(identity_, proof(msk(3), identity_)));
+}
+
+TEST_F(VnoEapTest, GrantsAreRefusedWhereAnAttachWouldBe) {
+  EXPECT_EQ(vno_.grant_eap("0002019000000001@x", msk(1)).error().code, ErrorCode::not_found);
+  EXPECT_EQ(vno_.grant_eap("2001019000000001@x", msk(1)).error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(vno_.grant_eap(identity_, Bytes<32>{}).error().code, ErrorCode::invalid_argument);
+  // Attached over 3GPP access already: the home refuses a second session.
+  Device d;
+  ASSERT_TRUE(attach(std::string(kPcid), d));
+  EXPECT_EQ(vno_.grant_eap(identity_, msk(1)).error().code, ErrorCode::already_exists);
+  EXPECT_EQ(vno_.eap_grants(), 0u);
+}
+
+TEST_F(VnoEapTest, AnOperationalImsiGrantIsNotRestricted) {
+  const std::string id = "0001010000000001@wlan.mnc001.mcc001.3gppnetwork.org";
+  ASSERT_TRUE(vno_.grant_eap(id, msk(9)));
+  auto s = vno_.claim_eap(id, proof(msk(9), id));
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->restricted);
+  EXPECT_TRUE(vno_.forward(s->id, "internet"));
+}
+
 }  // namespace
 }  // namespace mcim::roles

@@ -5,10 +5,13 @@
 #include <algorithm>
 
 #include "common/hex.h"
+#include "common/log.h"
 #include "common/secure.h"
 
 namespace mcim::roles {
 namespace {
+
+constexpr std::string_view kLog = "vno";
 
 bool valid_imsi(std::string_view s) {
   return s.size() >= 6 && s.size() <= 15 &&
@@ -108,15 +111,103 @@ Result<VnoSession> Vno::complete(std::string_view attach_id, ByteView res) {
   const bool ok = constant_time_equal(res, p.vector.xres.view());
   wipe(p.vector);
   if (!ok) return fail(ErrorCode::mac_mismatch, "RES does not match: authentication failed");
-  HomeAuth* home = homes_.at(p.home);
-  auto home_session = home->open_session(p.imsi, options_.name);
-  if (!home_session) return std::unexpected(home_session.error());
-  auto r = route(p.imsi);
-  VnoSession s{new_id(), p.imsi, p.home, *home_session, r && r->provisioning, {}, clock_.now()};
-  if (s.restricted) s.drf_url = r->drf_url;
+  auto s = open_session(p.imsi, p.home);
+  if (!s) return std::unexpected(s.error());
   std::lock_guard lock(mu_);
-  sessions_.emplace(s.id, s);
+  sessions_.emplace(s->id, *s);
   return s;
+}
+
+Result<VnoSession> Vno::open_session(const std::string& imsi, const std::string& home) {
+  auto home_session = homes_.at(home)->open_session(imsi, options_.name);
+  if (!home_session) return std::unexpected(home_session.error());
+  auto r = route(imsi);
+  VnoSession s{new_id(), imsi, home, *home_session, r && r->provisioning, {}, clock_.now()};
+  if (s.restricted) s.drf_url = r->drf_url;
+  return s;
+}
+
+std::vector<VnoSession> Vno::take_expired_grants(std::chrono::system_clock::time_point now) {
+  std::vector<VnoSession> out;
+  for (auto it = eap_grants_.begin(); it != eap_grants_.end();) {
+    if (it->second.expires <= now) {
+      out.push_back(std::move(it->second.session));
+      it = eap_grants_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+// A grant nobody claimed holds the IMSI's attach at its home: let it go, so that the device can
+// authenticate again. A failure here leaves the home session to expire at the home.
+void Vno::close_home_sessions(const std::vector<VnoSession>& sessions) {
+  for (const VnoSession& s : sessions) {
+    if (auto c = homes_.at(s.home)->close_session(s.home_session); !c) {
+      log::warn(kLog, "EAP grant: closing the home session at {}: {}", s.home, c.error());
+    }
+  }
+}
+
+Result<void> Vno::grant_eap(std::string_view identity, ByteView msk) {
+  auto id = parse_eap_identity(identity);
+  if (!id) return std::unexpected(id.error());
+  if (msk.size() != kMskSize) {
+    return fail(ErrorCode::invalid_argument, "EAP grant: the MSK must be 64 octets");
+  }
+  auto r = route(id->imsi);
+  if (!r) return std::unexpected(r.error());
+  if (!homes_.contains(r->home)) {
+    return fail(ErrorCode::internal, fmt::format("route to {} has no home client", r->home));
+  }
+  std::vector<VnoSession> stale;
+  {
+    std::lock_guard lock(mu_);
+    stale = take_expired_grants(clock_.now());
+    if (auto it = eap_grants_.find(identity); it != eap_grants_.end()) {
+      stale.push_back(std::move(it->second.session));
+      eap_grants_.erase(it);
+    }
+  }
+  close_home_sessions(stale);
+  auto s = open_session(id->imsi, r->home);
+  if (!s) return std::unexpected(s.error());
+  EapGrant g{eap_session_key(msk), std::move(*s), clock_.now() + options_.eap_grant_ttl};
+  {
+    std::lock_guard lock(mu_);
+    if (eap_grants_.size() < options_.max_eap_grants) {
+      eap_grants_.insert_or_assign(std::string(identity), std::move(g));
+      return {};
+    }
+  }
+  // Over the bound: nothing kept, and the home session just opened is closed again.
+  close_home_sessions({g.session});
+  return fail(ErrorCode::busy, "too many unclaimed EAP sessions; retry later");
+}
+
+Result<VnoSession> Vno::claim_eap(std::string_view identity, ByteView proof) {
+  std::optional<EapGrant> g;
+  std::vector<VnoSession> stale;
+  {
+    std::lock_guard lock(mu_);
+    stale = take_expired_grants(clock_.now());
+    if (auto it = eap_grants_.find(identity); it != eap_grants_.end()) {
+      g.emplace(std::move(it->second));
+      eap_grants_.erase(it);  // one claim per grant, right or wrong
+    }
+  }
+  close_home_sessions(stale);
+  if (!g) return fail(ErrorCode::not_found, "no EAP session to claim for this identity (expired?)");
+  const Secret<32> expected = eap_claim_proof(g->key, identity);
+  if (!constant_time_equal(proof, expected.get())) {
+    close_home_sessions({g->session});
+    return fail(ErrorCode::mac_mismatch,
+                "the proof does not match the MSK of the EAP session; the grant is used up");
+  }
+  std::lock_guard lock(mu_);
+  sessions_.emplace(g->session.id, g->session);
+  return std::move(g->session);
 }
 
 Result<Challenge> Vno::resynchronise(std::string_view attach_id, const aka::Auts& auts) {
@@ -164,6 +255,11 @@ Result<std::string> Vno::forward(std::string_view session_id, std::string_view d
                 "a provisioning (PCID) session reaches only the Registration Operator and the PVA");
   }
   return it->second.imsi;
+}
+
+std::size_t Vno::eap_grants() const {
+  std::lock_guard lock(mu_);
+  return eap_grants_.size();
 }
 
 std::size_t Vno::pending() const {
