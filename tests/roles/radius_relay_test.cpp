@@ -89,12 +89,25 @@ ByteVec eap(std::uint8_t code, std::uint8_t id, ByteVec type_data = {}) {
 
 radius::Attribute message_authenticator() { return {radius::kMessageAuthenticator, ByteVec(16)}; }
 
-// An Access-Request as eapol_test sends one: User-Name, EAP-Message, Message-Authenticator.
+// EAP-Response/Identity (type 1) with `identity`.
+ByteVec identity_response(std::string_view identity = kIdentity) {
+  ByteVec type_data = {1};
+  type_data.insert(type_data.end(), identity.begin(), identity.end());
+  return eap(2, 1, std::move(type_data));
+}
+// EAP-Response/AKA-Challenge (type 23, subtype 1) without attributes: the relay does not read it.
+ByteVec aka_challenge_response() { return eap(2, 2, {23, 1, 0, 0}); }
+constexpr std::uint8_t kStateType = 24;
+
+// An Access-Request as eapol_test sends one: User-Name, EAP-Message, Message-Authenticator, and
+// the State of the conversation it continues.
 ByteVec access_request(std::uint8_t id, const radius::Authenticator& auth,
-                       std::string_view key = kSecret) {
+                       std::string_view key = kSecret, const ByteVec& eap_packet = identity_response(),
+                       const std::optional<ByteVec>& state = std::nullopt) {
   radius::Packet p{radius::Code::access_request, id, auth, {}};
   p.attributes.push_back({radius::kUserName, ByteVec(kIdentity.begin(), kIdentity.end())});
-  p.attributes.push_back({radius::kEapMessage, eap(2, 1, {1, 'x'})});
+  p.attributes.push_back({radius::kEapMessage, eap_packet});
+  if (state) p.attributes.push_back({kStateType, *state});
   p.attributes.push_back(message_authenticator());
   ByteVec wire = *radius::serialize(p);
   EXPECT_TRUE(radius::sign(wire, bytes_of(key), std::nullopt));
@@ -109,7 +122,7 @@ Bytes<64> test_msk() {
 
 // The AAA's answer to `request`; an Access-Accept carries the MSK as hostapd sends it.
 ByteVec answer(radius::Code code, const ByteVec& request, bool with_user_name = true,
-               std::string_view key = kSecret) {
+               std::string_view key = kSecret, const std::optional<ByteVec>& state = std::nullopt) {
   const auto req = *radius::parse(request);
   radius::Packet p{code, req.identifier, req.authenticator, {}};
   if (code == radius::Code::access_accept) {
@@ -125,6 +138,7 @@ ByteVec answer(radius::Code code, const ByteVec& request, bool with_user_name = 
     p.attributes.push_back({radius::kEapMessage, eap(3, 1)});
   } else {
     p.attributes.push_back({radius::kEapMessage, eap(1, 2, {23, 1})});
+    if (state) p.attributes.push_back({kStateType, *state});
   }
   p.attributes.push_back(message_authenticator());
   ByteVec wire = *radius::serialize(p);
@@ -215,10 +229,38 @@ TEST_F(RadiusRelayTest, AnAcceptGivesTheAaasIdentityAndTheMskBeforeItGoesOn) {
   EXPECT_EQ(accepted().size(), 1u);
 }
 
-TEST_F(RadiusRelayTest, AnAcceptWithoutTheAaasUserNameGrantsNothing) {
-  const ByteVec request = access_request(10, {10});
-  forwarded(request);
-  answered(answer(radius::Code::access_accept, request, false));  // passed on; no session
+// hostapd's Accept has no User-Name: the identity is the one the conversation began with, followed
+// from the EAP-Response/Identity through the AAA's State.
+TEST_F(RadiusRelayTest, WithoutTheAaasUserNameTheConversationsIdentityIsGranted) {
+  const ByteVec state = {'s', 1};
+  const ByteVec first = access_request(10, {10});
+  forwarded(first);
+  answered(answer(radius::Code::access_challenge, first, true, kSecret, state));
+  const ByteVec second = access_request(11, {11}, kSecret, aka_challenge_response(), state);
+  forwarded(second);
+  answered(answer(radius::Code::access_accept, second, false));
+  const auto seen = accepted();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].first, kIdentity);
+  EXPECT_EQ(seen[0].second, to_hex(test_msk()));
+}
+
+// The identity cannot change inside a conversation, and an Accept for a conversation the relay
+// did not see begin (and without User-Name) grants nothing.
+TEST_F(RadiusRelayTest, NoIdentityIsGrantedThatTheConversationDidNotBeginWith) {
+  const ByteVec state = {'s', 2};
+  const ByteVec first = access_request(12, {12});
+  forwarded(first);
+  answered(answer(radius::Code::access_challenge, first, true, kSecret, state));
+  nas_.send_to(relay_port_, access_request(13, {13}, kSecret,
+                                           identity_response("0001019900000002@x"), state));
+  EXPECT_FALSE(aaa_.receive(300ms)) << "an identity switched inside a conversation";
+  EXPECT_EQ(settle().dropped, 1u);
+
+  const ByteVec stranger = access_request(14, {14}, kSecret, aka_challenge_response(),
+                                          ByteVec{'n', 'o'});
+  forwarded(stranger);
+  answered(answer(radius::Code::access_accept, stranger, false));  // passed on; no session
   EXPECT_TRUE(accepted().empty());
   EXPECT_EQ(relay_->counters().accepts, 0u);
 }
@@ -230,7 +272,7 @@ TEST_F(RadiusRelayTest, UnauthenticatedOrMalformedRequestsAreDropped) {
   ByteVec no_ma;
   {
     radius::Packet p{radius::Code::access_request, 2, auth, {}};
-    p.attributes.push_back({radius::kEapMessage, eap(2, 1, {1, 'x'})});
+    p.attributes.push_back({radius::kEapMessage, identity_response()});
     no_ma = *radius::serialize(p);
   }
   ByteVec status = access_request(3, auth);

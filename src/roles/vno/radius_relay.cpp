@@ -10,6 +10,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -64,12 +65,43 @@ Result<SecretBytes> msk_of(const radius::Packet& accept, const radius::Authentic
   return SecretBytes(std::move(msk));
 }
 
+constexpr std::uint8_t kState = 24;  // RFC 2865 §5.24
+// Conversations in progress (EAP rounds between an identity and an Accept or Reject).
+constexpr std::size_t kMaxConversations = 4096;
+
+// The State attribute (RFC 2865 §5.24) that links the rounds of one EAP conversation; nullopt
+// when absent, bad_format when repeated or empty.
+Result<std::optional<ByteVec>> state_of(const radius::Packet& p) {
+  std::optional<ByteVec> state;
+  for (const radius::Attribute& a : p.attributes) {
+    if (a.type != kState) continue;
+    if (state) return fail(ErrorCode::bad_format, "State: more than one");
+    if (a.value.empty()) return fail(ErrorCode::bad_format, "State: empty");
+    state = a.value;
+  }
+  return state;
+}
+
+// The identity of an EAP-Response/Identity (code 2, type 1, RFC 3748 §5.1); nullopt for any
+// other EAP packet.
+std::optional<std::string> response_identity(const std::optional<ByteVec>& eap) {
+  if (!eap || eap->size() < 5 || (*eap)[0] != 2 || (*eap)[4] != 1) return std::nullopt;
+  return std::string(eap->begin() + 5, eap->end());
+}
+
 }  // namespace
 
 struct RadiusRelay::State {
   struct Outstanding {
     sockaddr_in nas{};
     radius::Authenticator request{};
+    Steady::time_point at;
+    // The EAP identity of the conversation the request belongs to, as the AAA saw it begin.
+    std::optional<std::string> identity;
+    std::optional<ByteVec> state;
+  };
+  struct Conversation {
+    std::string identity;
     Steady::time_point at;
   };
 
@@ -79,6 +111,9 @@ struct RadiusRelay::State {
   std::string address;
   // By RADIUS identifier: one octet, so 256 entries bound the table. Touched by the thread only.
   std::array<std::optional<Outstanding>, 256> outstanding{};
+  // By the AAA's State: the identity of each conversation's EAP-Response/Identity, recorded when
+  // the AAA answers it with an Access-Challenge. Touched by the thread only.
+  std::map<ByteVec, Conversation> conversations;
   std::atomic<std::uint64_t> requests{0}, answers{0}, accepts{0}, dropped{0};
   std::array<std::uint8_t, radius::kMaxPacketSize + 1> buf{};
   std::jthread thread;  // last: stopped before the rest goes
@@ -117,6 +152,8 @@ struct RadiusRelay::State {
     if (auto m = radius::verify_message_authenticator(wire, secret(), std::nullopt); !m) {
       return drop("NAS side", m.error());
     }
+    auto identity = conversation_identity(*p);
+    if (!identity) return drop("NAS side", identity.error());
     const auto now = Steady::now();
     auto& o = slot(p->identifier);
     // A retransmission carries the same identifier and authenticator from the same NAS; anything
@@ -126,7 +163,8 @@ struct RadiusRelay::State {
                                                                  "another request",
                                                                  p->identifier)));
     }
-    o = Outstanding{from, p->authenticator, now};
+    o = Outstanding{from, p->authenticator, now, std::move(identity->first),
+                    std::move(identity->second)};
     if (::send(aaa_fd, wire.data(), wire.size(), 0) < 0) {
       log::warn(kLog, "radius: cannot forward to the AAA: {}", std::strerror(errno));
       return;
@@ -155,21 +193,71 @@ struct RadiusRelay::State {
     }
     const Outstanding request = *o;
     o.reset();
-    if (p->code == radius::Code::access_accept) accepted(*p, request.request);
+    if (p->code == radius::Code::access_challenge) {
+      remember(*p, request);
+    } else if (request.state) {
+      conversations.erase(*request.state);  // the conversation is over
+    }
+    if (p->code == radius::Code::access_accept) accepted(*p, request);
     ::sendto(nas_fd, wire.data(), wire.size(), 0, reinterpret_cast<const sockaddr*>(&request.nas),
              sizeof request.nas);
     answers.fetch_add(1);
   }
 
-  // The AAA vouches for the User-Name of its Accept (the identity EAP authenticated); the one of
-  // the request is the NAS's word and is not used.
-  void accepted(const radius::Packet& accept, const radius::Authenticator& request) {
-    auto name = radius::user_name(accept);
-    if (!name || !*name) {
-      log::warn(kLog, "radius: an Access-Accept without a User-Name: no session granted");
+  // The identity a request continues: the one its State names (a conversation the AAA began with
+  // an EAP-Response/Identity), or the one of its own EAP-Response/Identity when it begins one.
+  // An identity inside a conversation is refused: it could make the relay's view differ from the
+  // identity the AAA authenticates. Returns {identity, State}.
+  Result<std::pair<std::optional<std::string>, std::optional<ByteVec>>> conversation_identity(
+      const radius::Packet& p) {
+    auto eap = radius::eap_message(p);
+    if (!eap) return std::unexpected(eap.error());
+    auto state = state_of(p);
+    if (!state) return std::unexpected(state.error());
+    std::optional<std::string> identity = response_identity(*eap);
+    if (*state) {
+      if (identity) {
+        return fail(ErrorCode::invalid_argument,
+                    "an EAP-Response/Identity inside a conversation (with a State)");
+      }
+      const auto it = conversations.find(**state);
+      if (it != conversations.end()) identity = it->second.identity;
+    }
+    return std::pair{std::move(identity), std::move(*state)};
+  }
+
+  // An Access-Challenge continues the request's conversation under the State it carries.
+  void remember(const radius::Packet& challenge, const Outstanding& request) {
+    auto state = state_of(challenge);
+    if (!state || !*state || !request.identity) return;
+    const auto now = Steady::now();
+    if (conversations.size() >= kMaxConversations) {
+      std::erase_if(conversations,
+                    [&](const auto& c) { return now - c.second.at >= options.request_ttl; });
+    }
+    if (conversations.size() >= kMaxConversations) {
+      log::warn(kLog, "radius: too many EAP conversations in progress; one is not followed");
       return;
     }
-    auto msk = msk_of(accept, request, secret());
+    conversations.insert_or_assign(std::move(**state), Conversation{*request.identity, now});
+  }
+
+  // The identity EAP authenticated: the User-Name of the Accept when the AAA sends one (hostapd
+  // 2.10 does not), else the identity the conversation began with. The User-Name of the request
+  // is the NAS's word and is not used.
+  void accepted(const radius::Packet& accept, const Outstanding& request) {
+    auto name = radius::user_name(accept);
+    if (!name) {
+      log::warn(kLog, "radius: an Access-Accept with an unreadable User-Name ({}): no session "
+                "granted", name.error());
+      return;
+    }
+    std::optional<std::string> identity = *name ? *name : request.identity;
+    if (!identity) {
+      log::warn(kLog, "radius: an Access-Accept for no known EAP identity: no session granted");
+      return;
+    }
+    auto msk = msk_of(accept, request.request, secret());
     if (!msk) {
       log::warn(kLog, "radius: an Access-Accept without a usable MSK ({}): no session granted",
                 msk.error());
@@ -177,7 +265,7 @@ struct RadiusRelay::State {
     }
     accepts.fetch_add(1);
     if (!options.on_accept) return;
-    if (auto g = options.on_accept(**name, msk->view()); !g) {
+    if (auto g = options.on_accept(*identity, msk->view()); !g) {
       log::warn(kLog, "radius: no session granted after an Access-Accept: {}", g.error());
     }
   }

@@ -4,10 +4,12 @@
 // unchanged (the same shared secret on both legs); each one is checked with net/radius.h first,
 // and anything that fails is dropped and counted: a request without a valid
 // Message-Authenticator, an answer without a valid Response Authenticator and
-// Message-Authenticator or that answers no outstanding request. On an Access-Accept the MSK
-// (MS-MPPE-Recv-Key | MS-MPPE-Send-Key) and the AAA's User-Name go to `on_accept` before the
-// answer is passed on, so that the session exists when the device learns it succeeded. One
-// thread, UDP over IPv4; the shared secret is never logged.
+// Message-Authenticator or that answers no outstanding request. The relay follows each EAP
+// conversation from its EAP-Response/Identity through the AAA's State attributes, because
+// hostapd's Access-Accept carries no User-Name. On an Access-Accept the MSK (MS-MPPE-Recv-Key |
+// MS-MPPE-Send-Key) and the identity (the Accept's User-Name, else the conversation's) go to
+// `on_accept` before the answer is passed on, so that the session exists when the device learns
+// it succeeded. One thread, UDP over IPv4; the shared secret is never logged.
 #pragma once
 
 #include <atomic>
@@ -33,8 +35,8 @@ struct RadiusRelayOptions {
   // An answer later than this no longer finds its request (RADIUS clients retransmit within
   // seconds); the identifier is then free for another NAS.
   std::chrono::seconds request_ttl{30};
-  // Called on the relay's thread for each verified Access-Accept, with the AAA's User-Name and
-  // the 64-octet MSK (wiped after the call). Its failure is logged; the Accept passes anyway.
+  // Called on the relay's thread for each verified Access-Accept, with the authenticated identity
+  // and the 64-octet MSK (wiped after the call). Its failure is logged; the Accept passes anyway.
   std::function<Result<void>(std::string_view identity, ByteView msk)> on_accept;
 };
 
