@@ -352,6 +352,47 @@ TEST_F(VnoServiceTest, ARestrictedSessionIsToldTheDrfOfItsRoute) {
   EXPECT_EQ(s["drf_url"], "https://127.0.0.1:8443/");
 }
 
+// F3: a grant left by an Access-Accept (here straight from Vno::grant_eap; the relay's part is
+// radius_relay_test) is claimed at POST /v1/access/eap-sessions with the attach answer's members,
+// once; malformed claims are refused before the Vno sees them and consume nothing.
+TEST_F(VnoServiceTest, AnEapSessionIsClaimedOnceWithAProofOfTheMsk) {
+  const std::string identity = "0" + kPcid + "@wlan.mnc001.mcc001.3gppnetwork.org";
+  Bytes<64> msk{};
+  msk.fill(0x5a);
+  const std::string proof = to_hex(eap_claim_proof(eap_session_key(msk), identity).get());
+  auto claim = [&](const Json& body) {
+    return handle(request("POST", "/v1/access/eap-sessions", body.dump()));
+  };
+  ASSERT_TRUE(service_->vno().grant_eap(identity, msk));
+  for (const Json& bad : {Json{{"identity", identity}, {"proof", proof.substr(2)}},
+                          Json{{"identity", identity}, {"proof", std::string(64, 'g')}},
+                          Json{{"identity", ""}, {"proof", proof}}, Json{{"proof", proof}},
+                          Json{{"identity", identity}, {"proof", proof}, {"extra", 1}}}) {
+    const auto r = claim(bad);
+    EXPECT_EQ(r.status, 400) << bad.dump() << " " << r.body;
+  }
+  EXPECT_EQ(service_->vno().eap_grants(), 1u);
+  const auto ok = claim({{"identity", identity}, {"proof", proof}});
+  ASSERT_EQ(ok.status, 201) << ok.body;
+  const Json s = json_of(ok);
+  EXPECT_EQ(s["imsi"], kPcid);
+  EXPECT_EQ(s["restricted"], true);
+  EXPECT_EQ(s["gateway"], service_->gateway_address());
+  EXPECT_EQ(s["drf_url"], home_.url());
+  EXPECT_EQ(s["session"].get<std::string>().size(), 32u);
+  EXPECT_EQ(s["home_session"].get<std::string>().size(), 32u);
+  EXPECT_TRUE(service_->vno().session(s["session"].get<std::string>()));
+  EXPECT_EQ(claim({{"identity", identity}, {"proof", proof}}).status, 404);
+
+  ASSERT_TRUE(service_->vno().detach(s["session"].get<std::string>()));
+  ASSERT_TRUE(service_->vno().grant_eap(identity, msk));
+  const auto wrong = claim({{"identity", identity}, {"proof", std::string(64, '0')}});
+  EXPECT_EQ(wrong.status, 422) << wrong.body;
+  EXPECT_NE(wrong.body.find("mac_mismatch"), std::string::npos);
+  EXPECT_EQ(claim({{"identity", identity}, {"proof", proof}}).status, 404);
+  EXPECT_NE(metrics().find("step=\"eap_session_claimed\"} 1"), std::string::npos) << metrics();
+}
+
 TEST_F(VnoServiceTest, AWrongResIsRefusedAndUsesTheChallengeUp) {
   Device d;
   const Json challenge = json_of(attach(kPcid));

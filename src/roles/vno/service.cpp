@@ -28,6 +28,7 @@ constexpr std::string_view kAttach = "POST /v1/attach";
 constexpr std::string_view kResponse = "POST /v1/attach/{attach_id}/response";
 constexpr std::string_view kAuts = "POST /v1/attach/{attach_id}/auts";
 constexpr std::string_view kDetach = "DELETE /v1/sessions/{session}";
+constexpr std::string_view kEapClaim = "POST /v1/access/eap-sessions";
 
 bool is_lower_hex(std::string_view s) {
   return std::all_of(s.begin(), s.end(),
@@ -210,6 +211,9 @@ struct VnoService::State {
   net::HttpResponse respond_res(const net::Request& request);
   net::HttpResponse respond_auts(const net::Request& request);
   net::HttpResponse detach(const net::Request& request);
+  net::HttpResponse claim_eap(const net::Request& request);
+  Result<void> start_relay();
+  Json session_json(const VnoSession& s) const;
 
   VnoServiceConfig config;
   std::map<std::string, std::unique_ptr<HttpHomeAuth>> homes;
@@ -220,6 +224,7 @@ struct VnoService::State {
   net::Router router;
   // Last: it is stopped first, while the Vno its authoriser calls still exists.
   std::unique_ptr<net::ConnectProxy> gateway;
+  std::unique_ptr<RadiusRelay> relay;  // calls the Vno too; stopped before the gateway
 };
 
 // `route` is the pattern, not the path: a path holds an attach id or a session id, which are
@@ -254,17 +259,33 @@ net::HttpResponse VnoService::State::respond_res(const net::Request& request) {
   secure_wipe(*res);
   if (!s) return refuse(kResponse, s.error());
   router.metrics().flow_step("attach_authenticated");
-  Json body = {{"session", s->id},
-               {"home_session", s->home_session},
-               {"imsi", s->imsi},
-               {"restricted", s->restricted}};
-  if (s->restricted) {
-    body["gateway"] = gateway->address();
-    body["drf_url"] = s->drf_url;
-  }
   log::debug(kLog, "attached IMSI prefix {} to home {} ({})", s->imsi.substr(0, 6), s->home,
              s->restricted ? "restricted" : "operational");
-  return net::json_response(201, body);
+  return net::json_response(201, session_json(*s));
+}
+
+// The answer of an attach and of an EAP claim alike: the device goes on the same way.
+Json VnoService::State::session_json(const VnoSession& s) const {
+  Json body = {{"session", s.id},
+               {"home_session", s.home_session},
+               {"imsi", s.imsi},
+               {"restricted", s.restricted}};
+  if (s.restricted) {
+    body["gateway"] = gateway->address();
+    body["drf_url"] = s.drf_url;
+  }
+  return body;
+}
+
+net::HttpResponse VnoService::State::claim_eap(const net::Request& request) {
+  auto proof = parse_hex(request.json["proof"].get_ref<const std::string&>(), "proof");
+  if (!proof) return refuse(kEapClaim, proof.error());
+  auto s = vno->claim_eap(request.json["identity"].get_ref<const std::string&>(), *proof);
+  if (!s) return refuse(kEapClaim, s.error());
+  router.metrics().flow_step("eap_session_claimed");
+  log::debug(kLog, "EAP session claimed for IMSI prefix {} at home {} ({})", s->imsi.substr(0, 6),
+             s->home, s->restricted ? "restricted" : "operational");
+  return net::json_response(201, session_json(*s));
 }
 
 net::HttpResponse VnoService::State::respond_auts(const net::Request& request) {
@@ -325,9 +346,19 @@ Result<void> VnoService::State::add_routes() {
       !r) {
     return r;
   }
+  if (auto r = router.add(
+          "DELETE", "/v1/sessions/{session}", [s](const net::Request& q) { return s->detach(q); },
+          json_body);
+      !r) {
+    return r;
+  }
+  const auto claim_schema = JsonSchema::object({
+      required("identity", JsonSchema::string(kMaxNai)),
+      required("proof", JsonSchema::hex(32)),
+  });
   return router.add(
-      "DELETE", "/v1/sessions/{session}", [s](const net::Request& q) { return s->detach(q); },
-      json_body);
+      "POST", "/v1/access/eap-sessions", [s](const net::Request& q) { return s->claim_eap(q); },
+      with(claim_schema));
 }
 
 namespace {
@@ -394,15 +425,32 @@ Result<std::unique_ptr<VnoService>> VnoService::create(VnoServiceConfig config,
   if (!gateway) return std::unexpected(gateway.error());
   service->state_->gateway = std::move(*gateway);
   log::info(kLog, "gateway listening on {}", service->state_->gateway->address());
+  if (auto r = service->state_->start_relay(); !r) return std::unexpected(r.error());
   return service;
+}
+
+// The relay hands each verified Access-Accept to the Vno, which opens the session at the home
+// before the Accept goes on to the NAS.
+Result<void> VnoService::State::start_relay() {
+  if (!config.non3gpp) return {};
+  RadiusRelayOptions o = *config.non3gpp;
+  Vno* v = &*vno;
+  o.on_accept = [v](std::string_view identity, ByteView msk) { return v->grant_eap(identity, msk); };
+  auto r = RadiusRelay::start(std::move(o));
+  if (!r) return with_prefix(r.error(), "non3gpp");
+  relay = std::move(*r);
+  return {};
 }
 
 VnoService::VnoService(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 VnoService::~VnoService() {
   // The tunnels' authoriser reads the Vno: no worker may run it once destruction begins.
+  if (state_ && state_->relay) state_->relay->stop();
   if (state_ && state_->gateway) state_->gateway->stop();
 }
+
+RadiusRelay* VnoService::radius_relay() { return state_->relay.get(); }
 
 const net::Router& VnoService::router() const { return state_->router; }
 net::HttpHandler VnoService::handler() const { return state_->router.handler(); }

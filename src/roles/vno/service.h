@@ -3,11 +3,14 @@
 // Vno of vno.h, its HomeAuth ports as HTTPS clients of the homes' /v1/auth endpoints (the RO's
 // ICF for PCIDs, an SHO's AuC later) authenticated with the VNO's mTLS certificate, and the
 // gateway of restricted sessions as a net::ConnectProxy (started and owned by the service) whose
-// authoriser is Vno::forward (docs/protocol.md "Visited network"). Thread-safe.
+// authoriser is Vno::forward (docs/protocol.md "Visited network"), and for non-3GPP access (F3)
+// the RADIUS relay in front of the AAA server (radius_relay.h) whose Access-Accepts become EAP
+// grants that devices claim at POST /v1/access/eap-sessions. Thread-safe.
 #pragma once
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +20,7 @@
 #include "net/connect_proxy.h"
 #include "net/https_client.h"
 #include "net/router.h"
+#include "roles/vno/radius_relay.h"
 #include "roles/vno/vno.h"
 
 namespace mcim::roles {
@@ -61,6 +65,9 @@ struct VnoServiceConfig {
   // The gateway the service starts (its authoriser is gateway_authorizer()); the attach answer
   // of a restricted session tells the device its address (and the route's drf_url).
   net::ConnectProxyOptions gateway;
+  // F3 over EAP-AKA/AKA': the RADIUS relay the service starts (its on_accept is set to
+  // Vno::grant_eap); absent: no non-3GPP access.
+  std::optional<RadiusRelayOptions> non3gpp;
 };
 
 class VnoService {
@@ -80,6 +87,7 @@ class VnoService {
   // destination.
   net::TunnelAuthorizer gateway_authorizer() const;
   std::string gateway_address() const;  // "127.0.0.1:PORT" of the running gateway
+  RadiusRelay* radius_relay();          // null without non3gpp
   Vno& vno();
 
   struct State;
