@@ -175,6 +175,7 @@ std::string_view to_string(Step s) {
     case Step::report: return "report";
     case Step::attach_imsi: return "attach_imsi";
     case Step::connect_direct: return "connect_direct";
+    case Step::attach_eap: return "attach_eap";
   }
   return "unknown";
 }
@@ -183,6 +184,8 @@ std::string_view to_string(Access a) {
   switch (a) {
     case Access::threegpp: return "3gpp";
     case Access::direct: return "direct";
+    case Access::eap_aka: return "eap-aka";
+    case Access::eap_aka_prime: return "eap-aka-prime";
   }
   return "unknown";
 }
@@ -240,7 +243,15 @@ struct Agent::Impl {
   }
 
   Result<void> attach_pcid(const std::string& pcid) {
-    auto a = agent.attach(pcid);
+    return restricted_session(agent.attach(pcid));
+  }
+
+  Result<void> attach_eap(const std::string& pcid) {
+    return restricted_session(agent.attach_eap(pcid));
+  }
+
+  // F2 and F3 alike end steps 1-4 with a restricted session whose gateway leads to the DRF.
+  Result<void> restricted_session(Result<Attachment> a) {
     if (!a) return std::unexpected(a.error());
     pcid_session = std::move(*a);
     if (!pcid_session.restricted || pcid_session.gateway.empty() || pcid_session.drf_url.empty()) {
@@ -395,8 +406,11 @@ struct Agent::Impl {
 
   // The first step: F2's attach through a VNO, or F3's direct connection to the DRF.
   Result<void> connect(const std::string& pcid) {
-    if (agent.config_.access == Access::direct) {
-      return step(Step::connect_direct, [&] { return connect_direct(pcid); });
+    switch (agent.config_.access) {
+      case Access::direct: return step(Step::connect_direct, [&] { return connect_direct(pcid); });
+      case Access::eap_aka:
+      case Access::eap_aka_prime: return step(Step::attach_eap, [&] { return attach_eap(pcid); });
+      case Access::threegpp: break;
     }
     return step(Step::attach_pcid, [&] { return attach_pcid(pcid); });
   }
@@ -526,6 +540,28 @@ Result<Attachment> Agent::attach(std::string_view id) {
     if (!r) return std::unexpected(r.error());
     log::info(kLog, "attach with {}: resynchronised", imsi);
   }
+}
+
+Result<Attachment> Agent::attach_eap(std::string_view pcid) {
+  EapAccessOptions o = config_.eap;
+  o.method =
+      config_.access == Access::eap_aka_prime ? roles::EapMethod::aka_prime : roles::EapMethod::aka;
+  auto eap = authenticate_eap(tre_, pcid, o);
+  if (!eap) return std::unexpected(eap.error());
+  const Secret<32> proof =
+      roles::eap_claim_proof(roles::eap_session_key(eap->msk.get()), eap->identity);
+  auto client = vno_client();
+  if (!client) return std::unexpected(client.error());
+  auto s = exchange(**client, "POST", base_of(config_.vno_url) + "/v1/access/eap-sessions", 201,
+                    "vno", Json{{"identity", eap->identity}, {"proof", to_hex(proof.get())}});
+  if (!s) return std::unexpected(s.error());
+  auto j = parse_answer(*s, attachment_schema(), "vno");
+  if (!j) return std::unexpected(j.error());
+  Attachment a = attachment_of(*j);
+  if (a.imsi != pcid) return fail(ErrorCode::bad_format, "vno: the session names another IMSI");
+  log::info(kLog, "attached with {} over {} ({})", pcid, roles::to_string(o.method),
+            a.restricted ? "restricted" : "operational");
+  return a;
 }
 
 Result<void> Agent::detach(const Attachment& a) {

@@ -9,6 +9,9 @@
 //         and its signed status report sent back;
 //   then  detach, activate and select the new MCIM, attach with its IMSI (retried while the SHO
 //         has not yet activated it): operational.
+// Over non-3GPP access (F3, AgentConfig::access = eap_aka or eap_aka_prime) steps 1-4 are EAP with
+// the access network's RADIUS server instead (the TRE as the EAP peer's SIM, eap_access.h), and
+// the restricted session is claimed at the VNO with the MSK; the rest is the same.
 // The device's own TLS trust (VNO, DRF) comes from AgentConfig; the DPF is trusted by the pin
 // only. Every step is timed; the caller may watch them as they happen. Not thread-safe (the Tre
 // is not); run one Agent per device.
@@ -24,6 +27,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "device/eap_access.h"
 #include "net/https_client.h"
 #include "tre/tre.h"
 
@@ -31,16 +35,19 @@ namespace mcim::device {
 
 // The steps as the TR numbers them (wire and table names: to_string).
 enum class Step {
-  attach_pcid,   // 1-4
-  discovery,     // 5-7
-  attestation,   // 8-10: waiting for the request, signing, answering
-  package,       // 11-12: waiting for the package and downloading it
-  install,       // 13: in the TRE
-  report,        // 13-14: the signed status report to the DPF
-  attach_imsi,   // detach, activate and select the MCIM, attach with it (waits for activation)
+  attach_pcid,  // 1-4
+  discovery,    // 5-7
+  attestation,  // 8-10: waiting for the request, signing, answering
+  package,      // 11-12: waiting for the package and downloading it
+  install,      // 13: in the TRE
+  report,       // 13-14: the signed status report to the DPF
+  attach_imsi,  // detach, activate and select the MCIM, attach with it (waits for activation)
   // F3 without AKA, instead of attach_pcid: the RO's nonce, the TRE's attestation over it, the
   // restricted session the RO opens for the platform key it verified.
   connect_direct,
+  // F3 over EAP-AKA/AKA', instead of attach_pcid: EAP with the PCID through the access network's
+  // RADIUS server, then the restricted session claimed at the VNO with the MSK.
+  attach_eap,
 };
 std::string_view to_string(Step s);
 
@@ -51,10 +58,12 @@ struct StepTiming {
 
 // How the device reaches the RO for its first provisioning (DESIGN.md §2 F2, F3).
 enum class Access {
-  threegpp,  // F2: attach to a VNO with the PCID (AKA), then through its gateway
-  direct,    // F3 without AKA: IP straight to the RO's DRF, the platform key instead of AKA
+  threegpp,       // F2: attach to a VNO with the PCID (AKA), then through its gateway
+  direct,         // F3 without AKA: IP straight to the RO's DRF, the platform key instead of AKA
+  eap_aka,        // F3: EAP-AKA through the VNO's RADIUS relay, then the session claimed
+  eap_aka_prime,  // F3: the same with EAP-AKA'
 };
-std::string_view to_string(Access a);  // "3gpp", "direct"
+std::string_view to_string(Access a);  // "3gpp", "direct", "eap-aka", "eap-aka-prime"
 
 struct AgentConfig {
   // https base URL of the visited network's attach endpoints. With direct access it may be
@@ -62,12 +71,14 @@ struct AgentConfig {
   std::string vno_url;
   Access access = Access::threegpp;
   std::string drf_url;  // https base URL of the RO's DRF, required for direct access
+  // EAP access: the peer, the RADIUS server, its secret (eap.method follows `access`).
+  EapAccessOptions eap;
   // TLS towards the VNO and the DRF: trust anchors (or a pin), timeouts; no client certificate.
   net::HttpsClientOptions tls;
-  std::chrono::milliseconds poll_first{5};   // first wait when the DPF has nothing yet
-  std::chrono::milliseconds poll_max{200};   // the wait doubles up to this
-  std::chrono::seconds timeout{60};          // the whole of provision()
-  unsigned max_resyncs = 2;                  // AUTS rounds per attach
+  std::chrono::milliseconds poll_first{5};  // first wait when the DPF has nothing yet
+  std::chrono::milliseconds poll_max{200};  // the wait doubles up to this
+  std::chrono::seconds timeout{60};         // the whole of provision()
+  unsigned max_resyncs = 2;                 // AUTS rounds per attach
   std::chrono::seconds bootstrap_max_age{300};
 };
 
@@ -77,14 +88,14 @@ struct Attachment {
   std::string session;       // the VNO's (gateway credential); a bearer token, never logged
   std::string home_session;  // the home's (RO device endpoints); a bearer token, never logged
   bool restricted = false;
-  std::string gateway;       // "ip:port" for restricted sessions
-  std::string drf_url;       // the RO's DRF for restricted sessions
+  std::string gateway;  // "ip:port" for restricted sessions
+  std::string drf_url;  // the RO's DRF for restricted sessions
 };
 
 struct Outcome {
-  std::string pcid, imsi;     // the MCIM's IMSI, now selected
+  std::string pcid, imsi;  // the MCIM's IMSI, now selected
   std::string package_id;
-  Attachment operational;     // the attach with the IMSI
+  Attachment operational;  // the attach with the IMSI
   std::vector<StepTiming> steps;
 };
 
@@ -100,6 +111,9 @@ class Agent {
 
   // One attach with the credential `id` (the PCID or an MCIM's IMSI), AUTS retried.
   Result<Attachment> attach(std::string_view id);
+  // F3: EAP with the PCID (config.eap, the method of config.access), then
+  // POST {vno}/v1/access/eap-sessions with the proof of the MSK: the restricted session.
+  Result<Attachment> attach_eap(std::string_view pcid);
   // DELETE the VNO session.
   Result<void> detach(const Attachment& a);
 
