@@ -1,25 +1,20 @@
 #include "device/eap_access.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <stop_token>
 #include <thread>
-#include <vector>
 
 #include "aka/eap_keys.h"
 #include "common/file.h"
 #include "common/log.h"
-
-extern char** environ;
+#include "common/process.h"
 
 namespace mcim::device {
 namespace {
@@ -58,58 +53,6 @@ Result<void> check(const EapAccessOptions& o) {
   }
   return {};
 }
-
-// eapol_test as a child process: its output to a log file, SIGKILL if it outlives the deadline.
-class Peer {
- public:
-  static Result<Peer> spawn(const std::vector<std::string>& args, const std::string& log) {
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid = -1;
-    const int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      return fail(ErrorCode::io_error, fmt::format("eap: cannot start {}: {}", args[0],
-                                                   std::strerror(rc)));
-    }
-    return Peer(pid);
-  }
-  Peer(Peer&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
-  Peer& operator=(Peer&&) = delete;
-  ~Peer() { kill(); }
-
-  // The exit status once the peer ended; nullopt when it was killed at the deadline or because
-  // the caller gave up (`abandon`).
-  std::optional<int> wait(Steady::time_point deadline, const std::stop_token& abandon) {
-    while (pid_ > 0) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (Steady::now() >= deadline || abandon.stop_requested()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    kill();
-    return std::nullopt;
-  }
-
- private:
-  explicit Peer(pid_t pid) : pid_(pid) {}
-  void kill() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  pid_t pid_ = -1;
-};
 
 // What the TRE answered to the challenge that succeeded, kept for the key derivation.
 struct Captured {
@@ -160,12 +103,12 @@ Result<EapAuthentication> authenticate_eap(tre::Tre& tre, std::string_view pcid,
   if (auto w = write_file_atomic(conf, bytes_of(text), 0600); !w) return with_prefix(w.error(), "eap");
 
   const auto deadline = Steady::now() + o.timeout;
-  auto peer = Peer::spawn({o.eapol_test, "-c" + conf, "-a" + o.radius_host,
+  auto peer = ChildProcess::spawn({o.eapol_test, "-c" + conf, "-a" + o.radius_host,
                            fmt::format("-p{}", o.radius_port),
                            "-s" + std::string(o.radius_secret->text()), "-W",
                            fmt::format("-t{}", o.timeout.count())},
-                          o.work_dir + "/eapol_test.log");
-  if (!peer) return std::unexpected(peer.error());
+                                  o.work_dir + "/eapol_test.log");
+  if (!peer) return with_prefix(peer.error(), "eap");
 
   Captured captured;
   ExternalSimOptions sim;
@@ -184,7 +127,8 @@ Result<EapAuthentication> authenticate_eap(tre::Tre& tre, std::string_view pcid,
   std::stop_source stop;
   std::optional<int> exit_status;
   std::jthread watcher([&](std::stop_token abandon) {
-    exit_status = peer->wait(deadline, abandon);
+    exit_status = peer->wait_until(deadline, abandon);
+    if (!exit_status) peer->stop(std::chrono::milliseconds(0));  // out of time, or given up
     stop.request_stop();
   });
   Result<ExternalSimReport> report = serve_external_sim(tre, sim, stop.get_token());
