@@ -8,19 +8,18 @@
 // killed at the end, and bounded waits. scripts/install-deps installs hostapd and eapoltest;
 // their absence is a failure. EapRelay.*: the same with a RADIUS relay in between that checks every
 // packet with net/radius.h and compares the MS-MPPE keys of the Access-Accept with the MSK that
-// aka/eap_keys.h derives from the identity and the TRE's CK and IK.
+// aka/eap_keys.h derives from the identity and the TRE's CK and IK. EapAccess.*: the whole of F3's
+// access over EAP: the VNO service's RADIUS relay in front of hostapd, the RO service over the same
+// database, and the device agent, which runs eapol_test itself, claims its restricted session at
+// the VNO with the MSK, and reaches the DRF's bootstrap through the gateway, and nothing else.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -33,18 +32,24 @@
 #include <thread>
 #include <vector>
 
+#include "../device/test_sho.h"
+#include "../net/net_test_util.h"
 #include "../tre/tre_fixture.h"
 #include "aka/eap_keys.h"
 #include "aka/sqn.h"
 #include "common/hex.h"
+#include "common/process.h"
+#include "device/agent.h"
 #include "device/eap_sim.h"
+#include "net/peer_call.h"
 #include "net/radius.h"
+#include "roles/ro/bootstrap.h"
 #include "roles/ro/hlr_gw.h"
 #include "roles/ro/icf.h"
+#include "roles/ro/service.h"
+#include "roles/vno/service.h"
 #include "store/store.h"
 #include "tre/tre.h"
-
-extern char** environ;
 
 namespace mcim {
 namespace {
@@ -70,58 +75,7 @@ std::string read_file(const std::string& path) {
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 // A process of ours, output to a log file; SIGTERM then SIGKILL on destruction if still running.
-class Child {
- public:
-  static std::optional<Child> spawn(const std::vector<std::string>& args, const std::string& log) {
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid = -1;
-    const int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return std::nullopt;
-    return Child(pid);
-  }
-  Child(Child&& o) noexcept : pid_(std::exchange(o.pid_, -1)), status_(o.status_) {}
-  Child& operator=(Child&&) = delete;
-  ~Child() { stop(); }
-
-  // The exit status once it ended within `wait`; nullopt while it runs.
-  std::optional<int> wait_exit(std::chrono::milliseconds wait) {
-    const auto until = std::chrono::steady_clock::now() + wait;
-    while (pid_ > 0 && !reap(WNOHANG) && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(20ms);
-    }
-    return status_;
-  }
-  bool running() { return pid_ > 0 && !reap(WNOHANG); }
-
-  void stop() {
-    if (pid_ <= 0 || reap(WNOHANG)) return;
-    ::kill(pid_, SIGTERM);
-    if (wait_exit(2s)) return;
-    ::kill(pid_, SIGKILL);
-    reap(0);
-  }
-
- private:
-  explicit Child(pid_t pid) : pid_(pid) {}
-  bool reap(int flags) {
-    if (pid_ <= 0) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, flags) != pid_) return false;
-    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    pid_ = -1;
-    return true;
-  }
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
+using Child = ChildProcess;
 
 // A UDP port nobody holds now; hostapd binds it on all addresses.
 int free_udp_port() {
@@ -200,7 +154,7 @@ class EapInterop : public ::testing::Test {
       write_file(world_.path("hostapd.conf"), hostapd_conf());
       auto child =
           Child::spawn({kHostapd, world_.path("hostapd.conf")}, world_.path("hostapd.log"));
-      ASSERT_TRUE(child) << "cannot start hostapd";
+      ASSERT_TRUE(child) << child.error().message;
       const auto until = std::chrono::steady_clock::now() + 5s;
       while (child->running() && !udp_port_taken(port_) &&
              std::chrono::steady_clock::now() < until) {
@@ -284,7 +238,7 @@ class EapInterop : public ::testing::Test {
                               std::string("-s") + kSecret, "-W", "-t10"},
                              log);
     if (!peer) {
-      ADD_FAILURE() << "cannot start eapol_test";
+      ADD_FAILURE() << peer.error().message;
       return out;
     }
     device::ExternalSimOptions o;
@@ -296,7 +250,7 @@ class EapInterop : public ::testing::Test {
     {
       std::jthread device(
           [&](std::stop_token stop) { out.report = device::serve_external_sim(t, o, stop); });
-      out.exit_status = peer->wait_exit(kCaseTimeout);
+      out.exit_status = peer->wait_for(kCaseTimeout);
       peer->stop();
     }  // the device's thread is stopped and joined here
     out.peer_log = read_file(log);
@@ -612,6 +566,261 @@ TEST_F(EapRelay, EapAkaMskReachesTheAccessNetwork) {
 // eap_aka_prime_init); the MSK is derived from CK'/IK' for that name and SQN xor AK of AUTN.
 TEST_F(EapRelay, EapAkaPrimeMskReachesTheAccessNetwork) {
   run_and_check(Method::aka_prime, "001019900000012", "relay-akap");
+}
+
+// ---- F3's access over EAP, end to end: hostapd behind the VNO's relay, the RO, the agent -------
+
+// The RO service on the database the HLR gateway serves (one PCID lifecycle for both), the VNO
+// service with its RADIUS relay in front of hostapd (the same shared secret on both legs), and
+// the device agent with access eap_aka or eap_aka_prime.
+class EapAccess : public EapInterop {
+ protected:
+  void SetUp() override {
+    EapInterop::SetUp();
+    if (HasFatalFailure()) return;
+    auto auc = store::open_database("sqlite:" + world_.path("auc.db"));
+    ASSERT_TRUE(auc) << auc.error().message;
+    auc_db_ = std::move(*auc);
+    sho_ = std::make_unique<device::testing::TestSho>(world_, *auc_db_, clock_,
+                                                       device::testing::TestSho::Behaviour{});
+    start_ro();
+    if (HasFatalFailure()) return;
+    sho_->connect(ro_server_->url());
+    start_vno();
+  }
+
+  void TearDown() override {
+    vno_server_.reset();
+    vno_.reset();
+    ro_server_.reset();
+    ro_.reset();
+    sho_.reset();
+    EapInterop::TearDown();
+  }
+
+  void start_ro() {
+    auto c = device::testing::ro_config(world_, sho_->url());
+    ASSERT_TRUE(c) << c.error().message;
+    auto service = ro::RoService::create(*db_, std::move(*c), clock_);
+    ASSERT_TRUE(service) << service.error().message;
+    ro_ = std::move(*service);
+    ro_server_ = device::testing::serve_as(ro_->handler(), "ro", net::ClientAuth::optional, ro_->body_limit());
+    ASSERT_TRUE(ro_server_);
+  }
+
+  void start_vno() {
+    roles::VnoServiceConfig c;
+    c.options.name = "vno-a";
+    c.options.restricted_destinations = {ro_server_->address()};
+    c.routes = {roles::Route{"00101990", "ro", true},
+                roles::Route{device::testing::kImsiRange, "sho", false}};
+    c.homes = {{"ro", ro_server_->url()}, {"sho", sho_->url()}};
+    c.home_client = device::testing::operator_client("vno-a");
+    roles::RadiusRelayOptions relay;
+    relay.aaa_port = static_cast<std::uint16_t>(port_);
+    relay.secret = secret();
+    c.non3gpp = relay;
+    auto service = roles::VnoService::create(std::move(c), clock_);
+    ASSERT_TRUE(service) << service.error().message;
+    vno_ = std::move(*service);
+    vno_server_ = device::testing::serve_as(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
+    ASSERT_TRUE(vno_server_);
+    ASSERT_NE(vno_->radius_relay(), nullptr);
+  }
+
+  static std::shared_ptr<const SecretBytes> secret() {
+    const ByteView s = bytes_of(kSecret);
+    return std::make_shared<const SecretBytes>(ByteVec(s.begin(), s.end()));
+  }
+
+  // F1 at the DRF as the SHO does it, with the device's PIN and the RO's key as the DPF pin.
+  void register_at_drf(const tre::SupplierBundle& b) {
+    const std::string pin(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
+    const net::Json reg = {
+        {"device_id", b.device_id},
+        {"dpf_url", ro_server_->url()},
+        {"dpf_key_pin",
+         to_hex(pki::spki_sha256(
+             net::testing::TestPki::get().named_server("ro").identity->key.get()))},
+        {"apn", "m2m-prov.ro-1"},
+        {"pin", pin}};
+    auto r = device::testing::operator_client("sho-a")->request("PUT",
+                                               ro_server_->url() + "/v1/drf/registrations/" + b.pcid,
+                                               reg.dump(), net::kJsonContentType);
+    ASSERT_TRUE(r) << r.error().message;
+    ASSERT_EQ(r->status, 200) << r->body;
+  }
+
+  // F0, F7 and F1 at the RO for `bundle`, and its TRE.
+  tre::Tre registered_device(const tre::SupplierBundle& bundle, const std::string& tag) {
+    subscribe(bundle);
+    register_at_drf(bundle);
+    return make_tre(bundle, "tre-" + tag);
+  }
+
+  device::AgentConfig agent_config(device::Access access, const std::string& tag) {
+    device::AgentConfig c;
+    c.vno_url = vno_server_->url();
+    c.tls.trust = net::testing::TestPki::get().anchors();
+    c.access = access;
+    c.eap.eapol_test = kEapolTest;
+    const std::string relay = vno_->radius_relay()->address();
+    c.eap.radius_host = "127.0.0.1";
+    c.eap.radius_port = static_cast<std::uint16_t>(std::stoi(relay.substr(relay.rfind(':') + 1)));
+    c.eap.radius_secret = secret();
+    c.eap.work_dir = world_.path("eap-" + tag);
+    c.eap.timeout = std::chrono::seconds(10);
+    return c;
+  }
+
+  // Through the VNO's gateway with the device's session.
+  std::unique_ptr<net::HttpsClient> through_gateway(const device::Attachment& a) {
+    net::HttpsClientOptions o;
+    o.trust = net::testing::TestPki::get().anchors();
+    o.proxy = a.gateway;
+    o.proxy_credential = a.session;
+    return net::testing::make_client("", std::move(o));
+  }
+
+  // F3 from the agent's side: EAP through the relay, the session claimed, the bootstrap fetched
+  // through the gateway and verified with the TRE's PIN, and the VNO's own API out of reach.
+  void provision_until_bootstrap(device::Access access, const std::string& pcid,
+                                 const std::string& tag) {
+    tre::SupplierBundle bundle = world_.bundle(pcid);
+    tre::Tre t = registered_device(bundle, tag);
+    ASSERT_FALSE(HasFatalFailure());
+    device::Agent agent(t, agent_config(access, tag), clock_);
+    auto a = agent.attach_eap(bundle.pcid);
+    ASSERT_TRUE(a) << a.error().message << "\n"
+                   << tail(read_file(world_.path("eap-" + tag + "/eapol_test.log")));
+    EXPECT_EQ(a->imsi, bundle.pcid);
+    EXPECT_TRUE(a->restricted);
+    EXPECT_EQ(a->gateway, vno_->gateway_address());
+    EXPECT_EQ(a->drf_url, ro_server_->url());
+    EXPECT_EQ(vno_->vno().eap_grants(), 0u);
+    const auto relayed = vno_->radius_relay()->counters();
+    EXPECT_EQ(relayed.accepts, 1u);
+    EXPECT_EQ(relayed.dropped, 0u);
+    // The ICF's session is open: the same one a 3GPP attach gets.
+    auto home = db_->sessions().find(a->home_session);
+    ASSERT_TRUE(home && *home);
+    EXPECT_EQ((*home)->imsi, bundle.pcid);
+    EXPECT_EQ((*home)->vno, "vno-a");
+
+    auto client = through_gateway(*a);
+    ASSERT_TRUE(client);
+    auto boot = net::exchange(*client, "GET", a->drf_url + "/v1/drf/bootstrap", nullptr,
+                              {.peer = "drf",
+                               .ok_status = 200,
+                               .headers = {{"Authorization", "Bearer " + a->home_session}}});
+    ASSERT_TRUE(boot) << boot.error().message;
+    auto pin = t.bootstrap_pin();
+    ASSERT_TRUE(pin);
+    auto fields = ro::verify_bootstrap(boot->body, pin->text(), bundle.device_id, clock_.now(),
+                                       std::chrono::seconds(300));
+    ASSERT_TRUE(fields) << fields.error().message;
+    EXPECT_EQ(fields->pcid, bundle.pcid);
+
+    auto elsewhere = client->request("GET", vno_server_->url() + "/metrics");
+    ASSERT_FALSE(elsewhere) << "a restricted session reached the VNO's own API";
+    EXPECT_EQ(elsewhere.error().code, ErrorCode::access_denied) << elsewhere.error().message;
+    EXPECT_GE(vno_->vno().refused_forwards(), 1u);
+  }
+
+  // The whole of F3 then F2 steps 5-14 from the agent's side: EAP through the relay, the claimed
+  // session, discovery, attestation, package, install, report, and the attach with the new IMSI.
+  void provision_until_operational(device::Access access, const std::string& pcid,
+                                     const std::string& tag) {
+    tre::SupplierBundle bundle = world_.bundle(pcid);
+    tre::Tre t = registered_device(bundle, tag);
+    ASSERT_FALSE(HasFatalFailure());
+    ASSERT_TRUE(t.record_registration(device::testing::kNonce));  // F1: the owner's registration
+    device::Agent agent(t, agent_config(access, tag), clock_);
+    auto out = agent.provision();
+    ASSERT_TRUE(out) << out.error().message << "\n"
+                     << tail(read_file(world_.path("eap-" + tag + "/eapol_test.log")));
+    EXPECT_EQ(sho_->failure(), "");
+    using device::Step;
+    std::vector<Step> steps;
+    for (const auto& s : out->steps) steps.push_back(s.step);
+    EXPECT_EQ(steps, (std::vector<Step>{Step::attach_eap, Step::discovery, Step::attestation,
+                                        Step::package, Step::install, Step::report,
+                                        Step::attach_imsi}));
+    EXPECT_EQ(out->pcid, bundle.pcid);
+    EXPECT_EQ(out->imsi, device::testing::kImsi);
+    EXPECT_FALSE(out->operational.restricted);
+    const tre::Status status = t.status();
+    ASSERT_TRUE(status.selected);
+    EXPECT_EQ(*status.selected, device::testing::kImsi);
+    EXPECT_EQ(sho_->statuses(), 1);
+  }
+
+  std::unique_ptr<store::Database> auc_db_;
+  std::unique_ptr<device::testing::TestSho> sho_;
+  std::unique_ptr<ro::RoService> ro_;
+  std::unique_ptr<net::HttpServer> ro_server_;
+  std::unique_ptr<roles::VnoService> vno_;
+  std::unique_ptr<net::HttpServer> vno_server_;
+};
+
+TEST_F(EapAccess, EapAkaEndsInARestrictedSessionThatReachesOnlyTheRo) {
+  provision_until_bootstrap(device::Access::eap_aka, "001019900000021", "acc-aka");
+}
+
+TEST_F(EapAccess, EapAkaPrimeEndsInARestrictedSessionThatReachesOnlyTheRo) {
+  provision_until_bootstrap(device::Access::eap_aka_prime, "001019900000022", "acc-akap");
+}
+
+TEST_F(EapAccess, EapAkaProvisionsTheDeviceUntilItIsOperational) {
+  provision_until_operational(device::Access::eap_aka, "001019900000025", "full-aka");
+}
+
+TEST_F(EapAccess, EapAkaPrimeProvisionsTheDeviceUntilItIsOperational) {
+  provision_until_operational(device::Access::eap_aka_prime, "001019900000026",
+                               "full-akap");
+}
+
+// Another K in the device: the TRE refuses AUTN, hostapd sends no Accept, no grant exists.
+TEST_F(EapAccess, AWrongKeyGetsNoSession) {
+  tre::SupplierBundle at_icf = world_.bundle("001019900000023");
+  tre::SupplierBundle in_device = world_.bundle("001019900000023");
+  subscribe(at_icf);
+  tre::Tre t = make_tre(in_device, "tre-acc-wrong");
+  device::Agent agent(t, agent_config(device::Access::eap_aka, "acc-wrong"), clock_);
+  auto a = agent.attach_eap(in_device.pcid);
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().code, ErrorCode::mac_mismatch) << a.error().message;
+  EXPECT_EQ(vno_->vno().eap_grants(), 0u);
+  EXPECT_EQ(vno_->radius_relay()->counters().accepts, 0u);
+}
+
+// Someone who saw the Access-Accept go by but holds no MSK (a NAS, a wire tap of the device's
+// link) claims the session first: refused, and the grant is gone for the device too.
+TEST_F(EapAccess, AClaimWithoutTheMskGetsNothingAndUsesTheGrantUp) {
+  tre::SupplierBundle bundle = world_.bundle("001019900000024");
+  subscribe(bundle);
+  tre::Tre t = make_tre(bundle, "tre-acc-claim");
+  device::AgentConfig c = agent_config(device::Access::eap_aka, "acc-claim");
+  auto eap = device::authenticate_eap(t, bundle.pcid, c.eap);
+  ASSERT_TRUE(eap) << eap.error().message;
+  EXPECT_EQ(vno_->vno().eap_grants(), 1u);
+  auto client = net::testing::make_client();
+  auto claim = [&](const std::string& proof) {
+    return client->request("POST", vno_server_->url() + "/v1/access/eap-sessions",
+                           net::Json{{"identity", eap->identity}, {"proof", proof}}.dump(),
+                           net::kJsonContentType);
+  };
+  auto guessed = claim(std::string(64, '0'));
+  ASSERT_TRUE(guessed);
+  EXPECT_EQ(guessed->status, 422) << guessed->body;
+  EXPECT_NE(guessed->body.find("mac_mismatch"), std::string::npos) << guessed->body;
+  const Secret<32> proof =
+      roles::eap_claim_proof(roles::eap_session_key(eap->msk.get()), eap->identity);
+  auto late = claim(to_hex(proof.get()));
+  ASSERT_TRUE(late);
+  EXPECT_EQ(late->status, 404) << late->body;
+  // The ICF's session opened for the grant is closed again: the device may authenticate anew.
+  EXPECT_EQ(vno_->vno().eap_grants(), 0u);
 }
 
 // ---- The device side's protocol, without peers ------------------------------------------------
