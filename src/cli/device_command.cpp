@@ -9,6 +9,7 @@
 #include <memory>
 #include <variant>
 
+#include "cli/serve_config.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "device/agent.h"
@@ -25,7 +26,10 @@ using namespace mcim::tre;
 struct Args {
   std::string dir, from, package, report, id, signer, instruction, rand, autn, nonce, out;
   std::string vno, trust;
-  std::string access = "3gpp", drf;  // device run: F2, or F3 without AKA straight to the DRF
+  // device run: F2, F3 without AKA straight to the DRF, or F3 over EAP (the RADIUS server, the
+  // VNO's relay; its secret; the peer).
+  std::string access = "3gpp", drf, radius, radius_secret_file, eapol_test = "/usr/bin/eapol_test";
+  unsigned mnc_digits = 2;
   std::uint64_t sequence = 0;
   std::int64_t timeout_s = 60;
   bool verify = false;
@@ -316,7 +320,8 @@ Result<void> https_url(const std::string& text, std::string_view option) {
   return {};
 }
 
-// --access 3gpp needs the VNO; --access direct the DRF, and the VNO only to attach afterwards.
+// --access 3gpp needs the VNO; --access direct the DRF, and the VNO only to attach afterwards;
+// --access eap-aka|eap-aka-prime the VNO, where the session is claimed.
 Result<device::Access> run_access(const Args& a) {
   if (a.access == "3gpp") {
     if (!a.drf.empty()) {
@@ -326,8 +331,16 @@ Result<device::Access> run_access(const Args& a) {
     if (auto r = https_url(a.vno, "--vno"); !r) return std::unexpected(r.error());
     return device::Access::threegpp;
   }
+  if (a.access == "eap-aka" || a.access == "eap-aka-prime") {
+    if (!a.drf.empty()) {
+      return fail(ErrorCode::conflicting_arguments, "--drf: only with --access direct");
+    }
+    if (auto r = require(a.vno, "--vno"); !r) return std::unexpected(r.error());
+    if (auto r = https_url(a.vno, "--vno"); !r) return std::unexpected(r.error());
+    return a.access == "eap-aka" ? device::Access::eap_aka : device::Access::eap_aka_prime;
+  }
   if (a.access != "direct") {
-    return fail(ErrorCode::invalid_argument, "--access: 3gpp or direct");
+    return fail(ErrorCode::invalid_argument, "--access: 3gpp, direct, eap-aka or eap-aka-prime");
   }
   if (auto r = require(a.drf, "--drf"); !r) return std::unexpected(r.error());
   if (auto r = https_url(a.drf, "--drf"); !r) return std::unexpected(r.error());
@@ -335,6 +348,33 @@ Result<device::Access> run_access(const Args& a) {
     if (auto r = https_url(a.vno, "--vno"); !r) return std::unexpected(r.error());
   }
   return device::Access::direct;
+}
+
+// --access eap-aka|eap-aka-prime: eapol_test against the VNO's RADIUS relay, the TRE as its SIM,
+// its files under <dir>/eap.
+Result<void> eap_config(const Args& a, device::AgentConfig& c) {
+  if (c.access != device::Access::eap_aka && c.access != device::Access::eap_aka_prime) {
+    return {};
+  }
+  if (auto r = require(a.radius, "--radius"); !r) return r;
+  if (auto r = require(a.radius_secret_file, "--radius-secret-file"); !r) return r;
+  auto server = parse_listen(a.radius, "--radius");
+  if (!server) return std::unexpected(server.error());
+  if (server->port == 0 || server->host.find(':') != std::string::npos) {
+    return fail(ErrorCode::invalid_argument, "--radius: an IPv4 address and a port");
+  }
+  auto secret = read_radius_secret(a.radius_secret_file);
+  if (!secret) return with_prefix(secret.error(), "--radius-secret-file");
+  if (a.mnc_digits != 2 && a.mnc_digits != 3) {
+    return fail(ErrorCode::invalid_argument, "--mnc-digits: 2 or 3");
+  }
+  c.eap.eapol_test = a.eapol_test;
+  c.eap.radius_host = server->host;
+  c.eap.radius_port = server->port;
+  c.eap.radius_secret = std::move(*secret);
+  c.eap.work_dir = a.dir + "/eap";
+  c.eap.mnc_digits = a.mnc_digits;
+  return {};
 }
 
 Result<device::AgentConfig> run_config(const Args& a) {
@@ -354,6 +394,7 @@ Result<device::AgentConfig> run_config(const Args& a) {
   c.drf_url = a.drf;
   c.tls.trust = std::make_shared<const pki::TrustAnchors>(std::move(*anchors));
   c.timeout = std::chrono::seconds(a.timeout_s);
+  if (auto e = eap_config(a, c); !e) return std::unexpected(e.error());
   return c;
 }
 
@@ -476,14 +517,20 @@ void register_device(CLI::App& app, Result<Fields>* result) {
                    "install, report, attach with the new IMSI; exit 1 when refused"),
                a);
   run->add_option("--access", a.access,
-                  "3gpp (default: attach at the VNO) or direct (F3: IP straight to the DRF, "
-                  "the platform key instead of AKA)");
+                  "3gpp (default: attach at the VNO), direct (F3: IP straight to the DRF, the "
+                  "platform key instead of AKA), eap-aka or eap-aka-prime (F3: EAP through the "
+                  "VNO's RADIUS relay, then the session claimed)");
   run->add_option("--vno", a.vno,
                   "the visited network's https URL (with --access direct: optional, for the "
                   "attach with the new IMSI)");
   run->add_option("--drf", a.drf, "the RO's DRF https URL (--access direct)");
   run->add_option("--trust", a.trust, "PEM trust anchors for the VNO and the DRF");
   run->add_option("--timeout", a.timeout_s, "seconds for the whole run (default 60)");
+  run->add_option("--radius", a.radius, "EAP access: the RADIUS server, IPv4:PORT");
+  run->add_option("--radius-secret-file", a.radius_secret_file,
+                  "EAP access: a file (mode 600) holding the RADIUS shared secret");
+  run->add_option("--eapol-test", a.eapol_test, "EAP access: the EAP peer (/usr/bin/eapol_test)");
+  run->add_option("--mnc-digits", a.mnc_digits, "EAP access: the PCID's MNC length, 2 or 3");
   run->callback([args, result] { *result = run_run(*args); });
 
   auto* fsck = with_dir(device->add_subcommand("fsck", "check the stored state end to end"), a);

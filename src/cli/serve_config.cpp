@@ -264,22 +264,28 @@ Result<std::string> database_of(const ConfigFile& file, const Json& j,
 
 // A file holding a secret (an OP, an owner's token): only its owner may read it. Its name, never
 // its content, goes into a message.
-Result<SecretBytes> read_private_file(const ConfigFile& file, const std::string& key,
-                                      const std::string& path) {
+Result<SecretBytes> read_private(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    return file.at(key, ErrorCode::not_found, fmt::format("{}: cannot be read", path));
+    return fail(ErrorCode::not_found, fmt::format("{}: cannot be read", path));
   }
   if (!S_ISREG(st.st_mode)) {
-    return file.at(key, ErrorCode::invalid_argument, fmt::format("{}: not a file", path));
+    return fail(ErrorCode::invalid_argument, fmt::format("{}: not a file", path));
   }
   if ((st.st_mode & 077) != 0) {
-    return file.at(key, ErrorCode::invalid_argument,
-                   fmt::format("{}: readable or writable by others (chmod 600 it)", path));
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("{}: readable or writable by others (chmod 600 it)", path));
   }
   auto data = read_file(path);
-  if (!data) return file.at(key, data.error());
+  if (!data) return std::unexpected(data.error());
   return SecretBytes(std::move(*data));
+}
+
+Result<SecretBytes> read_private_file(const ConfigFile& file, const std::string& key,
+                                      const std::string& path) {
+  auto data = read_private(path);
+  if (!data) return file.at(key, data.error());
+  return data;
 }
 
 // An OP: one line of 32 hex digits in a private file, since whoever reads it can compute OPc
@@ -313,6 +319,26 @@ Result<ro::HlrGatewayOptions> load_eap_gateway(const ConfigFile& file, const Jso
   // its separation bit, without which an EAP-AKA' peer refuses the AUTN (RFC 5448 3.1).
   o.icf = icf;
   o.icf.amf[0] |= 0x80;
+  return o;
+}
+
+
+// The VNO's non-3GPP access (F3, docs/eap.md "The relay"): where NASes send, the AAA server, the
+// shared secret of both legs.
+Result<roles::RadiusRelayOptions> load_non3gpp(const ConfigFile& file, const Json& n) {
+  roles::RadiusRelayOptions o;
+  auto listen = parse_listen(n["radius_listen"].get<std::string>(), "non3gpp.radius_listen");
+  if (!listen) return fail(listen.error().code, file.path() + ": " + listen.error().message);
+  auto aaa = parse_listen(n["aaa"].get<std::string>(), "non3gpp.aaa");
+  if (!aaa) return fail(aaa.error().code, file.path() + ": " + aaa.error().message);
+  if (aaa->port == 0) return file.at("non3gpp.aaa", ErrorCode::invalid_argument, "port 0");
+  o.listen_host = listen->host;
+  o.listen_port = listen->port;
+  o.aaa_host = aaa->host;
+  o.aaa_port = aaa->port;
+  auto secret = read_radius_secret(file.resolve(n["secret_file"].get<std::string>()));
+  if (!secret) return file.at("non3gpp.secret_file", secret.error());
+  o.secret = std::move(*secret);
   return o;
 }
 
@@ -510,6 +536,12 @@ Result<VnoServeConfig> load_vno_config(const std::string& path) {
                                   optional("idle_timeout_ms", JsonSchema::integer(1, 86'400'000)),
                                   optional("max_tunnels", JsonSchema::integer(1, 10'000'000)),
                               })),
+          optional("non3gpp", JsonSchema::object({
+                                  required("radius_listen", JsonSchema::string(64)),
+                                  required("aaa", JsonSchema::string(64)),
+                                  required("secret_file", path_string()),
+                                  optional("grant_ttl_s", JsonSchema::integer(1, 3600)),
+                              })),
       },
       true));
   std::map<std::string, std::map<std::string, std::string>> maps;
@@ -574,6 +606,13 @@ Result<VnoServeConfig> load_vno_config(const std::string& path) {
     ms("connect_timeout_ms", s.gateway.connect_timeout);
     ms("idle_timeout_ms", s.gateway.idle_timeout);
     s.gateway.max_tunnels = g.value("max_tunnels", s.gateway.max_tunnels);
+  }
+  if (j->contains("non3gpp")) {
+    auto relay = load_non3gpp(file, (*j)["non3gpp"]);
+    if (!relay) return std::unexpected(relay.error());
+    s.non3gpp = std::move(*relay);
+    s.options.eap_grant_ttl =
+        std::chrono::seconds((*j)["non3gpp"].value("grant_ttl_s", s.options.eap_grant_ttl.count()));
   }
   return c;
 }
@@ -895,6 +934,19 @@ Result<PvaServeConfig> load_pva_config(const std::string& path) {
     secs("revocation_skew_s", s.policy.revocation_skew);
   }
   return c;
+}
+
+Result<std::shared_ptr<const SecretBytes>> read_radius_secret(const std::string& path) {
+  auto raw = read_private(path);
+  if (!raw) return std::unexpected(raw.error());
+  std::string_view text = raw->text();
+  if (text.ends_with('\n')) text.remove_suffix(1);
+  if (text.ends_with('\r')) text.remove_suffix(1);
+  if (text.empty() || text.size() > 128) {
+    return fail(ErrorCode::invalid_argument, fmt::format("{}: the secret must be 1-128 octets", path));
+  }
+  const ByteView secret = bytes_of(text);
+  return std::make_shared<const SecretBytes>(ByteVec(secret.begin(), secret.end()));
 }
 
 }  // namespace mcim::cli

@@ -18,6 +18,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/secure.h"
 #include "net/http_server.h"
 #include "net/https_client.h"
 #include "net/tls.h"
@@ -103,5 +104,11 @@ Result<void> check_database_url(std::string_view url, std::string_view what);
 
 // The scheme of a database URL for logs ("sqlite", "postgresql", "memory").
 std::string database_kind(std::string_view url);
+
+// A RADIUS shared secret (vno.json's non3gpp, `mcim device run --radius-secret-file`): the file's
+// content without one trailing newline, 1-128 octets, in a file private to its owner (whoever
+// reads it can forge Access-Accepts and read the MSKs in them). not_found, invalid_argument
+// "<path>: ..."; the secret is never quoted.
+Result<std::shared_ptr<const SecretBytes>> read_radius_secret(const std::string& path);
 
 }  // namespace mcim::cli

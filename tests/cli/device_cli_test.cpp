@@ -54,6 +54,13 @@ class DeviceCli : public ::testing::Test {
 
   std::string tre() const { return d_ / "tre"; }
 
+  // A RADIUS shared secret file for `device run --access eap-aka`, private as required.
+  std::string radius_secret() const {
+    const std::string path = d_ / "radius.secret";
+    EXPECT_TRUE(write_file_atomic(path, std::string_view("radius-shared-1\n"), 0600));
+    return path;
+  }
+
   // An mcim/1 document for this device, written where `mcim pki package seal` reads it.
   std::string document(const std::string& owner, std::uint64_t sequence) {
     pki::McimDocument d;
@@ -251,6 +258,23 @@ TEST_F(DeviceCli, BadInputExitsTwoAndChangesNothing) {
        "https://127.0.0.1:1", "--trust", d_ / "ops/ca.pem"},
       {"device", "run", "--dir", tre(), "--access", "wifi", "--drf", "https://127.0.0.1:1",
        "--trust", d_ / "ops/ca.pem"},
+      // F3 over EAP: the access kind, the RADIUS server and its secret file.
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--access", "eap-aka", "--radius-secret-file", radius_secret()},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--access", "eap-aka", "--radius", "127.0.0.1:1812"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--access", "eap-aka-prime", "--radius", "localhost:1812",
+       "--radius-secret-file", radius_secret()},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--access", "eap-aka", "--radius", "127.0.0.1:0", "--radius-secret-file",
+       radius_secret()},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--access", "eap-aka", "--radius", "127.0.0.1:1812",
+       "--radius-secret-file", d_ / "missing.secret"},
+      {"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+       d_ / "ops/ca.pem", "--access", "eap-aka", "--radius", "127.0.0.1:1812",
+       "--radius-secret-file", radius_secret(), "--mnc-digits", "4"},
   };
   for (const auto& args : cases) {
     std::string line;
@@ -298,6 +322,23 @@ TEST_F(DeviceCli, RunOverDirectAccessToAnUnreachableDrfIsRefusedAtTheFirstStep) 
   EXPECT_EQ(j["code"], "io_error");
   EXPECT_TRUE(j["message"].get<std::string>().starts_with("connect_direct: ")) << j.dump();
   EXPECT_TRUE(j["step"].empty());
+  EXPECT_EQ(registry(), before);
+}
+
+// F3 over EAP with an EAP peer that is not there: refused at the first step, attach_eap (exit 1),
+// with the TRE untouched.
+TEST_F(DeviceCli, RunOverEapWithoutAnEapPeerIsRefusedAtTheFirstStep) {
+  const std::string before = registry();
+  const auto o = mcim({"device", "run", "--dir", tre(), "--vno", "https://127.0.0.1:1", "--trust",
+                       d_ / "ops/ca.pem", "--access", "eap-aka", "--radius", "127.0.0.1:1812",
+                       "--radius-secret-file", radius_secret(), "--eapol-test",
+                       d_ / "no-eapol-test", "--json"});
+  EXPECT_EQ(o.code, 1) << o.out << o.err;
+  const Json j = Json::parse(o.out);
+  EXPECT_EQ(j["outcome"], "refused");
+  EXPECT_EQ(j["code"], "not_found");
+  EXPECT_TRUE(j["message"].get<std::string>().starts_with("attach_eap: eap: ")) << j.dump();
+  EXPECT_EQ(o.out.find("radius-shared"), std::string::npos) << "the secret in the output";
   EXPECT_EQ(registry(), before);
 }
 

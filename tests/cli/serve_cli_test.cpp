@@ -380,6 +380,61 @@ TEST(ServeConfig, VnoAndSupplierLoad) {
   EXPECT_EQ(s.device_template.operator_roots[0], sup->operator_roots->roots()[0].get());
 }
 
+// vno.json's non3gpp (F3 over EAP, docs/operations.md): the relay's addresses and the secret
+// read from a private file; refusals name the key and never quote the secret.
+TEST(ServeConfig, VnoNon3gpp) {
+  constexpr std::string_view kRadiusSecret = "radius-shared-7";
+  Json v = vno_json("https://127.0.0.1:8443", "127.0.0.1:8443");
+  v["non3gpp"] = {{"radius_listen", "127.0.0.1:0"},
+                  {"aaa", "127.0.0.1:18120"},
+                  {"secret_file", "radius.secret"},
+                  {"grant_ttl_s", 30}};
+  const std::string path = write_config("vno-n3g", "vno.json", v);
+  const std::string secret_path = Files::get().path("vno-n3g") + "/radius.secret";
+  std::ofstream(secret_path) << kRadiusSecret << "\n";
+  fs::permissions(secret_path, fs::perms::owner_read | fs::perms::owner_write);
+  auto vno = load_vno_config(path);
+  ASSERT_TRUE(vno) << vno.error().message;
+  ASSERT_TRUE(vno->service.non3gpp);
+  const roles::RadiusRelayOptions& r = *vno->service.non3gpp;
+  EXPECT_EQ(r.listen_host, "127.0.0.1");
+  EXPECT_EQ(r.listen_port, 0);
+  EXPECT_EQ(r.aaa_host, "127.0.0.1");
+  EXPECT_EQ(r.aaa_port, 18120);
+  ASSERT_TRUE(r.secret);
+  EXPECT_EQ(r.secret->text(), kRadiusSecret);  // without the newline
+  EXPECT_EQ(vno->service.options.eap_grant_ttl, 30s);
+
+  auto refused = [&](const std::string& key, ErrorCode code) {
+    SCOPED_TRACE(key);
+    auto c = load_vno_config(path);
+    ASSERT_FALSE(c);
+    EXPECT_EQ(c.error().code, code) << c.error().message;
+    EXPECT_TRUE(c.error().message.starts_with(path + ": " + key)) << c.error().message;
+    EXPECT_EQ(c.error().message.find(kRadiusSecret), std::string::npos);
+  };
+  fs::permissions(secret_path, fs::perms::group_read, fs::perm_options::add);
+  refused("non3gpp.secret_file", ErrorCode::invalid_argument);  // readable by others
+  { std::ofstream(secret_path, std::ios::trunc) << "\n"; }
+  fs::permissions(secret_path, fs::perms::owner_read | fs::perms::owner_write);
+  refused("non3gpp.secret_file", ErrorCode::invalid_argument);  // empty
+  fs::remove(secret_path);
+  refused("non3gpp.secret_file", ErrorCode::not_found);
+  std::ofstream(secret_path) << kRadiusSecret;
+  fs::permissions(secret_path, fs::perms::owner_read | fs::perms::owner_write);
+  for (auto [key, value] : {std::pair{"aaa", "localhost:1812"}, {"radius_listen", "1.2.3.4"},
+                            {"aaa", "127.0.0.1:0"}}) {
+    Json bad = v;
+    bad["non3gpp"][key] = value;
+    std::ofstream(path, std::ios::trunc) << bad.dump(2);
+    refused(std::string("non3gpp.") + key, ErrorCode::invalid_argument);
+  }
+  Json missing = v;
+  missing["non3gpp"].erase("aaa");
+  std::ofstream(path, std::ios::trunc) << missing.dump(2);
+  refused("non3gpp.aaa", ErrorCode::missing_argument);
+}
+
 TEST(ServeConfig, RoNotifyWorkersAndVnoDrfUrl) {
   auto ro_default = load_ro_config(write_config("ro-workers-default", "ro.json", ro_json()));
   ASSERT_TRUE(ro_default) << ro_default.error().message;
