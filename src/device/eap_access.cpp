@@ -22,21 +22,6 @@ namespace {
 using Steady = std::chrono::steady_clock;
 constexpr std::string_view kLog = "device";
 
-// The peer's configuration (docs/eap.md "Configuration files"); external_sim is global.
-std::string peer_config(const std::string& ctrl_dir, roles::EapMethod method,
-                        const std::string& identity) {
-  return fmt::format(
-      "ctrl_interface={}\n"
-      "external_sim=1\n"
-      "network={{\n"
-      "  ssid=\"mcim-f3\"\n"
-      "  key_mgmt=WPA-EAP IEEE8021X\n"
-      "  eap={}\n"
-      "  identity=\"{}\"\n"
-      "}}\n",
-      ctrl_dir, method == roles::EapMethod::aka_prime ? "AKA'" : "AKA", identity);
-}
-
 Result<void> check(const EapAccessOptions& o) {
   if (!o.radius_secret || o.radius_secret->view().empty()) {
     return fail(ErrorCode::invalid_argument, "eap: no RADIUS shared secret");
@@ -89,6 +74,20 @@ Error outcome_error(std::optional<int> exit_status, const Result<ExternalSimRepo
 
 }  // namespace
 
+std::string eapol_test_config(const std::string& ctrl_dir, roles::EapMethod method,
+                              const std::string& identity) {
+  return fmt::format(
+      "ctrl_interface={}\n"
+      "external_sim=1\n"
+      "network={{\n"
+      "  ssid=\"mcim-f3\"\n"
+      "  key_mgmt=WPA-EAP IEEE8021X\n"
+      "  eap={}\n"
+      "  identity=\"{}\"\n"
+      "}}\n",
+      ctrl_dir, method == roles::EapMethod::aka_prime ? "AKA'" : "AKA", identity);
+}
+
 Result<EapAuthentication> authenticate_eap(tre::Tre& tre, std::string_view pcid,
                                            const EapAccessOptions& o) {
   if (auto c = check(o); !c) return std::unexpected(c.error());
@@ -99,7 +98,7 @@ Result<EapAuthentication> authenticate_eap(tre::Tre& tre, std::string_view pcid,
   }
   const std::string ctrl_dir = o.work_dir + "/ctrl";
   const std::string conf = o.work_dir + "/peer.conf";
-  const std::string text = peer_config(ctrl_dir, o.method, *identity);
+  const std::string text = eapol_test_config(ctrl_dir, o.method, *identity);
   if (auto w = write_file_atomic(conf, bytes_of(text), 0600); !w) return with_prefix(w.error(), "eap");
 
   const auto deadline = Steady::now() + o.timeout;

@@ -43,6 +43,11 @@ struct EapAuthentication {
   ExternalSimReport report;
 };
 
+// The peer's configuration file (docs/eap.md "Configuration files"): its control interface in
+// `ctrl_dir`, the TRE as external SIM (a global option), one network with the method and identity.
+std::string eapol_test_config(const std::string& ctrl_dir, roles::EapMethod method,
+                              const std::string& identity);
+
 // EAP with the PCID credential `pcid`. invalid_argument for unusable options (no secret, no
 // work_dir, a secret with control characters, a path too long for a socket); not_found when
 // eapol_test is not executable; mac_mismatch when the TRE refused the network's AUTN (another

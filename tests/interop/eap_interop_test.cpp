@@ -40,6 +40,7 @@
 #include "common/hex.h"
 #include "common/process.h"
 #include "device/agent.h"
+#include "device/eap_access.h"
 #include "device/eap_sim.h"
 #include "net/peer_call.h"
 #include "net/radius.h"
@@ -220,17 +221,11 @@ class EapInterop : public ::testing::Test {
                      on_challenge = {}) {
     const std::string ctrl_dir = world_.path("ctrl-" + tag);
     const std::string conf = world_.path("peer-" + tag + ".conf");
-    const bool prime = method == Method::aka_prime;
-    write_file(conf,
-               fmt::format("ctrl_interface={}\n"
-                           "external_sim=1\n"
-                           "network={{\n"
-                           "  ssid=\"mcim-f3\"\n"
-                           "  key_mgmt=WPA-EAP IEEE8021X\n"
-                           "  eap={}\n"
-                           "  identity=\"{}\"\n"
-                           "}}\n",
-                           ctrl_dir, prime ? "AKA'" : "AKA", identity(pcid, method)));
+    write_file(conf, device::eapol_test_config(ctrl_dir,
+                                               method == Method::aka_prime
+                                                   ? roles::EapMethod::aka_prime
+                                                   : roles::EapMethod::aka,
+                                               identity(pcid, method)));
     CaseResult out;
     const std::string log = world_.path("eapol-" + tag + ".log");
     auto peer = Child::spawn({kEapolTest, "-c" + conf, "-a127.0.0.1",
