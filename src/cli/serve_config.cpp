@@ -322,7 +322,6 @@ Result<ro::HlrGatewayOptions> load_eap_gateway(const ConfigFile& file, const Jso
   return o;
 }
 
-
 // The VNO's non-3GPP access (F3, docs/eap.md "The relay"): where NASes send, the AAA server, the
 // shared secret of both legs.
 Result<roles::RadiusRelayOptions> load_non3gpp(const ConfigFile& file, const Json& n) {
@@ -943,7 +942,8 @@ Result<std::shared_ptr<const SecretBytes>> read_radius_secret(const std::string&
   if (text.ends_with('\n')) text.remove_suffix(1);
   if (text.ends_with('\r')) text.remove_suffix(1);
   if (text.empty() || text.size() > 128) {
-    return fail(ErrorCode::invalid_argument, fmt::format("{}: the secret must be 1-128 octets", path));
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("{}: the secret must be 1-128 octets", path));
   }
   const ByteView secret = bytes_of(text);
   return std::make_shared<const SecretBytes>(ByteVec(secret.begin(), secret.end()));

@@ -29,7 +29,8 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& args,
   const int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
-    return fail(ErrorCode::io_error, fmt::format("cannot start {}: {}", args[0], std::strerror(rc)));
+    return fail(ErrorCode::io_error,
+                fmt::format("cannot start {}: {}", args[0], std::strerror(rc)));
   }
   return ChildProcess(pid);
 }

@@ -99,14 +99,14 @@ Result<EapAuthentication> authenticate_eap(tre::Tre& tre, std::string_view pcid,
   const std::string ctrl_dir = o.work_dir + "/ctrl";
   const std::string conf = o.work_dir + "/peer.conf";
   const std::string text = eapol_test_config(ctrl_dir, o.method, *identity);
-  if (auto w = write_file_atomic(conf, bytes_of(text), 0600); !w) return with_prefix(w.error(), "eap");
+  if (auto w = write_file_atomic(conf, bytes_of(text), 0600); !w)
+    return with_prefix(w.error(), "eap");
 
   const auto deadline = Steady::now() + o.timeout;
-  auto peer = ChildProcess::spawn({o.eapol_test, "-c" + conf, "-a" + o.radius_host,
-                           fmt::format("-p{}", o.radius_port),
-                           "-s" + std::string(o.radius_secret->text()), "-W",
-                           fmt::format("-t{}", o.timeout.count())},
-                                  o.work_dir + "/eapol_test.log");
+  auto peer = ChildProcess::spawn(
+      {o.eapol_test, "-c" + conf, "-a" + o.radius_host, fmt::format("-p{}", o.radius_port),
+       "-s" + std::string(o.radius_secret->text()), "-W", fmt::format("-t{}", o.timeout.count())},
+      o.work_dir + "/eapol_test.log");
   if (!peer) return with_prefix(peer.error(), "eap");
 
   Captured captured;

@@ -422,8 +422,8 @@ TEST(ServeConfig, VnoNon3gpp) {
   refused("non3gpp.secret_file", ErrorCode::not_found);
   std::ofstream(secret_path) << kRadiusSecret;
   fs::permissions(secret_path, fs::perms::owner_read | fs::perms::owner_write);
-  for (auto [key, value] : {std::pair{"aaa", "localhost:1812"}, {"radius_listen", "1.2.3.4"},
-                            {"aaa", "127.0.0.1:0"}}) {
+  for (auto [key, value] :
+       {std::pair{"aaa", "localhost:1812"}, {"radius_listen", "1.2.3.4"}, {"aaa", "127.0.0.1:0"}}) {
     Json bad = v;
     bad["non3gpp"][key] = value;
     std::ofstream(path, std::ios::trunc) << bad.dump(2);

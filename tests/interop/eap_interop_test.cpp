@@ -221,11 +221,11 @@ class EapInterop : public ::testing::Test {
                      on_challenge = {}) {
     const std::string ctrl_dir = world_.path("ctrl-" + tag);
     const std::string conf = world_.path("peer-" + tag + ".conf");
-    write_file(conf, device::eapol_test_config(ctrl_dir,
-                                               method == Method::aka_prime
-                                                   ? roles::EapMethod::aka_prime
-                                                   : roles::EapMethod::aka,
-                                               identity(pcid, method)));
+    write_file(
+        conf, device::eapol_test_config(
+                  ctrl_dir,
+                  method == Method::aka_prime ? roles::EapMethod::aka_prime : roles::EapMethod::aka,
+                  identity(pcid, method)));
     CaseResult out;
     const std::string log = world_.path("eapol-" + tag + ".log");
     auto peer = Child::spawn({kEapolTest, "-c" + conf, "-a127.0.0.1",
@@ -577,7 +577,7 @@ class EapAccess : public EapInterop {
     ASSERT_TRUE(auc) << auc.error().message;
     auc_db_ = std::move(*auc);
     sho_ = std::make_unique<device::testing::TestSho>(world_, *auc_db_, clock_,
-                                                       device::testing::TestSho::Behaviour{});
+                                                      device::testing::TestSho::Behaviour{});
     start_ro();
     if (HasFatalFailure()) return;
     sho_->connect(ro_server_->url());
@@ -599,7 +599,8 @@ class EapAccess : public EapInterop {
     auto service = ro::RoService::create(*db_, std::move(*c), clock_);
     ASSERT_TRUE(service) << service.error().message;
     ro_ = std::move(*service);
-    ro_server_ = device::testing::serve_as(ro_->handler(), "ro", net::ClientAuth::optional, ro_->body_limit());
+    ro_server_ = device::testing::serve_as(ro_->handler(), "ro", net::ClientAuth::optional,
+                                           ro_->body_limit());
     ASSERT_TRUE(ro_server_);
   }
 
@@ -618,7 +619,8 @@ class EapAccess : public EapInterop {
     auto service = roles::VnoService::create(std::move(c), clock_);
     ASSERT_TRUE(service) << service.error().message;
     vno_ = std::move(*service);
-    vno_server_ = device::testing::serve_as(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
+    vno_server_ =
+        device::testing::serve_as(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
     ASSERT_TRUE(vno_server_);
     ASSERT_NE(vno_->radius_relay(), nullptr);
   }
@@ -634,14 +636,13 @@ class EapAccess : public EapInterop {
     const net::Json reg = {
         {"device_id", b.device_id},
         {"dpf_url", ro_server_->url()},
-        {"dpf_key_pin",
-         to_hex(pki::spki_sha256(
-             net::testing::TestPki::get().named_server("ro").identity->key.get()))},
+        {"dpf_key_pin", to_hex(pki::spki_sha256(
+                            net::testing::TestPki::get().named_server("ro").identity->key.get()))},
         {"apn", "m2m-prov.ro-1"},
         {"pin", pin}};
-    auto r = device::testing::operator_client("sho-a")->request("PUT",
-                                               ro_server_->url() + "/v1/drf/registrations/" + b.pcid,
-                                               reg.dump(), net::kJsonContentType);
+    auto r = device::testing::operator_client("sho-a")->request(
+        "PUT", ro_server_->url() + "/v1/drf/registrations/" + b.pcid, reg.dump(),
+        net::kJsonContentType);
     ASSERT_TRUE(r) << r.error().message;
     ASSERT_EQ(r->status, 200) << r->body;
   }
@@ -725,7 +726,7 @@ class EapAccess : public EapInterop {
   // The whole of F3 then F2 steps 5-14 from the agent's side: EAP through the relay, the claimed
   // session, discovery, attestation, package, install, report, and the attach with the new IMSI.
   void provision_until_operational(device::Access access, const std::string& pcid,
-                                     const std::string& tag) {
+                                   const std::string& tag) {
     tre::SupplierBundle bundle = world_.bundle(pcid);
     tre::Tre t = registered_device(bundle, tag);
     ASSERT_FALSE(HasFatalFailure());
@@ -738,9 +739,9 @@ class EapAccess : public EapInterop {
     using device::Step;
     std::vector<Step> steps;
     for (const auto& s : out->steps) steps.push_back(s.step);
-    EXPECT_EQ(steps, (std::vector<Step>{Step::attach_eap, Step::discovery, Step::attestation,
-                                        Step::package, Step::install, Step::report,
-                                        Step::attach_imsi}));
+    EXPECT_EQ(steps,
+              (std::vector<Step>{Step::attach_eap, Step::discovery, Step::attestation,
+                                 Step::package, Step::install, Step::report, Step::attach_imsi}));
     EXPECT_EQ(out->pcid, bundle.pcid);
     EXPECT_EQ(out->imsi, device::testing::kImsi);
     EXPECT_FALSE(out->operational.restricted);
@@ -771,8 +772,7 @@ TEST_F(EapAccess, EapAkaProvisionsTheDeviceUntilItIsOperational) {
 }
 
 TEST_F(EapAccess, EapAkaPrimeProvisionsTheDeviceUntilItIsOperational) {
-  provision_until_operational(device::Access::eap_aka_prime, "001019900000026",
-                               "full-akap");
+  provision_until_operational(device::Access::eap_aka_prime, "001019900000026", "full-akap");
 }
 
 // Another K in the device: the TRE refuses AUTN, hostapd sends no Accept, no grant exists.

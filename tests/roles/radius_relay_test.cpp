@@ -102,7 +102,8 @@ constexpr std::uint8_t kStateType = 24;
 // An Access-Request as eapol_test sends one: User-Name, EAP-Message, Message-Authenticator, and
 // the State of the conversation it continues.
 ByteVec access_request(std::uint8_t id, const radius::Authenticator& auth,
-                       std::string_view key = kSecret, const ByteVec& eap_packet = identity_response(),
+                       std::string_view key = kSecret,
+                       const ByteVec& eap_packet = identity_response(),
                        const std::optional<ByteVec>& state = std::nullopt) {
   radius::Packet p{radius::Code::access_request, id, auth, {}};
   p.attributes.push_back({radius::kUserName, ByteVec(kIdentity.begin(), kIdentity.end())});
@@ -252,13 +253,13 @@ TEST_F(RadiusRelayTest, NoIdentityIsGrantedThatTheConversationDidNotBeginWith) {
   const ByteVec first = access_request(12, {12});
   forwarded(first);
   answered(answer(radius::Code::access_challenge, first, true, kSecret, state));
-  nas_.send_to(relay_port_, access_request(13, {13}, kSecret,
-                                           identity_response("0001019900000002@x"), state));
+  nas_.send_to(relay_port_,
+               access_request(13, {13}, kSecret, identity_response("0001019900000002@x"), state));
   EXPECT_FALSE(aaa_.receive(300ms)) << "an identity switched inside a conversation";
   EXPECT_EQ(settle().dropped, 1u);
 
-  const ByteVec stranger = access_request(14, {14}, kSecret, aka_challenge_response(),
-                                          ByteVec{'n', 'o'});
+  const ByteVec stranger =
+      access_request(14, {14}, kSecret, aka_challenge_response(), ByteVec{'n', 'o'});
   forwarded(stranger);
   answered(answer(radius::Code::access_accept, stranger, false));  // passed on; no session
   EXPECT_TRUE(accepted().empty());
@@ -280,9 +281,13 @@ TEST_F(RadiusRelayTest, UnauthenticatedOrMalformedRequestsAreDropped) {
   ASSERT_TRUE(radius::sign(status, secret(), std::nullopt));
   ByteVec truncated = access_request(4, auth);
   truncated.resize(truncated.size() - 3);
-  const std::vector<ByteVec> bad = {
-      access_request(5, auth, "another-secret"), tampered, no_ma, status, truncated,
-      ByteVec{1, 2, 3}, ByteVec(5000, 0)};
+  const std::vector<ByteVec> bad = {access_request(5, auth, "another-secret"),
+                                    tampered,
+                                    no_ma,
+                                    status,
+                                    truncated,
+                                    ByteVec{1, 2, 3},
+                                    ByteVec(5000, 0)};
   for (const ByteVec& d : bad) nas_.send_to(relay_port_, d);
   EXPECT_FALSE(aaa_.receive(300ms)) << "an unauthenticated request reached the AAA";
   const auto c = settle();

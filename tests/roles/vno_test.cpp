@@ -326,8 +326,7 @@ TEST_F(VnoEapTest, TheRightProofClaimsARestrictedSessionOnce) {
   EXPECT_EQ(vno_.forward(s->id, "internet").error().code, ErrorCode::access_denied);
   EXPECT_EQ(vno_.eap_grants(), 0u);
   // One claim per grant: the same proof again finds nothing.
-  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code,
-            ErrorCode::not_found);
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code, ErrorCode::not_found);
   // The session is an ordinary one from here: detach closes it at the home.
   ASSERT_TRUE(vno_.detach(s->id));
   EXPECT_TRUE(ro_.attached.empty());
@@ -340,13 +339,11 @@ TEST_F(VnoEapTest, AWrongProofIsRefusedAndUsesTheGrantUp) {
   ASSERT_FALSE(wrong);
   EXPECT_EQ(wrong.error().code, ErrorCode::mac_mismatch);
   EXPECT_TRUE(ro_.attached.empty()) << "the home session outlived the refused claim";
-  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code,
-            ErrorCode::not_found);
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code, ErrorCode::not_found);
 
   ASSERT_TRUE(vno_.grant_eap(identity_, msk(3)));
   const std::string other = "6001019000000001@wlan.mnc001.mcc001.3gppnetwork.org";
-  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(3), other)).error().code,
-            ErrorCode::mac_mismatch);
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(3), other)).error().code, ErrorCode::mac_mismatch);
   ASSERT_TRUE(vno_.grant_eap(identity_, msk(4)));
   EXPECT_EQ(vno_.claim_eap(identity_, Bytes<16>{}).error().code, ErrorCode::mac_mismatch);
   EXPECT_EQ(vno_.eap_grants(), 0u);
@@ -355,8 +352,7 @@ TEST_F(VnoEapTest, AWrongProofIsRefusedAndUsesTheGrantUp) {
 TEST_F(VnoEapTest, AnUnclaimedGrantExpiresAndFreesTheHome) {
   ASSERT_TRUE(vno_.grant_eap(identity_, msk(1)));
   clock_.advance(std::chrono::seconds(61));
-  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code,
-            ErrorCode::not_found);
+  EXPECT_EQ(vno_.claim_eap(identity_, proof(msk(1), identity_)).error().code, ErrorCode::not_found);
   EXPECT_TRUE(ro_.attached.empty());
   EXPECT_EQ(vno_.claim_eap("0001019000000002@x", Bytes<32>{}).error().code, ErrorCode::not_found);
 }
@@ -373,8 +369,7 @@ TEST_F(VnoEapTest, ANewAuthenticationReplacesThePendingGrant) {
 
 TEST_F(VnoEapTest, GrantsAreRefusedWhereAnAttachWouldBe) {
   EXPECT_EQ(vno_.grant_eap("0002019000000001@x", msk(1)).error().code, ErrorCode::not_found);
-  EXPECT_EQ(vno_.grant_eap("2001019000000001@x", msk(1)).error().code,
-            ErrorCode::invalid_argument);
+  EXPECT_EQ(vno_.grant_eap("2001019000000001@x", msk(1)).error().code, ErrorCode::invalid_argument);
   EXPECT_EQ(vno_.grant_eap(identity_, Bytes<32>{}).error().code, ErrorCode::invalid_argument);
   // Attached over 3GPP access already: the home refuses a second session.
   Device d;

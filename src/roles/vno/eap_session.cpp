@@ -26,7 +26,9 @@ std::unexpected<Error> bad_identity(std::string_view what) {
 
 }  // namespace
 
-std::string_view to_string(EapMethod m) { return m == EapMethod::aka_prime ? "EAP-AKA'" : "EAP-AKA"; }
+std::string_view to_string(EapMethod m) {
+  return m == EapMethod::aka_prime ? "EAP-AKA'" : "EAP-AKA";
+}
 
 Result<EapIdentity> parse_eap_identity(std::string_view nai) {
   if (nai.empty()) return bad_identity("empty");

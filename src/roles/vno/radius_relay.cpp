@@ -248,8 +248,10 @@ struct RadiusRelay::State {
   void accepted(const radius::Packet& accept, const Outstanding& request) {
     auto name = radius::user_name(accept);
     if (!name) {
-      log::warn(kLog, "radius: an Access-Accept with an unreadable User-Name ({}): no session "
-                "granted", name.error());
+      log::warn(kLog,
+                "radius: an Access-Accept with an unreadable User-Name ({}): no session "
+                "granted",
+                name.error());
       return;
     }
     std::optional<std::string> identity = *name ? *name : request.identity;
@@ -277,8 +279,8 @@ struct RadiusRelay::State {
       if (fds[0].revents & POLLIN) {
         sockaddr_in from{};
         socklen_t len = sizeof from;
-        const ssize_t n = ::recvfrom(nas_fd, buf.data(), buf.size(), 0,
-                                     reinterpret_cast<sockaddr*>(&from), &len);
+        const ssize_t n =
+            ::recvfrom(nas_fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &len);
         if (n > 0) from_nas(ByteView(buf.data(), static_cast<std::size_t>(n)), from);
       }
       if (fds[1].revents & POLLIN) {

@@ -435,7 +435,9 @@ Result<void> VnoService::State::start_relay() {
   if (!config.non3gpp) return {};
   RadiusRelayOptions o = *config.non3gpp;
   Vno* v = &*vno;
-  o.on_accept = [v](std::string_view identity, ByteView msk) { return v->grant_eap(identity, msk); };
+  o.on_accept = [v](std::string_view identity, ByteView msk) {
+    return v->grant_eap(identity, msk);
+  };
   auto r = RadiusRelay::start(std::move(o));
   if (!r) return with_prefix(r.error(), "non3gpp");
   relay = std::move(*r);
