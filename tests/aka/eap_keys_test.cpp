@@ -14,6 +14,7 @@
 #include "common/hex.h"
 #include "eap_keys_test_vectors.h"
 #include "kdf_test_vectors.h"
+#include "test_hex.h"
 
 namespace mcim::aka::testdata {
 void PrintTo(const FipsPrfVector& row, std::ostream* os) { *os << row.name; }
@@ -26,15 +27,7 @@ namespace {
 using testdata::EapAkaPrimeVector;
 using testdata::FipsPrfVector;
 
-template <std::size_t N>
-Bytes<N> fixed(std::string_view hex, std::string_view what) {
-  auto parsed = parse_hex_fixed<N>(hex, what);
-  if (!parsed) {
-    ADD_FAILURE() << "bad test vector field " << what << ": " << parsed.error().message;
-    return Bytes<N>{};
-  }
-  return *parsed;
-}
+using testdata::fixed;
 
 template <std::size_t N>
 std::string hex_of(const Secret<N>& s) {
@@ -120,8 +113,8 @@ TEST_P(EapAkaPrimeTest, FromCkIkPrimeMatchesRfc5448) {
   expect_keys(derive_eap_aka_prime_keys(v.identity, prime), v);
 }
 
-// From the SIM's CK and IK, as a peer or a relay holds them: the CK'/IK' table of kdf_test_vectors.h
-// lists the same four cases in the same order.
+// From the SIM's CK and IK, as a peer or a relay holds them: the CK'/IK' table of
+// kdf_test_vectors.h lists the same four cases in the same order.
 TEST_P(EapAkaPrimeTest, FromCkIkMatchesRfc5448) {
   const EapAkaPrimeVector& v = GetParam();
   const testdata::CkIkPrimeVector* in = nullptr;
@@ -131,10 +124,10 @@ TEST_P(EapAkaPrimeTest, FromCkIkMatchesRfc5448) {
   ASSERT_NE(in, nullptr) << "no CK/IK row named " << v.name;
   ASSERT_EQ(in->ck_prime, v.ck_prime);
   const Autn autn = fixed<16>(in->autn, "autn");
-  expect_keys(derive_eap_aka_prime_keys(v.identity, fixed<16>(in->ck, "ck"),
-                                        fixed<16>(in->ik, "ik"), in->network_name,
-                                        take<6>(ByteView(autn))),
-              v);
+  expect_keys(
+      derive_eap_aka_prime_keys(v.identity, fixed<16>(in->ck, "ck"), fixed<16>(in->ik, "ik"),
+                                in->network_name, take<6>(ByteView(autn))),
+      v);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rfc5448AppendixC, EapAkaPrimeTest,

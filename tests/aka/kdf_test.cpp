@@ -11,6 +11,7 @@
 
 #include "common/hex.h"
 #include "kdf_test_vectors.h"
+#include "test_hex.h"
 
 // Failure messages name the table row instead of dumping the row's bytes.
 namespace mcim::aka::testdata {
@@ -31,16 +32,7 @@ using testdata::KausfVector;
 using testdata::PlmnVector;
 using testdata::XresStarVector;
 
-// Test-vector hex -> fixed-size array; a malformed table entry fails the test that reads it.
-template <std::size_t N>
-Bytes<N> fixed(std::string_view hex, std::string_view what) {
-  auto parsed = parse_hex_fixed<N>(hex, what);
-  if (!parsed) {
-    ADD_FAILURE() << "bad test vector field " << what << ": " << parsed.error().message;
-    return Bytes<N>{};
-  }
-  return *parsed;
-}
+using testdata::fixed;
 
 Res res_of(std::string_view hex) {
   auto parsed = parse_hex(hex, "res");
