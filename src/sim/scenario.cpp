@@ -121,11 +121,19 @@ class Run {
     return register_device(d, w_.endpoints, w_.fleet, how);
   }
 
-  device::AgentConfig agent_config() const {
+  // make(1), then F1 for that device.
+  Result<FleetDevice*> one_enrolled(const std::string& tre_binary = {}) {
+    if (auto m = make(1, tre_binary); !m) return std::unexpected(m.error());
+    if (auto e = enrol(devices.front()); !e) return std::unexpected(e.error());
+    return &devices.front();
+  }
+
+  // An agent for the device's TRE, configured as the fleet's agents are.
+  device::Agent agent(FleetDevice& d) const {
     device::AgentConfig c = w_.fleet.agent;
     c.vno_url = w_.endpoints.vno_url;
     c.tls = w_.endpoints.device_tls;
-    return c;
+    return device::Agent(*d.tre, std::move(c), clock_);
   }
 
   // The state every later change is judged against; the devices whose MCIMs are counted.
@@ -178,13 +186,13 @@ class Run {
   std::vector<State> before_;
   std::vector<FleetDevice*> attacked_;
   std::vector<std::size_t> mcims_before_;
+  SystemClock clock_;  // the agents' clock
 };
 
 // The device provisions and is refused through the DPF's answer to its polls: the SHO's code,
 // which the PVA gave it (the subscriber's refusal says so).
 Result<void> refused_by_pva(Run& run, const ScenarioWorld& w, FleetDevice& d) {
-  SystemClock clock;
-  device::Agent agent(*d.tre, run.agent_config(), clock);
+  device::Agent agent = run.agent(d);
   auto out = agent.provision();
   if (out) return {};
   auto sub = w.sho_db->subscribers().find(d.bundle.device_id);
@@ -203,9 +211,9 @@ Result<void> validation_refused(Run& run, const ScenarioWorld& w, bool revoke) {
       return made;
     }
   }
-  if (auto m = run.make(1, revoke ? std::string() : other); !m) return m;
-  FleetDevice& d = run.devices.front();
-  if (auto e = run.enrol(d); !e) return e;
+  auto enrolled = run.one_enrolled(revoke ? std::string() : other);
+  if (!enrolled) return std::unexpected(enrolled.error());
+  FleetDevice& d = **enrolled;
   if (revoke) {
     auto ca = pki::Authority::open(w.supplier_ca_dir);
     if (!ca) return std::unexpected(ca.error());
@@ -219,20 +227,18 @@ Result<void> validation_refused(Run& run, const ScenarioWorld& w, bool revoke) {
   return {};
 }
 
-Result<void> wrong_pin(Run& run, const ScenarioWorld& w) {
+Result<void> wrong_pin(Run& run) {
   if (auto m = run.make(1); !m) return m;
   FleetDevice& d = run.devices.front();
   std::string pin = pin_of(d.bundle);
   pin.back() = pin.back() == '9' ? '0' : static_cast<char>(pin.back() + 1);
   if (auto e = run.enrol(d, {.pin = pin}); !e) return e;
   run.baseline({&d});
-  SystemClock clock;
-  device::Agent agent(*d.tre, run.agent_config(), clock);
+  device::Agent agent = run.agent(d);
   auto out = agent.provision();
   if (!out) run.refused("device", out.error());
   // The RO announced the device when it fetched its bootstrap: the SHO began validating it.
   run.finish({"sho.subscriber"});
-  (void)w;
   return {};
 }
 
@@ -240,8 +246,7 @@ Result<void> unregistered_pcid(Run& run) {
   if (auto m = run.make(1); !m) return m;
   FleetDevice& d = run.devices.front();
   run.baseline({&d});
-  SystemClock clock;
-  device::Agent agent(*d.tre, run.agent_config(), clock);
+  device::Agent agent = run.agent(d);
   auto out = agent.provision();
   if (!out)
     run.refused(out.error().message.starts_with("attach_pcid: vno: home") ? "ro" : "vno",
@@ -251,12 +256,11 @@ Result<void> unregistered_pcid(Run& run) {
 }
 
 Result<void> second_attach(Run& run) {
-  if (auto m = run.make(1); !m) return m;
-  FleetDevice& d = run.devices.front();
-  if (auto e = run.enrol(d); !e) return e;
+  auto enrolled = run.one_enrolled();
+  if (!enrolled) return std::unexpected(enrolled.error());
+  FleetDevice& d = **enrolled;
   run.baseline({&d});
-  SystemClock clock;
-  device::Agent agent(*d.tre, run.agent_config(), clock);
+  device::Agent agent = run.agent(d);
   auto first = agent.attach(d.bundle.pcid);
   if (!first) return with_prefix(first.error(), "the first attach");
   auto second = agent.attach(d.bundle.pcid);
@@ -271,12 +275,11 @@ Result<void> second_attach(Run& run) {
 }
 
 Result<void> outside_apn(Run& run, const ScenarioWorld& w) {
-  if (auto m = run.make(1); !m) return m;
-  FleetDevice& d = run.devices.front();
-  if (auto e = run.enrol(d); !e) return e;
+  auto enrolled = run.one_enrolled();
+  if (!enrolled) return std::unexpected(enrolled.error());
+  FleetDevice& d = **enrolled;
   run.baseline({&d});
-  SystemClock clock;
-  device::Agent agent(*d.tre, run.agent_config(), clock);
+  device::Agent agent = run.agent(d);
   auto session = agent.attach(d.bundle.pcid);
   if (!session) return with_prefix(session.error(), "attach");
   net::HttpsClientOptions o = w.endpoints.device_tls;
@@ -315,8 +318,7 @@ Result<void> unregistered_device(Run& run, const ScenarioWorld& w) {
 // A device provisioned for real; its package as the SHO sealed it, from the DPF's store.
 Result<ByteVec> provisioned_package(Run& run, const ScenarioWorld& w, FleetDevice& d) {
   if (auto e = run.enrol(d); !e) return std::unexpected(e.error());
-  SystemClock clock;
-  device::Agent agent(*d.tre, run.agent_config(), clock);
+  device::Agent agent = run.agent(d);
   auto out = agent.provision();
   if (!out) return with_prefix(out.error(), "provisioning the device whose package is reused");
   auto stored = w.ro_db->packages().find(out->package_id);
@@ -366,7 +368,7 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   Result<void> done;
   if (name == "measurement-mismatch") done = validation_refused(run, w, false);
   if (name == "revoked-certificate") done = validation_refused(run, w, true);
-  if (name == "wrong-pin") done = wrong_pin(run, w);
+  if (name == "wrong-pin") done = wrong_pin(run);
   if (name == "unregistered-pcid") done = unregistered_pcid(run);
   if (name == "second-attach") done = second_attach(run);
   if (name == "outside-apn") done = outside_apn(run, w);
