@@ -43,9 +43,9 @@ Dpf::Dpf(store::Database& db, Relays relays, const pki::TrustAnchors& operator_r
 
 store::Time Dpf::now() const { return detail::seconds_of(clock_.now()); }
 
-// The SHO may address a device only through a registration it made.
-Result<void> Dpf::check_registered(std::string_view pcid, std::string_view device_id,
-                                   std::string_view caller_sho) {
+// The SHO may address a device only through a registration it made; that registration.
+Result<store::Registration> Dpf::check_registered(std::string_view pcid, std::string_view device_id,
+                                                  std::string_view caller_sho) {
   auto reg = registrations_.find(pcid);
   if (!reg) return std::unexpected(reg.error());
   if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
@@ -57,7 +57,7 @@ Result<void> Dpf::check_registered(std::string_view pcid, std::string_view devic
     return fail(ErrorCode::wrong_recipient,
                 fmt::format("pcid {}: registered for another device", pcid));
   }
-  return {};
+  return std::move(**reg);
 }
 
 // The registration is checked before the signature: it is cheap, and a package for a device the
@@ -67,7 +67,9 @@ Result<void> Dpf::check_handover(const PackageHandover& h, std::string_view call
     return fail(ErrorCode::invalid_argument,
                 "device_id, package_id: must be [A-Za-z0-9._:-]{1,64}");
   }
-  if (auto r = check_registered(h.pcid, h.device_id, caller_sho); !r) return r;
+  if (auto r = check_registered(h.pcid, h.device_id, caller_sho); !r) {
+    return std::unexpected(r.error());
+  }
   auto info = pki::verify_package_signature(h.package, operator_roots_, clock_);
   if (!info) return std::unexpected(info.error());
   if (info->operator_id != caller_sho) {
@@ -122,8 +124,8 @@ Result<DeliveredPackage> Dpf::fetch(std::string_view device_id,
 Result<tre::StatusReport> Dpf::check_report(const store::StoredPackage& p,
                                             std::string_view signed_report,
                                             const std::vector<X509*>& platform_chain) {
-  auto leaf = detail::verify_platform_chain(supplier_roots_, platform_chain, p.device_id,
-                                            clock_.now());
+  auto leaf =
+      detail::verify_platform_chain(supplier_roots_, platform_chain, p.device_id, clock_.now());
   if (!leaf) return std::unexpected(leaf.error());
   return tre::verify_install_report(signed_report, *leaf, p.device_id, p.package_id);
 }
@@ -174,7 +176,10 @@ Result<void> Dpf::check_ask(const AttestationAsk& ask, std::string_view caller_s
   if (ask.nonce.size() < kMinNonce || ask.nonce.size() > kMaxNonce) {
     return fail(ErrorCode::invalid_argument, "nonce: must be 16..64 bytes");
   }
-  return check_registered(ask.pcid, ask.device_id, caller_sho);
+  if (auto r = check_registered(ask.pcid, ask.device_id, caller_sho); !r) {
+    return std::unexpected(r.error());
+  }
+  return {};
 }
 
 Result<void> Dpf::request_attestation(const AttestationAsk& ask, std::string_view caller_sho) {
@@ -205,13 +210,11 @@ Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std:
     if (!parsed) {
       return fail(ErrorCode::invalid_argument, "code: not an error code");
     }
-    if (auto c = check_registered(pcid, device_id, caller_sho); !c) return c;
-    auto reg = registrations_.find(pcid);
+    auto reg = check_registered(pcid, device_id, caller_sho);
     if (!reg) return std::unexpected(reg.error());
-    if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
-    (*reg)->refusal = std::string(code);
-    (*reg)->refused = t;
-    return registrations_.put(**reg);
+    reg->refusal = std::string(code);
+    reg->refused = t;
+    return registrations_.put(*reg);
   }();
   return audited(audit_, t,
                  {kService, "refusal", pcid, operator_principal(caller_sho),

@@ -145,8 +145,8 @@ class Dpf {
 
  private:
   store::Time now() const;
-  Result<void> check_registered(std::string_view pcid, std::string_view device_id,
-                                std::string_view caller_sho);
+  Result<store::Registration> check_registered(std::string_view pcid, std::string_view device_id,
+                                               std::string_view caller_sho);
   Result<void> check_ask(const AttestationAsk& ask, std::string_view caller_sho);
   Result<store::AttestationRequest> answerable(std::string_view request_id,
                                                std::string_view device_id, std::string_view report);
