@@ -1,7 +1,9 @@
 // PKI operations, one thread, with trust anchors, chains and keys parsed once as a service
 // would keep them. Run: build/bench/mcim_bench_pki (figures in docs/performance.md).
 #include <benchmark/benchmark.h>
+#include <openssl/evp.h>
 
+#include <array>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -10,6 +12,7 @@
 #include "pki/authority.h"
 #include "pki/ocsp.h"
 #include "pki/package.h"
+#include "pki/pbkdf2.h"
 #include "pki/verify.h"
 
 namespace {
@@ -210,6 +213,38 @@ void BM_AttestationValidate(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_AttestationValidate);
+
+// The bootstrap key's PBKDF2-HMAC-SHA256 (tre/bootstrap_key.h: 8-digit PIN, 100,000 iterations,
+// 32 bytes), by pki::pbkdf2_hmac_sha256 and by OpenSSL's PKCS5_PBKDF2_HMAC, which give the same
+// key (pbkdf2_test).
+constexpr std::string_view kPin = "12345678", kSalt = "mcim-bootstrap/1dev-0010199000001";
+constexpr unsigned kIterations = 100'000;
+
+void BM_Pbkdf2Mcim(benchmark::State& state) {
+  std::array<std::uint8_t, 32> key{};
+  for (auto _ : state) {
+    auto r = pbkdf2_hmac_sha256(
+        ByteView(reinterpret_cast<const std::uint8_t*>(kPin.data()), kPin.size()),
+        ByteView(reinterpret_cast<const std::uint8_t*>(kSalt.data()), kSalt.size()), kIterations,
+        key);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_Pbkdf2Mcim)->Unit(benchmark::kMillisecond);
+
+void BM_Pbkdf2OpenSsl(benchmark::State& state) {
+  std::array<std::uint8_t, 32> key{};
+  for (auto _ : state) {
+    const int ok = PKCS5_PBKDF2_HMAC(kPin.data(), static_cast<int>(kPin.size()),
+                                     reinterpret_cast<const std::uint8_t*>(kSalt.data()),
+                                     static_cast<int>(kSalt.size()), static_cast<int>(kIterations),
+                                     EVP_sha256(), static_cast<int>(key.size()), key.data());
+    benchmark::DoNotOptimize(ok);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_Pbkdf2OpenSsl)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
