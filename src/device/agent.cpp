@@ -298,7 +298,7 @@ struct Agent::Impl {
     return {};
   }
 
-  // Steps 5-6 (7 is the RO's): the bootstrap, verified with the TRE's PIN before any of it is
+  // Steps 5-6 (7 is the RO's): the bootstrap, verified with the TRE's key before any of it is
   // used; then the DPF client pinned to the key it names.
   Result<void> discovery(const std::string& pcid) {
     net::HttpsClientOptions o = agent.config_.tls;
@@ -309,9 +309,9 @@ struct Agent::Impl {
     auto r = exchange(**drf, "GET", base_of(pcid_session.drf_url) + "/v1/drf/bootstrap", 200, "drf",
                       nullptr, pcid_session.home_session);
     if (!r) return std::unexpected(r.error());
-    auto pin = agent.tre_.bootstrap_pin();
-    if (!pin) return std::unexpected(pin.error());
-    auto fields = ro::verify_bootstrap(r->body, pin->text(), device_id, agent.clock_.now(),
+    auto key = agent.tre_.bootstrap_key();
+    if (!key) return std::unexpected(key.error());
+    auto fields = ro::verify_bootstrap(r->body, *key, device_id, agent.clock_.now(),
                                        agent.config_.bootstrap_max_age);
     if (!fields) return with_prefix(fields.error(), "bootstrap");
     if (fields->pcid != pcid) {

@@ -2,7 +2,7 @@
 // the factory state to an operational subscription with nobody touching it:
 //   1-4   attach to the visited network with the PCID (AKA in the TRE; AUTS resynchronisation);
 //   5-6   discovery at the RO's DRF through the VNO's gateway; the bootstrap message is verified
-//         with the TRE's PIN before anything in it is used;
+//         with the TRE's bootstrap key before anything in it is used;
 //   8-10  the attestation request the SHO placed at the DPF (the PVA's nonce), answered with the
 //         TRE's signed attestation report;
 //   11-13 the package from the DPF over TLS pinned to the bootstrap's key, installed by the TRE,

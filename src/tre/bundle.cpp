@@ -11,6 +11,7 @@
 #include "common/file.h"
 #include "pki/certificate.h"
 #include "pki/signed_json.h"
+#include "tre/bootstrap_key.h"
 
 namespace mcim::tre {
 namespace {
@@ -26,7 +27,6 @@ constexpr std::string_view kType = "mcim-supplier-bundle/1";
 constexpr std::string_view kPath = "bundle";
 constexpr std::size_t kMaxBundleSize = std::size_t{256} << 10;
 constexpr std::size_t kMinPcid = 6, kMaxPcid = 15;
-constexpr std::size_t kMinPin = 4, kMaxPin = 16;
 constexpr unsigned kMaxIndBits = 10;
 constexpr std::size_t kMaxChain = 5;  // the leaf and up to four supplier intermediates
 constexpr std::size_t kMaxOperatorRoots = 16;
@@ -43,11 +43,6 @@ bool all_digits(std::string_view s) {
 
 bool digits_between(std::string_view s, std::size_t min, std::size_t max) {
   return s.size() >= min && s.size() <= max && all_digits(s);
-}
-
-std::string_view pin_text(const SupplierBundle& b) {
-  const std::size_t n = std::min(b.pin_size, b.pin.get().size());
-  return std::string_view(reinterpret_cast<const char*>(b.pin.get().data()), n);
 }
 
 std::unexpected<Error> field_error(ErrorCode code, std::string_view field,
@@ -81,7 +76,7 @@ Result<void> check_scalars(const SupplierBundle& b, ErrorCode code) {
   if (t < 0 || t > pki::kMaxUtcSeconds) {
     return field_error(code, "pcid_not_after", "outside 1970..9999");
   }
-  if (b.pin_size > b.pin.get().size() || !digits_between(pin_text(b), kMinPin, kMaxPin)) {
+  if (b.pin_size > b.pin.get().size() || !digits_between(pin_text(b), kMinPinSize, kMaxPinSize)) {
     return field_error(code, "pin", "expected 4-16 decimal digits");
   }
   return {};
@@ -342,7 +337,7 @@ Result<void> read_secret(const Json& doc, std::string_view field, Secret<16>& ou
 Result<void> read_pin(const Json& doc, SupplierBundle& b) {
   auto s = pki::string_member(doc, kPath, "pin");
   if (!s) return std::unexpected(s.error());
-  if (!digits_between(**s, kMinPin, kMaxPin)) {
+  if (!digits_between(**s, kMinPinSize, kMaxPinSize)) {
     return field_error(ErrorCode::bad_format, "pin", "expected 4-16 decimal digits");
   }
   std::copy((*s)->begin(), (*s)->end(), b.pin.mut().begin());
@@ -429,7 +424,7 @@ Result<void> check_spec(const ManufactureSpec& spec, const std::string& device_i
     return spec_error(ErrorCode::invalid_argument, "ro_operator",
                       "must be 1-128 printable ASCII characters without space, '\"' or '\\'");
   }
-  if (spec.pin && !digits_between(*spec.pin, kMinPin, kMaxPin)) {
+  if (spec.pin && !digits_between(*spec.pin, kMinPinSize, kMaxPinSize)) {
     return spec_error(ErrorCode::invalid_argument, "pin", "expected 4-16 decimal digits");
   }
   for (auto [days, field] :
@@ -503,6 +498,11 @@ Result<void> certify_platform(const pki::Authority& ca, const ManufactureSpec& s
 
 }  // namespace
 
+std::string_view pin_text(const SupplierBundle& b) {
+  const std::size_t n = std::min(b.pin_size, b.pin.get().size());
+  return std::string_view(reinterpret_cast<const char*>(b.pin.get().data()), n);
+}
+
 Result<void> validate_bundle(const SupplierBundle& bundle) {
   return check_bundle(bundle, ErrorCode::invalid_argument);
 }
@@ -518,7 +518,7 @@ Result<SecretBytes> encode_bundle(const SupplierBundle& bundle) {
   // Every character may become a six-character escape; the rest is names and punctuation.
   const std::size_t text = bundle.device_id.size() + bundle.model.size() + bundle.pcid.size() +
                            bundle.ro_operator.size() + key_pem->size() + text_size(*roots) +
-                           text_size(*chain) + kType.size() + kMaxPin;
+                           text_size(*chain) + kType.size() + kMaxPinSize;
   BundleWriter w(6 * text + 1024);
   write_members(w, bundle, *key_pem, *roots, *chain);
   secure_wipe(key_pem->data(), key_pem->size());

@@ -36,6 +36,9 @@ struct SupplierBundle {
   std::vector<pki::X509Ptr> operator_roots;  // trust anchors for packages and instructions
 };
 
+// The PIN as text: a view into bundle.pin (which must outlive it).
+std::string_view pin_text(const SupplierBundle& bundle);
+
 // Checks what decode_bundle checks (invalid_argument naming the field): ids, PCID digits, PIN,
 // ind_bits, key P-256 and matching the leaf, leaf is a platform certificate whose device id and
 // model are these, each further chain entry the CA that issued the one before, 1-16 operator

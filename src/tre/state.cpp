@@ -17,9 +17,9 @@ namespace mcim::tre {
 namespace {
 
 // The encoding (docs/tre.md, "Storage"), all integers big-endian:
-//   "MST1" | u8 version (1) | u64 generation
+//   "MST1" | u8 version (2) | u64 generation
 //   config:      str device_id | str model | str ro_operator
-//                | u16 n, n x (u32 len | DER root) | u8 pin_size | pin_size ASCII digits
+//                | u16 n, n x (u32 len | DER root) | 32 bootstrap_key
 //                | u64 sqn_delta | u64 sqn_limit_l
 //   credentials: u16 n, n x (str id | u8 kind | u8 state | str owner | str package_id
 //                | u8 has_doc (0/1) | has_doc: u32 len | encode_document bytes
@@ -28,9 +28,12 @@ namespace {
 //   u16 n, n x (str operator | u64 sequence)   instruction_sequence, likewise
 //   u8 has_nonce (0/1) | has_nonce: 16 nonce
 //   u64 audit seq | 32 audit hash | u16 len | audit last_line
-// where str = u16 len | bytes. Nothing may follow.
+// where str = u16 len | bytes. Nothing may follow. Version 1, read but no longer written, had
+// u8 pin_size | pin_size ASCII digits (4..16) in place of the bootstrap key; reading it derives
+// the key from that PIN and the device id, and the next commit writes version 2.
 constexpr std::string_view kMagic = "MST1";
-constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kVersion = 2;
+constexpr std::uint8_t kVersionWithPin = 1;
 
 constexpr std::size_t kMaxString = 128;
 constexpr std::size_t kMaxCredentials = 64;
@@ -38,8 +41,6 @@ constexpr std::size_t kMaxRoots = 16;
 constexpr std::size_t kMaxRootSize = 8 * 1024;
 constexpr std::size_t kMaxOperators = 256;
 constexpr std::size_t kMaxAuditLine = 4096;
-constexpr std::size_t kMinPin = 4;
-constexpr std::size_t kMaxPin = 16;
 constexpr std::int64_t kMaxTime = 253402300799;  // 9999-12-31T23:59:59Z, as documents
 
 // Wire values, fixed here rather than taken from the enums' declaration order, so that
@@ -97,14 +98,6 @@ Result<void> check_config(const Check& c, const Config& cfg) {
       return c.bad(fmt::format("config.operator_roots[{}]", i),
                    fmt::format("length must be 1..{}", kMaxRootSize));
     }
-  }
-  if (cfg.pin_size < kMinPin || cfg.pin_size > kMaxPin) {
-    return c.bad("config.pin_size", fmt::format("must be {}..{}", kMinPin, kMaxPin));
-  }
-  const auto& pin = cfg.pin.get();
-  if (!std::all_of(pin.begin(), pin.begin() + static_cast<std::ptrdiff_t>(cfg.pin_size),
-                   [](std::uint8_t b) { return b >= '0' && b <= '9'; })) {
-    return c.bad("config.pin", "must be ASCII digits");
   }
   if (cfg.sqn_delta == 0) return c.bad("config.sqn_delta", "must be at least 1");
   return {};
@@ -244,8 +237,7 @@ void write_config(SecretWriter& w, const Config& cfg) {
     w.u32(der.size());
     w.bytes(der);
   }
-  w.u8(cfg.pin_size);
-  w.bytes(ByteView(cfg.pin.get().data(), cfg.pin_size));
+  w.bytes(cfg.bootstrap_key.get());
   w.u64(cfg.sqn_delta);
   w.u64(cfg.sqn_limit_l);
 }
@@ -355,7 +347,7 @@ class Reader {
   std::optional<Error> error_;
 };
 
-void read_config(Reader& r, Config& cfg) {
+void read_config(Reader& r, Config& cfg, std::uint8_t version) {
   cfg.device_id = r.str("config.device_id");
   cfg.model = r.str("config.model");
   cfg.ro_operator = r.str("config.ro_operator");
@@ -366,9 +358,23 @@ void read_config(Reader& r, Config& cfg) {
     ByteView der = r.take(n, f);
     cfg.operator_roots.emplace_back(der.begin(), der.end());
   }
-  cfg.pin_size = r.count(1, "config.pin_size", kMaxPin);
-  ByteView pin = r.take(cfg.pin_size, "config.pin");
-  std::copy(pin.begin(), pin.end(), cfg.pin.mut().begin());
+  if (version == kVersionWithPin) {
+    const std::size_t n = r.count(1, "config.pin_size", kMaxPinSize);
+    ByteView pin = r.take(n, "config.pin");
+    if (r.ok()) {
+      // A view into the caller's (wiped) buffer: the PIN is not copied.
+      auto key = derive_bootstrap_key(
+          std::string_view(reinterpret_cast<const char*>(pin.data()), pin.size()), cfg.device_id);
+      if (key) {
+        cfg.bootstrap_key = *key;
+      } else {
+        r.set_error("config.pin", "must be 4-16 ASCII digits, with a valid device id");
+      }
+    }
+  } else {
+    ByteView key = r.take(cfg.bootstrap_key.get().size(), "config.bootstrap_key");
+    std::copy(key.begin(), key.end(), cfg.bootstrap_key.mut().begin());
+  }
   cfg.sqn_delta = r.u64("config.sqn_delta");
   cfg.sqn_limit_l = r.u64("config.sqn_limit_l");
 }
@@ -435,9 +441,12 @@ void read_state(Reader& r, State& s) {
   if (r.ok() && !std::equal(magic.begin(), magic.end(), kMagic.begin())) {
     r.set_error("magic", "not a TRE state");
   }
-  if (r.u8("version") != kVersion && r.ok()) r.set_error("version", "unsupported");
+  const std::uint8_t version = r.u8("version");
+  if (version != kVersion && version != kVersionWithPin && r.ok()) {
+    r.set_error("version", "unsupported");
+  }
   s.generation = r.u64("generation");
-  read_config(r, s.config);
+  read_config(r, s.config, version);
   const std::size_t n = r.count(2, "credentials", kMaxCredentials);
   for (std::size_t i = 0; i < n && r.ok(); ++i) read_credential(r, s.credentials.emplace_back(), i);
   read_sequences(r, "package_sequence", s.package_sequence);

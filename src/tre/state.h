@@ -17,6 +17,7 @@
 #include "common/secure.h"
 #include "pki/package.h"
 #include "tre/backend.h"
+#include "tre/bootstrap_key.h"
 #include "tre/lifecycle.h"
 
 namespace mcim::tre {
@@ -46,8 +47,9 @@ struct Config {
   std::string device_id, model;
   std::string ro_operator;              // owner of the PCID credential
   std::vector<ByteVec> operator_roots;  // DER trust anchors of packages and instructions
-  Secret<16> pin;                       // bootstrap PIN, ASCII digits
-  std::size_t pin_size = 0;             // 4..16
+  // The bootstrap message's MAC key, derived from the PIN at init (tre/bootstrap_key.h); the
+  // PIN itself is not kept.
+  BootstrapKey bootstrap_key;
   std::uint64_t sqn_delta = std::uint64_t{1} << 28;  // Δ of TS 33.102 C.2.1
   std::uint64_t sqn_limit_l = 0;                     // L of C.2.2 (0: not applied)
 };
@@ -61,7 +63,7 @@ struct Config {
 //   n x (u32 len(der) | der), the roots' DER sorted in ascending unsigned-byte lexicographic
 //     order (a prefix sorts first; duplicates are kept), so their order in Config is irrelevant
 //   u64 sqn_delta | u64 sqn_limit_l
-// device_id, pin and pin_size are not measured: they differ per device.
+// device_id and bootstrap_key are not measured: they differ per device.
 Bytes<32> config_digest(const Config& config);
 
 // The head of the audit log as the state last committed it. `last_line` is the full text of the
@@ -95,7 +97,8 @@ struct State {
 // out-of-range values, an SQN array of the wrong size, duplicate ids. encode_state applies the
 // same rules (invalid_argument), so a state that can be committed can be loaded again. Bounds:
 // 64 credentials, 16 operator roots of 1..8192 bytes, 256 operators per sequence map, strings
-// 128 bytes (audit last_line 4096, no newline), PIN 4..16 ASCII digits, times 0..253402300799.
+// 128 bytes (audit last_line 4096, no newline), times 0..253402300799. decode_state also reads
+// the version 1 encoding, which held the PIN instead of the key: it derives the key from it.
 // A deleted credential has no document; one that is neither retired nor deleted has one.
 Result<SecretBytes> encode_state(const State& state);
 Result<State> decode_state(ByteView bytes);

@@ -580,8 +580,10 @@ Result<void> Tre::init(const Options& options, const SupplierBundle& bundle) {
   s.config.ro_operator = bundle.ro_operator;
   for (const auto& r : bundle.operator_roots)
     s.config.operator_roots.push_back(pki::certificate_der(r.get()));
-  s.config.pin = bundle.pin;
-  s.config.pin_size = bundle.pin_size;
+  // The PIN is stretched once, here, and only its key is kept (tre/bootstrap_key.h).
+  auto key = derive_bootstrap_key(pin_text(bundle), bundle.device_id);
+  if (!key) return std::unexpected(key.error());
+  s.config.bootstrap_key = *key;
 
   // The PCID credential as a document of its own: the RO owns it and may block, unblock, retire
   // or replace it (F8 renewal).
@@ -949,15 +951,12 @@ Result<void> Tre::pristine() {
                  fmt::format("{} MCIM(s) deleted; the PCID credential is kept", deleted)});
 }
 
-Result<SecretBytes> Tre::bootstrap_pin() const {
+Result<BootstrapKey> Tre::bootstrap_key() const {
   const Impl& i = *impl_;
   if (i.locked_down()) {
     return fail(ErrorCode::lockdown, "the TRE is locked down (" + i.lockdown_reason + ")");
   }
-  const auto& pin = i.state->config.pin;
-  const std::size_t n = std::min(i.state->config.pin_size, pin.get().size());
-  return SecretBytes(
-      ByteVec(pin.get().begin(), pin.get().begin() + static_cast<std::ptrdiff_t>(n)));
+  return i.state->config.bootstrap_key;
 }
 
 Result<FsckReport> Tre::fsck() {

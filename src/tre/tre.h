@@ -22,6 +22,7 @@
 #include "pki/package.h"
 #include "tre/audit.h"
 #include "tre/backend.h"
+#include "tre/bootstrap_key.h"
 #include "tre/bundle.h"
 #include "tre/instruction.h"
 #include "tre/lifecycle.h"
@@ -126,10 +127,11 @@ class Tre {
   // Works in lockdown (state "lockdown", configuration measurement absent: the PVA refuses it).
   Result<std::string> attest(ByteView nonce);
 
-  // F2 steps 5-6: the bootstrap PIN (ASCII digits), for the device's own agent to verify the
-  // DRF's bootstrap message with (ro::verify_bootstrap). It leaves the TRE to that agent only:
-  // nothing else asks for it, it is never logged or audited. lockdown in lockdown.
-  Result<SecretBytes> bootstrap_pin() const;
+  // F2 steps 5-6: the bootstrap key (tre/bootstrap_key.h, derived from the PIN at init), for the
+  // device's own agent to verify the DRF's bootstrap message with (ro::verify_bootstrap). It
+  // leaves the TRE to that agent only: nothing else asks for it, it is never logged or audited.
+  // lockdown in lockdown.
+  Result<BootstrapKey> bootstrap_key() const;
 
   // F5: deletes every MCIM (keys wiped, tombstones kept), deselects, keeps the PCID credential.
   Result<void> pristine();

@@ -215,10 +215,10 @@ class EapInterop : public ::testing::Test {
   // One EAP run: eapol_test against hostapd, the TRE answering its SIM requests.
   // `server_port` replaces hostapd's port (a relay in between); `on_challenge` sees the TRE's
   // CK and IK (device::ExternalSimOptions::on_challenge).
-  CaseResult run(tre::Tre& t, const std::string& pcid, Method method, const std::string& tag,
-                 std::optional<int> server_port = std::nullopt,
-                 std::function<void(const device::SimRequest&, const aka::UsimSuccess&)>
-                     on_challenge = {}) {
+  CaseResult run(
+      tre::Tre& t, const std::string& pcid, Method method, const std::string& tag,
+      std::optional<int> server_port = std::nullopt,
+      std::function<void(const device::SimRequest&, const aka::UsimSuccess&)> on_challenge = {}) {
     const std::string ctrl_dir = world_.path("ctrl-" + tag);
     const std::string conf = world_.path("peer-" + tag + ".conf");
     write_file(
@@ -228,10 +228,10 @@ class EapInterop : public ::testing::Test {
                   identity(pcid, method)));
     CaseResult out;
     const std::string log = world_.path("eapol-" + tag + ".log");
-    auto peer = Child::spawn({kEapolTest, "-c" + conf, "-a127.0.0.1",
-                              fmt::format("-p{}", server_port.value_or(port_)),
-                              std::string("-s") + kSecret, "-W", "-t10"},
-                             log);
+    auto peer = Child::spawn(
+        {kEapolTest, "-c" + conf, "-a127.0.0.1", fmt::format("-p{}", server_port.value_or(port_)),
+         std::string("-s") + kSecret, "-W", "-t10"},
+        log);
     if (!peer) {
       ADD_FAILURE() << peer.error().message;
       return out;
@@ -515,14 +515,13 @@ class EapRelay : public EapInterop {
     RadiusRelay relay(port_);
     ASSERT_GT(relay.port(), 0) << "relay sockets";
     TreAnswer tre_answer;
-    const CaseResult r =
-        run(t, bundle.pcid, method, tag, relay.port(),
-            [&](const device::SimRequest& req, const aka::UsimSuccess& ok) {
-              ++tre_answer.count;
-              tre_answer.ck.mut() = ok.ck;
-              tre_answer.ik.mut() = ok.ik;
-              tre_answer.autn = req.autn;
-            });
+    const CaseResult r = run(t, bundle.pcid, method, tag, relay.port(),
+                             [&](const device::SimRequest& req, const aka::UsimSuccess& ok) {
+                               ++tre_answer.count;
+                               tre_answer.ck.mut() = ok.ck;
+                               tre_answer.ik.mut() = ok.ik;
+                               tre_answer.autn = req.autn;
+                             });
     RadiusRelay::Seen& seen = relay.stop();
     expect_success(r, method);
     EXPECT_TRUE(seen.refusals.empty()) << fmt::format("{}", fmt::join(seen.refusals, "\n"));
@@ -547,7 +546,7 @@ class EapRelay : public EapInterop {
     EXPECT_TRUE(constant_time_equal(seen.recv_key->view(), m.first(32)))
         << "Recv-Key is not MSK[0..31]"
         << (constant_time_equal(seen.recv_key->view(), m.subspan(32)) ? " (it is MSK[32..63])"
-                                                                        : "");
+                                                                      : "");
     EXPECT_TRUE(constant_time_equal(seen.send_key->view(), m.subspan(32)))
         << "Send-Key is not MSK[32..63]";
   }
@@ -679,7 +678,7 @@ class EapAccess : public EapInterop {
   }
 
   // F3 from the agent's side: EAP through the relay, the session claimed, the bootstrap fetched
-  // through the gateway and verified with the TRE's PIN, and the VNO's own API out of reach.
+  // through the gateway and verified with the TRE's key, and the VNO's own API out of reach.
   void provision_until_bootstrap(device::Access access, const std::string& pcid,
                                  const std::string& tag) {
     tre::SupplierBundle bundle = world_.bundle(pcid);
@@ -710,9 +709,9 @@ class EapAccess : public EapInterop {
                                .ok_status = 200,
                                .headers = {{"Authorization", "Bearer " + a->home_session}}});
     ASSERT_TRUE(boot) << boot.error().message;
-    auto pin = t.bootstrap_pin();
-    ASSERT_TRUE(pin);
-    auto fields = ro::verify_bootstrap(boot->body, pin->text(), bundle.device_id, clock_.now(),
+    auto key = t.bootstrap_key();
+    ASSERT_TRUE(key);
+    auto fields = ro::verify_bootstrap(boot->body, *key, bundle.device_id, clock_.now(),
                                        std::chrono::seconds(300));
     ASSERT_TRUE(fields) << fields.error().message;
     EXPECT_EQ(fields->pcid, bundle.pcid);

@@ -502,9 +502,8 @@ State rich_state() {
   s.config.model = "m2m-x";
   s.config.ro_operator = "ro-1";
   s.config.operator_roots = {ByteVec(300, 0x30), ByteVec{0x30, 0x82, 0x01}};
-  s.config.pin_size = 8;
-  const std::string pin = "12345678";
-  std::copy(pin.begin(), pin.end(), s.config.pin.mut().begin());
+  s.config.bootstrap_key =
+      Secret(hex_fixed<32>("0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff"));
   s.config.sqn_delta = 1u << 20;
   s.config.sqn_limit_l = 50;
   s.credentials.push_back(credential("pcid-0001", CredentialKind::pcid, McimState::activated,
@@ -539,8 +538,7 @@ void expect_same_state(const State& a, const State& b) {
   EXPECT_EQ(a.config.model, b.config.model);
   EXPECT_EQ(a.config.ro_operator, b.config.ro_operator);
   EXPECT_EQ(a.config.operator_roots, b.config.operator_roots);
-  EXPECT_EQ(a.config.pin_size, b.config.pin_size);
-  EXPECT_EQ(a.config.pin.get(), b.config.pin.get());
+  EXPECT_EQ(a.config.bootstrap_key.get(), b.config.bootstrap_key.get());
   EXPECT_EQ(a.config.sqn_delta, b.config.sqn_delta);
   EXPECT_EQ(a.config.sqn_limit_l, b.config.sqn_limit_l);
   ASSERT_EQ(a.credentials.size(), b.credentials.size());
@@ -584,7 +582,9 @@ using Pairs = std::vector<std::pair<std::string, std::uint64_t>>;
 
 struct Tweaks {
   std::string magic = "MST1";
-  std::uint8_t version = 1;
+  std::uint8_t version = 2;
+  // Version 1 held the PIN (u8 size | digits) where version 2 holds the bootstrap key.
+  std::string pin = "12345678";
   std::optional<std::uint8_t> kind, state, has_doc, has_nonce;  // credential 0 / the nonce flag
   std::optional<std::string> doc_text;                          // credential 0's document bytes
   std::optional<Pairs> package_sequence;
@@ -620,9 +620,11 @@ ByteVec raw_encode(const State& s, const Tweaks& t = {}) {
     w.be(r.size(), 4);
     w.raw(r);
   }
-  w.be(s.config.pin_size, 1);
-  for (std::size_t i = 0; i < s.config.pin_size; ++i) {
-    w.be(i < 16 ? s.config.pin.get()[i] : '1', 1);
+  if (t.version == 1) {
+    w.be(t.pin.size(), 1);
+    w.raw(t.pin);
+  } else {
+    w.raw(s.config.bootstrap_key.get());
   }
   w.be(s.config.sqn_delta, 8);
   w.be(s.config.sqn_limit_l, 8);
@@ -684,7 +686,7 @@ TEST_F(StateCodecTest, RichStateRoundTripsFieldByField) {
   ASSERT_TRUE(back.has_value()) << back.error().message;
   expect_same_state(s, *back);
   EXPECT_EQ(encoded(*back), bytes);  // one encoding per state
-  EXPECT_EQ(text_of(ByteView(bytes).first(5)), std::string("MST1\x01", 5));
+  EXPECT_EQ(text_of(ByteView(bytes).first(5)), std::string("MST1\x02", 5));
 }
 
 TEST_F(StateCodecTest, MatchesTheDocumentedLayout) {
@@ -695,12 +697,28 @@ TEST_F(StateCodecTest, MatchesTheDocumentedLayout) {
   EXPECT_EQ(encoded(minimal), raw_encode(minimal));
 }
 
+TEST_F(StateCodecTest, ReadsVersion1DerivingTheKeyFromItsPin) {
+  // A state that a TRE of the first layout committed: the PIN where the key is now. It loads
+  // with the key of (PIN, device id), and its next encoding is version 2 without the PIN.
+  const State s = rich_state();
+  Tweaks v1;
+  v1.version = 1;
+  auto back = decode_state(raw_encode(s, v1));
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  auto key = derive_bootstrap_key("12345678", s.config.device_id);
+  ASSERT_TRUE(key);
+  EXPECT_EQ(back->config.bootstrap_key.get(), key->get());
+  State expected = rich_state();
+  expected.config.bootstrap_key = *key;
+  expect_same_state(expected, *back);
+  const ByteVec again = encoded(*back);
+  EXPECT_EQ(again, raw_encode(expected));  // version 2: the key, and no PIN
+}
+
 TEST_F(StateCodecTest, AcceptsValuesAtTheirBounds) {
   State s = rich_state();
   s.config.model = std::string(128, 'm');
   s.config.operator_roots.assign(16, ByteVec(8192, 0x42));
-  s.config.pin_size = 16;
-  std::fill(s.config.pin.mut().begin(), s.config.pin.mut().end(), '9');
   s.credentials.resize(4);
   for (std::size_t i = s.credentials.size(); i < 64; ++i) {
     s.credentials.push_back(credential(fmt::format("{:0>128}", i), CredentialKind::mcim,
@@ -713,8 +731,6 @@ TEST_F(StateCodecTest, AcceptsValuesAtTheirBounds) {
   ASSERT_TRUE(back.has_value()) << back.error().message;
   expect_same_state(s, *back);
 
-  s.config.pin_size = 4;
-  ASSERT_TRUE(decode_state(encoded(s)).has_value());
   // ind_bits 0 and 10: 1 and 1024 SEQ_MS entries.
   for (unsigned ind : {0u, 10u}) {
     auto doc = milenage_doc("001010123456789", "sho-a", "pkg-0001");
@@ -787,7 +803,8 @@ std::vector<Refusal> refusals() {
   };
   return {
       {"bad magic", none, tweak([](Tweaks& t) { t.magic = "MST2"; }), "magic", false},
-      {"unknown version", none, tweak([](Tweaks& t) { t.version = 2; }), "version", false},
+      {"unknown version", none, tweak([](Tweaks& t) { t.version = 3; }), "version", false},
+      {"version 0", none, tweak([](Tweaks& t) { t.version = 0; }), "version", false},
       {"65 credentials", many_tombstones, {}, "credentials"},
       {"17 operator roots",
        [](State& s) { s.config.operator_roots.assign(17, ByteVec(10, 1)); },
@@ -858,11 +875,32 @@ std::vector<Refusal> refusals() {
        [](State& s) { s.audit.last_line.clear(); },
        {},
        "audit.last_line"},
-      {"PIN of 3", [](State& s) { s.config.pin_size = 3; }, {}, "config.pin_size"},
-      {"PIN of 17", [](State& s) { s.config.pin_size = 17; }, {}, "config.pin_size"},
-      {"PIN of 0", [](State& s) { s.config.pin_size = 0; }, {}, "config.pin_size"},
-      {"non-digit PIN", [](State& s) { s.config.pin.mut()[3] = 'a'; }, {}, "config.pin"},
-      {"PIN with a NUL", [](State& s) { s.config.pin.mut()[7] = 0; }, {}, "config.pin"},
+      // Version 1's PIN: 4..16 ASCII digits, from which the key is derived.
+      {"v1 PIN of 3", none, tweak([](Tweaks& t) {
+         t.version = 1;
+         t.pin = "123";
+       }),
+       "config.pin", false},
+      {"v1 PIN of 17", none, tweak([](Tweaks& t) {
+         t.version = 1;
+         t.pin = std::string(17, '1');
+       }),
+       "config.pin_size", false},
+      {"v1 PIN of 0", none, tweak([](Tweaks& t) {
+         t.version = 1;
+         t.pin = "";
+       }),
+       "config.pin", false},
+      {"v1 non-digit PIN", none, tweak([](Tweaks& t) {
+         t.version = 1;
+         t.pin = "123a5678";
+       }),
+       "config.pin", false},
+      {"v1 PIN with a NUL", none, tweak([](Tweaks& t) {
+         t.version = 1;
+         t.pin = std::string("1234567\0", 8);
+       }),
+       "config.pin", false},
       {"delta 0", [](State& s) { s.config.sqn_delta = 0; }, {}, "config.sqn_delta"},
       {"SQN array too short",
        [](State& s) { s.credentials[1].seq_ms.pop_back(); },
@@ -1049,8 +1087,7 @@ TEST(ConfigDigestTest, IgnoresPerDeviceFieldsAndRootOrder) {
   const Bytes<32> d0 = config_digest(base);
   Config c = base;
   c.device_id = "dev-2";
-  c.pin.mut()[0] = '9';
-  c.pin_size = 6;
+  c.bootstrap_key.mut()[0] ^= 0xff;
   std::reverse(c.operator_roots.begin(), c.operator_roots.end());
   EXPECT_EQ(config_digest(c), d0);
 }
@@ -1174,7 +1211,7 @@ TEST_F(StateFileTest, CommitOfAnInvalidStateWritesNothing) {
   const ByteVec before = read_bytes(state_path());
   State s = first_state();
   s.generation = 2;
-  s.config.pin_size = 2;
+  s.config.sqn_delta = 0;
   EXPECT_EQ(file.commit(s).error().code, ErrorCode::invalid_argument);
   EXPECT_EQ(read_bytes(state_path()), before);
   EXPECT_EQ(*backend_->counter(), 1u);

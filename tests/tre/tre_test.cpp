@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "common/file.h"
+#include "common/hex.h"
 #include "pki/attestation.h"
 #include "tre_fixture.h"
 
@@ -369,22 +370,37 @@ TEST_F(TreTest, PristineDeletesEveryMcimAndKeepsThePcid) {
   EXPECT_TRUE(tre.fsck());
 }
 
-TEST_F(TreTest, TheBootstrapPinIsTheBundlesAndReadingItChangesNothing) {
+TEST_F(TreTest, TheBootstrapKeyIsThePinsAndReadingItChangesNothing) {
   Tre tre = open();
   const std::string registry = registry_of(tre);
   const auto entries = tre.status().audit_entries;
-  auto pin = tre.bootstrap_pin();
-  ASSERT_TRUE(pin) << pin.error().message;
-  const std::string expected(reinterpret_cast<const char*>(bundle_->pin.get().data()),
-                             bundle_->pin_size);
-  EXPECT_EQ(pin->text(), expected);
-  EXPECT_EQ(pin->text(), "12345678");  // World's bundles
-  // A read: no commit, no audit entry (the PIN must never reach the audit log).
+  auto key = tre.bootstrap_key();
+  ASSERT_TRUE(key) << key.error().message;
+  auto expected = derive_bootstrap_key("12345678", bundle_->device_id);  // World's bundles
+  ASSERT_TRUE(expected);
+  EXPECT_EQ(key->get(), expected->get());
+  // A read: no commit, no audit entry (the key must never reach the audit log).
   EXPECT_EQ(registry_of(tre), registry);
   EXPECT_EQ(tre.status().audit_entries, entries);
   auto audit = read_text_file(dir_ + "/audit.log");
   ASSERT_TRUE(audit);
-  EXPECT_EQ(audit->find(expected), std::string::npos);
+  EXPECT_EQ(audit->find(to_hex(key->get())), std::string::npos);
+  EXPECT_EQ(audit->find("12345678"), std::string::npos);
+}
+
+TEST_F(TreTest, NeitherThePinNorTheKeyIsStoredInTheClear) {
+  Tre tre = open();
+  auto key = tre.bootstrap_key();
+  ASSERT_TRUE(key);
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    if (!entry.is_regular_file()) continue;
+    auto bytes = read_file(entry.path().string());
+    ASSERT_TRUE(bytes) << entry.path();
+    const std::string text(bytes->begin(), bytes->end());
+    EXPECT_EQ(text.find("12345678"), std::string::npos) << entry.path();
+    const std::string raw(key->get().begin(), key->get().end());
+    EXPECT_EQ(text.find(raw), std::string::npos) << entry.path();
+  }
 }
 
 TEST_F(TreTest, AttestationReportsMeasurementsOverTheNonce) {
@@ -482,10 +498,10 @@ TEST_F(TreTest, AnEditedStateLocksTheTreDownForGood) {
     EXPECT_EQ(tre.install(ByteVec{1}).result.error().code, ErrorCode::lockdown);
     EXPECT_EQ(tre.apply(Action::activate, kImsiA).error().code, ErrorCode::lockdown);
     EXPECT_EQ(tre.pristine().error().code, ErrorCode::lockdown);
-    // The PIN is not handed out by a TRE that cannot vouch for its own state.
-    auto pin = tre.bootstrap_pin();
-    ASSERT_FALSE(pin);
-    EXPECT_EQ(pin.error().code, ErrorCode::lockdown);
+    // The bootstrap key is not handed out by a TRE that cannot vouch for its own state.
+    auto key = tre.bootstrap_key();
+    ASSERT_FALSE(key);
+    EXPECT_EQ(key.error().code, ErrorCode::lockdown);
     // Still readable: attestation (which tells the PVA) and the audit log.
     auto text = tre.attest(ByteVec(16, 7));
     ASSERT_TRUE(text);

@@ -169,25 +169,6 @@ Result<void> validate_bootstrap_fields(const BootstrapFields& fields) {
   return validate_fields(fields, ErrorCode::invalid_argument, "");
 }
 
-Result<BootstrapKey> derive_bootstrap_key(std::string_view pin, std::string_view device_id) {
-  if (!digits(pin, kMinPinSize, kMaxPinSize)) {
-    return fail(ErrorCode::invalid_argument, "pin: must be 4-16 ASCII digits");
-  }
-  if (!pki::valid_mcim_id(device_id)) {
-    return fail(ErrorCode::invalid_argument, "device: must be [A-Za-z0-9._:-]{1,64}");
-  }
-  std::string salt(kBootstrapType);
-  salt += device_id;
-  BootstrapKey key;
-  if (PKCS5_PBKDF2_HMAC(pin.data(), static_cast<int>(pin.size()),
-                        reinterpret_cast<const unsigned char*>(salt.data()),
-                        static_cast<int>(salt.size()), static_cast<int>(kBootstrapKdfIterations),
-                        EVP_sha256(), static_cast<int>(key.get().size()), key.mut().data()) != 1) {
-    return fail(ErrorCode::internal, "bootstrap: PBKDF2 failed");
-  }
-  return key;
-}
-
 Result<std::string> make_bootstrap(const BootstrapFields& fields, const BootstrapKey& key) {
   if (auto v = validate_bootstrap_fields(fields); !v) return std::unexpected(v.error());
   const std::string inner = inner_text(fields);

@@ -3,8 +3,9 @@
 // where the MCIM package is (the DPF's URL, PROVURL), the SHA-256 pin of the DPF's public key
 // (the DM server's key hash), the APN to use (NAPDEF) and the home operator, authenticated with
 // HMAC-SHA256 under a key stretched from the device's bootstrap PIN. Shared by the DRF (which
-// makes it) and the device agent (which verifies it): this header needs src/common only, the
-// implementation pki's canonical JSON helpers and OpenSSL. Pure, thread-safe. Format, KDF and
+// makes it) and the device agent (which verifies it): this header needs src/common and the key's
+// derivation (tre/bootstrap_key.h) only, the implementation pki's canonical JSON helpers and
+// OpenSSL. Pure, thread-safe. Format, KDF and
 // checks: docs/roles-ro.md "Bootstrap message".
 #pragma once
 
@@ -17,15 +18,15 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/secure.h"
+#include "tre/bootstrap_key.h"
 
 namespace mcim::ro {
 
-inline constexpr std::string_view kBootstrapType = "mcim-bootstrap/1";
-// PBKDF2-HMAC-SHA256 iterations of the MAC key: fixed by the format version, so a message cannot
-// ask a device to weaken its own check.
-inline constexpr unsigned kBootstrapKdfIterations = 100'000;
+inline constexpr std::string_view kBootstrapType = tre::kBootstrapLabel;
+using tre::kBootstrapKdfIterations;
+using tre::kMaxPinSize;
+using tre::kMinPinSize;
 inline constexpr std::size_t kMaxBootstrapSize = 2048;
-inline constexpr std::size_t kMinPinSize = 4, kMaxPinSize = 16;  // ASCII digits, as the bundle's
 
 struct BootstrapFields {
   std::string pcid;         // the PCID the device attached with, 6..15 digits
@@ -43,14 +44,11 @@ struct BootstrapFields {
 // The syntax above; invalid_argument naming the field (never its value).
 Result<void> validate_bootstrap_fields(const BootstrapFields& fields);
 
-// The MAC key: PBKDF2-HMAC-SHA256(PIN, salt = "mcim-bootstrap/1" || device id,
-// kBootstrapKdfIterations, 32 bytes). Derived once per device and kept (the DRF stores it with
-// the registration), so only registration and the device pay for the stretching.
-using BootstrapKey = Secret<32>;
-
-// invalid_argument when the PIN is not 4-16 ASCII digits or the device id is not an id; the
-// message never contains the PIN.
-Result<BootstrapKey> derive_bootstrap_key(std::string_view pin, std::string_view device_id);
+// The MAC key (tre/bootstrap_key.h): derived once per device and kept (the DRF stores it with
+// the registration, the TRE in its sealed state), so only registration and the device's `init`
+// pay for the stretching.
+using tre::BootstrapKey;
+using tre::derive_bootstrap_key;
 
 // The canonical text: {"bootstrap":{"apn":…,"device":…,"dpf_key_pin":hex,"dpf_url":…,
 // "issued":n,"nonce":hex,"pcid":…,"sho":…,"type":"mcim-bootstrap/1"},"mac":hex}, sorted keys,
