@@ -12,6 +12,9 @@
 #include <array>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -24,6 +27,9 @@ namespace {
 using sql::Q;
 
 constexpr int kBusyTimeoutMs = 5000;
+// Between two tries for the write lock a connection waits for another connection of this process
+// to let go of it, or this long at most (a writer in another process is not signalled).
+constexpr auto kBusyPoll = std::chrono::milliseconds(1);
 constexpr std::size_t kPoolSize = 8;
 constexpr int kAttempts = 3;  // a method that still found the database locked is run again
 
@@ -187,10 +193,39 @@ ErrorCode code_of(int rc) {
   }
 }
 
+// The connections of one database in this process that wait for its write lock, woken when
+// another of them lets go of it. SQLite's own busy_timeout handler sleeps 1, 2, 5, 10, ... 100 ms
+// between tries whatever the holder does, so with a commit (one fsync) every few milliseconds a
+// waiting writer lost tens of milliseconds per turn, and more worker threads made it worse
+// (docs/performance.md "Full provisioning"). Here a waiter tries again as soon as a writer of
+// this process is done, or after kBusyPoll for a writer of another process.
+class LockWaiters {
+ public:
+  void released() {
+    {
+      std::lock_guard lock(m_);
+      ++releases_;
+    }
+    cv_.notify_all();
+  }
+  // Until the next release, or `most`.
+  void wait(std::chrono::milliseconds most) {
+    std::unique_lock lock(m_);
+    const std::uint64_t seen = releases_;
+    cv_.wait_for(lock, most, [&] { return releases_ != seen; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::uint64_t releases_ = 0;
+};
+
 // One sqlite3 handle and its prepared statements; used by one thread at a time.
 class Connection {
  public:
-  static Result<std::unique_ptr<Connection>> open(const std::string& path);
+  static Result<std::unique_ptr<Connection>> open(const std::string& path,
+                                                  std::shared_ptr<LockWaiters> waiters);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   ~Connection() {
@@ -222,13 +257,19 @@ class Connection {
   }
   void set_operation(std::string_view op) { op_ = op; }
   sqlite3* handle() const { return db_; }
+  const std::shared_ptr<LockWaiters>& shared_waiters() const { return waiters_; }
 
  private:
-  explicit Connection(sqlite3* db) : db_(db) {}
+  Connection(sqlite3* db, std::shared_ptr<LockWaiters> waiters)
+      : db_(db), waiters_(std::move(waiters)) {}
   Result<void> configure(bool memory);
   Result<void> exec_while_busy(std::string_view sql);
+  // sqlite3_busy_handler: true (try again) until kBusyTimeoutMs after the first refusal.
+  static int on_busy(void* self, int count);
 
   sqlite3* db_;
+  std::shared_ptr<LockWaiters> waiters_;
+  std::chrono::steady_clock::time_point busy_since_{};
   std::array<sqlite3_stmt*, sql::kQueries> prepared_{};
   std::string_view op_ = "open";
 };
@@ -240,14 +281,16 @@ void create_private_file(const std::string& path) {
   if (fd >= 0) ::close(fd);
 }
 
-Result<std::unique_ptr<Connection>> Connection::open(const std::string& path) {
+Result<std::unique_ptr<Connection>> Connection::open(const std::string& path,
+                                                     std::shared_ptr<LockWaiters> waiters) {
   const bool memory = path == ":memory:";
   if (!memory) create_private_file(path);
   sqlite3* db = nullptr;
   const int flags =
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
   const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
-  std::unique_ptr<Connection> conn(new Connection(db));  // owns the handle even on failure
+  // Owns the handle even on failure.
+  std::unique_ptr<Connection> conn(new Connection(db, std::move(waiters)));
   if (rc != SQLITE_OK) return std::unexpected(conn->error(rc));
   if (auto r = conn->configure(memory); !r) return sql::pass(r);
   return conn;
@@ -269,8 +312,20 @@ Result<void> Connection::exec_while_busy(std::string_view sql) {
   }
 }
 
+int Connection::on_busy(void* self, int count) {
+  auto& c = *static_cast<Connection*>(self);
+  const auto now = std::chrono::steady_clock::now();
+  if (count == 0) {
+    c.busy_since_ = now;
+  } else if (now - c.busy_since_ > std::chrono::milliseconds(kBusyTimeoutMs)) {
+    return 0;
+  }
+  c.waiters_->wait(kBusyPoll);
+  return 1;
+}
+
 Result<void> Connection::configure(bool memory) {
-  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  sqlite3_busy_handler(db_, &Connection::on_busy, this);
   // WAL: readers never block the writer. synchronous=FULL: a committed SQN reservation survives
   // a power cut, at the price of one fsync per commit (docs/store.md). secure_delete: removed
   // rows are overwritten, not left in free pages.
@@ -392,7 +447,10 @@ class Transaction {
 class Backend {
  public:
   Backend(std::string path, std::size_t pool_size, std::unique_ptr<Connection> first)
-      : pool_(pool_size, [path = std::move(path)] { return Connection::open(path); }) {
+      : waiters_(first->shared_waiters()),
+        pool_(pool_size, [path = std::move(path), w = first->shared_waiters()] {
+          return Connection::open(path, w);
+        }) {
     pool_.adopt(std::move(first));
   }
 
@@ -405,13 +463,17 @@ class Backend {
       if (!lease) return sql::pass(lease);
       Connection& c = **lease;
       c.set_operation(op);
+      const auto changes = sqlite3_total_changes64(c.handle());
       auto r = f(c);
       if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
+      // A write (committed or rolled back) has let go of the write lock: wake its waiters.
+      if (sqlite3_total_changes64(c.handle()) != changes) waiters_->released();
       if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
     }
   }
 
  private:
+  std::shared_ptr<LockWaiters> waiters_;  // shared by every connection of the pool
   sql::ConnectionPool<Connection> pool_;
 };
 
@@ -441,7 +503,7 @@ Result<std::unique_ptr<Database>> open_sqlite(std::string_view path_view) {
   if (sqlite3_threadsafe() == 0) {  // connections are shared between threads through the pool
     return fail(ErrorCode::unsupported, "sqlite: the library was built without thread support");
   }
-  auto first = Connection::open(path);
+  auto first = Connection::open(path, std::make_shared<LockWaiters>());
   if (!first) return sql::pass(first);
   auto version = sql::migrate<Driver>(**first);
   if (!version) return sql::pass(version);
