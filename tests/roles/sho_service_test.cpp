@@ -574,6 +574,20 @@ TEST_P(ShoServiceTest, RegistersASubscriberAtTheShoAndTheRo) {
   Answer b = register_device(registration(e));
   ASSERT_EQ(b.status, 201) << b.body;
   EXPECT_EQ(b.text("imsi"), "001020000000002");
+  // By default the nonce lives the SHO's nonce_lifetime (24 h); an owner may ask for less.
+  EXPECT_EQ((*s)->nonce_expires - (*s)->created, std::chrono::hours(24));
+  Device& f = make_device(5);
+  Json shorter = registration(f);
+  shorter["nonce_lifetime_s"] = 90;
+  Answer c = register_device(shorter);
+  ASSERT_EQ(c.status, 201) << c.body;
+  auto fs = sho_db_->subscribers().find(f.id());
+  ASSERT_TRUE(fs && *fs);
+  EXPECT_EQ((*fs)->nonce_expires - (*fs)->created, std::chrono::seconds(90));
+  EXPECT_EQ(c.json.value("nonce_expires", std::int64_t{0}),
+            std::chrono::duration_cast<std::chrono::seconds>(
+                (*fs)->nonce_expires.time_since_epoch())
+                .count());
 }
 
 TEST_P(ShoServiceTest, RefusesBadRegistrationsAndLeavesNothingBehind) {
@@ -621,11 +635,20 @@ TEST_P(ShoServiceTest, RefusesBadRegistrationsAndLeavesNothingBehind) {
     body["pcid"] = kPcidPrefix + "9999999";
     expect_refusal(register_device(body), 404, ErrorCode::not_found);
   }
-  // Bad JSON (a short PIN).
+  // Bad JSON (a short PIN); a nonce lifetime of 0, of a string, or longer than the SHO's (24 h).
   {
     Json body = registration(d);
     body["pin"] = "12";
     EXPECT_EQ(register_device(body).status, 400);
+    body = registration(d);
+    body["nonce_lifetime_s"] = 0;
+    expect_refusal(register_device(body), 400, ErrorCode::invalid_argument);
+    body["nonce_lifetime_s"] = "60";
+    expect_refusal(register_device(body), 400, ErrorCode::bad_format);
+    body["nonce_lifetime_s"] = 86'401;
+    Answer longer = register_device(body);
+    expect_refusal(longer, 400, ErrorCode::invalid_argument);
+    EXPECT_NE(longer.body.find("at most 86400"), std::string::npos) << longer.body;
   }
   EXPECT_EQ(snapshot(d), before);
   auto s = sho_db_->subscribers().find_by_pcid(kPcidPrefix + "9999999");

@@ -44,6 +44,9 @@ constexpr std::string_view kComponent = "sho";
 constexpr std::size_t kMaxJsonBody = 64 * 1024;
 constexpr std::size_t kMaxTokenSize = 512;
 constexpr std::int64_t kMaxActivationWindow = 2'592'000;  // 30 days, as the RO's default
+// An owner's nonce_lifetime_s at registration: at most a year here, and never more than the
+// SHO's own nonce_lifetime (checked against it).
+constexpr std::int64_t kMaxNonceLifetimeS = 366LL * 24 * 3600;
 constexpr std::uint64_t kMaxSequence = (std::uint64_t{1} << 53) - 1;
 constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-sho\"";
 // The AuC's IMSIs are imported as one batch id: the SHO's subscribers, not a supplier's batch.
@@ -357,7 +360,18 @@ Result<Subscriber> ShoService::State::allocate(const Request& r, const std::stri
   thread_random().fill(k.mut());
   s.registration_nonce = thread_random().draw<16>();
   s.created = s.updated = now();
-  s.nonce_expires = s.created + config.nonce_lifetime;
+  // The owner may ask for a shorter window than the SHO's, never a longer one.
+  std::chrono::seconds lifetime = config.nonce_lifetime;
+  if (r.json.contains("nonce_lifetime_s")) {
+    const std::chrono::seconds asked(r.json.at("nonce_lifetime_s").get<std::int64_t>());
+    if (asked > lifetime) {
+      return fail(ErrorCode::invalid_argument,
+                  fmt::format("nonce_lifetime_s: at most {} (this SHO's nonce lifetime)",
+                              lifetime.count()));
+    }
+    lifetime = asked;
+  }
+  s.nonce_expires = s.created + lifetime;
   return s;
 }
 
@@ -724,7 +738,9 @@ Result<void> ShoService::State::add_routes() {
                                   required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
                                                                      "4-16 decimal digits",
                                                                      ro::kMinPinSize)),
-                                  required("platform_cert", JsonSchema::string(kMaxPemSize))})),
+                                  required("platform_cert", JsonSchema::string(kMaxPemSize)),
+                                  net::optional("nonce_lifetime_s",
+                                                JsonSchema::integer(1, kMaxNonceLifetimeS))})),
                  owner_options),
       router.add("GET", "/v1/subscribers/{device_id}", owner_route("status", &State::status_of),
                  owner_options),
