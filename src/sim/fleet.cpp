@@ -145,12 +145,13 @@ Result<void> register_device(FleetDevice& d, const FleetEndpoints& e, const Flee
   const std::vector<std::pair<std::string, std::string>> bearer = {
       {"Authorization", "Bearer " + e.owner_token}};
   auto t0 = SteadyClock::now();
-  auto reg = call(*e.owner, "POST", e.sho_url + "/v1/subscribers",
-                  Json{{"device_id", id},
-                       {"pcid", d.bundle.pcid},
-                       {"pin", ro.pin.empty() ? pin_of(d.bundle) : ro.pin},
-                       {"platform_cert", *pem}},
-                  201, fmt::format("register {}", id), bearer);
+  Json body{{"device_id", id},
+            {"pcid", d.bundle.pcid},
+            {"pin", ro.pin.empty() ? pin_of(d.bundle) : ro.pin},
+            {"platform_cert", *pem}};
+  if (ro.nonce_lifetime) body["nonce_lifetime_s"] = ro.nonce_lifetime->count();
+  auto reg = call(*e.owner, "POST", e.sho_url + "/v1/subscribers", std::move(body), 201,
+                  fmt::format("register {}", id), bearer);
   if (!reg) return std::unexpected(reg.error());
   timed("register", ms_since(t0));
   auto nonce = parse_hex_fixed<16>(reg->value("registration_nonce", ""), "registration_nonce");

@@ -80,6 +80,8 @@ Result<void> init_tre(FleetDevice& device, const FleetOptions& options);
 struct RegisterOptions {
   std::string pin{};     // empty: the bundle's PIN (a scenario gives another)
   bool activate = true;  // announce the switch-on (F7) after the registration
+  // The registration nonce's lifetime the owner asks for (nonce_lifetime_s); none: the SHO's.
+  std::optional<std::chrono::seconds> nonce_lifetime{};
   std::function<void(std::string_view step, double ms)> timed{};  // "register", "activate"
 };
 // F1 for one device: the owner registers it at the SHO, gives the registration nonce to the

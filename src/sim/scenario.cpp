@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "common/file.h"
@@ -30,6 +31,8 @@ constexpr ScenarioInfo kScenarios[] = {
      "cert_revoked"},
     {"wrong-pin", "the owner registered the device with another PIN: the bootstrap does not verify",
      "device", "signature_invalid"},
+    {"expired-registration", "the device comes after its registration nonce lapsed", "sho",
+     "registration_expired"},
     {"unregistered-pcid", "a device nobody registered or switched on attaches", "ro",
      "credential_unusable"},
     {"second-attach", "the same PCID attaches again while its first session is open", "ro",
@@ -242,6 +245,28 @@ Result<void> wrong_pin(Run& run) {
   return {};
 }
 
+// The owner asked for a one-second nonce; the device is switched on after it lapsed. The SHO
+// refuses the arrival, the DPF answers the device's polls with its code.
+Result<void> expired_registration(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  if (auto e = run.enrol(d, {.nonce_lifetime = std::chrono::seconds(1)}); !e) return e;
+  // Registration times are whole seconds: past two, the one second is over whatever the
+  // rounding.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  run.baseline({&d});
+  device::Agent agent = run.agent(d);
+  auto out = agent.provision();
+  if (!out) {
+    auto reg = w.ro_db->registrations().find(d.bundle.pcid);
+    // The SHO's code reached the device through the DPF (the RO's registration records it).
+    const bool from_sho = reg && *reg && (*reg)->refusal == to_string(out.error().code);
+    run.refused(from_sho ? "sho" : "device", out.error());
+  }
+  run.finish({"ro.refusal"});
+  return {};
+}
+
 Result<void> unregistered_pcid(Run& run) {
   if (auto m = run.make(1); !m) return m;
   FleetDevice& d = run.devices.front();
@@ -369,6 +394,7 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "measurement-mismatch") done = validation_refused(run, w, false);
   if (name == "revoked-certificate") done = validation_refused(run, w, true);
   if (name == "wrong-pin") done = wrong_pin(run);
+  if (name == "expired-registration") done = expired_registration(run, w);
   if (name == "unregistered-pcid") done = unregistered_pcid(run);
   if (name == "second-attach") done = second_attach(run);
   if (name == "outside-apn") done = outside_apn(run, w);

@@ -393,6 +393,7 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"measurement-mismatch", {"pva", "measurement_mismatch"}},
       {"revoked-certificate", {"pva", "cert_revoked"}},
       {"wrong-pin", {"device", "signature_invalid"}},
+      {"expired-registration", {"sho", "registration_expired"}},
       {"unregistered-pcid", {"ro", "credential_unusable"}},
       {"second-attach", {"ro", "already_exists"}},
       {"outside-apn", {"vno", "access_denied"}},
@@ -410,8 +411,15 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
     EXPECT_TRUE(s["unexpected_changes"].empty()) << s.dump();
   }
   EXPECT_EQ(seen, expected);
-  // Where the SHO refused, its subscriber and the RO's registration record it; nothing else.
+  // Where the SHO refused, its subscriber and the RO's registration record it; nothing else. A
+  // registration that lapsed leaves the subscriber as it was: only the RO records the code.
   for (const auto& s : j["scenarios"]) {
+    if (s["scenario"] == "expired-registration") {
+      ASSERT_EQ(s["recorded"].size(), 1u) << s.dump();
+      EXPECT_NE(s["recorded"][0].get<std::string>().find("ro.refusal"), std::string::npos);
+      EXPECT_NE(s["recorded"][0].get<std::string>().find("registration_expired"),
+                std::string::npos);
+    }
     if (s["refused_by"] != "pva") continue;
     ASSERT_EQ(s["recorded"].size(), 2u) << s.dump();
     EXPECT_NE(s["recorded"][0].get<std::string>().find("ro.refusal"), std::string::npos);
