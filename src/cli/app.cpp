@@ -13,6 +13,7 @@
 #include "cli/output.h"
 #include "cli/pki_command.h"
 #include "cli/serve_command.h"
+#include "cli/subscriber_command.h"
 #include "cli/supplier_command.h"
 #include "cli/up_command.h"
 
@@ -87,6 +88,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   register_pki(app, &result);
   register_supplier(app, &result);
   register_device(app, &result);
+  register_subscriber(app, &result);
   register_serve(app, &result);
   register_up(app, &result, out);
   int demo_exit = -1;  // set when a demo ran to its report, which it printed itself

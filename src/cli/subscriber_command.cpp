@@ -1,0 +1,212 @@
+#include "cli/subscriber_command.h"
+
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/ascii.h"
+#include "common/file.h"
+#include "common/secure.h"
+#include "net/https_client.h"
+#include "net/peer_call.h"
+#include "pki/openssl.h"
+#include "pki/verify.h"
+
+namespace mcim::cli {
+namespace {
+
+using net::Json;
+
+struct Args {
+  std::string sho, trust, token_file, device_id, pcid, pin, pin_file, platform_cert;
+  std::int64_t nonce_lifetime_s = 0;  // 0: the SHO's
+  std::int64_t window_s = 3600;
+};
+
+// Surrounding whitespace (a trailing newline) is not part of a token or a PIN in a file.
+std::string_view trimmed(std::string_view s) {
+  while (!s.empty() &&
+         (s.front() == ' ' || s.front() == '\n' || s.front() == '\r' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// The SHO's base URL without a trailing slash.
+std::string base_of(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+struct Owner {
+  std::unique_ptr<net::HttpsClient> client;
+  std::string sho;  // base URL
+  net::Headers bearer;
+};
+
+Result<Owner> owner_of(const Args& a) {
+  if (auto r = require(a.sho, "--sho"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.trust, "--trust"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.token_file, "--token-file"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.device_id, "--device-id"); !r) return std::unexpected(r.error());
+  if (!a.sho.starts_with("https://")) {
+    return fail(ErrorCode::invalid_argument, "--sho: an https:// URL");
+  }
+  auto anchors = pki::TrustAnchors::from_file(a.trust);
+  if (!anchors) return with_prefix(anchors.error(), "--trust");
+  auto token = read_text_file(a.token_file);
+  if (!token) return with_prefix(token.error(), "--token-file");
+  const std::string_view t = trimmed(*token);
+  if (t.empty() || t.size() > 512 || t.find_first_of(" \t\r\n\"\\") != std::string_view::npos) {
+    secure_wipe(token->data(), token->size());
+    return fail(ErrorCode::invalid_argument, "--token-file: not a bearer token");
+  }
+  Owner o;
+  o.bearer = {{"Authorization", "Bearer " + std::string(t)}};
+  secure_wipe(token->data(), token->size());
+  net::HttpsClientOptions options;
+  options.trust = std::make_shared<const pki::TrustAnchors>(std::move(*anchors));
+  auto client = net::HttpsClient::create(std::move(options));
+  if (!client) return std::unexpected(client.error());
+  o.client = std::move(*client);
+  o.sho = base_of(a.sho);
+  return o;
+}
+
+Result<Json> call(Owner& o, std::string_view method, const std::string& path, const Json& body,
+                  int ok_status) {
+  return net::call_json(*o.client, method, o.sho + path, body,
+                        {.peer = "sho", .ok_status = ok_status, .headers = o.bearer});
+}
+
+// The SHO's answer as fields, in its order (strings as they are, numbers as text).
+Fields fields_of(const Json& j) {
+  Fields f;
+  for (const auto& [key, value] : j.items()) {
+    f.add(key, value.is_string() ? value.get<std::string>() : value.dump());
+  }
+  return f;
+}
+
+// The PIN from --pin or --pin-file (one of them), in a buffer wiped by the caller.
+Result<std::string> pin_of(const Args& a) {
+  if (!a.pin.empty() && !a.pin_file.empty()) {
+    return fail(ErrorCode::conflicting_arguments, "--pin, --pin-file: give one of them, not both");
+  }
+  if (a.pin.empty() && a.pin_file.empty()) {
+    return fail(ErrorCode::missing_argument,
+                "--pin-file or --pin: required (the device's bootstrap PIN, from its label)");
+  }
+  std::string pin;
+  if (!a.pin_file.empty()) {
+    auto text = read_text_file(a.pin_file);
+    if (!text) return with_prefix(text.error(), "--pin-file");
+    pin = std::string(trimmed(*text));
+    secure_wipe(text->data(), text->size());
+  } else {
+    pin = a.pin;
+  }
+  if (pin.size() < 4 || pin.size() > 16 || !ascii_digits(pin)) {
+    secure_wipe(pin.data(), pin.size());
+    return fail(ErrorCode::invalid_argument,
+                std::string(a.pin_file.empty() ? "--pin" : "--pin-file") + ": 4-16 decimal digits");
+  }
+  return pin;
+}
+
+Result<Fields> run_register(const Args& a) {
+  if (auto r = require(a.pcid, "--pcid"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.platform_cert, "--platform-cert"); !r) return std::unexpected(r.error());
+  if (a.nonce_lifetime_s < 0) {
+    return fail(ErrorCode::invalid_argument, "--nonce-lifetime: a positive number of seconds");
+  }
+  auto pem = read_text_file(a.platform_cert);
+  if (!pem) return with_prefix(pem.error(), "--platform-cert");
+  // Parsed here so that a wrong file is named before anything is sent.
+  auto cert = pki::parse_certificate(
+      ByteView(reinterpret_cast<const std::uint8_t*>(pem->data()), pem->size()), "--platform-cert");
+  if (!cert) return std::unexpected(cert.error());
+  auto pin = pin_of(a);
+  if (!pin) return std::unexpected(pin.error());
+  auto owner = owner_of(a);
+  if (!owner) {
+    secure_wipe(pin->data(), pin->size());
+    return std::unexpected(owner.error());
+  }
+  Json body{{"device_id", a.device_id}, {"pcid", a.pcid}, {"pin", *pin}, {"platform_cert", *pem}};
+  secure_wipe(pin->data(), pin->size());
+  if (a.nonce_lifetime_s > 0) body["nonce_lifetime_s"] = a.nonce_lifetime_s;
+  auto r = call(*owner, "POST", "/v1/subscribers", body, 201);
+  // nlohmann keeps the PIN in a std::string of its own: overwrite it before the body is freed.
+  std::string& sent = body["pin"].get_ref<std::string&>();
+  secure_wipe(sent.data(), sent.size());
+  if (!r) return std::unexpected(r.error());
+  return fields_of(*r);
+}
+
+Result<Fields> run_status(const Args& a) {
+  auto owner = owner_of(a);
+  if (!owner) return std::unexpected(owner.error());
+  auto r = call(*owner, "GET", "/v1/subscribers/" + a.device_id, nullptr, 200);
+  if (!r) return std::unexpected(r.error());
+  return fields_of(*r);
+}
+
+Result<Fields> run_activate(const Args& a) {
+  if (a.window_s < 1) {
+    return fail(ErrorCode::invalid_argument, "--window: a positive number of seconds");
+  }
+  auto owner = owner_of(a);
+  if (!owner) return std::unexpected(owner.error());
+  auto r = call(*owner, "POST", "/v1/subscribers/" + a.device_id + "/activation",
+                Json{{"window_s", a.window_s}}, 200);
+  if (!r) return std::unexpected(r.error());
+  return fields_of(*r);
+}
+
+CLI::App* with_owner(CLI::App* cmd, Args& a) {
+  cmd->add_option("--sho", a.sho, "the home operator's https URL");
+  cmd->add_option("--trust", a.trust, "PEM trust anchors for the SHO's certificate");
+  cmd->add_option("--token-file", a.token_file, "a file holding the owner's bearer token");
+  cmd->add_option("--device-id", a.device_id, "the device (as on its label)");
+  return cmd;
+}
+
+}  // namespace
+
+void register_subscriber(CLI::App& app, Result<Fields>* result) {
+  auto* sub = app.add_subcommand("subscriber", "the owner's client of the home operator (F1, F7)");
+  sub->require_subcommand(1);
+  auto args = std::make_shared<Args>();
+  Args& a = *args;
+
+  auto* reg =
+      with_owner(sub->add_subcommand("register",
+                                     "register a device at the SHO (F1): prints its IMSI and the "
+                                     "registration nonce to give the device"),
+                 a);
+  reg->add_option("--pcid", a.pcid, "the device's provisional connectivity id (its label)");
+  reg->add_option("--platform-cert", a.platform_cert, "the device's platform certificate (PEM)");
+  reg->add_option("--pin-file", a.pin_file, "a file holding the bootstrap PIN (its label)");
+  reg->add_option("--pin", a.pin, "the bootstrap PIN (visible to other users: prefer --pin-file)");
+  reg->add_option("--nonce-lifetime", a.nonce_lifetime_s,
+                  "seconds the registration stays open (default: the SHO's)");
+  reg->callback([args, result] { *result = run_register(*args); });
+
+  auto* status = with_owner(sub->add_subcommand("status", "the subscriber's state at the SHO"), a);
+  status->callback([args, result] { *result = run_status(*args); });
+
+  auto* activate = with_owner(
+      sub->add_subcommand("activate", "announce the device's switch-on (F7): its PCID may attach"),
+      a);
+  activate->add_option("--window", a.window_s, "seconds the PCID may attach (default 3600)");
+  activate->callback([args, result] { *result = run_activate(*args); });
+}
+
+}  // namespace mcim::cli
