@@ -300,6 +300,7 @@ Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const 
     return first;
   };
   w.supplier_ca_dir = s.supplier_ca_dir();
+  w.operators_ca_dir = s.options().dir + "/pki/operators-ca";
   w.sho_operator = std::string(kUpSho);
   w.as_sho = *as_sho;
   w.ro_url = s.url("ro");

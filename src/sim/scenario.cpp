@@ -11,7 +11,10 @@
 
 #include "common/file.h"
 #include "common/hex.h"
+#include "common/random.h"
+#include "net/http_server.h"
 #include "net/peer_call.h"
+#include "net/tls.h"
 #include "pki/attestation.h"
 #include "pki/authority.h"
 #include "pki/openssl.h"
@@ -30,6 +33,9 @@ constexpr ScenarioInfo kScenarios[] = {
     {"revoked-certificate", "the supplier revoked the platform certificate (OCSP)", "pva",
      "cert_revoked"},
     {"wrong-pin", "the owner registered the device with another PIN: the bootstrap does not verify",
+     "device", "signature_invalid"},
+    {"forged-bootstrap",
+     "a DRF impostor with a certificate of the operators' CA steers the device to its own DPF",
      "device", "signature_invalid"},
     {"expired-registration", "the device comes after its registration nonce lapsed", "sho",
      "registration_expired"},
@@ -245,6 +251,104 @@ Result<void> wrong_pin(Run& run) {
   return {};
 }
 
+// A DRF impostor on the device's path to the RO over direct access (F3 without a VNO): a server
+// with a TLS certificate from the operators' CA (an insider's, or one the CA should not have
+// issued), which the device's trust anchors accept. It passes every request on to the RO and the
+// answers back, except that it names itself wherever the RO names the DRF, and replaces the
+// bootstrap's DPF URL and key pin with its own: a rogue steering the device to a DPF it holds. It
+// cannot redo the MAC, which only the PIN's key gives.
+class RogueDrf {
+ public:
+  static Result<std::unique_ptr<RogueDrf>> start(const ScenarioWorld& w) {
+    auto ca = pki::Authority::open(w.operators_ca_dir);
+    if (!ca) return with_prefix(ca.error(), "the operators' CA");
+    pki::CertSpec spec;
+    spec.profile = pki::Profile::tls_server;
+    spec.subject = "CN=drf.rogue.example";
+    spec.sans = {"IP:127.0.0.1"};
+    spec.days = 1;
+    SystemClock clock;
+    OsRandom random;
+    auto issued = ca->issue(spec, clock, random);
+    if (!issued) return std::unexpected(issued.error());
+    auto identity = net::make_tls_identity(issued->key.get(), issued->cert.get());
+    if (!identity) return std::unexpected(identity.error());
+    net::HttpsClientOptions to_ro = w.endpoints.device_tls;
+    auto client = net::HttpsClient::create(std::move(to_ro));
+    if (!client) return std::unexpected(client.error());
+    auto rogue = std::unique_ptr<RogueDrf>(new RogueDrf(w.ro_url, std::move(*client)));
+    rogue->key_pin_ = pki::spki_sha256(issued->key.get());
+    net::HttpServerOptions o;
+    net::TlsServerOptions tls;
+    tls.identity = *identity;
+    o.tls = std::move(tls);
+    o.threads = 1;
+    o.thread_name = "rogue-drf";
+    auto server = net::HttpServer::start(
+        o, [r = rogue.get()](const net::HttpRequest& q) { return r->relay(q); });
+    if (!server) return std::unexpected(server.error());
+    rogue->server_ = std::move(*server);
+    rogue->url_ = rogue->server_->url();
+    return rogue;
+  }
+  const std::string& url() const { return url_; }
+
+ private:
+  RogueDrf(std::string ro_url, std::unique_ptr<net::HttpsClient> client)
+      : ro_url_(std::move(ro_url)), client_(std::move(client)) {}
+
+  net::HttpResponse relay(const net::HttpRequest& q) {
+    net::Headers headers;
+    if (auto auth = q.header("Authorization"); !auth.empty()) {
+      headers.emplace_back("Authorization", std::string(auth));
+    }
+    auto r = client_->request(q.method, ro_url_ + q.target, q.body, q.content_type, headers);
+    if (!r)
+      return net::HttpResponse{
+          .status = 502, .content_type = "text/plain", .body = {}, .headers = {}};
+    net::HttpResponse answer = std::move(*r);
+    auto j = Json::parse(answer.body, nullptr, false);
+    if (!j.is_object()) return answer;
+    if (j.contains("drf_url")) j["drf_url"] = url_;
+    if (q.target == "/v1/drf/bootstrap" && j.contains("bootstrap") && j["bootstrap"].is_object()) {
+      j["bootstrap"]["dpf_url"] = url_ + "/dpf";
+      j["bootstrap"]["dpf_key_pin"] = to_hex(key_pin_);
+    }
+    answer.body = j.dump();  // sorted keys, no whitespace: still canonical
+    return answer;
+  }
+
+  std::string ro_url_, url_;
+  std::unique_ptr<net::HttpsClient> client_;
+  Bytes<32> key_pin_{};
+  std::unique_ptr<net::HttpServer> server_;
+};
+
+Result<void> forged_bootstrap(Run& run, const ScenarioWorld& w) {
+  auto enrolled = run.one_enrolled();
+  if (!enrolled) return std::unexpected(enrolled.error());
+  FleetDevice& d = **enrolled;
+  auto rogue = RogueDrf::start(w);
+  if (!rogue) return with_prefix(rogue.error(), "the DRF impostor");
+  run.baseline({&d});
+  device::AgentConfig c = w.fleet.agent;
+  c.access = device::Access::direct;
+  c.drf_url = (*rogue)->url();
+  c.vno_url = w.endpoints.vno_url;
+  c.tls = w.endpoints.device_tls;
+  SystemClock clock;
+  device::Agent agent(*d.tre, std::move(c), clock);
+  auto out = agent.provision();
+  // The agent checks the bootstrap at discovery, before it uses anything in it.
+  if (!out) {
+    run.refused(out.error().message.starts_with("discovery: bootstrap") ? "device" : "network",
+                out.error());
+  }
+  // The RO announced the device when the impostor fetched its bootstrap for it.
+  run.finish({"sho.subscriber"});
+  return {};
+}
+
 // The owner asked for a one-second nonce; the device is switched on after it lapsed. The SHO
 // refuses the arrival, the DPF answers the device's polls with its code.
 Result<void> expired_registration(Run& run, const ScenarioWorld& w) {
@@ -395,6 +499,7 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "revoked-certificate") done = validation_refused(run, w, true);
   if (name == "wrong-pin") done = wrong_pin(run);
   if (name == "expired-registration") done = expired_registration(run, w);
+  if (name == "forged-bootstrap") done = forged_bootstrap(run, w);
   if (name == "unregistered-pcid") done = unregistered_pcid(run);
   if (name == "second-attach") done = second_attach(run);
   if (name == "outside-apn") done = outside_apn(run, w);

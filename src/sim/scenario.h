@@ -31,6 +31,7 @@ struct ScenarioWorld {
   // A fresh first PCID for each batch a scenario orders (PCIDs are never reused).
   std::function<std::string(std::size_t count)> next_pcids;
   std::string supplier_ca_dir;               // the CA of the platform certificates (revocation)
+  std::string operators_ca_dir;  // the CA of the services' TLS certificates (a DRF impostor's)
   std::string sho_operator;                  // the SHO's operator id
   std::shared_ptr<net::HttpsClient> as_sho;  // mTLS as the SHO (a misbehaving SHO)
   std::string ro_url;                        // the RO's base URL (the DPF)

@@ -393,6 +393,7 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"measurement-mismatch", {"pva", "measurement_mismatch"}},
       {"revoked-certificate", {"pva", "cert_revoked"}},
       {"wrong-pin", {"device", "signature_invalid"}},
+      {"forged-bootstrap", {"device", "signature_invalid"}},
       {"expired-registration", {"sho", "registration_expired"}},
       {"unregistered-pcid", {"ro", "credential_unusable"}},
       {"second-attach", {"ro", "already_exists"}},
