@@ -1,5 +1,6 @@
 // roles/vno/radius_relay.h between a fake NAS and a fake AAA server over UDP on 127.0.0.1: valid
-// packets pass unchanged both ways; an Access-Accept's MSK (MS-MPPE-Recv-Key | -Send-Key) and the
+// packets pass unchanged both ways, but for the identifier of a request that another NAS's
+// holds; an Access-Accept's MSK (MS-MPPE-Recv-Key | -Send-Key) and the
 // AAA's User-Name reach on_accept before the Accept goes on; malformed and unauthenticated
 // packets are dropped and counted, on either side. Against real hostapd and eapol_test:
 // tests/interop/eap_interop_test.cpp (EapAccess.*).
@@ -316,14 +317,48 @@ TEST_F(RadiusRelayTest, UnauthenticatedOrUnexpectedAnswersAreDropped) {
   answered(answer(radius::Code::access_reject, request));
 }
 
-TEST_F(RadiusRelayTest, AnIdentifierInUseByAnotherNasIsRefused) {
+// Two NASes with one identifier at once (every eapol_test numbers its requests from 0): the
+// second request goes to the AAA under another identifier with its Message-Authenticator
+// recomputed, a retransmission of it under the same one, and each answer goes back to its own NAS
+// under the NAS's identifier with valid authenticators and MPPE keys.
+TEST_F(RadiusRelayTest, TwoNasesUsingOneIdentifierAreToldApart) {
   const ByteVec first = access_request(30, {30});
   forwarded(first);
-  forwarded(first);  // a retransmission passes
+  forwarded(first);  // a retransmission passes unchanged
   Udp other_nas;
-  other_nas.send_to(relay_port_, access_request(30, {31}));
-  EXPECT_FALSE(aaa_.receive(300ms));
-  EXPECT_EQ(settle().dropped, 1u);
+  const radius::Authenticator other_auth{31};
+  const ByteVec second = access_request(30, other_auth);
+  other_nas.send_to(relay_port_, second);
+  auto got = aaa_.receive();
+  ASSERT_TRUE(got) << "the relay did not forward the other NAS's request";
+  const std::uint8_t id = got->first.at(1);
+  EXPECT_NE(id, 30);
+  ByteVec renumbered = second;
+  renumbered[1] = id;
+  ASSERT_TRUE(radius::sign(renumbered, secret(), std::nullopt));
+  EXPECT_EQ(got->first, renumbered);
+  other_nas.send_to(relay_port_, second);
+  auto again = aaa_.receive();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->first, renumbered) << "a retransmission under another identifier";
+
+  aaa_.send_to(aaa_reply_port_, answer(radius::Code::access_accept, got->first));
+  auto back = other_nas.receive();
+  ASSERT_TRUE(back) << "the answer did not reach the other NAS";
+  auto p = radius::parse(back->first);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->identifier, 30);
+  EXPECT_TRUE(radius::verify_response_authenticator(back->first, other_auth, secret()));
+  EXPECT_TRUE(radius::verify_message_authenticator(back->first, secret(), other_auth));
+  auto recv = radius::decrypt_mppe_key(*p, radius::MppeKey::recv, other_auth, secret());
+  ASSERT_TRUE(recv) << recv.error().message;
+  EXPECT_EQ(to_hex(recv->view()), to_hex(ByteView(test_msk()).first(32)));
+  ASSERT_EQ(accepted().size(), 1u);
+  EXPECT_EQ(accepted()[0].second, to_hex(test_msk()));
+  EXPECT_FALSE(nas_.receive(300ms)) << "the other NAS's answer reached the first";
+
+  answered(answer(radius::Code::access_reject, first));
+  EXPECT_EQ(relay_->counters().dropped, 0u);
 }
 
 TEST(RadiusRelayStart, RefusesUnusableOptions) {

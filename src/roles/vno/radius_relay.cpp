@@ -94,6 +94,7 @@ std::optional<std::string> response_identity(const std::optional<ByteVec>& eap) 
 struct RadiusRelay::State {
   struct Outstanding {
     sockaddr_in nas{};
+    std::uint8_t nas_identifier = 0;  // the request's identifier as the NAS sent it
     radius::Authenticator request{};
     Steady::time_point at;
     // The EAP identity of the conversation the request belongs to, as the AAA saw it begin.
@@ -109,8 +110,10 @@ struct RadiusRelay::State {
   int nas_fd = -1;  // bound where NASes send
   int aaa_fd = -1;  // connected to the AAA
   std::string address;
-  // By RADIUS identifier: one octet, so 256 entries bound the table. Touched by the thread only.
+  // By the RADIUS identifier towards the AAA: one octet, so 256 entries bound the table. Touched
+  // by the thread only.
   std::array<std::optional<Outstanding>, 256> outstanding{};
+  std::uint8_t next_identifier = 0;  // where the search for a free identifier starts
   // By the AAA's State: the identity of each conversation's EAP-Response/Identity, recorded when
   // the AAA answers it with an Access-Challenge. Touched by the thread only.
   std::map<ByteVec, Conversation> conversations;
@@ -155,21 +158,57 @@ struct RadiusRelay::State {
     auto identity = conversation_identity(*p);
     if (!identity) return drop("NAS side", identity.error());
     const auto now = Steady::now();
-    auto& o = slot(p->identifier);
-    // A retransmission carries the same identifier and authenticator from the same NAS; anything
-    // else under a live identifier would make its answer ambiguous.
-    if (live(o, now) && (!same_peer(o->nas, from) || o->request != p->authenticator)) {
-      return drop("NAS side", Error(ErrorCode::busy, fmt::format("identifier {} is in use by "
-                                                                 "another request",
-                                                                 p->identifier)));
+    const std::optional<std::uint8_t> id = identifier_for(*p, from, now);
+    if (!id) {
+      return drop("NAS side",
+                  Error(ErrorCode::busy, "every identifier towards the AAA is held by a request"));
     }
-    o = Outstanding{from, p->authenticator, now, std::move(identity->first),
-                    std::move(identity->second)};
-    if (::send(aaa_fd, wire.data(), wire.size(), 0) < 0) {
+    slot(*id) = Outstanding{from,
+                            p->identifier,
+                            p->authenticator,
+                            now,
+                            std::move(identity->first),
+                            std::move(identity->second)};
+    ByteVec out(wire.begin(), wire.end());
+    if (*id != p->identifier) {
+      // The Message-Authenticator covers the identifier; the Request Authenticator, on which the
+      // answer's authenticators and the MPPE keys depend, stays the NAS's.
+      out[1] = *id;
+      if (auto signed_out = radius::sign(out, secret(), std::nullopt); !signed_out) {
+        slot(*id).reset();
+        return drop("NAS side", signed_out.error());
+      }
+    }
+    if (::send(aaa_fd, out.data(), out.size(), 0) < 0) {
       log::warn(kLog, "radius: cannot forward to the AAA: {}", std::strerror(errno));
       return;
     }
     requests.fetch_add(1);
+  }
+
+  // The identifier towards the AAA for request `p` of NAS `from`: the one its first copy got when
+  // it is a retransmission (same NAS, identifier and authenticator), so that the AAA sees the
+  // retransmission; else the NAS's own when free (a packet then passes unchanged); else the next
+  // free one. NASes number their requests independently (every eapol_test starts at 0), so two
+  // of them often use one identifier at once. nullopt when all 256 are held.
+  std::optional<std::uint8_t> identifier_for(const radius::Packet& p, const sockaddr_in& from,
+                                             Steady::time_point now) {
+    for (std::size_t i = 0; i < outstanding.size(); ++i) {
+      const auto& o = outstanding[i];
+      if (live(o, now) && same_peer(o->nas, from) && o->nas_identifier == p.identifier &&
+          o->request == p.authenticator) {
+        return static_cast<std::uint8_t>(i);
+      }
+    }
+    if (!live(slot(p.identifier), now)) return p.identifier;
+    for (std::size_t n = 0; n < outstanding.size(); ++n) {
+      const auto id = static_cast<std::uint8_t>(next_identifier + n);
+      if (!live(slot(id), now)) {
+        next_identifier = static_cast<std::uint8_t>(id + 1);
+        return id;
+      }
+    }
+    return std::nullopt;
   }
 
   void from_aaa(ByteView wire) {
@@ -199,7 +238,15 @@ struct RadiusRelay::State {
       conversations.erase(*request.state);  // the conversation is over
     }
     if (p->code == radius::Code::access_accept) accepted(*p, request);
-    ::sendto(nas_fd, wire.data(), wire.size(), 0, reinterpret_cast<const sockaddr*>(&request.nas),
+    ByteVec out(wire.begin(), wire.end());
+    if (request.nas_identifier != p->identifier) {
+      // Back under the NAS's identifier, which both authenticators cover.
+      out[1] = request.nas_identifier;
+      if (auto signed_out = radius::sign(out, secret(), request.request); !signed_out) {
+        return drop("AAA side", signed_out.error());
+      }
+    }
+    ::sendto(nas_fd, out.data(), out.size(), 0, reinterpret_cast<const sockaddr*>(&request.nas),
              sizeof request.nas);
     answers.fetch_add(1);
   }

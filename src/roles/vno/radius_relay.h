@@ -1,8 +1,11 @@
 // The visited network's RADIUS hop for non-3GPP access (F3 over EAP-AKA / EAP-AKA', docs/eap.md
 // "The relay"): a relay between the NASes (access points; eapol_test in the tests) and the AAA
 // server (hostapd's integrated RADIUS server), as a WLAN access network's AAA proxy. Packets pass
-// unchanged (the same shared secret on both legs); each one is checked with net/radius.h first,
-// and anything that fails is dropped and counted: a request without a valid
+// unchanged (the same shared secret on both legs) but for the identifier: NASes number their
+// requests independently, so a request whose identifier another NAS's request holds goes to the
+// AAA under a free one (its Message-Authenticator recomputed), and the answer goes back under the
+// NAS's (its authenticators recomputed). Each packet is checked with net/radius.h first, and
+// anything that fails is dropped and counted: a request without a valid
 // Message-Authenticator, an answer without a valid Response Authenticator and
 // Message-Authenticator or that answers no outstanding request. The relay follows each EAP
 // conversation from its EAP-Response/Identity through the AAA's State attributes, because
