@@ -322,6 +322,22 @@ Result<ro::HlrGatewayOptions> load_eap_gateway(const ConfigFile& file, const Jso
   return o;
 }
 
+// F3 without AKA at the DRF (roles/ro/direct.h): on unless `enabled` is false; the DRF's URL as
+// devices on a non-3GPP access reach it, echoed in the session answer.
+Result<void> load_direct(const ConfigFile& file, const Json& d, ro::RoServiceConfig& s) {
+  s.direct_access = d.value("enabled", s.direct_access);
+  if (d.contains("drf_url")) {
+    auto url = file.https_url("direct.drf_url", d["drf_url"].get<std::string>());
+    if (!url) return std::unexpected(url.error());
+    s.direct_drf_url = *url;
+  }
+  if (d.contains("challenge_lifetime_s")) {
+    s.direct.challenge_lifetime =
+        std::chrono::seconds(d["challenge_lifetime_s"].get<std::int64_t>());
+  }
+  return {};
+}
+
 // The VNO's non-3GPP access (F3, docs/eap.md "The relay"): where NASes send, the AAA server, the
 // shared secret of both legs.
 Result<roles::RadiusRelayOptions> load_non3gpp(const ConfigFile& file, const Json& n) {
@@ -436,6 +452,11 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
                    })),
           optional("drf",
                    JsonSchema::object({optional("require_known_pcid", JsonSchema::boolean())})),
+          optional("direct", JsonSchema::object({
+                                 optional("enabled", JsonSchema::boolean()),
+                                 optional("drf_url", JsonSchema::string(256)),
+                                 optional("challenge_lifetime_s", JsonSchema::integer(1, 3600)),
+                             })),
           optional("eap_gateway", JsonSchema::object({
                                       required("socket", socket_path_string()),
                                       optional("mode", JsonSchema::enumeration({"0600", "0660"})),
@@ -495,6 +516,9 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
   }
   if (j->contains("drf")) {
     s.drf.require_known_pcid = (*j)["drf"].value("require_known_pcid", true);
+  }
+  if (j->contains("direct")) {
+    if (auto d = load_direct(file, (*j)["direct"], s); !d) return std::unexpected(d.error());
   }
   if (j->contains("eap_gateway")) {
     auto gateway = load_eap_gateway(file, (*j)["eap_gateway"], s.icf);

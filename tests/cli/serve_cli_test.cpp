@@ -266,6 +266,9 @@ TEST(ServeConfig, RoDefaultsAndRelativePaths) {
   EXPECT_EQ(s.icf.amf, icf_defaults.amf);
   EXPECT_EQ(s.icf.session_lifetime, icf_defaults.session_lifetime);
   EXPECT_TRUE(s.drf.require_known_pcid);
+  EXPECT_TRUE(s.direct_access);
+  EXPECT_EQ(s.direct_drf_url, "");
+  EXPECT_EQ(s.direct.challenge_lifetime, ro::DirectConfig{}.challenge_lifetime);
   EXPECT_FALSE(c->eap_gateway);
   const auto server = c->common.server_options(12345);
   EXPECT_EQ(server.threads, kDefaultServeThreads);
@@ -290,6 +293,8 @@ TEST(ServeConfig, RoEveryKnob) {
               {"session_lifetime_s", 60},
               {"max_batch", 5}};
   j["drf"] = {{"require_known_pcid", false}};
+  j["direct"] = {
+      {"enabled", false}, {"drf_url", "https://10.0.0.5:8443"}, {"challenge_lifetime_s", 30}};
   const auto path = write_config("ro-knobs", "ro.json", j);
   auto c = load_ro_config(path);
   ASSERT_TRUE(c) << c.error().message;
@@ -309,6 +314,9 @@ TEST(ServeConfig, RoEveryKnob) {
   EXPECT_EQ(s.icf.session_lifetime, 60s);
   EXPECT_EQ(s.icf.max_batch, 5u);
   EXPECT_FALSE(s.drf.require_known_pcid);
+  EXPECT_FALSE(s.direct_access);
+  EXPECT_EQ(s.direct_drf_url, "https://10.0.0.5:8443");
+  EXPECT_EQ(s.direct.challenge_lifetime, 30s);
 }
 
 // The gateway's socket resolved like every path, at most 107 bytes once resolved; its ICF the
@@ -612,6 +620,16 @@ const std::vector<BadConfig>& bad_configs() {
       {"eap_gateway_unknown_key", "ro",
        [](Json& j) { j["eap_gateway"] = {{"socket", "hlr.sock"}, {"group", "hostapd"}}; },
        ErrorCode::bad_format, 2, "ro.json: eap_gateway: unknown member \"group\""},
+      {"direct_drf_url_not_https", "ro",
+       [](Json& j) { j["direct"] = {{"drf_url", "http://127.0.0.1:9"}}; },
+       ErrorCode::invalid_argument, 2, "ro.json: direct.drf_url: must be an https:// URL"},
+      {"direct_enabled_not_a_boolean", "ro", [](Json& j) { j["direct"] = {{"enabled", "yes"}}; },
+       ErrorCode::bad_format, 2, "ro.json: direct.enabled: expected true or false"},
+      {"direct_challenge_lifetime_zero", "ro",
+       [](Json& j) { j["direct"] = {{"challenge_lifetime_s", 0}}; }, ErrorCode::invalid_argument,
+       2, "ro.json: direct.challenge_lifetime_s: "},
+      {"direct_unknown_key", "ro", [](Json& j) { j["direct"] = {{"url", "https://h:1"}}; },
+       ErrorCode::bad_format, 2, "ro.json: direct: unknown member \"url\""},
       {"vno_route_without_home", "vno", [](Json& j) { j["routes"][0]["home"] = "ro-2"; },
        ErrorCode::invalid_argument, 2, "vno.json: routes[0].home: not a key of homes"},
       {"vno_missing_homes", "vno", [](Json& j) { j.erase("homes"); }, ErrorCode::missing_argument,
