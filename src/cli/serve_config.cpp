@@ -631,6 +631,7 @@ Result<VnoServeConfig> load_vno_config(const std::string& path) {
     auto relay = load_non3gpp(file, (*j)["non3gpp"]);
     if (!relay) return std::unexpected(relay.error());
     s.non3gpp = std::move(*relay);
+    c.radius_secret_file = file.resolve((*j)["non3gpp"]["secret_file"].get<std::string>());
     s.options.eap_grant_ttl =
         std::chrono::seconds((*j)["non3gpp"].value("grant_ttl_s", s.options.eap_grant_ttl.count()));
   }

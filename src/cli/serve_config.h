@@ -71,6 +71,7 @@ struct RoServeConfig {
 struct VnoServeConfig {
   ServeCommon common;
   roles::VnoServiceConfig service;
+  std::string radius_secret_file;  // non3gpp.secret_file resolved; empty without non3gpp
 };
 
 struct SupplierServeConfig {

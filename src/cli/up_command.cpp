@@ -5,11 +5,14 @@
 //   supplier.json ro.json vno.json sho.json pva.json     rewritten at every start (ports)
 //   ro.db sho.db pva.db                                   SQLite, unless --db names PostgreSQL
 //   ro-eap.sock     the RO's EAP gateway (hostapd's eap_sim_db), while the system runs
+//   hostapd/        hostapd's config, users, clients (with the RADIUS secret) and log files
 //   references.json the reference measurements registered at the PVA (for describe_system)
 //   batches/        the supplier's batch files
 // Ports are chosen before the files are written, since the RO and the SHO each need the other's
 // URL: free ones are picked (bound and released) unless given, and a start that loses a port to
-// another process in between is retried with fresh ones.
+// another process in between is retried with fresh ones. hostapd, when installed, starts right
+// after the RO (whose EAP gateway it asks for vectors) and before the VNO (whose RADIUS relay
+// sends to it); it is a child of this process and stops first.
 #include "cli/up_command.h"
 
 #include <arpa/inet.h>
@@ -22,7 +25,9 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <ostream>
+#include <thread>
 #include <utility>
 
 #include "cli/serve_command.h"
@@ -31,6 +36,7 @@
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "common/random.h"
 #include "common/secure.h"
 #include "net/json_schema.h"
@@ -52,6 +58,10 @@ using net::Json;
 constexpr std::string_view kApn = "m2m-prov.ro-1";
 constexpr std::string_view kEapSocket = "ro-eap.sock";           // in the directory, beside ro.json
 constexpr std::string_view kReferencesFile = "references.json";  // what the PVA was given
+constexpr std::string_view kHostapdDir = "hostapd";              // hostapd's files
+constexpr std::string_view kRadiusSecret = "pki/radius.secret";  // both RADIUS legs' secret
+// hostapd binds its RADIUS port within milliseconds; a machine under load may take longer.
+constexpr std::chrono::seconds kHostapdStartTimeout{10};
 constexpr int kCaDays = 3650;
 constexpr int kLeafDays = 825;
 constexpr int kStartAttempts = 3;
@@ -66,6 +76,17 @@ const std::vector<ServeRole> kStartOrder = {ServeRole::pva, ServeRole::ro, Serve
 const std::vector<std::pair<std::string, std::string_view>> kClients = {
     {"factory", kUpFactory}, {"supplier", kUpSupplier}, {"ro", kUpRo},
     {"vno", kUpVno},         {"sho", kUpSho},           {"pva", kUpPva}};
+
+// 16 random bytes as hex in a private file; no copy of them is left in memory.
+Result<void> write_random_hex(const std::string& path, RandomSource& rng) {
+  Bytes<16> raw{};
+  rng.fill(raw);
+  std::string text = to_hex(raw) + "\n";
+  auto w = write_file_atomic(path, text, 0600);
+  secure_wipe(raw);
+  secure_wipe(text.data(), text.size());
+  return w;
+}
 
 // ---- The PKI (pure file work; made in pki.partial and renamed into place when complete) ------
 
@@ -155,20 +176,9 @@ class PkiMaker {
   // The two OPs (the RO's for its PCIDs, the SHO's for its AuC) and the owner's bearer token.
   Result<void> make_secrets() {
     for (const char* name : {"ro-op.hex", "sho-op.hex", "owner.token"}) {
-      if (auto w = write_random_hex(dir_ + "/" + name); !w) return w;
+      if (auto w = write_random_hex(dir_ + "/" + name, rng_); !w) return w;
     }
     return {};
-  }
-
-  // 16 random bytes as hex in a private file; no copy of them is left in memory.
-  Result<void> write_random_hex(const std::string& path) {
-    Bytes<16> raw{};
-    rng_.fill(raw);
-    std::string text = to_hex(raw) + "\n";
-    auto w = write_file_atomic(path, text, 0600);
-    secure_wipe(raw);
-    secure_wipe(text.data(), text.size());
-    return w;
   }
 
   std::string dir_;
@@ -232,25 +242,34 @@ Result<std::map<std::string, std::string>> postgres_urls(const std::string& url)
 
 // ---- Ports and config files ------------------------------------------------------------------
 
+// A socket bound to a free port of `address` (kept open in `fds`), or 0.
+std::uint16_t bind_free(int type, in_addr_t address, std::vector<int>& fds) {
+  const int fd = ::socket(AF_INET, type, 0);
+  if (fd < 0) return 0;
+  fds.push_back(fd);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(address);
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    return 0;
+  }
+  return ntohs(a.sin_port);
+}
+
 // Free ports for those not given: all bound at once (so no two are the same), then released for
-// the services to bind.
-SystemPorts choose_ports(const SystemPorts& given) {
+// the services to bind. A port left 0 (no socket) makes its service take any port, and the start
+// fails or not. The UDP ones only with hostapd: the relay's on 127.0.0.1, hostapd's on every
+// address, as hostapd binds it.
+SystemPorts choose_ports(const SystemPorts& given, bool udp) {
   SystemPorts p = given;
   std::vector<int> fds;
   for (std::uint16_t* port : {&p.supplier, &p.ro, &p.vno, &p.sho, &p.pva}) {
-    if (*port != 0) continue;
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) continue;  // left 0: the service takes any port and the start fails or not
-    fds.push_back(fd);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-      *port = ntohs(a.sin_port);
-    }
+    if (*port == 0) *port = bind_free(SOCK_STREAM, INADDR_LOOPBACK, fds);
   }
+  if (udp && p.radius == 0) p.radius = bind_free(SOCK_DGRAM, INADDR_LOOPBACK, fds);
+  if (udp && p.aaa == 0) p.aaa = bind_free(SOCK_DGRAM, INADDR_ANY, fds);
   for (int fd : fds) ::close(fd);
   return p;  // the gateway is nobody's peer: 0 stays "any"
 }
@@ -278,6 +297,7 @@ struct Wiring {
   SystemPorts ports;
   std::map<std::string, std::string> db;  // by role; absent: SQLite beside the config
   bool eap_gateway = false;               // the RO serves kEapSocket
+  bool hostapd = false;                   // hostapd runs, behind the VNO's RADIUS relay
 };
 
 Json ro_file(const SystemOptions& o, const Wiring& w) {
@@ -291,6 +311,8 @@ Json ro_file(const SystemOptions& o, const Wiring& w) {
   j["icf_key"] = "pki/icf";
   j["shos"] = {{std::string(kUpSho), url_of(w.ports.sho)}};
   if (w.eap_gateway) j["eap_gateway"] = {{"socket", kEapSocket}};
+  // Devices on a non-3GPP access reach the DRF where everyone else reaches the RO.
+  j["direct"] = {{"enabled", true}, {"drf_url", url_of(w.ports.ro)}};
   return j;
 }
 
@@ -309,6 +331,12 @@ Json vno_file(const SystemOptions& o, const Wiring& w) {
   // Restricted sessions reach the RO (DRF, DPF) and the PVA only.
   j["restricted_destinations"] = Json::array({listen_of(w.ports.ro), listen_of(w.ports.pva)});
   j["gateway"] = {{"listen", listen_of(w.ports.gateway)}};
+  // One secret for both legs: the relay forwards packets, re-signed at most (docs/eap.md).
+  if (w.hostapd) {
+    j["non3gpp"] = {{"radius_listen", listen_of(w.ports.radius)},
+                    {"aaa", listen_of(w.ports.aaa)},
+                    {"secret_file", kRadiusSecret}};
+  }
   return j;
 }
 
@@ -370,6 +398,112 @@ Json file_of(ServeRole role, const SystemOptions& o, const Wiring& w) {
     case ServeRole::pva: return pva_file(o, w);
   }
   return Json::object();
+}
+
+// ---- hostapd: the RADIUS/EAP server of non-3GPP access (F3, docs/eap.md) ----------------------
+
+// Why the system runs without EAP access, or "" when hostapd can run.
+std::string eap_unavailable(const SystemOptions& o, bool eap_gateway) {
+  if (!eap_gateway) {
+    return "the directory's path is too long for the RO's EAP socket, which hostapd needs";
+  }
+  if (::access(o.hostapd.c_str(), X_OK) != 0) {
+    return fmt::format("{} is not installed (Debian package hostapd)", o.hostapd);
+  }
+  return "";
+}
+
+// pki/radius.secret, made once (also for a PKI made before EAP access was part of the system).
+Result<void> ensure_radius_secret(const std::string& dir) {
+  const std::string path = dir + "/" + std::string(kRadiusSecret);
+  std::error_code ec;
+  if (fs::exists(path, ec)) return {};
+  OsRandom rng;
+  return write_random_hex(path, rng);
+}
+
+std::string hostapd_path(const std::string& dir, std::string_view file) {
+  return fmt::format("{}/{}/{}", dir, kHostapdDir, file);
+}
+
+// The files that do not depend on the ports: the EAP methods by identity prefix (RFC 4187,
+// RFC 5448) and the one RADIUS client, the relay (which sends from 127.0.0.1), with the secret:
+// that file is as private as the secret's own.
+Result<void> write_hostapd_files(const std::string& dir) {
+  std::error_code ec;
+  const std::string home = fmt::format("{}/{}", dir, kHostapdDir);
+  fs::create_directories(home, ec);
+  if (!ec) fs::permissions(home, fs::perms::owner_all, ec);
+  if (ec) return fail(ErrorCode::io_error, fmt::format("{}: {}", home, ec.message()));
+  const std::string_view users = "\"0\"*\tAKA\n\"6\"*\tAKA'\n";
+  if (auto w = write_file_atomic(hostapd_path(dir, "eap_users"), users, 0600); !w) return w;
+  auto secret = read_radius_secret(dir + "/" + std::string(kRadiusSecret));
+  if (!secret) return std::unexpected(secret.error());
+  std::string clients = "127.0.0.1/32\t" + std::string((*secret)->text()) + "\n";
+  auto w = write_file_atomic(hostapd_path(dir, "radius_clients"), clients, 0600);
+  secure_wipe(clients.data(), clients.size());
+  return w;
+}
+
+// hostapd as an integrated RADIUS server only (driver=none), EAP-AKA/AKA' with the RO's vectors.
+std::string hostapd_conf(const std::string& dir, std::uint16_t aaa_port) {
+  return fmt::format(
+      "driver=none\n"
+      "interface=mcim-as\n"
+      "logger_stdout=-1\n"
+      "logger_stdout_level=2\n"
+      "logger_syslog=0\n"
+      "eap_server=1\n"
+      "eap_user_file={}\n"
+      "eap_sim_db=unix:{}/{}\n"
+      "eap_sim_aka_result_ind=1\n"
+      "radius_server_clients={}\n"
+      "radius_server_auth_port={}\n",
+      hostapd_path(dir, "eap_users"), dir, kEapSocket, hostapd_path(dir, "radius_clients"),
+      aaa_port);
+}
+
+// Whether something holds UDP `port` on some address (hostapd binds its RADIUS port on all).
+bool udp_port_taken(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = htons(port);
+  const bool taken = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0;
+  ::close(fd);
+  return taken;
+}
+
+// Starts hostapd on w.ports.aaa and waits until its RADIUS port is bound. io_error naming the log
+// when it ends or does not bind in time (a port lost to another process among the reasons).
+Result<ChildProcess> start_hostapd(const SystemOptions& o, const Wiring& w) {
+  const std::string conf = hostapd_path(o.dir, "hostapd.conf");
+  const std::string log_file = hostapd_path(o.dir, "hostapd.log");
+  if (auto r = write_file_atomic(conf, hostapd_conf(o.dir, w.ports.aaa), 0600); !r) {
+    return std::unexpected(r.error());
+  }
+  auto child = ChildProcess::spawn({o.hostapd, conf}, log_file);
+  if (!child) return std::unexpected(child.error());
+  const auto until = std::chrono::steady_clock::now() + kHostapdStartTimeout;
+  while (child->running() && !udp_port_taken(w.ports.aaa) &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!child->running()) {
+    return fail(
+        ErrorCode::io_error,
+        fmt::format("hostapd ended at its start (RADIUS port {}): see {}", w.ports.aaa, log_file));
+  }
+  if (!udp_port_taken(w.ports.aaa)) {
+    return fail(ErrorCode::io_error,
+                fmt::format("hostapd did not bind its RADIUS port {} within {} s: see {}",
+                            w.ports.aaa, kHostapdStartTimeout.count(), log_file));
+  }
+  log::info("up", "hostapd: RADIUS/EAP server on UDP port {} (all addresses), log {}", w.ports.aaa,
+            log_file);
+  return child;
 }
 
 // ---- The reference measurements --------------------------------------------------------------
@@ -490,6 +624,7 @@ std::string SystemDescription::url(std::string_view role) const {
   return "";
 }
 const std::string& SystemDescription::gateway() const { return parts_.gateway; }
+const Non3gppAccess& SystemDescription::non3gpp() const { return parts_.non3gpp; }
 const SystemOptions& SystemDescription::options() const { return parts_.options; }
 std::string SystemDescription::tls_root_file() const { return parts_.pki + "/operators-ca/ca.pem"; }
 std::string SystemDescription::supplier_ca_dir() const { return parts_.pki + "/supplier-ca"; }
@@ -523,9 +658,12 @@ struct System::State {
   std::string eap_socket;                           // empty: the RO serves no EAP gateway
   SystemClock clock;                                // outlives the services
   std::vector<std::unique_ptr<ServedRole>> served;  // in start order
+  std::optional<ChildProcess> hostapd;              // with EAP access
 
-  // Every server stops before any service goes: no request may reach a half-destroyed peer.
+  // hostapd (a client of the RO's EAP gateway) first; then every server stops before any service
+  // goes: no request may reach a half-destroyed peer.
   void stop() {
+    hostapd.reset();
     for (auto it = served.rbegin(); it != served.rend(); ++it) (*it)->stop_serving();
     for (auto it = served.rbegin(); it != served.rend(); ++it) it->reset();
     served.clear();
@@ -589,6 +727,11 @@ Result<void> start_services(SystemDescription::Parts& p, System::State& s, const
     if (role == ServeRole::vno) p.gateway = (*served)->gateway();
     if (role == ServeRole::ro) s.eap_socket = (*served)->eap_socket();
     s.served.push_back(std::move(*served));
+    if (role == ServeRole::ro && w.hostapd) {
+      auto hostapd = start_hostapd(p.options, w);
+      if (!hostapd) return std::unexpected(hostapd.error());
+      s.hostapd.emplace(std::move(*hostapd));
+    }
   }
   return {};
 }
@@ -620,6 +763,15 @@ Result<std::unique_ptr<System>> start_system(const SystemOptions& options) {
 
   Wiring w;
   w.eap_gateway = eap_socket_fits(parts.options.dir);
+  parts.non3gpp.eap_unavailable = eap_unavailable(parts.options, w.eap_gateway);
+  w.hostapd = parts.non3gpp.eap_unavailable.empty();
+  if (w.hostapd) {
+    if (auto r = ensure_radius_secret(parts.options.dir); !r) return std::unexpected(r.error());
+    if (auto r = write_hostapd_files(parts.options.dir); !r) return std::unexpected(r.error());
+  } else {
+    log::warn("up", "no EAP access (3GPP and direct access only): {}",
+              parts.non3gpp.eap_unavailable);
+  }
   if (!options.db_url.empty()) {
     auto urls = postgres_urls(options.db_url);
     if (!urls) return std::unexpected(urls.error());
@@ -632,16 +784,23 @@ Result<std::unique_ptr<System>> start_system(const SystemOptions& options) {
   // A port taken by someone else between choosing and binding: choose again.
   auto state = std::make_unique<System::State>();
   const bool fixed = options.ports.supplier && options.ports.ro && options.ports.vno &&
-                     options.ports.sho && options.ports.pva;
+                     options.ports.sho && options.ports.pva &&
+                     (!w.hostapd || (options.ports.radius && options.ports.aaa));
   Result<void> started;
   for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
-    w.ports = choose_ports(options.ports);
+    w.ports = choose_ports(options.ports, w.hostapd);
     started = start_services(parts, *state, w);
     if (started || fixed || started.error().code != ErrorCode::io_error) break;
     state->stop();
     parts.services.clear();
   }
   if (!started) return std::unexpected(started.error());
+  parts.non3gpp.drf_url = url_of(w.ports.ro);
+  if (w.hostapd) {
+    parts.non3gpp.radius = listen_of(w.ports.radius);
+    parts.non3gpp.radius_secret_file = parts.options.dir + "/" + std::string(kRadiusSecret);
+    parts.non3gpp.hostapd_log = hostapd_path(parts.options.dir, "hostapd.log");
+  }
   const std::string pva_url = state->served.front()->url();  // kStartOrder: the PVA first
   if (auto r = register_references(parts.options, parts.pki, pva_url, **supplier); !r) {
     return std::unexpected(r.error());
@@ -670,8 +829,25 @@ Result<Config> load_service(Result<Config> (*load)(const std::string&), ServeRol
   return c;
 }
 
+// EAP access as vno.json's non3gpp describes it, if hostapd answers behind the relay: `mcim up`
+// writes non3gpp only when it runs hostapd, which binds the relay's AAA port on every address.
+void read_non3gpp(const VnoServeConfig& vno, Non3gppAccess& out) {
+  if (!vno.service.non3gpp) {
+    out.eap_unavailable = "vno.json has no non3gpp: `mcim up` runs no hostapd (its table says why)";
+    return;
+  }
+  const roles::RadiusRelayOptions& r = *vno.service.non3gpp;
+  if (!udp_port_taken(r.aaa_port)) {
+    out.eap_unavailable = fmt::format(
+        "nothing listens on hostapd's RADIUS port {}: hostapd is not running", r.aaa_port);
+    return;
+  }
+  out.radius = fmt::format("{}:{}", r.listen_host, r.listen_port);
+  out.radius_secret_file = vno.radius_secret_file;
+}
+
 // The five files in start order (kStartOrder), and what the options of `mcim up` were as far as
-// its clients care: the prefixes, the model, the kind of database.
+// its clients care: the prefixes, the model, the kind of database, the non-3GPP access.
 Result<void> read_configs(SystemDescription::Parts& p) {
   auto pva = load_service(&load_pva_config, ServeRole::pva, p);
   if (!pva) return std::unexpected(pva.error());
@@ -679,6 +855,10 @@ Result<void> read_configs(SystemDescription::Parts& p) {
   if (!ro) return std::unexpected(ro.error());
   // The RO's own URL (with its schema): only its kind is ever shown.
   if (database_kind(ro->db_url) == "postgresql") p.options.db_url = ro->db_url;
+  if (ro->service.direct_access) {
+    p.non3gpp.drf_url =
+        ro->service.direct_drf_url.empty() ? p.services.back().url : ro->service.direct_drf_url;
+  }
   auto sho = load_service(&load_sho_config, ServeRole::sho, p);
   if (!sho) return std::unexpected(sho.error());
   p.options.imsi_prefix = sho->service.imsi_prefix;
@@ -687,6 +867,7 @@ Result<void> read_configs(SystemDescription::Parts& p) {
   if (!vno) return std::unexpected(vno.error());
   const net::ConnectProxyOptions& gw = vno->service.gateway;
   if (gw.port != 0) p.gateway = fmt::format("{}:{}", gw.host, gw.port);  // else known to up only
+  read_non3gpp(*vno, p.non3gpp);
   auto supplier = load_service(&load_supplier_config, ServeRole::supplier, p);
   if (!supplier) return std::unexpected(supplier.error());
   p.options.model = supplier->service.device_template.model;
@@ -771,12 +952,15 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
                             optional("gateway", kPort),
                             optional("sho", kPort),
                             optional("pva", kPort),
+                            optional("radius", kPort),
+                            optional("aaa", kPort),
                         })),
       optional("device_binary", JsonSchema::string(4096)),
       optional("model", JsonSchema::string(64)),
       optional("pcid_prefix", JsonSchema::string(14)),
       optional("imsi_prefix", JsonSchema::string(14)),
       optional("log_level", JsonSchema::enumeration({"debug", "info", "warn", "error"})),
+      optional("hostapd", JsonSchema::string(4096)),
   });
   auto text = read_text_file(path);
   if (!text) return with_prefix(text.error(), path);
@@ -801,7 +985,10 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
     o.ports.gateway = p.value("gateway", o.ports.gateway);
     o.ports.sho = p.value("sho", o.ports.sho);
     o.ports.pva = p.value("pva", o.ports.pva);
+    o.ports.radius = p.value("radius", o.ports.radius);
+    o.ports.aaa = p.value("aaa", o.ports.aaa);
   }
+  if (j->contains("hostapd")) o.hostapd = resolve((*j)["hostapd"].get<std::string>());
   if (j->contains("device_binary")) {
     o.device_binary = resolve((*j)["device_binary"].get<std::string>());
   }
@@ -815,8 +1002,19 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
 namespace {
 
 struct UpArgs {
-  std::string dir, db, config;
+  std::string dir, db, config, hostapd;
 };
+
+// Where devices on a non-3GPP access go (F3): the DRF directly, or EAP through the VNO's relay.
+void print_non3gpp(std::ostream& out, const Non3gppAccess& n) {
+  out << fmt::format("{:<9} {}\n", "direct", n.drf_url.empty() ? "none" : n.drf_url);
+  if (n.radius.empty()) {
+    out << fmt::format("{:<9} none (no EAP access: {})\n", "radius", n.eap_unavailable);
+    return;
+  }
+  out << fmt::format("{:<9} {} secret file {} (the VNO's relay to hostapd, log {})\n", "radius",
+                     n.radius, n.radius_secret_file, n.hostapd_log);
+}
 
 void print_table(std::ostream& out, const System& system) {
   out << fmt::format("{:<9} {:<24} {}\n", "role", "url", "config");
@@ -828,6 +1026,7 @@ void print_table(std::ostream& out, const System& system) {
                      system.eap_socket().empty() ? "none (the directory's path is too long for a "
                                                    "Unix socket)"
                                                  : system.eap_socket());
+  print_non3gpp(out, system.non3gpp());
   out << "owner token file: " << system.owner_token_file() << "\n";
   out << "each service alone: mcim serve <role> --config <config>\n";
   out.flush();
@@ -841,6 +1040,7 @@ Result<Fields> run_up(const UpArgs& a, std::ostream& out) {
   }
   if (!a.dir.empty()) o.dir = a.dir;
   if (!a.db.empty()) o.db_url = a.db;
+  if (!a.hostapd.empty()) o.hostapd = a.hostapd;
   if (auto r = check_options(o); !r) return std::unexpected(r.error());
   log::Level level;
   log::parse_level(o.log_level, level);
@@ -865,10 +1065,13 @@ void register_up(CLI::App& app, Result<Fields>* result, std::ostream& out) {
   auto args = std::make_shared<UpArgs>();
   auto* up = app.add_subcommand(
       "up",
-      "start the whole system (supplier, RO, VNO, SHO, PVA) on loopback until SIGINT/SIGTERM");
+      "start the whole system (supplier, RO, VNO, SHO, PVA, and hostapd for EAP access) on "
+      "loopback until SIGINT/SIGTERM");
   up->add_option("--dir", args->dir, "the system's directory: PKI, config files, databases");
   up->add_option("--db", args->db, "postgresql://... (one schema per role) instead of SQLite");
   up->add_option("--config", args->config, "a JSON file of options (dir, db, ports, ...)");
+  up->add_option("--hostapd", args->hostapd,
+                 "hostapd for EAP access (default /usr/sbin/hostapd; without it: no EAP access)");
   up->callback([args, result, &out] { *result = run_up(*args, out); });
 }
 

@@ -3,7 +3,10 @@
 // file per role in the very format `mcim serve <role> --config` reads, and starts the supplier,
 // RO, VNO, SHO and PVA from those files on 127.0.0.1, wired to each other: the printed
 // `mcim serve` commands reproduce the same system as separate processes. The RO also serves its
-// EAP gateway (docs/eap.md) on a Unix socket in the directory. The PVA is given the
+// EAP gateway (docs/eap.md) on a Unix socket in the directory and direct access at its DRF; when
+// hostapd is installed, start_system runs it as a child process, the RADIUS/EAP server of
+// non-3GPP access (F3) behind the VNO's RADIUS relay, its vectors from the RO's EAP gateway. The
+// PVA is given the
 // supplier's reference measurements for the model the supplier manufactures, computed for the
 // binary the devices will run (tre.binary) and their configuration (tre.config).
 // describe_system reads a running system back from its directory, for clients in another process
@@ -27,6 +30,9 @@ namespace mcim::cli {
 // Ports of the services; 0 picks free ones (the same in every config file written).
 struct SystemPorts {
   std::uint16_t supplier = 0, ro = 0, vno = 0, gateway = 0, sho = 0, pva = 0;
+  // UDP, with hostapd only: the VNO's RADIUS relay on 127.0.0.1 (where the devices' EAP peers
+  // send), and hostapd's RADIUS server behind it (hostapd binds it on every address).
+  std::uint16_t radius = 0, aaa = 0;
 };
 
 struct SystemOptions {
@@ -40,6 +46,19 @@ struct SystemOptions {
   std::string pcid_prefix = "0010199";  // the supplier's PCIDs (MCC/MNC of the RO)
   std::string imsi_prefix = "00102";    // the SHO's IMSIs
   std::string log_level = "info";
+  // The RADIUS/EAP server of non-3GPP access; when it is not executable the system runs without
+  // EAP access (3GPP and direct access only) and says so.
+  std::string hostapd = "/usr/sbin/hostapd";
+};
+
+// What a device needs for non-3GPP access (F3, docs/eap.md): the DRF for direct access; the
+// RADIUS server (the VNO's relay in front of hostapd) and its shared secret for EAP-AKA/AKA'.
+struct Non3gppAccess {
+  std::string drf_url;             // the RO's DRF (direct access); empty when the RO has it off
+  std::string radius;              // "127.0.0.1:PORT" of the VNO's relay; empty: no EAP access
+  std::string radius_secret_file;  // the RADIUS shared secret (mode 0600), with radius
+  std::string eap_unavailable;     // without radius: why (hostapd not installed, ...)
+  std::string hostapd_log;         // with radius, from start_system: hostapd's output
 };
 
 // The fixed identities of the system (operator ids in the certificates' URNs).
@@ -66,6 +85,7 @@ class SystemDescription {
     std::string pki;                // dir/pki
     std::vector<Service> services;  // pva, ro, sho, vno, supplier (their start order)
     std::string gateway;            // "127.0.0.1:PORT"; from a directory only when it was fixed
+    Non3gppAccess non3gpp;
     std::shared_ptr<const pki::TrustAnchors> trust;
     std::shared_ptr<net::HttpsClient> factory, plain;
   };
@@ -78,6 +98,7 @@ class SystemDescription {
   const std::vector<Service>& services() const;
   std::string url(std::string_view role) const;  // empty for an unknown role
   const std::string& gateway() const;            // the VNO's gateway, "127.0.0.1:PORT"
+  const Non3gppAccess& non3gpp() const;
   const SystemOptions& options() const;
 
   // Paths under dir/pki: the CA certificate the TLS certificates chain to (what a device and a
@@ -108,7 +129,7 @@ class System : public SystemDescription {
  public:
   struct State;  // the services and what they share (up_command.cpp)
   System(Parts parts, std::unique_ptr<State> state);
-  ~System() override;  // stops every service (servers first), then closes the databases
+  ~System() override;  // stops hostapd, every service (servers first), then the databases
 
   // The RO's EAP gateway (hostapd's eap_sim_db=unix:<path>): dir/ro-eap.sock; empty when that
   // path is longer than a Unix socket address takes (107 bytes), and the system runs without it.
@@ -120,20 +141,24 @@ class System : public SystemDescription {
   std::unique_ptr<State> state_;
 };
 
-// io_error/invalid_argument naming what failed; a PKI directory that is not one this function
-// wrote is refused rather than overwritten.
+// io_error/invalid_argument naming what failed (io_error naming its log when hostapd, installed,
+// does not come up); a PKI directory that is not one this function wrote is refused rather than
+// overwritten.
 Result<std::unique_ptr<System>> start_system(const SystemOptions& options);
 
 // The strict JSON of `mcim up --config FILE` over `options` (keys: dir, db, ports{supplier, ro,
-// vno, gateway, sho, pva}, device_binary, model, pcid_prefix, imsi_prefix, log_level).
+// vno, gateway, sho, pva, radius, aaa}, device_binary, model, pcid_prefix, imsi_prefix,
+// log_level, hostapd).
 Result<void> load_system_options(const std::string& path, SystemOptions& options);
 
 // The system that `mcim up --dir DIR` made and runs (in any process on this machine), read from
-// DIR: the services' URLs from their config files, the PKI, the prefixes and model. Checks that
-// every service answers GET /healthz, and that this process's binary (options.device_binary,
-// /proc/self/exe) measures as the references `mcim up` registered at the PVA (DIR/references.json),
-// since the devices run here. not_found when DIR holds no such system; io_error when a service does
-// not answer; conflicting_arguments when the references were made for another binary.
+// DIR: the services' URLs from their config files, the PKI, the prefixes and model, the
+// non-3GPP access (the DRF of ro.json's direct access, the RADIUS relay of vno.json's non3gpp
+// when hostapd answers behind it). Checks that every service answers GET /healthz, and that this
+// process's binary (options.device_binary, /proc/self/exe) measures as the references `mcim up`
+// registered at the PVA (DIR/references.json), since the devices run here. not_found when DIR holds
+// no such system; io_error when a service does not answer; conflicting_arguments when the
+// references were made for another binary.
 Result<std::unique_ptr<SystemDescription>> describe_system(const std::string& dir);
 
 void register_up(CLI::App& app, Result<Fields>* result, std::ostream& out);

@@ -412,6 +412,7 @@ TEST(ServeConfig, VnoNon3gpp) {
   ASSERT_TRUE(r.secret);
   EXPECT_EQ(r.secret->text(), kRadiusSecret);  // without the newline
   EXPECT_EQ(vno->service.options.eap_grant_ttl, 30s);
+  EXPECT_EQ(vno->radius_secret_file, secret_path);
 
   auto refused = [&](const std::string& key, ErrorCode code) {
     SCOPED_TRACE(key);

@@ -1,10 +1,15 @@
 // `mcim up`: start_system in-process (a generated PKI, five services answering /healthz over TLS
-// with it, config files that `mcim serve` loads, the PKI reused by a second start), the options
-// file and its refusals, and the binary as a process: the table on stdout, a graceful stop on
-// SIGTERM, exit 2 for bad options.
+// with it, config files that `mcim serve` loads, the PKI reused by a second start, hostapd behind
+// the VNO's RADIUS relay or its absence said, devices over non-3GPP access with `mcim device
+// run`), the options file and its refusals, and the binary as a process: the table on stdout, a
+// graceful stop on SIGTERM, exit 2 for bad options, `mcim demo --system` against it.
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,6 +28,7 @@
 #include "child_process.h"
 #include "cli/serve_config.h"
 #include "cli/up_command.h"
+#include "cli_test_util.h"
 #include "common/clock.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -30,6 +36,7 @@
 #include "net/json_schema.h"
 #include "net/tls.h"
 #include "pki/authority.h"
+#include "sim/fleet.h"
 #include "tre/bundle.h"
 #include "tre/tre.h"
 
@@ -293,6 +300,181 @@ TEST(UpSystem, ADirectoryTooLongForTheSocketRunsWithoutIt) {
   ASSERT_NO_FATAL_FAILURE(expect_healthy(*(*system)->plain_client(), (*system)->url("ro")));
 }
 
+// ---- Non-3GPP access (F3) --------------------------------------------------------------------
+
+bool executable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
+
+// Whether something holds UDP `port` (hostapd binds its RADIUS port on every address).
+bool udp_port_taken(int port) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  const bool taken = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0;
+  ::close(fd);
+  return taken;
+}
+
+std::uint32_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 0777;
+}
+
+// One device of the system made by its supplier (F0), registered and switched on by its owner
+// (F1, F7), its TRE holding the registration nonce under work/tre/<device id>: ready for `mcim
+// device run`. The TRE measures this process, as start_system's references do.
+std::string enrolled_device(const SystemDescription& s, const std::string& work,
+                            const std::string& batch, int n) {
+  sim::FleetEndpoints e;
+  e.supplier_url = s.url("supplier");
+  e.sho_url = s.url("sho");
+  e.factory = s.factory_client();
+  e.owner = s.plain_client();
+  e.owner_token = s.owner_token();
+  e.supplier_out_dir = s.batches_dir();
+  sim::FleetOptions o;
+  o.devices = 1;
+  o.dir = work;
+  o.first_pcid = fmt::format("{}{:08}", s.options().pcid_prefix, n);
+  auto made = sim::manufacture(e, o, batch);
+  EXPECT_TRUE(made) << made.error().message;
+  if (!made) return "";
+  sim::FleetDevice& d = made->front();
+  auto init = sim::init_tre(d, o);
+  EXPECT_TRUE(init) << init.error().message;
+  auto reg = sim::register_device(d, e, o);
+  EXPECT_TRUE(reg) << reg.error().message;
+  d.tre.reset();  // `mcim device run` opens it
+  return (fs::path(work) / "tre" / d.bundle.device_id).string();
+}
+
+// `mcim device run` over F3 against the system; its JSON answer (exit 0 expected).
+Json device_run(const SystemDescription& s, const std::string& tre,
+                std::vector<std::string> access) {
+  std::vector<std::string> args = {"device",    "run",        "--dir",   tre,
+                                   "--vno",     s.url("vno"), "--trust", s.tls_root_file(),
+                                   "--timeout", "30",         "--json"};
+  args.insert(args.end(), access.begin(), access.end());
+  const auto r = testing::mcim(args);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  auto j = Json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << r.out;
+  return j;
+}
+
+std::vector<std::string> step_names(const Json& run) {
+  std::vector<std::string> names;
+  if (run.contains("step")) {
+    for (const auto& s : run["step"]) names.push_back(s.value("name", ""));
+  }
+  return names;
+}
+
+// With hostapd installed, start_system runs it behind the VNO's RADIUS relay, its files private,
+// its vectors from the RO's EAP gateway; describe_system finds the same access; a device made and
+// registered through the system runs F3 over EAP-AKA with `mcim device run` until it is
+// operational; and the system's stop stops hostapd.
+TEST(UpSystem, HostapdServesEapAndADeviceRunProvisionsOverIt) {
+  ASSERT_TRUE(executable("/usr/sbin/hostapd") && executable("/usr/bin/eapol_test"))
+      << "hostapd and eapol_test are required: run scripts/install-deps";
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / "system";
+  o.log_level = "warn";
+  auto system = start_system(o);
+  ASSERT_TRUE(system) << system.error().message;
+  const System& s = **system;
+  const Non3gppAccess& n = s.non3gpp();
+  const std::string d = s.options().dir;
+  EXPECT_EQ(n.eap_unavailable, "");
+  EXPECT_EQ(n.drf_url, s.url("ro"));
+  ASSERT_TRUE(n.radius.starts_with("127.0.0.1:")) << n.radius;
+  EXPECT_EQ(n.radius_secret_file, d + "/pki/radius.secret");
+  EXPECT_EQ(n.hostapd_log, d + "/hostapd/hostapd.log");
+  for (const char* f : {"pki/radius.secret", "hostapd/radius_clients", "hostapd/hostapd.conf"}) {
+    EXPECT_EQ(mode_of(d + "/" + f), 0600u) << f;
+  }
+  EXPECT_EQ(mode_of(d + "/hostapd"), 0700u);
+  const std::string conf = slurp(d + "/hostapd/hostapd.conf");
+  EXPECT_NE(conf.find("eap_sim_db=unix:" + s.eap_socket() + "\n"), std::string::npos) << conf;
+  EXPECT_EQ(slurp(d + "/hostapd/eap_users"), "\"0\"*\tAKA\n\"6\"*\tAKA'\n");
+  auto secret = read_radius_secret(n.radius_secret_file);
+  ASSERT_TRUE(secret) << secret.error().message;
+  EXPECT_EQ(slurp(d + "/hostapd/radius_clients"),
+            "127.0.0.1/32\t" + std::string((*secret)->text()) + "\n");
+  EXPECT_EQ(conf.find((*secret)->text()), std::string::npos) << "the secret in hostapd.conf";
+
+  // The files tell the relay to send to hostapd, and the RO to serve direct access.
+  auto vno = load_vno_config(d + "/vno.json");
+  ASSERT_TRUE(vno) << vno.error().message;
+  ASSERT_TRUE(vno->service.non3gpp);
+  EXPECT_EQ(fmt::format("127.0.0.1:{}", vno->service.non3gpp->listen_port), n.radius);
+  const int aaa = vno->service.non3gpp->aaa_port;
+  EXPECT_TRUE(udp_port_taken(aaa)) << "hostapd is not listening on " << aaa;
+  EXPECT_NE(conf.find(fmt::format("radius_server_auth_port={}\n", aaa)), std::string::npos);
+  auto ro = load_ro_config(d + "/ro.json");
+  ASSERT_TRUE(ro) << ro.error().message;
+  EXPECT_TRUE(ro->service.direct_access);
+  EXPECT_EQ(ro->service.direct_drf_url, s.url("ro"));
+
+  auto described = describe_system(o.dir);
+  ASSERT_TRUE(described) << described.error().message;
+  EXPECT_EQ((*described)->non3gpp().radius, n.radius);
+  EXPECT_EQ((*described)->non3gpp().radius_secret_file, n.radius_secret_file);
+  EXPECT_EQ((*described)->non3gpp().drf_url, n.drf_url);
+
+  const std::string tre = enrolled_device(s, dir / "devices", "eap-1", 1);
+  ASSERT_FALSE(tre.empty());
+  const Json run = device_run(
+      s, tre,
+      {"--access", "eap-aka", "--radius", n.radius, "--radius-secret-file", n.radius_secret_file});
+  EXPECT_EQ(run.value("outcome", ""), "operational") << run.dump();
+  EXPECT_TRUE(run.value("imsi", "").starts_with(s.options().imsi_prefix)) << run.dump();
+  EXPECT_EQ(step_names(run),
+            (std::vector<std::string>{"attach_eap", "discovery", "attestation", "package",
+                                      "install", "report", "attach_imsi"}));
+
+  system->reset();
+  EXPECT_FALSE(udp_port_taken(aaa)) << "hostapd outlived the system";
+}
+
+// Without hostapd the system runs 3GPP and direct access and says why there is no EAP access:
+// no relay in vno.json, a device provisions over direct access.
+TEST(UpSystem, WithoutHostapdTheSystemRunsDirectAccessAndSaysWhyNotEap) {
+  TempDir dir;
+  SystemOptions o;
+  o.dir = dir / "system";
+  o.log_level = "error";
+  o.hostapd = dir / "no-hostapd";
+  auto system = start_system(o);
+  ASSERT_TRUE(system) << system.error().message;
+  const System& s = **system;
+  const Non3gppAccess& n = s.non3gpp();
+  EXPECT_EQ(n.radius, "");
+  EXPECT_EQ(n.radius_secret_file, "");
+  EXPECT_EQ(n.eap_unavailable, o.hostapd + " is not installed (Debian package hostapd)");
+  EXPECT_EQ(n.drf_url, s.url("ro"));
+  EXPECT_FALSE(fs::exists(s.options().dir + "/hostapd"));
+  auto vno = load_vno_config(s.options().dir + "/vno.json");
+  ASSERT_TRUE(vno) << vno.error().message;
+  EXPECT_FALSE(vno->service.non3gpp);
+  auto described = describe_system(o.dir);
+  ASSERT_TRUE(described) << described.error().message;
+  EXPECT_EQ((*described)->non3gpp().radius, "");
+  EXPECT_NE((*described)->non3gpp().eap_unavailable.find("no non3gpp"), std::string::npos);
+  EXPECT_EQ((*described)->non3gpp().drf_url, s.url("ro"));
+
+  const std::string tre = enrolled_device(s, dir / "devices", "direct-1", 1);
+  ASSERT_FALSE(tre.empty());
+  const Json run = device_run(s, tre, {"--access", "direct", "--drf", n.drf_url});
+  EXPECT_EQ(run.value("outcome", ""), "operational") << run.dump();
+  EXPECT_EQ(step_names(run),
+            (std::vector<std::string>{"connect_direct", "discovery", "attestation", "package",
+                                      "install", "report", "attach_imsi"}));
+}
+
 // The PVA holds references that a device of this system matches: a TRE made by the system's
 // supplier CA attests over a PVA challenge (asked as the SHO) and the PVA finds it trusted.
 TEST(UpSystem, ThePvaTrustsADeviceOfTheSystem) {
@@ -394,8 +576,9 @@ TEST(UpSystem, OptionsFile) {
   TempDir dir;
   const std::string path = dir / "up.json";
   std::ofstream(path) << R"({"dir": "sys", "db": "postgresql://h/db", "ports": {"ro": 18443,
-    "gateway": 18080}, "device_binary": "bin/mcim", "model": "m-2", "pcid_prefix": "0010188",
-    "imsi_prefix": "00103", "log_level": "debug"})";
+    "gateway": 18080, "radius": 18120, "aaa": 18121}, "device_binary": "bin/mcim", "model": "m-2",
+    "pcid_prefix": "0010188", "imsi_prefix": "00103", "log_level": "debug",
+    "hostapd": "/opt/hostapd/sbin/hostapd"})";
   SystemOptions o;
   ASSERT_TRUE(load_system_options(path, o));
   EXPECT_EQ(o.dir, dir / "sys");
@@ -403,6 +586,9 @@ TEST(UpSystem, OptionsFile) {
   EXPECT_EQ(o.ports.ro, 18443);
   EXPECT_EQ(o.ports.gateway, 18080);
   EXPECT_EQ(o.ports.sho, 0);
+  EXPECT_EQ(o.ports.radius, 18120);
+  EXPECT_EQ(o.ports.aaa, 18121);
+  EXPECT_EQ(o.hostapd, "/opt/hostapd/sbin/hostapd");
   EXPECT_EQ(o.device_binary, dir / "bin/mcim");
   EXPECT_EQ(o.model, "m-2");
   EXPECT_EQ(o.pcid_prefix, "0010188");
@@ -413,6 +599,8 @@ TEST(UpSystem, OptionsFile) {
       {R"({"colour": 1})", "up.json: unknown member \"colour\""},
       {R"({"ports": {"ro": 65536}})", "up.json: ports.ro: "},
       {R"({"ports": {"rx": 1}})", "up.json: ports: unknown member \"rx\""},
+      {R"({"ports": {"aaa": -1}})", "up.json: ports.aaa: "},
+      {R"({"hostapd": true})", "up.json: hostapd: expected a string"},
       {R"({"devices": 3})", "up.json: unknown member \"devices\""},
       {R"({"pcid_prefix": 7})", "up.json: pcid_prefix: expected a string"},
       {R"({"dir": 7})", "up.json: dir: expected a string"},
@@ -473,6 +661,20 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
   for (const char* role : {"supplier", "ro", "vno", "sho", "pva"}) {
     EXPECT_NE(child.out().find(sys + "/" + role + ".json"), std::string::npos) << role;
   }
+  // Non-3GPP access: the DRF for direct access, the relay for EAP with hostapd behind it.
+  EXPECT_NE(child.out().find("direct    " + rows.at("ro") + "\n"), std::string::npos)
+      << child.out();
+  static const std::regex radius_row(R"(radius    127\.0\.0\.1:(\d+) secret file (\S+) )");
+  std::smatch radius;
+  const std::string out = child.out();
+  ASSERT_TRUE(std::regex_search(out, radius, radius_row)) << out;
+  EXPECT_EQ(radius[2].str(), sys + "/pki/radius.secret");
+  auto vno = load_vno_config(sys + "/vno.json");
+  ASSERT_TRUE(vno) << vno.error().message;
+  ASSERT_TRUE(vno->service.non3gpp);
+  EXPECT_EQ(vno->service.non3gpp->listen_port, std::stoi(radius[1].str()));
+  const int aaa = vno->service.non3gpp->aaa_port;
+  EXPECT_TRUE(udp_port_taken(aaa)) << "no hostapd on " << aaa;
   // The process's PKI, trusted from its files.
   net::HttpsClientOptions tls;
   auto root = pki::load_certificate(sys + "/pki/operators-ca/ca.pem");
@@ -490,6 +692,7 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
   EXPECT_EQ(*code, 0) << child.err();
   for (const auto& [role, url] : rows) EXPECT_FALSE(accepts_connections(address_of(url))) << role;
   EXPECT_FALSE(fs::exists(eap));
+  EXPECT_FALSE(udp_port_taken(aaa)) << "hostapd outlived mcim up";
   const std::string token = slurp(sys + "/pki/owner.token");
   ASSERT_FALSE(token.empty());
   EXPECT_EQ((child.out() + child.err()).find(token.substr(0, 32)), std::string::npos);
