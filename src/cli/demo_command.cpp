@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/serve_config.h"
 #include "cli/up_command.h"
 #include "common/log.h"
 #include "sim/fleet.h"
@@ -27,6 +28,7 @@ struct DemoArgs {
   std::size_t devices = 10;
   std::size_t concurrency = 16;
   std::string access = "3gpp";
+  std::string hostapd = SystemOptions{}.hostapd;
   std::string dir, db;
   std::string scenario;  // empty: the fleet; a name or "all": refusal scenarios
   std::string system;    // --system: the directory of a system `mcim up` runs
@@ -41,13 +43,15 @@ constexpr StepText kSteps[] = {
     {"register", "F1", "owner registers the device at the SHO (PIN, platform cert)"},
     {"activate", "F7", "owner announces the switch-on"},
     {"attach_pcid", "F2 1-4", "attach at the VNO with the PCID (AKA in the TRE)"},
+    {"connect_direct", "F3", "direct IP to the DRF: its nonce signed with the platform key"},
+    {"attach_eap", "F3", "EAP-AKA/AKA' via the VNO's RADIUS relay to hostapd, session claimed"},
     {"discovery", "F2 5-7", "DRF: home operator found, bootstrap verified with the PIN"},
     {"attestation", "F2 8-10", "PVA's challenge answered with a signed report"},
     {"package", "F2 11-12", "sealed MCIM package from the DPF (TLS pinned)"},
     {"install", "F2 13", "package opened and installed in the TRE"},
     {"report", "F2 13-14", "signed status report to the DPF, SHO activates"},
     {"attach_imsi", "F2 end", "attach with the new IMSI: operational"},
-    {"provision", "F2", "the whole of F2 for one device"},
+    {"provision", "F2/F3", "the whole provisioning of one device"},
 };
 
 StepText text_of(const std::string& step) {
@@ -131,21 +135,43 @@ class Progress {
   std::mutex mu_;
 };
 
+// "2 3gpp, 2 direct, 1 eap-aka, 1 eap-aka-prime", in the order of the round-robin.
+std::string access_counts(const sim::FleetReport& r) {
+  std::string out;
+  for (const char* access : {"3gpp", "direct", "eap-aka", "eap-aka-prime"}) {
+    const auto it = r.access.find(access);
+    if (it == r.access.end()) continue;
+    out += fmt::format("{}{} {}", out.empty() ? "" : ", ", it->second, access);
+  }
+  return out;
+}
+
 void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& system,
                 const sim::FleetReport& r) {
+  const std::string_view access = a.access == "3gpp"      ? "over 3GPP access"
+                                  : a.access == "non3gpp" ? "over non-3GPP access"
+                                                          : "over 3GPP and non-3GPP access";
+  const std::string_view flows = a.access == "3gpp"      ? "F2"
+                                 : a.access == "non3gpp" ? "F3"
+                                                         : "F2, F3";
   out << fmt::format(
-      "mcim demo: {} devices from the factory to an operational subscription over 3GPP access\n"
-      "(3GPP TR 33.812 alternative 1a: F0, F1, F7, F2). Services on 127.0.0.1, {}{}:\n",
-      r.devices, system.options().db_url.empty() ? "SQLite" : "PostgreSQL",
+      "mcim demo: {} devices from the factory to an operational subscription {}\n"
+      "(3GPP TR 33.812 alternative 1a: F0, F1, F7, {}). Services on 127.0.0.1, {}{}:\n",
+      r.devices, access, flows, system.options().db_url.empty() ? "SQLite" : "PostgreSQL",
       a.system.empty() ? "" : fmt::format(", run by `mcim up --dir {}`", system.options().dir));
   for (const auto& s : system.services()) {
     out << fmt::format("  {:<9} {}\n", s.role, s.url);
   }
-  out << fmt::format("\n {:<12} {:<9} {:>6} {:>9} {:>9}  {}\n", "step", "TR", "count", "p50 ms",
+  if (a.access != "3gpp") {
+    out << fmt::format("  {:<9} {} (the VNO's RADIUS relay to hostapd)\n", "radius",
+                       system.non3gpp().radius);
+    out << fmt::format("access, in turn: {}\n", access_counts(r));
+  }
+  out << fmt::format("\n {:<14} {:<9} {:>6} {:>9} {:>9}  {}\n", "step", "TR", "count", "p50 ms",
                      "p99 ms", "what happened");
   for (const sim::StepStats& s : r.steps) {
     const StepText t = text_of(s.step);
-    out << fmt::format(" {:<12} {:<9} {:>6} {:>9.2f} {:>9.2f}  {}\n", s.step, t.flow, s.count,
+    out << fmt::format(" {:<14} {:<9} {:>6} {:>9.2f} {:>9.2f}  {}\n", s.step, t.flow, s.count,
                        s.p50_ms, s.p99_ms, t.what);
   }
   out << fmt::format(
@@ -165,6 +191,10 @@ void print_json(std::ostream& out, const sim::FleetReport& r) {
   j["failed"] = r.failed;
   j["throughput_per_s"] = r.throughput_per_s;
   j["provision_seconds"] = r.provision_seconds;
+  j["access"] = nlohmann::ordered_json::object();
+  for (const char* access : {"3gpp", "direct", "eap-aka", "eap-aka-prime"}) {
+    if (r.access.contains(access)) j["access"][access] = r.access.at(access);
+  }
   j["steps"] = nlohmann::ordered_json::array();
   for (const sim::StepStats& s : r.steps) {
     j["steps"].push_back(
@@ -200,19 +230,64 @@ Result<std::unique_ptr<SystemDescription>> system_for(const DemoArgs& a, const W
   o.dir = (fs::path(work.path()) / "system").string();
   o.db_url = a.db;
   o.log_level = "warn";
-  progress.say(fmt::format("starting the supplier, RO, VNO, SHO and PVA in {}", o.dir));
+  o.hostapd = a.hostapd;
+  progress.say(
+      fmt::format("starting the supplier, RO, VNO, SHO and PVA (and hostapd) in {}", o.dir));
   auto system = start_system(o);
   if (!system) return std::unexpected(system.error());
   return std::unique_ptr<SystemDescription>(std::move(*system));
 }
 
-Result<Started> start(const DemoArgs& a, const WorkDir& work, Progress& progress) {
-  if (a.access != "3gpp") {
+// What non-3GPP access needs on this machine, checked before a system is started for it: the
+// devices' EAP peer, and hostapd for a system started here.
+Result<void> check_eap_tools(const DemoArgs& a) {
+  if (a.access == "3gpp") return {};
+  const std::string eapol_test = device::EapAccessOptions{}.eapol_test;
+  if (::access(eapol_test.c_str(), X_OK) != 0) {
     return fail(ErrorCode::unsupported,
-                fmt::format("--access {}: the device agent provisions over 3GPP access only so "
-                            "far (F3, non-3GPP access, is not built yet); use --access 3gpp",
-                            a.access));
+                fmt::format("--access {}: the devices' EAP peer {} is not installed (Debian "
+                            "package eapoltest); use --access 3gpp",
+                            a.access, eapol_test));
   }
+  if (a.system.empty() && ::access(a.hostapd.c_str(), X_OK) != 0) {
+    return fail(ErrorCode::unsupported,
+                fmt::format("--access {}: EAP-AKA needs hostapd, and {} is not installed (Debian "
+                            "package hostapd, or --hostapd PATH); use --access 3gpp",
+                            a.access, a.hostapd));
+  }
+  return {};
+}
+
+// The non-3GPP endpoints of the system for the fleet: its DRF, its RADIUS relay and secret.
+Result<void> non3gpp_endpoints(const DemoArgs& a, const SystemDescription& s,
+                               sim::FleetEndpoints& e) {
+  if (a.access == "3gpp") return {};
+  const Non3gppAccess& n = s.non3gpp();
+  if (n.radius.empty()) {
+    return fail(ErrorCode::unsupported,
+                fmt::format("--access {}: EAP-AKA needs hostapd, and the system runs without it "
+                            "({}); use --access 3gpp",
+                            a.access, n.eap_unavailable));
+  }
+  if (n.drf_url.empty()) {
+    return fail(ErrorCode::unsupported,
+                fmt::format("--access {}: the system's RO has direct access off", a.access));
+  }
+  auto radius = parse_listen(n.radius, "radius");
+  if (!radius) return std::unexpected(radius.error());
+  auto secret = read_radius_secret(n.radius_secret_file);
+  if (!secret) return std::unexpected(secret.error());
+  e.drf_url = n.drf_url;
+  e.radius_host = radius->host;
+  e.radius_port = radius->port;
+  e.radius_secret = std::move(*secret);
+  return {};
+}
+
+Result<Started> start(const DemoArgs& a, const WorkDir& work, Progress& progress) {
+  auto mix = sim::parse_access_mix(a.access);
+  if (!mix) return with_prefix(mix.error(), "--access");
+  if (auto r = check_eap_tools(a); !r) return std::unexpected(r.error());
   auto system = system_for(a, work, progress);
   if (!system) return std::unexpected(system.error());
   const SystemDescription& s = **system;
@@ -226,8 +301,10 @@ Result<Started> start(const DemoArgs& a, const WorkDir& work, Progress& progress
   e.owner_token = s.owner_token();
   e.device_tls.trust = s.device_trust();
   e.supplier_out_dir = s.batches_dir();
+  if (auto r = non3gpp_endpoints(a, s, e); !r) return std::unexpected(r.error());
 
   sim::FleetOptions f;
+  f.access = *mix;
   f.devices = a.devices;
   f.concurrency = a.concurrency;
   f.dir = (fs::path(work.path()) / "fleet").string();
@@ -255,8 +332,8 @@ Result<std::pair<sim::FleetReport, std::unique_ptr<SystemDescription>>> run(cons
   };
   progress.say(
       fmt::format("manufacturing {} devices, registering them at the SHO, then "
-                  "provisioning them {} at a time",
-                  a.devices, a.concurrency));
+                  "provisioning them {} at a time (access: {})",
+                  a.devices, a.concurrency, a.access));
   auto report = sim::run_fleet(started->endpoints, f);
   if (!report) return std::unexpected(report.error());
   return std::pair{std::move(*report), std::move(started->system)};
@@ -280,6 +357,11 @@ Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const 
     return fail(ErrorCode::conflicting_arguments,
                 "--scenario with --system: the scenarios inspect the services' databases, so "
                 "they run the system in this process");
+  }
+  if (a.access != "3gpp") {
+    return fail(
+        ErrorCode::conflicting_arguments,
+        fmt::format("--scenario with --access {}: the scenarios run over 3GPP access", a.access));
   }
   auto started = start(a, work, progress);
   if (!started) return std::unexpected(started.error());
@@ -374,8 +456,13 @@ void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Field
   demo->add_option("--concurrency", args->concurrency,
                    "devices provisioned at the same time (default 16)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{256}));
-  demo->add_option("--access", args->access, "3gpp (non3gpp and both: not built yet)")
+  demo->add_option("--access", args->access,
+                   "3gpp (F2, default), non3gpp (F3: direct, eap-aka and eap-aka-prime in turn) "
+                   "or both (the four in turn)")
       ->check(CLI::IsMember({"3gpp", "non3gpp", "both"}));
+  demo->add_option("--hostapd", args->hostapd,
+                   "hostapd for EAP access in the system started here (default "
+                   "/usr/sbin/hostapd)");
   demo->add_option("--dir", args->dir,
                    "keep the system (PKI, configs, databases, TREs) here; default: a temporary "
                    "directory removed at the end");

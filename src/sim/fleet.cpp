@@ -84,7 +84,68 @@ Result<void> parallel_for(std::size_t n, std::size_t threads,
   return {};
 }
 
+// Whether device i of `mix` (any of the first four: the cycle is at most four long) needs `want`.
+bool mix_uses(AccessMix mix, std::size_t devices, bool (*want)(device::Access)) {
+  for (std::size_t i = 0; i < std::min<std::size_t>(devices, 4); ++i) {
+    if (want(access_of(mix, i))) return true;
+  }
+  return false;
+}
+
+bool is_direct(device::Access a) { return a == device::Access::direct; }
+bool is_eap(device::Access a) {
+  return a == device::Access::eap_aka || a == device::Access::eap_aka_prime;
+}
+
+Result<void> check_access(const FleetEndpoints& e, const FleetOptions& o) {
+  if (mix_uses(o.access, o.devices, is_direct) && e.drf_url.empty()) {
+    return fail(ErrorCode::invalid_argument, "drf_url: required for direct access");
+  }
+  if (mix_uses(o.access, o.devices, is_eap) && (e.radius_port == 0 || !e.radius_secret)) {
+    return fail(ErrorCode::invalid_argument,
+                "radius_port and radius_secret: required for EAP access");
+  }
+  return {};
+}
+
+// The agent of device `index`: the fleet's, with the endpoints and the device's access.
+device::AgentConfig agent_config(const FleetEndpoints& e, const FleetOptions& o, std::size_t index,
+                                 const std::string& device_id) {
+  device::AgentConfig a = o.agent;
+  a.vno_url = e.vno_url;
+  a.tls = e.device_tls;
+  a.access = access_of(o.access, index);
+  if (a.access == device::Access::direct) a.drf_url = e.drf_url;
+  if (is_eap(a.access)) {
+    a.eap.radius_host = e.radius_host;
+    a.eap.radius_port = e.radius_port;
+    a.eap.radius_secret = e.radius_secret;
+    a.eap.work_dir = (std::filesystem::path(o.dir) / "eap" / device_id).string();
+  }
+  return a;
+}
+
 }  // namespace
+
+Result<AccessMix> parse_access_mix(std::string_view text) {
+  if (text == "3gpp") return AccessMix::threegpp;
+  if (text == "non3gpp") return AccessMix::non3gpp;
+  if (text == "both") return AccessMix::both;
+  return fail(ErrorCode::invalid_argument, "access: 3gpp, non3gpp or both");
+}
+
+device::Access access_of(AccessMix mix, std::size_t i) {
+  using device::Access;
+  static constexpr Access kNon3gpp[] = {Access::direct, Access::eap_aka, Access::eap_aka_prime};
+  static constexpr Access kBoth[] = {Access::threegpp, Access::direct, Access::eap_aka,
+                                     Access::eap_aka_prime};
+  switch (mix) {
+    case AccessMix::threegpp: return Access::threegpp;
+    case AccessMix::non3gpp: return kNon3gpp[i % std::size(kNon3gpp)];
+    case AccessMix::both: return kBoth[i % std::size(kBoth)];
+  }
+  return Access::threegpp;
+}
 
 std::string pin_of(const tre::SupplierBundle& b) {
   return std::string(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
@@ -185,8 +246,17 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   if (o.devices == 0 || o.concurrency == 0) {
     return std::unexpected(Error(ErrorCode::invalid_argument, "devices and concurrency: >= 1"));
   }
+  if (auto r = check_access(e, o); !r) return std::unexpected(r.error());
   if (!e.factory || !e.owner) {
     return std::unexpected(Error(ErrorCode::missing_argument, "the factory and owner clients"));
+  }
+  if (mix_uses(o.access, o.devices, is_eap)) {
+    // The EAP peers' configs, control sockets and logs, in a private directory.
+    const std::filesystem::path eap = std::filesystem::path(o.dir) / "eap";
+    std::error_code ec;
+    std::filesystem::create_directories(eap, ec);
+    if (!ec) std::filesystem::permissions(eap, std::filesystem::perms::owner_all, ec);
+    if (ec) return fail(ErrorCode::io_error, fmt::format("{}: {}", eap.string(), ec.message()));
   }
   const std::string batch =
       o.batch_id.empty()
@@ -210,9 +280,6 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   });
   if (!prepared) return std::unexpected(prepared.error());
 
-  device::AgentConfig agent = o.agent;
-  agent.vno_url = e.vno_url;
-  agent.tls = e.device_tls;
   SystemClock clock;
   std::atomic<std::size_t> done{0}, failed{0};
   std::mutex failures_mu;
@@ -220,7 +287,7 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   const auto p0 = SteadyClock::now();
   (void)parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
     FleetDevice& d = (*devices)[i];
-    device::Agent a(*d.tre, agent, clock);
+    device::Agent a(*d.tre, agent_config(e, o, i, d.bundle.device_id), clock);
     a.on_step([&](const device::StepTiming& s) {
       timings.add(std::string(device::to_string(s.step)),
                   std::chrono::duration<double, std::milli>(s.took).count());
@@ -246,10 +313,14 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   report.provisioned = report.devices - report.failed;
   report.throughput_per_s =
       report.provision_seconds > 0 ? double(report.provisioned) / report.provision_seconds : 0;
+  for (std::size_t i = 0; i < devices->size(); ++i) {
+    ++report.access[std::string(device::to_string(access_of(o.access, i)))];
+  }
   std::vector<std::string> order = {"manufacture", "register", "activate"};
-  for (device::Step s : {device::Step::attach_pcid, device::Step::discovery,
-                         device::Step::attestation, device::Step::package, device::Step::install,
-                         device::Step::report, device::Step::attach_imsi}) {
+  for (device::Step s :
+       {device::Step::attach_pcid, device::Step::connect_direct, device::Step::attach_eap,
+        device::Step::discovery, device::Step::attestation, device::Step::package,
+        device::Step::install, device::Step::report, device::Step::attach_imsi}) {
     order.emplace_back(device::to_string(s));
   }
   order.emplace_back("provision");

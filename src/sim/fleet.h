@@ -1,9 +1,10 @@
 // A fleet of devices through the whole provisioning path (DESIGN.md §5 src/sim): the supplier
 // manufactures a batch (F0), the owner registers every device at the SHO and announces its
-// switch-on (F1), and every device's agent provisions it concurrently (F2) and attaches with its
-// new IMSI. Each step of each device is timed; the report gives count, p50 and p99 per step and
-// the provisioning throughput. `mcim demo` and the load driver (bench/) both run it, against
-// services in this process or anywhere the endpoints point. Devices' TREs live under `dir`.
+// switch-on (F1), and every device's agent provisions it concurrently, over 3GPP access (F2),
+// non-3GPP access (F3: direct, EAP-AKA, EAP-AKA') or a mix (FleetOptions::access), and attaches
+// with its new IMSI. Each step of each device is timed; the report gives count, p50 and p99 per
+// step and the provisioning throughput. `mcim demo` and the load driver (bench/) both run it,
+// against services in this process or anywhere the endpoints point. Devices' TREs live under `dir`.
 #pragma once
 
 #include <chrono>
@@ -17,10 +18,11 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/secure.h"
 #include "device/agent.h"
+#include "net/https_client.h"
 #include "tre/bundle.h"
 #include "tre/tre.h"
-#include "net/https_client.h"
 
 namespace mcim::sim {
 
@@ -33,7 +35,22 @@ struct FleetEndpoints {
   std::string owner_token;                    // a bearer token: never printed
   net::HttpsClientOptions device_tls;         // the devices' trust for the VNO and the DRF
   std::string supplier_out_dir;  // the supplier's output directory (bundles), on this machine
+  // Non-3GPP access (F3), needed only by an access mix that uses it: the RO's DRF for direct
+  // access; the RADIUS server (the VNO's relay, an IPv4 literal) and its shared secret for EAP.
+  std::string drf_url;
+  std::string radius_host = "127.0.0.1";
+  std::uint16_t radius_port = 0;
+  std::shared_ptr<const SecretBytes> radius_secret;
 };
+
+// How the devices of a fleet reach the RO for their provisioning: all over 3GPP access (F2), all
+// over non-3GPP access (F3) in its three variants in turn, or the four in turn.
+enum class AccessMix { threegpp, non3gpp, both };
+// "3gpp", "non3gpp", "both" (`mcim demo --access`); invalid_argument otherwise.
+Result<AccessMix> parse_access_mix(std::string_view text);
+// Device i's access, round-robin: non3gpp gives direct, eap-aka, eap-aka-prime, direct, ...;
+// both gives 3gpp, direct, eap-aka, eap-aka-prime, 3gpp, ...
+device::Access access_of(AccessMix mix, std::size_t i);
 
 struct FleetOptions {
   std::size_t devices = 10;
@@ -43,7 +60,10 @@ struct FleetOptions {
   std::string first_pcid;        // the batch's first PCID (IMSI-shaped, in the RO's MCC/MNC)
   std::chrono::seconds activation_window{std::chrono::hours(1)};  // F7 switch-on announcement
   std::string tre_binary = "/proc/self/exe";  // measured as tre.binary (the PVA's reference)
-  device::AgentConfig agent;     // vno_url and tls are set from the endpoints
+  // vno_url, tls, drf_url, access and eap's server, secret and work_dir (DIR/eap/<device id>) are
+  // set from the endpoints and `access` for each device.
+  device::AgentConfig agent;
+  AccessMix access = AccessMix::threegpp;
   // Called after each finished device (provisioned or failed), from the worker threads.
   std::function<void(std::size_t done, std::size_t failed, std::size_t total)> progress;
 };
@@ -62,6 +82,7 @@ struct FleetReport {
   // "provision" (the whole of F2 for one device, successful ones only).
   std::vector<StepStats> steps;
   std::map<std::string, std::size_t> failures;  // "step: code" -> devices
+  std::map<std::string, std::size_t> access;    // device::to_string(Access) -> devices
 };
 
 // One device of a fleet: what the supplier made, and its TRE once initialised.
@@ -93,7 +114,9 @@ Result<void> register_device(FleetDevice& device, const FleetEndpoints& endpoint
 std::string pin_of(const tre::SupplierBundle& bundle);
 
 // Manufacture, registration and activation failures end the run (the error names the device and
-// step); a device whose provisioning fails is counted and the others go on.
+// step); a device whose provisioning fails is counted and the others go on. Before anything is
+// made: invalid_argument when the access mix needs an endpoint that is not given (drf_url for
+// direct access, radius_port and radius_secret for EAP).
 Result<FleetReport> run_fleet(const FleetEndpoints& endpoints, const FleetOptions& options);
 
 // p-th percentile (0..100) by nearest rank: the smallest sample at or above p percent of them;

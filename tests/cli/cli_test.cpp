@@ -4,10 +4,12 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <sstream>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -370,6 +372,53 @@ TEST(CliDemo, AFleetIsProvisionedEndToEndAndJsonIsOneObject) {
   EXPECT_EQ(steps, expected);
 }
 
+// `step name -> count` of a --json report.
+std::map<std::string, int> step_counts(const nlohmann::json& j) {
+  std::map<std::string, int> counts;
+  for (const auto& s : j["steps"]) counts[s["step"].get<std::string>()] = s["count"].get<int>();
+  return counts;
+}
+
+// F2 and the three variants of F3 in turn (hostapd behind the VNO's RADIUS relay, eapol_test as
+// the devices' EAP peer): every device ends operational, the report counts each access's first
+// step once per device of that access, and the steps after it once per device.
+TEST(CliDemo, BothAccessesProvisionEveryDeviceAndReportTheF3Steps) {
+  const auto r = mcim({"demo", "--devices", "6", "--access", "both", "--json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["devices"], 6);
+  EXPECT_EQ(j["provisioned"], 6);
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_TRUE(j["failures"].empty()) << r.out;
+  EXPECT_EQ(j["access"],
+            (nlohmann::json{{"3gpp", 2}, {"direct", 2}, {"eap-aka", 1}, {"eap-aka-prime", 1}}));
+  const std::map<std::string, int> expected = {
+      {"manufacture", 1},    {"register", 6},   {"activate", 6},  {"attach_pcid", 2},
+      {"connect_direct", 2}, {"attach_eap", 2}, {"discovery", 6}, {"attestation", 6},
+      {"package", 6},        {"install", 6},    {"report", 6},    {"attach_imsi", 6},
+      {"provision", 6}};
+  EXPECT_EQ(step_counts(j), expected) << r.out;
+  std::vector<std::string> order;
+  for (const auto& s : j["steps"]) order.push_back(s["step"].get<std::string>());
+  EXPECT_EQ(std::vector<std::string>(order.begin() + 3, order.begin() + 7),
+            (std::vector<std::string>{"attach_pcid", "connect_direct", "attach_eap", "discovery"}));
+}
+
+// Non-3GPP access only, in text: the F3 rows of the table and no 3GPP attach with the PCID.
+TEST(CliDemo, Non3gppAccessProvisionsEveryDeviceOverF3) {
+  const auto r = mcim({"demo", "--devices", "3", "--access", "non3gpp"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("over non-3GPP access"), std::string::npos) << r.out;
+  const std::string counts = "access, in turn: 1 direct, 1 eap-aka, 1 eap-aka-prime\n";
+  EXPECT_NE(r.out.find(counts), std::string::npos) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n connect_direct +F3 +1 )"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n attach_eap +F3 +2 )"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n attach_imsi +F2 end +3 )"))) << r.out;
+  EXPECT_EQ(r.out.find("attach_pcid"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("provisioned 3 of 3 devices"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("every device is operational"), std::string::npos) << r.out;
+}
+
 TEST(CliDemo, TextReportRunsTwiceInOneDirectory) {
   pki::testing::TempDir dir;
   for (int run = 0; run < 2; ++run) {
@@ -444,10 +493,25 @@ TEST(CliDemo, BadOptionsExitTwo) {
   EXPECT_EQ(mcim({"demo", "--devices", "0"}).code, 2);
   EXPECT_EQ(mcim({"demo", "--devices", "many"}).code, 2);
   EXPECT_EQ(mcim({"demo", "--concurrency", "0"}).code, 2);
-  EXPECT_EQ(mcim({"demo", "--access", "wifi"}).code, 2);
-  const auto r = mcim({"demo", "--access", "non3gpp", "--json"});
-  EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.out.find("\"unsupported\""), std::string::npos) << r.out;
+  const auto wifi = mcim({"demo", "--access", "wifi"});
+  EXPECT_EQ(wifi.code, 2);
+  EXPECT_NE(wifi.err.find("--access"), std::string::npos) << wifi.err;
+  EXPECT_NE(wifi.err.find("wifi"), std::string::npos) << wifi.err;
+  // Without hostapd there is no EAP access: refused before any system is started.
+  pki::testing::TempDir dir;
+  for (const char* access : {"non3gpp", "both"}) {
+    SCOPED_TRACE(access);
+    const auto r = mcim({"demo", "--access", access, "--hostapd", dir / "no-hostapd", "--dir",
+                         dir / "demo", "--json"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.out.find("\"unsupported\""), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("EAP-AKA needs hostapd"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(dir / "no-hostapd"), std::string::npos) << r.out;
+    EXPECT_FALSE(std::filesystem::exists(dir / "demo/system"));
+  }
+  const auto scenario = mcim({"demo", "--scenario", "all", "--access", "both", "--json"});
+  EXPECT_EQ(scenario.code, 2);
+  EXPECT_NE(scenario.out.find("\"conflicting_arguments\""), std::string::npos) << scenario.out;
 }
 
 }  // namespace

@@ -741,6 +741,17 @@ TEST(UpCli, DemoRunsAFleetThroughTheSystemOfAnotherProcess) {
     EXPECT_EQ(j["steps"].back()["step"], "provision");
   }
   {
+    // F3 through the other process's system: its DRF, its RADIUS relay and secret file.
+    Child demo({"demo", "--system", sys, "--devices", "3", "--access", "non3gpp", "--json"},
+               dir / "demo");
+    const auto code = demo.wait(180s);
+    ASSERT_TRUE(code.has_value()) << "mcim demo --system --access non3gpp still running";
+    ASSERT_EQ(*code, 0) << demo.out() << demo.err();
+    const Json j = Json::parse(demo.out());
+    EXPECT_EQ(j["provisioned"], 3);
+    EXPECT_EQ(j["access"], (Json{{"direct", 1}, {"eap-aka", 1}, {"eap-aka-prime", 1}}));
+  }
+  {
     Child demo({"demo", "--system", sys, "--devices", "2"}, dir / "demo");
     const auto code = demo.wait(180s);
     ASSERT_TRUE(code.has_value());
