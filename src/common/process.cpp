@@ -4,8 +4,11 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -14,25 +17,102 @@ extern char** environ;
 
 namespace mcim {
 
-Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& args,
-                                         const std::string& output) {
-  if (args.empty()) return fail(ErrorCode::invalid_argument, "spawn: no program");
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
+namespace {
+
+// The child's side of a fork with die_with_parent: only async-signal-safe calls until execve.
+// Whatever fails is written to `report` as an errno (the pipe closes on a successful exec).
+[[noreturn]] void exec_child(char* const* argv, const char* output, pid_t parent, int report) {
+  int err = 0;
+  sigset_t none;
+  sigemptyset(&none);
+  if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) err = errno;
+  if (err == 0 && ::getppid() != parent) err = ESRCH;  // the parent died before prctl
+  const int in = err == 0 ? ::open("/dev/null", O_RDONLY) : -1;
+  const int out = in >= 0 ? ::open(output, O_WRONLY | O_CREAT | O_TRUNC, 0600) : -1;
+  if (err == 0 &&
+      (in < 0 || out < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0)) {
+    err = errno;
+  }
+  if (in > 2) ::close(in);
+  if (out > 2) ::close(out);
+  if (err == 0) {
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(argv[0], argv, environ);
+    err = errno;
+  }
+  while (::write(report, &err, sizeof err) < 0 && errno == EINTR) {
+  }
+  ::_exit(127);
+}
+
+// fork and exec, the child bound to this thread's life (SpawnOptions::die_with_parent).
+Result<pid_t> fork_exec(const std::vector<char*>& argv, const std::string& output) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return fail(ErrorCode::io_error, std::strerror(errno));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(report[0]);
+    exec_child(argv.data(), output.c_str(), parent, report[1]);
+  }
+  const int fork_errno = errno;
+  ::close(report[1]);
+  if (pid < 0) {
+    ::close(report[0]);
+    return fail(ErrorCode::io_error, std::strerror(fork_errno));
+  }
+  int err = 0;
+  ssize_t n = 0;
+  while ((n = ::read(report[0], &err, sizeof err)) < 0 && errno == EINTR) {
+  }
+  ::close(report[0]);
+  if (n > 0) {
+    ::waitpid(pid, nullptr, 0);
+    return fail(ErrorCode::io_error, std::strerror(err));
+  }
+  return pid;
+}
+
+Result<pid_t> posix_spawn_child(const std::vector<char*>& argv, const std::string& output) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGINT);
+  sigaddset(&defaults, SIGTERM);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  const int rc = ::posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
+  if (rc != 0) return fail(ErrorCode::io_error, std::strerror(rc));
+  return pid;
+}
+
+}  // namespace
+
+Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& args,
+                                         const std::string& output, SpawnOptions options) {
+  if (args.empty()) return fail(ErrorCode::invalid_argument, "spawn: no program");
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  auto pid = options.die_with_parent ? fork_exec(argv, output) : posix_spawn_child(argv, output);
+  if (!pid) {
     return fail(ErrorCode::io_error,
-                fmt::format("cannot start {}: {}", args[0], std::strerror(rc)));
+                fmt::format("cannot start {}: {}", args[0], pid.error().message));
   }
-  return ChildProcess(pid);
+  return ChildProcess(*pid);
 }
 
 ChildProcess::ChildProcess(ChildProcess&& o) noexcept

@@ -1,8 +1,9 @@
-// A child process of ours (the EAP peer a device runs, the third-party servers of the interop
-// tests): started with posix_spawn, stdin from /dev/null, stdout and stderr into one file (0600),
-// waited for with a deadline, and stopped (SIGTERM, then SIGKILL after a grace period) when it
-// outlives its owner. Not thread-safe: one owner, which may wait on another thread than the one
-// that started it.
+// A child process of ours (the EAP peer a device runs, hostapd under `mcim up`, the third-party
+// servers of the interop tests): stdin from /dev/null, stdout and stderr into one file (0600), no
+// signal blocked and SIGINT and SIGTERM at their default action whatever the parent's mask (a
+// server blocks them to sigwait), waited for with a deadline, and stopped (SIGTERM, then SIGKILL
+// after a grace period) when it outlives its owner. Not thread-safe: one owner, which may wait on
+// another thread than the one that started it.
 #pragma once
 
 #include <sys/types.h>
@@ -17,11 +18,19 @@
 
 namespace mcim {
 
+struct SpawnOptions {
+  // SIGTERM to the child when its parent dies, however it dies (SIGKILL, an unhandled Ctrl-C):
+  // for a server that would otherwise run on forever. Linux's PR_SET_PDEATHSIG, which fires when
+  // the *thread* that spawned the child ends: spawn from a thread that lives as long as the child
+  // should.
+  bool die_with_parent = false;
+};
+
 class ChildProcess {
  public:
   // argv[0] is the executable's path (no PATH search). io_error when it cannot be started.
-  static Result<ChildProcess> spawn(const std::vector<std::string>& argv,
-                                    const std::string& output);
+  static Result<ChildProcess> spawn(const std::vector<std::string>& argv, const std::string& output,
+                                    SpawnOptions options = {});
   ChildProcess(ChildProcess&& o) noexcept;
   ChildProcess& operator=(ChildProcess&&) = delete;
   ~ChildProcess();  // stop()
