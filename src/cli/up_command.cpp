@@ -484,7 +484,9 @@ Result<ChildProcess> start_hostapd(const SystemOptions& o, const Wiring& w) {
   if (auto r = write_file_atomic(conf, hostapd_conf(o.dir, w.ports.aaa), 0600); !r) {
     return std::unexpected(r.error());
   }
-  auto child = ChildProcess::spawn({o.hostapd, conf}, log_file);
+  // Bound to this thread (the one that owns the System), so that no hostapd outlives a `mcim up`
+  // or `mcim demo` killed by a signal it does not handle.
+  auto child = ChildProcess::spawn({o.hostapd, conf}, log_file, {.die_with_parent = true});
   if (!child) return std::unexpected(child.error());
   const auto until = std::chrono::steady_clock::now() + kHostapdStartTimeout;
   while (child->running() && !udp_port_taken(w.ports.aaa) &&

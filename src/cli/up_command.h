@@ -124,7 +124,8 @@ class SystemDescription {
   Parts parts_;
 };
 
-// The running system of start_system: its services live as long as this object.
+// The running system of start_system: its services live as long as this object; hostapd as long
+// as this object and the thread that called start_system (it gets SIGTERM when that thread ends).
 class System : public SystemDescription {
  public:
   struct State;  // the services and what they share (up_command.cpp)

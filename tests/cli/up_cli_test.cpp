@@ -698,6 +698,27 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
   EXPECT_EQ((child.out() + child.err()).find(token.substr(0, 32)), std::string::npos);
 }
 
+// A `mcim up` killed with SIGKILL cannot stop its hostapd: the kernel sends hostapd SIGTERM
+// (PR_SET_PDEATHSIG), and its RADIUS port is soon free.
+TEST(UpCli, HostapdDoesNotOutliveAKilledMcimUp) {
+  TempDir dir;
+  const std::string sys = dir / "sys";
+  Child up({"up", "--dir", sys}, dir.path());
+  ASSERT_TRUE(up.started());
+  ASSERT_EQ(wait_table(up).size(), 5u) << up.out();
+  auto vno = load_vno_config(sys + "/vno.json");
+  ASSERT_TRUE(vno && vno->service.non3gpp);
+  const int aaa = vno->service.non3gpp->aaa_port;
+  ASSERT_TRUE(udp_port_taken(aaa));
+  up.signal(SIGKILL);
+  ASSERT_EQ(up.wait(15s), 128 + SIGKILL);
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (udp_port_taken(aaa) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_FALSE(udp_port_taken(aaa)) << "hostapd outlived a killed mcim up";
+}
+
 // The names of a process's threads (/proc/<pid>/task/*/comm).
 std::vector<std::string> thread_names(pid_t pid) {
   std::vector<std::string> names;
