@@ -12,8 +12,9 @@
 # agents, TREs, owner and factory clients), from the shell's `times`. "postgres" is the cluster's
 # postmaster with its children (live backends, plus those already reaped through cutime/cstime),
 # when PG* points at a cluster whose data directory this user can read (pg_virtualenv).
-# The window is the whole demo (manufacture, registration, activation, F2), so the figures are
-# CPU per device from the factory to operational, as in the earlier in-process figures.
+# Two windows: the whole demo (manufacture, registration, activation, F2), CPU per device from the
+# factory to operational as in the earlier in-process figures; and F2 alone, from the moment the
+# demo notes that provisioning begins (`mcim demo --phases`) to its end: CPU per provisioning.
 #
 #   bench/run_f2.sh [--devices N] [--concurrency C] [--db postgresql://...] [--dir D] [--json]
 #   bench/run_f2.sh --pg ...     # the same under `pg_virtualenv -v 15 -o fsync=on`, --db postgresql://
@@ -128,8 +129,21 @@ pg_before="$(postgres_cpu)"
 times >"$work/times.before"
 # In the background, so that a SIGTERM to this script is handled at once, not after the demo.
 "$mcim" demo --system "$dir" --devices "$devices" --concurrency "$concurrency" --json \
-  >"$work/demo.json" 2>"$work/demo.err" &
+  --phases "$work/phases" >"$work/demo.json" 2>"$work/demo.err" &
 demo_pid=$!
+# As F2 begins: every process's CPU so far (the demo's own, with the EAP peers it reaped).
+f2_taken=0
+while kill -0 "$demo_pid" 2>/dev/null; do
+  if grep -q '^provision ' "$work/phases" 2>/dev/null; then
+    threads_cpu "$up_pid" >"$work/f2.txt"
+    up_f2="$(process_cpu "$up_pid")"
+    pg_f2="$(postgres_cpu)"
+    dev_f2="$(process_cpu "$demo_pid" children)"
+    f2_taken=1
+    break
+  fi
+  sleep 0.05
+done
 wait "$demo_pid"
 status=$?
 demo_pid=""
@@ -145,10 +159,11 @@ if [ "$status" -ne 0 ] && ! jq -e .devices "$work/demo.json" >/dev/null 2>&1; th
   exit "$status"
 fi
 
-# ms of CPU per device: per role (threads named <role>-...), other, postgres, devices.
-cpu_json="$(awk -v hz="$hz" -v n="$devices" -v total="$((up_after - up_before))" \
-  -v pg="${pg_before:+$((${pg_after:-0} - pg_before))}" \
-  -v dev="$(awk -v a="$dev_before" -v b="$dev_after" 'BEGIN { print b - a }')" '
+# ms of CPU per device: per role (threads named <role>-...), other, postgres, devices, between a
+# threads file taken before ($1) and after.txt. $2: the services' process ticks in the window, $3
+# the cluster's ticks (empty: no cluster), $4 the devices' seconds.
+cpu_per_device() {
+  awk -v hz="$hz" -v n="$devices" -v total="$2" -v pg="$3" -v dev="$4" '
   FNR == NR { before[$1] = $3; next }
   {
     role = $2; sub(/-.*/, "", role)
@@ -164,11 +179,23 @@ cpu_json="$(awk -v hz="$hz" -v n="$devices" -v total="$((up_after - up_before))"
       ns["pva"] / 1e6 / n, other
     printf "\"services\":%.2f,\"postgres\":%s,\"devices\":%.2f}\n", total * ms,
       pg == "" ? "null" : sprintf("%.2f", pg * ms), dev * 1000 / n
-  }' "$work/before.txt" "$work/after.txt")"
+  }' "$1" "$work/after.txt"
+}
+cpu_json="$(cpu_per_device "$work/before.txt" "$((up_after - up_before))" \
+  "${pg_before:+$((${pg_after:-0} - pg_before))}" \
+  "$(awk -v a="$dev_before" -v b="$dev_after" 'BEGIN { print b - a }')")"
+f2_json=null
+if [ "$f2_taken" = 1 ]; then
+  f2_json="$(cpu_per_device "$work/f2.txt" "$((up_after - up_f2))" \
+    "${pg_f2:+$((${pg_after:-0} - pg_f2))}" \
+    "$(awk -v b="$dev_after" -v a="$dev_before" -v f="$dev_f2" -v hz="$hz" \
+      'BEGIN { print b - a - f / hz }')")"
+fi
 
-report="$(jq -c --argjson cpu "$cpu_json" --arg db "${db:+postgresql}" --argjson c "$concurrency" \
+report="$(jq -c --argjson cpu "$cpu_json" --argjson f2 "$f2_json" --arg db "${db:+postgresql}" --argjson c "$concurrency" \
   '{backend: (if $db == "" then "sqlite" else $db end), devices, concurrency: $c, provisioned,
-    failed, throughput_per_s, provision_seconds, cpu_ms_per_device: $cpu, steps, failures}' \
+    failed, throughput_per_s, provision_seconds, cpu_ms_per_device: $cpu,
+    cpu_ms_per_provisioning: $f2, steps, failures}' \
   "$work/demo.json")"
 if [ "$json" = 1 ]; then
   echo "$report"
@@ -178,6 +205,8 @@ else
     (.steps[] | "\(.step | . + " " * (12 - length)) \(.count | tostring | " " * (6 - length) + .) \(.p50_ms * 100 | round / 100 | tostring | " " * (10 - length) + .) \(.p99_ms * 100 | round / 100 | tostring | " " * (10 - length) + .)"),
     "", "CPU ms per device (the whole demo: F0, F1, F7, F2):",
     (.cpu_ms_per_device | to_entries[] | "  \(.key | . + " " * (9 - length)) \(.value // "n/a")"),
+    "", "CPU ms per provisioning (F2 alone, from attach_pcid to attach_imsi):",
+    (.cpu_ms_per_provisioning // {} | to_entries[] | "  \(.key | . + " " * (9 - length)) \(.value // "n/a")"),
     (if .failed > 0 then "failures: \(.failures)" else empty end)' <<<"$report"
 fi
 exit "$status"

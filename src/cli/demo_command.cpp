@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -32,6 +33,7 @@ struct DemoArgs {
   std::string dir, db;
   std::string scenario;  // empty: the fleet; a name or "all": refusal scenarios
   std::string system;    // --system: the directory of a system `mcim up` runs
+  std::string phases;    // --phases: a file to note when each phase of the fleet begins
 };
 
 // What each row of the table stands for (the TR's flows and step numbers, DESIGN.md §2).
@@ -330,6 +332,18 @@ Result<std::pair<sim::FleetReport, std::unique_ptr<SystemDescription>>> run(cons
   f.progress = [&progress](std::size_t done, std::size_t failed, std::size_t total) {
     progress.update(done, failed, total);
   };
+  if (!a.phases.empty()) {
+    // One line per phase, flushed at once: bench/run_f2.sh reads the processes' CPU time as each
+    // phase begins. Best effort: a file that cannot be written does not stop the demo.
+    f.phase = [path = a.phases](std::string_view phase) {
+      std::ofstream file(path, std::ios::app);
+      file << phase << ' '
+           << std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count()
+           << std::endl;
+    };
+  }
   progress.say(
       fmt::format("manufacturing {} devices, registering them at the SHO, then "
                   "provisioning them {} at a time (access: {})",
@@ -473,6 +487,9 @@ void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Field
   demo->add_option("--system", args->system,
                    "run the fleet through the system `mcim up --dir DIR` runs (another process) "
                    "instead of starting one here");
+  demo->add_option("--phases", args->phases,
+                   "append `<phase> <unix ms>` to this file as the fleet begins registering, "
+                   "provisioning, and is done (bench/run_f2.sh)");
   demo->callback([args, &json, exit_code, result, &out, &err] {
     auto work = WorkDir::make(args->dir);
     if (!work) {

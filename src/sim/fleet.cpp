@@ -177,8 +177,9 @@ Result<std::vector<FleetDevice>> manufacture(const FleetEndpoints& e, const Flee
         Error(ErrorCode::io_error, fmt::format("manufacture: {} bundles in {}, {} ordered",
                                                devices.size(), bundles.string(), o.devices)));
   }
-  std::sort(devices.begin(), devices.end(),
-            [](const FleetDevice& x, const FleetDevice& y) { return x.bundle.pcid < y.bundle.pcid; });
+  std::sort(devices.begin(), devices.end(), [](const FleetDevice& x, const FleetDevice& y) {
+    return x.bundle.pcid < y.bundle.pcid;
+  });
   return devices;
 }
 
@@ -269,12 +270,12 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   auto devices = manufacture(e, o, batch);
   if (!devices) return std::unexpected(devices.error());
   timings.add("manufacture", ms_since(t0));
+  if (o.phase) o.phase("register");
 
   auto prepared = parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
     FleetDevice& d = (*devices)[i];
     if (auto made = init_tre(d, o); !made) return made;
-    return register_device(d, e, o,
-                           {.timed = [&](std::string_view step, double ms) {
+    return register_device(d, e, o, {.timed = [&](std::string_view step, double ms) {
                              timings.add(std::string(step), ms);
                            }});
   });
@@ -284,6 +285,7 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   std::atomic<std::size_t> done{0}, failed{0};
   std::mutex failures_mu;
   std::map<std::string, std::size_t> failures;
+  if (o.phase) o.phase("provision");
   const auto p0 = SteadyClock::now();
   (void)parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
     FleetDevice& d = (*devices)[i];
@@ -308,6 +310,7 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   });
   FleetReport report;
   report.provision_seconds = std::chrono::duration<double>(SteadyClock::now() - p0).count();
+  if (o.phase) o.phase("done");
   report.devices = devices->size();
   report.failed = failed;
   report.provisioned = report.devices - report.failed;

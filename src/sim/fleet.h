@@ -27,9 +27,9 @@
 namespace mcim::sim {
 
 struct FleetEndpoints {
-  std::string supplier_url;  // POST /v1/batches (factory admin, mTLS)
-  std::string sho_url;       // POST /v1/subscribers (owner, Bearer token)
-  std::string vno_url;       // the devices' visited network
+  std::string supplier_url;                   // POST /v1/batches (factory admin, mTLS)
+  std::string sho_url;                        // POST /v1/subscribers (owner, Bearer token)
+  std::string vno_url;                        // the devices' visited network
   std::shared_ptr<net::HttpsClient> factory;  // mTLS as one of the supplier's admins
   std::shared_ptr<net::HttpsClient> owner;    // TLS to the SHO (no client certificate)
   std::string owner_token;                    // a bearer token: never printed
@@ -66,6 +66,9 @@ struct FleetOptions {
   AccessMix access = AccessMix::threegpp;
   // Called after each finished device (provisioned or failed), from the worker threads.
   std::function<void(std::size_t done, std::size_t failed, std::size_t total)> progress;
+  // Called from the calling thread as each phase begins: "register" (F1 and F7, after the
+  // batch is made), "provision" (F2), "done".
+  std::function<void(std::string_view phase)> phase;
 };
 
 struct StepStats {
