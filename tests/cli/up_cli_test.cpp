@@ -23,6 +23,7 @@
 #include <variant>
 #include <vector>
 
+#include "../common/udp_port_util.h"
 #include "../pki/pki_test_util.h"
 #include "../roles/hlr_gw_test_util.h"
 #include "child_process.h"
@@ -51,6 +52,16 @@ using testing::accepts_connections;
 using testing::address_of;
 using testing::Child;
 using testing::slurp;
+using test_util::executable;
+using test_util::udp_port_taken;
+
+// The options of a system in dir/system that logs warnings only.
+SystemOptions quiet_options(const TempDir& dir) {
+  SystemOptions o;
+  o.dir = dir / "system";
+  o.log_level = "warn";
+  return o;
+}
 
 // /healthz over TLS, trusting only the system's own root.
 void expect_healthy(net::HttpsClient& client, const std::string& url) {
@@ -61,9 +72,7 @@ void expect_healthy(net::HttpsClient& client, const std::string& url) {
 
 TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
   TempDir dir;
-  SystemOptions o;
-  o.dir = dir / "system";
-  o.log_level = "warn";
+  SystemOptions o = quiet_options(dir);
   std::string root_pem, token;
   {
     auto system = start_system(o);
@@ -146,9 +155,7 @@ TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
 // without a system, a stopped system and references made for another binary are refused.
 TEST(UpSystem, DescribeSystemReadsTheRunningSystemBack) {
   TempDir dir;
-  SystemOptions o;
-  o.dir = dir / "system";
-  o.log_level = "warn";
+  SystemOptions o = quiet_options(dir);
   o.pcid_prefix = "0010177";
   o.imsi_prefix = "00103";
   o.model = "model-x";
@@ -209,9 +216,7 @@ TEST(UpSystem, DescribeSystemReadsTheRunningSystemBack) {
 // (F1, F7) a vector that the device's TRE accepts, with the same RES, CK and IK.
 TEST(UpSystem, TheRoAnswersHostapdOnItsEapSocket) {
   TempDir dir;
-  SystemOptions o;
-  o.dir = dir / "system";
-  o.log_level = "warn";
+  SystemOptions o = quiet_options(dir);
   auto system = start_system(o);
   ASSERT_TRUE(system) << system.error().message;
   const System& s = **system;
@@ -302,19 +307,6 @@ TEST(UpSystem, ADirectoryTooLongForTheSocketRunsWithoutIt) {
 
 // ---- Non-3GPP access (F3) --------------------------------------------------------------------
 
-bool executable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
-
-// Whether something holds UDP `port` (hostapd binds its RADIUS port on every address).
-bool udp_port_taken(int port) {
-  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  const bool taken = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0;
-  ::close(fd);
-  return taken;
-}
 
 std::uint32_t mode_of(const std::string& path) {
   struct stat st {};
@@ -380,9 +372,7 @@ TEST(UpSystem, HostapdServesEapAndADeviceRunProvisionsOverIt) {
   ASSERT_TRUE(executable("/usr/sbin/hostapd") && executable("/usr/bin/eapol_test"))
       << "hostapd and eapol_test are required: run scripts/install-deps";
   TempDir dir;
-  SystemOptions o;
-  o.dir = dir / "system";
-  o.log_level = "warn";
+  SystemOptions o = quiet_options(dir);
   auto system = start_system(o);
   ASSERT_TRUE(system) << system.error().message;
   const System& s = **system;
@@ -479,9 +469,7 @@ TEST(UpSystem, WithoutHostapdTheSystemRunsDirectAccessAndSaysWhyNotEap) {
 // supplier CA attests over a PVA challenge (asked as the SHO) and the PVA finds it trusted.
 TEST(UpSystem, ThePvaTrustsADeviceOfTheSystem) {
   TempDir dir;
-  SystemOptions o;
-  o.dir = dir / "system";
-  o.log_level = "warn";
+  SystemOptions o = quiet_options(dir);
   auto system = start_system(o);
   ASSERT_TRUE(system) << system.error().message;
   const System& s = **system;

@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "../common/udp_port_util.h"
 #include "../device/test_sho.h"
 #include "../net/net_test_util.h"
 #include "../tre/tre_fixture.h"
@@ -56,6 +57,9 @@ namespace mcim {
 namespace {
 
 using namespace std::chrono_literals;
+using test_util::executable;
+using test_util::free_udp_port;
+using test_util::udp_port_taken;
 using tre::testing::World;
 
 constexpr const char* kHostapd = "/usr/sbin/hostapd";
@@ -63,8 +67,6 @@ constexpr const char* kEapolTest = "/usr/bin/eapol_test";
 constexpr const char* kSecret = "mcim-radius";  // RADIUS shared secret, 127.0.0.1 only
 constexpr const char* kRealm = "wlan.mnc001.mcc001.3gppnetwork.org";
 constexpr auto kCaseTimeout = 15s;  // eapol_test's own -t is below it
-
-bool executable(const char* path) { return ::access(path, X_OK) == 0; }
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
@@ -78,32 +80,6 @@ void write_file(const std::string& path, const std::string& text) { std::ofstrea
 // A process of ours, output to a log file; SIGTERM then SIGKILL on destruction if still running.
 using Child = ChildProcess;
 
-// A UDP port nobody holds now; hostapd binds it on all addresses.
-int free_udp_port() {
-  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-bool udp_port_taken(int port) {
-  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  const bool taken = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0;
-  ::close(fd);
-  return taken;
-}
 
 enum class Method { aka, aka_prime };
 
