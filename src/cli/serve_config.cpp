@@ -813,6 +813,7 @@ Result<ShoServeConfig> load_sho_config(const std::string& path) {
           optional("ind_bits", JsonSchema::integer(0, 10)),
           optional("nonce_lifetime_s", JsonSchema::integer(60, kYearSeconds)),
           optional("mcim_lifetime_s", JsonSchema::integer(3600, 30 * kYearSeconds)),
+          optional("max_prepared_packages", JsonSchema::integer(0, 10'000'000)),
           required("supplier_roots", file_list()),
           required("pva_roots", file_list()),
           required("pva_url", JsonSchema::string(2048)),
@@ -858,6 +859,9 @@ Result<ShoServeConfig> load_sho_config(const std::string& path) {
   s.ind_bits = j->value("ind_bits", s.ind_bits);
   if (j->contains("nonce_lifetime_s")) {
     s.nonce_lifetime = std::chrono::seconds((*j)["nonce_lifetime_s"].get<std::int64_t>());
+  }
+  if (j->contains("max_prepared_packages")) {
+    s.max_prepared_packages = (*j)["max_prepared_packages"].get<std::size_t>();
   }
   if (j->contains("mcim_lifetime_s")) {
     s.mcim_lifetime = std::chrono::seconds((*j)["mcim_lifetime_s"].get<std::int64_t>());

@@ -498,6 +498,7 @@ TEST(ServeConfig, ShoDefaultsAndEveryKnob) {
   EXPECT_EQ(s.ind_bits, defaults.ind_bits);
   EXPECT_EQ(s.nonce_lifetime, defaults.nonce_lifetime);
   EXPECT_EQ(s.mcim_lifetime, defaults.mcim_lifetime);
+  EXPECT_EQ(s.max_prepared_packages, defaults.max_prepared_packages);
   EXPECT_TRUE(s.supplier_roots && s.pva_roots && s.package_signer);
   EXPECT_EQ(s.pva_url, "https://127.0.0.1:10");
   EXPECT_TRUE(s.client);
@@ -512,8 +513,10 @@ TEST(ServeConfig, ShoDefaultsAndEveryKnob) {
   j["ind_bits"] = 4;
   j["nonce_lifetime_s"] = 600;
   j["mcim_lifetime_s"] = 7200;
+  j["max_prepared_packages"] = 0;
   auto k = load_sho_config(write_config("sho-knobs", "sho.json", j));
   ASSERT_TRUE(k) << k.error().message;
+  EXPECT_EQ(k->service.max_prepared_packages, 0u);
   EXPECT_EQ(k->db_url, "memory:");
   EXPECT_EQ(to_hex(k->service.ros[0].dpf_key_pin), std::string(64, 'b'));
   EXPECT_EQ(k->service.ros[0].dpf_url, "https://127.0.0.1:11");
@@ -664,6 +667,8 @@ const std::vector<BadConfig>& bad_configs() {
        ErrorCode::missing_argument, 2, "sho.json: client: missing"},
       {"sho_missing_pva_url", "sho", [](Json& j) { j.erase("pva_url"); },
        ErrorCode::missing_argument, 2, "sho.json: pva_url: missing"},
+      {"sho_negative_prepared", "sho", [](Json& j) { j["max_prepared_packages"] = -1; },
+       ErrorCode::invalid_argument, 2, "sho.json: max_prepared_packages: "},
       {"sho_no_owners", "sho", [](Json& j) { j["owners"] = Json::array(); },
        ErrorCode::invalid_argument, 2, "sho.json: owners: "},
       {"sho_owner_two_tokens", "sho",

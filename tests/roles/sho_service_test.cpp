@@ -785,6 +785,43 @@ TEST_P(ShoServiceTest, ProvisionsADeviceFromArrivalToAnActiveImsi) {
   EXPECT_EQ(ses.json.value("restricted", true), false) << ses.body;
 }
 
+// Packages are sealed at registration (max_prepared_packages): the sequence of each device's
+// package follows the registrations' order, not the validations'. With none kept, it follows the
+// validations'. Either way the TRE installs it.
+TEST_P(ShoServiceTest, PackagesPreparedAtRegistrationAreTheOnesHandedOver) {
+  for (std::size_t keep : {std::size_t{100}, std::size_t{0}}) {
+    SCOPED_TRACE(keep);
+    start_sho([keep](sho::ShoServiceConfig& c) { c.max_prepared_packages = keep; });
+    Device& first = make_device(keep == 0 ? 20 : 21);
+    Device& second = make_device(keep == 0 ? 22 : 23);
+    registered(first);
+    registered(second);
+    std::map<std::string, std::string> package_of;
+    for (Device* d : {&second, &first}) {  // validated in the other order
+      ASSERT_EQ(arrive_and_attest(*d).status, 202);
+      Answer pkg;
+      ASSERT_TRUE(eventually([&] {
+        pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d->session);
+        return pkg.status == 200;
+      })) << pkg.body;
+      auto bytes = parse_hex(pkg.text("package"), "package");
+      ASSERT_TRUE(bytes);
+      tre::InstallOutcome installed = d->tre->install(*bytes);
+      ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+      package_of[d->id()] = pkg.text("package_id");
+    }
+    auto sequence = [&](const Device& d) {
+      const std::string& id = package_of[d.id()];
+      return std::stoull(id.substr(id.rfind('-') + 1));
+    };
+    if (keep > 0) {
+      EXPECT_LT(sequence(first), sequence(second)) << "sealed in the registrations' order";
+    } else {
+      EXPECT_GT(sequence(first), sequence(second)) << "sealed in the validations' order";
+    }
+  }
+}
+
 TEST_P(ShoServiceTest, DuplicatedAndMisdirectedNoticesChangeNothing) {
   Device& d = make_device(8);
   registered(d);

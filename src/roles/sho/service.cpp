@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <utility>
 
 #include "aka/milenage.h"
@@ -188,6 +190,19 @@ struct ShoService::State {
   Result<Json> arrival(const Request& r);
   Result<Json> attestation(const Request& r);
   Result<Json> hand_over(const Subscriber& s, const RoEndpoint& ro);
+
+  // Packages sealed ahead (ShoServiceConfig::max_prepared_packages), by device id. A package
+  // belongs to one registration: its nonce is checked before it is used.
+  struct Sealed {
+    std::string package_id;
+    ByteVec package;
+    Bytes<16> registration_nonce{};
+  };
+  Result<Sealed> seal(const Subscriber& s);
+  void prepare(const Subscriber& s);
+  std::optional<Sealed> take_prepared(const Subscriber& s);
+  std::mutex prepared_mu;
+  std::unordered_map<std::string, Sealed> prepared;
   Result<Json> refuse(const Subscriber& s, SubscriberStatus from, ErrorCode code);
   void tell_dpf(const Subscriber& s, ErrorCode code);
   Result<Json> status(const Request& r);
@@ -306,6 +321,7 @@ Result<Json> ShoService::State::register_subscriber(const Request& r, const std:
     return std::unexpected(recorded.error());
   }
   flow("subscriber_registered");
+  prepare(*s);
   log::info(kComponent, "device {} registered by owner {}: pcid {}, imsi {}", s->device_id, owner,
             s->pcid, s->imsi);
   return Json{{"device_id", s->device_id},
@@ -559,6 +575,7 @@ Result<Json> ShoService::State::refuse(const Subscriber& s, SubscriberStatus fro
   auto moved = record("refuse", s.device_id, operator_principal(config.operator_id),
                       db.subscribers().update(next, from), next.refusal);
   if (!moved) return std::unexpected(moved.error());
+  (void)take_prepared(s);  // no package for a refused device
   flow("refused");
   log::info(kComponent, "device {} refused: {}", s.device_id, next.refusal);
   tell_dpf(s, code);
@@ -568,7 +585,7 @@ Result<Json> ShoService::State::refuse(const Subscriber& s, SubscriberStatus fro
 // The document binds the install to this registration (its nonce) and this TRE (sealed to the
 // registered platform certificate); the sequence is the SHO's, increasing across its packages so
 // that the TRE's replay check holds for every device.
-Result<Json> ShoService::State::hand_over(const Subscriber& s, const RoEndpoint& ro) {
+Result<ShoService::State::Sealed> ShoService::State::seal(const Subscriber& s) {
   auto auc = db.pcids().find(s.imsi);
   if (!auc) return std::unexpected(auc.error());
   if (!*auc) return fail(ErrorCode::internal, fmt::format("imsi {}: not in the AuC", s.imsi));
@@ -607,6 +624,49 @@ Result<Json> ShoService::State::hand_over(const Subscriber& s, const RoEndpoint&
                                            config.package_signer->key.get(), intermediates},
                         cert->get());
   if (!package) return std::unexpected(package.error());
+  return Sealed{doc.package_id, std::move(*package), s.registration_nonce};
+}
+
+// After a registration: the package sealed now, kept for the validation. Best effort: a failure
+// is logged, and the package is sealed at validation instead.
+void ShoService::State::prepare(const Subscriber& s) {
+  if (config.max_prepared_packages == 0) return;
+  {
+    std::lock_guard lock(prepared_mu);
+    if (prepared.size() >= config.max_prepared_packages) return;
+  }
+  auto sealed = seal(s);
+  if (!sealed) {
+    log::warn(kComponent, "device {}: package not prepared ahead: {}", s.device_id, sealed.error());
+    return;
+  }
+  std::lock_guard lock(prepared_mu);
+  if (prepared.size() < config.max_prepared_packages) {
+    prepared.insert_or_assign(s.device_id, std::move(*sealed));
+    flow("package_prepared");
+  }
+}
+
+std::optional<ShoService::State::Sealed> ShoService::State::take_prepared(const Subscriber& s) {
+  std::lock_guard lock(prepared_mu);
+  auto it = prepared.find(s.device_id);
+  if (it == prepared.end()) return std::nullopt;
+  Sealed sealed = std::move(it->second);
+  prepared.erase(it);
+  // Another registration of the same device id (the first one lapsed): not this one's package.
+  if (sealed.registration_nonce != s.registration_nonce) return std::nullopt;
+  return sealed;
+}
+
+Result<Json> ShoService::State::hand_over(const Subscriber& s, const RoEndpoint& ro) {
+  std::optional<Sealed> ready = take_prepared(s);
+  if (!ready) {
+    auto sealed = seal(s);
+    if (!sealed) return std::unexpected(sealed.error());
+    ready = std::move(*sealed);
+  }
+  const Sealed& doc = *ready;
+  const store::Time t = now();
 
   // Provisioning first: of two relays of the same attestation, one seals and hands over.
   Subscriber next = s;
@@ -620,7 +680,7 @@ Result<Json> ShoService::State::hand_over(const Subscriber& s, const RoEndpoint&
                      Json{{"pcid", s.pcid},
                           {"device_id", s.device_id},
                           {"package_id", doc.package_id},
-                          {"package", to_hex(*package)}});
+                          {"package", to_hex(doc.package)}});
   if (!stored) {
     // Back to validating: a new arrival restarts the validation (the PVA's challenge is spent).
     Subscriber back = s;
@@ -731,17 +791,17 @@ Result<void> ShoService::State::add_routes() {
   for (auto& f : platform_report_fields()) attestation_fields.push_back(std::move(f));
 
   const std::array<Result<void>, 6> added = {
-      router.add("POST", "/v1/subscribers",
-                 owner_route("registration", &State::register_subscriber, 201,
-                             JsonSchema::object(
-                                 {device(), pcid(),
-                                  required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
-                                                                     "4-16 decimal digits",
-                                                                     ro::kMinPinSize)),
-                                  required("platform_cert", JsonSchema::string(kMaxPemSize)),
-                                  net::optional("nonce_lifetime_s",
-                                                JsonSchema::integer(1, kMaxNonceLifetimeS))})),
-                 owner_options),
+      router.add(
+          "POST", "/v1/subscribers",
+          owner_route(
+              "registration", &State::register_subscriber, 201,
+              JsonSchema::object(
+                  {device(), pcid(),
+                   required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
+                                                      "4-16 decimal digits", ro::kMinPinSize)),
+                   required("platform_cert", JsonSchema::string(kMaxPemSize)),
+                   net::optional("nonce_lifetime_s", JsonSchema::integer(1, kMaxNonceLifetimeS))})),
+          owner_options),
       router.add("GET", "/v1/subscribers/{device_id}", owner_route("status", &State::status_of),
                  owner_options),
       router.add("POST", "/v1/subscribers/{device_id}/activation",

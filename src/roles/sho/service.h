@@ -70,6 +70,12 @@ struct ShoServiceConfig {
   std::shared_ptr<const pki::KeyPair> package_signer;       // package_signing cert, this operator
   // mTLS client (the SHO's tls-client certificate) for the RO and the PVA.
   std::shared_ptr<net::HttpsClient> client;
+  // Packages prepared in advance: at registration the SHO seals the device's package at once and
+  // keeps it, in memory, until the device is validated; then it hands that one over instead of
+  // sealing (F2 then waits for neither the sealing nor its sequence's commit). At most this many
+  // are kept (a batch of registrations beyond it is sealed at validation, as with 0); a restart
+  // forgets them, which costs only the sealing. Sealed to the TRE, they hold no secret in clear.
+  std::size_t max_prepared_packages = 100'000;
 };
 
 class ShoService {
