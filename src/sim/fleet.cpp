@@ -148,7 +148,7 @@ device::Access access_of(AccessMix mix, std::size_t i) {
 }
 
 std::string pin_of(const tre::SupplierBundle& b) {
-  return std::string(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
+  return std::string(tre::pin_text(b));
 }
 
 Result<std::vector<FleetDevice>> manufacture(const FleetEndpoints& e, const FleetOptions& o,

@@ -27,7 +27,7 @@ using testing::Outcome;
 constexpr std::string_view kOpHex = "cdc202d5123e20f62b6d676ac72cb318";
 
 std::string pin_of(const tre::SupplierBundle& b) {
-  return std::string(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
+  return std::string(tre::pin_text(b));
 }
 
 class SupplierCli : public ::testing::Test {

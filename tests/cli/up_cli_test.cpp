@@ -254,7 +254,7 @@ TEST(UpSystem, TheRoAnswersHostapdOnItsEapSocket) {
       {"Authorization", "Bearer " + s.owner_token()}};
   auto pem = pki::certificate_pem(bundle->platform_chain.front().get());
   ASSERT_TRUE(pem);
-  const std::string pin(reinterpret_cast<const char*>(bundle->pin.get().data()), bundle->pin_size);
+  const std::string pin(tre::pin_text(*bundle));
   auto reg = s.plain_client()->request(
       "POST", s.url("sho") + "/v1/subscribers",
       Json{{"device_id", bundle->device_id}, {"pcid", pcid}, {"pin", pin}, {"platform_cert", *pem}}

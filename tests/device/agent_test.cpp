@@ -173,7 +173,7 @@ class AgentTest : public ::testing::Test {
     secrets_.push_back(pin);
   }
   std::string pin() const {
-    return std::string(reinterpret_cast<const char*>(bundle_->pin.get().data()), bundle_->pin_size);
+    return std::string(tre::pin_text(*bundle_));
   }
 
   AgentConfig config(std::chrono::seconds timeout = 30s) const {

@@ -607,7 +607,7 @@ class EapAccess : public EapInterop {
 
   // F1 at the DRF as the SHO does it, with the device's PIN and the RO's key as the DPF pin.
   void register_at_drf(const tre::SupplierBundle& b) {
-    const std::string pin(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
+    const std::string pin(tre::pin_text(b));
     const net::Json reg = {
         {"device_id", b.device_id},
         {"dpf_url", ro_server_->url()},

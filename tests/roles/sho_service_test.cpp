@@ -233,7 +233,7 @@ struct Device {
   const std::string& pcid() const { return bundle.pcid; }
   const std::string& id() const { return bundle.device_id; }
   std::string pin() const {
-    return std::string(reinterpret_cast<const char*>(bundle.pin.get().data()), bundle.pin_size);
+    return std::string(tre::pin_text(bundle));
   }
   std::string cert_pem() const {
     auto pem = pki::certificate_pem(bundle.platform_chain.front().get());

@@ -380,7 +380,7 @@ TEST_F(SupplierServiceTest, OrderManufacturesBundlesAndHandsTheBatchToTheIcf) {
   EXPECT_TRUE(logged("info supplier: batch b-1 manufactured: 4 devices"));
   EXPECT_TRUE(logged("info supplier: batch b-1 handed over to the RO: 4 PCIDs imported"));
   for (const tre::SupplierBundle& b : bundles) {
-    const std::string pin(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
+    const std::string pin(tre::pin_text(b));
     for (const std::string& secret : {to_hex(b.k.get()), to_hex(b.opc.get()), pin}) {
       EXPECT_FALSE(logged(secret)) << "a secret was logged";
     }

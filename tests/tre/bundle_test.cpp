@@ -40,7 +40,7 @@ ByteView view_of(const std::string& s) {
   return ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
 }
 std::string pin_of(const SupplierBundle& b) {
-  return std::string(reinterpret_cast<const char*>(b.pin.get().data()), b.pin_size);
+  return std::string(pin_text(b));
 }
 
 // CAs are slow to make (key generation, fsync): one set for the whole suite.
