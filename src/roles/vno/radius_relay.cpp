@@ -179,11 +179,14 @@ struct RadiusRelay::State {
         return drop("NAS side", signed_out.error());
       }
     }
+    // Counted before it leaves, so that whoever sees the packet sees the count too (a test, a
+    // scrape right after the answer); taken back if the send fails.
+    requests.fetch_add(1);
     if (::send(aaa_fd, out.data(), out.size(), 0) < 0) {
+      requests.fetch_sub(1);
       log::warn(kLog, "radius: cannot forward to the AAA: {}", std::strerror(errno));
       return;
     }
-    requests.fetch_add(1);
   }
 
   // The identifier towards the AAA for request `p` of NAS `from`: the one its first copy got when
@@ -246,9 +249,12 @@ struct RadiusRelay::State {
         return drop("AAA side", signed_out.error());
       }
     }
-    ::sendto(nas_fd, out.data(), out.size(), 0, reinterpret_cast<const sockaddr*>(&request.nas),
-             sizeof request.nas);
-    answers.fetch_add(1);
+    answers.fetch_add(1);  // before it leaves, as requests
+    if (::sendto(nas_fd, out.data(), out.size(), 0, reinterpret_cast<const sockaddr*>(&request.nas),
+                 sizeof request.nas) < 0) {
+      answers.fetch_sub(1);
+      log::warn(kLog, "radius: cannot answer the NAS: {}", std::strerror(errno));
+    }
   }
 
   // The identity a request continues: the one its State names (a conversation the AAA began with
