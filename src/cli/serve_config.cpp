@@ -193,7 +193,7 @@ Result<ServeCommon> load_common(const ConfigFile& file, const Json& j,
     if (!l) return fail(l.error().code, fmt::format("{}: {}", file.path(), l.error().message));
     c.listen = *l;
   }
-  c.threads = j.value("threads", kDefaultServeThreads);
+  c.threads = j.value("threads", 2);
   if (j.contains("log_level")) log::parse_level(j["log_level"].get<std::string>(), c.log_level);
 
   const Json& tls = j["tls"];
@@ -471,6 +471,9 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
   auto common = load_common(file, *j, net::ClientAuth::optional);
   if (!common) return std::unexpected(common.error());
   c.common = std::move(*common);
+  // The RO's handlers wait for database commits on their worker thread, so commits in flight
+  // = workers: more workers than cores let the database group them (docs/performance.md).
+  if (!j->contains("threads")) c.common.threads = kRoDefaultThreads;
 
   auto db = database_of(file, *j, "ro.db");
   if (!db) return std::unexpected(db.error());

@@ -40,16 +40,15 @@ struct ListenAddress {
 Result<ListenAddress> parse_listen(std::string_view text, std::string_view what);
 
 // What every service file has besides its role's members.
-// Worker threads of a service when its file does not say. Every role's handlers block on their
-// database's commits and on calls to the other operators, so a service wants more workers than
-// cores: commits in flight = workers, and the database can group them (docs/performance.md).
-inline constexpr int kDefaultServeThreads = 8;
+// Worker threads of `mcim serve ro` when its file does not say: its handlers block on the
+// database, so it wants more workers than cores.
+inline constexpr int kRoDefaultThreads = 8;
 
 struct ServeCommon {
   std::string path;  // the config file, as given
   std::string dir;   // its directory, against which relative paths were resolved
   ListenAddress listen;
-  int threads = kDefaultServeThreads;
+  int threads = 2;  // the RO's default is kRoDefaultThreads
   log::Level log_level = log::Level::info;
   net::TlsServerOptions tls;                 // identity loaded, client_trust when asked for
   std::shared_ptr<net::HttpsClient> client;  // the outgoing mTLS client; null without `client`

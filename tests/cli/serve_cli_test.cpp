@@ -246,7 +246,7 @@ TEST(ServeConfig, RoDefaultsAndRelativePaths) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->common.listen.host, "127.0.0.1");
   EXPECT_EQ(c->common.listen.port, 0);
-  EXPECT_EQ(c->common.threads, kDefaultServeThreads);
+  EXPECT_EQ(c->common.threads, kRoDefaultThreads);
   EXPECT_EQ(c->common.log_level, log::Level::info);
   EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::optional);
   EXPECT_TRUE(c->common.tls.identity);
@@ -271,7 +271,7 @@ TEST(ServeConfig, RoDefaultsAndRelativePaths) {
   EXPECT_EQ(s.direct.challenge_lifetime, ro::DirectConfig{}.challenge_lifetime);
   EXPECT_FALSE(c->eap_gateway);
   const auto server = c->common.server_options(12345);
-  EXPECT_EQ(server.threads, kDefaultServeThreads);
+  EXPECT_EQ(server.threads, kRoDefaultThreads);
   EXPECT_EQ(server.body_limit, 12345u);
   EXPECT_TRUE(server.tls.has_value());
 }
@@ -469,7 +469,7 @@ TEST(ServeConfig, ShoDefaultsAndEveryKnob) {
   auto c = load_sho_config(write_config("sho-defaults", "sho.json", sho_json()));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::optional);
-  EXPECT_EQ(c->common.threads, kDefaultServeThreads);
+  EXPECT_EQ(c->common.threads, 2);
   EXPECT_EQ(c->db_url, "sqlite:" + Files::get().path("sho-defaults") + "/sho.db");
   const sho::ShoServiceConfig& s = c->service;
   const sho::ShoServiceConfig defaults;
