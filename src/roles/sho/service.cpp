@@ -471,7 +471,10 @@ Result<Json> ShoService::State::arrival(const Request& r) {
   if (!s) return std::unexpected(s.error());
   if (auto ok = logic::arrival_allowed(*s, now()); !ok) {
     // The registration is over for good: the device stops waiting for an attestation request.
-    if (ok.error().code == ErrorCode::registration_expired) tell_dpf(*s, ok.error().code);
+    if (ok.error().code == ErrorCode::registration_expired) {
+      tell_dpf(*s, ok.error().code);
+      (void)take_prepared(*s);  // this registration will have no package
+    }
     return std::unexpected(ok.error());
   }
   flow("arrival");
