@@ -303,9 +303,10 @@ class RogueDrf {
       headers.emplace_back("Authorization", std::string(auth));
     }
     auto r = client_->request(q.method, ro_url_ + q.target, q.body, q.content_type, headers);
-    if (!r)
+    if (!r) {
       return net::HttpResponse{
           .status = 502, .content_type = "text/plain", .body = {}, .headers = {}};
+    }
     net::HttpResponse answer = std::move(*r);
     auto j = Json::parse(answer.body, nullptr, false);
     if (!j.is_object()) return answer;
