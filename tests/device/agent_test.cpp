@@ -21,7 +21,6 @@
 
 #include "../net/net_test_util.h"
 #include "../tre/tre_fixture.h"
-#include "test_sho.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
@@ -34,6 +33,7 @@
 #include "roles/ro/service.h"
 #include "roles/vno/service.h"
 #include "store/store.h"
+#include "test_sho.h"
 #include "tre/tre.h"
 
 namespace mcim::device {
@@ -133,7 +133,8 @@ class AgentTest : public ::testing::Test {
     auto service = ro::RoService::create(*ro_db_, std::move(*c), clock_);
     ASSERT_TRUE(service) << fmt::to_string(service.error());
     ro_ = std::move(*service);
-    ro_server_ = serve_as(ro_->handler(), "ro", net::ClientAuth::optional, ro_->body_limit());
+    ro_server_ = net::testing::start_named_server(ro_->handler(), "ro", net::ClientAuth::optional,
+                                                  ro_->body_limit());
     ASSERT_TRUE(ro_server_);
     ro_url_ = ro_server_->url();
     ro_pin_ = pki::spki_sha256(TestPki::get().named_server("ro").identity->key.get());
@@ -149,7 +150,8 @@ class AgentTest : public ::testing::Test {
     auto service = roles::VnoService::create(std::move(c), clock_);
     ASSERT_TRUE(service) << fmt::to_string(service.error());
     vno_ = std::move(*service);
-    vno_server_ = serve_as(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
+    vno_server_ =
+        net::testing::start_named_server(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
     ASSERT_TRUE(vno_server_);
   }
 
@@ -172,9 +174,7 @@ class AgentTest : public ::testing::Test {
     ASSERT_EQ(a->status, 200) << a->body;
     secrets_.push_back(pin);
   }
-  std::string pin() const {
-    return std::string(tre::pin_text(*bundle_));
-  }
+  std::string pin() const { return std::string(tre::pin_text(*bundle_)); }
 
   AgentConfig config(std::chrono::seconds timeout = 30s) const {
     AgentConfig c;

@@ -41,18 +41,6 @@ inline constexpr std::string_view kRo = "ro-1";
 inline const std::string kImsi = "001020000000007";  // sho-a's MCIM for the device
 inline const std::string kImsiRange = "00102";
 inline constexpr Bytes<16> kNonce = {7, 7, 7, 7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
-// An HTTPS server on 127.0.0.1 with TestPki's certificate for `name`: each service has its own
-// key, so SPKI pins tell them apart.
-inline std::unique_ptr<net::HttpServer> serve_as(net::HttpHandler handler, const std::string& name,
-                                                 net::ClientAuth auth, std::size_t body_limit) {
-  auto tls = net::testing::tls_options(auth);
-  tls.identity = TestPki::get().named_server(name).identity;
-  net::HttpServerOptions options;
-  options.threads = 2;
-  options.body_limit = body_limit;
-  return net::testing::start_server(std::move(handler), std::move(tls), options);
-}
-
 inline std::shared_ptr<net::HttpsClient> operator_client(const std::string& id) {
   net::HttpsClientOptions o;
   o.identity = TestPki::get().operator_client(id).identity;
@@ -121,7 +109,8 @@ class TestSho {
     auth.icf = [this]() -> ro::Icf& { return icf(); };
     auto mounted = ro::add_auth_routes(router_, std::move(auth));
     EXPECT_TRUE(mounted) << fmt::to_string(mounted.error());
-    server_ = serve_as(router_.handler(), "sho-a", net::ClientAuth::required, 256 * 1024);
+    server_ = net::testing::start_named_server(router_.handler(), "sho-a",
+                                               net::ClientAuth::required, 256 * 1024);
   }
 
   void connect(std::string ro_url) { ro_url_ = std::move(ro_url); }
@@ -256,6 +245,5 @@ class TestSho {
   std::string failure_;     // guarded by mu_
   std::unique_ptr<net::HttpServer> server_;
 };
-
 
 }  // namespace mcim::device::testing

@@ -80,7 +80,6 @@ void write_file(const std::string& path, const std::string& text) { std::ofstrea
 // A process of ours, output to a log file; SIGTERM then SIGKILL on destruction if still running.
 using Child = ChildProcess;
 
-
 enum class Method { aka, aka_prime };
 
 // The permanent identity eapol_test presents (RFC 4187 §4.1.1.6, RFC 5448 §3).
@@ -574,8 +573,8 @@ class EapAccess : public EapInterop {
     auto service = ro::RoService::create(*db_, std::move(*c), clock_);
     ASSERT_TRUE(service) << service.error().message;
     ro_ = std::move(*service);
-    ro_server_ = device::testing::serve_as(ro_->handler(), "ro", net::ClientAuth::optional,
-                                           ro_->body_limit());
+    ro_server_ = net::testing::start_named_server(ro_->handler(), "ro", net::ClientAuth::optional,
+                                                  ro_->body_limit());
     ASSERT_TRUE(ro_server_);
   }
 
@@ -595,7 +594,7 @@ class EapAccess : public EapInterop {
     ASSERT_TRUE(service) << service.error().message;
     vno_ = std::move(*service);
     vno_server_ =
-        device::testing::serve_as(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
+        net::testing::start_named_server(vno_->handler(), "vno", net::ClientAuth::none, 64 * 1024);
     ASSERT_TRUE(vno_server_);
     ASSERT_NE(vno_->radius_relay(), nullptr);
   }

@@ -165,6 +165,18 @@ inline std::unique_ptr<HttpServer> start_server(HttpHandler handler,
   return server ? std::move(*server) : nullptr;
 }
 
+// A service's HTTPS server on 127.0.0.1 port 0 with TestPki's certificate for `name`: each
+// service has its own key, so that SPKI pins tell them apart. Two worker threads.
+inline std::unique_ptr<HttpServer> start_named_server(HttpHandler handler, const std::string& name,
+                                                      ClientAuth auth, std::size_t body_limit) {
+  auto tls = tls_options(auth);
+  tls.identity = TestPki::get().named_server(name).identity;
+  HttpServerOptions options;
+  options.threads = 2;
+  options.body_limit = body_limit;
+  return start_server(std::move(handler), std::move(tls), options);
+}
+
 // A client trusting the test root, optionally presenting a client certificate.
 inline std::unique_ptr<HttpsClient> make_client(const std::string& client_cert = "",
                                                 HttpsClientOptions o = {}) {

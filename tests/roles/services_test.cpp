@@ -69,12 +69,7 @@ constexpr std::uint64_t kAheadSeq = 5000;
 // service its own key, so that SPKI pins tell them apart).
 std::unique_ptr<net::HttpServer> serve(net::HttpHandler handler, const std::string& name,
                                        net::ClientAuth auth, std::size_t body_limit = 64 * 1024) {
-  auto tls = net::testing::tls_options(auth);
-  tls.identity = TestPki::get().named_server(name).identity;
-  net::HttpServerOptions options;
-  options.threads = 2;
-  options.body_limit = body_limit;
-  return net::testing::start_server(std::move(handler), std::move(tls), options);
+  return net::testing::start_named_server(std::move(handler), name, auth, body_limit);
 }
 
 // An HTTPS client presenting operator `id`'s tls-client certificate (none when empty); trusting
@@ -223,9 +218,7 @@ struct Device {
 
   const std::string& pcid() const { return bundle.pcid; }
   const std::string& id() const { return bundle.device_id; }
-  std::string pin() const {
-    return std::string(tre::pin_text(bundle));
-  }
+  std::string pin() const { return std::string(tre::pin_text(bundle)); }
   // The PCID credential's SEQ_MS.
   std::uint64_t seq() const {
     for (const auto& c : tre->status().credentials) {

@@ -60,12 +60,7 @@ const std::string kOtherToken = "owner-b-token-9876543210";
 
 std::unique_ptr<net::HttpServer> serve(net::HttpHandler handler, const std::string& name,
                                        net::ClientAuth auth, std::size_t body_limit = 256 * 1024) {
-  auto tls = net::testing::tls_options(auth);
-  tls.identity = TestPki::get().named_server(name).identity;
-  net::HttpServerOptions options;
-  options.threads = 2;
-  options.body_limit = body_limit;
-  return net::testing::start_server(std::move(handler), std::move(tls), options);
+  return net::testing::start_named_server(std::move(handler), name, auth, body_limit);
 }
 
 std::shared_ptr<net::HttpsClient> client(const std::string& id) {
@@ -232,9 +227,7 @@ struct Device {
 
   const std::string& pcid() const { return bundle.pcid; }
   const std::string& id() const { return bundle.device_id; }
-  std::string pin() const {
-    return std::string(tre::pin_text(bundle));
-  }
+  std::string pin() const { return std::string(tre::pin_text(bundle)); }
   std::string cert_pem() const {
     auto pem = pki::certificate_pem(bundle.platform_chain.front().get());
     EXPECT_TRUE(pem);
@@ -584,10 +577,10 @@ TEST_P(ShoServiceTest, RegistersASubscriberAtTheShoAndTheRo) {
   auto fs = sho_db_->subscribers().find(f.id());
   ASSERT_TRUE(fs && *fs);
   EXPECT_EQ((*fs)->nonce_expires - (*fs)->created, std::chrono::seconds(90));
-  EXPECT_EQ(c.json.value("nonce_expires", std::int64_t{0}),
-            std::chrono::duration_cast<std::chrono::seconds>(
-                (*fs)->nonce_expires.time_since_epoch())
-                .count());
+  EXPECT_EQ(
+      c.json.value("nonce_expires", std::int64_t{0}),
+      std::chrono::duration_cast<std::chrono::seconds>((*fs)->nonce_expires.time_since_epoch())
+          .count());
 }
 
 TEST_P(ShoServiceTest, RefusesBadRegistrationsAndLeavesNothingBehind) {
