@@ -27,6 +27,7 @@
 #include <variant>
 #include <vector>
 
+#include "../device/test_sho.h"
 #include "../net/net_test_util.h"
 #include "../store/pg_server.h"
 #include "../tre/tre_fixture.h"
@@ -306,31 +307,11 @@ class ServicesTest : public ::testing::TestWithParam<std::string> {
   void start_ro() {
     sho_ = std::make_unique<FakeSho>();
     ASSERT_FALSE(sho_->url().empty());
-    ro::RoServiceConfig c;
-    c.operator_id = kRo;
-    c.roaming_partners = {"vno-a"};
-    c.suppliers = {std::string(kSupplier)};
-    auto suppliers = pki::TrustAnchors::from_certs({world().supplier().cert()});
-    auto operators = pki::TrustAnchors::from_certs({world().operators().cert()});
-    ASSERT_TRUE(suppliers && operators);
-    c.supplier_roots = std::make_shared<const pki::TrustAnchors>(std::move(*suppliers));
-    c.operator_roots = std::make_shared<const pki::TrustAnchors>(std::move(*operators));
     // The ICF's batch key: an encryption certificate from the operators' CA.
-    pki::CertSpec spec;
-    spec.profile = pki::Profile::encryption;
-    spec.subject = "CN=icf batch key,O=ro-1";
-    spec.sans = {"URI:urn:mcim:operator:" + std::string(kRo)};
-    auto icf = world().operators().issue(spec, world().clock(), world().rng());
-    ASSERT_TRUE(icf) << fmt::to_string(icf.error());
-    icf_cert_ = pki::up_ref(icf->cert.get());
-    auto key = std::make_shared<pki::KeyPair>();
-    key->key = std::move(icf->key);
-    key->certs.push_back(std::move(icf->cert));
-    c.icf_key = std::move(key);
-    c.shos = {{"sho-a", ro::ShoEndpoint{sho_->url()}}};
-    c.notify_client = client(std::string(kRo));
-    c.notify_retry = 100ms;
-    auto service = ro::RoService::create(*db_, std::move(c), clock_);
+    auto c = device::testing::ro_config(world(), sho_->url());
+    ASSERT_TRUE(c) << fmt::to_string(c.error());
+    icf_cert_ = pki::up_ref(c->icf_key->cert());
+    auto service = ro::RoService::create(*db_, std::move(*c), clock_);
     ASSERT_TRUE(service) << fmt::to_string(service.error());
     ro_ = std::move(*service);
     ro_server_ = serve(ro_->handler(), "ro", net::ClientAuth::optional, ro_->body_limit());

@@ -22,6 +22,7 @@
 #include <variant>
 #include <vector>
 
+#include "../device/test_sho.h"
 #include "../net/net_test_util.h"
 #include "../store/pg_server.h"
 #include "../tre/tre_fixture.h"
@@ -310,29 +311,9 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   }
 
   void start_ro() {
-    ro::RoServiceConfig c;
-    c.operator_id = kRo;
-    c.roaming_partners = {"vno-a"};
-    c.suppliers = {"sup-1"};
-    auto suppliers = pki::TrustAnchors::from_certs({world().supplier().cert()});
-    auto operators = pki::TrustAnchors::from_certs({world().operators().cert()});
-    ASSERT_TRUE(suppliers && operators);
-    c.supplier_roots = std::make_shared<const pki::TrustAnchors>(std::move(*suppliers));
-    c.operator_roots = std::make_shared<const pki::TrustAnchors>(std::move(*operators));
-    pki::CertSpec spec;
-    spec.profile = pki::Profile::encryption;
-    spec.subject = "CN=icf batch key,O=ro-1";
-    spec.sans = {"URI:urn:mcim:operator:" + std::string(kRo)};
-    auto icf = world().operators().issue(spec, world().clock(), world().rng());
-    ASSERT_TRUE(icf) << fmt::to_string(icf.error());
-    auto key = std::make_shared<pki::KeyPair>();
-    key->key = std::move(icf->key);
-    key->certs.push_back(std::move(icf->cert));
-    c.icf_key = std::move(key);
-    c.shos = {{std::string(kSho), ro::ShoEndpoint{sho_server_->url()}}};
-    c.notify_client = client(std::string(kRo));
-    c.notify_retry = 100ms;
-    auto service = ro::RoService::create(*ro_db_, std::move(c), clock_);
+    auto c = device::testing::ro_config(world(), sho_server_->url());
+    ASSERT_TRUE(c) << fmt::to_string(c.error());
+    auto service = ro::RoService::create(*ro_db_, std::move(*c), clock_);
     ASSERT_TRUE(service) << fmt::to_string(service.error());
     ro_ = std::move(*service);
     ro_server_ = serve(ro_->handler(), "ro", net::ClientAuth::optional, ro_->body_limit());
