@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "common/ascii.h"
+
 namespace mcim::cli {
 
 void Fields::print(std::ostream& out, bool json) const {
@@ -34,10 +36,7 @@ void Fields::print(std::ostream& out, bool json) const {
 }
 
 Result<Secret<16>> parse_secret16_text(std::string_view text, std::string_view name) {
-  const auto first = text.find_first_not_of(" \t\r\n");
-  const auto last = text.find_last_not_of(" \t\r\n");
-  text =
-      first == std::string_view::npos ? std::string_view() : text.substr(first, last - first + 1);
+  text = trim_ascii_space(text);
   auto parsed = parse_hex_fixed<16>(text, name);
   if (!parsed) return std::unexpected(parsed.error());
   Secret<16> secret(*parsed);

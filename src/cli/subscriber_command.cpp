@@ -25,19 +25,6 @@ struct Args {
   std::int64_t window_s = 3600;
 };
 
-// Surrounding whitespace (a trailing newline) is not part of a token or a PIN in a file.
-std::string_view trimmed(std::string_view s) {
-  while (!s.empty() &&
-         (s.front() == ' ' || s.front() == '\n' || s.front() == '\r' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
 // The SHO's base URL without a trailing slash.
 std::string base_of(std::string url) {
   while (!url.empty() && url.back() == '/') url.pop_back();
@@ -62,7 +49,7 @@ Result<Owner> owner_of(const Args& a) {
   if (!anchors) return with_prefix(anchors.error(), "--trust");
   auto token = read_text_file(a.token_file);
   if (!token) return with_prefix(token.error(), "--token-file");
-  const std::string_view t = trimmed(*token);
+  const std::string_view t = trim_ascii_space(*token);
   if (t.empty() || t.size() > 512 || t.find_first_of(" \t\r\n\"\\") != std::string_view::npos) {
     secure_wipe(token->data(), token->size());
     return fail(ErrorCode::invalid_argument, "--token-file: not a bearer token");
@@ -107,7 +94,7 @@ Result<std::string> pin_of(const Args& a) {
   if (!a.pin_file.empty()) {
     auto text = read_text_file(a.pin_file);
     if (!text) return with_prefix(text.error(), "--pin-file");
-    pin = std::string(trimmed(*text));
+    pin = std::string(trim_ascii_space(*text));
     secure_wipe(text->data(), text->size());
   } else {
     pin = a.pin;

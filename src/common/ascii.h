@@ -25,4 +25,12 @@ inline bool ascii_digits(std::string_view s) {
   return true;
 }
 
+// Without the spaces, tabs, carriage returns and newlines at either end (a value read from a
+// file, such as a token or a PIN with its trailing newline).
+inline std::string_view trim_ascii_space(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(" \t\r\n") - first + 1);
+}
+
 }  // namespace mcim
