@@ -25,12 +25,6 @@ struct Args {
   std::int64_t window_s = 3600;
 };
 
-// The SHO's base URL without a trailing slash.
-std::string base_of(std::string url) {
-  while (!url.empty() && url.back() == '/') url.pop_back();
-  return url;
-}
-
 struct Owner {
   std::unique_ptr<net::HttpsClient> client;
   std::string sho;  // base URL
@@ -62,7 +56,7 @@ Result<Owner> owner_of(const Args& a) {
   auto client = net::HttpsClient::create(std::move(options));
   if (!client) return std::unexpected(client.error());
   o.client = std::move(*client);
-  o.sho = base_of(a.sho);
+  o.sho = net::base_url(a.sho);
   return o;
 }
 

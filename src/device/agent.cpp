@@ -104,11 +104,6 @@ const JsonSchema& package_schema() {
   return schema;
 }
 
-std::string base_of(std::string url) {
-  while (url.ends_with('/')) url.pop_back();
-  return url;
-}
-
 // One request with the device's session as its bearer token (none when empty). The body is text:
 // it may be a bootstrap message.
 Result<net::HttpResponse> exchange(net::HttpsClient& client, std::string_view method,
@@ -267,7 +262,7 @@ struct Agent::Impl {
   Result<void> connect_direct(const std::string& pcid) {
     auto client = net::HttpsClient::create(agent.config_.tls);
     if (!client) return std::unexpected(client.error());
-    const std::string drf = base_of(agent.config_.drf_url);
+    const std::string drf = net::base_url(agent.config_.drf_url);
     auto r = exchange(**client, "POST", drf + "/v1/drf/direct/challenges", 201, "drf",
                       Json{{"pcid", pcid}});
     if (!r) return std::unexpected(r.error());
@@ -306,8 +301,8 @@ struct Agent::Impl {
     o.proxy_credential = pcid_session.session;
     auto drf = net::HttpsClient::create(o);
     if (!drf) return std::unexpected(drf.error());
-    auto r = exchange(**drf, "GET", base_of(pcid_session.drf_url) + "/v1/drf/bootstrap", 200, "drf",
-                      nullptr, pcid_session.home_session);
+    auto r = exchange(**drf, "GET", net::base_url(pcid_session.drf_url) + "/v1/drf/bootstrap", 200,
+                      "drf", nullptr, pcid_session.home_session);
     if (!r) return std::unexpected(r.error());
     auto key = agent.tre_.bootstrap_key();
     if (!key) return std::unexpected(key.error());
@@ -317,7 +312,7 @@ struct Agent::Impl {
     if (fields->pcid != pcid) {
       return fail(ErrorCode::wrong_recipient, "bootstrap: made for another PCID");
     }
-    dpf_url = base_of(fields->dpf_url);
+    dpf_url = net::base_url(fields->dpf_url);
     // The DPF is trusted by the pin alone: the bootstrap is the only introduction the device has.
     net::HttpsClientOptions pinned;
     pinned.spki_pin = fields->dpf_key_pin;
@@ -502,7 +497,7 @@ Result<net::HttpsClient*> Agent::vno_client() {
 Result<Attachment> Agent::attach(std::string_view id) {
   auto client = vno_client();
   if (!client) return std::unexpected(client.error());
-  const std::string vno = base_of(config_.vno_url);
+  const std::string vno = net::base_url(config_.vno_url);
   const std::string imsi(id);
   auto r = exchange(**client, "POST", vno + "/v1/attach", 200, "vno", Json{{"imsi", imsi}});
   if (!r) return std::unexpected(r.error());
@@ -552,8 +547,8 @@ Result<Attachment> Agent::attach_eap(std::string_view pcid) {
       roles::eap_claim_proof(roles::eap_session_key(eap->msk.get()), eap->identity);
   auto client = vno_client();
   if (!client) return std::unexpected(client.error());
-  auto s = exchange(**client, "POST", base_of(config_.vno_url) + "/v1/access/eap-sessions", 201,
-                    "vno", Json{{"identity", eap->identity}, {"proof", to_hex(proof.get())}});
+  auto s = exchange(**client, "POST", net::base_url(config_.vno_url) + "/v1/access/eap-sessions",
+                    201, "vno", Json{{"identity", eap->identity}, {"proof", to_hex(proof.get())}});
   if (!s) return std::unexpected(s.error());
   auto j = parse_answer(*s, attachment_schema(), "vno");
   if (!j) return std::unexpected(j.error());
@@ -567,8 +562,8 @@ Result<Attachment> Agent::attach_eap(std::string_view pcid) {
 Result<void> Agent::detach(const Attachment& a) {
   auto client = vno_client();
   if (!client) return std::unexpected(client.error());
-  auto r = exchange(**client, "DELETE", base_of(config_.vno_url) + "/v1/sessions/" + a.session, 204,
-                    "vno");
+  auto r = exchange(**client, "DELETE",
+                    net::base_url(config_.vno_url) + "/v1/sessions/" + a.session, 204, "vno");
   if (!r) return std::unexpected(r.error());
   return {};
 }

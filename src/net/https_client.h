@@ -93,4 +93,11 @@ struct Url {
 };
 Result<Url> parse_url(std::string_view url);
 
+// A service's base URL as configured, without trailing slashes, to which "/v1/..." paths are
+// appended.
+inline std::string base_url(std::string url) {
+  while (url.ends_with('/')) url.pop_back();
+  return url;
+}
+
 }  // namespace mcim::net

@@ -424,9 +424,7 @@ Result<std::unique_ptr<SupplierService>> SupplierService::create(SupplierService
   for (std::size_t i = 1; i < c.signer->certs.size(); ++i) {
     s->signer.chain.push_back(c.signer->certs[i].get());
   }
-  std::string base = c.icf_url;
-  while (base.ends_with('/')) base.pop_back();
-  s->icf_batches_url = base + "/v1/icf/batches";
+  s->icf_batches_url = net::base_url(c.icf_url) + "/v1/icf/batches";
   if (auto r = s->prepare_out_dir(); !r) return std::unexpected(r.error());
 
   const net::Authorizer admins = net::require_operator(c.admins);

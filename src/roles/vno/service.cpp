@@ -93,8 +93,9 @@ Bytes<N> fixed_hex(const Json& j) {
 
 HttpHomeAuth::HttpHomeAuth(std::shared_ptr<net::HttpsClient> client, std::string base_url,
                            std::string name)
-    : client_(std::move(client)), base_url_(std::move(base_url)), name_(std::move(name)) {
-  while (base_url_.ends_with('/')) base_url_.pop_back();
+    : client_(std::move(client)),
+      base_url_(net::base_url(std::move(base_url))),
+      name_(std::move(name)) {
   if (name_.empty()) name_ = base_url_;
 }
 
