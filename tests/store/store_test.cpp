@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "pg_server.h"
@@ -802,6 +803,44 @@ TEST_P(StoreTest, AuditAppendsWithIncreasingSeqAndListsNewestFirst) {
   auto none = db_->audit().recent(0);
   ASSERT_OK(none);
   EXPECT_TRUE(none->empty());
+}
+
+// Appends from many threads (sharing commits, store/group_commit.h) each get their own seq, and
+// every record is stored once with its own fields.
+TEST_P(StoreTest, ConcurrentAuditAppendsEachLandOnceWithTheirOwnSeq) {
+  constexpr int kThreads = 8, kRounds = 20;
+  std::mutex mu;
+  std::map<std::uint64_t, std::string> seqs;  // seq -> subject, guarded by mu
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRounds; ++i) {
+        const std::string subject = fmt::format("t{}-{}", t, i);
+        auto seq = db_->audit().append(AuditRecord{.time = at(1000),
+                                                   .service = "ro",
+                                                   .event = "dpf.fetch",
+                                                   .subject = subject,
+                                                   .principal = "device:d",
+                                                   .outcome = "ok",
+                                                   .detail = ""});
+        if (!seq) {
+          ADD_FAILURE() << fmt::to_string(seq.error());
+          continue;
+        }
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(seqs.emplace(*seq, subject).second) << "seq " << *seq << " given twice";
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto all = db_->audit().recent(1000);
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), static_cast<std::size_t>(kThreads * kRounds));
+  for (const AuditRecord& r : *all) {
+    auto it = seqs.find(r.seq);
+    ASSERT_NE(it, seqs.end()) << "record " << r.seq << " nobody was told of";
+    EXPECT_EQ(r.subject, it->second);
+  }
 }
 
 // ---- Attestation requests (the RO's DPF) ----
