@@ -133,6 +133,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void shutdown() override {
     asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
       if (self->reading_) self->close();
+      if (self->held_self_) {  // a held request is not answered: the connection just ends
+        self->held_self_.reset();
+        self->close();
+      }
     });
   }
 
@@ -215,9 +219,45 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     for (const auto& field : req) {
       request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     }
-    HttpResponse response = call_handler(request);
+    request.received = std::chrono::steady_clock::now();
+    keep_alive_ = req.keep_alive();
+    request_ = std::move(request);
+    answer();
+  }
+
+  // Runs the handler on request_ and writes its answer, or leaves the connection waiting for the
+  // wake of a held request (HttpResponse::hold).
+  // While held, the session keeps itself (held_self_): the wake only knows it weakly, so a wake
+  // kept past the server's life finds nothing, and shutdown() ends a held connection at once.
+  void answer() {
+    HttpResponse response = call_handler(request_);
+    if (response.hold) {
+      auto woken = std::make_shared<std::atomic<bool>>(false);
+      std::weak_ptr<Session> weak = this->shared_from_this();
+      Wake wake = [weak, woken] {
+        if (woken->exchange(true)) return;
+        if (auto self = weak.lock()) {
+          asio::post(self->stream_.get_executor(), [self] { self->on_wake(); });
+        }
+      };
+      held_self_ = this->shared_from_this();
+      try {
+        response.hold(std::move(wake));
+        return;
+      } catch (const std::exception&) {
+        if (woken->exchange(true)) return;  // it was woken already: that run answers
+        held_self_.reset();
+        response = error_response(500, to_string(ErrorCode::internal), "internal error");
+      }
+    }
     // Checked after the handler: a stop during it still ends this connection.
-    write(std::move(response), req.keep_alive() && !server_.stopping);
+    write(std::move(response), keep_alive_ && !server_.stopping);
+  }
+
+  void on_wake() {
+    if (!held_self_) return;  // shutdown() let go of it meanwhile
+    auto self = std::move(held_self_);
+    answer();
   }
 
   // The handler's answer; a throwing handler becomes a 500, never a dead server.
@@ -327,6 +367,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   Worker& worker_;
   std::uint64_t id_;
   Peer peer_;             // the same for every request of the connection
+  HttpRequest request_;   // the one being answered (kept for the runs of a held request)
+  std::shared_ptr<Session> held_self_;  // set while a request is held
+  bool keep_alive_ = false;
   bool reading_ = false;  // waiting for the client: shutdown() may cut it
 };
 

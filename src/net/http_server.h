@@ -36,16 +36,29 @@ struct HttpRequest {
   std::string body;
   Peer peer;                                                 // who sent it
   std::vector<std::pair<std::string, std::string>> headers;  // every field, as received
+  // When the server had read it; the same on every run of a held request (HttpResponse::hold).
+  std::chrono::steady_clock::time_point received{};
 
   // The first field called `name` (case-insensitive), empty when absent.
   std::string_view header(std::string_view name) const;
 };
+
+// Re-runs a held request's handler (below); callable from any thread, more than once (only the
+// first call after each hold counts).
+using Wake = std::function<void()>;
 
 struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra fields, e.g. Allow
+  // A long poll (docs/protocol.md "Held polls"): a handler with nothing to answer yet returns a
+  // response with only `hold` set. The server writes nothing, calls hold(wake) once, and when
+  // wake() is called runs the handler again for the same request on the connection's worker,
+  // answering what it returns then (which may hold again). Whoever keeps `wake` must call it in
+  // the end (say at the poll's deadline): until then the connection waits, and a stopping server
+  // waits for it up to stop_grace.
+  std::function<void(Wake)> hold{};
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;

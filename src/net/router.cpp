@@ -277,9 +277,14 @@ void Router::set_health_check(std::function<Result<void>()> check) {
 }
 
 HttpResponse Router::State::handle(const HttpRequest& request) const {
-  const auto start = std::chrono::steady_clock::now();
+  const auto now = std::chrono::steady_clock::now();
+  // A held request is counted once, when it is answered, with the time since it arrived.
+  const auto start = request.received == std::chrono::steady_clock::time_point{}
+                         ? now
+                         : std::min(request.received, now);
   const Pattern* matched = nullptr;
   HttpResponse response = dispatch(request, matched);
+  if (response.hold) return response;
   RouteMetrics* m = matched != nullptr ? matched->metrics : unmatched;
   m->observe(request.method, response.status, std::chrono::steady_clock::now() - start);
   return response;

@@ -237,6 +237,103 @@ TEST(HttpServer, KeepAliveServesTwoRequestsOnOneConnection) {
   EXPECT_EQ(c.read_response().body(), "GET /b [] ");
 }
 
+// A held request (HttpResponse::hold, a long poll): nothing is written until wake() is called,
+// from another thread; the handler then runs again for the same request, with the same arrival
+// time, on the connection's worker, and the connection serves the next request as usual.
+TEST(HttpServer, AHeldRequestIsAnsweredWhenWokenAndTheConnectionGoesOn) {
+  std::mutex mu;
+  std::condition_variable held;
+  Wake wake;
+  std::vector<std::chrono::steady_clock::time_point> arrivals;  // of the runs for /poll
+  std::set<std::thread::id> workers;
+  auto server = start({}, [&](const HttpRequest& r) {
+    if (r.target != "/poll") return echo(r);
+    std::lock_guard lock(mu);
+    arrivals.push_back(r.received);
+    workers.insert(std::this_thread::get_id());
+    if (arrivals.size() < 3) {
+      HttpResponse h;
+      h.hold = [&](Wake w) {
+        std::lock_guard inner(mu);
+        wake = std::move(w);
+        held.notify_all();
+      };
+      return h;
+    }
+    return HttpResponse{200, "text/plain", fmt::format("runs {}", arrivals.size()), {}, {}};
+  });
+  ASSERT_TRUE(server);
+  Client c(server->port());
+  auto waker = std::async(std::launch::async, [&] {
+    for (int round = 0; round < 2; ++round) {
+      std::unique_lock lock(mu);
+      ASSERT_TRUE(held.wait_for(lock, 5s, [&] { return wake != nullptr; }));
+      Wake w = std::move(wake);
+      wake = nullptr;
+      lock.unlock();
+      std::this_thread::sleep_for(20ms);  // the client is waiting meanwhile
+      w();
+      w();  // a second call of the same wake does nothing
+    }
+  });
+  const auto reply = c.send("GET", "/poll");
+  waker.get();
+  EXPECT_EQ(reply.result_int(), 200u);
+  EXPECT_EQ(reply.body(), "runs 3");
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(arrivals.size(), 3u);
+    EXPECT_NE(arrivals[0], std::chrono::steady_clock::time_point{});
+    EXPECT_EQ(arrivals[1], arrivals[0]);
+    EXPECT_EQ(arrivals[2], arrivals[0]);
+    EXPECT_EQ(workers.size(), 1u);  // the connection's worker, not the waker's thread
+  }
+  EXPECT_EQ(c.send("GET", "/next").body(), "GET /next [] ");
+}
+
+// A stopping server ends held connections at once rather than waiting out stop_grace, and a
+// wake kept past the server's life does nothing.
+TEST(HttpServer, StopEndsHeldRequestsAndALateWakeIsHarmless) {
+  std::mutex mu;
+  std::condition_variable held;
+  Wake kept;
+  HttpServerOptions o;
+  o.stop_grace = 5s;
+  auto server = start(o, [&](const HttpRequest&) {
+    HttpResponse h;
+    h.hold = [&](Wake w) {
+      std::lock_guard lock(mu);
+      kept = std::move(w);
+      held.notify_all();
+    };
+    return h;
+  });
+  ASSERT_TRUE(server);
+  Client c(server->port());
+  c.write_raw("GET /poll HTTP/1.1\r\nHost: x\r\n\r\n");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(held.wait_for(lock, 5s, [&] { return kept != nullptr; }));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  server.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_TRUE(c.closed_by_server());
+  kept();  // the session and the server are gone
+}
+
+TEST(HttpServer, AHoldThatThrowsIs500) {
+  auto server = start({}, [](const HttpRequest&) {
+    HttpResponse h;
+    h.hold = [](Wake) { throw std::runtime_error("no room"); };
+    return h;
+  });
+  ASSERT_TRUE(server);
+  Client c(server->port());
+  EXPECT_EQ(c.send("GET", "/poll").result_int(), 500u);
+  EXPECT_EQ(c.send("GET", "/poll").result_int(), 500u);
+}
+
 TEST(HttpServer, ConnectionCloseIsHonoured) {
   auto server = start();
   ASSERT_TRUE(server);

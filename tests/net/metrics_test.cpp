@@ -194,5 +194,36 @@ TEST(Metrics, ServedOverHttpsAfterTrafficAndCountedPerRoute) {
   EXPECT_EQ(again.at(R"(mcim_http_requests_total{method="GET",route="/metrics",status="200"})"), 1);
 }
 
+// A held request (HttpResponse::hold) is counted once, when it is answered, with the time since
+// it arrived rather than since its last run.
+TEST(Metrics, AHeldRequestIsCountedOnceWithItsWholeWait) {
+  auto metrics = std::make_shared<Metrics>("ro");
+  Router router("ro", metrics);
+  int runs = 0;
+  ASSERT_TRUE(router
+                  .add("GET", "/v1/poll",
+                       [&](const Request&) {
+                         if (++runs == 1) {
+                           HttpResponse h;
+                           h.hold = [](Wake) {};
+                           return h;
+                         }
+                         return json_response(200, Json::object());
+                       })
+                  .has_value());
+  HttpRequest r;
+  r.method = "GET";
+  r.target = "/v1/poll";
+  r.received = std::chrono::steady_clock::now() - 2s;
+  EXPECT_TRUE(router.handle(r).hold);
+  EXPECT_FALSE(
+      parse(metrics->render())
+          .contains(R"(mcim_http_requests_total{method="GET",route="/v1/poll",status="200"})"));
+  EXPECT_EQ(router.handle(r).status, 200);
+  const auto s = parse(metrics->render());
+  EXPECT_EQ(s.at(R"(mcim_http_requests_total{method="GET",route="/v1/poll",status="200"})"), 1);
+  EXPECT_GE(s.at(R"(mcim_http_request_duration_seconds_sum{method="GET",route="/v1/poll"})"), 2.0);
+}
+
 }  // namespace
 }  // namespace mcim::net
