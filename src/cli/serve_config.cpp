@@ -441,6 +441,8 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
           optional("notify_retry_ms", JsonSchema::integer(1, 3'600'000)),
           optional("notify_workers", JsonSchema::integer(1, 256)),
           optional("max_pending_notices", JsonSchema::integer(1, 100'000'000)),
+          optional("max_poll_wait_s", JsonSchema::integer(0, 300)),
+          optional("max_held_polls", JsonSchema::integer(1, 1'000'000)),
           optional("max_batch_bytes", JsonSchema::integer(1024, 1LL << 30)),
           optional("icf",
                    JsonSchema::object({
@@ -498,6 +500,8 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
   s.notify_retry = std::chrono::milliseconds(j->value("notify_retry_ms", 500));
   s.notify_workers = j->value("notify_workers", s.notify_workers);
   s.max_pending_notices = j->value("max_pending_notices", s.max_pending_notices);
+  s.max_poll_wait = std::chrono::seconds(j->value("max_poll_wait_s", s.max_poll_wait.count()));
+  s.max_held_polls = j->value("max_held_polls", s.max_held_polls);
   s.max_batch_bytes = j->value("max_batch_bytes", s.max_batch_bytes);
   if (j->contains("icf")) {
     const Json& icf = (*j)["icf"];

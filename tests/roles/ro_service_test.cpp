@@ -934,6 +934,75 @@ TEST_F(RoServiceTest, AttestationRequestRefusals) {
   (void)sid;
 }
 
+// Held polls (docs/protocol.md "Held polls"): a device's GET with `Prefer: wait=N` that finds
+// nothing is held, and woken when the SHO puts something for its PCID; the run after the wake
+// answers it. Without the preference, or past the wait, nothing is held.
+TEST_F(RoServiceTest, AHeldPollIsAnsweredWhenTheShoPutsSomethingForThePcid) {
+  start();
+  const std::string sid = provisioned();
+  auto poll = [&](const std::string& target, const std::string& prefer,
+                  std::chrono::steady_clock::time_point received) {
+    HttpRequest r = device_request("GET", target, bearer(sid));
+    if (!prefer.empty()) r.headers.emplace_back("Prefer", prefer);
+    r.received = received;
+    return r;
+  };
+  const auto now = std::chrono::steady_clock::now();
+
+  // No preference, a wait of 0, or a wait already over: 404 at once, as before.
+  for (const auto& [prefer, received] :
+       {std::pair{std::string(), now}, std::pair{std::string("wait=0"), now},
+        std::pair{std::string("wait=2"), now - 3s}}) {
+    const auto r = handle(poll("/v1/dpf/attestation-request", prefer, received));
+    EXPECT_FALSE(r.hold) << prefer;
+    EXPECT_EQ(r.status, 404) << prefer;
+  }
+
+  // Held until the SHO asks, then answered.
+  const HttpRequest held = poll("/v1/dpf/attestation-request", "wait=5", now);
+  auto first = handle(held);
+  ASSERT_TRUE(first.hold);
+  std::atomic<int> woken{0};
+  first.hold([&] { ++woken; });
+  EXPECT_EQ(woken, 0);
+  ASSERT_EQ(request_attestation("challenge-1").status, 201);
+  EXPECT_EQ(woken, 1);
+  const auto answered = handle(held);
+  EXPECT_FALSE(answered.hold);
+  EXPECT_EQ(answered.status, 200);
+  EXPECT_EQ(Json::parse(answered.body)["request_id"], "challenge-1");
+
+  // The same for the package.
+  const HttpRequest package_poll = poll("/v1/dpf/package", "wait=5", now);
+  auto waiting = handle(package_poll);
+  ASSERT_TRUE(waiting.hold);
+  waiting.hold([&] { ++woken; });
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body())).status, 201);
+  EXPECT_EQ(woken, 2);
+  EXPECT_EQ(handle(package_poll).status, 200);
+
+  // A refusal wakes a held poll too, and the poll answers with it.
+  const HttpRequest again = poll("/v1/dpf/attestation-request", "wait=5", now);
+  ASSERT_EQ(handle(device_request("POST", "/v1/dpf/attestations/challenge-1", bearer(sid),
+                                  report_body(attestation())))
+                .status,
+            202);
+  auto refused_later = handle(again);
+  ASSERT_TRUE(refused_later.hold);
+  refused_later.hold([&] { ++woken; });
+  ASSERT_EQ(
+      handle(
+          op_request("POST", "/v1/dpf/refusals", "sho-a",
+                     Json{{"pcid", kPcid}, {"device_id", device_}, {"code", "measurement_mismatch"}}
+                         .dump()))
+          .status,
+      201);
+  EXPECT_EQ(woken, 3);
+  const auto refusal = handle(again);
+  EXPECT_EQ(refusal.status, 422);
+  EXPECT_EQ(error_code(refusal), "measurement_mismatch");
+}
+
 TEST_F(RoServiceTest, AttestationAnswerRefusals) {
   start();
   const std::string sid = provisioned();

@@ -27,6 +27,7 @@
 #include "roles/ro/auth_routes.h"
 #include "roles/ro/bootstrap.h"
 #include "roles/ro/dpf.h"
+#include "roles/ro/held_polls.h"
 #include "roles/ro/service_util.h"
 #include "roles/supplier/ccif.h"
 
@@ -315,6 +316,10 @@ Result<void> check_config(const RoServiceConfig& c) {
   if (c.notify_retry <= std::chrono::milliseconds(0)) {
     return fail(ErrorCode::invalid_argument, "notify_retry: must be positive");
   }
+  if (c.max_poll_wait < std::chrono::seconds(0) || c.max_held_polls == 0) {
+    return fail(ErrorCode::invalid_argument,
+                "max_poll_wait, max_held_polls: must not be negative, resp. zero");
+  }
   if (c.notify_workers == 0 || c.notify_workers > kMaxNotifyWorkers) {
     return fail(ErrorCode::invalid_argument,
                 fmt::format("notify_workers: must be 1..{}", kMaxNotifyWorkers));
@@ -332,13 +337,15 @@ struct RoService::State {
         config(std::move(c)),
         clock(clk),
         router("ro"),
-        notices(database.audit(), clk, config) {}
+        notices(database.audit(), clk, config),
+        polls(config.max_held_polls) {}
 
   store::Database& db;
   const RoServiceConfig config;
   const Clock& clock;
   net::Router router;
   NoticeQueue notices;
+  PollWaiters polls;
 
   std::mutex expiry_mu;
   std::condition_variable expiry_cv;
@@ -376,6 +383,10 @@ struct RoService::State {
   Result<Json> fetch_package(const store::Session& s);
   Result<Json> report(const Request& r, const Json& body, const store::Session& s);
   Result<Json> attestation_request(const store::Session& s);
+  // look(), or when it finds nothing yet (not_found) and the device asked to wait, the request
+  // held until the SHO puts something for the session's PCID or the wait is over.
+  HttpResponse held_poll(const Request& r, const store::Session& s, std::string_view what,
+                         const std::function<Result<Json>()>& look);
   Result<Json> answer_attestation(const Request& r, const Json& body, const store::Session& s);
 
   // SHO endpoints of the attestation (F2 step 7).
@@ -502,6 +513,7 @@ Result<Json> RoService::State::store_package(const Request& r) {
     return std::unexpected(stored.error());
   }
   flow("package_stored");
+  polls.notify(h.pcid);
   return Json{{"package_id", h.package_id}, {"status", "pending"}};
 }
 
@@ -517,6 +529,7 @@ Result<Json> RoService::State::request_attestation(const Request& r) {
     return std::unexpected(asked.error());
   }
   flow("attestation_requested");
+  polls.notify(ask.pcid);
   return Json{{"request_id", ask.request_id}, {"status", "pending"}};
 }
 
@@ -528,6 +541,7 @@ Result<Json> RoService::State::refuse_device(const Request& r) {
     return std::unexpected(refused.error());
   }
   flow("refusal_recorded");
+  polls.notify(pcid);  // a held poll answers with the refusal now
   return Json{{"pcid", pcid}, {"refusal", code}};
 }
 
@@ -619,6 +633,25 @@ Result<Json> RoService::State::attestation_request(const store::Session& s) {
   auto next = dpf().next_attestation_request(reg->device_id);
   if (!next) return std::unexpected(next.error());
   return Json{{"request_id", next->request_id}, {"nonce", to_hex(next->nonce)}};
+}
+
+HttpResponse RoService::State::held_poll(const Request& r, const store::Session& s,
+                                         std::string_view what,
+                                         const std::function<Result<Json>()>& look) {
+  const std::uint64_t seen = polls.version(s.imsi);
+  Result<Json> result = look();
+  if (!result && result.error().code == ErrorCode::not_found && polls.accepting()) {
+    const auto wait = std::min(preferred_wait(r.http.header("Prefer")), config.max_poll_wait);
+    const auto deadline = r.http.received + wait;
+    if (wait > std::chrono::seconds(0) && deadline > std::chrono::steady_clock::now()) {
+      HttpResponse held;
+      held.hold = [this, pcid = s.imsi, seen, deadline](net::Wake wake) {
+        polls.wait(pcid, seen, deadline, std::move(wake));
+      };
+      return held;
+    }
+  }
+  return answer(what, std::move(result));
 }
 
 Result<Json> RoService::State::answer_attestation(const Request& r, const Json& body,
@@ -785,8 +818,9 @@ Result<void> RoService::State::add_routes() {
                  bare(nullptr)),
       router.add("GET", "/v1/dpf/package",
                  device_route("fetch",
-                              [s](const Request&, const store::Session& ses) {
-                                return answer("fetch", s->fetch_package(ses));
+                              [s](const Request& r, const store::Session& ses) {
+                                return s->held_poll(r, ses, "fetch",
+                                                    [&] { return s->fetch_package(ses); });
                               }),
                  bare(nullptr)),
       router.add("POST", "/v1/dpf/packages/{package_id}/report",
@@ -804,8 +838,9 @@ Result<void> RoService::State::add_routes() {
                                                           required("code", id_schema())}))),
       router.add("GET", "/v1/dpf/attestation-request",
                  device_route("attestation fetch",
-                              [s](const Request&, const store::Session& ses) {
-                                return answer("attestation fetch", s->attestation_request(ses));
+                              [s](const Request& r, const store::Session& ses) {
+                                return s->held_poll(r, ses, "attestation fetch",
+                                                    [&] { return s->attestation_request(ses); });
                               }),
                  bare(nullptr)),
       router.add("POST", "/v1/dpf/attestations/{request_id}",
@@ -846,6 +881,7 @@ void RoService::State::expire_loop() {
 }
 
 void RoService::State::stop() {
+  polls.stop();
   {
     std::lock_guard lock(expiry_mu);
     expiry_stopping = true;

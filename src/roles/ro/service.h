@@ -60,6 +60,11 @@ struct RoServiceConfig {
   std::chrono::milliseconds notify_retry{500};      // first retry delay, doubling to 30 s
   std::size_t max_pending_notices = 100'000;        // beyond: the oldest is dropped and audited
   std::size_t notify_workers = 4;                   // threads delivering notices (1..256)
+  // Held polls (roles/ro/held_polls.h): the longest `Prefer: wait=N` honoured on the device's
+  // GET /v1/dpf/attestation-request and /v1/dpf/package (0: never hold, answer at once), and
+  // how many may be held at once (beyond: answered at once).
+  std::chrono::seconds max_poll_wait{5};
+  std::size_t max_held_polls = 10'000;
   // F3 without AKA (roles/ro/direct.h): POST /v1/drf/direct/challenges and /sessions, for devices
   // that reach the RO over a non-3GPP access with no VNO. `direct_drf_url` is the DRF's https
   // base URL as such devices reach it, echoed as `drf_url` in the session answer (omitted when
