@@ -108,8 +108,8 @@ const JsonSchema& package_schema() {
 // it may be a bootstrap message.
 Result<net::HttpResponse> exchange(net::HttpsClient& client, std::string_view method,
                                    const std::string& url, int expected, std::string_view peer,
-                                   const Json& body = nullptr, const std::string& session = {}) {
-  net::Headers headers;
+                                   const Json& body = nullptr, const std::string& session = {},
+                                   net::Headers headers = {}) {
   if (!session.empty()) headers.emplace_back("Authorization", "Bearer " + session);
   return net::exchange(client, method, url, body,
                        {.peer = peer, .ok_status = expected, .headers = std::move(headers)});
@@ -222,12 +222,20 @@ struct Agent::Impl {
     return true;
   }
 
-  // GET until the answer is 200: the DPF's 404 not_found means "nothing yet".
+  // GET until the answer is 200: the DPF's 404 not_found means "nothing yet". Each GET asks
+  // the DPF to hold it until something comes (`Prefer: wait=N`, docs/protocol.md "Held polls");
+  // a DPF that does not hold answers at once, and the waits between GETs still double.
   Result<Json> poll(const std::string& path, const JsonSchema& schema, std::string_view what) {
     std::chrono::milliseconds delay = agent.config_.poll_first;
     for (;;) {
-      auto r =
-          exchange(*dpf, "GET", dpf_url + path, 200, "dpf", nullptr, pcid_session.home_session);
+      net::Headers prefer;
+      const auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - Steady::now());
+      const auto hold = std::min(agent.config_.poll_hold, left);
+      if (hold > std::chrono::seconds(0)) {
+        prefer.emplace_back("Prefer", fmt::format("wait={}", hold.count()));
+      }
+      auto r = exchange(*dpf, "GET", dpf_url + path, 200, "dpf", nullptr, pcid_session.home_session,
+                        std::move(prefer));
       if (r) return parse_answer(*r, schema, "dpf");
       if (r.error().code != ErrorCode::not_found) return std::unexpected(r.error());
       if (!wait(delay)) {

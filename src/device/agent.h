@@ -77,6 +77,9 @@ struct AgentConfig {
   net::HttpsClientOptions tls;
   std::chrono::milliseconds poll_first{5};  // first wait when the DPF has nothing yet
   std::chrono::milliseconds poll_max{200};  // the wait doubles up to this
+  // How long each poll asks the DPF to hold it while nothing is there (`Prefer: wait=N`); below
+  // the TLS options' request_timeout. 0: plain polls.
+  std::chrono::seconds poll_hold{5};
   std::chrono::seconds timeout{60};         // the whole of provision()
   unsigned max_resyncs = 2;                 // AUTS rounds per attach
   std::chrono::seconds bootstrap_max_age{300};
