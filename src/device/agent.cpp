@@ -96,6 +96,20 @@ const JsonSchema& direct_session_schema() {
   return schema;
 }
 
+// F9: what the DPF has for an operational device.
+const JsonSchema& instructions_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("device_id", id_schema()),
+      required("instructions",
+               JsonSchema::array(JsonSchema::object({
+                                     required("instruction_id", id_schema()),
+                                     required("instruction", JsonSchema::string(16 * 1024)),
+                                 }),
+                                 16)),
+  });
+  return schema;
+}
+
 const JsonSchema& package_schema() {
   static const JsonSchema schema = JsonSchema::object({
       required("package_id", id_schema()),
@@ -482,6 +496,60 @@ void Agent::on_step(std::function<void(const StepTiming&)> observer) {
 }
 
 Result<Outcome> Agent::provision() { return Impl(*this).run(); }
+
+Result<std::vector<ManagedInstruction>> Agent::manage() {
+  if (config_.drf_url.empty()) {
+    return fail(ErrorCode::missing_argument, "drf_url: required for remote management");
+  }
+  const tre::Status status = tre_.status();
+  std::string pcid;
+  for (const auto& c : status.credentials) {
+    if (c.kind == tre::CredentialKind::pcid) pcid = c.id;
+  }
+  if (pcid.empty()) return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+  auto chain = platform_chain_pems(tre_);
+  if (!chain) return std::unexpected(chain.error());
+  auto client = net::HttpsClient::create(config_.tls);
+  if (!client) return std::unexpected(client.error());
+  const std::string dpf = net::base_url(config_.drf_url);
+  auto r = exchange(**client, "POST", dpf + "/v1/dpf/management/challenges", 201, "dpf",
+                    Json{{"pcid", pcid}});
+  if (!r) return std::unexpected(r.error());
+  auto challenge = parse_answer(*r, direct_challenge_schema(), "dpf");
+  if (!challenge) return std::unexpected(challenge.error());
+  const auto nonce =
+      *parse_hex_fixed<32>((*challenge)["nonce"].get_ref<const std::string&>(), "nonce");
+  auto attestation = tre_.attest(nonce);
+  if (!attestation) return with_prefix(attestation.error(), "tre");
+  r = exchange(**client, "POST", dpf + "/v1/dpf/management/instructions", 200, "dpf",
+               Json{{"pcid", pcid},
+                    {"challenge_id", (*challenge)["challenge_id"]},
+                    {"report", *attestation},
+                    {"platform_chain", *chain}});
+  if (!r) return std::unexpected(r.error());
+  auto pending = parse_answer(*r, instructions_schema(), "dpf");
+  if (!pending) return std::unexpected(pending.error());
+  std::vector<ManagedInstruction> out;
+  for (const Json& item : (*pending)["instructions"]) {
+    ManagedInstruction m;
+    m.instruction_id = item["instruction_id"].get<std::string>();
+    m.instruction = item["instruction"].get<std::string>();
+    tre::InstructionOutcome applied = tre_.apply_instruction(m.instruction);
+    m.outcome = applied.result ? "ok" : std::string(applied.result.error().wire_code());
+    m.report = std::move(applied.report);
+    log::info(kLog, "instruction {}: {}", m.instruction_id, m.outcome);
+    if (m.report.empty()) {
+      out.push_back(std::move(m));
+      continue;  // a TRE that cannot sign has nothing to say; the operator's copy stays queued
+    }
+    auto posted =
+        exchange(**client, "POST", dpf + "/v1/dpf/instructions/" + m.instruction_id + "/result",
+                 200, "dpf", Json{{"report", m.report}, {"platform_chain", *chain}});
+    if (!posted) return with_prefix(posted.error(), "instruction " + m.instruction_id);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
 
 // One client towards the VNO for the agent's life: its attaches, polls for activation and
 // detaches reuse the kept-alive connection instead of a TLS handshake each.
