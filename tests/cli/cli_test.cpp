@@ -493,9 +493,9 @@ TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
         "tre: both refusals are in the audit log", "tre: 00102"}},
       {"remote-management",
        {"sho: list answered by the TRE", "sho: block", "tre: ", "sho: unblock",
-        "tre: ", "sho: retire", "tre: ", "sho: delete", "tre: ", "ro: the DPF verified and relayed",
-        "sho: five signed answers", "tre: the replay is in the audit log",
-        "tre: ", "sho: the subscriber is still active"}},
+        "tre: ", "sho: retire", "tre: ", "sho: delete",
+        "tre: ", "ro: the DPF verified the TRE's five answers", "sho: the five signed answers",
+        "tre: the replay is in the audit log", "tre: ", "sho: the subscriber is still active"}},
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.name);

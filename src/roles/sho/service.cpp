@@ -901,8 +901,8 @@ Result<Json> ShoService::State::instruction_result(const Request& r) {
   const std::string text = r.json.at("report").get<std::string>();
   auto report = tre::verify_instruction_report(text, cert->get(), device_id, i->sequence);
   if (!report) return std::unexpected(report.error());
-  {
-    std::lock_guard lock(issued_mu);
+  // Recorded before it is shown: whoever reads the answer finds its audit record.
+  auto find = [&]() -> Result<std::deque<Issued>::iterator> {
     auto it = std::find_if(issued_list.begin(), issued_list.end(),
                            [&](const Issued& x) { return x.instruction_id == id; });
     if (it == issued_list.end()) {
@@ -911,13 +911,24 @@ Result<Json> ShoService::State::instruction_result(const Request& r) {
     if (it->report) {
       return fail(ErrorCode::transition_refused, fmt::format("instruction {}: answered", id));
     }
-    it->report = *report;
-    it->signed_report = text;
-    it->answered = now();
+    return it;
+  };
+  {
+    std::lock_guard lock(issued_mu);
+    if (auto it = find(); !it) return std::unexpected(it.error());
   }
-  (void)record(
+  auto recorded = record(
       "instruction-result", id, operator_principal(caller_of(r)), Result<void>{},
       fmt::format("device {}, outcome {}, state {}", device_id, report->outcome, report->state));
+  if (!recorded) return std::unexpected(recorded.error());
+  {
+    std::lock_guard lock(issued_mu);
+    auto it = find();
+    if (!it) return std::unexpected(it.error());
+    (*it)->report = *report;
+    (*it)->signed_report = text;
+    (*it)->answered = now();
+  }
   flow("instruction_answered");
   log::info(kComponent, "device {}: instruction {} answered: {}", device_id, id, report->outcome);
   return Json{{"instruction_id", id}, {"outcome", report->outcome}};
