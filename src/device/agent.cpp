@@ -4,11 +4,13 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 #include <thread>
 #include <utility>
 #include <variant>
 
+#include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/secure.h"
@@ -497,6 +499,44 @@ void Agent::on_step(std::function<void(const StepTiming&)> observer) {
 
 Result<Outcome> Agent::provision() { return Impl(*this).run(); }
 
+namespace {
+
+// An answer the TRE gave that the DPF has not taken yet, kept beside the TRE until it is posted:
+// a round that stops after the TRE acted posts that answer next time, instead of having the TRE
+// answer the same instruction again with replayed_instruction. Reports hold no secret. An id
+// that could name something else in the directory is not kept.
+std::optional<std::string> kept_answer_path(const tre::Tre& t, const std::string& id) {
+  if (id.empty() || id.front() == '.') return std::nullopt;
+  return t.dir() + "/answers/" + id;
+}
+
+// The kept answer to m's instruction, if there is one that verifies with this TRE's key.
+bool earlier_answer(const tre::Tre& t, const std::optional<std::string>& kept,
+                    ManagedInstruction& m) {
+  if (!kept) return false;
+  auto text = read_text_file(*kept);
+  if (!text) return false;
+  auto report = tre::verify_status_report(*text, t.platform_certificate());
+  if (!report) return false;
+  m.report = std::move(*text);
+  m.outcome = report->outcome;
+  return true;
+}
+
+void apply_and_keep(tre::Tre& t, const std::optional<std::string>& kept, ManagedInstruction& m) {
+  tre::InstructionOutcome applied = t.apply_instruction(m.instruction);
+  m.outcome = applied.result ? "ok" : std::string(applied.result.error().wire_code());
+  m.report = std::move(applied.report);
+  if (!kept || m.report.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(t.dir() + "/answers", ec);
+  if (auto w = write_file_atomic(*kept, m.report, 0600); !w) {
+    log::warn(kLog, "instruction {}: answer not kept: {}", m.instruction_id, w.error());
+  }
+}
+
+}  // namespace
+
 Result<std::vector<ManagedInstruction>> Agent::manage() {
   if (config_.drf_url.empty()) {
     return fail(ErrorCode::missing_argument, "drf_url: required for remote management");
@@ -534,9 +574,8 @@ Result<std::vector<ManagedInstruction>> Agent::manage() {
     ManagedInstruction m;
     m.instruction_id = item["instruction_id"].get<std::string>();
     m.instruction = item["instruction"].get<std::string>();
-    tre::InstructionOutcome applied = tre_.apply_instruction(m.instruction);
-    m.outcome = applied.result ? "ok" : std::string(applied.result.error().wire_code());
-    m.report = std::move(applied.report);
+    const auto kept = kept_answer_path(tre_, m.instruction_id);
+    if (!earlier_answer(tre_, kept, m)) apply_and_keep(tre_, kept, m);
     log::info(kLog, "instruction {}: {}", m.instruction_id, m.outcome);
     if (m.report.empty()) {
       out.push_back(std::move(m));
@@ -545,6 +584,13 @@ Result<std::vector<ManagedInstruction>> Agent::manage() {
     auto posted =
         exchange(**client, "POST", dpf + "/v1/dpf/instructions/" + m.instruction_id + "/result",
                  200, "dpf", Json{{"report", m.report}, {"platform_chain", *chain}});
+    // Taken now, taken before (transition_refused) or forgotten by the DPF (not_found): the kept
+    // answer has served.
+    if (kept && (posted || posted.error().code == ErrorCode::transition_refused ||
+                 posted.error().code == ErrorCode::not_found)) {
+      std::error_code ec;
+      std::filesystem::remove(*kept, ec);
+    }
     if (!posted) return with_prefix(posted.error(), "instruction " + m.instruction_id);
     out.push_back(std::move(m));
   }
