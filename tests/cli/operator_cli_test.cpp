@@ -180,6 +180,13 @@ TEST_F(OperatorCli, BadInputExitsTwoAndChangesNothing) {
        system_->tls_root_file(), "--cert", "/nonexistent.pem", "--key", "/nonexistent.key",
        "--device-id", device_id_},
       {"operator", "mcim", "frobnicate"},
+      // The device's round: no RO, not https, no trust, no TRE.
+      {"device", "manage", "--dir", tre_, "--trust", system_->tls_root_file()},
+      {"device", "manage", "--dir", tre_, "--ro", "http://127.0.0.1:1", "--trust",
+       system_->tls_root_file()},
+      {"device", "manage", "--dir", tre_, "--ro", system_->url("ro")},
+      {"device", "manage", "--dir", dir_ / "no-tre", "--ro", system_->url("ro"), "--trust",
+       system_->tls_root_file()},
   };
   for (const auto& args : bad) {
     const auto r = mcim(args);
