@@ -10,6 +10,7 @@
 #include "cli/aka_demo.h"
 #include "cli/demo_command.h"
 #include "cli/device_command.h"
+#include "cli/operator_command.h"
 #include "cli/output.h"
 #include "cli/pki_command.h"
 #include "cli/serve_command.h"
@@ -89,6 +90,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   register_supplier(app, &result);
   register_device(app, &result);
   register_subscriber(app, &result);
+  register_operator(app, &result);
   register_serve(app, &result);
   register_up(app, &result, out);
   int demo_exit = -1;  // set when a demo ran to its report, which it printed itself

@@ -426,6 +426,7 @@ void print_scenarios_text(std::ostream& out, const std::vector<sim::ScenarioRepo
       out << fmt::format("  observed: refused by {} with {}: {}\n", r.party, r.code, r.message);
     }
     out << fmt::format("  MCIM installed: {}\n", r.mcim_installed ? "YES" : "no");
+    for (const std::string& c : r.checked) out << "  checked: " << c << '\n';
     for (const std::string& c : r.recorded) out << "  recorded: " << c << '\n';
     for (const std::string& c : r.unexpected) out << "  CHANGED: " << c << '\n';
     if (r.recorded.empty() && r.unexpected.empty()) {
@@ -451,6 +452,7 @@ void print_scenarios_json(std::ostream& out, const std::vector<sim::ScenarioRepo
          {"mcim_installed", r.mcim_installed},
          {"recorded", r.recorded},
          {"unexpected_changes", r.unexpected},
+         {"checked", r.checked},
          {"passed", r.passed}});
   }
   j["passed"] = passed;

@@ -29,6 +29,7 @@ struct Args {
   // device run: F2, F3 without AKA straight to the DRF, or F3 over EAP (the RADIUS server, the
   // VNO's relay; its secret; the peer).
   std::string access = "3gpp", drf, radius, radius_secret_file, eapol_test = "/usr/bin/eapol_test";
+  std::string ro;  // device manage: the RO's base URL (its DPF)
   unsigned mnc_digits = 2;
   std::uint64_t sequence = 0;
   std::int64_t timeout_s = 60;
@@ -442,6 +443,34 @@ Result<Fields> run_run(const Args& a) {
   return f;
 }
 
+// F9 from the device's side: one management round at the RO's DPF. The TRE's refusal of an
+// instruction is the operator's answer, not the round's failure: it is listed, exit 0.
+Result<Fields> run_manage(const Args& a) {
+  if (auto r = require(a.dir, "--dir"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.ro, "--ro"); !r) return std::unexpected(r.error());
+  if (auto r = https_url(a.ro, "--ro"); !r) return std::unexpected(r.error());
+  if (auto r = require(a.trust, "--trust"); !r) return std::unexpected(r.error());
+  auto anchors = pki::TrustAnchors::from_file(a.trust);
+  if (!anchors) return with_prefix(anchors.error(), "--trust");
+  device::AgentConfig c;
+  c.drf_url = a.ro;
+  c.tls.trust = std::make_shared<const pki::TrustAnchors>(std::move(*anchors));
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  SystemClock clock;
+  device::Agent agent(*tre, std::move(c), clock);
+  auto round = agent.manage();
+  if (!round) return std::unexpected(round.error());
+  std::vector<Fields::Record> rows;
+  for (const auto& m : *round) {
+    rows.push_back({{"id", m.instruction_id}, {"outcome", m.outcome}});
+  }
+  Fields f;
+  f.add("instructions", std::to_string(round->size()));
+  f.records("instruction", std::move(rows));
+  return f;
+}
+
 CLI::App* with_dir(CLI::App* cmd, Args& a) {
   cmd->add_option("--dir", a.dir, "the TRE directory");
   return cmd;
@@ -532,6 +561,15 @@ void register_device(CLI::App& app, Result<Fields>* result) {
   run->add_option("--eapol-test", a.eapol_test, "EAP access: the EAP peer (/usr/bin/eapol_test)");
   run->add_option("--mnc-digits", a.mnc_digits, "EAP access: the PCID's MNC length, 2 or 3");
   run->callback([args, result] { *result = run_run(*args); });
+
+  auto* manage = with_dir(
+      device->add_subcommand("manage",
+                             "one management round (F9): apply the operators' instructions "
+                             "pending at the RO's DPF and send the TRE's signed answers"),
+      a);
+  manage->add_option("--ro", a.ro, "the RO's https URL (its DPF)");
+  manage->add_option("--trust", a.trust, "PEM trust anchors for the RO");
+  manage->callback([args, result] { *result = run_manage(*args); });
 
   auto* fsck = with_dir(device->add_subcommand("fsck", "check the stored state end to end"), a);
   fsck->callback([args, result] { *result = run_fsck(*args); });

@@ -44,6 +44,14 @@ Result<Secret<16>> parse_secret16_text(std::string_view text, std::string_view n
   return secret;
 }
 
+Fields fields_of(const nlohmann::json& answer) {
+  Fields f;
+  for (const auto& [key, value] : answer.items()) {
+    f.add(key, value.is_string() ? value.get<std::string>() : value.dump());
+  }
+  return f;
+}
+
 Result<void> require(const std::string& value, std::string_view option) {
   if (value.empty()) return fail(ErrorCode::missing_argument, std::string(option) + ": required");
   return {};

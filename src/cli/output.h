@@ -4,6 +4,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,9 @@ inline constexpr int kExitUsage = 2;     // bad input: malformed, missing or con
 inline constexpr int kExitInternal = 3;  // a bug or a failing library call, never the input's fault
 
 void print_error(std::ostream& out, std::ostream& err, const Error& e, bool json);
+
+// A service's JSON answer as fields, in its order: strings as they are, anything else as JSON text.
+Fields fields_of(const nlohmann::json& answer);
 
 // missing_argument "<option>: required" when a required option was not given.
 Result<void> require(const std::string& value, std::string_view option);

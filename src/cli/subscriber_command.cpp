@@ -66,15 +66,6 @@ Result<Json> call(Owner& o, std::string_view method, const std::string& path, co
                         {.peer = "sho", .ok_status = ok_status, .headers = o.bearer});
 }
 
-// The SHO's answer as fields, in its order (strings as they are, numbers as text).
-Fields fields_of(const Json& j) {
-  Fields f;
-  for (const auto& [key, value] : j.items()) {
-    f.add(key, value.is_string() ? value.get<std::string>() : value.dump());
-  }
-  return f;
-}
-
 // The PIN from --pin or --pin-file (one of them), in a buffer wiped by the caller.
 Result<std::string> pin_of(const Args& a) {
   if (!a.pin.empty() && !a.pin_file.empty()) {

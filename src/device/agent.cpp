@@ -4,11 +4,13 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 #include <thread>
 #include <utility>
 #include <variant>
 
+#include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/secure.h"
@@ -92,6 +94,20 @@ const JsonSchema& direct_session_schema() {
       required("restricted", JsonSchema::boolean()),
       required("expires", JsonSchema::integer(0, std::numeric_limits<std::int64_t>::max())),
       optional("drf_url", JsonSchema::string(256)),
+  });
+  return schema;
+}
+
+// F9: what the DPF has for an operational device.
+const JsonSchema& instructions_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("device_id", id_schema()),
+      required("instructions",
+               JsonSchema::array(JsonSchema::object({
+                                     required("instruction_id", id_schema()),
+                                     required("instruction", JsonSchema::string(16 * 1024)),
+                                 }),
+                                 16)),
   });
   return schema;
 }
@@ -490,6 +506,104 @@ void Agent::on_step(std::function<void(const StepTiming&)> observer) {
 }
 
 Result<Outcome> Agent::provision() { return Impl(*this).run(); }
+
+namespace {
+
+// An answer the TRE gave that the DPF has not taken yet, kept beside the TRE until it is posted:
+// a round that stops after the TRE acted posts that answer next time, instead of having the TRE
+// answer the same instruction again with replayed_instruction. Reports hold no secret. An id
+// that could name something else in the directory is not kept.
+std::optional<std::string> kept_answer_path(const tre::Tre& t, const std::string& id) {
+  if (id.empty() || id.front() == '.') return std::nullopt;
+  return t.dir() + "/answers/" + id;
+}
+
+// The kept answer to m's instruction, if there is one that verifies with this TRE's key.
+bool earlier_answer(const tre::Tre& t, const std::optional<std::string>& kept,
+                    ManagedInstruction& m) {
+  if (!kept) return false;
+  auto text = read_text_file(*kept);
+  if (!text) return false;
+  auto report = tre::verify_status_report(*text, t.platform_certificate());
+  if (!report) return false;
+  m.report = std::move(*text);
+  m.outcome = report->outcome;
+  return true;
+}
+
+void apply_and_keep(tre::Tre& t, const std::optional<std::string>& kept, ManagedInstruction& m) {
+  tre::InstructionOutcome applied = t.apply_instruction(m.instruction);
+  m.outcome = applied.result ? "ok" : std::string(applied.result.error().wire_code());
+  m.report = std::move(applied.report);
+  if (!kept || m.report.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(t.dir() + "/answers", ec);
+  if (auto w = write_file_atomic(*kept, m.report, 0600); !w) {
+    log::warn(kLog, "instruction {}: answer not kept: {}", m.instruction_id, w.error());
+  }
+}
+
+}  // namespace
+
+Result<std::vector<ManagedInstruction>> Agent::manage() {
+  if (config_.drf_url.empty()) {
+    return fail(ErrorCode::missing_argument, "drf_url: required for remote management");
+  }
+  const tre::Status status = tre_.status();
+  std::string pcid;
+  for (const auto& c : status.credentials) {
+    if (c.kind == tre::CredentialKind::pcid) pcid = c.id;
+  }
+  if (pcid.empty()) return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+  auto chain = platform_chain_pems(tre_);
+  if (!chain) return std::unexpected(chain.error());
+  auto client = net::HttpsClient::create(config_.tls);
+  if (!client) return std::unexpected(client.error());
+  const std::string dpf = net::base_url(config_.drf_url);
+  auto r = exchange(**client, "POST", dpf + "/v1/dpf/management/challenges", 201, "dpf",
+                    Json{{"pcid", pcid}});
+  if (!r) return std::unexpected(r.error());
+  auto challenge = parse_answer(*r, direct_challenge_schema(), "dpf");
+  if (!challenge) return std::unexpected(challenge.error());
+  const auto nonce =
+      *parse_hex_fixed<32>((*challenge)["nonce"].get_ref<const std::string&>(), "nonce");
+  auto attestation = tre_.attest(nonce);
+  if (!attestation) return with_prefix(attestation.error(), "tre");
+  r = exchange(**client, "POST", dpf + "/v1/dpf/management/instructions", 200, "dpf",
+               Json{{"pcid", pcid},
+                    {"challenge_id", (*challenge)["challenge_id"]},
+                    {"report", *attestation},
+                    {"platform_chain", *chain}});
+  if (!r) return std::unexpected(r.error());
+  auto pending = parse_answer(*r, instructions_schema(), "dpf");
+  if (!pending) return std::unexpected(pending.error());
+  std::vector<ManagedInstruction> out;
+  for (const Json& item : (*pending)["instructions"]) {
+    ManagedInstruction m;
+    m.instruction_id = item["instruction_id"].get<std::string>();
+    m.instruction = item["instruction"].get<std::string>();
+    const auto kept = kept_answer_path(tre_, m.instruction_id);
+    if (!earlier_answer(tre_, kept, m)) apply_and_keep(tre_, kept, m);
+    log::info(kLog, "instruction {}: {}", m.instruction_id, m.outcome);
+    if (m.report.empty()) {
+      out.push_back(std::move(m));
+      continue;  // a TRE that cannot sign has nothing to say; the operator's copy stays queued
+    }
+    auto posted =
+        exchange(**client, "POST", dpf + "/v1/dpf/instructions/" + m.instruction_id + "/result",
+                 200, "dpf", Json{{"report", m.report}, {"platform_chain", *chain}});
+    // Taken now, taken before (transition_refused) or forgotten by the DPF (not_found): the kept
+    // answer has served.
+    if (kept && (posted || posted.error().code == ErrorCode::transition_refused ||
+                 posted.error().code == ErrorCode::not_found)) {
+      std::error_code ec;
+      std::filesystem::remove(*kept, ec);
+    }
+    if (!posted) return with_prefix(posted.error(), "instruction " + m.instruction_id);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
 
 // One client towards the VNO for the agent's life: its attaches, polls for activation and
 // detaches reuse the kept-alive connection instead of a TLS handshake each.

@@ -65,12 +65,22 @@ enum class Access {
 };
 std::string_view to_string(Access a);  // "3gpp", "direct", "eap-aka", "eap-aka-prime"
 
+// F9: one management instruction of an operator, as the device handled it.
+struct ManagedInstruction {
+  std::string instruction_id;
+  std::string instruction;  // the operator's signed text, as collected from the DPF
+  std::string report;       // the TRE's signed answer, as posted back
+  std::string outcome;      // "ok" or the TRE's refusal code (the report says the same)
+};
+
 struct AgentConfig {
   // https base URL of the visited network's attach endpoints. With direct access it may be
   // empty: the device then ends with its MCIM activated and selected, not attached.
   std::string vno_url;
   Access access = Access::threegpp;
-  std::string drf_url;  // https base URL of the RO's DRF, required for direct access
+  // https base URL of the RO's DRF, required for direct access and for manage() (the RO's DPF
+  // serves management at the same base URL).
+  std::string drf_url;
   // EAP access: the peer, the RADIUS server, its secret (eap.method follows `access`).
   EapAccessOptions eap;
   // TLS towards the VNO and the DRF: trust anchors (or a pin), timeouts; no client certificate.
@@ -119,6 +129,14 @@ class Agent {
   Result<Attachment> attach_eap(std::string_view pcid);
   // DELETE the VNO session.
   Result<void> detach(const Attachment& a);
+
+  // F9, one management round of an operational device: its platform key proven to the RO's DPF
+  // (config.drf_url, trusted with config.tls: the direct-access challenge, no session needed),
+  // the instructions its operators queued there collected, each applied by the TRE (which alone
+  // decides: signer, sequence, owner, policy, lifecycle), and the TRE's signed answer posted
+  // back for the operator. A refusal by the TRE is an outcome, not an error; an error is a round
+  // that could not run (the DPF unreachable, the proof refused). Empty when nothing was pending.
+  Result<std::vector<ManagedInstruction>> manage();
 
   // Called after each step with its duration (progress bars, tables).
   void on_step(std::function<void(const StepTiming&)> observer);

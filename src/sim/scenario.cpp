@@ -18,6 +18,8 @@
 #include "pki/attestation.h"
 #include "pki/authority.h"
 #include "pki/openssl.h"
+#include "pki/package.h"
+#include "tre/instruction.h"
 #include "tre/lifecycle.h"
 
 namespace mcim::sim {
@@ -51,6 +53,14 @@ constexpr ScenarioInfo kScenarios[] = {
      "replayed_package"},
     {"tampered-package", "a package altered on the way", "tre", "package_tampered"},
     {"foreign-package", "a package sealed for another TRE", "tre", "wrong_recipient"},
+    {"two-operators",
+     "a TRE holds MCIMs of two operators (F6): each lists only its own, and each operator's "
+     "instruction on the other's MCIM is refused",
+     "tre", "access_denied"},
+    {"remote-management",
+     "the SHO lists, blocks, unblocks, retires and deletes its MCIM through the RO's DPF (F9); "
+     "then an old instruction is replayed",
+     "tre", "replayed_instruction"},
 };
 
 const ScenarioInfo* info_of(std::string_view name) {
@@ -137,10 +147,12 @@ class Run {
     return &devices.front();
   }
 
-  // An agent for the device's TRE, configured as the fleet's agents are.
+  // An agent for the device's TRE, configured as the fleet's agents are; the RO's base URL for
+  // its management rounds (F9).
   device::Agent agent(FleetDevice& d) const {
     device::AgentConfig c = w_.fleet.agent;
     c.vno_url = w_.endpoints.vno_url;
+    c.drf_url = w_.ro_url;
     c.tls = w_.endpoints.device_tls;
     return device::Agent(*d.tre, std::move(c), clock_);
   }
@@ -158,6 +170,11 @@ class Run {
     r_.party = std::move(party);
     r_.code = std::string(to_string(e.code));
     r_.message = e.message;
+  }
+
+  // A check at one party: kept in the report either way; one that fails fails the scenario.
+  void check(bool held, const std::string& what) {
+    (held ? r_.checked : r_.unexpected).push_back(held ? what : "check failed: " + what);
   }
 
   // Compares with the baseline: keys starting with one of `records` are the refusal's own.
@@ -474,6 +491,301 @@ Result<void> package_refused(Run& run, const ScenarioWorld& w, std::string_view 
   return {};
 }
 
+// ---- Remote management (F6, F9) ---------------------------------------------------------------
+
+// F2 for real, then the device ends its session (detach, deselect): an MCIM that carries
+// connectivity cannot be blocked (rule block-from-activated), so an operator manages it between
+// sessions. The MCIM's IMSI.
+Result<std::string> operational(Run& run, FleetDevice& d) {
+  if (auto e = run.enrol(d); !e) return std::unexpected(e.error());
+  device::Agent agent = run.agent(d);
+  auto out = agent.provision();
+  if (!out) return with_prefix(out.error(), "provisioning");
+  (void)agent.detach(out->operational);
+  if (auto r = d.tre->apply(tre::Action::deselect, out->imsi); !r) {
+    return with_prefix(r.error(), "deselect");
+  }
+  return out->imsi;
+}
+
+// One instruction of the SHO's operator staff (mTLS as the SHO) through the real services: asked
+// at the SHO, queued at the RO's DPF, collected and applied by the device's agent, its TRE's
+// answer relayed back; the SHO's record once it holds the answer (the relay is asynchronous).
+struct Managed {
+  net::Json at_sho;                   // GET .../instructions/{id} once answered
+  device::ManagedInstruction device;  // what the device collected and answered
+};
+
+Result<Managed> manage(Run& run, const ScenarioWorld& w, FleetDevice& d, net::Json ask) {
+  const std::string base =
+      w.endpoints.sho_url + "/v1/operator/devices/" + d.bundle.device_id + "/instructions";
+  auto issued = net::call_json(*w.as_sho, "POST", base, ask, {.peer = "sho", .ok_status = 202});
+  if (!issued) return with_prefix(issued.error(), "instructing at the SHO");
+  const std::string id = (*issued)["instruction_id"].get<std::string>();
+  device::Agent agent = run.agent(d);
+  auto round = agent.manage();
+  if (!round) return with_prefix(round.error(), "the device's management round");
+  Managed out;
+  for (auto& m : *round) {
+    if (m.instruction_id == id) out.device = std::move(m);
+  }
+  if (out.device.instruction_id.empty()) {
+    return fail(ErrorCode::not_found, fmt::format("instruction {}: not collected", id));
+  }
+  for (int i = 0; i < 500; ++i) {
+    auto at = net::call_json(*w.as_sho, "GET", base + "/" + id, nullptr, {.peer = "sho"});
+    if (!at) return std::unexpected(at.error());
+    if ((*at)["status"] == "answered") {
+      out.at_sho = std::move(*at);
+      return out;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return fail(ErrorCode::busy, fmt::format("instruction {}: no answer at the SHO", id));
+}
+
+// The credentials (id state) an operator's list names, as the SHO recorded the TRE's answer.
+std::string listed(const net::Json& at_sho) {
+  std::string out;
+  for (const auto& c : at_sho.value("credentials", net::Json::array())) {
+    out += (out.empty() ? "" : ", ") + c["id"].get<std::string>() + " " +
+           c["state"].get<std::string>();
+  }
+  return out;
+}
+
+std::string state_in_tre(const FleetDevice& d, const std::string& id) {
+  for (const auto& c : d.tre->status().credentials) {
+    if (c.id == id) return std::string(tre::to_string(c.state));
+  }
+  return "absent";
+}
+
+// The TRE's audit lines with this event and outcome.
+std::size_t audited_in_tre(const FleetDevice& d, std::string_view event, std::string_view outcome,
+                           std::string_view principal) {
+  auto audit = d.tre->verify_audit();
+  if (!audit) return 0;
+  return static_cast<std::size_t>(
+      std::count_if(audit->log.entries.begin(), audit->log.entries.end(), [&](const auto& e) {
+        return e.event.event == event && e.event.outcome == outcome &&
+               e.event.principal == principal;
+      }));
+}
+
+// How many of `subjects` (instruction ids) a service's audit log records `event` ok for.
+std::size_t audited_ok(store::Database& db, std::string_view event,
+                       const std::vector<std::string>& subjects) {
+  auto recent = db.audit().recent(1000);
+  if (!recent) return 0;
+  return static_cast<std::size_t>(
+      std::count_if(subjects.begin(), subjects.end(), [&](const std::string& subject) {
+        return std::any_of(recent->begin(), recent->end(), [&](const auto& r) {
+          return r.event == event && r.outcome == "ok" && r.subject == subject;
+        });
+      }));
+}
+
+// F9: the SHO manages its MCIM through the lifecycle; each step is checked at the SHO (its record
+// of the TRE's signed answer) and in the TRE. Then the block instruction, already used, is queued
+// again at the DPF (a misbehaving network or SHO): the TRE refuses it by its sequence.
+Result<void> remote_management(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  auto imsi = operational(run, d);
+  if (!imsi) return std::unexpected(imsi.error());
+  const std::string principal = "operator:" + w.sho_operator;
+
+  auto list = manage(run, w, d, {{"action", "list"}});
+  if (!list) return std::unexpected(list.error());
+  std::vector<std::string> ids = {list->device.instruction_id};
+  run.check(list->at_sho["outcome"] == "ok" && listed(list->at_sho) == *imsi + " activated",
+            fmt::format("sho: list answered by the TRE: {} (its own MCIM only, not the PCID)",
+                        listed(list->at_sho)));
+  std::string block_text;
+  std::uint64_t last_sequence = list->at_sho["sequence"].get<std::uint64_t>();
+  struct Step {
+    const char* action;
+    const char* state;
+  };
+  for (const Step& step : {Step{"block", "blocked"}, Step{"unblock", "activated"},
+                           Step{"retire", "retired"}, Step{"delete", "deleted"}}) {
+    auto m = manage(run, w, d, {{"action", step.action}});
+    if (!m) return std::unexpected(m.error());
+    if (std::string_view(step.action) == "block") block_text = m->device.instruction;
+    ids.push_back(m->device.instruction_id);
+    const std::uint64_t sequence = m->at_sho["sequence"].get<std::uint64_t>();
+    run.check(m->at_sho["outcome"] == "ok" && m->at_sho["state"] == step.state &&
+                  sequence > last_sequence,
+              fmt::format("sho: {} {} answered ok, state {}, sequence {}", step.action, *imsi,
+                          step.state, sequence));
+    last_sequence = sequence;
+    run.check(state_in_tre(d, *imsi) == step.state,
+              fmt::format("tre: {} is {}", *imsi, step.state));
+  }
+  // (The relay's own record may follow the SHO's answer: it is written after the notice is
+  // queued, and a worker may deliver it first.)
+  run.check(audited_ok(*w.ro_db, "instruction-result", ids) == ids.size(),
+            "ro: the DPF verified the TRE's five answers (audit instruction-result)");
+  run.check(audited_ok(*w.sho_db, "instruction-result", ids) == ids.size(),
+            "sho: the five signed answers recorded (audit instruction-result)");
+
+  run.baseline({&d});
+  auto queued = net::call_json(*w.as_sho, "POST", w.ro_url + "/v1/dpf/instructions",
+                               Json{{"pcid", d.bundle.pcid},
+                                    {"device_id", d.bundle.device_id},
+                                    {"instruction_id", "scenario-replay-" + d.bundle.pcid},
+                                    {"instruction", block_text}},
+                               {.peer = "ro", .ok_status = 201});
+  if (!queued) return with_prefix(queued.error(), "queueing the replay");
+  device::Agent agent = run.agent(d);
+  auto round = agent.manage();
+  if (!round) return with_prefix(round.error(), "the device's management round");
+  for (const auto& m : *round) {
+    if (m.outcome == "ok") continue;
+    run.refused("tre", Error(error_code_from_wire(m.outcome).value_or(ErrorCode::internal),
+                             fmt::format("instruction {}: the TRE's signed answer is {}",
+                                         m.instruction_id, m.outcome)));
+  }
+  run.check(audited_in_tre(d, "block", "replayed_instruction", principal) == 1,
+            "tre: the replay is in the audit log (block, replayed_instruction)");
+  run.check(state_in_tre(d, *imsi) == "deleted", fmt::format("tre: {} stays deleted", *imsi));
+  auto sub = w.sho_db->subscribers().find(d.bundle.device_id);
+  run.check(sub && *sub && (*sub)->status == store::SubscriberStatus::active,
+            "sho: the subscriber is still active (management is not provisioning)");
+  run.finish({});
+  return {};
+}
+
+// Operator B of F6: a package-signing certificate of the operators' CA under another operator
+// id. B's own services are not part of the world: its MCIM is pre-provisioned into the TRE with
+// a package B sealed and signed (as its DPF would deliver it), and its instructions reach the TRE
+// by its own channel. Everything the TRE checks is real.
+struct OtherOperator {
+  std::string id = "scenario-operator-b";
+  pki::Issued signer;
+  std::uint64_t sequence = 0;
+
+  static Result<OtherOperator> make(const ScenarioWorld& w) {
+    auto ca = pki::Authority::open(w.operators_ca_dir);
+    if (!ca) return with_prefix(ca.error(), "the operators' CA");
+    OtherOperator b;
+    pki::CertSpec spec;
+    spec.profile = pki::Profile::package_signing;
+    spec.subject = "CN=package signer " + b.id;
+    spec.sans = {"URI:urn:mcim:operator:" + b.id};
+    spec.days = 1;
+    SystemClock clock;
+    OsRandom random;
+    auto issued = ca->issue(spec, clock, random);
+    if (!issued) return std::unexpected(issued.error());
+    b.signer = std::move(*issued);
+    return b;
+  }
+
+  Result<void> preprovision(tre::Tre& t, const std::string& imsi) {
+    OsRandom random;
+    const Bytes<16> nonce = random.draw<16>();
+    if (auto r = t.record_registration(nonce); !r) return r;
+    pki::McimDocument doc;
+    doc.package_id = "scenario-b-" + imsi;
+    doc.device_id = t.status().device_id;
+    doc.imsi = imsi;
+    doc.algorithm = pki::McimAlgorithm::milenage;
+    if (auto k = doc.set_key(random.draw<16>()); !k) return k;
+    doc.opc = Secret<16>(random.draw<16>());
+    doc.amf = {0x80, 0x00};
+    doc.ind_bits = 5;
+    doc.policy.owner = id;
+    doc.policy.operations = {pki::McimOperation::activate, pki::McimOperation::block,
+                             pki::McimOperation::delete_, pki::McimOperation::retire,
+                             pki::McimOperation::unblock};
+    doc.registration_nonce = nonce;
+    const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+    doc.not_before = now - std::chrono::minutes(5);
+    doc.not_after = now + std::chrono::hours(24);
+    doc.sequence = 1;
+    auto package = pki::seal_package(
+        doc, pki::PackageSigner{signer.cert.get(), signer.key.get(), {}}, t.platform_certificate());
+    if (!package) return std::unexpected(package.error());
+    auto installed = t.install(*package);
+    if (!installed.result) return std::unexpected(installed.result.error());
+    auto activated = t.apply(tre::Action::activate, imsi);
+    if (!activated) return std::unexpected(activated.error());
+    return {};
+  }
+
+  tre::InstructionOutcome instruct(tre::Tre& t, std::string credential, tre::Action action,
+                                   bool list = false) {
+    tre::Instruction ins{t.status().device_id,
+                         std::move(credential),
+                         action,
+                         ++sequence,
+                         std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()),
+                         list};
+    auto text = tre::sign_instruction(ins, signer.key.get(), {signer.cert.get()});
+    if (!text) return tre::InstructionOutcome{std::unexpected(text.error()), ""};
+    return t.apply_instruction(*text);
+  }
+};
+
+std::string listed(const tre::InstructionOutcome& out, X509* platform_cert) {
+  auto report = tre::verify_status_report(out.report, platform_cert);
+  if (!report) return "unverifiable";
+  std::string text;
+  for (const auto& c : report->credentials) {
+    text += (text.empty() ? "" : ", ") + c.id + " " + c.state;
+  }
+  return text;
+}
+
+// F6: the SHO's MCIM provisioned through the services, operator B's pre-provisioned; each lists
+// its own, then each instructs the TRE on the other's MCIM.
+Result<void> two_operators(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  auto imsi_a = operational(run, d);
+  if (!imsi_a) return std::unexpected(imsi_a.error());
+  auto b = OtherOperator::make(w);
+  if (!b) return std::unexpected(b.error());
+  const std::string imsi_b = "99999" + d.bundle.pcid.substr(d.bundle.pcid.size() - 10);
+  if (auto r = b->preprovision(*d.tre, imsi_b); !r) return with_prefix(r.error(), "operator B");
+  const std::string principal_a = "operator:" + w.sho_operator;
+  const std::string principal_b = "operator:" + b->id;
+
+  auto list_a = manage(run, w, d, {{"action", "list"}});
+  if (!list_a) return std::unexpected(list_a.error());
+  run.check(listed(list_a->at_sho) == *imsi_a + " activated",
+            fmt::format("sho: its list names {} only", listed(list_a->at_sho)));
+  auto list_b = b->instruct(*d.tre, "-", tre::Action::block, true);
+  run.check(list_b.result.has_value() &&
+                listed(list_b, d.tre->platform_certificate()) == imsi_b + " activated",
+            fmt::format("operator B: its list names {} only",
+                        listed(list_b, d.tre->platform_certificate())));
+
+  run.baseline({&d});
+  auto a_on_b = manage(run, w, d, {{"action", "block"}, {"credential", imsi_b}});
+  if (!a_on_b) return std::unexpected(a_on_b.error());
+  const std::string code = a_on_b->at_sho["outcome"].get<std::string>();
+  if (code != "ok") {
+    run.refused("tre", Error(error_code_from_wire(code).value_or(ErrorCode::internal),
+                             fmt::format("block {} by {}: the TRE's signed answer is {}", imsi_b,
+                                         w.sho_operator, code)));
+  }
+  auto b_on_a = b->instruct(*d.tre, *imsi_a, tre::Action::delete_);
+  run.check(!b_on_a.result && b_on_a.result.error().code == ErrorCode::access_denied &&
+                b_on_a.result.error().message.starts_with("rule owner-only"),
+            fmt::format("tre: operator B's delete of {} refused: {}", *imsi_a,
+                        b_on_a.result ? "ok" : b_on_a.result.error().message));
+  run.check(audited_in_tre(d, "block", "access_denied", principal_a) == 1 &&
+                audited_in_tre(d, "delete", "access_denied", principal_b) == 1,
+            "tre: both refusals are in the audit log, each naming its operator");
+  run.check(state_in_tre(d, *imsi_a) == "activated" && state_in_tre(d, imsi_b) == "activated",
+            fmt::format("tre: {} and {} both still activated", *imsi_a, imsi_b));
+  run.finish({});
+  return {};
+}
+
 }  // namespace
 
 std::span<const ScenarioInfo> scenarios() { return kScenarios; }
@@ -508,6 +820,8 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "replayed-package") done = package_refused(run, w, "replayed");
   if (name == "tampered-package") done = package_refused(run, w, "tampered");
   if (name == "foreign-package") done = package_refused(run, w, "foreign");
+  if (name == "two-operators") done = two_operators(run, w);
+  if (name == "remote-management") done = remote_management(run, w);
   if (!done) return with_prefix(done.error(), name);
   return report;
 }

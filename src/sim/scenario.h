@@ -1,10 +1,13 @@
-// Refusal scenarios over a running system (issue 7 "Refusals"; `mcim demo --scenario NAME`). Each
+// Refusal scenarios over a running system (issue 7 "Refusals", issue 8 F6 and F9; `mcim demo
+// --scenario NAME`). Each
 // scenario drives real services and real TREs into one of the TR's attacks or mistakes and checks
 // three things: the refusal comes from the party that must refuse, with its specific code; no
 // MCIM is installed by it; and nothing that describes the device changed in any database or TRE,
 // except the records of the refusal itself, which the scenario names (e.g. the SHO's subscriber
-// becoming `refused`). The databases are inspected in this process, so the services must run in
-// it (cli::start_system). docs/scenarios.md lists them.
+// becoming `refused`). The management scenarios (F6, F9) also run the operations that must
+// succeed before their attack and check every party's view of them (`checked`). The databases are
+// inspected in this process, so the services must run in it (cli::start_system).
+// docs/scenarios.md lists them.
 #pragma once
 
 #include <functional>
@@ -34,7 +37,7 @@ struct ScenarioWorld {
   std::string operators_ca_dir;  // the CA of the services' TLS certificates (a DRF impostor's)
   std::string sho_operator;                  // the SHO's operator id
   std::shared_ptr<net::HttpsClient> as_sho;  // mTLS as the SHO (a misbehaving SHO)
-  std::string ro_url;                        // the RO's base URL (the DPF)
+  std::string ro_url;                        // the RO's base URL (the DPF; remote management, F9)
   store::Database* ro_db = nullptr;
   store::Database* sho_db = nullptr;
 };
@@ -51,7 +54,9 @@ struct ScenarioReport {
   std::string party, code, message;     // the refusal observed (empty: nothing was refused)
   bool mcim_installed = false;          // an MCIM appeared in a TRE the scenario attacked
   std::vector<std::string> recorded;    // changes that are the refusal's own records
-  std::vector<std::string> unexpected;  // any other change: "key: before -> after"
+  std::vector<std::string> unexpected;  // any other change: "key: before -> after"; or a check
+                                        // that failed: "check failed: ..."
+  std::vector<std::string> checked;     // what was checked and held, at which party
   bool passed = false;
 };
 

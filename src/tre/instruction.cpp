@@ -98,7 +98,7 @@ Json instruction_json(const Instruction& in) {
   j["type"] = kInstructionType;
   j["device"] = in.device_id;
   j["credential"] = in.credential;
-  j["action"] = to_string(in.action);
+  j["action"] = in.list ? kListAction : to_string(in.action);
   j["sequence"] = in.sequence;
   j["time"] = wire_time(in.time);
   return j;
@@ -115,12 +115,18 @@ Result<Instruction> decode_instruction(const Json& j) {
   Instruction out;
   auto action = pki::string_member(j, p, "action");
   if (!action) return std::unexpected(action.error());
-  const auto parsed = parse_action(**action);
-  if (!parsed) return std::unexpected(pki::bad("instruction.action: not an action name"));
-  out.action = *parsed;
+  out.list = **action == kListAction;
+  if (!out.list) {
+    const auto parsed = parse_action(**action);
+    if (!parsed) return std::unexpected(pki::bad("instruction.action: not an action name"));
+    out.action = *parsed;
+  }
   auto credential = pki::token_member(j, p, "credential");
   if (!credential) return std::unexpected(credential.error());
   out.credential = std::move(*credential);
+  if (out.list != (out.credential == "-")) {
+    return std::unexpected(pki::bad("instruction.credential: \"-\" for a list, and only then"));
+  }
   auto device = pki::token_member(j, p, "device");
   if (!device) return std::unexpected(device.error());
   out.device_id = std::move(*device);
@@ -146,17 +152,54 @@ Json report_json(const StatusReport& r) {
   j["state"] = r.state;
   j["sequence"] = r.sequence;
   j["time"] = wire_time(r.time);
+  if (r.event == kListAction) {
+    Json list = Json::array();
+    for (const ListedCredential& c : r.credentials) {
+      list.push_back(Json{{"id", c.id}, {"package", c.package_id}, {"state", c.state}});
+    }
+    j["credentials"] = std::move(list);
+  }
   return j;
+}
+
+// The answer to a list: [{"id","package","state"}...], sorted by id, no duplicates.
+Result<std::vector<ListedCredential>> decode_listed(const Json& j) {
+  constexpr std::string_view p = "report.credentials[]";
+  auto list = pki::array_member(j, "report", "credentials", 0, kMaxListed);
+  if (!list) return std::unexpected(list.error());
+  std::vector<ListedCredential> out;
+  for (const Json& c : **list) {
+    if (auto r = pki::expect_members(c, p, {"id", "package", "state"}); !r) {
+      return std::unexpected(r.error());
+    }
+    ListedCredential l;
+    for (auto [key, field] : {std::pair{"id", &l.id}, std::pair{"package", &l.package_id},
+                              std::pair{"state", &l.state}}) {
+      auto v = pki::token_member(c, p, key);
+      if (!v) return std::unexpected(v.error());
+      *field = std::move(*v);
+    }
+    if (!parse_mcim_state(l.state))
+      return std::unexpected(pki::bad(fmt::format("{}.state: not a state", p)));
+    if (!out.empty() && out.back().id >= l.id) {
+      return std::unexpected(pki::bad("report.credentials: not sorted by id"));
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
 }
 
 Result<StatusReport> decode_report(const Json& j) {
   constexpr std::string_view p = "report";
-  if (auto r = pki::expect_members(j, p,
-                                   {"credential", "device", "event", "outcome", "package",
-                                    "sequence", "state", "time", "type"});
-      !r) {
-    return std::unexpected(r.error());
-  }
+  const bool list = j.is_object() && j.contains("event") && j["event"] == kListAction;
+  auto members =
+      list ? pki::expect_members(j, p,
+                                 {"credential", "credentials", "device", "event", "outcome",
+                                  "package", "sequence", "state", "time", "type"})
+           : pki::expect_members(j, p,
+                                 {"credential", "device", "event", "outcome", "package", "sequence",
+                                  "state", "time", "type"});
+  if (!members) return std::unexpected(members.error());
   if (auto r = pki::type_member(j, p, kStatusType); !r) return std::unexpected(r.error());
   StatusReport out;
   // "-" is a token: the placeholder for an unknown credential, package or state needs no rule.
@@ -174,6 +217,11 @@ Result<StatusReport> decode_report(const Json& j) {
   auto time = pki::time_member(j, p, "time");
   if (!time) return std::unexpected(time.error());
   out.time = *time;
+  if (list) {
+    auto listed = decode_listed(j);
+    if (!listed) return std::unexpected(listed.error());
+    out.credentials = std::move(*listed);
+  }
   return out;
 }
 
@@ -262,6 +310,22 @@ Result<StatusReport> verify_install_report(std::string_view text, X509* platform
   if (report->event != "install" || !names_package) {
     return fail(ErrorCode::invalid_argument,
                 fmt::format("report: not the install report of package {}", package_id));
+  }
+  return report;
+}
+
+Result<StatusReport> verify_instruction_report(std::string_view text, X509* platform_cert,
+                                               std::string_view device_id, std::uint64_t sequence) {
+  auto report = verify_status_report(text, platform_cert);
+  if (!report) return std::unexpected(report.error());
+  if (report->device_id != device_id) {
+    return fail(ErrorCode::wrong_recipient, "report: names another device");
+  }
+  const bool unverifiable =
+      report->event == "instruction" && report->sequence == 0 && report->outcome != "ok";
+  if (report->event == "install" || (report->sequence != sequence && !unverifiable)) {
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("report: not the answer to instruction {}", sequence));
   }
   return report;
 }

@@ -1,8 +1,9 @@
 // Signed messages between stakeholders and the TRE (docs/tre.md "Instructions and status
 // reports"): a stakeholder's management instruction (F9: block, unblock, retire, delete, activate
-// a credential it owns), signed with its package-signing key and carrying a per-operator sequence
-// number against replay; and the TRE's status report (the outcome of an install or an
-// instruction), signed with the platform key. Canonical JSON envelopes of pki/signed_json.h.
+// a credential it owns, or list the credentials it owns: F6, F9 discovery), signed with its
+// package-signing key and carrying a per-operator sequence number against replay; and the TRE's
+// status report (the outcome of an install or an instruction), signed with the platform key.
+// Canonical JSON envelopes of pki/signed_json.h.
 #pragma once
 
 #include <chrono>
@@ -21,12 +22,17 @@ namespace mcim::tre {
 
 inline constexpr std::uint64_t kMaxSequence = (std::uint64_t{1} << 53) - 1;
 
+// The wire name of the discovery instruction: no lifecycle action, so not an Action. Its
+// credential is "-", and the TRE's report lists the signer's own credentials, nobody else's.
+inline constexpr std::string_view kListAction = "list";
+
 struct Instruction {
   std::string device_id;   // the TRE it is meant for (token)
-  std::string credential;  // the credential id (IMSI)
+  std::string credential;  // the credential id (IMSI); "-" for a list
   Action action = Action::block;
   std::uint64_t sequence = 0;  // per operator, strictly increasing, 1..kMaxSequence
   std::chrono::sys_seconds time{};
+  bool list = false;  // "action":"list" (kListAction) instead of `action`
 };
 
 // {"certificates":[signer, intermediates...],"instruction":{"action":…,"credential":…,
@@ -49,15 +55,26 @@ Result<VerifiedInstruction> verify_instruction(
     std::string_view text, const pki::TrustAnchors& operators, const Clock& clock,
     std::chrono::seconds max_age = std::chrono::minutes(10));
 
+// One credential in the answer to a list instruction: no key material, no other owner's.
+struct ListedCredential {
+  std::string id, state, package_id;
+  bool operator==(const ListedCredential&) const = default;
+};
+inline constexpr std::size_t kMaxListed = 64;  // the registry's bound, tombstones included
+
 struct StatusReport {
   std::string device_id;
-  std::string event;       // "install", the instruction's action, or "instruction" if unverifiable
+  std::string
+      event;  // "install", the instruction's action, "list", or "instruction" if unverifiable
   std::string credential;  // the credential id, "-" when unknown (an unreadable package)
   std::string package_id;  // "-" when not a package
   std::string outcome;     // "ok" or the error code's wire name
   std::string state;       // the credential's lifecycle state afterwards, "-" when none
   std::uint64_t sequence = 0;  // of the package or instruction answered; 0 when unknown
   std::chrono::sys_seconds time{};
+  // event "list" only (member "credentials", sorted by id; absent from every other report):
+  // the credentials the instruction's signer owns, at most kMaxListed.
+  std::vector<ListedCredential> credentials{};
 };
 
 // {"report":{…,"type":"mcim-status/1"},"signature":…}; signed by the platform key, no
@@ -72,5 +89,11 @@ Result<StatusReport> verify_status_report(std::string_view text, X509* platform_
 Result<StatusReport> verify_install_report(std::string_view text, X509* platform_cert,
                                            std::string_view device_id,
                                            std::string_view package_id);
+// verify_status_report, then: the report is device_id's (wrong_recipient) and answers the
+// instruction of `sequence` (invalid_argument); a TRE that could not verify the instruction
+// cannot name it, so event "instruction", sequence 0, with a refusal answers it too. For the RO
+// and the SHO that receive the answer to an instruction (F9).
+Result<StatusReport> verify_instruction_report(std::string_view text, X509* platform_cert,
+                                               std::string_view device_id, std::uint64_t sequence);
 
 }  // namespace mcim::tre

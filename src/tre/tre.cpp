@@ -458,6 +458,32 @@ struct Tre::Impl {
     return {};
   }
 
+  // F6, F9 discovery: the stakeholder's own credentials (tombstones included), nobody else's.
+  // Uses up the sequence and is audited like any instruction.
+  InstructionOutcome list_for(const Principal& who, std::uint64_t seq, StatusReport rep) {
+    State next = *state;
+    next.instruction_sequence[who.operator_id] = seq;
+    for (const Credential& c : state->credentials) {
+      if (c.owner != who.operator_id) continue;
+      rep.credentials.push_back({c.id, std::string(to_string(c.state)), c.package_id});
+    }
+    std::sort(rep.credentials.begin(), rep.credentials.end(),
+              [](const auto& a, const auto& b) { return a.id < b.id; });
+    AuditEvent ev{rep.event, "-", who.describe(), "ok",
+                  fmt::format("{} credentials listed", rep.credentials.size())};
+    if (auto r = commit(std::move(next), std::move(ev)); !r) {
+      rep.outcome = std::string(r.error().wire_code());
+      rep.credentials.clear();
+      return InstructionOutcome{std::unexpected(r.error()), report(rep)};
+    }
+    rep.outcome = "ok";
+    CredentialInfo none;
+    none.id = "-";
+    none.package_id = "-";
+    none.algorithm = "-";
+    return InstructionOutcome{std::move(none), report(rep)};
+  }
+
   std::string report(StatusReport r) const {
     r.device_id = state ? state->config.device_id : device_id_from_certificate();
     r.time = now_seconds(*clock);
@@ -839,7 +865,7 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
   }
   const Instruction& ins = verified->instruction;
   const Principal who = Principal::stakeholder(verified->operator_id);
-  rep.event = std::string(to_string(ins.action));
+  rep.event = ins.list ? std::string(kListAction) : std::string(to_string(ins.action));
   rep.credential = ins.credential;
   rep.sequence = ins.sequence;
   auto refused = [&](Error e) {
@@ -859,6 +885,7 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
   }
   const std::string op = verified->operator_id;
   const std::uint64_t seq = ins.sequence;
+  if (ins.list) return i.list_for(who, seq, std::move(rep));
   auto result =
       i.act(who, ins.action, ins.credential, [&](State& s) { s.instruction_sequence[op] = seq; });
   rep.outcome = result ? "ok" : std::string(result.error().wire_code());

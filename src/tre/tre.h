@@ -66,6 +66,8 @@ struct InstallOutcome {
 };
 
 struct InstructionOutcome {
+  // The credential acted on; for a list (F6, F9), a placeholder with id "-", and the list is in
+  // the report.
   Result<CredentialInfo> result;
   std::string report;  // signed status report; empty when the instruction was unreadable
 };

@@ -451,6 +451,8 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"replayed-package", {"tre", "replayed_package"}},
       {"tampered-package", {"tre", "package_tampered"}},
       {"foreign-package", {"tre", "wrong_recipient"}},
+      {"two-operators", {"tre", "access_denied"}},
+      {"remote-management", {"tre", "replayed_instruction"}},
   };
   std::map<std::string, std::pair<std::string, std::string>> seen;
   for (const auto& s : j["scenarios"]) {
@@ -475,6 +477,40 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
     EXPECT_NE(s["recorded"][0].get<std::string>().find("ro.refusal"), std::string::npos);
     EXPECT_NE(s["recorded"][1].get<std::string>().find("refused " + s["code"].get<std::string>()),
               std::string::npos);
+  }
+}
+
+// Issue 8 F6 and F9 over the real services: what each party holds at the end is checked, and a
+// check that fails fails the scenario.
+TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
+  struct Row {
+    const char* name;
+    std::vector<std::string> checks;  // the start of each expected check, in order
+  };
+  const Row rows[] = {
+      {"two-operators",
+       {"sho: its list names ", "operator B: its list names ", "tre: operator B's delete of ",
+        "tre: both refusals are in the audit log", "tre: 00102"}},
+      {"remote-management",
+       {"sho: list answered by the TRE", "sho: block", "tre: ", "sho: unblock",
+        "tre: ", "sho: retire", "tre: ", "sho: delete",
+        "tre: ", "ro: the DPF verified the TRE's five answers", "sho: the five signed answers",
+        "tre: the replay is in the audit log", "tre: ", "sho: the subscriber is still active"}},
+  };
+  for (const Row& row : rows) {
+    SCOPED_TRACE(row.name);
+    const auto r = mcim({"demo", "--scenario", row.name, "--json"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j["scenarios"].size(), 1u);
+    const auto& s = j["scenarios"][0];
+    EXPECT_TRUE(s["passed"].get<bool>()) << s.dump();
+    EXPECT_TRUE(s["unexpected_changes"].empty()) << s.dump();
+    EXPECT_TRUE(s["recorded"].empty()) << s.dump();
+    ASSERT_EQ(s["checked"].size(), row.checks.size()) << s.dump();
+    for (std::size_t i = 0; i < row.checks.size(); ++i) {
+      EXPECT_EQ(s["checked"][i].get<std::string>().rfind(row.checks[i], 0), 0u) << s["checked"][i];
+    }
   }
 }
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -421,6 +422,86 @@ TEST_F(AgentTest, ProvisionsOverDirectAccessWithoutAVisitedNetwork) {
   ASSERT_TRUE(ro_->wait_notices_delivered(5s));
   EXPECT_EQ(sho_->arrivals(), 1);
   EXPECT_EQ(sho_->statuses(), 1);
+}
+
+// F9: an operational device's management round. sho-a's list reaches the TRE through the RO's
+// DPF; the first round loses the TRE's answer on its way back (the RO's front refuses it once,
+// 503), so the answer is kept and the next round posts it: the TRE applies the instruction once,
+// and the operator gets its "ok", not a replayed_instruction.
+TEST_F(AgentTest, AManagementRoundAppliesEachInstructionOnceAndPostsAnAnswerItCouldNotPostBefore) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  {
+    Agent agent(*tre_, direct_config(false), clock_);
+    auto out = agent.provision();
+    ASSERT_TRUE(out) << fmt::to_string(out.error());
+  }
+  tre::Instruction list{bundle_->device_id,
+                        "-",
+                        tre::Action::block,
+                        1,
+                        std::chrono::floor<std::chrono::seconds>(clock_.now()),
+                        true};
+  const auto& signer = world().signer("sho-a");
+  auto text = tre::sign_instruction(list, signer.key.get(), {signer.cert.get()});
+  ASSERT_TRUE(text) << fmt::to_string(text.error());
+  auto queued = operator_client("sho-a")->request("POST", ro_url_ + "/v1/dpf/instructions",
+                                                  Json{{"pcid", kPcid},
+                                                       {"device_id", bundle_->device_id},
+                                                       {"instruction_id", "ins-agent-1"},
+                                                       {"instruction", *text}}
+                                                      .dump(),
+                                                  net::kJsonContentType);
+  ASSERT_TRUE(queued) << fmt::to_string(queued.error());
+  ASSERT_EQ(queued->status, 201) << queued->body;
+
+  // The RO behind a front that loses the first answer.
+  auto upstream = net::testing::make_client();
+  std::atomic<int> answers_lost{0};
+  auto front = net::testing::start_named_server(
+      [&](const net::HttpRequest& q) -> net::HttpResponse {
+        if (q.target.ends_with("/result") && answers_lost++ == 0) {
+          return net::error_response(503, "busy", "lost on the way");
+        }
+        auto r = upstream->request(q.method, ro_url_ + q.target, q.body, q.content_type, {});
+        if (!r) return net::error_response(502, "io_error", "upstream");
+        return std::move(*r);
+      },
+      "ro", net::ClientAuth::none, 64 * 1024);
+  ASSERT_TRUE(front);
+  AgentConfig via_front = config();
+  via_front.drf_url = front->url();
+  Agent first(*tre_, via_front, clock_);
+  auto lost = first.manage();
+  ASSERT_FALSE(lost);
+  EXPECT_EQ(answers_lost.load(), 1);
+  EXPECT_TRUE(std::filesystem::exists(tre_->dir() + "/answers/ins-agent-1"));
+
+  AgentConfig direct = config();
+  direct.drf_url = ro_url_;
+  Agent second(*tre_, direct, clock_);
+  auto round = second.manage();
+  ASSERT_TRUE(round) << fmt::to_string(round.error());
+  ASSERT_EQ(round->size(), 1u);
+  EXPECT_EQ((*round)[0].instruction_id, "ins-agent-1");
+  EXPECT_EQ((*round)[0].outcome, "ok");
+  auto report = tre::verify_status_report((*round)[0].report, tre_->platform_certificate());
+  ASSERT_TRUE(report) << fmt::to_string(report.error());
+  ASSERT_EQ(report->credentials.size(), 1u);
+  EXPECT_EQ(report->credentials[0].id, kImsi);
+  EXPECT_FALSE(std::filesystem::exists(tre_->dir() + "/answers/ins-agent-1"));
+  // The TRE acted once: one list in its audit log, no replay.
+  auto audit = tre_->verify_audit();
+  ASSERT_TRUE(audit) << fmt::to_string(audit.error());
+  int lists = 0;
+  for (const auto& e : audit->log.entries) lists += e.event.event == "list";
+  EXPECT_EQ(lists, 1);
+  // Nothing is pending any more.
+  auto idle = second.manage();
+  ASSERT_TRUE(idle) << fmt::to_string(idle.error());
+  EXPECT_TRUE(idle->empty());
 }
 
 TEST_F(AgentTest, ProvisionsOverDirectAccessThenAttachesThroughTheVisitedNetwork) {

@@ -1283,6 +1283,127 @@ TEST_F(RoServiceTest, DirectAccessOpensASessionForThePlatformKeysProof) {
                     422, "stale_report"}});
 }
 
+// F9: sho-a queues its signed instruction, the operational device proves its platform key and
+// collects it, and posts its TRE's signed answer. Every refusal on the way changes nothing: the
+// stores as the snapshot sees them, and the queue as the device's next collection sees it.
+TEST_F(RoServiceTest, RemoteManagementAndItsRefusals) {
+  start();
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  auto doc = world().document(device_, kImsi, "sho-a", 1, kNonce);
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  ASSERT_TRUE(
+      tre_->install(world().seal(doc, world().signer("sho-a"), tre_->platform_certificate()))
+          .result);
+  ASSERT_TRUE(tre_->apply(tre::Action::activate, kImsi));
+  auto instruction = [&](const std::string& op, std::uint64_t seq, const std::string& device = "") {
+    return world().instruction(world().signer(op), device.empty() ? device_ : device, kImsi,
+                               tre::Action::block, seq);
+  };
+  const Json good{{"pcid", kPcid},
+                  {"device_id", device_},
+                  {"instruction_id", "ins-1"},
+                  {"instruction", instruction("sho-a", 1)}};
+  auto queue = [&](const Json& body, std::string op = "sho-a") {
+    return op_request("POST", "/v1/dpf/instructions", op, body.dump());
+  };
+  auto with = [&](const std::string& field, Json value) {
+    Json c = good;
+    c[field] = std::move(value);
+    return c;
+  };
+  expect_refusals({
+      {"no certificate", queue(good, ""), 401, "unauthenticated"},
+      {"no operator", queue(good, "anonymous"), 403, "access_denied"},
+      {"not the registered SHO", queue(good, "sho-b"), 403, "access_denied"},
+      {"signed by another SHO", queue(with("instruction", instruction("sho-b", 1))), 403,
+       "access_denied"},
+      {"for another device", queue(with("instruction", instruction("sho-a", 1, "dev-x"))), 422,
+       "wrong_recipient"},
+      {"unknown pcid", queue(with("pcid", "001019990000099")), 404, "not_found"},
+      {"another device", queue(with("device_id", "dev-other")), 422, "wrong_recipient"},
+      {"not an instruction", queue(with("instruction", "{}")), 400, "bad_format"},
+      {"id with a space", queue(with("instruction_id", "a b")), 400, "invalid_argument"},
+      {"unknown member", queue(with("sho", "sho-a")), 400, "bad_format"},
+      {"malformed", op_request("POST", "/v1/dpf/instructions", "sho-a", "{"), 400, "bad_format"},
+  });
+  const HttpResponse queued = handle(queue(good));
+  ASSERT_EQ(queued.status, 201) << queued.body;
+  EXPECT_EQ(Json::parse(queued.body)["status"], "pending");
+  expect_refusals({{"known id", queue(good), 409, "already_exists"}});
+
+  // The device: a challenge for its PCID, its attestation over the nonce, the pending list.
+  const std::string pem = *pki::certificate_pem(tre_->platform_certificate());
+  auto challenge = [&]() {
+    const HttpResponse c = handle(
+        device_request("POST", "/v1/dpf/management/challenges", "", Json{{"pcid", kPcid}}.dump()));
+    EXPECT_EQ(c.status, 201) << c.body;
+    return Json::parse(c.body);
+  };
+  auto collect = [&](const Json& c, const std::string& report, const std::string& chain_pem) {
+    return device_request("POST", "/v1/dpf/management/instructions", "",
+                          Json{{"pcid", kPcid},
+                               {"challenge_id", c["challenge_id"]},
+                               {"report", report},
+                               {"platform_chain", {chain_pem}}}
+                              .dump());
+  };
+  const Json c = challenge();
+  const std::string report = *tre_->attest(*parse_hex(c["nonce"].get<std::string>(), "nonce"));
+  expect_refusals({
+      {"challenge for an unregistered pcid",
+       device_request("POST", "/v1/dpf/management/challenges", "",
+                      Json{{"pcid", "001019990000003"}}.dump()),
+       404, "not_found"},
+      {"unknown challenge", collect(Json{{"challenge_id", std::string(32, '0')}}, report, pem), 404,
+       "not_found"},
+      {"another nonce", collect(c, *tre_->attest(kChallenge), pem), 422, "nonce_mismatch"},
+      {"not a pem", collect(c, report, "-----BEGIN CERTIFICATE-----"), 400, "bad_format"},
+      {"another chain",
+       collect(c, report, *pki::certificate_pem(world().signer("sho-a").cert.get())), 422,
+       "chain_invalid"},
+  });
+  const HttpResponse collected = handle(collect(c, report, pem));
+  ASSERT_EQ(collected.status, 200) << collected.body;
+  const Json pending = Json::parse(collected.body);
+  ASSERT_EQ(pending["instructions"].size(), 1u) << collected.body;
+  EXPECT_EQ(pending["instructions"][0]["instruction_id"], "ins-1");
+  expect_refusals({{"the proof again", collect(c, report, pem), 409, "transition_refused"}});
+
+  // The TRE's answer.
+  auto applied =
+      tre_->apply_instruction(pending["instructions"][0]["instruction"].get<std::string>());
+  ASSERT_TRUE(applied.result) << applied.result.error().message;
+  auto answer = [&](const std::string& id, const std::string& text) {
+    return device_request("POST", "/v1/dpf/instructions/" + id + "/result", "", report_body(text));
+  };
+  std::string tampered = applied.report;
+  tampered.replace(tampered.find("blocked"), 7, "retired");
+  expect_refusals({
+      {"unknown instruction", answer("ins-9", applied.report), 404, "not_found"},
+      {"tampered", answer("ins-1", tampered), 422, "signature_invalid"},
+      {"not a report", answer("ins-1", "{}"), 400, "bad_format"},
+      {"no chain",
+       device_request("POST", "/v1/dpf/instructions/ins-1/result", "",
+                      Json{{"report", applied.report}}.dump()),
+       400, "missing_argument"},
+  });
+  const HttpResponse answered = handle(answer("ins-1", applied.report));
+  ASSERT_EQ(answered.status, 200) << answered.body;
+  EXPECT_EQ(Json::parse(answered.body)["outcome"], "ok");
+  expect_refusals({{"answered again", answer("ins-1", applied.report), 409, "transition_refused"}});
+  // Answered: nothing is pending any more.
+  const HttpResponse again = handle(collect(challenge(), "", pem));
+  EXPECT_EQ(again.status, 400);  // an empty report is no proof
+  const Json next = challenge();
+  const HttpResponse none = handle(
+      collect(next, *tre_->attest(*parse_hex(next["nonce"].get<std::string>(), "nonce")), pem));
+  ASSERT_EQ(none.status, 200) << none.body;
+  EXPECT_TRUE(Json::parse(none.body)["instructions"].empty());
+  EXPECT_EQ(flow_count("instruction_queued"), 1u);
+  EXPECT_EQ(flow_count("instruction_answered"), 1u);
+}
+
 TEST_F(RoServiceTest, DirectAccessCanBeLeftUnmounted) {
   RoServiceConfig c = config();
   c.direct_access = false;

@@ -1056,6 +1056,135 @@ TEST_P(ShoServiceTest, RacingDuplicateNoticesMoveTheSubscriberOnce) {
             2);  // the SHO's record and its AuC's (the ICF's own audit)
 }
 
+// F9: the operator's staff (mTLS as sho-a) instruct an active device; the instruction reaches
+// the RO's DPF, the device collects it with its platform key's proof, the TRE's signed answer
+// comes back through the RO. Refusals at each endpoint use no sequence and change nothing.
+TEST_P(ShoServiceTest, OperatorInstructionsTravelThroughTheDpfAndTheirRefusalsChangeNothing) {
+  Device& d = make_device(30);
+  const std::string imsi = registered(d);
+  Device& pending = make_device(31);
+  registered(pending);
+  {  // Provisioning is the other tests' business: this subscriber is operational.
+    auto s = sho_db_->subscribers().find(d.id());
+    ASSERT_TRUE(s && *s);
+    store::Subscriber active = **s;
+    active.status = store::SubscriberStatus::active;
+    ASSERT_TRUE(sho_db_->subscribers().update(active, store::SubscriberStatus::registered));
+  }
+  auto as_sho = client(std::string(kSho));
+  const std::string base = sho_url_ + "/v1/operator/devices/" + d.id() + "/instructions";
+  auto sequences = [&] {
+    return sho_db_->sqns().current("instruction-sequence:" + d.id()).value_or(999);
+  };
+  const std::string before = snapshot(d);
+  struct Bad {
+    const char* what;
+    std::shared_ptr<net::HttpsClient> who;
+    std::string url;
+    Json body;
+    int status;
+    ErrorCode code;
+  };
+  const Bad bad[] = {
+      {"no client certificate", owner_, base, Json{{"action", "list"}}, 401,
+       ErrorCode::unauthenticated},
+      {"another operator", as_ro_, base, Json{{"action", "list"}}, 403, ErrorCode::access_denied},
+      {"unknown device", as_sho, sho_url_ + "/v1/operator/devices/dev-none/instructions",
+       Json{{"action", "list"}}, 404, ErrorCode::not_found},
+      {"not operational", as_sho,
+       sho_url_ + "/v1/operator/devices/" + pending.id() + "/instructions",
+       Json{{"action", "list"}}, 409, ErrorCode::transition_refused},
+      {"unknown action", as_sho, base, Json{{"action", "select"}}, 400,
+       ErrorCode::invalid_argument},
+      {"a list naming a credential", as_sho, base, Json{{"action", "list"}, {"credential", imsi}},
+       400, ErrorCode::invalid_argument},
+      {"credential not an id", as_sho, base, Json{{"action", "block"}, {"credential", "a b"}}, 400,
+       ErrorCode::invalid_argument},
+      {"unknown member", as_sho, base, Json{{"action", "list"}, {"sho", "x"}}, 400,
+       ErrorCode::bad_format},
+      {"no action", as_sho, base, Json::object(), 400, ErrorCode::missing_argument},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    expect_refusal(call(*b.who, "POST", b.url, b.body), b.status, b.code);
+    EXPECT_EQ(sequences(), 0u);
+    EXPECT_EQ(snapshot(d), before);
+  }
+  expect_refusal(call(*as_sho, "GET", base + "/ins-0000000000000000"), 404, ErrorCode::not_found);
+
+  Answer issued = call(*as_sho, "POST", base, Json{{"action", "block"}});
+  ASSERT_EQ(issued.status, 202) << issued.body;
+  EXPECT_EQ(issued.text("status"), "queued");
+  EXPECT_EQ(issued.text("credential"), imsi);
+  EXPECT_EQ(issued.json.value("sequence", 0), 1);
+  EXPECT_EQ(sequences(), 1u);
+  const std::string id = issued.text("instruction_id");
+  // Only for its device.
+  expect_refusal(call(*as_sho, "GET",
+                      sho_url_ + "/v1/operator/devices/" + pending.id() + "/instructions/" + id),
+                 404, ErrorCode::not_found);
+
+  // The device's round at the RO: the proof, the pending instruction, the TRE's answer.
+  Answer c =
+      call(*device_, "POST", ro_url_ + "/v1/dpf/management/challenges", Json{{"pcid", d.pcid()}});
+  ASSERT_EQ(c.status, 201) << c.body;
+  auto nonce = parse_hex(c.text("nonce"), "nonce");
+  ASSERT_TRUE(nonce);
+  Answer got = call(*device_, "POST", ro_url_ + "/v1/dpf/management/instructions",
+                    Json{{"pcid", d.pcid()},
+                         {"challenge_id", c.text("challenge_id")},
+                         {"report", *d.tre->attest(*nonce)},
+                         {"platform_chain", d.chain_json()}});
+  ASSERT_EQ(got.status, 200) << got.body;
+  ASSERT_EQ(got.json["instructions"].size(), 1u) << got.body;
+  // No MCIM installed here: the TRE's signed answer is not_found, an answer all the same.
+  auto applied =
+      d.tre->apply_instruction(got.json["instructions"][0]["instruction"].get<std::string>());
+  ASSERT_FALSE(applied.result);
+  EXPECT_EQ(applied.result.error().code, ErrorCode::not_found);
+
+  // Results come from the RO that holds the PCID, about this SHO's instruction for the device.
+  const Json result{
+      {"instruction_id", id}, {"device_id", d.id()}, {"sho", kSho}, {"report", applied.report}};
+  auto with = [&](const std::string& field, Json value) {
+    Json r = result;
+    r[field] = std::move(value);
+    return r;
+  };
+  auto other = d.tre->apply_instruction(
+      world().instruction(world().signer(std::string(kSho)), d.id(), imsi, tre::Action::block, 99));
+  const std::string results = sho_url_ + "/v1/sho/instruction-results";
+  const Bad bad_results[] = {
+      {"not the RO", as_sho, results, result, 403, ErrorCode::access_denied},
+      {"another SHO's", as_ro_, results, with("sho", "sho-b"), 422, ErrorCode::wrong_recipient},
+      {"unknown instruction", as_ro_, results, with("instruction_id", "ins-1"), 404,
+       ErrorCode::not_found},
+      {"another device", as_ro_, results, with("device_id", pending.id()), 404,
+       ErrorCode::not_found},
+      {"not a report", as_ro_, results, with("report", "{}"), 400, ErrorCode::bad_format},
+      {"the answer to another instruction", as_ro_, results, with("report", other.report), 400,
+       ErrorCode::invalid_argument},
+  };
+  for (const Bad& b : bad_results) {
+    SCOPED_TRACE(b.what);
+    expect_refusal(call(*b.who, "POST", b.url, b.body), b.status, b.code);
+    EXPECT_EQ(call(*as_sho, "GET", base + "/" + id).text("status"), "queued");
+  }
+  Answer posted = call(*device_, "POST", ro_url_ + "/v1/dpf/instructions/" + id + "/result",
+                       Json{{"report", applied.report}, {"platform_chain", d.chain_json()}});
+  ASSERT_EQ(posted.status, 200) << posted.body;
+  EXPECT_EQ(posted.text("outcome"), "not_found");
+  Answer at_sho;
+  ASSERT_TRUE(eventually([&] {
+    at_sho = call(*as_sho, "GET", base + "/" + id);
+    return at_sho.text("status") == "answered";
+  })) << at_sho.body;
+  EXPECT_EQ(at_sho.text("outcome"), "not_found");
+  EXPECT_EQ(at_sho.text("report"), applied.report);
+  expect_refusal(call(*as_ro_, "POST", results, result), 409, ErrorCode::transition_refused);
+  EXPECT_EQ(snapshot(d), before);
+}
+
 TEST_P(ShoServiceTest, RefusesAnUnusableConfiguration) {
   auto c = sho_config();
   c.operator_id = "sho-b";  // the package signer names sho-a

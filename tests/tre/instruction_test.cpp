@@ -179,6 +179,30 @@ TEST_F(InstructionTest, SequenceLimitsAreInclusive) {
   }
 }
 
+TEST_F(InstructionTest, ListRoundTripsAndNamesNoCredential) {
+  Instruction in = instruction();
+  in.list = true;
+  in.credential = "-";
+  const std::string text = sign(in);
+  EXPECT_NE(text.find(R"("action":"list")"), std::string::npos);
+  auto v = verify(text);
+  ASSERT_TRUE(v.has_value()) << v.error().message;
+  EXPECT_TRUE(v->instruction.list);
+  EXPECT_EQ(v->instruction.credential, "-");
+  // A list names no credential, and only a list names none.
+  in.credential = "001010123456789";
+  EXPECT_EQ(sign_instruction(in, pki().signer.key.get(), chain_of(pki().signer, *pki().sho_ca))
+                .error()
+                .code,
+            ErrorCode::invalid_argument);
+  Instruction block = instruction();
+  block.credential = "-";
+  EXPECT_EQ(sign_instruction(block, pki().signer.key.get(), chain_of(pki().signer, *pki().sho_ca))
+                .error()
+                .code,
+            ErrorCode::invalid_argument);
+}
+
 // ---- Strict decoding --------------------------------------------------------------------------
 
 struct FormatCase {
@@ -550,6 +574,59 @@ TEST_F(StatusReportTest, RoundTrips) {
     EXPECT_EQ(got->sequence, want.sequence);
     EXPECT_EQ(got->time, want.time);
   }
+}
+
+TEST_F(StatusReportTest, AListRoundTripsWithItsCredentialsAndOnlyAListCarriesThem) {
+  StatusReport list{"dev-a", "list", "-", "-", "ok", "-", 9, now()};
+  list.credentials = {{"001010000000001", "activated", "pkg-1"},
+                      {"001010000000002", "deleted", "pkg-2"}};
+  const std::string text = sign_report(list);
+  auto got = verify_report(text);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got->credentials, list.credentials);
+  StatusReport empty = list;
+  empty.credentials.clear();
+  auto none = verify_report(sign_report(empty));
+  ASSERT_TRUE(none.has_value()) << none.error().message;
+  EXPECT_TRUE(none->credentials.empty());
+  EXPECT_EQ(sign_report(report()).find("credentials"), std::string::npos);
+  struct Case {
+    const char* name;
+    std::function<void(Json&)> change;
+    std::string message;
+  };
+  const Case cases[] = {
+      {"list without credentials", [](Json& j) { j["report"].erase("credentials"); },
+       "report.credentials: missing"},
+      {"install with credentials", [](Json& j) { j["report"]["event"] = "install"; },
+       "report: unknown field \"credentials\""},
+      {"unsorted",
+       [](Json& j) { std::swap(j["report"]["credentials"][0], j["report"]["credentials"][1]); },
+       "report.credentials: not sorted by id"},
+      {"not a state", [](Json& j) { j["report"]["credentials"][0]["state"] = "gone"; },
+       "report.credentials[].state: not a state"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto bad = verify_report(edited(text, c.change));
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error().code, ErrorCode::bad_format);
+    EXPECT_EQ(bad.error().message, c.message);
+  }
+}
+
+TEST_F(StatusReportTest, AnInstructionReportAnswersItsSequenceOnDevice) {
+  const StatusReport ok{"dev-a", "block", "001010123456789", "-", "ok", "blocked", 12, now()};
+  const StatusReport unverified{"dev-a", "instruction", "-", "-", "stale_report", "-", 0, now()};
+  X509* cert = pki().platform.cert.get();
+  EXPECT_TRUE(verify_instruction_report(sign_report(ok), cert, "dev-a", 12).has_value());
+  EXPECT_TRUE(verify_instruction_report(sign_report(unverified), cert, "dev-a", 12).has_value());
+  EXPECT_EQ(verify_instruction_report(sign_report(ok), cert, "dev-a", 13).error().code,
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(verify_instruction_report(sign_report(ok), cert, "dev-b", 12).error().code,
+            ErrorCode::wrong_recipient);
+  EXPECT_EQ(verify_instruction_report(sign_report(report()), cert, "dev-a", 7).error().code,
+            ErrorCode::invalid_argument);
 }
 
 TEST_F(StatusReportTest, TamperingBreaksTheSignature) {

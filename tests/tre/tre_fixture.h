@@ -132,6 +132,19 @@ class World {
     EXPECT_TRUE(text) << text.error().message;
     return text ? *text : std::string();
   }
+  // The discovery instruction (F6, F9): the signer's own credentials.
+  std::string list_instruction(const Signer& by, const std::string& device,
+                               std::uint64_t sequence) {
+    Instruction ins{device,
+                    "-",
+                    Action::block,
+                    sequence,
+                    std::chrono::floor<std::chrono::seconds>(clock_.now()),
+                    true};
+    auto text = sign_instruction(ins, by.key.get(), {by.cert.get()});
+    EXPECT_TRUE(text) << text.error().message;
+    return text ? *text : std::string();
+  }
 
  private:
   Signer issue(const pki::Authority& ca, const std::string& op, std::string name = "") {

@@ -101,6 +101,57 @@ TEST_F(TreTest, StartsPristineWithThePcidCredentialActivated) {
             fs::perms::owner_read | fs::perms::owner_write);
 }
 
+// F6: two operators' MCIMs in one TRE; each lists only its own, and a list uses up its sequence.
+TEST_F(TreTest, EachOperatorListsOnlyItsOwnCredentials) {
+  Tre tre = open();
+  install(tre, kImsiA, "sho-a", 1);
+  install(tre, kImsiB, "sho-b", 1);
+  ASSERT_TRUE(instruct(tre, "sho-b", kImsiB, Action::activate).result);
+  struct Case {
+    std::string op;
+    std::vector<ListedCredential> want;
+  };
+  const Case cases[] = {
+      {"sho-a",
+       {{kImsiA, "installed",
+         world().document(device_id(), kImsiA, "sho-a", 1, kNonce).package_id}}},
+      {"sho-b",
+       {{kImsiB, "activated",
+         world().document(device_id(), kImsiB, "sho-b", 1, kNonce).package_id}}},
+      {"ro-1", {{kPcid, "activated", tre.status().credentials.at(0).package_id}}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.op);
+    const std::string text = world().list_instruction(world().signer(c.op), device_id(), 100);
+    auto out = tre.apply_instruction(text);
+    ASSERT_TRUE(out.result) << out.result.error().message;
+    EXPECT_EQ(out.result->id, "-");
+    auto report = verify_status_report(out.report, tre.platform_certificate());
+    ASSERT_TRUE(report) << report.error().message;
+    EXPECT_EQ(report->event, "list");
+    EXPECT_EQ(report->outcome, "ok");
+    EXPECT_EQ(report->sequence, 100u);
+    EXPECT_EQ(report->credentials, c.want);
+    // The same list again is a replay: refused, audited, and the report lists nothing.
+    auto again = tre.apply_instruction(text);
+    ASSERT_FALSE(again.result);
+    EXPECT_EQ(again.result.error().code, ErrorCode::replayed_instruction);
+    auto refused = verify_status_report(again.report, tre.platform_certificate());
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->outcome, "replayed_instruction");
+    EXPECT_TRUE(refused->credentials.empty());
+  }
+  auto audit = tre.verify_audit();
+  ASSERT_TRUE(audit) << audit.error().message;
+  std::size_t lists = 0, replays = 0;
+  for (const auto& e : audit->log.entries) {
+    if (e.event.event != "list") continue;
+    ++(e.event.outcome == "ok" ? lists : replays);
+  }
+  EXPECT_EQ(lists, 3u);
+  EXPECT_EQ(replays, 3u);
+}
+
 TEST_F(TreTest, InitRefusesADirectoryThatHoldsATre) {
   auto again = Tre::init(Options{dir_}, world().bundle("001019990000002"));
   ASSERT_FALSE(again);

@@ -119,19 +119,33 @@ Result<void> DirectAccess::verify(const DirectProof& proof, const store::Challen
   return {};
 }
 
+Result<store::Registration> DirectAccess::proven(const DirectProof& proof, std::string& detail) {
+  auto reg = registered(proof.pcid);
+  if (!reg) return std::unexpected(reg.error());
+  detail += fmt::format(", device {}", reg->device_id);
+  auto challenge = usable_challenge(proof);
+  if (!challenge) return std::unexpected(challenge.error());
+  if (auto v = verify(proof, *challenge, *reg); !v) return std::unexpected(v.error());
+  if (auto used = challenges_.consume(proof.challenge_id); !used) {
+    return std::unexpected(used.error());
+  }
+  return reg;
+}
+
+Result<store::Registration> DirectAccess::prove(const DirectProof& proof,
+                                                std::string_view purpose) {
+  std::string detail = fmt::format("challenge {}", proof.challenge_id);
+  auto result = proven(proof, detail);
+  return audited(audit_, now(), {kService, purpose, proof.pcid, pcid_principal(proof.pcid), detail},
+                 std::move(result));
+}
+
 Result<store::Session> DirectAccess::open_session(const DirectProof& proof) {
   const store::Time t = now();
   std::string detail = fmt::format("challenge {}", proof.challenge_id);
   auto result = [&]() -> Result<store::Session> {
-    auto reg = registered(proof.pcid);
+    auto reg = proven(proof, detail);
     if (!reg) return std::unexpected(reg.error());
-    detail += fmt::format(", device {}", reg->device_id);
-    auto challenge = usable_challenge(proof);
-    if (!challenge) return std::unexpected(challenge.error());
-    if (auto v = verify(proof, *challenge, *reg); !v) return std::unexpected(v.error());
-    if (auto used = challenges_.consume(proof.challenge_id); !used) {
-      return std::unexpected(used.error());
-    }
     // The ICF's own session, audited by it: the same restricted kind a VNO opens after AKA.
     return icf_.open_session(proof.pcid, kDirectAccessHolder);
   }();

@@ -78,7 +78,14 @@ class DirectAccess {
   // spent, as the PVA's verdicts do.
   Result<store::Session> open_session(const DirectProof& proof);
 
+  // The same proof of the platform key, for a device that needs no session: an operational one
+  // collecting its operator's management instructions at the DPF (F9). The checks and their codes
+  // are open_session's, the challenge is used up the same way; the registration it proved is the
+  // answer. Audited under `purpose` (an audit event name).
+  Result<store::Registration> prove(const DirectProof& proof, std::string_view purpose);
+
  private:
+  Result<store::Registration> proven(const DirectProof& proof, std::string& detail);
   store::Time now() const;
   Result<store::Registration> registered(std::string_view pcid);
   Result<store::Challenge> usable_challenge(const DirectProof& proof);

@@ -46,7 +46,14 @@ store::Time Dpf::now() const { return detail::seconds_of(clock_.now()); }
 // The SHO may address a device only through a registration it made; that registration.
 Result<store::Registration> Dpf::check_registered(std::string_view pcid, std::string_view device_id,
                                                   std::string_view caller_sho) {
-  auto reg = registrations_.find(pcid);
+  return detail::sho_registration(registrations_, pcid, device_id, caller_sho);
+}
+
+Result<store::Registration> detail::sho_registration(store::RegistrationStore& registrations,
+                                                     std::string_view pcid,
+                                                     std::string_view device_id,
+                                                     std::string_view caller_sho) {
+  auto reg = registrations.find(pcid);
   if (!reg) return std::unexpected(reg.error());
   if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
   if ((*reg)->sho != caller_sho) {

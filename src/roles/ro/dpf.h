@@ -23,6 +23,15 @@
 
 namespace mcim::ro {
 
+namespace detail {
+// The registration of `pcid`, which must exist (not_found), be `caller_sho`'s (access_denied) and
+// name `device_id` (wrong_recipient): what an SHO may send the DPF for a device (packages,
+// attestation requests, refusals, management instructions).
+Result<store::Registration> sho_registration(store::RegistrationStore& registrations,
+                                             std::string_view pcid, std::string_view device_id,
+                                             std::string_view caller_sho);
+}  // namespace detail
+
 // F2 step 14: a verified status report on its way to the SHO.
 struct RelayedStatus {
   std::string package_id, device_id, sho;

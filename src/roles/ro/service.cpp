@@ -28,6 +28,7 @@
 #include "roles/ro/bootstrap.h"
 #include "roles/ro/dpf.h"
 #include "roles/ro/held_polls.h"
+#include "roles/ro/management.h"
 #include "roles/ro/service_util.h"
 #include "roles/supplier/ccif.h"
 
@@ -80,7 +81,10 @@ struct Notice {
 // audited at once. Notices that cannot ever be delivered (no such SHO, no client) and those pushed
 // out of a full queue or left at shutdown are audited and dropped too: the SHO can still read
 // arrivals and reports from the RO's records.
-class NoticeQueue final : public ArrivalNotifier, public StatusRelay, public AttestationRelay {
+class NoticeQueue final : public ArrivalNotifier,
+                          public StatusRelay,
+                          public AttestationRelay,
+                          public InstructionResultRelay {
  public:
   NoticeQueue(store::AuditStore& audit, const Clock& clock, const RoServiceConfig& config)
       : audit_(audit), clock_(clock), config_(config) {}
@@ -132,6 +136,15 @@ class NoticeQueue final : public ArrivalNotifier, public StatusRelay, public Att
               {"sho", s.sho},
               {"report", s.signed_report}};
     return enqueue("status", s.package_id, s.sho, "/v1/sho/status", body);
+  }
+
+  Result<void> relay_instruction_result(const RelayedInstructionResult& r) override {
+    Json body{{"instruction_id", r.instruction_id},
+              {"device_id", r.device_id},
+              {"sho", r.sho},
+              {"report", r.signed_report}};
+    return enqueue("instruction result", r.instruction_id, r.sho, "/v1/sho/instruction-results",
+                   body);
   }
 
   Result<void> relay_attestation(const RelayedAttestation& a) override {
@@ -346,6 +359,7 @@ struct RoService::State {
   net::Router router;
   NoticeQueue notices;
   PollWaiters polls;
+  InstructionQueue instructions;  // F9: pending management instructions (management.h)
 
   std::mutex expiry_mu;
   std::condition_variable expiry_cv;
@@ -362,6 +376,10 @@ struct RoService::State {
   }
   DirectAccess direct(Icf& icf) {
     return DirectAccess(db, icf, *config.supplier_roots, clock, thread_random(), config.direct);
+  }
+  Management management() {
+    return Management(db.registrations(), db.audit(), instructions, notices, *config.operator_roots,
+                      *config.supplier_roots, clock);
   }
 
   Result<void> add_routes();
@@ -396,6 +414,12 @@ struct RoService::State {
   Result<Json> direct_challenge(const Request& r);
   Result<Json> direct_session(const Request& r);
   Result<void> add_direct_routes();
+
+  // Remote management (F9): the SHO queues, the operational device collects and answers.
+  Result<Json> queue_instruction(const Request& r);
+  Result<Json> collect_instructions(const Request& r);
+  Result<Json> answer_instruction(const Request& r);
+  Result<void> add_management_routes();
 };
 
 // ---- Operator endpoints ---------------------------------------------------------------------
@@ -730,6 +754,92 @@ Result<void> RoService::State::add_direct_routes() {
   return {};
 }
 
+// ---- Remote management (F9) ---------------------------------------------------------------------
+
+Result<Json> RoService::State::queue_instruction(const Request& r) {
+  InstructionHandover h;
+  h.pcid = r.json.at("pcid").get<std::string>();
+  h.device_id = r.json.at("device_id").get<std::string>();
+  h.instruction_id = r.json.at("instruction_id").get<std::string>();
+  h.instruction = r.json.at("instruction").get<std::string>();
+  auto q = management().queue(h, caller_of(r));
+  if (!q) return std::unexpected(q.error());
+  flow("instruction_queued");
+  return Json{{"instruction_id", q->instruction_id},
+              {"sequence", q->sequence},
+              {"status", to_string(q->status)}};
+}
+
+// The device is operational: no session, its platform key instead (the direct-access proof).
+Result<Json> RoService::State::collect_instructions(const Request& r) {
+  const std::string pcid = r.json.at("pcid").get<std::string>();
+  auto chain = parse_platform_chain(r.json.at("platform_chain"));
+  if (!chain) {
+    return audited(db.audit(), now(),
+                   {"dpf", "instruction-collect", pcid, fmt::format("pcid:{}", pcid), ""},
+                   Result<Json>(std::unexpected(chain.error())));
+  }
+  Icf sessions = icf();
+  auto reg = direct(sessions).prove({pcid, r.json.at("challenge_id").get<std::string>(),
+                                     r.json.at("report").get<std::string>(), raw_chain(*chain)},
+                                    "instruction-collect");
+  if (!reg) return std::unexpected(reg.error());
+  Json list = Json::array();
+  for (const QueuedInstruction& q : management().collect(*reg)) {
+    list.push_back(Json{{"instruction_id", q.instruction_id}, {"instruction", q.instruction}});
+  }
+  flow("instructions_collected");
+  return Json{{"device_id", reg->device_id}, {"instructions", std::move(list)}};
+}
+
+// The TRE's signed answer authenticates itself: it verifies only with the device's platform key.
+Result<Json> RoService::State::answer_instruction(const Request& r) {
+  const std::string id(r.param("instruction_id"));
+  auto chain = parse_platform_chain(r.json.at("platform_chain"));
+  if (!chain) return std::unexpected(chain.error());
+  auto report = management().answer(id, r.json.at("report").get<std::string>(), raw_chain(*chain));
+  if (!report) return std::unexpected(report.error());
+  flow("instruction_answered");
+  return Json{{"instruction_id", id}, {"outcome", report->outcome}};
+}
+
+Result<void> RoService::State::add_management_routes() {
+  using net::required;
+  State* s = this;
+  auto route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&), int ok) {
+    return json_handler(
+        kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); }, ok);
+  };
+  std::vector<net::JsonMember> proof = platform_report_fields();
+  proof.push_back(required("pcid", imsi_schema()));
+  proof.push_back(required("challenge_id", JsonSchema::hex(16)));
+  const std::array<Result<void>, 4> added = {
+      router.add(
+          "POST", "/v1/dpf/instructions", route("instruction", &State::queue_instruction, 201),
+          RouteOptions{net::require_operator_if([](std::string_view) { return true; }),
+                       JsonSchema::object(
+                           {required("pcid", imsi_schema()), required("device_id", id_schema()),
+                            required("instruction_id", id_schema()),
+                            required("instruction", JsonSchema::string(kMaxReportSize))}),
+                       kMaxJsonBody}),
+      // The direct-access challenge, served whether or not direct access is.
+      router.add("POST", "/v1/dpf/management/challenges",
+                 route("management challenge", &State::direct_challenge, 201),
+                 RouteOptions{nullptr, JsonSchema::object({required("pcid", imsi_schema())}),
+                              kMaxJsonBody}),
+      router.add("POST", "/v1/dpf/management/instructions",
+                 route("instruction collect", &State::collect_instructions, 200),
+                 RouteOptions{nullptr, JsonSchema::object(std::move(proof)), kMaxJsonBody}),
+      router.add("POST", "/v1/dpf/instructions/{instruction_id}/result",
+                 route("instruction result", &State::answer_instruction, 200),
+                 RouteOptions{nullptr, JsonSchema::object(platform_report_fields()), kMaxJsonBody}),
+  };
+  for (const auto& a : added) {
+    if (!a) return a;
+  }
+  return {};
+}
+
 // ---- Routes -----------------------------------------------------------------------------------
 
 Result<void> RoService::State::add_routes() {
@@ -856,6 +966,7 @@ Result<void> RoService::State::add_routes() {
   if (config.direct_access) {
     if (auto direct = add_direct_routes(); !direct) return direct;
   }
+  if (auto managed = add_management_routes(); !managed) return managed;
   router.set_health_check([s]() -> Result<void> {
     auto n = s->db.pcids().count();
     if (!n) return std::unexpected(n.error());

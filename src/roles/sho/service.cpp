@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <deque>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -55,6 +56,11 @@ constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-sho\"";
 constexpr std::string_view kAucBatch = "sho";
 // Package validity starts a little in the past so that a device clock slightly behind accepts it.
 constexpr std::chrono::minutes kPackageSkew{5};
+// Remote management (F9): the instructions issued and their answers, kept in memory (the TRE
+// takes an instruction for 10 minutes only; the audit store is the durable record).
+constexpr std::size_t kMaxIssuedInstructions = 10'000;
+const std::vector<std::string> kInstructionActions = {"list",    "activate", "block",
+                                                      "unblock", "retire",   "delete"};
 
 HttpResponse answer(std::string_view what, const Result<Json>& result, int ok_status = 200) {
   return ro::service_util::answer(kComponent, what, result, ok_status);
@@ -206,6 +212,25 @@ struct ShoService::State {
   Result<Json> refuse(const Subscriber& s, SubscriberStatus from, ErrorCode code);
   void tell_dpf(const Subscriber& s, ErrorCode code);
   Result<Json> status(const Request& r);
+
+  // Remote management (F9): the operator's own staff (mTLS as this operator) instruct a device's
+  // TRE through the RO's DPF; the TRE's signed answer comes back through the RO.
+  struct Issued {
+    std::string instruction_id, device_id, action, credential;
+    std::uint64_t sequence = 0;
+    store::Time created{};
+    std::optional<tre::StatusReport> report;  // verified, once answered
+    std::string signed_report;
+    store::Time answered{};
+  };
+  Result<Json> instruct(const Request& r);
+  Result<tre::Instruction> instruction_for(const Request& r, const Subscriber& s);
+  Result<Json> instruction_status(const Request& r);
+  Result<Json> instruction_result(const Request& r);
+  Result<Issued> issued(std::string_view instruction_id, std::string_view device_id) const;
+  static Json issued_json(const Issued& i);
+  mutable std::mutex issued_mu;
+  std::deque<Issued> issued_list;  // guarded by issued_mu; oldest first
 };
 
 // ---- Callers ----------------------------------------------------------------------------------
@@ -748,6 +773,167 @@ Result<Json> ShoService::State::status(const Request& r) {
   return Json{{"outcome", "ok"}};
 }
 
+// ---- Remote management (F9) ---------------------------------------------------------------------
+
+// What the operator asked, as the TRE will read it. The credential is the subscriber's MCIM unless
+// another is named: the TRE, not the SHO, knows what else the device holds and whose it is (F6).
+Result<tre::Instruction> ShoService::State::instruction_for(const Request& r, const Subscriber& s) {
+  tre::Instruction ins;
+  ins.device_id = s.device_id;
+  const std::string action = r.json.at("action").get<std::string>();
+  ins.list = action == tre::kListAction;
+  if (!ins.list) ins.action = *tre::parse_action(action);  // the schema allows only actions
+  ins.credential = ins.list ? "-" : s.imsi;
+  if (r.json.contains("credential")) {
+    if (ins.list) return fail(ErrorCode::invalid_argument, "credential: a list names none");
+    ins.credential = r.json.at("credential").get<std::string>();
+  }
+  ins.time = std::chrono::floor<std::chrono::seconds>(clock.now());
+  // Per device, increasing, persistent: a restart never reuses a sequence the TRE has seen.
+  auto sequence = db.sqns().reserve("instruction-sequence:" + s.device_id, 1, kMaxSequence);
+  if (!sequence) return std::unexpected(sequence.error());
+  ins.sequence = *sequence + 1;
+  return ins;
+}
+
+Result<Json> ShoService::State::instruct(const Request& r) {
+  auto s = subscriber(r.param("device_id"));
+  if (!s) return std::unexpected(s.error());
+  if (s->status != SubscriberStatus::active) {
+    return fail(
+        ErrorCode::transition_refused,
+        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
+  }
+  const RoEndpoint* ro = ro_of(s->pcid);
+  if (ro == nullptr) {
+    return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", s->pcid));
+  }
+  auto ins = instruction_for(r, *s);
+  if (!ins) return std::unexpected(ins.error());
+  std::vector<X509*> certs;
+  for (const auto& c : config.package_signer->certs) certs.push_back(c.get());
+  auto text = tre::sign_instruction(*ins, config.package_signer->key.get(), certs);
+  if (!text) return std::unexpected(text.error());
+  Issued issued;
+  issued.instruction_id = fmt::format("ins-{}", to_hex(thread_random().draw<8>()));
+  issued.device_id = s->device_id;
+  issued.action = r.json.at("action").get<std::string>();
+  issued.credential = ins->credential;
+  issued.sequence = ins->sequence;
+  issued.created = now();
+  auto queued = call("ro", "POST", ro->base_url + "/v1/dpf/instructions",
+                     Json{{"pcid", s->pcid},
+                          {"device_id", s->device_id},
+                          {"instruction_id", issued.instruction_id},
+                          {"instruction", *text}});
+  auto recorded = record("instruction", issued.instruction_id,
+                         operator_principal(config.operator_id), std::move(queued),
+                         fmt::format("device {}, {} {}, sequence {}", issued.device_id,
+                                     issued.action, issued.credential, issued.sequence));
+  if (!recorded) return std::unexpected(recorded.error());
+  flow("instruction_issued");
+  log::info(kComponent, "device {}: instruction {} ({} {}, sequence {}) queued at {}",
+            issued.device_id, issued.instruction_id, issued.action, issued.credential,
+            issued.sequence, ro->operator_id);
+  Json out = issued_json(issued);
+  std::lock_guard lock(issued_mu);
+  if (issued_list.size() >= kMaxIssuedInstructions) issued_list.pop_front();
+  issued_list.push_back(std::move(issued));
+  return out;
+}
+
+Result<ShoService::State::Issued> ShoService::State::issued(std::string_view instruction_id,
+                                                            std::string_view device_id) const {
+  std::lock_guard lock(issued_mu);
+  for (const Issued& i : issued_list) {
+    if (i.instruction_id != instruction_id) continue;
+    if (i.device_id != device_id) break;
+    return i;
+  }
+  return fail(ErrorCode::not_found,
+              fmt::format("instruction {}: none for device {}", instruction_id, device_id));
+}
+
+Json ShoService::State::issued_json(const Issued& i) {
+  Json out{{"instruction_id", i.instruction_id},
+           {"device_id", i.device_id},
+           {"action", i.action},
+           {"credential", i.credential},
+           {"sequence", i.sequence},
+           {"created", unix_seconds(i.created)},
+           {"status", i.report ? "answered" : "queued"}};
+  if (!i.report) return out;
+  out["outcome"] = i.report->outcome;
+  out["state"] = i.report->state;
+  out["answered"] = unix_seconds(i.answered);
+  out["report"] = i.signed_report;
+  if (i.report->event == tre::kListAction) {
+    Json list = Json::array();
+    for (const auto& c : i.report->credentials) {
+      list.push_back(Json{{"id", c.id}, {"state", c.state}, {"package_id", c.package_id}});
+    }
+    out["credentials"] = std::move(list);
+  }
+  return out;
+}
+
+Result<Json> ShoService::State::instruction_status(const Request& r) {
+  auto i = issued(r.param("instruction_id"), r.param("device_id"));
+  if (!i) return std::unexpected(i.error());
+  return issued_json(*i);
+}
+
+// From the RO that holds the device's PCID, about an instruction this SHO issued for it; the
+// TRE's report must verify with the registered platform key and answer that instruction.
+Result<Json> ShoService::State::instruction_result(const Request& r) {
+  const std::string id = r.json.at("instruction_id").get<std::string>();
+  const std::string device_id = r.json.at("device_id").get<std::string>();
+  if (r.json.at("sho").get<std::string>() != config.operator_id) {
+    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
+  }
+  auto i = issued(id, device_id);
+  if (!i) return std::unexpected(i.error());
+  auto s = subscriber(device_id);
+  if (!s) return std::unexpected(s.error());
+  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
+  auto cert = pki::parse_certificate(s->platform_cert, "platform_cert");
+  if (!cert) return std::unexpected(cert.error());
+  const std::string text = r.json.at("report").get<std::string>();
+  auto report = tre::verify_instruction_report(text, cert->get(), device_id, i->sequence);
+  if (!report) return std::unexpected(report.error());
+  // Recorded before it is shown: whoever reads the answer finds its audit record.
+  auto find = [&]() -> Result<std::deque<Issued>::iterator> {
+    auto it = std::find_if(issued_list.begin(), issued_list.end(),
+                           [&](const Issued& x) { return x.instruction_id == id; });
+    if (it == issued_list.end()) {
+      return fail(ErrorCode::not_found, fmt::format("instruction {}: forgotten", id));
+    }
+    if (it->report) {
+      return fail(ErrorCode::transition_refused, fmt::format("instruction {}: answered", id));
+    }
+    return it;
+  };
+  {
+    std::lock_guard lock(issued_mu);
+    if (auto it = find(); !it) return std::unexpected(it.error());
+  }
+  auto recorded = record(
+      "instruction-result", id, operator_principal(caller_of(r)), Result<void>{},
+      fmt::format("device {}, outcome {}, state {}", device_id, report->outcome, report->state));
+  if (!recorded) return std::unexpected(recorded.error());
+  {
+    std::lock_guard lock(issued_mu);
+    auto it = find();
+    if (!it) return std::unexpected(it.error());
+    (*it)->report = *report;
+    (*it)->signed_report = text;
+    (*it)->answered = now();
+  }
+  flow("instruction_answered");
+  log::info(kComponent, "device {}: instruction {} answered: {}", device_id, id, report->outcome);
+  return Json{{"instruction_id", id}, {"outcome", report->outcome}};
+}
+
 // ---- Routes -----------------------------------------------------------------------------------
 
 Result<void> ShoService::State::add_routes() {
@@ -792,8 +978,13 @@ Result<void> ShoService::State::add_routes() {
   std::vector<net::JsonMember> attestation_fields = {required("request_id", id_schema()), pcid(),
                                                      device(), sho()};
   for (auto& f : platform_report_fields()) attestation_fields.push_back(std::move(f));
+  // The operator's own staff: mTLS with a certificate of this operator.
+  auto from_operator = [s] {
+    return net::require_operator_if(
+        [s](std::string_view id) { return id == s->config.operator_id; });
+  };
 
-  const std::array<Result<void>, 6> added = {
+  const std::array<Result<void>, 9> added = {
       router.add(
           "POST", "/v1/subscribers",
           owner_route(
@@ -823,6 +1014,21 @@ Result<void> ShoService::State::add_routes() {
       router.add("POST", "/v1/sho/status", ro_route("status report", &State::status),
                  json(from_ro(), JsonSchema::object(
                                      {required("package_id", id_schema()), device(), sho(),
+                                      required("report", JsonSchema::string(kMaxReportSize))}))),
+      router.add(
+          "POST", "/v1/operator/devices/{device_id}/instructions",
+          json_handler(
+              kComponent, "instruction", [s](const Request& r) { return s->instruct(r); }, 202),
+          json(from_operator(),
+               JsonSchema::object({required("action", JsonSchema::enumeration(kInstructionActions)),
+                                   net::optional("credential", id_schema())}))),
+      router.add("GET", "/v1/operator/devices/{device_id}/instructions/{instruction_id}",
+                 ro_route("instruction status", &State::instruction_status),
+                 RouteOptions{from_operator(), std::nullopt, kMaxJsonBody}),
+      router.add("POST", "/v1/sho/instruction-results",
+                 ro_route("instruction result", &State::instruction_result),
+                 json(from_ro(), JsonSchema::object(
+                                     {required("instruction_id", id_schema()), device(), sho(),
                                       required("report", JsonSchema::string(kMaxReportSize))}))),
   };
   for (const auto& a : added) {
