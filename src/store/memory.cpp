@@ -45,17 +45,31 @@ struct MemoryState {
 class MemoryPcids final : public PcidStore {
  public:
   explicit MemoryPcids(MemoryState& s) : s_(s) {}
+  using PcidStore::add_batch;
 
-  Result<void> add_batch(const std::vector<PcidSubscription>& batch) override {
+  Result<std::uint64_t> add_batch(const std::vector<PcidSubscription>& batch,
+                                  const std::optional<PcidReuse>& reuse) override {
     Lock lock(s_.mu);
     std::set<std::string_view> seen;
+    std::vector<std::string_view> reused;
     for (const auto& p : batch) {
-      if (s_.pcids.contains(p.pcid) || !seen.insert(p.pcid).second) {
+      const auto stored = s_.pcids.find(p.pcid);
+      const bool taken =
+          stored != s_.pcids.end() &&
+          (!reuse || !pcid_free(stored->second, *reuse) || live_session(p.pcid, *reuse));
+      if (taken || !seen.insert(p.pcid).second) {
         return fail(ErrorCode::already_exists, fmt::format("pcid {}: already present", p.pcid));
       }
+      if (stored != s_.pcids.end()) reused.push_back(p.pcid);
     }
-    for (const auto& p : batch) s_.pcids.emplace(p.pcid, p);
-    return {};
+    for (std::string_view pcid : reused) {
+      s_.pcids.erase(s_.pcids.find(pcid));
+      if (auto r = s_.registrations.find(pcid); r != s_.registrations.end()) {
+        s_.registrations.erase(r);
+      }
+    }
+    for (const auto& p : batch) s_.pcids.insert_or_assign(p.pcid, p);
+    return static_cast<std::uint64_t>(reused.size());
   }
 
   Result<std::optional<PcidSubscription>> find(std::string_view pcid) override {
@@ -84,6 +98,7 @@ class MemoryPcids final : public PcidStore {
     for (auto& [id, p] : s_.pcids) {
       if (p.status == PcidStatus::dormant && p.dormant_until < now) {
         p.status = PcidStatus::expired;
+        p.expired_at = now;
         ++n;
       }
     }
@@ -96,6 +111,13 @@ class MemoryPcids final : public PcidStore {
   }
 
  private:
+  // Under s_.mu.
+  bool live_session(std::string_view pcid, const PcidReuse& reuse) const {
+    return std::any_of(s_.sessions.begin(), s_.sessions.end(), [&](const auto& e) {
+      return e.second.imsi == pcid && e.second.expires > reuse.now;
+    });
+  }
+
   MemoryState& s_;
 };
 

@@ -253,6 +253,18 @@ ALTER TABLE registration ADD COLUMN refusal TEXT NOT NULL DEFAULT '',
   ADD COLUMN refused BIGINT NOT NULL DEFAULT 0;
 )sql";
 
+// v6 (issue 8, F7/F8): when the dormant sweep expired a PCID, the start of its quarantine before
+// a new batch may reuse it. Rows expired before v6 did so after their dormant_until, the earliest
+// their expiry can have been: their quarantine is cut short by at most the sweep's interval.
+constexpr std::string_view kV6Sqlite = R"sql(
+ALTER TABLE pcid_subscription ADD COLUMN expired_at INTEGER NOT NULL DEFAULT 0;
+UPDATE pcid_subscription SET expired_at = dormant_until WHERE status = 'expired';
+)sql";
+constexpr std::string_view kV6Postgresql = R"sql(
+ALTER TABLE pcid_subscription ADD COLUMN expired_at BIGINT NOT NULL DEFAULT 0;
+UPDATE pcid_subscription SET expired_at = dormant_until WHERE status = 'expired';
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "tables of the ICF, DRF, DPF, VNO and audit", kV1Sqlite, kV1Postgresql},
     Migration{2, "indexes for the dormant sweep and open packages", kV2, kV2},
@@ -260,6 +272,7 @@ constexpr std::array kMigrations = {
     Migration{4, "attestation requests, subscribers, challenges and reference sets", kV4Sqlite,
               kV4Postgresql},
     Migration{5, "the SHO's refusal of a registered device", kV5Sqlite, kV5Postgresql},
+    Migration{6, "when a PCID expired, for its quarantine before reuse", kV6Sqlite, kV6Postgresql},
 };
 
 }  // namespace
