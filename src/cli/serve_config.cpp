@@ -448,6 +448,7 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
                        optional("max_activation_s", JsonSchema::integer(1, 10 * kYearSeconds)),
                        optional("dormant_period_s", JsonSchema::integer(1, 10 * kYearSeconds)),
                        optional("session_lifetime_s", JsonSchema::integer(1, kYearSeconds)),
+                       optional("quarantine_s", JsonSchema::integer(0, 10 * kYearSeconds)),
                        optional("max_batch", JsonSchema::integer(1, 10'000'000)),
                    })),
           optional("drf",
@@ -514,6 +515,9 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
     }
     if (icf.contains("session_lifetime_s")) {
       s.icf.session_lifetime = std::chrono::seconds(icf["session_lifetime_s"].get<std::int64_t>());
+    }
+    if (icf.contains("quarantine_s")) {
+      s.icf.quarantine = std::chrono::seconds(icf["quarantine_s"].get<std::int64_t>());
     }
     s.icf.max_batch = icf.value("max_batch", s.icf.max_batch);
   }

@@ -291,6 +291,7 @@ TEST(ServeConfig, RoEveryKnob) {
               {"max_activation_s", 3600},
               {"dormant_period_s", 7200},
               {"session_lifetime_s", 60},
+              {"quarantine_s", 600},
               {"max_batch", 5}};
   j["drf"] = {{"require_known_pcid", false}};
   j["direct"] = {
@@ -312,6 +313,7 @@ TEST(ServeConfig, RoEveryKnob) {
   EXPECT_EQ(s.icf.max_activation, 3600s);
   EXPECT_EQ(s.icf.dormant_period, 7200s);
   EXPECT_EQ(s.icf.session_lifetime, 60s);
+  EXPECT_EQ(s.icf.quarantine, 600s);
   EXPECT_EQ(s.icf.max_batch, 5u);
   EXPECT_FALSE(s.drf.require_known_pcid);
   EXPECT_FALSE(s.direct_access);
@@ -595,6 +597,8 @@ const std::vector<BadConfig>& bad_configs() {
        ErrorCode::invalid_argument, 2, "ro.json: db: unknown database URL scheme"},
       {"sho_not_https", "ro", [](Json& j) { j["shos"]["sho-a"] = "http://127.0.0.1:9"; },
        ErrorCode::invalid_argument, 2, "ro.json: shos.sho-a: must be an https:// URL"},
+      {"negative_quarantine", "ro", [](Json& j) { j["icf"] = {{"quarantine_s", -1}}; },
+       ErrorCode::invalid_argument, 2, "ro.json: icf.quarantine_s: "},
       {"bad_listen_in_file", "ro", [](Json& j) { j["listen"] = "localhost:8443"; },
        ErrorCode::invalid_argument, 2, "ro.json: listen: not an IPv4 address"},
       {"eap_gateway_socket_too_long", "ro",
