@@ -223,11 +223,18 @@ Result<void> register_device(FleetDevice& d, const FleetEndpoints& e, const Flee
   }
   if (!ro.activate) return {};
   t0 = SteadyClock::now();
-  auto on = call(*e.owner, "POST", e.sho_url + "/v1/subscribers/" + id + "/activation",
-                 Json{{"window_s", o.activation_window.count()}}, 200,
-                 fmt::format("activate {}", id), bearer);
-  if (!on) return std::unexpected(on.error());
+  if (auto on = announce_switch_on(d, e, o.activation_window); !on) return on;
   timed("activate", ms_since(t0));
+  return {};
+}
+
+Result<void> announce_switch_on(const FleetDevice& d, const FleetEndpoints& e,
+                                std::chrono::seconds window) {
+  const std::string& id = d.bundle.device_id;
+  auto on = call(*e.owner, "POST", e.sho_url + "/v1/subscribers/" + id + "/activation",
+                 Json{{"window_s", window.count()}}, 200, fmt::format("activate {}", id),
+                 {{"Authorization", "Bearer " + e.owner_token}});
+  if (!on) return std::unexpected(on.error());
   return {};
 }
 

@@ -113,6 +113,11 @@ struct RegisterOptions {
 Result<void> register_device(FleetDevice& device, const FleetEndpoints& endpoints,
                              const FleetOptions& options, const RegisterOptions& how = {});
 
+// F7: the owner announces the device's switch-on at the SHO, which relays it to the RO's ICF: its
+// PCID may attach for `window`.
+Result<void> announce_switch_on(const FleetDevice& device, const FleetEndpoints& endpoints,
+                                std::chrono::seconds window);
+
 // The bundle's bootstrap PIN as the owner types it.
 std::string pin_of(const tre::SupplierBundle& bundle);
 

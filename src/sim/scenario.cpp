@@ -51,6 +51,10 @@ constexpr ScenarioInfo kScenarios[] = {
      "replayed_package"},
     {"tampered-package", "a package altered on the way", "tre", "package_tampered"},
     {"foreign-package", "a package sealed for another TRE", "tre", "wrong_recipient"},
+    {"delayed-activation",
+     "F7: dormant until announced, then provisioned; one never announced expires and its PCID is "
+     "reallocated after its quarantine",
+     "ro", "pcid_expired"},
 };
 
 const ScenarioInfo* info_of(std::string_view name) {
@@ -152,6 +156,32 @@ class Run {
     attacked_ = std::move(attacked);
     mcims_before_.clear();
     for (const FleetDevice* d : attacked_) mcims_before_.push_back(mcims_of(*d));
+  }
+
+  // A check of the flow's outcome; a failed one fails the scenario like an unexpected change.
+  void expect(bool ok, std::string what) {
+    if (!ok) r_.unexpected.push_back(std::move(what));
+  }
+  // The newest RO audit record of `event` on `subject` has `outcome`.
+  void expect_audit(std::string_view event, std::string_view subject, std::string_view outcome) {
+    auto recent = w_.ro_db->audit().recent(1000);
+    std::string found = "none";
+    if (recent) {
+      for (const store::AuditRecord& a : *recent) {
+        if (a.event == event && a.subject == subject) {
+          found = a.outcome;
+          break;
+        }
+      }
+    }
+    expect(found == outcome,
+           fmt::format("ro audit {} {}: want {}, got {}", event, subject, outcome, found));
+  }
+  void expect_state(const FleetDevice& d, const std::string& key, std::string_view want) {
+    const State now = state_of(w_, d);
+    const auto it = now.find(key);
+    const std::string got = it == now.end() ? "absent" : it->second;
+    expect(got == want, fmt::format("{}: want {}, got {}", key, want, got));
   }
 
   void refused(std::string party, const Error& e) {
@@ -474,6 +504,126 @@ Result<void> package_refused(Run& run, const ScenarioWorld& w, std::string_view 
   return {};
 }
 
+// Moves the services' clock forward for the life of the value and back after it: a year passes in
+// an instant, and the scenarios after this one find the system's time as it was.
+class TimeTravel {
+ public:
+  explicit TimeTravel(const ScenarioWorld& w) : w_(w) {}
+  ~TimeTravel() {
+    if (moved_.count() != 0) w_.advance_clock(-moved_);
+  }
+  TimeTravel(const TimeTravel&) = delete;
+  TimeTravel& operator=(const TimeTravel&) = delete;
+  void advance(std::chrono::seconds by) {
+    w_.advance_clock(by);
+    moved_ += by;
+  }
+
+ private:
+  const ScenarioWorld& w_;
+  std::chrono::seconds moved_{0};
+};
+
+// Who refused an attach: the RO's ICF behind the VNO ("vno: home ..."), or the VNO itself.
+std::string attach_refuser(const Error& e) {
+  return e.message.starts_with("vno: home") ? "ro" : "vno";
+}
+
+// F7 step by step for a device its owner registered long before switching it on: dormant, so
+// its attach is refused; announced, so it attaches, and no second visited network can attach the
+// same PCID meanwhile (F8); then provisioned.
+Result<void> announced_device(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  device::Agent agent = run.agent(d);
+  const std::string& pcid = d.bundle.pcid;
+  auto dormant = agent.attach(pcid);
+  run.expect(!dormant && dormant.error().code == ErrorCode::credential_unusable &&
+                 attach_refuser(dormant.error()) == "ro",
+             "a dormant PCID's attach: want ro credential_unusable");
+  if (dormant) (void)agent.detach(*dormant);
+  run.expect_state(d, "ro.icf " + pcid, "dormant");
+  if (auto on = announce_switch_on(d, w.endpoints, w.fleet.activation_window); !on) return on;
+  run.expect_state(d, "ro.icf " + pcid, "active");
+  run.expect_audit("activate", pcid, "ok");
+  auto first = agent.attach(pcid);
+  if (!first) return with_prefix(first.error(), "the attach after the announcement");
+  auto second = net::call_json(*w.as_vno2, "POST", w.ro_url + "/v1/auth/sessions",
+                               Json{{"imsi", pcid}}, {.peer = "ro", .ok_status = 201});
+  run.expect(!second && second.error().code == ErrorCode::already_exists,
+             "a second visited network's session on an attached PCID: want already_exists");
+  run.expect_audit("open-session", pcid, "already_exists");
+  (void)agent.detach(*first);
+  auto out = agent.provision();
+  run.expect(out.has_value(), out ? std::string() : fmt::format("provisioning: {}", out.error()));
+  run.expect_state(d, "sho.subscriber " + d.bundle.device_id, "active");
+  return {};
+}
+
+// F7 expiry and the F8 pool: a device never announced outlives its dormant window; the sweep
+// expires it and its attach is refused for good. A new batch that names its PCID is refused while
+// the PCID is in quarantine and takes it after: the ICF holds the new credential, dormant, and the
+// old owner's registration is gone.
+Result<void> expired_device(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  const std::string& pcid = d.bundle.pcid;
+  TimeTravel travel(w);
+  travel.advance(w.dormant_period + std::chrono::hours(24));
+  auto swept = w.expire_dormant();
+  if (!swept) return with_prefix(swept.error(), "the RO's expiry");
+  run.expect(*swept >= 1, "the RO's expiry expired nothing");
+  run.expect_state(d, "ro.icf " + pcid, "expired");
+  run.expect_audit("expire-dormant", "-", "ok");
+  device::Agent agent = run.agent(d);
+  auto expired = agent.attach(pcid);
+  if (expired) {
+    (void)agent.detach(*expired);
+  } else {
+    run.refused(attach_refuser(expired.error()), expired.error());
+  }
+  const std::string batch = "scenario-reuse-" + pcid;
+  const std::string url = w.endpoints.supplier_url + "/v1/batches";
+  auto early = net::call_json(*w.endpoints.factory, "POST", url,
+                              Json{{"batch_id", batch}, {"first_pcid", pcid}, {"count", 1}},
+                              {.peer = "supplier", .ok_status = 201});
+  if (!early) return with_prefix(early.error(), "the reuse batch");
+  run.expect(early->value("handover", "") == "failed",
+             "a batch reusing a PCID in quarantine: want its handover refused");
+  run.expect_audit("import-batch", batch, "already_exists");
+  travel.advance(w.quarantine);
+  auto later = net::call_json(*w.endpoints.factory, "POST", url + "/" + batch + "/handover",
+                              Json::object(), {.peer = "supplier"});
+  if (!later) return with_prefix(later.error(), "the reuse batch's second handover");
+  run.expect(later->value("handover", "") == "done" && later->value("imported", 0) == 1,
+             "a batch reusing a PCID out of quarantine: want it imported");
+  run.expect_audit("import-batch", batch, "ok");
+  auto now = w.ro_db->pcids().find(pcid);
+  run.expect(now && *now && (*now)->batch == batch && (*now)->status == store::PcidStatus::dormant,
+             "the reallocated PCID: want the new batch's, dormant");
+  run.expect_state(d, "ro.registration " + pcid, "absent");
+  return {};
+}
+
+Result<void> delayed_activation(Run& run, const ScenarioWorld& w) {
+  if (!w.as_vno2 || !w.advance_clock || !w.expire_dormant) {
+    return fail(ErrorCode::missing_argument,
+                "scenario: a second VNO, the services' clock and the RO's expiry");
+  }
+  if (auto m = run.make(2); !m) return m;
+  for (FleetDevice& d : run.devices) {
+    if (auto e = run.enrol(d, {.activate = false}); !e) return e;
+  }
+  FleetDevice& announced = run.devices[0];
+  FleetDevice& forgotten = run.devices[1];
+  run.baseline({&forgotten});
+  if (auto a = announced_device(run, w, announced); !a) return a;
+  if (auto e = expired_device(run, w, forgotten); !e) return e;
+  // The owner's subscriber stays registered at the SHO: the RO's reallocation does not reach it.
+  run.finish({"ro.icf " + announced.bundle.pcid, "ro.icf " + forgotten.bundle.pcid,
+              "ro.registration " + forgotten.bundle.pcid, "ro.refusal " + forgotten.bundle.pcid,
+              "ro.package " + announced.bundle.device_id,
+              "sho.subscriber " + announced.bundle.device_id, "sho.auc ",
+              "tre " + announced.bundle.device_id});
+  return {};
+}
+
 }  // namespace
 
 std::span<const ScenarioInfo> scenarios() { return kScenarios; }
@@ -508,6 +658,7 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "replayed-package") done = package_refused(run, w, "replayed");
   if (name == "tampered-package") done = package_refused(run, w, "tampered");
   if (name == "foreign-package") done = package_refused(run, w, "foreign");
+  if (name == "delayed-activation") done = delayed_activation(run, w);
   if (!done) return with_prefix(done.error(), name);
   return report;
 }

@@ -358,6 +358,7 @@ struct RoService::State {
   }
 
   Result<void> add_routes();
+  Result<std::uint64_t> expire_dormant();
   void expire_loop();
   void stop();
 
@@ -829,18 +830,23 @@ Result<void> RoService::State::add_routes() {
   return {};
 }
 
+Result<std::uint64_t> RoService::State::expire_dormant() {
+  OsRandom random;  // expire_dormant draws nothing; the Icf wants a source all the same
+  auto expired = Icf(db, clock, random, config.icf).expire_dormant();
+  if (!expired) {
+    log::error(kComponent, "expire dormant pcids: {}", expired.error());
+  } else if (*expired > 0) {
+    log::info(kComponent, "{} dormant pcids expired", *expired);
+  }
+  return expired;
+}
+
 void RoService::State::expire_loop() {
   std::unique_lock lock(expiry_mu);
   const auto interval = config.expire_interval;
   while (!expiry_cv.wait_for(lock, interval, [&] { return expiry_stopping; })) {
     lock.unlock();
-    OsRandom random;  // expire_dormant draws nothing; the Icf wants a source all the same
-    auto expired = Icf(db, clock, random, config.icf).expire_dormant();
-    if (!expired) {
-      log::error(kComponent, "expire dormant pcids: {}", expired.error());
-    } else if (*expired > 0) {
-      log::info(kComponent, "{} dormant pcids expired", *expired);
-    }
+    (void)expire_dormant();
     lock.lock();
   }
 }
@@ -881,6 +887,8 @@ net::HttpHandler RoService::handler() const { return state_->router.handler(); }
 std::size_t RoService::body_limit() const {
   return std::max(state_->config.max_batch_bytes, kMaxPackageBody);
 }
+
+Result<std::uint64_t> RoService::expire_dormant_now() { return state_->expire_dormant(); }
 
 std::size_t RoService::pending_notices() const { return state_->notices.pending(); }
 

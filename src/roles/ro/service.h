@@ -89,6 +89,10 @@ class RoService {
   // The server body limit this service needs (the batch endpoint's).
   std::size_t body_limit() const;
 
+  // The periodic task at once, as its thread runs it every expire_interval: dormant PCIDs past
+  // their window expire (F7). Returns how many.
+  Result<std::uint64_t> expire_dormant_now();
+
   // Notices queued and not yet delivered; blocks up to `timeout` until none are (tests).
   std::size_t pending_notices() const;
   bool wait_notices_delivered(std::chrono::milliseconds timeout) const;
