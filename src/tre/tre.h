@@ -108,6 +108,14 @@ class Tre {
   // report in both cases; refusals are audited and change nothing else.
   InstallOutcome install(ByteView package);
 
+  // F8: a renewed PCID credential from its owner, the RO, as an MCIM-like package (sealed to this
+  // TRE, signed by the RO's package signer, opened with install's checks but no registration
+  // nonce). It must be for this TRE's PCID (wrong_recipient), from the PCID credential's owner
+  // whose policy grants update (access_denied), while the credential is Activated or Selected
+  // (transition_refused). Replaces the credential's document, key and SQN array in one commit,
+  // keeping its lifecycle state. Audited as "update"; the status report is an install report.
+  InstallOutcome renew_pcid(ByteView package);
+
   // A lifecycle action asked by the device itself (activate, select, deselect).
   Result<CredentialInfo> apply(Action action, std::string_view id);
   // A stakeholder's signed instruction: verified, checked against replay, this device, the
@@ -151,8 +159,9 @@ class Tre {
   const std::string& dir() const;
   X509* platform_certificate() const;
 
+  struct Impl;  // tre.cpp
+
  private:
-  struct Impl;
   explicit Tre(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
