@@ -20,6 +20,7 @@ using Lock = std::lock_guard<std::mutex>;
 struct MemoryState {
   std::mutex mu;
   std::map<std::string, PcidSubscription, std::less<>> pcids;  // guarded by mu
+  std::map<std::string, PcidRenewal, std::less<>> renewals;    // staged, by PCID; guarded by mu
   std::map<std::string, std::uint64_t, std::less<>> seq_he;    // guarded by mu
   std::map<std::string, Registration, std::less<>> registrations;
   struct PackageEntry {
@@ -64,6 +65,7 @@ class MemoryPcids final : public PcidStore {
     }
     for (std::string_view pcid : reused) {
       s_.pcids.erase(s_.pcids.find(pcid));
+      if (auto r = s_.renewals.find(pcid); r != s_.renewals.end()) s_.renewals.erase(r);
       if (auto r = s_.registrations.find(pcid); r != s_.registrations.end()) {
         s_.registrations.erase(r);
       }
@@ -108,6 +110,33 @@ class MemoryPcids final : public PcidStore {
   Result<std::uint64_t> count() override {
     Lock lock(s_.mu);
     return static_cast<std::uint64_t>(s_.pcids.size());
+  }
+
+  Result<void> stage_renewal(const PcidRenewal& r) override {
+    Lock lock(s_.mu);
+    auto it = s_.pcids.find(r.pcid);
+    if (it == s_.pcids.end()) return fail(ErrorCode::not_found, fmt::format("pcid {}", r.pcid));
+    it->second.renewal_package = r.package_id;
+    s_.renewals.insert_or_assign(r.pcid, r);
+    return {};
+  }
+
+  Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.pcids.find(pcid);
+    if (it == s_.pcids.end()) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
+    auto staged = s_.renewals.find(pcid);
+    if (staged == s_.renewals.end() || staged->second.package_id != package_id) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("pcid {}: renewal {} is not the staged one", pcid, package_id));
+    }
+    PcidSubscription& p = it->second;
+    p.k = staged->second.k;
+    p.opc = staged->second.opc;
+    p.not_after = staged->second.not_after;
+    p.renewal_package.clear();
+    s_.renewals.erase(staged);
+    return {};
   }
 
  private:

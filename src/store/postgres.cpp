@@ -44,7 +44,18 @@ const char* sql_of(Q q) {
              "$10::bigint) ON CONFLICT DO NOTHING";
     case Q::pcid_find:
       return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, "
-             "not_after, expired_at FROM pcid_subscription WHERE pcid = $1::text";
+             "not_after, expired_at, renewal_package FROM pcid_subscription WHERE pcid = $1::text";
+    case Q::pcid_stage:
+      return "UPDATE pcid_subscription SET renewal_package = $2::text, renewal_k = $3::bytea, "
+             "renewal_opc = $4::bytea, renewal_not_after = $5::bigint WHERE pcid = $1::text";
+    // Every right-hand side reads the row as it was: the staged values move in, then clear.
+    case Q::pcid_complete:
+      return "UPDATE pcid_subscription SET k = renewal_k, opc = renewal_opc, "
+             "not_after = renewal_not_after, renewal_package = '', "
+             "renewal_k = decode('00000000000000000000000000000000', 'hex'), "
+             "renewal_opc = decode('00000000000000000000000000000000', 'hex'), "
+             "renewal_not_after = 0 "
+             "WHERE pcid = $1::text AND renewal_package = $2::text AND renewal_package <> ''";
     // F8: a PCID out of its quarantine and without a live session leaves for a new batch.
     case Q::pcid_release:
       return "DELETE FROM pcid_subscription WHERE pcid = $1::text AND ((status = 'expired' AND "

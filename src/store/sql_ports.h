@@ -28,6 +28,8 @@ enum class Q : std::size_t {
   pcid_insert,
   pcid_find,
   pcid_release,
+  pcid_stage,
+  pcid_complete,
   pcid_activate,
   pcid_status,
   pcid_expire,
@@ -125,6 +127,7 @@ Result<PcidSubscription> read_pcid(const Stmt& s) {
   p.active_until = time_from_column(s.int_at(7));
   p.not_after = time_from_column(s.int_at(8));
   p.expired_at = time_from_column(s.int_at(9));
+  p.renewal_package = s.text_at(10);
   return p;
 }
 
@@ -359,6 +362,35 @@ class SqlPcids final : public PcidStore {
       s->integer(1, to_column(now));
       if (auto r = s->finish(); !r) return pass(r);
       return static_cast<std::uint64_t>(s->changes());
+    });
+  }
+
+  Result<void> stage_renewal(const PcidRenewal& r) override {
+    return b_.run("pcids.stage_renewal", [&](Connection& c) -> Result<void> {
+      auto s = D::query(c, Q::pcid_stage);
+      if (!s) return pass(s);
+      s->text(1, r.pcid).text(2, r.package_id).blob(3, r.k.get()).blob(4, r.opc.get());
+      s->integer(5, to_column(r.not_after));
+      if (auto done = s->finish(); !done) return done;
+      if (s->changes() != 1) return fail(ErrorCode::not_found, fmt::format("pcid {}", r.pcid));
+      return {};
+    });
+  }
+
+  Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) override {
+    return b_.run("pcids.complete_renewal", [&](Connection& c) -> Result<void> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return r;
+      auto s = D::query(c, Q::pcid_complete);
+      if (!s) return pass(s);
+      s->text(1, pcid).text(2, package_id);
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() == 1) return tx.commit();
+      auto status = lookup_text<D>(c, Q::pcid_status, pcid);
+      if (!status) return pass(status);
+      if (!*status) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("pcid {}: renewal {} is not the staged one", pcid, package_id));
     });
   }
 

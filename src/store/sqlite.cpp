@@ -42,7 +42,16 @@ const char* sql_of(Q q) {
              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING";
     case Q::pcid_find:
       return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, "
-             "not_after, expired_at FROM pcid_subscription WHERE pcid = ?1";
+             "not_after, expired_at, renewal_package FROM pcid_subscription WHERE pcid = ?1";
+    case Q::pcid_stage:
+      return "UPDATE pcid_subscription SET renewal_package = ?2, renewal_k = ?3, renewal_opc = ?4, "
+             "renewal_not_after = ?5 WHERE pcid = ?1";
+    // Every right-hand side reads the row as it was: the staged values move in, then clear.
+    case Q::pcid_complete:
+      return "UPDATE pcid_subscription SET k = renewal_k, opc = renewal_opc, "
+             "not_after = renewal_not_after, renewal_package = '', renewal_k = zeroblob(16), "
+             "renewal_opc = zeroblob(16), renewal_not_after = 0 "
+             "WHERE pcid = ?1 AND renewal_package = ?2 AND renewal_package <> ''";
     // F8: a PCID out of its quarantine and without a live session leaves for a new batch.
     case Q::pcid_release:
       return "DELETE FROM pcid_subscription WHERE pcid = ?1 AND ((status = 'expired' AND "

@@ -41,6 +41,17 @@ struct PcidSubscription {
   Time active_until{};   // an active one stops serving vectors after this (0: not active)
   Time not_after{};      // end of the PCID credential's lifetime (F8)
   Time expired_at{};     // when the dormant sweep expired it (0: not expired by the sweep)
+  // F8: the package id of a renewed credential staged for this PCID and not yet installed by the
+  // device (empty: none). Its K and OPc are the store's, never read back but by complete_renewal.
+  std::string renewal_package;
+};
+
+// F8: a renewed PCID credential, staged until the device's TRE reports it installed.
+struct PcidRenewal {
+  std::string pcid;
+  std::string package_id;
+  Secret<16> k, opc;
+  Time not_after{};
 };
 
 // F8 "PCIDs no longer needed are reallocated": a stored PCID may be replaced by a new batch once
@@ -71,6 +82,13 @@ class PcidStore {
   // how many.
   virtual Result<std::uint64_t> expire_dormant(Time now) = 0;
   virtual Result<std::uint64_t> count() = 0;
+  // F8: stages `r` for its PCID, replacing one staged before; the subscription is unchanged.
+  // not_found for an unknown PCID.
+  virtual Result<void> stage_renewal(const PcidRenewal& r) = 0;
+  // F8: the device installed the staged renewal `package_id`: its K, OPc and not_after become the
+  // subscription's and the staging is cleared, atomically. not_found (unknown PCID);
+  // transition_refused when that renewal is not the staged one (another, none, done already).
+  virtual Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) = 0;
 };
 
 // ---- SQN state (the home side's SEQ_HE per IMSI: ICF for PCIDs, SHO's AuC later) -------------

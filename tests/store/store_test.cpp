@@ -279,6 +279,42 @@ TEST_P(StoreTest, PcidEmptyBatchChangesNothing) {
   EXPECT_EQ(*n, 0u);
 }
 
+// F8: a renewal is staged without touching the credential and completed once, atomically.
+TEST_P(StoreTest, PcidRenewalIsStagedThenCompletedOnce) {
+  const std::string pcid = "001010000000001";
+  ASSERT_OK(db_->pcids().add_batch({make_pcid(pcid, 1)}));
+  PcidRenewal r;
+  r.pcid = pcid;
+  r.package_id = "renewal-1";
+  for (std::size_t i = 0; i < 16; ++i) {
+    r.k.mut()[i] = static_cast<std::uint8_t>(0x50 + i);
+    r.opc.mut()[i] = static_cast<std::uint8_t>(0x70 + i);
+  }
+  r.not_after = at(20'000'000);
+  EXPECT_CODE(db_->pcids().complete_renewal(pcid, "renewal-1"), ErrorCode::transition_refused);
+  PcidRenewal unknown = r;
+  unknown.pcid = "001010000000009";
+  EXPECT_CODE(db_->pcids().stage_renewal(unknown), ErrorCode::not_found);
+  EXPECT_CODE(db_->pcids().complete_renewal("001010000000009", "renewal-1"), ErrorCode::not_found);
+  ASSERT_OK(db_->pcids().stage_renewal(r));
+  const PcidSubscription before = make_pcid(pcid, 1);
+  auto staged = db_->pcids().find(pcid);
+  ASSERT_OK(staged);
+  EXPECT_EQ((*staged)->renewal_package, "renewal-1");
+  EXPECT_EQ((*staged)->k.get(), before.k.get());  // staged only
+  EXPECT_EQ((*staged)->not_after, before.not_after);
+  EXPECT_CODE(db_->pcids().complete_renewal(pcid, "renewal-0"), ErrorCode::transition_refused);
+  ASSERT_OK(db_->pcids().complete_renewal(pcid, "renewal-1"));
+  auto done = db_->pcids().find(pcid);
+  ASSERT_OK(done);
+  EXPECT_EQ((*done)->renewal_package, "");
+  EXPECT_EQ((*done)->k.get(), r.k.get());
+  EXPECT_EQ((*done)->opc.get(), r.opc.get());
+  EXPECT_EQ((*done)->not_after, r.not_after);
+  EXPECT_EQ((*done)->status, before.status);
+  EXPECT_CODE(db_->pcids().complete_renewal(pcid, "renewal-1"), ErrorCode::transition_refused);
+}
+
 TEST_P(StoreTest, PcidActivateMakesDormantAndActiveOnesActiveUntil) {
   ASSERT_OK(db_->pcids().add_batch({make_pcid("001010000000001", 1)}));
   ASSERT_OK(db_->pcids().activate("001010000000001", at(5000)));
