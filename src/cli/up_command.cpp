@@ -158,6 +158,7 @@ class PkiMaker {
              Row{&ops, pki::Profile::encryption, "CN=icf batch key,O=ro-1", ro, "icf"},
              Row{&ops, pki::Profile::package_signing, "CN=package signer,O=sho-1", sho,
                  "sho-signer"},
+             Row{&ops, pki::Profile::package_signing, "CN=pcid renewals,O=ro-1", ro, "ro-signer"},
              Row{&ops, pki::Profile::result_signing, "CN=validation results,O=pva-1", pva,
                  "pva-signer"},
              Row{&sup, pki::Profile::package_signing, "CN=batch signer,O=sup-1", supplier,
@@ -313,6 +314,10 @@ Json ro_file(const SystemOptions& o, const Wiring& w) {
   if (w.eap_gateway) j["eap_gateway"] = {{"socket", kEapSocket}};
   // Devices on a non-3GPP access reach the DRF where everyone else reaches the RO.
   j["direct"] = {{"enabled", true}, {"drf_url", url_of(w.ports.ro)}};
+  // F8: the RO renews its PCIDs with its own package signer (a PKI made before it has none).
+  if (fs::exists(o.dir + "/pki/ro-signer.pem")) {
+    j["pcid_renewal"] = {{"package_signer", "pki/ro-signer"}, {"op_file", "pki/ro-op.hex"}};
+  }
   return j;
 }
 

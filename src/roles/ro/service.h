@@ -31,6 +31,7 @@
 #include "roles/ro/direct.h"
 #include "roles/ro/drf.h"
 #include "roles/ro/icf.h"
+#include "roles/ro/renewal.h"
 #include "store/store.h"
 
 namespace mcim::ro {
@@ -67,6 +68,9 @@ struct RoServiceConfig {
   bool direct_access = true;
   DirectConfig direct;
   std::string direct_drf_url;
+  // F8: PCID credentials renewed before they expire (roles/ro/renewal.h). Without a signer the
+  // device endpoints answer unsupported. operator_id is filled in from the RO's own.
+  RenewalConfig renewal;
 };
 
 class RoService {
