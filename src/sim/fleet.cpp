@@ -153,9 +153,9 @@ std::string pin_of(const tre::SupplierBundle& b) {
 
 Result<std::vector<FleetDevice>> manufacture(const FleetEndpoints& e, const FleetOptions& o,
                                              const std::string& batch) {
-  auto made = call(*e.factory, "POST", e.supplier_url + "/v1/batches",
-                   Json{{"batch_id", batch}, {"first_pcid", o.first_pcid}, {"count", o.devices}},
-                   201, "manufacture");
+  Json order{{"batch_id", batch}, {"first_pcid", o.first_pcid}, {"count", o.devices}};
+  if (o.pcid_days > 0) order["pcid_days"] = o.pcid_days;
+  auto made = call(*e.factory, "POST", e.supplier_url + "/v1/batches", order, 201, "manufacture");
   if (!made) return std::unexpected(made.error());
   if (made->value("handover", "") != "done") {
     return std::unexpected(

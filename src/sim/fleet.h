@@ -58,6 +58,7 @@ struct FleetOptions {
   std::string dir;               // DIR/tre/<device id>/ per device
   std::string batch_id;          // default: "fleet-<unix time>"
   std::string first_pcid;        // the batch's first PCID (IMSI-shaped, in the RO's MCC/MNC)
+  int pcid_days = 0;             // the PCID credentials' lifetime; 0: the supplier's default
   std::chrono::seconds activation_window{std::chrono::hours(1)};  // F7 switch-on announcement
   std::string tre_binary = "/proc/self/exe";  // measured as tre.binary (the PVA's reference)
   // vno_url, tls, drf_url, access and eap's server, secret and work_dir (DIR/eap/<device id>) are
