@@ -51,6 +51,10 @@ constexpr ScenarioInfo kScenarios[] = {
      "replayed_package"},
     {"tampered-package", "a package altered on the way", "tre", "package_tampered"},
     {"foreign-package", "a package sealed for another TRE", "tre", "wrong_recipient"},
+    {"renew-pcid",
+     "F8: a PCID credential near its end is renewed by the RO (fresh K, new lifetime) and "
+     "carries the provisioning; one not due is offered nothing",
+     "ro", "not_found"},
     {"delayed-activation",
      "F7: dormant until announced, then provisioned; one never announced expires and its PCID is "
      "reallocated after its quarantine",
@@ -115,17 +119,19 @@ class Run {
   Run(const ScenarioWorld& w, const ScenarioInfo& info, ScenarioReport& report)
       : w_(w), info_(info), r_(report) {}
 
-  Result<void> make(std::size_t n, const std::string& tre_binary = {}) {
+  // Adds n devices of a new batch to `devices` (references to earlier ones may move).
+  Result<void> make(std::size_t n, const std::string& tre_binary = {}, int pcid_days = 0) {
     FleetOptions o = w_.fleet;
     o.devices = n;
     o.first_pcid = w_.next_pcids(n);
+    o.pcid_days = pcid_days;
     if (!tre_binary.empty()) o.tre_binary = tre_binary;
     auto made =
         manufacture(w_.endpoints, o, fmt::format("scenario-{}-{}", info_.name, o.first_pcid));
     if (!made) return std::unexpected(made.error());
-    devices = std::move(*made);
-    for (FleetDevice& d : devices) {
+    for (FleetDevice& d : *made) {
       if (auto t = init_tre(d, o); !t) return t;
+      devices.push_back(std::move(d));
     }
     return {};
   }
@@ -158,22 +164,23 @@ class Run {
     for (const FleetDevice* d : attacked_) mcims_before_.push_back(mcims_of(*d));
   }
 
+  // The newest RO audit record of `event` on `subject`, if any.
+  std::optional<store::AuditRecord> audit_of(std::string_view event, std::string_view subject) {
+    auto recent = w_.ro_db->audit().recent(1000);
+    if (!recent) return std::nullopt;
+    for (store::AuditRecord& a : *recent) {
+      if (a.event == event && a.subject == subject) return std::move(a);
+    }
+    return std::nullopt;
+  }
   // A check of the flow's outcome; a failed one fails the scenario like an unexpected change.
   void expect(bool ok, std::string what) {
     if (!ok) r_.unexpected.push_back(std::move(what));
   }
   // The newest RO audit record of `event` on `subject` has `outcome`.
   void expect_audit(std::string_view event, std::string_view subject, std::string_view outcome) {
-    auto recent = w_.ro_db->audit().recent(1000);
-    std::string found = "none";
-    if (recent) {
-      for (const store::AuditRecord& a : *recent) {
-        if (a.event == event && a.subject == subject) {
-          found = a.outcome;
-          break;
-        }
-      }
-    }
+    const auto record = audit_of(event, subject);
+    const std::string found = record ? record->outcome : "none";
     expect(found == outcome,
            fmt::format("ro audit {} {}: want {}, got {}", event, subject, outcome, found));
   }
@@ -601,6 +608,54 @@ Result<void> expired_device(Run& run, const ScenarioWorld& w, FleetDevice& d) {
   return {};
 }
 
+// F8 renewal: the RO offers nothing to a device whose PCID credential is far from its end (the
+// scenario's refusal, from the ICF's audit record); a device whose batch was made with one-day
+// PCID credentials is due: the TRE installs the RO's package, the ICF switches to the new K on its
+// report, and the device attaches with the renewed credential and provisions over it.
+Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(1); !m) return m;
+  if (auto m = run.make(1, {}, 1); !m) return m;
+  for (FleetDevice& d : run.devices) {
+    if (auto e = run.enrol(d); !e) return e;
+  }
+  FleetDevice& fresh = run.devices[0];
+  FleetDevice& due = run.devices[1];
+  run.baseline({&fresh});  // the due one provisions at the end: an MCIM is its outcome
+  device::Agent fresh_agent = run.agent(fresh);
+  auto none = fresh_agent.renew_pcid();
+  if (!none) return with_prefix(none.error(), "asking for a renewal not due");
+  run.expect(!none->renewed, "a credential far from its end was renewed");
+  if (auto offer = run.audit_of("renewal-offer", fresh.bundle.pcid); offer) {
+    auto code = error_code_from_wire(offer->outcome);
+    run.refused("ro", Error(code.value_or(ErrorCode::internal), offer->detail));
+  }
+  const auto before = w.ro_db->pcids().find(due.bundle.pcid);
+  if (!before || !*before) return fail(ErrorCode::internal, "the due PCID is not at the ICF");
+  device::Agent agent = run.agent(due);
+  auto renewed = agent.renew_pcid();
+  if (!renewed) return with_prefix(renewed.error(), "the renewal");
+  run.expect(renewed->renewed, "a credential due was not renewed");
+  run.expect_audit("renewal-offer", due.bundle.pcid, "ok");
+  run.expect_audit("renewal-report", due.bundle.pcid, "ok");
+  const auto after = w.ro_db->pcids().find(due.bundle.pcid);
+  run.expect(after && *after && (*after)->not_after == renewed->not_after &&
+                 (*after)->not_after > (*before)->not_after && (*after)->renewal_package.empty() &&
+                 (*after)->k.get() != (*before)->k.get(),
+             "the ICF: want the renewed K and lifetime, nothing staged");
+  run.expect_state(due, fmt::format("tre {} {}", due.bundle.device_id, due.bundle.pcid),
+                   "pcid activated " + renewed->package_id);
+  auto audit = due.tre->verify_audit();
+  run.expect(audit && audit->log.entries.back().event.event == "update",
+             "the TRE's audit: want the update last");
+  auto out = agent.provision();
+  run.expect(
+      out.has_value(),
+      out ? std::string() : fmt::format("provisioning with the renewed PCID: {}", out.error()));
+  run.finish({"tre " + due.bundle.device_id, "sho.subscriber " + due.bundle.device_id, "sho.auc ",
+              "ro.package " + due.bundle.device_id});
+  return {};
+}
+
 Result<void> delayed_activation(Run& run, const ScenarioWorld& w) {
   if (!w.as_vno2 || !w.advance_clock || !w.expire_dormant) {
     return fail(ErrorCode::missing_argument,
@@ -659,6 +714,7 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "tampered-package") done = package_refused(run, w, "tampered");
   if (name == "foreign-package") done = package_refused(run, w, "foreign");
   if (name == "delayed-activation") done = delayed_activation(run, w);
+  if (name == "renew-pcid") done = renew_pcid(run, w);
   if (!done) return with_prefix(done.error(), name);
   return report;
 }

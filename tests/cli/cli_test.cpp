@@ -452,6 +452,7 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"tampered-package", {"tre", "package_tampered"}},
       {"foreign-package", {"tre", "wrong_recipient"}},
       {"delayed-activation", {"ro", "pcid_expired"}},
+      {"renew-pcid", {"ro", "not_found"}},
   };
   std::map<std::string, std::pair<std::string, std::string>> seen;
   for (const auto& s : j["scenarios"]) {
@@ -472,6 +473,13 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       EXPECT_NE(recorded.find("-> provisioned selected"), std::string::npos) << recorded;
       EXPECT_NE(recorded.find("registered -> active"), std::string::npos) << recorded;
       EXPECT_NE(recorded.find(" -> absent"), std::string::npos) << recorded;
+    }
+    if (s["scenario"] == "renew-pcid") {
+      // The due device's PCID credential took the RO's package, then it provisioned with it.
+      const std::string recorded = s["recorded"].dump();
+      EXPECT_NE(recorded.find("pcid activated pcid -> pcid activated pcid-"), std::string::npos)
+          << recorded;
+      EXPECT_NE(recorded.find("registered -> active"), std::string::npos) << recorded;
     }
     if (s["scenario"] == "expired-registration") {
       ASSERT_EQ(s["recorded"].size(), 1u) << s.dump();
