@@ -261,7 +261,7 @@ TEST_P(IcfReuseTest, ExpiredPcidsAreReallocatedAfterTheirQuarantineOnly) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, IcfReuseTest, ::testing::ValuesIn(kReuseCases),
+INSTANTIATE_TEST_SUITE_P(Reuse, IcfReuseTest, ::testing::ValuesIn(kReuseCases),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
 TEST_F(IcfTest, TheDormantSweepRecordsWhenAPcidExpired) {
