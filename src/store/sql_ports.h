@@ -340,18 +340,8 @@ class SqlPcids final : public PcidStore {
 
   Result<void> activate(std::string_view pcid, Time until) override {
     return b_.run("pcids.activate", [&](Connection& c) -> Result<void> {
-      typename D::Transaction tx(c);
-      if (auto r = tx.begin(); !r) return r;
-      auto s = D::query(c, Q::pcid_activate);
-      if (!s) return pass(s);
-      s->text(1, pcid).integer(2, to_column(until));
-      if (auto r = s->finish(); !r) return r;
-      if (s->changes() == 1) return tx.commit();
-      auto status = lookup_text<D>(c, Q::pcid_status, pcid);
-      if (!status) return pass(status);
-      if (!*status) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
-      return fail(ErrorCode::transition_refused,
-                  fmt::format("pcid {}: expired, cannot be activated", pcid));
+      return conditional_update(c, Q::pcid_activate, pcid, "expired, cannot be activated",
+                                [&](auto& s) { s.integer(2, to_column(until)); });
     });
   }
 
@@ -379,18 +369,9 @@ class SqlPcids final : public PcidStore {
 
   Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) override {
     return b_.run("pcids.complete_renewal", [&](Connection& c) -> Result<void> {
-      typename D::Transaction tx(c);
-      if (auto r = tx.begin(); !r) return r;
-      auto s = D::query(c, Q::pcid_complete);
-      if (!s) return pass(s);
-      s->text(1, pcid).text(2, package_id);
-      if (auto r = s->finish(); !r) return r;
-      if (s->changes() == 1) return tx.commit();
-      auto status = lookup_text<D>(c, Q::pcid_status, pcid);
-      if (!status) return pass(status);
-      if (!*status) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
-      return fail(ErrorCode::transition_refused,
-                  fmt::format("pcid {}: renewal {} is not the staged one", pcid, package_id));
+      return conditional_update(c, Q::pcid_complete, pcid,
+                                fmt::format("renewal {} is not the staged one", package_id),
+                                [&](auto& s) { s.text(2, package_id); });
     });
   }
 
@@ -405,6 +386,26 @@ class SqlPcids final : public PcidStore {
   }
 
  private:
+  // One conditional UPDATE of the PCID's row (parameter 1 the PCID, the others bound by `bind`),
+  // in a transaction; when it changed nothing, a look-up in the same transaction tells not_found
+  // from transition_refused (`refusal` says why).
+  template <class Bind>
+  static Result<void> conditional_update(Connection& c, Q q, std::string_view pcid,
+                                         std::string_view refusal, Bind&& bind) {
+    typename D::Transaction tx(c);
+    if (auto r = tx.begin(); !r) return r;
+    auto s = D::query(c, q);
+    if (!s) return pass(s);
+    s->text(1, pcid);
+    bind(*s);
+    if (auto r = s->finish(); !r) return r;
+    if (s->changes() == 1) return tx.commit();
+    auto status = lookup_text<D>(c, Q::pcid_status, pcid);
+    if (!status) return pass(status);
+    if (!*status) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
+    return fail(ErrorCode::transition_refused, fmt::format("pcid {}: {}", pcid, refusal));
+  }
+
   static std::unexpected<Error> first_duplicate(const std::vector<PcidSubscription>& batch,
                                                 const std::set<std::string_view>& stored_before) {
     std::set<std::string_view> seen;

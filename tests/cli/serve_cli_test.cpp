@@ -341,7 +341,9 @@ TEST(ServeConfig, RoPcidRenewal) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->service.renewal.threshold, 86400s);
   EXPECT_EQ(c->service.renewal.lifetime, 7200s);
-  EXPECT_FALSE(load_ro_config(write_config("ro-plain", "ro.json", ro_json()))->service.renewal.signer);
+  auto plain = load_ro_config(write_config("ro-plain", "ro.json", ro_json()));
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_FALSE(plain->service.renewal.signer);
 }
 
 // The gateway's socket resolved like every path, at most 107 bytes once resolved; its ICF the
@@ -627,7 +629,8 @@ const std::vector<BadConfig>& bad_configs() {
        ErrorCode::missing_argument, 2, "ro.json: pcid_renewal.op_file: missing"},
       {"renewal_world_readable_op", "ro",
        [](Json& j) {
-         j["pcid_renewal"] = {{"package_signer", "../ro-signer"}, {"op_file", "../op-readable.hex"}};
+         j["pcid_renewal"] = {{"package_signer", "../ro-signer"},
+                              {"op_file", "../op-readable.hex"}};
        },
        ErrorCode::invalid_argument, 2, "ro.json: pcid_renewal.op_file: "},
       {"renewal_lifetime_too_short", "ro",

@@ -151,7 +151,8 @@ TEST_F(TreTest, PcidRenewalsNotFromItsOwnerOrNotForItsPcidAreRefusedAndChangeNot
     }
     const std::string before = registry_of(tre);
     auto doc = world().document(device_id(), c.imsi, c.owner, ++seq, kNonce);
-    auto out = tre.renew_pcid(world().seal(doc, world().signer(c.owner), tre.platform_certificate()));
+    auto out =
+        tre.renew_pcid(world().seal(doc, world().signer(c.owner), tre.platform_certificate()));
     ASSERT_FALSE(out.result);
     EXPECT_EQ(out.result.error().code, c.code);
     EXPECT_EQ(registry_of(tre), before);

@@ -12,10 +12,9 @@ namespace mcim::ro {
 namespace {
 
 using detail::audited;
+using detail::pcid_principal;
 
 constexpr std::string_view kService = "icf";
-
-std::string principal_of(std::string_view pcid) { return fmt::format("pcid:{}", pcid); }
 
 }  // namespace
 
@@ -91,7 +90,7 @@ Result<RenewalOffer> PcidRenewer::offer(std::string_view pcid, const std::vector
     return seal(pcid, device_id, *leaf, now);
   }();
   const std::string detail = result ? "package " + result->package_id : "";
-  return audited(db_.audit(), now, {kService, "renewal-offer", pcid, principal_of(pcid), detail},
+  return audited(db_.audit(), now, {kService, "renewal-offer", pcid, pcid_principal(pcid), detail},
                  std::move(result));
 }
 
@@ -116,7 +115,7 @@ Result<std::string> PcidRenewer::report(std::string_view pcid, std::string_view 
     }
     return rep->outcome;
   }();
-  return audited(db_.audit(), now, {kService, "renewal-report", pcid, principal_of(pcid), detail},
+  return audited(db_.audit(), now, {kService, "renewal-report", pcid, pcid_principal(pcid), detail},
                  std::move(result));
 }
 
