@@ -962,6 +962,12 @@ Result<aka::UsimAnswer> Tre::authenticate(std::optional<std::string_view> id, co
                             "authenticates",
                             c->id, to_string(c->state)));
   }
+  // F8: the PCID credential's lifetime ends at its not_after (exclusive, as the ICF's); the RO
+  // renews it before then (renew_pcid). MCIMs live as their operator manages them.
+  if (c->kind == CredentialKind::pcid && now_seconds(*i.clock) >= c->doc->not_after) {
+    return fail(ErrorCode::pcid_expired,
+                fmt::format("credential {}: the PCID credential's lifetime is over", c->id));
+  }
   auto algo = algorithm_of(*c->doc);
   if (!algo) return std::unexpected(algo.error());
   auto usim = aka::UsimSqn::restore(sqn_policy(i.state->config, *c->doc), c->seq_ms);

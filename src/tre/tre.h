@@ -126,7 +126,8 @@ class Tre {
   // The USIM (TS 33.102 §6.3.3): with `id`, or the selected credential when empty. MAC-A first
   // (mac_mismatch), then SQN freshness: a fresh SQN is committed before RES/CK/IK are returned;
   // a stale one yields AUTS (and commits nothing). credential_unusable unless Activated or
-  // Selected; integrity_failed (and the credential is blocked) if its integrity check fails.
+  // Selected; pcid_expired for the PCID credential at or past its not_after (F8);
+  // integrity_failed (and the credential is blocked) if its integrity check fails.
   Result<aka::UsimAnswer> authenticate(std::optional<std::string_view> id, const aka::Rand& rand,
                                        const aka::Autn& autn);
 

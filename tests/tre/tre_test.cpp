@@ -129,6 +129,23 @@ TEST_F(TreTest, TheRoRenewsThePcidCredentialInOneCommit) {
   EXPECT_TRUE(tre.fsck());
 }
 
+// F8: the TRE holds the PCID credential's lifetime as the ICF does: at not_after it stops; a
+// renewal before then gives it a new one.
+TEST_F(TreTest, ThePcidCredentialStopsAtItsNotAfter) {
+  FakeClock clock(world().clock().now());
+  auto t = Tre::open(Options{.dir = dir_, .clock = &clock});
+  ASSERT_TRUE(t) << t.error().message;
+  Network network(bundle_->k.get(), bundle_->opc.get(), bundle_->ind_bits);
+  clock.set(bundle_->pcid_not_after - std::chrono::seconds(1));
+  auto v = network.next(world().rng());
+  ASSERT_TRUE(t->authenticate(kPcid, v.rand, v.autn));
+  clock.set(bundle_->pcid_not_after);
+  v = network.next(world().rng());
+  auto late = t->authenticate(kPcid, v.rand, v.autn);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, ErrorCode::pcid_expired);
+}
+
 struct RenewalRefusal {
   const char* name;
   std::string imsi, owner;
