@@ -402,6 +402,14 @@ Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const 
   w.ro_url = s.url("ro");
   w.ro_db = s.database("ro");
   w.sho_db = s.database("sho");
+  auto as_vno2 = s.operator_client("vno2");
+  if (!as_vno2) return std::unexpected(as_vno2.error());
+  w.as_vno2 = *as_vno2;
+  w.advance_clock = [&s](std::chrono::seconds by) { s.advance_clock(by); };
+  w.expire_dormant = [&s] { return s.expire_dormant_now(); };
+  // mcim up leaves the ICF's windows at their defaults.
+  w.dormant_period = ro::IcfConfig{}.dormant_period;
+  w.quarantine = ro::IcfConfig{}.quarantine;
   std::vector<sim::ScenarioReport> reports;
   for (const std::string& name : names) {
     progress.say(fmt::format("scenario {}", name));

@@ -274,6 +274,7 @@ std::string ServedRole::address() const { return state_->server ? state_->server
 const std::string& ServedRole::gateway() const { return state_->gateway; }
 const std::string& ServedRole::eap_socket() const { return state_->eap_socket; }
 store::Database* ServedRole::database() const { return state_->db.get(); }
+ro::RoService* ServedRole::ro_service() const { return state_->ro.get(); }
 void ServedRole::stop_serving() { state_->stop_serving(); }
 void ServedRole::stop() { state_->reset(); }
 

@@ -50,6 +50,9 @@ class ServedRole {
   // ro, sho, pva: the service's own database (to inspect it, e.g. a scenario checking that a
   // refusal changed nothing); nullptr for the others. Valid until stop().
   store::Database* database() const;
+  // ro: the service itself (a scenario runs its periodic task at once); nullptr for the others.
+  // Valid until stop().
+  ro::RoService* ro_service() const;
   // The entry points only: the server and the EAP gateway (the service stays); idempotent.
   void stop_serving();
   void stop();  // stop_serving(), then the service; idempotent

@@ -424,6 +424,23 @@ std::string database_kind(std::string_view url) {
   return "unknown";
 }
 
+// F8 (roles/ro/renewal.h): the RO's package signer and its OP, the PCIDs' common one.
+Result<void> load_renewal(const ConfigFile& file, const Json& j, ro::RenewalConfig& r) {
+  auto signer =
+      file.key_pair("pcid_renewal.package_signer", j["package_signer"].get<std::string>());
+  if (!signer) return std::unexpected(signer.error());
+  r.signer = *signer;
+  auto op =
+      read_op_file(file, "pcid_renewal.op_file", file.resolve(j["op_file"].get<std::string>()));
+  if (!op) return std::unexpected(op.error());
+  r.op = *op;
+  if (j.contains("threshold_s"))
+    r.threshold = std::chrono::seconds(j["threshold_s"].get<std::int64_t>());
+  if (j.contains("lifetime_s"))
+    r.lifetime = std::chrono::seconds(j["lifetime_s"].get<std::int64_t>());
+  return {};
+}
+
 Result<RoServeConfig> load_ro_config(const std::string& path) {
   using net::optional;
   using net::required;
@@ -450,6 +467,7 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
                        optional("max_activation_s", JsonSchema::integer(1, 10 * kYearSeconds)),
                        optional("dormant_period_s", JsonSchema::integer(1, 10 * kYearSeconds)),
                        optional("session_lifetime_s", JsonSchema::integer(1, kYearSeconds)),
+                       optional("quarantine_s", JsonSchema::integer(0, 10 * kYearSeconds)),
                        optional("max_batch", JsonSchema::integer(1, 10'000'000)),
                    })),
           optional("drf",
@@ -463,6 +481,13 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
                                       required("socket", socket_path_string()),
                                       optional("mode", JsonSchema::enumeration({"0600", "0660"})),
                                   })),
+          optional("pcid_renewal",
+                   JsonSchema::object({
+                       required("package_signer", path_string()),
+                       required("op_file", path_string()),
+                       optional("threshold_s", JsonSchema::integer(1, 10 * kYearSeconds)),
+                       optional("lifetime_s", JsonSchema::integer(3600, 10 * kYearSeconds)),
+                   })),
       },
       false));
   std::map<std::string, std::map<std::string, std::string>> maps;
@@ -519,6 +544,9 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
     if (icf.contains("session_lifetime_s")) {
       s.icf.session_lifetime = std::chrono::seconds(icf["session_lifetime_s"].get<std::int64_t>());
     }
+    if (icf.contains("quarantine_s")) {
+      s.icf.quarantine = std::chrono::seconds(icf["quarantine_s"].get<std::int64_t>());
+    }
     s.icf.max_batch = icf.value("max_batch", s.icf.max_batch);
   }
   if (j->contains("drf")) {
@@ -531,6 +559,11 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
     auto gateway = load_eap_gateway(file, (*j)["eap_gateway"], s.icf);
     if (!gateway) return std::unexpected(gateway.error());
     c.eap_gateway = std::move(*gateway);
+  }
+  if (j->contains("pcid_renewal")) {
+    if (auto r = load_renewal(file, (*j)["pcid_renewal"], s.renewal); !r) {
+      return std::unexpected(r.error());
+    }
   }
   return c;
 }

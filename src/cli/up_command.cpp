@@ -74,8 +74,8 @@ const std::vector<ServeRole> kStartOrder = {ServeRole::pva, ServeRole::ro, Serve
                                             ServeRole::vno, ServeRole::supplier};
 // The roles that present a TLS client certificate, with the operator id it names.
 const std::vector<std::pair<std::string, std::string_view>> kClients = {
-    {"factory", kUpFactory}, {"supplier", kUpSupplier}, {"ro", kUpRo},
-    {"vno", kUpVno},         {"sho", kUpSho},           {"pva", kUpPva}};
+    {"factory", kUpFactory}, {"supplier", kUpSupplier}, {"ro", kUpRo},    {"vno", kUpVno},
+    {"sho", kUpSho},         {"pva", kUpPva},           {"vno2", kUpVno2}};
 
 // 16 random bytes as hex in a private file; no copy of them is left in memory.
 Result<void> write_random_hex(const std::string& path, RandomSource& rng) {
@@ -158,6 +158,7 @@ class PkiMaker {
              Row{&ops, pki::Profile::encryption, "CN=icf batch key,O=ro-1", ro, "icf"},
              Row{&ops, pki::Profile::package_signing, "CN=package signer,O=sho-1", sho,
                  "sho-signer"},
+             Row{&ops, pki::Profile::package_signing, "CN=pcid renewals,O=ro-1", ro, "ro-signer"},
              Row{&ops, pki::Profile::result_signing, "CN=validation results,O=pva-1", pva,
                  "pva-signer"},
              Row{&sup, pki::Profile::package_signing, "CN=batch signer,O=sup-1", supplier,
@@ -304,7 +305,7 @@ Json ro_file(const SystemOptions& o, const Wiring& w) {
   Json j = common_of("ro", w.ports.ro, true, true, o);
   if (w.db.contains("ro")) j["db"] = w.db.at("ro");
   j["operator_id"] = kUpRo;
-  j["roaming_partners"] = Json::array({kUpVno});
+  j["roaming_partners"] = Json::array({kUpVno, kUpVno2});
   j["suppliers"] = Json::array({kUpSupplier});
   j["supplier_roots"] = Json::array({"pki/supplier-ca/ca.pem"});
   j["operator_roots"] = Json::array({"pki/operators-ca/ca.pem"});
@@ -313,6 +314,10 @@ Json ro_file(const SystemOptions& o, const Wiring& w) {
   if (w.eap_gateway) j["eap_gateway"] = {{"socket", kEapSocket}};
   // Devices on a non-3GPP access reach the DRF where everyone else reaches the RO.
   j["direct"] = {{"enabled", true}, {"drf_url", url_of(w.ports.ro)}};
+  // F8: the RO renews its PCIDs with its own package signer (a PKI made before it has none).
+  if (fs::exists(o.dir + "/pki/ro-signer.pem")) {
+    j["pcid_renewal"] = {{"package_signer", "pki/ro-signer"}, {"op_file", "pki/ro-op.hex"}};
+  }
   return j;
 }
 
@@ -658,7 +663,7 @@ std::shared_ptr<const pki::TrustAnchors> SystemDescription::device_trust() const
 
 struct System::State {
   std::string eap_socket;                           // empty: the RO serves no EAP gateway
-  SystemClock clock;                                // outlives the services
+  OffsetClock clock;  // outlives the services; the scenarios move it (advance_clock)
   std::vector<std::unique_ptr<ServedRole>> served;  // in start order
   std::optional<ChildProcess> hostapd;              // with EAP access
 
@@ -678,6 +683,14 @@ System::System(Parts parts, std::unique_ptr<State> state)
     : SystemDescription(std::move(parts)), state_(std::move(state)) {}
 System::~System() = default;
 const std::string& System::eap_socket() const { return state_->eap_socket; }
+void System::advance_clock(std::chrono::seconds by) const { state_->clock.advance(by); }
+std::chrono::seconds System::clock_offset() const { return state_->clock.offset(); }
+Result<std::uint64_t> System::expire_dormant_now() const {
+  for (const auto& served : state_->served) {
+    if (auto* ro = served->ro_service(); ro != nullptr) return ro->expire_dormant_now();
+  }
+  return fail(ErrorCode::not_found, "the system runs no RO");
+}
 store::Database* System::database(std::string_view role) const {
   for (const auto& served : state_->served) {
     if (role_name(served->role()) == role) return served->database();

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -65,6 +66,9 @@ struct Non3gppAccess {
 inline constexpr std::string_view kUpSupplier = "sup-1";
 inline constexpr std::string_view kUpRo = "ro-1";
 inline constexpr std::string_view kUpVno = "vno-1";
+// A second visited network's identity, a roaming partner of the RO with no service of its own:
+// the scenarios attach one PCID through both (F8: never two sessions at once).
+inline constexpr std::string_view kUpVno2 = "vno-2";
 inline constexpr std::string_view kUpSho = "sho-1";
 inline constexpr std::string_view kUpPva = "pva-1";
 inline constexpr std::string_view kUpFactory = "factory";  // the supplier's admin
@@ -137,6 +141,13 @@ class System : public SystemDescription {
   const std::string& eap_socket() const;
   // The database of "ro", "sho" or "pva" in this process (nullptr for another role).
   store::Database* database(std::string_view role) const;
+  // The simulator's time machine (`mcim demo --scenario`): every service of this system reads
+  // one clock, the system clock plus an offset; this moves the offset forward. The devices' TREs
+  // and agents keep their own clocks.
+  void advance_clock(std::chrono::seconds by) const;
+  std::chrono::seconds clock_offset() const;
+  // The RO's periodic expiry of dormant PCIDs, now (RoService::expire_dormant_now).
+  Result<std::uint64_t> expire_dormant_now() const;
 
  private:
   std::unique_ptr<State> state_;

@@ -501,6 +501,75 @@ struct Agent::Impl {
 Agent::Agent(tre::Tre& tre, AgentConfig config, const Clock& clock)
     : tre_(tre), config_(std::move(config)), clock_(clock) {}
 
+namespace {
+
+const JsonSchema& renewal_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("package_id", id_schema()),
+      required("package", JsonSchema::hex(1, kMaxPackageBytes)),
+      required("not_after", JsonSchema::integer(0, 253402300799)),
+  });
+  return schema;
+}
+
+// The offer and, when there is one, the TRE's install and its report; over `session`.
+Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std::string& base,
+                                  const Attachment& session, const Json& chain) {
+  auto r = exchange(ro, "POST", base + "/v1/dpf/pcid-renewal", 200, "ro",
+                    Json{{"platform_chain", chain}}, session.home_session);
+  if (!r && r.error().code == ErrorCode::not_found) return RenewalOutcome{};
+  if (!r) return std::unexpected(r.error());
+  auto offer = parse_answer(*r, renewal_schema(), "ro");
+  if (!offer) return std::unexpected(offer.error());
+  RenewalOutcome out;
+  out.package_id = (*offer)["package_id"].get<std::string>();
+  out.not_after =
+      std::chrono::sys_seconds(std::chrono::seconds((*offer)["not_after"].get<std::int64_t>()));
+  auto package = parse_hex((*offer)["package"].get<std::string>(), "package");
+  if (!package) return std::unexpected(package.error());
+  tre::InstallOutcome installed = tre.renew_pcid(*package);
+  if (installed.report.empty()) return with_prefix(installed.result.error(), "tre");
+  auto reported =
+      exchange(ro, "POST", base + "/v1/dpf/pcid-renewal/" + out.package_id + "/report", 200, "ro",
+               Json{{"report", installed.report}, {"platform_chain", chain}}, session.home_session);
+  if (!installed.result) return with_prefix(installed.result.error(), "tre");
+  if (!reported) return with_prefix(reported.error(), "report");
+  out.renewed = true;
+  return out;
+}
+
+}  // namespace
+
+Result<RenewalOutcome> Agent::renew_pcid() {
+  const tre::Status status = tre_.status();
+  std::string pcid;
+  for (const auto& c : status.credentials) {
+    if (c.kind == tre::CredentialKind::pcid) pcid = c.id;
+  }
+  if (pcid.empty()) return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+  auto chain = platform_chain_pems(tre_);
+  if (!chain) return std::unexpected(chain.error());
+  auto session = attach(pcid);
+  if (!session) return with_prefix(session.error(), "attach_pcid");
+  if (!session->restricted || session->gateway.empty() || session->drf_url.empty()) {
+    (void)detach(*session);
+    return fail(ErrorCode::bad_format,
+                "vno: a PCID attach must open a restricted session with a gateway and a DRF");
+  }
+  net::HttpsClientOptions o = config_.tls;
+  o.proxy = session->gateway;
+  o.proxy_credential = session->session;
+  o.max_response_body = std::max<std::size_t>(o.max_response_body, 2 * kMaxPackageBytes + 1024);
+  auto ro = net::HttpsClient::create(std::move(o));
+  Result<RenewalOutcome> out =
+      ro ? renew_over(tre_, **ro, net::base_url(session->drf_url), *session, *chain)
+         : Result<RenewalOutcome>(std::unexpected(ro.error()));
+  if (auto d = detach(*session); !d) log::warn(kLog, "renew_pcid: detaching: {}", d.error());
+  if (out && out->renewed)
+    log::info(kLog, "pcid {} renewed until {}", pcid, out->not_after.time_since_epoch().count());
+  return out;
+}
+
 void Agent::on_step(std::function<void(const StepTiming&)> observer) {
   observer_ = std::move(observer);
 }

@@ -105,6 +105,13 @@ struct Attachment {
   std::string drf_url;  // the RO's DRF for restricted sessions
 };
 
+// F8: what renew_pcid did.
+struct RenewalOutcome {
+  bool renewed = false;    // false: the RO offered nothing (not due yet)
+  std::string package_id;  // the renewal's, when renewed
+  std::chrono::sys_seconds not_after{};
+};
+
 struct Outcome {
   std::string pcid, imsi;  // the MCIM's IMSI, now selected
   std::string package_id;
@@ -137,6 +144,13 @@ class Agent {
   // back for the operator. A refusal by the TRE is an outcome, not an error; an error is a round
   // that could not run (the DPF unreachable, the proof refused). Empty when nothing was pending.
   Result<std::vector<ManagedInstruction>> manage();
+
+  // F8: attaches with the PCID and asks the RO (POST /v1/dpf/pcid-renewal at the DRF's URL,
+  // through the VNO's gateway, trusted with config.tls) whether a renewed PCID credential is due.
+  // When it is, the TRE installs it (Tre::renew_pcid) and its signed status report goes back
+  // whatever the outcome; then the agent detaches. Not due: renewed = false, nothing changes.
+  // The TRE's refusal is returned after its report went to the RO.
+  Result<RenewalOutcome> renew_pcid();
 
   // Called after each step with its duration (progress bars, tables).
   void on_step(std::function<void(const StepTiming&)> observer);

@@ -153,9 +153,9 @@ std::string pin_of(const tre::SupplierBundle& b) {
 
 Result<std::vector<FleetDevice>> manufacture(const FleetEndpoints& e, const FleetOptions& o,
                                              const std::string& batch) {
-  auto made = call(*e.factory, "POST", e.supplier_url + "/v1/batches",
-                   Json{{"batch_id", batch}, {"first_pcid", o.first_pcid}, {"count", o.devices}},
-                   201, "manufacture");
+  Json order{{"batch_id", batch}, {"first_pcid", o.first_pcid}, {"count", o.devices}};
+  if (o.pcid_days > 0) order["pcid_days"] = o.pcid_days;
+  auto made = call(*e.factory, "POST", e.supplier_url + "/v1/batches", order, 201, "manufacture");
   if (!made) return std::unexpected(made.error());
   if (made->value("handover", "") != "done") {
     return std::unexpected(
@@ -223,11 +223,18 @@ Result<void> register_device(FleetDevice& d, const FleetEndpoints& e, const Flee
   }
   if (!ro.activate) return {};
   t0 = SteadyClock::now();
-  auto on = call(*e.owner, "POST", e.sho_url + "/v1/subscribers/" + id + "/activation",
-                 Json{{"window_s", o.activation_window.count()}}, 200,
-                 fmt::format("activate {}", id), bearer);
-  if (!on) return std::unexpected(on.error());
+  if (auto on = announce_switch_on(d, e, o.activation_window); !on) return on;
   timed("activate", ms_since(t0));
+  return {};
+}
+
+Result<void> announce_switch_on(const FleetDevice& d, const FleetEndpoints& e,
+                                std::chrono::seconds window) {
+  const std::string& id = d.bundle.device_id;
+  auto on = call(*e.owner, "POST", e.sho_url + "/v1/subscribers/" + id + "/activation",
+                 Json{{"window_s", window.count()}}, 200, fmt::format("activate {}", id),
+                 {{"Authorization", "Bearer " + e.owner_token}});
+  if (!on) return std::unexpected(on.error());
   return {};
 }
 

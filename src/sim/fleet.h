@@ -58,6 +58,7 @@ struct FleetOptions {
   std::string dir;               // DIR/tre/<device id>/ per device
   std::string batch_id;          // default: "fleet-<unix time>"
   std::string first_pcid;        // the batch's first PCID (IMSI-shaped, in the RO's MCC/MNC)
+  int pcid_days = 0;             // the PCID credentials' lifetime; 0: the supplier's default
   std::chrono::seconds activation_window{std::chrono::hours(1)};  // F7 switch-on announcement
   std::string tre_binary = "/proc/self/exe";  // measured as tre.binary (the PVA's reference)
   // vno_url, tls, drf_url, access and eap's server, secret and work_dir (DIR/eap/<device id>) are
@@ -112,6 +113,11 @@ struct RegisterOptions {
 // device's TRE, and announces its switch-on.
 Result<void> register_device(FleetDevice& device, const FleetEndpoints& endpoints,
                              const FleetOptions& options, const RegisterOptions& how = {});
+
+// F7: the owner announces the device's switch-on at the SHO, which relays it to the RO's ICF: its
+// PCID may attach for `window`.
+Result<void> announce_switch_on(const FleetDevice& device, const FleetEndpoints& endpoints,
+                                std::chrono::seconds window);
 
 // The bundle's bootstrap PIN as the owner types it.
 std::string pin_of(const tre::SupplierBundle& bundle);

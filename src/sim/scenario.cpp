@@ -61,6 +61,14 @@ constexpr ScenarioInfo kScenarios[] = {
      "the SHO lists, blocks, unblocks, retires and deletes its MCIM through the RO's DPF (F9); "
      "then an old instruction is replayed",
      "tre", "replayed_instruction"},
+    {"renew-pcid",
+     "F8: a PCID credential near its end is renewed by the RO (fresh K, new lifetime) and "
+     "carries the provisioning; one not due is offered nothing",
+     "ro", "not_found"},
+    {"delayed-activation",
+     "F7: dormant until announced, then provisioned; one never announced expires and its PCID is "
+     "reallocated after its quarantine",
+     "ro", "pcid_expired"},
 };
 
 const ScenarioInfo* info_of(std::string_view name) {
@@ -121,17 +129,19 @@ class Run {
   Run(const ScenarioWorld& w, const ScenarioInfo& info, ScenarioReport& report)
       : w_(w), info_(info), r_(report) {}
 
-  Result<void> make(std::size_t n, const std::string& tre_binary = {}) {
+  // Adds n devices of a new batch to `devices` (references to earlier ones may move).
+  Result<void> make(std::size_t n, const std::string& tre_binary = {}, int pcid_days = 0) {
     FleetOptions o = w_.fleet;
     o.devices = n;
     o.first_pcid = w_.next_pcids(n);
+    o.pcid_days = pcid_days;
     if (!tre_binary.empty()) o.tre_binary = tre_binary;
     auto made =
         manufacture(w_.endpoints, o, fmt::format("scenario-{}-{}", info_.name, o.first_pcid));
     if (!made) return std::unexpected(made.error());
-    devices = std::move(*made);
-    for (FleetDevice& d : devices) {
+    for (FleetDevice& d : *made) {
       if (auto t = init_tre(d, o); !t) return t;
+      devices.push_back(std::move(d));
     }
     return {};
   }
@@ -164,6 +174,33 @@ class Run {
     attacked_ = std::move(attacked);
     mcims_before_.clear();
     for (const FleetDevice* d : attacked_) mcims_before_.push_back(mcims_of(*d));
+  }
+
+  // The newest RO audit record of `event` on `subject`, if any.
+  std::optional<store::AuditRecord> audit_of(std::string_view event, std::string_view subject) {
+    auto recent = w_.ro_db->audit().recent(1000);
+    if (!recent) return std::nullopt;
+    for (store::AuditRecord& a : *recent) {
+      if (a.event == event && a.subject == subject) return std::move(a);
+    }
+    return std::nullopt;
+  }
+  // A check of the flow's outcome; a failed one fails the scenario like an unexpected change.
+  void expect(bool ok, std::string what) {
+    if (!ok) r_.unexpected.push_back(std::move(what));
+  }
+  // The newest RO audit record of `event` on `subject` has `outcome`.
+  void expect_audit(std::string_view event, std::string_view subject, std::string_view outcome) {
+    const auto record = audit_of(event, subject);
+    const std::string found = record ? record->outcome : "none";
+    expect(found == outcome,
+           fmt::format("ro audit {} {}: want {}, got {}", event, subject, outcome, found));
+  }
+  void expect_state(const FleetDevice& d, const std::string& key, std::string_view want) {
+    const State now = state_of(w_, d);
+    const auto it = now.find(key);
+    const std::string got = it == now.end() ? "absent" : it->second;
+    expect(got == want, fmt::format("{}: want {}, got {}", key, want, got));
   }
 
   void refused(std::string party, const Error& e) {
@@ -786,6 +823,174 @@ Result<void> two_operators(Run& run, const ScenarioWorld& w) {
   return {};
 }
 
+// Moves the services' clock forward for the life of the value and back after it: a year passes in
+// an instant, and the scenarios after this one find the system's time as it was.
+class TimeTravel {
+ public:
+  explicit TimeTravel(const ScenarioWorld& w) : w_(w) {}
+  ~TimeTravel() {
+    if (moved_.count() != 0) w_.advance_clock(-moved_);
+  }
+  TimeTravel(const TimeTravel&) = delete;
+  TimeTravel& operator=(const TimeTravel&) = delete;
+  void advance(std::chrono::seconds by) {
+    w_.advance_clock(by);
+    moved_ += by;
+  }
+
+ private:
+  const ScenarioWorld& w_;
+  std::chrono::seconds moved_{0};
+};
+
+// Who refused an attach: the RO's ICF behind the VNO ("vno: home ..."), or the VNO itself.
+std::string attach_refuser(const Error& e) {
+  return e.message.starts_with("vno: home") ? "ro" : "vno";
+}
+
+// F7 step by step for a device its owner registered long before switching it on: dormant, so
+// its attach is refused; announced, so it attaches, and no second visited network can attach the
+// same PCID meanwhile (F8); then provisioned.
+Result<void> announced_device(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  device::Agent agent = run.agent(d);
+  const std::string& pcid = d.bundle.pcid;
+  auto dormant = agent.attach(pcid);
+  run.expect(!dormant && dormant.error().code == ErrorCode::credential_unusable &&
+                 attach_refuser(dormant.error()) == "ro",
+             "a dormant PCID's attach: want ro credential_unusable");
+  if (dormant) (void)agent.detach(*dormant);
+  run.expect_state(d, "ro.icf " + pcid, "dormant");
+  if (auto on = announce_switch_on(d, w.endpoints, w.fleet.activation_window); !on) return on;
+  run.expect_state(d, "ro.icf " + pcid, "active");
+  run.expect_audit("activate", pcid, "ok");
+  auto first = agent.attach(pcid);
+  if (!first) return with_prefix(first.error(), "the attach after the announcement");
+  auto second = net::call_json(*w.as_vno2, "POST", w.ro_url + "/v1/auth/sessions",
+                               Json{{"imsi", pcid}}, {.peer = "ro", .ok_status = 201});
+  run.expect(!second && second.error().code == ErrorCode::already_exists,
+             "a second visited network's session on an attached PCID: want already_exists");
+  run.expect_audit("open-session", pcid, "already_exists");
+  (void)agent.detach(*first);
+  auto out = agent.provision();
+  run.expect(out.has_value(), out ? std::string() : fmt::format("provisioning: {}", out.error()));
+  run.expect_state(d, "sho.subscriber " + d.bundle.device_id, "active");
+  return {};
+}
+
+// F7 expiry and the F8 pool: a device never announced outlives its dormant window; the sweep
+// expires it and its attach is refused for good. A new batch that names its PCID is refused while
+// the PCID is in quarantine and takes it after: the ICF holds the new credential, dormant, and the
+// old owner's registration is gone.
+Result<void> expired_device(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  const std::string& pcid = d.bundle.pcid;
+  TimeTravel travel(w);
+  travel.advance(w.dormant_period + std::chrono::hours(24));
+  auto swept = w.expire_dormant();
+  if (!swept) return with_prefix(swept.error(), "the RO's expiry");
+  run.expect(*swept >= 1, "the RO's expiry expired nothing");
+  run.expect_state(d, "ro.icf " + pcid, "expired");
+  run.expect_audit("expire-dormant", "-", "ok");
+  device::Agent agent = run.agent(d);
+  auto expired = agent.attach(pcid);
+  if (expired) {
+    (void)agent.detach(*expired);
+  } else {
+    run.refused(attach_refuser(expired.error()), expired.error());
+  }
+  const std::string batch = "scenario-reuse-" + pcid;
+  const std::string url = w.endpoints.supplier_url + "/v1/batches";
+  auto early = net::call_json(*w.endpoints.factory, "POST", url,
+                              Json{{"batch_id", batch}, {"first_pcid", pcid}, {"count", 1}},
+                              {.peer = "supplier", .ok_status = 201});
+  if (!early) return with_prefix(early.error(), "the reuse batch");
+  run.expect(early->value("handover", "") == "failed",
+             "a batch reusing a PCID in quarantine: want its handover refused");
+  run.expect_audit("import-batch", batch, "already_exists");
+  travel.advance(w.quarantine);
+  auto later = net::call_json(*w.endpoints.factory, "POST", url + "/" + batch + "/handover",
+                              Json::object(), {.peer = "supplier"});
+  if (!later) return with_prefix(later.error(), "the reuse batch's second handover");
+  run.expect(later->value("handover", "") == "done" && later->value("imported", 0) == 1,
+             "a batch reusing a PCID out of quarantine: want it imported");
+  run.expect_audit("import-batch", batch, "ok");
+  auto now = w.ro_db->pcids().find(pcid);
+  run.expect(now && *now && (*now)->batch == batch && (*now)->status == store::PcidStatus::dormant,
+             "the reallocated PCID: want the new batch's, dormant");
+  run.expect_state(d, "ro.registration " + pcid, "absent");
+  return {};
+}
+
+// F8 renewal: the RO offers nothing to a device whose PCID credential is far from its end (the
+// scenario's refusal, from the ICF's audit record); a device whose batch was made with one-day
+// PCID credentials is due: the TRE installs the RO's package, the ICF switches to the new K on its
+// report, and the device attaches with the renewed credential and provisions over it.
+Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
+  if (auto m = run.make(1); !m) return m;
+  if (auto m = run.make(1, {}, 1); !m) return m;
+  for (FleetDevice& d : run.devices) {
+    if (auto e = run.enrol(d); !e) return e;
+  }
+  FleetDevice& fresh = run.devices[0];
+  FleetDevice& due = run.devices[1];
+  run.baseline({&fresh});  // the due one provisions at the end: an MCIM is its outcome
+  device::Agent fresh_agent = run.agent(fresh);
+  auto none = fresh_agent.renew_pcid();
+  if (!none) return with_prefix(none.error(), "asking for a renewal not due");
+  run.expect(!none->renewed, "a credential far from its end was renewed");
+  if (auto offer = run.audit_of("renewal-offer", fresh.bundle.pcid); offer) {
+    auto code = error_code_from_wire(offer->outcome);
+    run.refused("ro", Error(code.value_or(ErrorCode::internal), offer->detail));
+  }
+  const auto before = w.ro_db->pcids().find(due.bundle.pcid);
+  if (!before || !*before) return fail(ErrorCode::internal, "the due PCID is not at the ICF");
+  device::Agent agent = run.agent(due);
+  auto renewed = agent.renew_pcid();
+  if (!renewed) return with_prefix(renewed.error(), "the renewal");
+  run.expect(renewed->renewed, "a credential due was not renewed");
+  run.expect_audit("renewal-offer", due.bundle.pcid, "ok");
+  run.expect_audit("renewal-report", due.bundle.pcid, "ok");
+  const auto after = w.ro_db->pcids().find(due.bundle.pcid);
+  run.expect(after && *after && (*after)->not_after == renewed->not_after &&
+                 (*after)->not_after > (*before)->not_after && (*after)->renewal_package.empty() &&
+                 (*after)->k.get() != (*before)->k.get(),
+             "the ICF: want the renewed K and lifetime, nothing staged");
+  run.expect_state(due, fmt::format("tre {} {}", due.bundle.device_id, due.bundle.pcid),
+                   "pcid activated " + renewed->package_id);
+  auto audit = due.tre->verify_audit();
+  run.expect(audit && audit->log.entries.back().event.event == "update",
+             "the TRE's audit: want the update last");
+  auto out = agent.provision();
+  run.expect(
+      out.has_value(),
+      out ? std::string() : fmt::format("provisioning with the renewed PCID: {}", out.error()));
+  run.finish({"tre " + due.bundle.device_id, "sho.subscriber " + due.bundle.device_id, "sho.auc ",
+              "ro.package " + due.bundle.device_id});
+  return {};
+}
+
+Result<void> delayed_activation(Run& run, const ScenarioWorld& w) {
+  if (!w.as_vno2 || !w.advance_clock || !w.expire_dormant) {
+    return fail(ErrorCode::missing_argument,
+                "scenario: a second VNO, the services' clock and the RO's expiry");
+  }
+  if (auto m = run.make(2); !m) return m;
+  for (FleetDevice& d : run.devices) {
+    if (auto e = run.enrol(d, {.activate = false}); !e) return e;
+  }
+  FleetDevice& announced = run.devices[0];
+  FleetDevice& forgotten = run.devices[1];
+  run.baseline({&forgotten});
+  if (auto a = announced_device(run, w, announced); !a) return a;
+  if (auto e = expired_device(run, w, forgotten); !e) return e;
+  // The owner's subscriber stays registered at the SHO: the RO's reallocation does not reach it.
+  run.finish({"ro.icf " + announced.bundle.pcid, "ro.icf " + forgotten.bundle.pcid,
+              "ro.registration " + forgotten.bundle.pcid, "ro.refusal " + forgotten.bundle.pcid,
+              "ro.package " + announced.bundle.device_id,
+              "sho.subscriber " + announced.bundle.device_id, "sho.auc ",
+              "tre " + announced.bundle.device_id});
+  return {};
+}
+
 }  // namespace
 
 std::span<const ScenarioInfo> scenarios() { return kScenarios; }
@@ -822,6 +1027,8 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "foreign-package") done = package_refused(run, w, "foreign");
   if (name == "two-operators") done = two_operators(run, w);
   if (name == "remote-management") done = remote_management(run, w);
+  if (name == "delayed-activation") done = delayed_activation(run, w);
+  if (name == "renew-pcid") done = renew_pcid(run, w);
   if (!done) return with_prefix(done.error(), name);
   return report;
 }

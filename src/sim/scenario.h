@@ -10,6 +10,7 @@
 // docs/scenarios.md lists them.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -40,6 +41,14 @@ struct ScenarioWorld {
   std::string ro_url;                        // the RO's base URL (the DPF; remote management, F9)
   store::Database* ro_db = nullptr;
   store::Database* sho_db = nullptr;
+  // The flows over time (F7, F8): a second visited network's mTLS identity (a roaming partner of
+  // the RO), the services' clock moved forward (a negative value moves it back), the RO's periodic
+  // expiry run at once, and the RO's ICF settings they wait out.
+  std::shared_ptr<net::HttpsClient> as_vno2;
+  std::function<void(std::chrono::seconds)> advance_clock;
+  std::function<Result<std::uint64_t>()> expire_dormant;
+  std::chrono::seconds dormant_period{std::chrono::hours(24 * 365)};
+  std::chrono::seconds quarantine{std::chrono::hours(24 * 90)};
 };
 
 struct ScenarioInfo {

@@ -20,6 +20,7 @@ using Lock = std::lock_guard<std::mutex>;
 struct MemoryState {
   std::mutex mu;
   std::map<std::string, PcidSubscription, std::less<>> pcids;  // guarded by mu
+  std::map<std::string, PcidRenewal, std::less<>> renewals;    // staged, by PCID; guarded by mu
   std::map<std::string, std::uint64_t, std::less<>> seq_he;    // guarded by mu
   std::map<std::string, Registration, std::less<>> registrations;
   struct PackageEntry {
@@ -45,17 +46,32 @@ struct MemoryState {
 class MemoryPcids final : public PcidStore {
  public:
   explicit MemoryPcids(MemoryState& s) : s_(s) {}
+  using PcidStore::add_batch;
 
-  Result<void> add_batch(const std::vector<PcidSubscription>& batch) override {
+  Result<std::uint64_t> add_batch(const std::vector<PcidSubscription>& batch,
+                                  const std::optional<PcidReuse>& reuse) override {
     Lock lock(s_.mu);
     std::set<std::string_view> seen;
+    std::vector<std::string_view> reused;
     for (const auto& p : batch) {
-      if (s_.pcids.contains(p.pcid) || !seen.insert(p.pcid).second) {
+      const auto stored = s_.pcids.find(p.pcid);
+      const bool taken =
+          stored != s_.pcids.end() &&
+          (!reuse || !pcid_free(stored->second, *reuse) || live_session(p.pcid, *reuse));
+      if (taken || !seen.insert(p.pcid).second) {
         return fail(ErrorCode::already_exists, fmt::format("pcid {}: already present", p.pcid));
       }
+      if (stored != s_.pcids.end()) reused.push_back(p.pcid);
     }
-    for (const auto& p : batch) s_.pcids.emplace(p.pcid, p);
-    return {};
+    for (std::string_view pcid : reused) {
+      s_.pcids.erase(s_.pcids.find(pcid));
+      if (auto r = s_.renewals.find(pcid); r != s_.renewals.end()) s_.renewals.erase(r);
+      if (auto r = s_.registrations.find(pcid); r != s_.registrations.end()) {
+        s_.registrations.erase(r);
+      }
+    }
+    for (const auto& p : batch) s_.pcids.insert_or_assign(p.pcid, p);
+    return static_cast<std::uint64_t>(reused.size());
   }
 
   Result<std::optional<PcidSubscription>> find(std::string_view pcid) override {
@@ -84,6 +100,7 @@ class MemoryPcids final : public PcidStore {
     for (auto& [id, p] : s_.pcids) {
       if (p.status == PcidStatus::dormant && p.dormant_until < now) {
         p.status = PcidStatus::expired;
+        p.expired_at = now;
         ++n;
       }
     }
@@ -95,7 +112,41 @@ class MemoryPcids final : public PcidStore {
     return static_cast<std::uint64_t>(s_.pcids.size());
   }
 
+  Result<void> stage_renewal(const PcidRenewal& r) override {
+    Lock lock(s_.mu);
+    auto it = s_.pcids.find(r.pcid);
+    if (it == s_.pcids.end()) return fail(ErrorCode::not_found, fmt::format("pcid {}", r.pcid));
+    it->second.renewal_package = r.package_id;
+    s_.renewals.insert_or_assign(r.pcid, r);
+    return {};
+  }
+
+  Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) override {
+    Lock lock(s_.mu);
+    auto it = s_.pcids.find(pcid);
+    if (it == s_.pcids.end()) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
+    auto staged = s_.renewals.find(pcid);
+    if (staged == s_.renewals.end() || staged->second.package_id != package_id) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("pcid {}: renewal {} is not the staged one", pcid, package_id));
+    }
+    PcidSubscription& p = it->second;
+    p.k = staged->second.k;
+    p.opc = staged->second.opc;
+    p.not_after = staged->second.not_after;
+    p.renewal_package.clear();
+    s_.renewals.erase(staged);
+    return {};
+  }
+
  private:
+  // Under s_.mu.
+  bool live_session(std::string_view pcid, const PcidReuse& reuse) const {
+    return std::any_of(s_.sessions.begin(), s_.sessions.end(), [&](const auto& e) {
+      return e.second.imsi == pcid && e.second.expires > reuse.now;
+    });
+  }
+
   MemoryState& s_;
 };
 

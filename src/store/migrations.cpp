@@ -253,6 +253,31 @@ ALTER TABLE registration ADD COLUMN refusal TEXT NOT NULL DEFAULT '',
   ADD COLUMN refused BIGINT NOT NULL DEFAULT 0;
 )sql";
 
+// v6 (issue 8, F7/F8): when the dormant sweep expired a PCID, the start of its quarantine before
+// a new batch may reuse it. Rows expired before v6 did so after their dormant_until, the earliest
+// their expiry can have been: their quarantine is cut short by at most the sweep's interval. And
+// the renewed credential staged for a PCID until its device installs it (package '' : none).
+constexpr std::string_view kV6Sqlite = R"sql(
+ALTER TABLE pcid_subscription ADD COLUMN expired_at INTEGER NOT NULL DEFAULT 0;
+UPDATE pcid_subscription SET expired_at = dormant_until WHERE status = 'expired';
+ALTER TABLE pcid_subscription ADD COLUMN renewal_package TEXT NOT NULL DEFAULT '';
+ALTER TABLE pcid_subscription ADD COLUMN renewal_k BLOB NOT NULL
+  DEFAULT x'00000000000000000000000000000000' CHECK (length(renewal_k) = 16);
+ALTER TABLE pcid_subscription ADD COLUMN renewal_opc BLOB NOT NULL
+  DEFAULT x'00000000000000000000000000000000' CHECK (length(renewal_opc) = 16);
+ALTER TABLE pcid_subscription ADD COLUMN renewal_not_after INTEGER NOT NULL DEFAULT 0;
+)sql";
+constexpr std::string_view kV6Postgresql = R"sql(
+ALTER TABLE pcid_subscription ADD COLUMN expired_at BIGINT NOT NULL DEFAULT 0;
+UPDATE pcid_subscription SET expired_at = dormant_until WHERE status = 'expired';
+ALTER TABLE pcid_subscription ADD COLUMN renewal_package TEXT NOT NULL DEFAULT '',
+  ADD COLUMN renewal_k BYTEA NOT NULL DEFAULT '\x00000000000000000000000000000000'::bytea
+    CHECK (octet_length(renewal_k) = 16),
+  ADD COLUMN renewal_opc BYTEA NOT NULL DEFAULT '\x00000000000000000000000000000000'::bytea
+    CHECK (octet_length(renewal_opc) = 16),
+  ADD COLUMN renewal_not_after BIGINT NOT NULL DEFAULT 0;
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "tables of the ICF, DRF, DPF, VNO and audit", kV1Sqlite, kV1Postgresql},
     Migration{2, "indexes for the dormant sweep and open packages", kV2, kV2},
@@ -260,6 +285,7 @@ constexpr std::array kMigrations = {
     Migration{4, "attestation requests, subscribers, challenges and reference sets", kV4Sqlite,
               kV4Postgresql},
     Migration{5, "the SHO's refusal of a registered device", kV5Sqlite, kV5Postgresql},
+    Migration{6, "a PCID's expiry time and its staged renewal", kV6Sqlite, kV6Postgresql},
 };
 
 }  // namespace

@@ -39,18 +39,35 @@ const char* sql_of(Q q) {
   switch (q) {
     case Q::pcid_insert:
       return "INSERT INTO pcid_subscription (pcid, batch, k, opc, ind_bits, status, dormant_until, "
-             "active_until, not_after) VALUES ($1::text, $2::text, "
-             "$3::bytea, $4::bytea, $5::bigint, $6::text, $7::bigint, $8::bigint, $9::bigint) "
-             "ON CONFLICT DO NOTHING";
+             "active_until, not_after, expired_at) VALUES ($1::text, $2::text, "
+             "$3::bytea, $4::bytea, $5::bigint, $6::text, $7::bigint, $8::bigint, $9::bigint, "
+             "$10::bigint) ON CONFLICT DO NOTHING";
     case Q::pcid_find:
-      return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, not_after "
-             "FROM pcid_subscription WHERE pcid = $1::text";
+      return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, "
+             "not_after, expired_at, renewal_package FROM pcid_subscription WHERE pcid = $1::text";
+    case Q::pcid_stage:
+      return "UPDATE pcid_subscription SET renewal_package = $2::text, renewal_k = $3::bytea, "
+             "renewal_opc = $4::bytea, renewal_not_after = $5::bigint WHERE pcid = $1::text";
+    // Every right-hand side reads the row as it was: the staged values move in, then clear.
+    case Q::pcid_complete:
+      return "UPDATE pcid_subscription SET k = renewal_k, opc = renewal_opc, "
+             "not_after = renewal_not_after, renewal_package = '', "
+             "renewal_k = decode('00000000000000000000000000000000', 'hex'), "
+             "renewal_opc = decode('00000000000000000000000000000000', 'hex'), "
+             "renewal_not_after = 0 "
+             "WHERE pcid = $1::text AND renewal_package = $2::text AND renewal_package <> ''";
+    // F8: a PCID out of its quarantine and without a live session leaves for a new batch.
+    case Q::pcid_release:
+      return "DELETE FROM pcid_subscription WHERE pcid = $1::text AND ((status = 'expired' AND "
+             "expired_at <> 0 AND expired_at + $3::bigint <= $2::bigint) OR "
+             "not_after + $3::bigint <= $2::bigint) AND NOT EXISTS "
+             "(SELECT 1 FROM session WHERE imsi = $1::text AND expires > $2::bigint)";
     case Q::pcid_activate:
       return "UPDATE pcid_subscription SET status = 'active', active_until = $2::bigint "
              "WHERE pcid = $1::text AND status IN ('dormant', 'active')";
     case Q::pcid_status: return "SELECT status FROM pcid_subscription WHERE pcid = $1::text";
     case Q::pcid_expire:
-      return "UPDATE pcid_subscription SET status = 'expired' "
+      return "UPDATE pcid_subscription SET status = 'expired', expired_at = $1::bigint "
              "WHERE status = 'dormant' AND dormant_until < $1::bigint";
     case Q::pcid_count: return "SELECT count(*) FROM pcid_subscription";
     // The SQN advance: one statement; a concurrent one on the same IMSI waits for the row lock
@@ -81,6 +98,7 @@ const char* sql_of(Q q) {
              "refusal, refused FROM registration "
              "WHERE pcid = $1::text";
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = $1::text AND sho = $2::text";
+    case Q::reg_drop: return "DELETE FROM registration WHERE pcid = $1::text";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = $1::text";
     case Q::pkg_insert:
       return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "

@@ -29,6 +29,9 @@ namespace mcim::store::sql {
 enum class Q : std::size_t {
   pcid_insert,
   pcid_find,
+  pcid_release,
+  pcid_stage,
+  pcid_complete,
   pcid_activate,
   pcid_status,
   pcid_expire,
@@ -39,6 +42,7 @@ enum class Q : std::size_t {
   reg_put,
   reg_find,
   reg_remove,
+  reg_drop,
   reg_holder,
   pkg_insert,
   pkg_next,
@@ -124,6 +128,8 @@ Result<PcidSubscription> read_pcid(const Stmt& s) {
   p.dormant_until = time_from_column(s.int_at(6));
   p.active_until = time_from_column(s.int_at(7));
   p.not_after = time_from_column(s.int_at(8));
+  p.expired_at = time_from_column(s.int_at(9));
+  p.renewal_package = s.text_at(10);
   return p;
 }
 
@@ -287,22 +293,30 @@ class SqlPcids final : public PcidStore {
  public:
   using Connection = typename D::Connection;
   explicit SqlPcids(typename D::Backend& b) : b_(b) {}
+  using PcidStore::add_batch;
 
   // One transaction, all or nothing. Rows go in in PCID order, so that two overlapping batches
   // take their unique-index locks in the same order and cannot deadlock (PostgreSQL would detect
   // it only after deadlock_timeout, 1 s by default). An insert that changes nothing met a PCID
   // already stored or repeated in the batch; the refusal names the first one in batch order.
-  Result<void> add_batch(const std::vector<PcidSubscription>& batch) override {
-    if (batch.empty()) return {};
+  Result<std::uint64_t> add_batch(const std::vector<PcidSubscription>& batch,
+                                  const std::optional<PcidReuse>& reuse) override {
+    if (batch.empty()) return std::uint64_t{0};
     std::vector<std::size_t> order(batch.size());
     std::iota(order.begin(), order.end(), std::size_t{0});
     std::stable_sort(order.begin(), order.end(),
                      [&](std::size_t a, std::size_t b) { return batch[a].pcid < batch[b].pcid; });
-    return b_.run("pcids.add_batch", [&](Connection& c) -> Result<void> {
+    return b_.run("pcids.add_batch", [&](Connection& c) -> Result<std::uint64_t> {
       typename D::Transaction tx(c);
-      if (auto r = tx.begin(); !r) return r;
+      if (auto r = tx.begin(); !r) return pass(r);
       std::set<std::string_view> stored_before, inserted;
+      std::uint64_t reused = 0;
       for (const std::size_t i : order) {
+        if (reuse && !inserted.contains(batch[i].pcid)) {
+          auto freed = release(c, batch[i].pcid, *reuse);
+          if (!freed) return pass(freed);
+          reused += *freed ? 1 : 0;
+        }
         auto ok = insert(c, batch[i]);
         if (!ok) return pass(ok);
         if (*ok) {
@@ -311,8 +325,11 @@ class SqlPcids final : public PcidStore {
           stored_before.insert(batch[i].pcid);
         }
       }
-      if (inserted.size() == batch.size()) return tx.commit();
-      return first_duplicate(batch, stored_before);  // the transaction rolls back
+      if (inserted.size() != batch.size()) {
+        return first_duplicate(batch, stored_before);  // the transaction rolls back
+      }
+      if (auto r = tx.commit(); !r) return pass(r);
+      return reused;
     });
   }
 
@@ -325,18 +342,8 @@ class SqlPcids final : public PcidStore {
 
   Result<void> activate(std::string_view pcid, Time until) override {
     return b_.run("pcids.activate", [&](Connection& c) -> Result<void> {
-      typename D::Transaction tx(c);
-      if (auto r = tx.begin(); !r) return r;
-      auto s = D::query(c, Q::pcid_activate);
-      if (!s) return pass(s);
-      s->text(1, pcid).integer(2, to_column(until));
-      if (auto r = s->finish(); !r) return r;
-      if (s->changes() == 1) return tx.commit();
-      auto status = lookup_text<D>(c, Q::pcid_status, pcid);
-      if (!status) return pass(status);
-      if (!*status) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
-      return fail(ErrorCode::transition_refused,
-                  fmt::format("pcid {}: expired, cannot be activated", pcid));
+      return conditional_update(c, Q::pcid_activate, pcid, "expired, cannot be activated",
+                                [&](auto& s) { s.integer(2, to_column(until)); });
     });
   }
 
@@ -347,6 +354,26 @@ class SqlPcids final : public PcidStore {
       s->integer(1, to_column(now));
       if (auto r = s->finish(); !r) return pass(r);
       return static_cast<std::uint64_t>(s->changes());
+    });
+  }
+
+  Result<void> stage_renewal(const PcidRenewal& r) override {
+    return b_.run("pcids.stage_renewal", [&](Connection& c) -> Result<void> {
+      auto s = D::query(c, Q::pcid_stage);
+      if (!s) return pass(s);
+      s->text(1, r.pcid).text(2, r.package_id).blob(3, r.k.get()).blob(4, r.opc.get());
+      s->integer(5, to_column(r.not_after));
+      if (auto done = s->finish(); !done) return done;
+      if (s->changes() != 1) return fail(ErrorCode::not_found, fmt::format("pcid {}", r.pcid));
+      return {};
+    });
+  }
+
+  Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) override {
+    return b_.run("pcids.complete_renewal", [&](Connection& c) -> Result<void> {
+      return conditional_update(c, Q::pcid_complete, pcid,
+                                fmt::format("renewal {} is not the staged one", package_id),
+                                [&](auto& s) { s.text(2, package_id); });
     });
   }
 
@@ -361,6 +388,26 @@ class SqlPcids final : public PcidStore {
   }
 
  private:
+  // One conditional UPDATE of the PCID's row (parameter 1 the PCID, the others bound by `bind`),
+  // in a transaction; when it changed nothing, a look-up in the same transaction tells not_found
+  // from transition_refused (`refusal` says why).
+  template <class Bind>
+  static Result<void> conditional_update(Connection& c, Q q, std::string_view pcid,
+                                         std::string_view refusal, Bind&& bind) {
+    typename D::Transaction tx(c);
+    if (auto r = tx.begin(); !r) return r;
+    auto s = D::query(c, q);
+    if (!s) return pass(s);
+    s->text(1, pcid);
+    bind(*s);
+    if (auto r = s->finish(); !r) return r;
+    if (s->changes() == 1) return tx.commit();
+    auto status = lookup_text<D>(c, Q::pcid_status, pcid);
+    if (!status) return pass(status);
+    if (!*status) return fail(ErrorCode::not_found, fmt::format("pcid {}", pcid));
+    return fail(ErrorCode::transition_refused, fmt::format("pcid {}: {}", pcid, refusal));
+  }
+
   static std::unexpected<Error> first_duplicate(const std::vector<PcidSubscription>& batch,
                                                 const std::set<std::string_view>& stored_before) {
     std::set<std::string_view> seen;
@@ -372,6 +419,20 @@ class SqlPcids final : public PcidStore {
     return fail(ErrorCode::internal, "pcids.add_batch: a row was not inserted");
   }
 
+  // A free PCID's row and its DRF registration go; false when it is not free (or not stored).
+  static Result<bool> release(Connection& c, std::string_view pcid, const PcidReuse& reuse) {
+    auto s = D::query(c, Q::pcid_release);
+    if (!s) return pass(s);
+    s->text(1, pcid).integer(2, to_column(reuse.now)).integer(3, reuse.quarantine.count());
+    if (auto r = s->finish(); !r) return pass(r);
+    if (s->changes() != 1) return false;
+    auto drop = D::query(c, Q::reg_drop);
+    if (!drop) return pass(drop);
+    drop->text(1, pcid);
+    if (auto r = drop->finish(); !r) return pass(r);
+    return true;
+  }
+
   // K and OPc are bound from the Secrets themselves: no copy of a key is made.
   static Result<bool> insert(Connection& c, const PcidSubscription& p) {
     auto s = D::query(c, Q::pcid_insert);
@@ -379,6 +440,7 @@ class SqlPcids final : public PcidStore {
     s->text(1, p.pcid).text(2, p.batch).blob(3, p.k.get()).blob(4, p.opc.get());
     s->integer(5, p.ind_bits).text(6, to_string(p.status)).integer(7, to_column(p.dormant_until));
     s->integer(8, to_column(p.active_until)).integer(9, to_column(p.not_after));
+    s->integer(10, to_column(p.expired_at));
     if (auto r = s->finish(); !r) return pass(r);
     return s->changes() == 1;
   }

@@ -38,17 +38,31 @@ const char* sql_of(Q q) {
   switch (q) {
     case Q::pcid_insert:
       return "INSERT INTO pcid_subscription (pcid, batch, k, opc, ind_bits, status, dormant_until, "
-             "active_until, not_after) "
-             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING";
+             "active_until, not_after, expired_at) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING";
     case Q::pcid_find:
-      return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, not_after "
-             "FROM pcid_subscription WHERE pcid = ?1";
+      return "SELECT pcid, batch, k, opc, ind_bits, status, dormant_until, active_until, "
+             "not_after, expired_at, renewal_package FROM pcid_subscription WHERE pcid = ?1";
+    case Q::pcid_stage:
+      return "UPDATE pcid_subscription SET renewal_package = ?2, renewal_k = ?3, renewal_opc = ?4, "
+             "renewal_not_after = ?5 WHERE pcid = ?1";
+    // Every right-hand side reads the row as it was: the staged values move in, then clear.
+    case Q::pcid_complete:
+      return "UPDATE pcid_subscription SET k = renewal_k, opc = renewal_opc, "
+             "not_after = renewal_not_after, renewal_package = '', renewal_k = zeroblob(16), "
+             "renewal_opc = zeroblob(16), renewal_not_after = 0 "
+             "WHERE pcid = ?1 AND renewal_package = ?2 AND renewal_package <> ''";
+    // F8: a PCID out of its quarantine and without a live session leaves for a new batch.
+    case Q::pcid_release:
+      return "DELETE FROM pcid_subscription WHERE pcid = ?1 AND ((status = 'expired' AND "
+             "expired_at <> 0 AND expired_at + ?3 <= ?2) OR not_after + ?3 <= ?2) AND NOT EXISTS "
+             "(SELECT 1 FROM session WHERE imsi = ?1 AND expires > ?2)";
     case Q::pcid_activate:
       return "UPDATE pcid_subscription SET status = 'active', active_until = ?2 "
              "WHERE pcid = ?1 AND status IN ('dormant', 'active')";
     case Q::pcid_status: return "SELECT status FROM pcid_subscription WHERE pcid = ?1";
     case Q::pcid_expire:
-      return "UPDATE pcid_subscription SET status = 'expired' "
+      return "UPDATE pcid_subscription SET status = 'expired', expired_at = ?1 "
              "WHERE status = 'dormant' AND dormant_until < ?1";
     case Q::pcid_count: return "SELECT count(*) FROM pcid_subscription";
     // The SQN advance: one statement, so the read-check-write of SEQ_HE cannot interleave.
@@ -75,6 +89,7 @@ const char* sql_of(Q q) {
              "refusal, refused FROM registration "
              "WHERE pcid = ?1";
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = ?1 AND sho = ?2";
+    case Q::reg_drop: return "DELETE FROM registration WHERE pcid = ?1";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = ?1";
     case Q::pkg_insert:
       return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "

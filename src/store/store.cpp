@@ -16,6 +16,20 @@ std::string_view to_string(PcidStatus s) {
   return "expired";
 }
 
+Result<void> PcidStore::add_batch(const std::vector<PcidSubscription>& batch) {
+  auto added = add_batch(batch, std::nullopt);
+  if (!added) return std::unexpected(added.error());
+  return {};
+}
+
+// A PCID is free for a new batch once its quarantine after expiry (by the sweep, or of its
+// lifetime) is over; the live-session check is the store's own.
+bool pcid_free(const PcidSubscription& p, const PcidReuse& reuse) {
+  const bool swept = p.status == PcidStatus::expired && p.expired_at != Time{} &&
+                     p.expired_at + reuse.quarantine <= reuse.now;
+  return swept || p.not_after + reuse.quarantine <= reuse.now;
+}
+
 std::string_view to_string(PackageStatus s) {
   switch (s) {
     case PackageStatus::pending: return "pending";

@@ -40,19 +40,55 @@ struct PcidSubscription {
   Time dormant_until{};  // a dormant PCID expires after this
   Time active_until{};   // an active one stops serving vectors after this (0: not active)
   Time not_after{};      // end of the PCID credential's lifetime (F8)
+  Time expired_at{};     // when the dormant sweep expired it (0: not expired by the sweep)
+  // F8: the package id of a renewed credential staged for this PCID and not yet installed by the
+  // device (empty: none). Its K and OPc are the store's, never read back but by complete_renewal.
+  std::string renewal_package;
 };
+
+// F8: a renewed PCID credential, staged until the device's TRE reports it installed.
+struct PcidRenewal {
+  std::string pcid;
+  std::string package_id;
+  Secret<16> k, opc;
+  Time not_after{};
+};
+
+// F8 "PCIDs no longer needed are reallocated": a stored PCID may be replaced by a new batch once
+// it is free, i.e. (expired by the sweep and expired_at + quarantine <= now) or (its lifetime
+// over: not_after + quarantine <= now), and no session on it is live at `now`.
+struct PcidReuse {
+  Time now{};
+  std::chrono::seconds quarantine{};
+};
+// The rule above without the session check (the in-memory adapter's; the SQL adapters say the
+// same in SQL).
+bool pcid_free(const PcidSubscription& p, const PcidReuse& reuse);
 
 class PcidStore {
  public:
   virtual ~PcidStore() = default;
   // All or nothing: already_exists (naming the first duplicate PCID) when any PCID is present.
-  virtual Result<void> add_batch(const std::vector<PcidSubscription>& batch) = 0;
+  Result<void> add_batch(const std::vector<PcidSubscription>& batch);
+  // The same, except that a stored PCID that is free under `reuse` is replaced (its row and its
+  // DRF registration go, in the same transaction); already_exists for one that is not free.
+  // Returns how many PCIDs were reallocated.
+  virtual Result<std::uint64_t> add_batch(const std::vector<PcidSubscription>& batch,
+                                          const std::optional<PcidReuse>& reuse) = 0;
   virtual Result<std::optional<PcidSubscription>> find(std::string_view pcid) = 0;
   // dormant/active -> active until `until`; not_found; transition_refused for an expired one.
   virtual Result<void> activate(std::string_view pcid, Time until) = 0;
-  // Marks every dormant PCID whose dormant_until < now as expired; returns how many.
+  // Marks every dormant PCID whose dormant_until < now as expired at `now` (expired_at); returns
+  // how many.
   virtual Result<std::uint64_t> expire_dormant(Time now) = 0;
   virtual Result<std::uint64_t> count() = 0;
+  // F8: stages `r` for its PCID, replacing one staged before; the subscription is unchanged.
+  // not_found for an unknown PCID.
+  virtual Result<void> stage_renewal(const PcidRenewal& r) = 0;
+  // F8: the device installed the staged renewal `package_id`: its K, OPc and not_after become the
+  // subscription's and the staging is cleared, atomically. not_found (unknown PCID);
+  // transition_refused when that renewal is not the staged one (another, none, done already).
+  virtual Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) = 0;
 };
 
 // ---- SQN state (the home side's SEQ_HE per IMSI: ICF for PCIDs, SHO's AuC later) -------------

@@ -761,31 +761,63 @@ Result<void> Tre::record_registration(const Bytes<16>& nonce) {
                   AuditEvent{"register", "-", "device", "ok", "registration nonce recorded (F1)"});
 }
 
-InstallOutcome Tre::install(ByteView package) {
-  Impl& i = *impl_;
-  StatusReport rep;
-  rep.event = "install";
-  rep.credential = "-";
-  rep.package_id = "-";
-  rep.state = "-";
-  auto refused = [&](Error e) {
+// One package on its way into the registry (an MCIM's install, a PCID renewal): its status
+// report, filled in as the package opens, and the refusal that audits and reports.
+struct PackageRun {
+  Tre::Impl& i;
+  std::string event;  // of the audit log; the report's event is "install" either way
+  StatusReport rep{};
+
+  PackageRun(Tre::Impl& impl, std::string audit_event) : i(impl), event(std::move(audit_event)) {
+    rep.event = "install";
+    rep.credential = "-";
+    rep.package_id = "-";
+    rep.state = "-";
+  }
+  InstallOutcome refused(Error e) {
     rep.outcome = std::string(e.wire_code());
-    Error logged = i.refuse(std::move(e), "install", rep.credential, "device");
+    Error logged = i.refuse(std::move(e), event, rep.credential, "device");
     std::string text = i.report(rep);
     return InstallOutcome{std::unexpected(std::move(logged)), std::move(text)};
-  };
-  if (auto w = i.writable(); !w) {
-    rep.outcome = std::string(w.error().wire_code());
-    return InstallOutcome{std::unexpected(w.error()), i.report(rep)};
   }
-  pki::OpenOptions opts;
-  opts.last_sequence = i.state->package_sequence;
-  opts.registration_nonce = i.state->registration_nonce;
-  auto doc = pki::open_package(package, *i.recipient, *i.operators, *i.clock, opts);
+  // Writable, then the package opened for this TRE; the registration nonce only when given.
+  Result<pki::McimDocument> open(ByteView package, bool with_nonce) {
+    if (auto w = i.writable(); !w) return std::unexpected(w.error());
+    pki::OpenOptions opts;
+    opts.last_sequence = i.state->package_sequence;
+    if (with_nonce) opts.registration_nonce = i.state->registration_nonce;
+    auto doc = pki::open_package(package, *i.recipient, *i.operators, *i.clock, opts);
+    if (!doc) return doc;
+    rep.credential = doc->imsi;
+    rep.package_id = doc->package_id;
+    rep.sequence = doc->sequence;
+    return doc;
+  }
+  // Commits `next` with its audit line and answers with the credential `id` as it is now.
+  InstallOutcome commit(State next, const std::string& id, const std::string& owner) {
+    if (auto r = i.commit(std::move(next), AuditEvent{event, id, "operator:" + owner, "ok",
+                                                      "package " + rep.package_id});
+        !r) {
+      rep.outcome = std::string(r.error().wire_code());
+      return InstallOutcome{std::unexpected(r.error()), i.report(rep)};
+    }
+    const Credential& c = *i.state->find(id);
+    rep.outcome = "ok";
+    rep.state = std::string(to_string(c.state));
+    return InstallOutcome{info_of(c, i.state->config), i.report(rep)};
+  }
+};
+
+InstallOutcome Tre::install(ByteView package) {
+  Impl& i = *impl_;
+  PackageRun run(i, "install");
+  auto refused = [&](Error e) { return run.refused(std::move(e)); };
+  if (auto w = i.writable(); !w) {
+    run.rep.outcome = std::string(w.error().wire_code());
+    return InstallOutcome{std::unexpected(w.error()), i.report(run.rep)};
+  }
+  auto doc = run.open(package, true);
   if (!doc) return refused(doc.error());
-  rep.credential = doc->imsi;
-  rep.package_id = doc->package_id;
-  rep.sequence = doc->sequence;
   // Checked after opening, so that a malformed package is reported as such.
   if (!i.state->registration_nonce) {
     return refused(Error(ErrorCode::nonce_mismatch,
@@ -828,16 +860,56 @@ InstallOutcome Tre::install(ByteView package) {
     next.credentials.push_back(std::move(c));
   }
   next.registration_nonce.reset();
-  const std::string id = rep.credential;
-  if (auto r = i.commit(std::move(next), AuditEvent{"install", id, "operator:" + owner, "ok",
-                                                    "package " + rep.package_id});
-      !r) {
-    rep.outcome = std::string(r.error().wire_code());
-    return InstallOutcome{std::unexpected(r.error()), i.report(rep)};
+  return run.commit(std::move(next), run.rep.credential, owner);
+}
+
+// F8: the RO's renewed PCID credential replaces the factory's in one commit, so the TRE holds the
+// old one or the new one at every instant, never neither.
+InstallOutcome Tre::renew_pcid(ByteView package) {
+  Impl& i = *impl_;
+  PackageRun run(i, "update");
+  if (auto w = i.writable(); !w) {
+    run.rep.outcome = std::string(w.error().wire_code());
+    return InstallOutcome{std::unexpected(w.error()), i.report(run.rep)};
   }
-  rep.outcome = "ok";
-  rep.state = std::string(to_string(McimState::installed));
-  return InstallOutcome{info_of(*i.state->find(id), i.state->config), i.report(rep)};
+  auto doc = run.open(package, false);
+  if (!doc) return run.refused(doc.error());
+  const Credential* pcid = nullptr;
+  for (const Credential& c : i.state->credentials) {
+    if (c.kind == CredentialKind::pcid) pcid = &c;
+  }
+  if (pcid == nullptr || !pcid->doc || pcid->id != doc->imsi) {
+    return run.refused(Error(ErrorCode::wrong_recipient,
+                             fmt::format("credential {}: not this TRE's PCID credential",
+                                         subject_token(doc->imsi))));
+  }
+  // The owner of the PCID credential (the RO), with its policy's update, may replace it: the
+  // rules owner-only and policy-grants of lifecycle.h, for a package rather than an instruction.
+  if (pcid->owner != doc->policy.owner) {
+    return run.refused(Error(ErrorCode::access_denied,
+                             "rule owner-only: only the PCID credential's owner renews it"));
+  }
+  if (!pcid->doc->policy.allows(pki::McimOperation::update)) {
+    return run.refused(Error(ErrorCode::access_denied,
+                             "rule policy-grants: the PCID credential's policy grants no update"));
+  }
+  if (!usable_state(pcid->state)) {
+    return run.refused(Error(ErrorCode::transition_refused,
+                             fmt::format("rule renew-usable-only: the PCID credential is {}",
+                                         to_string(pcid->state))));
+  }
+  auto digest = document_digest(*doc);
+  if (!digest) return run.refused(digest.error());
+  State next = *i.state;
+  Credential& c = *next.find(pcid->id);
+  c.package_id = doc->package_id;
+  c.seq_ms = initial_seq_array(*doc);
+  c.digest = *digest;
+  c.changed = now_seconds(*i.clock);
+  const std::string owner = doc->policy.owner;
+  next.package_sequence[owner] = doc->sequence;
+  c.doc = std::move(*doc);
+  return run.commit(std::move(next), c.id, owner);
 }
 
 Result<CredentialInfo> Tre::apply(Action action, std::string_view id) {
@@ -916,6 +988,12 @@ Result<aka::UsimAnswer> Tre::authenticate(std::optional<std::string_view> id, co
                 fmt::format("credential {} is {}: only an Activated or Selected credential "
                             "authenticates",
                             c->id, to_string(c->state)));
+  }
+  // F8: the PCID credential's lifetime ends at its not_after (exclusive, as the ICF's); the RO
+  // renews it before then (renew_pcid). MCIMs live as their operator manages them.
+  if (c->kind == CredentialKind::pcid && now_seconds(*i.clock) >= c->doc->not_after) {
+    return fail(ErrorCode::pcid_expired,
+                fmt::format("credential {}: the PCID credential's lifetime is over", c->id));
   }
   auto algo = algorithm_of(*c->doc);
   if (!algo) return std::unexpected(algo.error());

@@ -110,6 +110,14 @@ class Tre {
   // report in both cases; refusals are audited and change nothing else.
   InstallOutcome install(ByteView package);
 
+  // F8: a renewed PCID credential from its owner, the RO, as an MCIM-like package (sealed to this
+  // TRE, signed by the RO's package signer, opened with install's checks but no registration
+  // nonce). It must be for this TRE's PCID (wrong_recipient), from the PCID credential's owner
+  // whose policy grants update (access_denied), while the credential is Activated or Selected
+  // (transition_refused). Replaces the credential's document, key and SQN array in one commit,
+  // keeping its lifecycle state. Audited as "update"; the status report is an install report.
+  InstallOutcome renew_pcid(ByteView package);
+
   // A lifecycle action asked by the device itself (activate, select, deselect).
   Result<CredentialInfo> apply(Action action, std::string_view id);
   // A stakeholder's signed instruction: verified, checked against replay, this device, the
@@ -120,7 +128,8 @@ class Tre {
   // The USIM (TS 33.102 §6.3.3): with `id`, or the selected credential when empty. MAC-A first
   // (mac_mismatch), then SQN freshness: a fresh SQN is committed before RES/CK/IK are returned;
   // a stale one yields AUTS (and commits nothing). credential_unusable unless Activated or
-  // Selected; integrity_failed (and the credential is blocked) if its integrity check fails.
+  // Selected; pcid_expired for the PCID credential at or past its not_after (F8);
+  // integrity_failed (and the credential is blocked) if its integrity check fails.
   Result<aka::UsimAnswer> authenticate(std::optional<std::string_view> id, const aka::Rand& rand,
                                        const aka::Autn& autn);
 
@@ -153,8 +162,9 @@ class Tre {
   const std::string& dir() const;
   X509* platform_certificate() const;
 
+  struct Impl;  // tre.cpp
+
  private:
-  struct Impl;
   explicit Tre(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -453,6 +453,8 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"foreign-package", {"tre", "wrong_recipient"}},
       {"two-operators", {"tre", "access_denied"}},
       {"remote-management", {"tre", "replayed_instruction"}},
+      {"delayed-activation", {"ro", "pcid_expired"}},
+      {"renew-pcid", {"ro", "not_found"}},
   };
   std::map<std::string, std::pair<std::string, std::string>> seen;
   for (const auto& s : j["scenarios"]) {
@@ -466,6 +468,21 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
   // Where the SHO refused, its subscriber and the RO's registration record it; nothing else. A
   // registration that lapsed leaves the subscriber as it was: only the RO records the code.
   for (const auto& s : j["scenarios"]) {
+    if (s["scenario"] == "delayed-activation") {
+      // The announced device provisioned; the forgotten one's PCID went to a new batch, taking
+      // the old owner's registration with it.
+      const std::string recorded = s["recorded"].dump();
+      EXPECT_NE(recorded.find("-> provisioned selected"), std::string::npos) << recorded;
+      EXPECT_NE(recorded.find("registered -> active"), std::string::npos) << recorded;
+      EXPECT_NE(recorded.find(" -> absent"), std::string::npos) << recorded;
+    }
+    if (s["scenario"] == "renew-pcid") {
+      // The due device's PCID credential took the RO's package, then it provisioned with it.
+      const std::string recorded = s["recorded"].dump();
+      EXPECT_NE(recorded.find("pcid activated pcid -> pcid activated pcid-"), std::string::npos)
+          << recorded;
+      EXPECT_NE(recorded.find("registered -> active"), std::string::npos) << recorded;
+    }
     if (s["scenario"] == "expired-registration") {
       ASSERT_EQ(s["recorded"].size(), 1u) << s.dump();
       EXPECT_NE(s["recorded"][0].get<std::string>().find("ro.refusal"), std::string::npos);

@@ -104,6 +104,8 @@ class Files {
     issue(world_.operators(), results, "pva-signer");
     copy(world_.signer("sho-a").prefix + ".pem", "sho-signer.pem");
     copy(world_.signer("sho-a").prefix + ".key", "sho-signer.key");
+    copy(world_.signer("ro-1").prefix + ".pem", "ro-signer.pem");
+    copy(world_.signer("ro-1").prefix + ".key", "ro-signer.key");
     EXPECT_TRUE(write_file_atomic(path("owner.token"), std::string(kOwnerToken) + "\n", 0600));
     EXPECT_TRUE(write_file_atomic(path("owner-readable.token"), kOwnerToken, 0644));
     EXPECT_TRUE(write_file_atomic(path("empty.token"), "\n", 0600));
@@ -291,6 +293,7 @@ TEST(ServeConfig, RoEveryKnob) {
               {"max_activation_s", 3600},
               {"dormant_period_s", 7200},
               {"session_lifetime_s", 60},
+              {"quarantine_s", 600},
               {"max_batch", 5}};
   j["drf"] = {{"require_known_pcid", false}};
   j["direct"] = {
@@ -312,11 +315,35 @@ TEST(ServeConfig, RoEveryKnob) {
   EXPECT_EQ(s.icf.max_activation, 3600s);
   EXPECT_EQ(s.icf.dormant_period, 7200s);
   EXPECT_EQ(s.icf.session_lifetime, 60s);
+  EXPECT_EQ(s.icf.quarantine, 600s);
   EXPECT_EQ(s.icf.max_batch, 5u);
   EXPECT_FALSE(s.drf.require_known_pcid);
   EXPECT_FALSE(s.direct_access);
   EXPECT_EQ(s.direct_drf_url, "https://10.0.0.5:8443");
   EXPECT_EQ(s.direct.challenge_lifetime, 30s);
+}
+
+// F8: the RO's package signer and OP for PCID renewals, with their defaults and its knobs.
+TEST(ServeConfig, RoPcidRenewal) {
+  Json j = ro_json();
+  j["pcid_renewal"] = {{"package_signer", "../ro-signer"}, {"op_file", "../op.hex"}};
+  auto c = load_ro_config(write_config("ro-renewal", "ro.json", j));
+  ASSERT_TRUE(c) << c.error().message;
+  const ro::RenewalConfig& r = c->service.renewal;
+  ASSERT_TRUE(r.signer);
+  EXPECT_EQ(pki::signer_operator_id(r.signer->cert()), "ro-1");
+  EXPECT_EQ(r.op.get(), tre::testing::kOp);
+  EXPECT_EQ(r.threshold, std::chrono::hours(24 * 30));
+  EXPECT_EQ(r.lifetime, std::chrono::hours(24 * 730));
+  j["pcid_renewal"]["threshold_s"] = 86400;
+  j["pcid_renewal"]["lifetime_s"] = 7200;
+  c = load_ro_config(write_config("ro-renewal-knobs", "ro.json", j));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->service.renewal.threshold, 86400s);
+  EXPECT_EQ(c->service.renewal.lifetime, 7200s);
+  auto plain = load_ro_config(write_config("ro-plain", "ro.json", ro_json()));
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_FALSE(plain->service.renewal.signer);
 }
 
 // The gateway's socket resolved like every path, at most 107 bytes once resolved; its ICF the
@@ -595,6 +622,23 @@ const std::vector<BadConfig>& bad_configs() {
        ErrorCode::invalid_argument, 2, "ro.json: db: unknown database URL scheme"},
       {"sho_not_https", "ro", [](Json& j) { j["shos"]["sho-a"] = "http://127.0.0.1:9"; },
        ErrorCode::invalid_argument, 2, "ro.json: shos.sho-a: must be an https:// URL"},
+      {"negative_quarantine", "ro", [](Json& j) { j["icf"] = {{"quarantine_s", -1}}; },
+       ErrorCode::invalid_argument, 2, "ro.json: icf.quarantine_s: "},
+      {"renewal_without_op", "ro",
+       [](Json& j) { j["pcid_renewal"] = {{"package_signer", "../ro-signer"}}; },
+       ErrorCode::missing_argument, 2, "ro.json: pcid_renewal.op_file: missing"},
+      {"renewal_world_readable_op", "ro",
+       [](Json& j) {
+         j["pcid_renewal"] = {{"package_signer", "../ro-signer"},
+                              {"op_file", "../op-readable.hex"}};
+       },
+       ErrorCode::invalid_argument, 2, "ro.json: pcid_renewal.op_file: "},
+      {"renewal_lifetime_too_short", "ro",
+       [](Json& j) {
+         j["pcid_renewal"] = {
+             {"package_signer", "../ro-signer"}, {"op_file", "../op.hex"}, {"lifetime_s", 60}};
+       },
+       ErrorCode::invalid_argument, 2, "ro.json: pcid_renewal.lifetime_s: "},
       {"bad_listen_in_file", "ro", [](Json& j) { j["listen"] = "localhost:8443"; },
        ErrorCode::invalid_argument, 2, "ro.json: listen: not an IPv4 address"},
       {"eap_gateway_socket_too_long", "ro",

@@ -194,6 +194,83 @@ TEST_F(IcfTest, DormantPcidExpires) {
   EXPECT_EQ(icf_.activate(kPcid, hours(1), "operator:sho-a").error().code, ErrorCode::pcid_expired);
 }
 
+// F8: an expired PCID returns to the pool only after its quarantine, never while a session on
+// it is live, and its reallocation replaces the old subscription and DRF registration. kPcid is
+// dormant until +30 d and lives until +365 d; the quarantine is 10 days (1 s with a session).
+struct ReuseCase {
+  const char* name;
+  bool activate;                // the owner announced it (so the dormant sweep leaves it)
+  std::chrono::seconds attach;  // when a session is opened (0: none), since kT0
+  std::chrono::seconds import;  // when the new batch arrives, since kT0
+  bool reallocated;
+};
+
+class IcfReuseTest : public IcfTest, public ::testing::WithParamInterface<ReuseCase> {};
+
+constexpr auto kDay = hours(24);
+const ReuseCase kReuseCases[] = {
+    {"DormantInQuarantine", false, seconds(0), kDay * 41 - seconds(1), false},
+    {"DormantOutOfQuarantine", false, seconds(0), kDay * 41, true},
+    {"ActiveInItsLifetime", true, seconds(0), kDay * 300, false},
+    {"LifetimeOverInQuarantine", true, seconds(0), kDay * 365 + kDay * 9, false},
+    {"LifetimeOverOutOfQuarantine", true, seconds(0), kDay * 365 + kDay * 10, true},
+    // A session opened at the very end of the lifetime outlives a quarantine shorter than it.
+    {"LiveSessionHoldsIt", true, kDay * 365 - seconds(1), kDay * 365 + seconds(1), false},
+};
+
+TEST_P(IcfReuseTest, ExpiredPcidsAreReallocatedAfterTheirQuarantineOnly) {
+  const ReuseCase& c = GetParam();
+  IcfConfig config;
+  config.quarantine = c.attach == seconds(0) ? kDay * 10 : seconds(1);
+  Icf icf(*db_, clock_, rng_, config);
+  store::Registration reg;
+  reg.pcid = kPcid;
+  reg.device_id = "dev-old";
+  reg.sho = "sho-a";
+  ASSERT_TRUE(db_->registrations().put(reg));
+  if (c.activate) activate(hours(24 * 30));
+  // The sweep runs a day after the dormant window closed (at kT0 + 31 d).
+  clock_.set(kT0 + kDay * 31);
+  ASSERT_TRUE(icf.expire_dormant());
+  if (c.attach != seconds(0)) {
+    clock_.set(kT0 + c.attach);
+    activate(hours(1));
+    ASSERT_TRUE(icf.open_session(kPcid, "vno-1"));
+  }
+  clock_.set(kT0 + c.import);
+  auto fresh = subscription(kPcid);
+  fresh.k = Secret<16>(Bytes<16>{1, 2, 3});
+  fresh.dormant_until = std::chrono::floor<seconds>(clock_.now()) + kDay;
+  fresh.not_after = std::chrono::floor<seconds>(clock_.now()) + kDay * 365;
+  auto r = icf.import_batch("batch-2", {fresh}, "supplier:m2mes");
+  auto stored = *db_->pcids().find(kPcid);
+  auto still = *db_->registrations().find(kPcid);
+  if (c.reallocated) {
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(stored->batch, "batch-2");
+    EXPECT_EQ(stored->status, store::PcidStatus::dormant);
+    EXPECT_EQ(stored->k.get(), fresh.k.get());
+    EXPECT_FALSE(still) << "the old owner's registration must go with the old subscription";
+    EXPECT_EQ((*db_->audit().recent(1)).front().detail, "1 pcids, 1 reallocated");
+  } else {
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, ErrorCode::already_exists);
+    EXPECT_EQ(stored->batch, "batch-1");
+    EXPECT_EQ(stored->k.get(), kK);
+    EXPECT_TRUE(still);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Reuse, IcfReuseTest, ::testing::ValuesIn(kReuseCases),
+                         [](const auto& param_info) { return std::string(param_info.param.name); });
+
+TEST_F(IcfTest, TheDormantSweepRecordsWhenAPcidExpired) {
+  clock_.advance(hours(24 * 30) + seconds(5));
+  ASSERT_EQ(*icf_.expire_dormant(), 1u);
+  EXPECT_EQ((*db_->pcids().find(kPcid))->expired_at,
+            std::chrono::floor<seconds>(kT0) + hours(24 * 30) + seconds(5));
+}
+
 TEST_F(IcfTest, ActivePcidStopsAtTheEndOfItsLifetime) {
   activate();
   clock_.advance(hours(24 * 365) - hours(1));

@@ -142,9 +142,11 @@ std::string snapshot(store::Database& db, const Known& known) {
   for (const std::string& pcid : known.pcids) {
     auto p = db.pcids().find(pcid).value_or(std::nullopt);
     if (p) {
-      out += fmt::format("pcid {} {} {} {} {} {}\n", pcid, to_string(p->status),
+      out += fmt::format("pcid {} {} {} {} {} {} {} {} {}\n", pcid, to_string(p->status),
                          p->active_until.time_since_epoch().count(),
-                         p->dormant_until.time_since_epoch().count(), p->batch, p->ind_bits);
+                         p->dormant_until.time_since_epoch().count(), p->batch, p->ind_bits,
+                         p->not_after.time_since_epoch().count(), p->renewal_package,
+                         to_hex(p->k.get()));
     }
     out += fmt::format("sqn {} {}\n", pcid, db.sqns().current(pcid).value_or(999999));
     auto r = db.registrations().find(pcid).value_or(std::nullopt);
@@ -1211,6 +1213,107 @@ TEST_F(RoServiceTest, DeviceEndpointRefusals) {
        "not_found"},
       {"report unregistered", rep(good), 404, "not_found"},
   });
+}
+
+// F8: the PCID renewal over the device's session. Refusals change nothing; the renewed K is the
+// ICF's only once the TRE's signed report arrived, and then AKA runs with it.
+TEST_F(RoServiceTest, PcidRenewalOverTheDevicesSession) {
+  RoServiceConfig c = config();
+  c.renewal.threshold = std::chrono::hours(24);  // bundle_ lives 730 days: not due
+  const tre::testing::Signer& ro = world().signer("ro-1");
+  auto signer = std::make_shared<pki::KeyPair>();
+  signer->key = pki::up_ref(ro.key.get());
+  signer->certs.push_back(pki::up_ref(ro.cert.get()));
+  c.renewal.signer = signer;
+  c.renewal.op = Secret<16>(tre::testing::kOp);
+  start(c);
+  const std::string sid = provisioned();
+  const std::string pem = *pki::certificate_pem(tre_->platform_certificate());
+  const std::string sho_pem = *pki::certificate_pem(world().signer("sho-a").cert.get());
+  auto ask = [&](std::string body) {
+    return device_request("POST", "/v1/dpf/pcid-renewal", bearer(sid), std::move(body));
+  };
+  const std::string good = Json{{"platform_chain", {pem}}}.dump();
+  expect_refusals({
+      {"no session", device_request("POST", "/v1/dpf/pcid-renewal", "", good), 401,
+       "unauthenticated"},
+      {"malformed", ask(good.substr(0, 10)), 400, "bad_format"},
+      {"unknown member", ask(Json{{"platform_chain", {pem}}, {"x", 1}}.dump()), 400, "bad_format"},
+      {"chain empty", ask(Json{{"platform_chain", Json::array()}}.dump()), 400, "invalid_argument"},
+      {"chain not PEM", ask(Json{{"platform_chain", {"nope"}}}.dump()), 400, "bad_format"},
+      {"chain outside the supplier PKI", ask(Json{{"platform_chain", {sho_pem}}}.dump()), 422,
+       "chain_invalid"},
+      {"not due", ask(good), 404, "not_found"},
+  });
+  c = config();
+  c.renewal.signer = signer;
+  c.renewal.op = Secret<16>(tre::testing::kOp);
+  c.renewal.threshold = std::chrono::hours(24 * 3650);  // due
+  start(c);
+  auto offered = handle(ask(good));
+  ASSERT_EQ(offered.status, 200) << offered.body;
+  const Json offer = Json::parse(offered.body);
+  const std::string package_id = offer["package_id"].get<std::string>();
+  auto installed = tre_->renew_pcid(*parse_hex(offer["package"].get<std::string>(), "package"));
+  ASSERT_TRUE(installed.result) << installed.result.error().message;
+  auto rep = [&](std::string body, const std::string& package) {
+    return device_request("POST", "/v1/dpf/pcid-renewal/" + package + "/report", bearer(sid),
+                          std::move(body));
+  };
+  const std::string report = report_body(installed.report);
+  expect_refusals({
+      {"report malformed", rep(report.substr(0, 20), package_id), 400, "bad_format"},
+      {"report of another package", rep(report, "pcid-other"), 400, "invalid_argument"},
+      {"report altered",
+       rep(report_body(
+               std::string(installed.report).replace(installed.report.find("\"ok\""), 4, "\"no\"")),
+           package_id),
+       422, "signature_invalid"},
+      {"report without a session",
+       device_request("POST", "/v1/dpf/pcid-renewal/" + package_id + "/report", "", report), 401,
+       "unauthenticated"},
+  });
+  auto done = handle(rep(report, package_id));
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(Json::parse(done.body)["outcome"], "ok");
+  expect_refusals({{"second report", rep(report, package_id), 409, "transition_refused"}});
+  const auto sub = *db_->pcids().find(kPcid);
+  EXPECT_EQ(sub->not_after.time_since_epoch().count(), offer["not_after"].get<std::int64_t>());
+  EXPECT_NE(sub->k.get(), bundle_.k.get());
+  // The ICF's vectors now verify with the TRE's renewed credential.
+  auto v = handle(op_request("POST", "/v1/auth/vectors", "vno-a", R"({"imsi":")" + kPcid + "\"}"));
+  ASSERT_EQ(v.status, 200) << v.body;
+  const Json vec = Json::parse(v.body)["vectors"][0];
+  auto answer = tre_->authenticate(kPcid, *parse_hex_fixed<16>(vec["rand"].get<std::string>(), "r"),
+                                   *parse_hex_fixed<16>(vec["autn"].get<std::string>(), "a"));
+  ASSERT_TRUE(answer) << answer.error().message;
+  EXPECT_TRUE(std::holds_alternative<aka::UsimSuccess>(*answer));
+  auto audit = db_->audit().recent(20);
+  ASSERT_TRUE(audit);
+  std::string all;
+  for (const store::AuditRecord& a : *audit)
+    all += a.event + ":" + a.outcome + ":" + a.detail + "\n";
+  EXPECT_EQ(all.find(to_hex(sub->k.get())), std::string::npos) << "a key in the audit";
+  EXPECT_NE(all.find("renewal-report:ok"), std::string::npos) << all;
+}
+
+TEST_F(RoServiceTest, PcidRenewalUnconfiguredIsUnsupportedAndAForeignSignerIsRefused) {
+  start();
+  const std::string sid = provisioned();
+  const std::string pem = *pki::certificate_pem(tre_->platform_certificate());
+  expect_refusals({{"unconfigured",
+                    device_request("POST", "/v1/dpf/pcid-renewal", bearer(sid),
+                                   Json{{"platform_chain", {pem}}}.dump()),
+                    400, "unsupported"}});
+  RoServiceConfig c = config();
+  const tre::testing::Signer& sho = world().signer("sho-a");
+  auto signer = std::make_shared<pki::KeyPair>();
+  signer->key = pki::up_ref(sho.key.get());
+  signer->certs.push_back(pki::up_ref(sho.cert.get()));
+  c.renewal.signer = signer;
+  auto s = RoService::create(*db_, std::move(c), clock_);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, ErrorCode::invalid_argument);
 }
 
 // F3 without AKA: the two direct-access routes, their refusals (nothing changes but the audit),

@@ -308,6 +308,25 @@ class SupplierServiceTest : public ::testing::Test {
 
 SupplierPki* SupplierServiceTest::pki_ = nullptr;
 
+// F8: an order may give its batch's PCID lifetime; the bundles and the ICF's records carry it.
+TEST_F(SupplierServiceTest, AnOrderSetsItsBatchsPcidLifetime) {
+  FakeRo ro(pki());
+  ro.start();
+  start_service(ro.url());
+  const auto before = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+  const HttpResponse r =
+      call("POST", "/v1/batches",
+           R"({"batch_id":"b-days","first_pcid":"001010000000200","count":1,"pcid_days":2})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  auto b = tre::read_bundle(batch_dir("b-days") + "/bundles/dev-001010000000200.bundle");
+  ASSERT_TRUE(b.has_value()) << b.error().message;
+  EXPECT_GE(b->pcid_not_after, before + std::chrono::hours(48));
+  EXPECT_LE(b->pcid_not_after, before + std::chrono::hours(48) + std::chrono::minutes(5));
+  const auto received = ro.received();
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].records.at(0).not_after, b->pcid_not_after);
+}
+
 TEST_F(SupplierServiceTest, OrderManufacturesBundlesAndHandsTheBatchToTheIcf) {
   FakeRo ro(pki());
   ro.start();
@@ -500,6 +519,15 @@ TEST_F(SupplierServiceTest, BadOrdersAreRefusedWithoutADirectoryOrACertificate) 
       {"count 0", order("b-x", "001010000000001", 0), 400, "invalid_argument"},
       {"count 10001", order("b-x", "001010000000001", 10001), 400, "invalid_argument"},
       {"count 1.5", R"({"batch_id":"b-x","first_pcid":"001010000000001","count":1.5})", 400,
+       "bad_format"},
+      {"pcid_days 0",
+       R"({"batch_id":"b-x","first_pcid":"001010000000001","count":1,"pcid_days":0})", 400,
+       "invalid_argument"},
+      {"pcid_days 3651",
+       R"({"batch_id":"b-x","first_pcid":"001010000000001","count":1,"pcid_days":3651})", 400,
+       "invalid_argument"},
+      {"pcid_days a string",
+       R"({"batch_id":"b-x","first_pcid":"001010000000001","count":1,"pcid_days":"1"})", 400,
        "bad_format"},
       {"pcid of 5 digits", order("b-x", "12345", 1), 400, "invalid_argument"},
       {"pcid of 16 digits", order("b-x", "0010100000000001", 1), 400, "invalid_argument"},

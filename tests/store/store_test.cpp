@@ -207,6 +207,8 @@ TEST_P(StoreTest, PcidBatchRoundTripsEveryField) {
   batch[1].active_until = at(4242);
   batch[2].ind_bits = 0;
   batch[2].batch = "";  // empty text is a value, not NULL
+  batch[2].status = PcidStatus::expired;
+  batch[2].expired_at = at(777);
   ASSERT_OK(db_->pcids().add_batch(batch));
   auto n = db_->pcids().count();
   ASSERT_OK(n);
@@ -225,6 +227,7 @@ TEST_P(StoreTest, PcidBatchRoundTripsEveryField) {
     EXPECT_EQ(p.dormant_until, want.dormant_until);
     EXPECT_EQ(p.active_until, want.active_until);
     EXPECT_EQ(p.not_after, want.not_after);
+    EXPECT_EQ(p.expired_at, want.expired_at);
   }
 }
 
@@ -275,6 +278,42 @@ TEST_P(StoreTest, PcidEmptyBatchChangesNothing) {
   auto n = db_->pcids().count();
   ASSERT_OK(n);
   EXPECT_EQ(*n, 0u);
+}
+
+// F8: a renewal is staged without touching the credential and completed once, atomically.
+TEST_P(StoreTest, PcidRenewalIsStagedThenCompletedOnce) {
+  const std::string pcid = "001010000000001";
+  ASSERT_OK(db_->pcids().add_batch({make_pcid(pcid, 1)}));
+  PcidRenewal r;
+  r.pcid = pcid;
+  r.package_id = "renewal-1";
+  for (std::size_t i = 0; i < 16; ++i) {
+    r.k.mut()[i] = static_cast<std::uint8_t>(0x50 + i);
+    r.opc.mut()[i] = static_cast<std::uint8_t>(0x70 + i);
+  }
+  r.not_after = at(20'000'000);
+  EXPECT_CODE(db_->pcids().complete_renewal(pcid, "renewal-1"), ErrorCode::transition_refused);
+  PcidRenewal unknown = r;
+  unknown.pcid = "001010000000009";
+  EXPECT_CODE(db_->pcids().stage_renewal(unknown), ErrorCode::not_found);
+  EXPECT_CODE(db_->pcids().complete_renewal("001010000000009", "renewal-1"), ErrorCode::not_found);
+  ASSERT_OK(db_->pcids().stage_renewal(r));
+  const PcidSubscription before = make_pcid(pcid, 1);
+  auto staged = db_->pcids().find(pcid);
+  ASSERT_OK(staged);
+  EXPECT_EQ((*staged)->renewal_package, "renewal-1");
+  EXPECT_EQ((*staged)->k.get(), before.k.get());  // staged only
+  EXPECT_EQ((*staged)->not_after, before.not_after);
+  EXPECT_CODE(db_->pcids().complete_renewal(pcid, "renewal-0"), ErrorCode::transition_refused);
+  ASSERT_OK(db_->pcids().complete_renewal(pcid, "renewal-1"));
+  auto done = db_->pcids().find(pcid);
+  ASSERT_OK(done);
+  EXPECT_EQ((*done)->renewal_package, "");
+  EXPECT_EQ((*done)->k.get(), r.k.get());
+  EXPECT_EQ((*done)->opc.get(), r.opc.get());
+  EXPECT_EQ((*done)->not_after, r.not_after);
+  EXPECT_EQ((*done)->status, before.status);
+  EXPECT_CODE(db_->pcids().complete_renewal(pcid, "renewal-1"), ErrorCode::transition_refused);
 }
 
 TEST_P(StoreTest, PcidActivateMakesDormantAndActiveOnesActiveUntil) {
@@ -677,6 +716,63 @@ Session make_session(std::string id, std::string imsi, std::string vno, std::int
   s.created = at(100);
   s.expires = at(expires);
   return s;
+}
+
+// F8 reuse: make_pcid's PCIDs are dormant until 1000 and live until 10,000,000; the sweep at
+// 2000 expires the dormant one. Quarantine 500 s.
+struct StoreReuseCase {
+  const char* name;
+  std::int64_t now;
+  bool sweep, session;  // the sweep ran at 2000; a session until 5000 is open
+  bool reused;
+};
+constexpr StoreReuseCase kStoreReuseCases[] = {
+    {"NotExpired", 3000, false, false, false},
+    {"InQuarantine", 2499, true, false, false},
+    {"OutOfQuarantine", 2500, true, false, true},
+    {"OutOfQuarantineButInSession", 2500, true, true, false},
+    {"LifetimeAndQuarantineOver", 10'000'500, false, false, true},
+    {"LifetimeOverInQuarantine", 10'000'499, false, false, false},
+};
+
+TEST_P(StoreTest, PcidBatchReusesOnlyFreePcidsAndDropsTheirRegistration) {
+  std::uint64_t count = 0;
+  for (std::size_t i = 0; i < std::size(kStoreReuseCases); ++i) {
+    const StoreReuseCase& c = kStoreReuseCases[i];
+    SCOPED_TRACE(c.name);
+    const std::string old_pcid = fmt::format("0010100000{}01", i);
+    Database& db = *db_;
+    ASSERT_OK(db.pcids().add_batch({make_pcid(old_pcid, 1)}));
+    ++count;
+    ASSERT_OK(db.registrations().put(make_registration(old_pcid, "sho-a")));
+    if (c.sweep) ASSERT_OK(db.pcids().expire_dormant(at(2000)));
+    if (c.session) {
+      ASSERT_OK(db.sessions().open(make_session(fmt::format("s{}", i), old_pcid, "vno-a", 5000),
+                                   at(1500)));
+    }
+    auto next = make_pcid(old_pcid, 9);
+    next.batch = "batch-8";
+    const PcidReuse reuse{at(c.now), std::chrono::seconds(500)};
+    auto r = db.pcids().add_batch({make_pcid(fmt::format("0010100000{}02", i), 2), next}, reuse);
+    auto stored = db.pcids().find(old_pcid);
+    ASSERT_OK(stored);
+    auto reg = db.registrations().find(old_pcid);
+    ASSERT_OK(reg);
+    if (c.reused) {
+      ASSERT_OK(r);
+      EXPECT_EQ(*r, 1u);
+      EXPECT_EQ((*stored)->batch, "batch-8");
+      EXPECT_EQ((*stored)->status, PcidStatus::dormant);
+      EXPECT_EQ((*stored)->expired_at, Time{});
+      EXPECT_FALSE(reg->has_value());
+      ++count;
+    } else {
+      EXPECT_CODE(r, ErrorCode::already_exists);
+      EXPECT_EQ((*stored)->batch, "batch-7");
+      EXPECT_TRUE(reg->has_value());
+    }
+    EXPECT_EQ(*db.pcids().count(), count) << "all or nothing: the other PCID comes with it";
+  }
 }
 
 TEST_P(StoreTest, SessionOpenFindClose) {
@@ -1608,6 +1704,14 @@ TEST_P(SqlSchemaTest, ADatabaseAtVersion1IsMigratedKeepingItsData) {
                       : "'\\x00000000000000000000000000000000'::bytea, "
                         "'\\x00000000000000000000000000000000'::bytea") +
       ", 5, 'dormant', 10, 0, 99)");
+  raw_->exec(
+      "INSERT INTO pcid_subscription (pcid, batch, k, opc, ind_bits, status, dormant_until, "
+      "active_until, not_after) VALUES ('001010000000002', 'old', " +
+      std::string(GetParam().name == "sqlite_file"
+                      ? "zeroblob(16), zeroblob(16)"
+                      : "'\\x00000000000000000000000000000000'::bytea, "
+                        "'\\x00000000000000000000000000000000'::bytea") +
+      ", 5, 'expired', 7, 0, 99)");
   ASSERT_EQ(raw_->integer(GetParam().index_count_sql), 0);
   auto db = open_database(location_->url());
   ASSERT_TRUE(db) << fmt::to_string(db.error());
@@ -1618,6 +1722,10 @@ TEST_P(SqlSchemaTest, ADatabaseAtVersion1IsMigratedKeepingItsData) {
   ASSERT_OK(p);
   ASSERT_TRUE(p->has_value());
   EXPECT_EQ((*p)->batch, "old");
+  // v6: a PCID expired before it starts its quarantine at its dormant_until.
+  auto expired = (*db)->pcids().find("001010000000002");
+  ASSERT_OK(expired);
+  EXPECT_EQ((*expired)->expired_at, at(7));
   auto n = (*db)->pcids().expire_dormant(at(11));  // the v2 index serves this sweep
   ASSERT_OK(n);
   EXPECT_EQ(*n, 1u);

@@ -152,6 +152,85 @@ TEST_F(TreTest, EachOperatorListsOnlyItsOwnCredentials) {
   EXPECT_EQ(replays, 3u);
 }
 
+// F8: the RO renews the PCID credential with an MCIM-like package: afterwards the TRE answers AKA
+// with the new K only, and no refusal leaves it without its PCID credential.
+TEST_F(TreTest, TheRoRenewsThePcidCredentialInOneCommit) {
+  Tre tre = open();
+  auto doc = world().document(device_id(), kPcid, "ro-1", 100, kNonce);
+  doc.package_id = "pcid-renewal-1";
+  const ByteVec pkg = world().seal(doc, world().signer("ro-1"), tre.platform_certificate());
+  auto out = tre.renew_pcid(pkg);
+  ASSERT_TRUE(out.result) << out.result.error().message;
+  EXPECT_EQ(out.result->kind, CredentialKind::pcid);
+  EXPECT_EQ(out.result->state, McimState::activated);
+  EXPECT_EQ(out.result->package_id, "pcid-renewal-1");
+  EXPECT_EQ(out.result->not_after, doc.not_after);
+  auto report = verify_install_report(out.report, tre.platform_certificate(), device_id(),
+                                      "pcid-renewal-1");
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->outcome, "ok");
+  EXPECT_EQ(report->credential, kPcid);
+  Network network(doc);
+  const auto v = network.next(world().rng());
+  auto answer = tre.authenticate(kPcid, v.rand, v.autn);
+  ASSERT_TRUE(answer) << answer.error().message;
+  EXPECT_TRUE(std::holds_alternative<aka::UsimSuccess>(*answer));
+  EXPECT_EQ(tre.verify_audit()->log.entries.back().event.event, "update");
+  EXPECT_EQ(tre.renew_pcid(pkg).result.error().code, ErrorCode::replayed_package);
+  EXPECT_TRUE(tre.fsck());
+}
+
+// F8: the TRE holds the PCID credential's lifetime as the ICF does: at not_after it stops; a
+// renewal before then gives it a new one.
+TEST_F(TreTest, ThePcidCredentialStopsAtItsNotAfter) {
+  FakeClock clock(world().clock().now());
+  auto t = Tre::open(Options{.dir = dir_, .clock = &clock});
+  ASSERT_TRUE(t) << t.error().message;
+  Network network(bundle_->k.get(), bundle_->opc.get(), bundle_->ind_bits);
+  clock.set(bundle_->pcid_not_after - std::chrono::seconds(1));
+  auto v = network.next(world().rng());
+  ASSERT_TRUE(t->authenticate(kPcid, v.rand, v.autn));
+  clock.set(bundle_->pcid_not_after);
+  v = network.next(world().rng());
+  auto late = t->authenticate(kPcid, v.rand, v.autn);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, ErrorCode::pcid_expired);
+}
+
+struct RenewalRefusal {
+  const char* name;
+  std::string imsi, owner;
+  bool block_first;  // the RO blocked the PCID credential before
+  ErrorCode code;
+};
+
+TEST_F(TreTest, PcidRenewalsNotFromItsOwnerOrNotForItsPcidAreRefusedAndChangeNothing) {
+  const RenewalRefusal cases[] = {
+      {"another imsi", kImsiA, "ro-1", false, ErrorCode::wrong_recipient},
+      {"another operator", kPcid, "sho-a", false, ErrorCode::access_denied},
+      {"blocked credential", kPcid, "ro-1", true, ErrorCode::transition_refused},
+  };
+  Tre tre = open();
+  std::uint64_t seq = 100;
+  for (const RenewalRefusal& c : cases) {
+    SCOPED_TRACE(c.name);
+    if (c.block_first) {
+      ASSERT_TRUE(instruct(tre, "ro-1", kPcid, Action::block).result);
+    }
+    const std::string before = registry_of(tre);
+    auto doc = world().document(device_id(), c.imsi, c.owner, ++seq, kNonce);
+    auto out =
+        tre.renew_pcid(world().seal(doc, world().signer(c.owner), tre.platform_certificate()));
+    ASSERT_FALSE(out.result);
+    EXPECT_EQ(out.result.error().code, c.code);
+    EXPECT_EQ(registry_of(tre), before);
+    EXPECT_EQ(tre.status().credentials.at(0).package_id, "pcid");
+    auto report = verify_status_report(out.report, tre.platform_certificate());
+    ASSERT_TRUE(report);
+    EXPECT_EQ(report->outcome, std::string(to_string(c.code)));
+  }
+}
+
 TEST_F(TreTest, InitRefusesADirectoryThatHoldsATre) {
   auto again = Tre::init(Options{dir_}, world().bundle("001019990000002"));
   ASSERT_FALSE(again);

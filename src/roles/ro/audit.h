@@ -16,6 +16,9 @@ namespace mcim::ro::detail {
 
 inline store::Time seconds_of(TimePoint t) { return std::chrono::floor<std::chrono::seconds>(t); }
 
+// A device named by the PCID it authenticated with (or claims, before it has).
+inline std::string pcid_principal(std::string_view pcid) { return "pcid:" + std::string(pcid); }
+
 struct AuditEntry {
   std::string_view service, event, subject, principal;
   std::string detail;

@@ -19,8 +19,8 @@ using detail::audited;
 constexpr std::string_view kService = "drf";
 
 // The ChallengeStore names who asked for a challenge and alone may use it: an SHO's operator id
-// at the PVA, the PCID here (the identity the device claims, not yet proven).
-std::string pcid_principal(std::string_view pcid) { return fmt::format("pcid:{}", pcid); }
+// at the PVA, the PCID here (the identity the device claims, not yet proven): pcid_principal.
+using detail::pcid_principal;
 
 }  // namespace
 

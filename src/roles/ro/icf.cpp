@@ -211,6 +211,7 @@ Result<void> Icf::validate_import(std::string_view batch,
     p.batch = std::string(batch);
     p.status = store::PcidStatus::dormant;
     p.active_until = store::Time{};
+    p.expired_at = store::Time{};
   }
   return {};
 }
@@ -219,12 +220,16 @@ Result<std::uint64_t> Icf::import_batch(std::string_view batch,
                                         std::vector<store::PcidSubscription> pcids,
                                         std::string_view supplier) {
   const store::Time t = now();
+  std::uint64_t reallocated = 0;
   auto result = [&]() -> Result<std::uint64_t> {
     if (auto v = validate_import(batch, pcids, t); !v) return std::unexpected(v.error());
-    if (auto a = pcids_.add_batch(pcids); !a) return std::unexpected(a.error());
+    auto a = pcids_.add_batch(pcids, store::PcidReuse{t, config_.quarantine});
+    if (!a) return std::unexpected(a.error());
+    reallocated = *a;
     return static_cast<std::uint64_t>(pcids.size());
   }();
-  const std::string detail = result ? fmt::format("{} pcids", *result) : "";
+  const std::string detail =
+      result ? fmt::format("{} pcids, {} reallocated", *result, reallocated) : "";
   return audited(audit_, t, {kService, "import-batch", batch, supplier, detail}, std::move(result));
 }
 

@@ -29,6 +29,9 @@ struct IcfConfig {
   std::chrono::seconds max_activation{std::chrono::hours(24 * 30)};   // longest F7 window
   std::chrono::seconds dormant_period{std::chrono::hours(24 * 365)};  // default dormant_until
   std::chrono::seconds session_lifetime{std::chrono::hours(1)};
+  // F8: how long an expired PCID (by the dormant sweep, or at the end of its lifetime) stays out
+  // of use before a new batch may reallocate it.
+  std::chrono::seconds quarantine{std::chrono::hours(24 * 90)};
   // Sessions on a PCID only reach the RO (bootstrap, package); the SHO's AuC, the same logic over
   // operational IMSIs, opens unrestricted ones.
   bool restricted_sessions = true;
@@ -43,9 +46,11 @@ class Icf {
 
   // F0: a supplier batch, all or nothing. Each PCID becomes dormant (status and active_until are
   // overwritten), `batch` is set, a zero dormant_until becomes now + dormant_period (at most
-  // not_after). Returns the count. invalid_argument (a PCID not 6-15 digits, ind_bits > 10,
-  // not_after not in the future, dormant_until after not_after, an empty or oversized batch, a bad
-  // batch id); already_exists naming the first PCID present already or twice in the batch.
+  // not_after). A PCID the ICF holds already is reallocated when it is free (F8: expired, out of
+  // its quarantine, no live session; store::PcidReuse): its old subscription and DRF registration
+  // go. Returns the count. invalid_argument (a PCID not 6-15 digits, ind_bits > 10, not_after not
+  // in the future, dormant_until after not_after, an empty or oversized batch, a bad batch id);
+  // already_exists naming the first PCID in use or in quarantine, or twice in the batch.
   Result<std::uint64_t> import_batch(std::string_view batch,
                                      std::vector<store::PcidSubscription> pcids,
                                      std::string_view supplier);

@@ -333,6 +333,11 @@ Result<void> check_config(const RoServiceConfig& c) {
     return fail(ErrorCode::invalid_argument,
                 "max_poll_wait, max_held_polls: must not be negative, resp. zero");
   }
+  if (c.renewal.signer && (!c.renewal.signer->key || c.renewal.signer->certs.empty() ||
+                           pki::signer_operator_id(c.renewal.signer->cert()) != c.operator_id)) {
+    return fail(ErrorCode::invalid_argument,
+                "renewal.package_signer: must name this RO (urn:mcim:operator:<operator_id>)");
+  }
   if (c.notify_workers == 0 || c.notify_workers > kMaxNotifyWorkers) {
     return fail(ErrorCode::invalid_argument,
                 fmt::format("notify_workers: must be 1..{}", kMaxNotifyWorkers));
@@ -383,6 +388,7 @@ struct RoService::State {
   }
 
   Result<void> add_routes();
+  Result<std::uint64_t> expire_dormant();
   void expire_loop();
   void stop();
 
@@ -406,6 +412,11 @@ struct RoService::State {
   HttpResponse held_poll(const Request& r, const store::Session& s, std::string_view what,
                          const std::function<Result<Json>()>& look);
   Result<Json> answer_attestation(const Request& r, const Json& body, const store::Session& s);
+  Result<Json> renewal_offer(const Request& r, const Json& body, const store::Session& s);
+  Result<Json> renewal_report(const Request& r, const Json& body, const store::Session& s);
+  PcidRenewer renewer() {
+    return PcidRenewer(db, *config.supplier_roots, clock, thread_random(), config.renewal);
+  }
 
   // SHO endpoints of the attestation (F2 step 7).
   Result<Json> request_attestation(const Request& r);
@@ -692,6 +703,33 @@ Result<Json> RoService::State::answer_attestation(const Request& r, const Json& 
   return Json{{"request_id", request_id}, {"status", "relayed"}};
 }
 
+// ---- PCID renewal (F8) -------------------------------------------------------------------------
+
+// The device on its PCID session; the RO decides whether its credential is due.
+Result<Json> RoService::State::renewal_offer(const Request&, const Json& body,
+                                             const store::Session& s) {
+  auto chain = parse_platform_chain(body.at("platform_chain"));
+  if (!chain) return std::unexpected(chain.error());
+  auto offer = renewer().offer(s.imsi, raw_chain(*chain));
+  if (!offer) return std::unexpected(offer.error());
+  flow("pcid_renewal_offered");
+  return Json{{"package_id", offer->package_id},
+              {"package", to_hex(offer->package)},
+              {"not_after", unix_seconds(offer->not_after)}};
+}
+
+Result<Json> RoService::State::renewal_report(const Request& r, const Json& body,
+                                              const store::Session& s) {
+  const std::string package_id(r.param("package_id"));
+  auto chain = parse_platform_chain(body.at("platform_chain"));
+  if (!chain) return std::unexpected(chain.error());
+  auto outcome =
+      renewer().report(s.imsi, package_id, body.at("report").get<std::string>(), raw_chain(*chain));
+  if (!outcome) return std::unexpected(outcome.error());
+  flow("pcid_renewal_reported");
+  return Json{{"package_id", package_id}, {"outcome", *outcome}};
+}
+
 // ---- Direct access (F3 without AKA) ------------------------------------------------------------
 
 // Nobody is authenticated here yet: the DirectAccess decides, and audits, everything.
@@ -892,7 +930,8 @@ Result<void> RoService::State::add_routes() {
                         });
   };
 
-  const std::array<Result<void>, 12> added = {
+  const JsonSchema chain_schema = JsonSchema::object({platform_report_fields().back()});
+  const std::array<Result<void>, 14> added = {
       router.add(
           "POST", "/v1/icf/batches", [s](const Request& r) { return s->import_batch(r); },
           RouteOptions{net::require_operator(config.suppliers), std::nullopt,
@@ -956,6 +995,13 @@ Result<void> RoService::State::add_routes() {
       router.add("POST", "/v1/dpf/attestations/{request_id}",
                  device_json_route("attestation", report_schema, &State::answer_attestation, 202),
                  bare(nullptr)),
+      router.add("POST", "/v1/dpf/pcid-renewal",
+                 device_json_route("pcid renewal", chain_schema, &State::renewal_offer, 200),
+                 bare(nullptr)),
+      router.add(
+          "POST", "/v1/dpf/pcid-renewal/{package_id}/report",
+          device_json_route("pcid renewal report", report_schema, &State::renewal_report, 200),
+          bare(nullptr)),
   };
   for (const auto& a : added) {
     if (!a) return a;
@@ -975,18 +1021,23 @@ Result<void> RoService::State::add_routes() {
   return {};
 }
 
+Result<std::uint64_t> RoService::State::expire_dormant() {
+  OsRandom random;  // expire_dormant draws nothing; the Icf wants a source all the same
+  auto expired = Icf(db, clock, random, config.icf).expire_dormant();
+  if (!expired) {
+    log::error(kComponent, "expire dormant pcids: {}", expired.error());
+  } else if (*expired > 0) {
+    log::info(kComponent, "{} dormant pcids expired", *expired);
+  }
+  return expired;
+}
+
 void RoService::State::expire_loop() {
   std::unique_lock lock(expiry_mu);
   const auto interval = config.expire_interval;
   while (!expiry_cv.wait_for(lock, interval, [&] { return expiry_stopping; })) {
     lock.unlock();
-    OsRandom random;  // expire_dormant draws nothing; the Icf wants a source all the same
-    auto expired = Icf(db, clock, random, config.icf).expire_dormant();
-    if (!expired) {
-      log::error(kComponent, "expire dormant pcids: {}", expired.error());
-    } else if (*expired > 0) {
-      log::info(kComponent, "{} dormant pcids expired", *expired);
-    }
+    (void)expire_dormant();
     lock.lock();
   }
 }
@@ -1006,6 +1057,7 @@ void RoService::State::stop() {
 
 Result<std::unique_ptr<RoService>> RoService::create(store::Database& db, RoServiceConfig config,
                                                      const Clock& clock) {
+  config.renewal.operator_id = config.operator_id;
   if (auto c = check_config(config); !c) return std::unexpected(c.error());
   auto state = std::make_unique<State>(db, std::move(config), clock);
   if (auto routes = state->add_routes(); !routes) return std::unexpected(routes.error());
@@ -1028,6 +1080,8 @@ net::HttpHandler RoService::handler() const { return state_->router.handler(); }
 std::size_t RoService::body_limit() const {
   return std::max(state_->config.max_batch_bytes, kMaxPackageBody);
 }
+
+Result<std::uint64_t> RoService::expire_dormant_now() { return state_->expire_dormant(); }
 
 std::size_t RoService::pending_notices() const { return state_->notices.pending(); }
 

@@ -31,6 +31,7 @@
 #include "roles/ro/direct.h"
 #include "roles/ro/drf.h"
 #include "roles/ro/icf.h"
+#include "roles/ro/renewal.h"
 #include "store/store.h"
 
 namespace mcim::ro {
@@ -72,6 +73,9 @@ struct RoServiceConfig {
   bool direct_access = true;
   DirectConfig direct;
   std::string direct_drf_url;
+  // F8: PCID credentials renewed before they expire (roles/ro/renewal.h). Without a signer the
+  // device endpoints answer unsupported. operator_id is filled in from the RO's own.
+  RenewalConfig renewal;
 };
 
 class RoService {
@@ -93,6 +97,10 @@ class RoService {
   net::HttpHandler handler() const;  // for net::HttpServer::start
   // The server body limit this service needs (the batch endpoint's).
   std::size_t body_limit() const;
+
+  // The periodic task at once, as its thread runs it every expire_interval: dormant PCIDs past
+  // their window expire (F7). Returns how many.
+  Result<std::uint64_t> expire_dormant_now();
 
   // Notices queued and not yet delivered; blocks up to `timeout` until none are (tests).
   std::size_t pending_notices() const;

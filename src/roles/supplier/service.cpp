@@ -29,6 +29,7 @@ using net::JsonSchema;
 constexpr std::string_view kComponent = "supplier";
 // A batch is manufactured while its order waits: 10,000 devices take minutes already.
 constexpr std::int64_t kMaxDevicesPerOrder = 10'000;
+constexpr std::int64_t kMaxPcidDays = 3650;
 constexpr std::size_t kMaxOrderBody = 1024;
 constexpr std::string_view kCmsContentType = "application/cms";
 constexpr std::string_view kStateFile = "state.json";
@@ -50,6 +51,8 @@ const JsonSchema& order_schema() {
       net::required("batch_id", JsonSchema::string(64, valid_batch_id, "an mcim id, not . or ..")),
       net::required("first_pcid", JsonSchema::string(15, valid_pcid, "6 to 15 decimal digits", 6)),
       net::required("count", JsonSchema::integer(1, kMaxDevicesPerOrder)),
+      // F8: this batch's PCID credential lifetime, instead of the device template's.
+      net::optional("pcid_days", JsonSchema::integer(1, kMaxPcidDays)),
   });
   return schema;
 }
@@ -283,6 +286,7 @@ Result<Json> SupplierService::State::manufacture(const Json& order) {
   spec.first_pcid = order["first_pcid"].get<std::string>();
   spec.count = order["count"].get<std::size_t>();
   spec.device = config.device_template;
+  if (order.contains("pcid_days")) spec.device.pcid_days = order["pcid_days"].get<int>();
   const std::string& id = spec.batch_id;
   // Before anything is certified: an existing id costs nothing and changes nothing.
   if (exists(batch_dir(id))) {
