@@ -402,6 +402,9 @@ Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const 
   w.ro_url = s.url("ro");
   w.ro_db = s.database("ro");
   w.sho_db = s.database("sho");
+  w.sho2_operator = std::string(kUpSho2);
+  w.sho2_url = s.url("sho2");
+  w.sho2_db = s.database("sho2");
   std::vector<sim::ScenarioReport> reports;
   for (const std::string& name : names) {
     progress.say(fmt::format("scenario {}", name));
