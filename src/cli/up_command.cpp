@@ -1,10 +1,10 @@
-// `mcim up`: generates (once) the PKI of a whole system under a directory, writes the five
+// `mcim up`: generates (once) the PKI of a whole system under a directory, writes the six
 // services' config files and starts every service from them in this process (cli/up_command.h).
 // Layout of the directory:
 //   pki/            everything secret or certified, made once and reused (see make_pki)
-//   supplier.json ro.json vno.json sho.json pva.json     rewritten at every start (ports)
-//   ro.db sho.db pva.db                                   SQLite, unless --db names PostgreSQL
-//   ro-eap.sock     the RO's EAP gateway (hostapd's eap_sim_db), while the system runs
+//   supplier.json ro.json vno.json sho.json sho2.json pva.json   rewritten at every start (ports)
+//   ro.db sho.db sho2.db pva.db                                 SQLite, unless --db names
+//   PostgreSQL ro-eap.sock     the RO's EAP gateway (hostapd's eap_sim_db), while the system runs
 //   hostapd/        hostapd's config, users, clients (with the RADIUS secret) and log files
 //   references.json the reference measurements registered at the PVA (for describe_system)
 //   batches/        the supplier's batch files
@@ -400,7 +400,12 @@ Json supplier_file(const SystemOptions& o, const Wiring& w) {
 Json sho_file(const SystemOptions& o, const Wiring& w, const std::string& name) {
   const bool second = name == "sho2";
   Json j = common_of(name, second ? w.ports.sho2 : w.ports.sho, true, true, o);
-  if (w.db.contains(name)) j["db"] = w.db.at(name);
+  // Without "db" a SHO's SQLite file is sho.db beside its file: the second one needs its own.
+  if (w.db.contains(name)) {
+    j["db"] = w.db.at(name);
+  } else if (second) {
+    j["db"] = "sqlite:sho2.db";
+  }
   j["operator_id"] = second ? kUpSho2 : kUpSho;
   j["owners"] = Json::array({{{"id", kUpOwner}, {"token_file", "pki/owner.token"}}});
   j["ros"] = Json::array({{{"operator_id", kUpRo},
@@ -904,7 +909,7 @@ void read_non3gpp(const VnoServeConfig& vno, Non3gppAccess& out) {
   out.radius_secret_file = vno.radius_secret_file;
 }
 
-// The five files in start order (kStartOrder), and what the options of `mcim up` were as far as
+// The six files in start order (kStartOrder), and what the options of `mcim up` were as far as
 // its clients care: the prefixes, the model, the kind of database, the non-3GPP access.
 Result<void> read_configs(SystemDescription::Parts& p) {
   auto pva = load_service(&load_pva_config, "pva", p);

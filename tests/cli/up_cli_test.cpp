@@ -160,6 +160,7 @@ TEST(UpSystem, DescribeSystemReadsTheRunningSystemBack) {
   SystemOptions o = quiet_options(dir);
   o.pcid_prefix = "0010177";
   o.imsi_prefix = "00103";
+  o.imsi_prefix2 = "00104";
   o.model = "model-x";
   auto system = start_system(o);
   ASSERT_TRUE(system) << system.error().message;
@@ -178,6 +179,7 @@ TEST(UpSystem, DescribeSystemReadsTheRunningSystemBack) {
   EXPECT_EQ(d.options().dir, s.options().dir);
   EXPECT_EQ(d.options().pcid_prefix, "0010177");
   EXPECT_EQ(d.options().imsi_prefix, "00103");
+  EXPECT_EQ(d.options().imsi_prefix2, "00104");
   EXPECT_EQ(d.options().model, "model-x");
   EXPECT_TRUE(d.options().db_url.empty());
   EXPECT_EQ(d.owner_token(), s.owner_token());
