@@ -633,7 +633,7 @@ Result<ShoService::State::Sealed> ShoService::State::seal(const Subscriber& s) {
   if (!sequence) return std::unexpected(sequence.error());
 
   pki::McimDocument doc;
-  doc.package_id = logic::package_id_of(s.device_id, s.imsi, *sequence + 1);
+  doc.package_id = logic::package_id_of(config.operator_id, s.device_id, s.imsi, *sequence + 1);
   doc.device_id = s.device_id;
   doc.imsi = s.imsi;
   doc.algorithm = pki::McimAlgorithm::milenage;
