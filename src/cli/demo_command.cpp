@@ -410,6 +410,9 @@ Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const 
   // mcim up leaves the ICF's windows at their defaults.
   w.dormant_period = ro::IcfConfig{}.dormant_period;
   w.quarantine = ro::IcfConfig{}.quarantine;
+  w.sho2_operator = std::string(kUpSho2);
+  w.sho2_url = s.url("sho2");
+  w.sho2_db = s.database("sho2");
   std::vector<sim::ScenarioReport> reports;
   for (const std::string& name : names) {
     progress.say(fmt::format("scenario {}", name));

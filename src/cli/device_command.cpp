@@ -30,6 +30,8 @@ struct Args {
   // VNO's relay; its secret; the peer).
   std::string access = "3gpp", drf, radius, radius_secret_file, eapol_test = "/usr/bin/eapol_test";
   std::string ro;  // device manage: the RO's base URL (its DPF)
+  // device install --replacing (F4): the MCIM discarded, where its two acknowledgements go.
+  std::string replacing, discard_report, discard_notice;
   unsigned mnc_digits = 2;
   std::uint64_t sequence = 0;
   std::int64_t timeout_s = 60;
@@ -135,15 +137,28 @@ Result<Fields> run_register(const Args& a) {
 
 Result<Fields> run_install(const Args& a) {
   if (auto r = require(a.package, "--package"); !r) return std::unexpected(r.error());
+  if (a.replacing.empty() && (!a.discard_report.empty() || !a.discard_notice.empty())) {
+    return fail(ErrorCode::conflicting_arguments,
+                "--discard-report, --discard-notice: only with --replacing");
+  }
+  if (!a.replacing.empty() && !pki::valid_token(a.replacing, 64)) {
+    return fail(ErrorCode::invalid_argument, "--replacing: expected a credential id (the IMSI)");
+  }
   auto pkg = read_file(a.package);
   if (!pkg) return std::unexpected(pkg.error());
   auto tre = open_tre(a);
   if (!tre) return std::unexpected(tre.error());
-  auto outcome = tre->install(*pkg);
-  if (auto w = write_report(a.report, outcome.report); !w) return std::unexpected(w.error());
-  if (!outcome.result) return std::unexpected(outcome.result.error());
-  Fields f = credential_fields(*outcome.result);
+  ReplaceOutcome outcome = a.replacing.empty() ? ReplaceOutcome{tre->install(*pkg), "", ""}
+                                               : tre->install_replacing(*pkg, a.replacing);
+  for (const auto& [path, text] : {std::pair{&a.report, &outcome.install.report},
+                                   std::pair{&a.discard_report, &outcome.discard_report},
+                                   std::pair{&a.discard_notice, &outcome.discard_notice}}) {
+    if (auto w = write_report(*path, *text); !w) return std::unexpected(w.error());
+  }
+  if (!outcome.install.result) return std::unexpected(outcome.install.result.error());
+  Fields f = credential_fields(*outcome.install.result);
   if (!a.report.empty()) f.add("report", a.report);
+  if (!a.replacing.empty()) f.add("discarded", a.replacing);
   return f;
 }
 
@@ -501,6 +516,12 @@ void register_device(CLI::App& app, Result<Fields>* result) {
   auto* install = with_dir(device->add_subcommand("install", "install an MCIM package"), a);
   install->add_option("--package", a.package, "the package (DER)");
   install->add_option("--report", a.report, "where to write the signed status report");
+  install->add_option("--replacing", a.replacing,
+                      "F4: the MCIM (IMSI) this install discards, in the same commit");
+  install->add_option("--discard-report", a.discard_report,
+                      "with --replacing: the acknowledgement for the old MCIM's owner");
+  install->add_option("--discard-notice", a.discard_notice,
+                      "with --replacing: the privacy-filtered one for the new package's owner");
   install->callback([args, result] { *result = run_install(*args); });
 
   for (Action action : {Action::activate, Action::select, Action::deselect, Action::block,

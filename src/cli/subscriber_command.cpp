@@ -12,6 +12,7 @@
 #include "net/https_client.h"
 #include "net/peer_call.h"
 #include "pki/openssl.h"
+#include "pki/sealed.h"
 #include "pki/verify.h"
 
 namespace mcim::cli {
@@ -21,6 +22,8 @@ using net::Json;
 
 struct Args {
   std::string sho, trust, token_file, device_id, pcid, pin, pin_file, platform_cert;
+  std::string to;                     // revert: the operator the device moves to
+  bool status = false;                // revert: read the revert's state instead of ordering one
   std::int64_t nonce_lifetime_s = 0;  // 0: the SHO's
   std::int64_t window_s = 3600;
 };
@@ -142,6 +145,26 @@ Result<Fields> run_activate(const Args& a) {
   return fields_of(*r);
 }
 
+// F5 at the old SHO: it deletes its MCIM, then hands the PCID's registration to --to.
+Result<Fields> run_revert(const Args& a) {
+  if (a.status && !a.to.empty()) {
+    return fail(ErrorCode::conflicting_arguments, "--to, --status: give one of them, not both");
+  }
+  if (!a.status) {
+    if (auto r = require(a.to, "--to"); !r) return std::unexpected(r.error());
+    if (!pki::valid_mcim_id(a.to)) {
+      return fail(ErrorCode::invalid_argument, "--to: an operator id ([A-Za-z0-9._:-]{1,64})");
+    }
+  }
+  auto owner = owner_of(a);
+  if (!owner) return std::unexpected(owner.error());
+  const std::string path = "/v1/subscribers/" + a.device_id + "/revert";
+  auto r = a.status ? call(*owner, "GET", path, nullptr, 200)
+                    : call(*owner, "POST", path, Json{{"to", a.to}}, 202);
+  if (!r) return std::unexpected(r.error());
+  return fields_of(*r);
+}
+
 CLI::App* with_owner(CLI::App* cmd, Args& a) {
   cmd->add_option("--sho", a.sho, "the home operator's https URL");
   cmd->add_option("--trust", a.trust, "PEM trust anchors for the SHO's certificate");
@@ -153,7 +176,8 @@ CLI::App* with_owner(CLI::App* cmd, Args& a) {
 }  // namespace
 
 void register_subscriber(CLI::App& app, Result<Fields>* result) {
-  auto* sub = app.add_subcommand("subscriber", "the owner's client of the home operator (F1, F7)");
+  auto* sub =
+      app.add_subcommand("subscriber", "the owner's client of the home operator (F1, F5, F7)");
   sub->require_subcommand(1);
   auto args = std::make_shared<Args>();
   Args& a = *args;
@@ -179,6 +203,15 @@ void register_subscriber(CLI::App& app, Result<Fields>* result) {
       a);
   activate->add_option("--window", a.window_s, "seconds the PCID may attach (default 3600)");
   activate->callback([args, result] { *result = run_activate(*args); });
+
+  auto* revert = with_owner(
+      sub->add_subcommand("revert",
+                          "at the current SHO, revert the device to pristine and hand its PCID to "
+                          "another operator (F5); then register it there"),
+      a);
+  revert->add_option("--to", a.to, "the operator id the device moves to");
+  revert->add_flag("--status", a.status, "print the state of the latest revert instead");
+  revert->callback([args, result] { *result = run_revert(*args); });
 }
 
 }  // namespace mcim::cli

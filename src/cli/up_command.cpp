@@ -1,10 +1,10 @@
-// `mcim up`: generates (once) the PKI of a whole system under a directory, writes the five
+// `mcim up`: generates (once) the PKI of a whole system under a directory, writes the six
 // services' config files and starts every service from them in this process (cli/up_command.h).
 // Layout of the directory:
 //   pki/            everything secret or certified, made once and reused (see make_pki)
-//   supplier.json ro.json vno.json sho.json pva.json     rewritten at every start (ports)
-//   ro.db sho.db pva.db                                   SQLite, unless --db names PostgreSQL
-//   ro-eap.sock     the RO's EAP gateway (hostapd's eap_sim_db), while the system runs
+//   supplier.json ro.json vno.json sho.json sho2.json pva.json   rewritten at every start (ports)
+//   ro.db sho.db sho2.db pva.db                                 SQLite, unless --db names
+//   PostgreSQL ro-eap.sock     the RO's EAP gateway (hostapd's eap_sim_db), while the system runs
 //   hostapd/        hostapd's config, users, clients (with the RADIUS secret) and log files
 //   references.json the reference measurements registered at the PVA (for describe_system)
 //   batches/        the supplier's batch files
@@ -70,12 +70,18 @@ constexpr int kStartAttempts = 3;
 // takes minutes, far over a client's default 10 s.
 constexpr std::chrono::minutes kBatchOrderTimeout{15};
 
-const std::vector<ServeRole> kStartOrder = {ServeRole::pva, ServeRole::ro, ServeRole::sho,
-                                            ServeRole::vno, ServeRole::supplier};
+// The services by name (their config file dir/<name>.json), in start order: two SHOs.
+struct Instance {
+  std::string_view name;
+  ServeRole role;
+};
+constexpr Instance kStartOrder[] = {{"pva", ServeRole::pva}, {"ro", ServeRole::ro},
+                                    {"sho", ServeRole::sho}, {"sho2", ServeRole::sho},
+                                    {"vno", ServeRole::vno}, {"supplier", ServeRole::supplier}};
 // The roles that present a TLS client certificate, with the operator id it names.
 const std::vector<std::pair<std::string, std::string_view>> kClients = {
     {"factory", kUpFactory}, {"supplier", kUpSupplier}, {"ro", kUpRo},    {"vno", kUpVno},
-    {"sho", kUpSho},         {"pva", kUpPva},           {"vno2", kUpVno2}};
+    {"sho", kUpSho},         {"sho2", kUpSho2},         {"pva", kUpPva},  {"vno2", kUpVno2}};
 
 // 16 random bytes as hex in a private file; no copy of them is left in memory.
 Result<void> write_random_hex(const std::string& path, RandomSource& rng) {
@@ -107,6 +113,31 @@ class PkiMaker {
     return {};
   }
 
+  // A PKI made before the system had its second SHO: sho-2's certificates and OP, from the
+  // operators CA already there.
+  Result<void> add_second_sho() {
+    auto ops = pki::Authority::open(dir_ + "/operators-ca");
+    if (!ops) return with_prefix(ops.error(), "operators CA");
+    const std::string id(kUpSho2);
+    if (auto r = issue(*ops, pki::Profile::tls_server, "CN=sho2 server,O=mcim up",
+                       {"IP:127.0.0.1", "DNS:localhost"}, "tls/sho2-server");
+        !r) {
+      return r;
+    }
+    const std::string san = fmt::format("URI:urn:mcim:operator:{}", id);
+    if (auto r = issue(*ops, pki::Profile::tls_client, fmt::format("CN={},O=mcim up", id), {san},
+                       "tls/sho2-client");
+        !r) {
+      return r;
+    }
+    if (auto r = issue(*ops, pki::Profile::package_signing, "CN=package signer,O=sho-2", {san},
+                       "sho2-signer");
+        !r) {
+      return r;
+    }
+    return write_random_hex(dir_ + "/sho2-op.hex", rng_);
+  }
+
  private:
   Result<void> issue(const pki::Authority& ca, pki::Profile profile, const std::string& subject,
                      std::vector<std::string> sans, const std::string& prefix) {
@@ -126,7 +157,7 @@ class PkiMaker {
   // certificate names its operator.
   Result<void> make_tls(const pki::Authority& ops) {
     fs::create_directories(dir_ + "/tls");
-    for (const char* role : {"supplier", "ro", "vno", "sho", "pva"}) {
+    for (const char* role : {"supplier", "ro", "vno", "sho", "sho2", "pva"}) {
       if (auto r = issue(ops, pki::Profile::tls_server, fmt::format("CN={} server,O=mcim up", role),
                          {"IP:127.0.0.1", "DNS:localhost"}, fmt::format("tls/{}-server", role));
           !r) {
@@ -147,6 +178,7 @@ class PkiMaker {
   Result<void> make_signers(const pki::Authority& ops, const pki::Authority& sup) {
     const std::string ro = fmt::format("URI:urn:mcim:operator:{}", kUpRo);
     const std::string sho = fmt::format("URI:urn:mcim:operator:{}", kUpSho);
+    const std::string sho2 = fmt::format("URI:urn:mcim:operator:{}", kUpSho2);
     const std::string pva = fmt::format("URI:urn:mcim:operator:{}", kUpPva);
     const std::string supplier = fmt::format("URI:urn:mcim:supplier:{}", kUpSupplier);
     struct Row {
@@ -159,6 +191,8 @@ class PkiMaker {
              Row{&ops, pki::Profile::package_signing, "CN=package signer,O=sho-1", sho,
                  "sho-signer"},
              Row{&ops, pki::Profile::package_signing, "CN=pcid renewals,O=ro-1", ro, "ro-signer"},
+             Row{&ops, pki::Profile::package_signing, "CN=package signer,O=sho-2", sho2,
+                 "sho2-signer"},
              Row{&ops, pki::Profile::result_signing, "CN=validation results,O=pva-1", pva,
                  "pva-signer"},
              Row{&sup, pki::Profile::package_signing, "CN=batch signer,O=sup-1", supplier,
@@ -174,9 +208,9 @@ class PkiMaker {
     return {};
   }
 
-  // The two OPs (the RO's for its PCIDs, the SHO's for its AuC) and the owner's bearer token.
+  // The OPs (the RO's for its PCIDs, each SHO's for its AuC) and the owner's bearer token.
   Result<void> make_secrets() {
-    for (const char* name : {"ro-op.hex", "sho-op.hex", "owner.token"}) {
+    for (const char* name : {"ro-op.hex", "sho-op.hex", "sho2-op.hex", "owner.token"}) {
       if (auto w = write_random_hex(dir_ + "/" + name, rng_); !w) return w;
     }
     return {};
@@ -196,6 +230,9 @@ Result<std::string> ensure_pki(const std::string& dir) {
     if (!fs::exists(pki + "/operators-ca/ca.pem", ec) || !fs::exists(pki + "/owner.token", ec)) {
       return fail(ErrorCode::already_exists,
                   fmt::format("{}: not a PKI made by mcim up (move it away)", pki));
+    }
+    if (!fs::exists(pki + "/sho2-op.hex", ec)) {
+      if (auto r = PkiMaker(pki).add_second_sho(); !r) return std::unexpected(r.error());
     }
     return pki;
   }
@@ -223,7 +260,7 @@ Result<std::map<std::string, std::string>> postgres_urls(const std::string& url)
   const bool ok = PQstatus(conn) == CONNECTION_OK;
   std::string why = ok ? "" : PQerrorMessage(conn);
   std::map<std::string, std::string> out;
-  for (const char* role : {"ro", "sho", "pva"}) {
+  for (const char* role : {"ro", "sho", "sho2", "pva"}) {
     if (!ok) break;
     PGresult* r = PQexec(conn, fmt::format("CREATE SCHEMA IF NOT EXISTS mcim_{}", role).c_str());
     if (PQresultStatus(r) != PGRES_COMMAND_OK) why = PQresultErrorMessage(r);
@@ -266,7 +303,7 @@ std::uint16_t bind_free(int type, in_addr_t address, std::vector<int>& fds) {
 SystemPorts choose_ports(const SystemPorts& given, bool udp) {
   SystemPorts p = given;
   std::vector<int> fds;
-  for (std::uint16_t* port : {&p.supplier, &p.ro, &p.vno, &p.sho, &p.pva}) {
+  for (std::uint16_t* port : {&p.supplier, &p.ro, &p.vno, &p.sho, &p.sho2, &p.pva}) {
     if (*port == 0) *port = bind_free(SOCK_STREAM, INADDR_LOOPBACK, fds);
   }
   if (udp && p.radius == 0) p.radius = bind_free(SOCK_DGRAM, INADDR_LOOPBACK, fds);
@@ -310,7 +347,8 @@ Json ro_file(const SystemOptions& o, const Wiring& w) {
   j["supplier_roots"] = Json::array({"pki/supplier-ca/ca.pem"});
   j["operator_roots"] = Json::array({"pki/operators-ca/ca.pem"});
   j["icf_key"] = "pki/icf";
-  j["shos"] = {{std::string(kUpSho), url_of(w.ports.sho)}};
+  j["shos"] = {{std::string(kUpSho), url_of(w.ports.sho)},
+               {std::string(kUpSho2), url_of(w.ports.sho2)}};
   if (w.eap_gateway) j["eap_gateway"] = {{"socket", kEapSocket}};
   // Devices on a non-3GPP access reach the DRF where everyone else reaches the RO.
   j["direct"] = {{"enabled", true}, {"drf_url", url_of(w.ports.ro)}};
@@ -330,9 +368,11 @@ Json vno_file(const SystemOptions& o, const Wiring& w) {
        {"provisioning", true},
        {"drf_url", url_of(w.ports.ro)}},
       {{"prefix", o.imsi_prefix}, {"home", kUpSho}},
+      {{"prefix", o.imsi_prefix2}, {"home", kUpSho2}},
   });
   j["homes"] = {{std::string(kUpRo), url_of(w.ports.ro)},
-                {std::string(kUpSho), url_of(w.ports.sho)}};
+                {std::string(kUpSho), url_of(w.ports.sho)},
+                {std::string(kUpSho2), url_of(w.ports.sho2)}};
   // Restricted sessions reach the RO (DRF, DPF) and the PVA only.
   j["restricted_destinations"] = Json::array({listen_of(w.ports.ro), listen_of(w.ports.pva)});
   j["gateway"] = {{"listen", listen_of(w.ports.gateway)}};
@@ -361,10 +401,17 @@ Json supplier_file(const SystemOptions& o, const Wiring& w) {
   return j;
 }
 
-Json sho_file(const SystemOptions& o, const Wiring& w) {
-  Json j = common_of("sho", w.ports.sho, true, true, o);
-  if (w.db.contains("sho")) j["db"] = w.db.at("sho");
-  j["operator_id"] = kUpSho;
+// `name` is "sho" (sho-1) or "sho2" (sho-2): the files under pki/ and the database are named so.
+Json sho_file(const SystemOptions& o, const Wiring& w, const std::string& name) {
+  const bool second = name == "sho2";
+  Json j = common_of(name, second ? w.ports.sho2 : w.ports.sho, true, true, o);
+  // Without "db" a SHO's SQLite file is sho.db beside its file: the second one needs its own.
+  if (w.db.contains(name)) {
+    j["db"] = w.db.at(name);
+  } else if (second) {
+    j["db"] = "sqlite:sho2.db";
+  }
+  j["operator_id"] = second ? kUpSho2 : kUpSho;
   j["owners"] = Json::array({{{"id", kUpOwner}, {"token_file", "pki/owner.token"}}});
   j["ros"] = Json::array({{{"operator_id", kUpRo},
                            {"pcid_prefix", o.pcid_prefix},
@@ -372,12 +419,12 @@ Json sho_file(const SystemOptions& o, const Wiring& w) {
                            {"dpf_cert", "pki/tls/ro-server.pem"},
                            {"apn", kApn}}});
   j["roaming_partners"] = Json::array({kUpVno});
-  j["imsi_prefix"] = o.imsi_prefix;
-  j["op_file"] = "pki/sho-op.hex";
+  j["imsi_prefix"] = second ? o.imsi_prefix2 : o.imsi_prefix;
+  j["op_file"] = fmt::format("pki/{}-op.hex", name);
   j["supplier_roots"] = Json::array({"pki/supplier-ca/ca.pem"});
   j["pva_roots"] = Json::array({"pki/operators-ca/ca.pem"});
   j["pva_url"] = url_of(w.ports.pva);
-  j["package_signer"] = "pki/sho-signer";
+  j["package_signer"] = fmt::format("pki/{}-signer", name);
   return j;
 }
 
@@ -386,7 +433,7 @@ Json pva_file(const SystemOptions& o, const Wiring& w) {
   if (w.db.contains("pva")) j["db"] = w.db.at("pva");
   j["operator_id"] = kUpPva;
   j["suppliers"] = Json::array({kUpSupplier});
-  j["shos"] = Json::array({kUpSho});
+  j["shos"] = Json::array({kUpSho, kUpSho2});
   j["supplier_roots"] = Json::array({"pki/supplier-ca/ca.pem"});
   j["supplier_ca"] = "pki/supplier-ca";
   j["ocsp_signer"] = "pki/ocsp-signer";
@@ -394,12 +441,12 @@ Json pva_file(const SystemOptions& o, const Wiring& w) {
   return j;
 }
 
-Json file_of(ServeRole role, const SystemOptions& o, const Wiring& w) {
-  switch (role) {
+Json file_of(const Instance& in, const SystemOptions& o, const Wiring& w) {
+  switch (in.role) {
     case ServeRole::supplier: return supplier_file(o, w);
     case ServeRole::ro: return ro_file(o, w);
     case ServeRole::vno: return vno_file(o, w);
-    case ServeRole::sho: return sho_file(o, w);
+    case ServeRole::sho: return sho_file(o, w, std::string(in.name));
     case ServeRole::pva: return pva_file(o, w);
   }
   return Json::object();
@@ -665,6 +712,7 @@ struct System::State {
   std::string eap_socket;                           // empty: the RO serves no EAP gateway
   OffsetClock clock;  // outlives the services; the scenarios move it (advance_clock)
   std::vector<std::unique_ptr<ServedRole>> served;  // in start order
+  std::vector<std::string> names;                   // of `served`, kStartOrder's
   std::optional<ChildProcess> hostapd;              // with EAP access
 
   // hostapd (a client of the RO's EAP gateway) first; then every server stops before any service
@@ -674,6 +722,7 @@ struct System::State {
     for (auto it = served.rbegin(); it != served.rend(); ++it) (*it)->stop_serving();
     for (auto it = served.rbegin(); it != served.rend(); ++it) it->reset();
     served.clear();
+    names.clear();
   }
   ~State() { stop(); }
 };
@@ -692,8 +741,8 @@ Result<std::uint64_t> System::expire_dormant_now() const {
   return fail(ErrorCode::not_found, "the system runs no RO");
 }
 store::Database* System::database(std::string_view role) const {
-  for (const auto& served : state_->served) {
-    if (role_name(served->role()) == role) return served->database();
+  for (std::size_t i = 0; i < state_->served.size(); ++i) {
+    if (state_->names[i] == role) return state_->served[i]->database();
   }
   return nullptr;
 }
@@ -721,6 +770,16 @@ Result<void> check_options(const SystemOptions& o) {
     return fail(ErrorCode::invalid_argument,
                 "imsi_prefix: must not overlap pcid_prefix (the VNO routes them apart)");
   }
+  if (!digits(o.imsi_prefix2, 5, 14)) {
+    return fail(ErrorCode::invalid_argument, "imsi_prefix2: 5 to 14 digits");
+  }
+  for (const std::string* other : {&o.pcid_prefix, &o.imsi_prefix}) {
+    if (other->starts_with(o.imsi_prefix2) || o.imsi_prefix2.starts_with(*other)) {
+      return fail(ErrorCode::invalid_argument,
+                  "imsi_prefix2: must not overlap pcid_prefix or imsi_prefix (the VNO routes them "
+                  "apart)");
+    }
+  }
   log::Level level;
   if (!log::parse_level(o.log_level, level)) {
     return fail(ErrorCode::invalid_argument, "log_level: must be debug, info, warn or error");
@@ -730,15 +789,17 @@ Result<void> check_options(const SystemOptions& o) {
 
 // One attempt on one set of ports: the files, then each service from its file.
 Result<void> start_services(SystemDescription::Parts& p, System::State& s, const Wiring& w) {
-  for (ServeRole role : kStartOrder) {
-    const std::string name(role_name(role));
+  for (const Instance& in : kStartOrder) {
+    const ServeRole role = in.role;
+    const std::string name(in.name);
     const std::string config = p.options.dir + "/" + name + ".json";
-    if (auto r = write_file_atomic(config, file_of(role, p.options, w).dump(2) + "\n", 0600); !r) {
+    if (auto r = write_file_atomic(config, file_of(in, p.options, w).dump(2) + "\n", 0600); !r) {
       return r;
     }
     auto served = ServedRole::start(role, config, {}, s.clock);
     if (!served) return std::unexpected(served.error());
     p.services.push_back({name, (*served)->url(), config});
+    s.names.push_back(name);
     if (role == ServeRole::vno) p.gateway = (*served)->gateway();
     if (role == ServeRole::ro) s.eap_socket = (*served)->eap_socket();
     s.served.push_back(std::move(*served));
@@ -799,7 +860,7 @@ Result<std::unique_ptr<System>> start_system(const SystemOptions& options) {
   // A port taken by someone else between choosing and binding: choose again.
   auto state = std::make_unique<System::State>();
   const bool fixed = options.ports.supplier && options.ports.ro && options.ports.vno &&
-                     options.ports.sho && options.ports.pva &&
+                     options.ports.sho && options.ports.sho2 && options.ports.pva &&
                      (!w.hostapd || (options.ports.radius && options.ports.aaa));
   Result<void> started;
   for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
@@ -834,9 +895,9 @@ std::string url_of(const ListenAddress& l) {
 
 // A role's config file, read as `mcim serve` reads it; its service joins p.services.
 template <typename Config>
-Result<Config> load_service(Result<Config> (*load)(const std::string&), ServeRole role,
+Result<Config> load_service(Result<Config> (*load)(const std::string&), std::string_view role,
                             SystemDescription::Parts& p) {
-  const std::string name(role_name(role));
+  const std::string name(role);
   const std::string config = p.options.dir + "/" + name + ".json";
   auto c = load(config);
   if (!c) return std::unexpected(c.error());
@@ -861,12 +922,12 @@ void read_non3gpp(const VnoServeConfig& vno, Non3gppAccess& out) {
   out.radius_secret_file = vno.radius_secret_file;
 }
 
-// The five files in start order (kStartOrder), and what the options of `mcim up` were as far as
+// The six files in start order (kStartOrder), and what the options of `mcim up` were as far as
 // its clients care: the prefixes, the model, the kind of database, the non-3GPP access.
 Result<void> read_configs(SystemDescription::Parts& p) {
-  auto pva = load_service(&load_pva_config, ServeRole::pva, p);
+  auto pva = load_service(&load_pva_config, "pva", p);
   if (!pva) return std::unexpected(pva.error());
-  auto ro = load_service(&load_ro_config, ServeRole::ro, p);
+  auto ro = load_service(&load_ro_config, "ro", p);
   if (!ro) return std::unexpected(ro.error());
   // The RO's own URL (with its schema): only its kind is ever shown.
   if (database_kind(ro->db_url) == "postgresql") p.options.db_url = ro->db_url;
@@ -874,16 +935,19 @@ Result<void> read_configs(SystemDescription::Parts& p) {
     p.non3gpp.drf_url =
         ro->service.direct_drf_url.empty() ? p.services.back().url : ro->service.direct_drf_url;
   }
-  auto sho = load_service(&load_sho_config, ServeRole::sho, p);
+  auto sho = load_service(&load_sho_config, "sho", p);
   if (!sho) return std::unexpected(sho.error());
   p.options.imsi_prefix = sho->service.imsi_prefix;
   if (!sho->service.ros.empty()) p.options.pcid_prefix = sho->service.ros.front().pcid_prefix;
-  auto vno = load_service(&load_vno_config, ServeRole::vno, p);
+  auto sho2 = load_service(&load_sho_config, "sho2", p);
+  if (!sho2) return std::unexpected(sho2.error());
+  p.options.imsi_prefix2 = sho2->service.imsi_prefix;
+  auto vno = load_service(&load_vno_config, "vno", p);
   if (!vno) return std::unexpected(vno.error());
   const net::ConnectProxyOptions& gw = vno->service.gateway;
   if (gw.port != 0) p.gateway = fmt::format("{}:{}", gw.host, gw.port);  // else known to up only
   read_non3gpp(*vno, p.non3gpp);
-  auto supplier = load_service(&load_supplier_config, ServeRole::supplier, p);
+  auto supplier = load_service(&load_supplier_config, "supplier", p);
   if (!supplier) return std::unexpected(supplier.error());
   p.options.model = supplier->service.device_template.model;
   return {};
@@ -966,6 +1030,7 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
                             optional("vno", kPort),
                             optional("gateway", kPort),
                             optional("sho", kPort),
+                            optional("sho2", kPort),
                             optional("pva", kPort),
                             optional("radius", kPort),
                             optional("aaa", kPort),
@@ -974,6 +1039,7 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
       optional("model", JsonSchema::string(64)),
       optional("pcid_prefix", JsonSchema::string(14)),
       optional("imsi_prefix", JsonSchema::string(14)),
+      optional("imsi_prefix2", JsonSchema::string(14)),
       optional("log_level", JsonSchema::enumeration({"debug", "info", "warn", "error"})),
       optional("hostapd", JsonSchema::string(4096)),
   });
@@ -999,6 +1065,7 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
     o.ports.vno = p.value("vno", o.ports.vno);
     o.ports.gateway = p.value("gateway", o.ports.gateway);
     o.ports.sho = p.value("sho", o.ports.sho);
+    o.ports.sho2 = p.value("sho2", o.ports.sho2);
     o.ports.pva = p.value("pva", o.ports.pva);
     o.ports.radius = p.value("radius", o.ports.radius);
     o.ports.aaa = p.value("aaa", o.ports.aaa);
@@ -1010,6 +1077,7 @@ Result<void> load_system_options(const std::string& path, SystemOptions& o) {
   o.model = j->value("model", o.model);
   o.pcid_prefix = j->value("pcid_prefix", o.pcid_prefix);
   o.imsi_prefix = j->value("imsi_prefix", o.imsi_prefix);
+  o.imsi_prefix2 = j->value("imsi_prefix2", o.imsi_prefix2);
   o.log_level = j->value("log_level", o.log_level);
   return {};
 }

@@ -31,6 +31,7 @@ namespace mcim::cli {
 // Ports of the services; 0 picks free ones (the same in every config file written).
 struct SystemPorts {
   std::uint16_t supplier = 0, ro = 0, vno = 0, gateway = 0, sho = 0, pva = 0;
+  std::uint16_t sho2 = 0;  // the second home operator (operator change, F4/F5)
   // UDP, with hostapd only: the VNO's RADIUS relay on 127.0.0.1 (where the devices' EAP peers
   // send), and hostapd's RADIUS server behind it (hostapd binds it on every address).
   std::uint16_t radius = 0, aaa = 0;
@@ -46,6 +47,7 @@ struct SystemOptions {
   std::string model = "mcim-sw-tre-1";
   std::string pcid_prefix = "0010199";  // the supplier's PCIDs (MCC/MNC of the RO)
   std::string imsi_prefix = "00102";    // the SHO's IMSIs
+  std::string imsi_prefix2 = "00103";   // the second SHO's IMSIs
   std::string log_level = "info";
   // The RADIUS/EAP server of non-3GPP access; when it is not executable the system runs without
   // EAP access (3GPP and direct access only) and says so.
@@ -70,6 +72,9 @@ inline constexpr std::string_view kUpVno = "vno-1";
 // the scenarios attach one PCID through both (F8: never two sessions at once).
 inline constexpr std::string_view kUpVno2 = "vno-2";
 inline constexpr std::string_view kUpSho = "sho-1";
+// The second home operator, role name "sho2": the one an owner moves a device to (F4, F5). Same
+// configuration as sho-1 but its own identity, signer, OP and IMSI range; the same owner account.
+inline constexpr std::string_view kUpSho2 = "sho-2";
 inline constexpr std::string_view kUpPva = "pva-1";
 inline constexpr std::string_view kUpFactory = "factory";  // the supplier's admin
 inline constexpr std::string_view kUpOwner = "owner-1";    // the SHO's owner account
@@ -87,7 +92,7 @@ class SystemDescription {
   struct Parts {
     SystemOptions options;          // dir absolute; from a directory: prefixes, model, db kind
     std::string pki;                // dir/pki
-    std::vector<Service> services;  // pva, ro, sho, vno, supplier (their start order)
+    std::vector<Service> services;  // pva, ro, sho, sho2, vno, supplier (their start order)
     std::string gateway;            // "127.0.0.1:PORT"; from a directory only when it was fixed
     Non3gppAccess non3gpp;
     std::shared_ptr<const pki::TrustAnchors> trust;
@@ -113,7 +118,7 @@ class SystemDescription {
   std::string owner_token() const;  // the bearer token for the SHO's owner routes
   std::string batches_dir() const;  // the supplier's output: <batch>/bundles/*.bundle
 
-  // mTLS as one of the system's operators ("supplier", "ro", "vno", "sho", "pva"), with its
+  // mTLS as one of the system's operators ("supplier", "ro", "vno", "sho", "sho2", "pva"), with its
   // client certificate under pki/tls: what that operator's own services present to the others.
   Result<std::shared_ptr<net::HttpsClient>> operator_client(std::string_view role) const;
 
@@ -139,7 +144,7 @@ class System : public SystemDescription {
   // The RO's EAP gateway (hostapd's eap_sim_db=unix:<path>): dir/ro-eap.sock; empty when that
   // path is longer than a Unix socket address takes (107 bytes), and the system runs without it.
   const std::string& eap_socket() const;
-  // The database of "ro", "sho" or "pva" in this process (nullptr for another role).
+  // The database of "ro", "sho", "sho2" or "pva" in this process (nullptr for another role).
   store::Database* database(std::string_view role) const;
   // The simulator's time machine (`mcim demo --scenario`): every service of this system reads
   // one clock, the system clock plus an offset; this moves the offset forward. The devices' TREs
@@ -159,7 +164,7 @@ class System : public SystemDescription {
 Result<std::unique_ptr<System>> start_system(const SystemOptions& options);
 
 // The strict JSON of `mcim up --config FILE` over `options` (keys: dir, db, ports{supplier, ro,
-// vno, gateway, sho, pva, radius, aaa}, device_binary, model, pcid_prefix, imsi_prefix,
+// vno, gateway, sho, sho2, pva, radius, aaa}, device_binary, model, pcid_prefix, imsi_prefix,
 // log_level, hostapd).
 Result<void> load_system_options(const std::string& path, SystemOptions& options);
 

@@ -69,6 +69,11 @@ constexpr ScenarioInfo kScenarios[] = {
      "F7: dormant until announced, then provisioned; one never announced expires and its PCID is "
      "reallocated after its quarantine",
      "ro", "pcid_expired"},
+    {"revert-pristine",
+     "the owner reverts an operational device to pristine at its SHO, which deletes its MCIM and "
+     "hands the PCID to the new SHO; F2 again towards the new SHO (F5); then the old SHO tries to "
+     "take the registration back",
+     "ro", "access_denied"},
 };
 
 const ScenarioInfo* info_of(std::string_view name) {
@@ -991,6 +996,114 @@ Result<void> delayed_activation(Run& run, const ScenarioWorld& w) {
   return {};
 }
 
+// ---- Operator change (F5) -----------------------------------------------------------------------
+
+// The owner's call to a SHO's owner routes (Bearer token).
+Result<Json> as_owner(const ScenarioWorld& w, const std::string& url, std::string_view method,
+                      const Json& body, int ok_status) {
+  return net::call_json(*w.endpoints.owner, method, url, body,
+                        {.peer = "sho",
+                         .ok_status = ok_status,
+                         .headers = {{"Authorization", "Bearer " + w.endpoints.owner_token}}});
+}
+
+// The old SHO's revert, ordered by the owner and carried out through the device's management
+// round; its answer once the SHO recorded the release (the TRE's answer is relayed asynchronously).
+Result<Json> revert(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  const std::string url = w.endpoints.sho_url + "/v1/subscribers/" + d.bundle.device_id + "/revert";
+  auto ordered = as_owner(w, url, "POST", Json{{"to", w.sho2_operator}}, 202);
+  if (!ordered) return with_prefix(ordered.error(), "the owner's revert at the old SHO");
+  device::Agent agent = run.agent(d);
+  auto round = agent.manage();
+  if (!round) return with_prefix(round.error(), "the device's management round");
+  run.check(round->size() == 1 && round->front().outcome == "ok",
+            fmt::format("device: collected the old SHO's delete, its TRE answered {}",
+                        round->empty() ? "nothing" : round->front().outcome));
+  for (int i = 0; i < 500; ++i) {
+    auto at = as_owner(w, url, "GET", nullptr, 200);
+    if (!at) return std::unexpected(at.error());
+    if ((*at)["status"] != "queued") return at;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return fail(ErrorCode::busy, "revert: never answered at the old SHO");
+}
+
+// F5: provisioned at the old SHO; the owner reverts it there; the TRE deletes the MCIM on the old
+// SHO's signed instruction and is pristine; the old SHO deactivates the IMSI and hands the DRF
+// registration to the new SHO; the owner registers the device at the new SHO, which announces its
+// switch-on (the PCID attaches again), and F2 runs again towards it. Every party is checked. Then
+// the old SHO tries to register the PCID again: the RO refuses, and nothing changes.
+Result<void> revert_pristine(Run& run, const ScenarioWorld& w) {
+  if (w.sho2_db == nullptr || w.sho2_url.empty()) {
+    return fail(ErrorCode::missing_argument, "revert-pristine: the second SHO");
+  }
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  const std::string& id = d.bundle.device_id;
+  const std::string& pcid = d.bundle.pcid;
+  auto old_imsi = operational(run, d);
+  if (!old_imsi) return std::unexpected(old_imsi.error());
+
+  auto reverted = revert(run, w, d);
+  if (!reverted) return std::unexpected(reverted.error());
+  run.check((*reverted)["status"] == "released" && (*reverted)["outcome"] == "ok",
+            fmt::format("old sho: the revert is {}", reverted->value("status", "?")));
+  auto sub = w.sho_db->subscribers().find(id);
+  run.check(sub && !*sub, "old sho: the subscriber is removed (its PCID and device id free)");
+  auto auc = w.sho_db->pcids().find(*old_imsi);
+  run.check(auc && *auc &&
+                (*auc)->active_until <
+                    std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()),
+            fmt::format("old sho: the AuC no longer serves {} (its window ended)", *old_imsi));
+  run.check(audited_ok(*w.sho_db, "release", {id}) == 1 &&
+                audited_ok(*w.sho_db, "deactivate", {*old_imsi}) == 1,
+            "old sho: audit release (the device), deactivate (its IMSI)");
+  auto reg = w.ro_db->registrations().find(pcid);
+  run.check(reg && *reg && (*reg)->sho == w.sho2_operator && (*reg)->device_id == id,
+            fmt::format("ro: the DRF registration of {} is the new SHO's", pcid));
+  run.check(audited_ok(*w.ro_db, "transfer", {pcid}) == 1, "ro: audit transfer of the PCID");
+  const tre::Status pristine = d.tre->status();
+  run.check(pristine.state == pki::TreState::pristine && !pristine.selected &&
+                state_in_tre(d, *old_imsi) == "deleted" && state_in_tre(d, pcid) == "activated",
+            fmt::format("tre: pristine, {} deleted, the PCID credential activated", *old_imsi));
+  run.check(audited_in_tre(d, "delete", "ok", "operator:" + w.sho_operator) == 1,
+            "tre: audit delete by the old SHO");
+
+  FleetEndpoints at_new = w.endpoints;
+  at_new.sho_url = w.sho2_url;
+  if (auto e = register_device(d, at_new, w.fleet); !e) {
+    return with_prefix(e.error(), "registering at the new SHO");
+  }
+  device::Agent agent = run.agent(d);
+  auto out = agent.provision();
+  if (!out) return with_prefix(out.error(), "F2 towards the new SHO");
+  auto sub2 = w.sho2_db->subscribers().find(id);
+  run.check(sub2 && *sub2 && (*sub2)->status == store::SubscriberStatus::active &&
+                (*sub2)->imsi == out->imsi,
+            fmt::format("new sho: subscriber active with imsi {}", out->imsi));
+  auto auc2 = w.sho2_db->pcids().find(out->imsi);
+  run.check(auc2 && *auc2 && (*auc2)->status == store::PcidStatus::active,
+            "new sho: its AuC serves the new IMSI");
+  const tre::Status after = d.tre->status();
+  run.check(after.state == pki::TreState::provisioned && after.selected == out->imsi &&
+                state_in_tre(d, *old_imsi) == "deleted",
+            fmt::format("tre: {} selected, {} stays deleted; operational on the new IMSI",
+                        out->imsi, *old_imsi));
+  (void)agent.detach(out->operational);
+
+  run.baseline({&d});
+  auto taken = net::call_json(*w.as_sho, "PUT", w.ro_url + "/v1/drf/registrations/" + pcid,
+                              Json{{"device_id", id},
+                                   {"dpf_url", w.ro_url},
+                                   {"dpf_key_pin", std::string(64, '0')},
+                                   {"apn", "taken.example"},
+                                   {"pin", pin_of(d.bundle)}},
+                              {.peer = "ro", .ok_status = 200});
+  if (!taken) run.refused("ro", taken.error());
+  run.finish({});
+  return {};
+}
+
 }  // namespace
 
 std::span<const ScenarioInfo> scenarios() { return kScenarios; }
@@ -1029,6 +1142,7 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "remote-management") done = remote_management(run, w);
   if (name == "delayed-activation") done = delayed_activation(run, w);
   if (name == "renew-pcid") done = renew_pcid(run, w);
+  if (name == "revert-pristine") done = revert_pristine(run, w);
   if (!done) return with_prefix(done.error(), name);
   return report;
 }

@@ -1,13 +1,12 @@
-// Refusal scenarios over a running system (issue 7 "Refusals", issue 8 F6 and F9; `mcim demo
-// --scenario NAME`). Each
-// scenario drives real services and real TREs into one of the TR's attacks or mistakes and checks
-// three things: the refusal comes from the party that must refuse, with its specific code; no
-// MCIM is installed by it; and nothing that describes the device changed in any database or TRE,
-// except the records of the refusal itself, which the scenario names (e.g. the SHO's subscriber
-// becoming `refused`). The management scenarios (F6, F9) also run the operations that must
-// succeed before their attack and check every party's view of them (`checked`). The databases are
-// inspected in this process, so the services must run in it (cli::start_system).
-// docs/scenarios.md lists them.
+// Refusal scenarios over a running system (issue 7 "Refusals", issue 8 F5, F6 and F9; `mcim demo
+// --scenario NAME`). Each scenario drives real services and real TREs into one of the TR's attacks
+// or mistakes and checks three things: the refusal comes from the party that must refuse, with
+// its specific code; no MCIM is installed by it; and nothing that describes the device changed in
+// any database or TRE, except the records of the refusal itself, which the scenario names (e.g.
+// the SHO's subscriber becoming `refused`). The management and operator change scenarios (F5, F6,
+// F9) also run the operations that must succeed before their attack and check every party's view
+// of them (`checked`). The databases are inspected in this process, so the services must run in
+// it (cli::start_system). docs/scenarios.md lists them.
 #pragma once
 
 #include <chrono>
@@ -49,6 +48,10 @@ struct ScenarioWorld {
   std::function<Result<std::uint64_t>()> expire_dormant;
   std::chrono::seconds dormant_period{std::chrono::hours(24 * 365)};
   std::chrono::seconds quarantine{std::chrono::hours(24 * 90)};
+  // The second home operator, the one an owner moves a device to (F5): its operator id, its URL
+  // for the owner (endpoints.owner and owner_token, the same owner account) and its database.
+  std::string sho2_operator, sho2_url;
+  store::Database* sho2_db = nullptr;
 };
 
 struct ScenarioInfo {

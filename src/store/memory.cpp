@@ -214,6 +214,29 @@ class MemoryRegistrations final : public RegistrationStore {
 
   Result<void> remove(std::string_view pcid, std::string_view sho) override {
     Lock lock(s_.mu);
+    auto it = held(pcid, sho);
+    if (!it) return std::unexpected(it.error());
+    s_.registrations.erase(*it);
+    return {};
+  }
+
+  Result<void> transfer(std::string_view pcid, std::string_view from, std::string_view to,
+                        Time at) override {
+    Lock lock(s_.mu);
+    auto it = held(pcid, from);
+    if (!it) return std::unexpected(it.error());
+    Registration& r = (*it)->second;
+    r.sho = std::string(to);
+    r.created = at;
+    r.refusal.clear();
+    r.refused = Time{};
+    return {};
+  }
+
+ private:
+  using Iterator = decltype(MemoryState::registrations)::iterator;
+  // The registration `sho` holds (s_.mu held): not_found, access_denied for another holder.
+  Result<Iterator> held(std::string_view pcid, std::string_view sho) {
     auto it = s_.registrations.find(pcid);
     if (it == s_.registrations.end()) {
       return fail(ErrorCode::not_found, fmt::format("registration of pcid {}", pcid));
@@ -222,11 +245,9 @@ class MemoryRegistrations final : public RegistrationStore {
       return fail(ErrorCode::access_denied,
                   fmt::format("pcid {}: registered by another operator", pcid));
     }
-    s_.registrations.erase(it);
-    return {};
+    return it;
   }
 
- private:
   MemoryState& s_;
 };
 

@@ -100,6 +100,9 @@ const char* sql_of(Q q) {
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = $1::text AND sho = $2::text";
     case Q::reg_drop: return "DELETE FROM registration WHERE pcid = $1::text";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = $1::text";
+    case Q::reg_transfer:
+      return "UPDATE registration SET sho = $3::text, created = $4::bigint, refusal = '', "
+             "refused = 0 WHERE pcid = $1::text AND sho = $2::text";
     case Q::pkg_insert:
       return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "
              "updated) VALUES ($1::text, $2::text, $3::text, "

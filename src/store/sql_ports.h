@@ -44,6 +44,7 @@ enum class Q : std::size_t {
   reg_remove,
   reg_drop,
   reg_holder,
+  reg_transfer,
   pkg_insert,
   pkg_next,
   pkg_find,
@@ -536,22 +537,38 @@ class SqlRegistrations final : public RegistrationStore {
   }
 
   Result<void> remove(std::string_view pcid, std::string_view sho) override {
-    return b_.run("registrations.remove", [&](Connection& c) -> Result<void> {
-      typename D::Transaction tx(c);
-      if (auto r = tx.begin(); !r) return r;
-      auto s = D::query(c, Q::reg_remove);
-      if (!s) return pass(s);
-      s->text(1, pcid).text(2, sho);
-      if (auto r = s->finish(); !r) return r;
-      if (s->changes() == 1) return tx.commit();
-      auto holder = lookup_text<D>(c, Q::reg_holder, pcid);
-      if (!holder) return pass(holder);
-      if (!*holder) return fail(ErrorCode::not_found, fmt::format("registration of pcid {}", pcid));
-      return denied(pcid);
+    return b_.run("registrations.remove", [&](Connection& c) {
+      return holder_update(c, Q::reg_remove, pcid, [&](auto& s) { s.text(1, pcid).text(2, sho); });
+    });
+  }
+
+  Result<void> transfer(std::string_view pcid, std::string_view from, std::string_view to,
+                        Time at) override {
+    return b_.run("registrations.transfer", [&](Connection& c) {
+      return holder_update(c, Q::reg_transfer, pcid, [&](auto& s) {
+        s.text(1, pcid).text(2, from).text(3, to).integer(4, to_column(at));
+      });
     });
   }
 
  private:
+  // One update of the row conditional on its holder (`bind` sets the parameters); when it changed
+  // nothing, why: not_found, or access_denied for another holder.
+  template <class Bind>
+  Result<void> holder_update(Connection& c, Q query, std::string_view pcid, Bind bind) {
+    typename D::Transaction tx(c);
+    if (auto r = tx.begin(); !r) return r;
+    auto s = D::query(c, query);
+    if (!s) return pass(s);
+    bind(*s);
+    if (auto r = s->finish(); !r) return r;
+    if (s->changes() == 1) return tx.commit();
+    auto holder = lookup_text<D>(c, Q::reg_holder, pcid);
+    if (!holder) return pass(holder);
+    if (!*holder) return fail(ErrorCode::not_found, fmt::format("registration of pcid {}", pcid));
+    return denied(pcid);
+  }
+
   // The holder is not named: one SHO does not learn which competitor holds a device (F4).
   static std::unexpected<Error> denied(std::string_view pcid) {
     return fail(ErrorCode::access_denied,

@@ -91,6 +91,9 @@ const char* sql_of(Q q) {
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = ?1 AND sho = ?2";
     case Q::reg_drop: return "DELETE FROM registration WHERE pcid = ?1";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = ?1";
+    case Q::reg_transfer:
+      return "UPDATE registration SET sho = ?3, created = ?4, refusal = '', refused = 0 "
+             "WHERE pcid = ?1 AND sho = ?2";
     case Q::pkg_insert:
       return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "
              "updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "

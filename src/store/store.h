@@ -136,6 +136,12 @@ class RegistrationStore {
   virtual Result<void> put(const Registration& r) = 0;
   virtual Result<std::optional<Registration>> find(std::string_view pcid) = 0;
   virtual Result<void> remove(std::string_view pcid, std::string_view sho) = 0;
+  // F5: the holder `from` hands the registration to the SHO `to` (the owner's move, which the
+  // holder authorised): sho becomes `to`, created `at`, the refusal is cleared; the device, the
+  // DPF fields and the bootstrap key stay, so `to` may replace them with put() as their holder.
+  // One conditional update: not_found, access_denied when `from` does not hold it.
+  virtual Result<void> transfer(std::string_view pcid, std::string_view from, std::string_view to,
+                                Time at) = 0;
 };
 
 // ---- Packages (the RO's DPF) -----------------------------------------------------------------

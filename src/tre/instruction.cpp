@@ -330,4 +330,45 @@ Result<StatusReport> verify_instruction_report(std::string_view text, X509* plat
   return report;
 }
 
+namespace {
+
+Result<StatusReport> verify_discard(std::string_view text, X509* platform_cert,
+                                    std::string_view device_id, std::string_view credential,
+                                    std::string_view package_id) {
+  auto report = verify_status_report(text, platform_cert);
+  if (!report) return std::unexpected(report.error());
+  if (report->device_id != device_id) {
+    return fail(ErrorCode::wrong_recipient, "report: names another device");
+  }
+  const bool fits = report->event == kDiscardEvent && report->outcome == "ok" &&
+                    report->state == "deleted" && report->credential == credential &&
+                    (package_id.empty() || report->package_id == package_id);
+  if (!fits) {
+    return fail(
+        ErrorCode::invalid_argument,
+        fmt::format("report: not the discard of {}",
+                    credential == "-" ? "a credential for package " + std::string(package_id)
+                                      : "credential " + std::string(credential)));
+  }
+  return report;
+}
+
+}  // namespace
+
+Result<StatusReport> verify_discard_report(std::string_view text, X509* platform_cert,
+                                           std::string_view device_id,
+                                           std::string_view credential) {
+  if (credential == "-") return fail(ErrorCode::invalid_argument, "credential: required");
+  return verify_discard(text, platform_cert, device_id, credential, "");
+}
+
+Result<StatusReport> verify_discard_notice(std::string_view text, X509* platform_cert,
+                                           std::string_view device_id,
+                                           std::string_view package_id) {
+  if (package_id.empty() || package_id == "-") {
+    return fail(ErrorCode::invalid_argument, "package_id: required");
+  }
+  return verify_discard(text, platform_cert, device_id, "-", package_id);
+}
+
 }  // namespace mcim::tre

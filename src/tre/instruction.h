@@ -62,6 +62,11 @@ struct ListedCredential {
 };
 inline constexpr std::size_t kMaxListed = 64;  // the registry's bound, tombstones included
 
+// The event of F4's discard acknowledgements (Tre::install_replacing): state "deleted", outcome
+// "ok"; for the old owner the credential and its package, sequence 0; for the new owner credential
+// "-" and the new package and its sequence.
+inline constexpr std::string_view kDiscardEvent = "discard";
+
 struct StatusReport {
   std::string device_id;
   std::string
@@ -95,5 +100,13 @@ Result<StatusReport> verify_install_report(std::string_view text, X509* platform
 // and the SHO that receive the answer to an instruction (F9).
 Result<StatusReport> verify_instruction_report(std::string_view text, X509* platform_cert,
                                                std::string_view device_id, std::uint64_t sequence);
+
+// verify_status_report, then: a discard acknowledgement of device_id's (wrong_recipient) for the
+// old owner, naming `credential` (invalid_argument otherwise). For the old SHO (F4).
+Result<StatusReport> verify_discard_report(std::string_view text, X509* platform_cert,
+                                           std::string_view device_id, std::string_view credential);
+// The same for the new owner: names no credential, and names `package_id` (invalid_argument).
+Result<StatusReport> verify_discard_notice(std::string_view text, X509* platform_cert,
+                                           std::string_view device_id, std::string_view package_id);
 
 }  // namespace mcim::tre

@@ -224,6 +224,15 @@ std::string subject_token(std::string_view id) {
   return pki::valid_token(id, 64) ? std::string(id) : std::string("-");
 }
 
+// A credential deleted: keys and document wiped, the tombstone kept.
+void wipe(Credential& c, std::chrono::sys_seconds now) {
+  c.state = McimState::deleted;
+  c.doc.reset();
+  c.seq_ms.clear();
+  c.digest = {};
+  c.changed = now;
+}
+
 }  // namespace
 
 Result<Bytes<32>> measure_file(const std::string& path) { return file_sha256(path); }
@@ -484,6 +493,45 @@ struct Tre::Impl {
     return InstructionOutcome{std::move(none), report(rep)};
   }
 
+  Result<State> admit(ByteView package, StatusReport& rep, bool frees_a_slot);
+
+  // The report of an install before anything is known of the package.
+  static StatusReport install_report() {
+    StatusReport r;
+    r.event = "install";
+    r.credential = "-";
+    r.package_id = "-";
+    r.state = "-";
+    return r;
+  }
+
+  // F4's acknowledgement of a discarded credential (event "discard", state "deleted").
+  static StatusReport discard_report(std::string credential, std::string package,
+                                     std::uint64_t sequence) {
+    StatusReport r;
+    r.event = std::string(kDiscardEvent);
+    r.credential = std::move(credential);
+    r.package_id = std::move(package);
+    r.outcome = "ok";
+    r.state = std::string(to_string(McimState::deleted));
+    r.sequence = sequence;
+    return r;
+  }
+
+  // An install that failed without being refused (lockdown, a write that failed): answered with
+  // its code, not audited.
+  InstallOutcome failed_install(Error e, StatusReport& rep) const {
+    rep.outcome = std::string(e.wire_code());
+    return InstallOutcome{std::unexpected(std::move(e)), report(rep)};
+  }
+  // A refused install: audited as `event`, answered with a signed report naming what is known.
+  InstallOutcome refused_install(Error e, std::string event, StatusReport& rep) {
+    rep.outcome = std::string(e.wire_code());
+    Error logged = refuse(std::move(e), std::move(event), rep.credential, "device");
+    std::string text = report(rep);
+    return InstallOutcome{std::unexpected(std::move(logged)), std::move(text)};
+  }
+
   std::string report(StatusReport r) const {
     r.device_id = state ? state->config.device_id : device_id_from_certificate();
     r.time = now_seconds(*clock);
@@ -552,11 +600,7 @@ struct Tre::Impl {
     Credential* n = next.find(id);
     n->state = *to;
     n->changed = now_seconds(*clock);
-    if (*to == McimState::deleted) {
-      n->doc.reset();
-      n->seq_ms.clear();
-      n->digest = {};
-    }
+    if (*to == McimState::deleted) wipe(*n, n->changed);
     if (extra) extra(next);
     if (auto r = commit(std::move(next), AuditEvent{event, c->id, who.describe(), "ok", ""}); !r) {
       return std::unexpected(r.error());
@@ -808,40 +852,42 @@ struct PackageRun {
   }
 };
 
-InstallOutcome Tre::install(ByteView package) {
-  Impl& i = *impl_;
-  PackageRun run(i, "install");
-  auto refused = [&](Error e) { return run.refused(std::move(e)); };
-  if (auto w = i.writable(); !w) {
-    run.rep.outcome = std::string(w.error().wire_code());
-    return InstallOutcome{std::unexpected(w.error()), i.report(run.rep)};
-  }
-  auto doc = run.open(package, true);
-  if (!doc) return refused(doc.error());
+// The checks of an install (the package opened for this TRE, a pending registration, a free IMSI,
+// room in the registry unless `frees_a_slot`) and the new credential, Installed, in `next` (a copy
+// of the state, the registration nonce used up). `rep` names the package as soon as it is open.
+Result<State> Tre::Impl::admit(ByteView package, StatusReport& rep, bool frees_a_slot) {
+  pki::OpenOptions opts;
+  opts.last_sequence = state->package_sequence;
+  opts.registration_nonce = state->registration_nonce;
+  auto doc = pki::open_package(package, *recipient, *operators, *clock, opts);
+  if (!doc) return std::unexpected(doc.error());
+  rep.credential = doc->imsi;
+  rep.package_id = doc->package_id;
+  rep.sequence = doc->sequence;
   // Checked after opening, so that a malformed package is reported as such.
-  if (!i.state->registration_nonce) {
-    return refused(Error(ErrorCode::nonce_mismatch,
-                         "no registration is pending: record the registration nonce from the "
-                         "home operator first (F1)"));
+  if (!state->registration_nonce) {
+    return fail(ErrorCode::nonce_mismatch,
+                "no registration is pending: record the registration nonce from the home operator "
+                "first (F1)");
   }
-  const Credential* existing = i.state->find(doc->imsi);
+  const Credential* existing = state->find(doc->imsi);
   if (existing != nullptr && existing->state != McimState::deleted) {
-    return refused(Error(ErrorCode::already_exists,
-                         fmt::format("the registry already holds credential {} ({})", doc->imsi,
-                                     to_string(existing->state))));
+    return fail(ErrorCode::already_exists,
+                fmt::format("the registry already holds credential {} ({})", doc->imsi,
+                            to_string(existing->state)));
   }
   const auto live =
-      std::count_if(i.state->credentials.begin(), i.state->credentials.end(),
+      std::count_if(state->credentials.begin(), state->credentials.end(),
                     [](const Credential& x) { return x.state != McimState::deleted; });
-  if (existing == nullptr && static_cast<std::size_t>(live) >= kMaxCredentials - kMaxTombstones) {
-    return refused(Error(
-        ErrorCode::unsupported,
-        fmt::format("the registry is full ({} credentials)", kMaxCredentials - kMaxTombstones)));
+  if (existing == nullptr && !frees_a_slot &&
+      static_cast<std::size_t>(live) >= kMaxCredentials - kMaxTombstones) {
+    return fail(ErrorCode::unsupported, fmt::format("the registry is full ({} credentials)",
+                                                    kMaxCredentials - kMaxTombstones));
   }
   auto digest = document_digest(*doc);
-  if (!digest) return refused(digest.error());
+  if (!digest) return std::unexpected(digest.error());
 
-  State next = *i.state;
+  State next = *state;
   Credential c;
   c.id = doc->imsi;
   c.kind = CredentialKind::mcim;
@@ -850,9 +896,8 @@ InstallOutcome Tre::install(ByteView package) {
   c.package_id = doc->package_id;
   c.seq_ms = initial_seq_array(*doc);
   c.digest = *digest;
-  c.installed = c.changed = now_seconds(*i.clock);
-  const std::string owner = doc->policy.owner;
-  next.package_sequence[owner] = doc->sequence;
+  c.installed = c.changed = now_seconds(*clock);
+  next.package_sequence[c.owner] = doc->sequence;
   c.doc = std::move(*doc);
   if (Credential* tomb = next.find(c.id)) {
     *tomb = std::move(c);
@@ -860,7 +905,69 @@ InstallOutcome Tre::install(ByteView package) {
     next.credentials.push_back(std::move(c));
   }
   next.registration_nonce.reset();
-  return run.commit(std::move(next), run.rep.credential, owner);
+  return next;
+}
+
+InstallOutcome Tre::install(ByteView package) {
+  Impl& i = *impl_;
+  StatusReport rep = Impl::install_report();
+  if (auto w = i.writable(); !w) return i.failed_install(w.error(), rep);
+  auto next = i.admit(package, rep, false);
+  if (!next) return i.refused_install(next.error(), "install", rep);
+  const std::string id = rep.credential;
+  const std::string owner = next->find(id)->owner;
+  if (auto r = i.commit(std::move(*next), AuditEvent{"install", id, "operator:" + owner, "ok",
+                                                     "package " + rep.package_id});
+      !r) {
+    return i.failed_install(r.error(), rep);
+  }
+  rep.outcome = "ok";
+  rep.state = std::string(to_string(McimState::installed));
+  return InstallOutcome{info_of(*i.state->find(id), i.state->config), i.report(rep)};
+}
+
+// F4: the old credential may go only if it is a live MCIM that does not carry connectivity (the
+// rule of delete), and the new package is installable; then one commit does both.
+ReplaceOutcome Tre::install_replacing(ByteView package, std::string_view replaced) {
+  Impl& i = *impl_;
+  StatusReport rep = Impl::install_report();
+  auto refused = [&](Error e) {
+    return ReplaceOutcome{i.refused_install(std::move(e), "replace", rep), "", ""};
+  };
+  if (auto w = i.writable(); !w) return ReplaceOutcome{i.failed_install(w.error(), rep), "", ""};
+  auto next = i.admit(package, rep, true);
+  if (!next) return refused(next.error());
+  const Credential* old = i.state->find(replaced);
+  if (old == nullptr || old->kind != CredentialKind::mcim || old->state == McimState::deleted) {
+    return refused(Error(ErrorCode::not_found,
+                         fmt::format("no live MCIM {} to replace", subject_token(replaced))));
+  }
+  if (old->state == McimState::selected) {
+    return refused(Error(ErrorCode::transition_refused,
+                         fmt::format("rule delete-not-selected: {} carries connectivity; deselect "
+                                     "it first",
+                                     old->id)));
+  }
+  const std::string id = rep.credential;
+  const std::string old_id = old->id, old_owner = old->owner, old_package = old->package_id;
+  const std::string new_owner = next->find(id)->owner;
+  wipe(*next->find(old_id), now_seconds(*i.clock));
+  if (auto r = i.commit(std::move(*next),
+                        AuditEvent{"replace", id, "device", "ok",
+                                   fmt::format("package {} of operator:{}; {} of operator:{} "
+                                               "discarded",
+                                               rep.package_id, new_owner, old_id, old_owner)});
+      !r) {
+    return ReplaceOutcome{i.failed_install(r.error(), rep), "", ""};
+  }
+  rep.outcome = "ok";
+  rep.state = std::string(to_string(McimState::installed));
+  // For the old owner: its credential, gone. For the new one: that one was discarded, nothing of
+  // which or whose.
+  StatusReport full = Impl::discard_report(old_id, old_package, 0);
+  StatusReport filtered = Impl::discard_report("-", rep.package_id, rep.sequence);
+  return ReplaceOutcome{InstallOutcome{info_of(*i.state->find(id), i.state->config), i.report(rep)},
+                        i.report(full), i.report(filtered)};
 }
 
 // F8: the RO's renewed PCID credential replaces the factory's in one commit, so the TRE holds the
@@ -1042,11 +1149,7 @@ Result<void> Tre::pristine() {
   const auto now = now_seconds(*i.clock);
   for (auto& c : next.credentials) {
     if (c.kind == CredentialKind::pcid || c.state == McimState::deleted) continue;
-    c.state = McimState::deleted;
-    c.doc.reset();
-    c.seq_ms.clear();
-    c.digest = {};
-    c.changed = now;
+    wipe(c, now);
     ++deleted;
   }
   next.registration_nonce.reset();

@@ -65,6 +65,17 @@ struct InstallOutcome {
   std::string report;             // the signed status report (mcim-status/1), either way
 };
 
+// F4 (install_replacing): the install's outcome and report as install() gives them, and, when it
+// succeeded, two signed acknowledgements of the discard (status reports, event "discard"): one
+// for the old credential's owner naming its credential and package, and one for the new
+// package's owner naming only its own package: the fact of a discard, nothing of the old
+// subscription.
+struct ReplaceOutcome {
+  InstallOutcome install;
+  std::string discard_report;  // for the old owner; empty on refusal
+  std::string discard_notice;  // for the new owner; empty on refusal
+};
+
 struct InstructionOutcome {
   // The credential acted on; for a list (F6, F9), a placeholder with id "-", and the list is in
   // the report.
@@ -109,6 +120,13 @@ class Tre {
   // tombstone may be replaced), and installs it Installed. The outcome carries a signed status
   // report in both cases; refusals are audited and change nothing else.
   InstallOutcome install(ByteView package);
+  // F4 step "before installing, the TRE discards the old SHO's credential": install() and the
+  // deletion of `replaced` (a live MCIM, not selected: not_found, transition_refused) in one
+  // commit, so that a crash leaves the old credential or the new one, never neither or both. The
+  // device decides it on its owner's instruction, as pristine(): no stakeholder's signature is
+  // needed to give up a credential, and the new package must pass every check of install()
+  // first. Refusals are audited ("replace") and change nothing else.
+  ReplaceOutcome install_replacing(ByteView package, std::string_view replaced);
 
   // F8: a renewed PCID credential from its owner, the RO, as an MCIM-like package (sealed to this
   // TRE, signed by the RO's package signer, opened with install's checks but no registration

@@ -455,6 +455,7 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"remote-management", {"tre", "replayed_instruction"}},
       {"delayed-activation", {"ro", "pcid_expired"}},
       {"renew-pcid", {"ro", "not_found"}},
+      {"revert-pristine", {"ro", "access_denied"}},
   };
   std::map<std::string, std::pair<std::string, std::string>> seen;
   for (const auto& s : j["scenarios"]) {
@@ -497,7 +498,7 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
   }
 }
 
-// Issue 8 F6 and F9 over the real services: what each party holds at the end is checked, and a
+// Issue 8 F5, F6 and F9 over the real services: what each party holds at the end is checked, and a
 // check that fails fails the scenario.
 TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
   struct Row {
@@ -513,6 +514,13 @@ TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
         "tre: ", "sho: retire", "tre: ", "sho: delete",
         "tre: ", "ro: the DPF verified the TRE's five answers", "sho: the five signed answers",
         "tre: the replay is in the audit log", "tre: ", "sho: the subscriber is still active"}},
+      {"revert-pristine",
+       {"device: collected the old SHO's delete, its TRE answered ok",
+        "old sho: the revert is released", "old sho: the subscriber is removed",
+        "old sho: the AuC no longer serves 00102", "old sho: audit release (the device), deactivate",
+        "ro: the DRF registration of ", "ro: audit transfer", "tre: pristine, 00102",
+        "tre: audit delete by the old SHO", "new sho: subscriber active with imsi 00103",
+        "new sho: its AuC serves the new IMSI", "tre: 00103"}},
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.name);

@@ -62,11 +62,12 @@ class DeviceCli : public ::testing::Test {
   }
 
   // An mcim/1 document for this device, written where `mcim pki package seal` reads it.
-  std::string document(const std::string& owner, std::uint64_t sequence) {
+  std::string document(const std::string& owner, std::uint64_t sequence,
+                       const std::string& imsi = kImsi) {
     pki::McimDocument d;
     d.package_id = "pkg-" + std::to_string(sequence);
     d.device_id = "dev-" + kPcid;
-    d.imsi = kImsi;
+    d.imsi = imsi;
     EXPECT_TRUE(d.set_key(*parse_hex(kK, "k")));
     d.opc = Secret<16>(*parse_hex_fixed<16>(kOpc, "opc"));
     d.policy.owner = owner;
@@ -84,11 +85,12 @@ class DeviceCli : public ::testing::Test {
     return path;
   }
 
-  std::string package(const std::string& owner, std::uint64_t sequence) {
+  std::string package(const std::string& owner, std::uint64_t sequence,
+                      const std::string& imsi = kImsi) {
     const std::string out = d_ / ("pkg-" + std::to_string(sequence) + ".der");
     const auto sealed =
         mcim({"pki", "package", "seal", "--signer", d_ / owner, "--recipient",
-              tre() + "/platform.pem", "--in", document(owner, sequence), "--out", out});
+              tre() + "/platform.pem", "--in", document(owner, sequence, imsi), "--out", out});
     EXPECT_EQ(sealed.code, 0) << sealed.err;
     return out;
   }
@@ -197,6 +199,35 @@ TEST_F(DeviceCli, SecretsNeverReachTheOutput) {
   EXPECT_EQ(all.find(bundle->substr(k_at + 5, 32)), std::string::npos);
 }
 
+// F4's TRE step on the command line: sho-b's package installed in place of sho-a's MCIM, with the
+// two acknowledgements written where asked.
+TEST_F(DeviceCli, InstallReplacingDiscardsTheOldMcimAndWritesBothAcknowledgements) {
+  ASSERT_EQ(mcim({"device", "register", "--dir", tre(), "--nonce", kNonce}).code, 0);
+  ASSERT_EQ(mcim({"device", "install", "--dir", tre(), "--package", package("sho-a", 1)}).code, 0);
+  ASSERT_EQ(mcim({"device", "activate", "--dir", tre(), "--id", kImsi}).code, 0);
+  ASSERT_EQ(mcim({"device", "register", "--dir", tre(), "--nonce", kNonce}).code, 0);
+  const std::string other = "001030000000002";
+  const auto replaced =
+      mcim({"device", "install", "--dir", tre(), "--package", package("sho-b", 2, other),
+            "--replacing", kImsi, "--report", d_ / "install.json", "--discard-report",
+            d_ / "old.json", "--discard-notice", d_ / "new.json", "--json"});
+  ASSERT_EQ(replaced.code, 0) << replaced.out << replaced.err;
+  EXPECT_EQ(Json::parse(replaced.out)["discarded"], kImsi);
+  const Json s = json_of(mcim({"device", "status", "--dir", tre(), "--json"}));
+  ASSERT_EQ(s["credential"].size(), 3u);
+  EXPECT_EQ(s["credential"][1]["state"], "deleted");
+  EXPECT_EQ(s["credential"][2]["id"], other);
+  EXPECT_EQ(s["credential"][2]["state"], "installed");
+  const auto old_ack = read_text_file(d_ / "old.json");
+  const auto new_ack = read_text_file(d_ / "new.json");
+  ASSERT_TRUE(old_ack && new_ack);
+  EXPECT_NE(old_ack->find("\"event\":\"discard\""), std::string::npos) << *old_ack;
+  EXPECT_NE(old_ack->find(kImsi), std::string::npos) << *old_ack;
+  EXPECT_NE(new_ack->find("\"event\":\"discard\""), std::string::npos) << *new_ack;
+  EXPECT_EQ(new_ack->find(kImsi), std::string::npos) << *new_ack;
+  EXPECT_EQ(new_ack->find("pkg-1"), std::string::npos) << *new_ack;
+}
+
 TEST_F(DeviceCli, BadInputExitsTwoAndChangesNothing) {
   ASSERT_TRUE(write_file_atomic(d_ / "garbage.der", std::string_view("not a package"), 0644));
   ASSERT_TRUE(write_file_atomic(d_ / "garbage.json", std::string_view("{}"), 0600));
@@ -212,6 +243,11 @@ TEST_F(DeviceCli, BadInputExitsTwoAndChangesNothing) {
       {"device", "install", "--dir", tre()},
       {"device", "install", "--dir", tre(), "--package", d_ / "missing.der"},
       {"device", "install", "--dir", tre(), "--package", d_ / "garbage.der"},
+      {"device", "install", "--dir", tre(), "--package", d_ / "garbage.der", "--replacing",
+       "bad id with spaces"},
+      {"device", "install", "--dir", tre(), "--package", d_ / "garbage.der", "--replacing", kPcid},
+      {"device", "install", "--dir", tre(), "--package", d_ / "garbage.der", "--discard-report",
+       d_ / "old.json"},
       {"device", "activate", "--dir", tre()},
       {"device", "activate", "--dir", tre(), "--id", "bad id with spaces"},
       {"device", "activate", "--dir", tre(), "--id", kPcid, "--sequence", "5"},

@@ -6,8 +6,10 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../pki/pki_test_util.h"
@@ -57,6 +59,7 @@ class OperatorCli : public ::testing::Test {
     auto b = tre::read_bundle(bundle);
     ASSERT_TRUE(b) << b.error().message;
     device_id_ = b->device_id;
+    pcid_ = b->pcid;
     ASSERT_TRUE(write_file_atomic(dir_ / "pin", std::string(tre::pin_text(*b)) + "\n"));
     auto pem = pki::certificate_pem(b->platform_chain.front().get());
     ASSERT_TRUE(pem);
@@ -132,7 +135,7 @@ class OperatorCli : public ::testing::Test {
 
   TempDir dir_;
   std::unique_ptr<System> system_;
-  std::string device_id_, imsi_, tre_;
+  std::string device_id_, pcid_, imsi_, tre_;
 };
 
 TEST_F(OperatorCli, ListsAndManagesItsMcimThroughTheDpf) {
@@ -213,6 +216,89 @@ TEST_F(OperatorCli, BadInputExitsTwoAndChangesNothing) {
   ASSERT_EQ(round.code, 0) << round.err;
   EXPECT_EQ(Json::parse(round.out).value("instructions", ""), "0") << round.out;
   EXPECT_EQ(tre_state(), state);
+}
+
+// F5 on the command line: the owner reverts the device at its SHO (sho-1), the device's management
+// round carries out the SHO's delete, the SHO hands the PCID to sho-2; the owner registers it
+// there, and the device provisions again, now on sho-2's IMSI. Bad revert orders exit 2 and change
+// nothing.
+TEST_F(OperatorCli, RevertsToPristineAndProvisionsAtTheSecondSho) {
+  auto owner = [&](std::vector<std::string> args, const std::string& sho = "sho") {
+    args.insert(args.begin(), "--json");
+    for (std::string extra :
+         {std::string("--sho"), system_->url(sho), std::string("--trust"), system_->tls_root_file(),
+          std::string("--token-file"), system_->owner_token_file()}) {
+      args.push_back(extra);
+    }
+    return args;
+  };
+  auto revert = [&](std::vector<std::string> more, const std::string& device) {
+    std::vector<std::string> args = {"subscriber", "revert", "--device-id", device};
+    args.insert(args.end(), more.begin(), more.end());
+    return owner(args);
+  };
+  const std::vector<std::vector<std::string>> bad = {
+      revert({}, device_id_),                             // no --to
+      revert({"--to", "a b"}, device_id_),                // not an id
+      revert({"--to", "sho-2", "--status"}, device_id_),  // both
+      revert({"--to", "sho-1"}, device_id_),              // the SHO itself (its 4xx)
+      revert({"--to", "sho-2"}, "dev-nobody"),            // not_found
+      revert({"--status"}, device_id_),                   // no revert yet: not_found
+      {"subscriber", "revert", "--device-id", device_id_, "--to", "sho-2"},  // no SHO
+  };
+  for (const auto& args : bad) {
+    const auto r = mcim(args);
+    EXPECT_EQ(r.code, 2) << line_of(args) << "\n" << r.out << r.err;
+  }
+  EXPECT_EQ(sequences_used(), 0u);
+  EXPECT_EQ(tre_state(), "selected");
+
+  // The device ends its session: a selected MCIM cannot be deleted (rule delete-not-selected).
+  ASSERT_EQ(mcim({"device", "deselect", "--dir", tre_, "--id", imsi_}).code, 0);
+  auto ordered = mcim(revert({"--to", "sho-2"}, device_id_));
+  ASSERT_EQ(ordered.code, 0) << ordered.out << ordered.err;
+  EXPECT_EQ(Json::parse(ordered.out).value("status", ""), "queued") << ordered.out;
+  EXPECT_EQ(mcim(revert({"--to", "sho-2"}, device_id_)).code, 2) << "a second revert in flight";
+  auto round = manage();
+  ASSERT_EQ(round.code, 0) << round.out << round.err;
+  std::string status;
+  for (int i = 0; i < 200 && status != "released"; ++i) {
+    auto r = mcim(revert({"--status"}, device_id_));
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    status = Json::parse(r.out).value("status", "");
+    if (status != "released") std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(status, "released");
+  EXPECT_EQ(tre_state(), "deleted");
+  auto reg = system_->database("ro")->registrations().find(pcid_);
+  ASSERT_TRUE(reg && *reg);
+  EXPECT_EQ((*reg)->sho, "sho-2");
+  const auto gone = mcim(owner({"subscriber", "status", "--device-id", device_id_}));
+  EXPECT_EQ(gone.code, 2) << gone.out;
+  EXPECT_NE(gone.out.find("\"not_found\""), std::string::npos) << gone.out;
+
+  // F1 and F2 again, towards sho-2.
+  auto again = mcim(owner({"subscriber", "register", "--device-id", device_id_, "--pcid", pcid_,
+                           "--platform-cert", dir_ / "platform.pem", "--pin-file", dir_ / "pin"},
+                          "sho2"));
+  ASSERT_EQ(again.code, 0) << again.out << again.err;
+  const Json registered = Json::parse(again.out);
+  const std::string new_imsi = registered["imsi"];
+  EXPECT_TRUE(new_imsi.starts_with(system_->options().imsi_prefix2)) << new_imsi;
+  ASSERT_EQ(mcim({"device", "register", "--dir", tre_, "--nonce",
+                  registered["registration_nonce"].get<std::string>()})
+                .code,
+            0);
+  ASSERT_EQ(
+      mcim(owner({"subscriber", "activate", "--device-id", device_id_, "--window", "600"}, "sho2"))
+          .code,
+      0);
+  auto run = mcim({"device", "run", "--dir", tre_, "--vno", system_->url("vno"), "--trust",
+                   system_->tls_root_file(), "--timeout", "60"});
+  ASSERT_EQ(run.code, 0) << run.out << run.err;
+  auto st = mcim(owner({"subscriber", "status", "--device-id", device_id_}, "sho2"));
+  ASSERT_EQ(st.code, 0) << st.out;
+  EXPECT_EQ(Json::parse(st.out).value("status", ""), "active") << st.out;
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// `mcim up`: start_system in-process (a generated PKI, five services answering /healthz over TLS
+// `mcim up`: start_system in-process (a generated PKI, six services answering /healthz over TLS
 // with it, config files that `mcim serve` loads, the PKI reused by a second start, hostapd behind
 // the VNO's RADIUS relay or its absence said, devices over non-3GPP access with `mcim device
 // run`), the options file and its refusals, and the binary as a process: the table on stdout, a
@@ -78,7 +78,7 @@ TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
     auto system = start_system(o);
     ASSERT_TRUE(system) << system.error().message;
     const System& s = **system;
-    ASSERT_EQ(s.services().size(), 5u);
+    ASSERT_EQ(s.services().size(), 6u);
     std::vector<std::string> roles;
     for (const auto& svc : s.services()) {
       roles.push_back(svc.role);
@@ -87,20 +87,22 @@ TEST(UpSystem, StartsEveryServiceWiredAndReusesItsPki) {
       ASSERT_NO_FATAL_FAILURE(expect_healthy(*s.plain_client(), svc.url));
     }
     std::sort(roles.begin(), roles.end());
-    EXPECT_EQ(roles, (std::vector<std::string>{"pva", "ro", "sho", "supplier", "vno"}));
+    EXPECT_EQ(roles, (std::vector<std::string>{"pva", "ro", "sho", "sho2", "supplier", "vno"}));
     EXPECT_TRUE(s.gateway().starts_with("127.0.0.1:")) << s.gateway();
     EXPECT_EQ(s.eap_socket(), s.options().dir + "/ro-eap.sock");
     EXPECT_EQ(s.url("ro"), s.services()[1].url);
     EXPECT_EQ(s.url("nobody"), "");
 
     // The files of the layout; the secrets private.
-    for (const char* f : {"pki/operators-ca/ca.pem", "pki/supplier-ca/ca.pem", "pki/icf.pem",
-                          "pki/sho-signer.pem", "pki/pva-signer.pem", "pki/ocsp-signer.pem",
-                          "pki/supplier-signer.pem", "pki/references-signer.pem",
-                          "pki/tls/factory-client.pem", "ro.db", "sho.db", "pva.db"}) {
+    for (const char* f :
+         {"pki/operators-ca/ca.pem", "pki/supplier-ca/ca.pem", "pki/icf.pem", "pki/sho-signer.pem",
+          "pki/pva-signer.pem", "pki/ocsp-signer.pem", "pki/supplier-signer.pem",
+          "pki/references-signer.pem", "pki/tls/factory-client.pem", "pki/sho2-signer.pem",
+          "pki/tls/sho2-client.pem", "ro.db", "sho.db", "sho2.db", "pva.db"}) {
       EXPECT_TRUE(fs::exists(s.options().dir + "/" + f)) << f;
     }
-    for (const char* f : {"pki/ro-op.hex", "pki/sho-op.hex", "pki/owner.token"}) {
+    for (const char* f :
+         {"pki/ro-op.hex", "pki/sho-op.hex", "pki/sho2-op.hex", "pki/owner.token"}) {
       struct stat st {};
       ASSERT_EQ(::stat((s.options().dir + "/" + f).c_str(), &st), 0) << f;
       EXPECT_EQ(st.st_mode & 077, 0u) << f;
@@ -158,6 +160,7 @@ TEST(UpSystem, DescribeSystemReadsTheRunningSystemBack) {
   SystemOptions o = quiet_options(dir);
   o.pcid_prefix = "0010177";
   o.imsi_prefix = "00103";
+  o.imsi_prefix2 = "00104";
   o.model = "model-x";
   auto system = start_system(o);
   ASSERT_TRUE(system) << system.error().message;
@@ -176,6 +179,7 @@ TEST(UpSystem, DescribeSystemReadsTheRunningSystemBack) {
   EXPECT_EQ(d.options().dir, s.options().dir);
   EXPECT_EQ(d.options().pcid_prefix, "0010177");
   EXPECT_EQ(d.options().imsi_prefix, "00103");
+  EXPECT_EQ(d.options().imsi_prefix2, "00104");
   EXPECT_EQ(d.options().model, "model-x");
   EXPECT_TRUE(d.options().db_url.empty());
   EXPECT_EQ(d.owner_token(), s.owner_token());
@@ -637,7 +641,7 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
   Child child({"up", "--dir", sys}, dir.path());
   ASSERT_TRUE(child.started());
   const auto rows = wait_table(child);
-  ASSERT_EQ(rows.size(), 5u) << child.out();
+  ASSERT_EQ(rows.size(), 6u) << child.out();
   EXPECT_NE(child.out().find("owner token file: " + sys + "/pki/owner.token"), std::string::npos);
   const std::string eap = sys + "/ro-eap.sock";
   EXPECT_NE(child.out().find("eap       " + eap + "\n"), std::string::npos) << child.out();
@@ -646,7 +650,7 @@ TEST(UpCli, PrintsTheTableAndStopsOnSigterm) {
     EXPECT_EQ(hostapd.ask(eap, "AKA-REQ-AUTH 001019999999999"),
               "AKA-RESP-AUTH 001019999999999 FAILURE");
   }
-  for (const char* role : {"supplier", "ro", "vno", "sho", "pva"}) {
+  for (const char* role : {"supplier", "ro", "vno", "sho", "sho2", "pva"}) {
     EXPECT_NE(child.out().find(sys + "/" + role + ".json"), std::string::npos) << role;
   }
   // Non-3GPP access: the DRF for direct access, the relay for EAP with hostapd behind it.
@@ -693,7 +697,7 @@ TEST(UpCli, HostapdDoesNotOutliveAKilledMcimUp) {
   const std::string sys = dir / "sys";
   Child up({"up", "--dir", sys}, dir.path());
   ASSERT_TRUE(up.started());
-  ASSERT_EQ(wait_table(up).size(), 5u) << up.out();
+  ASSERT_EQ(wait_table(up).size(), 6u) << up.out();
   auto vno = load_vno_config(sys + "/vno.json");
   ASSERT_TRUE(vno && vno->service.non3gpp);
   const int aaa = vno->service.non3gpp->aaa_port;
@@ -728,7 +732,7 @@ TEST(UpCli, DemoRunsAFleetThroughTheSystemOfAnotherProcess) {
   const std::string sys = dir / "sys";
   Child up({"up", "--dir", sys}, dir.path());
   ASSERT_TRUE(up.started());
-  ASSERT_EQ(wait_table(up).size(), 5u) << up.out();
+  ASSERT_EQ(wait_table(up).size(), 6u) << up.out();
 
   const std::vector<std::string> names = thread_names(up.pid());
   for (const char* name : {"pva-http-0", "ro-http-0", "ro-http-a", "ro-notify-0", "ro-expiry",

@@ -113,6 +113,55 @@ TEST_F(DrfTest, OnlyTheNamedShoRegistersAndOnlyTheHolderReplaces) {
   ASSERT_TRUE(register_pcid(registration("sho-b"), "sho-b"));
 }
 
+// F5: the holder hands the registration over; nobody else can move it, and a refused move changes
+// nothing. After it the new SHO holds it (its discovery, its re-registration), the old one nothing.
+TEST_F(DrfTest, OnlyTheHolderTransfersAndTheDeviceKeepsItsPin) {
+  ASSERT_TRUE(register_pcid(registration("sho-a"), "sho-a"));
+  struct Row {
+    const char* pcid;
+    const char* caller;
+    const char* to;
+    ErrorCode code;
+  };
+  const Row refused[] = {
+      {"001019990000001", "sho-b", "sho-b", ErrorCode::access_denied},  // the receiver itself
+      {"001019990000001", "sho-c", "sho-b", ErrorCode::access_denied},  // a third party
+      {"001019990000001", "sho-a", "sho-a", ErrorCode::invalid_argument},
+      {"001019990000001", "sho-a", "not an id", ErrorCode::invalid_argument},
+      {"001019990000001", "sho-a", "", ErrorCode::invalid_argument},
+      {"001019990000002", "sho-a", "sho-b", ErrorCode::not_found},
+  };
+  for (const Row& row : refused) {
+    SCOPED_TRACE(std::string(row.caller) + " to " + row.to);
+    auto r = drf_.transfer(row.pcid, row.caller, row.to);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, row.code);
+    EXPECT_EQ((*db_->registrations().find(kPcid))->sho, "sho-a");
+  }
+  clock_.advance(seconds(5));
+  ASSERT_TRUE(drf_.transfer(kPcid, "sho-a", "sho-b"));
+  const auto moved = *db_->registrations().find(kPcid);
+  EXPECT_EQ(moved->sho, "sho-b");
+  EXPECT_EQ(moved->created, std::chrono::floor<seconds>(kT0) + seconds(5));
+  EXPECT_EQ(drf_.transfer(kPcid, "sho-a", "sho-c").error().code, ErrorCode::access_denied);
+  EXPECT_EQ(register_pcid(registration("sho-a"), "sho-a").error().code, ErrorCode::access_denied);
+  // The bootstrap still verifies under the device's PIN, and names the new SHO.
+  auto text = drf_.discover(kPcid, kPcid);
+  ASSERT_TRUE(text);
+  auto fields = verify_bootstrap(*text, kPin, kDevice, clock_.now(), seconds(300));
+  ASSERT_TRUE(fields) << fields.error().message;
+  EXPECT_EQ(fields->sho, "sho-b");
+  ASSERT_TRUE(register_pcid(registration("sho-b"), "sho-b"));
+  const auto audit = audit_text();
+  EXPECT_EQ(std::count_if(audit.begin(), audit.end(),
+                          [](const std::string& a) {
+                            return a.starts_with("drf|transfer|") &&
+                                   a.find("|operator:sho-a|ok|to operator:sho-b") !=
+                                       std::string::npos;
+                          }),
+            1);
+}
+
 TEST_F(DrfTest, RegistrationIsValidated) {
   auto bad = [&](auto change, const std::string& pin = kPin) {
     auto r = registration();

@@ -823,6 +823,57 @@ TEST_F(RoServiceTest, RegistrationRefusals) {
   EXPECT_EQ(handle(del("sho-a")).status, 404);
 }
 
+// F5: only the holder hands a registration over, to a SHO the RO works with; every refusal leaves
+// the registration as it was.
+TEST_F(RoServiceTest, TransferRefusalsAndTheHandover) {
+  RoServiceConfig c = config();
+  c.shos["sho-a"] = {"https://127.0.0.1:9"};
+  c.shos["sho-b"] = {"https://127.0.0.1:9"};
+  start(std::move(c));
+  ASSERT_EQ(post_batch(seal(batch())).status, 201);
+  ASSERT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a",
+                              registration_body(device_)))
+                .status,
+            200);
+  auto transfer = [&](std::string body, std::string op = "sho-a", std::string pcid = kPcid,
+                      std::string ct = "application/json") {
+    return op_request("POST", "/v1/drf/registrations/" + pcid + "/transfer", op, std::move(body),
+                      std::move(ct));
+  };
+  const std::string before = snap();
+  expect_refusals({
+      {"no certificate", transfer(R"({"to":"sho-b"})", ""), 401, "unauthenticated"},
+      {"the receiver takes it", transfer(R"({"to":"sho-b"})", "sho-b"), 403, "access_denied"},
+      {"a third party", transfer(R"({"to":"sho-b"})", "sho-c"), 403, "access_denied"},
+      {"to itself", transfer(R"({"to":"sho-a"})"), 400, "invalid_argument"},
+      {"to an unknown SHO", transfer(R"({"to":"sho-z"})"), 400, "invalid_argument"},
+      {"to not an id", transfer(R"({"to":"sho b"})"), 400, "invalid_argument"},
+      {"no to", transfer("{}"), 400, "missing_argument"},
+      {"unknown member", transfer(R"({"to":"sho-b","x":1})"), 400, "bad_format"},
+      {"malformed", transfer(R"({"to":)"), 400, "bad_format"},
+      {"text/plain", transfer(R"({"to":"sho-b"})", "sho-a", kPcid, "text/plain"), 415,
+       "unsupported_media_type"},
+      {"unregistered", transfer(R"({"to":"sho-b"})", "sho-a", kPcid2), 404, "not_found"},
+  });
+  EXPECT_EQ(snap(), before);
+  const auto moved = handle(transfer(R"({"to":"sho-b"})"));
+  ASSERT_EQ(moved.status, 200) << moved.body;
+  auto reg = db_->registrations().find(kPcid);
+  ASSERT_TRUE(reg && *reg);
+  EXPECT_EQ((*reg)->sho, "sho-b");
+  // The old holder can neither take it back nor move it again; the new one registers over it.
+  expect_refusals({
+      {"back", transfer(R"({"to":"sho-a"})", "sho-a"), 403, "access_denied"},
+      {"re-register",
+       op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-a", registration_body(device_)),
+       403, "access_denied"},
+  });
+  EXPECT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-b",
+                              registration_body(device_)))
+                .status,
+            200);
+}
+
 TEST_F(RoServiceTest, ActivationRefusals) {
   start();
   ASSERT_EQ(post_batch(seal(batch())).status, 201);

@@ -604,6 +604,44 @@ TEST_P(StoreTest, RegistrationRemoveOnlyByItsSho) {
   EXPECT_CODE(db_->registrations().remove("001010000000001", "sho-a"), ErrorCode::not_found);
 }
 
+TEST_P(StoreTest, RegistrationTransferOnlyByItsHolderKeepsTheDeviceAndKey) {
+  auto r = make_registration("001010000000001", "sho-a");
+  r.refusal = "measurement_mismatch";
+  r.refused = at(1700000050);
+  ASSERT_OK(db_->registrations().put(r));
+  // Neither a third SHO nor the receiving one may move it; an unknown PCID is not_found.
+  EXPECT_CODE(db_->registrations().transfer(r.pcid, "sho-c", "sho-c", at(1700000100)),
+              ErrorCode::access_denied);
+  EXPECT_CODE(db_->registrations().transfer(r.pcid, "sho-b", "sho-b", at(1700000100)),
+              ErrorCode::access_denied);
+  EXPECT_CODE(db_->registrations().transfer("001010000000002", "sho-a", "sho-b", at(1700000100)),
+              ErrorCode::not_found);
+  auto got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->sho, "sho-a");
+  EXPECT_EQ((*got)->created, r.created);
+
+  ASSERT_OK(db_->registrations().transfer(r.pcid, "sho-a", "sho-b", at(1700000100)));
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->sho, "sho-b");
+  EXPECT_EQ((*got)->created, at(1700000100));
+  EXPECT_EQ((*got)->device_id, r.device_id);
+  EXPECT_EQ((*got)->dpf_url, r.dpf_url);
+  EXPECT_EQ((*got)->bootstrap_key.get(), r.bootstrap_key.get());
+  EXPECT_EQ((*got)->refusal, "");
+  // Now the old holder is a stranger to it, and the new one replaces it with put().
+  EXPECT_CODE(db_->registrations().put(r), ErrorCode::access_denied);
+  EXPECT_CODE(db_->registrations().transfer(r.pcid, "sho-a", "sho-a", at(1700000200)),
+              ErrorCode::access_denied);
+  auto mine = make_registration(r.pcid, "sho-b");
+  mine.dpf_url = "https://dpf.ro.example:8443/b";
+  ASSERT_OK(db_->registrations().put(mine));
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->dpf_url, "https://dpf.ro.example:8443/b");
+}
+
 // ---- Packages ----
 
 StoredPackage make_package(std::string id, std::string device, std::int64_t created) {

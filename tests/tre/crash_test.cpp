@@ -1,5 +1,6 @@
 // Crash consistency of the TRE (issue 5): a child process runs a script of state changes
-// (installs, lifecycle transitions, instructions, authentications that advance the SQN, pristine)
+// (installs, an install replacing another operator's MCIM (F4), lifecycle transitions,
+// instructions, authentications that advance the SQN, pristine)
 // and is killed with SIGKILL at random instants, at least 1000 times. After each kill the TRE must
 // open without lockdown, fsck must pass (the library's and, now and then, `mcim device fsck`), and
 // the state must equal the reference state right before or right after the operation the child
@@ -28,10 +29,19 @@ namespace fs = std::filesystem;
 constexpr int kKills = 1000;
 
 struct Op {
-  enum class Kind { authenticate, record_registration, install, apply, instruction, pristine };
+  enum class Kind {
+    authenticate,
+    record_registration,
+    install,
+    replace,
+    apply,
+    instruction,
+    pristine
+  };
   explicit Op(Kind k, std::string credential = {}) : kind(k), id(std::move(credential)) {}
   Kind kind;
   std::string id;
+  std::string replaced;  // replace: the credential the install discards
   Action action = Action::activate;
   ByteVec package;
   std::string instruction;
@@ -49,6 +59,8 @@ bool run(Tre& tre, const Op& op) {
     }
     case Op::Kind::record_registration: return tre.record_registration(op.nonce).has_value();
     case Op::Kind::install: return tre.install(op.package).result.has_value();
+    case Op::Kind::replace:
+      return tre.install_replacing(op.package, op.replaced).install.result.has_value();
     case Op::Kind::apply: return tre.apply(op.action, op.id).has_value();
     case Op::Kind::instruction: return tre.apply_instruction(op.instruction).result.has_value();
     case Op::Kind::pristine: return tre.pristine().has_value();
@@ -72,9 +84,9 @@ class CrashTest : public ::testing::Test {
   World world_;
   std::mt19937_64 prng_{20261126};
 
-  // One round's script from a pristine TRE: each cycle installs two operators' MCIMs, moves them
-  // through the lifecycle, authenticates with the PCID and the selected MCIM, and ends with a
-  // revert to pristine.
+  // One round's script from a pristine TRE: each cycle installs an operator's MCIM, replaces it
+  // with another operator's (F4), moves them through the lifecycle, authenticates with the PCID
+  // and the selected MCIM, and ends with a revert to pristine.
   std::vector<Op> script(const SupplierBundle& bundle, X509* platform, int cycles) {
     std::vector<Op> ops;
     Network pcid(bundle.k.get(), bundle.opc.get(), bundle.ind_bits);
@@ -88,14 +100,16 @@ class CrashTest : public ::testing::Test {
         ops.push_back(op);
       }
     };
-    auto install = [&](const std::string& imsi, const std::string& owner, std::uint64_t seq) {
+    auto install = [&](const std::string& imsi, const std::string& owner, std::uint64_t seq,
+                       const std::string& replaced = {}) {
       Bytes<16> nonce{};
       world_.rng().fill(nonce);
       Op reg{Op::Kind::record_registration};
       reg.nonce = nonce;
       ops.push_back(reg);
       auto doc = world_.document(bundle.device_id, imsi, owner, seq, nonce);
-      Op op{Op::Kind::install, imsi};
+      Op op{replaced.empty() ? Op::Kind::install : Op::Kind::replace, imsi};
+      op.replaced = replaced;
       op.package = world_.seal(doc, world_.signer(owner), platform);
       ops.push_back(op);
       return doc;
@@ -121,7 +135,7 @@ class CrashTest : public ::testing::Test {
       device(Action::deselect, a);
       instruct("sho-a", Action::block, a);
       instruct("sho-a", Action::unblock, a);
-      install(b, "sho-b", ++seq_b);
+      install(b, "sho-b", ++seq_b, a);  // F4: b installed and a discarded, in one commit
       device(Action::activate, b);
       instruct("sho-b", Action::retire, b);
       instruct("sho-b", Action::delete_, b);

@@ -500,6 +500,105 @@ TEST_F(TreTest, PristineDeletesEveryMcimAndKeepsThePcid) {
   EXPECT_TRUE(tre.fsck());
 }
 
+// F4: the new operator's package installed and the old operator's MCIM discarded in one commit;
+// two signed acknowledgements, the old owner's naming its credential, the new owner's naming only
+// its own package.
+TEST_F(TreTest, InstallReplacingDiscardsTheOldMcimAndAcknowledgesItToEachOwner) {
+  Tre tre = open();
+  install(tre, kImsiA, "sho-a", 1);
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  const std::string old_package = tre.status().credentials.at(1).package_id;
+  ASSERT_TRUE(tre.record_registration(kNonce));
+  const auto doc = world().document(device_id(), kImsiB, "sho-b", 1, kNonce);
+  auto out = tre.install_replacing(
+      world().seal(doc, world().signer("sho-b"), tre.platform_certificate()), kImsiA);
+  ASSERT_TRUE(out.install.result) << out.install.result.error().message;
+  EXPECT_EQ(out.install.result->id, kImsiB);
+  EXPECT_EQ(out.install.result->state, McimState::installed);
+  const Status s = tre.status();
+  ASSERT_EQ(s.credentials.size(), 3u);
+  EXPECT_EQ(s.credentials.at(1).state, McimState::deleted);
+  EXPECT_EQ(s.credentials.at(1).algorithm, "-");  // the keys are wiped
+  EXPECT_EQ(s.credentials.at(2).state, McimState::installed);
+  X509* cert = tre.platform_certificate();
+  auto installed = verify_install_report(out.install.report, cert, device_id(), doc.package_id);
+  ASSERT_TRUE(installed) << installed.error().message;
+  EXPECT_EQ(installed->outcome, "ok");
+  auto full = verify_discard_report(out.discard_report, cert, device_id(), kImsiA);
+  ASSERT_TRUE(full) << full.error().message;
+  EXPECT_EQ(full->package_id, old_package);
+  EXPECT_EQ(full->state, "deleted");
+  auto filtered = verify_discard_notice(out.discard_notice, cert, device_id(), doc.package_id);
+  ASSERT_TRUE(filtered) << filtered.error().message;
+  EXPECT_EQ(filtered->credential, "-");
+  EXPECT_EQ(filtered->sequence, doc.sequence);
+  // Nothing of the old subscription reaches the new owner.
+  for (const std::string& secret : {kImsiA, old_package, std::string("sho-a")}) {
+    EXPECT_EQ(out.discard_notice.find(secret), std::string::npos) << secret;
+  }
+  // Each acknowledgement is only what it says: not the other's, not an install report.
+  EXPECT_FALSE(verify_discard_notice(out.discard_report, cert, device_id(), doc.package_id));
+  EXPECT_FALSE(verify_discard_report(out.discard_notice, cert, device_id(), kImsiA));
+  EXPECT_FALSE(verify_discard_report(out.install.report, cert, device_id(), kImsiA));
+  EXPECT_EQ(verify_discard_report(out.discard_report, cert, "dev-other", kImsiA).error().code,
+            ErrorCode::wrong_recipient);
+  auto audit = tre.verify_audit();
+  ASSERT_TRUE(audit);
+  EXPECT_EQ(audit->log.entries.back().event.event, "replace");
+  EXPECT_TRUE(tre.fsck());
+}
+
+TEST_F(TreTest, InstallReplacingRefusedChangesNothingButTheAuditLog) {
+  Tre tre = open();
+  install(tre, kImsiA, "sho-a", 1);
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  ASSERT_TRUE(tre.apply(Action::select, kImsiA));
+  ASSERT_TRUE(tre.record_registration(kNonce));
+  const auto good = world().document(device_id(), kImsiB, "sho-b", 1, kNonce);
+  const ByteVec pkg = world().seal(good, world().signer("sho-b"), tre.platform_certificate());
+  Bytes<16> wrong_nonce = kNonce;
+  wrong_nonce[0] ^= 0xff;
+  struct Case {
+    std::string name;
+    ByteVec pkg;
+    std::string replaced;
+    ErrorCode code;
+  };
+  const std::vector<Case> cases = {
+      {"selected", pkg, kImsiA, ErrorCode::transition_refused},
+      {"the pcid", pkg, kPcid, ErrorCode::not_found},
+      {"unknown", pkg, "001020000000099", ErrorCode::not_found},
+      {"rogue signer",
+       world().seal(world().document(device_id(), kImsiB, "sho-a", 2, kNonce),
+                    world().rogue_signer(), tre.platform_certificate()),
+       kImsiA, ErrorCode::chain_invalid},
+      {"wrong nonce",
+       world().seal(world().document(device_id(), kImsiB, "sho-b", 1, wrong_nonce),
+                    world().signer("sho-b"), tre.platform_certificate()),
+       kImsiA, ErrorCode::nonce_mismatch},
+      {"garbage", ByteVec{0x30, 0x03, 0x02, 0x01, 0x00}, kImsiA, ErrorCode::bad_format},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string before = registry_of(tre);
+    const auto entries = tre.status().audit_entries;
+    auto out = tre.install_replacing(c.pkg, c.replaced);
+    ASSERT_FALSE(out.install.result);
+    EXPECT_EQ(out.install.result.error().code, c.code) << out.install.result.error().message;
+    EXPECT_EQ(registry_of(tre), before);
+    EXPECT_EQ(tre.status().audit_entries, entries + 1);
+    EXPECT_TRUE(out.discard_report.empty());
+    EXPECT_TRUE(out.discard_notice.empty());
+    auto report = verify_status_report(out.install.report, tre.platform_certificate());
+    ASSERT_TRUE(report) << report.error().message;
+    EXPECT_EQ(report->outcome, to_string(c.code));
+  }
+  // Deselected, the same package replaces it.
+  ASSERT_TRUE(tre.apply(Action::deselect, kImsiA));
+  EXPECT_TRUE(tre.install_replacing(pkg, kImsiA).install.result);
+  EXPECT_EQ(tre.status().state, pki::TreState::provisioned);
+}
+
 TEST_F(TreTest, TheBootstrapKeyIsThePinsAndReadingItChangesNothing) {
   Tre tre = open();
   const std::string registry = registry_of(tre);

@@ -49,10 +49,9 @@ Result<store::Registration> Dpf::check_registered(std::string_view pcid, std::st
   return detail::sho_registration(registrations_, pcid, device_id, caller_sho);
 }
 
-Result<store::Registration> detail::sho_registration(store::RegistrationStore& registrations,
-                                                     std::string_view pcid,
-                                                     std::string_view device_id,
-                                                     std::string_view caller_sho) {
+Result<store::Registration> detail::held_registration(store::RegistrationStore& registrations,
+                                                      std::string_view pcid,
+                                                      std::string_view caller_sho) {
   auto reg = registrations.find(pcid);
   if (!reg) return std::unexpected(reg.error());
   if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
@@ -60,11 +59,20 @@ Result<store::Registration> detail::sho_registration(store::RegistrationStore& r
     return fail(ErrorCode::access_denied,
                 fmt::format("pcid {}: registered by another operator", pcid));
   }
-  if ((*reg)->device_id != device_id) {
+  return std::move(**reg);
+}
+
+Result<store::Registration> detail::sho_registration(store::RegistrationStore& registrations,
+                                                     std::string_view pcid,
+                                                     std::string_view device_id,
+                                                     std::string_view caller_sho) {
+  auto reg = held_registration(registrations, pcid, caller_sho);
+  if (!reg) return reg;
+  if (reg->device_id != device_id) {
     return fail(ErrorCode::wrong_recipient,
                 fmt::format("pcid {}: registered for another device", pcid));
   }
-  return std::move(**reg);
+  return reg;
 }
 
 // The registration is checked before the signature: it is cheap, and a package for a device the

@@ -24,6 +24,10 @@
 namespace mcim::ro {
 
 namespace detail {
+// The registration of `pcid`, which must exist (not_found) and be `caller_sho`'s (access_denied):
+// what only its holder may change (F5's transfer).
+Result<store::Registration> held_registration(store::RegistrationStore& registrations,
+                                              std::string_view pcid, std::string_view caller_sho);
 // The registration of `pcid`, which must exist (not_found), be `caller_sho`'s (access_denied) and
 // name `device_id` (wrong_recipient): what an SHO may send the DPF for a device (packages,
 // attestation requests, refusals, management instructions).

@@ -5,6 +5,7 @@
 #include "pki/package.h"
 #include "roles/ro/audit.h"
 #include "roles/ro/bootstrap.h"
+#include "roles/ro/dpf.h"
 
 namespace mcim::ro {
 namespace {
@@ -84,6 +85,27 @@ Result<void> Drf::unregister(std::string_view pcid, std::string_view caller_sho)
   const store::Time t = now();
   auto result = registrations_.remove(pcid, caller_sho);
   return audited(audit_, t, {kService, "unregister", pcid, operator_principal(caller_sho), ""},
+                 std::move(result));
+}
+
+Result<void> Drf::transfer(std::string_view pcid, std::string_view caller_sho,
+                           std::string_view to) {
+  const store::Time t = now();
+  auto result = [&]() -> Result<void> {
+    if (!pki::valid_mcim_id(to)) return fail(ErrorCode::invalid_argument, "to: an operator id");
+    // Who holds it first: a stranger learns nothing else about the registration.
+    if (auto held = detail::held_registration(registrations_, pcid, caller_sho); !held) {
+      return std::unexpected(held.error());
+    }
+    if (to == caller_sho) {
+      return fail(ErrorCode::invalid_argument, "to: another operator than the caller");
+    }
+    // The store's update is conditional on the holder again: a racing change cannot be overtaken.
+    return registrations_.transfer(pcid, caller_sho, to, t);
+  }();
+  return audited(audit_, t,
+                 {kService, "transfer", pcid, operator_principal(caller_sho),
+                  fmt::format("to {}", operator_principal(to))},
                  std::move(result));
 }
 

@@ -54,6 +54,12 @@ class Drf {
                              std::string_view caller_sho);
   // not_found; access_denied for another SHO.
   Result<void> unregister(std::string_view pcid, std::string_view caller_sho);
+  // F5: the holder hands the registration to the SHO the owner moves the device to (`to`), once
+  // the holder released the device (its MCIM deleted, docs/roles-ro.md "Operator change"): the
+  // holder's decision, so nobody else can take a registration. The bootstrap key and device stay;
+  // `to` then replaces the rest with its own registration. invalid_argument for `to` not an id or
+  // the caller itself; not_found; access_denied unless the caller holds it.
+  Result<void> transfer(std::string_view pcid, std::string_view caller_sho, std::string_view to);
 
   // F2 steps 5-7: the bootstrap message for `pcid`, made with a fresh nonce at the clock's time.
   // access_denied unless the session's authenticated PCID is `pcid`; not_found when unregistered.

@@ -396,6 +396,7 @@ struct RoService::State {
   HttpResponse import_batch(const Request& r);
   Result<Json> register_pcid(const Request& r);
   Result<void> unregister(const Request& r);
+  Result<Json> transfer(const Request& r);
   Result<Json> activate(const Request& r);
   Result<Json> store_package(const Request& r);
 
@@ -509,6 +510,22 @@ Result<Json> RoService::State::register_pcid(const Request& r) {
 
 Result<void> RoService::State::unregister(const Request& r) {
   return drf().unregister(r.param("pcid"), caller_of(r));
+}
+
+// F5: only to a home operator this RO works with (it must be able to tell it of arrivals).
+Result<Json> RoService::State::transfer(const Request& r) {
+  const std::string pcid(r.param("pcid"));
+  const std::string to = r.json.at("to").get<std::string>();
+  if (!config.shos.contains(to)) {
+    return fail(ErrorCode::invalid_argument,
+                fmt::format("to: {} is no home operator of this RO", to));
+  }
+  if (auto done = drf().transfer(pcid, caller_of(r), to); !done) {
+    return std::unexpected(done.error());
+  }
+  flow("registration_transferred");
+  log::info(kComponent, "pcid {}: registration handed from {} to {}", pcid, caller_of(r), to);
+  return Json{{"pcid", pcid}, {"sho", to}};
 }
 
 Result<Json> RoService::State::activate(const Request& r) {
@@ -931,7 +948,7 @@ Result<void> RoService::State::add_routes() {
   };
 
   const JsonSchema chain_schema = JsonSchema::object({platform_report_fields().back()});
-  const std::array<Result<void>, 14> added = {
+  const std::array<Result<void>, 15> added = {
       router.add(
           "POST", "/v1/icf/batches", [s](const Request& r) { return s->import_batch(r); },
           RouteOptions{net::require_operator(config.suppliers), std::nullopt,
@@ -948,6 +965,9 @@ Result<void> RoService::State::add_routes() {
                                                       "4-16 decimal digits", kMinPinSize))}))),
       router.add("DELETE", "/v1/drf/registrations/{pcid}",
                  void_route("unregister", &State::unregister), bare(any_operator())),
+      router.add("POST", "/v1/drf/registrations/{pcid}/transfer",
+                 json_route("transfer", &State::transfer),
+                 json(any_operator(), JsonSchema::object({required("to", id_schema())}))),
       router.add(
           "POST", "/v1/icf/pcids/{pcid}/activation", json_route("activation", &State::activate),
           json(any_operator(),

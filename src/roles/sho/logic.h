@@ -41,11 +41,13 @@ inline std::string imsi_of(std::string_view prefix, unsigned imsi_digits, std::u
   return fmt::format("{}{:0>{}}", prefix, serial, imsi_digits - prefix.size());
 }
 
-// "<device_id>-<sequence>", or "mcim-<imsi>-<sequence>" when a long device id would push the
-// package id past the id syntax's 64 characters.
-inline std::string package_id_of(std::string_view device_id, std::string_view imsi,
-                                 std::uint64_t sequence) {
-  std::string id = fmt::format("{}-{}", device_id, sequence);
+// "<operator>-<device_id>-<sequence>", or "mcim-<imsi>-<sequence>" when a long id would push the
+// package id past the id syntax's 64 characters. Package ids are unique at the RO's DPF, which
+// several SHOs share: each SHO's sequence starts at 1, so the operator (or its own IMSI) tells
+// them apart (F5: a device provisioned by one SHO, then by another).
+inline std::string package_id_of(std::string_view operator_id, std::string_view device_id,
+                                 std::string_view imsi, std::uint64_t sequence) {
+  std::string id = fmt::format("{}-{}-{}", operator_id, device_id, sequence);
   if (pki::valid_mcim_id(id)) return id;
   return fmt::format("mcim-{}-{}", imsi, sequence);
 }

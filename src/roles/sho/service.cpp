@@ -222,9 +222,21 @@ struct ShoService::State {
     std::optional<tre::StatusReport> report;  // verified, once answered
     std::string signed_report;
     store::Time answered{};
+    // F5: the delete of an owner's revert (revert_to: the operator the owner moves to) and, once
+    // the TRE deleted the MCIM, the release that followed (IMSI deactivated, registration handed
+    // over, subscriber removed).
+    std::string owner, revert_to;
+    bool released = false;
   };
   Result<Json> instruct(const Request& r);
+  Result<Issued> issue(const Subscriber& s, const tre::Instruction& ins, Issued issued);
+  // F5, the owner's revert to pristine at this, the old, SHO.
+  Result<Json> revert(const Request& r, const std::string& owner);
+  Result<Json> revert_status(const Request& r, const std::string& owner);
+  Result<void> release(const Subscriber& s, const std::string& to);
+  static Json revert_json(const Issued& i);
   Result<tre::Instruction> instruction_for(const Request& r, const Subscriber& s);
+  Result<void> stamp(tre::Instruction& ins);
   Result<Json> instruction_status(const Request& r);
   Result<Json> instruction_result(const Request& r);
   Result<Issued> issued(std::string_view instruction_id, std::string_view device_id) const;
@@ -621,7 +633,7 @@ Result<ShoService::State::Sealed> ShoService::State::seal(const Subscriber& s) {
   if (!sequence) return std::unexpected(sequence.error());
 
   pki::McimDocument doc;
-  doc.package_id = logic::package_id_of(s.device_id, s.imsi, *sequence + 1);
+  doc.package_id = logic::package_id_of(config.operator_id, s.device_id, s.imsi, *sequence + 1);
   doc.device_id = s.device_id;
   doc.imsi = s.imsi;
   doc.algorithm = pki::McimAlgorithm::milenage;
@@ -788,12 +800,18 @@ Result<tre::Instruction> ShoService::State::instruction_for(const Request& r, co
     if (ins.list) return fail(ErrorCode::invalid_argument, "credential: a list names none");
     ins.credential = r.json.at("credential").get<std::string>();
   }
+  if (auto stamped = stamp(ins); !stamped) return std::unexpected(stamped.error());
+  return ins;
+}
+
+// The time and the next sequence of the device's instructions: per device, increasing,
+// persistent, so that a restart never reuses a sequence the TRE has seen.
+Result<void> ShoService::State::stamp(tre::Instruction& ins) {
   ins.time = std::chrono::floor<std::chrono::seconds>(clock.now());
-  // Per device, increasing, persistent: a restart never reuses a sequence the TRE has seen.
-  auto sequence = db.sqns().reserve("instruction-sequence:" + s.device_id, 1, kMaxSequence);
+  auto sequence = db.sqns().reserve("instruction-sequence:" + ins.device_id, 1, kMaxSequence);
   if (!sequence) return std::unexpected(sequence.error());
   ins.sequence = *sequence + 1;
-  return ins;
+  return {};
 }
 
 Result<Json> ShoService::State::instruct(const Request& r) {
@@ -804,26 +822,35 @@ Result<Json> ShoService::State::instruct(const Request& r) {
         ErrorCode::transition_refused,
         fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
   }
-  const RoEndpoint* ro = ro_of(s->pcid);
-  if (ro == nullptr) {
-    return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", s->pcid));
-  }
   auto ins = instruction_for(r, *s);
   if (!ins) return std::unexpected(ins.error());
+  Issued issued;
+  issued.action = r.json.at("action").get<std::string>();
+  auto done = issue(*s, *ins, std::move(issued));
+  if (!done) return std::unexpected(done.error());
+  return issued_json(*done);
+}
+
+// Signs `ins` and queues it at the RO that holds the subscriber's PCID; remembered for its answer.
+Result<ShoService::State::Issued> ShoService::State::issue(const Subscriber& s,
+                                                           const tre::Instruction& ins,
+                                                           Issued issued) {
+  const RoEndpoint* ro = ro_of(s.pcid);
+  if (ro == nullptr) {
+    return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", s.pcid));
+  }
   std::vector<X509*> certs;
   for (const auto& c : config.package_signer->certs) certs.push_back(c.get());
-  auto text = tre::sign_instruction(*ins, config.package_signer->key.get(), certs);
+  auto text = tre::sign_instruction(ins, config.package_signer->key.get(), certs);
   if (!text) return std::unexpected(text.error());
-  Issued issued;
   issued.instruction_id = fmt::format("ins-{}", to_hex(thread_random().draw<8>()));
-  issued.device_id = s->device_id;
-  issued.action = r.json.at("action").get<std::string>();
-  issued.credential = ins->credential;
-  issued.sequence = ins->sequence;
+  issued.device_id = s.device_id;
+  issued.credential = ins.credential;
+  issued.sequence = ins.sequence;
   issued.created = now();
   auto queued = call("ro", "POST", ro->base_url + "/v1/dpf/instructions",
-                     Json{{"pcid", s->pcid},
-                          {"device_id", s->device_id},
+                     Json{{"pcid", s.pcid},
+                          {"device_id", s.device_id},
                           {"instruction_id", issued.instruction_id},
                           {"instruction", *text}});
   auto recorded = record("instruction", issued.instruction_id,
@@ -835,11 +862,10 @@ Result<Json> ShoService::State::instruct(const Request& r) {
   log::info(kComponent, "device {}: instruction {} ({} {}, sequence {}) queued at {}",
             issued.device_id, issued.instruction_id, issued.action, issued.credential,
             issued.sequence, ro->operator_id);
-  Json out = issued_json(issued);
   std::lock_guard lock(issued_mu);
   if (issued_list.size() >= kMaxIssuedInstructions) issued_list.pop_front();
-  issued_list.push_back(std::move(issued));
-  return out;
+  issued_list.push_back(issued);
+  return issued;
 }
 
 Result<ShoService::State::Issued> ShoService::State::issued(std::string_view instruction_id,
@@ -901,6 +927,12 @@ Result<Json> ShoService::State::instruction_result(const Request& r) {
   const std::string text = r.json.at("report").get<std::string>();
   auto report = tre::verify_instruction_report(text, cert->get(), device_id, i->sequence);
   if (!report) return std::unexpected(report.error());
+  // The revert's delete done in the TRE: the release before the answer is recorded, so that a
+  // release that fails is retried with the RO's retry of this relay.
+  const bool releases = !i->revert_to.empty() && report->outcome == "ok";
+  if (releases) {
+    if (auto done = release(*s, i->revert_to); !done) return std::unexpected(done.error());
+  }
   // Recorded before it is shown: whoever reads the answer finds its audit record.
   auto find = [&]() -> Result<std::deque<Issued>::iterator> {
     auto it = std::find_if(issued_list.begin(), issued_list.end(),
@@ -928,10 +960,105 @@ Result<Json> ShoService::State::instruction_result(const Request& r) {
     (*it)->report = *report;
     (*it)->signed_report = text;
     (*it)->answered = now();
+    (*it)->released = releases;
   }
   flow("instruction_answered");
   log::info(kComponent, "device {}: instruction {} answered: {}", device_id, id, report->outcome);
   return Json{{"instruction_id", id}, {"outcome", report->outcome}};
+}
+
+// ---- F5: revert to pristine ---------------------------------------------------------------------
+
+// The owner ends the subscription here and moves the device to `to`: this SHO deletes its MCIM
+// with its own signed instruction (the TRE obeys no one else about it), through the F9 channel.
+// Nothing else changes until the TRE has answered that it deleted it (release).
+Result<Json> ShoService::State::revert(const Request& r, const std::string& owner) {
+  auto s = owned(r, owner);
+  if (!s) return std::unexpected(s.error());
+  const std::string to = r.json.at("to").get<std::string>();
+  if (to == config.operator_id) {
+    return fail(ErrorCode::invalid_argument, "to: another operator than this one");
+  }
+  if (s->status != SubscriberStatus::active) {
+    return fail(
+        ErrorCode::transition_refused,
+        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
+  }
+  {
+    std::lock_guard lock(issued_mu);
+    for (const Issued& i : issued_list) {
+      if (i.device_id == s->device_id && !i.revert_to.empty() && !i.report) {
+        return fail(ErrorCode::already_exists, fmt::format("device {}: revert {} in progress",
+                                                           s->device_id, i.instruction_id));
+      }
+    }
+  }
+  tre::Instruction ins;
+  ins.device_id = s->device_id;
+  ins.credential = s->imsi;
+  ins.action = tre::Action::delete_;
+  if (auto stamped = stamp(ins); !stamped) return std::unexpected(stamped.error());
+  Issued issued;
+  issued.action = "delete";
+  issued.owner = owner;
+  issued.revert_to = to;
+  auto done = issue(*s, ins, std::move(issued));
+  if (!done) return std::unexpected(done.error());
+  (void)record("revert", s->device_id, fmt::format("owner:{}", owner), Result<void>{},
+               fmt::format("to {}, instruction {}", operator_principal(to), done->instruction_id));
+  return revert_json(*done);
+}
+
+Json ShoService::State::revert_json(const Issued& i) {
+  Json out{{"device_id", i.device_id},
+           {"instruction_id", i.instruction_id},
+           {"imsi", i.credential},
+           {"to", i.revert_to},
+           {"status", i.released ? "released"
+                      : i.report ? "refused"
+                                 : "queued"}};
+  if (i.report) out["outcome"] = i.report->outcome;
+  return out;
+}
+
+// The owner's latest revert of the device (kept in memory like every instruction; the audit
+// store has the durable record): queued, released, or refused with the TRE's code.
+Result<Json> ShoService::State::revert_status(const Request& r, const std::string& owner) {
+  const std::string device_id(r.param("device_id"));
+  std::lock_guard lock(issued_mu);
+  for (auto it = issued_list.rbegin(); it != issued_list.rend(); ++it) {
+    if (it->device_id != device_id || it->revert_to.empty()) continue;
+    if (it->owner != owner) break;
+    return revert_json(*it);
+  }
+  return fail(ErrorCode::not_found, fmt::format("device {}: no revert of yours", device_id));
+}
+
+// The TRE deleted the MCIM: the IMSI stops authenticating (its window ends), the DRF registration
+// goes to the operator the owner named (this SHO's authorisation of the move: it holds the
+// registration), and the subscriber is removed, which frees its PCID and device id here. Each
+// step may be repeated: a failure is retried with the RO's relay.
+Result<void> ShoService::State::release(const Subscriber& s, const std::string& to) {
+  const std::string principal = operator_principal(config.operator_id);
+  auto ended = record("deactivate", s.imsi, principal,
+                      db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)),
+                      fmt::format("device {}, revert", s.device_id));
+  if (!ended) return ended;
+  const RoEndpoint* ro = ro_of(s.pcid);
+  if (ro == nullptr) {
+    return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", s.pcid));
+  }
+  auto moved = call("ro", "POST", ro->base_url + "/v1/drf/registrations/" + s.pcid + "/transfer",
+                    Json{{"to", to}});
+  if (!moved) return std::unexpected(moved.error());
+  auto removed =
+      record("release", s.device_id, principal, db.subscribers().remove(s.device_id),
+             fmt::format("pcid {}, imsi {}, to {}", s.pcid, s.imsi, operator_principal(to)));
+  if (!removed) return removed;
+  flow("released");
+  log::info(kComponent, "device {} released to {}: imsi {} deactivated, pcid {} handed over",
+            s.device_id, to, s.imsi, s.pcid);
+  return {};
 }
 
 // ---- Routes -----------------------------------------------------------------------------------
@@ -984,7 +1111,7 @@ Result<void> ShoService::State::add_routes() {
         [s](std::string_view id) { return id == s->config.operator_id; });
   };
 
-  const std::array<Result<void>, 9> added = {
+  const std::array<Result<void>, 11> added = {
       router.add(
           "POST", "/v1/subscribers",
           owner_route(
@@ -1003,6 +1130,12 @@ Result<void> ShoService::State::add_routes() {
                              JsonSchema::object({required(
                                  "window_s", JsonSchema::integer(1, kMaxActivationWindow))})),
                  owner_options),
+      router.add("POST", "/v1/subscribers/{device_id}/revert",
+                 owner_route("revert", &State::revert, 202,
+                             JsonSchema::object({required("to", id_schema())})),
+                 owner_options),
+      router.add("GET", "/v1/subscribers/{device_id}/revert",
+                 owner_route("revert status", &State::revert_status), owner_options),
       router.add("POST", "/v1/sho/arrivals", ro_route("arrival", &State::arrival),
                  json(from_ro(),
                       JsonSchema::object(
