@@ -231,6 +231,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // kept past the server's life finds nothing, and shutdown() ends a held connection at once.
   void answer() {
     HttpResponse response = call_handler(request_);
+    // A stop that began before this run posted its shutdown() already or will after it, on this
+    // executor; a hold taken now might outlive the workers, so it is refused instead.
+    if (response.hold && server_.stopping) {
+      response = error_response(503, to_string(ErrorCode::busy), "the service is stopping");
+    }
     if (response.hold) {
       auto woken = std::make_shared<std::atomic<bool>>(false);
       std::weak_ptr<Session> weak = this->shared_from_this();
