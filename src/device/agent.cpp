@@ -170,6 +170,14 @@ Result<Json> platform_chain_pems(const tre::Tre& tre) {
   return out;
 }
 
+// The id of the TRE's PCID credential (the factory's, or the RO's renewal of it).
+Result<std::string> pcid_of(const tre::Status& status) {
+  for (const auto& c : status.credentials) {
+    if (c.kind == tre::CredentialKind::pcid) return c.id;
+  }
+  return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+}
+
 std::chrono::milliseconds ms_of(std::chrono::microseconds us) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(us);
 }
@@ -443,10 +451,9 @@ struct Agent::Impl {
       return fail(ErrorCode::lockdown, "the TRE is locked down (" + status.lockdown_reason + ")");
     }
     device_id = status.device_id;
-    for (const auto& c : status.credentials) {
-      if (c.kind == tre::CredentialKind::pcid) out.pcid = c.id;
-    }
-    if (out.pcid.empty()) return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+    auto pcid = pcid_of(status);
+    if (!pcid) return std::unexpected(pcid.error());
+    out.pcid = std::move(*pcid);
     auto pems = platform_chain_pems(agent.tre_);
     if (!pems) return std::unexpected(pems.error());
     chain = std::move(*pems);
@@ -541,12 +548,9 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
 }  // namespace
 
 Result<RenewalOutcome> Agent::renew_pcid() {
-  const tre::Status status = tre_.status();
-  std::string pcid;
-  for (const auto& c : status.credentials) {
-    if (c.kind == tre::CredentialKind::pcid) pcid = c.id;
-  }
-  if (pcid.empty()) return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+  auto found = pcid_of(tre_.status());
+  if (!found) return std::unexpected(found.error());
+  const std::string pcid = std::move(*found);
   auto chain = platform_chain_pems(tre_);
   if (!chain) return std::unexpected(chain.error());
   auto session = attach(pcid);
@@ -618,12 +622,9 @@ Result<std::vector<ManagedInstruction>> Agent::manage() {
   if (config_.drf_url.empty()) {
     return fail(ErrorCode::missing_argument, "drf_url: required for remote management");
   }
-  const tre::Status status = tre_.status();
-  std::string pcid;
-  for (const auto& c : status.credentials) {
-    if (c.kind == tre::CredentialKind::pcid) pcid = c.id;
-  }
-  if (pcid.empty()) return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
+  auto found = pcid_of(tre_.status());
+  if (!found) return std::unexpected(found.error());
+  const std::string pcid = std::move(*found);
   auto chain = platform_chain_pems(tre_);
   if (!chain) return std::unexpected(chain.error());
   auto client = net::HttpsClient::create(config_.tls);
