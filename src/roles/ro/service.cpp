@@ -427,6 +427,13 @@ struct RoService::State {
   Result<Json> direct_session(const Request& r);
   Result<void> add_direct_routes();
 
+  // A route answering fn's JSON with `ok` (json_handler over a member of this State).
+  net::RouteHandler json_route(std::string_view what, Result<Json> (State::*fn)(const Request&),
+                               int ok = 200);
+  // The body of a platform-key proof (direct sessions, management collection): the attestation
+  // over the RO's challenge, the platform chain, the PCID and the challenge's id.
+  static JsonSchema direct_proof_schema();
+
   // Remote management (F9): the SHO queues, the operational device collects and answers.
   Result<Json> queue_instruction(const Request& r);
   Result<Json> collect_instructions(const Request& r);
@@ -784,24 +791,30 @@ Result<Json> RoService::State::direct_session(const Request& r) {
   return out;
 }
 
+net::RouteHandler RoService::State::json_route(std::string_view what,
+                                               Result<Json> (State::*fn)(const Request&), int ok) {
+  return json_handler(
+      kComponent, what, [s = this, fn](const Request& r) { return (s->*fn)(r); }, ok);
+}
+
+JsonSchema RoService::State::direct_proof_schema() {
+  std::vector<net::JsonMember> proof = platform_report_fields();
+  proof.push_back(net::required("pcid", imsi_schema()));
+  proof.push_back(net::required("challenge_id", JsonSchema::hex(16)));
+  return JsonSchema::object(std::move(proof));
+}
+
 Result<void> RoService::State::add_direct_routes() {
   using net::required;
-  State* s = this;
-  auto route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&)) {
-    return json_handler(
-        kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); }, 201);
-  };
   // No authoriser: the device has no identity yet. The body bound is the device routes'.
-  std::vector<net::JsonMember> proof = platform_report_fields();
-  proof.push_back(required("pcid", imsi_schema()));
-  proof.push_back(required("challenge_id", JsonSchema::hex(16)));
   const std::array<Result<void>, 2> added = {
       router.add("POST", "/v1/drf/direct/challenges",
-                 route("direct challenge", &State::direct_challenge),
+                 json_route("direct challenge", &State::direct_challenge, 201),
                  RouteOptions{nullptr, JsonSchema::object({required("pcid", imsi_schema())}),
                               kMaxJsonBody}),
-      router.add("POST", "/v1/drf/direct/sessions", route("direct session", &State::direct_session),
-                 RouteOptions{nullptr, JsonSchema::object(std::move(proof)), kMaxJsonBody}),
+      router.add("POST", "/v1/drf/direct/sessions",
+                 json_route("direct session", &State::direct_session, 201),
+                 RouteOptions{nullptr, direct_proof_schema(), kMaxJsonBody}),
   };
   for (const auto& a : added) {
     if (!a) return a;
@@ -860,17 +873,9 @@ Result<Json> RoService::State::answer_instruction(const Request& r) {
 
 Result<void> RoService::State::add_management_routes() {
   using net::required;
-  State* s = this;
-  auto route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&), int ok) {
-    return json_handler(
-        kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); }, ok);
-  };
-  std::vector<net::JsonMember> proof = platform_report_fields();
-  proof.push_back(required("pcid", imsi_schema()));
-  proof.push_back(required("challenge_id", JsonSchema::hex(16)));
   const std::array<Result<void>, 4> added = {
       router.add(
-          "POST", "/v1/dpf/instructions", route("instruction", &State::queue_instruction, 201),
+          "POST", "/v1/dpf/instructions", json_route("instruction", &State::queue_instruction, 201),
           RouteOptions{net::require_operator_if([](std::string_view) { return true; }),
                        JsonSchema::object(
                            {required("pcid", imsi_schema()), required("device_id", id_schema()),
@@ -879,14 +884,14 @@ Result<void> RoService::State::add_management_routes() {
                        kMaxJsonBody}),
       // The direct-access challenge, served whether or not direct access is.
       router.add("POST", "/v1/dpf/management/challenges",
-                 route("management challenge", &State::direct_challenge, 201),
+                 json_route("management challenge", &State::direct_challenge, 201),
                  RouteOptions{nullptr, JsonSchema::object({required("pcid", imsi_schema())}),
                               kMaxJsonBody}),
       router.add("POST", "/v1/dpf/management/instructions",
-                 route("instruction collect", &State::collect_instructions, 200),
-                 RouteOptions{nullptr, JsonSchema::object(std::move(proof)), kMaxJsonBody}),
+                 json_route("instruction collect", &State::collect_instructions, 200),
+                 RouteOptions{nullptr, direct_proof_schema(), kMaxJsonBody}),
       router.add("POST", "/v1/dpf/instructions/{instruction_id}/result",
-                 route("instruction result", &State::answer_instruction, 200),
+                 json_route("instruction result", &State::answer_instruction, 200),
                  RouteOptions{nullptr, JsonSchema::object(platform_report_fields()), kMaxJsonBody}),
   };
   for (const auto& a : added) {
@@ -911,12 +916,7 @@ Result<void> RoService::State::add_routes() {
   const JsonSchema report_schema = JsonSchema::object(platform_report_fields());
   State* s = this;
 
-  // A JSON answer, or 204 for the removals.
-  auto json_route = [s](std::string_view what, Result<Json> (State::*fn)(const Request&),
-                        int ok = 200) {
-    return json_handler(
-        kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); }, ok);
-  };
+  // A JSON answer (json_route), or 204 for the removals.
   auto void_route = [s](std::string_view what, Result<void> (State::*fn)(const Request&)) {
     return void_handler(kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); });
   };
