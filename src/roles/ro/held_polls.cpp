@@ -1,7 +1,8 @@
 #include "roles/ro/held_polls.h"
 
-#include <cctype>
+#include <charconv>
 
+#include "common/ascii.h"
 #include "common/thread_name.h"
 
 namespace mcim::ro {
@@ -11,23 +12,6 @@ namespace {
 // lookup and its wait(), and must not grow with every PCID ever notified.
 constexpr std::chrono::seconds kForgetVersions{10};
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 std::chrono::seconds preferred_wait(std::string_view prefer) {
@@ -35,19 +19,19 @@ std::chrono::seconds preferred_wait(std::string_view prefer) {
     const auto comma = prefer.find(',');
     std::string_view item = prefer.substr(0, comma);
     prefer = comma == std::string_view::npos ? std::string_view{} : prefer.substr(comma + 1);
-    item = trim(item.substr(0, item.find(';')));
+    item = trim_ascii_space(item.substr(0, item.find(';')));
     const auto eq = item.find('=');
-    if (eq == std::string_view::npos || !iequals(trim(item.substr(0, eq)), "wait")) continue;
-    std::string_view value = trim(item.substr(eq + 1));
+    if (eq == std::string_view::npos ||
+        !ascii_iequals(trim_ascii_space(item.substr(0, eq)), "wait")) {
+      continue;
+    }
+    std::string_view value = trim_ascii_space(item.substr(eq + 1));
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
       value = value.substr(1, value.size() - 2);
     }
-    if (value.empty() || value.size() > 9) return std::chrono::seconds(0);
+    if (value.empty() || value.size() > 9 || !ascii_digits(value)) return std::chrono::seconds(0);
     std::int64_t n = 0;
-    for (const char c : value) {
-      if (c < '0' || c > '9') return std::chrono::seconds(0);
-      n = n * 10 + (c - '0');
-    }
+    std::from_chars(value.data(), value.data() + value.size(), n);
     return std::chrono::seconds(n);
   }
   return std::chrono::seconds(0);
