@@ -49,6 +49,10 @@ PollWaiters::~PollWaiters() {
 
 std::uint64_t PollWaiters::version(std::string_view pcid) const {
   std::lock_guard lock(mu_);
+  return version_locked(pcid);
+}
+
+std::uint64_t PollWaiters::version_locked(std::string_view pcid) const {
   const auto it = versions_.find(std::string(pcid));
   const std::uint64_t count = it == versions_.end() ? 0 : it->second;
   return (cleared_ << 32) | (count & 0xffff'ffffu);
@@ -63,10 +67,8 @@ void PollWaiters::wait(const std::string& pcid, std::uint64_t seen, SteadyTime d
                        net::Wake wake) {
   {
     std::unique_lock lock(mu_);
-    const auto it = versions_.find(pcid);
-    const std::uint64_t now_version =
-        (cleared_ << 32) | ((it == versions_.end() ? 0 : it->second) & 0xffff'ffffu);
-    const bool at_once = stopping_ || waiters_.size() >= max_waiting_ || now_version != seen ||
+    const bool at_once = stopping_ || waiters_.size() >= max_waiting_ ||
+                         version_locked(pcid) != seen ||
                          deadline <= std::chrono::steady_clock::now();
     if (!at_once) {
       const std::uint64_t id = next_id_++;

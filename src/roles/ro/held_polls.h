@@ -67,6 +67,7 @@ class PollWaiters {
   };
 
   void run();
+  std::uint64_t version_locked(std::string_view pcid) const;  // under mu_
   // Under mu_: takes the waiter out of every index.
   net::Wake take(std::uint64_t id);
 
