@@ -493,6 +493,9 @@ struct Tre::Impl {
     return InstructionOutcome{std::move(none), report(rep)};
   }
 
+  // The package opened for this TRE (operator roots, recipient, device, validity, per-operator
+  // sequence; the registration nonce only `with_nonce`), named in `rep` as soon as it is open.
+  Result<pki::McimDocument> open(ByteView package, StatusReport& rep, bool with_nonce) const;
   Result<State> admit(ByteView package, StatusReport& rep, bool frees_a_slot);
 
   // The report of an install before anything is known of the package.
@@ -805,65 +808,25 @@ Result<void> Tre::record_registration(const Bytes<16>& nonce) {
                   AuditEvent{"register", "-", "device", "ok", "registration nonce recorded (F1)"});
 }
 
-// One package on its way into the registry (an MCIM's install, a PCID renewal): its status
-// report, filled in as the package opens, and the refusal that audits and reports.
-struct PackageRun {
-  Tre::Impl& i;
-  std::string event;  // of the audit log; the report's event is "install" either way
-  StatusReport rep{};
-
-  PackageRun(Tre::Impl& impl, std::string audit_event) : i(impl), event(std::move(audit_event)) {
-    rep.event = "install";
-    rep.credential = "-";
-    rep.package_id = "-";
-    rep.state = "-";
-  }
-  InstallOutcome refused(Error e) {
-    rep.outcome = std::string(e.wire_code());
-    Error logged = i.refuse(std::move(e), event, rep.credential, "device");
-    std::string text = i.report(rep);
-    return InstallOutcome{std::unexpected(std::move(logged)), std::move(text)};
-  }
-  // Writable, then the package opened for this TRE; the registration nonce only when given.
-  Result<pki::McimDocument> open(ByteView package, bool with_nonce) {
-    if (auto w = i.writable(); !w) return std::unexpected(w.error());
-    pki::OpenOptions opts;
-    opts.last_sequence = i.state->package_sequence;
-    if (with_nonce) opts.registration_nonce = i.state->registration_nonce;
-    auto doc = pki::open_package(package, *i.recipient, *i.operators, *i.clock, opts);
-    if (!doc) return doc;
-    rep.credential = doc->imsi;
-    rep.package_id = doc->package_id;
-    rep.sequence = doc->sequence;
-    return doc;
-  }
-  // Commits `next` with its audit line and answers with the credential `id` as it is now.
-  InstallOutcome commit(State next, const std::string& id, const std::string& owner) {
-    if (auto r = i.commit(std::move(next), AuditEvent{event, id, "operator:" + owner, "ok",
-                                                      "package " + rep.package_id});
-        !r) {
-      rep.outcome = std::string(r.error().wire_code());
-      return InstallOutcome{std::unexpected(r.error()), i.report(rep)};
-    }
-    const Credential& c = *i.state->find(id);
-    rep.outcome = "ok";
-    rep.state = std::string(to_string(c.state));
-    return InstallOutcome{info_of(c, i.state->config), i.report(rep)};
-  }
-};
+Result<pki::McimDocument> Tre::Impl::open(ByteView package, StatusReport& rep,
+                                          bool with_nonce) const {
+  pki::OpenOptions opts;
+  opts.last_sequence = state->package_sequence;
+  if (with_nonce) opts.registration_nonce = state->registration_nonce;
+  auto doc = pki::open_package(package, *recipient, *operators, *clock, opts);
+  if (!doc) return doc;
+  rep.credential = doc->imsi;
+  rep.package_id = doc->package_id;
+  rep.sequence = doc->sequence;
+  return doc;
+}
 
 // The checks of an install (the package opened for this TRE, a pending registration, a free IMSI,
 // room in the registry unless `frees_a_slot`) and the new credential, Installed, in `next` (a copy
 // of the state, the registration nonce used up). `rep` names the package as soon as it is open.
 Result<State> Tre::Impl::admit(ByteView package, StatusReport& rep, bool frees_a_slot) {
-  pki::OpenOptions opts;
-  opts.last_sequence = state->package_sequence;
-  opts.registration_nonce = state->registration_nonce;
-  auto doc = pki::open_package(package, *recipient, *operators, *clock, opts);
+  auto doc = open(package, rep, true);
   if (!doc) return std::unexpected(doc.error());
-  rep.credential = doc->imsi;
-  rep.package_id = doc->package_id;
-  rep.sequence = doc->sequence;
   // Checked after opening, so that a malformed package is reported as such.
   if (!state->registration_nonce) {
     return fail(ErrorCode::nonce_mismatch,
@@ -974,39 +937,37 @@ ReplaceOutcome Tre::install_replacing(ByteView package, std::string_view replace
 // old one or the new one at every instant, never neither.
 InstallOutcome Tre::renew_pcid(ByteView package) {
   Impl& i = *impl_;
-  PackageRun run(i, "update");
-  if (auto w = i.writable(); !w) {
-    run.rep.outcome = std::string(w.error().wire_code());
-    return InstallOutcome{std::unexpected(w.error()), i.report(run.rep)};
-  }
-  auto doc = run.open(package, false);
-  if (!doc) return run.refused(doc.error());
+  StatusReport rep = Impl::install_report();
+  auto refused = [&](Error e) { return i.refused_install(std::move(e), "update", rep); };
+  if (auto w = i.writable(); !w) return i.failed_install(w.error(), rep);
+  auto doc = i.open(package, rep, false);
+  if (!doc) return refused(doc.error());
   const Credential* pcid = nullptr;
   for (const Credential& c : i.state->credentials) {
     if (c.kind == CredentialKind::pcid) pcid = &c;
   }
   if (pcid == nullptr || !pcid->doc || pcid->id != doc->imsi) {
-    return run.refused(Error(ErrorCode::wrong_recipient,
-                             fmt::format("credential {}: not this TRE's PCID credential",
-                                         subject_token(doc->imsi))));
+    return refused(Error(
+        ErrorCode::wrong_recipient,
+        fmt::format("credential {}: not this TRE's PCID credential", subject_token(doc->imsi))));
   }
   // The owner of the PCID credential (the RO), with its policy's update, may replace it: the
   // rules owner-only and policy-grants of lifecycle.h, for a package rather than an instruction.
   if (pcid->owner != doc->policy.owner) {
-    return run.refused(Error(ErrorCode::access_denied,
-                             "rule owner-only: only the PCID credential's owner renews it"));
+    return refused(Error(ErrorCode::access_denied,
+                         "rule owner-only: only the PCID credential's owner renews it"));
   }
   if (!pcid->doc->policy.allows(pki::McimOperation::update)) {
-    return run.refused(Error(ErrorCode::access_denied,
-                             "rule policy-grants: the PCID credential's policy grants no update"));
+    return refused(Error(ErrorCode::access_denied,
+                         "rule policy-grants: the PCID credential's policy grants no update"));
   }
   if (!usable_state(pcid->state)) {
-    return run.refused(Error(ErrorCode::transition_refused,
-                             fmt::format("rule renew-usable-only: the PCID credential is {}",
-                                         to_string(pcid->state))));
+    return refused(Error(
+        ErrorCode::transition_refused,
+        fmt::format("rule renew-usable-only: the PCID credential is {}", to_string(pcid->state))));
   }
   auto digest = document_digest(*doc);
-  if (!digest) return run.refused(digest.error());
+  if (!digest) return refused(digest.error());
   State next = *i.state;
   Credential& c = *next.find(pcid->id);
   c.package_id = doc->package_id;
@@ -1016,7 +977,16 @@ InstallOutcome Tre::renew_pcid(ByteView package) {
   const std::string owner = doc->policy.owner;
   next.package_sequence[owner] = doc->sequence;
   c.doc = std::move(*doc);
-  return run.commit(std::move(next), c.id, owner);
+  const std::string id = c.id;
+  if (auto r = i.commit(std::move(next), AuditEvent{"update", id, "operator:" + owner, "ok",
+                                                    "package " + rep.package_id});
+      !r) {
+    return i.failed_install(r.error(), rep);
+  }
+  const Credential& renewed = *i.state->find(id);
+  rep.outcome = "ok";
+  rep.state = std::string(to_string(renewed.state));
+  return InstallOutcome{info_of(renewed, i.state->config), i.report(rep)};
 }
 
 Result<CredentialInfo> Tre::apply(Action action, std::string_view id) {
