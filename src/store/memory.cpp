@@ -201,7 +201,9 @@ class MemoryRegistrations final : public RegistrationStore {
       return fail(ErrorCode::access_denied,
                   fmt::format("pcid {}: registered by another operator", r.pcid));
     }
+    std::string successor = std::move(it->second.successor);  // put() keeps it
     it->second = r;
+    it->second.successor = std::move(successor);
     return {};
   }
 
@@ -230,6 +232,17 @@ class MemoryRegistrations final : public RegistrationStore {
     r.created = at;
     r.refusal.clear();
     r.refused = Time{};
+    r.successor.clear();
+    return {};
+  }
+
+  Result<void> set_successor(std::string_view pcid, std::string_view successor) override {
+    Lock lock(s_.mu);
+    auto it = s_.registrations.find(pcid);
+    if (it == s_.registrations.end()) {
+      return fail(ErrorCode::not_found, fmt::format("registration of pcid {}", pcid));
+    }
+    it->second.successor = std::string(successor);
     return {};
   }
 

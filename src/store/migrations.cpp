@@ -278,6 +278,17 @@ ALTER TABLE pcid_subscription ADD COLUMN renewal_package TEXT NOT NULL DEFAULT '
   ADD COLUMN renewal_not_after BIGINT NOT NULL DEFAULT 0;
 )sql";
 
+// v7 (issue 8, F4): the SHO a registered device is moving to, and whether a SHO's subscriber
+// replaces another operator's MCIM.
+constexpr std::string_view kV7Sqlite = R"sql(
+ALTER TABLE registration ADD COLUMN successor TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriber ADD COLUMN replacing INTEGER NOT NULL DEFAULT 0 CHECK (replacing IN (0, 1));
+)sql";
+constexpr std::string_view kV7Postgresql = R"sql(
+ALTER TABLE registration ADD COLUMN successor TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriber ADD COLUMN replacing BOOLEAN NOT NULL DEFAULT false;
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "tables of the ICF, DRF, DPF, VNO and audit", kV1Sqlite, kV1Postgresql},
     Migration{2, "indexes for the dormant sweep and open packages", kV2, kV2},
@@ -286,6 +297,8 @@ constexpr std::array kMigrations = {
               kV4Postgresql},
     Migration{5, "the SHO's refusal of a registered device", kV5Sqlite, kV5Postgresql},
     Migration{6, "a PCID's expiry time and its staged renewal", kV6Sqlite, kV6Postgresql},
+    Migration{7, "a registration's successor and a subscriber replacing another's MCIM (F4)",
+              kV7Sqlite, kV7Postgresql},
 };
 
 }  // namespace

@@ -95,14 +95,16 @@ const char* sql_of(Q q) {
              "RETURNING r.pcid";
     case Q::reg_find:
       return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key, "
-             "refusal, refused FROM registration "
+             "refusal, refused, successor FROM registration "
              "WHERE pcid = $1::text";
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = $1::text AND sho = $2::text";
     case Q::reg_drop: return "DELETE FROM registration WHERE pcid = $1::text";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = $1::text";
     case Q::reg_transfer:
       return "UPDATE registration SET sho = $3::text, created = $4::bigint, refusal = '', "
-             "refused = 0 WHERE pcid = $1::text AND sho = $2::text";
+             "refused = 0, successor = '' WHERE pcid = $1::text AND sho = $2::text";
+    case Q::reg_successor:
+      return "UPDATE registration SET successor = $2::text WHERE pcid = $1::text";
     case Q::pkg_insert:
       return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "
              "updated) VALUES ($1::text, $2::text, $3::text, "
@@ -157,17 +159,18 @@ const char* sql_of(Q q) {
     case Q::sub_insert:
       return "INSERT INTO subscriber (device_id, pcid, owner, imsi, platform_cert, "
              "registration_nonce, nonce_expires, status, challenge_id, challenge_nonce, "
-             "package_id, refusal, created, updated) VALUES ($1::text, $2::text, $3::text, "
-             "$4::text, $5::bytea, $6::bytea, $7::bigint, $8::text, $9::text, $10::bytea, "
-             "$11::text, $12::text, $13::bigint, $14::bigint) ON CONFLICT DO NOTHING";
+             "package_id, refusal, created, updated, replacing) VALUES ($1::text, $2::text, "
+             "$3::text, $4::text, $5::bytea, $6::bytea, $7::bigint, $8::text, $9::text, "
+             "$10::bytea, $11::text, $12::text, $13::bigint, $14::bigint, $15::boolean) "
+             "ON CONFLICT DO NOTHING";
     case Q::sub_find:
       return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
              "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
-             "updated FROM subscriber WHERE device_id = $1::text";
+             "updated, replacing FROM subscriber WHERE device_id = $1::text";
     case Q::sub_find_pcid:
       return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
              "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
-             "updated FROM subscriber WHERE pcid = $1::text";
+             "updated, replacing FROM subscriber WHERE pcid = $1::text";
     case Q::sub_taken:
       return "SELECT (CASE WHEN EXISTS (SELECT 1 FROM subscriber WHERE device_id = $1::text) "
              "THEN 'device_id' WHEN EXISTS (SELECT 1 FROM subscriber WHERE pcid = $2::text) "

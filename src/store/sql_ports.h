@@ -45,6 +45,7 @@ enum class Q : std::size_t {
   reg_drop,
   reg_holder,
   reg_transfer,
+  reg_successor,
   pkg_insert,
   pkg_next,
   pkg_find,
@@ -153,6 +154,7 @@ Result<Registration> read_registration(const Stmt& s) {
   std::copy(key.begin(), key.end(), r.bootstrap_key.mut().begin());
   r.refusal = s.text_at(8);
   r.refused = time_from_column(s.int_at(9));
+  r.successor = s.text_at(10);
   return r;
 }
 
@@ -238,6 +240,7 @@ Result<Subscriber> read_subscriber(const Stmt& s) {
   r.refusal = s.text_at(11);
   r.created = time_from_column(s.int_at(12));
   r.updated = time_from_column(s.int_at(13));
+  r.replacing = s.bool_at(14);
   return r;
 }
 
@@ -551,6 +554,17 @@ class SqlRegistrations final : public RegistrationStore {
     });
   }
 
+  Result<void> set_successor(std::string_view pcid, std::string_view successor) override {
+    return b_.run("registrations.set_successor", [&](Connection& c) -> Result<void> {
+      auto s = D::query(c, Q::reg_successor);
+      if (!s) return pass(s);
+      s->text(1, pcid).text(2, successor);
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() == 1) return {};
+      return fail(ErrorCode::not_found, fmt::format("registration of pcid {}", pcid));
+    });
+  }
+
  private:
   // One update of the row conditional on its holder (`bind` sets the parameters); when it changed
   // nothing, why: not_found, or access_denied for another holder.
@@ -843,7 +857,7 @@ class SqlSubscribers final : public SubscriberStore {
       s->integer(7, to_column(sub.nonce_expires)).text(8, to_string(sub.status));
       s->text(9, sub.challenge_id).blob(10, sub.challenge_nonce).text(11, sub.package_id);
       s->text(12, sub.refusal).integer(13, to_column(sub.created));
-      s->integer(14, to_column(sub.updated));
+      s->integer(14, to_column(sub.updated)).boolean(15, sub.replacing);
       if (auto r = s->finish(); !r) return r;
       if (s->changes() == 1) return tx.commit();
       return taken(c, sub);

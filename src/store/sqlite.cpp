@@ -86,14 +86,15 @@ const char* sql_of(Q q) {
              "RETURNING pcid";
     case Q::reg_find:
       return "SELECT pcid, device_id, sho, dpf_url, dpf_key_pin, apn, created, bootstrap_key, "
-             "refusal, refused FROM registration "
+             "refusal, refused, successor FROM registration "
              "WHERE pcid = ?1";
     case Q::reg_remove: return "DELETE FROM registration WHERE pcid = ?1 AND sho = ?2";
     case Q::reg_drop: return "DELETE FROM registration WHERE pcid = ?1";
     case Q::reg_holder: return "SELECT sho FROM registration WHERE pcid = ?1";
     case Q::reg_transfer:
-      return "UPDATE registration SET sho = ?3, created = ?4, refusal = '', refused = 0 "
-             "WHERE pcid = ?1 AND sho = ?2";
+      return "UPDATE registration SET sho = ?3, created = ?4, refusal = '', refused = 0, "
+             "successor = '' WHERE pcid = ?1 AND sho = ?2";
+    case Q::reg_successor: return "UPDATE registration SET successor = ?2 WHERE pcid = ?1";
     case Q::pkg_insert:
       return "INSERT INTO package (package_id, device_id, sho, package, status, report, created, "
              "updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
@@ -145,17 +146,17 @@ const char* sql_of(Q q) {
     case Q::sub_insert:
       return "INSERT INTO subscriber (device_id, pcid, owner, imsi, platform_cert, "
              "registration_nonce, nonce_expires, status, challenge_id, challenge_nonce, "
-             "package_id, refusal, created, updated) "
-             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+             "package_id, refusal, created, updated, replacing) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
              "ON CONFLICT DO NOTHING";
     case Q::sub_find:
       return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
              "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
-             "updated FROM subscriber WHERE device_id = ?1";
+             "updated, replacing FROM subscriber WHERE device_id = ?1";
     case Q::sub_find_pcid:
       return "SELECT device_id, pcid, owner, imsi, platform_cert, registration_nonce, "
              "nonce_expires, status, challenge_id, challenge_nonce, package_id, refusal, created, "
-             "updated FROM subscriber WHERE pcid = ?1";
+             "updated, replacing FROM subscriber WHERE pcid = ?1";
     case Q::sub_taken:
       return "SELECT CASE WHEN EXISTS (SELECT 1 FROM subscriber WHERE device_id = ?1) "
              "THEN 'device_id' WHEN EXISTS (SELECT 1 FROM subscriber WHERE pcid = ?2) THEN 'pcid' "

@@ -126,6 +126,10 @@ struct Registration {
   // provisioning may go on. A new put() by the SHO (a new registration) carries its own.
   std::string refusal;
   Time refused{};
+  // F4: the SHO the owner is moving the device to (empty: none). While set, it may place
+  // attestation requests and packages for the device beside the holder; the holder stays the
+  // holder until the device reports the new MCIM installed (transfer() then clears it).
+  std::string successor;
 };
 
 class RegistrationStore {
@@ -140,8 +144,12 @@ class RegistrationStore {
   // holder authorised): sho becomes `to`, created `at`, the refusal is cleared; the device, the
   // DPF fields and the bootstrap key stay, so `to` may replace them with put() as their holder.
   // One conditional update: not_found, access_denied when `from` does not hold it.
+  // Also clears the successor (F4: the change it was waiting for is done).
   virtual Result<void> transfer(std::string_view pcid, std::string_view from, std::string_view to,
                                 Time at) = 0;
+  // F4: records `successor` as the registration's successor, replacing any earlier one; empty
+  // clears it. put() keeps it. not_found without a registration.
+  virtual Result<void> set_successor(std::string_view pcid, std::string_view successor) = 0;
 };
 
 // ---- Packages (the RO's DPF) -----------------------------------------------------------------
@@ -258,6 +266,10 @@ struct Subscriber {
   std::string package_id;    // the package handed to the DPF (provisioning, active)
   std::string refusal;       // the error code of a refusal (refused)
   Time created{}, updated{};
+  // F4: the device holds another operator's MCIM, which its TRE discards when it installs this
+  // SHO's: the install report must come with the TRE's (privacy-filtered) discard notice. Set at
+  // add(), never changed by update().
+  bool replacing = false;
 };
 
 class SubscriberStore {

@@ -642,6 +642,41 @@ TEST_P(StoreTest, RegistrationTransferOnlyByItsHolderKeepsTheDeviceAndKey) {
   EXPECT_EQ((*got)->dpf_url, "https://dpf.ro.example:8443/b");
 }
 
+TEST_P(StoreTest, RegistrationSuccessorIsKeptByPutAndClearedByTransfer) {
+  auto r = make_registration("001010000000001", "sho-a");
+  ASSERT_OK(db_->registrations().put(r));
+  EXPECT_CODE(db_->registrations().set_successor("001010000000002", "sho-b"),
+              ErrorCode::not_found);
+  ASSERT_OK(db_->registrations().set_successor(r.pcid, "sho-b"));
+  auto got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->successor, "sho-b");
+  // The holder refreshing its registration does not end the change; the successor is no holder.
+  ASSERT_OK(db_->registrations().put(r));
+  EXPECT_CODE(db_->registrations().put(make_registration(r.pcid, "sho-b")),
+              ErrorCode::access_denied);
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->sho, "sho-a");
+  EXPECT_EQ((*got)->successor, "sho-b");
+  // Another order replaces it; an empty one clears it.
+  ASSERT_OK(db_->registrations().set_successor(r.pcid, "sho-c"));
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->successor, "sho-c");
+  ASSERT_OK(db_->registrations().set_successor(r.pcid, ""));
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->successor, "");
+  // The change done: the successor holds it, and none is left.
+  ASSERT_OK(db_->registrations().set_successor(r.pcid, "sho-b"));
+  ASSERT_OK(db_->registrations().transfer(r.pcid, "sho-a", "sho-b", at(1700000100)));
+  got = db_->registrations().find(r.pcid);
+  ASSERT_OK(got);
+  EXPECT_EQ((*got)->sho, "sho-b");
+  EXPECT_EQ((*got)->successor, "");
+}
+
 // ---- Packages ----
 
 StoredPackage make_package(std::string id, std::string device, std::int64_t created) {
@@ -1139,6 +1174,7 @@ void expect_same_subscriber(const Subscriber& got, const Subscriber& want) {
   EXPECT_EQ(got.refusal, want.refusal);
   EXPECT_EQ(got.created, want.created);
   EXPECT_EQ(got.updated, want.updated);
+  EXPECT_EQ(got.replacing, want.replacing);
 }
 
 TEST_P(StoreTest, SubscriberRoundTripsEveryFieldByDeviceAndByPcid) {
@@ -1155,6 +1191,7 @@ TEST_P(StoreTest, SubscriberRoundTripsEveryFieldByDeviceAndByPcid) {
   s.package_id = "device-1-1";
   s.refusal = "measurement_mismatch";
   s.updated = at(150);
+  s.replacing = true;
   ASSERT_OK(db_->subscribers().add(s));
   auto by_device = find_subscriber(*db_, "device-1");
   ASSERT_TRUE(by_device.has_value());
