@@ -112,6 +112,15 @@ const JsonSchema& instructions_schema() {
   return schema;
 }
 
+// F4: the DPF session of an operational device.
+const JsonSchema& dpf_session_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      required("session", hex_id_schema()),
+      required("expires", JsonSchema::integer(0, std::numeric_limits<std::int64_t>::max())),
+  });
+  return schema;
+}
+
 const JsonSchema& package_schema() {
   static const JsonSchema schema = JsonSchema::object({
       required("package_id", id_schema()),
@@ -178,6 +187,58 @@ Result<std::string> pcid_of(const tre::Status& status) {
   return fail(ErrorCode::not_found, "the TRE holds no PCID credential");
 }
 
+// The RO's one-time nonce for the PCID (POST `challenges`), the TRE's attestation over it with
+// the platform chain, posted to `proof` with the challenge (the direct-access proof, F3, F4, F9):
+// the RO's answer to the proof.
+Result<net::HttpResponse> prove_platform(tre::Tre& tre, net::HttpsClient& client,
+                                         const std::string& base, std::string_view peer,
+                                         const std::string& pcid, const Json& chain,
+                                         std::string_view challenges, std::string_view proof,
+                                         int expected) {
+  auto r =
+      exchange(client, "POST", base + std::string(challenges), 201, peer, Json{{"pcid", pcid}});
+  if (!r) return std::unexpected(r.error());
+  auto challenge = parse_answer(*r, direct_challenge_schema(), peer);
+  if (!challenge) return std::unexpected(challenge.error());
+  // The schema checked the size and the digits.
+  const auto nonce =
+      *parse_hex_fixed<32>((*challenge)["nonce"].get_ref<const std::string&>(), "nonce");
+  auto report = tre.attest(nonce);
+  if (!report) return with_prefix(report.error(), "tre");
+  return exchange(client, "POST", base + std::string(proof), expected, peer,
+                  Json{{"pcid", pcid},
+                       {"challenge_id", (*challenge)["challenge_id"]},
+                       {"report", *report},
+                       {"platform_chain", chain}});
+}
+
+// An answer the TRE gave that the DPF has not taken yet, kept beside the TRE until it is posted:
+// a round that stops after the TRE acted posts that answer next time, instead of having the TRE
+// answer the same instruction again with replayed_instruction (F9), or a change's reports
+// (F4) once the install is committed. Reports hold no secret. An id
+// that could name something else in the directory is not kept.
+std::optional<std::string> kept_answer_path(const tre::Tre& t, const std::string& id) {
+  if (id.empty() || id.front() == '.') return std::nullopt;
+  return t.dir() + "/answers/" + id;
+}
+
+// Writes `text` as the kept answer at `kept` (warned, not fatal: the post may still succeed).
+void keep_answer(const tre::Tre& t, const std::optional<std::string>& kept, std::string_view what,
+                 const std::string& text) {
+  if (!kept || text.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(t.dir() + "/answers", ec);
+  if (auto w = write_file_atomic(*kept, text, 0600); !w) {
+    log::warn(kLog, "{}: answer not kept: {}", what, w.error());
+  }
+}
+
+void drop_answer(const std::optional<std::string>& kept) {
+  if (!kept) return;
+  std::error_code ec;
+  std::filesystem::remove(*kept, ec);
+}
+
 std::chrono::milliseconds ms_of(std::chrono::microseconds us) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(us);
 }
@@ -195,6 +256,7 @@ std::string_view to_string(Step s) {
     case Step::attach_imsi: return "attach_imsi";
     case Step::connect_direct: return "connect_direct";
     case Step::attach_eap: return "attach_eap";
+    case Step::connect_dpf: return "connect_dpf";
   }
   return "unknown";
 }
@@ -225,6 +287,12 @@ struct Agent::Impl {
   // Runs one step, timed; its error names it.
   template <class F>
   Result<void> step(Step s, F&& body) {
+    if (agent.config_.interrupt) {
+      if (auto stop = agent.config_.interrupt(s); !stop) {
+        log::warn(kLog, "{}: interrupted before it: {}", to_string(s), stop.error());
+        return with_prefix(stop.error(), to_string(s));
+      }
+    }
     const auto start = Steady::now();
     Result<void> r = body();
     if (!r) return with_prefix(r.error(), to_string(s));
@@ -246,6 +314,30 @@ struct Agent::Impl {
     return true;
   }
 
+  // F4: set when the DPF is reached over the device's own connectivity with a DPF session; a DPF
+  // that went away (a connection refused or cut, 5xx) or forgot the session (401, restarted) is
+  // then waited for, the session opened again, and the request repeated until the deadline.
+  std::function<Result<void>()> reconnect;
+
+  static bool transient(const Error& e) {
+    return e.code == ErrorCode::io_error || e.code == ErrorCode::busy ||
+           e.code == ErrorCode::unauthenticated;
+  }
+
+  // One request to the DPF with the session; retried as `reconnect` says.
+  Result<net::HttpResponse> dpf_call(std::string_view method, const std::string& path, int expected,
+                                     const Json& body = nullptr, net::Headers headers = {}) {
+    std::chrono::milliseconds delay = agent.config_.poll_first;
+    for (;;) {
+      auto r = exchange(*dpf, method, dpf_url + path, expected, "dpf", body,
+                        pcid_session.home_session, headers);
+      if (r || !reconnect || !transient(r.error())) return r;
+      log::warn(kLog, "dpf: {}; reconnecting", r.error());
+      if (!wait(delay)) return r;
+      if (auto again = reconnect(); !again) log::warn(kLog, "dpf: {}", again.error());
+    }
+  }
+
   // GET until the answer is 200: the DPF's 404 not_found means "nothing yet". Each GET asks
   // the DPF to hold it until something comes (`Prefer: wait=N`, docs/protocol.md "Held polls");
   // a DPF that does not hold answers at once, and the waits between GETs still double.
@@ -258,8 +350,7 @@ struct Agent::Impl {
       if (hold > std::chrono::seconds(0)) {
         prefer.emplace_back("Prefer", fmt::format("wait={}", hold.count()));
       }
-      auto r = exchange(*dpf, "GET", dpf_url + path, 200, "dpf", nullptr, pcid_session.home_session,
-                        std::move(prefer));
+      auto r = dpf_call("GET", path, 200, nullptr, std::move(prefer));
       if (r) return parse_answer(*r, schema, "dpf");
       if (r.error().code != ErrorCode::not_found) return std::unexpected(r.error());
       if (!wait(delay)) {
@@ -295,20 +386,8 @@ struct Agent::Impl {
     auto client = net::HttpsClient::create(agent.config_.tls);
     if (!client) return std::unexpected(client.error());
     const std::string drf = net::base_url(agent.config_.drf_url);
-    auto r = exchange(**client, "POST", drf + "/v1/drf/direct/challenges", 201, "drf",
-                      Json{{"pcid", pcid}});
-    if (!r) return std::unexpected(r.error());
-    auto challenge = parse_answer(*r, direct_challenge_schema(), "drf");
-    if (!challenge) return std::unexpected(challenge.error());
-    const std::string id = (*challenge)["challenge_id"].get<std::string>();
-    // The schema checked the size and the digits.
-    const auto nonce =
-        *parse_hex_fixed<32>((*challenge)["nonce"].get_ref<const std::string&>(), "nonce");
-    auto report = agent.tre_.attest(nonce);
-    if (!report) return with_prefix(report.error(), "tre");
-    r = exchange(
-        **client, "POST", drf + "/v1/drf/direct/sessions", 201, "drf",
-        Json{{"pcid", pcid}, {"challenge_id", id}, {"report", *report}, {"platform_chain", chain}});
+    auto r = prove_platform(agent.tre_, **client, drf, "drf", pcid, chain,
+                            "/v1/drf/direct/challenges", "/v1/drf/direct/sessions", 201);
     if (!r) return std::unexpected(r.error());
     auto j = parse_answer(*r, direct_session_schema(), "drf");
     if (!j) return std::unexpected(j.error());
@@ -371,9 +450,8 @@ struct Agent::Impl {
     auto report = agent.tre_.attest(*nonce);
     if (!report) return with_prefix(report.error(), "tre");
     const std::string id = (*request)["request_id"].get<std::string>();
-    auto r =
-        exchange(*dpf, "POST", dpf_url + "/v1/dpf/attestations/" + id, 202, "dpf",
-                 Json{{"report", *report}, {"platform_chain", chain}}, pcid_session.home_session);
+    auto r = dpf_call("POST", "/v1/dpf/attestations/" + id, 202,
+                      Json{{"report", *report}, {"platform_chain", chain}});
     if (!r) return std::unexpected(r.error());
     log::info(kLog, "attestation: request {} answered", id);
     return {};
@@ -382,15 +460,20 @@ struct Agent::Impl {
   Result<ByteVec> fetch_package() {
     auto p = poll("/v1/dpf/package", package_schema(), "package from the home operator");
     if (!p) return std::unexpected(p.error());
-    out.package_id = (*p)["package_id"].get<std::string>();
-    return parse_hex((*p)["package"].get_ref<const std::string&>(), "package");
+    return package_of(*p);
+  }
+
+  Result<ByteVec> package_of(const Json& p) {
+    out.package_id = p["package_id"].get<std::string>();
+    return parse_hex(p["package"].get_ref<const std::string&>(), "package");
   }
 
   // Step 13: the TRE's signed status report goes to the DPF whatever the install's outcome.
-  Result<void> report(const std::string& text) {
-    auto r = exchange(*dpf, "POST", dpf_url + "/v1/dpf/packages/" + out.package_id + "/report", 200,
-                      "dpf", Json{{"report", text}, {"platform_chain", chain}},
-                      pcid_session.home_session);
+  // `more`: F4's discard acknowledgements beside it.
+  Result<void> report(const std::string& text, Json more = Json::object()) {
+    more["report"] = text;
+    more["platform_chain"] = chain;
+    auto r = dpf_call("POST", "/v1/dpf/packages/" + out.package_id + "/report", 200, more);
     if (!r) return std::unexpected(r.error());
     return {};
   }
@@ -503,6 +586,200 @@ struct Agent::Impl {
     log::warn(kLog, "provisioning failed: {}", r.error());
     return std::unexpected(r.error());
   }
+
+  // ---- F4 ----------------------------------------------------------------------------------
+
+  // F4 step 4 at the device: the platform key proven to the DPF (the management challenge) for a
+  // DPF session, the bearer of the device routes for a device that has no ICF session.
+  Result<void> connect_dpf(const std::string& pcid) {
+    auto r = prove_platform(agent.tre_, *dpf, dpf_url, "dpf", pcid, chain,
+                            "/v1/dpf/management/challenges", "/v1/dpf/management/sessions", 201);
+    if (!r) return std::unexpected(r.error());
+    auto j = parse_answer(*r, dpf_session_schema(), "dpf");
+    if (!j) return std::unexpected(j.error());
+    pcid_session = Attachment{};
+    pcid_session.home_session = (*j)["session"].get<std::string>();
+    log::info(kLog, "dpf session opened with the platform key");
+    return {};
+  }
+
+  // The package, if the DPF holds one for the device already (an earlier run was validated):
+  // one GET, not held.
+  Result<std::optional<Json>> package_waiting() {
+    auto r = dpf_call("GET", "/v1/dpf/package", 200);
+    if (!r && r.error().code == ErrorCode::not_found) return std::optional<Json>();
+    if (!r) return std::unexpected(r.error());
+    auto j = parse_answer(*r, package_schema(), "dpf");
+    if (!j) return std::unexpected(j.error());
+    return std::optional<Json>(std::move(*j));
+  }
+
+  // The reports of a replacement, as kept and as posted.
+  static Json change_reports(const tre::ReplaceOutcome& r) {
+    return Json{{"report", r.install.report},
+                {"discard_report", r.discard_report},
+                {"discard_notice", r.discard_notice}};
+  }
+
+  // Posts the kept reports of a committed replacement; the DPF taking them now or before
+  // (transition_refused) ends their keeping.
+  Result<void> post_kept(const std::optional<std::string>& kept) {
+    auto text = kept ? read_text_file(*kept) : Result<std::string>(fail(ErrorCode::not_found, ""));
+    if (!text) return {};  // none kept: posted before, or never made
+    auto j = Json::parse(*text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("report")) {
+      log::warn(kLog, "{}: kept reports unreadable; not posted", *kept);
+      drop_answer(kept);
+      return {};
+    }
+    std::string install = j["report"].get<std::string>();
+    j.erase("report");
+    auto posted = report(install, std::move(j));
+    if (posted || posted.error().code == ErrorCode::transition_refused) {
+      drop_answer(kept);
+      return {};
+    }
+    return posted;
+  }
+
+  Result<ChangeOutcome> change() {
+    if (agent.config_.drf_url.empty()) {
+      return fail(ErrorCode::missing_argument, "drf_url: required for an operator change");
+    }
+    const tre::Status status = agent.tre_.status();
+    if (status.state == pki::TreState::lockdown) {
+      return fail(ErrorCode::lockdown, "the TRE is locked down (" + status.lockdown_reason + ")");
+    }
+    device_id = status.device_id;
+    auto pcid = pcid_of(status);
+    if (!pcid) return std::unexpected(pcid.error());
+    out.pcid = std::move(*pcid);
+    auto pems = platform_chain_pems(agent.tre_);
+    if (!pems) return std::unexpected(pems.error());
+    chain = std::move(*pems);
+    // The operational MCIM is the one to replace: the selected one, else the one activated. An
+    // MCIM only installed, with none operational, is an earlier run's, committed: resume it.
+    const tre::CredentialInfo* operational = nullptr;
+    const tre::CredentialInfo* installed = nullptr;
+    for (const auto& c : status.credentials) {
+      if (c.kind != tre::CredentialKind::mcim) continue;
+      if (c.state == tre::McimState::selected ||
+          (c.state == tre::McimState::activated && operational == nullptr)) {
+        operational = &c;
+      }
+      if (c.state == tre::McimState::installed) installed = &c;
+    }
+    if (operational == nullptr && installed == nullptr) {
+      return fail(ErrorCode::not_found, "the TRE holds no operational MCIM to replace");
+    }
+    ChangeOutcome result;
+    net::HttpsClientOptions o = agent.config_.tls;
+    o.max_response_body = std::max<std::size_t>(o.max_response_body, 2 * kMaxPackageBytes + 1024);
+    auto client = net::HttpsClient::create(std::move(o));
+    if (!client) return std::unexpected(client.error());
+    dpf = std::move(*client);
+    dpf_url = net::base_url(agent.config_.drf_url);
+    reconnect = [this] { return connect_dpf(out.pcid); };
+    if (auto r = step(Step::connect_dpf, [&] { return connect_dpf(out.pcid); }); !r)
+      return fail_with(r);
+
+    if (operational == nullptr) {
+      result.resumed = true;
+      out.imsi = installed->id;
+      out.package_id = installed->package_id;
+      if (auto r = step(Step::report,
+                        [&] { return post_kept(kept_answer_path(agent.tre_, out.package_id)); });
+          !r) {
+        return fail_with(r);
+      }
+      log::info(kLog, "change: resumed with {} installed before", out.imsi);
+    } else {
+      result.replaced = operational->id;
+      const bool was_selected = operational->state == tre::McimState::selected;
+      ByteVec package;
+      auto take = [&](const Json& p) -> Result<void> {
+        auto bytes = package_of(p);
+        if (!bytes) return std::unexpected(bytes.error());
+        package = std::move(*bytes);
+        return {};
+      };
+      std::optional<Json> waiting;
+      if (auto r = step(Step::attestation,
+                        [&]() -> Result<void> {
+                          auto w = package_waiting();
+                          if (!w) return std::unexpected(w.error());
+                          waiting = std::move(*w);
+                          return waiting ? Result<void>() : attestation();
+                        });
+          !r) {
+        return fail_with(r);
+      }
+      if (auto r = step(Step::package,
+                        [&]() -> Result<void> {
+                          if (waiting) return take(*waiting);
+                          auto p = poll("/v1/dpf/package", package_schema(),
+                                        "package from the new home operator");
+                          if (!p) return std::unexpected(p.error());
+                          return take(*p);
+                        });
+          !r) {
+        return fail_with(r);
+      }
+      tre::ReplaceOutcome replaced{{fail(ErrorCode::internal, "not installed"), {}}, {}, {}};
+      const auto kept = kept_answer_path(agent.tre_, out.package_id);
+      if (auto r = step(Step::install,
+                        [&]() -> Result<void> {
+                          // A credential carrying connectivity cannot be discarded: the TRE ends
+                          // its use first (the device's IP session lasts until it detaches).
+                          if (was_selected) {
+                            auto d = agent.tre_.apply(tre::Action::deselect, result.replaced);
+                            if (!d) return with_prefix(d.error(), "tre");
+                          }
+                          replaced = agent.tre_.install_replacing(package, result.replaced);
+                          if (replaced.install.result) {
+                            keep_answer(agent.tre_, kept, "change",
+                                        change_reports(replaced).dump());
+                          }
+                          return {};
+                        });
+          !r) {
+        return fail_with(r);
+      }
+      if (!replaced.install.result && was_selected) {
+        // Refused: nothing changed but the selection, which comes back.
+        if (auto s = agent.tre_.apply(tre::Action::select, result.replaced); !s) {
+          log::warn(kLog, "change: selecting {} again: {}", result.replaced, s.error());
+        }
+      }
+      if (replaced.install.report.empty()) {
+        return fail_with(Result<void>(with_prefix(replaced.install.result.error(), "install")));
+      }
+      if (auto r = step(Step::report,
+                        [&]() -> Result<void> {
+                          if (!replaced.install.result) return report(replaced.install.report);
+                          return post_kept(kept);
+                        });
+          !r) {
+        return fail_with(r);
+      }
+      if (!replaced.install.result) {
+        return fail_with(Result<void>(with_prefix(replaced.install.result.error(), "install")));
+      }
+      out.imsi = replaced.install.result->id;
+      log::info(kLog, "change: {} replaced by {}", result.replaced, out.imsi);
+    }
+    if (agent.config_.vno_url.empty()) {
+      if (auto r = activate_mcim(); !r)
+        return fail_with(Result<void>(with_prefix(r.error(), "activate")));
+    } else if (auto r = step(Step::attach_imsi, [&] { return attach_imsi(); }); !r) {
+      return fail_with(r);
+    }
+    result.imsi = out.imsi;
+    result.package_id = out.package_id;
+    result.operational = std::move(out.operational);
+    result.steps = std::move(out.steps);
+    return result;
+  }
 };
 
 Agent::Agent(tre::Tre& tre, AgentConfig config, const Clock& clock)
@@ -580,16 +857,9 @@ void Agent::on_step(std::function<void(const StepTiming&)> observer) {
 
 Result<Outcome> Agent::provision() { return Impl(*this).run(); }
 
-namespace {
+Result<ChangeOutcome> Agent::change_operator() { return Impl(*this).change(); }
 
-// An answer the TRE gave that the DPF has not taken yet, kept beside the TRE until it is posted:
-// a round that stops after the TRE acted posts that answer next time, instead of having the TRE
-// answer the same instruction again with replayed_instruction. Reports hold no secret. An id
-// that could name something else in the directory is not kept.
-std::optional<std::string> kept_answer_path(const tre::Tre& t, const std::string& id) {
-  if (id.empty() || id.front() == '.') return std::nullopt;
-  return t.dir() + "/answers/" + id;
-}
+namespace {
 
 // The kept answer to m's instruction, if there is one that verifies with this TRE's key.
 bool earlier_answer(const tre::Tre& t, const std::optional<std::string>& kept,
@@ -608,12 +878,7 @@ void apply_and_keep(tre::Tre& t, const std::optional<std::string>& kept, Managed
   tre::InstructionOutcome applied = t.apply_instruction(m.instruction);
   m.outcome = applied.result ? "ok" : std::string(applied.result.error().wire_code());
   m.report = std::move(applied.report);
-  if (!kept || m.report.empty()) return;
-  std::error_code ec;
-  std::filesystem::create_directories(t.dir() + "/answers", ec);
-  if (auto w = write_file_atomic(*kept, m.report, 0600); !w) {
-    log::warn(kLog, "instruction {}: answer not kept: {}", m.instruction_id, w.error());
-  }
+  keep_answer(t, kept, "instruction " + m.instruction_id, m.report);
 }
 
 }  // namespace
@@ -630,20 +895,8 @@ Result<std::vector<ManagedInstruction>> Agent::manage() {
   auto client = net::HttpsClient::create(config_.tls);
   if (!client) return std::unexpected(client.error());
   const std::string dpf = net::base_url(config_.drf_url);
-  auto r = exchange(**client, "POST", dpf + "/v1/dpf/management/challenges", 201, "dpf",
-                    Json{{"pcid", pcid}});
-  if (!r) return std::unexpected(r.error());
-  auto challenge = parse_answer(*r, direct_challenge_schema(), "dpf");
-  if (!challenge) return std::unexpected(challenge.error());
-  const auto nonce =
-      *parse_hex_fixed<32>((*challenge)["nonce"].get_ref<const std::string&>(), "nonce");
-  auto attestation = tre_.attest(nonce);
-  if (!attestation) return with_prefix(attestation.error(), "tre");
-  r = exchange(**client, "POST", dpf + "/v1/dpf/management/instructions", 200, "dpf",
-               Json{{"pcid", pcid},
-                    {"challenge_id", (*challenge)["challenge_id"]},
-                    {"report", *attestation},
-                    {"platform_chain", *chain}});
+  auto r = prove_platform(tre_, **client, dpf, "dpf", pcid, *chain, "/v1/dpf/management/challenges",
+                          "/v1/dpf/management/instructions", 200);
   if (!r) return std::unexpected(r.error());
   auto pending = parse_answer(*r, instructions_schema(), "dpf");
   if (!pending) return std::unexpected(pending.error());
@@ -664,10 +917,9 @@ Result<std::vector<ManagedInstruction>> Agent::manage() {
                  200, "dpf", Json{{"report", m.report}, {"platform_chain", *chain}});
     // Taken now, taken before (transition_refused) or forgotten by the DPF (not_found): the kept
     // answer has served.
-    if (kept && (posted || posted.error().code == ErrorCode::transition_refused ||
-                 posted.error().code == ErrorCode::not_found)) {
-      std::error_code ec;
-      std::filesystem::remove(*kept, ec);
+    if (posted || posted.error().code == ErrorCode::transition_refused ||
+        posted.error().code == ErrorCode::not_found) {
+      drop_answer(kept);
     }
     if (!posted) return with_prefix(posted.error(), "instruction " + m.instruction_id);
     out.push_back(std::move(m));

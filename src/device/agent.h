@@ -48,6 +48,9 @@ enum class Step {
   // F3 over EAP-AKA/AKA', instead of attach_pcid: EAP with the PCID through the access network's
   // RADIUS server, then the restricted session claimed at the VNO with the MSK.
   attach_eap,
+  // F4, instead of attach_pcid and discovery: an operational device proves its platform key to
+  // the DPF over the connectivity it has and gets a DPF session (no attach, no bootstrap).
+  connect_dpf,
 };
 std::string_view to_string(Step s);
 
@@ -90,9 +93,13 @@ struct AgentConfig {
   // How long each poll asks the DPF to hold it while nothing is there (`Prefer: wait=N`); below
   // the TLS options' request_timeout. 0: plain polls.
   std::chrono::seconds poll_hold{5};
-  std::chrono::seconds timeout{60};         // the whole of provision()
+  std::chrono::seconds timeout{60};         // the whole of provision() or change_operator()
   unsigned max_resyncs = 2;                 // AUTS rounds per attach
   std::chrono::seconds bootstrap_max_age{300};
+  // Fault injection for the scenarios and tests (F4's "crash the device agent"): called before
+  // each step of change_operator(); an error stops the run there, as if the agent had died, and
+  // is returned. The TRE keeps whatever it committed. Empty: never.
+  std::function<Result<void>(Step)> interrupt;
 };
 
 // An attach through the VNO (F2 steps 1-4, or with an MCIM).
@@ -110,6 +117,16 @@ struct RenewalOutcome {
   bool renewed = false;    // false: the RO offered nothing (not due yet)
   std::string package_id;  // the renewal's, when renewed
   std::chrono::sys_seconds not_after{};
+};
+
+// F4: what change_operator did.
+struct ChangeOutcome {
+  std::string replaced;  // the old operator's MCIM (its IMSI), now deleted in the TRE
+  std::string imsi;      // the new operator's, now selected
+  std::string package_id;
+  bool resumed = false;    // an earlier run had installed it; this one finished the report
+  Attachment operational;  // the attach with the new IMSI (none without a vno_url)
+  std::vector<StepTiming> steps;
 };
 
 struct Outcome {
@@ -144,6 +161,21 @@ class Agent {
   // back for the operator. A refusal by the TRE is an outcome, not an error; an error is a round
   // that could not run (the DPF unreachable, the proof refused). Empty when nothing was pending.
   Result<std::vector<ManagedInstruction>> manage();
+
+  // F4, the device's part of an operator change (TR 33.812 §5.1.3.7.4.2), run by an operational
+  // device after its owner ordered the change at the new home operator and gave it the new
+  // registration nonce (`mcim device register --nonce`). Over the connectivity it has (config.
+  // drf_url, trusted with config.tls) it proves its platform key to the DPF for a DPF session,
+  // answers the new SHO's attestation request and downloads its package (the DPF may go away
+  // meanwhile: the agent reconnects and resumes until config.timeout); then the TRE, in one
+  // commit, discards the old operator's MCIM and installs the new one (Tre::install_replacing;
+  // the old one is deselected first) and the install report goes back with the two discard
+  // acknowledgements; then the new MCIM is activated and selected and, with a vno_url, attached
+  // (retried while the new SHO has not activated it). The caller ends its session on the old
+  // IMSI. The reports are kept beside the TRE until the DPF took them, so a run that stops after
+  // the install posts them next time instead of installing again. A refusal by the TRE is
+  // reported, the old MCIM selected again, and the refusal returned.
+  Result<ChangeOutcome> change_operator();
 
   // F8: attaches with the PCID and asks the RO (POST /v1/dpf/pcid-renewal at the DRF's URL,
   // through the VNO's gateway, trusted with config.tls) whether a renewed PCID credential is due.

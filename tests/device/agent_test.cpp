@@ -398,6 +398,27 @@ TEST_F(AgentTest, ALockedDownTreDoesNotStart) {
   EXPECT_EQ(vno_->vno().pending(), 0u);  // not even an attach
 }
 
+// F4: a change needs the DPF's URL and an MCIM to replace; without them nothing is asked of anyone
+// and the TRE is untouched. (The whole change runs over the real services in the
+// change-operator scenarios, tests/cli.)
+TEST_F(AgentTest, AnOperatorChangeNeedsTheDpfAndAnOperationalMcim) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  const std::uint64_t generation = tre_->status().generation;
+  AgentConfig no_dpf = config();
+  no_dpf.drf_url.clear();
+  auto refused = Agent(*tre_, std::move(no_dpf), clock_).change_operator();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::missing_argument);
+  AgentConfig c = config();
+  c.drf_url = ro_url_;
+  auto pristine = Agent(*tre_, std::move(c), clock_).change_operator();
+  ASSERT_FALSE(pristine);
+  EXPECT_EQ(pristine.error().code, ErrorCode::not_found) << pristine.error().message;
+  EXPECT_EQ(tre_->status().generation, generation);
+  EXPECT_EQ(vno_->vno().pending(), 0u);
+}
+
 // ---- F3 without AKA: direct IP to the DRF ------------------------------------------------------
 
 TEST_F(AgentTest, ProvisionsOverDirectAccessWithoutAVisitedNetwork) {
