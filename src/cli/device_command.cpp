@@ -486,6 +486,41 @@ Result<Fields> run_manage(const Args& a) {
   return f;
 }
 
+// F4 from the device's side: the change to the operator the owner registered it at. Like `run`,
+// a refusal on the way is the run's answer: the steps so far and the code, exit 1.
+Result<Fields> run_change(const Args& a) {
+  if (auto r = require(a.ro, "--ro"); !r) return std::unexpected(r.error());
+  if (auto r = https_url(a.ro, "--ro"); !r) return std::unexpected(r.error());
+  // The options of a run straight to the RO (the DPF is at its URL), the VNO optional.
+  Args as_run = a;
+  as_run.access = "direct";
+  as_run.drf = a.ro;
+  auto config = run_config(as_run);
+  if (!config) return std::unexpected(config.error());
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  SystemClock clock;
+  device::Agent agent(*tre, std::move(*config), clock);
+  std::vector<device::StepTiming> steps;
+  agent.on_step([&steps](const device::StepTiming& t) { steps.push_back(t); });
+  auto outcome = agent.change_operator();
+  Fields f;
+  if (!outcome) {
+    f.add("outcome", "refused")
+        .add("code", std::string(outcome.error().wire_code()))
+        .add("message", outcome.error().message);
+    f.records("step", step_rows(steps));
+    return f.refused();
+  }
+  f.add("outcome", outcome->operational.session.empty() ? "changed" : "operational")
+      .add("replaced", outcome->replaced.empty() ? "-" : outcome->replaced)
+      .add("imsi", outcome->imsi)
+      .add("package_id", outcome->package_id)
+      .add("resumed", outcome->resumed ? "yes" : "no");
+  f.records("step", step_rows(outcome->steps));
+  return f;
+}
+
 CLI::App* with_dir(CLI::App* cmd, Args& a) {
   cmd->add_option("--dir", a.dir, "the TRE directory");
   return cmd;
@@ -591,6 +626,21 @@ void register_device(CLI::App& app, Result<Fields>* result) {
   manage->add_option("--ro", a.ro, "the RO's https URL (its DPF)");
   manage->add_option("--trust", a.trust, "PEM trust anchors for the RO");
   manage->callback([args, result] { *result = run_manage(*args); });
+
+  auto* change = with_dir(
+      device->add_subcommand(
+          "change-operator",
+          "operator change (F4): prove the platform key at the RO's DPF, answer the new home "
+          "operator's attestation, download its package, discard the old MCIM and install the "
+          "new one in one commit, report, attach with the new IMSI; exit 1 when refused"),
+      a);
+  change->add_option("--ro", a.ro, "the RO's https URL (its DPF)");
+  change->add_option("--vno", a.vno,
+                     "the visited network's https URL (the attach with the new "
+                     "IMSI; without it the MCIM ends selected, not attached)");
+  change->add_option("--trust", a.trust, "PEM trust anchors for the RO and the VNO");
+  change->add_option("--timeout", a.timeout_s, "seconds for the whole run (default 60)");
+  change->callback([args, result] { *result = run_change(*args); });
 
   auto* fsck = with_dir(device->add_subcommand("fsck", "check the stored state end to end"), a);
   fsck->callback([args, result] { *result = run_fsck(*args); });
