@@ -714,12 +714,15 @@ struct System::State {
   std::vector<std::unique_ptr<ServedRole>> served;  // in start order
   std::vector<std::string> names;                   // of `served`, kStartOrder's
   std::optional<ChildProcess> hostapd;              // with EAP access
+  std::map<std::string, ServeRole> stopped;         // stop_service's, until start_service
 
   // hostapd (a client of the RO's EAP gateway) first; then every server stops before any service
   // goes: no request may reach a half-destroyed peer.
   void stop() {
     hostapd.reset();
-    for (auto it = served.rbegin(); it != served.rend(); ++it) (*it)->stop_serving();
+    for (auto it = served.rbegin(); it != served.rend(); ++it) {
+      if (*it) (*it)->stop_serving();
+    }
     for (auto it = served.rbegin(); it != served.rend(); ++it) it->reset();
     served.clear();
     names.clear();
@@ -736,13 +739,45 @@ void System::advance_clock(std::chrono::seconds by) const { state_->clock.advanc
 std::chrono::seconds System::clock_offset() const { return state_->clock.offset(); }
 Result<std::uint64_t> System::expire_dormant_now() const {
   for (const auto& served : state_->served) {
+    if (!served) continue;
     if (auto* ro = served->ro_service(); ro != nullptr) return ro->expire_dormant_now();
   }
   return fail(ErrorCode::not_found, "the system runs no RO");
 }
+Result<void> System::stop_service(std::string_view role) const {
+  for (std::size_t i = 0; i < state_->served.size(); ++i) {
+    if (state_->names[i] != role || !state_->served[i]) continue;
+    state_->stopped.emplace(std::string(role), state_->served[i]->role());
+    state_->served[i]->stop();
+    state_->served[i].reset();
+    log::info("up", "{} stopped", role);
+    return {};
+  }
+  return fail(ErrorCode::not_found, fmt::format("{}: the system runs no such service", role));
+}
+
+Result<void> System::start_service(std::string_view role) const {
+  for (std::size_t i = 0; i < state_->served.size(); ++i) {
+    if (state_->names[i] != role) continue;
+    const auto stopped = state_->stopped.find(std::string(role));
+    if (state_->served[i] || stopped == state_->stopped.end()) {
+      return fail(ErrorCode::transition_refused, fmt::format("{}: running", role));
+    }
+    auto again = ServedRole::start(stopped->second, services()[i].config, {}, state_->clock);
+    if (!again) return with_prefix(again.error(), fmt::format("starting {} again", role));
+    state_->served[i] = std::move(*again);
+    state_->stopped.erase(stopped);
+    log::info("up", "{} started again", role);
+    return {};
+  }
+  return fail(ErrorCode::not_found, fmt::format("{}: the system runs no such service", role));
+}
+
 store::Database* System::database(std::string_view role) const {
   for (std::size_t i = 0; i < state_->served.size(); ++i) {
-    if (state_->names[i] == role) return state_->served[i]->database();
+    if (state_->names[i] == role) {
+      return state_->served[i] ? state_->served[i]->database() : nullptr;
+    }
   }
   return nullptr;
 }

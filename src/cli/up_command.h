@@ -151,6 +151,14 @@ class System : public SystemDescription {
   // and agents keep their own clocks.
   void advance_clock(std::chrono::seconds by) const;
   std::chrono::seconds clock_offset() const;
+  // The fault a scenario injects (F4 "kill the DPF mid-download"): stop_service ends the service
+  // of `role` ("ro", "sho", ...) as a crash ends it for its clients (connections cut, what it
+  // held in memory gone, what it committed kept in its database); start_service starts it again
+  // from its config file on the same port. database(role) is another object afterwards. Both
+  // not_found for a role the system does not run; start_service the start's error, or
+  // transition_refused when the service runs.
+  Result<void> stop_service(std::string_view role) const;
+  Result<void> start_service(std::string_view role) const;
   // The RO's periodic expiry of dormant PCIDs, now (RoService::expire_dormant_now).
   Result<std::uint64_t> expire_dormant_now() const;
 
