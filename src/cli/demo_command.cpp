@@ -413,6 +413,13 @@ Result<std::vector<sim::ScenarioReport>> run_scenarios(const DemoArgs& a, const 
   w.sho2_operator = std::string(kUpSho2);
   w.sho2_url = s.url("sho2");
   w.sho2_db = s.database("sho2");
+  w.stop_ro = [&s] { return s.stop_service("ro"); };
+  // The scenarios read the RO's database through w: it is another object once the RO is back.
+  w.start_ro = [&s, &w]() -> Result<void> {
+    auto again = s.start_service("ro");
+    w.ro_db = s.database("ro");
+    return again;
+  };
   std::vector<sim::ScenarioReport> reports;
   for (const std::string& name : names) {
     progress.say(fmt::format("scenario {}", name));

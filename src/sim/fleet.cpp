@@ -212,6 +212,7 @@ Result<void> register_device(FleetDevice& d, const FleetEndpoints& e, const Flee
             {"pin", ro.pin.empty() ? pin_of(d.bundle) : ro.pin},
             {"platform_cert", *pem}};
   if (ro.nonce_lifetime) body["nonce_lifetime_s"] = ro.nonce_lifetime->count();
+  if (ro.change) body["change"] = true;
   auto reg = call(*e.owner, "POST", e.sho_url + "/v1/subscribers", std::move(body), 201,
                   fmt::format("register {}", id), bearer);
   if (!reg) return std::unexpected(reg.error());
@@ -221,7 +222,7 @@ Result<void> register_device(FleetDevice& d, const FleetEndpoints& e, const Flee
   if (auto kept = d.tre->record_registration(*nonce); !kept) {
     return with_prefix(kept.error(), fmt::format("register {}", id));
   }
-  if (!ro.activate) return {};
+  if (!ro.activate || ro.change) return {};
   t0 = SteadyClock::now();
   if (auto on = announce_switch_on(d, e, o.activation_window); !on) return on;
   timed("activate", ms_since(t0));

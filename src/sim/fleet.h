@@ -108,6 +108,9 @@ struct RegisterOptions {
   // The registration nonce's lifetime the owner asks for (nonce_lifetime_s); none: the SHO's.
   std::optional<std::chrono::seconds> nonce_lifetime{};
   std::function<void(std::string_view step, double ms)> timed{};  // "register", "activate"
+  // F4: the device is operational at another SHO, and this registration orders its change
+  // (`"change": true`); no switch-on is announced (its PCID is not used again).
+  bool change = false;
 };
 // F1 for one device: the owner registers it at the SHO, gives the registration nonce to the
 // device's TRE, and announces its switch-on.

@@ -11,6 +11,7 @@
 
 #include "common/file.h"
 #include "common/hex.h"
+#include "common/log.h"
 #include "common/random.h"
 #include "net/http_server.h"
 #include "net/peer_call.h"
@@ -73,6 +74,23 @@ constexpr ScenarioInfo kScenarios[] = {
      "the owner reverts an operational device to pristine at its SHO, which deletes its MCIM and "
      "hands the PCID to the new SHO; F2 again towards the new SHO (F5); then the old SHO tries to "
      "take the registration back",
+     "ro", "access_denied"},
+    {"change-operator",
+     "F4: the owner moves an operational device to another SHO; over its old subscription it is "
+     "validated, downloads the new MCIM, discards the old one and installs the new one in one "
+     "commit; then the old SHO orders the change back without the owner's PIN",
+     "ro", "access_denied"},
+    {"change-operator-dpf-killed",
+     "F4 with the RO's DPF killed as the device starts its download: the device keeps its old "
+     "MCIM, reconnects when the DPF is back and completes; then the old SHO's change back",
+     "ro", "access_denied"},
+    {"change-operator-report-lost",
+     "F4 with the status report lost after the install: the reports kept beside the TRE are sent "
+     "by the device's next run; then the old SHO's change back",
+     "ro", "access_denied"},
+    {"change-operator-agent-crash",
+     "F4 with the device agent crashing after the download, before the discard and install: the "
+     "old MCIM still attaches; the next run completes; then the old SHO's change back",
      "ro", "access_denied"},
 };
 
@@ -163,9 +181,11 @@ class Run {
   }
 
   // An agent for the device's TRE, configured as the fleet's agents are; the RO's base URL for
-  // its management rounds (F9).
-  device::Agent agent(FleetDevice& d) const {
+  // its management rounds (F9) and operator changes (F4); a fault to inject (F4).
+  device::Agent agent(FleetDevice& d,
+                      std::function<Result<void>(device::Step)> interrupt = {}) const {
     device::AgentConfig c = w_.fleet.agent;
+    c.interrupt = std::move(interrupt);
     c.vno_url = w_.endpoints.vno_url;
     c.drf_url = w_.ro_url;
     c.tls = w_.endpoints.device_tls;
@@ -1104,6 +1124,188 @@ Result<void> revert_pristine(Run& run, const ScenarioWorld& w) {
   return {};
 }
 
+// ---- Operator change (F4) ----------------------------------------------------------------------
+
+enum class ChangeFault { none, dpf_killed, report_lost, agent_crash };
+
+// Whether any audit record of `db` mentions `needle` (subject, principal or detail).
+bool audit_mentions(store::Database& db, std::string_view needle) {
+  auto recent = db.audit().recent(100000);
+  if (!recent) return true;  // unreadable: not proven clean
+  return std::any_of(recent->begin(), recent->end(), [&](const store::AuditRecord& a) {
+    return a.subject.find(needle) != std::string::npos ||
+           a.principal.find(needle) != std::string::npos ||
+           a.detail.find(needle) != std::string::npos;
+  });
+}
+
+// What every party holds while a change is half done: the old subscription serves, the new one
+// waits; `installed`: whether the TRE's one commit has happened.
+void check_change_pending(Run& run, const ScenarioWorld& w, FleetDevice& d,
+                          const std::string& old_imsi, bool installed) {
+  const std::string& id = d.bundle.device_id;
+  auto old_sub = w.sho_db->subscribers().find(id);
+  run.check(old_sub && *old_sub && (*old_sub)->status == store::SubscriberStatus::active,
+            "old sho: still active (no discard acknowledgement yet)");
+  auto new_sub = w.sho2_db->subscribers().find(id);
+  run.check(new_sub && *new_sub && (*new_sub)->status == store::SubscriberStatus::provisioning,
+            "new sho: provisioning (no install report yet)");
+  auto reg = w.ro_db->registrations().find(d.bundle.pcid);
+  run.check(reg && *reg && (*reg)->sho == w.sho_operator && (*reg)->successor == w.sho2_operator,
+            "ro: the registration is still the old SHO's, the new SHO its successor");
+  if (installed) {
+    const std::string fresh = new_sub && *new_sub ? (*new_sub)->imsi : "?";
+    run.check(state_in_tre(d, old_imsi) == "deleted" && state_in_tre(d, fresh) == "installed",
+              fmt::format("tre: {} deleted and {} installed in one commit, never both usable",
+                          old_imsi, fresh));
+  } else {
+    run.check(state_in_tre(d, old_imsi) == "selected" && mcims_of(d) == 1,
+              fmt::format("tre: {} still selected, nothing installed", old_imsi));
+  }
+}
+
+// F4 (TR 33.812 §5.1.3.7.4.2): provisioned and attached at the old SHO; the owner registers the
+// device at the new SHO ordering the change (the PIN proves ownership to the RO) and gives the TRE
+// the new registration nonce; the device, still on its old subscription, proves its platform key
+// to the DPF, answers the new SHO's attestation, downloads the package, and its TRE discards the
+// old MCIM and installs the new one in one commit; the report goes with the two discard
+// acknowledgements; the RO hands the registration over and gives the old SHO the full
+// acknowledgement (it deactivates its IMSI) and the new SHO the filtered one (it activates its
+// own). Every party is checked, and, with a fault, the half-done state too. Then the old SHO
+// orders the change back without the owner's PIN: the RO refuses, nothing changes.
+Result<void> change_operator(Run& run, const ScenarioWorld& w, ChangeFault fault) {
+  if (w.sho2_db == nullptr || w.sho2_url.empty()) {
+    return fail(ErrorCode::missing_argument, "change-operator: the second SHO");
+  }
+  if (fault == ChangeFault::dpf_killed && (!w.stop_ro || !w.start_ro)) {
+    return fail(ErrorCode::missing_argument, "change-operator: the RO's restart");
+  }
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  const std::string& id = d.bundle.device_id;
+  const std::string& pcid = d.bundle.pcid;
+  if (auto e = run.enrol(d); !e) return e;
+  device::Agent first = run.agent(d);
+  auto provisioned = first.provision();
+  if (!provisioned) return with_prefix(provisioned.error(), "provisioning at the old SHO");
+  const std::string old_imsi = provisioned->imsi;
+  device::Attachment old_session = provisioned->operational;
+
+  FleetEndpoints at_new = w.endpoints;
+  at_new.sho_url = w.sho2_url;
+  if (auto e = register_device(d, at_new, w.fleet, {.change = true}); !e) {
+    return with_prefix(e.error(), "the owner's change order at the new SHO");
+  }
+
+  // The fault, injected before a step of the device's run.
+  std::thread restarter;
+  bool injected = false;
+  auto interrupt = [&](device::Step step) -> Result<void> {
+    if (injected) return {};
+    if (fault == ChangeFault::dpf_killed && step == device::Step::package) {
+      // The package is at the DPF (the new SHO got the attestation); the device reaches for it.
+      for (int i = 0; i < 500; ++i) {
+        auto p = w.ro_db->packages().next_for_device(id);
+        if (p && *p) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      injected = true;
+      if (auto stopped = w.stop_ro(); !stopped) return stopped;
+      restarter = std::thread([&w] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        if (auto started = w.start_ro(); !started) {
+          log::warn("scenario", "the RO did not start again: {}", started.error());
+        }
+      });
+      return {};
+    }
+    if (fault == ChangeFault::report_lost && step == device::Step::report) {
+      injected = true;
+      return fail(ErrorCode::io_error, "the status report was lost on the way");
+    }
+    if (fault == ChangeFault::agent_crash && step == device::Step::install) {
+      injected = true;
+      return fail(ErrorCode::internal, "the device agent crashed");
+    }
+    return {};
+  };
+  device::Agent agent = run.agent(d, interrupt);
+  auto changed = agent.change_operator();
+  if (restarter.joinable()) restarter.join();
+  if (fault == ChangeFault::dpf_killed) {
+    run.check(injected, "ro: stopped as the device started its download, started again");
+  }
+  if (fault == ChangeFault::report_lost || fault == ChangeFault::agent_crash) {
+    run.check(!changed, fmt::format("device: its run stopped ({})",
+                                    changed ? "it did not" : changed.error().message));
+    check_change_pending(run, w, d, old_imsi, fault == ChangeFault::report_lost);
+    if (fault == ChangeFault::agent_crash) {
+      // The old subscription still works: the device ends its session and attaches again.
+      (void)first.detach(old_session);
+      auto again = first.attach(old_imsi);
+      run.check(bool(again), fmt::format("device: attaches with {} again ({})", old_imsi,
+                                         again ? "operational" : again.error().message));
+      if (again) old_session = std::move(*again);
+    }
+    device::Agent next = run.agent(d);
+    changed = next.change_operator();
+    if (changed) {
+      run.check(changed->resumed == (fault == ChangeFault::report_lost),
+                fault == ChangeFault::report_lost
+                    ? "device: the next run sent the kept reports without installing again"
+                    : "device: the next run found the package waiting and installed it");
+    }
+  }
+  if (!changed) return with_prefix(changed.error(), "the device's change");
+  (void)first.detach(old_session);
+  const std::string new_imsi = changed->imsi;
+
+  const tre::Status status = d.tre->status();
+  run.check(
+      status.selected == new_imsi && state_in_tre(d, old_imsi) == "deleted" &&
+          state_in_tre(d, pcid) == "activated",
+      fmt::format("tre: {} selected, {} deleted, the PCID credential kept", new_imsi, old_imsi));
+  run.check(audited_in_tre(d, "replace", "ok", "device") == 1,
+            "tre: one replace in its audit log (discard and install in one commit)");
+  run.check(!changed->operational.session.empty(),
+            fmt::format("device: attached with {}", new_imsi));
+  auto reg = w.ro_db->registrations().find(pcid);
+  run.check(
+      reg && *reg && (*reg)->sho == w.sho2_operator && (*reg)->successor.empty(),
+      fmt::format("ro: the DRF registration of {} is the new SHO's, no change pending", pcid));
+  // The old SHO hears of the discard through the RO's relay: asynchronous.
+  std::optional<store::Subscriber> old_sub;
+  for (int i = 0; i < 500; ++i) {
+    auto found = w.sho_db->subscribers().find(id);
+    old_sub = found ? *found : std::optional<store::Subscriber>();
+    if (found && !*found) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  run.check(!old_sub, "old sho: the subscriber is removed (released on the TRE's acknowledgement)");
+  auto auc = w.sho_db->pcids().find(old_imsi);
+  run.check(auc && *auc &&
+                (*auc)->active_until <
+                    std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()),
+            fmt::format("old sho: the AuC no longer serves {}", old_imsi));
+  auto sub2 = w.sho2_db->subscribers().find(id);
+  run.check(sub2 && *sub2 && (*sub2)->status == store::SubscriberStatus::active &&
+                (*sub2)->imsi == new_imsi,
+            fmt::format("new sho: subscriber active with imsi {}", new_imsi));
+  auto auc2 = w.sho2_db->pcids().find(new_imsi);
+  run.check(auc2 && *auc2 && (*auc2)->status == store::PcidStatus::active,
+            "new sho: its AuC serves the new IMSI");
+  run.check(!audit_mentions(*w.sho2_db, old_imsi) && !audit_mentions(*w.sho2_db, w.sho_operator),
+            "new sho: its records name neither the old IMSI nor the old SHO (privacy filtering)");
+
+  run.baseline({&d});
+  auto back =
+      net::call_json(*w.as_sho, "POST", w.ro_url + "/v1/drf/registrations/" + pcid + "/change",
+                     Json{{"device_id", id}, {"pin", "0000"}}, {.peer = "ro", .ok_status = 200});
+  if (!back) run.refused("ro", back.error());
+  run.finish({});
+  return {};
+}
+
 }  // namespace
 
 std::span<const ScenarioInfo> scenarios() { return kScenarios; }
@@ -1143,6 +1345,14 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "delayed-activation") done = delayed_activation(run, w);
   if (name == "renew-pcid") done = renew_pcid(run, w);
   if (name == "revert-pristine") done = revert_pristine(run, w);
+  if (name == "change-operator") done = change_operator(run, w, ChangeFault::none);
+  if (name == "change-operator-dpf-killed") done = change_operator(run, w, ChangeFault::dpf_killed);
+  if (name == "change-operator-report-lost") {
+    done = change_operator(run, w, ChangeFault::report_lost);
+  }
+  if (name == "change-operator-agent-crash") {
+    done = change_operator(run, w, ChangeFault::agent_crash);
+  }
   if (!done) return with_prefix(done.error(), name);
   return report;
 }

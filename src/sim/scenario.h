@@ -52,6 +52,9 @@ struct ScenarioWorld {
   // for the owner (endpoints.owner and owner_token, the same owner account) and its database.
   std::string sho2_operator, sho2_url;
   store::Database* sho2_db = nullptr;
+  // F4's fault "kill the DPF mid-download": the RO stopped as a crash stops it, and started again
+  // from its configuration (start_ro points ro_db at the new service's database).
+  std::function<Result<void>()> stop_ro, start_ro;
 };
 
 struct ScenarioInfo {
