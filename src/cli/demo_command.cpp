@@ -34,6 +34,7 @@ struct DemoArgs {
   std::string scenario;  // empty: the fleet; a name or "all": refusal scenarios
   std::string system;    // --system: the directory of a system `mcim up` runs
   std::string phases;    // --phases: a file to note when each phase of the fleet begins
+  bool change = false;   // --change-operator: then move every device to the second SHO (F4)
 };
 
 // What each row of the table stands for (the TR's flows and step numbers, DESIGN.md §2).
@@ -54,6 +55,9 @@ constexpr StepText kSteps[] = {
     {"report", "F2 13-14", "signed status report to the DPF, SHO activates"},
     {"attach_imsi", "F2 end", "attach with the new IMSI: operational"},
     {"provision", "F2/F3", "the whole provisioning of one device"},
+    {"change_order", "F4 1", "owner orders the change at the new SHO (PIN to the RO)"},
+    {"connect_dpf", "F4", "platform key proven to the DPF: a DPF session, no attach"},
+    {"change", "F4", "the whole operator change of one device"},
 };
 
 StepText text_of(const std::string& step) {
@@ -61,6 +65,20 @@ StepText text_of(const std::string& step) {
     if (t.step == step) return t;
   }
   return {step, "", ""};
+}
+
+// The F4 rows: the step names are the device's, the meaning is the change's.
+StepText change_text_of(const std::string& step) {
+  if (step == "attestation") return {"attestation", "F4 2-4", "new SHO's PVA challenge answered"};
+  if (step == "package") return {"package", "F4 5", "the new SHO's package from the DPF"};
+  if (step == "install") {
+    return {"install", "F4 6-7", "old MCIM discarded, new one installed: one TRE commit"};
+  }
+  if (step == "report") {
+    return {"report", "F4 8-11", "report and both discard acknowledgements to the DPF"};
+  }
+  if (step == "attach_imsi") return {"attach_imsi", "F4 end", "attach with the new SHO's IMSI"};
+  return text_of(step);
 }
 
 // Devices the system in `dir` has made before (the supplier's bundles), so that a demo run again
@@ -182,8 +200,28 @@ void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& s
   for (const auto& [what, n] : r.failures) {
     out << fmt::format("failed: {} device(s) at {}\n", n, what);
   }
-  out << (r.failed == 0 ? "result: every device is operational with its new IMSI\n"
-                        : "result: FAILED, some devices are not operational (see above)\n");
+  if (a.change) {
+    out << fmt::format("\noperator change (F4) of every operational device to {}:\n",
+                       system.url("sho2"));
+    out << fmt::format("\n {:<14} {:<9} {:>6} {:>9} {:>9}  {}\n", "step", "TR", "count", "p50 ms",
+                       "p99 ms", "what happened");
+    for (const sim::StepStats& s : r.change_steps) {
+      const StepText t = change_text_of(s.step);
+      out << fmt::format(" {:<14} {:<9} {:>6} {:>9.2f} {:>9.2f}  {}\n", s.step, t.flow, s.count,
+                         s.p50_ms, s.p99_ms, t.what);
+    }
+    out << fmt::format(
+        "\nmoved {} of {} devices in {:.2f} s ({} at a time): {:.1f} operator "
+        "changes/s\n",
+        r.changed, r.provisioned, r.change_seconds, a.concurrency, r.changes_per_s);
+    for (const auto& [what, n] : r.change_failures) {
+      out << fmt::format("change failed: {} device(s) at {}\n", n, what);
+    }
+  }
+  const bool ok = r.failed == 0 && r.change_failed == 0;
+  out << (ok ? fmt::format("result: every device is operational with its new IMSI{}\n",
+                           a.change ? " at the new SHO" : "")
+             : std::string("result: FAILED, some devices are not operational (see above)\n"));
 }
 
 void print_json(std::ostream& out, const sim::FleetReport& r) {
@@ -204,6 +242,21 @@ void print_json(std::ostream& out, const sim::FleetReport& r) {
   }
   j["failures"] = nlohmann::ordered_json::object();
   for (const auto& [what, n] : r.failures) j["failures"][what] = n;
+  if (!r.change_steps.empty() || r.change_failed > 0) {
+    nlohmann::ordered_json c;
+    c["changed"] = r.changed;
+    c["failed"] = r.change_failed;
+    c["changes_per_s"] = r.changes_per_s;
+    c["change_seconds"] = r.change_seconds;
+    c["steps"] = nlohmann::ordered_json::array();
+    for (const sim::StepStats& s : r.change_steps) {
+      c["steps"].push_back(
+          {{"step", s.step}, {"count", s.count}, {"p50_ms", s.p50_ms}, {"p99_ms", s.p99_ms}});
+    }
+    c["failures"] = nlohmann::ordered_json::object();
+    for (const auto& [what, n] : r.change_failures) c["failures"][what] = n;
+    j["change"] = std::move(c);
+  }
   out << j.dump() << '\n';
 }
 
@@ -348,6 +401,14 @@ Result<std::pair<sim::FleetReport, std::unique_ptr<SystemDescription>>> run(cons
       fmt::format("manufacturing {} devices, registering them at the SHO, then "
                   "provisioning them {} at a time (access: {})",
                   a.devices, a.concurrency, a.access));
+  if (a.change) {
+    f.change_to_url = started->system->url("sho2");
+    started->endpoints.drf_url = started->system->url("ro");
+    if (f.change_to_url.empty()) {
+      return fail(ErrorCode::unsupported,
+                  "--change-operator: the system runs no second SHO (started by an older mcim?)");
+    }
+  }
   auto report = sim::run_fleet(started->endpoints, f);
   if (!report) return std::unexpected(report.error());
   return std::pair{std::move(*report), std::move(started->system)};
@@ -510,6 +571,9 @@ void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Field
   demo->add_option("--phases", args->phases,
                    "append `<phase> <unix ms>` to this file as the fleet begins registering, "
                    "provisioning, and is done (bench/run_f2.sh)");
+  demo->add_flag("--change-operator", args->change,
+                 "then move every provisioned device to the second SHO (F4) and report operator "
+                 "changes/s");
   demo->callback([args, &json, exit_code, result, &out, &err] {
     auto work = WorkDir::make(args->dir);
     if (!work) {
@@ -546,7 +610,10 @@ void register_demo(CLI::App& app, const bool& json, int* exit_code, Result<Field
       print_text(out, *args, *system, report);
     }
     out.flush();
-    *exit_code = report.failed == 0 && report.provisioned == args->devices ? kExitOk : kExitRefused;
+    *exit_code =
+        report.failed == 0 && report.change_failed == 0 && report.provisioned == args->devices
+            ? kExitOk
+            : kExitRefused;
   });
 }
 

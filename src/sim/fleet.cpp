@@ -251,6 +251,72 @@ double percentile_ms(std::vector<double> samples, double p) {
   return percentile_of_sorted(samples, p);
 }
 
+namespace {
+
+// A failed device counted under "step: code" (the message names the step first: "discovery: ...").
+void count_failure(std::mutex& mu, std::map<std::string, std::size_t>& failures, const Error& e) {
+  std::lock_guard lock(mu);
+  ++failures[fmt::format("{}: {}", e.message.substr(0, e.message.find(':')), to_string(e.code))];
+}
+
+// F4 for every device that is operational: the owner's change order at the new SHO, the device's
+// change, its old session ended; timed into report.change_*.
+void change_fleet(const FleetEndpoints& e, const FleetOptions& o, std::vector<FleetDevice>& devices,
+                  std::vector<std::optional<device::Attachment>>& operational,
+                  FleetReport& report) {
+  if (o.phase) o.phase("change");
+  FleetEndpoints at_new = e;
+  at_new.sho_url = o.change_to_url;
+  Timings timings;
+  SystemClock clock;
+  std::atomic<std::size_t> done{0}, failed{0};
+  std::mutex failures_mu;
+  const auto c0 = SteadyClock::now();
+  (void)parallel_for(devices.size(), o.concurrency, [&](std::size_t i) -> Result<void> {
+    if (!operational[i]) return {};
+    FleetDevice& d = devices[i];
+    device::AgentConfig config = agent_config(e, o, i, d.bundle.device_id);
+    config.drf_url = e.drf_url;
+    device::Agent a(*d.tre, std::move(config), clock);
+    a.on_step([&](const device::StepTiming& s) {
+      timings.add(std::string(device::to_string(s.step)),
+                  std::chrono::duration<double, std::milli>(s.took).count());
+    });
+    const auto d0 = SteadyClock::now();
+    auto ordered = register_device(
+        d, at_new, o,
+        {.timed = [&](std::string_view, double ms) { timings.add("change_order", ms); },
+         .change = true});
+    Result<device::ChangeOutcome> outcome =
+        ordered ? a.change_operator() : std::unexpected(ordered.error());
+    if (outcome) {
+      timings.add("change", ms_since(d0));
+      (void)a.detach(*operational[i]);
+    } else {
+      ++failed;
+      count_failure(failures_mu, report.change_failures, outcome.error());
+    }
+    const std::size_t n = ++done;
+    if (o.progress) o.progress(n, failed, devices.size());
+    return {};
+  });
+  report.change_seconds = std::chrono::duration<double>(SteadyClock::now() - c0).count();
+  report.change_failed = failed;
+  report.changed = report.provisioned - report.change_failed;
+  report.changes_per_s =
+      report.change_seconds > 0 ? double(report.changed) / report.change_seconds : 0;
+  std::vector<std::string> order = {"change_order"};
+  for (device::Step s :
+       {device::Step::connect_dpf, device::Step::attestation, device::Step::package,
+        device::Step::install, device::Step::report, device::Step::attach_imsi}) {
+    order.emplace_back(device::to_string(s));
+  }
+  order.emplace_back("change");
+  report.change_steps = timings.stats(order);
+}
+
+}  // namespace
+
 Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   if (o.devices == 0 || o.concurrency == 0) {
     return std::unexpected(Error(ErrorCode::invalid_argument, "devices and concurrency: >= 1"));
@@ -289,10 +355,15 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   });
   if (!prepared) return std::unexpected(prepared.error());
 
+  if (!o.change_to_url.empty() && e.drf_url.empty()) {
+    return fail(ErrorCode::missing_argument, "an operator change needs the RO's URL (drf_url)");
+  }
   SystemClock clock;
   std::atomic<std::size_t> done{0}, failed{0};
   std::mutex failures_mu;
   std::map<std::string, std::size_t> failures;
+  // The operational session of each device, ended after its change.
+  std::vector<std::optional<device::Attachment>> operational(devices->size());
   if (o.phase) o.phase("provision");
   const auto p0 = SteadyClock::now();
   (void)parallel_for(devices->size(), o.concurrency, [&](std::size_t i) -> Result<void> {
@@ -304,13 +375,12 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
     });
     const auto d0 = SteadyClock::now();
     auto outcome = a.provision();
-    if (outcome) timings.add("provision", ms_since(d0));
-    if (!outcome) {
+    if (outcome) {
+      timings.add("provision", ms_since(d0));
+      operational[i] = std::move(outcome->operational);
+    } else {
       ++failed;
-      std::lock_guard lock(failures_mu);
-      // The message names the step first ("discovery: ...").
-      const std::string& m = outcome.error().message;
-      ++failures[fmt::format("{}: {}", m.substr(0, m.find(':')), to_string(outcome.error().code))];
+      count_failure(failures_mu, failures, outcome.error());
     }
     const std::size_t n = ++done;
     if (o.progress) o.progress(n, failed, devices->size());
@@ -318,7 +388,6 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   });
   FleetReport report;
   report.provision_seconds = std::chrono::duration<double>(SteadyClock::now() - p0).count();
-  if (o.phase) o.phase("done");
   report.devices = devices->size();
   report.failed = failed;
   report.provisioned = report.devices - report.failed;
@@ -337,6 +406,8 @@ Result<FleetReport> run_fleet(const FleetEndpoints& e, const FleetOptions& o) {
   order.emplace_back("provision");
   report.steps = timings.stats(order);
   report.failures = std::move(failures);
+  if (!o.change_to_url.empty()) change_fleet(e, o, *devices, operational, report);
+  if (o.phase) o.phase("done");
   return report;
 }
 

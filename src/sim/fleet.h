@@ -65,10 +65,14 @@ struct FleetOptions {
   // set from the endpoints and `access` for each device.
   device::AgentConfig agent;
   AccessMix access = AccessMix::threegpp;
+  // F4 after F2: the owner's SHO URL to move every operational device to (the owner's change
+  // order there, then the device's Agent::change_operator through endpoints.drf_url, the RO),
+  // the same concurrency, timed. Empty: no change.
+  std::string change_to_url;
   // Called after each finished device (provisioned or failed), from the worker threads.
   std::function<void(std::size_t done, std::size_t failed, std::size_t total)> progress;
   // Called from the calling thread as each phase begins: "register" (F1 and F7, after the
-  // batch is made), "provision" (F2), "done".
+  // batch is made), "provision" (F2), "change" (F4, with change_to_url), "done".
   std::function<void(std::string_view phase)> phase;
 };
 
@@ -87,6 +91,13 @@ struct FleetReport {
   std::vector<StepStats> steps;
   std::map<std::string, std::size_t> failures;  // "step: code" -> devices
   std::map<std::string, std::size_t> access;    // device::to_string(Access) -> devices
+  // F4 (FleetOptions::change_to_url): the devices moved, the wall time of the concurrent change
+  // phase, changed / change_seconds; per step "change_order" (the owner's at the new SHO), the
+  // change's device::Step names, and "change" (the whole of one, successful ones only).
+  std::size_t changed = 0, change_failed = 0;
+  double change_seconds = 0, changes_per_s = 0;
+  std::vector<StepStats> change_steps;
+  std::map<std::string, std::size_t> change_failures;  // "step: code" -> devices
 };
 
 // One device of a fleet: what the supplier made, and its TRE once initialised.
