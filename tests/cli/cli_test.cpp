@@ -456,6 +456,10 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"delayed-activation", {"ro", "pcid_expired"}},
       {"renew-pcid", {"ro", "not_found"}},
       {"revert-pristine", {"ro", "access_denied"}},
+      {"change-operator", {"ro", "access_denied"}},
+      {"change-operator-dpf-killed", {"ro", "access_denied"}},
+      {"change-operator-report-lost", {"ro", "access_denied"}},
+      {"change-operator-agent-crash", {"ro", "access_denied"}},
   };
   std::map<std::string, std::pair<std::string, std::string>> seen;
   for (const auto& s : j["scenarios"]) {
@@ -521,6 +525,57 @@ TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
         "ro: the DRF registration of ", "ro: audit transfer", "tre: pristine, 00102",
         "tre: audit delete by the old SHO", "new sho: subscriber active with imsi 00103",
         "new sho: its AuC serves the new IMSI", "tre: 00103"}},
+  };
+  for (const Row& row : rows) {
+    SCOPED_TRACE(row.name);
+    const auto r = mcim({"demo", "--scenario", row.name, "--json"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j["scenarios"].size(), 1u);
+    const auto& s = j["scenarios"][0];
+    EXPECT_TRUE(s["passed"].get<bool>()) << s.dump();
+    EXPECT_TRUE(s["unexpected_changes"].empty()) << s.dump();
+    EXPECT_TRUE(s["recorded"].empty()) << s.dump();
+    ASSERT_EQ(s["checked"].size(), row.checks.size()) << s.dump();
+    for (std::size_t i = 0; i < row.checks.size(); ++i) {
+      EXPECT_EQ(s["checked"][i].get<std::string>().rfind(row.checks[i], 0), 0u) << s["checked"][i];
+    }
+  }
+}
+
+// Issue 8 F4 and its faults over the real services: every party's state at the end, and with a
+// fault the half-done state in between.
+TEST(CliDemo, TheChangeOperatorScenariosCheckEveryParty) {
+  const std::vector<std::string> done = {"tre: 00103",
+                                         "tre: one replace in its audit log",
+                                         "device: attached with 00103",
+                                         "ro: the DRF registration of ",
+                                         "old sho: the subscriber is removed",
+                                         "old sho: the AuC no longer serves 00102",
+                                         "new sho: subscriber active with imsi 00103",
+                                         "new sho: its AuC serves the new IMSI",
+                                         "new sho: its records name neither"};
+  auto pending = [](const std::string& tre) {
+    return std::vector<std::string>{"device: its run stopped", "old sho: still active",
+                                    "new sho: provisioning", "ro: the registration is still", tre};
+  };
+  auto concat = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  struct Row {
+    std::string name;
+    std::vector<std::string> checks;  // the start of each expected check, in order
+  };
+  const Row rows[] = {
+      {"change-operator", done},
+      {"change-operator-dpf-killed", concat({"ro: stopped as the device started"}, done)},
+      {"change-operator-report-lost",
+       concat(concat(pending("tre: 00102"), {"device: the next run sent the kept reports"}), done)},
+      {"change-operator-agent-crash",
+       concat(concat(pending("tre: 00102"),
+                     {"device: attaches with 00102 again", "device: the next run found"}),
+              done)},
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.name);
