@@ -151,8 +151,9 @@ std::string snapshot(store::Database& db, const Known& known) {
     out += fmt::format("sqn {} {}\n", pcid, db.sqns().current(pcid).value_or(999999));
     auto r = db.registrations().find(pcid).value_or(std::nullopt);
     if (r) {
-      out += fmt::format("reg {} {} {} {} {} {} {}\n", pcid, r->device_id, r->sho, r->dpf_url,
-                         r->apn, to_hex(r->dpf_key_pin), r->created.time_since_epoch().count());
+      out += fmt::format("reg {} {} {} {} {} {} {} successor '{}' refusal '{}'\n", pcid,
+                         r->device_id, r->sho, r->dpf_url, r->apn, to_hex(r->dpf_key_pin),
+                         r->created.time_since_epoch().count(), r->successor, r->refusal);
     }
   }
   for (const std::string& id : known.sessions) {
@@ -1620,6 +1621,108 @@ TEST_F(RoServiceTest, LogsCarryNoSecrets) {
     }
   }
   EXPECT_TRUE(refusal_logged);
+}
+
+// ---- Operator change (F4) ---------------------------------------------------------------------
+
+// sho-a holds the TRE's PCID; sho-b is the operator the owner moves the device to.
+class RoServiceF4Test : public RoServiceTest {
+ protected:
+  static RoServiceConfig with_shos(RoServiceConfig c) {
+    for (const char* sho : {"sho-a", "sho-b"})
+      c.shos.try_emplace(sho, ShoEndpoint{"https://127.0.0.1:9"});
+    return c;
+  }
+  HttpRequest change(const std::string& body, const std::string& op = "sho-b",
+                     const std::string& pcid = kPcid) {
+    return op_request("POST", "/v1/drf/registrations/" + pcid + "/change", op, body);
+  }
+  std::string change_body(const std::string& device = "", const std::string& pin = kPin) {
+    return Json{{"device_id", device.empty() ? device_ : device}, {"pin", pin}}.dump();
+  }
+  store::Registration registration() {
+    auto reg = db_->registrations().find(kPcid);
+    EXPECT_TRUE(reg && *reg);
+    return reg && *reg ? **reg : store::Registration{};
+  }
+  store::AuditRecord last_audit() {
+    auto audit = db_->audit().recent(1);
+    EXPECT_TRUE(audit && !audit->empty());
+    return audit && !audit->empty() ? audit->front() : store::AuditRecord{};
+  }
+};
+
+TEST_F(RoServiceF4Test, AChangeNeedsTheDevicesPinAndNamesNothingOfTheHolder) {
+  start(with_shos(config()));
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  const std::string good = change_body();
+  expect_refusals({
+      {"no certificate", change(good, ""), 401, "unauthenticated"},
+      {"no operator", change(good, "anonymous"), 403, "access_denied"},
+      {"no home operator of this RO", change(good, "sho-c"), 403, "access_denied"},
+      {"unregistered pcid", change(good, "sho-b", kPcid2), 404, "not_found"},
+      {"unknown pcid", change(good, "sho-b", "001019990000099"), 404, "not_found"},
+      {"another device", change(change_body("dev-other")), 422, "wrong_recipient"},
+      {"the holder", change(good, "sho-a"), 409, "already_exists"},
+      {"wrong pin", change(change_body("", "87654321")), 403, "access_denied"},
+      {"pin with a letter", change(change_body("", "1234567x")), 400, "invalid_argument"},
+      {"pin too short", change(change_body("", "123")), 400, "invalid_argument"},
+      {"pin too long", change(change_body("", std::string(17, '1'))), 400, "invalid_argument"},
+      {"no pin", change(Json{{"device_id", device_}}.dump()), 400, "missing_argument"},
+      {"no device", change(Json{{"pin", kPin}}.dump()), 400, "missing_argument"},
+      {"unknown member",
+       change(Json{{"device_id", device_}, {"pin", kPin}, {"sho", "sho-a"}}.dump()), 400,
+       "bad_format"},
+      {"malformed", change("{"), 400, "bad_format"},
+  });
+  // A wrong PIN is on the record, and neither the answer nor the record echoes it.
+  const HttpResponse wrong = handle(change(change_body("", "87654321")));
+  EXPECT_EQ(Json::parse(wrong.body)["error"]["message"], "pin: not the device's");
+  EXPECT_EQ(wrong.body.find("87654321"), std::string::npos);
+  store::AuditRecord refused = last_audit();
+  EXPECT_EQ(refused.service, "drf");
+  EXPECT_EQ(refused.event, "change");
+  EXPECT_EQ(refused.subject, kPcid);
+  EXPECT_EQ(refused.principal, "operator:sho-b");
+  EXPECT_EQ(refused.outcome, "access_denied");
+  EXPECT_EQ(refused.detail.find("87654321"), std::string::npos);
+  handle(change(good, "sho-c"));
+  EXPECT_EQ(last_audit().event, "change");
+  EXPECT_EQ(last_audit().outcome, "access_denied");
+  EXPECT_EQ(flow_count("change_ordered"), 0u);
+
+  const HttpResponse ordered = handle(change(good));
+  ASSERT_EQ(ordered.status, 200) << ordered.body;
+  EXPECT_EQ(Json::parse(ordered.body),
+            (Json{{"pcid", kPcid}, {"successor", "sho-b"}, {"status", "pending"}}));
+  EXPECT_EQ(ordered.body.find("sho-a"), std::string::npos);
+  EXPECT_EQ(registration().sho, "sho-a");
+  EXPECT_EQ(registration().successor, "sho-b");
+  EXPECT_EQ(last_audit().event, "change");
+  EXPECT_EQ(last_audit().outcome, "ok");
+  EXPECT_EQ(flow_count("change_ordered"), 1u);
+  // The holder's own routes stay the holder's.
+  expect_refusals({{"the holder, after the change", change(good, "sho-a"), 409, "already_exists"}});
+}
+
+// An earlier refusal would end the new change's polls at once: the order clears it.
+TEST_F(RoServiceF4Test, AChangeClearsTheRegistrationsRefusal) {
+  start(with_shos(config()));
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(
+      handle(
+          op_request("POST", "/v1/dpf/refusals", "sho-a",
+                     Json{{"pcid", kPcid}, {"device_id", device_}, {"code", "measurement_mismatch"}}
+                         .dump()))
+          .status,
+      201);
+  EXPECT_EQ(registration().refusal, "measurement_mismatch");
+  ASSERT_EQ(handle(change(change_body())).status, 200);
+  EXPECT_EQ(registration().refusal, "");
+  EXPECT_EQ(registration().successor, "sho-b");
+  EXPECT_EQ(registration().sho, "sho-a");
 }
 
 // ---- Configuration --------------------------------------------------------------------------

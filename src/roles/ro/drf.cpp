@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "common/secure.h"
 #include "pki/package.h"
 #include "roles/ro/audit.h"
 #include "roles/ro/bootstrap.h"
@@ -106,6 +107,44 @@ Result<void> Drf::transfer(std::string_view pcid, std::string_view caller_sho,
   return audited(audit_, t,
                  {kService, "transfer", pcid, operator_principal(caller_sho),
                   fmt::format("to {}", operator_principal(to))},
+                 std::move(result));
+}
+
+Result<void> Drf::order_change(std::string_view pcid, std::string_view device_id,
+                               std::string_view pin, std::string_view caller_sho) {
+  auto found = registrations_.find(pcid);
+  if (!found) return std::unexpected(found.error());
+  if (!*found) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
+  store::Registration& reg = **found;
+  if (reg.device_id != device_id) {
+    return fail(ErrorCode::wrong_recipient,
+                fmt::format("pcid {}: registered for another device", pcid));
+  }
+  if (reg.sho == caller_sho) {
+    return fail(ErrorCode::already_exists, fmt::format("pcid {}: the caller holds it", pcid));
+  }
+  // The PIN on the device's label: only its owner can move the device.
+  auto key = derive_bootstrap_key(pin, reg.device_id);
+  if (!key || !constant_time_equal(key->get(), reg.bootstrap_key.get())) {
+    return fail(ErrorCode::access_denied, "pin: not the device's");
+  }
+  if (!reg.refusal.empty()) {
+    // An earlier change's refusal would end the new change's polls: the RO clears it for the
+    // holder (put() keeps the successor).
+    reg.refusal.clear();
+    reg.refused = {};
+    if (auto put = registrations_.put(reg); !put) return put;
+  }
+  return registrations_.set_successor(pcid, caller_sho);
+}
+
+Result<void> Drf::change(std::string_view pcid, std::string_view device_id, std::string_view pin,
+                         std::string_view caller_sho) {
+  const store::Time t = now();
+  auto result = order_change(pcid, device_id, pin, caller_sho);
+  return audited(audit_, t,
+                 {kService, "change", pcid, operator_principal(caller_sho),
+                  fmt::format("device {}", device_id)},
                  std::move(result));
 }
 

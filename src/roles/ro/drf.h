@@ -61,6 +61,16 @@ class Drf {
   // the caller itself; not_found; access_denied unless the caller holds it.
   Result<void> transfer(std::string_view pcid, std::string_view caller_sho, std::string_view to);
 
+  // F4 steps 1-2: the SHO the owner moves the device to (`caller_sho`, a home operator of this RO:
+  // the HTTP layer checks that) becomes the registration's successor. Checks, in order: not_found
+  // (no registration), wrong_recipient (`device_id` is not the registered device), already_exists
+  // (the caller holds it already), access_denied (`pin` is not the device's: its stretched key,
+  // compared in constant time with the stored bootstrap key; the owner's proof of ownership). Then
+  // a refusal the registration carries is cleared and the successor set, replacing any earlier
+  // one. The holder and its subscription are untouched until the device's report (Dpf::report).
+  Result<void> change(std::string_view pcid, std::string_view device_id, std::string_view pin,
+                      std::string_view caller_sho);
+
   // F2 steps 5-7: the bootstrap message for `pcid`, made with a fresh nonce at the clock's time.
   // access_denied unless the session's authenticated PCID is `pcid`; not_found when unregistered.
   Result<std::string> discover(std::string_view pcid, std::string_view session_pcid);
@@ -68,6 +78,8 @@ class Drf {
  private:
   store::Time now() const;
   Result<void> validate(const store::Registration& r) const;
+  Result<void> order_change(std::string_view pcid, std::string_view device_id, std::string_view pin,
+                            std::string_view caller_sho);
 
   store::RegistrationStore& registrations_;
   store::PcidStore& pcids_;

@@ -397,6 +397,7 @@ struct RoService::State {
   Result<Json> register_pcid(const Request& r);
   Result<void> unregister(const Request& r);
   Result<Json> transfer(const Request& r);
+  Result<Json> change_operator(const Request& r);
   Result<Json> activate(const Request& r);
   Result<Json> store_package(const Request& r);
 
@@ -533,6 +534,28 @@ Result<Json> RoService::State::transfer(const Request& r) {
   flow("registration_transferred");
   log::info(kComponent, "pcid {}: registration handed from {} to {}", pcid, caller_of(r), to);
   return Json{{"pcid", pcid}, {"sho", to}};
+}
+
+// F4 steps 1-2: the new SHO, on the owner's order (the device's PIN), becomes the successor. Only
+// a home operator this RO works with: it must be able to take the notices that follow.
+Result<Json> RoService::State::change_operator(const Request& r) {
+  const std::string caller = caller_of(r);
+  const std::string pcid(r.param("pcid"));
+  if (!config.shos.contains(caller)) {
+    return audited(
+        db.audit(), now(), {"drf", "change", pcid, operator_principal(caller), ""},
+        Result<Json>(fail(ErrorCode::access_denied,
+                          fmt::format("operator {}: no home operator of this RO", caller))));
+  }
+  const std::string& pin = r.json.at("pin").get_ref<const std::string&>();
+  if (auto done = drf().change(pcid, r.json.at("device_id").get<std::string>(), pin, caller);
+      !done) {
+    return std::unexpected(done.error());
+  }
+  flow("change_ordered");
+  log::info(kComponent, "pcid {}: change to {} ordered", pcid, operator_principal(caller));
+  // Nothing of the holder: the new SHO learns nothing of the old subscription.
+  return Json{{"pcid", pcid}, {"successor", caller}, {"status", "pending"}};
 }
 
 Result<Json> RoService::State::activate(const Request& r) {
@@ -948,7 +971,9 @@ Result<void> RoService::State::add_routes() {
   };
 
   const JsonSchema chain_schema = JsonSchema::object({platform_report_fields().back()});
-  const std::array<Result<void>, 15> added = {
+  const JsonSchema pin_schema =
+      JsonSchema::string(kMaxPinSize, ascii_digits, "4-16 decimal digits", kMinPinSize);
+  const std::array<Result<void>, 16> added = {
       router.add(
           "POST", "/v1/icf/batches", [s](const Request& r) { return s->import_batch(r); },
           RouteOptions{net::require_operator(config.suppliers), std::nullopt,
@@ -961,13 +986,16 @@ Result<void> RoService::State::add_routes() {
                   {required("device_id", id_schema()), required("dpf_url", JsonSchema::string(256)),
                    required("dpf_key_pin", JsonSchema::hex(32)),
                    required("apn", JsonSchema::string(253)),
-                   required("pin", JsonSchema::string(kMaxPinSize, ascii_digits,
-                                                      "4-16 decimal digits", kMinPinSize))}))),
+                   required("pin", pin_schema)}))),
       router.add("DELETE", "/v1/drf/registrations/{pcid}",
                  void_route("unregister", &State::unregister), bare(any_operator())),
       router.add("POST", "/v1/drf/registrations/{pcid}/transfer",
                  json_route("transfer", &State::transfer),
                  json(any_operator(), JsonSchema::object({required("to", id_schema())}))),
+      router.add("POST", "/v1/drf/registrations/{pcid}/change",
+                 json_route("change", &State::change_operator),
+                 json(any_operator(), JsonSchema::object({required("device_id", id_schema()),
+                                                          required("pin", pin_schema)}))),
       router.add(
           "POST", "/v1/icf/pcids/{pcid}/activation", json_route("activation", &State::activate),
           json(any_operator(),
