@@ -1725,6 +1725,84 @@ TEST_F(RoServiceF4Test, AChangeClearsTheRegistrationsRefusal) {
   EXPECT_EQ(registration().sho, "sho-a");
 }
 
+// The successor may ask for attestations, hand packages over and refuse, beside the holder; the
+// rest stays the holder's. Its refusal ends the change and leaves the holder's registration.
+TEST_F(RoServiceF4Test, TheSuccessorProvisionsBesideTheHolderAndMayRefuse) {
+  start(with_shos(config()));
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  const std::string sho_b_request = attestation_request_body("challenge-b");
+  const std::string sho_b_package = package_body(1, "sho-b");
+  auto as = [&](const std::string& op, const std::string& method, const std::string& target,
+                const std::string& body = "") { return op_request(method, target, op, body); };
+  expect_refusals({
+      {"attestation request before the change",
+       as("sho-b", "POST", "/v1/dpf/attestation-requests", sho_b_request), 403, "access_denied"},
+      {"package before the change", as("sho-b", "POST", "/v1/dpf/packages", sho_b_package), 403,
+       "access_denied"},
+  });
+  ASSERT_EQ(handle(change(change_body())).status, 200);
+  const HttpResponse asked =
+      handle(as("sho-b", "POST", "/v1/dpf/attestation-requests", sho_b_request));
+  ASSERT_EQ(asked.status, 201) << asked.body;
+  EXPECT_EQ((*db_->attestation_requests().find("challenge-b"))->sho, "sho-b");
+  const HttpResponse stored = handle(as("sho-b", "POST", "/v1/dpf/packages", sho_b_package));
+  ASSERT_EQ(stored.status, 201) << stored.body;
+  EXPECT_EQ((*db_->packages().find(known_.packages.back()))->sho, "sho-b");
+  // The holder's own operations stay the holder's.
+  const std::string instruction =
+      world().instruction(world().signer("sho-b"), device_, kImsi, tre::Action::block, 1);
+  expect_refusals({
+      {"a third operator", as("sho-c", "POST", "/v1/dpf/packages", package_body(2, "sho-a")), 403,
+       "access_denied"},
+      {"the successor's request for another device",
+       as("sho-b", "POST", "/v1/dpf/attestation-requests",
+          attestation_request_body("challenge-x", kPcid, "dev-other")),
+       422, "wrong_recipient"},
+      {"instruction",
+       as("sho-b", "POST", "/v1/dpf/instructions",
+          Json{{"pcid", kPcid},
+               {"device_id", device_},
+               {"instruction_id", "ins-1"},
+               {"instruction", instruction}}
+              .dump()),
+       403, "access_denied"},
+      {"transfer",
+       as("sho-b", "POST", "/v1/drf/registrations/" + kPcid + "/transfer", R"({"to":"sho-a"})"),
+       403, "access_denied"},
+      {"activation",
+       as("sho-b", "POST", "/v1/icf/pcids/" + kPcid + "/activation", R"({"window_s":60})"), 403,
+       "access_denied"},
+      {"re-register",
+       as("sho-b", "PUT", "/v1/drf/registrations/" + kPcid, registration_body(device_)), 403,
+       "access_denied"},
+      {"unregister", as("sho-b", "DELETE", "/v1/drf/registrations/" + kPcid), 403, "access_denied"},
+  });
+  // The successor's refusal: on the registration for the device's polls, the change over.
+  const HttpResponse refused = handle(
+      as("sho-b", "POST", "/v1/dpf/refusals",
+         Json{{"pcid", kPcid}, {"device_id", device_}, {"code", "measurement_mismatch"}}.dump()));
+  ASSERT_EQ(refused.status, 201) << refused.body;
+  EXPECT_EQ(registration().refusal, "measurement_mismatch");
+  EXPECT_EQ(registration().successor, "");
+  EXPECT_EQ(registration().sho, "sho-a");
+  EXPECT_EQ(last_audit().event, "refusal");
+  EXPECT_EQ(last_audit().principal, "operator:sho-b");
+  expect_refusals({
+      {"attestation request after its refusal",
+       as("sho-b", "POST", "/v1/dpf/attestation-requests", attestation_request_body("challenge-c")),
+       403, "access_denied"},
+      {"refusal after its refusal",
+       as("sho-b", "POST", "/v1/dpf/refusals",
+          Json{{"pcid", kPcid}, {"device_id", device_}, {"code", "busy"}}.dump()),
+       403, "access_denied"},
+  });
+  // A new order clears the refusal again.
+  ASSERT_EQ(handle(change(change_body())).status, 200);
+  EXPECT_EQ(registration().refusal, "");
+  EXPECT_EQ(registration().successor, "sho-b");
+}
+
 // ---- Configuration --------------------------------------------------------------------------
 
 TEST_F(RoServiceTest, UnusableConfigurationsAreRefused) {

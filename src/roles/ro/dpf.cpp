@@ -43,10 +43,11 @@ Dpf::Dpf(store::Database& db, Relays relays, const pki::TrustAnchors& operator_r
 
 store::Time Dpf::now() const { return detail::seconds_of(clock_.now()); }
 
-// The SHO may address a device only through a registration it made; that registration.
+// The SHO may address a device only through a registration it made or succeeds to (F4); that
+// registration.
 Result<store::Registration> Dpf::check_registered(std::string_view pcid, std::string_view device_id,
                                                   std::string_view caller_sho) {
-  return detail::sho_registration(registrations_, pcid, device_id, caller_sho);
+  return detail::provisioning_registration(registrations_, pcid, device_id, caller_sho);
 }
 
 Result<store::Registration> detail::held_registration(store::RegistrationStore& registrations,
@@ -73,6 +74,24 @@ Result<store::Registration> detail::sho_registration(store::RegistrationStore& r
                 fmt::format("pcid {}: registered for another device", pcid));
   }
   return reg;
+}
+
+Result<store::Registration> detail::provisioning_registration(
+    store::RegistrationStore& registrations, std::string_view pcid, std::string_view device_id,
+    std::string_view caller_sho) {
+  auto reg = registrations.find(pcid);
+  if (!reg) return std::unexpected(reg.error());
+  if (!*reg) return fail(ErrorCode::not_found, fmt::format("pcid {}: not registered", pcid));
+  const bool successor = !(*reg)->successor.empty() && (*reg)->successor == caller_sho;
+  if ((*reg)->sho != caller_sho && !successor) {
+    return fail(ErrorCode::access_denied,
+                fmt::format("pcid {}: registered by another operator", pcid));
+  }
+  if ((*reg)->device_id != device_id) {
+    return fail(ErrorCode::wrong_recipient,
+                fmt::format("pcid {}: registered for another device", pcid));
+  }
+  return std::move(**reg);
 }
 
 // The registration is checked before the signature: it is cheap, and a package for a device the
@@ -229,7 +248,11 @@ Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std:
     if (!reg) return std::unexpected(reg.error());
     reg->refusal = std::string(code);
     reg->refused = t;
-    return registrations_.put(*reg);
+    // Put under the holder's id (put() keeps the successor): the RO records it for either.
+    if (auto put = registrations_.put(*reg); !put) return put;
+    // The successor's refusal ends the change: the device stays with its holder.
+    if (reg->sho != caller_sho) return registrations_.set_successor(pcid, "");
+    return {};
   }();
   return audited(audit_, t,
                  {kService, "refusal", pcid, operator_principal(caller_sho),

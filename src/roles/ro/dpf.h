@@ -34,6 +34,12 @@ Result<store::Registration> held_registration(store::RegistrationStore& registra
 Result<store::Registration> sho_registration(store::RegistrationStore& registrations,
                                              std::string_view pcid, std::string_view device_id,
                                              std::string_view caller_sho);
+// As sho_registration, but the registration's successor (F4) is let in beside its holder: what
+// either may send while the device changes operator (packages, attestation requests, refusals).
+Result<store::Registration> provisioning_registration(store::RegistrationStore& registrations,
+                                                      std::string_view pcid,
+                                                      std::string_view device_id,
+                                                      std::string_view caller_sho);
 }  // namespace detail
 
 // F2 step 14: a verified status report on its way to the SHO.
@@ -108,7 +114,8 @@ class Dpf {
 
   // F2 step 7: the SHO's attestation request for its device, stored pending. invalid_argument
   // (ids, a nonce not 16..64 bytes), not_found (no registration of `pcid`), access_denied
-  // (another SHO's), wrong_recipient (not the registered device), already_exists (known id).
+  // (neither its holder's nor its successor's, F4), wrong_recipient (not the registered device),
+  // already_exists (known id).
   Result<void> request_attestation(const AttestationAsk& ask, std::string_view caller_sho);
 
   // F2 step 8: the oldest pending request for `device_id` (the device the session authenticated);
@@ -123,10 +130,10 @@ class Dpf {
                                   std::string report, std::vector<std::string> platform_chain);
 
   // F2 step 11. Checks, in order: ids (invalid_argument), the registration of `pcid` exists
-  // (not_found) and is the caller's (access_denied) for this device (wrong_recipient), the
-  // package's signature and chain (bad_format, chain_invalid, cert_expired, signature_invalid,
-  // package_tampered), its signer's operator is the caller (access_denied); then stores it
-  // pending (already_exists for a known package id).
+  // (not_found) and is the caller's, as holder or successor (access_denied), for this device
+  // (wrong_recipient), the package's signature and chain (bad_format, chain_invalid, cert_expired,
+  // signature_invalid, package_tampered), its signer's operator is the caller (access_denied); then
+  // stores it pending (already_exists for a known package id).
   Result<void> store_package(const PackageHandover& handover, std::string_view caller_sho);
 
   // F2 step 12: the oldest package for `device_id` not yet reported, to that device only
@@ -139,6 +146,8 @@ class Dpf {
   // kept with the registration so that the device's next poll ends with it instead of "nothing
   // yet" until its timeout. invalid_argument (a code that is no ErrorCode), not_found,
   // access_denied and wrong_recipient as for request_attestation. A new registration clears it.
+  // The registration's successor (F4) may refuse too: its refusal is recorded the same way and
+  // ends the change (the successor is cleared; the holder's subscription is untouched).
   Result<void> refuse(std::string_view pcid, std::string_view device_id, std::string_view code,
                       std::string_view caller_sho);
 
