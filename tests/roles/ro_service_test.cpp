@@ -1650,6 +1650,26 @@ class RoServiceF4Test : public RoServiceTest {
     EXPECT_TRUE(audit && !audit->empty());
     return audit && !audit->empty() ? audit->front() : store::AuditRecord{};
   }
+  // F4 step 4: the proof of the platform key over a fresh challenge, as the request to send.
+  HttpRequest session_proof() {
+    const HttpResponse c = handle(
+        device_request("POST", "/v1/dpf/management/challenges", "", Json{{"pcid", kPcid}}.dump()));
+    EXPECT_EQ(c.status, 201) << c.body;
+    const Json challenge = Json::parse(c.body);
+    return device_request(
+        "POST", "/v1/dpf/management/sessions", "",
+        Json{{"pcid", kPcid},
+             {"challenge_id", challenge["challenge_id"]},
+             {"report", *tre_->attest(*parse_hex(challenge["nonce"].get<std::string>(), "n"))},
+             {"platform_chain", {*pki::certificate_pem(tre_->platform_certificate())}}}
+            .dump());
+  }
+  // ... and the DPF session it opens.
+  std::string dpf_session() {
+    const HttpResponse r = handle(session_proof());
+    EXPECT_EQ(r.status, 201) << r.body;
+    return r.status == 201 ? Json::parse(r.body)["session"].get<std::string>() : std::string();
+  }
 };
 
 TEST_F(RoServiceF4Test, AChangeNeedsTheDevicesPinAndNamesNothingOfTheHolder) {
@@ -1801,6 +1821,120 @@ TEST_F(RoServiceF4Test, TheSuccessorProvisionsBesideTheHolderAndMayRefuse) {
   ASSERT_EQ(handle(change(change_body())).status, 200);
   EXPECT_EQ(registration().refusal, "");
   EXPECT_EQ(registration().successor, "sho-b");
+}
+
+// F4 step 4: the operational device proves its platform key for a DPF-only session, which the
+// four provisioning routes take as their Bearer and nothing else does.
+TEST_F(RoServiceF4Test, AManagementSessionServesTheProvisioningRoutesOnly) {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  log::set_level(log::Level::debug);
+  log::set_sink([&](std::string_view line) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(line);
+  });
+  start(with_shos(config()));
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  // The proof's refusals are those of /v1/dpf/management/instructions.
+  HttpRequest proof = session_proof();
+  const Json body = Json::parse(proof.body);
+  auto with = [&](const std::string& field, Json value) {
+    Json c = body;
+    c[field] = std::move(value);
+    return device_request("POST", "/v1/dpf/management/sessions", "", c.dump());
+  };
+  expect_refusals({
+      {"unknown challenge", with("challenge_id", std::string(32, '0')), 404, "not_found"},
+      {"unregistered pcid", with("pcid", kPcid2), 404, "not_found"},
+      {"another nonce", with("report", *tre_->attest(kChallenge)), 422, "nonce_mismatch"},
+      {"not a pem", with("platform_chain", {"-----BEGIN CERTIFICATE-----"}), 400, "bad_format"},
+      {"another chain",
+       with("platform_chain", {*pki::certificate_pem(world().signer("sho-a").cert.get())}), 422,
+       "chain_invalid"},
+      {"not a report", with("report", "{}"), 400, "bad_format"},
+      {"no chain",
+       device_request(
+           "POST", "/v1/dpf/management/sessions", "",
+           Json{{"pcid", kPcid}, {"challenge_id", body["challenge_id"]}, {"report", body["report"]}}
+               .dump()),
+       400, "missing_argument"},
+  });
+  EXPECT_EQ(flow_count("management_session"), 0u);
+  const HttpResponse opened = handle(proof);
+  ASSERT_EQ(opened.status, 201) << opened.body;
+  const Json session = Json::parse(opened.body);
+  EXPECT_EQ(session.size(), 2u) << opened.body;
+  const std::string sid = session["session"].get<std::string>();
+  EXPECT_EQ(sid.size(), 32u);
+  EXPECT_EQ(sid.find_first_not_of("0123456789abcdef"), std::string::npos);
+  const auto now_s = std::chrono::floor<std::chrono::seconds>(clock_.now());
+  EXPECT_EQ(session["expires"].get<std::int64_t>(), (now_s + 1h).time_since_epoch().count());
+  EXPECT_EQ(flow_count("management_session"), 1u);
+  EXPECT_EQ(last_audit().event, "management-session");
+  EXPECT_EQ(last_audit().outcome, "ok");
+  expect_refusals({{"the proof again", proof, 409, "transition_refused"}});
+  // Not an ICF session: the PCID has none, and may still open one.
+  EXPECT_FALSE(*db_->sessions().find(sid));
+
+  // The provisioning routes take it (nothing there yet, but the session is good)...
+  expect_refusals({
+      {"attestation request", device_request("GET", "/v1/dpf/attestation-request", bearer(sid)),
+       404, "not_found"},
+      {"attestation answer",
+       device_request("POST", "/v1/dpf/attestations/challenge-1", bearer(sid),
+                      report_body(attestation())),
+       404, "not_found"},
+      {"package", device_request("GET", "/v1/dpf/package", bearer(sid)), 404, "not_found"},
+      {"report",
+       device_request("POST", "/v1/dpf/packages/pkg-x/report", bearer(sid), report_body("x")), 404,
+       "not_found"},
+      // ... and nothing else does.
+      {"bootstrap", device_request("GET", "/v1/drf/bootstrap", bearer(sid)), 401,
+       "unauthenticated"},
+      {"pcid renewal",
+       device_request(
+           "POST", "/v1/dpf/pcid-renewal", bearer(sid),
+           Json{{"platform_chain", {*pki::certificate_pem(tre_->platform_certificate())}}}.dump()),
+       401, "unauthenticated"},
+      {"pcid renewal report",
+       device_request("POST", "/v1/dpf/pcid-renewal/pkg-x/report", bearer(sid), report_body("x")),
+       401, "unauthenticated"},
+  });
+  // It expires with the ICF's session lifetime.
+  clock_.advance(3601s);
+  expect_refusals(
+      {{"expired", device_request("GET", "/v1/dpf/package", bearer(sid)), 401, "unauthenticated"}});
+  service_.reset();
+  log::set_sink(nullptr);
+  log::set_level(log::Level::info);
+  ASSERT_FALSE(lines.empty());
+  for (const std::string& line : lines) EXPECT_EQ(line.find(sid), std::string::npos) << line;
+  auto audit = db_->audit().recent(1000);
+  ASSERT_TRUE(audit);
+  for (const store::AuditRecord& a : *audit) {
+    EXPECT_EQ(a.detail.find(sid), std::string::npos) << a.event << " " << a.detail;
+  }
+}
+
+// Sessions live in memory: bounded (the oldest goes) and gone after a restart.
+TEST_F(RoServiceF4Test, ManagementSessionsAreBoundedAndDoNotSurviveARestart) {
+  RoServiceConfig c = with_shos(config());
+  c.max_dpf_sessions = 2;
+  start(c);
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  const std::string first = dpf_session(), second = dpf_session(), third = dpf_session();
+  auto poll = [&](const std::string& sid) {
+    return device_request("GET", "/v1/dpf/package", bearer(sid));
+  };
+  expect_refusals({
+      {"the oldest, pushed out", poll(first), 401, "unauthenticated"},
+      {"the second", poll(second), 404, "not_found"},
+      {"the third", poll(third), 404, "not_found"},
+  });
+  start(c);
+  expect_refusals({{"after a restart", poll(third), 401, "unauthenticated"}});
 }
 
 // ---- Configuration --------------------------------------------------------------------------

@@ -27,6 +27,7 @@
 #include "roles/ro/auth_routes.h"
 #include "roles/ro/bootstrap.h"
 #include "roles/ro/dpf.h"
+#include "roles/ro/dpf_sessions.h"
 #include "roles/ro/held_polls.h"
 #include "roles/ro/management.h"
 #include "roles/ro/service_util.h"
@@ -356,7 +357,8 @@ struct RoService::State {
         clock(clk),
         router("ro"),
         notices(database.audit(), clk, config),
-        polls(config.max_held_polls) {}
+        polls(config.max_held_polls),
+        dpf_sessions(config.max_dpf_sessions) {}
 
   store::Database& db;
   const RoServiceConfig config;
@@ -365,6 +367,7 @@ struct RoService::State {
   NoticeQueue notices;
   PollWaiters polls;
   InstructionQueue instructions;  // F9: pending management instructions (management.h)
+  DpfSessions dpf_sessions;       // F4: operational devices' DPF sessions (dpf_sessions.h)
 
   std::mutex expiry_mu;
   std::condition_variable expiry_cv;
@@ -401,8 +404,9 @@ struct RoService::State {
   Result<Json> activate(const Request& r);
   Result<Json> store_package(const Request& r);
 
-  // Device endpoints.
-  Result<store::Session> device_session(const Request& r);
+  // Device endpoints. The ICF's sessions authenticate every device route; a DPF session (F4,
+  // dpf_sessions.h) only those that accept it (`dpf_session_ok`).
+  Result<store::Session> device_session(const Request& r, bool dpf_session_ok);
   Result<store::Registration> registration_of(std::string_view pcid);
   Result<Json> refuse_device(const Request& r);
   HttpResponse bootstrap(const store::Session& s);
@@ -438,6 +442,10 @@ struct RoService::State {
   // Remote management (F9): the SHO queues, the operational device collects and answers.
   Result<Json> queue_instruction(const Request& r);
   Result<Json> collect_instructions(const Request& r);
+  Result<Json> open_dpf_session(const Request& r);
+  // The platform key's proof of a request body (direct_proof_schema), DirectAccess::prove audited
+  // under `purpose`: the registration it proved.
+  Result<store::Registration> prove_platform_key(const Request& r, std::string_view purpose);
   Result<Json> answer_instruction(const Request& r);
   Result<void> add_management_routes();
 };
@@ -631,7 +639,7 @@ Result<Json> RoService::State::refuse_device(const Request& r) {
 
 // The VNO opened the session after AKA: holding its id is what authenticates the device, so the
 // id is checked for shape before it reaches the store and never appears in a message.
-Result<store::Session> RoService::State::device_session(const Request& r) {
+Result<store::Session> RoService::State::device_session(const Request& r, bool dpf_session_ok) {
   if (r.http.header("Authorization").empty()) {
     return fail(ErrorCode::unauthenticated, "Authorization: a Bearer session is required");
   }
@@ -644,6 +652,9 @@ Result<store::Session> RoService::State::device_session(const Request& r) {
       });
   if (!well_formed) {
     return fail(ErrorCode::unauthenticated, "Authorization: not a session id");
+  }
+  if (dpf_session_ok) {
+    if (auto dpf_session = dpf_sessions.find(token, now())) return std::move(*dpf_session);
   }
   auto found = db.sessions().find(token);
   if (!found) return std::unexpected(found.error());
@@ -861,19 +872,23 @@ Result<Json> RoService::State::queue_instruction(const Request& r) {
               {"status", to_string(q->status)}};
 }
 
-// The device is operational: no session, its platform key instead (the direct-access proof).
-Result<Json> RoService::State::collect_instructions(const Request& r) {
+Result<store::Registration> RoService::State::prove_platform_key(const Request& r,
+                                                                 std::string_view purpose) {
   const std::string pcid = r.json.at("pcid").get<std::string>();
   auto chain = parse_platform_chain(r.json.at("platform_chain"));
   if (!chain) {
-    return audited(db.audit(), now(),
-                   {"dpf", "instruction-collect", pcid, fmt::format("pcid:{}", pcid), ""},
-                   Result<Json>(std::unexpected(chain.error())));
+    return audited(db.audit(), now(), {"dpf", purpose, pcid, fmt::format("pcid:{}", pcid), ""},
+                   Result<store::Registration>(std::unexpected(chain.error())));
   }
   Icf sessions = icf();
-  auto reg = direct(sessions).prove({pcid, r.json.at("challenge_id").get<std::string>(),
-                                     r.json.at("report").get<std::string>(), raw_chain(*chain)},
-                                    "instruction-collect");
+  return direct(sessions).prove({pcid, r.json.at("challenge_id").get<std::string>(),
+                                 r.json.at("report").get<std::string>(), raw_chain(*chain)},
+                                purpose);
+}
+
+// The device is operational: no session, its platform key instead (the direct-access proof).
+Result<Json> RoService::State::collect_instructions(const Request& r) {
+  auto reg = prove_platform_key(r, "instruction-collect");
   if (!reg) return std::unexpected(reg.error());
   Json list = Json::array();
   for (const QueuedInstruction& q : management().collect(*reg)) {
@@ -881,6 +896,25 @@ Result<Json> RoService::State::collect_instructions(const Request& r) {
   }
   flow("instructions_collected");
   return Json{{"device_id", reg->device_id}, {"instructions", std::move(list)}};
+}
+
+// F4 step 4: the operational device, attached with its old SHO's IMSI, proves its platform key
+// and gets a session for the DPF's provisioning routes only. The id is a bearer token: never
+// logged, audited or echoed anywhere but in this answer.
+Result<Json> RoService::State::open_dpf_session(const Request& r) {
+  auto reg = prove_platform_key(r, "management-session");
+  if (!reg) return std::unexpected(reg.error());
+  store::Session s;
+  s.id = to_hex(thread_random().draw<16>());
+  s.imsi = reg->pcid;
+  s.vno = std::string(kDpfSessionHolder);
+  s.restricted = true;
+  s.created = now();
+  s.expires = s.created + config.icf.session_lifetime;
+  Json out{{"session", s.id}, {"expires", unix_seconds(s.expires)}};
+  dpf_sessions.put(std::move(s), now());
+  flow("management_session");
+  return out;
 }
 
 // The TRE's signed answer authenticates itself: it verifies only with the device's platform key.
@@ -896,7 +930,7 @@ Result<Json> RoService::State::answer_instruction(const Request& r) {
 
 Result<void> RoService::State::add_management_routes() {
   using net::required;
-  const std::array<Result<void>, 4> added = {
+  const std::array<Result<void>, 5> added = {
       router.add(
           "POST", "/v1/dpf/instructions", json_route("instruction", &State::queue_instruction, 201),
           RouteOptions{net::require_operator_if([](std::string_view) { return true; }),
@@ -912,6 +946,9 @@ Result<void> RoService::State::add_management_routes() {
                               kMaxJsonBody}),
       router.add("POST", "/v1/dpf/management/instructions",
                  json_route("instruction collect", &State::collect_instructions, 200),
+                 RouteOptions{nullptr, direct_proof_schema(), kMaxJsonBody}),
+      router.add("POST", "/v1/dpf/management/sessions",
+                 json_route("management session", &State::open_dpf_session, 201),
                  RouteOptions{nullptr, direct_proof_schema(), kMaxJsonBody}),
       router.add("POST", "/v1/dpf/instructions/{instruction_id}/result",
                  json_route("instruction result", &State::answer_instruction, 200),
@@ -943,10 +980,11 @@ Result<void> RoService::State::add_routes() {
   auto void_route = [s](std::string_view what, Result<void> (State::*fn)(const Request&)) {
     return void_handler(kComponent, what, [s, fn](const Request& r) { return (s->*fn)(r); });
   };
-  // Device routes: the Bearer session first; its refusal carries the challenge.
-  auto device_route = [s](std::string_view what, auto fn) {
-    return [s, what, fn](const Request& r) -> HttpResponse {
-      auto session = s->device_session(r);
+  // Device routes: the Bearer session first; its refusal carries the challenge. Those of the
+  // provisioning (`dpf`) take an operational device's DPF session too (F4).
+  auto device_route = [s](std::string_view what, auto fn, bool dpf = false) {
+    return [s, what, fn, dpf](const Request& r) -> HttpResponse {
+      auto session = s->device_session(r, dpf);
       if (!session) {
         log_refusal(what, session.error());
         HttpResponse out = net::error_response(session.error());
@@ -960,14 +998,15 @@ Result<void> RoService::State::add_routes() {
   // device without one learns that first; the body then gets the router's checks by hand.
   using DeviceJsonFn = Result<Json> (State::*)(const Request&, const Json&, const store::Session&);
   auto device_json_route = [s, device_route](std::string_view what, const JsonSchema& schema,
-                                             DeviceJsonFn fn, int ok) {
-    return device_route(what,
-                        [s, what, schema, fn, ok](const Request& r, const store::Session& ses) {
-                          Json body;
-                          if (auto refused = check_json_body(kComponent, what, r, schema, body))
-                            return *refused;
-                          return answer(what, (s->*fn)(r, body, ses), ok);
-                        });
+                                             DeviceJsonFn fn, int ok, bool dpf = false) {
+    return device_route(
+        what,
+        [s, what, schema, fn, ok](const Request& r, const store::Session& ses) {
+          Json body;
+          if (auto refused = check_json_body(kComponent, what, r, schema, body)) return *refused;
+          return answer(what, (s->*fn)(r, body, ses), ok);
+        },
+        dpf);
   };
 
   const JsonSchema chain_schema = JsonSchema::object({platform_report_fields().back()});
@@ -1014,14 +1053,16 @@ Result<void> RoService::State::add_routes() {
                      [s](const Request&, const store::Session& ses) { return s->bootstrap(ses); }),
                  bare(nullptr)),
       router.add("GET", "/v1/dpf/package",
-                 device_route("fetch",
-                              [s](const Request& r, const store::Session& ses) {
-                                return s->held_poll(r, ses, "fetch",
-                                                    [&] { return s->fetch_package(ses); });
-                              }),
+                 device_route(
+                     "fetch",
+                     [s](const Request& r, const store::Session& ses) {
+                       return s->held_poll(r, ses, "fetch", [&] { return s->fetch_package(ses); });
+                     },
+                     true),
                  bare(nullptr)),
       router.add("POST", "/v1/dpf/packages/{package_id}/report",
-                 device_json_route("report", report_schema, &State::report, 200), bare(nullptr)),
+                 device_json_route("report", report_schema, &State::report, 200, true),
+                 bare(nullptr)),
       router.add(
           "POST", "/v1/dpf/attestation-requests",
           json_route("attestation request", &State::request_attestation, 201),
@@ -1034,15 +1075,18 @@ Result<void> RoService::State::add_routes() {
                                                           required("device_id", id_schema()),
                                                           required("code", id_schema())}))),
       router.add("GET", "/v1/dpf/attestation-request",
-                 device_route("attestation fetch",
-                              [s](const Request& r, const store::Session& ses) {
-                                return s->held_poll(r, ses, "attestation fetch",
-                                                    [&] { return s->attestation_request(ses); });
-                              }),
+                 device_route(
+                     "attestation fetch",
+                     [s](const Request& r, const store::Session& ses) {
+                       return s->held_poll(r, ses, "attestation fetch",
+                                           [&] { return s->attestation_request(ses); });
+                     },
+                     true),
                  bare(nullptr)),
-      router.add("POST", "/v1/dpf/attestations/{request_id}",
-                 device_json_route("attestation", report_schema, &State::answer_attestation, 202),
-                 bare(nullptr)),
+      router.add(
+          "POST", "/v1/dpf/attestations/{request_id}",
+          device_json_route("attestation", report_schema, &State::answer_attestation, 202, true),
+          bare(nullptr)),
       router.add("POST", "/v1/dpf/pcid-renewal",
                  device_json_route("pcid renewal", chain_schema, &State::renewal_offer, 200),
                  bare(nullptr)),

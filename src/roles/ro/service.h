@@ -76,6 +76,9 @@ struct RoServiceConfig {
   // F8: PCID credentials renewed before they expire (roles/ro/renewal.h). Without a signer the
   // device endpoints answer unsupported. operator_id is filled in from the RO's own.
   RenewalConfig renewal;
+  // F4 step 4 (roles/ro/dpf_sessions.h): how many DPF sessions of operational devices may be live
+  // at once; beyond, the oldest goes. Their lifetime is icf.session_lifetime.
+  std::size_t max_dpf_sessions = 100'000;
 };
 
 class RoService {
