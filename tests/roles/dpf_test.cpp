@@ -29,8 +29,14 @@ const std::string kRequest = "challenge-1";
 const ByteVec kChallenge(32, 0x5a);
 
 // Thread-safe: racing answers relay from several threads.
-class RecordingRelay final : public StatusRelay, public AttestationRelay {
+class RecordingRelay final : public StatusRelay, public AttestationRelay, public DiscardRelay {
  public:
+  Result<void> relay_discard(const RelayedDiscard& d) override {
+    discards.push_back(d);
+    if (failing) return fail(ErrorCode::io_error, "sho unreachable");
+    return {};
+  }
+  std::vector<RelayedDiscard> discards;
   Result<void> relay(const RelayedStatus& s) override {
     relayed.push_back(s);
     if (failing) return fail(ErrorCode::io_error, "sho unreachable");
@@ -63,7 +69,7 @@ class DpfTest : public ::testing::Test {
     ASSERT_TRUE(ops && sup);
     operator_roots_.emplace(std::move(*ops));
     supplier_roots_.emplace(std::move(*sup));
-    dpf_.emplace(*db_, Dpf::Relays{relay_, relay_}, *operator_roots_, *supplier_roots_,
+    dpf_.emplace(*db_, Dpf::Relays{relay_, relay_, relay_}, *operator_roots_, *supplier_roots_,
                  world().clock());
     tre_ = make_tre(kPcid);
     device_ = bundle_device_;
@@ -508,7 +514,7 @@ TEST_F(DpfTest, RacingAnswersRelayOnce) {
   std::vector<std::thread> threads;
   for (int i = 0; i < 8; ++i) {
     threads.emplace_back([&] {
-      Dpf dpf(*db_, Dpf::Relays{relay_, relay_}, *operator_roots_, *supplier_roots_,
+      Dpf dpf(*db_, Dpf::Relays{relay_, relay_, relay_}, *operator_roots_, *supplier_roots_,
               world().clock());
       auto r = dpf.answer_attestation(kRequest, device_, report, pems);
       if (r) {

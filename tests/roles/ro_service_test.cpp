@@ -38,8 +38,10 @@ using tre::testing::World;
 const std::string kPcid = "001019990000001";   // the TRE's
 const std::string kPcid2 = "001019990000002";  // a second device of the batch, no TRE
 const std::string kImsi = "001020000000001";
+const std::string kImsiB = "001030000000001";  // sho-b's MCIM (F4)
 const std::string kPin = "12345678";  // World::bundle's
 constexpr Bytes<16> kNonce = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+constexpr Bytes<16> kNonceB = {2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 const std::string kDpfPin(64, 'a');
 constexpr Bytes<32> kChallenge = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4,
                                   3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8};
@@ -1670,6 +1672,73 @@ class RoServiceF4Test : public RoServiceTest {
     EXPECT_EQ(r.status, 201) << r.body;
     return r.status == 201 ? Json::parse(r.body)["session"].get<std::string>() : std::string();
   }
+
+  // F2 with sho-a through the RO (its package reported over the ICF session) and the MCIM
+  // activated and selected: the operational device F4 starts from. The ICF session's id.
+  std::string operational() {
+    const std::string sid = provisioned();
+    EXPECT_EQ(handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body())).status, 201);
+    old_package_ = known_.packages.back();
+    const HttpResponse fetched = handle(device_request("GET", "/v1/dpf/package", bearer(sid)));
+    EXPECT_EQ(fetched.status, 200) << fetched.body;
+    EXPECT_TRUE(tre_->record_registration(kNonce));
+    auto installed =
+        tre_->install(*parse_hex(Json::parse(fetched.body)["package"].get<std::string>(), "p"));
+    EXPECT_TRUE(installed.result);
+    old_install_report_ = installed.report;
+    // A report on the holder's own package carries no acknowledgements.
+    const std::string target = "/v1/dpf/packages/" + old_package_ + "/report";
+    Json with_acks = Json::parse(report_body(installed.report));
+    with_acks["discard_report"] = installed.report;
+    expect_refusals(
+        {{"acknowledgements with an F2 report",
+          device_request("POST", target, bearer(sid), with_acks.dump()), 400, "invalid_argument"}});
+    EXPECT_EQ(
+        handle(device_request("POST", target, bearer(sid), report_body(installed.report))).status,
+        200);
+    EXPECT_TRUE(tre_->apply(tre::Action::activate, kImsi));
+    EXPECT_TRUE(tre_->apply(tre::Action::select, kImsi));
+    return sid;
+  }
+
+  // sho-b's package for the TRE (IMSI kImsiB), handed over at the RO by sho-b: its id and bytes.
+  std::pair<std::string, ByteVec> successor_package(const Bytes<16>& nonce = kNonceB) {
+    auto doc = world().document(device_, kImsiB, "sho-b", 1, nonce);
+    ByteVec pkg = world().seal(doc, world().signer("sho-b"), tre_->platform_certificate());
+    known_.packages.push_back(doc.package_id);
+    const HttpResponse r = handle(op_request("POST", "/v1/dpf/packages", "sho-b",
+                                             Json{{"pcid", kPcid},
+                                                  {"device_id", device_},
+                                                  {"package_id", doc.package_id},
+                                                  {"package", to_hex(pkg)}}
+                                                 .dump()));
+    EXPECT_EQ(r.status, 201) << r.body;
+    return {doc.package_id, std::move(pkg)};
+  }
+
+  // The device's report with the acknowledgements present (absent when nullopt).
+  HttpRequest f4_report(const std::string& sid, const std::string& package_id,
+                        const std::string& report, std::optional<Json> discard_report,
+                        std::optional<Json> discard_notice) {
+    Json body = Json::parse(report_body(report));
+    if (discard_report) body["discard_report"] = *discard_report;
+    if (discard_notice) body["discard_notice"] = *discard_notice;
+    return device_request("POST", "/v1/dpf/packages/" + package_id + "/report", bearer(sid),
+                          body.dump());
+  }
+
+  // `text` (a report the TRE signed) changed and signed again with the platform key.
+  std::string resigned(const std::string& text, const std::function<void(tre::StatusReport&)>& f) {
+    auto report = tre::verify_status_report(text, tre_->platform_certificate());
+    EXPECT_TRUE(report) << report.error().message;
+    if (!report) return {};
+    f(*report);
+    auto signed_text = tre::sign_status_report(*report, bundle_.platform_key.get());
+    EXPECT_TRUE(signed_text);
+    return signed_text ? *signed_text : std::string();
+  }
+
+  std::string old_package_, old_install_report_;
 };
 
 TEST_F(RoServiceF4Test, AChangeNeedsTheDevicesPinAndNamesNothingOfTheHolder) {
@@ -1935,6 +2004,125 @@ TEST_F(RoServiceF4Test, ManagementSessionsAreBoundedAndDoNotSurviveARestart) {
   });
   start(c);
   expect_refusals({{"after a restart", poll(third), 401, "unauthenticated"}});
+}
+
+// F4 steps 6-7: the report on the successor's package needs the TRE's two acknowledgements;
+// every refusal stores nothing (the package stays delivered, the registration the holder's, with
+// its successor), and the accepted one hands the registration to the successor.
+TEST_F(RoServiceF4Test, TheReportOnTheSuccessorsPackageNeedsTheDiscardAcknowledgements) {
+  start(with_shos(config()));
+  operational();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(handle(change(change_body())).status, 200);
+  const auto [package_id, pkg] = successor_package();
+  const std::string sid = dpf_session();
+  const HttpResponse fetched = handle(device_request("GET", "/v1/dpf/package", bearer(sid)));
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  EXPECT_EQ(Json::parse(fetched.body)["package_id"], package_id);
+  ASSERT_TRUE(tre_->apply(tre::Action::deselect, kImsi));
+  ASSERT_TRUE(tre_->record_registration(kNonceB));
+  const tre::ReplaceOutcome out = tre_->install_replacing(pkg, kImsi);
+  ASSERT_TRUE(out.install.result) << out.install.result.error().message;
+  const std::string& report = out.install.report;
+  const std::string& dr = out.discard_report;
+  const std::string& dn = out.discard_notice;
+  auto tampered = [](std::string text) { return text.replace(text.find("deleted"), 7, "deletex"); };
+  auto rep = [&](std::optional<Json> d, std::optional<Json> n) {
+    return f4_report(sid, package_id, report, std::move(d), std::move(n));
+  };
+  expect_refusals({
+      {"no discard_report", rep(std::nullopt, dn), 400, "missing_argument"},
+      {"no discard_notice", rep(dr, std::nullopt), 400, "missing_argument"},
+      {"neither", rep(std::nullopt, std::nullopt), 400, "missing_argument"},
+      {"the notice for the report", rep(dn, dn), 400, "invalid_argument"},
+      {"the report for the notice", rep(dr, dr), 400, "invalid_argument"},
+      {"the install report for the report", rep(report, dn), 400, "invalid_argument"},
+      {"the report tampered", rep(tampered(dr), dn), 422, "signature_invalid"},
+      {"the notice tampered", rep(dr, tampered(dn)), 422, "signature_invalid"},
+      {"the report no report", rep("{}", dn), 400, "bad_format"},
+      {"the notice no report", rep(dr, "{}"), 400, "bad_format"},
+      {"the report for another device",
+       rep(resigned(dr, [](auto& r) { r.device_id = "dev-other"; }), dn), 422, "wrong_recipient"},
+      {"the notice for another package",
+       rep(dr, resigned(dn, [](auto& r) { r.package_id = "pkg-other"; })), 400, "invalid_argument"},
+      {"the report not of a deletion",
+       rep(resigned(dr, [](auto& r) { r.state = "installed"; }), dn), 400, "invalid_argument"},
+      {"the report refused", rep(resigned(dr, [](auto& r) { r.outcome = "busy"; }), dn), 400,
+       "invalid_argument"},
+      {"the report of no credential", rep(resigned(dr, [](auto& r) { r.credential = "-"; }), dn),
+       400, "invalid_argument"},
+      {"the report naming the successor's package",
+       rep(resigned(dr, [&](auto& r) { r.package_id = package_id; }), dn), 400, "invalid_argument"},
+      {"the report naming an unknown package",
+       rep(resigned(dr, [](auto& r) { r.package_id = "pkg-unknown"; }), dn), 400,
+       "invalid_argument"},
+      {"the report too long", rep(std::string(16 * 1024 + 1, 'r'), dn), 400, "invalid_argument"},
+      {"the notice a number", rep(dr, 1), 400, "bad_format"},
+  });
+  EXPECT_EQ((*db_->packages().find(package_id))->status, store::PackageStatus::delivered);
+  EXPECT_EQ(registration().sho, "sho-a");
+  EXPECT_EQ(registration().successor, "sho-b");
+  EXPECT_EQ(flow_count("operator_changed"), 0u);
+
+  const HttpResponse accepted = handle(rep(dr, dn));
+  ASSERT_EQ(accepted.status, 200) << accepted.body;
+  EXPECT_EQ(Json::parse(accepted.body), (Json{{"package_id", package_id}, {"outcome", "ok"}}));
+  EXPECT_EQ((*db_->packages().find(package_id))->status, store::PackageStatus::reported);
+  EXPECT_EQ(registration().sho, "sho-b");
+  EXPECT_EQ(registration().successor, "");
+  EXPECT_EQ(flow_count("operator_changed"), 1u);
+  auto audit = db_->audit().recent(10);
+  ASSERT_TRUE(audit);
+  auto find = [&](const std::string& service, const std::string& event) {
+    for (const store::AuditRecord& a : *audit) {
+      if (a.service == service && a.event == event) return a;
+    }
+    return store::AuditRecord{};
+  };
+  EXPECT_EQ(find("drf", "transfer").outcome, "ok");
+  EXPECT_EQ(find("drf", "transfer").subject, kPcid);
+  EXPECT_NE(find("drf", "transfer").detail.find("F4"), std::string::npos);
+  EXPECT_EQ(find("dpf", "report").outcome, "ok");
+  expect_refusals({{"replay", rep(dr, dn), 409, "transition_refused"}});
+  // The old holder has nothing more to say about the device.
+  expect_refusals({{"the old holder's attestation request",
+                    op_request("POST", "/v1/dpf/attestation-requests", "sho-a",
+                               attestation_request_body("challenge-late")),
+                    403, "access_denied"}});
+}
+
+// A refused F4 install ends the change: reported and relayed as in F2, the successor cleared, the
+// holder keeps the registration. It discarded nothing, so acknowledgements with it are refused.
+TEST_F(RoServiceF4Test, ARefusedReplacementEndsTheChange) {
+  start(with_shos(config()));
+  operational();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(handle(change(change_body())).status, 200);
+  // No registration nonce recorded for sho-b's package: the TRE refuses it.
+  const auto [package_id, pkg] = successor_package();
+  const std::string sid = dpf_session();
+  ASSERT_EQ(handle(device_request("GET", "/v1/dpf/package", bearer(sid))).status, 200);
+  ASSERT_TRUE(tre_->apply(tre::Action::deselect, kImsi));
+  const tre::ReplaceOutcome out = tre_->install_replacing(pkg, kImsi);
+  ASSERT_FALSE(out.install.result);
+  const std::string refusal(to_string(out.install.result.error().code));
+  expect_refusals({
+      {"a discard report with a refusal",
+       f4_report(sid, package_id, out.install.report, old_install_report_, std::nullopt), 400,
+       "invalid_argument"},
+      {"a discard notice with a refusal",
+       f4_report(sid, package_id, out.install.report, std::nullopt, old_install_report_), 400,
+       "invalid_argument"},
+  });
+  const HttpResponse r =
+      handle(f4_report(sid, package_id, out.install.report, std::nullopt, std::nullopt));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["outcome"], refusal);
+  EXPECT_EQ((*db_->packages().find(package_id))->status, store::PackageStatus::reported);
+  EXPECT_EQ(registration().sho, "sho-a");
+  EXPECT_EQ(registration().successor, "");
+  EXPECT_EQ(flow_count("operator_changed"), 0u);
+  EXPECT_EQ(flow_count("status_reported"), 2u);  // the F2 one and this
 }
 
 // ---- Configuration --------------------------------------------------------------------------

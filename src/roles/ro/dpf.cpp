@@ -155,17 +155,93 @@ Result<DeliveredPackage> Dpf::fetch(std::string_view device_id,
                  std::move(result));
 }
 
-Result<tre::StatusReport> Dpf::check_report(const store::StoredPackage& p,
-                                            std::string_view signed_report,
-                                            const std::vector<X509*>& platform_chain) {
+Result<Dpf::CheckedReport> Dpf::check_report(const store::StoredPackage& p,
+                                             std::string_view signed_report,
+                                             const std::vector<X509*>& platform_chain) {
   auto leaf =
       detail::verify_platform_chain(supplier_roots_, platform_chain, p.device_id, clock_.now());
   if (!leaf) return std::unexpected(leaf.error());
-  return tre::verify_install_report(signed_report, *leaf, p.device_id, p.package_id);
+  auto report = tre::verify_install_report(signed_report, *leaf, p.device_id, p.package_id);
+  if (!report) return std::unexpected(report.error());
+  return CheckedReport{*leaf, std::move(*report)};
+}
+
+namespace {
+
+// F4: a package of the registration's successor, not of its holder.
+bool f4_package(const store::Registration* registration, const store::StoredPackage& p) {
+  return registration != nullptr && !registration->successor.empty() &&
+         p.sho == registration->successor && p.sho != registration->sho;
+}
+
+Error naming(std::string_view member, Error e) {
+  e.message = fmt::format("{}: {}", member, e.message);
+  return e;
+}
+
+}  // namespace
+
+// The old SHO's acknowledgement names its own IMSI, which the DPF does not know: it checks what
+// it can, that the TRE discarded a credential of a package the holder handed over for this device.
+Result<void> Dpf::check_discard_report(const store::StoredPackage& p, std::string_view holder,
+                                       X509* leaf, std::string_view text) {
+  auto discard = tre::verify_status_report(text, leaf);
+  if (!discard) return std::unexpected(naming("discard_report", discard.error()));
+  if (discard->device_id != p.device_id) {
+    return fail(ErrorCode::wrong_recipient, "discard_report: names another device");
+  }
+  if (discard->event != tre::kDiscardEvent || discard->outcome != "ok" ||
+      discard->state != "deleted" || discard->credential == "-") {
+    return fail(ErrorCode::invalid_argument, "discard_report: not the discard of a credential");
+  }
+  auto old = packages_.find(discard->package_id);
+  if (!old) return std::unexpected(old.error());
+  if (!*old || (*old)->sho != holder || (*old)->device_id != p.device_id) {
+    return fail(ErrorCode::invalid_argument,
+                "discard_report: not a package the holder handed over for this device");
+  }
+  return {};
+}
+
+Result<void> Dpf::check_acks(const store::StoredPackage& p, const store::Registration* registration,
+                             const CheckedReport& checked, const DiscardAcks& acks) {
+  const bool any = acks.report.has_value() || acks.notice.has_value();
+  if (!f4_package(registration, p)) {
+    if (!any) return {};
+    return fail(ErrorCode::invalid_argument,
+                "discard_report, discard_notice: only for a package replacing another "
+                "operator's MCIM (F4)");
+  }
+  if (checked.report.outcome != "ok") {
+    if (!any) return {};
+    return fail(ErrorCode::invalid_argument,
+                "discard_report, discard_notice: a refused install discards nothing");
+  }
+  if (!acks.report) return fail(ErrorCode::missing_argument, "discard_report: required (F4)");
+  if (!acks.notice) return fail(ErrorCode::missing_argument, "discard_notice: required (F4)");
+  auto notice = tre::verify_discard_notice(*acks.notice, checked.leaf, p.device_id, p.package_id);
+  if (!notice) return std::unexpected(naming("discard_notice", notice.error()));
+  return check_discard_report(p, registration->sho, checked.leaf, *acks.report);
 }
 
 Result<tre::StatusReport> Dpf::report(std::string_view package_id, std::string_view signed_report,
                                       const std::vector<X509*>& platform_chain) {
+  auto accepted = report_on(nullptr, package_id, signed_report, platform_chain, {});
+  if (!accepted) return std::unexpected(accepted.error());
+  return std::move(accepted->report);
+}
+
+Result<AcceptedReport> Dpf::report(const store::Registration& registration,
+                                   std::string_view package_id, std::string_view signed_report,
+                                   const std::vector<X509*>& platform_chain,
+                                   const DiscardAcks& acks) {
+  return report_on(&registration, package_id, signed_report, platform_chain, acks);
+}
+
+Result<AcceptedReport> Dpf::report_on(const store::Registration* registration,
+                                      std::string_view package_id, std::string_view signed_report,
+                                      const std::vector<X509*>& platform_chain,
+                                      const DiscardAcks& acks) {
   const store::Time t = now();
   std::string principal = "-";
   std::optional<store::StoredPackage> package;
@@ -180,24 +256,63 @@ Result<tre::StatusReport> Dpf::report(std::string_view package_id, std::string_v
       return fail(ErrorCode::transition_refused,
                   fmt::format("package {}: already reported", package_id));
     }
-    auto report = check_report(*package, signed_report, platform_chain);
-    if (!report) return report;
+    auto checked = check_report(*package, signed_report, platform_chain);
+    if (!checked) return std::unexpected(checked.error());
+    if (auto a = check_acks(*package, registration, *checked, acks); !a) {
+      return std::unexpected(a.error());
+    }
     if (auto s = packages_.store_report(package_id, signed_report, t); !s) {
       return std::unexpected(s.error());
     }
-    return report;
+    return std::move(checked->report);
   }();
-  const std::string detail = result ? "outcome " + result->outcome : "";
+  std::string detail = result ? "outcome " + result->outcome : "";
+  if (result && f4_package(registration, *package)) detail += ", F4";
   result =
       audited(audit_, t, {kService, "report", package_id, principal, detail}, std::move(result));
-  if (!result) return result;
-  auto relayed = relays_.status.relay(RelayedStatus{
-      package->package_id, package->device_id, package->sho, *result, std::string(signed_report)});
-  (void)audited(audit_, t,
-                {kService, "relay", package_id, "dpf",
-                 fmt::format("to {}", operator_principal(package->sho))},
-                std::move(relayed));
-  return result;
+  if (!result) return std::unexpected(result.error());
+  const bool changed = follow_up(registration, *package, *result, signed_report, acks, t);
+  return AcceptedReport{std::move(*result), changed};
+}
+
+bool Dpf::follow_up(const store::Registration* registration, const store::StoredPackage& p,
+                    const tre::StatusReport& report, std::string_view signed_report,
+                    const DiscardAcks& acks, store::Time t) {
+  const bool f4 = f4_package(registration, p);
+  const bool replaced = f4 && report.outcome == "ok";
+  bool changed = false;
+  if (replaced) {
+    // The device now runs on the successor's MCIM: the DRF points at the successor. One
+    // conditional update on the holder, which also clears the successor.
+    auto moved = registrations_.transfer(registration->pcid, registration->sho, p.sho, t);
+    changed = moved.has_value();
+    (void)audited(audit_, t,
+                  {"drf", "transfer", registration->pcid, device_principal(p.device_id),
+                   fmt::format("F4, to {}", operator_principal(p.sho))},
+                  std::move(moved));
+  } else if (f4) {
+    // A refused F4 install ends the change: the device stays with its holder.
+    (void)audited(audit_, t,
+                  {"drf", "change-ended", registration->pcid, device_principal(p.device_id),
+                   fmt::format("install refused: {}", report.outcome)},
+                  registrations_.set_successor(registration->pcid, ""));
+  }
+  auto relayed = relays_.status.relay(RelayedStatus{p.package_id, p.device_id, p.sho, report,
+                                                    std::string(signed_report),
+                                                    replaced ? *acks.notice : std::string()});
+  (void)audited(
+      audit_, t,
+      {kService, "relay", p.package_id, "dpf", fmt::format("to {}", operator_principal(p.sho))},
+      std::move(relayed));
+  if (replaced) {
+    auto discarded = relays_.discards.relay_discard(
+        RelayedDiscard{p.package_id, p.device_id, registration->sho, *acks.report});
+    (void)audited(audit_, t,
+                  {kService, "relay", p.package_id, "dpf",
+                   fmt::format("discard to {}", operator_principal(registration->sho))},
+                  std::move(discarded));
+  }
+  return changed;
 }
 
 // ---- Attestation requests (F2 steps 7-9) ----------------------------------------------------

@@ -9,6 +9,7 @@
 // worker thread. docs/roles-ro.md.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,38 @@ struct RelayedStatus {
   std::string package_id, device_id, sho;
   tre::StatusReport report;   // as verified
   std::string signed_report;  // the device's text, for the SHO's own verification
+  // F4: the TRE's discard acknowledgement for the new SHO (no credential, its package), verified;
+  // empty when the install replaced nothing.
+  std::string discard_notice{};
+};
+
+// F4 step 7: the TRE's acknowledgement that it discarded the old SHO's MCIM, on its way to that
+// SHO (the registration's holder until then), which may now deactivate the IMSI.
+struct RelayedDiscard {
+  std::string package_id{};  // the new package, whose install discarded the old MCIM
+  std::string device_id{}, sho{};
+  std::string signed_report{};  // the TRE's discard report, verbatim, as verified
+};
+
+class DiscardRelay {
+ public:
+  virtual ~DiscardRelay() = default;
+  // Like StatusRelay::relay: queued and retried by an adapter; a failure is audited and the
+  // report stays accepted.
+  virtual Result<void> relay_discard(const RelayedDiscard& discard) = 0;
+};
+
+// F4: what the device sends beside its install report when the install replaced its old SHO's
+// MCIM (tre::Tre::install_replacing).
+struct DiscardAcks {
+  std::optional<std::string> report{};  // "discard_report", for the holder (the old SHO)
+  std::optional<std::string> notice{};  // "discard_notice", for the successor (the new SHO)
+};
+
+// A report the DPF accepted.
+struct AcceptedReport {
+  tre::StatusReport report{};     // as verified
+  bool operator_changed = false;  // F4: the registration went to its successor
 };
 
 class StatusRelay {
@@ -104,6 +137,7 @@ class Dpf {
   struct Relays {
     StatusRelay& status;
     AttestationRelay& attestations;
+    DiscardRelay& discards;
   };
   Dpf(store::PackageStore& packages, store::RegistrationStore& registrations,
       store::AttestationRequestStore& requests, store::AuditStore& audit, Relays relays,
@@ -165,6 +199,23 @@ class Dpf {
   Result<tre::StatusReport> report(std::string_view package_id, std::string_view signed_report,
                                    const std::vector<X509*>& platform_chain);
 
+  // The same on the device of `registration` (the one the device's session names), which also
+  // takes F4's reports. A package of the registration's successor (not its holder) is an F4
+  // package: with outcome ok, `acks` must carry both acknowledgements (missing_argument), the
+  // notice must verify (tre::verify_discard_notice with the chain's leaf, this device, this
+  // package), and the discard report must verify with the leaf (bad_format, signature_invalid),
+  // name this device (wrong_recipient), be the discard of a credential (event discard, outcome ok,
+  // state deleted, a credential: invalid_argument) and name a package the holder handed over for
+  // this device (invalid_argument). Then the report is stored, the registration transferred to
+  // the successor (audited as drf transfer) and the status relayed to the successor with the
+  // notice, the discard report to the holder. An F4 install refused: stored and relayed as an F2
+  // one, the successor cleared (the change is over), nothing to the holder; acknowledgements with
+  // it are invalid_argument (a refused install discards nothing), as they are with a report on a
+  // package that is no F4 package. Any refusal stores nothing.
+  Result<AcceptedReport> report(const store::Registration& registration,
+                                std::string_view package_id, std::string_view signed_report,
+                                const std::vector<X509*>& platform_chain, const DiscardAcks& acks);
+
  private:
   store::Time now() const;
   Result<store::Registration> check_registered(std::string_view pcid, std::string_view device_id,
@@ -173,9 +224,24 @@ class Dpf {
   Result<store::AttestationRequest> answerable(std::string_view request_id,
                                                std::string_view device_id, std::string_view report);
   Result<void> check_handover(const PackageHandover& h, std::string_view caller_sho);
-  Result<tre::StatusReport> check_report(const store::StoredPackage& p,
-                                         std::string_view signed_report,
-                                         const std::vector<X509*>& platform_chain);
+  struct CheckedReport {
+    X509* leaf = nullptr;  // the platform certificate, in the caller's chain
+    tre::StatusReport report{};
+  };
+  Result<CheckedReport> check_report(const store::StoredPackage& p, std::string_view signed_report,
+                                     const std::vector<X509*>& platform_chain);
+  Result<void> check_acks(const store::StoredPackage& p, const store::Registration* registration,
+                          const CheckedReport& checked, const DiscardAcks& acks);
+  Result<void> check_discard_report(const store::StoredPackage& p, std::string_view holder,
+                                    X509* leaf, std::string_view text);
+  Result<AcceptedReport> report_on(const store::Registration* registration,
+                                   std::string_view package_id, std::string_view signed_report,
+                                   const std::vector<X509*>& platform_chain,
+                                   const DiscardAcks& acks);
+  // After an accepted report: the relays, and for F4 the registration's change.
+  bool follow_up(const store::Registration* registration, const store::StoredPackage& p,
+                 const tre::StatusReport& report, std::string_view signed_report,
+                 const DiscardAcks& acks, store::Time t);
 
   store::PackageStore& packages_;
   store::RegistrationStore& registrations_;

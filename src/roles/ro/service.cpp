@@ -85,7 +85,8 @@ struct Notice {
 class NoticeQueue final : public ArrivalNotifier,
                           public StatusRelay,
                           public AttestationRelay,
-                          public InstructionResultRelay {
+                          public InstructionResultRelay,
+                          public DiscardRelay {
  public:
   NoticeQueue(store::AuditStore& audit, const Clock& clock, const RoServiceConfig& config)
       : audit_(audit), clock_(clock), config_(config) {}
@@ -136,7 +137,14 @@ class NoticeQueue final : public ArrivalNotifier,
               {"device_id", s.device_id},
               {"sho", s.sho},
               {"report", s.signed_report}};
+    if (!s.discard_notice.empty()) body["discard_notice"] = s.discard_notice;  // F4
     return enqueue("status", s.package_id, s.sho, "/v1/sho/status", body);
+  }
+
+  // F4: to the old SHO, whose MCIM the TRE discarded.
+  Result<void> relay_discard(const RelayedDiscard& d) override {
+    Json body{{"device_id", d.device_id}, {"sho", d.sho}, {"report", d.signed_report}};
+    return enqueue("discard", d.package_id, d.sho, "/v1/sho/discards", body);
   }
 
   Result<void> relay_instruction_result(const RelayedInstructionResult& r) override {
@@ -380,7 +388,8 @@ struct RoService::State {
   Icf icf() { return Icf(db, clock, thread_random(), config.icf); }
   Drf drf() { return Drf(db, notices, clock, thread_random(), config.drf); }
   Dpf dpf() {
-    return Dpf(db, {notices, notices}, *config.operator_roots, *config.supplier_roots, clock);
+    return Dpf(db, {notices, notices, notices}, *config.operator_roots, *config.supplier_roots,
+               clock);
   }
   DirectAccess direct(Icf& icf) {
     return DirectAccess(db, icf, *config.supplier_roots, clock, thread_random(), config.direct);
@@ -713,10 +722,18 @@ Result<Json> RoService::State::report(const Request& r, const Json& body, const 
   auto chain = parse_platform_chain(body.at("platform_chain"));
   if (!chain) return std::unexpected(chain.error());
   const std::vector<X509*> raw = raw_chain(*chain);
-  auto reported = dpf().report(package_id, body.at("report").get<std::string>(), raw);
+  DiscardAcks acks;
+  if (body.contains("discard_report")) acks.report = body.at("discard_report").get<std::string>();
+  if (body.contains("discard_notice")) acks.notice = body.at("discard_notice").get<std::string>();
+  auto reported = dpf().report(*reg, package_id, body.at("report").get<std::string>(), raw, acks);
   if (!reported) return std::unexpected(reported.error());
   flow("status_reported");
-  return Json{{"package_id", package_id}, {"outcome", reported->outcome}};
+  if (reported->operator_changed) {
+    flow("operator_changed");
+    log::info(kComponent, "pcid {}: registration handed to {} (F4)", s.imsi,
+              operator_principal((*package)->sho));
+  }
+  return Json{{"package_id", package_id}, {"outcome", reported->report.outcome}};
 }
 
 Result<Json> RoService::State::attestation_request(const store::Session& s) {
@@ -974,6 +991,11 @@ Result<void> RoService::State::add_routes() {
     return RouteOptions{std::move(a), std::nullopt, kMaxJsonBody};
   };
   const JsonSchema report_schema = JsonSchema::object(platform_report_fields());
+  // F4: the install report may come with the TRE's two discard acknowledgements.
+  std::vector<net::JsonMember> package_report = platform_report_fields();
+  package_report.push_back(net::optional("discard_report", JsonSchema::string(kMaxReportSize)));
+  package_report.push_back(net::optional("discard_notice", JsonSchema::string(kMaxReportSize)));
+  const JsonSchema package_report_schema = JsonSchema::object(std::move(package_report));
   State* s = this;
 
   // A JSON answer (json_route), or 204 for the removals.
@@ -1061,7 +1083,7 @@ Result<void> RoService::State::add_routes() {
                      true),
                  bare(nullptr)),
       router.add("POST", "/v1/dpf/packages/{package_id}/report",
-                 device_json_route("report", report_schema, &State::report, 200, true),
+                 device_json_route("report", package_report_schema, &State::report, 200, true),
                  bare(nullptr)),
       router.add(
           "POST", "/v1/dpf/attestation-requests",

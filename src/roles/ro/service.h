@@ -37,7 +37,7 @@
 namespace mcim::ro {
 
 // Where the SHO of an operator id takes notices: POST {base_url}/v1/sho/arrivals,
-// /v1/sho/attestations and /v1/sho/status.
+// /v1/sho/attestations, /v1/sho/status, /v1/sho/instruction-results and (F4) /v1/sho/discards.
 struct ShoEndpoint {
   std::string base_url;  // https://host:port
 };
