@@ -342,6 +342,57 @@ TEST_F(DpfTest, AFailingRelayKeepsTheReportAndIsOnTheRecord) {
   EXPECT_EQ(audit[0].outcome, "io_error");
 }
 
+// F4: the successor's package replaces the holder's MCIM; the report hands the registration over
+// even when neither SHO can be reached, and each relay carries its own acknowledgement.
+TEST_F(DpfTest, AReplacementIsHandedOverAndEachAcknowledgementRelayedToItsSho) {
+  const auto old = handover("sho-a", world().signer("sho-a"));
+  ASSERT_TRUE(dpf_->store_package(old, "sho-a"));
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  const auto installed = tre_->install(dpf_->fetch(device_, device_)->package);
+  ASSERT_TRUE(dpf_->report(old.package_id, installed.report, platform_chain()));
+  ASSERT_TRUE(db_->registrations().set_successor(kPcid, "sho-b"));
+
+  const Bytes<16> nonce_b = {7};
+  auto doc = world().document(device_, "001030000000001", "sho-b", 1, nonce_b);
+  const PackageHandover h{kPcid, device_, doc.package_id,
+                          world().seal(doc, world().signer("sho-b"), tre_->platform_certificate())};
+  ASSERT_TRUE(dpf_->store_package(h, "sho-b"));
+  ASSERT_TRUE(tre_->record_registration(nonce_b));
+  const tre::ReplaceOutcome out =
+      tre_->install_replacing(dpf_->fetch(device_, device_)->package, kImsi);
+  ASSERT_TRUE(out.install.result) << out.install.result.error().message;
+  const store::Registration reg = **db_->registrations().find(kPcid);
+  relay_.failing = true;
+  auto accepted = dpf_->report(reg, h.package_id, out.install.report, platform_chain(),
+                               DiscardAcks{out.discard_report, out.discard_notice});
+  ASSERT_TRUE(accepted) << accepted.error().message;
+  EXPECT_TRUE(accepted->operator_changed);
+  EXPECT_EQ(accepted->report.outcome, "ok");
+  const store::Registration now_reg = **db_->registrations().find(kPcid);
+  EXPECT_EQ(now_reg.sho, "sho-b");
+  EXPECT_EQ(now_reg.successor, "");
+  ASSERT_EQ(relay_.relayed.size(), 2u);
+  EXPECT_EQ(relay_.relayed[1].sho, "sho-b");
+  EXPECT_EQ(relay_.relayed[1].discard_notice, out.discard_notice);
+  EXPECT_EQ(relay_.relayed[0].discard_notice, "");  // F2's
+  ASSERT_EQ(relay_.discards.size(), 1u);
+  EXPECT_EQ(relay_.discards[0].sho, "sho-a");
+  EXPECT_EQ(relay_.discards[0].device_id, device_);
+  EXPECT_EQ(relay_.discards[0].package_id, h.package_id);
+  EXPECT_EQ(relay_.discards[0].signed_report, out.discard_report);
+  const auto audit = *db_->audit().recent(4);
+  EXPECT_EQ(audit[0].event, "relay");  // the discard report's, failed
+  EXPECT_EQ(audit[0].outcome, "io_error");
+  EXPECT_EQ(audit[1].event, "relay");  // the status's, failed
+  EXPECT_EQ(audit[2].service, "drf");
+  EXPECT_EQ(audit[2].event, "transfer");
+  EXPECT_EQ(audit[2].outcome, "ok");
+  EXPECT_EQ(audit[3].event, "report");
+  // The F2 form of report() knows no registration: no F4 there.
+  EXPECT_EQ(dpf_->report(h.package_id, out.install.report, platform_chain()).error().code,
+            ErrorCode::transition_refused);
+}
+
 // ---- Attestation requests (F2 steps 7-9) ----------------------------------------------------
 
 TEST_F(DpfTest, AttestationRequestIsCollectedAnsweredAndRelayed) {

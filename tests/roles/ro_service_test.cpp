@@ -2420,5 +2420,106 @@ TEST_F(RoServiceTest, DormantPcidsExpireInTheBackground) {
   EXPECT_TRUE(expired);
 }
 
+// F4 at the RO from the order to the hand-over, with both SHOs' notice endpoints: the change,
+// the successor's attestation request, the device's DPF session, its answer relayed to the new
+// SHO, the new SHO's package, the TRE's replacement and its report, after which the new SHO holds
+// the registration and each SHO got its acknowledgement (the old one the full discard report,
+// the new one the filtered notice, nothing of the old subscription).
+TEST_F(RoServiceF4Test, AnOperatorChangeFromTheOrderToTheHandOver) {
+  ShoServer old_sho(0), new_sho(0);
+  RoServiceConfig c = config();
+  TestPki::get().operator_client("ro-1");
+  c.notify_client = std::shared_ptr<net::HttpsClient>(net::testing::make_client("ro-1"));
+  c.shos["sho-a"] = {old_sho.url()};
+  c.shos["sho-b"] = {new_sho.url()};
+  start(std::move(c));
+  operational();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  const std::size_t old_before = old_sho.snapshot().size();  // F2's notices
+
+  // Steps 1-3: the owner's order at the new SHO, which starts the validation at once.
+  HttpResponse r = handle(change(change_body()));
+  ASSERT_EQ(r.status, 200) << r.body;
+  r = handle(op_request("POST", "/v1/dpf/attestation-requests", "sho-b",
+                        attestation_request_body("challenge-b")));
+  ASSERT_EQ(r.status, 201) << r.body;
+
+  // Step 4: the operational device's DPF session, the attestation through it.
+  const std::string sid = dpf_session();
+  ASSERT_FALSE(sid.empty());
+  r = handle(device_request("GET", "/v1/dpf/attestation-request", bearer(sid)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json ask = Json::parse(r.body);
+  EXPECT_EQ(ask["request_id"], "challenge-b");
+  const std::string attested = *tre_->attest(*parse_hex(ask["nonce"].get<std::string>(), "nonce"));
+  r = handle(device_request("POST", "/v1/dpf/attestations/challenge-b", bearer(sid),
+                            report_body(attested)));
+  ASSERT_EQ(r.status, 202) << r.body;
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  auto to_new = new_sho.snapshot();
+  ASSERT_EQ(to_new.size(), 1u);
+  EXPECT_EQ(to_new[0].target, "/v1/sho/attestations");
+  EXPECT_EQ(to_new[0].peer, "ro-1");
+  EXPECT_EQ(Json::parse(to_new[0].body)["sho"], "sho-b");
+  EXPECT_EQ(Json::parse(to_new[0].body)["report"], attested);
+
+  // The new SHO's package, downloaded over the same session.
+  const auto [package_id, pkg] = successor_package();
+  r = handle(device_request("GET", "/v1/dpf/package", bearer(sid)));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["package_id"], package_id);
+  EXPECT_EQ(*parse_hex(Json::parse(r.body)["package"].get<std::string>(), "package"), pkg);
+
+  // Step 5: the TRE installs it in place of the old MCIM; step 6: the report with both acks.
+  ASSERT_TRUE(tre_->apply(tre::Action::deselect, kImsi));
+  ASSERT_TRUE(tre_->record_registration(kNonceB));
+  const tre::ReplaceOutcome out = tre_->install_replacing(pkg, kImsi);
+  ASSERT_TRUE(out.install.result) << out.install.result.error().message;
+  r = handle(
+      f4_report(sid, package_id, out.install.report, out.discard_report, out.discard_notice));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body), (Json{{"package_id", package_id}, {"outcome", "ok"}}));
+
+  // Step 7: the new SHO holds the registration; each SHO has its notice.
+  EXPECT_EQ(registration().sho, "sho-b");
+  EXPECT_EQ(registration().successor, "");
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  to_new = new_sho.snapshot();
+  ASSERT_EQ(to_new.size(), 2u);
+  EXPECT_EQ(to_new[1].target, "/v1/sho/status");
+  EXPECT_EQ(Json::parse(to_new[1].body), (Json{{"package_id", package_id},
+                                               {"device_id", device_},
+                                               {"sho", "sho-b"},
+                                               {"report", out.install.report},
+                                               {"discard_notice", out.discard_notice}}));
+  for (const std::string& old : {kImsi, old_package_, std::string("sho-a")}) {
+    EXPECT_EQ(to_new[1].body.find(old), std::string::npos) << old;
+  }
+  const auto to_old = old_sho.snapshot();
+  ASSERT_EQ(to_old.size(), old_before + 1);
+  EXPECT_EQ(to_old.back().target, "/v1/sho/discards");
+  EXPECT_EQ(to_old.back().peer, "ro-1");
+  EXPECT_EQ(Json::parse(to_old.back().body),
+            (Json{{"device_id", device_}, {"sho", "sho-a"}, {"report", out.discard_report}}));
+  auto discarded =
+      tre::verify_discard_report(Json::parse(to_old.back().body)["report"].get<std::string>(),
+                                 tre_->platform_certificate(), device_, kImsi);
+  ASSERT_TRUE(discarded) << discarded.error().message;
+  EXPECT_EQ(discarded->package_id, old_package_);
+  for (const char* step : {"change_ordered", "attestation_requested", "management_session",
+                           "attestation_relayed", "operator_changed"}) {
+    EXPECT_EQ(flow_count(step), 1u) << step;
+  }
+  // The new holder now registers the device as its own; the old one can do nothing more.
+  EXPECT_EQ(handle(op_request("PUT", "/v1/drf/registrations/" + kPcid, "sho-b",
+                              registration_body(device_)))
+                .status,
+            200);
+  expect_refusals(
+      {{"the old holder's removal", op_request("DELETE", "/v1/drf/registrations/" + kPcid, "sho-a"),
+        403, "access_denied"}});
+}
+
 }  // namespace
 }  // namespace mcim::ro
