@@ -194,6 +194,7 @@ struct ShoService::State {
 
   // RO notices (F2 steps 7, 9-11, 14).
   Result<Json> arrival(const Request& r);
+  Result<void> start_validation(const Subscriber& s);
   Result<Json> attestation(const Request& r);
   Result<Json> hand_over(const Subscriber& s, const RoEndpoint& ro);
 
@@ -515,6 +516,20 @@ Result<Json> ShoService::State::arrival(const Request& r) {
     return std::unexpected(ok.error());
   }
   flow("arrival");
+  if (auto started = start_validation(*s); !started) return std::unexpected(started.error());
+  return Json::object();
+}
+
+// A PVA challenge, the subscriber `validating` with it, then the RO asked to fetch the device's
+// attestation over its nonce: on an arrival (F2 step 7) and at once after an operator change was
+// ordered (F4).
+Result<void> ShoService::State::start_validation(const Subscriber& s) {
+  const std::string& pcid = s.pcid;
+  const std::string& device_id = s.device_id;
+  const RoEndpoint* ro = ro_of(pcid);
+  if (ro == nullptr) {
+    return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", pcid));
+  }
   auto challenge =
       call("pva", "POST", config.pva_url + "/v1/pva/challenges", Json{{"device_id", device_id}});
   if (!challenge) return std::unexpected(challenge.error());
@@ -524,7 +539,7 @@ Result<Json> ShoService::State::arrival(const Request& r) {
     return fail(ErrorCode::io_error, "pva: the answer is not a challenge");
   }
   flow("challenge_requested");
-  Subscriber next = *s;
+  Subscriber next = s;
   next.status = SubscriberStatus::validating;
   next.challenge_id = challenge_id;
   next.challenge_nonce = *nonce;
@@ -532,21 +547,21 @@ Result<Json> ShoService::State::arrival(const Request& r) {
   next.refusal.clear();
   next.updated = now();
   // Compare and set: of two arrivals racing, one moves on; the other is told so.
-  if (auto moved = db.subscribers().update(next, s->status); !moved) {
+  if (auto moved = db.subscribers().update(next, s.status); !moved) {
     return std::unexpected(moved.error());
   }
   // Validating before the request exists: the attestation cannot overtake the state change. A
-  // failure here leaves it validating: the RO's retry of the arrival asks afresh.
-  const RoEndpoint* ro = ro_of(pcid);
+  // failure here leaves it validating: the RO's retry of the arrival asks afresh (F4 puts it back
+  // to registered itself).
   auto requested = call("ro", "POST", ro->base_url + "/v1/dpf/attestation-requests",
                         Json{{"pcid", pcid},
                              {"device_id", device_id},
                              {"request_id", challenge_id},
                              {"nonce", to_hex(*nonce)}});
   if (!requested) return std::unexpected(requested.error());
-  log::info(kComponent, "device {} arrived at {}: challenge {} requested", device_id,
+  log::info(kComponent, "device {}: validation started at {}, challenge {} requested", device_id,
             ro->operator_id, challenge_id);
-  return Json::object();
+  return {};
 }
 
 // ---- F2 steps 9-11: attestation, validation, package -------------------------------------------
