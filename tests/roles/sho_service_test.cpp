@@ -219,6 +219,93 @@ class TestPva {
   std::unique_ptr<net::HttpServer> server_;
 };
 
+// ---- A fake RO (F4) ---------------------------------------------------------------------------
+
+// The RO's side of an operator change as the F4 contract has it (docs/protocol.md "Registration
+// Operator"): `POST /v1/drf/registrations/{pcid}/change` answered as the test chose, and the
+// successor's attestation requests, packages and refusals accepted. Every call is kept, in order,
+// for the test to read (the PIN included: the test checks that it reached the RO).
+class FakeRo {
+ public:
+  struct Call {
+    std::string method, path;
+    Json body;
+  };
+
+  FakeRo() : router_("fake-ro") {
+    net::RouteOptions only_sho;
+    only_sho.authorize = net::require_operator({std::string(kSho)});
+    auto keep = [this](const net::Request& r) {
+      std::lock_guard lock(mu_);
+      calls_.push_back(
+          {r.http.method, std::string(r.path), Json::parse(r.http.body, nullptr, false)});
+    };
+    auto route = [&](const std::string& method, const std::string& path,
+                     std::function<net::HttpResponse(const net::Request&)> answer) {
+      EXPECT_TRUE(router_.add(
+          method, path,
+          [keep, answer](const net::Request& r) {
+            keep(r);
+            return answer(r);
+          },
+          only_sho));
+    };
+    route("POST", "/v1/drf/registrations/{pcid}/change", [this](const net::Request& r) {
+      std::lock_guard lock(mu_);
+      if (change_refusal_) return *change_refusal_;
+      return net::json_response(
+          200,
+          Json{{"pcid", std::string(r.param("pcid"))}, {"successor", kSho}, {"status", "pending"}});
+    });
+    route("PUT", "/v1/drf/registrations/{pcid}", [](const net::Request& r) {
+      return net::json_response(200, Json{{"pcid", std::string(r.param("pcid"))}, {"sho", kSho}});
+    });
+    route("DELETE", "/v1/drf/registrations/{pcid}",
+          [](const net::Request&) { return net::json_response(200, Json::object()); });
+    route("POST", "/v1/dpf/attestation-requests", [this](const net::Request&) {
+      std::lock_guard lock(mu_);
+      if (request_refusal_) return *request_refusal_;
+      return net::json_response(201, Json::object());
+    });
+    route("POST", "/v1/dpf/packages",
+          [](const net::Request&) { return net::json_response(201, Json::object()); });
+    route("POST", "/v1/dpf/refusals",
+          [](const net::Request&) { return net::json_response(200, Json::object()); });
+    server_ = serve(router_.handler(), "ro", net::ClientAuth::required);
+  }
+
+  std::string url() const { return server_ ? server_->url() : std::string(); }
+  void refuse_change(int status, ErrorCode code) {
+    std::lock_guard lock(mu_);
+    change_refusal_ = net::error_response(status, to_string(code), "refused by the test");
+  }
+  void refuse_requests(int status, ErrorCode code) {
+    std::lock_guard lock(mu_);
+    request_refusal_ = net::error_response(status, to_string(code), "refused by the test");
+  }
+  // The last call to `path` (method POST unless told), or one with a null body.
+  Call last(const std::string& path, const std::string& method = "POST") const {
+    std::lock_guard lock(mu_);
+    for (auto it = calls_.rbegin(); it != calls_.rend(); ++it) {
+      if (it->path == path && it->method == method) return *it;
+    }
+    return {};
+  }
+  std::size_t count(const std::string& path, const std::string& method = "POST") const {
+    std::lock_guard lock(mu_);
+    return std::size_t(std::count_if(calls_.begin(), calls_.end(), [&](const Call& c) {
+      return c.path == path && c.method == method;
+    }));
+  }
+
+ private:
+  net::Router router_;
+  mutable std::mutex mu_;
+  std::vector<Call> calls_;                                            // guarded by mu_
+  std::optional<net::HttpResponse> change_refusal_, request_refusal_;  // guarded by mu_
+  std::unique_ptr<net::HttpServer> server_;
+};
+
 // ---- Devices ----------------------------------------------------------------------------------
 
 struct Device {
@@ -275,6 +362,7 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
 
   void TearDown() override {
     sho_server_.reset();
+    fake_ro_.reset();
     ro_server_.reset();
     ro_.reset();
     sho_.reset();
@@ -455,6 +543,34 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
                 Json{{"report", last_report_}, {"platform_chain", d.chain_json()}}, d.session);
   }
 
+  // F4: the SHO (re)started with a fake RO (FakeRo) as the RO holding the test's PCIDs.
+  void use_fake_ro() {
+    fake_ro_ = std::make_unique<FakeRo>();
+    ASSERT_FALSE(fake_ro_->url().empty());
+    start_sho([this](sho::ShoServiceConfig& c) {
+      c.ros.at(0).base_url = fake_ro_->url();
+      c.ros.at(0).dpf_url = fake_ro_->url();
+    });
+  }
+
+  // F4 steps 1-3 at this SHO: the owner orders the change; the device records the answer's
+  // registration nonce.
+  Answer change_operator(Device& d) {
+    Json body = registration(d);
+    body["change"] = true;
+    Answer a = register_device(body);
+    auto nonce = parse_hex_fixed<16>(a.text("registration_nonce"), "nonce");
+    if (a.status == 201 && nonce) {
+      EXPECT_TRUE(d.tre->record_registration(*nonce));
+      auto auc = sho_db_->pcids().find(a.text("imsi"));
+      if (auc && *auc) {
+        secrets_.push_back(to_hex((*auc)->k.get()));
+        secrets_.push_back(to_hex((*auc)->opc.get()));
+      }
+    }
+    return a;
+  }
+
   std::string status_of(const Device& d) {
     auto s = sho_db_->subscribers().find(d.id());
     return s && *s ? std::string(store::to_string((*s)->status)) : std::string("absent");
@@ -496,6 +612,7 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<net::HttpServer> ro_server_;
   std::string ro_url_;
   std::unique_ptr<sho::ShoService> sho_;
+  std::unique_ptr<FakeRo> fake_ro_;  // F4 tests: the SHO's RO instead of ro_
   net::HttpHandler sho_handler_ = [](const net::HttpRequest&) {
     return net::error_response(503, "busy", "not started");
   };
@@ -1183,6 +1300,70 @@ TEST_P(ShoServiceTest, OperatorInstructionsTravelThroughTheDpfAndTheirRefusalsCh
   EXPECT_EQ(at_sho.text("report"), applied.report);
   expect_refusal(call(*as_ro_, "POST", results, result), 409, ErrorCode::transition_refused);
   EXPECT_EQ(snapshot(d), before);
+}
+
+// ---- F4: operator change ----------------------------------------------------------------------
+
+// The RO's refusals of the change keep their codes and leave nothing at the SHO: no subscriber,
+// no AuC entry, no challenge, no attestation request; the PIN is in no answer.
+TEST_P(ShoServiceTest, AnOperatorChangeTheRoRefusesLeavesNothingBehind) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(42);
+  Json body = registration(d);
+  body["change"] = true;
+  auto count = sho_db_->pcids().count();
+  ASSERT_TRUE(count);
+  struct Refusal {
+    int status;
+    ErrorCode code;
+  };
+  for (const Refusal& r :
+       {Refusal{403, ErrorCode::access_denied}, Refusal{404, ErrorCode::not_found},
+        Refusal{409, ErrorCode::already_exists}}) {
+    SCOPED_TRACE(to_string(r.code));
+    fake_ro_->refuse_change(r.status, r.code);
+    Answer a = register_device(body);
+    expect_refusal(a, r.status, r.code);
+    EXPECT_EQ(a.body.find(d.pin()), std::string::npos);
+    EXPECT_EQ(status_of(d), "absent");
+    auto now_count = sho_db_->pcids().count();
+    ASSERT_TRUE(now_count);
+    EXPECT_EQ(*now_count, *count);
+  }
+  body["change"] = "yes";
+  expect_refusal(register_device(body), 400, ErrorCode::bad_format);
+  EXPECT_EQ(status_of(d), "absent");
+  const std::string registration_path = "/v1/drf/registrations/" + d.pcid();
+  EXPECT_EQ(fake_ro_->count(registration_path + "/change"), 3u);
+  EXPECT_EQ(fake_ro_->count(registration_path, "PUT"), 0u);
+  EXPECT_EQ(fake_ro_->count(registration_path, "DELETE"), 0u);
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 0u);
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/refusals"), 0u);
+  EXPECT_EQ(pva_->challenges(), 0);
+}
+
+// The change accepted by the RO but the validation not started (the RO refuses the attestation
+// request): 201 with the subscriber registered, the change and the dormant IMSI kept.
+TEST_P(ShoServiceTest, AnOperatorChangeWhoseValidationDoesNotStartStaysRegistered) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(43);
+  fake_ro_->refuse_requests(409, ErrorCode::transition_refused);
+  Answer a = change_operator(d);
+  ASSERT_EQ(a.status, 201) << a.body;
+  EXPECT_EQ(a.text("status"), "registered");
+  EXPECT_EQ(a.json.value("change", false), true);
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 1u);
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  EXPECT_EQ((*s)->status, store::SubscriberStatus::registered);
+  EXPECT_TRUE((*s)->replacing);
+  EXPECT_TRUE((*s)->challenge_id.empty());
+  EXPECT_EQ(subscriber(d).text("status"), "registered");
+  auto auc = sho_db_->pcids().find(a.text("imsi"));
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
 }
 
 TEST_P(ShoServiceTest, RefusesAnUnusableConfiguration) {

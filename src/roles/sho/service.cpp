@@ -187,8 +187,11 @@ struct ShoService::State {
   Result<Json> register_subscriber(const Request& r, const std::string& owner);
   Result<Subscriber> allocate(const Request& r, const std::string& owner, Secret<16>& k);
   Result<void> register_at_ro(const Subscriber& s, const RoEndpoint& ro, const std::string& pin);
+  Result<void> order_change_at_ro(const Subscriber& s, const RoEndpoint& ro,
+                                  const std::string& pin);
+  SubscriberStatus validate_now(const Subscriber& s);
   Result<void> import_into_auc(const Subscriber& s, const Secret<16>& k);
-  void undo_registration(const Subscriber& s, const RoEndpoint* ro);
+  void undo_registration(const Subscriber& s, const RoEndpoint* ro, ErrorCode why);
   Result<Json> status_of(const Request& r, const std::string& owner);
   Result<Json> activate(const Request& r, const std::string& owner);
 
@@ -331,8 +334,12 @@ Result<Json> ShoService::State::call(std::string_view peer, std::string_view met
 
 // Checks, allocates, then commits in the order that can be undone: the subscriber row (it holds
 // the device id, PCID and IMSI against a racing duplicate), the RO's registration, the AuC entry.
+// With "change" (F4: the device is operational with another SHO's MCIM) the RO is asked to make
+// this SHO the registration's successor instead, and the validation starts at once: such a device
+// announces no arrival.
 Result<Json> ShoService::State::register_subscriber(const Request& r, const std::string& owner) {
   const std::string pcid = r.json.at("pcid").get<std::string>();
+  const bool change = r.json.contains("change") && r.json.at("change").get<bool>();
   const RoEndpoint* ro = ro_of(pcid);
   if (ro == nullptr) {
     return fail(ErrorCode::not_found,
@@ -341,33 +348,41 @@ Result<Json> ShoService::State::register_subscriber(const Request& r, const std:
   Secret<16> k;
   auto s = allocate(r, owner, k);
   if (!s) return std::unexpected(s.error());
+  s->replacing = change;
   if (auto added = db.subscribers().add(*s); !added) return std::unexpected(added.error());
   // The PIN goes to the RO only: it is in no store, log or answer of ours.
   const std::string& pin = r.json.at("pin").get_ref<const std::string&>();
-  if (auto done = register_at_ro(*s, *ro, pin); !done) {
-    undo_registration(*s, nullptr);
-    return std::unexpected(done.error());
+  auto at_ro = change ? order_change_at_ro(*s, *ro, pin) : register_at_ro(*s, *ro, pin);
+  if (!at_ro) {
+    undo_registration(*s, nullptr, at_ro.error().code);
+    return std::unexpected(at_ro.error());
   }
   if (auto done = import_into_auc(*s, k); !done) {
-    undo_registration(*s, ro);
+    undo_registration(*s, ro, done.error().code);
     return std::unexpected(done.error());
   }
-  if (auto recorded = record("register", s->device_id, fmt::format("owner:{}", owner),
-                             Result<void>{}, fmt::format("pcid {}, imsi {}", s->pcid, s->imsi));
+  if (auto recorded = record(
+          "register", s->device_id, fmt::format("owner:{}", owner), Result<void>{},
+          fmt::format("pcid {}, imsi {}{}", s->pcid, s->imsi, change ? ", operator change" : ""));
       !recorded) {
-    undo_registration(*s, ro);
+    undo_registration(*s, ro, recorded.error().code);
     return std::unexpected(recorded.error());
   }
   flow("subscriber_registered");
   prepare(*s);
-  log::info(kComponent, "device {} registered by owner {}: pcid {}, imsi {}", s->device_id, owner,
-            s->pcid, s->imsi);
-  return Json{{"device_id", s->device_id},
-              {"pcid", s->pcid},
-              {"imsi", s->imsi},
-              {"registration_nonce", to_hex(s->registration_nonce)},
-              {"nonce_expires", unix_seconds(s->nonce_expires)},
-              {"status", store::to_string(s->status)}};
+  log::info(kComponent, "device {} registered by owner {}: pcid {}, imsi {}{}", s->device_id, owner,
+            s->pcid, s->imsi, change ? ", replacing another operator's MCIM" : "");
+  Json out{{"device_id", s->device_id},
+           {"pcid", s->pcid},
+           {"imsi", s->imsi},
+           {"registration_nonce", to_hex(s->registration_nonce)},
+           {"nonce_expires", unix_seconds(s->nonce_expires)},
+           {"status", store::to_string(s->status)}};
+  if (change) {
+    out["status"] = store::to_string(validate_now(*s));
+    out["change"] = true;
+  }
+  return out;
 }
 
 // The certificate checks, then a fresh IMSI, K and nonce; nothing is stored yet.
@@ -441,6 +456,35 @@ Result<void> ShoService::State::register_at_ro(const Subscriber& s, const RoEndp
   return {};
 }
 
+// F4: the RO records this SHO as the registration's successor if the PIN proves the owner's
+// possession of the device; the holder's subscription is untouched until the device reports the
+// new install.
+Result<void> ShoService::State::order_change_at_ro(const Subscriber& s, const RoEndpoint& ro,
+                                                   const std::string& pin) {
+  auto ordered = call("ro", "POST", ro.base_url + "/v1/drf/registrations/" + s.pcid + "/change",
+                      Json{{"device_id", s.device_id}, {"pin", pin}});
+  if (!ordered) return std::unexpected(ordered.error());
+  return {};
+}
+
+// F4: the validation an arrival would start (the device, operational on the old SHO's IMSI, makes
+// none). A failure leaves the subscriber registered (put back if it had moved to validating):
+// the change ordered at the RO stands, and the owner sees the status.
+SubscriberStatus ShoService::State::validate_now(const Subscriber& s) {
+  auto started = start_validation(s);
+  if (started) return SubscriberStatus::validating;
+  log::warn(kComponent, "device {}: the validation did not start: {}", s.device_id,
+            started.error());
+  Subscriber back = s;
+  back.updated = now();
+  auto moved = db.subscribers().update(back, SubscriberStatus::validating);
+  if (moved || moved.error().code == ErrorCode::transition_refused) {
+    return SubscriberStatus::registered;
+  }
+  log::error(kComponent, "device {}: back to registered: {}", s.device_id, moved.error());
+  return SubscriberStatus::validating;
+}
+
 // The IMSI enters the AuC dormant: it serves no vector until the device reports the install.
 Result<void> ShoService::State::import_into_auc(const Subscriber& s, const Secret<16>& k) {
   store::PcidSubscription sub;
@@ -454,9 +498,14 @@ Result<void> ShoService::State::import_into_auc(const Subscriber& s, const Secre
   return {};
 }
 
-// Best effort: a failure here is logged; the owner's answer is the original refusal.
-void ShoService::State::undo_registration(const Subscriber& s, const RoEndpoint* ro) {
-  if (ro != nullptr) {
+// Best effort: a failure here is logged; the owner's answer is the original refusal. An operator
+// change (F4) is not undone with a DELETE, which is the holder's: this SHO, the successor, refuses
+// the change at the DPF instead, which ends it there.
+void ShoService::State::undo_registration(const Subscriber& s, const RoEndpoint* ro,
+                                          ErrorCode why) {
+  if (ro != nullptr && s.replacing) {
+    tell_dpf(s, why);
+  } else if (ro != nullptr) {
     auto removed = call("ro", "DELETE", ro->base_url + "/v1/drf/registrations/" + s.pcid, nullptr);
     if (!removed) {
       log::error(kComponent, "undo registration of pcid {} at {}: {}", s.pcid, ro->operator_id,
@@ -1136,7 +1185,8 @@ Result<void> ShoService::State::add_routes() {
                    required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
                                                       "4-16 decimal digits", ro::kMinPinSize)),
                    required("platform_cert", JsonSchema::string(kMaxPemSize)),
-                   net::optional("nonce_lifetime_s", JsonSchema::integer(1, kMaxNonceLifetimeS))})),
+                   net::optional("nonce_lifetime_s", JsonSchema::integer(1, kMaxNonceLifetimeS)),
+                   net::optional("change", JsonSchema::boolean())})),
           owner_options),
       router.add("GET", "/v1/subscribers/{device_id}", owner_route("status", &State::status_of),
                  owner_options),
