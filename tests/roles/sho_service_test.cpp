@@ -37,6 +37,7 @@
 #include "roles/ro/service.h"
 #include "roles/sho/service.h"
 #include "store/store.h"
+#include "tre/instruction.h"
 #include "tre/tre.h"
 
 namespace mcim {
@@ -553,6 +554,33 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
     });
   }
 
+  // Another home operator's MCIM (sho-b's) installed and activated on the device: what F4
+  // replaces. Its IMSI.
+  std::string install_old_mcim(Device& d) {
+    const std::string imsi = fmt::format("00109{:010}", devices_.size());
+    OsRandom rng;
+    const Bytes<16> nonce = rng.draw<16>();
+    EXPECT_TRUE(d.tre->record_registration(nonce));
+    return install_from_sho_b(d, imsi, nonce, "");
+  }
+
+  // A package of sho-b's for the device (its nonce recorded in the TRE), installed, or installed
+  // in place of `replaced` (F4). The IMSI; the outcome of the replacing install in replaced_.
+  std::string install_from_sho_b(Device& d, const std::string& imsi, const Bytes<16>& nonce,
+                                 const std::string& replaced) {
+    const pki::McimDocument doc = world().document(d.id(), imsi, "sho-b", 1, nonce);
+    const ByteVec pkg = world().seal(doc, world().signer("sho-b"), d.tre->platform_certificate());
+    if (!replaced.empty()) {
+      replaced_ = d.tre->install_replacing(pkg, replaced);
+      EXPECT_TRUE(replaced_.install.result) << fmt::to_string(replaced_.install.result.error());
+      return imsi;
+    }
+    tre::InstallOutcome out = d.tre->install(pkg);
+    EXPECT_TRUE(out.result) << fmt::to_string(out.result.error());
+    EXPECT_TRUE(d.tre->apply(tre::Action::activate, imsi));
+    return imsi;
+  }
+
   // F4 steps 1-3 at this SHO: the owner orders the change; the device records the answer's
   // registration nonce.
   Answer change_operator(Device& d) {
@@ -569,6 +597,49 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
       }
     }
     return a;
+  }
+
+  // The device answers the attestation request the SHO made at the fake RO; the RO's relay of it
+  // to the SHO. The SHO's answer.
+  Answer attest_at_fake_ro(Device& d) {
+    const FakeRo::Call req = fake_ro_->last("/v1/dpf/attestation-requests");
+    EXPECT_TRUE(req.body.is_object()) << "no attestation request";
+    if (!req.body.is_object()) return {};
+    auto nonce = parse_hex(req.body.value("nonce", ""), "nonce");
+    EXPECT_TRUE(nonce);
+    auto report = d.tre->attest(nonce ? *nonce : ByteVec(32));
+    EXPECT_TRUE(report) << fmt::to_string(report.error());
+    last_request_ = req.body.value("request_id", "");
+    last_report_ = report ? *report : std::string();
+    return call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations",
+                Json{{"request_id", last_request_},
+                     {"pcid", d.pcid()},
+                     {"device_id", d.id()},
+                     {"sho", kSho},
+                     {"report", last_report_},
+                     {"platform_chain", d.chain_json()}});
+  }
+
+  // The package the SHO handed to the fake RO last: its id and bytes.
+  std::pair<std::string, ByteVec> handed_over() {
+    const FakeRo::Call pkg = fake_ro_->last("/v1/dpf/packages");
+    EXPECT_TRUE(pkg.body.is_object()) << "no package";
+    if (!pkg.body.is_object()) return {};
+    auto bytes = parse_hex(pkg.body.value("package", ""), "package");
+    EXPECT_TRUE(bytes);
+    return {pkg.body.value("package_id", ""), bytes ? *bytes : ByteVec()};
+  }
+
+  // `text`, a status report of the device's, re-signed by `key` after `edit`.
+  static std::string resigned(const Device& d, const std::string& text, EVP_PKEY* key,
+                              const std::function<void(tre::StatusReport&)>& edit) {
+    auto report = tre::verify_status_report(text, d.bundle.platform_chain.front().get());
+    EXPECT_TRUE(report) << fmt::to_string(report.error());
+    if (!report) return {};
+    edit(*report);
+    auto signed_text = tre::sign_status_report(*report, key);
+    EXPECT_TRUE(signed_text) << fmt::to_string(signed_text.error());
+    return signed_text ? *signed_text : std::string();
   }
 
   std::string status_of(const Device& d) {
@@ -613,6 +684,7 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   std::string ro_url_;
   std::unique_ptr<sho::ShoService> sho_;
   std::unique_ptr<FakeRo> fake_ro_;  // F4 tests: the SHO's RO instead of ro_
+  tre::ReplaceOutcome replaced_;
   net::HttpHandler sho_handler_ = [](const net::HttpRequest&) {
     return net::error_response(503, "busy", "not started");
   };
@@ -1304,6 +1376,106 @@ TEST_P(ShoServiceTest, OperatorInstructionsTravelThroughTheDpfAndTheirRefusalsCh
 
 // ---- F4: operator change ----------------------------------------------------------------------
 
+// At the new SHO: the owner's change (the RO's change call instead of the registration, the PIN
+// passed on), the validation started at once, the package installed in place of sho-b's MCIM,
+// then the install report with the TRE's discard notice: active, the IMSI activated. Every refusal
+// of the status relay leaves the subscriber and the AuC as they were.
+TEST_P(ShoServiceTest, AnOperatorChangeValidatesAtOnceAndEndsWithTheDiscardNotice) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(40);
+  Device& stranger = make_device(41);
+  const std::string old_imsi = install_old_mcim(d);
+
+  Answer a = change_operator(d);
+  ASSERT_EQ(a.status, 201) << a.body;
+  EXPECT_EQ(a.text("status"), "validating");
+  EXPECT_EQ(a.json.value("change", false), true) << a.body;
+  EXPECT_EQ(a.text("registration_nonce").size(), 32u);
+  EXPECT_EQ(a.body.find(d.pin()), std::string::npos);
+  const std::string imsi = a.text("imsi");
+  // The RO was asked for the change with the device and the owner's PIN, never for a
+  // registration of this SHO's own.
+  const std::string registration_path = "/v1/drf/registrations/" + d.pcid();
+  EXPECT_EQ(fake_ro_->last(registration_path + "/change").body,
+            (Json{{"device_id", d.id()}, {"pin", d.pin()}}));
+  EXPECT_EQ(fake_ro_->count(registration_path, "PUT"), 0u);
+  // Then at once for the attestation, over the PVA's challenge.
+  const FakeRo::Call req = fake_ro_->last("/v1/dpf/attestation-requests");
+  ASSERT_TRUE(req.body.is_object());
+  EXPECT_EQ(req.body.value("pcid", ""), d.pcid());
+  EXPECT_EQ(req.body.value("device_id", ""), d.id());
+  EXPECT_EQ(pva_->challenges(), 1);
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  EXPECT_TRUE((*s)->replacing);
+  EXPECT_EQ((*s)->status, store::SubscriberStatus::validating);
+  EXPECT_EQ((*s)->challenge_id, req.body.value("request_id", ""));
+  EXPECT_EQ(subscriber(d).text("status"), "validating");
+  auto auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
+
+  // The attestation relayed: trusted, the package handed over.
+  Answer att = attest_at_fake_ro(d);
+  ASSERT_EQ(att.status, 200) << att.body;
+  EXPECT_EQ(att.text("outcome"), "trusted");
+  const auto [package_id, package] = handed_over();
+  EXPECT_EQ(status_of(d), "provisioning");
+
+  // The TRE installs it in place of sho-b's MCIM (step 5).
+  tre::ReplaceOutcome out = d.tre->install_replacing(package, old_imsi);
+  ASSERT_TRUE(out.install.result) << fmt::to_string(out.install.result.error());
+  ASSERT_FALSE(out.discard_notice.empty());
+  Json status{{"package_id", package_id},
+              {"device_id", d.id()},
+              {"sho", kSho},
+              {"report", out.install.report}};
+  const std::string before = snapshot(d);
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 400,
+                 ErrorCode::missing_argument);
+  EXPECT_EQ(snapshot(d), before);
+  EVP_PKEY* key = d.bundle.platform_key.get();
+  struct Bad {
+    std::string what, notice;
+    int status;
+    ErrorCode code;
+  };
+  const std::vector<Bad> bad = {
+      {"not a report", "not a report", 400, ErrorCode::bad_format},
+      {"the old SHO's discard report", out.discard_report, 400, ErrorCode::invalid_argument},
+      {"the install report", out.install.report, 400, ErrorCode::invalid_argument},
+      {"another platform key",
+       resigned(d, out.discard_notice, stranger.bundle.platform_key.get(), [](auto&) {}), 422,
+       ErrorCode::signature_invalid},
+      {"another device",
+       resigned(d, out.discard_notice, key, [](auto& r) { r.device_id = "dev-other"; }), 422,
+       ErrorCode::wrong_recipient},
+      {"another package",
+       resigned(d, out.discard_notice, key, [](auto& r) { r.package_id = "pkg-other"; }), 400,
+       ErrorCode::invalid_argument},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    status["discard_notice"] = b.notice;
+    expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), b.status, b.code);
+    EXPECT_EQ(snapshot(d), before);
+  }
+
+  status["discard_notice"] = out.discard_notice;
+  Answer ok = call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.text("outcome"), "ok");
+  EXPECT_EQ(status_of(d), "active");
+  auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::active);
+  const std::string active = snapshot(d);
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 409,
+                 ErrorCode::transition_refused);
+  EXPECT_EQ(snapshot(d), active);
+}
+
 // The RO's refusals of the change keep their codes and leave nothing at the SHO: no subscriber,
 // no AuC entry, no challenge, no attestation request; the PIN is in no answer.
 TEST_P(ShoServiceTest, AnOperatorChangeTheRoRefusesLeavesNothingBehind) {
@@ -1364,6 +1536,29 @@ TEST_P(ShoServiceTest, AnOperatorChangeWhoseValidationDoesNotStartStaysRegistere
   auto auc = sho_db_->pcids().find(a.text("imsi"));
   ASSERT_TRUE(auc && *auc);
   EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
+}
+
+// A replacing install the TRE refused (the MCIM to replace is not there): the subscriber is
+// refused as in F2, without a discard notice; the DPF is told.
+TEST_P(ShoServiceTest, ARefusedReplacingInstallRefusesTheSubscriber) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(44);
+  ASSERT_EQ(change_operator(d).status, 201);
+  ASSERT_EQ(attest_at_fake_ro(d).status, 200);
+  const auto [package_id, package] = handed_over();
+  tre::ReplaceOutcome out = d.tre->install_replacing(package, "001099999999999");
+  ASSERT_FALSE(out.install.result);
+  EXPECT_TRUE(out.discard_notice.empty());
+  Answer a = call(*as_ro_, "POST", sho_url_ + "/v1/sho/status",
+                  Json{{"package_id", package_id},
+                       {"device_id", d.id()},
+                       {"sho", kSho},
+                       {"report", out.install.report}});
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.text("outcome"), to_string(out.install.result.error().code));
+  EXPECT_EQ(status_of(d), "refused");
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/refusals"), 1u);
 }
 
 TEST_P(ShoServiceTest, RefusesAnUnusableConfiguration) {

@@ -814,6 +814,12 @@ Result<Json> ShoService::State::status(const Request& r) {
   if (!s) return std::unexpected(s.error());
   if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
   if (auto ok = logic::status_allowed(*s, package_id); !ok) return std::unexpected(ok.error());
+  const bool has_notice = r.json.contains("discard_notice");
+  if (has_notice && !s->replacing) {
+    return fail(
+        ErrorCode::invalid_argument,
+        fmt::format("discard_notice: device {} replaced no other operator's MCIM", s->device_id));
+  }
   // The DPF checked the report already; the SHO trusts only the registered platform key.
   auto cert = pki::parse_certificate(s->platform_cert, "platform_cert");
   if (!cert) return std::unexpected(cert.error());
@@ -823,6 +829,17 @@ Result<Json> ShoService::State::status(const Request& r) {
   if (report->outcome != "ok") {
     const auto code = error_code_from_wire(report->outcome);
     return refuse(*s, SubscriberStatus::provisioning, code.value_or(ErrorCode::internal));
+  }
+  // F4: the TRE installed this package in place of another operator's MCIM; its notice of the
+  // discard is what makes this IMSI the device's only one.
+  if (s->replacing && !has_notice) {
+    return fail(ErrorCode::missing_argument,
+                "discard_notice: required for a device that replaced another operator's MCIM");
+  }
+  if (has_notice) {
+    auto notice = tre::verify_discard_notice(r.json.at("discard_notice").get<std::string>(),
+                                             cert->get(), s->device_id, package_id);
+    if (!notice) return std::unexpected(notice.error());
   }
   // Active first, so that of two relays of the same report one activates; an AuC that fails
   // puts the subscriber back, for the RO's retry.
@@ -1210,9 +1227,11 @@ Result<void> ShoService::State::add_routes() {
       router.add("POST", "/v1/sho/attestations", ro_route("attestation", &State::attestation),
                  json(from_ro(), JsonSchema::object(std::move(attestation_fields)))),
       router.add("POST", "/v1/sho/status", ro_route("status report", &State::status),
-                 json(from_ro(), JsonSchema::object(
-                                     {required("package_id", id_schema()), device(), sho(),
-                                      required("report", JsonSchema::string(kMaxReportSize))}))),
+                 json(from_ro(),
+                      JsonSchema::object(
+                          {required("package_id", id_schema()), device(), sho(),
+                           required("report", JsonSchema::string(kMaxReportSize)),
+                           net::optional("discard_notice", JsonSchema::string(kMaxReportSize))}))),
       router.add(
           "POST", "/v1/operator/devices/{device_id}/instructions",
           json_handler(
