@@ -237,7 +237,10 @@ struct ShoService::State {
   // F5, the owner's revert to pristine at this, the old, SHO.
   Result<Json> revert(const Request& r, const std::string& owner);
   Result<Json> revert_status(const Request& r, const std::string& owner);
-  Result<void> release(const Subscriber& s, const std::string& to);
+  Result<void> release_to(const Subscriber& s, const std::string& to);
+  // The release's steps (F5 with the transfer between them).
+  Result<void> end_window(const Subscriber& s, std::string_view why);
+  Result<void> remove_released(const Subscriber& s, std::string detail);
   static Json revert_json(const Issued& i);
   Result<tre::Instruction> instruction_for(const Request& r, const Subscriber& s);
   Result<void> stamp(tre::Instruction& ins);
@@ -1012,7 +1015,7 @@ Result<Json> ShoService::State::instruction_result(const Request& r) {
   // release that fails is retried with the RO's retry of this relay.
   const bool releases = !i->revert_to.empty() && report->outcome == "ok";
   if (releases) {
-    if (auto done = release(*s, i->revert_to); !done) return std::unexpected(done.error());
+    if (auto done = release_to(*s, i->revert_to); !done) return std::unexpected(done.error());
   }
   // Recorded before it is shown: whoever reads the answer finds its audit record.
   auto find = [&]() -> Result<std::deque<Issued>::iterator> {
@@ -1115,16 +1118,11 @@ Result<Json> ShoService::State::revert_status(const Request& r, const std::strin
   return fail(ErrorCode::not_found, fmt::format("device {}: no revert of yours", device_id));
 }
 
-// The TRE deleted the MCIM: the IMSI stops authenticating (its window ends), the DRF registration
-// goes to the operator the owner named (this SHO's authorisation of the move: it holds the
-// registration), and the subscriber is removed, which frees its PCID and device id here. Each
-// step may be repeated: a failure is retried with the RO's relay.
-Result<void> ShoService::State::release(const Subscriber& s, const std::string& to) {
-  const std::string principal = operator_principal(config.operator_id);
-  auto ended = record("deactivate", s.imsi, principal,
-                      db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)),
-                      fmt::format("device {}, revert", s.device_id));
-  if (!ended) return ended;
+// The TRE deleted the MCIM: the release (below) with the revert's own step between its two: the
+// DRF registration goes to the operator the owner named (this SHO's authorisation of the move: it
+// holds the registration). Each step may be repeated: a failure is retried with the RO's relay.
+Result<void> ShoService::State::release_to(const Subscriber& s, const std::string& to) {
+  if (auto ended = end_window(s, "revert"); !ended) return ended;
   const RoEndpoint* ro = ro_of(s.pcid);
   if (ro == nullptr) {
     return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", s.pcid));
@@ -1132,13 +1130,28 @@ Result<void> ShoService::State::release(const Subscriber& s, const std::string& 
   auto moved = call("ro", "POST", ro->base_url + "/v1/drf/registrations/" + s.pcid + "/transfer",
                     Json{{"to", to}});
   if (!moved) return std::unexpected(moved.error());
-  auto removed =
-      record("release", s.device_id, principal, db.subscribers().remove(s.device_id),
-             fmt::format("pcid {}, imsi {}, to {}", s.pcid, s.imsi, operator_principal(to)));
+  auto removed = remove_released(
+      s, fmt::format("pcid {}, imsi {}, to {}", s.pcid, s.imsi, operator_principal(to)));
   if (!removed) return removed;
-  flow("released");
   log::info(kComponent, "device {} released to {}: imsi {} deactivated, pcid {} handed over",
             s.device_id, to, s.imsi, s.pcid);
+  return {};
+}
+
+// The release's first step (F5, F4): the IMSI stops authenticating (its AuC window ends).
+Result<void> ShoService::State::end_window(const Subscriber& s, std::string_view why) {
+  return record("deactivate", s.imsi, operator_principal(config.operator_id),
+                db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)),
+                fmt::format("device {}, {}", s.device_id, why));
+}
+
+// The release's last step (F5, F4): the subscriber is removed, which frees its PCID and device id
+// here.
+Result<void> ShoService::State::remove_released(const Subscriber& s, std::string detail) {
+  auto removed = record("release", s.device_id, operator_principal(config.operator_id),
+                        db.subscribers().remove(s.device_id), std::move(detail));
+  if (!removed) return removed;
+  flow("released");
   return {};
 }
 
