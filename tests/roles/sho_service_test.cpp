@@ -1561,6 +1561,130 @@ TEST_P(ShoServiceTest, ARefusedReplacingInstallRefusesTheSubscriber) {
   EXPECT_EQ(fake_ro_->count("/v1/dpf/refusals"), 1u);
 }
 
+// At the old SHO: its subscriber active (F1, F2 through the real RO), then the RO's relay of the
+// TRE's discard report once the device installed sho-b's MCIM in its place: the IMSI's window
+// ends, the subscriber is removed. Every refusal leaves both as they were. A discard notice for a
+// subscriber that replaces nothing is refused too.
+TEST_P(ShoServiceTest, TheOldShoReleasesADeviceOnItsTreDiscardReport) {
+  Device& d = make_device(45);
+  Device& pending = make_device(46);
+  const std::string imsi = registered(d);
+  registered(pending);
+  ASSERT_EQ(arrive_and_attest(d).status, 202);
+  Answer pkg;
+  ASSERT_TRUE(eventually([&] {
+    pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+    return pkg.status == 200;
+  })) << pkg.body;
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  auto bytes = parse_hex(pkg.text("package"), "package");
+  ASSERT_TRUE(bytes);
+  tre::InstallOutcome installed = d.tre->install(*bytes);
+  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+  const std::string package_id = pkg.text("package_id");
+  // A discard notice for a device that replaced nothing.
+  const std::string provisioning = snapshot(d);
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status",
+                      Json{{"package_id", package_id},
+                           {"device_id", d.id()},
+                           {"sho", kSho},
+                           {"report", installed.report},
+                           {"discard_notice", installed.report}}),
+                 400, ErrorCode::invalid_argument);
+  EXPECT_EQ(snapshot(d), provisioning);
+  ASSERT_EQ(call(*device_, "POST", ro_url_ + "/v1/dpf/packages/" + package_id + "/report",
+                 Json{{"report", installed.report}, {"platform_chain", d.chain_json()}}, d.session)
+                .status,
+            200);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "active"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  ASSERT_EQ(call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}}).status, 200);
+
+  // The owner moved the device to sho-b: its TRE installed sho-b's MCIM in place of this one.
+  OsRandom rng;
+  const Bytes<16> nonce = rng.draw<16>();
+  ASSERT_TRUE(d.tre->record_registration(nonce));
+  install_from_sho_b(d, "001090000000045", nonce, imsi);
+  ASSERT_TRUE(replaced_.install.result);
+  const tre::ReplaceOutcome out = replaced_;
+  const std::string url = sho_url_ + "/v1/sho/discards";
+  const Json discard{{"device_id", d.id()}, {"sho", kSho}, {"report", out.discard_report}};
+  const std::string before = snapshot(d);
+  const std::string before_pending = snapshot(pending);
+  EVP_PKEY* key = d.bundle.platform_key.get();
+  struct Bad {
+    std::string what;
+    std::shared_ptr<net::HttpsClient> who;
+    Json body;
+    int status;
+    ErrorCode code;
+  };
+  auto with = [&](const std::string& member, const Json& value) {
+    Json j = discard;
+    j[member] = value;
+    return j;
+  };
+  const std::vector<Bad> bad = {
+      {"another SHO", as_ro_, with("sho", "sho-b"), 422, ErrorCode::wrong_recipient},
+      {"unknown device", as_ro_, with("device_id", "dev-unknown"), 404, ErrorCode::not_found},
+      {"not the RO", vno_a_, discard, 403, ErrorCode::access_denied},
+      {"no certificate", owner_, discard, 401, ErrorCode::unauthenticated},
+      {"not active", as_ro_, with("device_id", pending.id()), 409, ErrorCode::transition_refused},
+      {"no report", as_ro_, Json{{"device_id", d.id()}, {"sho", kSho}}, 400,
+       ErrorCode::missing_argument},
+      {"an unknown member", as_ro_, with("discard_notice", "x"), 400, ErrorCode::bad_format},
+      {"not a report", as_ro_, with("report", "not a report"), 400, ErrorCode::bad_format},
+      {"the new SHO's notice", as_ro_, with("report", out.discard_notice), 400,
+       ErrorCode::invalid_argument},
+      {"the install report", as_ro_, with("report", out.install.report), 400,
+       ErrorCode::invalid_argument},
+      {"another platform key", as_ro_,
+       with("report",
+            resigned(d, out.discard_report, pending.bundle.platform_key.get(), [](auto&) {})),
+       422, ErrorCode::signature_invalid},
+      {"another device", as_ro_,
+       with("report",
+            resigned(d, out.discard_report, key, [](auto& r) { r.device_id = "dev-other"; })),
+       422, ErrorCode::wrong_recipient},
+      {"another IMSI", as_ro_,
+       with("report", resigned(d, out.discard_report, key,
+                               [](auto& r) { r.credential = "001020000009999"; })),
+       400, ErrorCode::invalid_argument},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    expect_refusal(call(*b.who, "POST", url, b.body), b.status, b.code);
+    EXPECT_EQ(snapshot(d), before);
+    EXPECT_EQ(snapshot(pending), before_pending);
+  }
+
+  Answer ok = call(*as_ro_, "POST", url, discard);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.json, (Json{{"device_id", d.id()}, {"outcome", "released"}}));
+  EXPECT_EQ(status_of(d), "absent");
+  auto auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_LE((*auc)->active_until,
+            store::Time(std::chrono::floor<std::chrono::seconds>(clock_.now())));
+  EXPECT_NE(call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}}).status, 200);
+  EXPECT_EQ(snapshot(pending), before_pending);
+  // Audited: the discard (its refusals too), the IMSI's window ended, the subscriber released.
+  auto audit = sho_db_->audit().recent(100);
+  ASSERT_TRUE(audit);
+  auto recorded = [&](const std::string& event, const std::string& subject,
+                      const std::string& outcome) {
+    return std::count_if(audit->begin(), audit->end(), [&](const store::AuditRecord& r) {
+      return r.service == "sho" && r.event == event && r.subject == subject && r.outcome == outcome;
+    });
+  };
+  EXPECT_EQ(recorded("discard", d.id(), "ok"), 1);
+  EXPECT_EQ(recorded("discard", d.id(), "signature_invalid"), 1);
+  EXPECT_EQ(recorded("deactivate", imsi, "ok"), 1);
+  EXPECT_EQ(recorded("release", d.id(), "ok"), 1);
+  // The relay again: the subscriber is gone.
+  expect_refusal(call(*as_ro_, "POST", url, discard), 404, ErrorCode::not_found);
+}
+
 TEST_P(ShoServiceTest, RefusesAnUnusableConfiguration) {
   auto c = sho_config();
   c.operator_id = "sho-b";  // the package signer names sho-a

@@ -238,9 +238,11 @@ struct ShoService::State {
   Result<Json> revert(const Request& r, const std::string& owner);
   Result<Json> revert_status(const Request& r, const std::string& owner);
   Result<void> release_to(const Subscriber& s, const std::string& to);
-  // The release's steps (F5 with the transfer between them).
+  // The release's steps, shared with F4's discard.
   Result<void> end_window(const Subscriber& s, std::string_view why);
   Result<void> remove_released(const Subscriber& s, std::string detail);
+  // F4, at the old SHO: the RO's relay of the TRE's discard report.
+  Result<Json> discard(const Request& r);
   static Json revert_json(const Issued& i);
   Result<tre::Instruction> instruction_for(const Request& r, const Subscriber& s);
   Result<void> stamp(tre::Instruction& ins);
@@ -1155,6 +1157,38 @@ Result<void> ShoService::State::remove_released(const Subscriber& s, std::string
   return {};
 }
 
+// ---- F4: the old SHO's part ---------------------------------------------------------------------
+
+// The device installed another operator's MCIM in place of this SHO's, and its TRE signed the
+// discard of this SHO's IMSI; the RO moved the registration to the new SHO already. What is left
+// here is the release without the transfer. A retry of the RO's relay repeats the steps.
+Result<Json> ShoService::State::discard(const Request& r) {
+  const std::string device_id = r.json.at("device_id").get<std::string>();
+  if (r.json.at("sho").get<std::string>() != config.operator_id) {
+    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
+  }
+  auto s = subscriber(device_id);
+  if (!s) return std::unexpected(s.error());
+  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
+  if (s->status != SubscriberStatus::active) {
+    return fail(
+        ErrorCode::transition_refused,
+        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
+  }
+  auto cert = pki::parse_certificate(s->platform_cert, "platform_cert");
+  if (!cert) return std::unexpected(cert.error());
+  auto report = tre::verify_discard_report(r.json.at("report").get<std::string>(), cert->get(),
+                                           s->device_id, s->imsi);
+  if (!report) return std::unexpected(report.error());
+  if (auto ended = end_window(*s, "discarded (F4)"); !ended) return std::unexpected(ended.error());
+  auto removed =
+      remove_released(*s, fmt::format("pcid {}, imsi {}, discarded (F4)", s->pcid, s->imsi));
+  if (!removed) return std::unexpected(removed.error());
+  log::info(kComponent, "device {} released: its TRE discarded imsi {} (package {})", s->device_id,
+            s->imsi, report->package_id);
+  return Json{{"device_id", s->device_id}, {"outcome", "released"}};
+}
+
 // ---- Routes -----------------------------------------------------------------------------------
 
 Result<void> ShoService::State::add_routes() {
@@ -1205,7 +1239,7 @@ Result<void> ShoService::State::add_routes() {
         [s](std::string_view id) { return id == s->config.operator_id; });
   };
 
-  const std::array<Result<void>, 11> added = {
+  const std::array<Result<void>, 12> added = {
       router.add(
           "POST", "/v1/subscribers",
           owner_route(
@@ -1245,6 +1279,15 @@ Result<void> ShoService::State::add_routes() {
                           {required("package_id", id_schema()), device(), sho(),
                            required("report", JsonSchema::string(kMaxReportSize)),
                            net::optional("discard_notice", JsonSchema::string(kMaxReportSize))}))),
+      router.add("POST", "/v1/sho/discards",
+                 json_handler(kComponent, "discard",
+                              [s](const Request& r) {
+                                return s->record("discard", string_at(r.json, "device_id"),
+                                                 operator_principal(caller_of(r)), s->discard(r));
+                              }),
+                 json(from_ro(), JsonSchema::object(
+                                     {device(), sho(),
+                                      required("report", JsonSchema::string(kMaxReportSize))}))),
       router.add(
           "POST", "/v1/operator/devices/{device_id}/instructions",
           json_handler(
