@@ -176,6 +176,11 @@ struct ShoService::State {
   // from the RO that holds the PCID, for the device registered with it.
   Result<Subscriber> noticed_subscriber(const Request& r, const std::string& pcid,
                                         const std::string& device_id);
+  // A notice's `sho` names this SHO.
+  Result<void> addressed_here(const Request& r) const;
+  // The subscriber a relay of the RO's about a device (status, discard) is about: addressed to
+  // this SHO, from the RO that holds the PCID.
+  Result<Subscriber> relayed_subscriber(const Request& r);
   Result<Subscriber> owned(const Request& r, const std::string& owner);
 
   // Peers.
@@ -302,9 +307,7 @@ Result<Subscriber> ShoService::State::subscriber_by_pcid(std::string_view pcid) 
 
 Result<Subscriber> ShoService::State::noticed_subscriber(const Request& r, const std::string& pcid,
                                                          const std::string& device_id) {
-  if (r.json.at("sho").get<std::string>() != config.operator_id) {
-    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
-  }
+  if (auto here = addressed_here(r); !here) return std::unexpected(here.error());
   auto s = subscriber_by_pcid(pcid);
   if (!s) return std::unexpected(s.error());
   if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
@@ -312,6 +315,21 @@ Result<Subscriber> ShoService::State::noticed_subscriber(const Request& r, const
     return fail(ErrorCode::wrong_recipient,
                 fmt::format("pcid {}: registered for another device", pcid));
   }
+  return s;
+}
+
+Result<void> ShoService::State::addressed_here(const Request& r) const {
+  if (r.json.at("sho").get<std::string>() != config.operator_id) {
+    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
+  }
+  return {};
+}
+
+Result<Subscriber> ShoService::State::relayed_subscriber(const Request& r) {
+  if (auto here = addressed_here(r); !here) return std::unexpected(here.error());
+  auto s = subscriber(r.json.at("device_id").get<std::string>());
+  if (!s) return s;
+  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
   return s;
 }
 
@@ -811,13 +829,8 @@ Result<Json> ShoService::State::hand_over(const Subscriber& s, const RoEndpoint&
 
 Result<Json> ShoService::State::status(const Request& r) {
   const std::string package_id = r.json.at("package_id").get<std::string>();
-  const std::string device_id = r.json.at("device_id").get<std::string>();
-  if (r.json.at("sho").get<std::string>() != config.operator_id) {
-    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
-  }
-  auto s = subscriber(device_id);
+  auto s = relayed_subscriber(r);
   if (!s) return std::unexpected(s.error());
-  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
   if (auto ok = logic::status_allowed(*s, package_id); !ok) return std::unexpected(ok.error());
   const bool has_notice = r.json.contains("discard_notice");
   if (has_notice && !s->replacing) {
@@ -1000,9 +1013,7 @@ Result<Json> ShoService::State::instruction_status(const Request& r) {
 Result<Json> ShoService::State::instruction_result(const Request& r) {
   const std::string id = r.json.at("instruction_id").get<std::string>();
   const std::string device_id = r.json.at("device_id").get<std::string>();
-  if (r.json.at("sho").get<std::string>() != config.operator_id) {
-    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
-  }
+  if (auto here = addressed_here(r); !here) return std::unexpected(here.error());
   auto i = issued(id, device_id);
   if (!i) return std::unexpected(i.error());
   auto s = subscriber(device_id);
@@ -1163,13 +1174,8 @@ Result<void> ShoService::State::remove_released(const Subscriber& s, std::string
 // discard of this SHO's IMSI; the RO moved the registration to the new SHO already. What is left
 // here is the release without the transfer. A retry of the RO's relay repeats the steps.
 Result<Json> ShoService::State::discard(const Request& r) {
-  const std::string device_id = r.json.at("device_id").get<std::string>();
-  if (r.json.at("sho").get<std::string>() != config.operator_id) {
-    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
-  }
-  auto s = subscriber(device_id);
+  auto s = relayed_subscriber(r);
   if (!s) return std::unexpected(s.error());
-  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
   if (s->status != SubscriberStatus::active) {
     return fail(
         ErrorCode::transition_refused,
