@@ -916,11 +916,7 @@ Result<void> ShoService::State::stamp(tre::Instruction& ins) {
 Result<Json> ShoService::State::instruct(const Request& r) {
   auto s = subscriber(r.param("device_id"));
   if (!s) return std::unexpected(s.error());
-  if (s->status != SubscriberStatus::active) {
-    return fail(
-        ErrorCode::transition_refused,
-        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
-  }
+  if (auto ok = logic::operational(*s); !ok) return std::unexpected(ok.error());
   auto ins = instruction_for(r, *s);
   if (!ins) return std::unexpected(ins.error());
   Issued issued;
@@ -1076,11 +1072,7 @@ Result<Json> ShoService::State::revert(const Request& r, const std::string& owne
   if (to == config.operator_id) {
     return fail(ErrorCode::invalid_argument, "to: another operator than this one");
   }
-  if (s->status != SubscriberStatus::active) {
-    return fail(
-        ErrorCode::transition_refused,
-        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
-  }
+  if (auto ok = logic::operational(*s); !ok) return std::unexpected(ok.error());
   {
     std::lock_guard lock(issued_mu);
     for (const Issued& i : issued_list) {
@@ -1176,11 +1168,7 @@ Result<void> ShoService::State::remove_released(const Subscriber& s, std::string
 Result<Json> ShoService::State::discard(const Request& r) {
   auto s = relayed_subscriber(r);
   if (!s) return std::unexpected(s.error());
-  if (s->status != SubscriberStatus::active) {
-    return fail(
-        ErrorCode::transition_refused,
-        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
-  }
+  if (auto ok = logic::operational(*s); !ok) return std::unexpected(ok.error());
   auto cert = pki::parse_certificate(s->platform_cert, "platform_cert");
   if (!cert) return std::unexpected(cert.error());
   auto report = tre::verify_discard_report(r.json.at("report").get<std::string>(), cert->get(),
