@@ -492,7 +492,9 @@ Result<void> ShoService::State::order_change_at_ro(const Subscriber& s, const Ro
 
 // F4: the validation an arrival would start (the device, operational on the old SHO's IMSI, makes
 // none). A failure leaves the subscriber registered (put back if it had moved to validating):
-// the change ordered at the RO stands, and the owner sees the status.
+// the change ordered at the RO stands, and the owner sees the status. The status answered is the
+// stored one: an attestation request the RO kept although its answer was lost may have moved the
+// subscriber on meanwhile.
 SubscriberStatus ShoService::State::validate_now(const Subscriber& s) {
   auto started = start_validation(s);
   if (started) return SubscriberStatus::validating;
@@ -501,11 +503,11 @@ SubscriberStatus ShoService::State::validate_now(const Subscriber& s) {
   Subscriber back = s;
   back.updated = now();
   auto moved = db.subscribers().update(back, SubscriberStatus::validating);
-  if (moved || moved.error().code == ErrorCode::transition_refused) {
-    return SubscriberStatus::registered;
+  if (!moved && moved.error().code != ErrorCode::transition_refused) {
+    log::error(kComponent, "device {}: back to registered: {}", s.device_id, moved.error());
   }
-  log::error(kComponent, "device {}: back to registered: {}", s.device_id, moved.error());
-  return SubscriberStatus::validating;
+  auto stored = db.subscribers().find(s.device_id);
+  return stored && *stored ? (*stored)->status : back.status;
 }
 
 // The IMSI enters the AuC dormant: it serves no vector until the device reports the install.
