@@ -95,7 +95,9 @@ Result<std::string> pin_of(const Args& a) {
   return pin;
 }
 
-Result<Fields> run_register(const Args& a) {
+// F1, or with `change` F4: the same registration, at the SHO the device moves to while it runs
+// on another operator's MCIM.
+Result<Fields> run_register(const Args& a, bool change) {
   if (auto r = require(a.pcid, "--pcid"); !r) return std::unexpected(r.error());
   if (auto r = require(a.platform_cert, "--platform-cert"); !r) return std::unexpected(r.error());
   if (a.nonce_lifetime_s < 0) {
@@ -117,6 +119,7 @@ Result<Fields> run_register(const Args& a) {
   Json body{{"device_id", a.device_id}, {"pcid", a.pcid}, {"pin", *pin}, {"platform_cert", *pem}};
   secure_wipe(pin->data(), pin->size());
   if (a.nonce_lifetime_s > 0) body["nonce_lifetime_s"] = a.nonce_lifetime_s;
+  if (change) body["change"] = true;
   auto r = call(*owner, "POST", "/v1/subscribers", body, 201);
   // nlohmann keeps the PIN in a std::string of its own: overwrite it before the body is freed.
   std::string& sent = body["pin"].get_ref<std::string&>();
@@ -177,23 +180,34 @@ CLI::App* with_owner(CLI::App* cmd, Args& a) {
 
 void register_subscriber(CLI::App& app, Result<Fields>* result) {
   auto* sub =
-      app.add_subcommand("subscriber", "the owner's client of the home operator (F1, F5, F7)");
+      app.add_subcommand("subscriber", "the owner's client of the home operator (F1, F4, F5, F7)");
   sub->require_subcommand(1);
   auto args = std::make_shared<Args>();
   Args& a = *args;
 
-  auto* reg =
-      with_owner(sub->add_subcommand("register",
-                                     "register a device at the SHO (F1): prints its IMSI and the "
-                                     "registration nonce to give the device"),
-                 a);
-  reg->add_option("--pcid", a.pcid, "the device's provisional connectivity id (its label)");
-  reg->add_option("--platform-cert", a.platform_cert, "the device's platform certificate (PEM)");
-  reg->add_option("--pin-file", a.pin_file, "a file holding the bootstrap PIN (its label)");
-  reg->add_option("--pin", a.pin, "the bootstrap PIN (visible to other users: prefer --pin-file)");
-  reg->add_option("--nonce-lifetime", a.nonce_lifetime_s,
-                  "seconds the registration stays open (default: the SHO's)");
-  reg->callback([args, result] { *result = run_register(*args); });
+  // register and change-operator take the same options.
+  auto with_registration = [&a](CLI::App* cmd) {
+    with_owner(cmd, a);
+    cmd->add_option("--pcid", a.pcid, "the device's provisional connectivity id (its label)");
+    cmd->add_option("--platform-cert", a.platform_cert, "the device's platform certificate (PEM)");
+    cmd->add_option("--pin-file", a.pin_file, "a file holding the bootstrap PIN (its label)");
+    cmd->add_option("--pin", a.pin,
+                    "the bootstrap PIN (visible to other users: prefer --pin-file)");
+    cmd->add_option("--nonce-lifetime", a.nonce_lifetime_s,
+                    "seconds the registration stays open (default: the SHO's)");
+    return cmd;
+  };
+  auto* reg = with_registration(sub->add_subcommand(
+      "register",
+      "register a device at the SHO (F1): prints its IMSI and the registration nonce to give the "
+      "device"));
+  reg->callback([args, result] { *result = run_register(*args, false); });
+
+  auto* change = with_registration(sub->add_subcommand(
+      "change-operator",
+      "at the SHO the device moves to, register a device that runs on another operator's MCIM "
+      "(F4): its validation starts at once; prints what register prints"));
+  change->callback([args, result] { *result = run_register(*args, true); });
 
   auto* status = with_owner(sub->add_subcommand("status", "the subscriber's state at the SHO"), a);
   status->callback([args, result] { *result = run_status(*args); });

@@ -7,9 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "../net/net_test_util.h"
 #include "../pki/pki_test_util.h"
 #include "cli/up_command.h"
 #include "cli_test_util.h"
@@ -167,6 +170,127 @@ TEST_F(SubscriberCli, BadInputExitsTwoAndRegistersNothing) {
   const auto stranger = mcim(args);
   EXPECT_EQ(stranger.code, 1) << stranger.out << stranger.err;
   EXPECT_NE(stranger.out.find("\"unauthenticated\""), std::string::npos) << stranger.out;
+}
+
+// `subscriber change-operator` (F4) against a fake SHO (an `mcim up` system cannot run F4 before
+// the RO's change route exists): the registration's body with "change": true and the owner's
+// token, the answer printed as `register` prints it, the PIN in no output. Bad input exits 2 and
+// sends nothing; the SHO's already_exists exits 2, its access_denied (a PIN that is not the
+// device's) 1.
+class ChangeOperatorCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = net::testing::start_named_server(
+        [this](const net::HttpRequest& r) {
+          std::lock_guard lock(mu_);
+          requests_.push_back(r);
+          if (refusal_) return *refusal_;
+          return net::json_response(201, Json{{"device_id", "dev-001019900000001"},
+                                              {"pcid", "001019900000001"},
+                                              {"imsi", "001020000000001"},
+                                              {"registration_nonce", kNonce},
+                                              {"nonce_expires", 4'000'000'000},
+                                              {"status", "validating"},
+                                              {"change", true}});
+        },
+        "sho", net::ClientAuth::none, 64 * 1024);
+    ASSERT_TRUE(server_);
+    ASSERT_TRUE(write_file_atomic(dir_ / "token", "owner-token-0123\n"));
+    ASSERT_TRUE(write_file_atomic(dir_ / "pin", std::string(kPin) + "\n"));
+  }
+
+  std::vector<std::string> change(std::vector<std::string> more = {}) {
+    std::vector<std::string> args = {
+        "subscriber",      "change-operator",
+        "--sho",           server_->url(),
+        "--trust",         net::testing::TestPki::get().root_file(),
+        "--token-file",    dir_ / "token",
+        "--device-id",     "dev-001019900000001",
+        "--pcid",          "001019900000001",
+        "--platform-cert", net::testing::TestPki::get().named_server("pva").cert_file};
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  }
+  std::vector<net::HttpRequest> requests() {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+
+  static constexpr std::string_view kPin = "48151623";
+  static constexpr std::string_view kNonce = "00112233445566778899aabbccddeeff";
+  TempDir dir_;
+  std::unique_ptr<net::HttpServer> server_;
+  std::mutex mu_;
+  std::vector<net::HttpRequest> requests_;    // guarded by mu_
+  std::optional<net::HttpResponse> refusal_;  // guarded by mu_
+};
+
+TEST_F(ChangeOperatorCli, SendsTheRegistrationWithChangeAndPrintsTheAnswer) {
+  auto r = mcim(change({"--pin-file", dir_ / "pin", "--nonce-lifetime", "600"}));
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("status: validating"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("registration_nonce: " + std::string(kNonce)), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("imsi: 001020000000001"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(kPin), std::string::npos) << "the PIN reached the output";
+  EXPECT_EQ(r.err.find(kPin), std::string::npos);
+  const auto got = requests();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].method, "POST");
+  EXPECT_EQ(got[0].target, "/v1/subscribers");
+  EXPECT_EQ(got[0].header("Authorization"), "Bearer owner-token-0123");
+  const Json body = Json::parse(got[0].body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << got[0].body;
+  EXPECT_EQ(body.value("change", false), true);
+  EXPECT_EQ(body.value("device_id", ""), "dev-001019900000001");
+  EXPECT_EQ(body.value("pcid", ""), "001019900000001");
+  EXPECT_EQ(body.value("pin", ""), kPin);
+  EXPECT_EQ(body.value("nonce_lifetime_s", 0), 600);
+  EXPECT_NE(body.value("platform_cert", "").find("BEGIN CERTIFICATE"), std::string::npos);
+  // `register` sends no "change".
+  ASSERT_EQ(mcim(change({"--pin-file", dir_ / "pin"})).code, 0);
+  auto reg = change({"--pin-file", dir_ / "pin"});
+  reg[1] = "register";
+  ASSERT_EQ(mcim(reg).code, 0);
+  const Json plain = Json::parse(requests().back().body, nullptr, false);
+  EXPECT_FALSE(plain.contains("change")) << plain.dump();
+}
+
+TEST_F(ChangeOperatorCli, BadInputExitsTwoAndSendsNothing) {
+  const std::vector<std::vector<std::string>> bad = {
+      change(),                                                               // no PIN
+      change({"--pin-file", dir_ / "pin", "--pin", "1234"}),                  // both PIN options
+      change({"--pin", "12ab"}),                                              // not digits
+      change({"--pin-file", dir_ / "pin", "--nonce-lifetime", "-5"}),         // negative
+      change({"--pin-file", dir_ / "pin", "--platform-cert", dir_ / "pin"}),  // not a certificate
+      {"subscriber", "change-operator", "--device-id", "dev-001019900000001", "--pcid",
+       "001019900000001", "--pin-file", dir_ / "pin"},  // no SHO, trust, token or certificate
+  };
+  for (const auto& args : bad) {
+    std::string line;
+    for (const auto& a : args) line += a + " ";
+    const auto r = mcim(args);
+    EXPECT_EQ(r.code, 2) << line << "\n" << r.out << r.err;
+    EXPECT_EQ(r.out.find(kPin), std::string::npos) << line;
+    EXPECT_EQ(r.err.find(kPin), std::string::npos) << line;
+  }
+  EXPECT_TRUE(requests().empty());
+  // The SHO's refusals keep their codes.
+  {
+    std::lock_guard lock(mu_);
+    refusal_ = net::error_response(409, "already_exists", "device registered already");
+  }
+  auto taken = change({"--pin-file", dir_ / "pin"});
+  taken.insert(taken.begin(), "--json");
+  const auto exists = mcim(taken);
+  EXPECT_EQ(exists.code, 2) << exists.out << exists.err;
+  EXPECT_NE(exists.out.find("already_exists"), std::string::npos) << exists.out;
+  {
+    std::lock_guard lock(mu_);
+    refusal_ = net::error_response(403, "access_denied", "pin: not the device's");
+  }
+  const auto denied = mcim(change({"--pin-file", dir_ / "pin"}));
+  EXPECT_EQ(denied.code, 1) << denied.out << denied.err;
+  EXPECT_EQ(requests().size(), 2u);
 }
 
 }  // namespace

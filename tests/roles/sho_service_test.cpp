@@ -37,6 +37,7 @@
 #include "roles/ro/service.h"
 #include "roles/sho/service.h"
 #include "store/store.h"
+#include "tre/instruction.h"
 #include "tre/tre.h"
 
 namespace mcim {
@@ -219,6 +220,93 @@ class TestPva {
   std::unique_ptr<net::HttpServer> server_;
 };
 
+// ---- A fake RO (F4) ---------------------------------------------------------------------------
+
+// The RO's side of an operator change as the F4 contract has it (docs/protocol.md "Registration
+// Operator"): `POST /v1/drf/registrations/{pcid}/change` answered as the test chose, and the
+// successor's attestation requests, packages and refusals accepted. Every call is kept, in order,
+// for the test to read (the PIN included: the test checks that it reached the RO).
+class FakeRo {
+ public:
+  struct Call {
+    std::string method, path;
+    Json body;
+  };
+
+  FakeRo() : router_("fake-ro") {
+    net::RouteOptions only_sho;
+    only_sho.authorize = net::require_operator({std::string(kSho)});
+    auto keep = [this](const net::Request& r) {
+      std::lock_guard lock(mu_);
+      calls_.push_back(
+          {r.http.method, std::string(r.path), Json::parse(r.http.body, nullptr, false)});
+    };
+    auto route = [&](const std::string& method, const std::string& path,
+                     std::function<net::HttpResponse(const net::Request&)> answer) {
+      EXPECT_TRUE(router_.add(
+          method, path,
+          [keep, answer](const net::Request& r) {
+            keep(r);
+            return answer(r);
+          },
+          only_sho));
+    };
+    route("POST", "/v1/drf/registrations/{pcid}/change", [this](const net::Request& r) {
+      std::lock_guard lock(mu_);
+      if (change_refusal_) return *change_refusal_;
+      return net::json_response(
+          200,
+          Json{{"pcid", std::string(r.param("pcid"))}, {"successor", kSho}, {"status", "pending"}});
+    });
+    route("PUT", "/v1/drf/registrations/{pcid}", [](const net::Request& r) {
+      return net::json_response(200, Json{{"pcid", std::string(r.param("pcid"))}, {"sho", kSho}});
+    });
+    route("DELETE", "/v1/drf/registrations/{pcid}",
+          [](const net::Request&) { return net::json_response(200, Json::object()); });
+    route("POST", "/v1/dpf/attestation-requests", [this](const net::Request&) {
+      std::lock_guard lock(mu_);
+      if (request_refusal_) return *request_refusal_;
+      return net::json_response(201, Json::object());
+    });
+    route("POST", "/v1/dpf/packages",
+          [](const net::Request&) { return net::json_response(201, Json::object()); });
+    route("POST", "/v1/dpf/refusals",
+          [](const net::Request&) { return net::json_response(200, Json::object()); });
+    server_ = serve(router_.handler(), "ro", net::ClientAuth::required);
+  }
+
+  std::string url() const { return server_ ? server_->url() : std::string(); }
+  void refuse_change(int status, ErrorCode code) {
+    std::lock_guard lock(mu_);
+    change_refusal_ = net::error_response(status, to_string(code), "refused by the test");
+  }
+  void refuse_requests(int status, ErrorCode code) {
+    std::lock_guard lock(mu_);
+    request_refusal_ = net::error_response(status, to_string(code), "refused by the test");
+  }
+  // The last call to `path` (method POST unless told), or one with a null body.
+  Call last(const std::string& path, const std::string& method = "POST") const {
+    std::lock_guard lock(mu_);
+    for (auto it = calls_.rbegin(); it != calls_.rend(); ++it) {
+      if (it->path == path && it->method == method) return *it;
+    }
+    return {};
+  }
+  std::size_t count(const std::string& path, const std::string& method = "POST") const {
+    std::lock_guard lock(mu_);
+    return std::size_t(std::count_if(calls_.begin(), calls_.end(), [&](const Call& c) {
+      return c.path == path && c.method == method;
+    }));
+  }
+
+ private:
+  net::Router router_;
+  mutable std::mutex mu_;
+  std::vector<Call> calls_;                                            // guarded by mu_
+  std::optional<net::HttpResponse> change_refusal_, request_refusal_;  // guarded by mu_
+  std::unique_ptr<net::HttpServer> server_;
+};
+
 // ---- Devices ----------------------------------------------------------------------------------
 
 struct Device {
@@ -275,6 +363,7 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
 
   void TearDown() override {
     sho_server_.reset();
+    fake_ro_.reset();
     ro_server_.reset();
     ro_.reset();
     sho_.reset();
@@ -455,6 +544,104 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
                 Json{{"report", last_report_}, {"platform_chain", d.chain_json()}}, d.session);
   }
 
+  // F4: the SHO (re)started with a fake RO (FakeRo) as the RO holding the test's PCIDs.
+  void use_fake_ro() {
+    fake_ro_ = std::make_unique<FakeRo>();
+    ASSERT_FALSE(fake_ro_->url().empty());
+    start_sho([this](sho::ShoServiceConfig& c) {
+      c.ros.at(0).base_url = fake_ro_->url();
+      c.ros.at(0).dpf_url = fake_ro_->url();
+    });
+  }
+
+  // Another home operator's MCIM (sho-b's) installed and activated on the device: what F4
+  // replaces. Its IMSI.
+  std::string install_old_mcim(Device& d) {
+    const std::string imsi = fmt::format("00109{:010}", devices_.size());
+    OsRandom rng;
+    const Bytes<16> nonce = rng.draw<16>();
+    EXPECT_TRUE(d.tre->record_registration(nonce));
+    return install_from_sho_b(d, imsi, nonce, "");
+  }
+
+  // A package of sho-b's for the device (its nonce recorded in the TRE), installed, or installed
+  // in place of `replaced` (F4). The IMSI; the outcome of the replacing install in replaced_.
+  std::string install_from_sho_b(Device& d, const std::string& imsi, const Bytes<16>& nonce,
+                                 const std::string& replaced) {
+    const pki::McimDocument doc = world().document(d.id(), imsi, "sho-b", 1, nonce);
+    const ByteVec pkg = world().seal(doc, world().signer("sho-b"), d.tre->platform_certificate());
+    if (!replaced.empty()) {
+      replaced_ = d.tre->install_replacing(pkg, replaced);
+      EXPECT_TRUE(replaced_.install.result) << fmt::to_string(replaced_.install.result.error());
+      return imsi;
+    }
+    tre::InstallOutcome out = d.tre->install(pkg);
+    EXPECT_TRUE(out.result) << fmt::to_string(out.result.error());
+    EXPECT_TRUE(d.tre->apply(tre::Action::activate, imsi));
+    return imsi;
+  }
+
+  // F4 steps 1-3 at this SHO: the owner orders the change; the device records the answer's
+  // registration nonce.
+  Answer change_operator(Device& d) {
+    Json body = registration(d);
+    body["change"] = true;
+    Answer a = register_device(body);
+    auto nonce = parse_hex_fixed<16>(a.text("registration_nonce"), "nonce");
+    if (a.status == 201 && nonce) {
+      EXPECT_TRUE(d.tre->record_registration(*nonce));
+      auto auc = sho_db_->pcids().find(a.text("imsi"));
+      if (auc && *auc) {
+        secrets_.push_back(to_hex((*auc)->k.get()));
+        secrets_.push_back(to_hex((*auc)->opc.get()));
+      }
+    }
+    return a;
+  }
+
+  // The device answers the attestation request the SHO made at the fake RO; the RO's relay of it
+  // to the SHO. The SHO's answer.
+  Answer attest_at_fake_ro(Device& d) {
+    const FakeRo::Call req = fake_ro_->last("/v1/dpf/attestation-requests");
+    EXPECT_TRUE(req.body.is_object()) << "no attestation request";
+    if (!req.body.is_object()) return {};
+    auto nonce = parse_hex(req.body.value("nonce", ""), "nonce");
+    EXPECT_TRUE(nonce);
+    auto report = d.tre->attest(nonce ? *nonce : ByteVec(32));
+    EXPECT_TRUE(report) << fmt::to_string(report.error());
+    last_request_ = req.body.value("request_id", "");
+    last_report_ = report ? *report : std::string();
+    return call(*as_ro_, "POST", sho_url_ + "/v1/sho/attestations",
+                Json{{"request_id", last_request_},
+                     {"pcid", d.pcid()},
+                     {"device_id", d.id()},
+                     {"sho", kSho},
+                     {"report", last_report_},
+                     {"platform_chain", d.chain_json()}});
+  }
+
+  // The package the SHO handed to the fake RO last: its id and bytes.
+  std::pair<std::string, ByteVec> handed_over() {
+    const FakeRo::Call pkg = fake_ro_->last("/v1/dpf/packages");
+    EXPECT_TRUE(pkg.body.is_object()) << "no package";
+    if (!pkg.body.is_object()) return {};
+    auto bytes = parse_hex(pkg.body.value("package", ""), "package");
+    EXPECT_TRUE(bytes);
+    return {pkg.body.value("package_id", ""), bytes ? *bytes : ByteVec()};
+  }
+
+  // `text`, a status report of the device's, re-signed by `key` after `edit`.
+  static std::string resigned(const Device& d, const std::string& text, EVP_PKEY* key,
+                              const std::function<void(tre::StatusReport&)>& edit) {
+    auto report = tre::verify_status_report(text, d.bundle.platform_chain.front().get());
+    EXPECT_TRUE(report) << fmt::to_string(report.error());
+    if (!report) return {};
+    edit(*report);
+    auto signed_text = tre::sign_status_report(*report, key);
+    EXPECT_TRUE(signed_text) << fmt::to_string(signed_text.error());
+    return signed_text ? *signed_text : std::string();
+  }
+
   std::string status_of(const Device& d) {
     auto s = sho_db_->subscribers().find(d.id());
     return s && *s ? std::string(store::to_string((*s)->status)) : std::string("absent");
@@ -496,6 +683,8 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<net::HttpServer> ro_server_;
   std::string ro_url_;
   std::unique_ptr<sho::ShoService> sho_;
+  std::unique_ptr<FakeRo> fake_ro_;  // F4 tests: the SHO's RO instead of ro_
+  tre::ReplaceOutcome replaced_;
   net::HttpHandler sho_handler_ = [](const net::HttpRequest&) {
     return net::error_response(503, "busy", "not started");
   };
@@ -1183,6 +1372,317 @@ TEST_P(ShoServiceTest, OperatorInstructionsTravelThroughTheDpfAndTheirRefusalsCh
   EXPECT_EQ(at_sho.text("report"), applied.report);
   expect_refusal(call(*as_ro_, "POST", results, result), 409, ErrorCode::transition_refused);
   EXPECT_EQ(snapshot(d), before);
+}
+
+// ---- F4: operator change ----------------------------------------------------------------------
+
+// At the new SHO: the owner's change (the RO's change call instead of the registration, the PIN
+// passed on), the validation started at once, the package installed in place of sho-b's MCIM,
+// then the install report with the TRE's discard notice: active, the IMSI activated. Every refusal
+// of the status relay leaves the subscriber and the AuC as they were.
+TEST_P(ShoServiceTest, AnOperatorChangeValidatesAtOnceAndEndsWithTheDiscardNotice) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(40);
+  Device& stranger = make_device(41);
+  const std::string old_imsi = install_old_mcim(d);
+
+  Answer a = change_operator(d);
+  ASSERT_EQ(a.status, 201) << a.body;
+  EXPECT_EQ(a.text("status"), "validating");
+  EXPECT_EQ(a.json.value("change", false), true) << a.body;
+  EXPECT_EQ(a.text("registration_nonce").size(), 32u);
+  EXPECT_EQ(a.body.find(d.pin()), std::string::npos);
+  const std::string imsi = a.text("imsi");
+  // The RO was asked for the change with the device and the owner's PIN, never for a
+  // registration of this SHO's own.
+  const std::string registration_path = "/v1/drf/registrations/" + d.pcid();
+  EXPECT_EQ(fake_ro_->last(registration_path + "/change").body,
+            (Json{{"device_id", d.id()}, {"pin", d.pin()}}));
+  EXPECT_EQ(fake_ro_->count(registration_path, "PUT"), 0u);
+  // Then at once for the attestation, over the PVA's challenge.
+  const FakeRo::Call req = fake_ro_->last("/v1/dpf/attestation-requests");
+  ASSERT_TRUE(req.body.is_object());
+  EXPECT_EQ(req.body.value("pcid", ""), d.pcid());
+  EXPECT_EQ(req.body.value("device_id", ""), d.id());
+  EXPECT_EQ(pva_->challenges(), 1);
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  EXPECT_TRUE((*s)->replacing);
+  EXPECT_EQ((*s)->status, store::SubscriberStatus::validating);
+  EXPECT_EQ((*s)->challenge_id, req.body.value("request_id", ""));
+  EXPECT_EQ(subscriber(d).text("status"), "validating");
+  auto auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
+
+  // The attestation relayed: trusted, the package handed over.
+  Answer att = attest_at_fake_ro(d);
+  ASSERT_EQ(att.status, 200) << att.body;
+  EXPECT_EQ(att.text("outcome"), "trusted");
+  const auto [package_id, package] = handed_over();
+  EXPECT_EQ(status_of(d), "provisioning");
+
+  // The TRE installs it in place of sho-b's MCIM (step 5).
+  tre::ReplaceOutcome out = d.tre->install_replacing(package, old_imsi);
+  ASSERT_TRUE(out.install.result) << fmt::to_string(out.install.result.error());
+  ASSERT_FALSE(out.discard_notice.empty());
+  Json status{{"package_id", package_id},
+              {"device_id", d.id()},
+              {"sho", kSho},
+              {"report", out.install.report}};
+  const std::string before = snapshot(d);
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 400,
+                 ErrorCode::missing_argument);
+  EXPECT_EQ(snapshot(d), before);
+  EVP_PKEY* key = d.bundle.platform_key.get();
+  struct Bad {
+    std::string what, notice;
+    int status;
+    ErrorCode code;
+  };
+  const std::vector<Bad> bad = {
+      {"not a report", "not a report", 400, ErrorCode::bad_format},
+      {"the old SHO's discard report", out.discard_report, 400, ErrorCode::invalid_argument},
+      {"the install report", out.install.report, 400, ErrorCode::invalid_argument},
+      {"another platform key",
+       resigned(d, out.discard_notice, stranger.bundle.platform_key.get(), [](auto&) {}), 422,
+       ErrorCode::signature_invalid},
+      {"another device",
+       resigned(d, out.discard_notice, key, [](auto& r) { r.device_id = "dev-other"; }), 422,
+       ErrorCode::wrong_recipient},
+      {"another package",
+       resigned(d, out.discard_notice, key, [](auto& r) { r.package_id = "pkg-other"; }), 400,
+       ErrorCode::invalid_argument},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    status["discard_notice"] = b.notice;
+    expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), b.status, b.code);
+    EXPECT_EQ(snapshot(d), before);
+  }
+
+  status["discard_notice"] = out.discard_notice;
+  Answer ok = call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.text("outcome"), "ok");
+  EXPECT_EQ(status_of(d), "active");
+  auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::active);
+  const std::string active = snapshot(d);
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 409,
+                 ErrorCode::transition_refused);
+  EXPECT_EQ(snapshot(d), active);
+}
+
+// The RO's refusals of the change keep their codes and leave nothing at the SHO: no subscriber,
+// no AuC entry, no challenge, no attestation request; the PIN is in no answer.
+TEST_P(ShoServiceTest, AnOperatorChangeTheRoRefusesLeavesNothingBehind) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(42);
+  Json body = registration(d);
+  body["change"] = true;
+  auto count = sho_db_->pcids().count();
+  ASSERT_TRUE(count);
+  struct Refusal {
+    int status;
+    ErrorCode code;
+  };
+  for (const Refusal& r :
+       {Refusal{403, ErrorCode::access_denied}, Refusal{404, ErrorCode::not_found},
+        Refusal{409, ErrorCode::already_exists}}) {
+    SCOPED_TRACE(to_string(r.code));
+    fake_ro_->refuse_change(r.status, r.code);
+    Answer a = register_device(body);
+    expect_refusal(a, r.status, r.code);
+    EXPECT_EQ(a.body.find(d.pin()), std::string::npos);
+    EXPECT_EQ(status_of(d), "absent");
+    auto now_count = sho_db_->pcids().count();
+    ASSERT_TRUE(now_count);
+    EXPECT_EQ(*now_count, *count);
+  }
+  body["change"] = "yes";
+  expect_refusal(register_device(body), 400, ErrorCode::bad_format);
+  EXPECT_EQ(status_of(d), "absent");
+  const std::string registration_path = "/v1/drf/registrations/" + d.pcid();
+  EXPECT_EQ(fake_ro_->count(registration_path + "/change"), 3u);
+  EXPECT_EQ(fake_ro_->count(registration_path, "PUT"), 0u);
+  EXPECT_EQ(fake_ro_->count(registration_path, "DELETE"), 0u);
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 0u);
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/refusals"), 0u);
+  EXPECT_EQ(pva_->challenges(), 0);
+}
+
+// The change accepted by the RO but the validation not started (the RO refuses the attestation
+// request): 201 with the subscriber registered, the change and the dormant IMSI kept.
+TEST_P(ShoServiceTest, AnOperatorChangeWhoseValidationDoesNotStartStaysRegistered) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(43);
+  fake_ro_->refuse_requests(409, ErrorCode::transition_refused);
+  Answer a = change_operator(d);
+  ASSERT_EQ(a.status, 201) << a.body;
+  EXPECT_EQ(a.text("status"), "registered");
+  EXPECT_EQ(a.json.value("change", false), true);
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 1u);
+  auto s = sho_db_->subscribers().find(d.id());
+  ASSERT_TRUE(s && *s);
+  EXPECT_EQ((*s)->status, store::SubscriberStatus::registered);
+  EXPECT_TRUE((*s)->replacing);
+  EXPECT_TRUE((*s)->challenge_id.empty());
+  EXPECT_EQ(subscriber(d).text("status"), "registered");
+  auto auc = sho_db_->pcids().find(a.text("imsi"));
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
+}
+
+// A replacing install the TRE refused (the MCIM to replace is not there): the subscriber is
+// refused as in F2, without a discard notice; the DPF is told.
+TEST_P(ShoServiceTest, ARefusedReplacingInstallRefusesTheSubscriber) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(44);
+  ASSERT_EQ(change_operator(d).status, 201);
+  ASSERT_EQ(attest_at_fake_ro(d).status, 200);
+  const auto [package_id, package] = handed_over();
+  tre::ReplaceOutcome out = d.tre->install_replacing(package, "001099999999999");
+  ASSERT_FALSE(out.install.result);
+  EXPECT_TRUE(out.discard_notice.empty());
+  Answer a = call(*as_ro_, "POST", sho_url_ + "/v1/sho/status",
+                  Json{{"package_id", package_id},
+                       {"device_id", d.id()},
+                       {"sho", kSho},
+                       {"report", out.install.report}});
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.text("outcome"), to_string(out.install.result.error().code));
+  EXPECT_EQ(status_of(d), "refused");
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/refusals"), 1u);
+}
+
+// At the old SHO: its subscriber active (F1, F2 through the real RO), then the RO's relay of the
+// TRE's discard report once the device installed sho-b's MCIM in its place: the IMSI's window
+// ends, the subscriber is removed. Every refusal leaves both as they were. A discard notice for a
+// subscriber that replaces nothing is refused too.
+TEST_P(ShoServiceTest, TheOldShoReleasesADeviceOnItsTreDiscardReport) {
+  Device& d = make_device(45);
+  Device& pending = make_device(46);
+  const std::string imsi = registered(d);
+  registered(pending);
+  ASSERT_EQ(arrive_and_attest(d).status, 202);
+  Answer pkg;
+  ASSERT_TRUE(eventually([&] {
+    pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+    return pkg.status == 200;
+  })) << pkg.body;
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  auto bytes = parse_hex(pkg.text("package"), "package");
+  ASSERT_TRUE(bytes);
+  tre::InstallOutcome installed = d.tre->install(*bytes);
+  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+  const std::string package_id = pkg.text("package_id");
+  // A discard notice for a device that replaced nothing.
+  const std::string provisioning = snapshot(d);
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status",
+                      Json{{"package_id", package_id},
+                           {"device_id", d.id()},
+                           {"sho", kSho},
+                           {"report", installed.report},
+                           {"discard_notice", installed.report}}),
+                 400, ErrorCode::invalid_argument);
+  EXPECT_EQ(snapshot(d), provisioning);
+  ASSERT_EQ(call(*device_, "POST", ro_url_ + "/v1/dpf/packages/" + package_id + "/report",
+                 Json{{"report", installed.report}, {"platform_chain", d.chain_json()}}, d.session)
+                .status,
+            200);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "active"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  ASSERT_EQ(call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}}).status, 200);
+
+  // The owner moved the device to sho-b: its TRE installed sho-b's MCIM in place of this one.
+  OsRandom rng;
+  const Bytes<16> nonce = rng.draw<16>();
+  ASSERT_TRUE(d.tre->record_registration(nonce));
+  install_from_sho_b(d, "001090000000045", nonce, imsi);
+  ASSERT_TRUE(replaced_.install.result);
+  const tre::ReplaceOutcome out = replaced_;
+  const std::string url = sho_url_ + "/v1/sho/discards";
+  const Json discard{{"device_id", d.id()}, {"sho", kSho}, {"report", out.discard_report}};
+  const std::string before = snapshot(d);
+  const std::string before_pending = snapshot(pending);
+  EVP_PKEY* key = d.bundle.platform_key.get();
+  struct Bad {
+    std::string what;
+    std::shared_ptr<net::HttpsClient> who;
+    Json body;
+    int status;
+    ErrorCode code;
+  };
+  auto with = [&](const std::string& member, const Json& value) {
+    Json j = discard;
+    j[member] = value;
+    return j;
+  };
+  const std::vector<Bad> bad = {
+      {"another SHO", as_ro_, with("sho", "sho-b"), 422, ErrorCode::wrong_recipient},
+      {"unknown device", as_ro_, with("device_id", "dev-unknown"), 404, ErrorCode::not_found},
+      {"not the RO", vno_a_, discard, 403, ErrorCode::access_denied},
+      {"no certificate", owner_, discard, 401, ErrorCode::unauthenticated},
+      {"not active", as_ro_, with("device_id", pending.id()), 409, ErrorCode::transition_refused},
+      {"no report", as_ro_, Json{{"device_id", d.id()}, {"sho", kSho}}, 400,
+       ErrorCode::missing_argument},
+      {"an unknown member", as_ro_, with("discard_notice", "x"), 400, ErrorCode::bad_format},
+      {"not a report", as_ro_, with("report", "not a report"), 400, ErrorCode::bad_format},
+      {"the new SHO's notice", as_ro_, with("report", out.discard_notice), 400,
+       ErrorCode::invalid_argument},
+      {"the install report", as_ro_, with("report", out.install.report), 400,
+       ErrorCode::invalid_argument},
+      {"another platform key", as_ro_,
+       with("report",
+            resigned(d, out.discard_report, pending.bundle.platform_key.get(), [](auto&) {})),
+       422, ErrorCode::signature_invalid},
+      {"another device", as_ro_,
+       with("report",
+            resigned(d, out.discard_report, key, [](auto& r) { r.device_id = "dev-other"; })),
+       422, ErrorCode::wrong_recipient},
+      {"another IMSI", as_ro_,
+       with("report", resigned(d, out.discard_report, key,
+                               [](auto& r) { r.credential = "001020000009999"; })),
+       400, ErrorCode::invalid_argument},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    expect_refusal(call(*b.who, "POST", url, b.body), b.status, b.code);
+    EXPECT_EQ(snapshot(d), before);
+    EXPECT_EQ(snapshot(pending), before_pending);
+  }
+
+  Answer ok = call(*as_ro_, "POST", url, discard);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.json, (Json{{"device_id", d.id()}, {"outcome", "released"}}));
+  EXPECT_EQ(status_of(d), "absent");
+  auto auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_LE((*auc)->active_until,
+            store::Time(std::chrono::floor<std::chrono::seconds>(clock_.now())));
+  EXPECT_NE(call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}}).status, 200);
+  EXPECT_EQ(snapshot(pending), before_pending);
+  // Audited: the discard (its refusals too), the IMSI's window ended, the subscriber released.
+  auto audit = sho_db_->audit().recent(100);
+  ASSERT_TRUE(audit);
+  auto recorded = [&](const std::string& event, const std::string& subject,
+                      const std::string& outcome) {
+    return std::count_if(audit->begin(), audit->end(), [&](const store::AuditRecord& r) {
+      return r.service == "sho" && r.event == event && r.subject == subject && r.outcome == outcome;
+    });
+  };
+  EXPECT_EQ(recorded("discard", d.id(), "ok"), 1);
+  EXPECT_EQ(recorded("discard", d.id(), "signature_invalid"), 1);
+  EXPECT_EQ(recorded("deactivate", imsi, "ok"), 1);
+  EXPECT_EQ(recorded("release", d.id(), "ok"), 1);
+  // The relay again: the subscriber is gone.
+  expect_refusal(call(*as_ro_, "POST", url, discard), 404, ErrorCode::not_found);
 }
 
 TEST_P(ShoServiceTest, RefusesAnUnusableConfiguration) {

@@ -102,4 +102,15 @@ inline Result<void> status_allowed(const store::Subscriber& s, std::string_view 
   return {};
 }
 
+// Instructions (F9), a revert (F5) and a discard (F4) are about an MCIM the device holds: the
+// subscriber is active.
+inline Result<void> operational(const store::Subscriber& s) {
+  if (s.status != store::SubscriberStatus::active) {
+    return fail(
+        ErrorCode::transition_refused,
+        fmt::format("device {}: {}, not operational", s.device_id, store::to_string(s.status)));
+  }
+  return {};
+}
+
 }  // namespace mcim::sho::logic

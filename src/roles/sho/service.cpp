@@ -176,6 +176,11 @@ struct ShoService::State {
   // from the RO that holds the PCID, for the device registered with it.
   Result<Subscriber> noticed_subscriber(const Request& r, const std::string& pcid,
                                         const std::string& device_id);
+  // A notice's `sho` names this SHO.
+  Result<void> addressed_here(const Request& r) const;
+  // The subscriber a relay of the RO's about a device (status, discard) is about: addressed to
+  // this SHO, from the RO that holds the PCID.
+  Result<Subscriber> relayed_subscriber(const Request& r);
   Result<Subscriber> owned(const Request& r, const std::string& owner);
 
   // Peers.
@@ -187,13 +192,17 @@ struct ShoService::State {
   Result<Json> register_subscriber(const Request& r, const std::string& owner);
   Result<Subscriber> allocate(const Request& r, const std::string& owner, Secret<16>& k);
   Result<void> register_at_ro(const Subscriber& s, const RoEndpoint& ro, const std::string& pin);
+  Result<void> order_change_at_ro(const Subscriber& s, const RoEndpoint& ro,
+                                  const std::string& pin);
+  SubscriberStatus validate_now(const Subscriber& s);
   Result<void> import_into_auc(const Subscriber& s, const Secret<16>& k);
-  void undo_registration(const Subscriber& s, const RoEndpoint* ro);
+  void undo_registration(const Subscriber& s, const RoEndpoint* ro, ErrorCode why);
   Result<Json> status_of(const Request& r, const std::string& owner);
   Result<Json> activate(const Request& r, const std::string& owner);
 
   // RO notices (F2 steps 7, 9-11, 14).
   Result<Json> arrival(const Request& r);
+  Result<void> start_validation(const Subscriber& s);
   Result<Json> attestation(const Request& r);
   Result<Json> hand_over(const Subscriber& s, const RoEndpoint& ro);
 
@@ -233,7 +242,12 @@ struct ShoService::State {
   // F5, the owner's revert to pristine at this, the old, SHO.
   Result<Json> revert(const Request& r, const std::string& owner);
   Result<Json> revert_status(const Request& r, const std::string& owner);
-  Result<void> release(const Subscriber& s, const std::string& to);
+  Result<void> release_to(const Subscriber& s, const std::string& to);
+  // The release's steps, shared with F4's discard.
+  Result<void> end_window(const Subscriber& s, std::string_view why);
+  Result<void> remove_released(const Subscriber& s, std::string detail);
+  // F4, at the old SHO: the RO's relay of the TRE's discard report.
+  Result<Json> discard(const Request& r);
   static Json revert_json(const Issued& i);
   Result<tre::Instruction> instruction_for(const Request& r, const Subscriber& s);
   Result<void> stamp(tre::Instruction& ins);
@@ -293,9 +307,7 @@ Result<Subscriber> ShoService::State::subscriber_by_pcid(std::string_view pcid) 
 
 Result<Subscriber> ShoService::State::noticed_subscriber(const Request& r, const std::string& pcid,
                                                          const std::string& device_id) {
-  if (r.json.at("sho").get<std::string>() != config.operator_id) {
-    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
-  }
+  if (auto here = addressed_here(r); !here) return std::unexpected(here.error());
   auto s = subscriber_by_pcid(pcid);
   if (!s) return std::unexpected(s.error());
   if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
@@ -303,6 +315,21 @@ Result<Subscriber> ShoService::State::noticed_subscriber(const Request& r, const
     return fail(ErrorCode::wrong_recipient,
                 fmt::format("pcid {}: registered for another device", pcid));
   }
+  return s;
+}
+
+Result<void> ShoService::State::addressed_here(const Request& r) const {
+  if (r.json.at("sho").get<std::string>() != config.operator_id) {
+    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
+  }
+  return {};
+}
+
+Result<Subscriber> ShoService::State::relayed_subscriber(const Request& r) {
+  if (auto here = addressed_here(r); !here) return std::unexpected(here.error());
+  auto s = subscriber(r.json.at("device_id").get<std::string>());
+  if (!s) return s;
+  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
   return s;
 }
 
@@ -330,8 +357,12 @@ Result<Json> ShoService::State::call(std::string_view peer, std::string_view met
 
 // Checks, allocates, then commits in the order that can be undone: the subscriber row (it holds
 // the device id, PCID and IMSI against a racing duplicate), the RO's registration, the AuC entry.
+// With "change" (F4: the device is operational with another SHO's MCIM) the RO is asked to make
+// this SHO the registration's successor instead, and the validation starts at once: such a device
+// announces no arrival.
 Result<Json> ShoService::State::register_subscriber(const Request& r, const std::string& owner) {
   const std::string pcid = r.json.at("pcid").get<std::string>();
+  const bool change = r.json.contains("change") && r.json.at("change").get<bool>();
   const RoEndpoint* ro = ro_of(pcid);
   if (ro == nullptr) {
     return fail(ErrorCode::not_found,
@@ -340,33 +371,41 @@ Result<Json> ShoService::State::register_subscriber(const Request& r, const std:
   Secret<16> k;
   auto s = allocate(r, owner, k);
   if (!s) return std::unexpected(s.error());
+  s->replacing = change;
   if (auto added = db.subscribers().add(*s); !added) return std::unexpected(added.error());
   // The PIN goes to the RO only: it is in no store, log or answer of ours.
   const std::string& pin = r.json.at("pin").get_ref<const std::string&>();
-  if (auto done = register_at_ro(*s, *ro, pin); !done) {
-    undo_registration(*s, nullptr);
-    return std::unexpected(done.error());
+  auto at_ro = change ? order_change_at_ro(*s, *ro, pin) : register_at_ro(*s, *ro, pin);
+  if (!at_ro) {
+    undo_registration(*s, nullptr, at_ro.error().code);
+    return std::unexpected(at_ro.error());
   }
   if (auto done = import_into_auc(*s, k); !done) {
-    undo_registration(*s, ro);
+    undo_registration(*s, ro, done.error().code);
     return std::unexpected(done.error());
   }
-  if (auto recorded = record("register", s->device_id, fmt::format("owner:{}", owner),
-                             Result<void>{}, fmt::format("pcid {}, imsi {}", s->pcid, s->imsi));
+  if (auto recorded = record(
+          "register", s->device_id, fmt::format("owner:{}", owner), Result<void>{},
+          fmt::format("pcid {}, imsi {}{}", s->pcid, s->imsi, change ? ", operator change" : ""));
       !recorded) {
-    undo_registration(*s, ro);
+    undo_registration(*s, ro, recorded.error().code);
     return std::unexpected(recorded.error());
   }
   flow("subscriber_registered");
   prepare(*s);
-  log::info(kComponent, "device {} registered by owner {}: pcid {}, imsi {}", s->device_id, owner,
-            s->pcid, s->imsi);
-  return Json{{"device_id", s->device_id},
-              {"pcid", s->pcid},
-              {"imsi", s->imsi},
-              {"registration_nonce", to_hex(s->registration_nonce)},
-              {"nonce_expires", unix_seconds(s->nonce_expires)},
-              {"status", store::to_string(s->status)}};
+  log::info(kComponent, "device {} registered by owner {}: pcid {}, imsi {}{}", s->device_id, owner,
+            s->pcid, s->imsi, change ? ", replacing another operator's MCIM" : "");
+  Json out{{"device_id", s->device_id},
+           {"pcid", s->pcid},
+           {"imsi", s->imsi},
+           {"registration_nonce", to_hex(s->registration_nonce)},
+           {"nonce_expires", unix_seconds(s->nonce_expires)},
+           {"status", store::to_string(s->status)}};
+  if (change) {
+    out["status"] = store::to_string(validate_now(*s));
+    out["change"] = true;
+  }
+  return out;
 }
 
 // The certificate checks, then a fresh IMSI, K and nonce; nothing is stored yet.
@@ -440,6 +479,37 @@ Result<void> ShoService::State::register_at_ro(const Subscriber& s, const RoEndp
   return {};
 }
 
+// F4: the RO records this SHO as the registration's successor if the PIN proves the owner's
+// possession of the device; the holder's subscription is untouched until the device reports the
+// new install.
+Result<void> ShoService::State::order_change_at_ro(const Subscriber& s, const RoEndpoint& ro,
+                                                   const std::string& pin) {
+  auto ordered = call("ro", "POST", ro.base_url + "/v1/drf/registrations/" + s.pcid + "/change",
+                      Json{{"device_id", s.device_id}, {"pin", pin}});
+  if (!ordered) return std::unexpected(ordered.error());
+  return {};
+}
+
+// F4: the validation an arrival would start (the device, operational on the old SHO's IMSI, makes
+// none). A failure leaves the subscriber registered (put back if it had moved to validating):
+// the change ordered at the RO stands, and the owner sees the status. The status answered is the
+// stored one: an attestation request the RO kept although its answer was lost may have moved the
+// subscriber on meanwhile.
+SubscriberStatus ShoService::State::validate_now(const Subscriber& s) {
+  auto started = start_validation(s);
+  if (started) return SubscriberStatus::validating;
+  log::warn(kComponent, "device {}: the validation did not start: {}", s.device_id,
+            started.error());
+  Subscriber back = s;
+  back.updated = now();
+  auto moved = db.subscribers().update(back, SubscriberStatus::validating);
+  if (!moved && moved.error().code != ErrorCode::transition_refused) {
+    log::error(kComponent, "device {}: back to registered: {}", s.device_id, moved.error());
+  }
+  auto stored = db.subscribers().find(s.device_id);
+  return stored && *stored ? (*stored)->status : back.status;
+}
+
 // The IMSI enters the AuC dormant: it serves no vector until the device reports the install.
 Result<void> ShoService::State::import_into_auc(const Subscriber& s, const Secret<16>& k) {
   store::PcidSubscription sub;
@@ -453,9 +523,14 @@ Result<void> ShoService::State::import_into_auc(const Subscriber& s, const Secre
   return {};
 }
 
-// Best effort: a failure here is logged; the owner's answer is the original refusal.
-void ShoService::State::undo_registration(const Subscriber& s, const RoEndpoint* ro) {
-  if (ro != nullptr) {
+// Best effort: a failure here is logged; the owner's answer is the original refusal. An operator
+// change (F4) is not undone with a DELETE, which is the holder's: this SHO, the successor, refuses
+// the change at the DPF instead, which ends it there.
+void ShoService::State::undo_registration(const Subscriber& s, const RoEndpoint* ro,
+                                          ErrorCode why) {
+  if (ro != nullptr && s.replacing) {
+    tell_dpf(s, why);
+  } else if (ro != nullptr) {
     auto removed = call("ro", "DELETE", ro->base_url + "/v1/drf/registrations/" + s.pcid, nullptr);
     if (!removed) {
       log::error(kComponent, "undo registration of pcid {} at {}: {}", s.pcid, ro->operator_id,
@@ -515,6 +590,20 @@ Result<Json> ShoService::State::arrival(const Request& r) {
     return std::unexpected(ok.error());
   }
   flow("arrival");
+  if (auto started = start_validation(*s); !started) return std::unexpected(started.error());
+  return Json::object();
+}
+
+// A PVA challenge, the subscriber `validating` with it, then the RO asked to fetch the device's
+// attestation over its nonce: on an arrival (F2 step 7) and at once after an operator change was
+// ordered (F4).
+Result<void> ShoService::State::start_validation(const Subscriber& s) {
+  const std::string& pcid = s.pcid;
+  const std::string& device_id = s.device_id;
+  const RoEndpoint* ro = ro_of(pcid);
+  if (ro == nullptr) {
+    return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", pcid));
+  }
   auto challenge =
       call("pva", "POST", config.pva_url + "/v1/pva/challenges", Json{{"device_id", device_id}});
   if (!challenge) return std::unexpected(challenge.error());
@@ -524,7 +613,7 @@ Result<Json> ShoService::State::arrival(const Request& r) {
     return fail(ErrorCode::io_error, "pva: the answer is not a challenge");
   }
   flow("challenge_requested");
-  Subscriber next = *s;
+  Subscriber next = s;
   next.status = SubscriberStatus::validating;
   next.challenge_id = challenge_id;
   next.challenge_nonce = *nonce;
@@ -532,21 +621,21 @@ Result<Json> ShoService::State::arrival(const Request& r) {
   next.refusal.clear();
   next.updated = now();
   // Compare and set: of two arrivals racing, one moves on; the other is told so.
-  if (auto moved = db.subscribers().update(next, s->status); !moved) {
+  if (auto moved = db.subscribers().update(next, s.status); !moved) {
     return std::unexpected(moved.error());
   }
   // Validating before the request exists: the attestation cannot overtake the state change. A
-  // failure here leaves it validating: the RO's retry of the arrival asks afresh.
-  const RoEndpoint* ro = ro_of(pcid);
+  // failure here leaves it validating: the RO's retry of the arrival asks afresh (F4 puts it back
+  // to registered itself).
   auto requested = call("ro", "POST", ro->base_url + "/v1/dpf/attestation-requests",
                         Json{{"pcid", pcid},
                              {"device_id", device_id},
                              {"request_id", challenge_id},
                              {"nonce", to_hex(*nonce)}});
   if (!requested) return std::unexpected(requested.error());
-  log::info(kComponent, "device {} arrived at {}: challenge {} requested", device_id,
+  log::info(kComponent, "device {}: validation started at {}, challenge {} requested", device_id,
             ro->operator_id, challenge_id);
-  return Json::object();
+  return {};
 }
 
 // ---- F2 steps 9-11: attestation, validation, package -------------------------------------------
@@ -742,14 +831,15 @@ Result<Json> ShoService::State::hand_over(const Subscriber& s, const RoEndpoint&
 
 Result<Json> ShoService::State::status(const Request& r) {
   const std::string package_id = r.json.at("package_id").get<std::string>();
-  const std::string device_id = r.json.at("device_id").get<std::string>();
-  if (r.json.at("sho").get<std::string>() != config.operator_id) {
-    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
-  }
-  auto s = subscriber(device_id);
+  auto s = relayed_subscriber(r);
   if (!s) return std::unexpected(s.error());
-  if (auto ok = check_ro(r, *s); !ok) return std::unexpected(ok.error());
   if (auto ok = logic::status_allowed(*s, package_id); !ok) return std::unexpected(ok.error());
+  const bool has_notice = r.json.contains("discard_notice");
+  if (has_notice && !s->replacing) {
+    return fail(
+        ErrorCode::invalid_argument,
+        fmt::format("discard_notice: device {} replaced no other operator's MCIM", s->device_id));
+  }
   // The DPF checked the report already; the SHO trusts only the registered platform key.
   auto cert = pki::parse_certificate(s->platform_cert, "platform_cert");
   if (!cert) return std::unexpected(cert.error());
@@ -759,6 +849,17 @@ Result<Json> ShoService::State::status(const Request& r) {
   if (report->outcome != "ok") {
     const auto code = error_code_from_wire(report->outcome);
     return refuse(*s, SubscriberStatus::provisioning, code.value_or(ErrorCode::internal));
+  }
+  // F4: the TRE installed this package in place of another operator's MCIM; its notice of the
+  // discard is what makes this IMSI the device's only one.
+  if (s->replacing && !has_notice) {
+    return fail(ErrorCode::missing_argument,
+                "discard_notice: required for a device that replaced another operator's MCIM");
+  }
+  if (has_notice) {
+    auto notice = tre::verify_discard_notice(r.json.at("discard_notice").get<std::string>(),
+                                             cert->get(), s->device_id, package_id);
+    if (!notice) return std::unexpected(notice.error());
   }
   // Active first, so that of two relays of the same report one activates; an AuC that fails
   // puts the subscriber back, for the RO's retry.
@@ -817,11 +918,7 @@ Result<void> ShoService::State::stamp(tre::Instruction& ins) {
 Result<Json> ShoService::State::instruct(const Request& r) {
   auto s = subscriber(r.param("device_id"));
   if (!s) return std::unexpected(s.error());
-  if (s->status != SubscriberStatus::active) {
-    return fail(
-        ErrorCode::transition_refused,
-        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
-  }
+  if (auto ok = logic::operational(*s); !ok) return std::unexpected(ok.error());
   auto ins = instruction_for(r, *s);
   if (!ins) return std::unexpected(ins.error());
   Issued issued;
@@ -914,9 +1011,7 @@ Result<Json> ShoService::State::instruction_status(const Request& r) {
 Result<Json> ShoService::State::instruction_result(const Request& r) {
   const std::string id = r.json.at("instruction_id").get<std::string>();
   const std::string device_id = r.json.at("device_id").get<std::string>();
-  if (r.json.at("sho").get<std::string>() != config.operator_id) {
-    return fail(ErrorCode::wrong_recipient, "sho: another home operator");
-  }
+  if (auto here = addressed_here(r); !here) return std::unexpected(here.error());
   auto i = issued(id, device_id);
   if (!i) return std::unexpected(i.error());
   auto s = subscriber(device_id);
@@ -931,7 +1026,7 @@ Result<Json> ShoService::State::instruction_result(const Request& r) {
   // release that fails is retried with the RO's retry of this relay.
   const bool releases = !i->revert_to.empty() && report->outcome == "ok";
   if (releases) {
-    if (auto done = release(*s, i->revert_to); !done) return std::unexpected(done.error());
+    if (auto done = release_to(*s, i->revert_to); !done) return std::unexpected(done.error());
   }
   // Recorded before it is shown: whoever reads the answer finds its audit record.
   auto find = [&]() -> Result<std::deque<Issued>::iterator> {
@@ -979,11 +1074,7 @@ Result<Json> ShoService::State::revert(const Request& r, const std::string& owne
   if (to == config.operator_id) {
     return fail(ErrorCode::invalid_argument, "to: another operator than this one");
   }
-  if (s->status != SubscriberStatus::active) {
-    return fail(
-        ErrorCode::transition_refused,
-        fmt::format("device {}: {}, not operational", s->device_id, store::to_string(s->status)));
-  }
+  if (auto ok = logic::operational(*s); !ok) return std::unexpected(ok.error());
   {
     std::lock_guard lock(issued_mu);
     for (const Issued& i : issued_list) {
@@ -1034,16 +1125,11 @@ Result<Json> ShoService::State::revert_status(const Request& r, const std::strin
   return fail(ErrorCode::not_found, fmt::format("device {}: no revert of yours", device_id));
 }
 
-// The TRE deleted the MCIM: the IMSI stops authenticating (its window ends), the DRF registration
-// goes to the operator the owner named (this SHO's authorisation of the move: it holds the
-// registration), and the subscriber is removed, which frees its PCID and device id here. Each
-// step may be repeated: a failure is retried with the RO's relay.
-Result<void> ShoService::State::release(const Subscriber& s, const std::string& to) {
-  const std::string principal = operator_principal(config.operator_id);
-  auto ended = record("deactivate", s.imsi, principal,
-                      db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)),
-                      fmt::format("device {}, revert", s.device_id));
-  if (!ended) return ended;
+// The TRE deleted the MCIM: the release (below) with the revert's own step between its two: the
+// DRF registration goes to the operator the owner named (this SHO's authorisation of the move: it
+// holds the registration). Each step may be repeated: a failure is retried with the RO's relay.
+Result<void> ShoService::State::release_to(const Subscriber& s, const std::string& to) {
+  if (auto ended = end_window(s, "revert"); !ended) return ended;
   const RoEndpoint* ro = ro_of(s.pcid);
   if (ro == nullptr) {
     return fail(ErrorCode::not_found, fmt::format("pcid {}: no registration operator", s.pcid));
@@ -1051,14 +1137,52 @@ Result<void> ShoService::State::release(const Subscriber& s, const std::string& 
   auto moved = call("ro", "POST", ro->base_url + "/v1/drf/registrations/" + s.pcid + "/transfer",
                     Json{{"to", to}});
   if (!moved) return std::unexpected(moved.error());
-  auto removed =
-      record("release", s.device_id, principal, db.subscribers().remove(s.device_id),
-             fmt::format("pcid {}, imsi {}, to {}", s.pcid, s.imsi, operator_principal(to)));
+  auto removed = remove_released(
+      s, fmt::format("pcid {}, imsi {}, to {}", s.pcid, s.imsi, operator_principal(to)));
   if (!removed) return removed;
-  flow("released");
   log::info(kComponent, "device {} released to {}: imsi {} deactivated, pcid {} handed over",
             s.device_id, to, s.imsi, s.pcid);
   return {};
+}
+
+// The release's first step (F5, F4): the IMSI stops authenticating (its AuC window ends).
+Result<void> ShoService::State::end_window(const Subscriber& s, std::string_view why) {
+  return record("deactivate", s.imsi, operator_principal(config.operator_id),
+                db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)),
+                fmt::format("device {}, {}", s.device_id, why));
+}
+
+// The release's last step (F5, F4): the subscriber is removed, which frees its PCID and device id
+// here.
+Result<void> ShoService::State::remove_released(const Subscriber& s, std::string detail) {
+  auto removed = record("release", s.device_id, operator_principal(config.operator_id),
+                        db.subscribers().remove(s.device_id), std::move(detail));
+  if (!removed) return removed;
+  flow("released");
+  return {};
+}
+
+// ---- F4: the old SHO's part ---------------------------------------------------------------------
+
+// The device installed another operator's MCIM in place of this SHO's, and its TRE signed the
+// discard of this SHO's IMSI; the RO moved the registration to the new SHO already. What is left
+// here is the release without the transfer. A retry of the RO's relay repeats the steps.
+Result<Json> ShoService::State::discard(const Request& r) {
+  auto s = relayed_subscriber(r);
+  if (!s) return std::unexpected(s.error());
+  if (auto ok = logic::operational(*s); !ok) return std::unexpected(ok.error());
+  auto cert = pki::parse_certificate(s->platform_cert, "platform_cert");
+  if (!cert) return std::unexpected(cert.error());
+  auto report = tre::verify_discard_report(r.json.at("report").get<std::string>(), cert->get(),
+                                           s->device_id, s->imsi);
+  if (!report) return std::unexpected(report.error());
+  if (auto ended = end_window(*s, "discarded (F4)"); !ended) return std::unexpected(ended.error());
+  auto removed =
+      remove_released(*s, fmt::format("pcid {}, imsi {}, discarded (F4)", s->pcid, s->imsi));
+  if (!removed) return std::unexpected(removed.error());
+  log::info(kComponent, "device {} released: its TRE discarded imsi {} (package {})", s->device_id,
+            s->imsi, report->package_id);
+  return Json{{"device_id", s->device_id}, {"outcome", "released"}};
 }
 
 // ---- Routes -----------------------------------------------------------------------------------
@@ -1111,7 +1235,7 @@ Result<void> ShoService::State::add_routes() {
         [s](std::string_view id) { return id == s->config.operator_id; });
   };
 
-  const std::array<Result<void>, 11> added = {
+  const std::array<Result<void>, 12> added = {
       router.add(
           "POST", "/v1/subscribers",
           owner_route(
@@ -1121,7 +1245,8 @@ Result<void> ShoService::State::add_routes() {
                    required("pin", JsonSchema::string(ro::kMaxPinSize, ascii_digits,
                                                       "4-16 decimal digits", ro::kMinPinSize)),
                    required("platform_cert", JsonSchema::string(kMaxPemSize)),
-                   net::optional("nonce_lifetime_s", JsonSchema::integer(1, kMaxNonceLifetimeS))})),
+                   net::optional("nonce_lifetime_s", JsonSchema::integer(1, kMaxNonceLifetimeS)),
+                   net::optional("change", JsonSchema::boolean())})),
           owner_options),
       router.add("GET", "/v1/subscribers/{device_id}", owner_route("status", &State::status_of),
                  owner_options),
@@ -1145,8 +1270,19 @@ Result<void> ShoService::State::add_routes() {
       router.add("POST", "/v1/sho/attestations", ro_route("attestation", &State::attestation),
                  json(from_ro(), JsonSchema::object(std::move(attestation_fields)))),
       router.add("POST", "/v1/sho/status", ro_route("status report", &State::status),
+                 json(from_ro(),
+                      JsonSchema::object(
+                          {required("package_id", id_schema()), device(), sho(),
+                           required("report", JsonSchema::string(kMaxReportSize)),
+                           net::optional("discard_notice", JsonSchema::string(kMaxReportSize))}))),
+      router.add("POST", "/v1/sho/discards",
+                 json_handler(kComponent, "discard",
+                              [s](const Request& r) {
+                                return s->record("discard", string_at(r.json, "device_id"),
+                                                 operator_principal(caller_of(r)), s->discard(r));
+                              }),
                  json(from_ro(), JsonSchema::object(
-                                     {required("package_id", id_schema()), device(), sho(),
+                                     {device(), sho(),
                                       required("report", JsonSchema::string(kMaxReportSize))}))),
       router.add(
           "POST", "/v1/operator/devices/{device_id}/instructions",
