@@ -1,6 +1,7 @@
 #include "common/process.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <spawn.h>
@@ -35,6 +36,9 @@ namespace {
   }
   if (in > 2) ::close(in);
   if (out > 2) ::close(out);
+  // Nothing of the parent's but stdin, stdout and stderr: a listening socket the child kept open
+  // would hold the parent's port after it closed it (asio does not open sockets close-on-exec).
+  if (err == 0 && ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) err = errno;
   if (err == 0) {
     ::signal(SIGINT, SIG_DFL);
     ::signal(SIGTERM, SIG_DFL);
@@ -81,6 +85,7 @@ Result<pid_t> posix_spawn_child(const std::vector<char*>& argv, const std::strin
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // as exec_child: nothing else inherited
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, defaults;

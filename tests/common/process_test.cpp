@@ -5,12 +5,17 @@
 #include "common/process.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <filesystem>
 #include <optional>
 #include <thread>
+#include <vector>
 
 namespace mcim {
 namespace {
@@ -38,6 +43,32 @@ class BlockedTerm {
  private:
   sigset_t old_{};
 };
+
+// A descriptor the parent opened without close-on-exec (as asio opens its sockets) does not reach
+// the child: the child's /proc/self/fd lists 0, 1, 2 and the directory it reads, nothing else.
+TEST(ChildProcess, InheritsNothingButItsStandardDescriptors) {
+  // Deliberately not O_CLOEXEC, and above what ls opens itself (the lowest free descriptor).
+  const int opened = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(opened, 3);
+  const int leaked = ::dup2(opened, 100);
+  ::close(opened);
+  ASSERT_EQ(leaked, 100);
+  for (const bool die_with_parent : {false, true}) {
+    SCOPED_TRACE(die_with_parent);
+    const std::string out = output_file("fds");
+    auto c = ChildProcess::spawn({"/bin/ls", "/proc/self/fd"}, out, {die_with_parent});
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->wait_for(10s), 0);
+    std::ifstream listing(out);
+    std::vector<int> fds;
+    for (int fd; listing >> fd;) fds.push_back(fd);
+    // ls opens the directory it lists: one descriptor beyond the standard three.
+    EXPECT_LE(fds.size(), 4u);
+    EXPECT_EQ(std::count(fds.begin(), fds.end(), leaked), 0) << "fd " << leaked << " inherited";
+    std::filesystem::remove(out);
+  }
+  ::close(leaked);
+}
 
 TEST(ChildProcess, StartsWithNoSignalBlockedWhateverTheParentBlocks) {
   for (const bool die_with_parent : {false, true}) {
