@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -714,11 +715,21 @@ struct System::State {
   std::vector<std::unique_ptr<ServedRole>> served;  // in start order
   std::vector<std::string> names;                   // of `served`, kStartOrder's
   std::optional<ChildProcess> hostapd;              // with EAP access
-  std::map<std::string, ServeRole> stopped;         // stop_service's, until start_service
+  // stop_service's, until start_service: the role, and a socket bound (not listening) to its
+  // port so that no other process takes the port meanwhile.
+  struct Stopped {
+    ServeRole role;
+    int port_keeper = -1;
+  };
+  std::map<std::string, Stopped> stopped;
 
   // hostapd (a client of the RO's EAP gateway) first; then every server stops before any service
   // goes: no request may reach a half-destroyed peer.
   void stop() {
+    for (auto& [name, s] : stopped) {
+      if (s.port_keeper >= 0) ::close(s.port_keeper);
+    }
+    stopped.clear();
     hostapd.reset();
     for (auto it = served.rbegin(); it != served.rend(); ++it) {
       if (*it) (*it)->stop_serving();
@@ -744,12 +755,42 @@ Result<std::uint64_t> System::expire_dormant_now() const {
   }
   return fail(ErrorCode::not_found, "the system runs no RO");
 }
+namespace {
+
+// A TCP socket bound to the port of `address` ("127.0.0.1:PORT") with SO_REUSEADDR and not
+// listening: connections to the port are refused, as to a dead service, and no other process's
+// bind(0) or connect gets the port; -1 when it cannot be had (the restart may then find the port
+// taken).
+int keep_port(const std::string& address) {
+  const auto colon = address.rfind(':');
+  const int port = colon == std::string::npos ? 0 : std::atoi(address.c_str() + colon + 1);
+  if (port <= 0 || port > 65535) return -1;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const int on = 1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
 Result<void> System::stop_service(std::string_view role) const {
   for (std::size_t i = 0; i < state_->served.size(); ++i) {
     if (state_->names[i] != role || !state_->served[i]) continue;
-    state_->stopped.emplace(std::string(role), state_->served[i]->role());
+    const std::string address = state_->served[i]->address();
+    System::State::Stopped stopped{state_->served[i]->role()};
     state_->served[i]->stop();
     state_->served[i].reset();
+    stopped.port_keeper = keep_port(address);
+    state_->stopped.emplace(std::string(role), stopped);
     log::info("up", "{} stopped", role);
     return {};
   }
@@ -763,9 +804,11 @@ Result<void> System::start_service(std::string_view role) const {
     if (state_->served[i] || stopped == state_->stopped.end()) {
       return fail(ErrorCode::transition_refused, fmt::format("{}: running", role));
     }
-    auto again = ServedRole::start(stopped->second, services()[i].config, {}, state_->clock);
+    // Both sockets allow address reuse and the keeper does not listen: the service binds beside it.
+    auto again = ServedRole::start(stopped->second.role, services()[i].config, {}, state_->clock);
     if (!again) return with_prefix(again.error(), fmt::format("starting {} again", role));
     state_->served[i] = std::move(*again);
+    if (stopped->second.port_keeper >= 0) ::close(stopped->second.port_keeper);
     state_->stopped.erase(stopped);
     log::info("up", "{} started again", role);
     return {};
