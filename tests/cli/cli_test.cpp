@@ -574,7 +574,7 @@ TEST(CliDemo, TheChangeOperatorScenariosCheckEveryParty) {
        concat(concat(pending("tre: 00102"), {"device: the next run sent the kept reports"}), done)},
       {"change-operator-agent-crash",
        concat(concat(pending("tre: 00102"),
-                     {"device: attaches with 00102 again", "device: the next run found"}),
+                     {"device: attaches with 00102", "device: the next run found"}),
               done)},
   };
   for (const Row& row : rows) {
