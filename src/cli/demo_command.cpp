@@ -166,6 +166,18 @@ std::string access_counts(const sim::FleetReport& r) {
   return out;
 }
 
+// The step table: count, p50, p99 and what each step is.
+void print_steps(std::ostream& out, const std::vector<sim::StepStats>& steps,
+                 StepText (*text)(const std::string&)) {
+  out << fmt::format("\n {:<14} {:<9} {:>6} {:>9} {:>9}  {}\n", "step", "TR", "count", "p50 ms",
+                     "p99 ms", "what happened");
+  for (const sim::StepStats& s : steps) {
+    const StepText t = text(s.step);
+    out << fmt::format(" {:<14} {:<9} {:>6} {:>9.2f} {:>9.2f}  {}\n", s.step, t.flow, s.count,
+                       s.p50_ms, s.p99_ms, t.what);
+  }
+}
+
 void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& system,
                 const sim::FleetReport& r) {
   const std::string_view access = a.access == "3gpp"      ? "over 3GPP access"
@@ -187,13 +199,7 @@ void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& s
                        system.non3gpp().radius);
     out << fmt::format("access, in turn: {}\n", access_counts(r));
   }
-  out << fmt::format("\n {:<14} {:<9} {:>6} {:>9} {:>9}  {}\n", "step", "TR", "count", "p50 ms",
-                     "p99 ms", "what happened");
-  for (const sim::StepStats& s : r.steps) {
-    const StepText t = text_of(s.step);
-    out << fmt::format(" {:<14} {:<9} {:>6} {:>9.2f} {:>9.2f}  {}\n", s.step, t.flow, s.count,
-                       s.p50_ms, s.p99_ms, t.what);
-  }
+  print_steps(out, r.steps, text_of);
   out << fmt::format(
       "\nprovisioned {} of {} devices in {:.2f} s ({} at a time): {:.1f} provisionings/s\n",
       r.provisioned, r.devices, r.provision_seconds, a.concurrency, r.throughput_per_s);
@@ -203,13 +209,7 @@ void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& s
   if (a.change) {
     out << fmt::format("\noperator change (F4) of every operational device to {}:\n",
                        system.url("sho2"));
-    out << fmt::format("\n {:<14} {:<9} {:>6} {:>9} {:>9}  {}\n", "step", "TR", "count", "p50 ms",
-                       "p99 ms", "what happened");
-    for (const sim::StepStats& s : r.change_steps) {
-      const StepText t = change_text_of(s.step);
-      out << fmt::format(" {:<14} {:<9} {:>6} {:>9.2f} {:>9.2f}  {}\n", s.step, t.flow, s.count,
-                         s.p50_ms, s.p99_ms, t.what);
-    }
+    print_steps(out, r.change_steps, change_text_of);
     out << fmt::format(
         "\nmoved {} of {} devices in {:.2f} s ({} at a time): {:.1f} operator "
         "changes/s\n",
@@ -224,6 +224,15 @@ void print_text(std::ostream& out, const DemoArgs& a, const SystemDescription& s
              : std::string("result: FAILED, some devices are not operational (see above)\n"));
 }
 
+nlohmann::ordered_json steps_json(const std::vector<sim::StepStats>& steps) {
+  auto out = nlohmann::ordered_json::array();
+  for (const sim::StepStats& s : steps) {
+    out.push_back(
+        {{"step", s.step}, {"count", s.count}, {"p50_ms", s.p50_ms}, {"p99_ms", s.p99_ms}});
+  }
+  return out;
+}
+
 void print_json(std::ostream& out, const sim::FleetReport& r) {
   nlohmann::ordered_json j;
   j["devices"] = r.devices;
@@ -235,11 +244,7 @@ void print_json(std::ostream& out, const sim::FleetReport& r) {
   for (const char* access : {"3gpp", "direct", "eap-aka", "eap-aka-prime"}) {
     if (r.access.contains(access)) j["access"][access] = r.access.at(access);
   }
-  j["steps"] = nlohmann::ordered_json::array();
-  for (const sim::StepStats& s : r.steps) {
-    j["steps"].push_back(
-        {{"step", s.step}, {"count", s.count}, {"p50_ms", s.p50_ms}, {"p99_ms", s.p99_ms}});
-  }
+  j["steps"] = steps_json(r.steps);
   j["failures"] = nlohmann::ordered_json::object();
   for (const auto& [what, n] : r.failures) j["failures"][what] = n;
   if (!r.change_steps.empty() || r.change_failed > 0) {
@@ -248,11 +253,7 @@ void print_json(std::ostream& out, const sim::FleetReport& r) {
     c["failed"] = r.change_failed;
     c["changes_per_s"] = r.changes_per_s;
     c["change_seconds"] = r.change_seconds;
-    c["steps"] = nlohmann::ordered_json::array();
-    for (const sim::StepStats& s : r.change_steps) {
-      c["steps"].push_back(
-          {{"step", s.step}, {"count", s.count}, {"p50_ms", s.p50_ms}, {"p99_ms", s.p99_ms}});
-    }
+    c["steps"] = steps_json(r.change_steps);
     c["failures"] = nlohmann::ordered_json::object();
     for (const auto& [what, n] : r.change_failures) c["failures"][what] = n;
     j["change"] = std::move(c);

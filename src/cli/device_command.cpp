@@ -423,6 +423,18 @@ std::vector<Fields::Record> step_rows(const std::vector<device::StepTiming>& ste
   return rows;
 }
 
+// A run of the agent refused on the way: the code, the message, the steps done, exit 1.
+Result<Fields> refused_run(const Error& e, const std::vector<device::StepTiming>& steps,
+                           long long total_ms) {
+  Fields f;
+  f.add("outcome", "refused")
+      .add("code", std::string(e.wire_code()))
+      .add("message", e.message)
+      .add("total_ms", std::to_string(total_ms));
+  f.records("step", step_rows(steps));
+  return f.refused();
+}
+
 // F2 from the device's side. A refusal on the way is the run's answer, not a usage error: the
 // steps done so far and the refusing code are printed, exit 1.
 Result<Fields> run_run(const Args& a) {
@@ -439,15 +451,8 @@ Result<Fields> run_run(const Args& a) {
   const auto total = std::chrono::duration_cast<std::chrono::milliseconds>(
                          std::chrono::steady_clock::now() - started)
                          .count();
+  if (!outcome) return refused_run(outcome.error(), steps, total);
   Fields f;
-  if (!outcome) {
-    f.add("outcome", "refused")
-        .add("code", std::string(outcome.error().wire_code()))
-        .add("message", outcome.error().message)
-        .add("total_ms", std::to_string(total));
-    f.records("step", step_rows(steps));
-    return f.refused();
-  }
   // Direct access without a VNO ends with the MCIM selected, not attached.
   f.add("outcome", outcome->operational.session.empty() ? "provisioned" : "operational")
       .add("pcid", outcome->pcid)
@@ -503,20 +508,19 @@ Result<Fields> run_change(const Args& a) {
   device::Agent agent(*tre, std::move(*config), clock);
   std::vector<device::StepTiming> steps;
   agent.on_step([&steps](const device::StepTiming& t) { steps.push_back(t); });
+  const auto started = std::chrono::steady_clock::now();
   auto outcome = agent.change_operator();
+  const auto total = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count();
+  if (!outcome) return refused_run(outcome.error(), steps, total);
   Fields f;
-  if (!outcome) {
-    f.add("outcome", "refused")
-        .add("code", std::string(outcome.error().wire_code()))
-        .add("message", outcome.error().message);
-    f.records("step", step_rows(steps));
-    return f.refused();
-  }
   f.add("outcome", outcome->operational.session.empty() ? "changed" : "operational")
       .add("replaced", outcome->replaced.empty() ? "-" : outcome->replaced)
       .add("imsi", outcome->imsi)
       .add("package_id", outcome->package_id)
-      .add("resumed", outcome->resumed ? "yes" : "no");
+      .add("resumed", outcome->resumed ? "yes" : "no")
+      .add("total_ms", std::to_string(total));
   f.records("step", step_rows(outcome->steps));
   return f;
 }

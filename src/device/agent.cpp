@@ -525,11 +525,10 @@ struct Agent::Impl {
     return step(Step::attach_pcid, [&] { return attach_pcid(pcid); });
   }
 
-  Result<Outcome> run() {
-    if (agent.config_.access == Access::direct && agent.config_.drf_url.empty()) {
-      return fail(ErrorCode::missing_argument, "drf_url: required for direct access");
-    }
-    const tre::Status status = agent.tre_.status();
+  // What every run starts from: a TRE that is not locked down, its device id, its PCID and its
+  // platform chain. The TRE's status.
+  Result<tre::Status> begin() {
+    tre::Status status = agent.tre_.status();
     if (status.state == pki::TreState::lockdown) {
       return fail(ErrorCode::lockdown, "the TRE is locked down (" + status.lockdown_reason + ")");
     }
@@ -540,6 +539,14 @@ struct Agent::Impl {
     auto pems = platform_chain_pems(agent.tre_);
     if (!pems) return std::unexpected(pems.error());
     chain = std::move(*pems);
+    return status;
+  }
+
+  Result<Outcome> run() {
+    if (agent.config_.access == Access::direct && agent.config_.drf_url.empty()) {
+      return fail(ErrorCode::missing_argument, "drf_url: required for direct access");
+    }
+    if (auto started = begin(); !started) return std::unexpected(started.error());
 
     if (auto r = connect(out.pcid); !r) return fail_with(r);
     if (auto r = step(Step::discovery, [&] { return discovery(out.pcid); }); !r)
@@ -646,17 +653,9 @@ struct Agent::Impl {
     if (agent.config_.drf_url.empty()) {
       return fail(ErrorCode::missing_argument, "drf_url: required for an operator change");
     }
-    const tre::Status status = agent.tre_.status();
-    if (status.state == pki::TreState::lockdown) {
-      return fail(ErrorCode::lockdown, "the TRE is locked down (" + status.lockdown_reason + ")");
-    }
-    device_id = status.device_id;
-    auto pcid = pcid_of(status);
-    if (!pcid) return std::unexpected(pcid.error());
-    out.pcid = std::move(*pcid);
-    auto pems = platform_chain_pems(agent.tre_);
-    if (!pems) return std::unexpected(pems.error());
-    chain = std::move(*pems);
+    auto started = begin();
+    if (!started) return std::unexpected(started.error());
+    const tre::Status& status = *started;
     // The operational MCIM is the one to replace: the selected one, else the one activated. An
     // MCIM only installed, with none operational, is an earlier run's, committed: resume it.
     const tre::CredentialInfo* operational = nullptr;

@@ -502,6 +502,23 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
   }
 }
 
+// One scenario of `mcim demo --scenario`: it passed, changed nothing, recorded nothing, and its
+// checks start as `checks` do, in order.
+void expect_scenario_checks(const std::string& name, const std::vector<std::string>& checks) {
+  const auto r = mcim({"demo", "--scenario", name, "--json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["scenarios"].size(), 1u);
+  const auto& s = j["scenarios"][0];
+  EXPECT_TRUE(s["passed"].get<bool>()) << s.dump();
+  EXPECT_TRUE(s["unexpected_changes"].empty()) << s.dump();
+  EXPECT_TRUE(s["recorded"].empty()) << s.dump();
+  ASSERT_EQ(s["checked"].size(), checks.size()) << s.dump();
+  for (std::size_t i = 0; i < checks.size(); ++i) {
+    EXPECT_EQ(s["checked"][i].get<std::string>().rfind(checks[i], 0), 0u) << s["checked"][i];
+  }
+}
+
 // Issue 8 F5, F6 and F9 over the real services: what each party holds at the end is checked, and a
 // check that fails fails the scenario.
 TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
@@ -528,18 +545,7 @@ TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.name);
-    const auto r = mcim({"demo", "--scenario", row.name, "--json"});
-    ASSERT_EQ(r.code, 0) << r.out << r.err;
-    const auto j = nlohmann::json::parse(r.out);
-    ASSERT_EQ(j["scenarios"].size(), 1u);
-    const auto& s = j["scenarios"][0];
-    EXPECT_TRUE(s["passed"].get<bool>()) << s.dump();
-    EXPECT_TRUE(s["unexpected_changes"].empty()) << s.dump();
-    EXPECT_TRUE(s["recorded"].empty()) << s.dump();
-    ASSERT_EQ(s["checked"].size(), row.checks.size()) << s.dump();
-    for (std::size_t i = 0; i < row.checks.size(); ++i) {
-      EXPECT_EQ(s["checked"][i].get<std::string>().rfind(row.checks[i], 0), 0u) << s["checked"][i];
-    }
+    expect_scenario_checks(row.name, row.checks);
   }
 }
 
@@ -579,18 +585,7 @@ TEST(CliDemo, TheChangeOperatorScenariosCheckEveryParty) {
   };
   for (const Row& row : rows) {
     SCOPED_TRACE(row.name);
-    const auto r = mcim({"demo", "--scenario", row.name, "--json"});
-    ASSERT_EQ(r.code, 0) << r.out << r.err;
-    const auto j = nlohmann::json::parse(r.out);
-    ASSERT_EQ(j["scenarios"].size(), 1u);
-    const auto& s = j["scenarios"][0];
-    EXPECT_TRUE(s["passed"].get<bool>()) << s.dump();
-    EXPECT_TRUE(s["unexpected_changes"].empty()) << s.dump();
-    EXPECT_TRUE(s["recorded"].empty()) << s.dump();
-    ASSERT_EQ(s["checked"].size(), row.checks.size()) << s.dump();
-    for (std::size_t i = 0; i < row.checks.size(); ++i) {
-      EXPECT_EQ(s["checked"][i].get<std::string>().rfind(row.checks[i], 0), 0u) << s["checked"][i];
-    }
+    expect_scenario_checks(row.name, row.checks);
   }
 }
 
