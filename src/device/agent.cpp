@@ -233,6 +233,9 @@ void keep_answer(const tre::Tre& t, const std::optional<std::string>& kept, std:
   }
 }
 
+// The prefix of a kept renewal report's name in answers/ (F8); the package id follows.
+constexpr std::string_view kRenewalKept = "renewal-";
+
 void drop_answer(const std::optional<std::string>& kept) {
   if (!kept) return;
   std::error_code ec;
@@ -797,7 +800,8 @@ const JsonSchema& renewal_schema() {
 
 // The offer and, when there is one, the TRE's install and its report; over `session`.
 Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std::string& base,
-                                  const Attachment& session, const Json& chain) {
+                                  const Attachment& session, const Json& chain,
+                                  const std::function<Result<void>(Step)>& interrupt) {
   auto r = exchange(ro, "POST", base + "/v1/dpf/pcid-renewal", 200, "ro",
                     Json{{"platform_chain", chain}}, session.home_session);
   if (!r && r.error().code == ErrorCode::not_found) return RenewalOutcome{};
@@ -812,13 +816,62 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
   if (!package) return std::unexpected(package.error());
   tre::InstallOutcome installed = tre.renew_pcid(*package);
   if (installed.report.empty()) return with_prefix(installed.result.error(), "tre");
+  // The TRE holds the new K from here: until the ICF has the report its vectors do not verify, so
+  // the report is kept until the RO took it (renewal_kept).
+  const auto kept = kept_answer_path(tre, std::string(kRenewalKept) + out.package_id);
+  if (installed.result) keep_answer(tre, kept, "renewal " + out.package_id, installed.report);
+  if (interrupt) {
+    if (auto stop = interrupt(Step::report); !stop) return with_prefix(stop.error(), "report");
+  }
   auto reported =
       exchange(ro, "POST", base + "/v1/dpf/pcid-renewal/" + out.package_id + "/report", 200, "ro",
                Json{{"report", installed.report}, {"platform_chain", chain}}, session.home_session);
+  if (reported || reported.error().code == ErrorCode::transition_refused) drop_answer(kept);
   if (!installed.result) return with_prefix(installed.result.error(), "tre");
   if (!reported) return with_prefix(reported.error(), "report");
   out.renewed = true;
   return out;
+}
+
+// A renewal report that never reached the RO (F8): the TRE has the new K, the ICF the old one
+// with the new one staged, so an attach with the PCID fails at the TRE (the network's AUTN does
+// not verify). The report goes over a DPF session, which the platform key opens without AKA.
+Result<void> send_kept_renewals(tre::Tre& tre, const AgentConfig& config, const std::string& pcid,
+                                const Json& chain) {
+  std::vector<std::string> ids;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(tre.dir() + "/answers", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(kRenewalKept)) ids.push_back(name.substr(kRenewalKept.size()));
+  }
+  if (ids.empty()) return {};
+  if (config.drf_url.empty()) {
+    return fail(ErrorCode::missing_argument, "drf_url: needed to send a kept renewal report");
+  }
+  auto client = net::HttpsClient::create(config.tls);
+  if (!client) return std::unexpected(client.error());
+  const std::string dpf = net::base_url(config.drf_url);
+  auto r = prove_platform(tre, **client, dpf, "dpf", pcid, chain, "/v1/dpf/management/challenges",
+                          "/v1/dpf/management/sessions", 201);
+  if (!r) return std::unexpected(r.error());
+  auto session = parse_answer(*r, dpf_session_schema(), "dpf");
+  if (!session) return std::unexpected(session.error());
+  const std::string bearer = (*session)["session"].get<std::string>();
+  for (const std::string& id : ids) {
+    const auto kept = kept_answer_path(tre, std::string(kRenewalKept) + id);
+    auto text = read_text_file(*kept);
+    if (!text) continue;
+    auto posted = exchange(**client, "POST", dpf + "/v1/dpf/pcid-renewal/" + id + "/report", 200,
+                           "dpf", Json{{"report", *text}, {"platform_chain", chain}}, bearer);
+    // Taken now or before; or no longer the staged one (transition_refused), nothing to repeat.
+    if (posted || posted.error().code == ErrorCode::transition_refused) {
+      drop_answer(kept);
+      log::info(kLog, "renewal {}: its kept report reached the RO", id);
+      continue;
+    }
+    return with_prefix(posted.error(), "renewal " + id);
+  }
+  return {};
 }
 
 }  // namespace
@@ -829,6 +882,9 @@ Result<RenewalOutcome> Agent::renew_pcid() {
   const std::string pcid = std::move(*found);
   auto chain = platform_chain_pems(tre_);
   if (!chain) return std::unexpected(chain.error());
+  if (auto sent = send_kept_renewals(tre_, config_, pcid, *chain); !sent) {
+    log::warn(kLog, "renew_pcid: a kept renewal report not sent: {}", sent.error());
+  }
   auto session = attach(pcid);
   if (!session) return with_prefix(session.error(), "attach_pcid");
   if (!session->restricted || session->gateway.empty() || session->drf_url.empty()) {
@@ -842,7 +898,8 @@ Result<RenewalOutcome> Agent::renew_pcid() {
   o.max_response_body = std::max<std::size_t>(o.max_response_body, 2 * kMaxPackageBytes + 1024);
   auto ro = net::HttpsClient::create(std::move(o));
   Result<RenewalOutcome> out =
-      ro ? renew_over(tre_, **ro, net::base_url(session->drf_url), *session, *chain)
+      ro ? renew_over(tre_, **ro, net::base_url(session->drf_url), *session, *chain,
+                      config_.interrupt)
          : Result<RenewalOutcome>(std::unexpected(ro.error()));
   if (auto d = detach(*session); !d) log::warn(kLog, "renew_pcid: detaching: {}", d.error());
   if (out && out->renewed)
@@ -857,6 +914,8 @@ void Agent::on_step(std::function<void(const StepTiming&)> observer) {
 Result<Outcome> Agent::provision() { return Impl(*this).run(); }
 
 Result<ChangeOutcome> Agent::change_operator() { return Impl(*this).change(); }
+
+
 
 namespace {
 

@@ -177,7 +177,9 @@ class Agent {
   // reported, the old MCIM selected again, and the refusal returned.
   Result<ChangeOutcome> change_operator();
 
-  // F8: attaches with the PCID and asks the RO (POST /v1/dpf/pcid-renewal at the DRF's URL,
+  // F8: first sends any renewal report kept from an earlier run that did not reach the RO (over a
+  // DPF session opened with the platform key at config.drf_url: the TRE holds the new K, and the
+  // ICF's vectors match it only once the report arrived). Then attaches with the PCID and asks the RO (POST /v1/dpf/pcid-renewal at the DRF's URL,
   // through the VNO's gateway, trusted with config.tls) whether a renewed PCID credential is due.
   // When it is, the TRE installs it (Tre::renew_pcid) and its signed status report goes back
   // whatever the outcome; then the agent detaches. Not due: renewed = false, nothing changes.

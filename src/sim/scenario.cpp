@@ -63,8 +63,9 @@ constexpr ScenarioInfo kScenarios[] = {
      "then an old instruction is replayed",
      "tre", "replayed_instruction"},
     {"renew-pcid",
-     "F8: a PCID credential near its end is renewed by the RO (fresh K, new lifetime) and "
-     "carries the provisioning; one not due is offered nothing",
+     "F8: a PCID credential near its end is renewed by the RO (fresh K, new lifetime); its report "
+     "is lost once and sent again over a DPF session; it carries the provisioning; one not due "
+     "is offered nothing",
      "ro", "not_found"},
     {"delayed-activation",
      "F7: dormant until announced, then provisioned; one never announced expires and its PCID is "
@@ -968,19 +969,47 @@ Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
   }
   const auto before = w.ro_db->pcids().find(due.bundle.pcid);
   if (!before || !*before) return fail(ErrorCode::internal, "the due PCID is not at the ICF");
+  // The first renewal's report is lost after the TRE took the new K: the ICF keeps the old one
+  // (the new one staged), so the PCID no longer attaches; the device's next renewal run sends the
+  // kept report over a DPF session (its platform key, no AKA), and the ICF switches.
+  bool lost = false;
+  device::Agent lossy = run.agent(due, [&lost](device::Step step) -> Result<void> {
+    if (step != device::Step::report || lost) return {};
+    lost = true;
+    return fail(ErrorCode::io_error, "the renewal report was lost on the way");
+  });
+  auto first = lossy.renew_pcid();
+  run.expect(!first && lost, "the renewal whose report was lost: want it stopped at the report");
+  const auto staged = w.ro_db->pcids().find(due.bundle.pcid);
+  run.expect(staged && *staged && !(*staged)->renewal_package.empty() &&
+                 (*staged)->k.get() == (*before)->k.get(),
+             "the ICF after the lost report: want the old K, the new one staged");
   device::Agent agent = run.agent(due);
+  auto locked = agent.attach(due.bundle.pcid);
+  run.expect(!locked && locked.error().code == ErrorCode::mac_mismatch,
+             "an attach with the PCID before the report: want the TRE's mac_mismatch");
   auto renewed = agent.renew_pcid();
-  if (!renewed) return with_prefix(renewed.error(), "the renewal");
-  run.expect(renewed->renewed, "a credential due was not renewed");
-  run.expect_audit("renewal-offer", due.bundle.pcid, "ok");
+  if (!renewed) return with_prefix(renewed.error(), "the renewal after the lost report");
+  run.expect(!renewed->renewed, "after the kept report: want nothing more due");
+  // The newest offer is the run after the report's (nothing due); the first one's package is in
+  // the TRE (below).
+  run.expect_audit("renewal-offer", due.bundle.pcid, "not_found");
   run.expect_audit("renewal-report", due.bundle.pcid, "ok");
   const auto after = w.ro_db->pcids().find(due.bundle.pcid);
-  run.expect(after && *after && (*after)->not_after == renewed->not_after &&
+  std::string renewal_package;
+  std::chrono::sys_seconds tre_not_after{};
+  for (const auto& c : due.tre->status().credentials) {
+    if (c.id == due.bundle.pcid) {
+      renewal_package = c.package_id;
+      tre_not_after = c.not_after;
+    }
+  }
+  run.expect(after && *after && (*after)->not_after == tre_not_after &&
                  (*after)->not_after > (*before)->not_after && (*after)->renewal_package.empty() &&
                  (*after)->k.get() != (*before)->k.get(),
              "the ICF: want the renewed K and lifetime, nothing staged");
   run.expect_state(due, fmt::format("tre {} {}", due.bundle.device_id, due.bundle.pcid),
-                   "pcid activated " + renewed->package_id);
+                   "pcid activated " + renewal_package);
   auto audit = due.tre->verify_audit();
   run.expect(audit && audit->log.entries.back().event.event == "update",
              "the TRE's audit: want the update last");

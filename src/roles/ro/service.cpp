@@ -1114,7 +1114,11 @@ Result<void> RoService::State::add_routes() {
                  bare(nullptr)),
       router.add(
           "POST", "/v1/dpf/pcid-renewal/{package_id}/report",
-          device_json_route("pcid renewal report", report_schema, &State::renewal_report, 200),
+          // F8: also with an operational device's DPF session (F4's platform-key proof): a device
+          // whose report was lost holds the renewed K, which the ICF's vectors do not match yet, so
+          // it cannot attach with the PCID to send it again.
+          device_json_route("pcid renewal report", report_schema, &State::renewal_report, 200,
+                            true),
           bare(nullptr)),
   };
   for (const auto& a : added) {
