@@ -16,7 +16,12 @@
 # factory to operational as in the earlier in-process figures; and F2 alone, from the moment the
 # demo notes that provisioning begins (`mcim demo --phases`) to its end: CPU per provisioning.
 #
+# With --change-operator the demo then moves every device to the second SHO (F4, `mcim demo
+# --change-operator`): operator changes per second, p50/p99 per step, and CPU per change (from the
+# demo's "change" phase to its end; the F2 window then ends where the changes begin).
+#
 #   bench/run_f2.sh [--devices N] [--concurrency C] [--db postgresql://...] [--dir D] [--json]
+#                   [--change-operator]
 #   bench/run_f2.sh --pg ...     # the same under `pg_virtualenv -v 15 -o fsync=on`, --db postgresql://
 #
 # MCIM names the binary (default build/src/cli/mcim); it builds nothing. Without --dir the system
@@ -25,7 +30,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mcim="$(realpath "${MCIM:-build/src/cli/mcim}")"
-devices=1000 concurrency=32 db="" dir="" json=0 pg=0
+devices=1000 concurrency=32 db="" dir="" json=0 pg=0 change=0
 args=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
     --dir) dir="$2"; shift 2 ;;
     --json) json=1; shift ;;
     --pg) pg=1; shift ;;
+    --change-operator) change=1; shift ;;
     *) echo "run_f2.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -128,8 +134,10 @@ up_before="$(process_cpu "$up_pid")"
 pg_before="$(postgres_cpu)"
 times >"$work/times.before"
 # In the background, so that a SIGTERM to this script is handled at once, not after the demo.
-"$mcim" demo --system "$dir" --devices "$devices" --concurrency "$concurrency" --json \
-  --phases "$work/phases" >"$work/demo.json" 2>"$work/demo.err" &
+demo_args=(demo --system "$dir" --devices "$devices" --concurrency "$concurrency" --json
+  --phases "$work/phases")
+[ "$change" = 1 ] && demo_args+=(--change-operator)
+"$mcim" "${demo_args[@]}" >"$work/demo.json" 2>"$work/demo.err" &
 demo_pid=$!
 # As F2 begins: every process's CPU so far (the demo's own, with the EAP peers it reaped).
 f2_taken=0
@@ -140,6 +148,19 @@ while kill -0 "$demo_pid" 2>/dev/null; do
     pg_f2="$(postgres_cpu)"
     dev_f2="$(process_cpu "$demo_pid" children)"
     f2_taken=1
+    break
+  fi
+  sleep 0.05
+done
+# As F4 begins (--change-operator): the same again.
+f4_taken=0
+while [ "$change" = 1 ] && kill -0 "$demo_pid" 2>/dev/null; do
+  if grep -q '^change ' "$work/phases" 2>/dev/null; then
+    threads_cpu "$up_pid" >"$work/f4.txt"
+    up_f4="$(process_cpu "$up_pid")"
+    pg_f4="$(postgres_cpu)"
+    dev_f4="$(process_cpu "$demo_pid" children)"
+    f4_taken=1
     break
   fi
   sleep 0.05
@@ -160,8 +181,8 @@ if [ "$status" -ne 0 ] && ! jq -e .devices "$work/demo.json" >/dev/null 2>&1; th
 fi
 
 # ms of CPU per device: per role (threads named <role>-...), other, postgres, devices, between a
-# threads file taken before ($1) and after.txt. $2: the services' process ticks in the window, $3
-# the cluster's ticks (empty: no cluster), $4 the devices' seconds.
+# threads file taken before ($1) and one taken after ($5, default after.txt). $2: the services'
+# process ticks in the window, $3 the cluster's ticks (empty: no cluster), $4 the devices' seconds.
 cpu_per_device() {
   awk -v hz="$hz" -v n="$devices" -v total="$2" -v pg="$3" -v dev="$4" '
   FNR == NR { before[$1] = $3; next }
@@ -179,23 +200,36 @@ cpu_per_device() {
       ns["pva"] / 1e6 / n, other
     printf "\"services\":%.2f,\"postgres\":%s,\"devices\":%.2f}\n", total * ms,
       pg == "" ? "null" : sprintf("%.2f", pg * ms), dev * 1000 / n
-  }' "$1" "$work/after.txt"
+  }' "$1" "${5:-$work/after.txt}"
 }
 cpu_json="$(cpu_per_device "$work/before.txt" "$((up_after - up_before))" \
   "${pg_before:+$((${pg_after:-0} - pg_before))}" \
   "$(awk -v a="$dev_before" -v b="$dev_after" 'BEGIN { print b - a }')")"
-f2_json=null
-if [ "$f2_taken" = 1 ]; then
+f2_json=null f4_json=null
+if [ "$f4_taken" = 1 ]; then
+  # The devices' CPU in F4: the demo's total less what it had used when F4 began.
+  f4_json="$(cpu_per_device "$work/f4.txt" "$((up_after - up_f4))" \
+    "${pg_f4:+$((${pg_after:-0} - pg_f4))}" \
+    "$(awk -v b="$dev_after" -v a="$dev_before" -v f="$dev_f4" -v hz="$hz" \
+      'BEGIN { print b - a - f / hz }')")"
+fi
+if [ "$f2_taken" = 1 ] && [ "$f4_taken" = 1 ]; then
+  f2_json="$(cpu_per_device "$work/f2.txt" "$((up_f4 - up_f2))" \
+    "${pg_f2:+$((${pg_f4:-0} - pg_f2))}" \
+    "$(awk -v f4="$dev_f4" -v f2="$dev_f2" -v hz="$hz" 'BEGIN { print (f4 - f2) / hz }')" \
+    "$work/f4.txt")"
+elif [ "$f2_taken" = 1 ]; then
   f2_json="$(cpu_per_device "$work/f2.txt" "$((up_after - up_f2))" \
     "${pg_f2:+$((${pg_after:-0} - pg_f2))}" \
     "$(awk -v b="$dev_after" -v a="$dev_before" -v f="$dev_f2" -v hz="$hz" \
       'BEGIN { print b - a - f / hz }')")"
 fi
 
-report="$(jq -c --argjson cpu "$cpu_json" --argjson f2 "$f2_json" --arg db "${db:+postgresql}" --argjson c "$concurrency" \
+report="$(jq -c --argjson cpu "$cpu_json" --argjson f2 "$f2_json" --argjson f4 "$f4_json" --arg db "${db:+postgresql}" --argjson c "$concurrency" \
   '{backend: (if $db == "" then "sqlite" else $db end), devices, concurrency: $c, provisioned,
     failed, throughput_per_s, provision_seconds, cpu_ms_per_device: $cpu,
-    cpu_ms_per_provisioning: $f2, steps, failures}' \
+    cpu_ms_per_provisioning: $f2, steps, failures}
+   + (if .change then {change: (.change + {cpu_ms_per_change: $f4})} else {} end)' \
   "$work/demo.json")"
 if [ "$json" = 1 ]; then
   echo "$report"
@@ -207,6 +241,14 @@ else
     (.cpu_ms_per_device | to_entries[] | "  \(.key | . + " " * (9 - length)) \(.value // "n/a")"),
     "", "CPU ms per provisioning (F2 alone, from attach_pcid to attach_imsi):",
     (.cpu_ms_per_provisioning // {} | to_entries[] | "  \(.key | . + " " * (9 - length)) \(.value // "n/a")"),
-    (if .failed > 0 then "failures: \(.failures)" else empty end)' <<<"$report"
+    (if .failed > 0 then "failures: \(.failures)" else empty end),
+    (if .change then
+      (.change | "", "F4, every device moved to the second SHO: \(.changed) changed, \(.failed) failed, in \(.change_seconds * 100 | round / 100) s: \(.changes_per_s * 10 | round / 10) operator changes/s",
+        "", "step          count     p50 ms     p99 ms",
+        (.steps[] | "\(.step | . + " " * (12 - length)) \(.count | tostring | " " * (6 - length) + .) \(.p50_ms * 100 | round / 100 | tostring | " " * (10 - length) + .) \(.p99_ms * 100 | round / 100 | tostring | " " * (10 - length) + .)"),
+        "", "CPU ms per change (F4 alone):",
+        (.cpu_ms_per_change // {} | to_entries[] | "  \(.key | . + " " * (9 - length)) \(.value // "n/a")"),
+        (if .failed > 0 then "change failures: \(.failures)" else empty end))
+     else empty end)' <<<"$report"
 fi
 exit "$status"
