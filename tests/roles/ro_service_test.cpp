@@ -1892,6 +1892,59 @@ TEST_F(RoServiceF4Test, TheSuccessorProvisionsBesideTheHolderAndMayRefuse) {
   EXPECT_EQ(registration().successor, "sho-b");
 }
 
+// A change re-ordered to another SHO (or refused) leaves the former successor's request and package
+// stored: the device's polls pass over them, and its report on such a package is refused.
+TEST_F(RoServiceF4Test, ARenewedOrderPassesOverTheFormerSuccessorsWork) {
+  RoServiceConfig c = with_shos(config());
+  c.shos.try_emplace("sho-c", ShoEndpoint{"https://127.0.0.1:9"});
+  start(std::move(c));
+  operational();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(handle(change(change_body())).status, 200);
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/attestation-requests", "sho-b",
+                              attestation_request_body("challenge-b")))
+                .status,
+            201);
+  ASSERT_EQ(
+      handle(op_request("POST", "/v1/dpf/packages", "sho-b", package_body(2, "sho-b"))).status,
+      201);
+  const std::string package_b = known_.packages.back();
+  ASSERT_EQ(handle(change(change_body(), "sho-c")).status, 200);
+  EXPECT_EQ(registration().successor, "sho-c");
+
+  const std::string sid = dpf_session();
+  auto poll = [&](const std::string& what) {
+    return handle(device_request("GET", "/v1/dpf/" + what, bearer(sid)));
+  };
+  EXPECT_EQ(poll("attestation-request").status, 404);  // not sho-b's
+  EXPECT_EQ(poll("package").status, 404);
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/attestation-requests", "sho-c",
+                              attestation_request_body("challenge-c")))
+                .status,
+            201);
+  ASSERT_EQ(
+      handle(op_request("POST", "/v1/dpf/packages", "sho-c", package_body(3, "sho-c"))).status,
+      201);
+  const std::string package_c = known_.packages.back();
+  const HttpResponse asked = poll("attestation-request");
+  ASSERT_EQ(asked.status, 200) << asked.body;
+  EXPECT_EQ(Json::parse(asked.body)["request_id"], "challenge-c");
+  const HttpResponse fetched = poll("package");
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  EXPECT_EQ(Json::parse(fetched.body)["package_id"], package_c);
+
+  expect_refusals({
+      {"a report on the former successor's package",
+       device_request("POST", "/v1/dpf/packages/" + package_b + "/report", bearer(sid),
+                      report_body(old_install_report_)),
+       409, "transition_refused"},
+  });
+  EXPECT_EQ(last_audit().event, "report");
+  EXPECT_EQ(last_audit().outcome, "transition_refused");
+  EXPECT_EQ(to_string((*db_->attestation_requests().find("challenge-b"))->status), "pending");
+  EXPECT_EQ(to_string((*db_->packages().find(package_b))->status), "pending");
+}
+
 // F4 step 4: the operational device proves its platform key for a DPF-only session, which the
 // four provisioning routes take as their Bearer and nothing else does.
 TEST_F(RoServiceF4Test, AManagementSessionServesTheProvisioningRoutesOnly) {

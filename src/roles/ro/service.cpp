@@ -698,7 +698,7 @@ Result<Json> RoService::State::fetch_package(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
   if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
-  auto p = dpf().fetch(reg->device_id, reg->device_id);
+  auto p = dpf().fetch(*reg, reg->device_id);
   if (!p) return std::unexpected(p.error());
   flow("package_delivered");
   return Json{{"package_id", p->package_id}, {"package", to_hex(p->package)}};
@@ -740,7 +740,7 @@ Result<Json> RoService::State::attestation_request(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
   if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
-  auto next = dpf().next_attestation_request(reg->device_id);
+  auto next = dpf().next_attestation_request(*reg);
   if (!next) return std::unexpected(next.error());
   return Json{{"request_id", next->request_id}, {"nonce", to_hex(next->nonce)}};
 }
