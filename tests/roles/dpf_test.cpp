@@ -438,7 +438,11 @@ TEST_F(DpfTest, OnlyTheHoldersAndTheSuccessorsWorkIsServed) {
   EXPECT_TRUE(relay_.relayed.empty());
 
   // The successor's refusal ends the change: its work is passed over too, the holder's served.
-  ASSERT_TRUE(dpf_->refuse(kPcid, device_, "measurement_mismatch", "sho-a"));
+  auto recorded = dpf_->refuse(kPcid, device_, "measurement_mismatch", "sho-a");
+  ASSERT_TRUE(recorded) << recorded.error().message;
+  EXPECT_EQ(recorded->sho, "sho-x");  // the successor refused
+  EXPECT_EQ(recorded->successor, "");
+  EXPECT_EQ(recorded->refusal, "measurement_mismatch");
   EXPECT_EQ(dpf_->next_attestation_request(registration()).error().code, ErrorCode::not_found);
   EXPECT_EQ(dpf_->fetch(registration(), device_).error().code, ErrorCode::not_found);
   ASSERT_TRUE(dpf_->request_attestation(ask("req-x"), "sho-x"));
@@ -566,6 +570,9 @@ TEST_F(DpfTest, TheShosRefusalIsKeptUntilANewRegistration) {
   ASSERT_FALSE(told);
   EXPECT_EQ(told.error().code, ErrorCode::measurement_mismatch);
   EXPECT_EQ(told.error().message, "home operator sho-a refused the device: measurement_mismatch");
+  // F4: a successor's refusal, which the caller knows of, names it.
+  EXPECT_EQ(Dpf::refusal_of(reg(), "sho-b").error().message,
+            "home operator sho-b refused the device: measurement_mismatch");
   // The SHO registering the device anew (a fresh registration row) starts over.
   register_pcid(kPcid, device_, "sho-a");
   EXPECT_TRUE(Dpf::refusal_of(reg()));

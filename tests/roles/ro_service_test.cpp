@@ -1943,6 +1943,25 @@ TEST_F(RoServiceF4Test, ARenewedOrderPassesOverTheFormerSuccessorsWork) {
   EXPECT_EQ(last_audit().outcome, "transition_refused");
   EXPECT_EQ(to_string((*db_->attestation_requests().find("challenge-b"))->status), "pending");
   EXPECT_EQ(to_string((*db_->packages().find(package_b))->status), "pending");
+
+  // sho-c refuses: the device's polls end with its refusal, naming sho-c (the store keeps the
+  // holder only); a refusal of the holder's afterwards names the holder.
+  auto refuse = [&](const std::string& op) {
+    return handle(op_request(
+        "POST", "/v1/dpf/refusals", op,
+        Json{{"pcid", kPcid}, {"device_id", device_}, {"code", "measurement_mismatch"}}.dump()));
+  };
+  ASSERT_EQ(refuse("sho-c").status, 201);
+  for (const std::string what : {"attestation-request", "package"}) {
+    const HttpResponse told = poll(what);
+    EXPECT_EQ(error_code(told), "measurement_mismatch") << what;
+    EXPECT_EQ(Json::parse(told.body)["error"]["message"],
+              "home operator sho-c refused the device: measurement_mismatch")
+        << what;
+  }
+  ASSERT_EQ(refuse("sho-a").status, 201);
+  EXPECT_EQ(Json::parse(poll("package").body)["error"]["message"],
+            "home operator sho-a refused the device: measurement_mismatch");
 }
 
 // F4 step 4: the operational device proves its platform key for a DPF-only session, which the

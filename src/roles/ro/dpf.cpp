@@ -364,10 +364,10 @@ Result<void> Dpf::request_attestation(const AttestationAsk& ask, std::string_vie
                  std::move(result));
 }
 
-Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std::string_view code,
-                         std::string_view caller_sho) {
+Result<store::Registration> Dpf::refuse(std::string_view pcid, std::string_view device_id,
+                                        std::string_view code, std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = [&]() -> Result<void> {
+  auto result = [&]() -> Result<store::Registration> {
     const std::optional<ErrorCode> parsed = error_code_from_wire(code);
     if (!parsed) {
       return fail(ErrorCode::invalid_argument, "code: not an error code");
@@ -377,10 +377,13 @@ Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std:
     reg->refusal = std::string(code);
     reg->refused = t;
     // Put under the holder's id (put() keeps the successor): the RO records it for either.
-    if (auto put = registrations_.put(*reg); !put) return put;
+    if (auto put = registrations_.put(*reg); !put) return std::unexpected(put.error());
     // The successor's refusal ends the change: the device stays with its holder.
-    if (reg->sho != caller_sho) return registrations_.set_successor(pcid, "");
-    return {};
+    if (reg->sho != caller_sho) {
+      if (auto s = registrations_.set_successor(pcid, ""); !s) return std::unexpected(s.error());
+      reg->successor.clear();
+    }
+    return reg;
   }();
   return audited(audit_, t,
                  {kService, "refusal", pcid, operator_principal(caller_sho),
@@ -388,11 +391,12 @@ Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std:
                  std::move(result));
 }
 
-Result<void> Dpf::refusal_of(const store::Registration& registration) {
+Result<void> Dpf::refusal_of(const store::Registration& registration, std::string_view refused_by) {
   if (registration.refusal.empty()) return {};
   const ErrorCode code = error_code_from_wire(registration.refusal).value_or(ErrorCode::internal);
-  return fail(code, fmt::format("home operator {} refused the device: {}", registration.sho,
-                                registration.refusal));
+  return fail(
+      code, fmt::format("home operator {} refused the device: {}",
+                        refused_by.empty() ? registration.sho : refused_by, registration.refusal));
 }
 
 // Devices poll this until the SHO asks: an empty answer is not audited, a request handed out is.

@@ -186,13 +186,16 @@ class Dpf {
   // yet" until its timeout. invalid_argument (a code that is no ErrorCode), not_found,
   // access_denied and wrong_recipient as for request_attestation. A new registration clears it.
   // The registration's successor (F4) may refuse too: its refusal is recorded the same way and
-  // ends the change (the successor is cleared; the holder's subscription is untouched).
-  Result<void> refuse(std::string_view pcid, std::string_view device_id, std::string_view code,
-                      std::string_view caller_sho);
+  // ends the change (the successor is cleared; the holder's subscription is untouched). Returns
+  // the registration as recorded (a successor refused when its `sho` is not the caller).
+  Result<store::Registration> refuse(std::string_view pcid, std::string_view device_id,
+                                     std::string_view code, std::string_view caller_sho);
 
   // What the device gets when it polls a registration the SHO refused: the SHO's code, with a
-  // message saying who refused; nothing when there is no refusal.
-  static Result<void> refusal_of(const store::Registration& registration);
+  // message naming the operator that refused, `refused_by` (F4: a successor, which the store does
+  // not keep: SuccessorRefusals) or else the holder; nothing when there is no refusal.
+  static Result<void> refusal_of(const store::Registration& registration,
+                                 std::string_view refused_by = {});
 
   // F2 steps 13-14: the device's report on `package_id`. The platform chain (leaf first) must
   // chain to the supplier roots (chain_invalid, cert_expired) and be the package's device's

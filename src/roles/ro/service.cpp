@@ -376,6 +376,7 @@ struct RoService::State {
   PollWaiters polls;
   InstructionQueue instructions;  // F9: pending management instructions (management.h)
   DpfSessions dpf_sessions;       // F4: operational devices' DPF sessions (dpf_sessions.h)
+  SuccessorRefusals refusers;     // F4: who refused, when a successor did (dpf_sessions.h)
 
   std::mutex expiry_mu;
   std::condition_variable expiry_cv;
@@ -569,6 +570,7 @@ Result<Json> RoService::State::change_operator(const Request& r) {
       !done) {
     return std::unexpected(done.error());
   }
+  refusers.forget(pcid);  // the order cleared the refusal
   flow("change_ordered");
   log::info(kComponent, "pcid {}: change to {} ordered", pcid, operator_principal(caller));
   // Nothing of the holder: the new SHO learns nothing of the old subscription.
@@ -636,8 +638,12 @@ Result<Json> RoService::State::refuse_device(const Request& r) {
   const std::string pcid = r.json.at("pcid").get<std::string>();
   const std::string device_id = r.json.at("device_id").get<std::string>();
   const std::string code = r.json.at("code").get<std::string>();
-  if (auto refused = dpf().refuse(pcid, device_id, code, caller_of(r)); !refused) {
-    return std::unexpected(refused.error());
+  auto refused = dpf().refuse(pcid, device_id, code, caller_of(r));
+  if (!refused) return std::unexpected(refused.error());
+  if (refused->sho != caller_of(r)) {
+    refusers.record(pcid, caller_of(r), *refused);
+  } else {
+    refusers.forget(pcid);
   }
   flow("refusal_recorded");
   polls.notify(pcid);  // a held poll answers with the refusal now
@@ -697,7 +703,9 @@ HttpResponse RoService::State::bootstrap(const store::Session& s) {
 Result<Json> RoService::State::fetch_package(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
-  if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
+  if (auto refused = Dpf::refusal_of(*reg, refusers.refused_by(*reg)); !refused) {
+    return std::unexpected(refused.error());
+  }
   auto p = dpf().fetch(*reg, reg->device_id);
   if (!p) return std::unexpected(p.error());
   flow("package_delivered");
@@ -739,7 +747,9 @@ Result<Json> RoService::State::report(const Request& r, const Json& body, const 
 Result<Json> RoService::State::attestation_request(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
-  if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
+  if (auto refused = Dpf::refusal_of(*reg, refusers.refused_by(*reg)); !refused) {
+    return std::unexpected(refused.error());
+  }
   auto next = dpf().next_attestation_request(*reg);
   if (!next) return std::unexpected(next.error());
   return Json{{"request_id", next->request_id}, {"nonce", to_hex(next->nonce)}};
