@@ -1795,6 +1795,51 @@ TEST_F(RoServiceF4Test, AChangeNeedsTheDevicesPinAndNamesNothingOfTheHolder) {
   expect_refusals({{"the holder, after the change", change(good, "sho-a"), 409, "already_exists"}});
 }
 
+// A PIN cannot be guessed by ordering changes again and again: after drf.change_attempts wrong
+// PINs for one PCID within drf.change_window, its orders are refused, the right PIN too, from any
+// operator, without the PIN being stretched, until the oldest wrong one leaves the window.
+TEST_F(RoServiceF4Test, GuessingThePinIsLimitedPerPcid) {
+  RoServiceConfig c = with_shos(config());
+  c.shos.try_emplace("sho-c", ShoEndpoint{"https://127.0.0.1:9"});
+  c.drf.change_attempts = 3;
+  c.drf.change_window = 600s;
+  start(std::move(c));
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  const std::string good = change_body();
+  expect_refusals({
+      {"wrong pin 1", change(change_body("", "00000001")), 403, "access_denied"},
+      {"wrong pin 2", change(change_body("", "00000002"), "sho-c"), 403, "access_denied"},
+  });
+  clock_.advance(100s);
+  expect_refusals({{"wrong pin 3", change(change_body("", "00000003")), 403, "access_denied"}});
+  expect_refusals({
+      {"the right pin, locked", change(good), 409, "transition_refused"},
+      {"another operator, locked", change(good, "sho-c"), 409, "transition_refused"},
+      {"a wrong pin, locked", change(change_body("", "00000004")), 409, "transition_refused"},
+  });
+  const store::AuditRecord locked = last_audit();
+  EXPECT_EQ(locked.service, "drf");
+  EXPECT_EQ(locked.event, "change");
+  EXPECT_EQ(locked.subject, kPcid);
+  EXPECT_EQ(locked.outcome, "transition_refused");
+  EXPECT_EQ(locked.detail.find("00000004"), std::string::npos);
+  const HttpResponse told = handle(change(good));
+  EXPECT_EQ(told.body.find(kPin), std::string::npos);
+  EXPECT_EQ(registration().successor, "");
+  EXPECT_EQ(flow_count("change_ordered"), 0u);
+  // Checks before the PIN's still answer as ever.
+  expect_refusals({{"another device", change(change_body("dev-other")), 422, "wrong_recipient"}});
+
+  clock_.advance(499s);  // the first two wrong PINs are 599 s old: still within the window
+  expect_refusals({{"the right pin, still locked", change(good), 409, "transition_refused"}});
+  clock_.advance(1s);  // they left it: one wrong PIN in the window
+  const HttpResponse ordered = handle(change(good));
+  ASSERT_EQ(ordered.status, 200) << ordered.body;
+  EXPECT_EQ(registration().successor, "sho-b");
+  EXPECT_EQ(last_audit().outcome, "ok");
+}
+
 // An earlier refusal would end the new change's polls at once: the order clears it.
 TEST_F(RoServiceF4Test, AChangeClearsTheRegistrationsRefusal) {
   start(with_shos(config()));
@@ -2213,6 +2258,8 @@ TEST_F(RoServiceTest, UnusableConfigurationsAreRefused) {
   EXPECT_EQ(refused([](auto& c) { c.shos["sho-a"] = {"http://127.0.0.1:1"}; }), "invalid_argument");
   EXPECT_EQ(refused([](auto& c) { c.notify_workers = 0; }), "invalid_argument");
   EXPECT_EQ(refused([](auto& c) { c.notify_workers = 257; }), "invalid_argument");
+  EXPECT_EQ(refused([](auto& c) { c.drf.change_attempts = 0; }), "invalid_argument");
+  EXPECT_EQ(refused([](auto& c) { c.drf.change_window = 0s; }), "invalid_argument");
   EXPECT_EQ(refused([&](auto& c) {
               auto mismatched = std::make_shared<pki::KeyPair>();
               mismatched->key = pki::up_ref(parties_->icf_keys.at("icf.other")->key.get());

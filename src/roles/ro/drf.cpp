@@ -33,19 +33,57 @@ std::string operator_principal(std::string_view id) { return fmt::format("operat
 
 }  // namespace
 
+std::deque<store::Time>* ChangeAttempts::window_of(std::string_view pcid, store::Time now,
+                                                   const DrfConfig& config) {
+  // Now and then, the PCIDs whose wrong PINs all left the window go.
+  if (++calls_ % 1024 == 0) {
+    std::erase_if(wrong_,
+                  [&](const auto& e) { return e.second.back() <= now - config.change_window; });
+  }
+  auto it = wrong_.find(std::string(pcid));
+  if (it == wrong_.end()) return nullptr;
+  std::deque<store::Time>& times = it->second;
+  while (!times.empty() && times.front() <= now - config.change_window) times.pop_front();
+  if (times.empty()) {
+    wrong_.erase(it);
+    return nullptr;
+  }
+  return &times;
+}
+
+bool ChangeAttempts::locked(std::string_view pcid, store::Time now, const DrfConfig& config) {
+  std::lock_guard lock(mu_);
+  const auto* times = window_of(pcid, now, config);
+  return times != nullptr && times->size() >= config.change_attempts;
+}
+
+void ChangeAttempts::wrong(std::string_view pcid, store::Time now, const DrfConfig& config) {
+  std::lock_guard lock(mu_);
+  (void)window_of(pcid, now, config);
+  wrong_[std::string(pcid)].push_back(now);
+}
+
+std::size_t ChangeAttempts::tracked() const {
+  std::lock_guard lock(mu_);
+  return wrong_.size();
+}
+
 Drf::Drf(store::RegistrationStore& registrations, store::PcidStore& pcids, store::AuditStore& audit,
-         ArrivalNotifier& notifier, const Clock& clock, RandomSource& random, DrfConfig config)
+         ArrivalNotifier& notifier, const Clock& clock, RandomSource& random, DrfConfig config,
+         ChangeAttempts* change_attempts)
     : registrations_(registrations),
       pcids_(pcids),
       audit_(audit),
       notifier_(notifier),
       clock_(clock),
       random_(random),
-      config_(config) {}
+      config_(config),
+      change_attempts_(change_attempts) {}
 
 Drf::Drf(store::Database& db, ArrivalNotifier& notifier, const Clock& clock, RandomSource& random,
-         DrfConfig config)
-    : Drf(db.registrations(), db.pcids(), db.audit(), notifier, clock, random, config) {}
+         DrfConfig config, ChangeAttempts* change_attempts)
+    : Drf(db.registrations(), db.pcids(), db.audit(), notifier, clock, random, config,
+          change_attempts) {}
 
 store::Time Drf::now() const { return detail::seconds_of(clock_.now()); }
 
@@ -123,9 +161,16 @@ Result<void> Drf::order_change(std::string_view pcid, std::string_view device_id
   if (reg.sho == caller_sho) {
     return fail(ErrorCode::already_exists, fmt::format("pcid {}: the caller holds it", pcid));
   }
-  // The PIN on the device's label: only its owner can move the device.
+  // The PIN on the device's label: only its owner can move the device. Guessing it is limited.
+  const store::Time t = now();
+  if (change_attempts_ != nullptr && change_attempts_->locked(pcid, t, config_)) {
+    return fail(ErrorCode::transition_refused,
+                fmt::format("pcid {}: too many wrong PINs within {} s; try again later", pcid,
+                            config_.change_window.count()));
+  }
   auto key = derive_bootstrap_key(pin, reg.device_id);
   if (!key || !constant_time_equal(key->get(), reg.bootstrap_key.get())) {
+    if (change_attempts_ != nullptr) change_attempts_->wrong(pcid, t, config_);
     return fail(ErrorCode::access_denied, "pin: not the device's");
   }
   if (!reg.refusal.empty()) {

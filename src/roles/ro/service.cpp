@@ -347,6 +347,10 @@ Result<void> check_config(const RoServiceConfig& c) {
     return fail(ErrorCode::invalid_argument,
                 "renewal.package_signer: must name this RO (urn:mcim:operator:<operator_id>)");
   }
+  if (c.drf.change_attempts == 0 || c.drf.change_window < std::chrono::seconds(1)) {
+    return fail(ErrorCode::invalid_argument,
+                "drf.change_attempts, drf.change_window: must be at least 1, resp. 1 s");
+  }
   if (c.notify_workers == 0 || c.notify_workers > kMaxNotifyWorkers) {
     return fail(ErrorCode::invalid_argument,
                 fmt::format("notify_workers: must be 1..{}", kMaxNotifyWorkers));
@@ -377,6 +381,7 @@ struct RoService::State {
   InstructionQueue instructions;  // F9: pending management instructions (management.h)
   DpfSessions dpf_sessions;       // F4: operational devices' DPF sessions (dpf_sessions.h)
   SuccessorRefusals refusers;     // F4: who refused, when a successor did (dpf_sessions.h)
+  ChangeAttempts change_attempts;  // F4: wrong PINs on change orders, by PCID (drf.h)
 
   std::mutex expiry_mu;
   std::condition_variable expiry_cv;
@@ -387,7 +392,7 @@ struct RoService::State {
   void flow(std::string_view step) const { router.metrics().flow_step(step); }
 
   Icf icf() { return Icf(db, clock, thread_random(), config.icf); }
-  Drf drf() { return Drf(db, notices, clock, thread_random(), config.drf); }
+  Drf drf() { return Drf(db, notices, clock, thread_random(), config.drf, &change_attempts); }
   Dpf dpf() {
     return Dpf(db, {notices, notices, notices}, *config.operator_roots, *config.supplier_roots,
                clock);
