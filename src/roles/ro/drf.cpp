@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include "common/secure.h"
 #include "pki/package.h"
 #include "roles/ro/audit.h"
@@ -51,16 +54,22 @@ std::deque<store::Time>* ChangeAttempts::window_of(std::string_view pcid, store:
   return &times;
 }
 
-bool ChangeAttempts::locked(std::string_view pcid, store::Time now, const DrfConfig& config) {
+bool ChangeAttempts::admit(std::string_view pcid, store::Time now, const DrfConfig& config) {
   std::lock_guard lock(mu_);
   const auto* times = window_of(pcid, now, config);
-  return times != nullptr && times->size() >= config.change_attempts;
+  if (times != nullptr && times->size() >= config.change_attempts) return false;
+  wrong_[std::string(pcid)].push_back(now);
+  return true;
 }
 
-void ChangeAttempts::wrong(std::string_view pcid, store::Time now, const DrfConfig& config) {
+void ChangeAttempts::forgive(std::string_view pcid, store::Time at) {
   std::lock_guard lock(mu_);
-  (void)window_of(pcid, now, config);
-  wrong_[std::string(pcid)].push_back(now);
+  auto it = wrong_.find(std::string(pcid));
+  if (it == wrong_.end()) return;
+  std::deque<store::Time>& times = it->second;
+  auto mine = std::find(times.rbegin(), times.rend(), at);
+  if (mine != times.rend()) times.erase(std::next(mine).base());
+  if (times.empty()) wrong_.erase(it);
 }
 
 std::size_t ChangeAttempts::tracked() const {
@@ -163,16 +172,16 @@ Result<void> Drf::order_change(std::string_view pcid, std::string_view device_id
   }
   // The PIN on the device's label: only its owner can move the device. Guessing it is limited.
   const store::Time t = now();
-  if (change_attempts_ != nullptr && change_attempts_->locked(pcid, t, config_)) {
+  if (change_attempts_ != nullptr && !change_attempts_->admit(pcid, t, config_)) {
     return fail(ErrorCode::transition_refused,
                 fmt::format("pcid {}: too many wrong PINs within {} s; try again later", pcid,
                             config_.change_window.count()));
   }
   auto key = derive_bootstrap_key(pin, reg.device_id);
   if (!key || !constant_time_equal(key->get(), reg.bootstrap_key.get())) {
-    if (change_attempts_ != nullptr) change_attempts_->wrong(pcid, t, config_);
-    return fail(ErrorCode::access_denied, "pin: not the device's");
+    return fail(ErrorCode::access_denied, "pin: not the device's");  // counted by admit()
   }
+  if (change_attempts_ != nullptr) change_attempts_->forgive(pcid, t);
   if (!reg.refusal.empty()) {
     // An earlier change's refusal would end the new change's polls: the RO clears it for the
     // holder (put() keeps the successor).

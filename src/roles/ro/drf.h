@@ -54,10 +54,11 @@ struct DrfConfig {
 // registered PCID's change with its registered device gets to the PIN. Thread-safe.
 class ChangeAttempts {
  public:
-  // Whether `pcid` is locked at `now` under `config`'s limit.
-  bool locked(std::string_view pcid, store::Time now, const DrfConfig& config);
-  // One more wrong PIN for `pcid` at `now`.
-  void wrong(std::string_view pcid, store::Time now, const DrfConfig& config);
+  // Whether a PIN may be tried for `pcid` at `now` under `config`'s limit: false when the PCID is
+  // locked. When true, the attempt is counted at once as a wrong one, so that racing orders
+  // cannot try more PINs than the limit; `forgive` takes it back when the PIN was right.
+  bool admit(std::string_view pcid, store::Time now, const DrfConfig& config);
+  void forgive(std::string_view pcid, store::Time at);
   std::size_t tracked() const;  // PCIDs with wrong PINs in their window (tests)
 
  private:
