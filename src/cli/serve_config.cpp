@@ -470,8 +470,11 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
                        optional("quarantine_s", JsonSchema::integer(0, 10 * kYearSeconds)),
                        optional("max_batch", JsonSchema::integer(1, 10'000'000)),
                    })),
-          optional("drf",
-                   JsonSchema::object({optional("require_known_pcid", JsonSchema::boolean())})),
+          optional("drf", JsonSchema::object({
+                              optional("require_known_pcid", JsonSchema::boolean()),
+                              optional("change_attempts", JsonSchema::integer(1, 1000)),
+                              optional("change_window_s", JsonSchema::integer(1, kYearSeconds)),
+                          })),
           optional("direct", JsonSchema::object({
                                  optional("enabled", JsonSchema::boolean()),
                                  optional("drf_url", JsonSchema::string(256)),
@@ -550,7 +553,12 @@ Result<RoServeConfig> load_ro_config(const std::string& path) {
     s.icf.max_batch = icf.value("max_batch", s.icf.max_batch);
   }
   if (j->contains("drf")) {
-    s.drf.require_known_pcid = (*j)["drf"].value("require_known_pcid", true);
+    const Json& drf = (*j)["drf"];
+    s.drf.require_known_pcid = drf.value("require_known_pcid", true);
+    s.drf.change_attempts = drf.value("change_attempts", s.drf.change_attempts);
+    if (drf.contains("change_window_s")) {
+      s.drf.change_window = std::chrono::seconds(drf["change_window_s"].get<std::int64_t>());
+    }
   }
   if (j->contains("direct")) {
     if (auto d = load_direct(file, (*j)["direct"], s); !d) return std::unexpected(d.error());

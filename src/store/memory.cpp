@@ -278,11 +278,24 @@ class MemoryPackages final : public PackageStore {
   }
 
   Result<std::optional<StoredPackage>> next_for_device(std::string_view device_id) override {
+    return next(device_id, [](const StoredPackage&) { return true; });
+  }
+
+  Result<std::optional<StoredPackage>> next_for_device_from(std::string_view device_id,
+                                                            std::string_view sho,
+                                                            std::string_view successor) override {
+    return next(device_id, [&](const StoredPackage& p) {
+      return !p.sho.empty() && (p.sho == sho || p.sho == successor);
+    });
+  }
+
+  template <class Keep>
+  Result<std::optional<StoredPackage>> next(std::string_view device_id, Keep keep) {
     Lock lock(s_.mu);
     const MemoryState::PackageEntry* best = nullptr;
     for (const auto& [id, e] : s_.packages) {
       const auto& p = e.package;
-      if (p.device_id != device_id || p.status == PackageStatus::reported) continue;
+      if (p.device_id != device_id || p.status == PackageStatus::reported || !keep(p)) continue;
       if (best == nullptr || p.created < best->package.created ||
           (p.created == best->package.created && e.order < best->order)) {
         best = &e;
@@ -418,11 +431,23 @@ class MemoryAttestations final : public AttestationRequestStore {
   }
 
   Result<std::optional<AttestationRequest>> next_for_device(std::string_view device_id) override {
+    return next(device_id, [](const AttestationRequest&) { return true; });
+  }
+
+  Result<std::optional<AttestationRequest>> next_for_device_from(
+      std::string_view device_id, std::string_view sho, std::string_view successor) override {
+    return next(device_id, [&](const AttestationRequest& r) {
+      return !r.sho.empty() && (r.sho == sho || r.sho == successor);
+    });
+  }
+
+  template <class Keep>
+  Result<std::optional<AttestationRequest>> next(std::string_view device_id, Keep keep) {
     Lock lock(s_.mu);
     const MemoryState::AttestationEntry* best = nullptr;
     for (const auto& [id, e] : s_.attestations) {
       const auto& r = e.request;
-      if (r.device_id != device_id || r.status != AttestationStatus::pending) continue;
+      if (r.device_id != device_id || r.status != AttestationStatus::pending || !keep(r)) continue;
       if (best == nullptr || r.created < best->request.created ||
           (r.created == best->request.created && e.order < best->order)) {
         best = &e;

@@ -114,6 +114,11 @@ const char* sql_of(Q q) {
       return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
              "package WHERE device_id = $1::text "
              "AND status <> 'reported' ORDER BY created, seq LIMIT 1";
+    case Q::pkg_next_from:
+      return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
+             "package WHERE device_id = $1::text AND sho <> '' "
+             "AND sho IN ($2::text, $3::text) "
+             "AND status <> 'reported' ORDER BY created, seq LIMIT 1";
     case Q::pkg_find:
       return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
              "package WHERE package_id = $1::text";
@@ -149,6 +154,10 @@ const char* sql_of(Q q) {
       return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
              "attestation_request WHERE device_id = $1::text AND status = 'pending' "
              "ORDER BY created, seq LIMIT 1";
+    case Q::att_next_from:
+      return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
+             "attestation_request WHERE device_id = $1::text AND status = 'pending' "
+             "AND sho <> '' AND sho IN ($2::text, $3::text) ORDER BY created, seq LIMIT 1";
     case Q::att_find:
       return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
              "attestation_request WHERE request_id = $1::text";

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <numeric>
 #include <optional>
 #include <set>
@@ -48,6 +49,7 @@ enum class Q : std::size_t {
   reg_successor,
   pkg_insert,
   pkg_next,
+  pkg_next_from,
   pkg_find,
   pkg_deliver,
   pkg_report,
@@ -61,6 +63,7 @@ enum class Q : std::size_t {
   audit_recent,
   att_insert,
   att_next,
+  att_next_from,
   att_find,
   att_answer,
   att_status,
@@ -266,18 +269,27 @@ Result<StoredReferences> read_references(const Stmt& s) {
                           .stored = time_from_column(s.int_at(3))};
 }
 
-// Runs a one-key lookup and decodes its row with `read`; nullopt without a row.
+// Runs a lookup by its text keys (bound ?1, ?2, ... in order) and decodes its row with `read`;
+// nullopt without a row.
 template <class D, class T, class Read>
-Result<std::optional<T>> find_one(typename D::Connection& c, Q q, std::string_view key, Read read) {
+Result<std::optional<T>> find_by(typename D::Connection& c, Q q,
+                                 std::initializer_list<std::string_view> keys, Read read) {
   auto s = D::query(c, q);
   if (!s) return pass(s);
-  s->text(1, key);
+  int i = 0;
+  for (std::string_view key : keys) s->text(++i, key);
   auto row = s->step();
   if (!row) return pass(row);
   if (!*row) return std::optional<T>();
   auto v = read(*s);
   if (!v) return pass(v);
   return std::optional<T>(std::move(*v));
+}
+
+// find_by with one key.
+template <class D, class T, class Read>
+Result<std::optional<T>> find_one(typename D::Connection& c, Q q, std::string_view key, Read read) {
+  return find_by<D, T>(c, q, {key}, std::move(read));
 }
 
 // Reads the one text column of a lookup by key; nullopt without a row.
@@ -615,6 +627,15 @@ class SqlPackages final : public PackageStore {
     return one("packages.next_for_device", Q::pkg_next, device_id);
   }
 
+  Result<std::optional<StoredPackage>> next_for_device_from(std::string_view device_id,
+                                                            std::string_view sho,
+                                                            std::string_view successor) override {
+    return b_.run("packages.next_for_device_from", [&](Connection& c) {
+      return find_by<D, StoredPackage>(c, Q::pkg_next_from, {device_id, sho, successor},
+                                       [](const auto& s) { return read_package(s); });
+    });
+  }
+
   Result<std::optional<StoredPackage>> find(std::string_view package_id) override {
     return one("packages.find", Q::pkg_find, package_id);
   }
@@ -799,6 +820,14 @@ class SqlAttestations final : public AttestationRequestStore {
 
   Result<std::optional<AttestationRequest>> next_for_device(std::string_view device_id) override {
     return one("attestation_requests.next_for_device", Q::att_next, device_id);
+  }
+
+  Result<std::optional<AttestationRequest>> next_for_device_from(
+      std::string_view device_id, std::string_view sho, std::string_view successor) override {
+    return b_.run("attestation_requests.next_for_device_from", [&](Connection& c) {
+      return find_by<D, AttestationRequest>(c, Q::att_next_from, {device_id, sho, successor},
+                                            [](const auto& s) { return read_attestation(s); });
+    });
   }
 
   Result<std::optional<AttestationRequest>> find(std::string_view request_id) override {

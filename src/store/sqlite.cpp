@@ -103,6 +103,10 @@ const char* sql_of(Q q) {
       return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
              "package WHERE device_id = ?1 "
              "AND status <> 'reported' ORDER BY created, seq LIMIT 1";
+    case Q::pkg_next_from:
+      return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
+             "package WHERE device_id = ?1 AND sho <> '' AND sho IN (?2, ?3) "
+             "AND status <> 'reported' ORDER BY created, seq LIMIT 1";
     case Q::pkg_find:
       return "SELECT package_id, device_id, sho, package, status, report, created, updated FROM "
              "package WHERE package_id = ?1";
@@ -136,6 +140,10 @@ const char* sql_of(Q q) {
       return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
              "attestation_request WHERE device_id = ?1 AND status = 'pending' "
              "ORDER BY created, seq LIMIT 1";
+    case Q::att_next_from:
+      return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
+             "attestation_request WHERE device_id = ?1 AND status = 'pending' "
+             "AND sho <> '' AND sho IN (?2, ?3) ORDER BY created, seq LIMIT 1";
     case Q::att_find:
       return "SELECT request_id, pcid, device_id, sho, nonce, status, created, answered FROM "
              "attestation_request WHERE request_id = ?1";

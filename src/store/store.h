@@ -173,6 +173,12 @@ class PackageStore {
   virtual Result<void> put(const StoredPackage& p) = 0;  // already_exists for a known package_id
   // The oldest pending or delivered package for a device.
   virtual Result<std::optional<StoredPackage>> next_for_device(std::string_view device_id) = 0;
+  // F4: the same among the packages handed over by `sho` or `successor` (a registration's holder
+  // and successor; an empty one matches none): what the DPF serves, so that a package of an SHO
+  // that provisions the device no more (a successor that refused or was replaced) blocks nothing.
+  virtual Result<std::optional<StoredPackage>> next_for_device_from(std::string_view device_id,
+                                                                    std::string_view sho,
+                                                                    std::string_view successor) = 0;
   virtual Result<std::optional<StoredPackage>> find(std::string_view package_id) = 0;
   virtual Result<void> mark_delivered(std::string_view package_id, Time at) = 0;
   // Records the report; transition_refused when already reported (a replay).
@@ -238,6 +244,9 @@ class AttestationRequestStore {
   // The oldest pending request for a device.
   virtual Result<std::optional<AttestationRequest>> next_for_device(
       std::string_view device_id) = 0;
+  // F4: the same among the requests of `sho` or `successor` (as PackageStore's).
+  virtual Result<std::optional<AttestationRequest>> next_for_device_from(
+      std::string_view device_id, std::string_view sho, std::string_view successor) = 0;
   virtual Result<std::optional<AttestationRequest>> find(std::string_view request_id) = 0;
   // pending -> answered at `at`, atomically: not_found; transition_refused when already answered
   // (a second answer, or two racing: exactly one wins).

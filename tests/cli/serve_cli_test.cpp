@@ -268,6 +268,8 @@ TEST(ServeConfig, RoDefaultsAndRelativePaths) {
   EXPECT_EQ(s.icf.amf, icf_defaults.amf);
   EXPECT_EQ(s.icf.session_lifetime, icf_defaults.session_lifetime);
   EXPECT_TRUE(s.drf.require_known_pcid);
+  EXPECT_EQ(s.drf.change_attempts, 5u);
+  EXPECT_EQ(s.drf.change_window, 3600s);
   EXPECT_TRUE(s.direct_access);
   EXPECT_EQ(s.direct_drf_url, "");
   EXPECT_EQ(s.direct.challenge_lifetime, ro::DirectConfig{}.challenge_lifetime);
@@ -295,7 +297,7 @@ TEST(ServeConfig, RoEveryKnob) {
               {"session_lifetime_s", 60},
               {"quarantine_s", 600},
               {"max_batch", 5}};
-  j["drf"] = {{"require_known_pcid", false}};
+  j["drf"] = {{"require_known_pcid", false}, {"change_attempts", 3}, {"change_window_s", 600}};
   j["direct"] = {
       {"enabled", false}, {"drf_url", "https://10.0.0.5:8443"}, {"challenge_lifetime_s", 30}};
   const auto path = write_config("ro-knobs", "ro.json", j);
@@ -318,6 +320,8 @@ TEST(ServeConfig, RoEveryKnob) {
   EXPECT_EQ(s.icf.quarantine, 600s);
   EXPECT_EQ(s.icf.max_batch, 5u);
   EXPECT_FALSE(s.drf.require_known_pcid);
+  EXPECT_EQ(s.drf.change_attempts, 3u);
+  EXPECT_EQ(s.drf.change_window, 600s);
   EXPECT_FALSE(s.direct_access);
   EXPECT_EQ(s.direct_drf_url, "https://10.0.0.5:8443");
   EXPECT_EQ(s.direct.challenge_lifetime, 30s);

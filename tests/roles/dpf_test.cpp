@@ -101,6 +101,9 @@ class DpfTest : public ::testing::Test {
                            world().seal(doc, signer, tre_->platform_certificate())};
   }
 
+  // The registration of kPcid as stored now.
+  store::Registration registration() { return **db_->registrations().find(kPcid); }
+
   std::vector<X509*> platform_chain() { return {tre_->platform_certificate()}; }
   std::vector<std::string> platform_pems() {
     return {*pki::certificate_pem(tre_->platform_certificate())};
@@ -138,7 +141,7 @@ TEST_F(DpfTest, PackageTravelsToItsTreAndTheReportToTheSho) {
   ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
   EXPECT_EQ((*db_->packages().find(h.package_id))->status, store::PackageStatus::pending);
 
-  auto got = dpf_->fetch(device_, device_);
+  auto got = dpf_->fetch(registration(), device_);
   ASSERT_TRUE(got) << got.error().message;
   EXPECT_EQ(got->package_id, h.package_id);
   EXPECT_EQ(got->package, h.package);
@@ -164,7 +167,7 @@ TEST_F(DpfTest, PackageTravelsToItsTreAndTheReportToTheSho) {
   EXPECT_EQ(relay_.relayed[0].signed_report, installed.report);
 
   // Reported: no longer served, and a second report is a replay.
-  EXPECT_EQ(dpf_->fetch(device_, device_).error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->fetch(registration(), device_).error().code, ErrorCode::not_found);
   EXPECT_EQ(dpf_->report(h.package_id, installed.report, platform_chain()).error().code,
             ErrorCode::transition_refused);
   EXPECT_EQ(relay_.relayed.size(), 1u);
@@ -184,7 +187,7 @@ TEST_F(DpfTest, OnlyTheRegisteringShoMayHandOverItsOwnPackage) {
   auto broken = handover("sho-a", world().signer("sho-a"));
   broken.package.resize(broken.package.size() / 2);
   EXPECT_EQ(dpf_->store_package(broken, "sho-a").error().code, ErrorCode::bad_format);
-  EXPECT_EQ(dpf_->fetch(device_, device_).error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->fetch(registration(), device_).error().code, ErrorCode::not_found);
   // And the refusals are on the record.
   const auto audit = *db_->audit().recent(10);
   ASSERT_EQ(audit.size(), 5u);  // four hand-overs and the fetch, newest first
@@ -213,12 +216,14 @@ TEST_F(DpfTest, HandoverMustMatchTheRegistration) {
 TEST_F(DpfTest, PackageIsServedOnlyToItsDeviceAndAgainUntilReported) {
   const auto h = handover("sho-a", world().signer("sho-a"));
   ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
-  EXPECT_EQ(dpf_->fetch(device_, "dev-other").error().code, ErrorCode::access_denied);
-  EXPECT_EQ(dpf_->fetch(device_, "").error().code, ErrorCode::access_denied);
-  EXPECT_EQ(dpf_->fetch("dev-other", "dev-other").error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->fetch(registration(), "dev-other").error().code, ErrorCode::access_denied);
+  EXPECT_EQ(dpf_->fetch(registration(), "").error().code, ErrorCode::access_denied);
+  store::Registration other = registration();
+  other.device_id = "dev-other";
+  EXPECT_EQ(dpf_->fetch(other, "dev-other").error().code, ErrorCode::not_found);
   // A download that failed is retried: the same package again.
-  auto first = dpf_->fetch(device_, device_);
-  auto second = dpf_->fetch(device_, device_);
+  auto first = dpf_->fetch(registration(), device_);
+  auto second = dpf_->fetch(registration(), device_);
   ASSERT_TRUE(first && second);
   EXPECT_EQ(first->package, second->package);
   EXPECT_EQ(second->package_id, h.package_id);
@@ -228,7 +233,7 @@ TEST_F(DpfTest, ReportsAreVerified) {
   const auto h = handover("sho-a", world().signer("sho-a"));
   ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
   ASSERT_TRUE(tre_->record_registration(kNonce));
-  auto installed = tre_->install(dpf_->fetch(device_, device_)->package);
+  auto installed = tre_->install(dpf_->fetch(registration(), device_)->package);
   ASSERT_TRUE(installed.result);
 
   // Another TRE's certificate: not this package's device.
@@ -284,19 +289,19 @@ TEST_F(DpfTest, AReportOnAnotherPackageIsRefused) {
       world().seal(doc2, world().signer("sho-a"), tre_->platform_certificate())};
   ASSERT_TRUE(dpf_->store_package(h2, "sho-a"));
   ASSERT_TRUE(tre_->record_registration(kNonce));
-  auto installed = tre_->install(dpf_->fetch(device_, device_)->package);  // h1, the oldest
+  auto installed = tre_->install(dpf_->fetch(registration(), device_)->package);  // h1, the oldest
   ASSERT_TRUE(installed.result);
   EXPECT_EQ(dpf_->report(h2.package_id, installed.report, platform_chain()).error().code,
             ErrorCode::invalid_argument);
   EXPECT_TRUE(dpf_->report(h1.package_id, installed.report, platform_chain()));
-  EXPECT_EQ(dpf_->fetch(device_, device_)->package_id, h2.package_id);
+  EXPECT_EQ(dpf_->fetch(registration(), device_)->package_id, h2.package_id);
 }
 
 TEST_F(DpfTest, ARefusedInstallIsReportedAndRelayedToo) {
   const auto h = handover("sho-a", world().signer("sho-a"));
   ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
   // Installed without the registration nonce: refused, the report names the package.
-  auto refused = tre_->install(dpf_->fetch(device_, device_)->package);
+  auto refused = tre_->install(dpf_->fetch(registration(), device_)->package);
   ASSERT_FALSE(refused.result);
   auto report = dpf_->report(h.package_id, refused.report, platform_chain());
   ASSERT_TRUE(report) << report.error().message;
@@ -333,7 +338,7 @@ TEST_F(DpfTest, AFailingRelayKeepsTheReportAndIsOnTheRecord) {
   const auto h = handover("sho-a", world().signer("sho-a"));
   ASSERT_TRUE(dpf_->store_package(h, "sho-a"));
   ASSERT_TRUE(tre_->record_registration(kNonce));
-  auto installed = tre_->install(dpf_->fetch(device_, device_)->package);
+  auto installed = tre_->install(dpf_->fetch(registration(), device_)->package);
   relay_.failing = true;
   ASSERT_TRUE(dpf_->report(h.package_id, installed.report, platform_chain()));
   EXPECT_EQ((*db_->packages().find(h.package_id))->status, store::PackageStatus::reported);
@@ -348,7 +353,7 @@ TEST_F(DpfTest, AReplacementIsHandedOverAndEachAcknowledgementRelayedToItsSho) {
   const auto old = handover("sho-a", world().signer("sho-a"));
   ASSERT_TRUE(dpf_->store_package(old, "sho-a"));
   ASSERT_TRUE(tre_->record_registration(kNonce));
-  const auto installed = tre_->install(dpf_->fetch(device_, device_)->package);
+  const auto installed = tre_->install(dpf_->fetch(registration(), device_)->package);
   ASSERT_TRUE(dpf_->report(old.package_id, installed.report, platform_chain()));
   ASSERT_TRUE(db_->registrations().set_successor(kPcid, "sho-b"));
 
@@ -359,7 +364,7 @@ TEST_F(DpfTest, AReplacementIsHandedOverAndEachAcknowledgementRelayedToItsSho) {
   ASSERT_TRUE(dpf_->store_package(h, "sho-b"));
   ASSERT_TRUE(tre_->record_registration(nonce_b));
   const tre::ReplaceOutcome out =
-      tre_->install_replacing(dpf_->fetch(device_, device_)->package, kImsi);
+      tre_->install_replacing(dpf_->fetch(registration(), device_)->package, kImsi);
   ASSERT_TRUE(out.install.result) << out.install.result.error().message;
   const store::Registration reg = **db_->registrations().find(kPcid);
   relay_.failing = true;
@@ -393,12 +398,63 @@ TEST_F(DpfTest, AReplacementIsHandedOverAndEachAcknowledgementRelayedToItsSho) {
             ErrorCode::transition_refused);
 }
 
+// F4: a successor replaced by a new change (or that refused) provisions the device no more: its
+// request and package stay stored but are passed over, and a report on its package is refused.
+TEST_F(DpfTest, OnlyTheHoldersAndTheSuccessorsWorkIsServed) {
+  // Held by sho-x; the owner orders a change to sho-b, then re-orders it to sho-a.
+  ASSERT_TRUE(db_->registrations().remove(kPcid, "sho-a"));
+  register_pcid(kPcid, device_, "sho-x");
+  ASSERT_TRUE(db_->registrations().set_successor(kPcid, "sho-b"));
+  ASSERT_TRUE(dpf_->request_attestation(ask("req-b"), "sho-b"));
+  const auto h_b = handover("sho-b", world().signer("sho-b"));
+  ASSERT_TRUE(dpf_->store_package(h_b, "sho-b"));
+  ASSERT_TRUE(db_->registrations().set_successor(kPcid, "sho-a"));
+  EXPECT_EQ(dpf_->next_attestation_request(registration()).error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->fetch(registration(), device_).error().code, ErrorCode::not_found);
+  ASSERT_TRUE(dpf_->request_attestation(ask("req-a"), "sho-a"));
+  const auto h_a = handover("sho-a", world().signer("sho-a"), 2);
+  ASSERT_TRUE(dpf_->store_package(h_a, "sho-a"));
+  auto next = dpf_->next_attestation_request(registration());
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(next->request_id, "req-a");  // sho-b's, older, passed over
+  auto fetched = dpf_->fetch(registration(), device_);
+  ASSERT_TRUE(fetched) << fetched.error().message;
+  EXPECT_EQ(fetched->package_id, h_a.package_id);
+
+  // Refused before the report is verified; nothing stored, the registration as it was.
+  const std::string request_b = request_state("req-b");
+  auto refused = dpf_->report(registration(), h_b.package_id, "report", platform_chain(), {});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::transition_refused);
+  const auto stale = **db_->packages().find(h_b.package_id);
+  EXPECT_EQ(stale.status, store::PackageStatus::pending);
+  EXPECT_EQ(stale.report, "");
+  EXPECT_EQ(registration().sho, "sho-x");
+  EXPECT_EQ(registration().successor, "sho-a");
+  EXPECT_EQ(request_state("req-b"), request_b);
+  const auto audit = db_->audit().recent(1)->front();
+  EXPECT_EQ(audit.event, "report");
+  EXPECT_EQ(audit.outcome, "transition_refused");
+  EXPECT_TRUE(relay_.relayed.empty());
+
+  // The successor's refusal ends the change: its work is passed over too, the holder's served.
+  auto recorded = dpf_->refuse(kPcid, device_, "measurement_mismatch", "sho-a");
+  ASSERT_TRUE(recorded) << recorded.error().message;
+  EXPECT_EQ(recorded->sho, "sho-x");  // the successor refused
+  EXPECT_EQ(recorded->successor, "");
+  EXPECT_EQ(recorded->refusal, "measurement_mismatch");
+  EXPECT_EQ(dpf_->next_attestation_request(registration()).error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->fetch(registration(), device_).error().code, ErrorCode::not_found);
+  ASSERT_TRUE(dpf_->request_attestation(ask("req-x"), "sho-x"));
+  EXPECT_EQ(dpf_->next_attestation_request(registration())->request_id, "req-x");
+}
+
 // ---- Attestation requests (F2 steps 7-9) ----------------------------------------------------
 
 TEST_F(DpfTest, AttestationRequestIsCollectedAnsweredAndRelayed) {
-  EXPECT_EQ(dpf_->next_attestation_request(device_).error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->next_attestation_request(registration()).error().code, ErrorCode::not_found);
   ASSERT_TRUE(dpf_->request_attestation(ask(), "sho-a"));
-  auto next = dpf_->next_attestation_request(device_);
+  auto next = dpf_->next_attestation_request(registration());
   ASSERT_TRUE(next) << next.error().message;
   EXPECT_EQ(next->request_id, kRequest);
   EXPECT_EQ(next->nonce, kChallenge);
@@ -418,7 +474,7 @@ TEST_F(DpfTest, AttestationRequestIsCollectedAnsweredAndRelayed) {
   EXPECT_EQ(a.sho, "sho-a");
   EXPECT_EQ(a.report, report);
   EXPECT_EQ(a.platform_chain, platform_pems());
-  EXPECT_EQ(dpf_->next_attestation_request(device_).error().code, ErrorCode::not_found);
+  EXPECT_EQ(dpf_->next_attestation_request(registration()).error().code, ErrorCode::not_found);
 
   const std::string before = request_state();
   auto again = dpf_->answer_attestation(kRequest, device_, report, platform_pems());
@@ -514,6 +570,9 @@ TEST_F(DpfTest, TheShosRefusalIsKeptUntilANewRegistration) {
   ASSERT_FALSE(told);
   EXPECT_EQ(told.error().code, ErrorCode::measurement_mismatch);
   EXPECT_EQ(told.error().message, "home operator sho-a refused the device: measurement_mismatch");
+  // F4: a successor's refusal, which the caller knows of, names it.
+  EXPECT_EQ(Dpf::refusal_of(reg(), "sho-b").error().message,
+            "home operator sho-b refused the device: measurement_mismatch");
   // The SHO registering the device anew (a fresh registration row) starts over.
   register_pcid(kPcid, device_, "sho-a");
   EXPECT_TRUE(Dpf::refusal_of(reg()));

@@ -224,5 +224,26 @@ TEST_F(DrfTest, EachDiscoveryNoticesTheShoOnce) {
             "drf|discover|" + kPcid + "|pcid:" + kPcid + "|ok|device " + kDevice + ", sho sho-a");
 }
 
+// F4: each PIN tried is counted before it is checked, so that racing orders cannot try more than
+// the limit; a right one is taken back; counts leave the window and their PCID is forgotten.
+TEST(ChangeAttemptsTest, AdmitsAtMostTheLimitWithinTheWindow) {
+  ChangeAttempts attempts;
+  DrfConfig config;
+  config.change_attempts = 2;
+  config.change_window = seconds(60);
+  const store::Time t0 = std::chrono::floor<seconds>(kT0);
+  EXPECT_TRUE(attempts.admit("pcid-1", t0, config));
+  EXPECT_TRUE(attempts.admit("pcid-1", t0, config));  // both in flight: neither settled yet
+  EXPECT_FALSE(attempts.admit("pcid-1", t0, config));
+  EXPECT_TRUE(attempts.admit("pcid-2", t0, config));  // per PCID
+  attempts.forgive("pcid-1", t0);                      // one was the right PIN
+  EXPECT_TRUE(attempts.admit("pcid-1", t0 + seconds(10), config));
+  EXPECT_FALSE(attempts.admit("pcid-1", t0 + seconds(59), config));
+  EXPECT_TRUE(attempts.admit("pcid-1", t0 + seconds(60), config));  // t0's left the window
+  EXPECT_EQ(attempts.tracked(), 2u);
+  attempts.forgive("pcid-2", t0);
+  EXPECT_EQ(attempts.tracked(), 1u);
+}
+
 }  // namespace
 }  // namespace mcim::ro

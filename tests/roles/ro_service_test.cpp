@@ -1795,6 +1795,51 @@ TEST_F(RoServiceF4Test, AChangeNeedsTheDevicesPinAndNamesNothingOfTheHolder) {
   expect_refusals({{"the holder, after the change", change(good, "sho-a"), 409, "already_exists"}});
 }
 
+// A PIN cannot be guessed by ordering changes again and again: after drf.change_attempts wrong
+// PINs for one PCID within drf.change_window, its orders are refused, the right PIN too, from any
+// operator, without the PIN being stretched, until the oldest wrong one leaves the window.
+TEST_F(RoServiceF4Test, GuessingThePinIsLimitedPerPcid) {
+  RoServiceConfig c = with_shos(config());
+  c.shos.try_emplace("sho-c", ShoEndpoint{"https://127.0.0.1:9"});
+  c.drf.change_attempts = 3;
+  c.drf.change_window = 600s;
+  start(std::move(c));
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  const std::string good = change_body();
+  expect_refusals({
+      {"wrong pin 1", change(change_body("", "00000001")), 403, "access_denied"},
+      {"wrong pin 2", change(change_body("", "00000002"), "sho-c"), 403, "access_denied"},
+  });
+  clock_.advance(100s);
+  expect_refusals({{"wrong pin 3", change(change_body("", "00000003")), 403, "access_denied"}});
+  expect_refusals({
+      {"the right pin, locked", change(good), 409, "transition_refused"},
+      {"another operator, locked", change(good, "sho-c"), 409, "transition_refused"},
+      {"a wrong pin, locked", change(change_body("", "00000004")), 409, "transition_refused"},
+  });
+  const store::AuditRecord locked = last_audit();
+  EXPECT_EQ(locked.service, "drf");
+  EXPECT_EQ(locked.event, "change");
+  EXPECT_EQ(locked.subject, kPcid);
+  EXPECT_EQ(locked.outcome, "transition_refused");
+  EXPECT_EQ(locked.detail.find("00000004"), std::string::npos);
+  const HttpResponse told = handle(change(good));
+  EXPECT_EQ(told.body.find(kPin), std::string::npos);
+  EXPECT_EQ(registration().successor, "");
+  EXPECT_EQ(flow_count("change_ordered"), 0u);
+  // Checks before the PIN's still answer as ever.
+  expect_refusals({{"another device", change(change_body("dev-other")), 422, "wrong_recipient"}});
+
+  clock_.advance(499s);  // the first two wrong PINs are 599 s old: still within the window
+  expect_refusals({{"the right pin, still locked", change(good), 409, "transition_refused"}});
+  clock_.advance(1s);  // they left it: one wrong PIN in the window
+  const HttpResponse ordered = handle(change(good));
+  ASSERT_EQ(ordered.status, 200) << ordered.body;
+  EXPECT_EQ(registration().successor, "sho-b");
+  EXPECT_EQ(last_audit().outcome, "ok");
+}
+
 // An earlier refusal would end the new change's polls at once: the order clears it.
 TEST_F(RoServiceF4Test, AChangeClearsTheRegistrationsRefusal) {
   start(with_shos(config()));
@@ -1890,6 +1935,78 @@ TEST_F(RoServiceF4Test, TheSuccessorProvisionsBesideTheHolderAndMayRefuse) {
   ASSERT_EQ(handle(change(change_body())).status, 200);
   EXPECT_EQ(registration().refusal, "");
   EXPECT_EQ(registration().successor, "sho-b");
+}
+
+// A change re-ordered to another SHO (or refused) leaves the former successor's request and package
+// stored: the device's polls pass over them, and its report on such a package is refused.
+TEST_F(RoServiceF4Test, ARenewedOrderPassesOverTheFormerSuccessorsWork) {
+  RoServiceConfig c = with_shos(config());
+  c.shos.try_emplace("sho-c", ShoEndpoint{"https://127.0.0.1:9"});
+  start(std::move(c));
+  operational();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(handle(change(change_body())).status, 200);
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/attestation-requests", "sho-b",
+                              attestation_request_body("challenge-b")))
+                .status,
+            201);
+  ASSERT_EQ(
+      handle(op_request("POST", "/v1/dpf/packages", "sho-b", package_body(2, "sho-b"))).status,
+      201);
+  const std::string package_b = known_.packages.back();
+  ASSERT_EQ(handle(change(change_body(), "sho-c")).status, 200);
+  EXPECT_EQ(registration().successor, "sho-c");
+
+  const std::string sid = dpf_session();
+  auto poll = [&](const std::string& what) {
+    return handle(device_request("GET", "/v1/dpf/" + what, bearer(sid)));
+  };
+  EXPECT_EQ(poll("attestation-request").status, 404);  // not sho-b's
+  EXPECT_EQ(poll("package").status, 404);
+  ASSERT_EQ(handle(op_request("POST", "/v1/dpf/attestation-requests", "sho-c",
+                              attestation_request_body("challenge-c")))
+                .status,
+            201);
+  ASSERT_EQ(
+      handle(op_request("POST", "/v1/dpf/packages", "sho-c", package_body(3, "sho-c"))).status,
+      201);
+  const std::string package_c = known_.packages.back();
+  const HttpResponse asked = poll("attestation-request");
+  ASSERT_EQ(asked.status, 200) << asked.body;
+  EXPECT_EQ(Json::parse(asked.body)["request_id"], "challenge-c");
+  const HttpResponse fetched = poll("package");
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  EXPECT_EQ(Json::parse(fetched.body)["package_id"], package_c);
+
+  expect_refusals({
+      {"a report on the former successor's package",
+       device_request("POST", "/v1/dpf/packages/" + package_b + "/report", bearer(sid),
+                      report_body(old_install_report_)),
+       409, "transition_refused"},
+  });
+  EXPECT_EQ(last_audit().event, "report");
+  EXPECT_EQ(last_audit().outcome, "transition_refused");
+  EXPECT_EQ(to_string((*db_->attestation_requests().find("challenge-b"))->status), "pending");
+  EXPECT_EQ(to_string((*db_->packages().find(package_b))->status), "pending");
+
+  // sho-c refuses: the device's polls end with its refusal, naming sho-c (the store keeps the
+  // holder only); a refusal of the holder's afterwards names the holder.
+  auto refuse = [&](const std::string& op) {
+    return handle(op_request(
+        "POST", "/v1/dpf/refusals", op,
+        Json{{"pcid", kPcid}, {"device_id", device_}, {"code", "measurement_mismatch"}}.dump()));
+  };
+  ASSERT_EQ(refuse("sho-c").status, 201);
+  for (const std::string what : {"attestation-request", "package"}) {
+    const HttpResponse told = poll(what);
+    EXPECT_EQ(error_code(told), "measurement_mismatch") << what;
+    EXPECT_EQ(Json::parse(told.body)["error"]["message"],
+              "home operator sho-c refused the device: measurement_mismatch")
+        << what;
+  }
+  ASSERT_EQ(refuse("sho-a").status, 201);
+  EXPECT_EQ(Json::parse(poll("package").body)["error"]["message"],
+            "home operator sho-a refused the device: measurement_mismatch");
 }
 
 // F4 step 4: the operational device proves its platform key for a DPF-only session, which the
@@ -2142,6 +2259,8 @@ TEST_F(RoServiceTest, UnusableConfigurationsAreRefused) {
   EXPECT_EQ(refused([](auto& c) { c.shos["sho-a"] = {"http://127.0.0.1:1"}; }), "invalid_argument");
   EXPECT_EQ(refused([](auto& c) { c.notify_workers = 0; }), "invalid_argument");
   EXPECT_EQ(refused([](auto& c) { c.notify_workers = 257; }), "invalid_argument");
+  EXPECT_EQ(refused([](auto& c) { c.drf.change_attempts = 0; }), "invalid_argument");
+  EXPECT_EQ(refused([](auto& c) { c.drf.change_window = 0s; }), "invalid_argument");
   EXPECT_EQ(refused([&](auto& c) {
               auto mismatched = std::make_shared<pki::KeyPair>();
               mismatched->key = pki::up_ref(parties_->icf_keys.at("icf.other")->key.get());

@@ -742,6 +742,33 @@ TEST_P(StoreTest, PackageNextForDeviceIsTheOldestOpenOne) {
   EXPECT_FALSE(none->has_value());
 }
 
+// F4: the DPF serves a device only its registration's holder's and successor's packages; an older
+// one of another SHO is passed over, not in the way.
+TEST_P(StoreTest, PackageNextForDeviceFromOnlyTheNamedShos) {
+  auto of = [](std::string id, std::int64_t created, std::string sho) {
+    auto p = make_package(std::move(id), "device-1", created);
+    p.sho = std::move(sho);
+    return p;
+  };
+  ASSERT_OK(db_->packages().put(of("pkg-b", 10, "sho-b")));
+  ASSERT_OK(db_->packages().put(of("pkg-a", 20, "sho-a")));
+  ASSERT_OK(db_->packages().put(of("pkg-c", 30, "sho-c")));
+  auto next_id = [&](std::string_view sho, std::string_view successor) -> std::string {
+    auto n = db_->packages().next_for_device_from("device-1", sho, successor);
+    EXPECT_TRUE(n) << fmt::to_string(n.error());
+    return n && n->has_value() ? (*n)->package_id : "";
+  };
+  EXPECT_EQ(next_id("sho-a", "sho-c"), "pkg-a");  // sho-b's, older, passed over
+  EXPECT_EQ(next_id("sho-c", ""), "pkg-c");
+  EXPECT_EQ(next_id("sho-a", "sho-b"), "pkg-b");
+  EXPECT_EQ(next_id("sho-x", ""), "");
+  ASSERT_OK(db_->packages().store_report("pkg-a", "ok", at(40)));
+  EXPECT_EQ(next_id("sho-a", "sho-c"), "pkg-c");
+  auto other = db_->packages().next_for_device_from("device-2", "sho-a", "sho-c");
+  ASSERT_OK(other);
+  EXPECT_FALSE(other->has_value());
+}
+
 TEST_P(StoreTest, PackageMarkDelivered) {
   ASSERT_OK(db_->packages().put(make_package("pkg-1", "device-1", 100)));
   ASSERT_OK(db_->packages().mark_delivered("pkg-1", at(150)));
@@ -1083,6 +1110,30 @@ TEST_P(StoreTest, AttestationNextForDeviceIsTheOldestPendingOne) {
   auto none = db_->attestation_requests().next_for_device("device-3");
   ASSERT_OK(none);
   EXPECT_FALSE(none->has_value());
+}
+
+TEST_P(StoreTest, AttestationNextForDeviceFromOnlyTheNamedShos) {
+  auto of = [](std::string id, std::int64_t created, std::string sho) {
+    auto r = make_request(std::move(id), "device-1", created);
+    r.sho = std::move(sho);
+    return r;
+  };
+  ASSERT_OK(db_->attestation_requests().put(of("req-b", 10, "sho-b")));
+  ASSERT_OK(db_->attestation_requests().put(of("req-c", 20, "sho-c")));
+  ASSERT_OK(db_->attestation_requests().put(of("req-a", 30, "sho-a")));
+  auto next_id = [&](std::string_view sho, std::string_view successor) -> std::string {
+    auto n = db_->attestation_requests().next_for_device_from("device-1", sho, successor);
+    EXPECT_TRUE(n) << fmt::to_string(n.error());
+    return n && n->has_value() ? (*n)->request_id : "";
+  };
+  EXPECT_EQ(next_id("sho-a", "sho-c"), "req-c");  // sho-b's, older, passed over
+  EXPECT_EQ(next_id("sho-a", ""), "req-a");
+  EXPECT_EQ(next_id("sho-x", ""), "");
+  ASSERT_OK(db_->attestation_requests().mark_answered("req-c", at(40)));
+  EXPECT_EQ(next_id("sho-a", "sho-c"), "req-a");
+  auto other = db_->attestation_requests().next_for_device_from("device-2", "sho-a", "sho-c");
+  ASSERT_OK(other);
+  EXPECT_FALSE(other->has_value());
 }
 
 TEST_P(StoreTest, AttestationMarkAnsweredOnceThenRefused) {

@@ -52,7 +52,8 @@ class World {
         pki::Authority::create(dir_ / "rogue", "Rogue Root", nullptr, 3650, "", clock_, rng_);
     EXPECT_TRUE(rogue) << rogue.error().message;
     rogue_.emplace(std::move(*rogue));
-    for (const char* op : {"ro-1", "sho-a", "sho-b"}) signers_[op] = issue(*operators_, op);
+    for (const char* op : {"ro-1", "sho-a", "sho-b", "sho-c"})
+      signers_[op] = issue(*operators_, op);
     rogue_signer_ = issue(*rogue_, "sho-a", "rogue-sho-a");
   }
 

@@ -133,16 +133,17 @@ Result<void> Dpf::store_package(const PackageHandover& handover, std::string_vie
                  std::move(result));
 }
 
-Result<DeliveredPackage> Dpf::fetch(std::string_view device_id,
+Result<DeliveredPackage> Dpf::fetch(const store::Registration& registration,
                                     std::string_view authenticated_device) {
   const store::Time t = now();
+  const std::string& device_id = registration.device_id;
   std::string subject = "-";
   auto result = [&]() -> Result<DeliveredPackage> {
     if (authenticated_device.empty() || device_id != authenticated_device) {
       return fail(ErrorCode::access_denied,
                   fmt::format("device {}: not the authenticated device", device_id));
     }
-    auto next = packages_.next_for_device(device_id);
+    auto next = packages_.next_for_device_from(device_id, registration.sho, registration.successor);
     if (!next) return std::unexpected(next.error());
     if (!*next) return fail(ErrorCode::not_found, fmt::format("device {}: no package", device_id));
     subject = (*next)->package_id;
@@ -172,6 +173,13 @@ namespace {
 bool f4_package(const store::Registration* registration, const store::StoredPackage& p) {
   return registration != nullptr && !registration->successor.empty() &&
          p.sho == registration->successor && p.sho != registration->sho;
+}
+
+// F4: a package of an SHO that provisions the device no more (neither holder nor successor: a
+// successor that refused or was replaced, a holder that handed the registration over).
+bool stale_package(const store::Registration* registration, const store::StoredPackage& p) {
+  return registration != nullptr && p.sho != registration->sho &&
+         (registration->successor.empty() || p.sho != registration->successor);
 }
 
 Error naming(std::string_view member, Error e) {
@@ -255,6 +263,11 @@ Result<AcceptedReport> Dpf::report_on(const store::Registration* registration,
     if (package->status == store::PackageStatus::reported) {
       return fail(ErrorCode::transition_refused,
                   fmt::format("package {}: already reported", package_id));
+    }
+    if (stale_package(registration, *package)) {
+      return fail(
+          ErrorCode::transition_refused,
+          fmt::format("package {}: of an operator that provisions the device no more", package_id));
     }
     auto checked = check_report(*package, signed_report, platform_chain);
     if (!checked) return std::unexpected(checked.error());
@@ -351,10 +364,10 @@ Result<void> Dpf::request_attestation(const AttestationAsk& ask, std::string_vie
                  std::move(result));
 }
 
-Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std::string_view code,
-                         std::string_view caller_sho) {
+Result<store::Registration> Dpf::refuse(std::string_view pcid, std::string_view device_id,
+                                        std::string_view code, std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = [&]() -> Result<void> {
+  auto result = [&]() -> Result<store::Registration> {
     const std::optional<ErrorCode> parsed = error_code_from_wire(code);
     if (!parsed) {
       return fail(ErrorCode::invalid_argument, "code: not an error code");
@@ -364,10 +377,13 @@ Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std:
     reg->refusal = std::string(code);
     reg->refused = t;
     // Put under the holder's id (put() keeps the successor): the RO records it for either.
-    if (auto put = registrations_.put(*reg); !put) return put;
+    if (auto put = registrations_.put(*reg); !put) return std::unexpected(put.error());
     // The successor's refusal ends the change: the device stays with its holder.
-    if (reg->sho != caller_sho) return registrations_.set_successor(pcid, "");
-    return {};
+    if (reg->sho != caller_sho) {
+      if (auto s = registrations_.set_successor(pcid, ""); !s) return std::unexpected(s.error());
+      reg->successor.clear();
+    }
+    return reg;
   }();
   return audited(audit_, t,
                  {kService, "refusal", pcid, operator_principal(caller_sho),
@@ -375,16 +391,19 @@ Result<void> Dpf::refuse(std::string_view pcid, std::string_view device_id, std:
                  std::move(result));
 }
 
-Result<void> Dpf::refusal_of(const store::Registration& registration) {
+Result<void> Dpf::refusal_of(const store::Registration& registration, std::string_view refused_by) {
   if (registration.refusal.empty()) return {};
   const ErrorCode code = error_code_from_wire(registration.refusal).value_or(ErrorCode::internal);
-  return fail(code, fmt::format("home operator {} refused the device: {}", registration.sho,
-                                registration.refusal));
+  return fail(
+      code, fmt::format("home operator {} refused the device: {}",
+                        refused_by.empty() ? registration.sho : refused_by, registration.refusal));
 }
 
 // Devices poll this until the SHO asks: an empty answer is not audited, a request handed out is.
-Result<store::AttestationRequest> Dpf::next_attestation_request(std::string_view device_id) {
-  auto next = requests_.next_for_device(device_id);
+Result<store::AttestationRequest> Dpf::next_attestation_request(
+    const store::Registration& registration) {
+  const std::string& device_id = registration.device_id;
+  auto next = requests_.next_for_device_from(device_id, registration.sho, registration.successor);
   if (!next) return std::unexpected(next.error());
   if (!*next) {
     return fail(ErrorCode::not_found, fmt::format("device {}: no attestation request", device_id));

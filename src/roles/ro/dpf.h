@@ -152,9 +152,12 @@ class Dpf {
   // already_exists (known id).
   Result<void> request_attestation(const AttestationAsk& ask, std::string_view caller_sho);
 
-  // F2 step 8: the oldest pending request for `device_id` (the device the session authenticated);
-  // not_found when there is none.
-  Result<store::AttestationRequest> next_attestation_request(std::string_view device_id);
+  // F2 step 8: the oldest pending request for the device of `registration` (the one the session
+  // authenticated) of the registration's holder or successor (F4): another SHO's request (a
+  // successor's that refused or was replaced by a new change) is passed over, never served, and
+  // blocks no newer one. not_found when there is none.
+  Result<store::AttestationRequest> next_attestation_request(
+      const store::Registration& registration);
 
   // F2 steps 8-9: the device's answer to `request_id`: not_found (unknown), access_denied
   // (another device's request), bad_format (the report does not decode), transition_refused
@@ -170,10 +173,12 @@ class Dpf {
   // stores it pending (already_exists for a known package id).
   Result<void> store_package(const PackageHandover& handover, std::string_view caller_sho);
 
-  // F2 step 12: the oldest package for `device_id` not yet reported, to that device only
-  // (access_denied), marked delivered; the same package again until its report arrives.
+  // F2 step 12: the oldest package for the device of `registration` not yet reported, to that
+  // device only (access_denied), marked delivered; the same package again until its report
+  // arrives. Only the registration's holder's or successor's (F4), as next_attestation_request.
   // not_found when there is none.
-  Result<DeliveredPackage> fetch(std::string_view device_id, std::string_view authenticated_device);
+  Result<DeliveredPackage> fetch(const store::Registration& registration,
+                                 std::string_view authenticated_device);
 
   // F2 steps 7-14 ended by the SHO: it will not provision `device_id` (the PVA's verdict, an
   // expired registration, a refused install). The refusal's `code` (an ErrorCode wire name) is
@@ -181,13 +186,16 @@ class Dpf {
   // yet" until its timeout. invalid_argument (a code that is no ErrorCode), not_found,
   // access_denied and wrong_recipient as for request_attestation. A new registration clears it.
   // The registration's successor (F4) may refuse too: its refusal is recorded the same way and
-  // ends the change (the successor is cleared; the holder's subscription is untouched).
-  Result<void> refuse(std::string_view pcid, std::string_view device_id, std::string_view code,
-                      std::string_view caller_sho);
+  // ends the change (the successor is cleared; the holder's subscription is untouched). Returns
+  // the registration as recorded (a successor refused when its `sho` is not the caller).
+  Result<store::Registration> refuse(std::string_view pcid, std::string_view device_id,
+                                     std::string_view code, std::string_view caller_sho);
 
   // What the device gets when it polls a registration the SHO refused: the SHO's code, with a
-  // message saying who refused; nothing when there is no refusal.
-  static Result<void> refusal_of(const store::Registration& registration);
+  // message naming the operator that refused, `refused_by` (F4: a successor, which the store does
+  // not keep: SuccessorRefusals) or else the holder; nothing when there is no refusal.
+  static Result<void> refusal_of(const store::Registration& registration,
+                                 std::string_view refused_by = {});
 
   // F2 steps 13-14: the device's report on `package_id`. The platform chain (leaf first) must
   // chain to the supplier roots (chain_invalid, cert_expired) and be the package's device's
@@ -211,7 +219,9 @@ class Dpf {
   // notice, the discard report to the holder. An F4 install refused: stored and relayed as an F2
   // one, the successor cleared (the change is over), nothing to the holder; acknowledgements with
   // it are invalid_argument (a refused install discards nothing), as they are with a report on a
-  // package that is no F4 package. Any refusal stores nothing.
+  // package that is no F4 package. A package of an SHO that is neither the registration's holder
+  // nor its successor (a successor that refused or was replaced) is transition_refused: that SHO
+  // provisions the device no more. Any refusal stores nothing.
   Result<AcceptedReport> report(const store::Registration& registration,
                                 std::string_view package_id, std::string_view signed_report,
                                 const std::vector<X509*>& platform_chain, const DiscardAcks& acks);

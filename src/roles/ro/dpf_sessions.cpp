@@ -32,4 +32,27 @@ std::size_t DpfSessions::size() const {
   return sessions_.size();
 }
 
+void SuccessorRefusals::record(std::string_view pcid, std::string_view successor,
+                               const store::Registration& r) {
+  std::lock_guard lock(mu_);
+  refusals_.insert_or_assign(std::string(pcid),
+                             Refusal{std::string(successor), r.refusal, r.refused});
+}
+
+void SuccessorRefusals::forget(std::string_view pcid) {
+  std::lock_guard lock(mu_);
+  refusals_.erase(std::string(pcid));
+}
+
+std::string SuccessorRefusals::refused_by(const store::Registration& r) {
+  std::lock_guard lock(mu_);
+  auto it = refusals_.find(r.pcid);
+  if (it == refusals_.end()) return {};
+  if (r.refusal.empty() || it->second.code != r.refusal || it->second.at != r.refused) {
+    refusals_.erase(it);  // the registration's refusal is another one now (or none)
+    return {};
+  }
+  return it->second.by;
+}
+
 }  // namespace mcim::ro

@@ -43,4 +43,26 @@ class DpfSessions {
   std::deque<std::string> order_;                             // guarded by mu_; oldest first
 };
 
+// F4: who refused a registration's device when it was not the registration's holder (its
+// successor, whose refusal ends the change and clears it from the registration), for the device's
+// polls to name (Dpf::refusal_of). A record holds for the refusal it was made with (code and time)
+// and is dropped when the registration's refusal is another. In memory only, per RO instance: a
+// restarted RO, or another instance on the same database, names the holder. At most one record a
+// PCID; the holder's own refusal and a new change order drop it. Thread-safe.
+class SuccessorRefusals {
+ public:
+  void record(std::string_view pcid, std::string_view successor, const store::Registration& r);
+  void forget(std::string_view pcid);
+  // The successor that made `r`'s current refusal; empty when the holder made it, or unknown.
+  std::string refused_by(const store::Registration& r);
+
+ private:
+  struct Refusal {
+    std::string by{}, code{};
+    store::Time at{};
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Refusal> refusals_;  // guarded by mu_; by PCID
+};
+
 }  // namespace mcim::ro

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
+
 #include "common/secure.h"
 #include "pki/package.h"
 #include "roles/ro/audit.h"
@@ -33,19 +36,63 @@ std::string operator_principal(std::string_view id) { return fmt::format("operat
 
 }  // namespace
 
+std::deque<store::Time>* ChangeAttempts::window_of(std::string_view pcid, store::Time now,
+                                                   const DrfConfig& config) {
+  // Now and then, the PCIDs whose wrong PINs all left the window go.
+  if (++calls_ % 1024 == 0) {
+    std::erase_if(wrong_,
+                  [&](const auto& e) { return e.second.back() <= now - config.change_window; });
+  }
+  auto it = wrong_.find(std::string(pcid));
+  if (it == wrong_.end()) return nullptr;
+  std::deque<store::Time>& times = it->second;
+  while (!times.empty() && times.front() <= now - config.change_window) times.pop_front();
+  if (times.empty()) {
+    wrong_.erase(it);
+    return nullptr;
+  }
+  return &times;
+}
+
+bool ChangeAttempts::admit(std::string_view pcid, store::Time now, const DrfConfig& config) {
+  std::lock_guard lock(mu_);
+  const auto* times = window_of(pcid, now, config);
+  if (times != nullptr && times->size() >= config.change_attempts) return false;
+  wrong_[std::string(pcid)].push_back(now);
+  return true;
+}
+
+void ChangeAttempts::forgive(std::string_view pcid, store::Time at) {
+  std::lock_guard lock(mu_);
+  auto it = wrong_.find(std::string(pcid));
+  if (it == wrong_.end()) return;
+  std::deque<store::Time>& times = it->second;
+  auto mine = std::find(times.rbegin(), times.rend(), at);
+  if (mine != times.rend()) times.erase(std::next(mine).base());
+  if (times.empty()) wrong_.erase(it);
+}
+
+std::size_t ChangeAttempts::tracked() const {
+  std::lock_guard lock(mu_);
+  return wrong_.size();
+}
+
 Drf::Drf(store::RegistrationStore& registrations, store::PcidStore& pcids, store::AuditStore& audit,
-         ArrivalNotifier& notifier, const Clock& clock, RandomSource& random, DrfConfig config)
+         ArrivalNotifier& notifier, const Clock& clock, RandomSource& random, DrfConfig config,
+         ChangeAttempts* change_attempts)
     : registrations_(registrations),
       pcids_(pcids),
       audit_(audit),
       notifier_(notifier),
       clock_(clock),
       random_(random),
-      config_(config) {}
+      config_(config),
+      change_attempts_(change_attempts) {}
 
 Drf::Drf(store::Database& db, ArrivalNotifier& notifier, const Clock& clock, RandomSource& random,
-         DrfConfig config)
-    : Drf(db.registrations(), db.pcids(), db.audit(), notifier, clock, random, config) {}
+         DrfConfig config, ChangeAttempts* change_attempts)
+    : Drf(db.registrations(), db.pcids(), db.audit(), notifier, clock, random, config,
+          change_attempts) {}
 
 store::Time Drf::now() const { return detail::seconds_of(clock_.now()); }
 
@@ -123,11 +170,18 @@ Result<void> Drf::order_change(std::string_view pcid, std::string_view device_id
   if (reg.sho == caller_sho) {
     return fail(ErrorCode::already_exists, fmt::format("pcid {}: the caller holds it", pcid));
   }
-  // The PIN on the device's label: only its owner can move the device.
+  // The PIN on the device's label: only its owner can move the device. Guessing it is limited.
+  const store::Time t = now();
+  if (change_attempts_ != nullptr && !change_attempts_->admit(pcid, t, config_)) {
+    return fail(ErrorCode::transition_refused,
+                fmt::format("pcid {}: too many wrong PINs within {} s; try again later", pcid,
+                            config_.change_window.count()));
+  }
   auto key = derive_bootstrap_key(pin, reg.device_id);
   if (!key || !constant_time_equal(key->get(), reg.bootstrap_key.get())) {
-    return fail(ErrorCode::access_denied, "pin: not the device's");
+    return fail(ErrorCode::access_denied, "pin: not the device's");  // counted by admit()
   }
+  if (change_attempts_ != nullptr) change_attempts_->forgive(pcid, t);
   if (!reg.refusal.empty()) {
     // An earlier change's refusal would end the new change's polls: the RO clears it for the
     // holder (put() keeps the successor).

@@ -8,8 +8,12 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -36,14 +40,44 @@ struct DrfConfig {
   // Whether a registration must name a PCID the ICF holds (the usual deployment: one RO
   // database); false when the DRF runs without the ICF's subscriptions.
   bool require_known_pcid = true;
+  // F4: at most `change_attempts` wrong PINs for one PCID within `change_window` on
+  // POST /v1/drf/registrations/{pcid}/change (ChangeAttempts); beyond, the PCID's changes are
+  // refused until the oldest of them leaves the window. Both at least 1.
+  std::size_t change_attempts = 5;
+  std::chrono::seconds change_window{3600};
+};
+
+// F4: the wrong PINs presented for each PCID's change order, so that a home operator cannot guess
+// a device's PIN (4 digits: 10^4 tries) by asking again and again. A sliding window: a PCID with
+// `attempts` wrong PINs within the last `window` is locked until the oldest leaves it. Kept in
+// memory per RO instance (a restart forgets the counts); bounded by the registrations, as only a
+// registered PCID's change with its registered device gets to the PIN. Thread-safe.
+class ChangeAttempts {
+ public:
+  // Whether a PIN may be tried for `pcid` at `now` under `config`'s limit: false when the PCID is
+  // locked. When true, the attempt is counted at once as a wrong one, so that racing orders
+  // cannot try more PINs than the limit; `forgive` takes it back when the PIN was right.
+  bool admit(std::string_view pcid, store::Time now, const DrfConfig& config);
+  void forgive(std::string_view pcid, store::Time at);
+  std::size_t tracked() const;  // PCIDs with wrong PINs in their window (tests)
+
+ private:
+  // The PCID's wrong PINs within the window at `now`, the older ones dropped.
+  std::deque<store::Time>* window_of(std::string_view pcid, store::Time now,
+                                     const DrfConfig& config);
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::deque<store::Time>> wrong_;  // guarded by mu_; by PCID
+  std::size_t calls_ = 0;                                           // guarded by mu_
 };
 
 class Drf {
  public:
+  // Without `change_attempts` (null), change() does not limit wrong PINs.
   Drf(store::RegistrationStore& registrations, store::PcidStore& pcids, store::AuditStore& audit,
-      ArrivalNotifier& notifier, const Clock& clock, RandomSource& random, DrfConfig config = {});
+      ArrivalNotifier& notifier, const Clock& clock, RandomSource& random, DrfConfig config = {},
+      ChangeAttempts* change_attempts = nullptr);
   Drf(store::Database& db, ArrivalNotifier& notifier, const Clock& clock, RandomSource& random,
-      DrfConfig config = {});
+      DrfConfig config = {}, ChangeAttempts* change_attempts = nullptr);
 
   // F1/F4: creates or replaces the registration of `r.pcid`. Only the SHO named in it may register
   // (access_denied), and only the SHO holding a registration may replace it (access_denied, from
@@ -64,8 +98,10 @@ class Drf {
   // F4 steps 1-2: the SHO the owner moves the device to (`caller_sho`, a home operator of this RO:
   // the HTTP layer checks that) becomes the registration's successor. Checks, in order: not_found
   // (no registration), wrong_recipient (`device_id` is not the registered device), already_exists
-  // (the caller holds it already), access_denied (`pin` is not the device's: its stretched key,
-  // compared in constant time with the stored bootstrap key; the owner's proof of ownership). Then
+  // (the caller holds it already), transition_refused (too many wrong PINs for `pcid` lately:
+  // ChangeAttempts; the PIN is not even stretched), access_denied (`pin` is not the device's: its
+  // stretched key, compared in constant time with the stored bootstrap key; the owner's proof of
+  // ownership; counted in ChangeAttempts). Then
   // a refusal the registration carries is cleared and the successor set, replacing any earlier
   // one. The holder and its subscription are untouched until the device's report (Dpf::report).
   Result<void> change(std::string_view pcid, std::string_view device_id, std::string_view pin,
@@ -88,6 +124,7 @@ class Drf {
   const Clock& clock_;
   RandomSource& random_;
   DrfConfig config_;
+  ChangeAttempts* change_attempts_ = nullptr;
 };
 
 }  // namespace mcim::ro

@@ -347,6 +347,10 @@ Result<void> check_config(const RoServiceConfig& c) {
     return fail(ErrorCode::invalid_argument,
                 "renewal.package_signer: must name this RO (urn:mcim:operator:<operator_id>)");
   }
+  if (c.drf.change_attempts == 0 || c.drf.change_window < std::chrono::seconds(1)) {
+    return fail(ErrorCode::invalid_argument,
+                "drf.change_attempts, drf.change_window: must be at least 1, resp. 1 s");
+  }
   if (c.notify_workers == 0 || c.notify_workers > kMaxNotifyWorkers) {
     return fail(ErrorCode::invalid_argument,
                 fmt::format("notify_workers: must be 1..{}", kMaxNotifyWorkers));
@@ -376,6 +380,8 @@ struct RoService::State {
   PollWaiters polls;
   InstructionQueue instructions;  // F9: pending management instructions (management.h)
   DpfSessions dpf_sessions;       // F4: operational devices' DPF sessions (dpf_sessions.h)
+  SuccessorRefusals refusers;     // F4: who refused, when a successor did (dpf_sessions.h)
+  ChangeAttempts change_attempts;  // F4: wrong PINs on change orders, by PCID (drf.h)
 
   std::mutex expiry_mu;
   std::condition_variable expiry_cv;
@@ -386,7 +392,7 @@ struct RoService::State {
   void flow(std::string_view step) const { router.metrics().flow_step(step); }
 
   Icf icf() { return Icf(db, clock, thread_random(), config.icf); }
-  Drf drf() { return Drf(db, notices, clock, thread_random(), config.drf); }
+  Drf drf() { return Drf(db, notices, clock, thread_random(), config.drf, &change_attempts); }
   Dpf dpf() {
     return Dpf(db, {notices, notices, notices}, *config.operator_roots, *config.supplier_roots,
                clock);
@@ -569,6 +575,7 @@ Result<Json> RoService::State::change_operator(const Request& r) {
       !done) {
     return std::unexpected(done.error());
   }
+  refusers.forget(pcid);  // the order cleared the refusal
   flow("change_ordered");
   log::info(kComponent, "pcid {}: change to {} ordered", pcid, operator_principal(caller));
   // Nothing of the holder: the new SHO learns nothing of the old subscription.
@@ -636,8 +643,12 @@ Result<Json> RoService::State::refuse_device(const Request& r) {
   const std::string pcid = r.json.at("pcid").get<std::string>();
   const std::string device_id = r.json.at("device_id").get<std::string>();
   const std::string code = r.json.at("code").get<std::string>();
-  if (auto refused = dpf().refuse(pcid, device_id, code, caller_of(r)); !refused) {
-    return std::unexpected(refused.error());
+  auto refused = dpf().refuse(pcid, device_id, code, caller_of(r));
+  if (!refused) return std::unexpected(refused.error());
+  if (refused->sho != caller_of(r)) {
+    refusers.record(pcid, caller_of(r), *refused);
+  } else {
+    refusers.forget(pcid);
   }
   flow("refusal_recorded");
   polls.notify(pcid);  // a held poll answers with the refusal now
@@ -697,8 +708,10 @@ HttpResponse RoService::State::bootstrap(const store::Session& s) {
 Result<Json> RoService::State::fetch_package(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
-  if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
-  auto p = dpf().fetch(reg->device_id, reg->device_id);
+  if (auto refused = Dpf::refusal_of(*reg, refusers.refused_by(*reg)); !refused) {
+    return std::unexpected(refused.error());
+  }
+  auto p = dpf().fetch(*reg, reg->device_id);
   if (!p) return std::unexpected(p.error());
   flow("package_delivered");
   return Json{{"package_id", p->package_id}, {"package", to_hex(p->package)}};
@@ -739,8 +752,10 @@ Result<Json> RoService::State::report(const Request& r, const Json& body, const 
 Result<Json> RoService::State::attestation_request(const store::Session& s) {
   auto reg = registration_of(s.imsi);
   if (!reg) return std::unexpected(reg.error());
-  if (auto refused = Dpf::refusal_of(*reg); !refused) return std::unexpected(refused.error());
-  auto next = dpf().next_attestation_request(reg->device_id);
+  if (auto refused = Dpf::refusal_of(*reg, refusers.refused_by(*reg)); !refused) {
+    return std::unexpected(refused.error());
+  }
+  auto next = dpf().next_attestation_request(*reg);
   if (!next) return std::unexpected(next.error());
   return Json{{"request_id", next->request_id}, {"nonce", to_hex(next->nonce)}};
 }
