@@ -41,7 +41,26 @@ struct MemoryState {
   std::map<std::string, Subscriber, std::less<>> subscribers;       // by device_id
   std::map<std::string, Challenge, std::less<>> challenges;         // by challenge_id
   std::map<std::string, StoredReferences, std::less<>> references;  // by model
+  std::deque<QueuedInstruction> instructions;                       // oldest first
+  std::deque<IssuedInstruction> issued;                             // oldest first
 };
+
+// Keeps at most `keep` (at least 1) entries of an F9 record: the oldest answered ones go first,
+// then the oldest of all, as the SQL adapters' prune().
+template <class T, class Answered>
+void prune(std::deque<T>& entries, std::size_t keep, Answered answered) {
+  keep = std::max<std::size_t>(keep, 1);
+  for (auto it = entries.begin(); entries.size() > keep && it != entries.end();) {
+    it = answered(*it) ? entries.erase(it) : std::next(it);
+  }
+  while (entries.size() > keep) entries.pop_front();
+}
+
+template <class T>
+auto find_instruction(std::deque<T>& entries, std::string_view id) {
+  return std::find_if(entries.begin(), entries.end(),
+                      [&](const T& e) { return e.instruction_id == id; });
+}
 
 class MemoryPcids final : public PcidStore {
  public:
@@ -619,6 +638,121 @@ class MemoryReferences final : public ReferenceStore {
   MemoryState& s_;
 };
 
+class MemoryInstructions final : public InstructionStore {
+ public:
+  explicit MemoryInstructions(MemoryState& s) : s_(s) {}
+
+  Result<void> put(const QueuedInstruction& q, std::size_t keep) override {
+    Lock lock(s_.mu);
+    if (find_instruction(s_.instructions, q.instruction_id) != s_.instructions.end()) {
+      return fail(ErrorCode::already_exists, fmt::format("instruction {}", q.instruction_id));
+    }
+    s_.instructions.push_back(q);
+    prune(s_.instructions, keep,
+          [](const QueuedInstruction& e) { return e.status == InstructionStatus::answered; });
+    return {};
+  }
+
+  Result<std::optional<QueuedInstruction>> find(std::string_view instruction_id) override {
+    Lock lock(s_.mu);
+    auto it = find_instruction(s_.instructions, instruction_id);
+    if (it == s_.instructions.end()) return std::optional<QueuedInstruction>();
+    return std::optional<QueuedInstruction>(*it);
+  }
+
+  Result<std::vector<QueuedInstruction>> collect(std::string_view device_id, std::size_t limit,
+                                                 Time at) override {
+    Lock lock(s_.mu);
+    std::vector<QueuedInstruction> out;
+    for (auto& e : s_.instructions) {
+      if (out.size() >= limit) break;
+      if (e.device_id != device_id || e.status == InstructionStatus::answered) continue;
+      e.status = InstructionStatus::delivered;
+      e.updated = at;
+      out.push_back(e);
+    }
+    return out;
+  }
+
+  Result<QueuedInstruction> answer(std::string_view instruction_id, std::string_view report,
+                                   Time at) override {
+    Lock lock(s_.mu);
+    auto it = find_instruction(s_.instructions, instruction_id);
+    if (it == s_.instructions.end()) {
+      return fail(ErrorCode::not_found, fmt::format("instruction {}", instruction_id));
+    }
+    if (it->status == InstructionStatus::answered) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("instruction {}: already answered", instruction_id));
+    }
+    it->status = InstructionStatus::answered;
+    it->report = std::string(report);
+    it->updated = at;
+    return *it;
+  }
+
+  Result<std::uint64_t> count() override {
+    Lock lock(s_.mu);
+    return static_cast<std::uint64_t>(s_.instructions.size());
+  }
+
+ private:
+  MemoryState& s_;
+};
+
+class MemoryIssuedInstructions final : public IssuedInstructionStore {
+ public:
+  explicit MemoryIssuedInstructions(MemoryState& s) : s_(s) {}
+
+  Result<void> put(const IssuedInstruction& i, std::size_t keep) override {
+    Lock lock(s_.mu);
+    if (find_instruction(s_.issued, i.instruction_id) != s_.issued.end()) {
+      return fail(ErrorCode::already_exists, fmt::format("instruction {}", i.instruction_id));
+    }
+    s_.issued.push_back(i);
+    prune(s_.issued, keep,
+          [](const IssuedInstruction& e) { return e.status != IssuedStatus::queued; });
+    return {};
+  }
+
+  Result<std::optional<IssuedInstruction>> find(std::string_view instruction_id) override {
+    Lock lock(s_.mu);
+    auto it = find_instruction(s_.issued, instruction_id);
+    if (it == s_.issued.end()) return std::optional<IssuedInstruction>();
+    return std::optional<IssuedInstruction>(*it);
+  }
+
+  Result<std::optional<IssuedInstruction>> latest_revert(std::string_view device_id) override {
+    Lock lock(s_.mu);
+    for (auto it = s_.issued.rbegin(); it != s_.issued.rend(); ++it) {
+      if (it->device_id == device_id && !it->revert_to.empty()) {
+        return std::optional<IssuedInstruction>(*it);
+      }
+    }
+    return std::optional<IssuedInstruction>();
+  }
+
+  Result<IssuedInstruction> answer(std::string_view instruction_id, std::string_view report,
+                                   Time at, bool released) override {
+    Lock lock(s_.mu);
+    auto it = find_instruction(s_.issued, instruction_id);
+    if (it == s_.issued.end()) {
+      return fail(ErrorCode::not_found, fmt::format("instruction {}", instruction_id));
+    }
+    if (it->status != IssuedStatus::queued) {
+      return fail(ErrorCode::transition_refused,
+                  fmt::format("instruction {}: already answered", instruction_id));
+    }
+    it->status = released ? IssuedStatus::released : IssuedStatus::answered;
+    it->report = std::string(report);
+    it->answered = at;
+    return *it;
+  }
+
+ private:
+  MemoryState& s_;
+};
+
 class MemoryDatabase final : public Database {
  public:
   PcidStore& pcids() override { return pcids_; }
@@ -631,6 +765,8 @@ class MemoryDatabase final : public Database {
   SubscriberStore& subscribers() override { return subscribers_; }
   ChallengeStore& challenges() override { return challenges_; }
   ReferenceStore& references() override { return references_; }
+  InstructionStore& instructions() override { return instructions_; }
+  IssuedInstructionStore& issued_instructions() override { return issued_; }
   int schema_version() override { return 1; }
   std::string_view backend() const override { return "memory"; }
 
@@ -646,6 +782,8 @@ class MemoryDatabase final : public Database {
   MemorySubscribers subscribers_{state_};
   MemoryChallenges challenges_{state_};
   MemoryReferences references_{state_};
+  MemoryInstructions instructions_{state_};
+  MemoryIssuedInstructions issued_{state_};
 };
 
 }  // namespace

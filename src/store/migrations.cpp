@@ -289,6 +289,88 @@ ALTER TABLE registration ADD COLUMN successor TEXT NOT NULL DEFAULT '';
 ALTER TABLE subscriber ADD COLUMN replacing BOOLEAN NOT NULL DEFAULT false;
 )sql";
 
+// v8 (F9, F5): the remote-management records, which lived in each service's memory. At the RO the
+// SHOs' instructions queued for devices and the TREs' answers; at the SHO the instructions it
+// issued, their answers and the reverts (revert_to, owner). The UNIQUE instruction_id makes put()
+// refuse a known id; the answers are conditional UPDATEs (compare and set). seq orders both
+// tables (oldest first: collect's order, and the order in which put() prunes beyond its bound);
+// the partial indexes serve the device's collect, the pruning of answered rows and the owner's
+// latest revert.
+constexpr std::string_view kV8Sqlite = R"sql(
+CREATE TABLE instruction (
+  seq            INTEGER PRIMARY KEY,
+  instruction_id TEXT NOT NULL UNIQUE,
+  pcid           TEXT NOT NULL,
+  device_id      TEXT NOT NULL,
+  sho            TEXT NOT NULL,
+  instruction    TEXT NOT NULL,
+  sequence       INTEGER NOT NULL CHECK (sequence >= 0),
+  action         TEXT NOT NULL,
+  credential     TEXT NOT NULL,
+  status         TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'answered')),
+  report         TEXT NOT NULL,
+  created        INTEGER NOT NULL,
+  updated        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX instruction_open_by_device ON instruction (device_id, seq)
+  WHERE status <> 'answered';
+CREATE INDEX instruction_answered ON instruction (seq) WHERE status = 'answered';
+CREATE TABLE issued_instruction (
+  seq            INTEGER PRIMARY KEY,
+  instruction_id TEXT NOT NULL UNIQUE,
+  device_id      TEXT NOT NULL,
+  action         TEXT NOT NULL,
+  credential     TEXT NOT NULL,
+  sequence       INTEGER NOT NULL CHECK (sequence >= 0),
+  created        INTEGER NOT NULL,
+  owner          TEXT NOT NULL,
+  revert_to      TEXT NOT NULL,
+  status         TEXT NOT NULL CHECK (status IN ('queued', 'answered', 'released')),
+  report         TEXT NOT NULL,
+  answered       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX issued_instruction_revert_by_device ON issued_instruction (device_id, seq)
+  WHERE revert_to <> '';
+CREATE INDEX issued_instruction_answered ON issued_instruction (seq) WHERE status <> 'queued';
+)sql";
+constexpr std::string_view kV8Postgresql = R"sql(
+CREATE TABLE instruction (
+  seq            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  instruction_id TEXT NOT NULL UNIQUE,
+  pcid           TEXT NOT NULL,
+  device_id      TEXT NOT NULL,
+  sho            TEXT NOT NULL,
+  instruction    TEXT NOT NULL,
+  sequence       BIGINT NOT NULL CHECK (sequence >= 0),
+  action         TEXT NOT NULL,
+  credential     TEXT NOT NULL,
+  status         TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'answered')),
+  report         TEXT NOT NULL,
+  created        BIGINT NOT NULL,
+  updated        BIGINT NOT NULL
+);
+CREATE INDEX instruction_open_by_device ON instruction (device_id, seq)
+  WHERE status <> 'answered';
+CREATE INDEX instruction_answered ON instruction (seq) WHERE status = 'answered';
+CREATE TABLE issued_instruction (
+  seq            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  instruction_id TEXT NOT NULL UNIQUE,
+  device_id      TEXT NOT NULL,
+  action         TEXT NOT NULL,
+  credential     TEXT NOT NULL,
+  sequence       BIGINT NOT NULL CHECK (sequence >= 0),
+  created        BIGINT NOT NULL,
+  owner          TEXT NOT NULL,
+  revert_to      TEXT NOT NULL,
+  status         TEXT NOT NULL CHECK (status IN ('queued', 'answered', 'released')),
+  report         TEXT NOT NULL,
+  answered       BIGINT NOT NULL
+);
+CREATE INDEX issued_instruction_revert_by_device ON issued_instruction (device_id, seq)
+  WHERE revert_to <> '';
+CREATE INDEX issued_instruction_answered ON issued_instruction (seq) WHERE status <> 'queued';
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "tables of the ICF, DRF, DPF, VNO and audit", kV1Sqlite, kV1Postgresql},
     Migration{2, "indexes for the dormant sweep and open packages", kV2, kV2},
@@ -299,6 +381,8 @@ constexpr std::array kMigrations = {
     Migration{6, "a PCID's expiry time and its staged renewal", kV6Sqlite, kV6Postgresql},
     Migration{7, "a registration's successor and a subscriber replacing another's MCIM (F4)",
               kV7Sqlite, kV7Postgresql},
+    Migration{8, "remote-management instructions at the RO and at the SHO (F9, F5)", kV8Sqlite,
+              kV8Postgresql},
 };
 
 }  // namespace

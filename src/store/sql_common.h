@@ -34,6 +34,8 @@ std::optional<PcidStatus> parse_pcid_status(std::string_view s);
 std::optional<PackageStatus> parse_package_status(std::string_view s);
 std::optional<AttestationStatus> parse_attestation_status(std::string_view s);
 std::optional<SubscriberStatus> parse_subscriber_status(std::string_view s);
+std::optional<InstructionStatus> parse_instruction_status(std::string_view s);
+std::optional<IssuedStatus> parse_issued_status(std::string_view s);
 
 // A bounded pool of connections opened on demand. acquire() hands one connection to one thread;
 // the Lease gives it back (or drops it when the holder found it broken). Thread-safe.

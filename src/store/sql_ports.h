@@ -80,6 +80,22 @@ enum class Q : std::size_t {
   chl_used,
   ref_put,
   ref_all,
+  ins_insert,
+  ins_find,
+  ins_collect,
+  ins_answer,
+  ins_status,
+  ins_count,
+  ins_prune_answered,
+  ins_prune_oldest,
+  iss_insert,
+  iss_find,
+  iss_revert,
+  iss_answer,
+  iss_status,
+  iss_count,
+  iss_prune_answered,
+  iss_prune_oldest,
   version_read,
   version_record,
   count_
@@ -269,6 +285,45 @@ Result<StoredReferences> read_references(const Stmt& s) {
                           .stored = time_from_column(s.int_at(3))};
 }
 
+template <class Stmt>
+Result<QueuedInstruction> read_instruction(const Stmt& s) {
+  QueuedInstruction q;
+  q.instruction_id = s.text_at(0);
+  q.pcid = s.text_at(1);
+  q.device_id = s.text_at(2);
+  q.sho = s.text_at(3);
+  q.instruction = s.text_at(4);
+  q.sequence = static_cast<std::uint64_t>(s.int_at(5));
+  q.action = s.text_at(6);
+  q.credential = s.text_at(7);
+  const auto status = parse_instruction_status(s.text_at(8));
+  if (!status) return std::unexpected(corrupt_row("instruction"));
+  q.status = *status;
+  q.report = s.text_at(9);
+  q.created = time_from_column(s.int_at(10));
+  q.updated = time_from_column(s.int_at(11));
+  return q;
+}
+
+template <class Stmt>
+Result<IssuedInstruction> read_issued(const Stmt& s) {
+  IssuedInstruction i;
+  i.instruction_id = s.text_at(0);
+  i.device_id = s.text_at(1);
+  i.action = s.text_at(2);
+  i.credential = s.text_at(3);
+  i.sequence = static_cast<std::uint64_t>(s.int_at(4));
+  i.created = time_from_column(s.int_at(5));
+  i.owner = s.text_at(6);
+  i.revert_to = s.text_at(7);
+  const auto status = parse_issued_status(s.text_at(8));
+  if (!status) return std::unexpected(corrupt_row("issued_instruction"));
+  i.status = *status;
+  i.report = s.text_at(9);
+  i.answered = time_from_column(s.int_at(10));
+  return i;
+}
+
 // Runs a lookup by its text keys (bound ?1, ?2, ... in order) and decodes its row with `read`;
 // nullopt without a row.
 template <class D, class T, class Read>
@@ -290,6 +345,56 @@ Result<std::optional<T>> find_by(typename D::Connection& c, Q q,
 template <class D, class T, class Read>
 Result<std::optional<T>> find_one(typename D::Connection& c, Q q, std::string_view key, Read read) {
   return find_by<D, T>(c, q, {key}, std::move(read));
+}
+
+// Keeps at most `keep` (at least 1) rows in a table of the F9 records, in the caller's
+// transaction: `count` counts them, `answered` deletes the oldest answered ones and `oldest` the
+// oldest of all, each up to the number bound as parameter 1.
+template <class D>
+Result<void> prune(typename D::Connection& c, Q count, Q answered, Q oldest, std::size_t keep) {
+  auto n = D::query(c, count);
+  if (!n) return pass(n);
+  auto rows = single_int(*n);
+  if (!rows) return pass(rows);
+  const auto bound = static_cast<std::int64_t>(std::clamp<std::size_t>(keep, 1, INT64_MAX));
+  std::int64_t excess = rows->value_or(0) - bound;
+  for (const Q q : {answered, oldest}) {
+    if (excess <= 0) return {};
+    auto s = D::query(c, q);
+    if (!s) return pass(s);
+    s->integer(1, excess);
+    if (auto r = s->finish(); !r) return r;
+    excess -= static_cast<std::int64_t>(s->changes());
+  }
+  return {};
+}
+
+// One conditional UPDATE .. RETURNING of the row of `key` (parameter 1; `bind` sets the others),
+// decoded with `read`, in a transaction: only a row in the expected state matches, so of two racing
+// updates exactly one gets it back. When none came back, a look-up of `status` in the same
+// transaction tells not_found from transition_refused (`refusal`); `what` names the record.
+template <class D, class T, class Bind, class Read>
+Result<T> update_returning(typename D::Connection& c, Q update, Q status, std::string_view key,
+                           std::string_view what, std::string_view refusal, Bind bind, Read read) {
+  typename D::Transaction tx(c);
+  if (auto r = tx.begin(); !r) return pass(r);
+  auto s = D::query(c, update);
+  if (!s) return pass(s);
+  s->text(1, key);
+  bind(*s);
+  auto row = s->step();
+  if (!row) return pass(row);
+  if (*row) {
+    auto v = read(*s);
+    if (!v) return pass(v);
+    if (auto r = s->finish(); !r) return pass(r);
+    if (auto r = tx.commit(); !r) return pass(r);
+    return v;
+  }
+  auto found = lookup_text<D>(c, status, key);
+  if (!found) return pass(found);
+  if (!*found) return fail(ErrorCode::not_found, fmt::format("{} {}", what, key));
+  return fail(ErrorCode::transition_refused, fmt::format("{} {}: {}", what, key, refusal));
 }
 
 // Reads the one text column of a lookup by key; nullopt without a row.
@@ -1055,6 +1160,148 @@ class SqlReferences final : public ReferenceStore {
   typename D::Backend& b_;
 };
 
+template <class D>
+class SqlInstructions final : public InstructionStore {
+ public:
+  using Connection = typename D::Connection;
+  explicit SqlInstructions(typename D::Backend& b) : b_(b) {}
+
+  // The insert and the pruning in one transaction: the bound holds whatever fails.
+  Result<void> put(const QueuedInstruction& q, std::size_t keep) override {
+    return b_.run("instructions.put", [&](Connection& c) -> Result<void> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return r;
+      auto s = D::query(c, Q::ins_insert);
+      if (!s) return pass(s);
+      s->text(1, q.instruction_id).text(2, q.pcid).text(3, q.device_id).text(4, q.sho);
+      s->text(5, q.instruction).integer(6, static_cast<std::int64_t>(q.sequence));
+      s->text(7, q.action).text(8, q.credential).text(9, to_string(q.status)).text(10, q.report);
+      s->integer(11, to_column(q.created)).integer(12, to_column(q.updated));
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() != 1) {
+        return fail(ErrorCode::already_exists, fmt::format("instruction {}", q.instruction_id));
+      }
+      auto pruned = prune<D>(c, Q::ins_count, Q::ins_prune_answered, Q::ins_prune_oldest, keep);
+      if (!pruned) return pruned;
+      return tx.commit();
+    });
+  }
+
+  Result<std::optional<QueuedInstruction>> find(std::string_view instruction_id) override {
+    return b_.run("instructions.find", [&](Connection& c) {
+      return find_one<D, QueuedInstruction>(c, Q::ins_find, instruction_id,
+                                            [](const auto& s) { return read_instruction(s); });
+    });
+  }
+
+  // One UPDATE .. RETURNING marks them delivered; RETURNING promises no order, so the rows are
+  // put in queue order (seq, the last column) here.
+  Result<std::vector<QueuedInstruction>> collect(std::string_view device_id, std::size_t limit,
+                                                 Time at) override {
+    const auto n = static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX));
+    return b_.run("instructions.collect",
+                  [&](Connection& c) -> Result<std::vector<QueuedInstruction>> {
+                    auto s = D::query(c, Q::ins_collect);
+                    if (!s) return pass(s);
+                    s->text(1, device_id).integer(2, n).integer(3, to_column(at));
+                    std::vector<std::pair<std::int64_t, QueuedInstruction>> rows;
+                    for (;;) {
+                      auto row = s->step();
+                      if (!row) return pass(row);
+                      if (!*row) break;
+                      auto q = read_instruction(*s);
+                      if (!q) return pass(q);
+                      rows.emplace_back(s->int_at(12), std::move(*q));
+                    }
+                    std::sort(rows.begin(), rows.end(),
+                              [](const auto& a, const auto& b) { return a.first < b.first; });
+                    std::vector<QueuedInstruction> out;
+                    out.reserve(rows.size());
+                    for (auto& r : rows) out.push_back(std::move(r.second));
+                    return out;
+                  });
+  }
+
+  Result<QueuedInstruction> answer(std::string_view instruction_id, std::string_view report,
+                                   Time at) override {
+    return b_.run("instructions.answer", [&](Connection& c) {
+      return update_returning<D, QueuedInstruction>(
+          c, Q::ins_answer, Q::ins_status, instruction_id, "instruction", "already answered",
+          [&](auto& s) { s.text(2, report).integer(3, to_column(at)); },
+          [](const auto& s) { return read_instruction(s); });
+    });
+  }
+
+  Result<std::uint64_t> count() override {
+    return b_.run("instructions.count", [&](Connection& c) -> Result<std::uint64_t> {
+      auto s = D::query(c, Q::ins_count);
+      if (!s) return pass(s);
+      auto n = single_int(*s);
+      if (!n) return pass(n);
+      return static_cast<std::uint64_t>(n->value_or(0));
+    });
+  }
+
+ private:
+  typename D::Backend& b_;
+};
+
+template <class D>
+class SqlIssuedInstructions final : public IssuedInstructionStore {
+ public:
+  using Connection = typename D::Connection;
+  explicit SqlIssuedInstructions(typename D::Backend& b) : b_(b) {}
+
+  Result<void> put(const IssuedInstruction& i, std::size_t keep) override {
+    return b_.run("issued_instructions.put", [&](Connection& c) -> Result<void> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return r;
+      auto s = D::query(c, Q::iss_insert);
+      if (!s) return pass(s);
+      s->text(1, i.instruction_id).text(2, i.device_id).text(3, i.action).text(4, i.credential);
+      s->integer(5, static_cast<std::int64_t>(i.sequence)).integer(6, to_column(i.created));
+      s->text(7, i.owner).text(8, i.revert_to).text(9, to_string(i.status)).text(10, i.report);
+      s->integer(11, to_column(i.answered));
+      if (auto r = s->finish(); !r) return r;
+      if (s->changes() != 1) {
+        return fail(ErrorCode::already_exists, fmt::format("instruction {}", i.instruction_id));
+      }
+      auto pruned = prune<D>(c, Q::iss_count, Q::iss_prune_answered, Q::iss_prune_oldest, keep);
+      if (!pruned) return pruned;
+      return tx.commit();
+    });
+  }
+
+  Result<std::optional<IssuedInstruction>> find(std::string_view instruction_id) override {
+    return one("issued_instructions.find", Q::iss_find, instruction_id);
+  }
+
+  Result<std::optional<IssuedInstruction>> latest_revert(std::string_view device_id) override {
+    return one("issued_instructions.latest_revert", Q::iss_revert, device_id);
+  }
+
+  Result<IssuedInstruction> answer(std::string_view instruction_id, std::string_view report,
+                                   Time at, bool released) override {
+    const IssuedStatus to = released ? IssuedStatus::released : IssuedStatus::answered;
+    return b_.run("issued_instructions.answer", [&](Connection& c) {
+      return update_returning<D, IssuedInstruction>(
+          c, Q::iss_answer, Q::iss_status, instruction_id, "instruction", "already answered",
+          [&](auto& s) { s.text(2, report).integer(3, to_column(at)).text(4, to_string(to)); },
+          [](const auto& s) { return read_issued(s); });
+    });
+  }
+
+ private:
+  Result<std::optional<IssuedInstruction>> one(std::string_view op, Q q, std::string_view key) {
+    return b_.run(op, [&](Connection& c) {
+      return find_one<D, IssuedInstruction>(c, q, key,
+                                            [](const auto& s) { return read_issued(s); });
+    });
+  }
+
+  typename D::Backend& b_;
+};
+
 // ---- Migrations ------------------------------------------------------------------------------
 
 template <class D>
@@ -1124,6 +1371,8 @@ class SqlDatabase final : public Database {
   SubscriberStore& subscribers() override { return subscribers_; }
   ChallengeStore& challenges() override { return challenges_; }
   ReferenceStore& references() override { return references_; }
+  InstructionStore& instructions() override { return instructions_; }
+  IssuedInstructionStore& issued_instructions() override { return issued_; }
   int schema_version() override { return version_; }  // as migrated at open
   std::string_view backend() const override { return D::kName; }
 
@@ -1140,6 +1389,8 @@ class SqlDatabase final : public Database {
   SqlSubscribers<D> subscribers_{backend_};
   SqlChallenges<D> challenges_{backend_};
   SqlReferences<D> references_{backend_};
+  SqlInstructions<D> instructions_{backend_};
+  SqlIssuedInstructions<D> issued_{backend_};
 };
 
 }  // namespace mcim::store::sql

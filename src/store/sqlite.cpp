@@ -191,6 +191,59 @@ const char* sql_of(Q q) {
              "stored = excluded.stored";
     case Q::ref_all:
       return "SELECT model, issued, signed_text, stored FROM reference_set ORDER BY model";
+    case Q::ins_insert:
+      return "INSERT INTO instruction (instruction_id, pcid, device_id, sho, instruction, "
+             "sequence, action, credential, status, report, created, updated) VALUES (?1, "
+             "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (instruction_id) DO "
+             "NOTHING";
+    case Q::ins_find:
+      return "SELECT instruction_id, pcid, device_id, sho, instruction, sequence, action, "
+             "credential, status, report, created, updated, seq FROM instruction WHERE "
+             "instruction_id = ?1";
+    case Q::ins_collect:
+      return "UPDATE instruction SET status = 'delivered', updated = ?3 WHERE status <> "
+             "'answered' AND seq IN (SELECT seq FROM instruction WHERE device_id = ?1 AND "
+             "status <> 'answered' ORDER BY seq LIMIT ?2) RETURNING instruction_id, pcid, "
+             "device_id, sho, instruction, sequence, action, credential, status, report, "
+             "created, updated, seq";
+    case Q::ins_answer:
+      return "UPDATE instruction SET status = 'answered', report = ?2, updated = ?3 WHERE "
+             "instruction_id = ?1 AND status <> 'answered' RETURNING instruction_id, pcid, "
+             "device_id, sho, instruction, sequence, action, credential, status, report, "
+             "created, updated, seq";
+    case Q::ins_status: return "SELECT status FROM instruction WHERE instruction_id = ?1";
+    case Q::ins_count: return "SELECT count(*) FROM instruction";
+    case Q::ins_prune_answered:
+      return "DELETE FROM instruction WHERE seq IN (SELECT seq FROM instruction WHERE status "
+             "= 'answered' ORDER BY seq LIMIT ?1)";
+    case Q::ins_prune_oldest:
+      return "DELETE FROM instruction WHERE seq IN (SELECT seq FROM instruction ORDER BY seq "
+             "LIMIT ?1)";
+    case Q::iss_insert:
+      return "INSERT INTO issued_instruction (instruction_id, device_id, action, credential, "
+             "sequence, created, owner, revert_to, status, report, answered) VALUES (?1, ?2, "
+             "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (instruction_id) DO NOTHING";
+    case Q::iss_find:
+      return "SELECT instruction_id, device_id, action, credential, sequence, created, "
+             "owner, revert_to, status, report, answered FROM issued_instruction WHERE "
+             "instruction_id = ?1";
+    case Q::iss_revert:
+      return "SELECT instruction_id, device_id, action, credential, sequence, created, "
+             "owner, revert_to, status, report, answered FROM issued_instruction WHERE "
+             "device_id = ?1 AND revert_to <> '' ORDER BY seq DESC LIMIT 1";
+    case Q::iss_answer:
+      return "UPDATE issued_instruction SET status = ?4, report = ?2, answered = ?3 WHERE "
+             "instruction_id = ?1 AND status = 'queued' RETURNING instruction_id, device_id, "
+             "action, credential, sequence, created, owner, revert_to, status, report, "
+             "answered";
+    case Q::iss_status: return "SELECT status FROM issued_instruction WHERE instruction_id = ?1";
+    case Q::iss_count: return "SELECT count(*) FROM issued_instruction";
+    case Q::iss_prune_answered:
+      return "DELETE FROM issued_instruction WHERE seq IN (SELECT seq FROM "
+             "issued_instruction WHERE status <> 'queued' ORDER BY seq LIMIT ?1)";
+    case Q::iss_prune_oldest:
+      return "DELETE FROM issued_instruction WHERE seq IN (SELECT seq FROM "
+             "issued_instruction ORDER BY seq LIMIT ?1)";
     case Q::version_read: return "SELECT coalesce(max(version), 0) FROM schema_version";
     case Q::version_record:
       return "INSERT INTO schema_version (version, applied_at, description) VALUES (?1, ?2, ?3)";

@@ -58,6 +58,24 @@ std::string_view to_string(SubscriberStatus s) {
   return "refused";
 }
 
+std::string_view to_string(InstructionStatus s) {
+  switch (s) {
+    case InstructionStatus::pending: return "pending";
+    case InstructionStatus::delivered: return "delivered";
+    case InstructionStatus::answered: return "answered";
+  }
+  return "answered";
+}
+
+std::string_view to_string(IssuedStatus s) {
+  switch (s) {
+    case IssuedStatus::queued: return "queued";
+    case IssuedStatus::answered: return "answered";
+    case IssuedStatus::released: return "released";
+  }
+  return "answered";
+}
+
 namespace sql {
 
 std::optional<PcidStatus> parse_pcid_status(std::string_view s) {
@@ -85,6 +103,21 @@ std::optional<SubscriberStatus> parse_subscriber_status(std::string_view s) {
   for (auto v :
        {SubscriberStatus::registered, SubscriberStatus::validating, SubscriberStatus::provisioning,
         SubscriberStatus::active, SubscriberStatus::refused}) {
+    if (to_string(v) == s) return v;
+  }
+  return std::nullopt;
+}
+
+std::optional<InstructionStatus> parse_instruction_status(std::string_view s) {
+  for (auto v :
+       {InstructionStatus::pending, InstructionStatus::delivered, InstructionStatus::answered}) {
+    if (to_string(v) == s) return v;
+  }
+  return std::nullopt;
+}
+
+std::optional<IssuedStatus> parse_issued_status(std::string_view s) {
+  for (auto v : {IssuedStatus::queued, IssuedStatus::answered, IssuedStatus::released}) {
     if (to_string(v) == s) return v;
   }
   return std::nullopt;

@@ -336,6 +336,74 @@ class ReferenceStore {
   virtual Result<std::vector<StoredReferences>> all() = 0;  // by model
 };
 
+// ---- Management instructions (F9: the RO's DPF queue, the SHO's record of what it issued) ----
+
+// At the RO: an SHO's signed instruction queued for a device, until the device's TRE answers it.
+enum class InstructionStatus { pending, delivered, answered };
+std::string_view to_string(InstructionStatus s);
+
+struct QueuedInstruction {
+  std::string instruction_id;  // the SHO's, [A-Za-z0-9._:-]{1,64}
+  std::string pcid, device_id, sho;
+  std::string instruction;  // the signed mcim-instruction/1 text, verbatim
+  std::uint64_t sequence = 0;
+  std::string action, credential;  // as the instruction says, for the records
+  InstructionStatus status = InstructionStatus::pending;
+  std::string report;  // the TRE's signed answer, once it came
+  Time created{}, updated{};
+};
+
+class InstructionStore {
+ public:
+  virtual ~InstructionStore() = default;
+  // already_exists for a known id. At most `keep` (>= 1) are kept: in the same transaction, the
+  // oldest answered ones go first, then the oldest of all (by then long past the TRE's 10
+  // minutes).
+  virtual Result<void> put(const QueuedInstruction& q, std::size_t keep) = 0;
+  virtual Result<std::optional<QueuedInstruction>> find(std::string_view instruction_id) = 0;
+  // The device's unanswered instructions, oldest (first queued) first, at most `limit`; marked
+  // delivered at `at` in the same statement.
+  virtual Result<std::vector<QueuedInstruction>> collect(std::string_view device_id,
+                                                         std::size_t limit, Time at) = 0;
+  // Records the TRE's answer, compare and set: not_found; transition_refused when already
+  // answered (of two racing answers exactly one wins). Returns the answered instruction.
+  virtual Result<QueuedInstruction> answer(std::string_view instruction_id, std::string_view report,
+                                           Time at) = 0;
+  virtual Result<std::uint64_t> count() = 0;
+};
+
+// At the SHO: an instruction it signed and queued at the RO, and the TRE's answer; for F5 the
+// delete of an owner's revert (revert_to: the operator the owner moves to) and whether the
+// release followed it (IMSI deactivated, registration handed over, subscriber removed).
+// queued -> answered, or -> released (answered "ok" for a revert, and the release done).
+enum class IssuedStatus { queued, answered, released };
+std::string_view to_string(IssuedStatus s);
+
+struct IssuedInstruction {
+  std::string instruction_id;  // the SHO's, unique
+  std::string device_id, action, credential;
+  std::uint64_t sequence = 0;
+  Time created{};
+  std::string owner, revert_to;  // F5 only; empty otherwise
+  IssuedStatus status = IssuedStatus::queued;
+  std::string report;  // the TRE's signed answer, verified before it was stored
+  Time answered{};
+};
+
+class IssuedInstructionStore {
+ public:
+  virtual ~IssuedInstructionStore() = default;
+  // already_exists for a known id; at most `keep` (>= 1) kept, as InstructionStore::put.
+  virtual Result<void> put(const IssuedInstruction& i, std::size_t keep) = 0;
+  virtual Result<std::optional<IssuedInstruction>> find(std::string_view instruction_id) = 0;
+  // The device's latest revert (revert_to not empty), whoever's it is.
+  virtual Result<std::optional<IssuedInstruction>> latest_revert(std::string_view device_id) = 0;
+  // queued -> answered or released (`released`), with the report, compare and set: not_found;
+  // transition_refused when answered already (of two racing answers exactly one wins).
+  virtual Result<IssuedInstruction> answer(std::string_view instruction_id, std::string_view report,
+                                           Time at, bool released) = 0;
+};
+
 // ---- The database ----------------------------------------------------------------------------
 
 class Database {
@@ -351,6 +419,8 @@ class Database {
   virtual SubscriberStore& subscribers() = 0;                    // SHO
   virtual ChallengeStore& challenges() = 0;                      // PVA
   virtual ReferenceStore& references() = 0;                      // PVA
+  virtual InstructionStore& instructions() = 0;                  // RO (F9)
+  virtual IssuedInstructionStore& issued_instructions() = 0;     // SHO (F9, F5)
   virtual int schema_version() = 0;
   virtual std::string_view backend() const = 0;  // "sqlite" or "postgresql"
 };

@@ -297,6 +297,13 @@ Result<StatusReport> verify_status_report(std::string_view text, X509* platform_
   return report;
 }
 
+Result<StatusReport> decode_status_report(std::string_view text) {
+  text = pki::document_text(text);
+  auto env = pki::decode_envelope(text, kStatusWhat, "report", false);
+  if (!env) return std::unexpected(env.error());
+  return decode_report(env->doc["report"]);
+}
+
 Result<StatusReport> verify_install_report(std::string_view text, X509* platform_cert,
                                            std::string_view device_id,
                                            std::string_view package_id) {

@@ -88,6 +88,10 @@ Result<std::string> sign_status_report(const StatusReport& report, EVP_PKEY* pla
 // Strict decoding (bad_format) and the signature with the platform certificate's key
 // (signature_invalid).
 Result<StatusReport> verify_status_report(std::string_view text, X509* platform_cert);
+// The strict decoding of verify_status_report without its signature check (bad_format): only for
+// a report verified when it arrived and read back from the receiver's own store (the SHO's record
+// of the instructions it issued, F9).
+Result<StatusReport> decode_status_report(std::string_view text);
 // verify_status_report, then: the report is device_id's (wrong_recipient) and answers the
 // install of package_id (invalid_argument); a TRE that could not open the package cannot name
 // it, so "-" with a refusal answers it too. For the DPF and the SHO that receive it.

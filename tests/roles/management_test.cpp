@@ -74,10 +74,20 @@ class ManagementTest : public ::testing::Test {
     return InstructionHandover{kPcid, device_, std::move(id), std::move(text)};
   }
   std::vector<X509*> chain() { return {tre_->platform_certificate()}; }
+  std::optional<InstructionStatus> status_of(std::string_view id) {
+    auto q = queue_.find(id);
+    if (!q || !*q) return std::nullopt;
+    return (*q)->status;
+  }
+  std::vector<QueuedInstruction> collect(const store::Registration& r) {
+    auto collected = management_->collect(r);
+    EXPECT_TRUE(collected) << collected.error().message;
+    return collected ? *collected : std::vector<QueuedInstruction>{};
+  }
 
   static World* world_;
   std::unique_ptr<store::Database> db_ = store::make_memory_database();
-  InstructionQueue queue_;
+  InstructionQueue queue_{db_->instructions()};
   RecordingResults relay_;
   std::optional<pki::TrustAnchors> operator_roots_, supplier_roots_;
   std::optional<Management> management_;
@@ -95,9 +105,9 @@ TEST_F(ManagementTest, AnInstructionTravelsToItsTreAndTheSignedAnswerToTheSho) {
 
   auto reg = db_->registrations().find(kPcid);
   ASSERT_TRUE(reg && *reg);
-  auto collected = management_->collect(**reg);
+  auto collected = collect(**reg);
   ASSERT_EQ(collected.size(), 1u);
-  EXPECT_EQ(queue_.find("ins-1")->status, InstructionStatus::delivered);
+  EXPECT_EQ(status_of("ins-1"), InstructionStatus::delivered);
   auto applied = tre_->apply_instruction(collected[0].instruction);
   ASSERT_TRUE(applied.result) << applied.result.error().message;
 
@@ -105,12 +115,12 @@ TEST_F(ManagementTest, AnInstructionTravelsToItsTreAndTheSignedAnswerToTheSho) {
   ASSERT_TRUE(answered) << answered.error().message;
   EXPECT_EQ(answered->outcome, "ok");
   EXPECT_EQ(answered->state, "blocked");
-  EXPECT_EQ(queue_.find("ins-1")->status, InstructionStatus::answered);
+  EXPECT_EQ(status_of("ins-1"), InstructionStatus::answered);
   ASSERT_EQ(relay_.relayed.size(), 1u);
   EXPECT_EQ(relay_.relayed[0].sho, "sho-a");
   EXPECT_EQ(relay_.relayed[0].signed_report, applied.report);
   // Answered: collected no more, and a second answer is refused.
-  EXPECT_TRUE(management_->collect(**reg).empty());
+  EXPECT_TRUE(collect(**reg).empty());
   auto again = management_->answer("ins-1", applied.report, chain());
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, ErrorCode::transition_refused);
@@ -152,8 +162,8 @@ TEST_F(ManagementTest, QueueRefusalsLeaveTheQueueAsItWas) {
     auto r = management_->queue(c.handover, c.caller);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, c.code) << r.error().message;
-    EXPECT_EQ(queue_.size(), 1u);
-    EXPECT_EQ(queue_.find("ins-0")->status, InstructionStatus::pending);
+    EXPECT_EQ(queue_.size().value_or(0), 1u);
+    EXPECT_EQ(status_of("ins-0"), InstructionStatus::pending);
   }
   // Each refusal is on the DPF's record.
   auto audit = db_->audit().recent(20);
@@ -166,7 +176,7 @@ TEST_F(ManagementTest, QueueRefusalsLeaveTheQueueAsItWas) {
 TEST_F(ManagementTest, AnswerRefusalsLeaveTheInstructionDeliveredAndRelayNothing) {
   ASSERT_TRUE(management_->queue(handover(instruction("sho-a", tre::Action::block, 5)), "sho-a"));
   auto reg = db_->registrations().find(kPcid);
-  auto text = management_->collect(**reg).at(0).instruction;
+  auto text = collect(**reg).at(0).instruction;
   auto applied = tre_->apply_instruction(text);
   ASSERT_TRUE(applied.result);
   // Another TRE's answer to an instruction of the same sequence.
@@ -201,35 +211,39 @@ TEST_F(ManagementTest, AnswerRefusalsLeaveTheInstructionDeliveredAndRelayNothing
     auto r = management_->answer(c.id, c.report, c.chain);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, c.code) << r.error().message;
-    EXPECT_EQ(queue_.find("ins-1")->status, InstructionStatus::delivered);
+    EXPECT_EQ(status_of("ins-1"), InstructionStatus::delivered);
     EXPECT_TRUE(relay_.relayed.empty());
   }
   ASSERT_TRUE(management_->answer("ins-1", applied.report, chain()));
 }
 
+// The queue's bound over the database (the store's own tests cover every backend).
 TEST(InstructionQueue, AFullQueuePushesOutTheOldestAnsweredThenTheOldest) {
-  InstructionQueue q(2);
+  auto db = store::make_memory_database();
+  InstructionQueue q(db->instructions(), 2);
   auto entry = [](const char* id) {
     QueuedInstruction e;
     e.instruction_id = id;
     e.device_id = "dev-1";
     return e;
   };
+  auto known = [&](const char* id) { return q.find(id).value_or(std::nullopt).has_value(); };
   ASSERT_TRUE(q.put(entry("a")));
   ASSERT_TRUE(q.put(entry("b")));
   ASSERT_TRUE(q.answer("b", "report", {}));
   ASSERT_TRUE(q.put(entry("c")));  // pushes out b, answered
-  EXPECT_TRUE(q.find("a"));
-  EXPECT_FALSE(q.find("b"));
+  EXPECT_TRUE(known("a"));
+  EXPECT_FALSE(known("b"));
   ASSERT_TRUE(q.put(entry("d")));  // none answered: pushes out a, the oldest
-  EXPECT_FALSE(q.find("a"));
-  EXPECT_EQ(q.size(), 2u);
+  EXPECT_FALSE(known("a"));
+  EXPECT_EQ(q.size().value_or(0), 2u);
   EXPECT_EQ(q.put(entry("c")).error().code, ErrorCode::already_exists);
   EXPECT_EQ(q.answer("zz", "r", {}).error().code, ErrorCode::not_found);
   const auto collected = q.collect("dev-1", 1, {});
-  ASSERT_EQ(collected.size(), 1u);
-  EXPECT_EQ(collected[0].instruction_id, "c");
-  EXPECT_TRUE(q.collect("dev-2", 16, {}).empty());
+  ASSERT_TRUE(collected);
+  ASSERT_EQ(collected->size(), 1u);
+  EXPECT_EQ((*collected)[0].instruction_id, "c");
+  EXPECT_TRUE(q.collect("dev-2", 16, {}).value().empty());
 }
 
 }  // namespace

@@ -2405,6 +2405,78 @@ TEST_F(RoServiceTest, AttestationAnswersReachTheSho) {
   EXPECT_EQ(audit[0].outcome, "ok");
 }
 
+// F9 across a restart of the RO: the instruction queued before it is in the database, so the
+// device collects it from the new RoService (on the database reopened) and the TRE's answer is
+// taken and relayed to the SHO.
+TEST_F(RoServiceTest, AQueuedInstructionOutlivesARestart) {
+  const std::string file = world().path(fmt::format("ro-restart-{}.db", counter_++));
+  auto opened = store::open_database("sqlite:" + file);
+  ASSERT_TRUE(opened) << opened.error().message;
+  db_ = std::move(*opened);
+  ShoServer sho(0);
+  start(notifying(config(), sho));
+  switched_on();
+  ASSERT_FALSE(HasFailure());
+  ASSERT_TRUE(tre_->record_registration(kNonce));
+  ASSERT_TRUE(tre_->install(world().seal(world().document(device_, kImsi, "sho-a", 1, kNonce),
+                                         world().signer("sho-a"), tre_->platform_certificate()))
+                  .result);
+  ASSERT_TRUE(tre_->apply(tre::Action::activate, kImsi));
+  const Json body{{"pcid", kPcid},
+                  {"device_id", device_},
+                  {"instruction_id", "ins-1"},
+                  {"instruction", world().instruction(world().signer("sho-a"), device_, kImsi,
+                                                      tre::Action::block, 1)}};
+  const HttpResponse queued =
+      handle(op_request("POST", "/v1/dpf/instructions", "sho-a", body.dump()));
+  ASSERT_EQ(queued.status, 201) << queued.body;
+
+  // The restart: the service and the database go, both come back on the same file.
+  service_.reset();
+  db_.reset();
+  opened = store::open_database("sqlite:" + file);
+  ASSERT_TRUE(opened) << opened.error().message;
+  db_ = std::move(*opened);
+  start(notifying(config(), sho));
+
+  const HttpResponse c = handle(
+      device_request("POST", "/v1/dpf/management/challenges", "", Json{{"pcid", kPcid}}.dump()));
+  ASSERT_EQ(c.status, 201) << c.body;
+  const Json challenge = Json::parse(c.body);
+  const HttpResponse collected = handle(device_request(
+      "POST", "/v1/dpf/management/instructions", "",
+      Json{{"pcid", kPcid},
+           {"challenge_id", challenge["challenge_id"]},
+           {"report", *tre_->attest(*parse_hex(challenge["nonce"].get<std::string>(), "nonce"))},
+           {"platform_chain", {*pki::certificate_pem(tre_->platform_certificate())}}}
+          .dump()));
+  ASSERT_EQ(collected.status, 200) << collected.body;
+  const Json pending = Json::parse(collected.body)["instructions"];
+  ASSERT_EQ(pending.size(), 1u) << collected.body;
+  EXPECT_EQ(pending[0]["instruction_id"], "ins-1");
+  auto applied = tre_->apply_instruction(pending[0]["instruction"].get<std::string>());
+  ASSERT_TRUE(applied.result) << applied.result.error().message;
+  const HttpResponse answered = handle(
+      device_request("POST", "/v1/dpf/instructions/ins-1/result", "", report_body(applied.report)));
+  ASSERT_EQ(answered.status, 200) << answered.body;
+  EXPECT_EQ(Json::parse(answered.body)["outcome"], "ok");
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  std::vector<ShoServer::Received> relayed;
+  for (const auto& r : sho.snapshot()) {
+    if (r.target == "/v1/sho/instruction-results") relayed.push_back(r);
+  }
+  ASSERT_EQ(relayed.size(), 1u);
+  EXPECT_EQ(relayed[0].peer, "ro-1");
+  const Json result = Json::parse(relayed[0].body);
+  EXPECT_EQ(result["instruction_id"], "ins-1");
+  EXPECT_EQ(result["device_id"], device_);
+  EXPECT_EQ(result["sho"], "sho-a");
+  EXPECT_EQ(result["report"], applied.report);
+  auto stored = db_->instructions().find("ins-1");
+  ASSERT_TRUE(stored && *stored);
+  EXPECT_EQ((*stored)->status, store::InstructionStatus::answered);
+}
+
 // A 4xx other than 408/429 will be the same answer next time: one attempt, then the audit.
 TEST_F(RoServiceTest, PermanentRefusalsAreNotRetried) {
   ShoServer sho(1000, 409);

@@ -394,14 +394,32 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
       url = *created;
       pg_urls_.push_back(url);
     }
+    db_urls_[name] = url;
     auto db = store::open_database(url);
     EXPECT_TRUE(db) << fmt::to_string(db.error());
     return db ? std::move(*db) : nullptr;
   }
 
-  void start_ro() {
+  // A restart of the SHO: the service goes, and its database unless it lives in memory (there the
+  // same object stays, as nothing else would); both come back on the same data.
+  void restart_sho() {
+    sho_handler_ = [](const net::HttpRequest&) {
+      return net::error_response(503, "busy", "restarting");
+    };
+    sho_.reset();
+    if (GetParam() != "memory") {
+      sho_db_.reset();
+      auto db = store::open_database(db_urls_.at("sho"));
+      ASSERT_TRUE(db) << fmt::to_string(db.error());
+      sho_db_ = std::move(*db);
+    }
+    start_sho();
+  }
+
+  void start_ro(const std::function<void(ro::RoServiceConfig&)>& tweak = {}) {
     auto c = device::testing::ro_config(world(), sho_server_->url());
     ASSERT_TRUE(c) << fmt::to_string(c.error());
+    if (tweak) tweak(*c);
     auto service = ro::RoService::create(*ro_db_, std::move(*c), clock_);
     ASSERT_TRUE(service) << fmt::to_string(service.error());
     ro_ = std::move(*service);
@@ -678,6 +696,7 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
   SystemClock clock_;
   std::unique_ptr<store::Database> ro_db_, sho_db_;
   std::vector<std::string> pg_urls_;  // schemas made for this test, dropped after it
+  std::map<std::string, std::string> db_urls_;  // by open_db's name
   std::unique_ptr<TestPva> pva_;
   std::unique_ptr<ro::RoService> ro_;
   std::unique_ptr<net::HttpServer> ro_server_;
@@ -1372,6 +1391,124 @@ TEST_P(ShoServiceTest, OperatorInstructionsTravelThroughTheDpfAndTheirRefusalsCh
   EXPECT_EQ(at_sho.text("report"), applied.report);
   expect_refusal(call(*as_ro_, "POST", results, result), 409, ErrorCode::transition_refused);
   EXPECT_EQ(snapshot(d), before);
+}
+
+// F9 and F5 across a restart of the SHO: an instruction and an owner's revert issued, the SHO
+// (and its database) restarted, then the RO's relays of the TRE's answers arrive. Both are still
+// known: each answer is taken, the revert's release happens (the IMSI's window ended, the
+// registration handed over at the RO, the subscriber removed) and GET answers as before, after
+// one more restart too.
+TEST_P(ShoServiceTest, InstructionsAndARevertOutliveARestart) {
+  // An RO that knows sho-b, the operator the owner moves the device to.
+  ro_server_.reset();
+  ro_.reset();
+  start_ro([&](ro::RoServiceConfig& c) { c.shos["sho-b"] = c.shos.at(std::string(kSho)); });
+  if (HasFatalFailure()) return;
+  start_sho();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(32);
+  const std::string imsi = registered(d);
+  {
+    auto s = sho_db_->subscribers().find(d.id());
+    ASSERT_TRUE(s && *s);
+    store::Subscriber active = **s;
+    active.status = store::SubscriberStatus::active;
+    ASSERT_TRUE(sho_db_->subscribers().update(active, store::SubscriberStatus::registered));
+  }
+  auto as_sho = client(std::string(kSho));
+  const std::string base = sho_url_ + "/v1/operator/devices/" + d.id() + "/instructions";
+  const std::string revert_url = sho_url_ + "/v1/subscribers/" + d.id() + "/revert";
+  Answer block = call(*as_sho, "POST", base, Json{{"action", "block"}});
+  ASSERT_EQ(block.status, 202) << block.body;
+  Answer revert = call(*owner_, "POST", revert_url, Json{{"to", "sho-b"}}, kOwnerToken);
+  ASSERT_EQ(revert.status, 202) << revert.body;
+  EXPECT_EQ(revert.text("status"), "queued");
+  const std::string block_id = block.text("instruction_id");
+  const std::string delete_id = revert.text("instruction_id");
+
+  restart_sho();
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(call(*as_sho, "GET", base + "/" + block_id).json, block.json);
+  Answer queued = call(*owner_, "GET", revert_url, nullptr, kOwnerToken);
+  ASSERT_EQ(queued.status, 200) << queued.body;
+  EXPECT_EQ(queued.json, revert.json);
+  // Still one revert at a time.
+  expect_refusal(call(*owner_, "POST", revert_url, Json{{"to", "sho-b"}}, kOwnerToken), 409,
+                 ErrorCode::already_exists);
+
+  // The TRE's answers (signed with the device's platform key), as the RO relays them.
+  auto answer = [&](const std::string& id, const std::string& event, const std::string& state,
+                    const Answer& issued) {
+    tre::StatusReport r;
+    r.device_id = d.id();
+    r.event = event;
+    r.credential = imsi;
+    r.package_id = "-";
+    r.outcome = "ok";
+    r.state = state;
+    r.sequence =
+        issued.json.contains("sequence")
+            ? issued.json.at("sequence").get<std::uint64_t>()
+            : call(*as_sho, "GET", base + "/" + id).json.at("sequence").get<std::uint64_t>();
+    r.time = std::chrono::floor<std::chrono::seconds>(clock_.now());
+    auto text = tre::sign_status_report(r, d.bundle.platform_key.get());
+    EXPECT_TRUE(text) << fmt::to_string(text.error());
+    return Json{{"instruction_id", id},
+                {"device_id", d.id()},
+                {"sho", kSho},
+                {"report", text ? *text : std::string()}};
+  };
+  const std::string results = sho_url_ + "/v1/sho/instruction-results";
+  const Json blocked = answer(block_id, "block", "blocked", block);
+  Answer took = call(*as_ro_, "POST", results, blocked);
+  ASSERT_EQ(took.status, 200) << took.body;
+  const Json deleted = answer(delete_id, "delete", "deleted", revert);
+  took = call(*as_ro_, "POST", results, deleted);
+  ASSERT_EQ(took.status, 200) << took.body;
+  EXPECT_EQ(took.text("outcome"), "ok");
+
+  // The release: the IMSI stops authenticating, sho-b holds the registration, the subscriber is
+  // gone.
+  EXPECT_EQ(status_of(d), "absent");
+  auto auc = sho_db_->pcids().find(imsi);
+  ASSERT_TRUE(auc && *auc);
+  EXPECT_LE((*auc)->active_until,
+            store::Time(std::chrono::floor<std::chrono::seconds>(clock_.now())));
+  auto reg = ro_db_->registrations().find(d.pcid());
+  ASSERT_TRUE(reg && *reg);
+  EXPECT_EQ((*reg)->sho, "sho-b");
+
+  restart_sho();
+  if (HasFatalFailure()) return;
+  Answer released = call(*owner_, "GET", revert_url, nullptr, kOwnerToken);
+  ASSERT_EQ(released.status, 200) << released.body;
+  EXPECT_EQ(released.text("status"), "released");
+  EXPECT_EQ(released.text("outcome"), "ok");
+  EXPECT_EQ(released.text("instruction_id"), delete_id);
+  EXPECT_EQ(released.text("to"), "sho-b");
+  Answer answered = call(*as_sho, "GET", base + "/" + block_id);
+  ASSERT_EQ(answered.status, 200) << answered.body;
+  EXPECT_EQ(answered.text("status"), "answered");
+  EXPECT_EQ(answered.text("outcome"), "ok");
+  EXPECT_EQ(answered.text("state"), "blocked");
+  EXPECT_EQ(answered.text("report"), blocked.at("report").get<std::string>());
+  Answer delete_status = call(*as_sho, "GET", base + "/" + delete_id);
+  EXPECT_EQ(delete_status.text("status"), "answered");
+  EXPECT_EQ(delete_status.text("state"), "deleted");
+  // A relay again is refused: the instruction is answered, the subscriber gone.
+  EXPECT_NE(call(*as_ro_, "POST", results, blocked).status, 200);
+  // Audited once each.
+  auto audit = sho_db_->audit().recent(200);
+  ASSERT_TRUE(audit);
+  for (const std::string& id : {block_id, delete_id}) {
+    EXPECT_EQ(std::count_if(audit->begin(), audit->end(),
+                            [&](const store::AuditRecord& r) {
+                              return r.event == "instruction-result" && r.subject == id &&
+                                     r.outcome == "ok";
+                            }),
+              1)
+        << id;
+  }
 }
 
 // ---- F4: operator change ----------------------------------------------------------------------

@@ -1573,6 +1573,278 @@ TEST_P(StoreTest, NewPortsAreSeenByAnotherInstanceAndAfterReopening) {
   EXPECT_EQ(refs->size(), 1u);
 }
 
+// ---- Management instructions (F9: the RO's queue, the SHO's record) ----
+
+QueuedInstruction make_instruction(std::string id, std::string device, std::int64_t created = 100) {
+  QueuedInstruction q;
+  q.instruction_id = std::move(id);
+  q.pcid = "001010000000001";
+  q.device_id = std::move(device);
+  q.sho = "sho-a";
+  q.instruction = R"({"instruction":{"action":"block"},"signature":"c2ln"})";
+  q.sequence = (std::uint64_t{1} << 53) - 1;  // the SHO's largest
+  q.action = "block";
+  q.credential = "001020000000001";
+  q.created = q.updated = at(created);
+  return q;
+}
+
+std::optional<QueuedInstruction> find_instruction(Database& db, std::string_view id) {
+  auto r = db.instructions().find(id);
+  EXPECT_TRUE(r) << fmt::to_string(r.error());
+  return r ? *r : std::nullopt;
+}
+
+std::vector<std::string> ids_of(const std::vector<QueuedInstruction>& v) {
+  std::vector<std::string> out;
+  for (const auto& q : v) out.push_back(q.instruction_id);
+  return out;
+}
+
+IssuedInstruction make_issued(std::string id, std::string device, std::string revert_to = "") {
+  IssuedInstruction i;
+  i.instruction_id = std::move(id);
+  i.device_id = std::move(device);
+  i.action = revert_to.empty() ? "block" : "delete";
+  i.credential = "001020000000001";
+  i.sequence = 42;
+  i.created = at(100);
+  if (!revert_to.empty()) i.owner = "owner-7";
+  i.revert_to = std::move(revert_to);
+  return i;
+}
+
+std::optional<IssuedInstruction> find_issued(Database& db, std::string_view id) {
+  auto r = db.issued_instructions().find(id);
+  EXPECT_TRUE(r) << fmt::to_string(r.error());
+  return r ? *r : std::nullopt;
+}
+
+TEST_P(StoreTest, InstructionRoundTripsEveryFieldAndRefusesAKnownId) {
+  const auto q = make_instruction("ins-1", "device-1");
+  ASSERT_OK(db_->instructions().put(q, 10));
+  auto got = find_instruction(*db_, "ins-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->instruction_id, q.instruction_id);
+  EXPECT_EQ(got->pcid, q.pcid);
+  EXPECT_EQ(got->device_id, q.device_id);
+  EXPECT_EQ(got->sho, q.sho);
+  EXPECT_EQ(got->instruction, q.instruction);
+  EXPECT_EQ(got->sequence, q.sequence);
+  EXPECT_EQ(got->action, q.action);
+  EXPECT_EQ(got->credential, q.credential);
+  EXPECT_EQ(got->status, InstructionStatus::pending);
+  EXPECT_EQ(got->report, "");
+  EXPECT_EQ(got->created, at(100));
+  EXPECT_EQ(got->updated, at(100));
+  EXPECT_FALSE(find_instruction(*db_, "ins-2").has_value());
+  auto again = make_instruction("ins-1", "device-2");
+  EXPECT_CODE(db_->instructions().put(again, 10), ErrorCode::already_exists);
+  EXPECT_EQ(find_instruction(*db_, "ins-1")->device_id, "device-1");
+  auto n = db_->instructions().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 1u);
+}
+
+TEST_P(StoreTest, InstructionCollectMarksDeliveredOldestFirstWithALimit) {
+  for (const char* id : {"ins-c", "ins-a", "ins-b"}) {  // queue order, not id order
+    ASSERT_OK(db_->instructions().put(make_instruction(id, "device-1"), 10));
+  }
+  ASSERT_OK(db_->instructions().put(make_instruction("other", "device-2"), 10));
+  auto first = db_->instructions().collect("device-1", 2, at(200));
+  ASSERT_OK(first);
+  EXPECT_EQ(ids_of(*first), (std::vector<std::string>{"ins-c", "ins-a"}));
+  for (const auto& q : *first) {
+    EXPECT_EQ(q.status, InstructionStatus::delivered);
+    EXPECT_EQ(q.updated, at(200));
+  }
+  EXPECT_EQ(find_instruction(*db_, "ins-c")->status, InstructionStatus::delivered);
+  EXPECT_EQ(find_instruction(*db_, "ins-b")->status, InstructionStatus::pending);
+  EXPECT_EQ(find_instruction(*db_, "other")->status, InstructionStatus::pending);
+  // Delivered ones are collected again until answered (the device may have lost them).
+  ASSERT_OK(db_->instructions().answer("ins-a", "report a", at(300)));
+  auto second = db_->instructions().collect("device-1", 16, at(400));
+  ASSERT_OK(second);
+  EXPECT_EQ(ids_of(*second), (std::vector<std::string>{"ins-c", "ins-b"}));
+  auto none = db_->instructions().collect("device-3", 16, at(400));
+  ASSERT_OK(none);
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(find_instruction(*db_, "ins-a")->status, InstructionStatus::answered);
+}
+
+TEST_P(StoreTest, InstructionAnswerIsACompareAndSet) {
+  ASSERT_OK(db_->instructions().put(make_instruction("ins-1", "device-1"), 10));
+  auto answered = db_->instructions().answer("ins-1", "the TRE's report", at(500));
+  ASSERT_OK(answered);
+  EXPECT_EQ(answered->instruction_id, "ins-1");
+  EXPECT_EQ(answered->sho, "sho-a");
+  EXPECT_EQ(answered->status, InstructionStatus::answered);
+  EXPECT_EQ(answered->report, "the TRE's report");
+  EXPECT_EQ(answered->updated, at(500));
+  EXPECT_CODE(db_->instructions().answer("ins-1", "another", at(600)),
+              ErrorCode::transition_refused);
+  EXPECT_CODE(db_->instructions().answer("ins-9", "r", at(600)), ErrorCode::not_found);
+  auto got = find_instruction(*db_, "ins-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->report, "the TRE's report");
+  EXPECT_EQ(got->updated, at(500));
+}
+
+TEST_P(StoreTest, InstructionPutKeepsItsBoundOldestAnsweredFirstThenOldest) {
+  ASSERT_OK(db_->instructions().put(make_instruction("a", "device-1"), 2));
+  ASSERT_OK(db_->instructions().put(make_instruction("b", "device-1"), 2));
+  ASSERT_OK(db_->instructions().answer("b", "report", at(200)));
+  ASSERT_OK(db_->instructions().put(make_instruction("c", "device-1"), 2));  // b goes, answered
+  EXPECT_TRUE(find_instruction(*db_, "a").has_value());
+  EXPECT_FALSE(find_instruction(*db_, "b").has_value());
+  ASSERT_OK(db_->instructions().put(make_instruction("d", "device-1"), 2));  // none answered: a
+  EXPECT_FALSE(find_instruction(*db_, "a").has_value());
+  auto n = db_->instructions().count();
+  ASSERT_OK(n);
+  EXPECT_EQ(*n, 2u);
+  // A refused put prunes nothing; a bound of 0 is taken as 1.
+  EXPECT_CODE(db_->instructions().put(make_instruction("c", "device-1"), 1),
+              ErrorCode::already_exists);
+  EXPECT_EQ(*db_->instructions().count(), 2u);
+  ASSERT_OK(db_->instructions().put(make_instruction("e", "device-1"), 0));
+  EXPECT_EQ(*db_->instructions().count(), 1u);
+  EXPECT_TRUE(find_instruction(*db_, "e").has_value());
+}
+
+TEST_P(StoreTest, ConcurrentAnswersOfOneInstructionHaveExactlyOneWinner) {
+  constexpr int kThreads = 16;
+  ASSERT_OK(db_->instructions().put(make_instruction("ins-1", "device-1"), 10));
+  ASSERT_OK(db_->issued_instructions().put(make_issued("ins-1", "device-1", "sho-b"), 10));
+  Database* instances[] = {db_.get(), &second()};
+  std::atomic<int> won{0}, refused{0}, issued_won{0}, issued_refused{0};
+  std::atomic<int> winner{-1}, issued_winner{-1};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Database& db = *instances[t % 2];
+      auto r = db.instructions().answer("ins-1", fmt::format("report {}", t), at(1000 + t));
+      if (r) {
+        ++won;
+        winner = t;
+      } else if (r.error().code == ErrorCode::transition_refused) {
+        ++refused;
+      } else {
+        ADD_FAILURE() << fmt::to_string(r.error());
+      }
+      auto i = db.issued_instructions().answer("ins-1", fmt::format("report {}", t), at(1000 + t),
+                                               t % 3 == 0);
+      if (i) {
+        ++issued_won;
+        issued_winner = t;
+      } else if (i.error().code == ErrorCode::transition_refused) {
+        ++issued_refused;
+      } else {
+        ADD_FAILURE() << fmt::to_string(i.error());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(won.load(), 1);
+  EXPECT_EQ(refused.load(), kThreads - 1);
+  auto got = find_instruction(*db_, "ins-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->report, fmt::format("report {}", winner.load()));
+  EXPECT_EQ(got->updated, at(1000 + winner.load()));
+  EXPECT_EQ(issued_won.load(), 1);
+  EXPECT_EQ(issued_refused.load(), kThreads - 1);
+  auto issued = db_->issued_instructions().find("ins-1");
+  ASSERT_OK(issued);
+  ASSERT_TRUE(issued->has_value());
+  EXPECT_EQ((*issued)->report, fmt::format("report {}", issued_winner.load()));
+  EXPECT_EQ((*issued)->status,
+            issued_winner.load() % 3 == 0 ? IssuedStatus::released : IssuedStatus::answered);
+}
+
+TEST_P(StoreTest, IssuedInstructionRoundTripsEveryFieldAndIsAnsweredOnce) {
+  const auto i = make_issued("ins-1", "device-1", "sho-b");
+  ASSERT_OK(db_->issued_instructions().put(i, 10));
+  EXPECT_CODE(db_->issued_instructions().put(make_issued("ins-1", "device-2"), 10),
+              ErrorCode::already_exists);
+  auto got = find_issued(*db_, "ins-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->instruction_id, "ins-1");
+  EXPECT_EQ(got->device_id, "device-1");
+  EXPECT_EQ(got->action, "delete");
+  EXPECT_EQ(got->credential, i.credential);
+  EXPECT_EQ(got->sequence, 42u);
+  EXPECT_EQ(got->created, at(100));
+  EXPECT_EQ(got->owner, "owner-7");
+  EXPECT_EQ(got->revert_to, "sho-b");
+  EXPECT_EQ(got->status, IssuedStatus::queued);
+  EXPECT_EQ(got->report, "");
+  EXPECT_EQ(got->answered, Time{});
+  EXPECT_FALSE(find_issued(*db_, "ins-2").has_value());
+
+  auto answered = db_->issued_instructions().answer("ins-1", "signed report", at(300), true);
+  ASSERT_OK(answered);
+  EXPECT_EQ(answered->status, IssuedStatus::released);
+  EXPECT_EQ(answered->report, "signed report");
+  EXPECT_EQ(answered->answered, at(300));
+  EXPECT_EQ(answered->revert_to, "sho-b");
+  EXPECT_CODE(db_->issued_instructions().answer("ins-1", "again", at(400), false),
+              ErrorCode::transition_refused);
+  EXPECT_CODE(db_->issued_instructions().answer("ins-9", "r", at(400), false),
+              ErrorCode::not_found);
+  got = find_issued(*db_, "ins-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status, IssuedStatus::released);
+  EXPECT_EQ(got->answered, at(300));
+}
+
+TEST_P(StoreTest, IssuedLatestRevertIsTheDevicesNewest) {
+  auto none = db_->issued_instructions().latest_revert("device-1");
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+  ASSERT_OK(db_->issued_instructions().put(make_issued("r-1", "device-1", "sho-b"), 10));
+  ASSERT_OK(db_->issued_instructions().put(make_issued("r-2", "device-1", "sho-c"), 10));
+  ASSERT_OK(db_->issued_instructions().put(make_issued("i-3", "device-1"), 10));  // not a revert
+  ASSERT_OK(db_->issued_instructions().put(make_issued("r-4", "device-2", "sho-d"), 10));
+  auto latest = db_->issued_instructions().latest_revert("device-1");
+  ASSERT_OK(latest);
+  ASSERT_TRUE(latest->has_value());
+  EXPECT_EQ((*latest)->instruction_id, "r-2");
+  EXPECT_EQ((*latest)->revert_to, "sho-c");
+}
+
+TEST_P(StoreTest, IssuedPutKeepsItsBoundOldestAnsweredFirstThenOldest) {
+  ASSERT_OK(db_->issued_instructions().put(make_issued("a", "device-1"), 2));
+  ASSERT_OK(db_->issued_instructions().put(make_issued("b", "device-1"), 2));
+  ASSERT_OK(db_->issued_instructions().answer("b", "report", at(200), false));
+  ASSERT_OK(db_->issued_instructions().put(make_issued("c", "device-1"), 2));
+  EXPECT_TRUE(find_issued(*db_, "a").has_value());
+  EXPECT_FALSE(find_issued(*db_, "b").has_value());
+  ASSERT_OK(db_->issued_instructions().put(make_issued("d", "device-1"), 2));
+  EXPECT_FALSE(find_issued(*db_, "a").has_value());
+  EXPECT_TRUE(find_issued(*db_, "c").has_value());
+  EXPECT_TRUE(find_issued(*db_, "d").has_value());
+}
+
+TEST_P(StoreTest, InstructionsAreSeenByAnotherInstanceAndAfterReopening) {
+  if (!location_->shared()) GTEST_SKIP() << "one Database object is the whole database";
+  ASSERT_OK(db_->instructions().put(make_instruction("ins-1", "device-1"), 10));
+  ASSERT_OK(db_->issued_instructions().put(make_issued("ins-1", "device-1", "sho-b"), 10));
+  auto collected = second().instructions().collect("device-1", 16, at(200));
+  ASSERT_OK(collected);
+  EXPECT_EQ(collected->size(), 1u);
+  db_.reset();
+  second_.reset();
+  auto reopened = open_database(location_->url());
+  ASSERT_TRUE(reopened) << fmt::to_string(reopened.error());
+  auto q = find_instruction(**reopened, "ins-1");
+  ASSERT_TRUE(q.has_value());
+  EXPECT_EQ(q->status, InstructionStatus::delivered);
+  ASSERT_OK((*reopened)->instructions().answer("ins-1", "report", at(300)));
+  auto revert = (*reopened)->issued_instructions().latest_revert("device-1");
+  ASSERT_OK(revert);
+  ASSERT_TRUE(revert->has_value());
+  EXPECT_EQ((*revert)->revert_to, "sho-b");
+}
+
 // ---- Across instances and threads ----
 
 TEST_P(StoreTest, DataWrittenByOneInstanceIsSeenByAnotherAndAfterReopening) {
@@ -1861,6 +2133,14 @@ TEST_P(SqlSchemaTest, ADatabaseAtVersion1IsMigratedKeepingItsData) {
   }
   ASSERT_OK((*db)->subscribers().add(make_subscriber("device-1", "001010000000001", "1")));
   EXPECT_EQ(raw_->integer("SELECT count(*) FROM subscriber"), 1);
+  // v8's tables too.
+  for (const char* table : {"instruction", "issued_instruction"}) {
+    EXPECT_EQ(raw_->integer(fmt::format("SELECT count(*) FROM {}", table)), 0) << table;
+  }
+  ASSERT_OK((*db)->instructions().put(make_instruction("ins-1", "device-1"), 10));
+  ASSERT_OK((*db)->issued_instructions().put(make_issued("ins-1", "device-1", "sho-b"), 10));
+  EXPECT_EQ(raw_->integer("SELECT count(*) FROM instruction WHERE status = 'pending'"), 1);
+  EXPECT_EQ(raw_->integer("SELECT count(*) FROM issued_instruction WHERE status = 'queued'"), 1);
 }
 
 // The uniqueness SubscriberStore::add relies on is the schema's, not the adapter's: a second

@@ -685,6 +685,31 @@ TEST_F(StatusReportTest, StrictDecoding) {
   EXPECT_EQ(instruction_text.error().code, ErrorCode::bad_format);
 }
 
+// For a report verified when it arrived: the same fields and the same strict decoding, without
+// a key (and so without a signature check).
+TEST_F(StatusReportTest, DecodingAloneReadsAStoredReportStrictly) {
+  StatusReport list{"dev-a", "list", "-", "-", "ok", "-", 9, now()};
+  list.credentials = {{"001010000000001", "activated", "pkg-1"}};
+  const std::string text = sign_report(list);
+  auto got = decode_status_report(text);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  auto verified = verify_report(text);
+  ASSERT_TRUE(verified.has_value()) << verified.error().message;
+  EXPECT_EQ(got->device_id, verified->device_id);
+  EXPECT_EQ(got->event, verified->event);
+  EXPECT_EQ(got->outcome, verified->outcome);
+  EXPECT_EQ(got->state, verified->state);
+  EXPECT_EQ(got->sequence, verified->sequence);
+  EXPECT_EQ(got->time, verified->time);
+  EXPECT_EQ(got->credentials, list.credentials);
+  auto unknown = decode_status_report(edited(text, [](Json& j) { j["report"]["note"] = "x"; }));
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().code, ErrorCode::bad_format);
+  auto instruction_text = decode_status_report(sign(instruction()));
+  ASSERT_FALSE(instruction_text.has_value());
+  EXPECT_EQ(instruction_text.error().code, ErrorCode::bad_format);
+}
+
 TEST_F(StatusReportTest, SignRefusesFieldsOutsideTheirLimits) {
   struct Case {
     const char* name;

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <utility>
 
 #include "pki/sealed.h"
@@ -22,78 +21,27 @@ std::string device_principal(std::string_view id) { return fmt::format("device:{
 
 }  // namespace
 
-std::string_view to_string(InstructionStatus s) {
-  switch (s) {
-    case InstructionStatus::pending: return "pending";
-    case InstructionStatus::delivered: return "delivered";
-    case InstructionStatus::answered: return "answered";
-  }
-  return "unknown";
-}
-
 // ---- InstructionQueue -------------------------------------------------------------------------
 
-Result<void> InstructionQueue::put(QueuedInstruction q) {
-  std::lock_guard lock(mu_);
-  const bool known = std::any_of(entries_.begin(), entries_.end(), [&](const auto& e) {
-    return e.instruction_id == q.instruction_id;
-  });
-  if (known) {
-    return fail(ErrorCode::already_exists, fmt::format("instruction {}", q.instruction_id));
-  }
-  if (entries_.size() >= std::max<std::size_t>(capacity_, 1)) {
-    auto answered = std::find_if(entries_.begin(), entries_.end(), [](const auto& e) {
-      return e.status == InstructionStatus::answered;
-    });
-    entries_.erase(answered != entries_.end() ? answered : entries_.begin());
-  }
-  entries_.push_back(std::move(q));
-  return {};
+Result<void> InstructionQueue::put(const QueuedInstruction& q) { return store_.put(q, capacity_); }
+
+Result<std::optional<QueuedInstruction>> InstructionQueue::find(
+    std::string_view instruction_id) const {
+  return store_.find(instruction_id);
 }
 
-std::optional<QueuedInstruction> InstructionQueue::find(std::string_view instruction_id) const {
-  std::lock_guard lock(mu_);
-  for (const auto& e : entries_) {
-    if (e.instruction_id == instruction_id) return e;
-  }
-  return std::nullopt;
-}
-
-std::vector<QueuedInstruction> InstructionQueue::collect(std::string_view device_id,
-                                                         std::size_t limit, store::Time at) {
-  std::lock_guard lock(mu_);
-  std::vector<QueuedInstruction> out;
-  for (auto& e : entries_) {
-    if (out.size() >= limit) break;
-    if (e.device_id != device_id || e.status == InstructionStatus::answered) continue;
-    e.status = InstructionStatus::delivered;
-    e.updated = at;
-    out.push_back(e);
-  }
-  return out;
+Result<std::vector<QueuedInstruction>> InstructionQueue::collect(std::string_view device_id,
+                                                                 std::size_t limit,
+                                                                 store::Time at) {
+  return store_.collect(device_id, limit, at);
 }
 
 Result<QueuedInstruction> InstructionQueue::answer(std::string_view instruction_id,
-                                                   std::string report, store::Time at) {
-  std::lock_guard lock(mu_);
-  for (auto& e : entries_) {
-    if (e.instruction_id != instruction_id) continue;
-    if (e.status == InstructionStatus::answered) {
-      return fail(ErrorCode::transition_refused,
-                  fmt::format("instruction {}: already answered", instruction_id));
-    }
-    e.status = InstructionStatus::answered;
-    e.report = std::move(report);
-    e.updated = at;
-    return e;
-  }
-  return fail(ErrorCode::not_found, fmt::format("instruction {}: unknown", instruction_id));
+                                                   std::string_view report, store::Time at) {
+  return store_.answer(instruction_id, report, at);
 }
 
-std::size_t InstructionQueue::size() const {
-  std::lock_guard lock(mu_);
-  return entries_.size();
-}
+Result<std::uint64_t> InstructionQueue::size() const { return store_.count(); }
 
 // ---- Management -------------------------------------------------------------------------------
 
@@ -164,7 +112,8 @@ Result<QueuedInstruction> Management::queue(const InstructionHandover& h,
       std::move(result));
 }
 
-std::vector<QueuedInstruction> Management::collect(const store::Registration& registration) {
+Result<std::vector<QueuedInstruction>> Management::collect(
+    const store::Registration& registration) {
   return queue_.collect(registration.device_id, kMaxCollected, now());
 }
 
@@ -184,7 +133,9 @@ Result<tre::StatusReport> Management::answer(std::string_view instruction_id,
   std::string principal = "-";
   std::optional<QueuedInstruction> queued;
   auto result = [&]() -> Result<tre::StatusReport> {
-    queued = queue_.find(instruction_id);
+    auto found = queue_.find(instruction_id);
+    if (!found) return std::unexpected(found.error());
+    queued = std::move(*found);
     if (!queued) {
       return fail(ErrorCode::not_found, fmt::format("instruction {}: unknown", instruction_id));
     }
@@ -195,7 +146,7 @@ Result<tre::StatusReport> Management::answer(std::string_view instruction_id,
     }
     auto report = check_answer(*queued, signed_report, platform_chain);
     if (!report) return report;
-    if (auto a = queue_.answer(instruction_id, std::string(signed_report), t); !a) {
+    if (auto a = queue_.answer(instruction_id, signed_report, t); !a) {
       return std::unexpected(a.error());
     }
     return report;

@@ -8,14 +8,12 @@
 // and it is for the device of the caller's registration. Whether the operator may do it is the
 // TRE's decision (F6), never the DPF's. docs/roles-ro.md "Remote management".
 //
-// The queue lives in memory (InstructionQueue, shared by the handler threads): a TRE refuses an
-// instruction more than 10 minutes old anyway, so a restart costs the operator a re-issue, not a
-// lost or replayed action; the service's audit store is the durable record.
+// The queue is the service's database (store::InstructionStore, schema v8), so an RO restart
+// loses no instruction and no answer: the device still collects what was queued, and its TRE's
+// answer is still taken and relayed. The audit store keeps the record of every step.
 #pragma once
 
 #include <cstdint>
-#include <deque>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,40 +28,30 @@
 
 namespace mcim::ro {
 
-enum class InstructionStatus { pending, delivered, answered };
-std::string_view to_string(InstructionStatus s);
+using store::InstructionStatus;
+using store::QueuedInstruction;
 
-struct QueuedInstruction {
-  std::string instruction_id;  // the SHO's, [A-Za-z0-9._:-]{1,64}
-  std::string pcid, device_id, sho;
-  std::string instruction;  // the signed mcim-instruction/1 text, verbatim
-  std::uint64_t sequence = 0;
-  std::string action, credential;  // as the instruction says, for the records
-  InstructionStatus status = InstructionStatus::pending;
-  std::string report;  // the TRE's signed answer, once it came
-  store::Time created{}, updated{};
-};
-
-// Thread-safe. At most `capacity` entries: a new one pushes out the oldest answered one, or else
-// the oldest of all (by then long past the TRE's 10 minutes).
+// The SHOs' instructions in the database with the queue's bound: at most `capacity` kept, a new
+// one pushing out the oldest answered one, or else the oldest of all (by then long past the TRE's
+// 10 minutes). Thread-safe as the store is.
 class InstructionQueue {
  public:
-  explicit InstructionQueue(std::size_t capacity = 10'000) : capacity_(capacity) {}
-  Result<void> put(QueuedInstruction q);  // already_exists for a known id
-  std::optional<QueuedInstruction> find(std::string_view instruction_id) const;
+  explicit InstructionQueue(store::InstructionStore& store, std::size_t capacity = 10'000)
+      : store_(store), capacity_(capacity) {}
+  Result<void> put(const QueuedInstruction& q);  // already_exists for a known id
+  Result<std::optional<QueuedInstruction>> find(std::string_view instruction_id) const;
   // The device's unanswered instructions, oldest first, at most `limit`; marked delivered.
-  std::vector<QueuedInstruction> collect(std::string_view device_id, std::size_t limit,
-                                         store::Time at);
+  Result<std::vector<QueuedInstruction>> collect(std::string_view device_id, std::size_t limit,
+                                                 store::Time at);
   // Records the answer: not_found, transition_refused when already answered (of two racing
   // answers exactly one is taken).
-  Result<QueuedInstruction> answer(std::string_view instruction_id, std::string report,
+  Result<QueuedInstruction> answer(std::string_view instruction_id, std::string_view report,
                                    store::Time at);
-  std::size_t size() const;
+  Result<std::uint64_t> size() const;
 
  private:
+  store::InstructionStore& store_;
   const std::size_t capacity_;
-  mutable std::mutex mu_;
-  std::deque<QueuedInstruction> entries_;  // guarded by mu_; oldest first
 };
 
 // The TRE's verified answer on its way to the SHO that asked.
@@ -104,8 +92,8 @@ class Management {
   Result<QueuedInstruction> queue(const InstructionHandover& handover, std::string_view caller_sho);
 
   // The instructions pending for the device of `registration` (proven by its platform key),
-  // oldest first, at most 16 at a time.
-  std::vector<QueuedInstruction> collect(const store::Registration& registration);
+  // oldest first, at most 16 at a time; a store error as it is.
+  Result<std::vector<QueuedInstruction>> collect(const store::Registration& registration);
 
   // The TRE's answer to `instruction_id`: not_found (unknown); the platform chain leads to the
   // supplier roots (chain_invalid, cert_expired) and is the instruction's device's

@@ -378,7 +378,7 @@ struct RoService::State {
   net::Router router;
   NoticeQueue notices;
   PollWaiters polls;
-  InstructionQueue instructions;  // F9: pending management instructions (management.h)
+  InstructionQueue instructions{db.instructions()};  // F9 (management.h), in the database
   DpfSessions dpf_sessions;       // F4: operational devices' DPF sessions (dpf_sessions.h)
   SuccessorRefusals refusers;     // F4: who refused, when a successor did (dpf_sessions.h)
   ChangeAttempts change_attempts;  // F4: wrong PINs on change orders, by PCID (drf.h)
@@ -922,8 +922,10 @@ Result<store::Registration> RoService::State::prove_platform_key(const Request& 
 Result<Json> RoService::State::collect_instructions(const Request& r) {
   auto reg = prove_platform_key(r, "instruction-collect");
   if (!reg) return std::unexpected(reg.error());
+  auto collected = management().collect(*reg);
+  if (!collected) return std::unexpected(collected.error());
   Json list = Json::array();
-  for (const QueuedInstruction& q : management().collect(*reg)) {
+  for (const QueuedInstruction& q : *collected) {
     list.push_back(Json{{"instruction_id", q.instruction_id}, {"instruction", q.instruction}});
   }
   flow("instructions_collected");

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <array>
-#include <deque>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -56,8 +55,9 @@ constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-sho\"";
 constexpr std::string_view kAucBatch = "sho";
 // Package validity starts a little in the past so that a device clock slightly behind accepts it.
 constexpr std::chrono::minutes kPackageSkew{5};
-// Remote management (F9): the instructions issued and their answers, kept in memory (the TRE
-// takes an instruction for 10 minutes only; the audit store is the durable record).
+// Remote management (F9): the instructions issued, their answers and the reverts (F5), kept in
+// the database (store::IssuedInstructionStore), the latest 10,000: the oldest answered ones go
+// first.
 constexpr std::size_t kMaxIssuedInstructions = 10'000;
 const std::vector<std::string> kInstructionActions = {"list",    "activate", "block",
                                                       "unblock", "retire",   "delete"};
@@ -224,19 +224,11 @@ struct ShoService::State {
 
   // Remote management (F9): the operator's own staff (mTLS as this operator) instruct a device's
   // TRE through the RO's DPF; the TRE's signed answer comes back through the RO.
-  struct Issued {
-    std::string instruction_id, device_id, action, credential;
-    std::uint64_t sequence = 0;
-    store::Time created{};
-    std::optional<tre::StatusReport> report;  // verified, once answered
-    std::string signed_report;
-    store::Time answered{};
-    // F5: the delete of an owner's revert (revert_to: the operator the owner moves to) and, once
-    // the TRE deleted the MCIM, the release that followed (IMSI deactivated, registration handed
-    // over, subscriber removed).
-    std::string owner, revert_to;
-    bool released = false;
-  };
+  // The record is the database's, so that an SHO restart loses no instruction, no answer and no
+  // revert's release. F5: the delete of an owner's revert (revert_to: the operator the owner
+  // moves to) and, once the TRE deleted the MCIM, the release that followed (IMSI deactivated,
+  // registration handed over, subscriber removed): status released.
+  using Issued = store::IssuedInstruction;
   Result<Json> instruct(const Request& r);
   Result<Issued> issue(const Subscriber& s, const tre::Instruction& ins, Issued issued);
   // F5, the owner's revert to pristine at this, the old, SHO.
@@ -248,15 +240,15 @@ struct ShoService::State {
   Result<void> remove_released(const Subscriber& s, std::string detail);
   // F4, at the old SHO: the RO's relay of the TRE's discard report.
   Result<Json> discard(const Request& r);
-  static Json revert_json(const Issued& i);
+  static Result<Json> revert_json(const Issued& i);
   Result<tre::Instruction> instruction_for(const Request& r, const Subscriber& s);
   Result<void> stamp(tre::Instruction& ins);
   Result<Json> instruction_status(const Request& r);
   Result<Json> instruction_result(const Request& r);
-  Result<Issued> issued(std::string_view instruction_id, std::string_view device_id) const;
-  static Json issued_json(const Issued& i);
-  mutable std::mutex issued_mu;
-  std::deque<Issued> issued_list;  // guarded by issued_mu; oldest first
+  Result<Issued> issued(std::string_view instruction_id, std::string_view device_id);
+  // The TRE's answer as it was verified when it came (nullopt while queued).
+  static Result<std::optional<tre::StatusReport>> report_of(const Issued& i);
+  static Result<Json> issued_json(const Issued& i);
 };
 
 // ---- Callers ----------------------------------------------------------------------------------
@@ -959,40 +951,51 @@ Result<ShoService::State::Issued> ShoService::State::issue(const Subscriber& s,
   log::info(kComponent, "device {}: instruction {} ({} {}, sequence {}) queued at {}",
             issued.device_id, issued.instruction_id, issued.action, issued.credential,
             issued.sequence, ro->operator_id);
-  std::lock_guard lock(issued_mu);
-  if (issued_list.size() >= kMaxIssuedInstructions) issued_list.pop_front();
-  issued_list.push_back(issued);
+  if (auto put = db.issued_instructions().put(issued, kMaxIssuedInstructions); !put) {
+    return std::unexpected(put.error());
+  }
   return issued;
 }
 
 Result<ShoService::State::Issued> ShoService::State::issued(std::string_view instruction_id,
-                                                            std::string_view device_id) const {
-  std::lock_guard lock(issued_mu);
-  for (const Issued& i : issued_list) {
-    if (i.instruction_id != instruction_id) continue;
-    if (i.device_id != device_id) break;
-    return i;
+                                                            std::string_view device_id) {
+  auto found = db.issued_instructions().find(instruction_id);
+  if (!found) return std::unexpected(found.error());
+  if (!*found || (*found)->device_id != device_id) {
+    return fail(ErrorCode::not_found,
+                fmt::format("instruction {}: none for device {}", instruction_id, device_id));
   }
-  return fail(ErrorCode::not_found,
-              fmt::format("instruction {}: none for device {}", instruction_id, device_id));
+  return std::move(**found);
 }
 
-Json ShoService::State::issued_json(const Issued& i) {
+Result<std::optional<tre::StatusReport>> ShoService::State::report_of(const Issued& i) {
+  if (i.status == store::IssuedStatus::queued) return std::optional<tre::StatusReport>();
+  auto report = tre::decode_status_report(i.report);
+  if (!report) {
+    return fail(ErrorCode::internal,
+                fmt::format("instruction {}: the stored answer does not decode", i.instruction_id));
+  }
+  return std::optional<tre::StatusReport>(std::move(*report));
+}
+
+Result<Json> ShoService::State::issued_json(const Issued& i) {
+  auto report = report_of(i);
+  if (!report) return std::unexpected(report.error());
   Json out{{"instruction_id", i.instruction_id},
            {"device_id", i.device_id},
            {"action", i.action},
            {"credential", i.credential},
            {"sequence", i.sequence},
            {"created", unix_seconds(i.created)},
-           {"status", i.report ? "answered" : "queued"}};
-  if (!i.report) return out;
-  out["outcome"] = i.report->outcome;
-  out["state"] = i.report->state;
+           {"status", *report ? "answered" : "queued"}};
+  if (!*report) return out;
+  out["outcome"] = (*report)->outcome;
+  out["state"] = (*report)->state;
   out["answered"] = unix_seconds(i.answered);
-  out["report"] = i.signed_report;
-  if (i.report->event == tre::kListAction) {
+  out["report"] = i.report;
+  if ((*report)->event == tre::kListAction) {
     Json list = Json::array();
-    for (const auto& c : i.report->credentials) {
+    for (const auto& c : (*report)->credentials) {
       list.push_back(Json{{"id", c.id}, {"state", c.state}, {"package_id", c.package_id}});
     }
     out["credentials"] = std::move(list);
@@ -1029,34 +1032,19 @@ Result<Json> ShoService::State::instruction_result(const Request& r) {
     if (auto done = release_to(*s, i->revert_to); !done) return std::unexpected(done.error());
   }
   // Recorded before it is shown: whoever reads the answer finds its audit record.
-  auto find = [&]() -> Result<std::deque<Issued>::iterator> {
-    auto it = std::find_if(issued_list.begin(), issued_list.end(),
-                           [&](const Issued& x) { return x.instruction_id == id; });
-    if (it == issued_list.end()) {
-      return fail(ErrorCode::not_found, fmt::format("instruction {}: forgotten", id));
-    }
-    if (it->report) {
-      return fail(ErrorCode::transition_refused, fmt::format("instruction {}: answered", id));
-    }
-    return it;
-  };
-  {
-    std::lock_guard lock(issued_mu);
-    if (auto it = find(); !it) return std::unexpected(it.error());
+  auto still = db.issued_instructions().find(id);
+  if (!still) return std::unexpected(still.error());
+  if (!*still) return fail(ErrorCode::not_found, fmt::format("instruction {}: forgotten", id));
+  if ((*still)->status != store::IssuedStatus::queued) {
+    return fail(ErrorCode::transition_refused, fmt::format("instruction {}: answered", id));
   }
   auto recorded = record(
       "instruction-result", id, operator_principal(caller_of(r)), Result<void>{},
       fmt::format("device {}, outcome {}, state {}", device_id, report->outcome, report->state));
   if (!recorded) return std::unexpected(recorded.error());
-  {
-    std::lock_guard lock(issued_mu);
-    auto it = find();
-    if (!it) return std::unexpected(it.error());
-    (*it)->report = *report;
-    (*it)->signed_report = text;
-    (*it)->answered = now();
-    (*it)->released = releases;
-  }
+  // Compare and set: of two racing relays of the answer, one is taken.
+  auto answered = db.issued_instructions().answer(id, text, now(), releases);
+  if (!answered) return std::unexpected(answered.error());
   flow("instruction_answered");
   log::info(kComponent, "device {}: instruction {} answered: {}", device_id, id, report->outcome);
   return Json{{"instruction_id", id}, {"outcome", report->outcome}};
@@ -1075,14 +1063,11 @@ Result<Json> ShoService::State::revert(const Request& r, const std::string& owne
     return fail(ErrorCode::invalid_argument, "to: another operator than this one");
   }
   if (auto ok = logic::operational(*s); !ok) return std::unexpected(ok.error());
-  {
-    std::lock_guard lock(issued_mu);
-    for (const Issued& i : issued_list) {
-      if (i.device_id == s->device_id && !i.revert_to.empty() && !i.report) {
-        return fail(ErrorCode::already_exists, fmt::format("device {}: revert {} in progress",
-                                                           s->device_id, i.instruction_id));
-      }
-    }
+  auto latest = db.issued_instructions().latest_revert(s->device_id);
+  if (!latest) return std::unexpected(latest.error());
+  if (*latest && (*latest)->status == store::IssuedStatus::queued) {
+    return fail(ErrorCode::already_exists, fmt::format("device {}: revert {} in progress",
+                                                       s->device_id, (*latest)->instruction_id));
   }
   tre::Instruction ins;
   ins.device_id = s->device_id;
@@ -1100,29 +1085,30 @@ Result<Json> ShoService::State::revert(const Request& r, const std::string& owne
   return revert_json(*done);
 }
 
-Json ShoService::State::revert_json(const Issued& i) {
+Result<Json> ShoService::State::revert_json(const Issued& i) {
+  auto report = report_of(i);
+  if (!report) return std::unexpected(report.error());
   Json out{{"device_id", i.device_id},
            {"instruction_id", i.instruction_id},
            {"imsi", i.credential},
            {"to", i.revert_to},
-           {"status", i.released ? "released"
-                      : i.report ? "refused"
-                                 : "queued"}};
-  if (i.report) out["outcome"] = i.report->outcome;
+           {"status", i.status == store::IssuedStatus::released ? "released"
+                      : *report                                 ? "refused"
+                                                                : "queued"}};
+  if (*report) out["outcome"] = (*report)->outcome;
   return out;
 }
 
-// The owner's latest revert of the device (kept in memory like every instruction; the audit
-// store has the durable record): queued, released, or refused with the TRE's code.
+// The owner's latest revert of the device (kept in the database like every instruction):
+// queued, released, or refused with the TRE's code.
 Result<Json> ShoService::State::revert_status(const Request& r, const std::string& owner) {
   const std::string device_id(r.param("device_id"));
-  std::lock_guard lock(issued_mu);
-  for (auto it = issued_list.rbegin(); it != issued_list.rend(); ++it) {
-    if (it->device_id != device_id || it->revert_to.empty()) continue;
-    if (it->owner != owner) break;
-    return revert_json(*it);
+  auto latest = db.issued_instructions().latest_revert(device_id);
+  if (!latest) return std::unexpected(latest.error());
+  if (!*latest || (*latest)->owner != owner) {
+    return fail(ErrorCode::not_found, fmt::format("device {}: no revert of yours", device_id));
   }
-  return fail(ErrorCode::not_found, fmt::format("device {}: no revert of yours", device_id));
+  return revert_json(**latest);
 }
 
 // The TRE deleted the MCIM: the release (below) with the revert's own step between its two: the
