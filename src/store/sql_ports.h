@@ -369,6 +369,29 @@ Result<void> prune(typename D::Connection& c, Q count, Q answered, Q oldest, std
   return {};
 }
 
+// The queries of one table of the F9 records for prune.
+struct PruneQueries {
+  Q count, answered, oldest;
+};
+
+// The insert of one F9 record (`bind` sets its columns) and the pruning of its table to `keep`
+// rows, in one transaction: the bound holds whatever fails. already_exists for a known `id`.
+template <class D, class Bind>
+Result<void> insert_bounded(typename D::Connection& c, Q insert, std::string_view id, Bind bind,
+                            PruneQueries table, std::size_t keep) {
+  typename D::Transaction tx(c);
+  if (auto r = tx.begin(); !r) return r;
+  auto s = D::query(c, insert);
+  if (!s) return pass(s);
+  bind(*s);
+  if (auto r = s->finish(); !r) return r;
+  if (s->changes() != 1) return fail(ErrorCode::already_exists, fmt::format("instruction {}", id));
+  if (auto pruned = prune<D>(c, table.count, table.answered, table.oldest, keep); !pruned) {
+    return pruned;
+  }
+  return tx.commit();
+}
+
 // One conditional UPDATE .. RETURNING of the row of `key` (parameter 1; `bind` sets the others),
 // decoded with `read`, in a transaction: only a row in the expected state matches, so of two racing
 // updates exactly one gets it back. When none came back, a look-up of `status` in the same
@@ -1166,24 +1189,18 @@ class SqlInstructions final : public InstructionStore {
   using Connection = typename D::Connection;
   explicit SqlInstructions(typename D::Backend& b) : b_(b) {}
 
-  // The insert and the pruning in one transaction: the bound holds whatever fails.
   Result<void> put(const QueuedInstruction& q, std::size_t keep) override {
     return b_.run("instructions.put", [&](Connection& c) -> Result<void> {
-      typename D::Transaction tx(c);
-      if (auto r = tx.begin(); !r) return r;
-      auto s = D::query(c, Q::ins_insert);
-      if (!s) return pass(s);
-      s->text(1, q.instruction_id).text(2, q.pcid).text(3, q.device_id).text(4, q.sho);
-      s->text(5, q.instruction).integer(6, static_cast<std::int64_t>(q.sequence));
-      s->text(7, q.action).text(8, q.credential).text(9, to_string(q.status)).text(10, q.report);
-      s->integer(11, to_column(q.created)).integer(12, to_column(q.updated));
-      if (auto r = s->finish(); !r) return r;
-      if (s->changes() != 1) {
-        return fail(ErrorCode::already_exists, fmt::format("instruction {}", q.instruction_id));
-      }
-      auto pruned = prune<D>(c, Q::ins_count, Q::ins_prune_answered, Q::ins_prune_oldest, keep);
-      if (!pruned) return pruned;
-      return tx.commit();
+      return insert_bounded<D>(
+          c, Q::ins_insert, q.instruction_id,
+          [&](auto& s) {
+            s.text(1, q.instruction_id).text(2, q.pcid).text(3, q.device_id).text(4, q.sho);
+            s.text(5, q.instruction).integer(6, static_cast<std::int64_t>(q.sequence));
+            s.text(7, q.action).text(8, q.credential).text(9, to_string(q.status));
+            s.text(10, q.report).integer(11, to_column(q.created));
+            s.integer(12, to_column(q.updated));
+          },
+          {Q::ins_count, Q::ins_prune_answered, Q::ins_prune_oldest}, keep);
     });
   }
 
@@ -1254,21 +1271,15 @@ class SqlIssuedInstructions final : public IssuedInstructionStore {
 
   Result<void> put(const IssuedInstruction& i, std::size_t keep) override {
     return b_.run("issued_instructions.put", [&](Connection& c) -> Result<void> {
-      typename D::Transaction tx(c);
-      if (auto r = tx.begin(); !r) return r;
-      auto s = D::query(c, Q::iss_insert);
-      if (!s) return pass(s);
-      s->text(1, i.instruction_id).text(2, i.device_id).text(3, i.action).text(4, i.credential);
-      s->integer(5, static_cast<std::int64_t>(i.sequence)).integer(6, to_column(i.created));
-      s->text(7, i.owner).text(8, i.revert_to).text(9, to_string(i.status)).text(10, i.report);
-      s->integer(11, to_column(i.answered));
-      if (auto r = s->finish(); !r) return r;
-      if (s->changes() != 1) {
-        return fail(ErrorCode::already_exists, fmt::format("instruction {}", i.instruction_id));
-      }
-      auto pruned = prune<D>(c, Q::iss_count, Q::iss_prune_answered, Q::iss_prune_oldest, keep);
-      if (!pruned) return pruned;
-      return tx.commit();
+      return insert_bounded<D>(
+          c, Q::iss_insert, i.instruction_id,
+          [&](auto& s) {
+            s.text(1, i.instruction_id).text(2, i.device_id).text(3, i.action);
+            s.text(4, i.credential).integer(5, static_cast<std::int64_t>(i.sequence));
+            s.integer(6, to_column(i.created)).text(7, i.owner).text(8, i.revert_to);
+            s.text(9, to_string(i.status)).text(10, i.report).integer(11, to_column(i.answered));
+          },
+          {Q::iss_count, Q::iss_prune_answered, Q::iss_prune_oldest}, keep);
     });
   }
 
