@@ -435,32 +435,42 @@ Result<Fields> refused_run(const Error& e, const std::vector<device::StepTiming>
   return f.refused();
 }
 
+// One run of the agent (`run`: provision, change_operator) on the TRE of --dir, timed, its steps
+// watched; a refusal on the way is refused_run's answer, an outcome `answer`'s with the total ms.
+template <class Run, class Answer>
+Result<Fields> agent_run(const Args& a, device::AgentConfig config, Run run, Answer answer) {
+  auto tre = open_tre(a);
+  if (!tre) return std::unexpected(tre.error());
+  SystemClock clock;
+  device::Agent agent(*tre, std::move(config), clock);
+  std::vector<device::StepTiming> steps;
+  agent.on_step([&steps](const device::StepTiming& t) { steps.push_back(t); });
+  const auto started = std::chrono::steady_clock::now();
+  auto outcome = (agent.*run)();
+  const auto total = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count();
+  if (!outcome) return refused_run(outcome.error(), steps, total);
+  return answer(*outcome, total);
+}
+
 // F2 from the device's side. A refusal on the way is the run's answer, not a usage error: the
 // steps done so far and the refusing code are printed, exit 1.
 Result<Fields> run_run(const Args& a) {
   auto config = run_config(a);
   if (!config) return std::unexpected(config.error());
-  auto tre = open_tre(a);
-  if (!tre) return std::unexpected(tre.error());
-  SystemClock clock;
-  device::Agent agent(*tre, std::move(*config), clock);
-  std::vector<device::StepTiming> steps;
-  agent.on_step([&steps](const device::StepTiming& t) { steps.push_back(t); });
-  const auto started = std::chrono::steady_clock::now();
-  auto outcome = agent.provision();
-  const auto total = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::steady_clock::now() - started)
-                         .count();
-  if (!outcome) return refused_run(outcome.error(), steps, total);
-  Fields f;
-  // Direct access without a VNO ends with the MCIM selected, not attached.
-  f.add("outcome", outcome->operational.session.empty() ? "provisioned" : "operational")
-      .add("pcid", outcome->pcid)
-      .add("imsi", outcome->imsi)
-      .add("package_id", outcome->package_id)
-      .add("total_ms", std::to_string(total));
-  f.records("step", step_rows(outcome->steps));
-  return f;
+  return agent_run(a, std::move(*config), &device::Agent::provision,
+                   [](const device::Outcome& o, long long total) {
+                     Fields f;
+                     // Direct access without a VNO ends with the MCIM selected, not attached.
+                     f.add("outcome", o.operational.session.empty() ? "provisioned" : "operational")
+                         .add("pcid", o.pcid)
+                         .add("imsi", o.imsi)
+                         .add("package_id", o.package_id)
+                         .add("total_ms", std::to_string(total));
+                     f.records("step", step_rows(o.steps));
+                     return f;
+                   });
 }
 
 // F9 from the device's side: one management round at the RO's DPF. The TRE's refusal of an
@@ -502,27 +512,18 @@ Result<Fields> run_change(const Args& a) {
   as_run.drf = a.ro;
   auto config = run_config(as_run);
   if (!config) return std::unexpected(config.error());
-  auto tre = open_tre(a);
-  if (!tre) return std::unexpected(tre.error());
-  SystemClock clock;
-  device::Agent agent(*tre, std::move(*config), clock);
-  std::vector<device::StepTiming> steps;
-  agent.on_step([&steps](const device::StepTiming& t) { steps.push_back(t); });
-  const auto started = std::chrono::steady_clock::now();
-  auto outcome = agent.change_operator();
-  const auto total = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::steady_clock::now() - started)
-                         .count();
-  if (!outcome) return refused_run(outcome.error(), steps, total);
-  Fields f;
-  f.add("outcome", outcome->operational.session.empty() ? "changed" : "operational")
-      .add("replaced", outcome->replaced.empty() ? "-" : outcome->replaced)
-      .add("imsi", outcome->imsi)
-      .add("package_id", outcome->package_id)
-      .add("resumed", outcome->resumed ? "yes" : "no")
-      .add("total_ms", std::to_string(total));
-  f.records("step", step_rows(outcome->steps));
-  return f;
+  return agent_run(a, std::move(*config), &device::Agent::change_operator,
+                   [](const device::ChangeOutcome& o, long long total) {
+                     Fields f;
+                     f.add("outcome", o.operational.session.empty() ? "changed" : "operational")
+                         .add("replaced", o.replaced.empty() ? "-" : o.replaced)
+                         .add("imsi", o.imsi)
+                         .add("package_id", o.package_id)
+                         .add("resumed", o.resumed ? "yes" : "no")
+                         .add("total_ms", std::to_string(total));
+                     f.records("step", step_rows(o.steps));
+                     return f;
+                   });
 }
 
 CLI::App* with_dir(CLI::App* cmd, Args& a) {
