@@ -139,32 +139,25 @@ demo_args=(demo --system "$dir" --devices "$devices" --concurrency "$concurrency
 [ "$change" = 1 ] && demo_args+=(--change-operator)
 "$mcim" "${demo_args[@]}" >"$work/demo.json" 2>"$work/demo.err" &
 demo_pid=$!
-# As F2 begins: every process's CPU so far (the demo's own, with the EAP peers it reaped).
-f2_taken=0
-while kill -0 "$demo_pid" 2>/dev/null; do
-  if grep -q '^provision ' "$work/phases" 2>/dev/null; then
-    threads_cpu "$up_pid" >"$work/f2.txt"
-    up_f2="$(process_cpu "$up_pid")"
-    pg_f2="$(postgres_cpu)"
-    dev_f2="$(process_cpu "$demo_pid" children)"
-    f2_taken=1
-    break
-  fi
-  sleep 0.05
-done
-# As F4 begins (--change-operator): the same again.
+# As the demo notes phase $1: every process's CPU so far (the demo's own, with the EAP peers it
+# reaped), into $work/$2.txt and up_$2, pg_$2, dev_$2; ${2}_taken=1. Nothing once the demo ended.
+snapshot_at() {
+  printf -v "${2}_taken" 0
+  while kill -0 "$demo_pid" 2>/dev/null; do
+    if grep -q "^$1 " "$work/phases" 2>/dev/null; then
+      threads_cpu "$up_pid" >"$work/$2.txt"
+      printf -v "up_$2" '%s' "$(process_cpu "$up_pid")"
+      printf -v "pg_$2" '%s' "$(postgres_cpu)"
+      printf -v "dev_$2" '%s' "$(process_cpu "$demo_pid" children)"
+      printf -v "${2}_taken" 1
+      return
+    fi
+    sleep 0.05
+  done
+}
+snapshot_at provision f2
 f4_taken=0
-while [ "$change" = 1 ] && kill -0 "$demo_pid" 2>/dev/null; do
-  if grep -q '^change ' "$work/phases" 2>/dev/null; then
-    threads_cpu "$up_pid" >"$work/f4.txt"
-    up_f4="$(process_cpu "$up_pid")"
-    pg_f4="$(postgres_cpu)"
-    dev_f4="$(process_cpu "$demo_pid" children)"
-    f4_taken=1
-    break
-  fi
-  sleep 0.05
-done
+[ "$change" = 1 ] && snapshot_at change f4
 wait "$demo_pid"
 status=$?
 demo_pid=""
