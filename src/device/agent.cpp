@@ -631,25 +631,34 @@ struct Agent::Impl {
                 {"discard_notice", r.discard_notice}};
   }
 
-  // Posts the kept reports of a committed replacement; the DPF taking them now or before
-  // (transition_refused) ends their keeping.
-  Result<void> post_kept(const std::optional<std::string>& kept) {
-    auto text = kept ? read_text_file(*kept) : Result<std::string>(fail(ErrorCode::not_found, ""));
-    if (!text) return {};  // none kept: posted before, or never made
-    auto j = Json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("report")) {
-      log::warn(kLog, "{}: kept reports unreadable; not posted", *kept);
-      drop_answer(kept);
-      return {};
-    }
-    std::string install = j["report"].get<std::string>();
-    j.erase("report");
-    auto posted = report(install, std::move(j));
+  // Posts the reports of a committed replacement (change_reports' members); the DPF taking them
+  // now or before (transition_refused) ends their keeping at `kept`.
+  Result<void> post_reports(Json reports, const std::optional<std::string>& kept) {
+    std::string install = reports["report"].get<std::string>();
+    reports.erase("report");
+    auto posted = report(install, std::move(reports));
     if (posted || posted.error().code == ErrorCode::transition_refused) {
       drop_answer(kept);
       return {};
     }
     return posted;
+  }
+
+  // The reports an earlier run kept (resume): posted, if any are there and readable.
+  Result<void> post_kept(const std::optional<std::string>& kept) {
+    auto text = kept ? read_text_file(*kept) : Result<std::string>(fail(ErrorCode::not_found, ""));
+    if (!text) return {};  // none kept: posted before, or never made
+    auto j = Json::parse(*text, nullptr, false);
+    const bool readable =
+        j.is_object() &&
+        std::all_of(j.begin(), j.end(), [](const Json& v) { return v.is_string(); }) &&
+        j.contains("report");
+    if (!readable) {
+      log::warn(kLog, "{}: kept reports unreadable; not posted", *kept);
+      drop_answer(kept);
+      return {};
+    }
+    return post_reports(std::move(j), kept);
   }
 
   Result<ChangeOutcome> change() {
@@ -759,7 +768,7 @@ struct Agent::Impl {
       if (auto r = step(Step::report,
                         [&]() -> Result<void> {
                           if (!replaced.install.result) return report(replaced.install.report);
-                          return post_kept(kept);
+                          return post_reports(change_reports(replaced), kept);
                         });
           !r) {
         return fail_with(r);
