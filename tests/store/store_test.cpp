@@ -2154,9 +2154,13 @@ TEST_P(SqlSchemaTest, SubscriberPcidAndImsiAreUniqueInTheSchema) {
   const auto unique_indexes =
       GetParam().name == "sqlite_file"
           ? raw_->integer("SELECT count(*) FROM pragma_index_list('subscriber') WHERE \"unique\"")
+          // The catalogs, not pg_indexes: its indexdef runs pg_get_indexdef() on other schemas'
+          // rows too, which fails with "could not open relation" while a test running beside
+          // this one drops its schema.
           : raw_->integer(
-                "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND "
-                "tablename = 'subscriber' AND indexdef LIKE 'CREATE UNIQUE INDEX%'");
+                "SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
+                "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = current_schema() "
+                "AND t.relname = 'subscriber' AND i.indisunique");
   EXPECT_EQ(unique_indexes, 3);  // device_id (the key), pcid, imsi
 }
 
@@ -2199,8 +2203,9 @@ INSTANTIATE_TEST_SUITE_P(
                  "('pcid_subscription_dormant', 'package_open_by_device')",
                  [](const Migration& m) { return m.sqlite; }},
         SqlParam{"postgresql", std::string(kSchemaVersionPostgresql),
-                 "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND "
-                 "indexname IN ('pcid_subscription_dormant', 'package_open_by_device')",
+                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                 "WHERE n.nspname = current_schema() AND c.relkind = 'i' AND "
+                 "c.relname IN ('pcid_subscription_dormant', 'package_open_by_device')",
                  [](const Migration& m) { return m.postgresql; }}),
     [](const auto& p) { return p.param.name; });
 
