@@ -2569,7 +2569,9 @@ TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart)
   const auto t0 = std::chrono::steady_clock::now();
   service_.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);  // shutdown does not wait for the SHO
-  for (const auto& a : *db_->audit().recent(20)) {
+  const auto after_stop = db_->audit().recent(20);
+  ASSERT_TRUE(after_stop);
+  for (const auto& a : *after_stop) {
     EXPECT_FALSE(a.event == "notice") << "dropped at shutdown: " << a.outcome;
   }
   auto kept = db_->notices().pending(10);

@@ -53,6 +53,8 @@ constexpr std::size_t kMaxPackageBytes = 64 * 1024;
 constexpr std::size_t kMaxPackageBody = 2 * kMaxPackageBytes + 4 * 1024;
 constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
 constexpr std::size_t kMaxNotifyWorkers = 256;
+// Delivered notices removed from the store in one transaction (NoticeQueue).
+constexpr std::size_t kRemovalGroup = 32;
 constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-ro\"";
 
 // The service's logs are under kComponent.
@@ -86,8 +88,9 @@ struct Notice {
 // first, a failed one again after its delay, which doubles up to kMaxRetryDelay. A 4xx answer
 // other than 408/429 will not change on a retry: it is dropped and audited at once. Notices that
 // cannot ever be delivered (no such SHO, no client) and those pushed out of a full outbox are
-// audited and dropped too. Delivered and dropped notices leave the store in groups: the worker
-// that finds none being removed takes every one done so far.
+// audited and dropped too. Delivered and dropped notices leave the store in groups, one
+// transaction for kRemovalGroup of them under load, or for those done so far when a worker finds
+// nothing due.
 class NoticeQueue final : public ArrivalNotifier,
                           public StatusRelay,
                           public AttestationRelay,
@@ -358,6 +361,14 @@ class NoticeQueue final : public ArrivalNotifier,
   void run() {
     std::unique_lock lock(mu_);
     while (!stopping_) {
+      const bool nothing_due =
+          schedule_.empty() || schedule_.begin()->first > std::chrono::steady_clock::now();
+      if (nothing_due && !done_.empty() && !removing_) {  // a quiet moment: the removals now
+        lock.unlock();
+        remove_done();
+        lock.lock();
+        continue;
+      }
       if (schedule_.empty()) {
         wake_.wait(lock, [&] { return stopping_ || !schedule_.empty(); });
         continue;
@@ -385,9 +396,11 @@ class NoticeQueue final : public ArrivalNotifier,
       } else {
         done_.push_back(seq);
         --in_flight_;
-        lock.unlock();
-        remove_done();
-        lock.lock();
+        if (done_.size() >= kRemovalGroup) {
+          lock.unlock();
+          remove_done();
+          lock.lock();
+        }
       }
       if (idle()) idle_.notify_all();
     }
