@@ -43,6 +43,8 @@ struct MemoryState {
   std::map<std::string, StoredReferences, std::less<>> references;  // by model
   std::deque<QueuedInstruction> instructions;                       // oldest first
   std::deque<IssuedInstruction> issued;                             // oldest first
+  std::map<std::uint64_t, StoredNotice> notices;                    // by seq: oldest first
+  std::uint64_t notice_seq = 0;  // the last seq given: never given again
 };
 
 // Keeps at most `keep` (at least 1) entries of an F9 record: the oldest answered ones go first,
@@ -753,6 +755,43 @@ class MemoryIssuedInstructions final : public IssuedInstructionStore {
   MemoryState& s_;
 };
 
+class MemoryNotices final : public NoticeStore {
+ public:
+  explicit MemoryNotices(MemoryState& s) : s_(s) {}
+
+  Result<std::uint64_t> add(const StoredNotice& n) override {
+    Lock lock(s_.mu);
+    StoredNotice copy = n;
+    copy.seq = ++s_.notice_seq;
+    s_.notices.emplace(copy.seq, std::move(copy));
+    return s_.notice_seq;
+  }
+
+  Result<std::size_t> remove(std::span<const std::uint64_t> seqs) override {
+    Lock lock(s_.mu);
+    std::size_t removed = 0;
+    for (const std::uint64_t seq : seqs) removed += s_.notices.erase(seq);
+    return removed;
+  }
+
+  Result<std::vector<StoredNotice>> pending(std::size_t limit) override {
+    Lock lock(s_.mu);
+    std::vector<StoredNotice> out;
+    for (auto it = s_.notices.begin(); it != s_.notices.end() && out.size() < limit; ++it) {
+      out.push_back(it->second);
+    }
+    return out;
+  }
+
+  Result<std::uint64_t> count() override {
+    Lock lock(s_.mu);
+    return static_cast<std::uint64_t>(s_.notices.size());
+  }
+
+ private:
+  MemoryState& s_;
+};
+
 class MemoryDatabase final : public Database {
  public:
   PcidStore& pcids() override { return pcids_; }
@@ -767,6 +806,7 @@ class MemoryDatabase final : public Database {
   ReferenceStore& references() override { return references_; }
   InstructionStore& instructions() override { return instructions_; }
   IssuedInstructionStore& issued_instructions() override { return issued_; }
+  NoticeStore& notices() override { return notices_; }
   int schema_version() override { return 1; }
   std::string_view backend() const override { return "memory"; }
 
@@ -784,6 +824,7 @@ class MemoryDatabase final : public Database {
   MemoryReferences references_{state_};
   MemoryInstructions instructions_{state_};
   MemoryIssuedInstructions issued_{state_};
+  MemoryNotices notices_{state_};
 };
 
 }  // namespace

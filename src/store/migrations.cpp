@@ -371,6 +371,34 @@ CREATE INDEX issued_instruction_revert_by_device ON issued_instruction (device_i
 CREATE INDEX issued_instruction_answered ON issued_instruction (seq) WHERE status <> 'queued';
 )sql";
 
+// v9: the RO's outbox of notices to the home operators (docs/store.md "Notices"), which lived in
+// the RO's memory: a notice is stored when the RO accepts what it reports and removed once it is
+// delivered or given up, so that a restart of the RO loses none. seq orders the outbox (oldest
+// first) and is never reused: AUTOINCREMENT in SQLite (a plain INTEGER PRIMARY KEY would give the
+// highest seq again once its row was removed), an identity in PostgreSQL.
+constexpr std::string_view kV9Sqlite = R"sql(
+CREATE TABLE notice (
+  seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind    TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  sho     TEXT NOT NULL,
+  path    TEXT NOT NULL,
+  body    TEXT NOT NULL,
+  created INTEGER NOT NULL
+) STRICT;
+)sql";
+constexpr std::string_view kV9Postgresql = R"sql(
+CREATE TABLE notice (
+  seq     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  kind    TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  sho     TEXT NOT NULL,
+  path    TEXT NOT NULL,
+  body    TEXT NOT NULL,
+  created BIGINT NOT NULL
+);
+)sql";
+
 constexpr std::array kMigrations = {
     Migration{1, "tables of the ICF, DRF, DPF, VNO and audit", kV1Sqlite, kV1Postgresql},
     Migration{2, "indexes for the dormant sweep and open packages", kV2, kV2},
@@ -383,6 +411,7 @@ constexpr std::array kMigrations = {
               kV7Sqlite, kV7Postgresql},
     Migration{8, "remote-management instructions at the RO and at the SHO (F9, F5)", kV8Sqlite,
               kV8Postgresql},
+    Migration{9, "the RO's outbox of notices to home operators", kV9Sqlite, kV9Postgresql},
 };
 
 }  // namespace

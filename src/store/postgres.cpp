@@ -270,6 +270,15 @@ const char* sql_of(Q q) {
     case Q::iss_prune_oldest:
       return "DELETE FROM issued_instruction WHERE seq IN (SELECT seq FROM "
              "issued_instruction ORDER BY seq LIMIT $1::bigint)";
+    case Q::ntc_insert:
+      return "INSERT INTO notice (kind, subject, sho, path, body, created) "
+             "VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint) "
+             "RETURNING seq";
+    case Q::ntc_remove: return "DELETE FROM notice WHERE seq = $1::bigint";
+    case Q::ntc_pending:
+      return "SELECT seq, kind, subject, sho, path, body, created FROM notice "
+             "ORDER BY seq LIMIT $1::bigint";
+    case Q::ntc_count: return "SELECT count(*) FROM notice";
     case Q::version_read: return "SELECT coalesce(max(version), 0) FROM schema_version";
     case Q::version_record:
       return "INSERT INTO schema_version (version, applied_at, description) "

@@ -96,6 +96,10 @@ enum class Q : std::size_t {
   iss_count,
   iss_prune_answered,
   iss_prune_oldest,
+  ntc_insert,
+  ntc_remove,
+  ntc_pending,
+  ntc_count,
   version_read,
   version_record,
   count_
@@ -322,6 +326,17 @@ Result<IssuedInstruction> read_issued(const Stmt& s) {
   i.report = s.text_at(9);
   i.answered = time_from_column(s.int_at(10));
   return i;
+}
+
+template <class Stmt>
+Result<StoredNotice> read_notice(const Stmt& s) {
+  return StoredNotice{.seq = static_cast<std::uint64_t>(s.int_at(0)),
+                      .kind = s.text_at(1),
+                      .subject = s.text_at(2),
+                      .sho = s.text_at(3),
+                      .path = s.text_at(4),
+                      .body = s.text_at(5),
+                      .created = time_from_column(s.int_at(6))};
 }
 
 // Runs a lookup by its text keys (bound ?1, ?2, ... in order) and decodes its row with `read`;
@@ -1313,6 +1328,77 @@ class SqlIssuedInstructions final : public IssuedInstructionStore {
   typename D::Backend& b_;
 };
 
+template <class D>
+class SqlNotices final : public NoticeStore {
+ public:
+  using Connection = typename D::Connection;
+  explicit SqlNotices(typename D::Backend& b) : b_(b) {}
+
+  Result<std::uint64_t> add(const StoredNotice& n) override {
+    return b_.run("notices.add", [&](Connection& c) -> Result<std::uint64_t> {
+      auto s = D::query(c, Q::ntc_insert);
+      if (!s) return pass(s);
+      s->text(1, n.kind).text(2, n.subject).text(3, n.sho).text(4, n.path).text(5, n.body);
+      s->integer(6, to_column(n.created));
+      auto seq = single_int(*s);
+      if (!seq) return pass(seq);
+      if (!*seq) return fail(ErrorCode::internal, "notices.add: no row returned");
+      return static_cast<std::uint64_t>(**seq);
+    });
+  }
+
+  // One DELETE per seq, all in one transaction; none without a seq.
+  Result<std::size_t> remove(std::span<const std::uint64_t> seqs) override {
+    if (seqs.empty()) return std::size_t{0};
+    return b_.run("notices.remove", [&](Connection& c) -> Result<std::size_t> {
+      typename D::Transaction tx(c);
+      if (auto r = tx.begin(); !r) return pass(r);
+      std::size_t removed = 0;
+      for (const std::uint64_t seq : seqs) {
+        if (seq > static_cast<std::uint64_t>(INT64_MAX)) continue;  // never given: not stored
+        auto s = D::query(c, Q::ntc_remove);
+        if (!s) return pass(s);
+        s->integer(1, static_cast<std::int64_t>(seq));
+        if (auto r = s->finish(); !r) return pass(r);
+        removed += static_cast<std::size_t>(s->changes());
+      }
+      if (auto r = tx.commit(); !r) return pass(r);
+      return removed;
+    });
+  }
+
+  Result<std::vector<StoredNotice>> pending(std::size_t limit) override {
+    const auto n = static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX));
+    return b_.run("notices.pending", [&](Connection& c) -> Result<std::vector<StoredNotice>> {
+      auto s = D::query(c, Q::ntc_pending);
+      if (!s) return pass(s);
+      s->integer(1, n);
+      std::vector<StoredNotice> out;
+      for (;;) {
+        auto row = s->step();
+        if (!row) return pass(row);
+        if (!*row) return out;
+        auto r = read_notice(*s);
+        if (!r) return pass(r);
+        out.push_back(std::move(*r));
+      }
+    });
+  }
+
+  Result<std::uint64_t> count() override {
+    return b_.run("notices.count", [&](Connection& c) -> Result<std::uint64_t> {
+      auto s = D::query(c, Q::ntc_count);
+      if (!s) return pass(s);
+      auto n = single_int(*s);
+      if (!n) return pass(n);
+      return static_cast<std::uint64_t>(n->value_or(0));
+    });
+  }
+
+ private:
+  typename D::Backend& b_;
+};
+
 // ---- Migrations ------------------------------------------------------------------------------
 
 template <class D>
@@ -1384,6 +1470,7 @@ class SqlDatabase final : public Database {
   ReferenceStore& references() override { return references_; }
   InstructionStore& instructions() override { return instructions_; }
   IssuedInstructionStore& issued_instructions() override { return issued_; }
+  NoticeStore& notices() override { return notices_; }
   int schema_version() override { return version_; }  // as migrated at open
   std::string_view backend() const override { return D::kName; }
 
@@ -1402,6 +1489,7 @@ class SqlDatabase final : public Database {
   SqlReferences<D> references_{backend_};
   SqlInstructions<D> instructions_{backend_};
   SqlIssuedInstructions<D> issued_{backend_};
+  SqlNotices<D> notices_{backend_};
 };
 
 }  // namespace mcim::store::sql

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -404,6 +405,33 @@ class IssuedInstructionStore {
                                            Time at, bool released) = 0;
 };
 
+// ---- Notices (the RO's outbox to the home operators) ------------------------------------------
+
+// At the RO: a notice to a home operator (an arrival, an attestation, a status report, a discard,
+// an instruction's result), kept from the moment the RO accepts what it reports until it is
+// delivered or given up, so that a restart of the RO loses none (docs/store.md "Notices").
+struct StoredNotice {
+  std::uint64_t seq = 0;  // given by add: greater than every seq given before, never reused
+  std::string kind;       // "arrival", "status", ... for logs and the audit
+  std::string subject;    // the PCID, package id, request id or instruction id
+  std::string sho;        // the operator id it goes to
+  std::string path;       // the SHO's route, e.g. "/v1/sho/status"
+  std::string body;       // the JSON text, verbatim
+  Time created{};
+};
+
+class NoticeStore {
+ public:
+  virtual ~NoticeStore() = default;
+  // Stores `n` (its seq is ignored) and returns its seq.
+  virtual Result<std::uint64_t> add(const StoredNotice& n) = 0;
+  // Removes these notices in one transaction; a seq that is not stored is ignored. How many went.
+  virtual Result<std::size_t> remove(std::span<const std::uint64_t> seqs) = 0;
+  // The stored notices, oldest (lowest seq) first, at most `limit`.
+  virtual Result<std::vector<StoredNotice>> pending(std::size_t limit) = 0;
+  virtual Result<std::uint64_t> count() = 0;
+};
+
 // ---- The database ----------------------------------------------------------------------------
 
 class Database {
@@ -421,6 +449,7 @@ class Database {
   virtual ReferenceStore& references() = 0;                      // PVA
   virtual InstructionStore& instructions() = 0;                  // RO (F9)
   virtual IssuedInstructionStore& issued_instructions() = 0;     // SHO (F9, F5)
+  virtual NoticeStore& notices() = 0;                            // RO (outbox of notices)
   virtual int schema_version() = 0;
   virtual std::string_view backend() const = 0;  // "sqlite" or "postgresql"
 };

@@ -2489,6 +2489,7 @@ TEST_F(RoServiceTest, PermanentRefusalsAreNotRetried) {
   std::this_thread::sleep_for(100ms);  // ten retry delays: none may come
   EXPECT_EQ(sho.snapshot().size(), 1u);
   EXPECT_EQ(service_->pending_notices(), 0u);
+  EXPECT_EQ(*db_->notices().count(), 0u);  // a refused notice leaves the database too
   const auto audit = *db_->audit().recent(1);
   EXPECT_EQ(audit[0].service, "ro");
   EXPECT_EQ(audit[0].event, "notice");
@@ -2551,27 +2552,63 @@ TEST_F(RoServiceTest, UndeliverableNoticesAreAuditedAndDropped) {
   EXPECT_TRUE(found);
 }
 
-TEST_F(RoServiceTest, ShutdownIsPromptWithNoticesPending) {
-  ShoServer sho(1000);
-  RoServiceConfig c = config();
-  TestPki::get().operator_client("ro-1");
-  c.notify_client = std::shared_ptr<net::HttpsClient>(net::testing::make_client("ro-1"));
-  c.shos["sho-a"] = {sho.url()};
+// A notice not delivered at shutdown stays in the database; the next start delivers it, to the
+// SHO's endpoint of the new configuration.
+TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart) {
+  ShoServer down(1000);
+  RoServiceConfig c = notifying(config(), down);
   c.notify_retry = 10s;
   c.expire_interval = 3600s;
   start(std::move(c));
   const std::string sid = provisioned();
   ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
-  for (int i = 0; i < 200 && sho.snapshot().empty(); ++i) std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 200 && down.snapshot().empty(); ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(service_->pending_notices(), 1u);
+  EXPECT_EQ(*db_->notices().count(), 1u);
   EXPECT_FALSE(service_->wait_notices_delivered(50ms));
   const auto t0 = std::chrono::steady_clock::now();
   service_.reset();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);  // shutdown does not wait for the SHO
+  const auto after_stop = db_->audit().recent(20);
+  ASSERT_TRUE(after_stop);
+  for (const auto& a : *after_stop) {
+    EXPECT_FALSE(a.event == "notice") << "dropped at shutdown: " << a.outcome;
+  }
+  auto kept = db_->notices().pending(10);
+  ASSERT_TRUE(kept);
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_EQ((*kept)[0].kind, "arrival");
+  EXPECT_EQ((*kept)[0].subject, kPcid);
+  EXPECT_EQ((*kept)[0].sho, "sho-a");
+  EXPECT_EQ((*kept)[0].path, "/v1/sho/arrivals");
+
+  ShoServer up(0);
+  start(notifying(config(), up));
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  const auto received = up.snapshot();
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].target, "/v1/sho/arrivals");
+  EXPECT_EQ(received[0].peer, "ro-1");
+  const Json arrival = Json::parse(received[0].body);
+  EXPECT_EQ(arrival["pcid"], kPcid);
+  EXPECT_EQ(arrival["sho"], "sho-a");
+  EXPECT_EQ(*db_->notices().count(), 0u);
+}
+
+// What an earlier run left for an operator the configuration no longer names cannot be delivered:
+// dropped with its audit record, and gone from the database.
+TEST_F(RoServiceTest, AKeptNoticeForAnOperatorNoLongerConfiguredIsDroppedAtStart) {
+  ASSERT_TRUE(db_->notices().add(
+      {0, "status", "package-1", "sho-gone", "/v1/sho/status", "{}", store::Time{}}));
+  ShoServer sho(0);
+  start(notifying(config(), sho));
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  EXPECT_TRUE(sho.snapshot().empty());
+  EXPECT_EQ(*db_->notices().count(), 0u);
   const auto audit = *db_->audit().recent(1);
-  EXPECT_EQ(audit[0].service, "ro");
   EXPECT_EQ(audit[0].event, "notice");
-  EXPECT_EQ(audit[0].outcome, "busy");
+  EXPECT_EQ(audit[0].subject, "package-1");
+  EXPECT_EQ(audit[0].outcome, "not_found");
 }
 
 TEST_F(RoServiceTest, FullQueueDropsTheOldest) {
@@ -2587,6 +2624,7 @@ TEST_F(RoServiceTest, FullQueueDropsTheOldest) {
     ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
   }
   EXPECT_LE(service_->pending_notices(), 2u);  // one queued, at most one in flight
+  EXPECT_LE(*db_->notices().count(), 2u);      // the dropped ones leave the database
   const auto audit = *db_->audit().recent(20);
   const auto dropped = std::count_if(audit.begin(), audit.end(), [](const auto& a) {
     return a.service == "ro" && a.event == "notice" && a.outcome == "busy";

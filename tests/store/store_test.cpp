@@ -14,6 +14,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -1845,6 +1846,149 @@ TEST_P(StoreTest, InstructionsAreSeenByAnotherInstanceAndAfterReopening) {
   EXPECT_EQ((*revert)->revert_to, "sho-b");
 }
 
+// ---- Notices (the RO's outbox) ----
+
+StoredNotice make_notice(std::string kind, std::string subject, std::int64_t created = 100) {
+  StoredNotice n;
+  n.seq = 999;  // ignored by add
+  n.kind = std::move(kind);
+  n.subject = std::move(subject);
+  n.sho = "sho-a";
+  n.path = "/v1/sho/status";
+  n.body = R"({"pcid":"001010000000001","text":"é \" \n","n":[1,2]})";
+  n.created = at(created);
+  return n;
+}
+
+std::vector<std::uint64_t> seqs_of(const std::vector<StoredNotice>& v) {
+  std::vector<std::uint64_t> out;
+  for (const auto& n : v) out.push_back(n.seq);
+  return out;
+}
+
+std::uint64_t notice_count(Database& db) {
+  auto n = db.notices().count();
+  EXPECT_TRUE(n) << fmt::to_string(n.error());
+  return n ? *n : 0;
+}
+
+TEST_P(StoreTest, NoticesGetIncreasingSeqsAndComeBackOldestFirstWithEveryField) {
+  auto empty = db_->notices().pending(10);
+  ASSERT_OK(empty);
+  EXPECT_TRUE(empty->empty());
+  EXPECT_EQ(notice_count(*db_), 0u);
+  std::vector<std::uint64_t> given;
+  for (int i = 0; i < 4; ++i) {
+    auto n = make_notice(i % 2 == 0 ? "arrival" : "status", fmt::format("subject-{}", i), 100 + i);
+    n.sho = fmt::format("sho-{}", i);
+    auto seq = db_->notices().add(n);
+    ASSERT_OK(seq);
+    if (!given.empty()) {
+      EXPECT_GT(*seq, given.back());
+    }
+    given.push_back(*seq);
+  }
+  EXPECT_EQ(notice_count(*db_), 4u);
+  auto all = db_->notices().pending(10);
+  ASSERT_OK(all);
+  EXPECT_EQ(seqs_of(*all), given);
+  ASSERT_EQ(all->size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    const StoredNotice& got = (*all)[static_cast<std::size_t>(i)];
+    const StoredNotice want =
+        make_notice(i % 2 == 0 ? "arrival" : "status", fmt::format("subject-{}", i), 100 + i);
+    EXPECT_EQ(got.kind, want.kind);
+    EXPECT_EQ(got.subject, want.subject);
+    EXPECT_EQ(got.sho, fmt::format("sho-{}", i));
+    EXPECT_EQ(got.path, want.path);
+    EXPECT_EQ(got.body, want.body);
+    EXPECT_EQ(got.created, want.created);
+  }
+  auto two = db_->notices().pending(2);
+  ASSERT_OK(two);
+  EXPECT_EQ(seqs_of(*two), (std::vector<std::uint64_t>{given[0], given[1]}));
+  auto none = db_->notices().pending(0);
+  ASSERT_OK(none);
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_P(StoreTest, NoticesAreRemovedSeveralAtOnceIgnoringUnknownSeqs) {
+  std::vector<std::uint64_t> given;
+  for (int i = 0; i < 5; ++i) {
+    auto seq = db_->notices().add(make_notice("status", fmt::format("pkg-{}", i)));
+    ASSERT_OK(seq);
+    given.push_back(*seq);
+  }
+  const std::vector<std::uint64_t> none;
+  auto zero = db_->notices().remove(none);
+  ASSERT_OK(zero);
+  EXPECT_EQ(*zero, 0u);
+  EXPECT_EQ(notice_count(*db_), 5u);
+  const std::vector<std::uint64_t> some = {given[3], given[1], given.back() + 1000, given[1],
+                                           std::numeric_limits<std::uint64_t>::max()};
+  auto removed = db_->notices().remove(some);
+  ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 2u);
+  EXPECT_EQ(notice_count(*db_), 3u);
+  auto left = db_->notices().pending(10);
+  ASSERT_OK(left);
+  EXPECT_EQ(seqs_of(*left), (std::vector<std::uint64_t>{given[0], given[2], given[4]}));
+  auto again = db_->notices().remove(some);  // gone already
+  ASSERT_OK(again);
+  EXPECT_EQ(*again, 0u);
+}
+
+TEST_P(StoreTest, ANoticeSeqIsNotReusedAfterTheHighestIsRemoved) {
+  auto a = db_->notices().add(make_notice("arrival", "a"));
+  auto b = db_->notices().add(make_notice("arrival", "b"));
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  const std::vector<std::uint64_t> highest = {*b};
+  ASSERT_OK(db_->notices().remove(highest));
+  auto c = db_->notices().add(make_notice("arrival", "c"));
+  ASSERT_OK(c);
+  EXPECT_GT(*c, *b);
+  if (!location_->shared()) return;
+  // Not after reopening either: remove every notice, the highest last.
+  const std::vector<std::uint64_t> all = {*a, *c};
+  ASSERT_OK(db_->notices().remove(all));
+  db_.reset();
+  second_.reset();
+  auto reopened = open_database(location_->url());
+  ASSERT_TRUE(reopened) << fmt::to_string(reopened.error());
+  auto d = (*reopened)->notices().add(make_notice("arrival", "d"));
+  ASSERT_OK(d);
+  EXPECT_GT(*d, *c);
+}
+
+TEST_P(StoreTest, NoticesAreSeenByAnotherInstanceAndAfterReopening) {
+  if (!location_->shared()) GTEST_SKIP() << "one Database object is the whole database";
+  auto a = db_->notices().add(make_notice("arrival", "001010000000001", 100));
+  auto b = second().notices().add(make_notice("status", "pkg-1", 200));
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  EXPECT_GT(*b, *a);
+  auto seen = second().notices().pending(10);
+  ASSERT_OK(seen);
+  EXPECT_EQ(seqs_of(*seen), (std::vector<std::uint64_t>{*a, *b}));
+  db_.reset();
+  second_.reset();
+  auto reopened = open_database(location_->url());
+  ASSERT_TRUE(reopened) << fmt::to_string(reopened.error());
+  auto kept = (*reopened)->notices().pending(10);
+  ASSERT_OK(kept);
+  ASSERT_EQ(seqs_of(*kept), (std::vector<std::uint64_t>{*a, *b}));
+  EXPECT_EQ((*kept)[1].kind, "status");
+  EXPECT_EQ((*kept)[1].subject, "pkg-1");
+  EXPECT_EQ((*kept)[1].body, make_notice("status", "pkg-1").body);
+  EXPECT_EQ((*kept)[1].created, at(200));
+  const std::vector<std::uint64_t> first = {*a};
+  auto removed = (*reopened)->notices().remove(first);
+  ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 1u);
+  EXPECT_EQ(notice_count(**reopened), 1u);
+}
+
 // ---- Across instances and threads ----
 
 TEST_P(StoreTest, DataWrittenByOneInstanceIsSeenByAnotherAndAfterReopening) {
@@ -2141,6 +2285,11 @@ TEST_P(SqlSchemaTest, ADatabaseAtVersion1IsMigratedKeepingItsData) {
   ASSERT_OK((*db)->issued_instructions().put(make_issued("ins-1", "device-1", "sho-b"), 10));
   EXPECT_EQ(raw_->integer("SELECT count(*) FROM instruction WHERE status = 'pending'"), 1);
   EXPECT_EQ(raw_->integer("SELECT count(*) FROM issued_instruction WHERE status = 'queued'"), 1);
+  // v9's outbox too.
+  EXPECT_EQ(raw_->integer("SELECT count(*) FROM notice"), 0);
+  auto seq = (*db)->notices().add(make_notice("arrival", "001010000000001"));
+  ASSERT_OK(seq);
+  EXPECT_EQ(raw_->integer(fmt::format("SELECT count(*) FROM notice WHERE seq = {}", *seq)), 1);
 }
 
 // The uniqueness SubscriberStore::add relies on is the schema's, not the adapter's: a second

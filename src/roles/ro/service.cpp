@@ -53,6 +53,8 @@ constexpr std::size_t kMaxPackageBytes = 64 * 1024;
 constexpr std::size_t kMaxPackageBody = 2 * kMaxPackageBytes + 4 * 1024;
 constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
 constexpr std::size_t kMaxNotifyWorkers = 256;
+// Delivered notices removed from the store in one transaction (NoticeQueue).
+constexpr std::size_t kRemovalGroup = 32;
 constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-ro\"";
 
 // The service's logs are under kComponent.
@@ -66,33 +68,42 @@ HttpResponse answer(std::string_view what, const Result<Json>& result, int ok_st
 // ---- Notices to the SHO (F2 steps 7, 9 and 14) ------------------------------------------------
 
 struct Notice {
-  std::string kind;     // "arrival" or "status", for logs and the audit
-  std::string subject;  // the PCID or package id
+  std::string kind;     // "arrival", "status", ... for logs and the audit
+  std::string subject;  // the PCID, package id, request id or instruction id
   std::string sho;
+  std::string path;  // the SHO's route
   std::string url;
   std::string body;
   std::chrono::milliseconds delay{};  // before the next attempt after a failure
   unsigned attempts = 0;
 };
 
-// `notify_workers` threads deliver the queue in parallel (at hundreds of devices a second one
-// connection at a time is the bottleneck of the flow; the SHO does not need the order): the
-// earliest due notice first, a failed one again after its delay, which doubles up to
-// kMaxRetryDelay. A 4xx answer other than 408/429 will not change on a retry: it is dropped and
-// audited at once. Notices that cannot ever be delivered (no such SHO, no client) and those pushed
-// out of a full queue or left at shutdown are audited and dropped too: the SHO can still read
-// arrivals and reports from the RO's records.
+// The outbox of notices to the home operators (docs/roles-ro.md "Notices"). A notice is stored
+// (store::NoticeStore) before enqueue returns, so that what the RO has accepted and answered is
+// told to the SHO even across a restart of the RO: start() takes up what an earlier run left, and
+// stop() leaves what is not delivered for the next start. Delivery is at least once: a notice
+// delivered just before a crash, whose removal was lost, goes again.
+// `notify_workers` threads deliver in parallel (at hundreds of devices a second one connection at a
+// time is the bottleneck of the flow; the SHO does not need the order): the earliest due notice
+// first, a failed one again after its delay, which doubles up to kMaxRetryDelay. A 4xx answer
+// other than 408/429 will not change on a retry: it is dropped and audited at once. Notices that
+// cannot ever be delivered (no such SHO, no client) and those pushed out of a full outbox are
+// audited and dropped too. Delivered and dropped notices leave the store in groups, one
+// transaction for kRemovalGroup of them under load, or for those done so far when a worker finds
+// nothing due.
 class NoticeQueue final : public ArrivalNotifier,
                           public StatusRelay,
                           public AttestationRelay,
                           public InstructionResultRelay,
                           public DiscardRelay {
  public:
-  NoticeQueue(store::AuditStore& audit, const Clock& clock, const RoServiceConfig& config)
-      : audit_(audit), clock_(clock), config_(config) {}
+  NoticeQueue(store::NoticeStore& store, store::AuditStore& audit, const Clock& clock,
+              const RoServiceConfig& config)
+      : store_(store), audit_(audit), clock_(clock), config_(config) {}
   ~NoticeQueue() override { stop(); }
 
   void start() {
+    resume();
     const std::size_t n = std::max<std::size_t>(config_.notify_workers, 1);
     for (std::size_t i = 0; i < n; ++i) {
       workers_.emplace_back([this] { run(); });
@@ -110,17 +121,17 @@ class NoticeQueue final : public ArrivalNotifier,
     for (std::thread& w : workers_) {
       if (w.joinable()) w.join();
     }
-    std::map<std::uint64_t, Notice> left;
+    std::size_t left = 0;
     {
       std::lock_guard lock(mu_);
-      left.swap(pending_);
+      left = pending_.size();
+      pending_.clear();
       schedule_.clear();
       due_.clear();
       stopped_ = true;
     }
-    for (const auto& [seq, n] : left) {
-      drop(n, Error(ErrorCode::busy, "notice: the service stopped before delivery"));
-    }
+    remove_done();
+    if (left > 0) log::info(kComponent, "{} notice(s) kept for the next start", left);
     idle_.notify_all();
   }
 
@@ -168,52 +179,138 @@ class NoticeQueue final : public ArrivalNotifier,
     return pending_.size() + in_flight_;
   }
 
+  // Until every notice is delivered or dropped, and gone from the store.
   bool wait_idle(std::chrono::milliseconds timeout) const {
     std::unique_lock lock(mu_);
-    return idle_.wait_for(lock, timeout, [&] { return pending_.empty() && in_flight_ == 0; });
+    return idle_.wait_for(lock, timeout, [&] { return idle(); });
   }
 
  private:
+  bool idle() const {  // under mu_
+    return pending_.empty() && in_flight_ == 0 && done_.empty() && !removing_;
+  }
+
+  std::size_t capacity() const { return std::max<std::size_t>(config_.max_pending_notices, 1); }
+
+  // Why `n` can never be delivered by this configuration, if it cannot; otherwise its URL.
+  Result<std::string> url_of(const Notice& n) const {
+    const auto endpoint = config_.shos.find(n.sho);
+    if (endpoint == config_.shos.end()) {
+      return fail(ErrorCode::not_found, fmt::format("notice: no endpoint for operator {}", n.sho));
+    }
+    if (!config_.notify_client) {
+      return fail(ErrorCode::unsupported, "notice: no notify client configured");
+    }
+    return endpoint->second.base_url + n.path;
+  }
+
   Result<void> enqueue(std::string kind, std::string_view subject, std::string_view sho,
                        std::string_view path, const Json& body) {
-    Notice n{std::move(kind), std::string(subject), std::string(sho), "", body.dump(), {}, 0};
-    const auto endpoint = config_.shos.find(n.sho);
-    std::optional<Error> undeliverable;
-    if (endpoint == config_.shos.end()) {
-      undeliverable.emplace(ErrorCode::not_found,
-                            fmt::format("notice: no endpoint for operator {}", n.sho));
-    } else if (!config_.notify_client) {
-      undeliverable.emplace(ErrorCode::unsupported, "notice: no notify client configured");
+    Notice n{std::move(kind),
+             std::string(subject),
+             std::string(sho),
+             std::string(path),
+             "",
+             body.dump(),
+             {},
+             0};
+    auto url = url_of(n);
+    if (!url) {
+      drop(n, url.error());
+      return std::unexpected(url.error());
     }
-    if (undeliverable) {
-      drop(n, *undeliverable);
-      return std::unexpected(*undeliverable);
-    }
-    n.url = endpoint->second.base_url + std::string(path);
+    n.url = std::move(*url);
     n.delay = config_.notify_retry;
-    std::optional<Notice> evicted;
     {
       std::lock_guard lock(mu_);
       if (stopping_) {
-        undeliverable.emplace(ErrorCode::busy, "notice: the service is stopping");
-      } else {
-        if (pending_.size() >= std::max<std::size_t>(config_.max_pending_notices, 1)) {
-          auto oldest = pending_.begin();
-          schedule_.erase(schedule_.find({due_.at(oldest->first), oldest->first}));
-          due_.erase(oldest->first);
-          evicted = std::move(oldest->second);
-          pending_.erase(oldest);
-        }
-        schedule(next_seq_++, std::move(n), std::chrono::steady_clock::now());
+        const Error e(ErrorCode::busy, "notice: the service is stopping");
+        drop(n, e);
+        return std::unexpected(e);
       }
     }
-    if (undeliverable) {
-      drop(n, *undeliverable);
-      return std::unexpected(*undeliverable);
+    // Stored before anyone hears of it: the caller answers its own request after this.
+    auto seq = store_.add(store::StoredNotice{0, n.kind, n.subject, n.sho, n.path, n.body,
+                                              detail::seconds_of(clock_.now())});
+    if (!seq) {
+      drop(n, seq.error());
+      return std::unexpected(seq.error());
     }
-    if (evicted) drop(*evicted, Error(ErrorCode::busy, "notice: the queue is full"));
+    std::optional<Notice> evicted;
+    {
+      std::lock_guard lock(mu_);
+      evicted = make_room();
+      schedule(*seq, std::move(n), std::chrono::steady_clock::now());
+    }
     wake_.notify_one();
+    if (evicted) {
+      drop(*evicted, Error(ErrorCode::busy, "notice: the queue is full"));
+      remove_done();
+    }
     return {};
+  }
+
+  // Under mu_: when the outbox is full, takes its oldest notice out (its removal from the store
+  // goes with the next group).
+  std::optional<Notice> make_room() {
+    if (pending_.size() < capacity()) return std::nullopt;
+    auto oldest = pending_.begin();
+    schedule_.erase(schedule_.find({due_.at(oldest->first), oldest->first}));
+    due_.erase(oldest->first);
+    Notice n = std::move(oldest->second);
+    done_.push_back(oldest->first);
+    pending_.erase(oldest);
+    return n;
+  }
+
+  // What an earlier run left in the store, due now; beyond the capacity the oldest are dropped,
+  // and so are those for an operator this configuration no longer knows.
+  void resume() {
+    auto total = store_.count();
+    if (!total) {
+      log::error(kComponent, "notices left by an earlier run not read: {}", total.error());
+      return;
+    }
+    if (*total == 0) return;
+    auto stored = store_.pending(static_cast<std::size_t>(*total));
+    if (!stored) {
+      log::error(kComponent, "notices left by an earlier run not read: {}", stored.error());
+      return;
+    }
+    std::vector<Notice> dropped;
+    std::vector<Error> why;
+    std::size_t resumed = 0;
+    {
+      std::lock_guard lock(mu_);
+      const auto now = std::chrono::steady_clock::now();
+      for (store::StoredNotice& s : *stored) {
+        Notice n{std::move(s.kind),
+                 std::move(s.subject),
+                 std::move(s.sho),
+                 std::move(s.path),
+                 "",
+                 std::move(s.body),
+                 config_.notify_retry,
+                 0};
+        auto url = url_of(n);
+        if (!url) {
+          done_.push_back(s.seq);
+          dropped.push_back(std::move(n));
+          why.push_back(url.error());
+          continue;
+        }
+        n.url = std::move(*url);
+        if (auto evicted = make_room()) {
+          dropped.push_back(std::move(*evicted));
+          why.emplace_back(ErrorCode::busy, "notice: the queue is full");
+        }
+        schedule(s.seq, std::move(n), now);
+        ++resumed;
+      }
+    }
+    for (std::size_t i = 0; i < dropped.size(); ++i) drop(dropped[i], why[i]);
+    remove_done();
+    log::info(kComponent, "{} notice(s) left by an earlier run resumed", resumed);
   }
 
   // Under mu_.
@@ -232,11 +329,46 @@ class NoticeQueue final : public ArrivalNotifier,
                   Result<void>(std::unexpected(e)));
   }
 
+  // Removes the delivered and dropped notices from the store, in one transaction, unless another
+  // thread is doing so (it, or the next, takes these too). A failed removal is logged: those
+  // notices would go again after a restart.
+  void remove_done() {
+    std::vector<std::uint64_t> seqs;
+    {
+      std::lock_guard lock(mu_);
+      if (removing_ || done_.empty()) return;
+      removing_ = true;
+      seqs.swap(done_);
+    }
+    for (;;) {
+      if (auto r = store_.remove(seqs); !r) {
+        log::warn(kComponent, "{} delivered notice(s) not removed from the store: {}", seqs.size(),
+                  r.error());
+      }
+      std::lock_guard lock(mu_);
+      seqs.clear();
+      if (done_.empty()) {
+        removing_ = false;
+        if (idle()) idle_.notify_all();
+        return;
+      }
+      seqs.swap(done_);
+    }
+  }
+
   enum class Outcome { delivered, retry, permanent };
 
   void run() {
     std::unique_lock lock(mu_);
     while (!stopping_) {
+      const bool nothing_due =
+          schedule_.empty() || schedule_.begin()->first > std::chrono::steady_clock::now();
+      if (nothing_due && !done_.empty() && !removing_) {  // a quiet moment: the removals now
+        lock.unlock();
+        remove_done();
+        lock.lock();
+        continue;
+      }
       if (schedule_.empty()) {
         wake_.wait(lock, [&] { return stopping_ || !schedule_.empty(); });
         continue;
@@ -254,15 +386,23 @@ class NoticeQueue final : public ArrivalNotifier,
       lock.unlock();
       const Outcome outcome = deliver(n);
       lock.lock();
-      --in_flight_;
       if (outcome == Outcome::retry) {
-        // While stopping: put back for stop() to audit it with the others.
+        // While stopping: put back, to stay in the store for the next start.
         const auto retry_at = stopping_ ? std::chrono::steady_clock::now()
                                         : std::chrono::steady_clock::now() + n.delay;
         n.delay = std::min(n.delay * 2, kMaxRetryDelay);
         schedule(seq, std::move(n), retry_at);
+        --in_flight_;
+      } else {
+        done_.push_back(seq);
+        --in_flight_;
+        if (done_.size() >= kRemovalGroup) {
+          lock.unlock();
+          remove_done();
+          lock.lock();
+        }
       }
-      if (pending_.empty() && in_flight_ == 0) idle_.notify_all();
+      if (idle()) idle_.notify_all();
     }
   }
 
@@ -290,6 +430,7 @@ class NoticeQueue final : public ArrivalNotifier,
     return Outcome::retry;
   }
 
+  store::NoticeStore& store_;
   store::AuditStore& audit_;
   const Clock& clock_;
   const RoServiceConfig& config_;
@@ -297,10 +438,11 @@ class NoticeQueue final : public ArrivalNotifier,
   std::condition_variable wake_;
   mutable std::condition_variable idle_;
   // Guarded by mu_:
-  std::map<std::uint64_t, Notice> pending_;  // by arrival: the first is the oldest
+  std::map<std::uint64_t, Notice> pending_;  // by store seq: the first is the oldest
   std::map<std::uint64_t, SteadyTime> due_;
   std::set<std::pair<SteadyTime, std::uint64_t>> schedule_;
-  std::uint64_t next_seq_ = 0;
+  std::vector<std::uint64_t> done_;  // delivered or dropped, still in the store
+  bool removing_ = false;
   std::size_t in_flight_ = 0;
   bool stopping_ = false, stopped_ = false;
   std::vector<std::thread> workers_;
@@ -368,7 +510,7 @@ struct RoService::State {
         config(std::move(c)),
         clock(clk),
         router("ro"),
-        notices(database.audit(), clk, config),
+        notices(database.notices(), database.audit(), clk, config),
         polls(config.max_held_polls),
         dpf_sessions(config.max_dpf_sessions) {}
 

@@ -86,11 +86,13 @@ class RoService {
   // invalid_argument/missing_argument naming the field for an unusable config (no operator id,
   // no icf_key or roots, an icf_key that cannot do ECDH, a SHO URL that is not https,
   // notify_workers 0 or above 256). The Database and Clock must outlive the service. Starts the
-  // notice and expiry threads.
+  // notice and expiry threads; the notice threads first take up what an earlier run left in the
+  // database.
   static Result<std::unique_ptr<RoService>> create(store::Database& db, RoServiceConfig config,
                                                    const Clock& clock);
-  // Stops the background threads (pending notices are dropped, audited). Waiting notices do not
-  // delay it; a notice being sent at that moment does, up to the notify client's timeouts.
+  // Stops the background threads; notices not delivered stay in the database for the next
+  // start. Waiting notices do not delay it; a notice being sent at that moment does, up to the
+  // notify client's timeouts.
   ~RoService();
   RoService(const RoService&) = delete;
   RoService& operator=(const RoService&) = delete;
@@ -105,7 +107,8 @@ class RoService {
   // their window expire (F7). Returns how many.
   Result<std::uint64_t> expire_dormant_now();
 
-  // Notices queued and not yet delivered; blocks up to `timeout` until none are (tests).
+  // Notices queued and not yet delivered; blocks up to `timeout` until none are and the
+  // delivered ones have left the database (tests).
   std::size_t pending_notices() const;
   bool wait_notices_delivered(std::chrono::milliseconds timeout) const;
 
