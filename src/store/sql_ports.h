@@ -339,6 +339,20 @@ Result<StoredNotice> read_notice(const Stmt& s) {
                       .created = time_from_column(s.int_at(6))};
 }
 
+// Steps `s` (bound) to its end and decodes every row with `read`, in the query's order.
+template <class T, class Stmt, class Read>
+Result<std::vector<T>> read_rows(Stmt& s, Read read) {
+  std::vector<T> out;
+  for (;;) {
+    auto row = s.step();
+    if (!row) return pass(row);
+    if (!*row) return out;
+    auto v = read(s);
+    if (!v) return pass(v);
+    out.push_back(std::move(*v));
+  }
+}
+
 // Runs a lookup by its text keys (bound ?1, ?2, ... in order) and decodes its row with `read`;
 // nullopt without a row.
 template <class D, class T, class Read>
@@ -899,15 +913,7 @@ class SqlAudit final : public AuditStore {
       auto s = D::query(c, Q::audit_recent);
       if (!s) return pass(s);
       s->integer(1, n);
-      std::vector<AuditRecord> out;
-      for (;;) {
-        auto row = s->step();
-        if (!row) return pass(row);
-        if (!*row) return out;
-        auto r = read_audit(*s);
-        if (!r) return pass(r);
-        out.push_back(std::move(*r));
-      }
+      return read_rows<AuditRecord>(*s, [](const auto& row) { return read_audit(row); });
     });
   }
 
@@ -1182,15 +1188,7 @@ class SqlReferences final : public ReferenceStore {
     return b_.run("references.all", [&](Connection& c) -> Result<std::vector<StoredReferences>> {
       auto s = D::query(c, Q::ref_all);
       if (!s) return pass(s);
-      std::vector<StoredReferences> out;
-      for (;;) {
-        auto row = s->step();
-        if (!row) return pass(row);
-        if (!*row) return out;
-        auto r = read_references(*s);
-        if (!r) return pass(r);
-        out.push_back(std::move(*r));
-      }
+      return read_rows<StoredReferences>(*s, [](const auto& row) { return read_references(row); });
     });
   }
 
@@ -1373,15 +1371,7 @@ class SqlNotices final : public NoticeStore {
       auto s = D::query(c, Q::ntc_pending);
       if (!s) return pass(s);
       s->integer(1, n);
-      std::vector<StoredNotice> out;
-      for (;;) {
-        auto row = s->step();
-        if (!row) return pass(row);
-        if (!*row) return out;
-        auto r = read_notice(*s);
-        if (!r) return pass(r);
-        out.push_back(std::move(*r));
-      }
+      return read_rows<StoredNotice>(*s, [](const auto& row) { return read_notice(row); });
     });
   }
 
