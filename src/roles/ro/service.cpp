@@ -221,13 +221,15 @@ class NoticeQueue final : public ArrivalNotifier,
     }
     n.url = std::move(*url);
     n.delay = config_.notify_retry;
+    bool stopping = false;
     {
       std::lock_guard lock(mu_);
-      if (stopping_) {
-        const Error e(ErrorCode::busy, "notice: the service is stopping");
-        drop(n, e);
-        return std::unexpected(e);
-      }
+      stopping = stopping_;
+    }
+    if (stopping) {  // audited outside the lock, as every drop
+      const Error e(ErrorCode::busy, "notice: the service is stopping");
+      drop(n, e);
+      return std::unexpected(e);
     }
     // Stored before anyone hears of it: the caller answers its own request after this.
     auto seq = store_.add(store::StoredNotice{0, n.kind, n.subject, n.sho, n.path, n.body,
