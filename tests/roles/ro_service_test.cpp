@@ -2552,9 +2552,13 @@ TEST_F(RoServiceTest, UndeliverableNoticesAreAuditedAndDropped) {
   EXPECT_TRUE(found);
 }
 
-// A notice not delivered at shutdown stays in the database; the next start delivers it, to the
-// SHO's endpoint of the new configuration.
+// A notice not delivered at shutdown stays in the database; the next start, on the database
+// reopened from its file, delivers it to the SHO's endpoint of the new configuration.
 TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart) {
+  const std::string file = world().path(fmt::format("ro-notices-{}.db", counter_++));
+  auto opened = store::open_database("sqlite:" + file);
+  ASSERT_TRUE(opened) << opened.error().message;
+  db_ = std::move(*opened);
   ShoServer down(1000);
   RoServiceConfig c = notifying(config(), down);
   c.notify_retry = 10s;
@@ -2582,6 +2586,10 @@ TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart)
   EXPECT_EQ((*kept)[0].sho, "sho-a");
   EXPECT_EQ((*kept)[0].path, "/v1/sho/arrivals");
 
+  db_.reset();
+  opened = store::open_database("sqlite:" + file);
+  ASSERT_TRUE(opened) << opened.error().message;
+  db_ = std::move(*opened);
   ShoServer up(0);
   start(notifying(config(), up));
   ASSERT_TRUE(service_->wait_notices_delivered(10s));
