@@ -1531,6 +1531,16 @@ TEST_P(ShoServiceTest, AnOperatorChangeValidatesAtOnceAndEndsWithTheDiscardNotic
   EXPECT_EQ(a.text("registration_nonce").size(), 32u);
   EXPECT_EQ(a.body.find(d.pin()), std::string::npos);
   const std::string imsi = a.text("imsi");
+  // The owner sees the change in the subscriber's status too; an ordinary registration does not
+  // carry the member.
+  Answer seen = subscriber(d);
+  ASSERT_EQ(seen.status, 200) << seen.body;
+  EXPECT_EQ(seen.json.value("change", false), true) << seen.body;
+  Device& plain = make_device(42);
+  ASSERT_EQ(register_device(registration(plain)).status, 201);
+  Answer ordinary = subscriber(plain);
+  ASSERT_EQ(ordinary.status, 200) << ordinary.body;
+  EXPECT_FALSE(ordinary.json.contains("change")) << ordinary.body;
   // The RO was asked for the change with the device and the owner's PIN, never for a
   // registration of this SHO's own.
   const std::string registration_path = "/v1/drf/registrations/" + d.pcid();

@@ -545,6 +545,7 @@ Result<Json> ShoService::State::status_of(const Request& r, const std::string& o
            {"updated", unix_seconds(s->updated)}};
   if (!s->package_id.empty()) out["package_id"] = s->package_id;
   if (!s->refusal.empty()) out["refusal"] = s->refusal;
+  if (s->replacing) out["change"] = true;  // F4: registered by a change order
   return out;
 }
 
