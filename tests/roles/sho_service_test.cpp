@@ -284,6 +284,10 @@ class FakeRo {
     std::lock_guard lock(mu_);
     request_refusal_ = net::error_response(status, to_string(code), "refused by the test");
   }
+  void accept_requests() {
+    std::lock_guard lock(mu_);
+    request_refusal_.reset();
+  }
   // The last call to `path` (method POST unless told), or one with a null body.
   Call last(const std::string& path, const std::string& method = "POST") const {
     std::lock_guard lock(mu_);
@@ -1683,6 +1687,47 @@ TEST_P(ShoServiceTest, AnOperatorChangeWhoseValidationDoesNotStartStaysRegistere
   auto auc = sho_db_->pcids().find(a.text("imsi"));
   ASSERT_TRUE(auc && *auc);
   EXPECT_EQ((*auc)->status, store::PcidStatus::dormant);
+
+  // The owner starts it again: refused while the RO still refuses (and left registered), then,
+  // once the RO takes attestation requests, validating with a fresh challenge.
+  const std::string retry = sho_url_ + "/v1/subscribers/" + d.id() + "/validation";
+  expect_refusal(call(*owner_, "POST", retry, Json::object(), kOwnerToken), 409,
+                 ErrorCode::transition_refused);
+  EXPECT_EQ(subscriber(d).text("status"), "registered");
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 2u);
+  fake_ro_->accept_requests();
+  Answer again = call(*owner_, "POST", retry, Json::object(), kOwnerToken);
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(again.text("status"), "validating");
+  EXPECT_EQ(subscriber(d).text("status"), "validating");
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 3u);
+  EXPECT_EQ(fake_ro_->last("/v1/dpf/attestation-requests").body.value("device_id", ""), d.id());
+  // Once validating there is nothing to start again.
+  expect_refusal(call(*owner_, "POST", retry, Json::object(), kOwnerToken), 409,
+                 ErrorCode::transition_refused);
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 3u);
+}
+
+// The retry is the owner's, for an operator change only; every bad request changes nothing.
+TEST_P(ShoServiceTest, AValidationRetryIsRefusedForAnythingButAStalledChange) {
+  use_fake_ro();
+  if (HasFatalFailure()) return;
+  Device& d = make_device(45);
+  ASSERT_EQ(register_device(registration(d)).status, 201);  // F2: starts at the arrival
+  const std::string retry = sho_url_ + "/v1/subscribers/" + d.id() + "/validation";
+  expect_refusal(call(*owner_, "POST", retry, Json::object(), kOwnerToken), 409,
+                 ErrorCode::transition_refused);
+  expect_refusal(call(*owner_, "POST", retry, Json::object()), 401, ErrorCode::unauthenticated);
+  expect_refusal(call(*owner_, "POST", retry, Json::object(), kOtherToken), 403,
+                 ErrorCode::access_denied);
+  expect_refusal(call(*owner_, "POST", retry, Json{{"now", true}}, kOwnerToken), 400,
+                 ErrorCode::bad_format);
+  expect_refusal(call(*owner_, "POST", sho_url_ + "/v1/subscribers/no-such-device/validation",
+                      Json::object(), kOwnerToken),
+                 404, ErrorCode::not_found);
+  EXPECT_EQ(subscriber(d).text("status"), "registered");
+  EXPECT_EQ(fake_ro_->count("/v1/dpf/attestation-requests"), 0u);
+  EXPECT_EQ(pva_->challenges(), 0);
 }
 
 // A replacing install the TRE refused (the MCIM to replace is not there): the subscriber is

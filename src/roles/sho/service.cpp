@@ -195,6 +195,8 @@ struct ShoService::State {
   Result<void> order_change_at_ro(const Subscriber& s, const RoEndpoint& ro,
                                   const std::string& pin);
   SubscriberStatus validate_now(const Subscriber& s);
+  Result<Json> validate_again(const Request& r, const std::string& owner);
+  SubscriberStatus back_to_registered(const Subscriber& s);
   Result<void> import_into_auc(const Subscriber& s, const Secret<16>& k);
   void undo_registration(const Subscriber& s, const RoEndpoint* ro, ErrorCode why);
   Result<Json> status_of(const Request& r, const std::string& owner);
@@ -492,6 +494,35 @@ SubscriberStatus ShoService::State::validate_now(const Subscriber& s) {
   if (started) return SubscriberStatus::validating;
   log::warn(kComponent, "device {}: the validation did not start: {}", s.device_id,
             started.error());
+  return back_to_registered(s);
+}
+
+// F4: the owner's retry of a change whose validation did not start (`registered` with
+// `replacing`). An F2 registration's validation starts at the device's arrival instead.
+Result<Json> ShoService::State::validate_again(const Request& r, const std::string& owner) {
+  auto s = owned(r, owner);
+  if (!s) return std::unexpected(s.error());
+  if (!s->replacing) {
+    return fail(ErrorCode::transition_refused,
+                fmt::format("device {}: not an operator change; its validation starts when the "
+                            "device arrives",
+                            s->device_id));
+  }
+  if (s->status != SubscriberStatus::registered) {
+    return fail(
+        ErrorCode::transition_refused,
+        fmt::format("device {}: {}, not registered", s->device_id, store::to_string(s->status)));
+  }
+  if (auto started = start_validation(*s); !started) {
+    (void)back_to_registered(*s);
+    return std::unexpected(started.error());
+  }
+  return Json{{"device_id", s->device_id}, {"status", "validating"}};
+}
+
+// A validation that did not start: `validating` goes back to `registered` (compare and set), so
+// that the owner may start it again. The status the subscriber is left in.
+SubscriberStatus ShoService::State::back_to_registered(const Subscriber& s) {
   Subscriber back = s;
   back.updated = now();
   auto moved = db.subscribers().update(back, SubscriberStatus::validating);
@@ -1222,7 +1253,7 @@ Result<void> ShoService::State::add_routes() {
         [s](std::string_view id) { return id == s->config.operator_id; });
   };
 
-  const std::array<Result<void>, 12> added = {
+  const std::array<Result<void>, 13> added = {
       router.add(
           "POST", "/v1/subscribers",
           owner_route(
@@ -1241,6 +1272,9 @@ Result<void> ShoService::State::add_routes() {
                  owner_route("activation", &State::activate, 200,
                              JsonSchema::object({required(
                                  "window_s", JsonSchema::integer(1, kMaxActivationWindow))})),
+                 owner_options),
+      router.add("POST", "/v1/subscribers/{device_id}/validation",
+                 owner_route("validation", &State::validate_again, 200, JsonSchema::object({})),
                  owner_options),
       router.add("POST", "/v1/subscribers/{device_id}/revert",
                  owner_route("revert", &State::revert, 202,
