@@ -339,6 +339,16 @@ Result<StoredNotice> read_notice(const Stmt& s) {
                       .created = time_from_column(s.int_at(6))};
 }
 
+// A `SELECT count(*)` without parameters: the count, 0 without a row.
+template <class D>
+Result<std::uint64_t> count_of(typename D::Connection& c, Q q) {
+  auto s = D::query(c, q);
+  if (!s) return pass(s);
+  auto n = single_int(*s);
+  if (!n) return pass(n);
+  return static_cast<std::uint64_t>(n->value_or(0));
+}
+
 // Steps `s` (bound) to its end and decodes every row with `read`, in the query's order.
 template <class T, class Stmt, class Read>
 Result<std::vector<T>> read_rows(Stmt& s, Read read) {
@@ -551,13 +561,7 @@ class SqlPcids final : public PcidStore {
   }
 
   Result<std::uint64_t> count() override {
-    return b_.run("pcids.count", [&](Connection& c) -> Result<std::uint64_t> {
-      auto s = D::query(c, Q::pcid_count);
-      if (!s) return pass(s);
-      auto n = single_int(*s);
-      if (!n) return pass(n);
-      return static_cast<std::uint64_t>(n->value_or(0));
-    });
+    return b_.run("pcids.count", [&](Connection& c) { return count_of<D>(c, Q::pcid_count); });
   }
 
  private:
@@ -1263,13 +1267,8 @@ class SqlInstructions final : public InstructionStore {
   }
 
   Result<std::uint64_t> count() override {
-    return b_.run("instructions.count", [&](Connection& c) -> Result<std::uint64_t> {
-      auto s = D::query(c, Q::ins_count);
-      if (!s) return pass(s);
-      auto n = single_int(*s);
-      if (!n) return pass(n);
-      return static_cast<std::uint64_t>(n->value_or(0));
-    });
+    return b_.run("instructions.count",
+                  [&](Connection& c) { return count_of<D>(c, Q::ins_count); });
   }
 
  private:
@@ -1376,13 +1375,7 @@ class SqlNotices final : public NoticeStore {
   }
 
   Result<std::uint64_t> count() override {
-    return b_.run("notices.count", [&](Connection& c) -> Result<std::uint64_t> {
-      auto s = D::query(c, Q::ntc_count);
-      if (!s) return pass(s);
-      auto n = single_int(*s);
-      if (!n) return pass(n);
-      return static_cast<std::uint64_t>(n->value_or(0));
-    });
+    return b_.run("notices.count", [&](Connection& c) { return count_of<D>(c, Q::ntc_count); });
   }
 
  private:
