@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -268,19 +269,13 @@ class NoticeQueue final : public ArrivalNotifier,
   // What an earlier run left in the store, due now; beyond the capacity the oldest are dropped,
   // and so are those for an operator this configuration no longer knows.
   void resume() {
-    auto total = store_.count();
-    if (!total) {
-      log::error(kComponent, "notices left by an earlier run not read: {}", total.error());
-      return;
-    }
-    if (*total == 0) return;
-    auto stored = store_.pending(static_cast<std::size_t>(*total));
+    auto stored = store_.pending(std::numeric_limits<std::size_t>::max());
     if (!stored) {
       log::error(kComponent, "notices left by an earlier run not read: {}", stored.error());
       return;
     }
-    std::vector<Notice> dropped;
-    std::vector<Error> why;
+    if (stored->empty()) return;
+    std::vector<std::pair<Notice, Error>> dropped;
     std::size_t resumed = 0;
     {
       std::lock_guard lock(mu_);
@@ -297,20 +292,19 @@ class NoticeQueue final : public ArrivalNotifier,
         auto url = url_of(n);
         if (!url) {
           done_.push_back(s.seq);
-          dropped.push_back(std::move(n));
-          why.push_back(url.error());
+          dropped.emplace_back(std::move(n), url.error());
           continue;
         }
         n.url = std::move(*url);
         if (auto evicted = make_room()) {
-          dropped.push_back(std::move(*evicted));
-          why.emplace_back(ErrorCode::busy, "notice: the queue is full");
+          dropped.emplace_back(std::move(*evicted),
+                               Error(ErrorCode::busy, "notice: the queue is full"));
         }
         schedule(s.seq, std::move(n), now);
         ++resumed;
       }
     }
-    for (std::size_t i = 0; i < dropped.size(); ++i) drop(dropped[i], why[i]);
+    for (const auto& [n, e] : dropped) drop(n, e);
     remove_done();
     log::info(kComponent, "{} notice(s) left by an earlier run resumed", resumed);
   }
@@ -389,9 +383,8 @@ class NoticeQueue final : public ArrivalNotifier,
       const Outcome outcome = deliver(n);
       lock.lock();
       if (outcome == Outcome::retry) {
-        // While stopping: put back, to stay in the store for the next start.
-        const auto retry_at = stopping_ ? std::chrono::steady_clock::now()
-                                        : std::chrono::steady_clock::now() + n.delay;
+        // While stopping it stays in the store for the next start; stop() clears the schedule.
+        const auto retry_at = std::chrono::steady_clock::now() + n.delay;
         n.delay = std::min(n.delay * 2, kMaxRetryDelay);
         schedule(seq, std::move(n), retry_at);
         --in_flight_;
