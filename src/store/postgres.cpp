@@ -560,7 +560,10 @@ class Transaction {
   ~Transaction() {
     if (open_) (void)c_.exec("ROLLBACK");
   }
+  // Within a unit's transaction (AuditStore::atomically) a method's statements join it: its
+  // begin and commit do nothing, and its failure fails the unit.
   Result<void> begin() {
+    if (!c_.idle()) return {};
     auto r = c_.exec("BEGIN");
     open_ = r.has_value();
     return r;
@@ -571,6 +574,7 @@ class Transaction {
     return c_.exec("SELECT pg_advisory_xact_lock(7161132361541218669)");  // "mcim-sch"
   }
   Result<void> commit() {
+    if (!open_) return {};
     auto r = c_.exec("COMMIT");
     open_ = false;  // a failed COMMIT has ended the transaction too
     return r;
@@ -589,19 +593,43 @@ void back_off(int attempt) {
   std::this_thread::sleep_for(std::chrono::microseconds(500ULL * attempt * attempt + jitter));
 }
 
-// The connection pool and the retry policy shared by the ports of one database.
+// The connection pool, the retry policy and the units of work shared by the ports of one
+// database.
 class Backend {
  public:
+  using Unit = sql::Unit<Connection>;
+
   Backend(std::string url, std::size_t pool_size, std::unique_ptr<Connection> first)
       : pool_(pool_size, [url = std::move(url)] { return Connection::connect(url); }) {
     pool_.adopt(std::move(first));
   }
 
-  // Runs `f` on a pooled connection; a transaction that hit a serialisation failure or a
-  // deadlock (rolled back by then) is run again. A broken connection is closed, with the idle
-  // ones, so that the next call connects afresh.
+  // Runs `f`, a call that only reads: in the calling thread's unit once that has written, else
+  // as alone().
   template <class F>
   std::invoke_result_t<F&, Connection&> run(std::string_view op, F&& f) {
+    if (Unit* u = Unit::of(this); u != nullptr && u->lease) return in_unit(*u, op, f);
+    return alone(op, f);
+  }
+
+  // Runs `f`, a call that writes: in the calling thread's unit, whose transaction the first such
+  // call opens; else as alone().
+  template <class F>
+  std::invoke_result_t<F&, Connection&> write(std::string_view op, F&& f) {
+    Unit* u = Unit::of(this);
+    if (u == nullptr) return alone(op, f);
+    if (!u->lease) {
+      if (auto r = open(*u, op); !r)
+        return u->note(std::invoke_result_t<F&, Connection&>(std::unexpected(r.error())));
+    }
+    return in_unit(*u, op, f);
+  }
+
+  // Runs `f` on a pooled connection, whatever unit the thread is in; a transaction that hit a
+  // serialisation failure or a deadlock (rolled back by then) is run again. A broken connection
+  // is closed, with the idle ones, so that the next call connects afresh.
+  template <class F>
+  std::invoke_result_t<F&, Connection&> alone(std::string_view op, F&& f) {
     for (int attempt = 1;; ++attempt) {
       {
         auto lease = pool_.acquire();
@@ -609,11 +637,36 @@ class Backend {
         Connection& c = **lease;
         c.set_operation(op);
         auto r = f(c);
-        if (!c.broken() && !c.idle()) (void)c.exec("ROLLBACK");
-        if (c.broken()) {
-          lease->discard();
-          pool_.drop_idle();
+        settle(*lease);
+        if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
+      }
+      back_off(attempt);
+    }
+  }
+
+  bool in_open_unit() const {
+    const Unit* u = Unit::of(this);
+    return u != nullptr && u->lease.has_value();
+  }
+
+  // AuditStore::atomically. A unit whose transaction hit a serialisation failure or a deadlock is
+  // run again (as alone() runs a method again), which is why `work` must be safe to repeat.
+  Result<void> atomically(const std::function<Result<void>()>& work) {
+    if (Unit::of(this) != nullptr) return work();  // a unit within a unit joins it
+    for (int attempt = 1;; ++attempt) {
+      {
+        Unit u(this);
+        Result<void> r;
+        {
+          sql::UnitScope<Connection> scope(u);
+          r = work();
         }
+        if (r && u.failed) r = std::unexpected(*u.failed);
+        if (!u.lease) return r;  // wrote nothing
+        Connection& c = **u.lease;
+        c.set_operation("unit");
+        if (r) r = c.exec("COMMIT");  // a failed COMMIT has ended the transaction too
+        settle(*u.lease);
         if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
       }
       back_off(attempt);
@@ -621,6 +674,37 @@ class Backend {
   }
 
  private:
+  // Rolls back what a call left open; a broken connection is discarded with the idle ones.
+  void settle(sql::ConnectionPool<Connection>::Lease& lease) {
+    Connection& c = *lease;
+    if (!c.broken() && !c.idle()) (void)c.exec("ROLLBACK");
+    if (c.broken()) {
+      lease.discard();
+      pool_.drop_idle();
+    }
+  }
+
+  // The unit's first write takes a connection and begins the unit's transaction on it.
+  Result<void> open(Unit& u, std::string_view op) {
+    auto lease = pool_.acquire();
+    if (!lease) return sql::pass(lease);
+    (*lease)->set_operation(op);
+    if (auto begun = (*lease)->exec("BEGIN"); !begun) {
+      settle(*lease);
+      return begun;
+    }
+    u.lease.emplace(std::move(*lease));
+    return {};
+  }
+
+  template <class F>
+  std::invoke_result_t<F&, Connection&> in_unit(Unit& u, std::string_view op, F& f) {
+    if (u.failed) return std::unexpected(*u.failed);  // the transaction is lost: nothing more
+    Connection& c = **u.lease;
+    c.set_operation(op);
+    return u.note(f(c));
+  }
+
   sql::ConnectionPool<Connection> pool_;
 };
 

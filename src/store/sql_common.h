@@ -127,4 +127,41 @@ class ConnectionPool {
   std::size_t open_ = 0;                     // idle + leased, guarded by mu_
 };
 
+// A unit of work of one thread on one backend (AuditStore::atomically): the connection of its
+// transaction, held from its first write on, and the first error of a call made in it. Each
+// backend keeps the unit of the calling thread in a thread_local pointer and runs a call there
+// when the unit is its own.
+template <class Conn>
+struct Unit {
+  explicit Unit(const void* b) : backend(b) {}
+  const void* backend;
+  std::optional<typename ConnectionPool<Conn>::Lease> lease;  // set once the transaction is open
+  std::optional<Error> failed;
+  static inline thread_local Unit* current = nullptr;
+
+  // The calling thread's unit on `backend`, if it has one.
+  static Unit* of(const void* b) {
+    return current != nullptr && current->backend == b ? current : nullptr;
+  }
+  // `f`'s result; the first failure also fails the unit.
+  template <class R>
+  R note(R r) {
+    if (!r && !failed) failed = r.error();
+    return r;
+  }
+};
+
+// Makes `u` the calling thread's unit for as long as it lives.
+template <class Conn>
+class UnitScope {
+ public:
+  explicit UnitScope(Unit<Conn>& u) : saved_(std::exchange(Unit<Conn>::current, &u)) {}
+  UnitScope(const UnitScope&) = delete;
+  UnitScope& operator=(const UnitScope&) = delete;
+  ~UnitScope() { Unit<Conn>::current = saved_; }
+
+ private:
+  Unit<Conn>* saved_;
+};
+
 }  // namespace mcim::store::sql

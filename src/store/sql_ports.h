@@ -489,7 +489,7 @@ class SqlPcids final : public PcidStore {
     std::iota(order.begin(), order.end(), std::size_t{0});
     std::stable_sort(order.begin(), order.end(),
                      [&](std::size_t a, std::size_t b) { return batch[a].pcid < batch[b].pcid; });
-    return b_.run("pcids.add_batch", [&](Connection& c) -> Result<std::uint64_t> {
+    return b_.write("pcids.add_batch", [&](Connection& c) -> Result<std::uint64_t> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return pass(r);
       std::set<std::string_view> stored_before, inserted;
@@ -524,14 +524,14 @@ class SqlPcids final : public PcidStore {
   }
 
   Result<void> activate(std::string_view pcid, Time until) override {
-    return b_.run("pcids.activate", [&](Connection& c) -> Result<void> {
+    return b_.write("pcids.activate", [&](Connection& c) -> Result<void> {
       return conditional_update(c, Q::pcid_activate, pcid, "expired, cannot be activated",
                                 [&](auto& s) { s.integer(2, to_column(until)); });
     });
   }
 
   Result<std::uint64_t> expire_dormant(Time now) override {
-    return b_.run("pcids.expire_dormant", [&](Connection& c) -> Result<std::uint64_t> {
+    return b_.write("pcids.expire_dormant", [&](Connection& c) -> Result<std::uint64_t> {
       auto s = D::query(c, Q::pcid_expire);
       if (!s) return pass(s);
       s->integer(1, to_column(now));
@@ -541,7 +541,7 @@ class SqlPcids final : public PcidStore {
   }
 
   Result<void> stage_renewal(const PcidRenewal& r) override {
-    return b_.run("pcids.stage_renewal", [&](Connection& c) -> Result<void> {
+    return b_.write("pcids.stage_renewal", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::pcid_stage);
       if (!s) return pass(s);
       s->text(1, r.pcid).text(2, r.package_id).blob(3, r.k.get()).blob(4, r.opc.get());
@@ -553,7 +553,7 @@ class SqlPcids final : public PcidStore {
   }
 
   Result<void> complete_renewal(std::string_view pcid, std::string_view package_id) override {
-    return b_.run("pcids.complete_renewal", [&](Connection& c) -> Result<void> {
+    return b_.write("pcids.complete_renewal", [&](Connection& c) -> Result<void> {
       return conditional_update(c, Q::pcid_complete, pcid,
                                 fmt::format("renewal {} is not the staged one", package_id),
                                 [&](auto& s) { s.text(2, package_id); });
@@ -637,7 +637,7 @@ class SqlSqns final : public SqnStore {
                                 std::uint64_t seq_max) override {
     const std::uint64_t max = clamp_seq_max(seq_max);
     if (count > max) return exhausted(imsi, count);
-    return b_.run("sqns.reserve", [&](Connection& c) -> Result<std::uint64_t> {
+    return b_.write("sqns.reserve", [&](Connection& c) -> Result<std::uint64_t> {
       auto s = D::query(c, Q::sqn_reserve);
       if (!s) return pass(s);
       s->text(1, imsi)
@@ -652,7 +652,7 @@ class SqlSqns final : public SqnStore {
 
   Result<std::uint64_t> resynchronise(std::string_view imsi, std::uint64_t seq_ms) override {
     if (seq_ms > kSeqLimit) return fail(ErrorCode::invalid_argument, "SEQ_MS out of range");
-    return b_.run("sqns.resynchronise", [&](Connection& c) -> Result<std::uint64_t> {
+    return b_.write("sqns.resynchronise", [&](Connection& c) -> Result<std::uint64_t> {
       auto s = D::query(c, Q::sqn_resync);
       if (!s) return pass(s);
       s->text(1, imsi).integer(2, static_cast<std::int64_t>(seq_ms));
@@ -692,7 +692,7 @@ class SqlRegistrations final : public RegistrationStore {
   // One upsert whose DO UPDATE only applies when the holder is the same SHO: no row back means
   // another SHO holds the PCID.
   Result<void> put(const Registration& r) override {
-    return b_.run("registrations.put", [&](Connection& c) -> Result<void> {
+    return b_.write("registrations.put", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::reg_put);
       if (!s) return pass(s);
       s->text(1, r.pcid).text(2, r.device_id).text(3, r.sho).text(4, r.dpf_url);
@@ -713,14 +713,14 @@ class SqlRegistrations final : public RegistrationStore {
   }
 
   Result<void> remove(std::string_view pcid, std::string_view sho) override {
-    return b_.run("registrations.remove", [&](Connection& c) {
+    return b_.write("registrations.remove", [&](Connection& c) {
       return holder_update(c, Q::reg_remove, pcid, [&](auto& s) { s.text(1, pcid).text(2, sho); });
     });
   }
 
   Result<void> transfer(std::string_view pcid, std::string_view from, std::string_view to,
                         Time at) override {
-    return b_.run("registrations.transfer", [&](Connection& c) {
+    return b_.write("registrations.transfer", [&](Connection& c) {
       return holder_update(c, Q::reg_transfer, pcid, [&](auto& s) {
         s.text(1, pcid).text(2, from).text(3, to).integer(4, to_column(at));
       });
@@ -728,7 +728,7 @@ class SqlRegistrations final : public RegistrationStore {
   }
 
   Result<void> set_successor(std::string_view pcid, std::string_view successor) override {
-    return b_.run("registrations.set_successor", [&](Connection& c) -> Result<void> {
+    return b_.write("registrations.set_successor", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::reg_successor);
       if (!s) return pass(s);
       s->text(1, pcid).text(2, successor);
@@ -772,7 +772,7 @@ class SqlPackages final : public PackageStore {
   explicit SqlPackages(typename D::Backend& b) : b_(b) {}
 
   Result<void> put(const StoredPackage& p) override {
-    return b_.run("packages.put", [&](Connection& c) -> Result<void> {
+    return b_.write("packages.put", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::pkg_insert);
       if (!s) return pass(s);
       s->text(1, p.package_id).text(2, p.device_id).text(3, p.sho).blob(4, p.package);
@@ -802,7 +802,7 @@ class SqlPackages final : public PackageStore {
   }
 
   Result<void> mark_delivered(std::string_view package_id, Time at) override {
-    return b_.run("packages.mark_delivered", [&](Connection& c) -> Result<void> {
+    return b_.write("packages.mark_delivered", [&](Connection& c) -> Result<void> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return r;
       auto s = D::query(c, Q::pkg_deliver);
@@ -816,7 +816,7 @@ class SqlPackages final : public PackageStore {
 
   Result<void> store_report(std::string_view package_id, std::string_view report,
                             Time at) override {
-    return b_.run("packages.store_report", [&](Connection& c) -> Result<void> {
+    return b_.write("packages.store_report", [&](Connection& c) -> Result<void> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return r;
       auto s = D::query(c, Q::pkg_report);
@@ -857,7 +857,7 @@ class SqlSessions final : public SessionStore {
   // insert that changes nothing met a live session (or a reused id). On PostgreSQL a concurrent
   // opener of the same IMSI waits on the unique index and then finds the winner's row.
   Result<void> open(const Session& session, Time now) override {
-    return b_.run("sessions.open", [&](Connection& c) -> Result<void> {
+    return b_.write("sessions.open", [&](Connection& c) -> Result<void> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return r;
       auto d = D::query(c, Q::ses_drop_expired);
@@ -887,7 +887,7 @@ class SqlSessions final : public SessionStore {
   }
 
   Result<void> close(std::string_view id) override {
-    return b_.run("sessions.close", [&](Connection& c) -> Result<void> {
+    return b_.write("sessions.close", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::ses_close);
       if (!s) return pass(s);
       s->text(1, id);
@@ -909,7 +909,15 @@ class SqlAudit final : public AuditStore {
 
   // Concurrent appends share one transaction (group_commit.h): each returns once its record is
   // committed, as if alone, but a burst of them costs one flush of the log instead of one each.
-  Result<std::uint64_t> append(const AuditRecord& r) override { return group_.submit(r); }
+  // In a unit that has written, the record joins the unit's transaction instead.
+  Result<std::uint64_t> append(const AuditRecord& r) override {
+    if (!b_.in_open_unit()) return group_.submit(r);
+    return b_.write("audit.append", [&](Connection& c) { return insert(c, r); });
+  }
+
+  Result<void> atomically(const std::function<Result<void>()>& work) override {
+    return b_.atomically(work);
+  }
 
   Result<std::vector<AuditRecord>> recent(std::size_t limit) override {
     const auto n = static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX));
@@ -923,7 +931,7 @@ class SqlAudit final : public AuditStore {
 
  private:
   Result<std::vector<std::uint64_t>> append_all(std::span<const AuditRecord* const> records) {
-    return b_.run("audit.append", [&](Connection& c) -> Result<std::vector<std::uint64_t>> {
+    return b_.alone("audit.append", [&](Connection& c) -> Result<std::vector<std::uint64_t>> {
       typename D::Transaction tx(c);
       if (records.size() > 1) {
         if (auto r = tx.begin(); !r) return pass(r);
@@ -931,20 +939,26 @@ class SqlAudit final : public AuditStore {
       std::vector<std::uint64_t> seqs;
       seqs.reserve(records.size());
       for (const AuditRecord* r : records) {
-        auto s = D::query(c, Q::audit_append);
-        if (!s) return pass(s);
-        s->integer(1, to_column(r->time)).text(2, r->service).text(3, r->event);
-        s->text(4, r->subject).text(5, r->principal).text(6, r->outcome).text(7, r->detail);
-        auto seq = single_int(*s);
+        auto seq = insert(c, *r);
         if (!seq) return pass(seq);
-        if (!*seq) return fail(ErrorCode::internal, "audit.append: no row returned");
-        seqs.push_back(static_cast<std::uint64_t>(**seq));
+        seqs.push_back(*seq);
       }
       if (records.size() > 1) {
         if (auto r = tx.commit(); !r) return pass(r);
       }
       return seqs;
     });
+  }
+
+  static Result<std::uint64_t> insert(Connection& c, const AuditRecord& r) {
+    auto s = D::query(c, Q::audit_append);
+    if (!s) return pass(s);
+    s->integer(1, to_column(r.time)).text(2, r.service).text(3, r.event);
+    s->text(4, r.subject).text(5, r.principal).text(6, r.outcome).text(7, r.detail);
+    auto seq = single_int(*s);
+    if (!seq) return pass(seq);
+    if (!*seq) return fail(ErrorCode::internal, "audit.append: no row returned");
+    return static_cast<std::uint64_t>(**seq);
   }
 
   typename D::Backend& b_;
@@ -959,7 +973,7 @@ class SqlAttestations final : public AttestationRequestStore {
   explicit SqlAttestations(typename D::Backend& b) : b_(b) {}
 
   Result<void> put(const AttestationRequest& r) override {
-    return b_.run("attestation_requests.put", [&](Connection& c) -> Result<void> {
+    return b_.write("attestation_requests.put", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::att_insert);
       if (!s) return pass(s);
       s->text(1, r.request_id).text(2, r.pcid).text(3, r.device_id).text(4, r.sho);
@@ -990,7 +1004,7 @@ class SqlAttestations final : public AttestationRequestStore {
   // The UPDATE only matches a pending request, so of two racing answers exactly one changes a
   // row; the other learns why from the status it then reads.
   Result<void> mark_answered(std::string_view request_id, Time at) override {
-    return b_.run("attestation_requests.mark_answered", [&](Connection& c) -> Result<void> {
+    return b_.write("attestation_requests.mark_answered", [&](Connection& c) -> Result<void> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return r;
       auto s = D::query(c, Q::att_answer);
@@ -1029,7 +1043,7 @@ class SqlSubscribers final : public SubscriberStore {
   // (on PostgreSQL after waiting for a concurrent inserter to commit), and the lookup in the
   // same transaction names which.
   Result<void> add(const Subscriber& sub) override {
-    return b_.run("subscribers.add", [&](Connection& c) -> Result<void> {
+    return b_.write("subscribers.add", [&](Connection& c) -> Result<void> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return r;
       auto s = D::query(c, Q::sub_insert);
@@ -1056,7 +1070,7 @@ class SqlSubscribers final : public SubscriberStore {
 
   // Compare and set: the UPDATE matches only while the stored status is `expected`.
   Result<void> update(const Subscriber& sub, SubscriberStatus expected) override {
-    return b_.run("subscribers.update", [&](Connection& c) -> Result<void> {
+    return b_.write("subscribers.update", [&](Connection& c) -> Result<void> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return r;
       auto s = D::query(c, Q::sub_update);
@@ -1076,7 +1090,7 @@ class SqlSubscribers final : public SubscriberStore {
   }
 
   Result<void> remove(std::string_view device_id) override {
-    return b_.run("subscribers.remove", [&](Connection& c) -> Result<void> {
+    return b_.write("subscribers.remove", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::sub_remove);
       if (!s) return pass(s);
       s->text(1, device_id);
@@ -1123,7 +1137,7 @@ class SqlChallenges final : public ChallengeStore {
   explicit SqlChallenges(typename D::Backend& b) : b_(b) {}
 
   Result<void> put(const Challenge& ch) override {
-    return b_.run("challenges.put", [&](Connection& c) -> Result<void> {
+    return b_.write("challenges.put", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::chl_insert);
       if (!s) return pass(s);
       s->text(1, ch.challenge_id).text(2, ch.sho).text(3, ch.device_id).blob(4, ch.nonce);
@@ -1145,7 +1159,7 @@ class SqlChallenges final : public ChallengeStore {
   // One conditional UPDATE .. RETURNING: only an unused challenge matches, so of two racing
   // validations exactly one gets the row back.
   Result<Challenge> consume(std::string_view challenge_id) override {
-    return b_.run("challenges.consume", [&](Connection& c) -> Result<Challenge> {
+    return b_.write("challenges.consume", [&](Connection& c) -> Result<Challenge> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return pass(r);
       auto s = D::query(c, Q::chl_consume);
@@ -1179,7 +1193,7 @@ class SqlReferences final : public ReferenceStore {
   explicit SqlReferences(typename D::Backend& b) : b_(b) {}
 
   Result<void> put(const StoredReferences& r) override {
-    return b_.run("references.put", [&](Connection& c) -> Result<void> {
+    return b_.write("references.put", [&](Connection& c) -> Result<void> {
       auto s = D::query(c, Q::ref_put);
       if (!s) return pass(s);
       s->text(1, r.model).integer(2, to_column(r.issued)).text(3, r.text);
@@ -1207,7 +1221,7 @@ class SqlInstructions final : public InstructionStore {
   explicit SqlInstructions(typename D::Backend& b) : b_(b) {}
 
   Result<void> put(const QueuedInstruction& q, std::size_t keep) override {
-    return b_.run("instructions.put", [&](Connection& c) -> Result<void> {
+    return b_.write("instructions.put", [&](Connection& c) -> Result<void> {
       return insert_bounded<D>(
           c, Q::ins_insert, q.instruction_id,
           [&](auto& s) {
@@ -1233,32 +1247,32 @@ class SqlInstructions final : public InstructionStore {
   Result<std::vector<QueuedInstruction>> collect(std::string_view device_id, std::size_t limit,
                                                  Time at) override {
     const auto n = static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX));
-    return b_.run("instructions.collect",
-                  [&](Connection& c) -> Result<std::vector<QueuedInstruction>> {
-                    auto s = D::query(c, Q::ins_collect);
-                    if (!s) return pass(s);
-                    s->text(1, device_id).integer(2, n).integer(3, to_column(at));
-                    std::vector<std::pair<std::int64_t, QueuedInstruction>> rows;
-                    for (;;) {
-                      auto row = s->step();
-                      if (!row) return pass(row);
-                      if (!*row) break;
-                      auto q = read_instruction(*s);
-                      if (!q) return pass(q);
-                      rows.emplace_back(s->int_at(12), std::move(*q));
-                    }
-                    std::sort(rows.begin(), rows.end(),
-                              [](const auto& a, const auto& b) { return a.first < b.first; });
-                    std::vector<QueuedInstruction> out;
-                    out.reserve(rows.size());
-                    for (auto& r : rows) out.push_back(std::move(r.second));
-                    return out;
-                  });
+    return b_.write("instructions.collect",
+                    [&](Connection& c) -> Result<std::vector<QueuedInstruction>> {
+                      auto s = D::query(c, Q::ins_collect);
+                      if (!s) return pass(s);
+                      s->text(1, device_id).integer(2, n).integer(3, to_column(at));
+                      std::vector<std::pair<std::int64_t, QueuedInstruction>> rows;
+                      for (;;) {
+                        auto row = s->step();
+                        if (!row) return pass(row);
+                        if (!*row) break;
+                        auto q = read_instruction(*s);
+                        if (!q) return pass(q);
+                        rows.emplace_back(s->int_at(12), std::move(*q));
+                      }
+                      std::sort(rows.begin(), rows.end(),
+                                [](const auto& a, const auto& b) { return a.first < b.first; });
+                      std::vector<QueuedInstruction> out;
+                      out.reserve(rows.size());
+                      for (auto& r : rows) out.push_back(std::move(r.second));
+                      return out;
+                    });
   }
 
   Result<QueuedInstruction> answer(std::string_view instruction_id, std::string_view report,
                                    Time at) override {
-    return b_.run("instructions.answer", [&](Connection& c) {
+    return b_.write("instructions.answer", [&](Connection& c) {
       return update_returning<D, QueuedInstruction>(
           c, Q::ins_answer, Q::ins_status, instruction_id, "instruction", "already answered",
           [&](auto& s) { s.text(2, report).integer(3, to_column(at)); },
@@ -1282,7 +1296,7 @@ class SqlIssuedInstructions final : public IssuedInstructionStore {
   explicit SqlIssuedInstructions(typename D::Backend& b) : b_(b) {}
 
   Result<void> put(const IssuedInstruction& i, std::size_t keep) override {
-    return b_.run("issued_instructions.put", [&](Connection& c) -> Result<void> {
+    return b_.write("issued_instructions.put", [&](Connection& c) -> Result<void> {
       return insert_bounded<D>(
           c, Q::iss_insert, i.instruction_id,
           [&](auto& s) {
@@ -1306,7 +1320,7 @@ class SqlIssuedInstructions final : public IssuedInstructionStore {
   Result<IssuedInstruction> answer(std::string_view instruction_id, std::string_view report,
                                    Time at, bool released) override {
     const IssuedStatus to = released ? IssuedStatus::released : IssuedStatus::answered;
-    return b_.run("issued_instructions.answer", [&](Connection& c) {
+    return b_.write("issued_instructions.answer", [&](Connection& c) {
       return update_returning<D, IssuedInstruction>(
           c, Q::iss_answer, Q::iss_status, instruction_id, "instruction", "already answered",
           [&](auto& s) { s.text(2, report).integer(3, to_column(at)).text(4, to_string(to)); },
@@ -1332,7 +1346,7 @@ class SqlNotices final : public NoticeStore {
   explicit SqlNotices(typename D::Backend& b) : b_(b) {}
 
   Result<std::uint64_t> add(const StoredNotice& n) override {
-    return b_.run("notices.add", [&](Connection& c) -> Result<std::uint64_t> {
+    return b_.write("notices.add", [&](Connection& c) -> Result<std::uint64_t> {
       auto s = D::query(c, Q::ntc_insert);
       if (!s) return pass(s);
       s->text(1, n.kind).text(2, n.subject).text(3, n.sho).text(4, n.path).text(5, n.body);
@@ -1347,7 +1361,7 @@ class SqlNotices final : public NoticeStore {
   // One DELETE per seq, all in one transaction; none without a seq.
   Result<std::size_t> remove(std::span<const std::uint64_t> seqs) override {
     if (seqs.empty()) return std::size_t{0};
-    return b_.run("notices.remove", [&](Connection& c) -> Result<std::size_t> {
+    return b_.write("notices.remove", [&](Connection& c) -> Result<std::size_t> {
       typename D::Transaction tx(c);
       if (auto r = tx.begin(); !r) return pass(r);
       std::size_t removed = 0;

@@ -514,13 +514,17 @@ class Transaction {
   ~Transaction() {
     if (open_) (void)c_.exec("ROLLBACK");
   }
+  // Within a unit's transaction (AuditStore::atomically) a method's statements join it: its
+  // begin and commit do nothing, and its failure fails the unit.
   Result<void> begin() {
+    if (sqlite3_get_autocommit(c_.handle()) == 0) return {};
     auto r = c_.exec("BEGIN IMMEDIATE");
     open_ = r.has_value();
     return r;
   }
   Result<void> begin_migration() { return begin(); }  // the write lock serialises openers
   Result<void> commit() {
+    if (!open_) return {};
     auto r = c_.exec("COMMIT");
     if (r) open_ = false;
     return r;
@@ -531,9 +535,12 @@ class Transaction {
   bool open_ = false;
 };
 
-// The connection pool and the retry policy shared by the ports of one database.
+// The connection pool, the retry policy and the units of work shared by the ports of one
+// database.
 class Backend {
  public:
+  using Unit = sql::Unit<Connection>;
+
   Backend(std::string path, std::size_t pool_size, std::unique_ptr<Connection> first)
       : waiters_(first->shared_waiters()),
         pool_(pool_size, [path = std::move(path), w = first->shared_waiters()] {
@@ -542,10 +549,32 @@ class Backend {
     pool_.adopt(std::move(first));
   }
 
-  // Runs `f` on a pooled connection. A method that still found the database locked after the
-  // busy timeout changed nothing (its transaction rolled back) and is run again.
+  // Runs `f`, a call that only reads: in the calling thread's unit once that has written, else
+  // as alone().
   template <class F>
   std::invoke_result_t<F&, Connection&> run(std::string_view op, F&& f) {
+    if (Unit* u = Unit::of(this); u != nullptr && u->lease) return in_unit(*u, op, f);
+    return alone(op, f);
+  }
+
+  // Runs `f`, a call that writes: in the calling thread's unit, whose transaction the first such
+  // call opens; else as alone().
+  template <class F>
+  std::invoke_result_t<F&, Connection&> write(std::string_view op, F&& f) {
+    Unit* u = Unit::of(this);
+    if (u == nullptr) return alone(op, f);
+    if (!u->lease) {
+      if (auto r = open(*u, op); !r)
+        return u->note(std::invoke_result_t<F&, Connection&>(std::unexpected(r.error())));
+    }
+    return in_unit(*u, op, f);
+  }
+
+  // Runs `f` on a pooled connection, whatever unit the thread is in. A method that still found
+  // the database locked after the busy timeout changed nothing (its transaction rolled back) and
+  // is run again.
+  template <class F>
+  std::invoke_result_t<F&, Connection&> alone(std::string_view op, F&& f) {
     for (int attempt = 1;; ++attempt) {
       auto lease = pool_.acquire();
       if (!lease) return sql::pass(lease);
@@ -560,7 +589,57 @@ class Backend {
     }
   }
 
+  bool in_open_unit() const {
+    const Unit* u = Unit::of(this);
+    return u != nullptr && u->lease.has_value();
+  }
+
+  // AuditStore::atomically. A unit whose transaction found the database locked is run again
+  // (as alone() runs a method again), which is why `work` must be safe to repeat.
+  Result<void> atomically(const std::function<Result<void>()>& work) {
+    if (Unit::of(this) != nullptr) return work();  // a unit within a unit joins it
+    for (int attempt = 1;; ++attempt) {
+      Unit u(this);
+      Result<void> r;
+      {
+        sql::UnitScope<Connection> scope(u);
+        r = work();
+      }
+      if (r && u.failed) r = std::unexpected(*u.failed);
+      if (!u.lease) return r;  // wrote nothing
+      Connection& c = **u.lease;
+      c.set_operation("unit");
+      if (r) r = c.exec("COMMIT");
+      if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
+      waiters_->released();
+      if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
+    }
+  }
+
  private:
+  // The unit's first write takes a connection and the write lock for the rest of the unit.
+  Result<void> open(Unit& u, std::string_view op) {
+    for (int attempt = 1;; ++attempt) {
+      auto lease = pool_.acquire();
+      if (!lease) return sql::pass(lease);
+      (*lease)->set_operation(op);
+      auto begun = (*lease)->exec("BEGIN IMMEDIATE");
+      if (begun) {
+        u.lease.emplace(std::move(*lease));
+        return {};
+      }
+      if (begun.error().code != ErrorCode::busy || attempt == kAttempts) return begun;
+    }
+  }
+
+  template <class F>
+  std::invoke_result_t<F&, Connection&> in_unit(Unit& u, std::string_view op, F& f) {
+    if (u.failed) return std::unexpected(*u.failed);  // the transaction is lost: nothing more
+    Connection& c = **u.lease;
+    c.set_operation(op);
+    return u.note(f(c));
+  }
+
   std::shared_ptr<LockWaiters> waiters_;  // shared by every connection of the pool
   sql::ConnectionPool<Connection> pool_;
 };

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -220,6 +221,18 @@ class AuditStore {
   virtual ~AuditStore() = default;
   virtual Result<std::uint64_t> append(const AuditRecord& r) = 0;  // returns seq
   virtual Result<std::vector<AuditRecord>> recent(std::size_t limit) = 0;  // newest first
+
+  // A unit of work on the database this trail is in, so that a change and its record commit
+  // together (docs/store.md "A change and its record in one transaction"). The calls `work` makes
+  // on this thread to this database's ports run as they would alone until the first one that
+  // writes; that one opens a transaction which every later call joins (an append too), and which
+  // commits when `work` returns success and every call in it succeeded, and rolls back otherwise.
+  // A unit that wrote nothing has nothing to commit. Returns `work`'s error, else the first error
+  // of a call inside the transaction, else the commit's. A unit within a unit joins it. `work`
+  // must make no calls that wait on another thread's store calls, and should keep what follows
+  // its first write short: the transaction holds the database's write lock (SQLite).
+  // This default, for stores with nothing to roll back (memory), runs `work` as it comes.
+  virtual Result<void> atomically(const std::function<Result<void>()>& work) { return work(); }
 };
 
 // ---- Attestation requests (the RO's DPF: the PVA's challenge on its way to the device) -------

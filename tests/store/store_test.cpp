@@ -17,6 +17,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "pg_server.h"
@@ -1038,6 +1039,160 @@ TEST_P(StoreTest, ConcurrentAuditAppendsEachLandOnceWithTheirOwnSeq) {
     ASSERT_NE(it, seqs.end()) << "record " << r.seq << " nobody was told of";
     EXPECT_EQ(r.subject, it->second);
   }
+}
+
+// ---- Units of work: a change and its record in one transaction (AuditStore::atomically) ----
+
+AuditRecord unit_record(std::string subject) {
+  return AuditRecord{.time = at(1000),
+                     .service = "icf",
+                     .event = "open-session",
+                     .subject = std::move(subject),
+                     .principal = "vno-a",
+                     .outcome = "ok",
+                     .detail = ""};
+}
+
+std::size_t audit_count(Database& db) {
+  auto all = db.audit().recent(100'000);
+  EXPECT_TRUE(all) << fmt::to_string(all.error());
+  return all ? all->size() : 0;
+}
+
+bool session_stored(Database& db, std::string_view id) {
+  auto found = db.sessions().find(id);
+  EXPECT_TRUE(found) << fmt::to_string(found.error());
+  return found && found->has_value();
+}
+
+TEST_P(StoreTest, AUnitCommitsAChangeAndItsRecordTogether) {
+  std::uint64_t seq = 0;
+  ASSERT_OK(db_->audit().atomically([&]() -> Result<void> {
+    if (auto r = db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 500), at(100));
+        !r) {
+      return r;
+    }
+    // A read after the first write sees the unit's own change.
+    auto found = db_->sessions().find("s1");
+    if (!found) return std::unexpected(found.error());
+    EXPECT_TRUE(found->has_value());
+    auto appended = db_->audit().append(unit_record("001010000000001"));
+    if (!appended) return std::unexpected(appended.error());
+    seq = *appended;
+    return {};
+  }));
+  EXPECT_GT(seq, 0u);
+  EXPECT_TRUE(session_stored(second(), "s1"));
+  auto recent = second().audit().recent(10);
+  ASSERT_OK(recent);
+  ASSERT_EQ(recent->size(), 1u);
+  EXPECT_EQ(recent->front().seq, seq);
+  EXPECT_EQ(recent->front().subject, "001010000000001");
+}
+
+TEST_P(StoreTest, AUnitThatFailsLeavesNeitherTheChangeNorItsRecord) {
+  if (GetParam().name == "memory") GTEST_SKIP() << "memory runs a unit's calls as they come";
+  auto r = db_->audit().atomically([&]() -> Result<void> {
+    EXPECT_TRUE(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 500), at(100)));
+    EXPECT_TRUE(db_->audit().append(unit_record("001010000000001")));
+    return fail(ErrorCode::access_denied, "the caller changed its mind");
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::access_denied);
+  EXPECT_FALSE(session_stored(*db_, "s1"));
+  EXPECT_EQ(audit_count(*db_), 0u);
+  // The database takes the next change as usual.
+  ASSERT_OK(db_->sessions().open(make_session("s2", "001010000000001", "vno-a", 500), at(100)));
+  EXPECT_TRUE(session_stored(second(), "s2"));
+}
+
+// A call that fails inside the transaction fails the unit even when `work` goes on: on
+// PostgreSQL the transaction is lost by then, and a commit of it would not be what `work` saw.
+TEST_P(StoreTest, ACallThatFailsInAUnitRollsTheUnitBack) {
+  if (GetParam().name == "memory") GTEST_SKIP() << "memory runs a unit's calls as they come";
+  auto r = db_->audit().atomically([&]() -> Result<void> {
+    EXPECT_TRUE(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 500), at(100)));
+    auto twice = db_->sessions().open(make_session("s2", "001010000000001", "vno-b", 500), at(100));
+    EXPECT_FALSE(twice);
+    // Later calls in the lost unit are refused with the same error, and change nothing.
+    EXPECT_FALSE(db_->audit().append(unit_record("001010000000001")));
+    return {};  // swallowed: the unit still fails
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::already_exists);
+  EXPECT_FALSE(session_stored(*db_, "s1"));
+  EXPECT_EQ(audit_count(*db_), 0u);
+}
+
+TEST_P(StoreTest, AUnitWithinAUnitJoinsIt) {
+  if (GetParam().name == "memory") GTEST_SKIP() << "memory runs a unit's calls as they come";
+  auto r = db_->audit().atomically([&]() -> Result<void> {
+    EXPECT_TRUE(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 500), at(100)));
+    auto inner = db_->audit().atomically([&]() -> Result<void> {
+      auto a = db_->audit().append(unit_record("inner"));
+      if (!a) return std::unexpected(a.error());
+      return {};
+    });
+    EXPECT_TRUE(inner);  // joined: nothing committed yet
+    return fail(ErrorCode::busy, "the outer unit gives up");
+  });
+  ASSERT_FALSE(r);
+  EXPECT_FALSE(session_stored(*db_, "s1"));
+  EXPECT_EQ(audit_count(*db_), 0u);
+}
+
+// A unit that only reads (a refusal before any change, a look-up) has nothing to commit; its
+// record is appended like any other, alone.
+TEST_P(StoreTest, AUnitThatOnlyReadsAppendsItsRecordAlone) {
+  ASSERT_OK(db_->audit().atomically([&]() -> Result<void> {
+    auto found = db_->sessions().find("nobody");
+    if (!found) return std::unexpected(found.error());
+    EXPECT_FALSE(found->has_value());
+    auto a = db_->audit().append(unit_record("lookup"));
+    if (!a) return std::unexpected(a.error());
+    return {};
+  }));
+  EXPECT_EQ(audit_count(second()), 1u);
+}
+
+// Units on many threads, beside plain appends (group commit): every unit's change and record land
+// once, and the SQN reservations they made never overlap.
+TEST_P(StoreTest, ConcurrentUnitsAndAppendsEachLandOnce) {
+  constexpr int kThreads = 6, kRounds = 15;
+  std::mutex mu;
+  std::set<std::uint64_t> firsts;  // guarded by mu
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRounds; ++i) {
+        if (t % 3 == 2) {  // a plain append, through the group commit
+          auto a = db_->audit().append(unit_record(fmt::format("plain-{}-{}", t, i)));
+          EXPECT_TRUE(a) << fmt::to_string(a.error());
+          continue;
+        }
+        std::uint64_t first = 0;
+        auto r = db_->audit().atomically([&]() -> Result<void> {
+          auto reserved = db_->sqns().reserve("001010000000009", 1, 1'000'000);
+          if (!reserved) return std::unexpected(reserved.error());
+          first = *reserved;
+          auto a = db_->audit().append(unit_record(fmt::format("unit-{}-{}", t, i)));
+          if (!a) return std::unexpected(a.error());
+          return {};
+        });
+        if (!r) {
+          ADD_FAILURE() << fmt::to_string(r.error());
+          continue;
+        }
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(firsts.insert(first).second) << "SEQ " << first << " reserved twice";
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(audit_count(*db_), static_cast<std::size_t>(kThreads * kRounds));
+  auto current = db_->sqns().current("001010000000009");
+  ASSERT_OK(current);
+  EXPECT_EQ(*current, firsts.size());
 }
 
 // ---- Attestation requests (the RO's DPF) ----
