@@ -3,8 +3,13 @@
 // activation and expiry, AUTS resynchronisation, one session per PCID, import, audit.
 #include "roles/ro/icf.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <set>
 #include <variant>
 
@@ -455,6 +460,92 @@ TEST_F(IcfTest, AuditNamesCallersAndHoldsNoSecrets) {
     const std::string all = r.service + r.event + r.subject + r.principal + r.outcome + r.detail;
     for (const auto& s : secrets) EXPECT_EQ(all.find(s), std::string::npos) << all;
   }
+}
+
+// audited_change over SQLite: a change and its record commit together. A trigger that refuses
+// some records stands in for a store that fails between the two (a full disk, say): the change
+// is undone with its record, and the caller gets the store's error.
+class IcfSqliteTest : public IcfTest {
+ protected:
+  void SetUp() override {
+    path_ = std::filesystem::temp_directory_path() /
+            fmt::format("mcim-icf-{}-{}.db", ::getpid(),
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove(path_);
+    auto db = store::open_database("sqlite:" + path_.string());
+    ASSERT_TRUE(db) << db.error().message;
+    sqlite_ = std::move(*db);
+    icf_ = std::make_unique<Icf>(*sqlite_, clock_, rng_);
+    ASSERT_TRUE(icf_->import_batch("batch-1", {subscription(kPcid)}, "supplier:m2mes"));
+    ASSERT_TRUE(icf_->activate(kPcid, hours(1), "operator:sho-a"));
+  }
+  void TearDown() override {
+    icf_.reset();
+    sqlite_.reset();
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      std::filesystem::remove(path_.string() + suffix);
+    }
+  }
+  // From now on the store refuses every audit record of `event` (SQLITE_CONSTRAINT from
+  // RAISE(ABORT)); with `refuse` false, no longer.
+  void refuse_records(bool refuse, std::string_view event = "") {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    const std::string sql =
+        refuse ? fmt::format(
+                     "CREATE TRIGGER refuse BEFORE INSERT ON audit_record WHEN NEW.event "
+                     "= '{}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                     event)
+               : std::string("DROP TRIGGER refuse");
+    EXPECT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(raw);
+    sqlite3_close(raw);
+  }
+  std::size_t records_of(std::string_view event) {
+    auto all = sqlite_->audit().recent(1000);
+    EXPECT_TRUE(all);
+    if (!all) return 0;
+    return static_cast<std::size_t>(std::count_if(
+        all->begin(), all->end(), [&](const store::AuditRecord& r) { return r.event == event; }));
+  }
+
+  std::filesystem::path path_;
+  std::unique_ptr<store::Database> sqlite_;
+  std::unique_ptr<Icf> icf_;
+};
+
+TEST_F(IcfSqliteTest, AChangeAndItsRecordCommitTogether) {
+  auto s = icf_->open_session(kPcid, "vno-1");
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(records_of("open-session"), 1u);
+  ASSERT_TRUE(icf_->vectors(kPcid, 2, "vno-1"));
+  EXPECT_EQ(*sqlite_->sqns().current(kPcid), 2u);
+  EXPECT_EQ(records_of("vectors"), 1u);
+  // A refusal is recorded alone, and changes nothing.
+  auto again = icf_->open_session(kPcid, "vno-2");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::already_exists);
+  EXPECT_EQ(records_of("open-session"), 2u);
+}
+
+TEST_F(IcfSqliteTest, AChangeWhoseRecordCannotBeStoredIsUndone) {
+  refuse_records(true, "open-session");
+  auto s = icf_->open_session(kPcid, "vno-1");
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, ErrorCode::invalid_argument);  // the store's: a constraint
+  EXPECT_EQ(records_of("open-session"), 0u);
+
+  refuse_records(false);
+  refuse_records(true, "vectors");
+  auto v = icf_->vectors(kPcid, 3, "vno-1");
+  ASSERT_FALSE(v);
+  EXPECT_EQ(*sqlite_->sqns().current(kPcid), 0u);  // no SEQ spent on vectors nobody got
+
+  // Nothing of either stayed: without the trigger the PCID has no session to refuse a new one.
+  refuse_records(false);
+  auto later = icf_->open_session(kPcid, "vno-1");
+  ASSERT_TRUE(later) << later.error().message;
+  EXPECT_EQ(records_of("open-session"), 1u);
 }
 
 }  // namespace

@@ -5,8 +5,13 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/error.h"
@@ -24,12 +29,9 @@ struct AuditEntry {
   std::string detail;
 };
 
-// Records the outcome of `result` ("ok" or the error's wire code) and returns `result`. An
-// operation that succeeded but could not be recorded fails with the store's error: nothing the
-// RO does may look complete without its record (every operation is safe to retry or answers a
-// retry with a precise code). A refusal stays the refusal: it is the more useful answer.
+// The record of `result`: "ok" with the entry's detail, or the error's wire code and message.
 template <class T>
-Result<T> audited(store::AuditStore& audit, store::Time now, AuditEntry entry, Result<T> result) {
+store::AuditRecord record_of(store::Time now, const AuditEntry& entry, const Result<T>& result) {
   store::AuditRecord r;
   r.time = now;
   r.service = std::string(entry.service);
@@ -37,10 +39,93 @@ Result<T> audited(store::AuditStore& audit, store::Time now, AuditEntry entry, R
   r.subject = std::string(entry.subject);
   r.principal = std::string(entry.principal);
   r.outcome = result ? std::string("ok") : std::string(result.error().wire_code());
-  r.detail = result ? std::move(entry.detail) : result.error().message;
-  auto appended = audit.append(r);
+  r.detail = result ? entry.detail : result.error().message;
+  return r;
+}
+
+// Records the outcome of `result` ("ok" or the error's wire code) and returns `result`. An
+// operation that succeeded but could not be recorded fails with the store's error: nothing the
+// RO does may look complete without its record (every operation is safe to retry or answers a
+// retry with a precise code). A refusal stays the refusal: it is the more useful answer.
+template <class T>
+Result<T> audited(store::AuditStore& audit, store::Time now, const AuditEntry& entry,
+                  Result<T> result) {
+  auto appended = audit.append(record_of(now, entry, result));
   if (!appended && result) return std::unexpected(appended.error());
   return result;
+}
+
+// What is to happen once the calling thread's audited change has committed, and not at all when
+// it rolls back: a notice stored in the change's transaction is handed to the workers that deliver
+// it only then. Outside an audited change, an action runs at once. An audited change within
+// another passes its actions on to the outer one. Thread-local; one per audited_change.
+class AfterCommit {
+ public:
+  AfterCommit() : outer_(std::exchange(current_, this)) {}
+  AfterCommit(const AfterCommit&) = delete;
+  AfterCommit& operator=(const AfterCommit&) = delete;
+  ~AfterCommit() { current_ = outer_; }
+
+  static void defer(std::function<void()> action) {
+    if (current_ == nullptr) {
+      action();
+    } else {
+      current_->actions_.push_back(std::move(action));
+    }
+  }
+  void forget() { actions_.clear(); }
+  // After the commit: runs the actions, or hands them to the enclosing change.
+  void committed() {
+    current_ = outer_;
+    auto actions = std::exchange(actions_, {});
+    for (auto& a : actions) {
+      if (outer_ != nullptr) {
+        outer_->actions_.push_back(std::move(a));
+      } else {
+        a();
+      }
+    }
+  }
+
+ private:
+  static inline thread_local AfterCommit* current_ = nullptr;
+  AfterCommit* outer_;
+  std::vector<std::function<void()>> actions_;
+};
+
+// audited() for a change: runs `change` (Result<T>()) and, when it succeeds, appends its record
+// `entry_of(result)` in the same transaction (store::AuditStore::atomically), so that neither
+// stays without the other and the two cost one commit. `change` should make its checks and
+// crypto before its first store write, which takes the database's write lock (SQLite), and may
+// be run again when the transaction met a conflict. When the change fails, whatever it wrote rolls
+// back and its refusal is recorded alone, as audited() records it; when the record or the commit
+// fails, the change rolls back and the store's error is returned.
+template <class F, class E>
+std::invoke_result_t<F&> audited_change(store::AuditStore& audit, store::Time now, F&& change,
+                                        E&& entry_of) {
+  using R = std::invoke_result_t<F&>;
+  std::optional<R> result;
+  AfterCommit after;
+  auto unit = audit.atomically([&]() -> Result<void> {
+    after.forget();  // of an earlier run of `change`
+    result.emplace(change());
+    if (!*result) return std::unexpected(result->error());
+    auto appended = audit.append(record_of(now, entry_of(*result), *result));
+    if (!appended) return std::unexpected(appended.error());
+    return {};
+  });
+  if (!result) return R(std::unexpected(unit.error()));
+  if (!*result) {
+    after.forget();
+    (void)audit.append(record_of(now, entry_of(*result), *result));
+    return std::move(*result);
+  }
+  if (!unit) {
+    after.forget();
+    return R(std::unexpected(unit.error()));
+  }
+  after.committed();
+  return std::move(*result);
 }
 
 }  // namespace mcim::ro::detail

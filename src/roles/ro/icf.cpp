@@ -24,6 +24,7 @@ std::string session_ref(std::string_view session_id) {
 }
 
 using detail::audited;
+using detail::audited_change;
 using detail::AuditEntry;
 
 constexpr std::string_view kService = "icf";
@@ -113,14 +114,17 @@ Result<std::vector<aka::AuthVector>> Icf::make_vectors(const store::PcidSubscrip
 Result<std::vector<aka::AuthVector>> Icf::vectors(std::string_view pcid, unsigned count,
                                                   std::string_view vno) {
   const store::Time t = now();
-  auto result = [&]() -> Result<std::vector<aka::AuthVector>> {
-    if (auto c = check_count(count); !c) return std::unexpected(c.error());
-    auto sub = usable(pcid, t);
-    if (!sub) return std::unexpected(sub.error());
-    return make_vectors(*sub, count);
-  }();
-  return audited(audit_, t, {kService, "vectors", pcid, vno, fmt::format("count {}", count)},
-                 std::move(result));
+  return audited_change(
+      audit_, t,
+      [&]() -> Result<std::vector<aka::AuthVector>> {
+        if (auto c = check_count(count); !c) return std::unexpected(c.error());
+        auto sub = usable(pcid, t);
+        if (!sub) return std::unexpected(sub.error());
+        return make_vectors(*sub, count);
+      },
+      [&](const auto&) {
+        return AuditEntry{kService, "vectors", pcid, vno, fmt::format("count {}", count)};
+      });
 }
 
 Result<std::vector<aka::AuthVector>> Icf::resynchronise(std::string_view pcid,
@@ -129,7 +133,7 @@ Result<std::vector<aka::AuthVector>> Icf::resynchronise(std::string_view pcid,
                                                         std::string_view vno) {
   const store::Time t = now();
   std::string detail;
-  auto result = [&]() -> Result<std::vector<aka::AuthVector>> {
+  auto change = [&]() -> Result<std::vector<aka::AuthVector>> {
     if (auto c = check_count(count); !c) return std::unexpected(c.error());
     auto sub = usable(pcid, t);
     if (!sub) return std::unexpected(sub.error());
@@ -144,15 +148,16 @@ Result<std::vector<aka::AuthVector>> Icf::resynchronise(std::string_view pcid,
     if (!seq_he) return std::unexpected(seq_he.error());
     detail = fmt::format("seq_ms {}, seq_he {}, count {}", seq_ms, *seq_he, count);
     return make_vectors(*sub, count);
-  }();
-  return audited(audit_, t, {kService, "resynchronise", pcid, vno, std::move(detail)},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "resynchronise", pcid, vno, detail};
+  });
 }
 
 Result<store::Time> Icf::activate(std::string_view pcid, std::chrono::seconds window,
                                   std::string_view caller) {
   const store::Time t = now();
-  auto result = [&]() -> Result<store::Time> {
+  auto change = [&]() -> Result<store::Time> {
     if (window < std::chrono::seconds(1) || window > config_.max_activation) {
       return fail(ErrorCode::invalid_argument,
                   fmt::format("window: must be 1..{} s", config_.max_activation.count()));
@@ -165,16 +170,20 @@ Result<store::Time> Icf::activate(std::string_view pcid, std::chrono::seconds wi
     const store::Time until = t + window;
     if (auto a = pcids_.activate(pcid, until); !a) return std::unexpected(a.error());
     return until;
-  }();
-  const std::string detail = result ? "until " + time_text(*result) : "";
-  return audited(audit_, t, {kService, "activate", pcid, caller, detail}, std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const Result<store::Time>& r) {
+    return AuditEntry{kService, "activate", pcid, caller, r ? "until " + time_text(*r) : ""};
+  });
 }
 
 Result<std::uint64_t> Icf::expire_dormant() {
   const store::Time t = now();
-  auto result = pcids_.expire_dormant(t);
-  const std::string detail = result ? fmt::format("{} expired", *result) : "";
-  return audited(audit_, t, {kService, "expire-dormant", "-", "icf", detail}, std::move(result));
+  return audited_change(
+      audit_, t, [&] { return pcids_.expire_dormant(t); },
+      [](const Result<std::uint64_t>& r) {
+        return AuditEntry{kService, "expire-dormant", "-", "icf",
+                          r ? fmt::format("{} expired", *r) : ""};
+      });
 }
 
 Result<void> Icf::validate_import(std::string_view batch,
@@ -221,21 +230,22 @@ Result<std::uint64_t> Icf::import_batch(std::string_view batch,
                                         std::string_view supplier) {
   const store::Time t = now();
   std::uint64_t reallocated = 0;
-  auto result = [&]() -> Result<std::uint64_t> {
+  auto change = [&]() -> Result<std::uint64_t> {
     if (auto v = validate_import(batch, pcids, t); !v) return std::unexpected(v.error());
     auto a = pcids_.add_batch(pcids, store::PcidReuse{t, config_.quarantine});
     if (!a) return std::unexpected(a.error());
     reallocated = *a;
     return static_cast<std::uint64_t>(pcids.size());
-  }();
-  const std::string detail =
-      result ? fmt::format("{} pcids, {} reallocated", *result, reallocated) : "";
-  return audited(audit_, t, {kService, "import-batch", batch, supplier, detail}, std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const Result<std::uint64_t>& r) {
+    return AuditEntry{kService, "import-batch", batch, supplier,
+                      r ? fmt::format("{} pcids, {} reallocated", *r, reallocated) : ""};
+  });
 }
 
 Result<store::Session> Icf::open_session(std::string_view pcid, std::string_view vno) {
   const store::Time t = now();
-  auto result = [&]() -> Result<store::Session> {
+  auto change = [&]() -> Result<store::Session> {
     auto sub = usable(pcid, t);
     if (!sub) return std::unexpected(sub.error());
     store::Session s;
@@ -247,15 +257,16 @@ Result<store::Session> Icf::open_session(std::string_view pcid, std::string_view
     s.expires = t + config_.session_lifetime;
     if (auto o = sessions_.open(s, t); !o) return std::unexpected(o.error());
     return s;
-  }();
-  const std::string detail = result ? session_ref(result->id) : "";
-  return audited(audit_, t, {kService, "open-session", pcid, vno, detail}, std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const Result<store::Session>& r) {
+    return AuditEntry{kService, "open-session", pcid, vno, r ? session_ref(r->id) : ""};
+  });
 }
 
 Result<void> Icf::close_session(std::string_view session_id, std::string_view vno) {
   const store::Time t = now();
   std::string subject = "-";
-  auto result = [&]() -> Result<void> {
+  auto change = [&]() -> Result<void> {
     auto found = sessions_.find(session_id);
     if (!found) return std::unexpected(found.error());
     if (!*found) return fail(ErrorCode::not_found, "session: unknown");
@@ -264,10 +275,10 @@ Result<void> Icf::close_session(std::string_view session_id, std::string_view vn
       return fail(ErrorCode::access_denied, "session: held by another visited network");
     }
     return sessions_.close(session_id);
-  }();
-  return audited(audit_, t,
-                 {kService, "close-session", subject, vno, session_ref(session_id)},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "close-session", subject, vno, session_ref(session_id)};
+  });
 }
 
 }  // namespace mcim::ro
