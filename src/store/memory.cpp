@@ -374,22 +374,23 @@ class MemorySessions final : public SessionStore {
  public:
   explicit MemorySessions(MemoryState& s) : s_(s) {}
 
+  // All or nothing, as the SQL adapters: the IMSI's expired sessions go only when the new one
+  // is stored.
   Result<void> open(const Session& session, Time now) override {
     Lock lock(s_.mu);
-    for (auto it = s_.sessions.begin(); it != s_.sessions.end();) {
-      const Session& other = it->second;
-      if (other.imsi != session.imsi) {
-        ++it;
-      } else if (other.expires <= now) {
-        it = s_.sessions.erase(it);
-      } else {
+    auto dropped = [&](const Session& other) {
+      return other.imsi == session.imsi && other.expires <= now;
+    };
+    for (const auto& [id, other] : s_.sessions) {
+      if (other.imsi == session.imsi && !dropped(other)) {
         return fail(ErrorCode::already_exists,
                     fmt::format("imsi {}: already attached at {}", session.imsi, other.vno));
       }
     }
-    if (s_.sessions.contains(session.id)) {
+    if (auto it = s_.sessions.find(session.id); it != s_.sessions.end() && !dropped(it->second)) {
       return fail(ErrorCode::already_exists, fmt::format("session {}", session.id));
     }
+    std::erase_if(s_.sessions, [&](const auto& entry) { return dropped(entry.second); });
     s_.sessions.emplace(session.id, session);
     return {};
   }
