@@ -128,7 +128,7 @@ class ConnectionPool {
 };
 
 // A unit of work of one thread on one backend (AuditStore::atomically): the connection of its
-// transaction, held from its first write on, and the first error of a call made in it. Each
+// transaction, held from its first write on, and the error that lost the transaction. Each
 // backend keeps the unit of the calling thread in a thread_local pointer and runs a call there
 // when the unit is its own.
 template <class Conn>
@@ -143,7 +143,7 @@ struct Unit {
   static Unit* of(const void* b) {
     return current != nullptr && current->backend == b ? current : nullptr;
   }
-  // `f`'s result; the first failure also fails the unit.
+  // `r`, an error that lost the transaction; the first one fails the unit.
   template <class R>
   R note(R r) {
     if (!r && !failed) failed = r.error();

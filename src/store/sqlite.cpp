@@ -564,8 +564,7 @@ class Backend {
     Unit* u = Unit::of(this);
     if (u == nullptr) return alone(op, f);
     if (!u->lease) {
-      if (auto r = open(*u, op); !r)
-        return u->note(std::invoke_result_t<F&, Connection&>(std::unexpected(r.error())));
+      if (auto r = open(*u, op); !r) return sql::pass(r);  // nothing written: the unit goes on
     }
     return in_unit(*u, op, f);
   }
@@ -632,12 +631,21 @@ class Backend {
     }
   }
 
+  // A call in a unit's transaction keeps its own all or nothing: it runs within a savepoint,
+  // which its failure rolls back, so that the unit may go on (on PostgreSQL a failed statement
+  // would otherwise have lost the whole transaction). A unit whose savepoint could not be taken
+  // or undone is lost: it fails, and so does every later call in it.
   template <class F>
   std::invoke_result_t<F&, Connection&> in_unit(Unit& u, std::string_view op, F& f) {
-    if (u.failed) return std::unexpected(*u.failed);  // the transaction is lost: nothing more
+    using R = std::invoke_result_t<F&, Connection&>;
+    if (u.failed) return std::unexpected(*u.failed);
     Connection& c = **u.lease;
     c.set_operation(op);
-    return u.note(f(c));
+    if (auto sp = c.exec("SAVEPOINT call"); !sp) return u.note(R(std::unexpected(sp.error())));
+    auto r = f(c);
+    auto end = c.exec(r ? "RELEASE call" : "ROLLBACK TO call; RELEASE call");
+    if (!end) return u.note(R(std::unexpected(end.error())));
+    return r;
   }
 
   std::shared_ptr<LockWaiters> waiters_;  // shared by every connection of the pool

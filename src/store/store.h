@@ -225,12 +225,14 @@ class AuditStore {
   // A unit of work on the database this trail is in, so that a change and its record commit
   // together (docs/store.md "A change and its record in one transaction"). The calls `work` makes
   // on this thread to this database's ports run as they would alone until the first one that
-  // writes; that one opens a transaction which every later call joins (an append too), and which
-  // commits when `work` returns success and every call in it succeeded, and rolls back otherwise.
-  // A unit that wrote nothing has nothing to commit. Returns `work`'s error, else the first error
-  // of a call inside the transaction, else the commit's. A unit within a unit joins it. `work`
-  // must make no calls that wait on another thread's store calls, and should keep what follows
-  // its first write short: the transaction holds the database's write lock (SQLite).
+  // writes; that one opens a transaction which every later call joins (an append too). Each call
+  // in it stays all or nothing (a savepoint): one that fails leaves nothing of itself and the unit
+  // goes on. The transaction commits when `work` returns success and rolls back otherwise; a unit
+  // that wrote nothing has nothing to commit. Returns `work`'s error, else the commit's (or that
+  // of a savepoint the store could not take or undo, which loses the unit). A unit within a unit
+  // joins it. `work` may run again when the transaction met a conflict (busy), so it must be safe
+  // to repeat; it must make no calls that wait on another thread's store calls, and should keep
+  // what follows its first write short: the transaction holds the database's write lock (SQLite).
   // This default, for stores with nothing to roll back (memory), runs `work` as it comes.
   virtual Result<void> atomically(const std::function<Result<void>()>& work) { return work(); }
 };
