@@ -24,9 +24,17 @@ inline store::Time seconds_of(TimePoint t) { return std::chrono::floor<std::chro
 // A device named by the PCID it authenticated with (or claims, before it has).
 inline std::string pcid_principal(std::string_view pcid) { return "pcid:" + std::string(pcid); }
 
+// What a record says besides its outcome. It owns its text, so that an entry built from
+// temporaries (an operator_principal(...)) may be returned by audited_change's `entry_of`.
 struct AuditEntry {
-  std::string_view service, event, subject, principal;
-  std::string detail;
+  AuditEntry(std::string_view service_, std::string_view event_, std::string_view subject_,
+             std::string_view principal_, std::string detail_ = {})
+      : service(service_),
+        event(event_),
+        subject(subject_),
+        principal(principal_),
+        detail(std::move(detail_)) {}
+  std::string service, event, subject, principal, detail;
 };
 
 // The record of `result`: "ok" with the entry's detail, or the error's wire code and message.
@@ -34,10 +42,10 @@ template <class T>
 store::AuditRecord record_of(store::Time now, const AuditEntry& entry, const Result<T>& result) {
   store::AuditRecord r;
   r.time = now;
-  r.service = std::string(entry.service);
-  r.event = std::string(entry.event);
-  r.subject = std::string(entry.subject);
-  r.principal = std::string(entry.principal);
+  r.service = entry.service;
+  r.event = entry.event;
+  r.subject = entry.subject;
+  r.principal = entry.principal;
   r.outcome = result ? std::string("ok") : std::string(result.error().wire_code());
   r.detail = result ? entry.detail : result.error().message;
   return r;
@@ -94,9 +102,9 @@ class AfterCommit {
 };
 
 // audited() for a change: runs `change` (Result<T>()) and, when it succeeds, appends its record
-// `entry_of(result)` in the same transaction (store::AuditStore::atomically), so that neither
-// stays without the other and the two cost one commit. `change` should make its checks and
-// crypto before its first store write, which takes the database's write lock (SQLite), and may
+// `entry_of(result)` (an AuditEntry) in the same transaction (store::AuditStore::atomically), so
+// that neither stays without the other and the two cost one commit. `change` should make its checks
+// and crypto before its first store write, which takes the database's write lock (SQLite), and may
 // be run again when the transaction met a conflict. When the change fails, whatever it wrote rolls
 // back and its refusal is recorded alone, as audited() records it; when the record or the commit
 // fails, the change rolls back and the store's error is returned.

@@ -14,6 +14,8 @@ namespace mcim::ro {
 namespace {
 
 using detail::audited;
+using detail::audited_change;
+using detail::AuditEntry;
 
 constexpr std::string_view kService = "dpf";
 constexpr std::size_t kMinNonce = 16, kMaxNonce = 64;  // the PVA's challenge, as in the report
@@ -115,7 +117,7 @@ Result<void> Dpf::check_handover(const PackageHandover& h, std::string_view call
 
 Result<void> Dpf::store_package(const PackageHandover& handover, std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = [&]() -> Result<void> {
+  auto change = [&]() -> Result<void> {
     if (auto c = check_handover(handover, caller_sho); !c) return c;
     store::StoredPackage p;
     p.package_id = handover.package_id;
@@ -125,12 +127,13 @@ Result<void> Dpf::store_package(const PackageHandover& handover, std::string_vie
     p.status = store::PackageStatus::pending;
     p.created = p.updated = t;
     return packages_.put(p);
-  }();
-  return audited(audit_, t,
-                 {kService, "store-package", handover.package_id, operator_principal(caller_sho),
-                  fmt::format("device {}, pcid {}, {} bytes", handover.device_id, handover.pcid,
-                              handover.package.size())},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "store-package", handover.package_id,
+                      operator_principal(caller_sho),
+                      fmt::format("device {}, pcid {}, {} bytes", handover.device_id, handover.pcid,
+                                  handover.package.size())};
+  });
 }
 
 Result<DeliveredPackage> Dpf::fetch(const store::Registration& registration,
@@ -138,7 +141,7 @@ Result<DeliveredPackage> Dpf::fetch(const store::Registration& registration,
   const store::Time t = now();
   const std::string& device_id = registration.device_id;
   std::string subject = "-";
-  auto result = [&]() -> Result<DeliveredPackage> {
+  auto change = [&]() -> Result<DeliveredPackage> {
     if (authenticated_device.empty() || device_id != authenticated_device) {
       return fail(ErrorCode::access_denied,
                   fmt::format("device {}: not the authenticated device", device_id));
@@ -149,11 +152,11 @@ Result<DeliveredPackage> Dpf::fetch(const store::Registration& registration,
     subject = (*next)->package_id;
     if (auto m = packages_.mark_delivered(subject, t); !m) return std::unexpected(m.error());
     return DeliveredPackage{std::move((*next)->package_id), std::move((*next)->package)};
-  }();
-  return audited(audit_, t,
-                 {kService, "fetch", subject, device_principal(authenticated_device),
-                  fmt::format("device {}", device_id)},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "fetch", subject, device_principal(authenticated_device),
+                      fmt::format("device {}", device_id)};
+  });
 }
 
 Result<Dpf::CheckedReport> Dpf::check_report(const store::StoredPackage& p,
@@ -253,7 +256,7 @@ Result<AcceptedReport> Dpf::report_on(const store::Registration* registration,
   const store::Time t = now();
   std::string principal = "-";
   std::optional<store::StoredPackage> package;
-  auto result = [&]() -> Result<tre::StatusReport> {
+  auto change = [&]() -> Result<tre::StatusReport> {
     auto found = packages_.find(package_id);
     if (!found) return std::unexpected(found.error());
     if (!*found) return fail(ErrorCode::not_found, fmt::format("package {}: unknown", package_id));
@@ -278,11 +281,12 @@ Result<AcceptedReport> Dpf::report_on(const store::Registration* registration,
       return std::unexpected(s.error());
     }
     return std::move(checked->report);
-  }();
-  std::string detail = result ? "outcome " + result->outcome : "";
-  if (result && f4_package(registration, *package)) detail += ", F4";
-  result =
-      audited(audit_, t, {kService, "report", package_id, principal, detail}, std::move(result));
+  };
+  auto result = audited_change(audit_, t, change, [&](const Result<tre::StatusReport>& r) {
+    std::string detail = r ? "outcome " + r->outcome : "";
+    if (r && f4_package(registration, *package)) detail += ", F4";
+    return AuditEntry{kService, "report", package_id, principal, std::move(detail)};
+  });
   if (!result) return std::unexpected(result.error());
   const bool changed = follow_up(registration, *package, *result, signed_report, acks, t);
   return AcceptedReport{std::move(*result), changed};
@@ -346,7 +350,7 @@ Result<void> Dpf::check_ask(const AttestationAsk& ask, std::string_view caller_s
 
 Result<void> Dpf::request_attestation(const AttestationAsk& ask, std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = [&]() -> Result<void> {
+  auto change = [&]() -> Result<void> {
     if (auto c = check_ask(ask, caller_sho); !c) return c;
     store::AttestationRequest r;
     r.request_id = ask.request_id;
@@ -357,17 +361,18 @@ Result<void> Dpf::request_attestation(const AttestationAsk& ask, std::string_vie
     r.status = store::AttestationStatus::pending;
     r.created = t;
     return requests_.put(r);
-  }();
-  return audited(audit_, t,
-                 {kService, "attestation-request", ask.request_id, operator_principal(caller_sho),
-                  fmt::format("device {}, pcid {}", ask.device_id, ask.pcid)},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "attestation-request", ask.request_id,
+                      operator_principal(caller_sho),
+                      fmt::format("device {}, pcid {}", ask.device_id, ask.pcid)};
+  });
 }
 
 Result<store::Registration> Dpf::refuse(std::string_view pcid, std::string_view device_id,
                                         std::string_view code, std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = [&]() -> Result<store::Registration> {
+  auto change = [&]() -> Result<store::Registration> {
     const std::optional<ErrorCode> parsed = error_code_from_wire(code);
     if (!parsed) {
       return fail(ErrorCode::invalid_argument, "code: not an error code");
@@ -384,11 +389,11 @@ Result<store::Registration> Dpf::refuse(std::string_view pcid, std::string_view 
       reg->successor.clear();
     }
     return reg;
-  }();
-  return audited(audit_, t,
-                 {kService, "refusal", pcid, operator_principal(caller_sho),
-                  fmt::format("device {}, code {}", device_id, code)},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "refusal", pcid, operator_principal(caller_sho),
+                      fmt::format("device {}, code {}", device_id, code)};
+  });
 }
 
 Result<void> Dpf::refusal_of(const store::Registration& registration, std::string_view refused_by) {

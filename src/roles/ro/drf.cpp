@@ -15,6 +15,8 @@ namespace mcim::ro {
 namespace {
 
 using detail::audited;
+using detail::audited_change;
+using detail::AuditEntry;
 
 constexpr std::string_view kService = "drf";
 
@@ -111,7 +113,7 @@ Result<void> Drf::validate(const store::Registration& r) const {
 Result<void> Drf::register_pcid(store::Registration r, std::string_view pin,
                                 std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = [&]() -> Result<void> {
+  auto change = [&]() -> Result<void> {
     if (r.sho != caller_sho) {
       return fail(ErrorCode::access_denied,
                   fmt::format("registration: names operator {}, not the caller", r.sho));
@@ -122,24 +124,26 @@ Result<void> Drf::register_pcid(store::Registration r, std::string_view pin,
     r.bootstrap_key = std::move(*key);
     r.created = t;
     return registrations_.put(r);
-  }();
-  return audited(audit_, t,
-                 {kService, "register", r.pcid, operator_principal(caller_sho),
-                  fmt::format("device {}, sho {}", r.device_id, r.sho)},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "register", r.pcid, operator_principal(caller_sho),
+                      fmt::format("device {}, sho {}", r.device_id, r.sho)};
+  });
 }
 
 Result<void> Drf::unregister(std::string_view pcid, std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = registrations_.remove(pcid, caller_sho);
-  return audited(audit_, t, {kService, "unregister", pcid, operator_principal(caller_sho), ""},
-                 std::move(result));
+  return audited_change(
+      audit_, t, [&] { return registrations_.remove(pcid, caller_sho); },
+      [&](const auto&) {
+        return AuditEntry{kService, "unregister", pcid, operator_principal(caller_sho)};
+      });
 }
 
 Result<void> Drf::transfer(std::string_view pcid, std::string_view caller_sho,
                            std::string_view to) {
   const store::Time t = now();
-  auto result = [&]() -> Result<void> {
+  auto change = [&]() -> Result<void> {
     if (!pki::valid_mcim_id(to)) return fail(ErrorCode::invalid_argument, "to: an operator id");
     // Who holds it first: a stranger learns nothing else about the registration.
     if (auto held = detail::held_registration(registrations_, pcid, caller_sho); !held) {
@@ -150,11 +154,11 @@ Result<void> Drf::transfer(std::string_view pcid, std::string_view caller_sho,
     }
     // The store's update is conditional on the holder again: a racing change cannot be overtaken.
     return registrations_.transfer(pcid, caller_sho, to, t);
-  }();
-  return audited(audit_, t,
-                 {kService, "transfer", pcid, operator_principal(caller_sho),
-                  fmt::format("to {}", operator_principal(to))},
-                 std::move(result));
+  };
+  return audited_change(audit_, t, change, [&](const auto&) {
+    return AuditEntry{kService, "transfer", pcid, operator_principal(caller_sho),
+                      fmt::format("to {}", operator_principal(to))};
+  });
 }
 
 Result<void> Drf::order_change(std::string_view pcid, std::string_view device_id,
@@ -195,11 +199,12 @@ Result<void> Drf::order_change(std::string_view pcid, std::string_view device_id
 Result<void> Drf::change(std::string_view pcid, std::string_view device_id, std::string_view pin,
                          std::string_view caller_sho) {
   const store::Time t = now();
-  auto result = order_change(pcid, device_id, pin, caller_sho);
-  return audited(audit_, t,
-                 {kService, "change", pcid, operator_principal(caller_sho),
-                  fmt::format("device {}", device_id)},
-                 std::move(result));
+  return audited_change(
+      audit_, t, [&] { return order_change(pcid, device_id, pin, caller_sho); },
+      [&](const auto&) {
+        return AuditEntry{kService, "change", pcid, operator_principal(caller_sho),
+                          fmt::format("device {}", device_id)};
+      });
 }
 
 Result<std::string> Drf::discover(std::string_view pcid, std::string_view session_pcid) {
