@@ -909,9 +909,10 @@ class SqlAudit final : public AuditStore {
 
   // Concurrent appends share one transaction (group_commit.h): each returns once its record is
   // committed, as if alone, but a burst of them costs one flush of the log instead of one each.
-  // In a unit that has written, the record joins the unit's transaction instead.
+  // In a unit, the record is one of the unit's writes instead (opening its transaction when it
+  // is the first).
   Result<std::uint64_t> append(const AuditRecord& r) override {
-    if (!b_.in_open_unit()) return group_.submit(r);
+    if (!b_.in_unit()) return group_.submit(r);
     return b_.write("audit.append", [&](Connection& c) { return insert(c, r); });
   }
 

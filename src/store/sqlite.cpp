@@ -588,10 +588,7 @@ class Backend {
     }
   }
 
-  bool in_open_unit() const {
-    const Unit* u = Unit::of(this);
-    return u != nullptr && u->lease.has_value();
-  }
+  bool in_unit() const { return Unit::of(this) != nullptr; }
 
   // AuditStore::atomically. A unit whose transaction found the database locked is run again
   // (as alone() runs a method again), which is why `work` must be safe to repeat.

@@ -1145,9 +1145,8 @@ TEST_P(StoreTest, AUnitWithinAUnitJoinsIt) {
   EXPECT_EQ(audit_count(*db_), 0u);
 }
 
-// A unit that only reads (a refusal before any change, a look-up) has nothing to commit; its
-// record is appended like any other, alone.
-TEST_P(StoreTest, AUnitThatOnlyReadsAppendsItsRecordAlone) {
+// A unit that only reads (a look-up) and records it: the record is its one write.
+TEST_P(StoreTest, AUnitThatOnlyReadsCommitsItsRecord) {
   ASSERT_OK(db_->audit().atomically([&]() -> Result<void> {
     auto found = db_->sessions().find("nobody");
     if (!found) return std::unexpected(found.error());
