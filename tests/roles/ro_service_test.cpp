@@ -5,6 +5,7 @@
 // checked for its exact status and code and for leaving the stored state as it was.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <atomic>
 #include <functional>
@@ -2600,6 +2601,47 @@ TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart)
   const Json arrival = Json::parse(received[0].body);
   EXPECT_EQ(arrival["pcid"], kPcid);
   EXPECT_EQ(arrival["sho"], "sho-a");
+  EXPECT_EQ(*db_->notices().count(), 0u);
+}
+
+// A notice is stored in the transaction of the change it reports (a transactional outbox) and
+// handed to the workers only once that committed: when the change is undone, no notice is stored
+// and none is sent. A trigger that rolls the whole transaction back when the arrival's record is
+// written stands in for a store failing between the notice and the commit.
+TEST_F(RoServiceTest, ANoticeOfADiscoveryThatDidNotCommitIsNeitherKeptNorSent) {
+  const std::string file = world().path(fmt::format("ro-outbox-{}.db", counter_++));
+  auto opened = store::open_database("sqlite:" + file);
+  ASSERT_TRUE(opened) << opened.error().message;
+  db_ = std::move(*opened);
+  ShoServer sho(0);
+  start(notifying(config(), sho));
+  const std::string sid = provisioned();
+  auto sql = [&](const char* text) {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(file.c_str(), &raw), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(raw, text, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+    sqlite3_close(raw);
+  };
+  sql("CREATE TRIGGER undo BEFORE INSERT ON audit_record WHEN NEW.event = 'arrival-notice' "
+      "BEGIN SELECT RAISE(ROLLBACK, 'undone by the test'); END");
+  const auto refused = handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid)));
+  EXPECT_GE(refused.status, 400);
+  EXPECT_EQ(*db_->notices().count(), 0u);
+  EXPECT_TRUE(service_->wait_notices_delivered(1s));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(sho.snapshot().empty());
+  const auto records = db_->audit().recent(50);
+  ASSERT_TRUE(records);
+  for (const auto& a : *records) {
+    EXPECT_FALSE(a.event == "discover" && a.outcome == "ok") << "a discovery that was undone";
+  }
+
+  sql("DROP TRIGGER undo");
+  ASSERT_EQ(handle(device_request("GET", "/v1/drf/bootstrap", bearer(sid))).status, 200);
+  ASSERT_TRUE(service_->wait_notices_delivered(10s));
+  const auto received = sho.snapshot();
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0].target, "/v1/sho/arrivals");
   EXPECT_EQ(*db_->notices().count(), 0u);
 }
 

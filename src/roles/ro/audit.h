@@ -103,23 +103,32 @@ class AfterCommit {
 
 // audited() for a change: runs `change` (Result<T>()) and, when it succeeds, appends its record
 // `entry_of(result)` (an AuditEntry) in the same transaction (store::AuditStore::atomically), so
-// that neither stays without the other and the two cost one commit. `change` should make its checks
-// and crypto before its first store write, which takes the database's write lock (SQLite), and may
-// be run again when the transaction met a conflict. When the change fails, whatever it wrote rolls
-// back and its refusal is recorded alone, as audited() records it; when the record or the commit
-// fails, the change rolls back and the store's error is returned.
-template <class F, class E>
+// that neither stays without the other and the two cost one commit; then `then(value)` (`then()`
+// for Result<void>), in that transaction still: what follows from the change and must not be
+// without it, such as the notice it gives rise to, stored in the same commit (a transactional
+// outbox) and handed to its senders after it (AfterCommit). `then` records its own failures and
+// does not undo the change. `change` should make its checks and crypto before its first store
+// write, which takes the database's write lock (SQLite); it and `then` may be run again when the
+// transaction met a conflict. When the change fails, whatever it wrote rolls back and its refusal
+// is recorded alone, as audited() records it; when the record or the commit fails, the change
+// rolls back and the store's error is returned.
+template <class F, class E, class Then>
 std::invoke_result_t<F&> audited_change(store::AuditStore& audit, store::Time now, F&& change,
-                                        E&& entry_of) {
+                                        E&& entry_of, Then&& then) {
   using R = std::invoke_result_t<F&>;
   std::optional<R> result;
   AfterCommit after;
   auto unit = audit.atomically([&]() -> Result<void> {
-    after.forget();  // of an earlier run of `change`
+    after.forget();  // of an earlier run
     result.emplace(change());
     if (!*result) return std::unexpected(result->error());
     auto appended = audit.append(record_of(now, entry_of(*result), *result));
     if (!appended) return std::unexpected(appended.error());
+    if constexpr (std::is_void_v<typename R::value_type>) {
+      then();
+    } else {
+      then(**result);
+    }
     return {};
   });
   if (!result) return R(std::unexpected(unit.error()));
@@ -134,6 +143,13 @@ std::invoke_result_t<F&> audited_change(store::AuditStore& audit, store::Time no
   }
   after.committed();
   return std::move(*result);
+}
+
+template <class F, class E>
+std::invoke_result_t<F&> audited_change(store::AuditStore& audit, store::Time now, F&& change,
+                                        E&& entry_of) {
+  return audited_change(audit, now, std::forward<F>(change), std::forward<E>(entry_of),
+                        [](auto&&...) {});
 }
 
 }  // namespace mcim::ro::detail

@@ -282,13 +282,19 @@ Result<AcceptedReport> Dpf::report_on(const store::Registration* registration,
     }
     return std::move(checked->report);
   };
-  auto result = audited_change(audit_, t, change, [&](const Result<tre::StatusReport>& r) {
-    std::string detail = r ? "outcome " + r->outcome : "";
-    if (r && f4_package(registration, *package)) detail += ", F4";
-    return AuditEntry{kService, "report", package_id, principal, std::move(detail)};
-  });
+  // What follows from the report (the DRF's hand-over, the status notice) is in its commit.
+  bool changed = false;
+  auto result = audited_change(
+      audit_, t, change,
+      [&](const Result<tre::StatusReport>& r) {
+        std::string detail = r ? "outcome " + r->outcome : "";
+        if (r && f4_package(registration, *package)) detail += ", F4";
+        return AuditEntry{kService, "report", package_id, principal, std::move(detail)};
+      },
+      [&](const tre::StatusReport& accepted) {
+        changed = follow_up(registration, *package, accepted, signed_report, acks, t);
+      });
   if (!result) return std::unexpected(result.error());
-  const bool changed = follow_up(registration, *package, *result, signed_report, acks, t);
   return AcceptedReport{std::move(*result), changed};
 }
 
@@ -441,25 +447,30 @@ Result<void> Dpf::answer_attestation(std::string_view request_id, std::string_vi
                                      std::string report, std::vector<std::string> platform_chain) {
   const store::Time t = now();
   std::optional<store::AttestationRequest> request;
-  auto result = [&]() -> Result<void> {
+  auto change = [&]() -> Result<void> {
     auto r = answerable(request_id, device_id, report);
     if (!r) return std::unexpected(r.error());
     request = std::move(*r);
     // Atomic: of two racing answers one is relayed, the other is transition_refused.
     return requests_.mark_answered(request_id, t);
-  }();
-  result =
-      audited(audit_, t, {kService, "attestation", request_id, device_principal(device_id), ""},
-              std::move(result));
-  if (!result) return result;
-  auto relayed = relays_.attestations.relay_attestation(
-      RelayedAttestation{request->request_id, request->pcid, request->device_id, request->sho,
-                         std::move(report), std::move(platform_chain)});
-  (void)audited(audit_, t,
-                {kService, "relay-attestation", request_id, "dpf",
-                 fmt::format("to {}", operator_principal(request->sho))},
-                std::move(relayed));
-  return {};
+  };
+  // The answer goes to the SHO in a notice stored with the answer's record. A failure to store
+  // it is on the record; the answer stays accepted.
+  auto relay = [&] {
+    auto relayed = relays_.attestations.relay_attestation(
+        RelayedAttestation{request->request_id, request->pcid, request->device_id, request->sho,
+                           report, platform_chain});
+    (void)audited(audit_, t,
+                  {kService, "relay-attestation", request_id, "dpf",
+                   fmt::format("to {}", operator_principal(request->sho))},
+                  std::move(relayed));
+  };
+  return audited_change(
+      audit_, t, change,
+      [&](const auto&) {
+        return AuditEntry{kService, "attestation", request_id, device_principal(device_id), ""};
+      },
+      relay);
 }
 
 }  // namespace mcim::ro

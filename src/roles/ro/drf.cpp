@@ -210,7 +210,7 @@ Result<void> Drf::change(std::string_view pcid, std::string_view device_id, std:
 Result<std::string> Drf::discover(std::string_view pcid, std::string_view session_pcid) {
   const store::Time t = now();
   std::optional<store::Registration> registration;
-  auto result = [&]() -> Result<std::string> {
+  auto change = [&]() -> Result<std::string> {
     if (session_pcid.empty() || session_pcid != pcid) {
       return fail(ErrorCode::access_denied,
                   fmt::format("pcid {}: not the PCID the session authenticated", pcid));
@@ -225,21 +225,25 @@ Result<std::string> Drf::discover(std::string_view pcid, std::string_view sessio
     }
     return make_bootstrap(fields_of(*registration, t, random_.draw<16>()),
                           registration->bootstrap_key);
-  }();
+  };
   const std::string principal = fmt::format("pcid:{}", session_pcid.empty() ? "-" : session_pcid);
-  const std::string detail =
-      registration ? fmt::format("device {}, sho {}", registration->device_id, registration->sho)
-                   : "";
-  result = audited(audit_, t, {kService, "discover", pcid, principal, detail}, std::move(result));
-  if (!result) return result;
-  // F2 step 7. The device has its answer either way; a failed notice is on the record.
-  Arrival arrival{registration->pcid, registration->device_id, registration->sho, t};
-  auto notified = notifier_.device_arrived(arrival);
-  (void)audited(audit_, t,
-                {kService, "arrival-notice", pcid, "drf",
-                 fmt::format("to {}", operator_principal(registration->sho))},
-                std::move(notified));
-  return result;
+  auto entry_of = [&](const auto&) {
+    return AuditEntry{
+        kService, "discover", pcid, principal,
+        registration ? fmt::format("device {}, sho {}", registration->device_id, registration->sho)
+                     : ""};
+  };
+  // F2 step 7, stored with the discovery's record. The device has its answer either way; a
+  // failed notice is on the record.
+  auto notify = [&](const std::string&) {
+    Arrival arrival{registration->pcid, registration->device_id, registration->sho, t};
+    auto notified = notifier_.device_arrived(arrival);
+    (void)audited(audit_, t,
+                  {kService, "arrival-notice", pcid, "drf",
+                   fmt::format("to {}", operator_principal(registration->sho))},
+                  std::move(notified));
+  };
+  return audited_change(audit_, t, change, entry_of, notify);
 }
 
 }  // namespace mcim::ro

@@ -232,25 +232,32 @@ class NoticeQueue final : public ArrivalNotifier,
       drop(n, e);
       return std::unexpected(e);
     }
-    // Stored before anyone hears of it: the caller answers its own request after this.
+    // Stored before anyone hears of it: the caller answers its own request after this. Inside
+    // the audited change it reports, in that change's transaction, and handed to the workers
+    // once it committed (detail::AfterCommit): a notice of a change undone is never sent.
     auto seq = store_.add(store::StoredNotice{0, n.kind, n.subject, n.sho, n.path, n.body,
                                               detail::seconds_of(clock_.now())});
     if (!seq) {
       drop(n, seq.error());
       return std::unexpected(seq.error());
     }
+    detail::AfterCommit::defer([this, stored = *seq, n] { to_workers(stored, n); });
+    return {};
+  }
+
+  // A stored notice to the workers.
+  void to_workers(std::uint64_t seq, Notice n) {
     std::optional<Notice> evicted;
     {
       std::lock_guard lock(mu_);
       evicted = make_room();
-      schedule(*seq, std::move(n), std::chrono::steady_clock::now());
+      schedule(seq, std::move(n), std::chrono::steady_clock::now());
     }
     wake_.notify_one();
     if (evicted) {
       drop(*evicted, Error(ErrorCode::busy, "notice: the queue is full"));
       remove_done();
     }
-    return {};
   }
 
   // Under mu_: when the outbox is full, takes its oldest notice out (its removal from the store
