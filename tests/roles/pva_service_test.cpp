@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "../net/net_test_util.h"
+#include "../store/audit_refusals.h"
 #include "../tre/tre_fixture.h"
 #include "common/hex.h"
 #include "pki/attestation.h"
@@ -411,6 +412,32 @@ TEST_F(PvaServiceTest, EveryOperationIsAudited) {
   };
   EXPECT_EQ(lines, expected);
   EXPECT_EQ(records->front().subject, wrong.id);
+}
+
+// A challenge and its record commit together (over SQLite, whose trigger refuses the record): a
+// challenge whose record cannot be stored is not issued, and the SHO gets the store's error.
+TEST_F(PvaServiceTest, AChallengeWhoseRecordCannotBeStoredIsNotIssued) {
+  stop();
+  pki::testing::TempDir dir;
+  const std::string path = dir / "pva.db";
+  ASSERT_NO_FATAL_FAILURE(start("sqlite:" + path));
+  Device d = registered_device();
+
+  store::testing::refuse_audit_records(path, true, "pva", "challenge");
+  const Answer refused =
+      call(*client("sho-a"), url("/v1/pva/challenges"), Json{{"device_id", d.id()}}.dump());
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_EQ(refused.code(), "invalid_argument");  // the store's: a constraint
+  EXPECT_EQ(store::testing::rows_of(path, "challenge"), 0);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "challenge"), 0u);
+
+  // Without the trigger, both the challenge and its record are stored, and it validates.
+  store::testing::refuse_audit_records(path, false);
+  const Issued c = challenge(d.id());
+  ASSERT_FALSE(c.id.empty());
+  EXPECT_EQ(store::testing::rows_of(path, "challenge"), 1);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "challenge"), 1u);
+  expect_result(validate(c.id, d.attest(c.nonce), d.chain()), c.nonce, true, d.id());
 }
 
 // ---- Each failure reaches the signed result ----------------------------------------------------

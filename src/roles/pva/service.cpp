@@ -232,8 +232,15 @@ Result<Json> PvaService::State::issue_challenge(const Request& r) {
   c.nonce.assign(nonce.begin(), nonce.end());
   c.created = now();
   c.expires = c.created + config.challenge_lifetime;
-  auto put = record("challenge", c.challenge_id, ro::service_util::operator_principal(c.sho),
-                    db.challenges().put(c), fmt::format("device {}", c.device_id));
+  // The challenge and its record commit together: one commit, and no challenge without its
+  // record.
+  const std::string principal = ro::service_util::operator_principal(c.sho);
+  const std::string detail = fmt::format("device {}", c.device_id);
+  auto put = ro::detail::audited_change(
+      db.audit(), now(), [&] { return db.challenges().put(c); },
+      [&](const auto&) {
+        return ro::detail::AuditEntry{kComponent, "challenge", c.challenge_id, principal, detail};
+      });
   if (!put) return std::unexpected(put.error());
   flow("challenge_issued");
   log::info(kComponent, "challenge {} for device {} issued to {}", c.challenge_id, c.device_id,
