@@ -164,6 +164,16 @@ struct ShoService::State {
     return audited(db.audit(), now(), {"sho", event, subject, principal, std::move(detail)},
                    std::move(result));
   }
+  // record() of a change (a repeatable callable returning Result<T>) made with its record in one
+  // transaction: one commit instead of two, and a record that cannot be stored undoes the change.
+  // The change must make no network call: it holds the database's write lock.
+  template <class F>
+  auto record_change(std::string_view event, std::string_view subject, std::string_view principal,
+                     F&& change, const std::string& detail = {}) {
+    return ro::detail::audited_change(db.audit(), now(), std::forward<F>(change), [&](const auto&) {
+      return ro::detail::AuditEntry{"sho", event, subject, principal, detail};
+    });
+  }
 
   Result<void> add_routes();
 
@@ -725,8 +735,9 @@ Result<Json> ShoService::State::refuse(const Subscriber& s, SubscriberStatus fro
   next.status = SubscriberStatus::refused;
   next.refusal = std::string(to_string(code));
   next.updated = now();
-  auto moved = record("refuse", s.device_id, operator_principal(config.operator_id),
-                      db.subscribers().update(next, from), next.refusal);
+  auto moved = record_change(
+      "refuse", s.device_id, operator_principal(config.operator_id),
+      [&] { return db.subscribers().update(next, from); }, next.refusal);
   if (!moved) return std::unexpected(moved.error());
   (void)take_prepared(s);  // no package for a refused device
   flow("refused");
