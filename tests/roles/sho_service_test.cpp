@@ -24,6 +24,7 @@
 
 #include "../device/test_sho.h"
 #include "../net/net_test_util.h"
+#include "../store/audit_refusals.h"
 #include "../store/pg_server.h"
 #include "../tre/tre_fixture.h"
 #include "common/bytes.h"
@@ -969,6 +970,52 @@ TEST_P(ShoServiceTest, ProvisionsADeviceFromArrivalToAnActiveImsi) {
   Answer ses = call(*vno_a_, "POST", sho_url_ + "/v1/auth/sessions", Json{{"imsi", imsi}});
   ASSERT_EQ(ses.status, 201) << ses.body;
   EXPECT_EQ(ses.json.value("restricted", true), false) << ses.body;
+}
+
+// The install report's activation commits in one transaction: the subscriber `active`, the
+// IMSI active in the AuC and both their records (the AuC's and the SHO's). When the SHO's record
+// cannot be stored (SQLite, whose trigger refuses it) nothing of it stays and the RO gets the
+// store's error, for its retry; the retry then activates.
+TEST_P(ShoServiceTest, AnActivationWhoseRecordCannotBeStoredIsUndone) {
+  if (GetParam() != "sqlite") GTEST_SKIP() << "a SQLite trigger stands in for a failing store";
+  const std::string path = db_urls_.at("sho").substr(std::string_view("sqlite:").size());
+  Device& d = make_device(15);
+  const std::string imsi = registered(d);
+  ASSERT_EQ(arrive_and_attest(d).status, 202);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "provisioning"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+  ASSERT_EQ(pkg.status, 200) << pkg.body;
+  auto bytes = parse_hex(pkg.text("package"), "package");
+  ASSERT_TRUE(bytes);
+  tre::InstallOutcome installed = d.tre->install(*bytes);
+  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+  // The RO's relay of the report, made by hand.
+  const Json status{{"package_id", pkg.text("package_id")},
+                    {"device_id", d.id()},
+                    {"sho", kSho},
+                    {"report", installed.report}};
+  const auto auc_status = [&] {
+    auto auc = sho_db_->pcids().find(imsi);
+    return auc && *auc ? std::string(store::to_string((*auc)->status)) : std::string("absent");
+  };
+  const std::string before = snapshot(d);
+  ASSERT_EQ(auc_status(), "dormant");
+
+  store::testing::refuse_audit_records(path, true, "sho", "activate");
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 400,
+                 ErrorCode::invalid_argument);  // the store's: a constraint
+  EXPECT_EQ(snapshot(d), before);               // still provisioning, the IMSI still dormant
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "sho", "activate"), 0u);
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "icf", "activate"), 0u);
+
+  store::testing::refuse_audit_records(path, false);
+  Answer done = call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(status_of(d), "active");
+  EXPECT_EQ(auc_status(), "active");
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "sho", "activate"), 1u);
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "icf", "activate"), 1u);
 }
 
 // Packages are sealed at registration (max_prepared_packages): the sequence of each device's

@@ -897,25 +897,41 @@ Result<Json> ShoService::State::status(const Request& r) {
     if (!notice) return std::unexpected(notice.error());
   }
   // Active first, so that of two relays of the same report one activates; an AuC that fails
-  // puts the subscriber back, for the RO's retry.
-  Subscriber next = *s;
-  next.status = SubscriberStatus::active;
-  next.updated = now();
-  if (auto moved = db.subscribers().update(next, SubscriberStatus::provisioning); !moved) {
-    return std::unexpected(moved.error());
-  }
-  auto until =
-      record("activate", s->imsi, operator_principal(caller_of(r)),
-             icf().activate(s->imsi, config.mcim_lifetime, operator_principal(config.operator_id)),
-             fmt::format("device {}, package {}", s->device_id, package_id));
-  if (!until) {
+  // puts the subscriber back, for the RO's retry. The move, the AuC's activation and both their
+  // records are one transaction (nothing between them leaves this process): a compare and set
+  // that fails changes nothing, an AuC refusal commits with the subscriber put back and both
+  // refusals recorded, and a record that cannot be stored undoes it all.
+  const std::string principal = operator_principal(caller_of(r));
+  const std::string detail = fmt::format("device {}, package {}", s->device_id, package_id);
+  std::optional<Result<store::Time>> until;  // the AuC's answer, as recorded
+  auto unit = db.audit().atomically([&]() -> Result<void> {
+    until.reset();  // of an earlier run, which met a conflict
+    Subscriber next = *s;
+    next.status = SubscriberStatus::active;
+    next.updated = now();
+    if (auto moved = db.subscribers().update(next, SubscriberStatus::provisioning); !moved) {
+      return std::unexpected(moved.error());
+    }
+    auto activated =
+        icf().activate(s->imsi, config.mcim_lifetime, operator_principal(config.operator_id));
+    const bool auc_activated = activated.has_value();
+    until = record("activate", s->imsi, principal, std::move(activated), detail);
+    if (*until) return {};
+    if (auc_activated) return std::unexpected(until->error());  // not recorded: undo it all
     Subscriber back = *s;
     back.updated = now();
     if (auto moved = db.subscribers().update(back, SubscriberStatus::active); !moved) {
       log::error(kComponent, "device {}: back to provisioning: {}", s->device_id, moved.error());
     }
-    return std::unexpected(until.error());
+    return {};
+  });
+  if (until && !*until) {
+    // The AuC's refusal, recorded alone when its transaction could not commit (as
+    // audited_change records a refusal).
+    if (!unit) (void)record("activate", s->imsi, principal, *until, detail);
+    return std::unexpected(until->error());
   }
+  if (!unit) return std::unexpected(unit.error());
   flow("activated");
   log::info(kComponent, "device {} operational: imsi {} active", s->device_id, s->imsi);
   return Json{{"outcome", "ok"}};
