@@ -414,9 +414,10 @@ TEST_F(PvaServiceTest, EveryOperationIsAudited) {
   EXPECT_EQ(records->front().subject, wrong.id);
 }
 
-// A challenge and its record commit together (over SQLite, whose trigger refuses the record): a
-// challenge whose record cannot be stored is not issued, and the SHO gets the store's error.
-TEST_F(PvaServiceTest, AChallengeWhoseRecordCannotBeStoredIsNotIssued) {
+// A challenge, and a validation's consumption of it, commit with their records (over SQLite,
+// whose trigger refuses a record): a change whose record cannot be stored is undone, and the SHO
+// gets the store's error.
+TEST_F(PvaServiceTest, AChangeWhoseRecordCannotBeStoredIsUndone) {
   stop();
   pki::testing::TempDir dir;
   const std::string path = dir / "pva.db";
@@ -431,13 +432,27 @@ TEST_F(PvaServiceTest, AChallengeWhoseRecordCannotBeStoredIsNotIssued) {
   EXPECT_EQ(store::testing::rows_of(path, "challenge"), 0);
   EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "challenge"), 0u);
 
-  // Without the trigger, both the challenge and its record are stored, and it validates.
+  // Without the trigger, both the challenge and its record are stored.
   store::testing::refuse_audit_records(path, false);
   const Issued c = challenge(d.id());
   ASSERT_FALSE(c.id.empty());
   EXPECT_EQ(store::testing::rows_of(path, "challenge"), 1);
   EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "challenge"), 1u);
-  expect_result(validate(c.id, d.attest(c.nonce), d.chain()), c.nonce, true, d.id());
+
+  // The validation consumes the challenge with its record: a verdict that cannot be recorded
+  // leaves the challenge usable.
+  const std::string report = d.attest(c.nonce);
+  store::testing::refuse_audit_records(path, true, "pva", "validation");
+  const Answer unrecorded = validate(c.id, report, d.chain());
+  EXPECT_EQ(unrecorded.status, 400) << unrecorded.body;
+  EXPECT_EQ(unrecorded.code(), "invalid_argument");
+  EXPECT_FALSE(db_->challenges().find(c.id).value()->used);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "validation"), 0u);
+
+  store::testing::refuse_audit_records(path, false);
+  expect_result(validate(c.id, report, d.chain()), c.nonce, true, d.id());
+  EXPECT_TRUE(db_->challenges().find(c.id).value()->used);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "validation"), 1u);
 }
 
 // ---- Each failure reaches the signed result ----------------------------------------------------
