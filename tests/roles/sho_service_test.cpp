@@ -857,6 +857,22 @@ TEST_P(ShoServiceTest, RefusesBadRegistrationsAndLeavesNothingBehind) {
   EXPECT_EQ(status_of(e), "absent");
 }
 
+// The IMSI's serial commits with the subscriber row: a registration refused after the serial
+// was reserved (here, a nonce lifetime longer than the SHO's) gives it back.
+TEST_P(ShoServiceTest, ARegistrationRefusedAfterItsSerialGivesItBack) {
+  if (GetParam() == "memory") GTEST_SKIP() << "the memory store rolls nothing back";
+  const std::string serial = fmt::format("imsi-serial:{}", kImsiPrefix);
+  Device& d = make_device(16);
+  Json body = registration(d);
+  body["nonce_lifetime_s"] = 86'401;
+  expect_refusal(register_device(body), 400, ErrorCode::invalid_argument);
+  EXPECT_EQ(sho_db_->sqns().current(serial).value(), 0u);
+  EXPECT_EQ(status_of(d), "absent");
+  registered(d);
+  EXPECT_EQ(sho_db_->sqns().current(serial).value(), 1u);
+  EXPECT_EQ(status_of(d), "registered");
+}
+
 TEST_P(ShoServiceTest, RefusesWhenTheRoHoldsTheRegistrationForAnotherSho) {
   Device& d = make_device(5);
   // sho-b registered the PCID at the RO first: the RO refuses sho-a's registration.

@@ -373,10 +373,18 @@ Result<Json> ShoService::State::register_subscriber(const Request& r, const std:
                 fmt::format("pcid {}: no registration operator holds it", pcid));
   }
   Secret<16> k;
-  auto s = allocate(r, owner, k);
-  if (!s) return std::unexpected(s.error());
-  s->replacing = change;
-  if (auto added = db.subscribers().add(*s); !added) return std::unexpected(added.error());
+  // The IMSI's serial and the subscriber row that holds it commit together, in one commit (the
+  // checks before the serial write nothing). A registration refused after its serial was reserved
+  // (a racing duplicate, a nonce lifetime too long) gives the serial back: nobody has seen it.
+  std::optional<Subscriber> s;
+  auto added = db.audit().atomically([&]() -> Result<void> {
+    auto allocated = allocate(r, owner, k);
+    if (!allocated) return std::unexpected(allocated.error());
+    allocated->replacing = change;
+    s = std::move(*allocated);
+    return db.subscribers().add(*s);
+  });
+  if (!added) return std::unexpected(added.error());
   // The PIN goes to the RO only: it is in no store, log or answer of ours.
   const std::string& pin = r.json.at("pin").get_ref<const std::string&>();
   auto at_ro = change ? order_change_at_ro(*s, *ro, pin) : register_at_ro(*s, *ro, pin);
@@ -412,7 +420,8 @@ Result<Json> ShoService::State::register_subscriber(const Request& r, const std:
   return out;
 }
 
-// The certificate checks, then a fresh IMSI, K and nonce; nothing is stored yet.
+// The certificate checks, then a fresh IMSI, K and nonce; nothing is stored but the IMSI's serial,
+// in the caller's unit of work with the subscriber row.
 Result<Subscriber> ShoService::State::allocate(const Request& r, const std::string& owner,
                                                Secret<16>& k) {
   Subscriber s;
