@@ -1201,16 +1201,18 @@ Result<void> ShoService::State::release_to(const Subscriber& s, const std::strin
 
 // The release's first step (F5, F4): the IMSI stops authenticating (its AuC window ends).
 Result<void> ShoService::State::end_window(const Subscriber& s, std::string_view why) {
-  return record("deactivate", s.imsi, operator_principal(config.operator_id),
-                db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)),
-                fmt::format("device {}, {}", s.device_id, why));
+  return record_change(
+      "deactivate", s.imsi, operator_principal(config.operator_id),
+      [&] { return db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)); },
+      fmt::format("device {}, {}", s.device_id, why));
 }
 
 // The release's last step (F5, F4): the subscriber is removed, which frees its PCID and device id
 // here.
 Result<void> ShoService::State::remove_released(const Subscriber& s, std::string detail) {
-  auto removed = record("release", s.device_id, operator_principal(config.operator_id),
-                        db.subscribers().remove(s.device_id), std::move(detail));
+  auto removed = record_change(
+      "release", s.device_id, operator_principal(config.operator_id),
+      [&] { return db.subscribers().remove(s.device_id); }, detail);
   if (!removed) return removed;
   flow("released");
   return {};
