@@ -665,6 +665,21 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
     return signed_text ? *signed_text : std::string();
   }
 
+  // The device fetches its package at the DPF and its TRE installs it: the RO's relay of the
+  // install report to the SHO (package_id, device_id, sho, report), for a test to make by hand.
+  Json installed_relay(Device& d) {
+    Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+    EXPECT_EQ(pkg.status, 200) << pkg.body;
+    auto bytes = parse_hex(pkg.text("package"), "package");
+    EXPECT_TRUE(bytes);
+    tre::InstallOutcome installed = d.tre->install(bytes ? *bytes : ByteVec());
+    EXPECT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+    return Json{{"package_id", pkg.text("package_id")},
+                {"device_id", d.id()},
+                {"sho", kSho},
+                {"report", installed.report}};
+  }
+
   std::string status_of(const Device& d) {
     auto s = sho_db_->subscribers().find(d.id());
     return s && *s ? std::string(store::to_string((*s)->status)) : std::string("absent");
@@ -1000,17 +1015,8 @@ TEST_P(ShoServiceTest, AnActivationWhoseRecordCannotBeStoredIsUndone) {
   ASSERT_EQ(arrive_and_attest(d).status, 202);
   ASSERT_TRUE(eventually([&] { return status_of(d) == "provisioning"; }));
   ASSERT_TRUE(ro_->wait_notices_delivered(5s));
-  Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
-  ASSERT_EQ(pkg.status, 200) << pkg.body;
-  auto bytes = parse_hex(pkg.text("package"), "package");
-  ASSERT_TRUE(bytes);
-  tre::InstallOutcome installed = d.tre->install(*bytes);
-  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
-  // The RO's relay of the report, made by hand.
-  const Json status{{"package_id", pkg.text("package_id")},
-                    {"device_id", d.id()},
-                    {"sho", kSho},
-                    {"report", installed.report}};
+  const Json status = installed_relay(d);
+  ASSERT_FALSE(HasFailure());
   const auto auc_status = [&] {
     auto auc = sho_db_->pcids().find(imsi);
     return auc && *auc ? std::string(store::to_string((*auc)->status)) : std::string("absent");
@@ -1297,21 +1303,13 @@ TEST_P(ShoServiceTest, RacingDuplicateNoticesMoveTheSubscriberOnce) {
   };
   EXPECT_EQ(race("/v1/sho/attestations", att), 1);
   EXPECT_EQ(status_of(d), "provisioning");
-  Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
-  ASSERT_EQ(pkg.status, 200) << pkg.body;
-  auto bytes = parse_hex(pkg.text("package"), "package");
-  ASSERT_TRUE(bytes);
-  tre::InstallOutcome installed = d.tre->install(*bytes);
-  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+  const Json status = installed_relay(d);
+  ASSERT_FALSE(HasFailure());
   // Only one package was handed over: once delivered, nothing else is waiting.
-  auto stored = ro_db_->packages().find(pkg.text("package_id"));
+  auto stored = ro_db_->packages().find(status.at("package_id").get<std::string>());
   ASSERT_TRUE(stored && *stored);
 
   // The status notice four times at once: activated once.
-  const Json status{{"package_id", pkg.text("package_id")},
-                    {"device_id", d.id()},
-                    {"sho", kSho},
-                    {"report", installed.report}};
   EXPECT_EQ(race("/v1/sho/status", status), 1);
   EXPECT_EQ(status_of(d), "active");
   auto auc = sho_db_->pcids().find(imsi);
