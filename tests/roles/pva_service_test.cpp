@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "../net/net_test_util.h"
+#include "../store/audit_refusals.h"
 #include "../tre/tre_fixture.h"
 #include "common/hex.h"
 #include "pki/attestation.h"
@@ -411,6 +412,47 @@ TEST_F(PvaServiceTest, EveryOperationIsAudited) {
   };
   EXPECT_EQ(lines, expected);
   EXPECT_EQ(records->front().subject, wrong.id);
+}
+
+// A challenge, and a validation's consumption of it, commit with their records (over SQLite,
+// whose trigger refuses a record): a change whose record cannot be stored is undone, and the SHO
+// gets the store's error.
+TEST_F(PvaServiceTest, AChangeWhoseRecordCannotBeStoredIsUndone) {
+  stop();
+  pki::testing::TempDir dir;
+  const std::string path = dir / "pva.db";
+  ASSERT_NO_FATAL_FAILURE(start("sqlite:" + path));
+  Device d = registered_device();
+
+  store::testing::refuse_audit_records(path, true, "pva", "challenge");
+  const Answer refused =
+      call(*client("sho-a"), url("/v1/pva/challenges"), Json{{"device_id", d.id()}}.dump());
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_EQ(refused.code(), "invalid_argument");  // the store's: a constraint
+  EXPECT_EQ(store::testing::rows_of(path, "challenge"), 0);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "challenge"), 0u);
+
+  // Without the trigger, both the challenge and its record are stored.
+  store::testing::refuse_audit_records(path, false);
+  const Issued c = challenge(d.id());
+  ASSERT_FALSE(c.id.empty());
+  EXPECT_EQ(store::testing::rows_of(path, "challenge"), 1);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "challenge"), 1u);
+
+  // The validation consumes the challenge with its record: a verdict that cannot be recorded
+  // leaves the challenge usable.
+  const std::string report = d.attest(c.nonce);
+  store::testing::refuse_audit_records(path, true, "pva", "validation");
+  const Answer unrecorded = validate(c.id, report, d.chain());
+  EXPECT_EQ(unrecorded.status, 400) << unrecorded.body;
+  EXPECT_EQ(unrecorded.code(), "invalid_argument");
+  EXPECT_FALSE(db_->challenges().find(c.id).value()->used);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "validation"), 0u);
+
+  store::testing::refuse_audit_records(path, false);
+  expect_result(validate(c.id, report, d.chain()), c.nonce, true, d.id());
+  EXPECT_TRUE(db_->challenges().find(c.id).value()->used);
+  EXPECT_EQ(store::testing::audit_records_of(db_->audit(), "pva", "validation"), 1u);
 }
 
 // ---- Each failure reaches the signed result ----------------------------------------------------

@@ -24,6 +24,7 @@
 
 #include "../device/test_sho.h"
 #include "../net/net_test_util.h"
+#include "../store/audit_refusals.h"
 #include "../store/pg_server.h"
 #include "../tre/tre_fixture.h"
 #include "common/bytes.h"
@@ -664,6 +665,21 @@ class ShoServiceTest : public ::testing::TestWithParam<std::string> {
     return signed_text ? *signed_text : std::string();
   }
 
+  // The device fetches its package at the DPF and its TRE installs it: the RO's relay of the
+  // install report to the SHO (package_id, device_id, sho, report), for a test to make by hand.
+  Json installed_relay(Device& d) {
+    Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
+    EXPECT_EQ(pkg.status, 200) << pkg.body;
+    auto bytes = parse_hex(pkg.text("package"), "package");
+    EXPECT_TRUE(bytes);
+    tre::InstallOutcome installed = d.tre->install(bytes ? *bytes : ByteVec());
+    EXPECT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+    return Json{{"package_id", pkg.text("package_id")},
+                {"device_id", d.id()},
+                {"sho", kSho},
+                {"report", installed.report}};
+  }
+
   std::string status_of(const Device& d) {
     auto s = sho_db_->subscribers().find(d.id());
     return s && *s ? std::string(store::to_string((*s)->status)) : std::string("absent");
@@ -856,6 +872,22 @@ TEST_P(ShoServiceTest, RefusesBadRegistrationsAndLeavesNothingBehind) {
   EXPECT_EQ(status_of(e), "absent");
 }
 
+// The IMSI's serial commits with the subscriber row: a registration refused after the serial
+// was reserved (here, a nonce lifetime longer than the SHO's) gives it back.
+TEST_P(ShoServiceTest, ARegistrationRefusedAfterItsSerialGivesItBack) {
+  if (GetParam() == "memory") GTEST_SKIP() << "the memory store rolls nothing back";
+  const std::string serial = fmt::format("imsi-serial:{}", kImsiPrefix);
+  Device& d = make_device(16);
+  Json body = registration(d);
+  body["nonce_lifetime_s"] = 86'401;
+  expect_refusal(register_device(body), 400, ErrorCode::invalid_argument);
+  EXPECT_EQ(sho_db_->sqns().current(serial).value(), 0u);
+  EXPECT_EQ(status_of(d), "absent");
+  registered(d);
+  EXPECT_EQ(sho_db_->sqns().current(serial).value(), 1u);
+  EXPECT_EQ(status_of(d), "registered");
+}
+
 TEST_P(ShoServiceTest, RefusesWhenTheRoHoldsTheRegistrationForAnotherSho) {
   Device& d = make_device(5);
   // sho-b registered the PCID at the RO first: the RO refuses sho-a's registration.
@@ -969,6 +1001,43 @@ TEST_P(ShoServiceTest, ProvisionsADeviceFromArrivalToAnActiveImsi) {
   Answer ses = call(*vno_a_, "POST", sho_url_ + "/v1/auth/sessions", Json{{"imsi", imsi}});
   ASSERT_EQ(ses.status, 201) << ses.body;
   EXPECT_EQ(ses.json.value("restricted", true), false) << ses.body;
+}
+
+// The install report's activation commits in one transaction: the subscriber `active`, the
+// IMSI active in the AuC and both their records (the AuC's and the SHO's). When the SHO's record
+// cannot be stored (SQLite, whose trigger refuses it) nothing of it stays and the RO gets the
+// store's error, for its retry; the retry then activates.
+TEST_P(ShoServiceTest, AnActivationWhoseRecordCannotBeStoredIsUndone) {
+  if (GetParam() != "sqlite") GTEST_SKIP() << "a SQLite trigger stands in for a failing store";
+  const std::string path = db_urls_.at("sho").substr(std::string_view("sqlite:").size());
+  Device& d = make_device(15);
+  const std::string imsi = registered(d);
+  ASSERT_EQ(arrive_and_attest(d).status, 202);
+  ASSERT_TRUE(eventually([&] { return status_of(d) == "provisioning"; }));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  const Json status = installed_relay(d);
+  ASSERT_FALSE(HasFailure());
+  const auto auc_status = [&] {
+    auto auc = sho_db_->pcids().find(imsi);
+    return auc && *auc ? std::string(store::to_string((*auc)->status)) : std::string("absent");
+  };
+  const std::string before = snapshot(d);
+  ASSERT_EQ(auc_status(), "dormant");
+
+  store::testing::refuse_audit_records(path, true, "sho", "activate");
+  expect_refusal(call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status), 400,
+                 ErrorCode::invalid_argument);  // the store's: a constraint
+  EXPECT_EQ(snapshot(d), before);               // still provisioning, the IMSI still dormant
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "sho", "activate"), 0u);
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "icf", "activate"), 0u);
+
+  store::testing::refuse_audit_records(path, false);
+  Answer done = call(*as_ro_, "POST", sho_url_ + "/v1/sho/status", status);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(status_of(d), "active");
+  EXPECT_EQ(auc_status(), "active");
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "sho", "activate"), 1u);
+  EXPECT_EQ(store::testing::audit_records_of(sho_db_->audit(), "icf", "activate"), 1u);
 }
 
 // Packages are sealed at registration (max_prepared_packages): the sequence of each device's
@@ -1234,21 +1303,13 @@ TEST_P(ShoServiceTest, RacingDuplicateNoticesMoveTheSubscriberOnce) {
   };
   EXPECT_EQ(race("/v1/sho/attestations", att), 1);
   EXPECT_EQ(status_of(d), "provisioning");
-  Answer pkg = call(*device_, "GET", ro_url_ + "/v1/dpf/package", nullptr, d.session);
-  ASSERT_EQ(pkg.status, 200) << pkg.body;
-  auto bytes = parse_hex(pkg.text("package"), "package");
-  ASSERT_TRUE(bytes);
-  tre::InstallOutcome installed = d.tre->install(*bytes);
-  ASSERT_TRUE(installed.result) << fmt::to_string(installed.result.error());
+  const Json status = installed_relay(d);
+  ASSERT_FALSE(HasFailure());
   // Only one package was handed over: once delivered, nothing else is waiting.
-  auto stored = ro_db_->packages().find(pkg.text("package_id"));
+  auto stored = ro_db_->packages().find(status.at("package_id").get<std::string>());
   ASSERT_TRUE(stored && *stored);
 
   // The status notice four times at once: activated once.
-  const Json status{{"package_id", pkg.text("package_id")},
-                    {"device_id", d.id()},
-                    {"sho", kSho},
-                    {"report", installed.report}};
   EXPECT_EQ(race("/v1/sho/status", status), 1);
   EXPECT_EQ(status_of(d), "active");
   auto auc = sho_db_->pcids().find(imsi);

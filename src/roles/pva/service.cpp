@@ -232,8 +232,15 @@ Result<Json> PvaService::State::issue_challenge(const Request& r) {
   c.nonce.assign(nonce.begin(), nonce.end());
   c.created = now();
   c.expires = c.created + config.challenge_lifetime;
-  auto put = record("challenge", c.challenge_id, ro::service_util::operator_principal(c.sho),
-                    db.challenges().put(c), fmt::format("device {}", c.device_id));
+  // The challenge and its record commit together: one commit, and no challenge without its
+  // record.
+  const std::string principal = ro::service_util::operator_principal(c.sho);
+  const std::string detail = fmt::format("device {}", c.device_id);
+  auto put = ro::detail::audited_change(
+      db.audit(), now(), [&] { return db.challenges().put(c); },
+      [&](const auto&) {
+        return ro::detail::AuditEntry{kComponent, "challenge", c.challenge_id, principal, detail};
+      });
   if (!put) return std::unexpected(put.error());
   flow("challenge_issued");
   log::info(kComponent, "challenge {} for device {} issued to {}", c.challenge_id, c.device_id,
@@ -282,13 +289,31 @@ Result<Json> PvaService::State::validate(const Request& r) {
   std::transform(id.begin(), id.end(), id.begin(), [](char c) {
     return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
   });
+  const std::string principal = ro::service_util::operator_principal(caller_of(r));
   std::string detail;
-  auto validated = validate_unaudited(r, id, detail);
-  return record("validation", id, ro::service_util::operator_principal(caller_of(r)),
-                std::move(validated), std::move(detail));
+  auto verdict = validate_unaudited(r, id, detail);
+  if (!verdict) return record("validation", id, principal, std::move(verdict), detail);
+  // Consumed with its record in one transaction, once the verdict is signed: the crypto stays out
+  // of the transaction, which holds the database's write lock. Of two submissions racing, one
+  // consumes the challenge and gets its verdict; the other is transition_refused, as it would
+  // have been before its checks ran.
+  auto consumed = ro::detail::audited_change(
+      db.audit(), now(),
+      [&]() -> Result<Json> {
+        if (auto used = db.challenges().consume(id); !used) return std::unexpected(used.error());
+        return *verdict;  // a copy: the change may run again
+      },
+      [&](const auto&) {
+        return ro::detail::AuditEntry{kComponent, "validation", id, principal, detail};
+      });
+  if (!consumed) return consumed;
+  flow(consumed->at("trusted").get<bool>() ? "validated" : "refused");
+  log::info(kComponent, "challenge {} of {}: {}", id, caller_of(r), detail);
+  return consumed;
 }
 
-// The verdict, trusted or not, is an answer; `detail` says which, for the audit record.
+// The verdict, trusted or not, is an answer; `detail` says which, for the audit record. Nothing
+// is written: the caller consumes the challenge with the record.
 Result<Json> PvaService::State::validate_unaudited(const Request& r, const std::string& id,
                                                    std::string& detail) {
   const std::string caller = caller_of(r);
@@ -298,8 +323,6 @@ Result<Json> PvaService::State::validate_unaudited(const Request& r, const std::
   if (!report) return fail(report.error().code, "report: " + report.error().message);
   auto chain = ro::service_util::parse_platform_chain(r.json.at("platform_chain"));
   if (!chain) return std::unexpected(chain.error());
-  // Consumed before the checks run: a second submission is refused whatever this one's verdict.
-  if (auto used = db.challenges().consume(id); !used) return std::unexpected(used.error());
 
   X509* leaf = chain->front().get();
   std::vector<X509*> untrusted = raw_chain(*chain);
@@ -310,14 +333,10 @@ Result<Json> PvaService::State::validate_unaudited(const Request& r, const std::
   require_device(result, challenge->device_id);
   auto signed_result = signer.sign(result);
   if (!signed_result) return std::unexpected(signed_result.error());
-  flow(result.trusted() ? "validated" : "refused");
   detail = fmt::format("device {} {}", result.device_id,
                        result.trusted()
                            ? std::string("trusted")
                            : fmt::format("untrusted ({})", to_string(result.failures[0].code)));
-  log::info(kComponent, "challenge {} of {}: device {} {}", id, caller, result.device_id,
-            result.trusted() ? std::string("trusted")
-                             : fmt::format("untrusted ({})", to_string(result.failures[0].code)));
   return Json{{"trusted", result.trusted()},
               {"failures", failures_json(result.failures)},
               {"result", std::move(*signed_result)}};

@@ -164,6 +164,16 @@ struct ShoService::State {
     return audited(db.audit(), now(), {"sho", event, subject, principal, std::move(detail)},
                    std::move(result));
   }
+  // record() of a change (a repeatable callable returning Result<T>) made with its record in one
+  // transaction: one commit instead of two, and a record that cannot be stored undoes the change.
+  // The change must make no network call: it holds the database's write lock.
+  template <class F>
+  auto record_change(std::string_view event, std::string_view subject, std::string_view principal,
+                     F&& change, const std::string& detail = {}) {
+    return ro::detail::audited_change(db.audit(), now(), std::forward<F>(change), [&](const auto&) {
+      return ro::detail::AuditEntry{"sho", event, subject, principal, detail};
+    });
+  }
 
   Result<void> add_routes();
 
@@ -363,10 +373,18 @@ Result<Json> ShoService::State::register_subscriber(const Request& r, const std:
                 fmt::format("pcid {}: no registration operator holds it", pcid));
   }
   Secret<16> k;
-  auto s = allocate(r, owner, k);
-  if (!s) return std::unexpected(s.error());
-  s->replacing = change;
-  if (auto added = db.subscribers().add(*s); !added) return std::unexpected(added.error());
+  // The IMSI's serial and the subscriber row that holds it commit together, in one commit (the
+  // checks before the serial write nothing). A registration refused after its serial was reserved
+  // (a racing duplicate, a nonce lifetime too long) gives the serial back: nobody has seen it.
+  std::optional<Subscriber> s;
+  auto added = db.audit().atomically([&]() -> Result<void> {
+    auto allocated = allocate(r, owner, k);
+    if (!allocated) return std::unexpected(allocated.error());
+    allocated->replacing = change;
+    s = std::move(*allocated);
+    return db.subscribers().add(*s);
+  });
+  if (!added) return std::unexpected(added.error());
   // The PIN goes to the RO only: it is in no store, log or answer of ours.
   const std::string& pin = r.json.at("pin").get_ref<const std::string&>();
   auto at_ro = change ? order_change_at_ro(*s, *ro, pin) : register_at_ro(*s, *ro, pin);
@@ -402,7 +420,8 @@ Result<Json> ShoService::State::register_subscriber(const Request& r, const std:
   return out;
 }
 
-// The certificate checks, then a fresh IMSI, K and nonce; nothing is stored yet.
+// The certificate checks, then a fresh IMSI, K and nonce; nothing is stored but the IMSI's serial,
+// in the caller's unit of work with the subscriber row.
 Result<Subscriber> ShoService::State::allocate(const Request& r, const std::string& owner,
                                                Secret<16>& k) {
   Subscriber s;
@@ -725,8 +744,9 @@ Result<Json> ShoService::State::refuse(const Subscriber& s, SubscriberStatus fro
   next.status = SubscriberStatus::refused;
   next.refusal = std::string(to_string(code));
   next.updated = now();
-  auto moved = record("refuse", s.device_id, operator_principal(config.operator_id),
-                      db.subscribers().update(next, from), next.refusal);
+  auto moved = record_change(
+      "refuse", s.device_id, operator_principal(config.operator_id),
+      [&] { return db.subscribers().update(next, from); }, next.refusal);
   if (!moved) return std::unexpected(moved.error());
   (void)take_prepared(s);  // no package for a refused device
   flow("refused");
@@ -886,25 +906,41 @@ Result<Json> ShoService::State::status(const Request& r) {
     if (!notice) return std::unexpected(notice.error());
   }
   // Active first, so that of two relays of the same report one activates; an AuC that fails
-  // puts the subscriber back, for the RO's retry.
-  Subscriber next = *s;
-  next.status = SubscriberStatus::active;
-  next.updated = now();
-  if (auto moved = db.subscribers().update(next, SubscriberStatus::provisioning); !moved) {
-    return std::unexpected(moved.error());
-  }
-  auto until =
-      record("activate", s->imsi, operator_principal(caller_of(r)),
-             icf().activate(s->imsi, config.mcim_lifetime, operator_principal(config.operator_id)),
-             fmt::format("device {}, package {}", s->device_id, package_id));
-  if (!until) {
+  // puts the subscriber back, for the RO's retry. The move, the AuC's activation and both their
+  // records are one transaction (nothing between them leaves this process): a compare and set
+  // that fails changes nothing, an AuC refusal commits with the subscriber put back and both
+  // refusals recorded, and a record that cannot be stored undoes it all.
+  const std::string principal = operator_principal(caller_of(r));
+  const std::string detail = fmt::format("device {}, package {}", s->device_id, package_id);
+  std::optional<Result<store::Time>> until;  // the AuC's answer, as recorded
+  auto unit = db.audit().atomically([&]() -> Result<void> {
+    until.reset();  // of an earlier run, which met a conflict
+    Subscriber next = *s;
+    next.status = SubscriberStatus::active;
+    next.updated = now();
+    if (auto moved = db.subscribers().update(next, SubscriberStatus::provisioning); !moved) {
+      return std::unexpected(moved.error());
+    }
+    auto activated =
+        icf().activate(s->imsi, config.mcim_lifetime, operator_principal(config.operator_id));
+    const bool auc_activated = activated.has_value();
+    until = record("activate", s->imsi, principal, std::move(activated), detail);
+    if (*until) return {};
+    if (auc_activated) return std::unexpected(until->error());  // not recorded: undo it all
     Subscriber back = *s;
     back.updated = now();
     if (auto moved = db.subscribers().update(back, SubscriberStatus::active); !moved) {
       log::error(kComponent, "device {}: back to provisioning: {}", s->device_id, moved.error());
     }
-    return std::unexpected(until.error());
+    return {};
+  });
+  if (until && !*until) {
+    // The AuC's refusal, recorded alone when its transaction could not commit (as
+    // audited_change records a refusal).
+    if (!unit) (void)record("activate", s->imsi, principal, *until, detail);
+    return std::unexpected(until->error());
   }
+  if (!unit) return std::unexpected(unit.error());
   flow("activated");
   log::info(kComponent, "device {} operational: imsi {} active", s->device_id, s->imsi);
   return Json{{"outcome", "ok"}};
@@ -1165,16 +1201,18 @@ Result<void> ShoService::State::release_to(const Subscriber& s, const std::strin
 
 // The release's first step (F5, F4): the IMSI stops authenticating (its AuC window ends).
 Result<void> ShoService::State::end_window(const Subscriber& s, std::string_view why) {
-  return record("deactivate", s.imsi, operator_principal(config.operator_id),
-                db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)),
-                fmt::format("device {}, {}", s.device_id, why));
+  return record_change(
+      "deactivate", s.imsi, operator_principal(config.operator_id),
+      [&] { return db.pcids().activate(s.imsi, now() - std::chrono::seconds(1)); },
+      fmt::format("device {}, {}", s.device_id, why));
 }
 
 // The release's last step (F5, F4): the subscriber is removed, which frees its PCID and device id
 // here.
 Result<void> ShoService::State::remove_released(const Subscriber& s, std::string detail) {
-  auto removed = record("release", s.device_id, operator_principal(config.operator_id),
-                        db.subscribers().remove(s.device_id), std::move(detail));
+  auto removed = record_change(
+      "release", s.device_id, operator_principal(config.operator_id),
+      [&] { return db.subscribers().remove(s.device_id); }, detail);
   if (!removed) return removed;
   flow("released");
   return {};
