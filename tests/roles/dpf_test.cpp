@@ -188,14 +188,21 @@ TEST_F(DpfTest, OnlyTheRegisteringShoMayHandOverItsOwnPackage) {
   broken.package.resize(broken.package.size() / 2);
   EXPECT_EQ(dpf_->store_package(broken, "sho-a").error().code, ErrorCode::bad_format);
   EXPECT_EQ(dpf_->fetch(registration(), device_).error().code, ErrorCode::not_found);
-  // And the refusals are on the record.
+  // And the refusals are on the record; the device's poll that found nothing is not (a poll
+  // changes nothing).
   const auto audit = *db_->audit().recent(10);
-  ASSERT_EQ(audit.size(), 5u);  // four hand-overs and the fetch, newest first
-  EXPECT_EQ(audit[0].event, "fetch");
-  EXPECT_EQ(audit[4].event, "store-package");
-  EXPECT_EQ(audit[4].principal, "operator:sho-a");
-  EXPECT_EQ(audit[4].outcome, "access_denied");
-  EXPECT_EQ(audit[3].principal, "operator:sho-b");
+  ASSERT_EQ(audit.size(), 4u);  // four hand-overs, newest first
+  EXPECT_EQ(audit[0].event, "store-package");
+  EXPECT_EQ(audit[0].outcome, "bad_format");
+  EXPECT_EQ(audit[3].event, "store-package");
+  EXPECT_EQ(audit[3].principal, "operator:sho-a");
+  EXPECT_EQ(audit[3].outcome, "access_denied");
+  EXPECT_EQ(audit[2].principal, "operator:sho-b");
+  // Another device's fetch is refused and recorded.
+  EXPECT_EQ(dpf_->fetch(registration(), "device-other").error().code, ErrorCode::access_denied);
+  const auto after = *db_->audit().recent(1);
+  EXPECT_EQ(after[0].event, "fetch");
+  EXPECT_EQ(after[0].outcome, "access_denied");
 }
 
 TEST_F(DpfTest, HandoverMustMatchTheRegistration) {

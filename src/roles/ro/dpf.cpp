@@ -136,22 +136,30 @@ Result<void> Dpf::store_package(const PackageHandover& handover, std::string_vie
   });
 }
 
+// Devices poll this until the SHO has handed the package over: as for attestation requests, an
+// empty answer is not audited (it changes nothing and would cost a commit per poll); a package
+// handed out, or a device asking for another's, is.
 Result<DeliveredPackage> Dpf::fetch(const store::Registration& registration,
                                     std::string_view authenticated_device) {
   const store::Time t = now();
   const std::string& device_id = registration.device_id;
-  std::string subject = "-";
+  const bool own = !authenticated_device.empty() && device_id == authenticated_device;
+  std::optional<store::StoredPackage> next;
+  if (own) {
+    auto found =
+        packages_.next_for_device_from(device_id, registration.sho, registration.successor);
+    if (!found) return std::unexpected(found.error());
+    if (!*found) return fail(ErrorCode::not_found, fmt::format("device {}: no package", device_id));
+    next = std::move(*found);
+  }
+  const std::string subject = next ? next->package_id : "-";
   auto change = [&]() -> Result<DeliveredPackage> {
-    if (authenticated_device.empty() || device_id != authenticated_device) {
+    if (!own) {
       return fail(ErrorCode::access_denied,
                   fmt::format("device {}: not the authenticated device", device_id));
     }
-    auto next = packages_.next_for_device_from(device_id, registration.sho, registration.successor);
-    if (!next) return std::unexpected(next.error());
-    if (!*next) return fail(ErrorCode::not_found, fmt::format("device {}: no package", device_id));
-    subject = (*next)->package_id;
     if (auto m = packages_.mark_delivered(subject, t); !m) return std::unexpected(m.error());
-    return DeliveredPackage{std::move((*next)->package_id), std::move((*next)->package)};
+    return DeliveredPackage{next->package_id, next->package};  // copies: the change may run again
   };
   return audited_change(audit_, t, change, [&](const auto&) {
     return AuditEntry{kService, "fetch", subject, device_principal(authenticated_device),
