@@ -595,33 +595,13 @@ void back_off(int attempt) {
 
 // The connection pool, the retry policy and the units of work shared by the ports of one
 // database.
-class Backend {
+class Backend : public sql::UnitCalls<Backend, Connection> {
  public:
-  using Unit = sql::Unit<Connection>;
+  static constexpr int kAttempts = store::kAttempts;
 
   Backend(std::string url, std::size_t pool_size, std::unique_ptr<Connection> first)
       : pool_(pool_size, [url = std::move(url)] { return Connection::connect(url); }) {
     pool_.adopt(std::move(first));
-  }
-
-  // Runs `f`, a call that only reads: in the calling thread's unit once that has written, else
-  // as alone().
-  template <class F>
-  std::invoke_result_t<F&, Connection&> run(std::string_view op, F&& f) {
-    if (Unit* u = Unit::of(this); u != nullptr && u->lease) return in_unit(*u, op, f);
-    return alone(op, f);
-  }
-
-  // Runs `f`, a call that writes: in the calling thread's unit, whose transaction the first such
-  // call opens; else as alone().
-  template <class F>
-  std::invoke_result_t<F&, Connection&> write(std::string_view op, F&& f) {
-    Unit* u = Unit::of(this);
-    if (u == nullptr) return alone(op, f);
-    if (!u->lease) {
-      if (auto r = open(*u, op); !r) return sql::pass(r);  // nothing written: the unit goes on
-    }
-    return in_unit(*u, op, f);
   }
 
   // Runs `f` on a pooled connection, whatever unit the thread is in; a transaction that hit a
@@ -643,45 +623,8 @@ class Backend {
     }
   }
 
-  bool in_unit() const { return Unit::of(this) != nullptr; }
-
-  // AuditStore::atomically. A unit whose transaction hit a serialisation failure or a deadlock is
-  // run again (as alone() runs a method again), which is why `work` must be safe to repeat.
-  Result<void> atomically(const std::function<Result<void>()>& work) {
-    if (Unit::of(this) != nullptr) return work();  // a unit within a unit joins it
-    for (int attempt = 1;; ++attempt) {
-      {
-        Unit u(this);
-        Result<void> r;
-        {
-          sql::UnitScope<Connection> scope(u);
-          r = work();
-        }
-        if (r && u.failed) r = std::unexpected(*u.failed);
-        if (!u.lease) return r;  // wrote nothing
-        Connection& c = **u.lease;
-        c.set_operation("unit");
-        if (r) r = c.exec("COMMIT");  // a failed COMMIT has ended the transaction too
-        settle(*u.lease);
-        if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
-      }
-      back_off(attempt);
-    }
-  }
-
- private:
-  // Rolls back what a call left open; a broken connection is discarded with the idle ones.
-  void settle(sql::ConnectionPool<Connection>::Lease& lease) {
-    Connection& c = *lease;
-    if (!c.broken() && !c.idle()) (void)c.exec("ROLLBACK");
-    if (c.broken()) {
-      lease.discard();
-      pool_.drop_idle();
-    }
-  }
-
-  // The unit's first write takes a connection and begins the unit's transaction on it.
-  Result<void> open(Unit& u, std::string_view op) {
+  // A unit's first write takes a connection and begins the unit's transaction on it.
+  Result<void> open_unit(Unit& u, std::string_view op) {
     auto lease = pool_.acquire();
     if (!lease) return sql::pass(lease);
     (*lease)->set_operation(op);
@@ -693,21 +636,23 @@ class Backend {
     return {};
   }
 
-  // A call in a unit's transaction keeps its own all or nothing: it runs within a savepoint,
-  // which its failure rolls back, so that the unit may go on (on PostgreSQL a failed statement
-  // would otherwise have lost the whole transaction). A unit whose savepoint could not be taken
-  // or undone is lost: it fails, and so does every later call in it.
-  template <class F>
-  std::invoke_result_t<F&, Connection&> in_unit(Unit& u, std::string_view op, F& f) {
-    using R = std::invoke_result_t<F&, Connection&>;
-    if (u.failed) return std::unexpected(*u.failed);
-    Connection& c = **u.lease;
-    c.set_operation(op);
-    if (auto sp = c.exec("SAVEPOINT call"); !sp) return u.note(R(std::unexpected(sp.error())));
-    auto r = f(c);
-    auto end = c.exec(r ? "RELEASE call" : "ROLLBACK TO call; RELEASE call");
-    if (!end) return u.note(R(std::unexpected(end.error())));
+  Result<void> end_unit(sql::ConnectionPool<Connection>::Lease& lease, Result<void> r) {
+    if (r) r = lease->exec("COMMIT");  // a failed COMMIT has ended the transaction too
+    settle(lease);
     return r;
+  }
+
+  void pause(int attempt) { back_off(attempt); }
+
+ private:
+  // Rolls back what a call left open; a broken connection is discarded with the idle ones.
+  void settle(sql::ConnectionPool<Connection>::Lease& lease) {
+    Connection& c = *lease;
+    if (!c.broken() && !c.idle()) (void)c.exec("ROLLBACK");
+    if (c.broken()) {
+      lease.discard();
+      pool_.drop_idle();
+    }
   }
 
   sql::ConnectionPool<Connection> pool_;

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -162,6 +163,87 @@ class UnitScope {
 
  private:
   Unit<Conn>* saved_;
+};
+
+// The units of work of a backend (AuditStore::atomically), the same for both SQL adapters: which
+// calls join the calling thread's unit, the savepoint around each, and the unit's run. `Derived`
+// (CRTP) provides:
+//   alone(op, f)          runs `f` on a pooled connection of its own, with its retry policy;
+//   open_unit(unit, op)   takes a connection and begins the unit's transaction on it (unit.lease);
+//   end_unit(lease, r)    commits when `r` is success, rolls back what is left open, and returns
+//                         `r` or the commit's error;
+//   pause(attempt)        waits before a unit that met a conflict runs again;
+//   kAttempts             how many times a unit runs at most.
+template <class Derived, class Conn>
+class UnitCalls {
+ public:
+  using Unit = sql::Unit<Conn>;
+
+  // Runs `f`, a call that only reads: in the calling thread's unit once that has written, else
+  // alone.
+  template <class F>
+  std::invoke_result_t<F&, Conn&> run(std::string_view op, F&& f) {
+    if (Unit* u = Unit::of(key()); u != nullptr && u->lease) return in_unit(*u, op, f);
+    return derived().alone(op, f);
+  }
+
+  // Runs `f`, a call that writes: in the calling thread's unit, whose transaction the first such
+  // call opens; else alone.
+  template <class F>
+  std::invoke_result_t<F&, Conn&> write(std::string_view op, F&& f) {
+    Unit* u = Unit::of(key());
+    if (u == nullptr) return derived().alone(op, f);
+    if (!u->lease) {
+      // Nothing written yet: a failure to begin leaves the unit as it was.
+      if (auto r = derived().open_unit(*u, op); !r) return std::unexpected(r.error());
+    }
+    return in_unit(*u, op, f);
+  }
+
+  bool in_unit() const { return Unit::of(key()) != nullptr; }
+
+  // AuditStore::atomically. A unit whose transaction met a conflict (busy) is run again, as
+  // alone() runs a method again, which is why `work` must be safe to repeat.
+  Result<void> atomically(const std::function<Result<void>()>& work) {
+    if (Unit::of(key()) != nullptr) return work();  // a unit within a unit joins it
+    for (int attempt = 1;; ++attempt) {
+      {
+        Unit u(key());
+        Result<void> r;
+        {
+          UnitScope<Conn> scope(u);
+          r = work();
+        }
+        if (r && u.failed) r = std::unexpected(*u.failed);
+        if (!u.lease) return r;  // wrote nothing
+        (*u.lease)->set_operation("unit");
+        r = derived().end_unit(*u.lease, std::move(r));
+        if (r || r.error().code != ErrorCode::busy || attempt == Derived::kAttempts) return r;
+      }  // the connection goes back before the pause
+      derived().pause(attempt);
+    }
+  }
+
+ private:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+  const void* key() const { return static_cast<const Derived*>(this); }
+
+  // A call in a unit's transaction keeps its own all or nothing: it runs within a savepoint,
+  // which its failure rolls back, so that the unit may go on (on PostgreSQL a failed statement
+  // would otherwise have lost the whole transaction). A unit whose savepoint could not be taken
+  // or undone is lost: it fails, and so does every later call in it.
+  template <class F>
+  std::invoke_result_t<F&, Conn&> in_unit(Unit& u, std::string_view op, F& f) {
+    using R = std::invoke_result_t<F&, Conn&>;
+    if (u.failed) return std::unexpected(*u.failed);
+    Conn& c = **u.lease;
+    c.set_operation(op);
+    if (auto sp = c.exec("SAVEPOINT call"); !sp) return u.note(R(std::unexpected(sp.error())));
+    auto r = f(c);
+    auto end = c.exec(r ? "RELEASE call" : "ROLLBACK TO call; RELEASE call");
+    if (!end) return u.note(R(std::unexpected(end.error())));
+    return r;
+  }
 };
 
 }  // namespace mcim::store::sql

@@ -537,9 +537,9 @@ class Transaction {
 
 // The connection pool, the retry policy and the units of work shared by the ports of one
 // database.
-class Backend {
+class Backend : public sql::UnitCalls<Backend, Connection> {
  public:
-  using Unit = sql::Unit<Connection>;
+  static constexpr int kAttempts = store::kAttempts;
 
   Backend(std::string path, std::size_t pool_size, std::unique_ptr<Connection> first)
       : waiters_(first->shared_waiters()),
@@ -547,26 +547,6 @@ class Backend {
           return Connection::open(path, w);
         }) {
     pool_.adopt(std::move(first));
-  }
-
-  // Runs `f`, a call that only reads: in the calling thread's unit once that has written, else
-  // as alone().
-  template <class F>
-  std::invoke_result_t<F&, Connection&> run(std::string_view op, F&& f) {
-    if (Unit* u = Unit::of(this); u != nullptr && u->lease) return in_unit(*u, op, f);
-    return alone(op, f);
-  }
-
-  // Runs `f`, a call that writes: in the calling thread's unit, whose transaction the first such
-  // call opens; else as alone().
-  template <class F>
-  std::invoke_result_t<F&, Connection&> write(std::string_view op, F&& f) {
-    Unit* u = Unit::of(this);
-    if (u == nullptr) return alone(op, f);
-    if (!u->lease) {
-      if (auto r = open(*u, op); !r) return sql::pass(r);  // nothing written: the unit goes on
-    }
-    return in_unit(*u, op, f);
   }
 
   // Runs `f` on a pooled connection, whatever unit the thread is in. A method that still found
@@ -588,33 +568,8 @@ class Backend {
     }
   }
 
-  bool in_unit() const { return Unit::of(this) != nullptr; }
-
-  // AuditStore::atomically. A unit whose transaction found the database locked is run again
-  // (as alone() runs a method again), which is why `work` must be safe to repeat.
-  Result<void> atomically(const std::function<Result<void>()>& work) {
-    if (Unit::of(this) != nullptr) return work();  // a unit within a unit joins it
-    for (int attempt = 1;; ++attempt) {
-      Unit u(this);
-      Result<void> r;
-      {
-        sql::UnitScope<Connection> scope(u);
-        r = work();
-      }
-      if (r && u.failed) r = std::unexpected(*u.failed);
-      if (!u.lease) return r;  // wrote nothing
-      Connection& c = **u.lease;
-      c.set_operation("unit");
-      if (r) r = c.exec("COMMIT");
-      if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
-      waiters_->released();
-      if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
-    }
-  }
-
- private:
-  // The unit's first write takes a connection and the write lock for the rest of the unit.
-  Result<void> open(Unit& u, std::string_view op) {
+  // A unit's first write takes a connection and the write lock for the rest of the unit.
+  Result<void> open_unit(Unit& u, std::string_view op) {
     for (int attempt = 1;; ++attempt) {
       auto lease = pool_.acquire();
       if (!lease) return sql::pass(lease);
@@ -628,23 +583,17 @@ class Backend {
     }
   }
 
-  // A call in a unit's transaction keeps its own all or nothing: it runs within a savepoint,
-  // which its failure rolls back, so that the unit may go on (on PostgreSQL a failed statement
-  // would otherwise have lost the whole transaction). A unit whose savepoint could not be taken
-  // or undone is lost: it fails, and so does every later call in it.
-  template <class F>
-  std::invoke_result_t<F&, Connection&> in_unit(Unit& u, std::string_view op, F& f) {
-    using R = std::invoke_result_t<F&, Connection&>;
-    if (u.failed) return std::unexpected(*u.failed);
-    Connection& c = **u.lease;
-    c.set_operation(op);
-    if (auto sp = c.exec("SAVEPOINT call"); !sp) return u.note(R(std::unexpected(sp.error())));
-    auto r = f(c);
-    auto end = c.exec(r ? "RELEASE call" : "ROLLBACK TO call; RELEASE call");
-    if (!end) return u.note(R(std::unexpected(end.error())));
+  Result<void> end_unit(sql::ConnectionPool<Connection>::Lease& lease, Result<void> r) {
+    Connection& c = *lease;
+    if (r) r = c.exec("COMMIT");
+    if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
+    waiters_->released();
     return r;
   }
 
+  void pause(int) {}  // the busy handler has waited already
+
+ private:
   std::shared_ptr<LockWaiters> waiters_;  // shared by every connection of the pool
   sql::ConnectionPool<Connection> pool_;
 };
