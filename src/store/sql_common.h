@@ -210,9 +210,13 @@ class UnitCalls {
       {
         Unit u(key());
         Result<void> r;
-        {
+        try {
           UnitScope<Conn> scope(u);
           r = work();
+        } catch (...) {  // rolled back, so that the connection goes back to the pool clean
+          if (u.lease)
+            (void)derived().end_unit(*u.lease, fail(ErrorCode::internal, "unit: thrown"));
+          throw;
         }
         if (r && u.failed) r = std::unexpected(*u.failed);
         if (!u.lease) return r;  // wrote nothing

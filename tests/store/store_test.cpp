@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "pg_server.h"
@@ -1143,6 +1144,22 @@ TEST_P(StoreTest, AUnitWithinAUnitJoinsIt) {
   ASSERT_FALSE(r);
   EXPECT_FALSE(session_stored(*db_, "s1"));
   EXPECT_EQ(audit_count(*db_), 0u);
+}
+
+// An exception out of a unit rolls it back: the connection it held goes back to the pool without
+// an open transaction, and the next calls commit as usual.
+TEST_P(StoreTest, AUnitLeftByAnExceptionIsRolledBack) {
+  if (GetParam().name == "memory") GTEST_SKIP() << "memory runs a unit's calls as they come";
+  EXPECT_THROW((void)db_->audit().atomically([&]() -> Result<void> {
+    EXPECT_TRUE(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 500), at(100)));
+    throw std::runtime_error("thrown in the middle of a unit");
+  }),
+               std::runtime_error);
+  EXPECT_FALSE(session_stored(*db_, "s1"));
+  for (int i = 0; i < 10; ++i) {  // more calls than the pool has connections
+    ASSERT_OK(db_->audit().append(unit_record(fmt::format("after-{}", i))));
+  }
+  EXPECT_EQ(audit_count(second()), 10u);
 }
 
 // A unit that only reads (a look-up) and records it: the record is its one write.
