@@ -21,16 +21,20 @@
 # demo's "change" phase to its end; the F2 window then ends where the changes begin).
 #
 #   bench/run_f2.sh [--devices N] [--concurrency C] [--db postgresql://...] [--dir D] [--json]
-#                   [--change-operator]
+#                   [--change-operator] [--fleet-dir DIR]
 #   bench/run_f2.sh --pg ...     # the same under `pg_virtualenv -v 15 -o fsync=on`, --db postgresql://
 #
+# --fleet-dir puts the simulated devices' files (their TREs' state, counters and audit logs) under
+# DIR instead of the system's temporary directory: /dev/shm keeps their flushes off the disk the
+# services' databases flush to (a real fleet flushes its own flash), so that what is measured is
+# the services' (docs/performance.md says which figures were taken so).
 # MCIM names the binary (default build/src/cli/mcim); it builds nothing. Without --dir the system
 # lives in a temporary directory removed at the end. Exit: the demo's (0 when every device ended
 # operational), 2 for bad options or a system that did not start.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mcim="$(realpath "${MCIM:-build/src/cli/mcim}")"
-devices=1000 concurrency=32 db="" dir="" json=0 pg=0 change=0
+devices=1000 concurrency=32 db="" dir="" json=0 pg=0 change=0 fleet_dir=""
 args=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,11 +43,16 @@ while [ $# -gt 0 ]; do
     --db) db="$2"; shift 2 ;;
     --dir) dir="$2"; shift 2 ;;
     --json) json=1; shift ;;
+    --fleet-dir) fleet_dir="$2"; shift 2 ;;
     --pg) pg=1; shift ;;
     --change-operator) change=1; shift ;;
     *) echo "run_f2.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+if [ -n "$fleet_dir" ] && [ ! -d "$fleet_dir" ]; then
+  echo "run_f2.sh: --fleet-dir $fleet_dir is not a directory" >&2
+  exit 2
+fi
 if [ ! -x "$mcim" ]; then
   echo "run_f2.sh: $mcim is not built (scripts/build, or set MCIM)" >&2
   exit 2
@@ -137,7 +146,9 @@ times >"$work/times.before"
 demo_args=(demo --system "$dir" --devices "$devices" --concurrency "$concurrency" --json
   --phases "$work/phases")
 [ "$change" = 1 ] && demo_args+=(--change-operator)
-"$mcim" "${demo_args[@]}" >"$work/demo.json" 2>"$work/demo.err" &
+# The demo keeps its devices in a temporary directory of its own, under TMPDIR.
+TMPDIR="${fleet_dir:-${TMPDIR:-/tmp}}" "$mcim" "${demo_args[@]}" >"$work/demo.json" \
+  2>"$work/demo.err" &
 demo_pid=$!
 # As the demo notes phase $1: every process's CPU so far (the demo's own, with the EAP peers it
 # reaped), into $work/$2.txt and up_$2, pg_$2, dev_$2; ${2}_taken=1. Nothing once the demo ended.
