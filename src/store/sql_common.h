@@ -214,8 +214,9 @@ class UnitCalls {
           UnitScope<Conn> scope(u);
           r = work();
         } catch (...) {  // rolled back, so that the connection goes back to the pool clean
-          if (u.lease)
+          if (u.lease) {
             (void)derived().end_unit(*u.lease, fail(ErrorCode::internal, "unit: thrown"));
+          }
           throw;
         }
         if (r && u.failed) r = std::unexpected(*u.failed);

@@ -515,7 +515,8 @@ class Transaction {
     if (open_) (void)c_.exec("ROLLBACK");
   }
   // Within a unit's transaction (AuditStore::atomically) a method's statements join it: its
-  // begin and commit do nothing, and its failure fails the unit.
+  // begin and commit do nothing, and the savepoint the unit takes around each call undoes it
+  // when it fails.
   Result<void> begin() {
     if (sqlite3_get_autocommit(c_.handle()) == 0) return {};
     auto r = c_.exec("BEGIN IMMEDIATE");
