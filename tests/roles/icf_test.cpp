@@ -5,14 +5,13 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <variant>
 
+#include "../store/audit_refusals.h"
 #include "aka/milenage.h"
 #include "aka/sqn.h"
 #include "common/hex.h"
@@ -486,27 +485,12 @@ class IcfSqliteTest : public IcfTest {
       std::filesystem::remove(path_.string() + suffix);
     }
   }
-  // From now on the store refuses every audit record of `event` (SQLITE_CONSTRAINT from
-  // RAISE(ABORT)); with `refuse` false, no longer.
+  // audit_refusals.h for this database and the ICF's records.
   void refuse_records(bool refuse, std::string_view event = "") {
-    sqlite3* raw = nullptr;
-    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
-    const std::string sql =
-        refuse ? fmt::format(
-                     "CREATE TRIGGER refuse BEFORE INSERT ON audit_record WHEN NEW.event "
-                     "= '{}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-                     event)
-               : std::string("DROP TRIGGER refuse");
-    EXPECT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
-        << sqlite3_errmsg(raw);
-    sqlite3_close(raw);
+    store::testing::refuse_audit_records(path_.string(), refuse, "icf", event);
   }
   std::size_t records_of(std::string_view event) {
-    auto all = sqlite_->audit().recent(1000);
-    EXPECT_TRUE(all);
-    if (!all) return 0;
-    return static_cast<std::size_t>(std::count_if(
-        all->begin(), all->end(), [&](const store::AuditRecord& r) { return r.event == event; }));
+    return store::testing::audit_records_of(sqlite_->audit(), "icf", event);
   }
 
   std::filesystem::path path_;
