@@ -183,7 +183,7 @@ class UnitCalls {
   // alone.
   template <class F>
   std::invoke_result_t<F&, Conn&> run(std::string_view op, F&& f) {
-    if (Unit* u = Unit::of(key()); u != nullptr && u->lease) return in_unit(*u, op, f);
+    if (Unit* u = Unit::of(key()); u != nullptr && u->lease) return call_in_unit(*u, op, f);
     return derived().alone(op, f);
   }
 
@@ -197,7 +197,7 @@ class UnitCalls {
       // Nothing written yet: a failure to begin leaves the unit as it was.
       if (auto r = derived().open_unit(*u, op); !r) return std::unexpected(r.error());
     }
-    return in_unit(*u, op, f);
+    return call_in_unit(*u, op, f);
   }
 
   bool in_unit() const { return Unit::of(key()) != nullptr; }
@@ -238,7 +238,7 @@ class UnitCalls {
   // would otherwise have lost the whole transaction). A unit whose savepoint could not be taken
   // or undone is lost: it fails, and so does every later call in it.
   template <class F>
-  std::invoke_result_t<F&, Conn&> in_unit(Unit& u, std::string_view op, F& f) {
+  std::invoke_result_t<F&, Conn&> call_in_unit(Unit& u, std::string_view op, F& f) {
     using R = std::invoke_result_t<F&, Conn&>;
     if (u.failed) return std::unexpected(*u.failed);
     Conn& c = **u.lease;
