@@ -204,6 +204,13 @@ class RoServiceTest : public ::testing::Test {
   }
   static World& world() { return *world_; }
 
+  // The service's database becomes the SQLite file `file` (opened again after a restart).
+  void open_sqlite(const std::string& file) {
+    auto opened = store::open_database("sqlite:" + file);
+    ASSERT_TRUE(opened) << opened.error().message;
+    db_ = std::move(*opened);
+  }
+
   void SetUp() override {
     bundle_ = world().bundle(kPcid);
     device_ = bundle_.device_id;
@@ -2411,9 +2418,7 @@ TEST_F(RoServiceTest, AttestationAnswersReachTheSho) {
 // taken and relayed to the SHO.
 TEST_F(RoServiceTest, AQueuedInstructionOutlivesARestart) {
   const std::string file = world().path(fmt::format("ro-restart-{}.db", counter_++));
-  auto opened = store::open_database("sqlite:" + file);
-  ASSERT_TRUE(opened) << opened.error().message;
-  db_ = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(open_sqlite(file));
   ShoServer sho(0);
   start(notifying(config(), sho));
   switched_on();
@@ -2435,9 +2440,7 @@ TEST_F(RoServiceTest, AQueuedInstructionOutlivesARestart) {
   // The restart: the service and the database go, both come back on the same file.
   service_.reset();
   db_.reset();
-  opened = store::open_database("sqlite:" + file);
-  ASSERT_TRUE(opened) << opened.error().message;
-  db_ = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(open_sqlite(file));
   start(notifying(config(), sho));
 
   const HttpResponse c = handle(
@@ -2557,9 +2560,7 @@ TEST_F(RoServiceTest, UndeliverableNoticesAreAuditedAndDropped) {
 // reopened from its file, delivers it to the SHO's endpoint of the new configuration.
 TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart) {
   const std::string file = world().path(fmt::format("ro-notices-{}.db", counter_++));
-  auto opened = store::open_database("sqlite:" + file);
-  ASSERT_TRUE(opened) << opened.error().message;
-  db_ = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(open_sqlite(file));
   ShoServer down(1000);
   RoServiceConfig c = notifying(config(), down);
   c.notify_retry = 10s;
@@ -2588,9 +2589,7 @@ TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart)
   EXPECT_EQ((*kept)[0].path, "/v1/sho/arrivals");
 
   db_.reset();
-  opened = store::open_database("sqlite:" + file);
-  ASSERT_TRUE(opened) << opened.error().message;
-  db_ = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(open_sqlite(file));
   ShoServer up(0);
   start(notifying(config(), up));
   ASSERT_TRUE(service_->wait_notices_delivered(10s));
@@ -2610,9 +2609,7 @@ TEST_F(RoServiceTest, ANoticePendingAtShutdownIsKeptAndDeliveredAfterTheRestart)
 // written stands in for a store failing between the notice and the commit.
 TEST_F(RoServiceTest, ANoticeOfADiscoveryThatDidNotCommitIsNeitherKeptNorSent) {
   const std::string file = world().path(fmt::format("ro-outbox-{}.db", counter_++));
-  auto opened = store::open_database("sqlite:" + file);
-  ASSERT_TRUE(opened) << opened.error().message;
-  db_ = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(open_sqlite(file));
   ShoServer sho(0);
   start(notifying(config(), sho));
   const std::string sid = provisioned();
