@@ -1,0 +1,133 @@
+// Batched commits for a database that has one writer at a time (SQLite; docs/store.md "Batched
+// commits"). Every write of the process takes the write turn in order; the first one to find no
+// transaction open begins one, each writes within its own savepoint and passes the turn on, and
+// the last one in line, the one that finds nobody waiting, commits for all of them: one flush of
+// the log for the whole batch. As in GroupCommit (group_commit.h) and LevelDB's DBImpl::Write, a
+// member returns only once its batch has been committed (or rolled back), so durability is that
+// of a commit each. Pure synchronisation, no I/O of its own: beginning and ending the
+// transaction are the store's hooks. Thread-safe.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "common/error.h"
+
+namespace mcim::store {
+
+class WriteBatches {
+ public:
+  struct Hooks {
+    std::function<Result<void>()> begin;           // opens the batch's transaction
+    std::function<Result<void>(bool commit)> end;  // commits it (true) or rolls it back (false)
+  };
+
+  // One batch: the members that wrote in its transaction wait for its outcome.
+  struct Batch {
+    bool settled = false;
+    std::optional<Error> error;  // why it was not committed
+    std::size_t members = 0;
+  };
+  using Member = std::shared_ptr<Batch>;
+
+  // `max_members`: a batch is committed once it has that many, waiters or not, which bounds how
+  // long its first member waits. `patience`: how long a writer waits for its turn before it gives
+  // up with `busy` (a turn is held by one write plus at most one commit).
+  explicit WriteBatches(Hooks hooks, std::size_t max_members = 64,
+                        std::chrono::milliseconds patience = std::chrono::milliseconds(5000))
+      : hooks_(std::move(hooks)),
+        max_members_(std::max<std::size_t>(max_members, 1)),
+        patience_(patience) {}
+  WriteBatches(const WriteBatches&) = delete;
+  WriteBatches& operator=(const WriteBatches&) = delete;
+
+  // Waits for the write turn and joins the open batch, beginning one when none is open. On
+  // success the caller holds the turn and must call leave() exactly once, whatever happens.
+  Result<Member> enter() {
+    std::unique_lock lock(mu_);
+    ++waiting_;
+    const bool turn = cv_.wait_for(lock, patience_, [&] { return !held_; });
+    --waiting_;
+    if (!turn) return fail(ErrorCode::busy, "write turn: still taken after the busy timeout");
+    held_ = true;
+    if (!open_) {
+      lock.unlock();
+      auto begun = hooks_.begin();
+      lock.lock();
+      if (!begun) {
+        pass_turn();
+        return std::unexpected(begun.error());
+      }
+      open_ = std::make_shared<Batch>();
+    }
+    ++open_->members;
+    return open_;
+  }
+
+  // Gives the turn back after the caller's own writes are released or undone. `lost`: they could
+  // not be undone, so the batch's transaction cannot be trusted and is rolled back for every
+  // member. The batch is committed here when nobody waits for the turn (or it is full), else left
+  // to the next writer; either way this returns once the batch is settled: success when it was
+  // committed, else why not.
+  Result<void> leave(const Member& batch, std::optional<Error> lost = std::nullopt) {
+    std::unique_lock lock(mu_);
+    if (lost && !batch->error) batch->error = std::move(lost);
+    if (waiting_ > 0 && batch->members < max_members_ && !batch->error) {
+      pass_turn();
+      cv_.wait(lock, [&] { return batch->settled; });
+      return outcome(*batch);
+    }
+    open_.reset();  // the next writer begins a new batch, once this one is settled
+    const bool commit = !batch->error;
+    lock.unlock();
+    auto ended = hooks_.end(commit);
+    lock.lock();
+    if (!ended && !batch->error) batch->error = ended.error();
+    batch->settled = true;
+    ++settled_;
+    pass_turn();
+    return outcome(*batch);
+  }
+
+  // Batches settled so far, and writers waiting for the turn now (for tests and metrics).
+  std::uint64_t batches() const {
+    std::lock_guard lock(mu_);
+    return settled_;
+  }
+  std::size_t waiting() const {
+    std::lock_guard lock(mu_);
+    return waiting_;
+  }
+
+ private:
+  static Result<void> outcome(const Batch& b) {
+    if (b.error) return std::unexpected(*b.error);
+    return {};
+  }
+  // Under mu_: the turn is free; the waiters (for the turn, or for a batch's outcome) look again.
+  void pass_turn() {
+    held_ = false;
+    cv_.notify_all();
+  }
+
+  const Hooks hooks_;
+  const std::size_t max_members_;
+  const std::chrono::milliseconds patience_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;        // a writer has the turn (writing, or settling its batch)
+  std::size_t waiting_ = 0;  // writers waiting for the turn
+  Member open_;              // the batch whose transaction is open, if any
+  std::uint64_t settled_ = 0;
+};
+
+}  // namespace mcim::store
