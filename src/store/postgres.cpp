@@ -596,9 +596,11 @@ void back_off(int attempt) {
 
 // The connection pool, the retry policy and the units of work shared by the ports of one
 // database.
-class Backend : public sql::UnitCalls<Backend, Connection> {
+class Backend : public sql::UnitCalls<Backend, Connection, sql::ConnectionPool<Connection>::Lease> {
  public:
   static constexpr int kAttempts = store::kAttempts;
+  // Concurrent transactions share the server's flushes of its log already.
+  static constexpr bool kLoneWritesInUnits = false;
 
   Backend(std::string url, std::size_t pool_size, std::unique_ptr<Connection> first)
       : pool_(pool_size, [url = std::move(url)] { return Connection::connect(url); }) {
@@ -633,11 +635,13 @@ class Backend : public sql::UnitCalls<Backend, Connection> {
       settle(*lease);
       return begun;
     }
-    u.lease.emplace(std::move(*lease));
+    u.hold.emplace(std::move(*lease));
+    u.conn = &**u.hold;
     return {};
   }
 
-  Result<void> end_unit(sql::ConnectionPool<Connection>::Lease& lease, Result<void> r) {
+  Result<void> end_unit(Unit& u, Result<void> r) {
+    auto& lease = *u.hold;
     if (r) r = lease->exec("COMMIT");  // a failed COMMIT has ended the transaction too
     settle(lease);
     return r;

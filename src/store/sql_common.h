@@ -129,14 +129,16 @@ class ConnectionPool {
 };
 
 // A unit of work of one thread on one backend (AuditStore::atomically): the connection of its
-// transaction, held from its first write on, and the error that lost the transaction. Each
-// backend keeps the unit of the calling thread in a thread_local pointer and runs a call there
-// when the unit is its own.
-template <class Conn>
+// transaction, from its first write on, what the backend keeps for it while it is open (`Hold`:
+// the pooled connection on PostgreSQL, the batch it joined on SQLite), and the error that lost the
+// transaction. Each backend keeps the unit of the calling thread in a thread_local pointer and
+// runs a call there when the unit is its own.
+template <class Conn, class Hold>
 struct Unit {
   explicit Unit(const void* b) : backend(b) {}
   const void* backend;
-  std::optional<typename ConnectionPool<Conn>::Lease> lease;  // set once the transaction is open
+  Conn* conn = nullptr;  // set once the transaction is open
+  std::optional<Hold> hold;
   std::optional<Error> failed;
   static inline thread_local Unit* current = nullptr;
 
@@ -153,47 +155,66 @@ struct Unit {
 };
 
 // Makes `u` the calling thread's unit for as long as it lives.
-template <class Conn>
+template <class U>
 class UnitScope {
  public:
-  explicit UnitScope(Unit<Conn>& u) : saved_(std::exchange(Unit<Conn>::current, &u)) {}
+  explicit UnitScope(U& u) : saved_(std::exchange(U::current, &u)) {}
   UnitScope(const UnitScope&) = delete;
   UnitScope& operator=(const UnitScope&) = delete;
-  ~UnitScope() { Unit<Conn>::current = saved_; }
+  ~UnitScope() { U::current = saved_; }
 
  private:
-  Unit<Conn>* saved_;
+  U* saved_;
 };
 
 // The units of work of a backend (AuditStore::atomically), the same for both SQL adapters: which
 // calls join the calling thread's unit, the savepoint around each, and the unit's run. `Derived`
 // (CRTP) provides:
 //   alone(op, f)          runs `f` on a pooled connection of its own, with its retry policy;
-//   open_unit(unit, op)   takes a connection and begins the unit's transaction on it (unit.lease);
-//   end_unit(lease, r)    commits when `r` is success, rolls back what is left open, and returns
-//                         `r` or the commit's error;
+//   open_unit(unit, op)   begins the unit's transaction, or joins one (unit.conn, unit.hold);
+//   end_unit(unit, r)     ends the unit: commits when `r` is success, else rolls back what it
+//                         wrote, and returns `r` or the commit's error;
 //   pause(attempt)        waits before a unit that met a conflict runs again;
-//   kAttempts             how many times a unit runs at most.
-template <class Derived, class Conn>
+//   kAttempts             how many times a unit runs at most;
+//   kLoneWritesInUnits    a write outside any unit runs as a unit of its own (SQLite, whose
+//                         units share commits: docs/store.md "Batched commits") rather than
+//                         alone.
+template <class Derived, class Conn, class Hold>
 class UnitCalls {
  public:
-  using Unit = sql::Unit<Conn>;
+  using Unit = sql::Unit<Conn, Hold>;
 
   // Runs `f`, a call that only reads: in the calling thread's unit once that has written, else
   // alone.
   template <class F>
   std::invoke_result_t<F&, Conn&> run(std::string_view op, F&& f) {
-    if (Unit* u = Unit::of(key()); u != nullptr && u->lease) return call_in_unit(*u, op, f);
+    if (Unit* u = Unit::of(key()); u != nullptr && u->conn != nullptr) {
+      return call_in_unit(*u, op, f);
+    }
     return derived().alone(op, f);
   }
 
   // Runs `f`, a call that writes: in the calling thread's unit, whose transaction the first such
-  // call opens; else alone.
+  // call opens; else alone, or as a unit of its own.
   template <class F>
   std::invoke_result_t<F&, Conn&> write(std::string_view op, F&& f) {
+    using R = std::invoke_result_t<F&, Conn&>;
     Unit* u = Unit::of(key());
-    if (u == nullptr) return derived().alone(op, f);
-    if (!u->lease) {
+    if (u == nullptr) {
+      if constexpr (!Derived::kLoneWritesInUnits) {
+        return derived().alone(op, f);
+      } else {
+        std::optional<R> out;
+        auto r = atomically([&]() -> Result<void> {
+          out.emplace(write(op, f));
+          if (!*out) return std::unexpected(out->error());
+          return {};
+        });
+        if (!r && (!out || *out)) return R(std::unexpected(r.error()));  // not committed
+        return std::move(*out);
+      }
+    }
+    if (u->conn == nullptr) {
       // Nothing written yet: a failure to begin leaves the unit as it was.
       if (auto r = derived().open_unit(*u, op); !r) return std::unexpected(r.error());
     }
@@ -211,18 +232,18 @@ class UnitCalls {
         Unit u(key());
         Result<void> r;
         try {
-          UnitScope<Conn> scope(u);
+          UnitScope<Unit> scope(u);
           r = work();
         } catch (...) {  // rolled back, so that the connection goes back to the pool clean
-          if (u.lease) {
-            (void)derived().end_unit(*u.lease, fail(ErrorCode::internal, "unit: thrown"));
+          if (u.conn != nullptr) {
+            (void)derived().end_unit(u, fail(ErrorCode::internal, "unit: thrown"));
           }
           throw;
         }
         if (r && u.failed) r = std::unexpected(*u.failed);
-        if (!u.lease) return r;  // wrote nothing
-        (*u.lease)->set_operation("unit");
-        r = derived().end_unit(*u.lease, std::move(r));
+        if (u.conn == nullptr) return r;  // wrote nothing
+        u.conn->set_operation("unit");
+        r = derived().end_unit(u, std::move(r));
         if (r || r.error().code != ErrorCode::busy || attempt == Derived::kAttempts) return r;
       }  // the connection goes back before the pause
       derived().pause(attempt);
@@ -241,7 +262,7 @@ class UnitCalls {
   std::invoke_result_t<F&, Conn&> call_in_unit(Unit& u, std::string_view op, F& f) {
     using R = std::invoke_result_t<F&, Conn&>;
     if (u.failed) return std::unexpected(*u.failed);
-    Conn& c = **u.lease;
+    Conn& c = *u.conn;
     c.set_operation(op);
     if (auto sp = c.exec("SAVEPOINT call"); !sp) return u.note(R(std::unexpected(sp.error())));
     auto r = f(c);

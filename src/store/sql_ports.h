@@ -932,7 +932,7 @@ class SqlAudit final : public AuditStore {
 
  private:
   Result<std::vector<std::uint64_t>> append_all(std::span<const AuditRecord* const> records) {
-    return b_.alone("audit.append", [&](Connection& c) -> Result<std::vector<std::uint64_t>> {
+    return b_.write("audit.append", [&](Connection& c) -> Result<std::vector<std::uint64_t>> {
       typename D::Transaction tx(c);
       if (records.size() > 1) {
         if (auto r = tx.begin(); !r) return pass(r);

@@ -1,7 +1,8 @@
 // The SQLite driver of the SQL ports (sql_ports.h). Thread-safety: a pool of connections opened
-// in multi-thread mode, each used by one thread at a time. Atomicity: single-statement methods
-// run in autocommit mode; multi-statement ones inside BEGIN IMMEDIATE, which takes the write lock
-// up front so a transaction never has to upgrade a read snapshot (SQLITE_BUSY_SNAPSHOT).
+// in multi-thread mode, each used by one thread at a time. Atomicity: reads run in autocommit
+// mode; every write is a savepoint in the transaction of a batch (write_batches.h, docs/store.md
+// "Batched commits"), begun with BEGIN IMMEDIATE, which takes the write lock up front so a
+// transaction never has to upgrade a read snapshot (SQLITE_BUSY_SNAPSHOT).
 #include "store/sqlite.h"
 
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 #include <type_traits>
 
 #include "store/sql_ports.h"
+#include "store/write_batches.h"
 
 namespace mcim::store {
 namespace {
@@ -32,6 +34,8 @@ constexpr int kBusyTimeoutMs = 5000;
 constexpr auto kBusyPoll = std::chrono::milliseconds(1);
 constexpr std::size_t kPoolSize = 8;
 constexpr int kAttempts = 3;  // a method that still found the database locked is run again
+// A batch is committed once this many units wrote in it, whoever still waits for the write turn.
+constexpr std::size_t kBatchMembers = 64;
 
 // Values are always bound (?N), never spliced into the text.
 const char* sql_of(Q q) {
@@ -537,16 +541,19 @@ class Transaction {
 };
 
 // The connection pool, the retry policy and the units of work shared by the ports of one
-// database.
-class Backend : public sql::UnitCalls<Backend, Connection> {
+// database. Every write runs in a unit, and the units share commits (WriteBatches).
+class Backend : public sql::UnitCalls<Backend, Connection, WriteBatches::Member> {
  public:
   static constexpr int kAttempts = store::kAttempts;
+  static constexpr bool kLoneWritesInUnits = true;
 
   Backend(std::string path, std::size_t pool_size, std::unique_ptr<Connection> first)
       : waiters_(first->shared_waiters()),
-        pool_(pool_size, [path = std::move(path), w = first->shared_waiters()] {
-          return Connection::open(path, w);
-        }) {
+        pool_(pool_size, [path = std::move(path),
+                          w = first->shared_waiters()] { return Connection::open(path, w); }),
+        batches_(
+            {[this] { return begin_batch(); }, [this](bool commit) { return end_batch(commit); }},
+            kBatchMembers, std::chrono::milliseconds(kBusyTimeoutMs)) {
     pool_.adopt(std::move(first));
   }
 
@@ -569,34 +576,76 @@ class Backend : public sql::UnitCalls<Backend, Connection> {
     }
   }
 
-  // A unit's first write takes a connection and the write lock for the rest of the unit.
+  // A unit's first write waits for the write turn and joins the open batch (or begins one); its
+  // own writes are a savepoint in the batch's transaction.
   Result<void> open_unit(Unit& u, std::string_view op) {
-    for (int attempt = 1;; ++attempt) {
-      auto lease = pool_.acquire();
-      if (!lease) return sql::pass(lease);
-      (*lease)->set_operation(op);
-      auto begun = (*lease)->exec("BEGIN IMMEDIATE");
-      if (begun) {
-        u.lease.emplace(std::move(*lease));
-        return {};
-      }
-      if (begun.error().code != ErrorCode::busy || attempt == kAttempts) return begun;
+    auto member = batches_.enter();
+    if (!member) return sql::pass(member);
+    Connection& c = **batch_;
+    c.set_operation(op);
+    // A transaction that SQLite rolled back on its own (an I/O error) is lost for the whole
+    // batch; without this check the savepoint below would begin and commit one of its own.
+    if (sqlite3_get_autocommit(c.handle()) != 0) {
+      const Error lost(ErrorCode::io_error, fmt::format("sqlite {}: the batch's transaction was "
+                                                        "rolled back",
+                                                        op));
+      (void)batches_.leave(*member, lost);
+      return std::unexpected(lost);
     }
+    if (auto sp = c.exec("SAVEPOINT unit"); !sp) {
+      (void)batches_.leave(*member, sp.error());
+      return sp;
+    }
+    u.hold.emplace(std::move(*member));
+    u.conn = &c;
+    return {};
   }
 
-  Result<void> end_unit(sql::ConnectionPool<Connection>::Lease& lease, Result<void> r) {
-    Connection& c = *lease;
-    if (r) r = c.exec("COMMIT");
-    if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
-    waiters_->released();
+  // Releases the unit's savepoint when `r` is success, else undoes it, then waits for its batch
+  // to be committed: the unit's outcome is `r`, or why the batch was not committed.
+  Result<void> end_unit(Unit& u, Result<void> r) {
+    Connection& c = *u.conn;
+    if (r) {
+      if (auto released = c.exec("RELEASE unit"); !released) r = std::unexpected(released.error());
+    }
+    std::optional<Error> lost;
+    if (!r) {
+      if (auto undone = c.exec("ROLLBACK TO unit; RELEASE unit"); !undone) lost = undone.error();
+    }
+    auto settled = batches_.leave(*u.hold, std::move(lost));
+    u.hold.reset();
+    u.conn = nullptr;
+    if (r && !settled) return settled;
     return r;
   }
 
   void pause(int) {}  // the busy handler has waited already
 
  private:
+  // WriteBatches' hooks, called with the write turn held: the batch's connection and write lock.
+  Result<void> begin_batch() {
+    auto lease = pool_.acquire();
+    if (!lease) return sql::pass(lease);
+    (*lease)->set_operation("batch");
+    if (auto begun = (*lease)->exec("BEGIN IMMEDIATE"); !begun) return begun;
+    batch_.emplace(std::move(*lease));
+    return {};
+  }
+  Result<void> end_batch(bool commit) {
+    Connection& c = **batch_;
+    c.set_operation("batch");
+    Result<void> r = commit ? c.exec("COMMIT") : Result<void>{};
+    if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
+    waiters_->released();
+    batch_.reset();  // back to the pool
+    return r;
+  }
+
   std::shared_ptr<LockWaiters> waiters_;  // shared by every connection of the pool
   sql::ConnectionPool<Connection> pool_;
+  // The connection of the open batch; only the holder of the write turn touches it.
+  std::optional<sql::ConnectionPool<Connection>::Lease> batch_;
+  WriteBatches batches_;
 };
 
 struct Driver {

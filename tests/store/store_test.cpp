@@ -1215,6 +1215,52 @@ TEST_P(StoreTest, ConcurrentUnitsAndAppendsEachLandOnce) {
   EXPECT_EQ(*current, firsts.size());
 }
 
+// Units that fail after writing, among concurrent ones that succeed (on SQLite they share
+// batches, docs/store.md "Batched commits"): each failed unit leaves nothing, each successful one
+// everything, whatever batch they shared; so do concurrent writes made outside any unit.
+TEST_P(StoreTest, ConcurrentUnitsThatFailLeaveNothingAndTheOthersEverything) {
+  if (GetParam().name == "memory") GTEST_SKIP() << "memory runs a unit's calls as they come";
+  constexpr int kThreads = 6, kRounds = 20;
+  std::atomic<int> landed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRounds; ++i) {
+        const bool fails = (t + i) % 3 == 0;
+        const std::string imsi = fmt::format("00101{:010}", t * 100 + i);
+        auto r = db_->audit().atomically([&]() -> Result<void> {
+          auto reserved = db_->sqns().reserve(imsi, 5, 1'000'000);
+          if (!reserved) return std::unexpected(reserved.error());
+          auto a = db_->audit().append(unit_record(fmt::format("unit-{}-{}", t, i)));
+          if (!a) return std::unexpected(a.error());
+          if (fails) return fail(ErrorCode::transition_refused, "refused after writing");
+          return {};
+        });
+        EXPECT_EQ(static_cast<bool>(r), !fails) << t << "/" << i;
+        if (r) ++landed;
+        if (t % 2 == 0) {  // and a write of its own, outside any unit
+          auto lone = db_->sqns().reserve(fmt::format("00102{:010}", t * 100 + i), 1, 1'000'000);
+          EXPECT_TRUE(lone) << fmt::to_string(lone.error());
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(audit_count(*db_), static_cast<std::size_t>(landed.load()));
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kRounds; ++i) {
+      auto seq = db_->sqns().current(fmt::format("00101{:010}", t * 100 + i));
+      ASSERT_OK(seq);
+      EXPECT_EQ(*seq, (t + i) % 3 == 0 ? 0u : 5u) << t << "/" << i;
+      if (t % 2 == 0) {
+        auto lone = db_->sqns().current(fmt::format("00102{:010}", t * 100 + i));
+        ASSERT_OK(lone);
+        EXPECT_EQ(*lone, 1u);
+      }
+    }
+  }
+}
+
 // ---- Attestation requests (the RO's DPF) ----
 
 AttestationRequest make_request(std::string id, std::string device, std::int64_t created) {
