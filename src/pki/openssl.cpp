@@ -96,6 +96,10 @@ Result<PkeyPtr> load_private_key(const std::string& path) {
 }
 
 Result<X509Ptr> parse_certificate(ByteView data, std::string_view name) {
+  return parse_certificate_uncached(data, name);
+}
+
+Result<X509Ptr> parse_certificate_uncached(ByteView data, std::string_view name) {
   if (data.empty()) return fail(ErrorCode::bad_format, fmt::format("{}: empty", name));
   BioPtr bio = memory_bio(data);
   X509* cert = looks_like_pem(data) ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)
