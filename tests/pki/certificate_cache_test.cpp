@@ -1,6 +1,7 @@
 // The cache of parsed certificates (certificate_cache.h): a hit shares the X509 parsed first and
 // outlives the caller's copy; other bytes, however close or however they hash, are other entries;
-// failures are not kept; the limits evict the least recently used; threads may share it.
+// failures are not kept; the limits evict the least recently used; threads may share it; and
+// parse_certificate goes through it.
 #include "pki/certificate_cache.h"
 
 #include <gtest/gtest.h>
@@ -176,6 +177,28 @@ TEST_F(CertificateCacheTest, ByteLimitEvictsAndLargeInputsAreNotKept) {
   EXPECT_NE(again->get(), big->get());
   EXPECT_EQ(parses_, 6);
   EXPECT_EQ(cache.stats().entries, 2u);
+}
+
+TEST_F(CertificateCacheTest, ParseCertificateGoesThroughTheProcessCache) {
+  const CertificateCacheStats before = CertificateCache::process().stats();
+  auto a = parse_certificate(der(3), "a");
+  auto b = parse_certificate(der(3), "b");
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(b->get(), a->get());
+  auto fresh = parse_certificate_uncached(der(3), "c");
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_NE(fresh->get(), a->get());
+  // Errors as before the cache, each time, and nothing kept for them.
+  for (int i = 0; i < 2; ++i) {
+    const auto bad = parse_certificate(bytes_of("junk"), "x");
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error().code, ErrorCode::bad_format);
+    EXPECT_EQ(bad.error().message, "x: not an X.509 certificate (PEM or DER expected)");
+  }
+  const CertificateCacheStats after = CertificateCache::process().stats();
+  EXPECT_EQ(after.hits, before.hits + 1);
+  EXPECT_EQ(after.misses, before.misses + 3);
+  EXPECT_EQ(after.entries, before.entries + 1);
 }
 
 // Threads hitting shared and private keys through a cache small enough to evict all the time.
