@@ -7,6 +7,7 @@
 
 #include "common/file.h"
 #include "common/secure.h"
+#include "pki/certificate_cache.h"
 
 namespace mcim::pki {
 namespace {
@@ -95,7 +96,15 @@ Result<PkeyPtr> load_private_key(const std::string& path) {
   return key;
 }
 
+// Through the cache: the hot paths (platform chains, envelope certificates, the SHO's stored
+// platform certificates) parse the same few certificates for every device, and no caller changes
+// the X509 it gets (certificate.cpp's issue_certificate builds its own with X509_new).
 Result<X509Ptr> parse_certificate(ByteView data, std::string_view name) {
+  return CertificateCache::process().parse(
+      data, [name](ByteView in) { return parse_certificate_uncached(in, name); });
+}
+
+Result<X509Ptr> parse_certificate_uncached(ByteView data, std::string_view name) {
   if (data.empty()) return fail(ErrorCode::bad_format, fmt::format("{}: empty", name));
   BioPtr bio = memory_bio(data);
   X509* cert = looks_like_pem(data) ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)

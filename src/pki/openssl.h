@@ -62,8 +62,12 @@ Result<void> write_private_key(const std::string& path, const EVP_PKEY* key);
 Result<PkeyPtr> load_private_key(const std::string& path);
 Result<PkeyPtr> parse_private_key(ByteView pem_or_der, std::string_view name);
 
-// Certificates.
+// Certificates. parse_certificate (and load_certificate) go through CertificateCache::process()
+// (certificate_cache.h): the same bytes again give a new reference to the same X509, shared with
+// every other caller, so it must not be mutated. parse_certificate_uncached always parses anew:
+// for a caller that means to change the certificate, and what the cache calls on a miss.
 Result<X509Ptr> parse_certificate(ByteView pem_or_der, std::string_view name);
+Result<X509Ptr> parse_certificate_uncached(ByteView pem_or_der, std::string_view name);
 Result<X509Ptr> load_certificate(const std::string& path);
 // Every certificate of a PEM bundle (at least one), or a single DER one.
 Result<std::vector<X509Ptr>> load_certificates(const std::string& path);
