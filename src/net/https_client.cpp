@@ -276,16 +276,31 @@ struct HttpsClient::State {
 
 namespace {
 
+// The slot of each client SSL that points to its client's options: with the pin on the
+// connection rather than on the context, one context can serve clients with different pins.
+int options_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
 // Replaces OpenSSL's chain verification: the chain (when trust anchors are set, with the host
-// check configured on the SSL) and then the pin.
-int verify_server(X509_STORE_CTX* store_ctx, void* arg) {
-  const auto& options = *static_cast<const HttpsClientOptions*>(arg);
-  if (options.trust && X509_verify_cert(store_ctx) <= 0) return 0;
-  if (options.spki_pin) {
+// check configured on the SSL) and then the pin, both of the client whose SSL this is.
+int verify_server(X509_STORE_CTX* store_ctx, void* /*arg*/) {
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const auto* options =
+      ssl != nullptr ? static_cast<const HttpsClientOptions*>(SSL_get_ex_data(ssl, options_index()))
+                     : nullptr;
+  if (options == nullptr) {  // a handshake that State::handshake did not prepare: refuse it
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_UNSPECIFIED);
+    return 0;
+  }
+  if (options->trust && X509_verify_cert(store_ctx) <= 0) return 0;
+  if (options->spki_pin) {
     X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
     const EVP_PKEY* key = leaf != nullptr ? X509_get0_pubkey(leaf) : nullptr;
     const Bytes<32> pin = key != nullptr ? pki::spki_sha256(key) : Bytes<32>{};
-    if (key == nullptr || CRYPTO_memcmp(pin.data(), options.spki_pin->data(), pin.size()) != 0) {
+    if (key == nullptr || CRYPTO_memcmp(pin.data(), options->spki_pin->data(), pin.size()) != 0) {
       X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
       return 0;
     }
@@ -293,6 +308,7 @@ int verify_server(X509_STORE_CTX* store_ctx, void* arg) {
   return 1;
 }
 
+// Everything but the pin and the host, which State::handshake puts on each SSL.
 Result<std::unique_ptr<ssl::context>> make_client_context(const HttpsClientOptions& options) {
   auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
   SSL_CTX* h = ctx->native_handle();
@@ -303,8 +319,7 @@ Result<std::unique_ptr<ssl::context>> make_client_context(const HttpsClientOptio
     return std::unexpected(pki::openssl_error(ErrorCode::internal, "tls client: trust store"));
   }
   SSL_CTX_set_verify(h, SSL_VERIFY_PEER, nullptr);
-  // `options` lives in the client's State, which outlives the context.
-  SSL_CTX_set_cert_verify_callback(h, verify_server, const_cast<HttpsClientOptions*>(&options));
+  SSL_CTX_set_cert_verify_callback(h, verify_server, nullptr);
   if (options.identity) {
     if (auto r = detail::use_identity(h, *options.identity, "tls client"); !r) {
       return std::unexpected(r.error());
@@ -334,6 +349,10 @@ void HttpsClient::State::give_back(const std::string& key, std::unique_ptr<Conne
 
 Result<void> HttpsClient::State::handshake(Connection& c, const Url& u) {
   SSL* ssl = c.secure->native_handle();
+  // For verify_server; `options` outlives the connection, which State owns or a request holds.
+  if (SSL_set_ex_data(ssl, options_index(), &options) != 1) {
+    return std::unexpected(pki::openssl_error(ErrorCode::internal, "tls client: options slot"));
+  }
   if (options.trust) {
     if (is_ip_literal(u.host)) {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), u.host.c_str());
