@@ -260,7 +260,7 @@ Result<Url> parse_url(std::string_view url) {
 
 struct HttpsClient::State {
   HttpsClientOptions options;
-  std::unique_ptr<ssl::context> tls;   // null when no https is possible
+  std::shared_ptr<ssl::context> tls;   // shared (ClientContexts below); null without https
   std::optional<tcp::endpoint> proxy;  // options.proxy parsed
   std::atomic<std::uint64_t> opened{0};
 
@@ -276,16 +276,31 @@ struct HttpsClient::State {
 
 namespace {
 
+// The slot of each client SSL that points to its client's options: with the pin on the
+// connection rather than on the context, one context can serve clients with different pins.
+int options_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
 // Replaces OpenSSL's chain verification: the chain (when trust anchors are set, with the host
-// check configured on the SSL) and then the pin.
-int verify_server(X509_STORE_CTX* store_ctx, void* arg) {
-  const auto& options = *static_cast<const HttpsClientOptions*>(arg);
-  if (options.trust && X509_verify_cert(store_ctx) <= 0) return 0;
-  if (options.spki_pin) {
+// check configured on the SSL) and then the pin, both of the client whose SSL this is.
+int verify_server(X509_STORE_CTX* store_ctx, void* /*arg*/) {
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const auto* options =
+      ssl != nullptr ? static_cast<const HttpsClientOptions*>(SSL_get_ex_data(ssl, options_index()))
+                     : nullptr;
+  if (options == nullptr) {  // a handshake that State::handshake did not prepare: refuse it
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_UNSPECIFIED);
+    return 0;
+  }
+  if (options->trust && X509_verify_cert(store_ctx) <= 0) return 0;
+  if (options->spki_pin) {
     X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
     const EVP_PKEY* key = leaf != nullptr ? X509_get0_pubkey(leaf) : nullptr;
     const Bytes<32> pin = key != nullptr ? pki::spki_sha256(key) : Bytes<32>{};
-    if (key == nullptr || CRYPTO_memcmp(pin.data(), options.spki_pin->data(), pin.size()) != 0) {
+    if (key == nullptr || CRYPTO_memcmp(pin.data(), options->spki_pin->data(), pin.size()) != 0) {
       X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
       return 0;
     }
@@ -293,9 +308,27 @@ int verify_server(X509_STORE_CTX* store_ctx, void* arg) {
   return 1;
 }
 
-Result<std::unique_ptr<ssl::context>> make_client_context(const HttpsClientOptions& options) {
-  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
-  SSL_CTX* h = ctx->native_handle();
+std::atomic<std::size_t> live_contexts{0};
+
+// A client SSL_CTX: what it was configured with keeps it apart from others in the cache, and
+// holding them keeps their addresses (its cache key) from being reused while it lives.
+struct ClientContext {
+  std::shared_ptr<const pki::TrustAnchors> trust;
+  std::shared_ptr<const TlsIdentity> identity;
+  ssl::context ctx{ssl::context::tls_client};
+
+  ClientContext() { ++live_contexts; }
+  ~ClientContext() { --live_contexts; }
+  ClientContext(const ClientContext&) = delete;
+  ClientContext& operator=(const ClientContext&) = delete;
+};
+
+// Everything but the pin and the host, which State::handshake puts on each SSL.
+Result<std::shared_ptr<ClientContext>> make_client_context(const HttpsClientOptions& options) {
+  auto c = std::make_shared<ClientContext>();
+  c->trust = options.trust;
+  c->identity = options.identity;
+  SSL_CTX* h = c->ctx.native_handle();
   if (SSL_CTX_set_min_proto_version(h, TLS1_3_VERSION) != 1) {
     return std::unexpected(pki::openssl_error(ErrorCode::internal, "tls client: TLS 1.3"));
   }
@@ -303,15 +336,56 @@ Result<std::unique_ptr<ssl::context>> make_client_context(const HttpsClientOptio
     return std::unexpected(pki::openssl_error(ErrorCode::internal, "tls client: trust store"));
   }
   SSL_CTX_set_verify(h, SSL_VERIFY_PEER, nullptr);
-  // `options` lives in the client's State, which outlives the context.
-  SSL_CTX_set_cert_verify_callback(h, verify_server, const_cast<HttpsClientOptions*>(&options));
+  SSL_CTX_set_cert_verify_callback(h, verify_server, nullptr);
+  // No client session cache (OpenSSL's default; our servers issue no tickets either): a resumed
+  // session skips verify_server, and on a shared context another client's pin had verified it.
+  SSL_CTX_set_session_cache_mode(h, SSL_SESS_CACHE_OFF);
   if (options.identity) {
     if (auto r = detail::use_identity(h, *options.identity, "tls client"); !r) {
       return std::unexpected(r.error());
     }
   }
-  return ctx;
+  return c;
 }
+
+// The process's client contexts by (trust anchors, identity) object: SSL_CTX_new is costly in
+// OpenSSL 3 (it fetches the ciphers from the providers), and a device makes a few clients per
+// provisioning. An entry lives as long as a client holds it; the one without anchors or identity
+// (the pinned clients') is kept for the process's life, as it references nothing of anyone's.
+class ClientContexts {
+ public:
+  // Never destroyed: clients in static objects may outlive the other statics.
+  static ClientContexts& get() {
+    static auto* contexts = new ClientContexts();
+    return *contexts;
+  }
+
+  Result<std::shared_ptr<ssl::context>> share(const HttpsClientOptions& options) {
+    const Key key{options.trust.get(), options.identity.get()};
+    // Held while building, so that clients created together build their context once.
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(key);
+    std::shared_ptr<ClientContext> c = it != entries_.end() ? it->second.lock() : nullptr;
+    if (!c) {
+      auto made = make_client_context(options);
+      if (!made) return std::unexpected(made.error());
+      c = std::move(*made);
+      std::erase_if(entries_, [](const auto& e) { return e.second.expired(); });
+      entries_[key] = c;
+      if (!options.trust && !options.identity) keyless_ = c;
+    }
+    return std::shared_ptr<ssl::context>(c, &c->ctx);
+  }
+
+ private:
+  // Addresses only compared: an entry that can be locked holds both objects, so a live object
+  // at the same address is the same object.
+  using Key = std::pair<const void*, const void*>;
+
+  std::mutex mu_;  // guards entries_ and keyless_
+  std::map<Key, std::weak_ptr<ClientContext>> entries_;
+  std::shared_ptr<ClientContext> keyless_;
+};
 
 }  // namespace
 
@@ -334,6 +408,10 @@ void HttpsClient::State::give_back(const std::string& key, std::unique_ptr<Conne
 
 Result<void> HttpsClient::State::handshake(Connection& c, const Url& u) {
   SSL* ssl = c.secure->native_handle();
+  // For verify_server; `options` outlives the connection, which State owns or a request holds.
+  if (SSL_set_ex_data(ssl, options_index(), &options) != 1) {
+    return std::unexpected(pki::openssl_error(ErrorCode::internal, "tls client: options slot"));
+  }
   if (options.trust) {
     if (is_ip_literal(u.host)) {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), u.host.c_str());
@@ -559,7 +637,7 @@ Result<std::unique_ptr<HttpsClient>> HttpsClient::create(HttpsClientOptions opti
   }
   state->options = std::move(options);
   if (state->options.trust || state->options.spki_pin) {
-    auto ctx = make_client_context(state->options);
+    auto ctx = ClientContexts::get().share(state->options);
     if (!ctx) return std::unexpected(ctx.error());
     state->tls = std::move(*ctx);
   }
@@ -600,6 +678,8 @@ Result<HttpResponse> HttpsClient::request(
 }
 
 std::uint64_t HttpsClient::connections_opened() const { return state_->opened.load(); }
+
+std::size_t HttpsClient::live_client_contexts() { return live_contexts.load(); }
 
 void HttpsClient::close_idle() {
   std::lock_guard lock(state_->mu);

@@ -2,8 +2,10 @@
 // against trust anchors with its host name or IP address checked, and/or by the SHA-256 pin of
 // its SubjectPublicKeyInfo (the device pins the DPF's key from the bootstrap message,
 // pki::spki_sha256); optionally a client certificate (mTLS between operators). Keep-alive
-// connections are reused from a small pool per scheme://host:port. Synchronous; thread-safe
-// (each connection serves one request at a time; the pool is under a mutex).
+// connections are reused from a small pool per scheme://host:port. Clients with the same trust
+// anchors and identity objects share one OpenSSL context (the pin and host are per connection).
+// Synchronous; thread-safe (each connection serves one request at a time; the pool is under a
+// mutex).
 #pragma once
 
 #include <chrono>
@@ -76,6 +78,11 @@ class HttpsClient {
 
   std::uint64_t connections_opened() const;  // TCP connections made so far
   void close_idle();                         // drops the pooled connections
+
+  // The TLS contexts alive in the process. Clients whose options hold the same TrustAnchors and
+  // TlsIdentity objects (by identity, not content) share one, which lives until the last of
+  // them is destroyed; the one of clients with a pin only is kept for the process's life.
+  static std::size_t live_client_contexts();
 
   struct State;  // https_client.cpp
 

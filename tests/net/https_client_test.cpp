@@ -1,6 +1,7 @@
 // The HTTPS client against our TLS server: verification by trust anchors with the host checked,
 // by SPKI pin (the device's way to the DPF), both; keep-alive reuse and recovery from a
-// connection the server closed; response size and time limits; URL parsing; thread safety.
+// connection the server closed; response size and time limits; URL parsing; thread safety;
+// clients sharing TLS contexts without sharing their pins, host checks or identities.
 #include "net/https_client.h"
 
 #include <gtest/gtest.h>
@@ -245,6 +246,189 @@ TEST(HttpsClient, ManyThreadsShareOneClient) {
   for (auto& d : done) EXPECT_EQ(d.get(), kRequests);
   EXPECT_LE(client->connections_opened(), static_cast<std::uint64_t>(kThreads));
   EXPECT_EQ(server->connections_accepted(), client->connections_opened());
+}
+
+// A TrustAnchors object of the test's own (the test root again): contexts are shared by object,
+// so the counts below are not disturbed by clients of TestPki's anchors.
+std::shared_ptr<const pki::TrustAnchors> own_anchors() {
+  auto anchors = pki::TrustAnchors::from_file(TestPki::get().root_file());
+  EXPECT_TRUE(anchors.has_value()) << anchors.error().message;
+  return std::make_shared<const pki::TrustAnchors>(std::move(*anchors));
+}
+
+std::string operator_of(const HttpRequest& r) {
+  const std::string* id = r.peer.operator_id();
+  return id != nullptr ? *id : "none";
+}
+
+TEST(HttpsClient, ClientsWithTheSameAnchorsShareOneContext) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  const std::size_t before = HttpsClient::live_client_contexts();
+  HttpsClientOptions o;
+  o.trust = own_anchors();
+  auto a = make_client("", o);
+  auto b = make_client("", o);
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before + 1);
+  EXPECT_TRUE(a->get(server->url() + "/a").has_value());
+  EXPECT_TRUE(b->get(server->url() + "/b").has_value());
+  // The same certificates in another object: contexts are not compared by content.
+  HttpsClientOptions same_content;
+  same_content.trust = own_anchors();
+  auto c = make_client("", same_content);
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before + 2);
+  EXPECT_TRUE(c->get(server->url() + "/c").has_value());
+  // A context lives as long as its last client.
+  a.reset();
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before + 2);
+  b.reset();
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before + 1);
+  c.reset();
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before);
+  // Clients with a pin only share theirs too (made here or by an earlier test), kept for the
+  // process's life: it holds no caller's objects.
+  HttpsClientOptions pinned;
+  pinned.spki_pin = server_pin();
+  auto p = make_client("", pinned);
+  const std::size_t with_pinned = HttpsClient::live_client_contexts();
+  EXPECT_LE(with_pinned, before + 1);
+  auto q = make_client("", pinned);
+  EXPECT_EQ(HttpsClient::live_client_contexts(), with_pinned);
+  EXPECT_TRUE(q->get(server->url() + "/q").has_value());
+  p.reset();
+  q.reset();
+  EXPECT_EQ(HttpsClient::live_client_contexts(), with_pinned);
+}
+
+TEST(HttpsClient, ClientsShareAContextOnlyWithTheSameIdentity) {
+  auto server = start_server(
+      [](const HttpRequest& r) {
+        return HttpResponse{200, "text/plain", operator_of(r), {}};
+      },
+      tls_options(ClientAuth::required));
+  ASSERT_TRUE(server);
+  const std::size_t before = HttpsClient::live_client_contexts();
+  HttpsClientOptions o;
+  o.trust = own_anchors();
+  auto a = make_client("vno-a", o);
+  auto a2 = make_client("vno-a", o);
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before + 1);
+  auto b = make_client("vno-b", o);
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before + 2);
+  const std::vector<std::pair<HttpsClient*, std::string>> cases = {
+      {a.get(), "vno-a"}, {a2.get(), "vno-a"}, {b.get(), "vno-b"}};
+  for (const auto& [client, expected] : cases) {
+    const auto r = client->get(server->url() + "/who");
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ(r->body, expected);
+  }
+}
+
+// Clients of one context with the right and a wrong pin, with and without trust anchors: the
+// callback checks each connection against its own client's pin, whichever connects first.
+TEST(HttpsClient, PinIsCheckedPerClientOnASharedContext) {
+  std::atomic<int> calls{0};
+  auto server = start_server(
+      [&](const HttpRequest& r) {
+        ++calls;
+        return echo(r);
+      },
+      tls_options());
+  ASSERT_TRUE(server);
+  const auto anchors = own_anchors();
+  for (const bool with_anchors : {true, false}) {
+    SCOPED_TRACE(with_anchors ? "with anchors" : "pin only");
+    HttpsClientOptions right;
+    if (with_anchors) right.trust = anchors;
+    right.spki_pin = server_pin();
+    HttpsClientOptions wrong = right;
+    (*wrong.spki_pin)[0] ^= 1;
+    for (const bool wrong_first : {true, false}) {
+      auto r = make_client("", right);
+      auto w = make_client("", wrong);
+      const auto expect_right = [&] {
+        const auto a = r->get(server->url() + "/right");
+        ASSERT_TRUE(a.has_value()) << a.error().message;
+        EXPECT_EQ(a->body, "GET /right ");
+      };
+      const auto expect_wrong = [&] {
+        const auto a = w->get(server->url() + "/wrong");
+        ASSERT_FALSE(a.has_value());
+        EXPECT_EQ(a.error().code, ErrorCode::chain_invalid);
+        EXPECT_NE(a.error().message.find("pin"), std::string::npos) << a.error().message;
+      };
+      if (wrong_first) {
+        expect_wrong();
+        expect_right();
+      } else {
+        expect_right();
+        expect_wrong();
+      }
+    }
+  }
+  EXPECT_EQ(calls.load(), 4);
+}
+
+// Fresh clients from several threads at once, so that contexts are shared, made and freed while
+// other threads' handshakes verify pins through them.
+TEST(HttpsClient, PinsOnSharedContextsHoldUnderConcurrency) {
+  HttpServerOptions so;
+  so.threads = 2;
+  auto server = start_server(echo, tls_options(), so);
+  ASSERT_TRUE(server);
+  std::vector<HttpsClientOptions> variants(
+      4);  // anchors + right, anchors + wrong, pin right, wrong
+  variants[0].trust = variants[1].trust = own_anchors();
+  for (auto& v : variants) v.spki_pin = server_pin();
+  (*variants[1].spki_pin)[0] ^= 1;
+  (*variants[3].spki_pin)[0] ^= 1;
+  constexpr int kThreads = 8, kRounds = 10;
+  std::vector<std::future<int>> done;
+  for (int t = 0; t < kThreads; ++t) {
+    done.push_back(std::async(std::launch::async, [&, t] {
+      const HttpsClientOptions& o = variants[static_cast<std::size_t>(t) % variants.size()];
+      const bool right = t % 2 == 0;
+      int as_expected = 0;
+      for (int i = 0; i < kRounds; ++i) {
+        auto client = HttpsClient::create(o);
+        if (!client) continue;
+        const auto r = (*client)->get(server->url() + "/c");
+        as_expected += right ? r.has_value() && r->body == "GET /c "
+                             : !r && r.error().code == ErrorCode::chain_invalid &&
+                                   r.error().message.find("pin") != std::string::npos;
+      }
+      return as_expected;
+    }));
+  }
+  for (auto& d : done) EXPECT_EQ(d.get(), kRounds);
+}
+
+TEST(HttpsClient, HostNameIsCheckedOnASharedContext) {
+  auto good = start_server(echo, tls_options());
+  auto misnamed = start_server(echo, misnamed_tls());  // certificate for elsewhere.test only
+  ASSERT_TRUE(good && misnamed);
+  const std::size_t before = HttpsClient::live_client_contexts();
+  HttpsClientOptions o;
+  o.trust = own_anchors();
+  auto a = make_client("", o);
+  auto b = make_client("", o);
+  // With the misnamed server's pin as well: both must hold, and the name still does not.
+  HttpsClientOptions pinned = o;
+  pinned.spki_pin = pki::spki_sha256(TestPki::get().misnamed_server().identity->key.get());
+  auto c = make_client("", pinned);
+  EXPECT_EQ(HttpsClient::live_client_contexts(), before + 1);
+  const auto expect_misnamed = [&](HttpsClient& client) {
+    const auto r = client.get(misnamed->url() + "/");
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code, ErrorCode::chain_invalid);
+    EXPECT_NE(r.error().message.find("does not name the host"), std::string::npos)
+        << r.error().message;
+  };
+  EXPECT_TRUE(a->get(good->url() + "/").has_value());
+  expect_misnamed(*b);
+  expect_misnamed(*a);
+  EXPECT_TRUE(b->get(good->url() + "/").has_value());
+  expect_misnamed(*c);
 }
 
 TEST(HttpsClient, OptionsAndRequestsAreCheckedLocally) {
