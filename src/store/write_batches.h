@@ -36,6 +36,7 @@ class WriteBatches {
     bool settled = false;
     std::optional<Error> error;  // why it was not committed
     std::size_t members = 0;
+    std::condition_variable settled_cv;  // its members that wait for its outcome
   };
   using Member = std::shared_ptr<Batch>;
 
@@ -55,7 +56,7 @@ class WriteBatches {
   Result<Member> enter() {
     std::unique_lock lock(mu_);
     ++waiting_;
-    const bool turn = cv_.wait_for(lock, patience_, [&] { return !held_; });
+    const bool turn = turn_cv_.wait_for(lock, patience_, [&] { return !held_; });
     --waiting_;
     if (!turn) return fail(ErrorCode::busy, "write turn: still taken after the busy timeout");
     held_ = true;
@@ -83,7 +84,7 @@ class WriteBatches {
     if (lost && !batch->error) batch->error = std::move(lost);
     if (waiting_ > 0 && batch->members < max_members_ && !batch->error) {
       pass_turn();
-      cv_.wait(lock, [&] { return batch->settled; });
+      batch->settled_cv.wait(lock, [&] { return batch->settled; });
       return outcome(*batch);
     }
     open_.reset();  // the next writer begins a new batch, once this one is settled
@@ -94,6 +95,7 @@ class WriteBatches {
     if (!ended && !batch->error) batch->error = ended.error();
     batch->settled = true;
     ++settled_;
+    batch->settled_cv.notify_all();
     pass_turn();
     return outcome(*batch);
   }
@@ -113,17 +115,18 @@ class WriteBatches {
     if (b.error) return std::unexpected(*b.error);
     return {};
   }
-  // Under mu_: the turn is free; the waiters (for the turn, or for a batch's outcome) look again.
+  // Under mu_: the turn is free. One waiter is woken: whoever takes the turn first has it, and
+  // the others would only go back to sleep (each release wakes one, so none is forgotten).
   void pass_turn() {
     held_ = false;
-    cv_.notify_all();
+    turn_cv_.notify_one();
   }
 
   const Hooks hooks_;
   const std::size_t max_members_;
   const std::chrono::milliseconds patience_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable turn_cv_;  // writers waiting for the turn
   bool held_ = false;        // a writer has the turn (writing, or settling its batch)
   std::size_t waiting_ = 0;  // writers waiting for the turn
   Member open_;              // the batch whose transaction is open, if any
