@@ -648,6 +648,8 @@ class Backend : public sql::UnitCalls<Backend, Connection, sql::ConnectionPool<C
   }
 
   void pause(int attempt) { back_off(attempt); }
+  void unit_started() {}
+  void unit_finished() {}
 
  private:
   // Rolls back what a call left open; a broken connection is discarded with the idle ones.

@@ -175,6 +175,7 @@ class UnitScope {
 //   end_unit(unit, r)     ends the unit: commits when `r` is success, else rolls back what it
 //                         wrote, and returns `r` or the commit's error;
 //   pause(attempt)        waits before a unit that met a conflict runs again;
+//   unit_started(), unit_finished()  a unit begins and ends (the batches' linger, SQLite);
 //   kAttempts             how many times a unit runs at most;
 //   kLoneWritesInUnits    a write outside any unit runs as a unit of its own (SQLite, whose
 //                         units share commits: docs/store.md "Batched commits") rather than
@@ -227,6 +228,13 @@ class UnitCalls {
   // alone() runs a method again, which is why `work` must be safe to repeat.
   Result<void> atomically(const std::function<Result<void>()>& work) {
     if (Unit::of(key()) != nullptr) return work();  // a unit within a unit joins it
+    struct Running {
+      Derived& d;
+      explicit Running(Derived& b) : d(b) { d.unit_started(); }
+      ~Running() { d.unit_finished(); }
+      Running(const Running&) = delete;
+      Running& operator=(const Running&) = delete;
+    } running(derived());
     for (int attempt = 1;; ++attempt) {
       {
         Unit u(key());

@@ -1,8 +1,8 @@
 // Batched commits for a database that has one writer at a time (SQLite; docs/store.md "Batched
 // commits"). Every write of the process takes the write turn in order; the first one to find no
 // transaction open begins one, each writes within its own savepoint and passes the turn on, and
-// the last one in line, the one that finds nobody waiting, commits for all of them: one flush of
-// the log for the whole batch. As in GroupCommit (group_commit.h) and LevelDB's DBImpl::Write, a
+// the last one in line, the one that finds nobody waiting (after lingering a moment for units
+// under way, `linger`), commits for all of them: one flush of the log for the whole batch. As in GroupCommit (group_commit.h) and LevelDB's DBImpl::Write, a
 // member returns only once its batch has been committed (or rolled back), so durability is that
 // of a commit each. Pure synchronisation, no I/O of its own: beginning and ending the
 // transaction are the store's hooks. Thread-safe.
@@ -43,11 +43,26 @@ class WriteBatches {
   // `max_members`: a batch is committed once it has that many, waiters or not, which bounds how
   // long its first member waits. `patience`: how long a writer waits for its turn before it gives
   // up with `busy` (a turn is held by one write plus at most one commit).
+  // `linger`: how long the last writer of a batch waits for writers that are on their way (units
+  // begun, not yet at their first write: started()) before it commits alone; zero never waits.
   explicit WriteBatches(Hooks hooks, std::size_t max_members = 64,
-                        std::chrono::milliseconds patience = std::chrono::milliseconds(5000))
+                        std::chrono::milliseconds patience = std::chrono::milliseconds(5000),
+                        std::chrono::microseconds linger = std::chrono::microseconds(0))
       : hooks_(std::move(hooks)),
         max_members_(std::max<std::size_t>(max_members, 1)),
-        patience_(patience) {}
+        patience_(patience),
+        linger_(linger) {}
+
+  // A unit of work begins or ends: while one runs, it may write soon.
+  void started() {
+    std::lock_guard lock(mu_);
+    ++active_;
+  }
+  void finished() {
+    std::lock_guard lock(mu_);
+    --active_;
+    if (lingering_) arrival_cv_.notify_one();
+  }
   WriteBatches(const WriteBatches&) = delete;
   WriteBatches& operator=(const WriteBatches&) = delete;
 
@@ -56,6 +71,7 @@ class WriteBatches {
   Result<Member> enter() {
     std::unique_lock lock(mu_);
     ++waiting_;
+    if (lingering_) arrival_cv_.notify_one();
     const bool turn = turn_cv_.wait_for(lock, patience_, [&] { return !held_; });
     --waiting_;
     if (!turn) return fail(ErrorCode::busy, "write turn: still taken after the busy timeout");
@@ -82,6 +98,15 @@ class WriteBatches {
   Result<void> leave(const Member& batch, std::optional<Error> lost = std::nullopt) {
     std::unique_lock lock(mu_);
     if (lost && !batch->error) batch->error = std::move(lost);
+    // Units under way that have not written yet (active, neither in this batch nor waiting for
+    // the turn) are likely to write soon: a moment's wait lets them share this commit.
+    auto on_their_way = [&] { return active_ > batch->members + waiting_; };
+    if (linger_.count() > 0 && waiting_ == 0 && !batch->error && batch->members < max_members_ &&
+        on_their_way()) {
+      lingering_ = true;
+      arrival_cv_.wait_for(lock, linger_, [&] { return waiting_ > 0 || !on_their_way(); });
+      lingering_ = false;
+    }
     if (waiting_ > 0 && batch->members < max_members_ && !batch->error) {
       pass_turn();
       batch->settled_cv.wait(lock, [&] { return batch->settled; });
@@ -125,8 +150,12 @@ class WriteBatches {
   const Hooks hooks_;
   const std::size_t max_members_;
   const std::chrono::milliseconds patience_;
+  const std::chrono::microseconds linger_;
   mutable std::mutex mu_;
-  std::condition_variable turn_cv_;  // writers waiting for the turn
+  std::condition_variable turn_cv_;     // writers waiting for the turn
+  std::condition_variable arrival_cv_;  // the last writer lingering for others
+  bool lingering_ = false;
+  std::size_t active_ = 0;   // units begun and not finished (started/finished)
   bool held_ = false;        // a writer has the turn (writing, or settling its batch)
   std::size_t waiting_ = 0;  // writers waiting for the turn
   Member open_;              // the batch whose transaction is open, if any

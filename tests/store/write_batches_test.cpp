@@ -218,6 +218,52 @@ TEST(WriteBatchesTest, AWriterThatWaitsTooLongForTheTurnGivesUpWithBusy) {
   EXPECT_EQ(log.ends, (std::vector<bool>{true}));
 }
 
+// The last writer of a batch lingers while a unit is under way (started, not yet at its first
+// write): that one joins the batch, and one commit serves both.
+TEST(WriteBatchesTest, TheLastWriterLingersForAUnitUnderWay) {
+  FakeLog log;
+  WriteBatches b(log.hooks(), 64, 5000ms, /*linger=*/std::chrono::minutes(10));
+  b.started();  // the first unit
+  b.started();  // the second, under way
+  std::thread first([&] {
+    EXPECT_TRUE(one_write(b, log));
+    b.finished();
+  });
+  // The first has written and lingers: nothing is committed until the second has written.
+  while (true) {
+    std::this_thread::sleep_for(2ms);
+    std::lock_guard lock(log.mu);
+    if (log.writes_in_open == 1) break;
+  }
+  EXPECT_TRUE(one_write(b, log));
+  b.finished();
+  first.join();
+  EXPECT_EQ(log.batch_writes, (std::vector<int>{2}));
+  EXPECT_EQ(log.ends, (std::vector<bool>{true}));
+}
+
+// A unit under way that ends without writing ends the linger too (with a linger of ten minutes,
+// this test finishes only because it does), and with no unit under way there is none.
+TEST(WriteBatchesTest, ALingerEndsWhenTheUnitUnderWayEndsWithoutWriting) {
+  FakeLog log;
+  WriteBatches b(log.hooks(), 64, 5000ms, /*linger=*/std::chrono::minutes(10));
+  ASSERT_TRUE(one_write(b, log));  // nothing under way: committed at once
+  b.started();
+  b.started();
+  std::thread first([&] {
+    EXPECT_TRUE(one_write(b, log));
+    b.finished();
+  });
+  while (true) {
+    std::this_thread::sleep_for(2ms);
+    std::lock_guard lock(log.mu);
+    if (log.writes_in_open == 1) break;
+  }
+  b.finished();  // the second unit wrote nothing
+  first.join();
+  EXPECT_EQ(log.batch_writes, (std::vector<int>{1, 1}));
+}
+
 // Many writers at once: batches never overlap, every write lands in exactly one committed batch
 // and every writer succeeds.
 TEST(WriteBatchesTest, ConcurrentWritersAllLandInCommittedBatches) {
