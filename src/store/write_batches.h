@@ -2,9 +2,9 @@
 // commits"). Every write of the process takes the write turn in order; the first one to find no
 // transaction open begins one, each writes within its own savepoint and passes the turn on, and
 // the last one in line, the one that finds nobody waiting (after lingering a moment for units
-// under way, `linger`), commits for all of them: one flush of the log for the whole batch. As in GroupCommit (group_commit.h) and LevelDB's DBImpl::Write, a
-// member returns only once its batch has been committed (or rolled back), so durability is that
-// of a commit each. Pure synchronisation, no I/O of its own: beginning and ending the
+// under way, `linger`), commits for all of them: one flush of the log for the whole batch. As in
+// GroupCommit (group_commit.h) and LevelDB's DBImpl::Write, a member returns only once its batch
+// has been committed (or rolled back), so durability is that of a commit each. Pure synchronisation, no I/O of its own: beginning and ending the
 // transaction are the store's hooks. Thread-safe.
 #pragma once
 
