@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -20,6 +19,7 @@
 
 #include "common/file.h"
 #include "pki/authority.h"
+#include "pki/certificate_cache.h"
 
 namespace mcim::pki {
 namespace {
@@ -191,35 +191,35 @@ Result<OcspBasicPtr> parse_basic(const ByteVec& der) {
   return basic;
 }
 
-// A process-wide memo of two pure and costly results, keyed by SHA-256 of DER encodings: a
-// certificate parsed from its DER (OpenSSL 3 spends ~130 us decoding its public key), and "this
-// certificate's signature verifies under that issuer's key". A delegated responder signs every
-// answer with the same certificate, so after the first answer both are hits. Bounded: cleared
-// when full. Thread-safe.
+// A certificate parsed from the exact DER it was given (the whole of it consumed). A delegated
+// responder signs every answer with the same certificate, so the parse (OpenSSL 3 spends ~130 us
+// decoding its public key) is cached: a CertificateCache of its own, so that only bytes that
+// passed this parse are ever found in it. Never destroyed: no X509_free may run after OpenSSL's
+// own atexit cleanup.
+X509Ptr parse_responder_certificate(ByteView der) {
+  static auto* cache = new CertificateCache();
+  auto cert = cache->parse(der, [](ByteView in) -> Result<X509Ptr> {
+    const unsigned char* p = in.data();
+    X509Ptr c(d2i_X509(nullptr, &p, static_cast<long>(in.size())));
+    if (!c || p != in.data() + in.size()) {
+      ERR_clear_error();
+      return fail(ErrorCode::bad_format, "not a DER certificate");
+    }
+    return c;
+  });
+  return cert ? std::move(*cert) : nullptr;
+}
+
+// A process-wide memo of a pure and costly result, keyed by the SHA-256 fingerprints of both
+// certificates: "this certificate's signature verifies under that issuer's key". A delegated
+// responder signs every answer with the same certificate, so after the first answer it is a
+// hit. Bounded: cleared when full. Thread-safe.
 class CertificateMemo {
  public:
   static CertificateMemo& instance() {
     // Never destroyed: no X509_free may run after OpenSSL's own atexit cleanup.
     static auto* memo = new CertificateMemo();
     return *memo;
-  }
-
-  X509Ptr parse(ByteView der) {
-    const Bytes<32> key = sha256(der);
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = parsed_.find(key); it != parsed_.end()) return up_ref(it->second.get());
-    }
-    const unsigned char* p = der.data();
-    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-    if (!cert || p != der.data() + der.size()) {
-      ERR_clear_error();
-      return nullptr;
-    }
-    std::lock_guard lock(mu_);
-    if (parsed_.size() >= kCapacity) parsed_.clear();
-    parsed_.emplace(key, up_ref(cert.get()));
-    return cert;
   }
 
   bool signed_by(X509* cert, X509* issuer) {
@@ -248,8 +248,7 @@ class CertificateMemo {
     return md;
   }
 
-  std::mutex mu_;  // guards parsed_, verified_
-  std::map<Bytes<32>, X509Ptr> parsed_;
+  std::mutex mu_;  // guards verified_
   std::set<std::pair<Bytes<32>, Bytes<32>>> verified_;
 };
 
@@ -274,7 +273,7 @@ Result<X509Ptr> find_signer(const OCSP_BASICRESP* basic, X509* issuer,
                             const std::vector<ByteView>& certs) {
   if (names_responder(basic, issuer)) return up_ref(issuer);
   for (ByteView der : certs) {
-    X509Ptr cert = CertificateMemo::instance().parse(der);
+    X509Ptr cert = parse_responder_certificate(der);
     if (cert && names_responder(basic, cert.get())) return cert;
   }
   return invalid("the responder ID names neither the issuer nor a certificate in the response");

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "pki/certificate.h"
+#include "pki/certificate_cache.h"
 
 namespace mcim::pki {
 namespace {
@@ -227,39 +228,25 @@ CmsPtr parse_cms_exact(ByteView der) {
   return cms;
 }
 
-// Parsed certificates by the SHA-256 of their DER. A TRE or a relay sees the same few signer
-// chains again and again, and parsing is a pure function of the bytes; X509 objects are safe to
-// share between threads once parsed (OpenSSL locks their lazily computed fields). Bounded: it
-// starts over when full.
-class CertificateCache {
- public:
-  // Certificates in DER (X.690 §10): one that does not re-encode to the same bytes is refused.
-  std::optional<X509Ptr> parse(ByteView der) {
-    const Bytes<32> id = sha256(der);
-    {
-      std::lock_guard lock(mutex_);
-      if (auto it = certs_.find(id); it != certs_.end()) return up_ref(it->second.get());
-    }
-    const unsigned char* p = der.data();
-    X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-    if (!cert || p != der.data() + der.size()) return std::nullopt;
-    const ByteVec again = certificate_der(cert.get());
-    if (!std::equal(again.begin(), again.end(), der.begin(), der.end())) return std::nullopt;
-    std::lock_guard lock(mutex_);
-    if (certs_.size() >= kMaxEntries) certs_.clear();
-    certs_.emplace(id, up_ref(cert.get()));
-    return cert;
+// Certificates in DER (X.690 §10): one that does not re-encode to the same bytes is refused.
+Result<X509Ptr> parse_exact_der(ByteView der) {
+  const unsigned char* p = der.data();
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert || p != der.data() + der.size()) {
+    return fail(ErrorCode::bad_format, "not a DER X.509 certificate");
   }
+  const ByteVec again = certificate_der(cert.get());
+  if (!std::equal(again.begin(), again.end(), der.begin(), der.end())) {
+    return fail(ErrorCode::bad_format, "not a DER X.509 certificate");
+  }
+  return cert;
+}
 
- private:
-  static constexpr std::size_t kMaxEntries = 256;
-  std::mutex mutex_;
-  std::map<Bytes<32>, X509Ptr> certs_;  // guarded by mutex_
-};
-
-// Never destroyed: it would free X509 objects during static destruction, perhaps after
-// OpenSSL's own cleanup.
-CertificateCache& certificate_cache() {
+// The certificates of CMS envelopes (a TRE or a relay sees the same few signer chains again and
+// again), parsed by parse_exact_der: a cache of their own, so that only bytes that passed the
+// strict parse are ever found in it. Never destroyed: it would free X509 objects during static
+// destruction, perhaps after OpenSSL's own cleanup.
+CertificateCache& envelope_certificates() {
   static auto* cache = new CertificateCache();
   return *cache;
 }
@@ -317,7 +304,7 @@ class VerifiedPathCache {
 };
 
 VerifiedPathCache& verified_path_cache() {
-  static auto* cache = new VerifiedPathCache();  // never destroyed, as certificate_cache()
+  static auto* cache = new VerifiedPathCache();  // never destroyed, as envelope_certificates()
   return *cache;
 }
 
@@ -326,7 +313,8 @@ Result<std::vector<X509Ptr>> parse_certificates(ByteView set, const SignerPolicy
   std::vector<X509Ptr> certs;
   while (!set.empty()) {
     auto tlv = read_der(set, 0x30);
-    auto cert = tlv ? certificate_cache().parse(tlv->whole) : std::nullopt;
+    auto cert = tlv ? envelope_certificates().parse(tlv->whole, parse_exact_der)
+                    : Result<X509Ptr>(fail(ErrorCode::bad_format, "not DER"));
     if (!cert) {
       ERR_clear_error();
       return fail(ErrorCode::bad_format,
