@@ -34,6 +34,16 @@ TlsServerOptions misnamed_tls() {
   return o;
 }
 
+// The echo server over TLS, counting the requests that reach it in `calls`.
+std::unique_ptr<HttpServer> start_counting_server(std::atomic<int>& calls) {
+  return start_server(
+      [&calls](const HttpRequest& r) {
+        ++calls;
+        return echo(r);
+      },
+      tls_options());
+}
+
 TEST(HttpsClient, RightPinConnectsWithoutTrustAnchors) {
   auto server = start_server(echo, tls_options());
   ASSERT_TRUE(server);
@@ -48,12 +58,7 @@ TEST(HttpsClient, RightPinConnectsWithoutTrustAnchors) {
 
 TEST(HttpsClient, WrongPinIsRefusedBeforeAnyRequest) {
   std::atomic<int> calls{0};
-  auto server = start_server(
-      [&](const HttpRequest& r) {
-        ++calls;
-        return echo(r);
-      },
-      tls_options());
+  auto server = start_counting_server(calls);
   ASSERT_TRUE(server);
   HttpsClientOptions o;
   o.spki_pin = server_pin();
@@ -328,12 +333,7 @@ TEST(HttpsClient, ClientsShareAContextOnlyWithTheSameIdentity) {
 // callback checks each connection against its own client's pin, whichever connects first.
 TEST(HttpsClient, PinIsCheckedPerClientOnASharedContext) {
   std::atomic<int> calls{0};
-  auto server = start_server(
-      [&](const HttpRequest& r) {
-        ++calls;
-        return echo(r);
-      },
-      tls_options());
+  auto server = start_counting_server(calls);
   ASSERT_TRUE(server);
   const auto anchors = own_anchors();
   for (const bool with_anchors : {true, false}) {

@@ -218,6 +218,21 @@ TEST(WriteBatchesTest, AWriterThatWaitsTooLongForTheTurnGivesUpWithBusy) {
   EXPECT_EQ(log.ends, (std::vector<bool>{true}));
 }
 
+// A unit that writes once and ends, on its own thread; returns once its write is made (it is
+// then in its batch, lingering or waiting for its outcome).
+std::thread first_unit_written(WriteBatches& b, FakeLog& log) {
+  std::thread first([&] {
+    EXPECT_TRUE(one_write(b, log));
+    b.finished();
+  });
+  while (true) {
+    std::this_thread::sleep_for(2ms);
+    std::lock_guard lock(log.mu);
+    if (log.writes_in_open == 1) break;
+  }
+  return first;
+}
+
 // The last writer of a batch lingers while a unit is under way (started, not yet at its first
 // write): that one joins the batch, and one commit serves both.
 TEST(WriteBatchesTest, TheLastWriterLingersForAUnitUnderWay) {
@@ -225,16 +240,8 @@ TEST(WriteBatchesTest, TheLastWriterLingersForAUnitUnderWay) {
   WriteBatches b(log.hooks(), 64, 5000ms, /*linger=*/std::chrono::minutes(10));
   b.started();  // the first unit
   b.started();  // the second, under way
-  std::thread first([&] {
-    EXPECT_TRUE(one_write(b, log));
-    b.finished();
-  });
   // The first has written and lingers: nothing is committed until the second has written.
-  while (true) {
-    std::this_thread::sleep_for(2ms);
-    std::lock_guard lock(log.mu);
-    if (log.writes_in_open == 1) break;
-  }
+  std::thread first = first_unit_written(b, log);
   EXPECT_TRUE(one_write(b, log));
   b.finished();
   first.join();
@@ -250,15 +257,7 @@ TEST(WriteBatchesTest, ALingerEndsWhenTheUnitUnderWayEndsWithoutWriting) {
   ASSERT_TRUE(one_write(b, log));  // nothing under way: committed at once
   b.started();
   b.started();
-  std::thread first([&] {
-    EXPECT_TRUE(one_write(b, log));
-    b.finished();
-  });
-  while (true) {
-    std::this_thread::sleep_for(2ms);
-    std::lock_guard lock(log.mu);
-    if (log.writes_in_open == 1) break;
-  }
+  std::thread first = first_unit_written(b, log);
   b.finished();  // the second unit wrote nothing
   first.join();
   EXPECT_EQ(log.batch_writes, (std::vector<int>{1, 1}));
