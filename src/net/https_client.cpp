@@ -283,6 +283,15 @@ int options_index() {
   return index;
 }
 
+// The server's leaf certificate has a key whose SubjectPublicKeyInfo hashes to `pin` (compared
+// in constant time). No certificate or no key does not match.
+bool matches_pin(const X509* leaf, const Bytes<32>& pin) {
+  const EVP_PKEY* key = leaf != nullptr ? X509_get0_pubkey(leaf) : nullptr;
+  if (key == nullptr) return false;
+  const Bytes<32> hash = pki::spki_sha256(key);
+  return CRYPTO_memcmp(hash.data(), pin.data(), hash.size()) == 0;
+}
+
 // Replaces OpenSSL's chain verification: the chain (when trust anchors are set, with the host
 // check configured on the SSL) and then the pin, both of the client whose SSL this is.
 int verify_server(X509_STORE_CTX* store_ctx, void* /*arg*/) {
@@ -296,14 +305,9 @@ int verify_server(X509_STORE_CTX* store_ctx, void* /*arg*/) {
     return 0;
   }
   if (options->trust && X509_verify_cert(store_ctx) <= 0) return 0;
-  if (options->spki_pin) {
-    X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
-    const EVP_PKEY* key = leaf != nullptr ? X509_get0_pubkey(leaf) : nullptr;
-    const Bytes<32> pin = key != nullptr ? pki::spki_sha256(key) : Bytes<32>{};
-    if (key == nullptr || CRYPTO_memcmp(pin.data(), options->spki_pin->data(), pin.size()) != 0) {
-      X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
-      return 0;
-    }
+  if (options->spki_pin && !matches_pin(X509_STORE_CTX_get0_cert(store_ctx), *options->spki_pin)) {
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
   }
   return 1;
 }
