@@ -439,7 +439,12 @@ struct Agent::Impl {
     auto client = net::HttpsClient::create(std::move(pinned));
     if (!client) return std::unexpected(client.error());
     dpf = std::move(*client);
-    log::info(kLog, "discovery: home operator {}, DPF {}", fields->sho, dpf_url);
+    // When the DPF is the server the bootstrap came from (its key hashes to the pin), the DRF
+    // connection, verified by the anchors and host name, serves the DPF too: one handshake and
+    // one tunnel fewer. Another server or another key moves nothing (net/https_client.h).
+    const bool reused = dpf->adopt_idle(**drf) > 0;
+    log::info(kLog, "discovery: home operator {}, DPF {} ({})", fields->sho, dpf_url,
+              reused ? "on the DRF's connection" : "new connection");
     return {};
   }
 

@@ -41,6 +41,9 @@ constexpr std::size_t kProxyBodyLimit = 4 * 1024;
 // each operation: no background thread, and the stream's deadline bounds every run().
 struct Connection {
   asio::io_context ioc{1};  // first: the streams below are destroyed before it
+  // The context the TLS stream was made with, kept as long as the stream: a connection another
+  // client adopted (HttpsClient::adopt_idle) may outlive the client that made it.
+  std::shared_ptr<ssl::context> ctx;
   std::optional<beast::tcp_stream> plain;
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;
@@ -283,6 +286,15 @@ int options_index() {
   return index;
 }
 
+// The server's leaf certificate has a key whose SubjectPublicKeyInfo hashes to `pin` (compared
+// in constant time). No certificate or no key does not match.
+bool matches_pin(const X509* leaf, const Bytes<32>& pin) {
+  const EVP_PKEY* key = leaf != nullptr ? X509_get0_pubkey(leaf) : nullptr;
+  if (key == nullptr) return false;
+  const Bytes<32> hash = pki::spki_sha256(key);
+  return CRYPTO_memcmp(hash.data(), pin.data(), hash.size()) == 0;
+}
+
 // Replaces OpenSSL's chain verification: the chain (when trust anchors are set, with the host
 // check configured on the SSL) and then the pin, both of the client whose SSL this is.
 int verify_server(X509_STORE_CTX* store_ctx, void* /*arg*/) {
@@ -296,14 +308,9 @@ int verify_server(X509_STORE_CTX* store_ctx, void* /*arg*/) {
     return 0;
   }
   if (options->trust && X509_verify_cert(store_ctx) <= 0) return 0;
-  if (options->spki_pin) {
-    X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
-    const EVP_PKEY* key = leaf != nullptr ? X509_get0_pubkey(leaf) : nullptr;
-    const Bytes<32> pin = key != nullptr ? pki::spki_sha256(key) : Bytes<32>{};
-    if (key == nullptr || CRYPTO_memcmp(pin.data(), options->spki_pin->data(), pin.size()) != 0) {
-      X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
-      return 0;
-    }
+  if (options->spki_pin && !matches_pin(X509_STORE_CTX_get0_cert(store_ctx), *options->spki_pin)) {
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
   }
   return 1;
 }
@@ -485,6 +492,7 @@ Result<std::unique_ptr<Connection>> HttpsClient::State::connect(const Url& u) {
     if (ec) return fail(ErrorCode::io_error, fmt::format("resolve {}: {}", u.host, ec.message()));
   }
   if (u.tls) {
+    c->ctx = tls;
     c->secure.emplace(c->ioc, *tls);
   } else {
     c->plain.emplace(c->ioc);
@@ -680,6 +688,47 @@ Result<HttpResponse> HttpsClient::request(
 std::uint64_t HttpsClient::connections_opened() const { return state_->opened.load(); }
 
 std::size_t HttpsClient::live_client_contexts() { return live_contexts.load(); }
+
+std::size_t HttpsClient::adopt_idle(HttpsClient& from) {
+  if (&from == this) return 0;
+  State& to = *state_;
+  State& src = *from.state_;
+  // Options are fixed at create(), so these need no lock.
+  if (!to.tls) return 0;  // this client makes no TLS connections: nothing it could use
+  if (to.options.proxy != src.options.proxy ||
+      to.options.proxy_credential != src.options.proxy_credential) {
+    return 0;  // another way to the server (or another session at the gateway)
+  }
+  // The server may have authenticated `from` by its client certificate.
+  if (to.options.identity != src.options.identity) return 0;
+  // Host names were checked by `from` against its anchors, per pool key: only the same anchors
+  // object stands for ours.
+  if (to.options.trust && to.options.trust != src.options.trust) return 0;
+  std::scoped_lock lock(to.mu, src.mu);
+  std::size_t moved = 0;
+  for (auto& [key, theirs] : src.idle) {
+    auto& mine = to.idle[key];  // same key: the proxy, part of it, is the same
+    for (auto it = theirs.begin();
+         it != theirs.end() && mine.size() < to.options.max_idle_per_host;) {
+      Connection& c = **it;
+      SSL* ssl = c.secure ? c.secure->native_handle() : nullptr;
+      const bool usable =
+          ssl != nullptr && still_idle(c) &&
+          (!to.options.spki_pin ||
+           matches_pin(SSL_get0_peer_certificate(ssl), *to.options.spki_pin)) &&
+          // Points at our options from now on: `from` may be destroyed before the connection.
+          SSL_set_ex_data(ssl, options_index(), &to.options) == 1;
+      if (!usable) {
+        ++it;
+        continue;
+      }
+      mine.push_back(std::move(*it));
+      it = theirs.erase(it);
+      ++moved;
+    }
+  }
+  return moved;
+}
 
 void HttpsClient::close_idle() {
   std::lock_guard lock(state_->mu);

@@ -79,6 +79,25 @@ class HttpsClient {
   std::uint64_t connections_opened() const;  // TCP connections made so far
   void close_idle();                         // drops the pooled connections
 
+  // Moves `from`'s idle pooled connections into this client's pool where this client would
+  // have accepted them itself, and returns how many moved; the others stay with `from`. A
+  // connection moves only when all hold:
+  //  - both clients reach servers the same way: the same proxy and proxy credential (a tunnel
+  //    is opened per gateway session) and the same client identity object (the server may
+  //    have authenticated us by it);
+  //  - it is a TLS connection, still idle and open;
+  //  - with our pin: the server's leaf certificate, whose key the server proved it holds in
+  //    the handshake, has a key hashing to the pin (the check our handshake makes);
+  //  - with our trust anchors: `from` has the very same anchors object, so the chain and the
+  //    host name (checked by `from` per host:port, the pool key) were checked as we would;
+  //  - our max_idle_per_host is not reached.
+  // So an adopted connection is one whose server this client's own handshake would have
+  // accepted: `from` checked at least what we require, and the pin is checked here. The
+  // device uses it to reuse its DRF connection for the DPF when the bootstrap pins the key of
+  // the server it is already talking to. Adopted connections do not count in
+  // connections_opened(); they stay usable after `from` is destroyed.
+  std::size_t adopt_idle(HttpsClient& from);
+
   // The TLS contexts alive in the process. Clients whose options hold the same TrustAnchors and
   // TlsIdentity objects (by identity, not content) share one, which lives until the last of
   // them is destroyed; the one of clients with a pin only is kept for the process's life.

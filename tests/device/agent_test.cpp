@@ -26,6 +26,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "net/http_error.h"
+#include "net/metrics.h"
 #include "net/router.h"
 #include "pki/attestation.h"
 #include "pki/openssl.h"
@@ -148,6 +149,7 @@ class AgentTest : public ::testing::Test {
     c.routes = {roles::Route{kPcidRange, "ro", true}, roles::Route{kImsiRange, "sho", false}};
     c.homes = {{"ro", ro_url_}, {"sho", sho_->url()}};
     c.home_client = operator_client("vno-a");
+    c.gateway.metrics = gateway_metrics_;
     auto service = roles::VnoService::create(std::move(c), clock_);
     ASSERT_TRUE(service) << fmt::to_string(service.error());
     vno_ = std::move(*service);
@@ -242,6 +244,7 @@ class AgentTest : public ::testing::Test {
   Bytes<32> ro_pin_{};
   std::unique_ptr<roles::VnoService> vno_;
   std::unique_ptr<net::HttpServer> vno_server_;
+  std::shared_ptr<net::Metrics> gateway_metrics_ = std::make_shared<net::Metrics>("vno-a");
   std::mutex log_mu_;
   std::vector<std::string> log_;      // guarded by log_mu_
   std::vector<std::string> secrets_;  // in no log line
@@ -302,6 +305,11 @@ TEST_F(AgentTest, ProvisionsAFactoryFreshDeviceUntilItIsOperational) {
   EXPECT_FALSE(vno_->vno().session(out->operational.session));
   // The attaches, the polls while the SHO activated and the detaches shared one connection.
   EXPECT_EQ(vno_server_->connections_accepted(), 1u);
+  // The DRF and the DPF are the same RO with the same key: the DPF client took over the DRF's
+  // connection, so one tunnel through the gateway served the bootstrap and the whole DPF part.
+  EXPECT_EQ(
+      gateway_metrics_->counter("mcim_gateway_tunnels_total", "", {{"outcome", "open"}}).value(),
+      1u);
 }
 
 TEST_F(AgentTest, ABootstrapUnderAnotherPinIsRefusedAndNothingIsFetched) {

@@ -1,7 +1,8 @@
 // The HTTPS client against our TLS server: verification by trust anchors with the host checked,
 // by SPKI pin (the device's way to the DPF), both; keep-alive reuse and recovery from a
 // connection the server closed; response size and time limits; URL parsing; thread safety;
-// clients sharing TLS contexts without sharing their pins, host checks or identities.
+// clients sharing TLS contexts without sharing their pins, host checks or identities; a client
+// adopting another's idle connections only where it would have accepted them itself.
 #include "net/https_client.h"
 
 #include <gtest/gtest.h>
@@ -429,6 +430,168 @@ TEST(HttpsClient, HostNameIsCheckedOnASharedContext) {
   expect_misnamed(*a);
   EXPECT_TRUE(b->get(good->url() + "/").has_value());
   expect_misnamed(*c);
+}
+
+// The test root in an anchors object of its own.
+std::shared_ptr<const pki::TrustAnchors> fresh_anchors() {
+  auto anchors = pki::TrustAnchors::from_file(TestPki::get().root_file());
+  EXPECT_TRUE(anchors.has_value()) << anchors.error().message;
+  return std::make_shared<const pki::TrustAnchors>(std::move(*anchors));
+}
+
+// The device's DRF then DPF on one server: a client with anchors makes the connection, a client
+// pinned to the server's key adopts it and opens none of its own.
+TEST(HttpsClient, PinnedClientAdoptsAVerifiedIdleConnection) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  auto drf = make_client();
+  ASSERT_TRUE(drf->get(server->url() + "/bootstrap").has_value());
+  HttpsClientOptions pinned;
+  pinned.spki_pin = server_pin();
+  auto dpf = make_client("", pinned);
+  EXPECT_EQ(dpf->adopt_idle(*drf), 1u);
+  EXPECT_EQ(dpf->adopt_idle(*drf), 0u);  // moved, not copied
+  const auto r = dpf->request("POST", server->url() + "/dpf", "x", "text/plain");
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->body, "POST /dpf x");
+  EXPECT_EQ(dpf->connections_opened(), 0u);
+  EXPECT_EQ(server->connections_accepted(), 1u);
+  // The connection went back to the adopting client's pool; the other has none left.
+  ASSERT_TRUE(drf->get(server->url() + "/bootstrap").has_value());
+  EXPECT_EQ(drf->connections_opened(), 2u);
+  EXPECT_EQ(server->connections_accepted(), 2u);
+  EXPECT_EQ(dpf->adopt_idle(*dpf), 0u);  // itself: nothing to do, no deadlock
+}
+
+TEST(HttpsClient, AdoptedConnectionOutlivesTheClientThatMadeIt) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  HttpsClientOptions pinned;
+  pinned.spki_pin = server_pin();
+  auto dpf = make_client("", pinned);
+  {
+    // Anchors of its own, so that its TLS context goes with it.
+    HttpsClientOptions o;
+    o.trust = fresh_anchors();
+    auto drf = make_client("", o);
+    ASSERT_TRUE(drf->get(server->url() + "/bootstrap").has_value());
+    EXPECT_EQ(dpf->adopt_idle(*drf), 1u);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const auto r = dpf->get(server->url() + "/dpf");
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+  }
+  EXPECT_EQ(dpf->connections_opened(), 0u);
+  EXPECT_EQ(server->connections_accepted(), 1u);
+}
+
+TEST(HttpsClient, WrongPinAdoptsNothing) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  auto drf = make_client();
+  ASSERT_TRUE(drf->get(server->url() + "/bootstrap").has_value());
+  HttpsClientOptions o;
+  o.spki_pin = server_pin();
+  (*o.spki_pin)[0] ^= 1;
+  auto dpf = make_client("", o);
+  EXPECT_EQ(dpf->adopt_idle(*drf), 0u);
+  const auto r = dpf->get(server->url() + "/dpf");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::chain_invalid);
+  EXPECT_NE(r.error().message.find("pin"), std::string::npos) << r.error().message;
+  // With the same anchors too: the pin is still checked.
+  o.trust = TestPki::get().anchors();
+  EXPECT_EQ(make_client("", o)->adopt_idle(*drf), 0u);
+  // The connection stayed where it was.
+  ASSERT_TRUE(drf->get(server->url() + "/bootstrap").has_value());
+  EXPECT_EQ(drf->connections_opened(), 1u);
+}
+
+TEST(HttpsClient, AnchorsMustBeTheSameObjectToAdopt) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  auto from = make_client();
+  ASSERT_TRUE(from->get(server->url() + "/").has_value());
+  // The same certificates in another object: not known to have checked the same way.
+  HttpsClientOptions copy;
+  copy.trust = fresh_anchors();
+  EXPECT_EQ(make_client("", copy)->adopt_idle(*from), 0u);
+  HttpsClientOptions stranger;
+  stranger.trust = TestPki::get().stranger_anchors();
+  EXPECT_EQ(make_client("", stranger)->adopt_idle(*from), 0u);
+  // From a client verifying by pin only, a client with anchors takes nothing.
+  HttpsClientOptions pinned;
+  pinned.spki_pin = server_pin();
+  auto pin_only = make_client("", pinned);
+  ASSERT_TRUE(pin_only->get(server->url() + "/").has_value());
+  EXPECT_EQ(make_client()->adopt_idle(*pin_only), 0u);
+  // The same anchors object: moves.
+  EXPECT_EQ(make_client()->adopt_idle(*from), 1u);
+}
+
+TEST(HttpsClient, AdoptionNeedsTheSameRouteAndIdentity) {
+  auto server = start_server(echo, tls_options());
+  ASSERT_TRUE(server);
+  HttpsClientOptions base;
+  base.spki_pin = server_pin();
+  base.proxy_credential = "session-a";  // unused without a proxy, but compared all the same
+  auto from = make_client("", base);
+  ASSERT_TRUE(from->get(server->url() + "/").has_value());
+  HttpsClientOptions other_credential = base;
+  other_credential.proxy_credential = "session-b";
+  EXPECT_EQ(make_client("", other_credential)->adopt_idle(*from), 0u);
+  HttpsClientOptions via_proxy = base;
+  via_proxy.proxy = "127.0.0.1:9";
+  EXPECT_EQ(make_client("", via_proxy)->adopt_idle(*from), 0u);
+  HttpsClientOptions with_identity = base;
+  with_identity.identity = TestPki::get().client("vno-a").identity;
+  EXPECT_EQ(make_client("", with_identity)->adopt_idle(*from), 0u);
+  EXPECT_EQ(make_client("", base)->adopt_idle(*from), 1u);
+}
+
+TEST(HttpsClient, AdoptionTakesNoPlainOrDeadConnectionsAndKeepsTheLimit) {
+  HttpServerOptions so;
+  so.threads = 4;
+  auto plain = start_server(echo, std::nullopt);
+  ASSERT_TRUE(plain);
+  HttpsClientOptions o;
+  o.trust = TestPki::get().anchors();
+  o.allow_plain_http = true;
+  auto from = make_client("", o);
+  ASSERT_TRUE(from->get(plain->url() + "/").has_value());
+  EXPECT_EQ(make_client("", o)->adopt_idle(*from), 0u);
+
+  // Three idle connections to one server, at most two adopted.
+  auto server = start_server(echo, tls_options(), so);
+  ASSERT_TRUE(server);
+  std::vector<std::unique_ptr<HttpsClient>> makers;
+  for (int i = 0; i < 3; ++i) {
+    makers.push_back(make_client());
+    ASSERT_TRUE(makers.back()->get(server->url() + "/").has_value());
+    EXPECT_EQ(from->adopt_idle(*makers.back()), 1u);
+  }
+  HttpsClientOptions limited;
+  limited.trust = TestPki::get().anchors();
+  limited.max_idle_per_host = 2;
+  auto to = make_client("", limited);
+  EXPECT_EQ(to->adopt_idle(*from), 2u);
+  EXPECT_EQ(to->adopt_idle(*from), 0u);
+
+  // A connection the server closed stays behind.
+  HttpServerOptions quick;
+  quick.read_timeout = 50ms;  // the server drops idle keep-alive connections after this
+  quick.metrics = std::make_shared<Metrics>("t");
+  auto closing = start_server(echo, tls_options(), quick);
+  ASSERT_TRUE(closing);
+  auto maker = make_client();
+  ASSERT_TRUE(maker->get(closing->url() + "/").has_value());
+  Gauge& open = quick.metrics->gauge("mcim_http_connections_open", "");
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (open.value() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(open.value(), 0);
+  EXPECT_EQ(make_client()->adopt_idle(*maker), 0u);
 }
 
 TEST(HttpsClient, OptionsAndRequestsAreCheckedLocally) {
