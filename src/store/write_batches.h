@@ -4,8 +4,9 @@
 // the last one in line, the one that finds nobody waiting (after lingering a moment for units
 // under way, `linger`), commits for all of them: one flush of the log for the whole batch. As in
 // GroupCommit (group_commit.h) and LevelDB's DBImpl::Write, a member returns only once its batch
-// has been committed (or rolled back), so durability is that of a commit each. Pure synchronisation, no I/O of its own: beginning and ending the
-// transaction are the store's hooks. Thread-safe.
+// has been committed (or rolled back), so durability is that of a commit each. Pure
+// synchronisation, no I/O of its own: beginning and ending the transaction are the store's
+// hooks. Thread-safe.
 #pragma once
 
 #include <algorithm>
