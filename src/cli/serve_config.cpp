@@ -876,6 +876,7 @@ Result<ShoServeConfig> load_sho_config(const std::string& path) {
   auto common = load_common(file, *j, net::ClientAuth::optional);
   if (!common) return std::unexpected(common.error());
   c.common = std::move(*common);
+  if (!j->contains("threads")) c.common.threads = kShoDefaultThreads;
   auto db = database_of(file, *j, "sho.db");
   if (!db) return std::unexpected(db.error());
   c.db_url = std::move(*db);

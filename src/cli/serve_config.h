@@ -43,12 +43,15 @@ Result<ListenAddress> parse_listen(std::string_view text, std::string_view what)
 // Worker threads of `mcim serve ro` when its file does not say: its handlers block on the
 // database, so it wants more workers than cores.
 inline constexpr int kRoDefaultThreads = 8;
+// And of `mcim serve sho`: its writes share SQLite commits with the units of its other workers
+// (docs/store.md "Batched commits"), which two workers left to at most two at a time.
+inline constexpr int kShoDefaultThreads = 4;
 
 struct ServeCommon {
   std::string path;  // the config file, as given
   std::string dir;   // its directory, against which relative paths were resolved
   ListenAddress listen;
-  int threads = 2;  // the RO's default is kRoDefaultThreads
+  int threads = 2;  // the RO's default is kRoDefaultThreads, the SHO's kShoDefaultThreads
   log::Level log_level = log::Level::info;
   net::TlsServerOptions tls;                 // identity loaded, client_trust when asked for
   std::shared_ptr<net::HttpsClient> client;  // the outgoing mTLS client; null without `client`

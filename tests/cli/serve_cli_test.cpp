@@ -500,7 +500,7 @@ TEST(ServeConfig, ShoDefaultsAndEveryKnob) {
   auto c = load_sho_config(write_config("sho-defaults", "sho.json", sho_json()));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->common.tls.client_auth, net::ClientAuth::optional);
-  EXPECT_EQ(c->common.threads, 2);
+  EXPECT_EQ(c->common.threads, kShoDefaultThreads);
   EXPECT_EQ(c->db_url, "sqlite:" + Files::get().path("sho-defaults") + "/sho.db");
   const sho::ShoServiceConfig& s = c->service;
   const sho::ShoServiceConfig defaults;
