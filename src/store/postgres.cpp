@@ -21,6 +21,8 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "common/secure.h"
 #include "store/sql_ports.h"
@@ -321,8 +323,9 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
   ~Connection() { PQfinish(conn_); }
 
-  bool broken() const { return PQstatus(conn_) != CONNECTION_OK; }
-  bool idle() const { return PQtransactionStatus(conn_) == PQTRANS_IDLE; }
+  bool broken() const { return stuck_ || PQstatus(conn_) != CONNECTION_OK; }
+  // No transaction, neither open nor deferred (a unit's BEGIN waiting for its first statement).
+  bool idle() const { return deferred_.empty() && PQtransactionStatus(conn_) == PQTRANS_IDLE; }
   void set_operation(std::string_view op) { op_ = op; }
 
   Error error(const PGresult* r) const {
@@ -349,18 +352,34 @@ class Connection {
                              trimmed(PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)), code));
   }
 
-  // Statements without values only: BEGIN/COMMIT, locks, migrations.
+  // Statements without values only: BEGIN/COMMIT, locks, migrations. Deferred statements go
+  // first, in a round trip of their own.
   Result<void> exec(std::string_view sql) {
+    if (!deferred_.empty()) {
+      if (auto r = check(pipelined(nullptr, 0, nullptr, nullptr, nullptr)); !r) return r;
+    }
     const std::string text(sql);
     return check(PQexec(conn_, text.c_str()));
   }
 
-  // Runs a prepared statement (preparing it on first use); binary parameters and results.
+  // A statement without values (one, from sql::UnitCalls: BEGIN and savepoints) that goes with
+  // the next one, in the same round trip to the server.
+  Result<void> defer(std::string_view sql) {
+    deferred_.push_back(sql);
+    return {};
+  }
+  // Forgets the deferred statements (a connection going back to the pool).
+  void drop_deferred() { deferred_.clear(); }
+
+  // Runs a prepared statement (preparing it on first use); binary parameters and results. The
+  // deferred statements go with it.
   Result<PGresult*> execute(Q q, int n, const char* const* values, const int* lengths,
                             const int* formats) {
     if (auto r = prepare(q); !r) return sql::pass(r);
     const std::string name = statement_name(q);
-    PGresult* res = PQexecPrepared(conn_, name.c_str(), n, values, lengths, formats, 1);
+    PGresult* res = deferred_.empty()
+                        ? PQexecPrepared(conn_, name.c_str(), n, values, lengths, formats, 1)
+                        : pipelined(name.c_str(), n, values, lengths, formats);
     const auto status = PQresultStatus(res);
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return res;
     Error e = error(res);
@@ -384,6 +403,51 @@ class Connection {
     return {};
   }
 
+  // The deferred statements, then the prepared statement `name` when there is one, in one round
+  // trip (libpq's pipeline mode). The result is the first failure among them (those after it were
+  // not run), else the last statement's; null when the connection failed before any.
+  PGresult* pipelined(const char* name, int n, const char* const* values, const int* lengths,
+                      const int* formats) {
+    const std::vector<std::string_view> sent = std::exchange(deferred_, {});
+    if (PQenterPipelineMode(conn_) != 1) return nullptr;
+    bool ok = true;
+    for (std::string_view s : sent) {
+      const std::string text(s);
+      ok = ok &&
+           PQsendQueryParams(conn_, text.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+    }
+    if (name != nullptr) {
+      ok = ok && PQsendQueryPrepared(conn_, name, n, values, lengths, formats, 1) == 1;
+    }
+    ok = ok && PQpipelineSync(conn_) == 1;
+    PGresult* out = nullptr;
+    bool failed = false;
+    // Each statement's results end with a null; the sync point ends them all.
+    while (true) {
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) {
+        if (!ok || broken()) break;
+        continue;
+      }
+      const auto status = PQresultStatus(r);
+      if (status == PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        break;
+      }
+      const bool success = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+      if (!failed && status != PGRES_PIPELINE_ABORTED) {
+        PQclear(out);
+        out = r;
+        failed = !success;
+      } else {
+        PQclear(r);
+      }
+    }
+    // Still in pipeline mode (a send failed midway): no synchronous call would work on it again.
+    if (PQexitPipelineMode(conn_) != 1) stuck_ = true;
+    return out;
+  }
+
   Result<void> check(PGresult* res) {
     const auto status = PQresultStatus(res);
     const bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
@@ -394,7 +458,9 @@ class Connection {
   }
 
   PGconn* conn_;
-  std::bitset<sql::kQueries> prepared_;  // server-side prepared statements of this session
+  std::bitset<sql::kQueries> prepared_;     // server-side prepared statements of this session
+  std::vector<std::string_view> deferred_;  // static texts (defer)
+  bool stuck_ = false;                      // left in pipeline mode: discard it
   std::string_view op_ = "open";
 };
 
@@ -626,17 +692,16 @@ class Backend : public sql::UnitCalls<Backend, Connection, sql::ConnectionPool<C
     }
   }
 
-  // A unit's first write takes a connection and begins the unit's transaction on it.
+  // A unit's first write takes a connection; the transaction begins with that write's call.
   Result<void> open_unit(Unit& u, std::string_view op) {
     auto lease = pool_.acquire();
     if (!lease) return sql::pass(lease);
     (*lease)->set_operation(op);
-    if (auto begun = (*lease)->exec("BEGIN"); !begun) {
-      settle(*lease);
-      return begun;
-    }
+    // BEGIN goes with the first call's first statement (sql::UnitCalls, Connection::defer); a
+    // BEGIN that fails fails that call, and the unit.
     u.hold.emplace(std::move(*lease));
     u.conn = &**u.hold;
+    u.begin_deferred = true;
     return {};
   }
 
@@ -655,6 +720,7 @@ class Backend : public sql::UnitCalls<Backend, Connection, sql::ConnectionPool<C
   // Rolls back what a call left open; a broken connection is discarded with the idle ones.
   void settle(sql::ConnectionPool<Connection>::Lease& lease) {
     Connection& c = *lease;
+    c.drop_deferred();  // a BEGIN never sent leaves nothing to roll back
     if (!c.broken() && !c.idle()) (void)c.exec("ROLLBACK");
     if (c.broken()) {
       lease.discard();

@@ -140,6 +140,11 @@ struct Unit {
   Conn* conn = nullptr;  // set once the transaction is open
   std::optional<Hold> hold;
   std::optional<Error> failed;
+  // What the next call takes with its savepoint (call_in_unit): the BEGIN that open_unit may
+  // leave to it, and the release of the last call's savepoint, which is otherwise left to the
+  // unit's end (COMMIT, ROLLBACK, or SQLite's RELEASE of the unit's own savepoint).
+  bool begin_deferred = false;
+  bool call_savepoint_held = false;
   static inline thread_local Unit* current = nullptr;
 
   // The calling thread's unit on `backend`, if it has one.
@@ -171,7 +176,8 @@ class UnitScope {
 // calls join the calling thread's unit, the savepoint around each, and the unit's run. `Derived`
 // (CRTP) provides:
 //   alone(op, f)          runs `f` on a pooled connection of its own, with its retry policy;
-//   open_unit(unit, op)   begins the unit's transaction, or joins one (unit.conn, unit.hold);
+//   open_unit(unit, op)   begins the unit's transaction, or joins one (unit.conn, unit.hold),
+//                         or leaves its BEGIN to the first call (unit.begin_deferred);
 //   end_unit(unit, r)     ends the unit: commits when `r` is success, else rolls back what it
 //                         wrote, and returns `r` or the commit's error;
 //   pause(attempt)        waits before a unit that met a conflict runs again;
@@ -266,16 +272,31 @@ class UnitCalls {
   // which its failure rolls back, so that the unit may go on (on PostgreSQL a failed statement
   // would otherwise have lost the whole transaction). A unit whose savepoint could not be taken
   // or undone is lost: it fails, and so does every later call in it.
+  // The savepoint of a call that succeeded is not released at once: the next call releases it as
+  // it takes its own, or the unit's end does, and at most one is held at a time as before. On
+  // PostgreSQL the BEGIN, the release and the savepoint go with the call's first statement, in
+  // one round trip to the server (libpq's pipeline mode), instead of round trips of their own.
   template <class F>
   std::invoke_result_t<F&, Conn&> call_in_unit(Unit& u, std::string_view op, F& f) {
     using R = std::invoke_result_t<F&, Conn&>;
     if (u.failed) return std::unexpected(*u.failed);
     Conn& c = *u.conn;
     c.set_operation(op);
-    if (auto sp = c.exec("SAVEPOINT call"); !sp) return u.note(R(std::unexpected(sp.error())));
+    // Conn::defer: SQLite runs it now; PostgreSQL sends it with the call's first statement.
+    const bool begin = std::exchange(u.begin_deferred, false);
+    const bool held = std::exchange(u.call_savepoint_held, false);
+    Result<void> sp = begin ? c.defer("BEGIN") : Result<void>{};
+    if (sp && held) sp = c.defer("RELEASE call");
+    if (sp) sp = c.defer("SAVEPOINT call");
+    if (!sp) return u.note(R(std::unexpected(sp.error())));
+    u.call_savepoint_held = true;
     auto r = f(c);
-    auto end = c.exec(r ? "RELEASE call" : "ROLLBACK TO call; RELEASE call");
-    if (!end) return u.note(R(std::unexpected(end.error())));
+    if (!r) {
+      u.call_savepoint_held = false;
+      if (auto undone = c.exec("ROLLBACK TO call; RELEASE call"); !undone) {
+        return u.note(R(std::unexpected(undone.error())));
+      }
+    }
     return r;
   }
 };

@@ -342,6 +342,8 @@ class Connection {
     if (rc != SQLITE_OK) return std::unexpected(error(rc));
     return {};
   }
+  // sql::UnitCalls' statements that PostgreSQL sends with the next one; here, in-process, now.
+  Result<void> defer(std::string_view sql) { return exec(sql); }
   Result<sqlite3_stmt*> prepared(Q q) {
     auto& slot = prepared_[static_cast<std::size_t>(q)];
     if (slot == nullptr) {

@@ -1129,6 +1129,33 @@ TEST_P(StoreTest, ACallThatFailsInAUnitLeavesNothingOfItselfAndTheUnitGoesOn) {
   EXPECT_EQ(audit_count(second()), 1u);
 }
 
+// On PostgreSQL a unit's BEGIN and each call's savepoint go with the call's first statement, in
+// one round trip (store.md "Units of work"): a first statement that the server refuses there
+// is rolled back to its savepoint, and the unit goes on and commits the rest.
+TEST_P(StoreTest, AUnitWhoseFirstStatementTheServerRefusesGoesOn) {
+  if (GetParam().name != "postgresql") GTEST_SKIP() << "a text with a NUL is PostgreSQL's refusal";
+  const std::string nul_imsi("00101\0", 6);
+  ASSERT_OK(db_->audit().atomically([&]() -> Result<void> {
+    auto refused = db_->sessions().open(make_session("s0", nul_imsi, "vno-a", 500), at(100));
+    EXPECT_FALSE(refused);
+    if (!refused) {
+      EXPECT_EQ(refused.error().code, ErrorCode::invalid_argument) << refused.error().message;
+    }
+    EXPECT_TRUE(db_->sessions().open(make_session("s1", "001010000000001", "vno-a", 500), at(100)));
+    EXPECT_FALSE(db_->sessions().open(make_session("s2", nul_imsi, "vno-a", 500), at(100)));
+    auto a = db_->audit().append(unit_record("001010000000001"));
+    if (!a) return std::unexpected(a.error());
+    return {};
+  }));
+  EXPECT_TRUE(session_stored(second(), "s1"));
+  EXPECT_FALSE(session_stored(second(), "s0"));
+  EXPECT_FALSE(session_stored(second(), "s2"));
+  EXPECT_EQ(audit_count(second()), 1u);
+  // The connection went back to the pool clean: a lone write commits.
+  ASSERT_OK(db_->sessions().open(make_session("s3", "001010000000003", "vno-a", 500), at(100)));
+  EXPECT_TRUE(session_stored(second(), "s3"));
+}
+
 TEST_P(StoreTest, AUnitWithinAUnitJoinsIt) {
   if (GetParam().name == "memory") GTEST_SKIP() << "memory runs a unit's calls as they come";
   auto r = db_->audit().atomically([&]() -> Result<void> {
