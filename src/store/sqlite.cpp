@@ -19,6 +19,8 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "store/sql_ports.h"
 #include "store/write_batches.h"
@@ -326,6 +328,7 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
   ~Connection() {
     for (auto* s : prepared_) sqlite3_finalize(s);
+    for (auto& [text, s] : control_) sqlite3_finalize(s);
     sqlite3_close_v2(db_);
   }
 
@@ -342,8 +345,27 @@ class Connection {
     if (rc != SQLITE_OK) return std::unexpected(error(rc));
     return {};
   }
+  // One transaction or savepoint statement (BEGIN IMMEDIATE, COMMIT, SAVEPOINT unit, ...), a
+  // static text, prepared once per connection: parsing them anew for every unit and call cost
+  // about 2 % of the services' CPU (docs/performance.md).
+  Result<void> control(std::string_view sql) {
+    sqlite3_stmt* s = nullptr;
+    for (const auto& [text, stmt] : control_) {
+      if (text == sql) s = stmt;
+    }
+    if (s == nullptr) {
+      const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                        SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+      if (rc != SQLITE_OK) return std::unexpected(error(rc));
+      control_.emplace_back(sql, s);
+    }
+    const int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return std::unexpected(error(rc));
+    return {};
+  }
   // sql::UnitCalls' statements that PostgreSQL sends with the next one; here, in-process, now.
-  Result<void> defer(std::string_view sql) { return exec(sql); }
+  Result<void> defer(std::string_view sql) { return control(sql); }
   Result<sqlite3_stmt*> prepared(Q q) {
     auto& slot = prepared_[static_cast<std::size_t>(q)];
     if (slot == nullptr) {
@@ -369,6 +391,7 @@ class Connection {
   std::shared_ptr<LockWaiters> waiters_;
   std::chrono::steady_clock::time_point busy_since_{};
   std::array<sqlite3_stmt*, sql::kQueries> prepared_{};
+  std::vector<std::pair<std::string_view, sqlite3_stmt*>> control_;  // static texts (control)
   std::string_view op_ = "open";
 };
 
@@ -522,21 +545,21 @@ class Transaction {
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
   ~Transaction() {
-    if (open_) (void)c_.exec("ROLLBACK");
+    if (open_) (void)c_.control("ROLLBACK");
   }
   // Within a unit's transaction (AuditStore::atomically) a method's statements join it: its
   // begin and commit do nothing, and the savepoint the unit takes around each call undoes it
   // when it fails.
   Result<void> begin() {
     if (sqlite3_get_autocommit(c_.handle()) == 0) return {};
-    auto r = c_.exec("BEGIN IMMEDIATE");
+    auto r = c_.control("BEGIN IMMEDIATE");
     open_ = r.has_value();
     return r;
   }
   Result<void> begin_migration() { return begin(); }  // the write lock serialises openers
   Result<void> commit() {
     if (!open_) return {};
-    auto r = c_.exec("COMMIT");
+    auto r = c_.control("COMMIT");
     if (r) open_ = false;
     return r;
   }
@@ -575,7 +598,7 @@ class Backend : public sql::UnitCalls<Backend, Connection, WriteBatches::Member>
       c.set_operation(op);
       const auto changes = sqlite3_total_changes64(c.handle());
       auto r = f(c);
-      if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
+      if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.control("ROLLBACK");
       // A write (committed or rolled back) has let go of the write lock: wake its waiters.
       if (sqlite3_total_changes64(c.handle()) != changes) waiters_->released();
       if (r || r.error().code != ErrorCode::busy || attempt == kAttempts) return r;
@@ -598,7 +621,7 @@ class Backend : public sql::UnitCalls<Backend, Connection, WriteBatches::Member>
       (void)batches_.leave(*member, lost);
       return std::unexpected(lost);
     }
-    if (auto sp = c.exec("SAVEPOINT unit"); !sp) {
+    if (auto sp = c.control("SAVEPOINT unit"); !sp) {
       (void)batches_.leave(*member, sp.error());
       return sp;
     }
@@ -612,7 +635,9 @@ class Backend : public sql::UnitCalls<Backend, Connection, WriteBatches::Member>
   Result<void> end_unit(Unit& u, Result<void> r) {
     Connection& c = *u.conn;
     if (r) {
-      if (auto released = c.exec("RELEASE unit"); !released) r = std::unexpected(released.error());
+      if (auto released = c.control("RELEASE unit"); !released) {
+        r = std::unexpected(released.error());
+      }
     }
     std::optional<Error> lost;
     if (!r) {
@@ -635,15 +660,15 @@ class Backend : public sql::UnitCalls<Backend, Connection, WriteBatches::Member>
     auto lease = pool_.acquire();
     if (!lease) return sql::pass(lease);
     (*lease)->set_operation("batch");
-    if (auto begun = (*lease)->exec("BEGIN IMMEDIATE"); !begun) return begun;
+    if (auto begun = (*lease)->control("BEGIN IMMEDIATE"); !begun) return begun;
     batch_.emplace(std::move(*lease));
     return {};
   }
   Result<void> end_batch(bool commit) {
     Connection& c = **batch_;
     c.set_operation("batch");
-    Result<void> r = commit ? c.exec("COMMIT") : Result<void>{};
-    if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.exec("ROLLBACK");
+    Result<void> r = commit ? c.control("COMMIT") : Result<void>{};
+    if (sqlite3_get_autocommit(c.handle()) == 0) (void)c.control("ROLLBACK");
     waiters_->released();
     batch_.reset();  // back to the pool
     return r;
