@@ -39,6 +39,10 @@ Result<Owner> owner_of(const Args& a) {
   if (auto r = require(a.trust, "--trust"); !r) return std::unexpected(r.error());
   if (auto r = require(a.token_file, "--token-file"); !r) return std::unexpected(r.error());
   if (auto r = require(a.device_id, "--device-id"); !r) return std::unexpected(r.error());
+  // The id goes into the request's path: the SHO's own rule, checked before anything is sent.
+  if (!pki::valid_mcim_id(a.device_id)) {
+    return fail(ErrorCode::invalid_argument, "--device-id: an id ([A-Za-z0-9._:-]{1,64})");
+  }
   if (!a.sho.starts_with("https://")) {
     return fail(ErrorCode::invalid_argument, "--sho: an https:// URL");
   }
@@ -148,6 +152,17 @@ Result<Fields> run_activate(const Args& a) {
   return fields_of(*r);
 }
 
+// F4 at the SHO the device moves to: starts again the validation of an operator change whose
+// start failed (the subscriber left `registered`), as the change order did.
+Result<Fields> run_retry_validation(const Args& a) {
+  auto owner = owner_of(a);
+  if (!owner) return std::unexpected(owner.error());
+  auto r =
+      call(*owner, "POST", "/v1/subscribers/" + a.device_id + "/validation", Json::object(), 200);
+  if (!r) return std::unexpected(r.error());
+  return fields_of(*r);
+}
+
 // F5 at the old SHO: it deletes its MCIM, then hands the PCID's registration to --to.
 Result<Fields> run_revert(const Args& a) {
   if (a.status && !a.to.empty()) {
@@ -208,6 +223,14 @@ void register_subscriber(CLI::App& app, Result<Fields>* result) {
       "at the SHO the device moves to, register a device that runs on another operator's MCIM "
       "(F4): its validation starts at once; prints what register prints"));
   change->callback([args, result] { *result = run_register(*args, true); });
+
+  auto* retry = with_owner(
+      sub->add_subcommand("retry-validation",
+                          "at the SHO the device moves to, start again the validation of an "
+                          "operator change that did not start (F4; the subscriber is left "
+                          "registered)"),
+      a);
+  retry->callback([args, result] { *result = run_retry_validation(*args); });
 
   auto* status = with_owner(sub->add_subcommand("status", "the subscriber's state at the SHO"), a);
   status->callback([args, result] { *result = run_status(*args); });

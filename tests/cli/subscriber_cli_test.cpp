@@ -143,6 +143,8 @@ TEST_F(SubscriberCli, BadInputExitsTwoAndRegistersNothing) {
       owner({"subscriber", "activate", "--device-id", device_id_, "--window", "0"}),
       {"subscriber", "status", "--sho", "http://127.0.0.1:1", "--trust", "x", "--token-file", "y",
        "--device-id", device_id_},
+      owner({"subscriber", "status", "--device-id", "../v1/operator"}),  // not an id: a path
+      owner({"subscriber", "retry-validation", "--device-id", "dev 1"}),
   };
   for (const auto& args : bad) {
     const auto r = mcim(args);
@@ -172,6 +174,22 @@ TEST_F(SubscriberCli, BadInputExitsTwoAndRegistersNothing) {
   EXPECT_NE(stranger.out.find("\"unauthenticated\""), std::string::npos) << stranger.out;
 }
 
+// `retry-validation` is for an operator change whose validation did not start: for an F2
+// registration the SHO refuses it (409 transition_refused, exit 1) and the subscriber stays
+// registered. The accepted retry is in ChangeOperatorCli below.
+TEST_F(SubscriberCli, ARetryOfTheValidationOfAnF2RegistrationIsRefused) {
+  ASSERT_EQ(mcim(registration()).code, 0);
+  const auto retry =
+      mcim(owner({"--json", "subscriber", "retry-validation", "--device-id", device_id_}));
+  EXPECT_EQ(retry.code, 1) << retry.out << retry.err;
+  EXPECT_NE(retry.out.find("\"transition_refused\""), std::string::npos) << retry.out;
+  EXPECT_EQ(Json::parse(status_json()).value("status", ""), "registered");
+  const auto unknown =
+      mcim(owner({"--json", "subscriber", "retry-validation", "--device-id", "dev-unknown"}));
+  EXPECT_EQ(unknown.code, 2) << unknown.out << unknown.err;
+  EXPECT_NE(unknown.out.find("\"not_found\""), std::string::npos) << unknown.out;
+}
+
 // `subscriber change-operator` (F4) against a fake SHO (an `mcim up` system cannot run F4 before
 // the RO's change route exists): the registration's body with "change": true and the owner's
 // token, the answer printed as `register` prints it, the PIN in no output. Bad input exits 2 and
@@ -185,6 +203,10 @@ class ChangeOperatorCli : public ::testing::Test {
           std::lock_guard lock(mu_);
           requests_.push_back(r);
           if (refusal_) return *refusal_;
+          if (r.target.ends_with("/validation")) {
+            return net::json_response(
+                200, Json{{"device_id", "dev-001019900000001"}, {"status", "validating"}});
+          }
           return net::json_response(201, Json{{"device_id", "dev-001019900000001"},
                                               {"pcid", "001019900000001"},
                                               {"imsi", "001020000000001"},
@@ -253,6 +275,24 @@ TEST_F(ChangeOperatorCli, SendsTheRegistrationWithChangeAndPrintsTheAnswer) {
   ASSERT_EQ(mcim(reg).code, 0);
   const Json plain = Json::parse(requests().back().body, nullptr, false);
   EXPECT_FALSE(plain.contains("change")) << plain.dump();
+}
+
+// The owner's retry of a change whose validation did not start: an empty body with the token.
+TEST_F(ChangeOperatorCli, RetryValidationPostsToTheSubscribersValidation) {
+  const std::vector<std::string> retry = {"subscriber",   "retry-validation",
+                                          "--sho",        server_->url(),
+                                          "--trust",      net::testing::TestPki::get().root_file(),
+                                          "--token-file", dir_ / "token",
+                                          "--device-id",  "dev-001019900000001"};
+  const auto r = mcim(retry);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("status: validating"), std::string::npos) << r.out;
+  const auto got = requests();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].method, "POST");
+  EXPECT_EQ(got[0].target, "/v1/subscribers/dev-001019900000001/validation");
+  EXPECT_EQ(got[0].header("Authorization"), "Bearer owner-token-0123");
+  EXPECT_EQ(Json::parse(got[0].body, nullptr, false), Json::object()) << got[0].body;
 }
 
 TEST_F(ChangeOperatorCli, BadInputExitsTwoAndSendsNothing) {
