@@ -524,9 +524,11 @@ TEST_F(ConnectProxyTest, StopClosesOpenTunnelsPromptly) {
   ASSERT_TRUE(waiting.connected());
   EXPECT_EQ(proxy_->tunnels_open(), 1u);
 
+  // Promptly: well before the head timeout (5 s) and the idle timeout (60 s) would have ended
+  // them, with room for a loaded machine or a sanitizer build.
   const auto begin = std::chrono::steady_clock::now();
   proxy_->stop();
-  EXPECT_LT(std::chrono::steady_clock::now() - begin, 1s);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 3s);
   EXPECT_EQ(proxy_->tunnels_open(), 0u);
   bool eof = false;
   s.read_all(eof);
