@@ -191,12 +191,17 @@ TEST_F(CrashTest, SigkillAtRandomInstantsNeverTearsTheState) {
         ::_exit(0);
       }
       ::close(pipefd[1]);
+      // The clock starts when the child has opened its TRE and begins its first operation, so
+      // that the kills land among the operations however slow the start of a process is (a
+      // loaded machine or a sanitizer build takes longer to fork and open than the whole range
+      // of delays). The child that has nothing left to do closes the pipe without writing.
+      std::optional<std::uint64_t> started;
+      std::uint64_t value = 0;
+      if (::read(pipefd[0], &value, sizeof value) == sizeof value) started = value;
       std::this_thread::sleep_for(std::chrono::microseconds(delay_us(prng_)));
       ::kill(pid, SIGKILL);
       int status = 0;
       ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-      std::optional<std::uint64_t> started;
-      std::uint64_t value = 0;
       while (::read(pipefd[0], &value, sizeof value) == sizeof value) started = value;
       ::close(pipefd[0]);
       if (WIFEXITED(status)) {
