@@ -2368,6 +2368,20 @@ TEST(SqliteFileTest, IsInWalModeAndReadableByItsOwnerOnly) {
   sqlite3_close(raw);
 }
 
+// The store turns SQLite's memory statistics off (sqlite.cpp, configure_library): they put a
+// mutex of the library's around every allocation of every connection. Checked in a process of
+// its own, where the store's open is the first use of SQLite, as in a service.
+TEST(SqliteFileTest, KeepsNoMemoryStatistics) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto db = open_database("sqlite::memory:");
+        if (!db || !(*db)->pcids().add_batch({make_pcid("001010000000001", 1)})) std::_Exit(2);
+        std::_Exit(sqlite3_memory_used() == 0 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
 // ---- Migrations (the SQL adapters) ---------------------------------------------------------
 
 // Raw SQL on a test database, bypassing the adapter: to build old or future schemas by hand.
