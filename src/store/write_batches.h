@@ -121,9 +121,15 @@ class WriteBatches {
     if (!ended && !batch->error) batch->error = ended.error();
     batch->settled = true;
     ++settled_;
+    held_ = false;
+    auto result = outcome(*batch);
+    // Woken after the lock is let go: the members and the next writer all need it at once, and
+    // woken under it each would first go back to sleep on it. `batch` stays alive: the caller
+    // holds it.
+    lock.unlock();
     batch->settled_cv.notify_all();
-    pass_turn();
-    return outcome(*batch);
+    turn_cv_.notify_one();
+    return result;
   }
 
   // Batches settled so far, and writers waiting for the turn now (for tests and metrics).
