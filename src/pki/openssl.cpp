@@ -123,6 +123,10 @@ Result<X509Ptr> load_certificate(const std::string& path) {
   return parse_certificate(*data, path);
 }
 
+// Each certificate of a bundle through the cache too: the CA certificates of a device's platform
+// chain are the same text in every device's platform.pem. Blocks of other kinds (a key beside
+// the certificate) are passed over, as PEM_read_bio_X509 passes over them; a certificate block
+// that does not parse fails the whole load.
 Result<std::vector<X509Ptr>> load_certificates(const std::string& path) {
   auto data = read_file(path);
   if (!data) return std::unexpected(data.error());
@@ -133,12 +137,28 @@ Result<std::vector<X509Ptr>> load_certificates(const std::string& path) {
     v.push_back(std::move(*one));
     return v;
   }
-  BioPtr bio = memory_bio(*data);
+  static constexpr std::string_view kBegin = "-----BEGIN CERTIFICATE-----";
+  static constexpr std::string_view kEnd = "-----END CERTIFICATE-----";
+  const std::string_view text(reinterpret_cast<const char*>(data->data()), data->size());
   std::vector<X509Ptr> certs;
-  while (X509* c = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    certs.emplace_back(c);
+  for (std::size_t at = text.find(kBegin); at != std::string_view::npos;
+       at = text.find(kBegin, at)) {
+    const std::size_t end = text.find(kEnd, at);
+    if (end == std::string_view::npos) {
+      return fail(ErrorCode::bad_format,
+                  fmt::format("{}: certificate {} has no END line", path, certs.size() + 1));
+    }
+    std::size_t stop = end + kEnd.size();
+    if (stop < text.size() && text[stop] == '\n') ++stop;
+    auto cert = parse_certificate(ByteView(data->data() + at, stop - at), path);
+    if (!cert) {
+      return fail(ErrorCode::bad_format,
+                  fmt::format("{}: certificate {} is not an X.509 certificate", path,
+                              certs.size() + 1));
+    }
+    certs.push_back(std::move(*cert));
+    at = stop;
   }
-  ERR_clear_error();  // the loop ends on "no start line"
   if (certs.empty()) {
     return fail(ErrorCode::bad_format, fmt::format("{}: no PEM certificate in it", path));
   }

@@ -69,7 +69,8 @@ Result<PkeyPtr> parse_private_key(ByteView pem_or_der, std::string_view name);
 Result<X509Ptr> parse_certificate(ByteView pem_or_der, std::string_view name);
 Result<X509Ptr> parse_certificate_uncached(ByteView pem_or_der, std::string_view name);
 Result<X509Ptr> load_certificate(const std::string& path);
-// Every certificate of a PEM bundle (at least one), or a single DER one.
+// Every certificate of a PEM bundle (at least one), or a single DER one; through the cache as
+// parse_certificate, so not to be changed either.
 Result<std::vector<X509Ptr>> load_certificates(const std::string& path);
 Result<std::string> certificate_pem(const X509* cert);
 ByteVec certificate_der(const X509* cert);

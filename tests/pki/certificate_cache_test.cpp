@@ -13,7 +13,10 @@
 
 #include "common/clock.h"
 #include "common/random.h"
+#include "common/file.h"
 #include "pki/certificate.h"
+#include "pki/openssl.h"
+#include "pki_test_util.h"
 
 namespace mcim::pki {
 namespace {
@@ -199,6 +202,43 @@ TEST_F(CertificateCacheTest, ParseCertificateGoesThroughTheProcessCache) {
   EXPECT_EQ(after.hits, before.hits + 1);
   EXPECT_EQ(after.misses, before.misses + 3);
   EXPECT_EQ(after.entries, before.entries + 1);
+}
+
+// A PEM bundle: its certificates in order, each through the process cache (the same text in two
+// files is one X509), blocks of other kinds passed over; a broken certificate block or none at all
+// is bad_format naming the file.
+TEST_F(CertificateCacheTest, LoadCertificatesTakesEachOfABundleThroughTheProcessCache) {
+  testing::TempDir dir;
+  const std::string key_block = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+  ASSERT_TRUE(write_file_atomic(dir / "a.pem", pems_[4] + key_block + pems_[5]).has_value());
+  ASSERT_TRUE(write_file_atomic(dir / "b.pem", pems_[5]).has_value());
+  auto a = load_certificates(dir / "a.pem");
+  ASSERT_TRUE(a.has_value()) << a.error().message;
+  ASSERT_EQ(a->size(), 2u);
+  EXPECT_EQ(certificate_der((*a)[0].get()), ders_[4]);
+  EXPECT_EQ(certificate_der((*a)[1].get()), ders_[5]);
+  const CertificateCacheStats before = CertificateCache::process().stats();
+  auto b = load_certificates(dir / "b.pem");
+  ASSERT_TRUE(b.has_value()) << b.error().message;
+  ASSERT_EQ(b->size(), 1u);
+  EXPECT_EQ((*b)[0].get(), (*a)[1].get());
+  EXPECT_EQ(CertificateCache::process().stats().hits, before.hits + 1);
+
+  std::string broken = pems_[5];
+  broken[broken.size() / 2] = '*';
+  const std::pair<std::string, std::string> bad[] = {
+      {pems_[4] + broken, "c.pem: certificate 2 is not an X.509 certificate"},
+      {pems_[4] + pems_[5].substr(0, pems_[5].find("-----END")),
+       "c.pem: certificate 2 has no END line"},
+      {key_block, "c.pem: no PEM certificate in it"},
+  };
+  for (const auto& [text, message] : bad) {
+    ASSERT_TRUE(write_file_atomic(dir / "c.pem", text).has_value());
+    auto r = load_certificates(dir / "c.pem");
+    ASSERT_FALSE(r.has_value()) << message;
+    EXPECT_EQ(r.error().code, ErrorCode::bad_format);
+    EXPECT_EQ(r.error().message, dir / message);
+  }
 }
 
 // Threads hitting shared and private keys through a cache small enough to evict all the time.
