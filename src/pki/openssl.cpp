@@ -152,9 +152,9 @@ Result<std::vector<X509Ptr>> load_certificates(const std::string& path) {
     if (stop < text.size() && text[stop] == '\n') ++stop;
     auto cert = parse_certificate(ByteView(data->data() + at, stop - at), path);
     if (!cert) {
-      return fail(ErrorCode::bad_format,
-                  fmt::format("{}: certificate {} is not an X.509 certificate", path,
-                              certs.size() + 1));
+      return fail(
+          ErrorCode::bad_format,
+          fmt::format("{}: certificate {} is not an X.509 certificate", path, certs.size() + 1));
     }
     certs.push_back(std::move(*cert));
     at = stop;

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "common/clock.h"
-#include "common/random.h"
 #include "common/file.h"
+#include "common/random.h"
 #include "pki/certificate.h"
 #include "pki/openssl.h"
 #include "pki_test_util.h"
