@@ -951,9 +951,15 @@ TEST_P(ShoServiceTest, ProvisionsADeviceFromArrivalToAnActiveImsi) {
   Device& d = make_device(7);
   const std::string imsi = registered(d);
 
-  // Before the install the IMSI serves no vector.
-  expect_refusal(call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}}), 409,
-                 ErrorCode::credential_unusable);
+  // Before the install the IMSI serves no vector, and the refusal says why in the SHO's terms
+  // (not the RO's PCID wording, whose logic the AuC shares).
+  Answer early = call(*vno_a_, "POST", sho_url_ + "/v1/auth/vectors", Json{{"imsi", imsi}});
+  expect_refusal(early, 409, ErrorCode::credential_unusable);
+  const std::string early_message =
+      early.json.contains("error") ? early.json["error"].value("message", "") : "";
+  EXPECT_EQ(early_message.rfind("imsi " + imsi + ": not active yet", 0), 0) << early.body;
+  EXPECT_NE(early_message.find("step 14"), std::string::npos) << early.body;
+  EXPECT_EQ(early_message.find("F7"), std::string::npos) << early.body;
 
   Answer relayed = arrive_and_attest(d);
   ASSERT_EQ(relayed.status, 202) << relayed.body;

@@ -18,8 +18,8 @@ namespace {
 // A session id is the device's bearer token at the RO: the audit trail names a session by the
 // first 8 bytes of its SHA-256 instead, enough to match open and close records.
 std::string session_ref(std::string_view session_id) {
-  const auto digest = pki::sha256(ByteView(
-      reinterpret_cast<const std::uint8_t*>(session_id.data()), session_id.size()));
+  const auto digest = pki::sha256(
+      ByteView(reinterpret_cast<const std::uint8_t*>(session_id.data()), session_id.size()));
   return "session-ref " + to_hex(ByteView(digest.data(), 8));
 }
 
@@ -73,22 +73,25 @@ store::Time Icf::now() const { return detail::seconds_of(clock_.now()); }
 Result<store::PcidSubscription> Icf::usable(std::string_view pcid, store::Time now) {
   auto found = pcids_.find(pcid);
   if (!found) return std::unexpected(found.error());
-  if (!*found) return fail(ErrorCode::not_found, fmt::format("pcid {}: unknown", pcid));
+  if (!*found)
+    return fail(ErrorCode::not_found, fmt::format("{} {}: unknown", config_.credential, pcid));
   store::PcidSubscription& sub = **found;
   if (sub.status == store::PcidStatus::expired ||
       (sub.status == store::PcidStatus::dormant && sub.dormant_until < now)) {
-    return fail(ErrorCode::pcid_expired, fmt::format("pcid {}: expired while dormant", pcid));
+    return fail(ErrorCode::pcid_expired,
+                fmt::format("{} {}: expired while dormant", config_.credential, pcid));
   }
   if (now >= sub.not_after) {
-    return fail(ErrorCode::pcid_expired, fmt::format("pcid {}: past its lifetime", pcid));
+    return fail(ErrorCode::pcid_expired,
+                fmt::format("{} {}: past its lifetime", config_.credential, pcid));
   }
   if (sub.status == store::PcidStatus::dormant) {
     return fail(ErrorCode::credential_unusable,
-                fmt::format("pcid {}: dormant, not activated by its owner (F7)", pcid));
+                fmt::format("{} {}: {}", config_.credential, pcid, config_.inactive_reason));
   }
   if (sub.active_until < now) {
     return fail(ErrorCode::credential_unusable,
-                fmt::format("pcid {}: its activation window is over", pcid));
+                fmt::format("{} {}: its activation window is over", config_.credential, pcid));
   }
   return std::move(sub);
 }
@@ -141,7 +144,7 @@ Result<std::vector<aka::AuthVector>> Icf::resynchronise(std::string_view pcid,
     auto sqn_ms = aka::recover_sqn_ms(milenage, rand, auts);
     if (!sqn_ms) {
       return fail(ErrorCode::mac_mismatch,
-                  fmt::format("pcid {}: AUTS: MAC-S does not verify", pcid));
+                  fmt::format("{} {}: AUTS: MAC-S does not verify", config_.credential, pcid));
     }
     const std::uint64_t seq_ms = policy_of(*sub).seq_of(aka::sqn_value(*sqn_ms));
     auto seq_he = sqns_.resynchronise(pcid, seq_ms);

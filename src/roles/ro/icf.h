@@ -36,6 +36,11 @@ struct IcfConfig {
   // operational IMSIs, opens unrestricted ones.
   bool restricted_sessions = true;
   std::size_t max_batch = 100'000;
+  // How errors name a credential, and why one that is not active yet does not authenticate: the
+  // RO's PCIDs wait for their owner's switch-on (F7); the SHO's AuC names its IMSIs, which wait
+  // for the device's status report (F2 step 14). Static text: never request data.
+  std::string_view credential = "pcid";
+  std::string_view inactive_reason = "dormant, not activated by its owner (F7)";
 };
 
 class Icf {

@@ -146,6 +146,9 @@ struct ShoService::State {
     icf_config.restricted_sessions = false;
     icf_config.max_activation = config.mcim_lifetime;
     icf_config.dormant_period = config.mcim_lifetime;
+    icf_config.credential = "imsi";
+    icf_config.inactive_reason =
+        "not active yet: the home operator activates it on the device's status report (F2 step 14)";
   }
 
   store::Database& db;
