@@ -250,8 +250,7 @@ Result<ByteVec> ecdsa_sign(EVP_PKEY* key, ByteView data) {
 
 bool ecdsa_verify(EVP_PKEY* key, ByteView data, ByteView signature) {
   MdCtxPtr ctx(EVP_MD_CTX_new());
-  const bool ok = ctx &&
-                  EVP_DigestVerifyInit(ctx.get(), nullptr, sha256_md(), nullptr, key) == 1 &&
+  const bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, sha256_md(), nullptr, key) == 1 &&
                   EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), data.data(),
                                    data.size()) == 1;
   ERR_clear_error();

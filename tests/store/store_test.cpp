@@ -648,8 +648,7 @@ TEST_P(StoreTest, RegistrationTransferOnlyByItsHolderKeepsTheDeviceAndKey) {
 TEST_P(StoreTest, RegistrationSuccessorIsKeptByPutAndClearedByTransfer) {
   auto r = make_registration("001010000000001", "sho-a");
   ASSERT_OK(db_->registrations().put(r));
-  EXPECT_CODE(db_->registrations().set_successor("001010000000002", "sho-b"),
-              ErrorCode::not_found);
+  EXPECT_CODE(db_->registrations().set_successor("001010000000002", "sho-b"), ErrorCode::not_found);
   ASSERT_OK(db_->registrations().set_successor(r.pcid, "sho-b"));
   auto got = db_->registrations().find(r.pcid);
   ASSERT_OK(got);
