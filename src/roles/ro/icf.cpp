@@ -73,8 +73,9 @@ store::Time Icf::now() const { return detail::seconds_of(clock_.now()); }
 Result<store::PcidSubscription> Icf::usable(std::string_view pcid, store::Time now) {
   auto found = pcids_.find(pcid);
   if (!found) return std::unexpected(found.error());
-  if (!*found)
+  if (!*found) {
     return fail(ErrorCode::not_found, fmt::format("{} {}: unknown", config_.credential, pcid));
+  }
   store::PcidSubscription& sub = **found;
   if (sub.status == store::PcidStatus::expired ||
       (sub.status == store::PcidStatus::dormant && sub.dormant_until < now)) {
