@@ -13,13 +13,12 @@
 #include <openssl/ssl.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "bench_util.h"
 #include "common/clock.h"
 #include "common/random.h"
 #include "net/http_server.h"
@@ -31,15 +30,7 @@
 namespace {
 
 using namespace mcim;
-
-template <class T>
-T must(Result<T> r, const char* what) {
-  if (!r) {
-    std::fprintf(stderr, "bench_net: %s: %s\n", what, r.error().message.c_str());
-    std::exit(1);
-  }
-  return std::move(*r);
-}
+using bench::must;
 
 // A root that issues the server's certificate (IP:127.0.0.1, as the services' in `mcim up`), and
 // an echo server with two workers.

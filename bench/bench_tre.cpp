@@ -14,6 +14,7 @@
 
 #include "aka/milenage.h"
 #include "aka/vector.h"
+#include "bench_util.h"
 #include "common/file.h"
 #include "pki/authority.h"
 #include "tre/tre.h"
@@ -21,24 +22,12 @@
 namespace {
 
 using namespace mcim;
+using bench::die;
+using bench::must;
 namespace fs = std::filesystem;
 
 const Bytes<16> kOp = {0xcd, 0xc2, 0x02, 0xd5, 0x12, 0x3e, 0x20, 0xf6,
                        0x2b, 0x6d, 0x67, 0x6a, 0xc7, 0x2c, 0xb3, 0x18};
-
-void die(const Error& e, const char* what) {
-  std::fprintf(stderr, "bench_tre: %s: %s\n", what, e.message.c_str());
-  std::exit(1);
-}
-
-template <class T>
-T must(Result<T> r, const char* what) {
-  if (!r) die(r.error(), what);
-  return std::move(*r);
-}
-void must(Result<void> r, const char* what) {
-  if (!r) die(r.error(), what);
-}
 
 // Supplier and operator CAs, one package signer, one TRE; under $MCIM_BENCH_DIR (default: the
 // working directory, so that the disk measured is the one the TRE would use) and removed after.
@@ -116,7 +105,7 @@ void BM_TreAuthenticate(benchmark::State& st) {
     st.ResumeTiming();
     auto answer = must(tre.authenticate(b.bundle.pcid, av.rand, av.autn), "authenticate");
     if (!std::holds_alternative<aka::UsimSuccess>(answer))
-      die(Error(ErrorCode::internal, "AUTS"), "authenticate");
+      die("authenticate", Error(ErrorCode::internal, "AUTS"));
   }
   st.SetItemsProcessed(st.iterations());
 }
@@ -136,7 +125,7 @@ void BM_TreInstall(benchmark::State& st) {
     st.ResumeTiming();
     must(tre.record_registration(nonce), "register");
     auto out = tre.install(pkg);
-    if (!out.result) die(out.result.error(), "install");
+    if (!out.result) die("install", out.result.error());
   }
   st.SetItemsProcessed(st.iterations());
 }

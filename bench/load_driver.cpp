@@ -36,6 +36,7 @@
 #include "aka/milenage.h"
 #include "aka/sqn.h"
 #include "aka/vector.h"
+#include "bench_util.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/hex.h"
@@ -59,6 +60,8 @@
 namespace {
 
 using namespace mcim;
+using bench::die;
+using bench::must;
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using Steady = std::chrono::steady_clock;
@@ -70,17 +73,6 @@ constexpr std::string_view kSupplierId = "supplier-load";
 constexpr std::string_view kPcidPrefix = "001019";
 constexpr std::size_t kMaxDevices = 1'000'000;  // 6 digits of the PCID after the run number
 constexpr std::size_t kErrorCodesShown = 5;
-
-[[noreturn]] void die(std::string_view what, const Error& e) {
-  fmt::print(stderr, "mcim_load: {}: {}\n", what, e);
-  std::exit(1);
-}
-
-template <class T>
-T must(Result<T> r, std::string_view what) {
-  if (!r) die(what, r.error());
-  return std::move(*r);
-}
 
 // ---- Command line ------------------------------------------------------------------------------
 
