@@ -264,14 +264,18 @@ Result<void> AuditFile::append(std::string_view line) {
   if (line.find('\n') != std::string_view::npos) {
     return fail(ErrorCode::invalid_argument, "audit line: contains a newline");
   }
-  // O_EXCL first only to learn whether this append creates the file (and must sync the
-  // directory); the appending open is the same either way.
+  // The file is there at every append but the first: opened as it is, and created (O_EXCL, to
+  // know that this append made it and must sync the directory) only when it is absent.
   constexpr int kFlags = O_WRONLY | O_APPEND | O_CLOEXEC;
-  bool created = true;
-  int raw = ::open(path_.c_str(), kFlags | O_CREAT | O_EXCL, 0600);
-  if (raw < 0 && errno == EEXIST) {
-    created = false;
-    raw = ::open(path_.c_str(), kFlags);
+  bool created = false;
+  int raw = ::open(path_.c_str(), kFlags);
+  if (raw < 0 && errno == ENOENT) {
+    created = true;
+    raw = ::open(path_.c_str(), kFlags | O_CREAT | O_EXCL, 0600);
+    if (raw < 0 && errno == EEXIST) {  // made meanwhile by someone else: append to it
+      created = false;
+      raw = ::open(path_.c_str(), kFlags);
+    }
   }
   Fd fd(raw);
   if (fd.get() < 0) return std::unexpected(io_failure("cannot open", path_));
