@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -151,6 +152,19 @@ void ChildProcess::stop(std::chrono::milliseconds grace) {
   if (wait_for(grace)) return;
   ::kill(pid_, SIGKILL);
   reap(0);
+}
+
+Result<std::uint64_t> raise_open_file_limit() {
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) != 0) {
+    return fail(ErrorCode::io_error,
+                fmt::format("the open-file limit cannot be read: {}", std::strerror(errno)));
+  }
+  if (l.rlim_cur < l.rlim_max) {
+    rlimit raised{l.rlim_max, l.rlim_max};
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) l = raised;
+  }
+  return static_cast<std::uint64_t>(l.rlim_cur);
 }
 
 }  // namespace mcim

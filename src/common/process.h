@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -52,5 +53,12 @@ class ChildProcess {
   pid_t pid_ = -1;
   std::optional<int> status_;
 };
+
+// Raises this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit, as a
+// program that holds many descriptors should (`mcim demo` keeps every device's TRE open, a
+// service one socket per client): Debian's default soft limit is 1,024, its hard limit far
+// higher. Returns the soft limit in force afterwards; io_error when it cannot be read. Children
+// started later inherit the raised limit (they open few descriptors; none uses select()).
+Result<std::uint64_t> raise_open_file_limit();
 
 }  // namespace mcim

@@ -4,15 +4,16 @@
 // that spawned it ends; a program that cannot be started is an io_error in both modes.
 #include "common/process.h"
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -121,4 +122,24 @@ TEST(ChildProcess, AProgramThatCannotStartIsAnIoError) {
 }
 
 }  // namespace
+// The soft limit on open files goes up to the hard one (Debian's 1,024 is too few for a fleet);
+// a limit already at its ceiling stays.
+TEST(OpenFileLimit, TheSoftLimitIsRaisedToTheHardOne) {
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  if (before.rlim_max < 128) GTEST_SKIP() << "hard open-file limit " << before.rlim_max;
+  const rlimit low{64, before.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  auto raised = raise_open_file_limit();
+  ASSERT_TRUE(raised) << raised.error().message;
+  EXPECT_EQ(*raised, before.rlim_max);
+  rlimit now{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &now), 0);
+  EXPECT_EQ(now.rlim_cur, before.rlim_max);
+  EXPECT_EQ(now.rlim_max, before.rlim_max);
+  auto again = raise_open_file_limit();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, before.rlim_max);
+}
+
 }  // namespace mcim
