@@ -404,10 +404,10 @@ Outcome mcim_with_open_file_limit(rlim_t soft, rlim_t hard, std::vector<std::str
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
 }
 
-// The demo keeps every device's TRE open: with the soft limit at 64 (its hard limit this
-// machine's) 40 devices need more descriptors than the soft limit allows, and the demo raises it
-// to the hard one rather than failing with "Too many open files" (as it did at the 1,019th
-// device of 1,100 under Debian's default of 1,024).
+// The demo keeps every device's TRE open: with the soft limit at 64 and the hard limit left as
+// it is, 40 devices need more descriptors than the soft limit allows, and the demo raises it to
+// the hard one rather than failing with "Too many open files" (as it did at the 1,019th device
+// of 1,100 under Debian's default of 1,024).
 TEST(CliDemo, RaisesALowSoftOpenFileLimitToTheHardOne) {
   rlimit now{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &now), 0);
