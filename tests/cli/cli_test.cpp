@@ -8,8 +8,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -21,6 +19,7 @@
 #include "../aka/milenage_test_sets.h"
 #include "../aka/tuak_test_sets.h"
 #include "../pki/pki_test_util.h"
+#include "child_process.h"
 #include "cli/app.h"
 #include "cli_test_util.h"
 
@@ -397,11 +396,8 @@ Outcome mcim_with_open_file_limit(rlim_t soft, rlim_t hard, std::vector<std::str
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), testing::slurp(out),
+          testing::slurp(err)};
 }
 
 // The demo keeps every device's TRE open: with the soft limit at 64 and the hard limit left as

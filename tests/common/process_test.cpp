@@ -121,7 +121,6 @@ TEST(ChildProcess, AProgramThatCannotStartIsAnIoError) {
   EXPECT_EQ(ChildProcess::spawn({}, output_file("none")).error().code, ErrorCode::invalid_argument);
 }
 
-}  // namespace
 // The soft limit on open files goes up to the hard one (Debian's 1,024 is too few for a fleet);
 // a limit already at its ceiling stays.
 TEST(OpenFileLimit, TheSoftLimitIsRaisedToTheHardOne) {
@@ -142,4 +141,5 @@ TEST(OpenFileLimit, TheSoftLimitIsRaisedToTheHardOne) {
   EXPECT_EQ(*again, before.rlim_max);
 }
 
+}  // namespace
 }  // namespace mcim
