@@ -284,6 +284,9 @@ struct Agent::Impl {
   std::string dpf_url;
   std::unique_ptr<net::HttpsClient> dpf;
   Json chain;
+  // F2's journal (Agent::provision): what this run keeps for its next one, string members only
+  // ("session", "package_id", "report"). Holds a bearer token: the file is 0600, never logged.
+  Json journal = Json::object();
 
   explicit Impl(Agent& a) : agent(a), deadline(Steady::now() + a.config_.timeout) {}
 
@@ -363,6 +366,40 @@ struct Agent::Impl {
     }
   }
 
+  std::optional<std::string> journal_path() const {
+    return agent.tre_.dir() + "/answers/.provisioning";  // no kept answer's name starts with '.'
+  }
+  void keep_journal() { keep_answer(agent.tre_, journal_path(), "provisioning", journal.dump()); }
+  void drop_journal() { drop_answer(journal_path()); }
+
+  // An earlier run's journal; empty when there is none, or it is unreadable (warned and dropped).
+  Json earlier_journal() {
+    auto text = read_text_file(*journal_path());
+    if (!text) return Json::object();
+    auto j = Json::parse(*text, nullptr, false);
+    if (!j.is_object() ||
+        !std::all_of(j.begin(), j.end(), [](const Json& v) { return v.is_string(); })) {
+      log::warn(kLog, "{}: journal unreadable; dropped", *journal_path());
+      drop_journal();
+      return Json::object();
+    }
+    return j;
+  }
+
+  // The restricted session an earlier run left open, ended at the VNO: until it expires the RO
+  // refuses the PCID's next attach (already_exists). A VNO that forgot it is fine.
+  void end_earlier_session(const Json& earlier) {
+    if (!earlier.contains("session") || agent.config_.vno_url.empty()) return;
+    Attachment old;
+    old.session = earlier["session"].get<std::string>();
+    auto d = agent.detach(old);
+    if (d) {
+      log::info(kLog, "provisioning: ended the restricted session an earlier run left open");
+    } else if (d.error().code != ErrorCode::not_found) {
+      log::warn(kLog, "provisioning: ending an earlier run's session: {}", d.error());
+    }
+  }
+
   Result<void> attach_pcid(const std::string& pcid) {
     return restricted_session(agent.attach(pcid));
   }
@@ -375,6 +412,9 @@ struct Agent::Impl {
   Result<void> restricted_session(Result<Attachment> a) {
     if (!a) return std::unexpected(a.error());
     pcid_session = std::move(*a);
+    // Journalled before anything else can stop the run: its next run ends the session.
+    journal["session"] = pcid_session.session;
+    keep_journal();
     if (!pcid_session.restricted || pcid_session.gateway.empty() || pcid_session.drf_url.empty()) {
       return fail(ErrorCode::bad_format,
                   "vno: a PCID attach must open a restricted session with a gateway and a DRF");
@@ -465,10 +505,43 @@ struct Agent::Impl {
     return {};
   }
 
-  Result<ByteVec> fetch_package() {
-    auto p = poll("/v1/dpf/package", package_schema(), "package from the home operator");
-    if (!p) return std::unexpected(p.error());
-    return package_of(*p);
+  // Steps 8-12: the home operator's attestation request answered, then its package. With
+  // `look_first`, a package the DPF holds already (an earlier run was validated and stopped
+  // before it installed the package) is taken at once: no new request would come. That is one GET
+  // more, so only when an earlier run may have been. `from` names the operator in errors.
+  Result<ByteVec> validated_package(bool look_first, std::string_view from) {
+    std::optional<Json> waiting;
+    if (auto r = step(Step::attestation,
+                      [&]() -> Result<void> {
+                        if (look_first) {
+                          auto w = package_waiting();
+                          if (!w) return std::unexpected(w.error());
+                          waiting = std::move(*w);
+                          if (waiting) return {};
+                        }
+                        return attestation();
+                      });
+        !r) {
+      return std::unexpected(r.error());
+    }
+    ByteVec package;
+    if (auto r = step(Step::package,
+                      [&]() -> Result<void> {
+                        if (!waiting) {
+                          auto p = poll("/v1/dpf/package", package_schema(),
+                                        fmt::format("package from {}", from));
+                          if (!p) return std::unexpected(p.error());
+                          waiting = std::move(*p);
+                        }
+                        auto bytes = package_of(*waiting);
+                        if (!bytes) return std::unexpected(bytes.error());
+                        package = std::move(*bytes);
+                        return {};
+                      });
+        !r) {
+      return std::unexpected(r.error());
+    }
+    return package;
   }
 
   Result<ByteVec> package_of(const Json& p) {
@@ -491,8 +564,11 @@ struct Agent::Impl {
   Result<void> attach_imsi() {
     // A direct session has no VNO side; the RO's ends when it expires.
     if (!pcid_session.session.empty()) {
-      if (auto d = agent.detach(pcid_session); !d) {
-        // The provisioning session is useless from here on; a VNO that lost it already is fine.
+      auto d = agent.detach(pcid_session);
+      // The provisioning session is useless from here on; a VNO that lost it already is fine.
+      if (d || d.error().code == ErrorCode::not_found) {
+        drop_journal();  // the report was taken before: nothing is left for a next run
+      } else {
         log::warn(kLog, "attach_imsi: detaching the PCID session: {}", d.error());
       }
     }
@@ -514,10 +590,24 @@ struct Agent::Impl {
     }
   }
 
+  // The MCIM activated and selected, each unless it is already (a resumed run may find either
+  // done: the TRE would refuse it again as transition_refused).
   Result<void> activate_mcim() {
-    for (tre::Action action : {tre::Action::activate, tre::Action::select}) {
-      auto done = agent.tre_.apply(action, out.imsi);
-      if (!done) return with_prefix(done.error(), "tre");
+    const tre::Status status = agent.tre_.status();
+    const auto it = std::find_if(status.credentials.begin(), status.credentials.end(),
+                                 [&](const tre::CredentialInfo& c) { return c.id == out.imsi; });
+    const bool selected = it != status.credentials.end() && it->state == tre::McimState::selected;
+    const bool activated =
+        selected || (it != status.credentials.end() && it->state == tre::McimState::activated);
+    if (!activated) {
+      if (auto done = agent.tre_.apply(tre::Action::activate, out.imsi); !done) {
+        return with_prefix(done.error(), "tre");
+      }
+    }
+    if (!selected) {
+      if (auto done = agent.tre_.apply(tre::Action::select, out.imsi); !done) {
+        return with_prefix(done.error(), "tre");
+      }
     }
     return {};
   }
@@ -554,29 +644,32 @@ struct Agent::Impl {
     if (agent.config_.access == Access::direct && agent.config_.drf_url.empty()) {
       return fail(ErrorCode::missing_argument, "drf_url: required for direct access");
     }
-    if (auto started = begin(); !started) return std::unexpected(started.error());
+    auto started = begin();
+    if (!started) return std::unexpected(started.error());
+    const Json earlier = earlier_journal();
+    end_earlier_session(earlier);
+    if (auto mcim = earlier_mcim(*started)) return resume(*mcim, earlier);
 
     if (auto r = connect(out.pcid); !r) return fail_with(r);
     if (auto r = step(Step::discovery, [&] { return discovery(out.pcid); }); !r)
       return fail_with(r);
-    if (auto r = step(Step::attestation, [&] { return attestation(); }); !r) return fail_with(r);
-    ByteVec package;
-    if (auto r = step(Step::package,
+    auto package = validated_package(!earlier.empty(), "the home operator");
+    if (!package) return fail_with(Result<void>(std::unexpected(package.error())));
+    tre::InstallOutcome installed{fail(ErrorCode::internal, "not installed"), {}};
+    // The install step succeeds when the TRE answered: a refusal is reported first, then returned.
+    if (auto r = step(Step::install,
                       [&]() -> Result<void> {
-                        auto p = fetch_package();
-                        if (!p) return std::unexpected(p.error());
-                        package = std::move(*p);
+                        installed = agent.tre_.install(*package);
+                        if (installed.result) {
+                          journal["package_id"] = out.package_id;
+                          journal["report"] = installed.report;
+                          keep_journal();
+                        }
                         return {};
                       });
         !r) {
-      return fail_with(r);
+      return fail_with(r);  // stopped before it (Agent::config.interrupt)
     }
-    tre::InstallOutcome installed{fail(ErrorCode::internal, "not installed"), {}};
-    // The install step succeeds when the TRE answered: a refusal is reported first, then returned.
-    (void)step(Step::install, [&]() -> Result<void> {
-      installed = agent.tre_.install(package);
-      return {};
-    });
     if (installed.report.empty()) {
       return fail_with(Result<void>(with_prefix(installed.result.error(), "install")));
     }
@@ -586,6 +679,74 @@ struct Agent::Impl {
       return fail_with(Result<void>(with_prefix(installed.result.error(), "install")));
     }
     out.imsi = installed.result->id;
+    return operational();
+  }
+
+  // The MCIM an earlier run installed, which this one resumes with: the selected one, else an
+  // activated one, else one only installed.
+  static std::optional<tre::CredentialInfo> earlier_mcim(const tre::Status& status) {
+    std::optional<tre::CredentialInfo> found;
+    auto rank = [](tre::McimState s) {
+      switch (s) {
+        case tre::McimState::selected: return 3;
+        case tre::McimState::activated: return 2;
+        case tre::McimState::installed: return 1;
+        default: return 0;
+      }
+    };
+    for (const auto& c : status.credentials) {
+      if (c.kind != tre::CredentialKind::mcim || rank(c.state) == 0) continue;
+      if (!found || rank(c.state) > rank(found->state)) found = c;
+    }
+    return found;
+  }
+
+  // F2 after an earlier run committed the install of `mcim`: the report it kept goes to the DPF
+  // (which may have it already: transition_refused), then what is left is done.
+  Result<Outcome> resume(const tre::CredentialInfo& mcim, const Json& earlier) {
+    out.resumed = true;
+    out.imsi = mcim.id;
+    out.package_id = mcim.package_id;
+    log::info(kLog, "provisioning: resuming with {} ({}), installed by an earlier run", out.imsi,
+              tre::to_string(mcim.state));
+    if (!earlier.contains("report") || earlier.value("package_id", "") != mcim.package_id) {
+      drop_journal();  // nothing kept (posted before), or the report of another package
+      return operational();
+    }
+    journal = earlier;
+    journal.erase("session");  // ended above
+    if (auto r = reach_dpf(); !r) return fail_with(r);
+    if (auto r = step(Step::report,
+                      [&]() -> Result<void> {
+                        auto posted = report(earlier["report"].get<std::string>());
+                        if (posted || posted.error().code == ErrorCode::transition_refused) {
+                          return {};
+                        }
+                        return posted;
+                      });
+        !r) {
+      return fail_with(r);
+    }
+    return operational();
+  }
+
+  // A resumed run's way to the DPF for the kept report: a new restricted session and the
+  // bootstrap, as F2 starts; with direct access a DPF session opened with the platform key (the
+  // RO would refuse a new direct session while the earlier run's lasts, and the device cannot end
+  // that one).
+  Result<void> reach_dpf() {
+    if (agent.config_.access == Access::direct) {
+      if (auto c = direct_dpf_client(); !c) return c;
+      return step(Step::connect_dpf, [&] { return connect_dpf(out.pcid); });
+    }
+    if (auto r = connect(out.pcid); !r) return r;
+    return step(Step::discovery, [&] { return discovery(out.pcid); });
+  }
+
+  // After the report was taken: the MCIM made operational. Without a restricted session to end
+  // (direct access) the journal goes now; attach_imsi drops it once it ended the session.
+  Result<Outcome> operational() {
+    if (pcid_session.session.empty()) drop_journal();
     if (agent.config_.access == Access::direct && agent.config_.vno_url.empty()) {
       // Direct access and no 3GPP network configured: the MCIM is ready for the first one.
       if (auto r = activate_mcim(); !r)
@@ -603,6 +764,19 @@ struct Agent::Impl {
   }
 
   // ---- F4 ----------------------------------------------------------------------------------
+
+  // The RO's DPF at config.drf_url over the device's own connectivity, trusted with config.tls,
+  // for DPF sessions (connect_dpf): F4, and F2 resumed with direct access.
+  Result<void> direct_dpf_client() {
+    net::HttpsClientOptions o = agent.config_.tls;
+    o.max_response_body = std::max<std::size_t>(o.max_response_body, 2 * kMaxPackageBytes + 1024);
+    auto client = net::HttpsClient::create(std::move(o));
+    if (!client) return std::unexpected(client.error());
+    dpf = std::move(*client);
+    dpf_url = net::base_url(agent.config_.drf_url);
+    reconnect = [this] { return connect_dpf(out.pcid); };
+    return {};
+  }
 
   // F4 step 4 at the device: the platform key proven to the DPF (the management challenge) for a
   // DPF session, the bearer of the device routes for a device that has no ICF session.
@@ -689,13 +863,7 @@ struct Agent::Impl {
       return fail(ErrorCode::not_found, "the TRE holds no operational MCIM to replace");
     }
     ChangeOutcome result;
-    net::HttpsClientOptions o = agent.config_.tls;
-    o.max_response_body = std::max<std::size_t>(o.max_response_body, 2 * kMaxPackageBytes + 1024);
-    auto client = net::HttpsClient::create(std::move(o));
-    if (!client) return std::unexpected(client.error());
-    dpf = std::move(*client);
-    dpf_url = net::base_url(agent.config_.drf_url);
-    reconnect = [this] { return connect_dpf(out.pcid); };
+    if (auto c = direct_dpf_client(); !c) return std::unexpected(c.error());
     if (auto r = step(Step::connect_dpf, [&] { return connect_dpf(out.pcid); }); !r)
       return fail_with(r);
 
@@ -712,35 +880,10 @@ struct Agent::Impl {
     } else {
       result.replaced = operational->id;
       const bool was_selected = operational->state == tre::McimState::selected;
-      ByteVec package;
-      auto take = [&](const Json& p) -> Result<void> {
-        auto bytes = package_of(p);
-        if (!bytes) return std::unexpected(bytes.error());
-        package = std::move(*bytes);
-        return {};
-      };
-      std::optional<Json> waiting;
-      if (auto r = step(Step::attestation,
-                        [&]() -> Result<void> {
-                          auto w = package_waiting();
-                          if (!w) return std::unexpected(w.error());
-                          waiting = std::move(*w);
-                          return waiting ? Result<void>() : attestation();
-                        });
-          !r) {
-        return fail_with(r);
-      }
-      if (auto r = step(Step::package,
-                        [&]() -> Result<void> {
-                          if (waiting) return take(*waiting);
-                          auto p = poll("/v1/dpf/package", package_schema(),
-                                        "package from the new home operator");
-                          if (!p) return std::unexpected(p.error());
-                          return take(*p);
-                        });
-          !r) {
-        return fail_with(r);
-      }
+      // An earlier run may have been validated and stopped before it installed: look first.
+      auto validated = validated_package(true, "the new home operator");
+      if (!validated) return fail_with(Result<void>(std::unexpected(validated.error())));
+      const ByteVec package = std::move(*validated);
       tre::ReplaceOutcome replaced{{fail(ErrorCode::internal, "not installed"), {}}, {}, {}};
       const auto kept = kept_answer_path(agent.tre_, out.package_id);
       if (auto r = step(Step::install,

@@ -96,9 +96,10 @@ struct AgentConfig {
   std::chrono::seconds timeout{60};         // the whole of provision() or change_operator()
   unsigned max_resyncs = 2;                 // AUTS rounds per attach
   std::chrono::seconds bootstrap_max_age{300};
-  // Fault injection for the scenarios and tests (F4's "crash the device agent"): called before
-  // each step of change_operator(); an error stops the run there, as if the agent had died, and
-  // is returned. The TRE keeps whatever it committed. Empty: never.
+  // Fault injection for the scenarios and tests ("crash the device agent"): called before each
+  // step of provision() and change_operator(); an error stops the run there, as if the agent had
+  // died, and is returned. The TRE keeps whatever it committed, the journal what it holds. Empty:
+  // never.
   std::function<Result<void>(Step)> interrupt;
 };
 
@@ -132,6 +133,7 @@ struct ChangeOutcome {
 struct Outcome {
   std::string pcid, imsi;  // the MCIM's IMSI, now selected
   std::string package_id;
+  bool resumed = false;    // an earlier run had installed it; this one finished what it left
   Attachment operational;  // the attach with the IMSI
   std::vector<StepTiming> steps;
 };
@@ -144,6 +146,17 @@ class Agent {
   // The whole of F2 as above. The TRE must hold the registration nonce already (`mcim device
   // register --nonce`, from the owner). On failure: the refusing party's error code, the message
   // naming the step ("discovery: ..."); the TRE is left as the TRE's own rules leave it.
+  //
+  // A run that stops anywhere (an error, the agent killed) leaves what its next run needs in a
+  // journal beside the TRE (answers/.provisioning): the restricted session's token, and once the
+  // install is committed the package id and the TRE's signed report. The next run first ends that
+  // session at the VNO (the RO refuses a second simultaneous one with the PCID until it expires);
+  // then, when the TRE already holds an MCIM (installed, activated or selected), it resumes
+  // instead of starting over: posts the kept report if there is one (over a new restricted
+  // session, or with direct access over a DPF session opened with the platform key; the DPF
+  // having it already is fine), then activates and selects what is not yet (Outcome::resumed).
+  // Without an MCIM, a package the DPF holds already for the device (an earlier run was validated
+  // and stopped before installing it) is taken without waiting for a new attestation request.
   Result<Outcome> provision();
 
   // One attach with the credential `id` (the PCID or an MCIM's IMSI), AUTS retried.

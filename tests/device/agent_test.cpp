@@ -312,6 +312,41 @@ TEST_F(AgentTest, ProvisionsAFactoryFreshDeviceUntilItIsOperational) {
       1u);
 }
 
+// A run on a TRE that holds an MCIM already (an earlier run stopped after its report, between
+// activate and select): no second provisioning, only what is left. An unreadable journal is
+// dropped, not trusted.
+TEST_F(AgentTest, ARunAfterTheInstallOnlyFinishesWhatTheEarlierOneLeft) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  Agent first(*tre_, config(), clock_);
+  auto out = first.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_FALSE(out->resumed);
+  ASSERT_TRUE(first.detach(out->operational));
+  ASSERT_TRUE(tre_->apply(tre::Action::deselect, kImsi));
+  const std::string journal = tre_->dir() + "/answers/.provisioning";
+  EXPECT_FALSE(std::filesystem::exists(journal));
+  ASSERT_TRUE(write_file_atomic(journal, std::string_view("{\"report\": 7}"), 0600));
+
+  Agent next(*tre_, config(), clock_);
+  auto again = next.provision();
+  ASSERT_TRUE(again) << fmt::to_string(again.error());
+  EXPECT_TRUE(again->resumed);
+  EXPECT_EQ(again->imsi, kImsi);
+  EXPECT_EQ(again->package_id, out->package_id);
+  EXPECT_EQ(steps_of(again->steps), std::vector<Step>{Step::attach_imsi});
+  EXPECT_EQ(again->operational.imsi, kImsi);
+  EXPECT_FALSE(std::filesystem::exists(journal));
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":selected;" + kImsi);
+  EXPECT_EQ(sho_->arrivals(), 1);
+  EXPECT_EQ(sho_->statuses(), 1);
+  secrets_.push_back(again->operational.session);
+  secrets_.push_back(again->operational.home_session);
+  ASSERT_TRUE(next.detach(again->operational));
+}
+
 TEST_F(AgentTest, ABootstrapUnderAnotherPinIsRefusedAndNothingIsFetched) {
   start();
   ASSERT_FALSE(HasFatalFailure());
@@ -450,6 +485,44 @@ TEST_F(AgentTest, ProvisionsOverDirectAccessWithoutAVisitedNetwork) {
   EXPECT_EQ(package_status(out->package_id), store::PackageStatus::reported);
   ASSERT_TRUE(ro_->wait_notices_delivered(5s));
   EXPECT_EQ(sho_->arrivals(), 1);
+  EXPECT_EQ(sho_->statuses(), 1);
+}
+
+// Direct access, the agent stopped after the install, before the report: the next run cannot
+// open another direct session while the first lasts (the RO refuses already_exists), so it
+// proves its platform key for a DPF session and posts the report it kept; the TRE installed once.
+TEST_F(AgentTest, ADirectRunStoppedBeforeItsReportIsFinishedOverADpfSession) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  AgentConfig stopping = direct_config(false);
+  stopping.interrupt = [](Step s) -> Result<void> {
+    if (s == Step::report) return fail(ErrorCode::internal, "the device agent was killed");
+    return {};
+  };
+  Agent first(*tre_, stopping, clock_);
+  auto stopped = first.provision();
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(stopped.error().message, "report: the device agent was killed");
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":installed;-");
+  const std::string journal = tre_->dir() + "/answers/.provisioning";
+  auto kept = read_text_file(journal);
+  ASSERT_TRUE(kept);
+  const auto j = Json::parse(*kept);
+  EXPECT_FALSE(j.contains("session"));  // a direct session has no VNO side
+  EXPECT_EQ(j["package_id"], "pkg-" + kImsi + "-1");
+  EXPECT_EQ(package_status("pkg-" + kImsi + "-1"), store::PackageStatus::delivered);
+
+  Agent next(*tre_, direct_config(false), clock_);
+  auto out = next.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_TRUE(out->resumed);
+  EXPECT_EQ(steps_of(out->steps), (std::vector<Step>{Step::connect_dpf, Step::report}));
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":selected;" + kImsi);
+  EXPECT_EQ(package_status(out->package_id), store::PackageStatus::reported);
+  EXPECT_FALSE(std::filesystem::exists(journal));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
   EXPECT_EQ(sho_->statuses(), 1);
 }
 
