@@ -467,6 +467,7 @@ Result<Fields> run_run(const Args& a) {
                          .add("pcid", o.pcid)
                          .add("imsi", o.imsi)
                          .add("package_id", o.package_id)
+                         .add("resumed", o.resumed ? "yes" : "no")
                          .add("total_ms", std::to_string(total));
                      f.records("step", step_rows(o.steps));
                      return f;
