@@ -76,6 +76,16 @@ constexpr ScenarioInfo kScenarios[] = {
      "hands the PCID to the new SHO; F2 again towards the new SHO (F5); then the old SHO tries to "
      "take the registration back",
      "ro", "access_denied"},
+    {"provision-report-lost",
+     "F2 with the device agent stopped after the install, before its status report left: the next "
+     "run ends the restricted session the first left open, sends the report kept beside the TRE "
+     "without installing again, and attaches; then the report is replayed",
+     "ro", "transition_refused"},
+    {"provision-agent-crash",
+     "F2 with the device agent crashing after the download, before the install: the next run ends "
+     "the session the first left open, takes the package the DPF still holds without a new "
+     "attestation, installs it and attaches; then the report is replayed",
+     "ro", "transition_refused"},
     {"change-operator",
      "F4: the owner moves an operational device to another SHO; over its old subscription it is "
      "validated, downloads the new MCIM, discards the old one and installs the new one in one "
@@ -1155,6 +1165,98 @@ Result<void> revert_pristine(Run& run, const ScenarioWorld& w) {
 
 // ---- Operator change (F4) ----------------------------------------------------------------------
 
+// F2 stopped half way (the device agent killed before a step), then run again: every party's
+// state in between and at the end. `report_lost`: stopped before the report, the install
+// committed; else before the install, the package downloaded. Then the TRE's report is posted
+// once more (over a new PCID session): the DPF has it and refuses, nothing changes.
+Result<void> provision_interrupted(Run& run, const ScenarioWorld& w, bool report_lost) {
+  if (auto m = run.make(1); !m) return m;
+  FleetDevice& d = run.devices.front();
+  const std::string& id = d.bundle.device_id;
+  if (auto e = run.enrol(d); !e) return e;
+  const device::Step at = report_lost ? device::Step::report : device::Step::install;
+  device::Agent first = run.agent(d, [at](device::Step step) -> Result<void> {
+    if (step != at) return {};
+    return fail(ErrorCode::internal, "the device agent was killed");
+  });
+  auto stopped = first.provision();
+  run.check(!stopped, fmt::format("device: its run stopped before the {} ({})", to_string(at),
+                                  stopped ? "it did not" : stopped.error().message));
+
+  const std::string journal = d.tre->dir() + "/answers/.provisioning";
+  auto text = read_text_file(journal);
+  const Json kept = text ? Json::parse(*text, nullptr, false) : Json();
+  run.check(kept.is_object() && kept.contains("session") && kept.contains("report") == report_lost,
+            report_lost ? "device: its journal keeps the open session and the signed report"
+                        : "device: its journal keeps the open session, no report");
+  auto sub = w.sho_db->subscribers().find(id);
+  run.check(sub && *sub && (*sub)->status == store::SubscriberStatus::provisioning,
+            "sho: provisioning (no install report yet)");
+  auto pending = w.ro_db->packages().next_for_device(id);
+  run.check(pending && *pending && (*pending)->status == store::PackageStatus::delivered,
+            "ro: the package is delivered, not reported");
+  const std::string imsi = sub && *sub ? (*sub)->imsi : "?";
+  if (report_lost) {
+    run.check(state_in_tre(d, imsi) == "installed" && mcims_of(d) == 1,
+              fmt::format("tre: {} installed, not activated", imsi));
+  } else {
+    run.check(mcims_of(d) == 0, "tre: nothing installed");
+  }
+
+  device::Agent next = run.agent(d);
+  auto out = next.provision();
+  if (!out) return with_prefix(out.error(), "the device's next run");
+  auto took = [&](device::Step s) {
+    return std::any_of(out->steps.begin(), out->steps.end(),
+                       [s](const device::StepTiming& t) { return t.step == s; });
+  };
+  if (report_lost) {
+    run.check(out->resumed && !took(device::Step::install) && took(device::Step::report),
+              "device: the next run sent the kept report without installing again");
+  } else {
+    run.check(!out->resumed && took(device::Step::install),
+              "device: the next run found the package waiting and installed it");
+  }
+  (void)next.detach(out->operational);
+  run.check(!std::filesystem::exists(journal), "device: its journal is gone");
+  const tre::Status status = d.tre->status();
+  run.check(status.selected == imsi && out->imsi == imsi &&
+                audited_in_tre(d, "install", "ok", "operator:" + w.sho_operator) == 1,
+            fmt::format("tre: {} selected, installed once", imsi));
+  sub = w.sho_db->subscribers().find(id);
+  run.check(sub && *sub && (*sub)->status == store::SubscriberStatus::active,
+            fmt::format("sho: subscriber active with imsi {}", imsi));
+  auto auc = w.sho_db->pcids().find(imsi);
+  run.check(auc && *auc && (*auc)->status == store::PcidStatus::active,
+            "sho: its AuC serves the IMSI");
+
+  // The replay, with the report the device signed (its journal's copy, or the DPF's record).
+  std::string report = kept.is_object() ? kept.value("report", "") : "";
+  if (report.empty()) {
+    auto reported = w.ro_db->packages().find(out->package_id);
+    if (reported && *reported) report = (*reported)->report;
+  }
+  run.baseline({&d});
+  auto session = next.attach(d.bundle.pcid);
+  if (!session) return with_prefix(session.error(), "a PCID session for the replay");
+  auto chain = pki::load_certificates(d.tre->dir() + "/platform.pem");
+  if (!chain) return std::unexpected(chain.error());
+  Json pems = Json::array();
+  for (const auto& c : *chain) pems.push_back(pki::certificate_pem(c.get()).value_or(""));
+  auto client = net::HttpsClient::create(w.endpoints.device_tls);
+  if (!client) return std::unexpected(client.error());
+  auto replayed =
+      net::exchange(**client, "POST", w.ro_url + "/v1/dpf/packages/" + out->package_id + "/report",
+                    Json{{"report", report}, {"platform_chain", pems}},
+                    {.peer = "ro",
+                     .ok_status = 200,
+                     .headers = {{"Authorization", "Bearer " + session->home_session}}});
+  if (!replayed) run.refused("ro", replayed.error());
+  (void)next.detach(*session);
+  run.finish({});
+  return {};
+}
+
 enum class ChangeFault { none, dpf_killed, report_lost, agent_crash };
 
 // Whether any audit record of `db` mentions `needle` (subject, principal or detail).
@@ -1374,6 +1476,8 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   if (name == "delayed-activation") done = delayed_activation(run, w);
   if (name == "renew-pcid") done = renew_pcid(run, w);
   if (name == "revert-pristine") done = revert_pristine(run, w);
+  if (name == "provision-report-lost") done = provision_interrupted(run, w, true);
+  if (name == "provision-agent-crash") done = provision_interrupted(run, w, false);
   if (name == "change-operator") done = change_operator(run, w, ChangeFault::none);
   if (name == "change-operator-dpf-killed") done = change_operator(run, w, ChangeFault::dpf_killed);
   if (name == "change-operator-report-lost") {

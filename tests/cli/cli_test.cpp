@@ -516,6 +516,8 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"delayed-activation", {"ro", "pcid_expired"}},
       {"renew-pcid", {"ro", "not_found"}},
       {"revert-pristine", {"ro", "access_denied"}},
+      {"provision-report-lost", {"ro", "transition_refused"}},
+      {"provision-agent-crash", {"ro", "transition_refused"}},
       {"change-operator", {"ro", "access_denied"}},
       {"change-operator-dpf-killed", {"ro", "access_denied"}},
       {"change-operator-report-lost", {"ro", "access_denied"}},
@@ -607,6 +609,32 @@ TEST(CliDemo, TheManagementScenariosCheckEveryParty) {
     SCOPED_TRACE(row.name);
     expect_scenario_checks(row.name, row.checks);
   }
+}
+
+// Issue 7 F2 stopped half way and run again over the real services: every party's state in
+// between and at the end; the next run ended the session the first left open (else its attach
+// with the PCID would be refused already_exists).
+TEST(CliDemo, AnInterruptedProvisioningIsFinishedByTheNextRun) {
+  const std::vector<std::string> done = {"device: its journal is gone", "tre: 00102",
+                                         "sho: subscriber active with imsi 00102",
+                                         "sho: its AuC serves the IMSI"};
+  auto checks = [&](const std::string& step, const std::string& journal, const std::string& tre,
+                    const std::string& next) {
+    std::vector<std::string> c = {"device: its run stopped before the " + step,
+                                  "device: its journal keeps the open session" + journal,
+                                  "sho: provisioning (no install report yet)",
+                                  "ro: the package is delivered, not reported",
+                                  tre,
+                                  next};
+    c.insert(c.end(), done.begin(), done.end());
+    return c;
+  };
+  expect_scenario_checks("provision-report-lost",
+                         checks("report", " and the signed report", "tre: 00102",
+                                "device: the next run sent the kept report without installing"));
+  expect_scenario_checks("provision-agent-crash",
+                         checks("install", ", no report", "tre: nothing installed",
+                                "device: the next run found the package waiting"));
 }
 
 // Issue 8 F4 and its faults over the real services: every party's state at the end, and with a
