@@ -1163,7 +1163,7 @@ Result<void> revert_pristine(Run& run, const ScenarioWorld& w) {
   return {};
 }
 
-// ---- Operator change (F4) ----------------------------------------------------------------------
+// ---- F2 stopped half way -----------------------------------------------------------------------
 
 // F2 stopped half way (the device agent killed before a step), then run again: every party's
 // state in between and at the end. `report_lost`: stopped before the report, the install
@@ -1256,6 +1256,8 @@ Result<void> provision_interrupted(Run& run, const ScenarioWorld& w, bool report
   run.finish({});
   return {};
 }
+
+// ---- Operator change (F4) ----------------------------------------------------------------------
 
 enum class ChangeFault { none, dpf_killed, report_lost, agent_crash };
 
