@@ -50,6 +50,17 @@ const JsonSchema& challenge_schema() {
   return schema;
 }
 
+// F2's journal beside the TRE (Impl::earlier_journal): what a run kept for the next one. Strict:
+// the session goes into a request's path, so it must be a token and nothing else.
+const JsonSchema& journal_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      optional("session", JsonSchema::string(32, lower_hex_id, "32 lowercase hex digits", 32)),
+      optional("package_id", id_schema()),
+      optional("report", JsonSchema::string(ro::service_util::kMaxReportSize)),
+  });
+  return schema;
+}
+
 const JsonSchema& attachment_schema() {
   static const JsonSchema token =
       JsonSchema::string(32, lower_hex_id, "32 lowercase hex digits", 32);
@@ -372,18 +383,18 @@ struct Agent::Impl {
   void keep_journal() { keep_answer(agent.tre_, journal_path(), "provisioning", journal.dump()); }
   void drop_journal() { drop_answer(journal_path()); }
 
-  // An earlier run's journal; empty when there is none, or it is unreadable (warned and dropped).
+  // An earlier run's journal; empty when there is none, or it is unreadable (warned and dropped:
+  // the next run starts over).
   Json earlier_journal() {
     auto text = read_text_file(*journal_path());
     if (!text) return Json::object();
-    auto j = Json::parse(*text, nullptr, false);
-    if (!j.is_object() ||
-        !std::all_of(j.begin(), j.end(), [](const Json& v) { return v.is_string(); })) {
-      log::warn(kLog, "{}: journal unreadable; dropped", *journal_path());
+    auto j = journal_schema().parse(*text);
+    if (!j) {
+      log::warn(kLog, "{}: journal unreadable ({}); dropped", *journal_path(), j.error());
       drop_journal();
       return Json::object();
     }
-    return j;
+    return std::move(*j);
   }
 
   // The restricted session an earlier run left open, ended at the VNO: until it expires the RO
