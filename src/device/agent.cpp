@@ -361,13 +361,7 @@ struct Agent::Impl {
   Result<Json> poll(const std::string& path, const JsonSchema& schema, std::string_view what) {
     std::chrono::milliseconds delay = agent.config_.poll_first;
     for (;;) {
-      net::Headers prefer;
-      const auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - Steady::now());
-      const auto hold = std::min(agent.config_.poll_hold, left);
-      if (hold > std::chrono::seconds(0)) {
-        prefer.emplace_back("Prefer", fmt::format("wait={}", hold.count()));
-      }
-      auto r = dpf_call("GET", path, 200, nullptr, std::move(prefer));
+      auto r = held_get(path, agent.config_.poll_hold);
       if (r) return parse_answer(*r, schema, "dpf");
       if (r.error().code != ErrorCode::not_found) return std::unexpected(r.error());
       if (!wait(delay)) {
@@ -409,6 +403,17 @@ struct Agent::Impl {
     } else if (d.error().code != ErrorCode::not_found) {
       log::warn(kLog, "provisioning: ending an earlier run's session: {}", d.error());
     }
+  }
+
+  // One GET of the DPF, held up to `max_hold` (and config.poll_hold, and the time left).
+  Result<net::HttpResponse> held_get(const std::string& path, std::chrono::seconds max_hold) {
+    net::Headers prefer;
+    const auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - Steady::now());
+    const auto hold = std::min({agent.config_.poll_hold, max_hold, left});
+    if (hold > std::chrono::seconds(0)) {
+      prefer.emplace_back("Prefer", fmt::format("wait={}", hold.count()));
+    }
+    return dpf_call("GET", path, 200, nullptr, std::move(prefer));
   }
 
   Result<void> attach_pcid(const std::string& pcid) {
@@ -504,11 +509,45 @@ struct Agent::Impl {
     auto request = poll("/v1/dpf/attestation-request", attestation_request_schema(),
                         "attestation request from the home operator");
     if (!request) return std::unexpected(request.error());
-    auto nonce = parse_hex((*request)["nonce"].get_ref<const std::string&>(), "nonce");
+    return answer_attestation(*request);
+  }
+
+  // After an earlier run, whose attestation may have been answered already (the DPF serves a
+  // request once: no other comes) with the package on its way, or at the DPF already: asks for
+  // either in turn until one is there. A package is taken into `waiting`; a request is answered.
+  // The request's GET is held for a second at most, so that a package is seen soon after it came.
+  Result<void> attestation_or_package(std::optional<Json>& waiting, std::string_view from) {
+    std::chrono::milliseconds delay = agent.config_.poll_first;
+    for (;;) {
+      auto w = package_waiting();
+      if (!w) return std::unexpected(w.error());
+      if (*w) {
+        waiting = std::move(*w);
+        log::info(kLog, "attestation: the package was at the DPF already");
+        return {};
+      }
+      auto r = held_get("/v1/dpf/attestation-request", std::chrono::seconds(1));
+      if (r) {
+        auto request = parse_answer(*r, attestation_request_schema(), "dpf");
+        if (!request) return std::unexpected(request.error());
+        return answer_attestation(*request);
+      }
+      if (r.error().code != ErrorCode::not_found) return std::unexpected(r.error());
+      if (!wait(delay)) {
+        return fail(ErrorCode::busy,
+                    fmt::format("no attestation request and no package from {} within the "
+                                "timeout ({} s)",
+                                from, agent.config_.timeout.count()));
+      }
+    }
+  }
+
+  Result<void> answer_attestation(const Json& request) {
+    auto nonce = parse_hex(request["nonce"].get_ref<const std::string&>(), "nonce");
     if (!nonce) return std::unexpected(nonce.error());
     auto report = agent.tre_.attest(*nonce);
     if (!report) return with_prefix(report.error(), "tre");
-    const std::string id = (*request)["request_id"].get<std::string>();
+    const std::string id = request["request_id"].get<std::string>();
     auto r = dpf_call("POST", "/v1/dpf/attestations/" + id, 202,
                       Json{{"report", *report}, {"platform_chain", chain}});
     if (!r) return std::unexpected(r.error());
@@ -517,20 +556,15 @@ struct Agent::Impl {
   }
 
   // Steps 8-12: the home operator's attestation request answered, then its package. With
-  // `look_first`, a package the DPF holds already (an earlier run was validated and stopped
-  // before it installed the package) is taken at once: no new request would come. That is one GET
-  // more, so only when an earlier run may have been. `from` names the operator in errors.
-  Result<ByteVec> validated_package(bool look_first, std::string_view from) {
+  // `after_earlier` (an earlier run may have got this far) the request and a package the DPF may
+  // hold already are asked for in turn (attestation_or_package): more GETs, so only then. `from`
+  // names the operator in errors.
+  Result<ByteVec> validated_package(bool after_earlier, std::string_view from) {
     std::optional<Json> waiting;
     if (auto r = step(Step::attestation,
                       [&]() -> Result<void> {
-                        if (look_first) {
-                          auto w = package_waiting();
-                          if (!w) return std::unexpected(w.error());
-                          waiting = std::move(*w);
-                          if (waiting) return {};
-                        }
-                        return attestation();
+                        return after_earlier ? attestation_or_package(waiting, from)
+                                             : attestation();
                       });
         !r) {
       return std::unexpected(r.error());
@@ -891,7 +925,7 @@ struct Agent::Impl {
     } else {
       result.replaced = operational->id;
       const bool was_selected = operational->state == tre::McimState::selected;
-      // An earlier run may have been validated and stopped before it installed: look first.
+      // Whether an earlier run got as far as the attestation or the package cannot be told here.
       auto validated = validated_package(true, "the new home operator");
       if (!validated) return fail_with(Result<void>(std::unexpected(validated.error())));
       const ByteVec package = std::move(*validated);

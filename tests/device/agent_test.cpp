@@ -488,6 +488,43 @@ TEST_F(AgentTest, ProvisionsOverDirectAccessWithoutAVisitedNetwork) {
   EXPECT_EQ(sho_->statuses(), 1);
 }
 
+// The agent stopped after it answered the attestation, while the home operator still prepares
+// the package: the DPF serves a request once and the home operator, past validation, starts
+// nothing on the next run's arrival, so that run must not wait for another request. It asks for
+// a request and a package in turn and takes the package when it comes.
+TEST_F(AgentTest, ARunStoppedAfterItsAttestationTakesThePackageWhenItComes) {
+  TestSho::Behaviour slow;
+  slow.package_delay = 700ms;
+  start(slow);
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  AgentConfig stopping = config();
+  stopping.interrupt = [](Step s) -> Result<void> {
+    if (s == Step::package) return fail(ErrorCode::internal, "the device agent was killed");
+    return {};
+  };
+  Agent first(*tre_, stopping, clock_);
+  auto stopped = first.provision();
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(stopped.error().message, "package: the device agent was killed");
+
+  Agent next(*tre_, config(), clock_);
+  auto out = next.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_FALSE(out->resumed);
+  EXPECT_EQ(steps_of(out->steps),
+            (std::vector<Step>{Step::attach_pcid, Step::discovery, Step::attestation, Step::package,
+                               Step::install, Step::report, Step::attach_imsi}));
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":selected;" + kImsi);
+  EXPECT_EQ(sho_->arrivals(), 2);      // the second refused: validated already
+  EXPECT_EQ(sho_->attestations(), 1);  // answered once, by the first run
+  EXPECT_EQ(sho_->statuses(), 1);
+  secrets_.push_back(out->operational.session);
+  secrets_.push_back(out->operational.home_session);
+  ASSERT_TRUE(next.detach(out->operational));
+}
+
 // Direct access, the agent stopped after the install, before the report: the next run cannot
 // open another direct session while the first lasts (the RO refuses already_exists), so it
 // proves its platform key for a DPF session and posts the report it kept; the TRE installed once.

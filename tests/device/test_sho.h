@@ -83,6 +83,7 @@ class TestSho {
   struct Behaviour {
     bool send_package = true;
     std::chrono::milliseconds activation_delay{300};  // so the device has to ask again
+    std::chrono::milliseconds package_delay{0};       // between the attestation and the package
   };
 
   TestSho(World& world, store::Database& auc_db, const Clock& clock, Behaviour behaviour)
@@ -115,7 +116,7 @@ class TestSho {
 
   void connect(std::string ro_url) { ro_url_ = std::move(ro_url); }
   std::string url() const { return server_ ? server_->url() : std::string(); }
-  int arrivals() const { return arrivals_.load(); }
+  int arrivals() const { return arrivals_.load(); }  // refused ones too
   int attestations() const { return attestations_.load(); }
   int statuses() const { return statuses_.load(); }
   std::string failure() const {
@@ -151,6 +152,9 @@ class TestSho {
   // F2 step 7: a nonce (the PVA's, here ours) on its way to the device through the DPF.
   Result<Json> arrival(const Json& n) {
     ++arrivals_;
+    // As the real SHO: once the device is validated and its package on the way (provisioning),
+    // an arrival starts nothing.
+    if (provisioning_.load()) return fail(ErrorCode::transition_refused, "not awaiting arrival");
     Bytes<32> nonce{};
     OsRandom().fill(nonce);
     {
@@ -186,6 +190,7 @@ class TestSho {
       }
     }
     if (!behaviour_.send_package) return Json{{"outcome", "trusted"}};
+    provisioning_ = true;
     const Json& chain = a.at("platform_chain");
     const std::string& leaf_pem = chain.at(0).get_ref<const std::string&>();
     auto leaf = pki::parse_certificate(
@@ -204,6 +209,7 @@ class TestSho {
       note_failure("AuC import: " + imported.error().message);
       return std::unexpected(imported.error());
     }
+    std::this_thread::sleep_for(behaviour_.package_delay);
     const ByteVec pkg = world_.seal(doc, world_.signer("sho-a"), leaf->get());
     auto stored = call_ro("/v1/dpf/packages",
                           {{"pcid", a.value("pcid", "")},
@@ -239,6 +245,7 @@ class TestSho {
   std::string ro_url_;
   std::shared_ptr<net::HttpsClient> sho_client_ = operator_client("sho-a");
   std::atomic<int> arrivals_{0}, attestations_{0}, statuses_{0};
+  std::atomic<bool> provisioning_{false};  // validated, the package on its way
   mutable std::mutex mu_;
   ByteVec nonce_;           // guarded by mu_
   std::string request_id_;  // guarded by mu_
