@@ -172,24 +172,6 @@ Attachment attachment_of(const Json& j) {
   return a;
 }
 
-// The platform chain as the DPF and the PVA want it (PEM, leaf first): the TRE's public copy,
-// which must start with the certificate the TRE itself holds sealed.
-Result<Json> platform_chain_pems(const tre::Tre& tre) {
-  auto certs = pki::load_certificates(tre.dir() + "/platform.pem");
-  if (!certs) return std::unexpected(certs.error());
-  if (certs->empty() || X509_cmp(certs->front().get(), tre.platform_certificate()) != 0) {
-    return fail(ErrorCode::integrity_failed,
-                "platform.pem does not start with the TRE's platform certificate");
-  }
-  Json out = Json::array();
-  for (const auto& c : *certs) {
-    auto pem = pki::certificate_pem(c.get());
-    if (!pem) return std::unexpected(pem.error());
-    out.push_back(std::move(*pem));
-  }
-  return out;
-}
-
 // The id of the TRE's PCID credential (the factory's, or the RO's renewal of it).
 Result<std::string> pcid_of(const tre::Status& status) {
   for (const auto& c : status.credentials) {
@@ -372,7 +354,7 @@ struct Agent::Impl {
   }
 
   std::optional<std::string> journal_path() const {
-    return agent.tre_.dir() + "/answers/.provisioning";  // no kept answer's name starts with '.'
+    return provisioning_journal_path(agent.tre_);
   }
   void keep_journal() { keep_answer(agent.tre_, journal_path(), "provisioning", journal.dump()); }
   void drop_journal() { drop_answer(journal_path()); }
@@ -985,6 +967,26 @@ struct Agent::Impl {
     return result;
   }
 };
+
+Result<Json> platform_chain_pems(const tre::Tre& tre) {
+  auto certs = pki::load_certificates(tre.dir() + "/platform.pem");
+  if (!certs) return std::unexpected(certs.error());
+  if (certs->empty() || X509_cmp(certs->front().get(), tre.platform_certificate()) != 0) {
+    return fail(ErrorCode::integrity_failed,
+                "platform.pem does not start with the TRE's platform certificate");
+  }
+  Json out = Json::array();
+  for (const auto& c : *certs) {
+    auto pem = pki::certificate_pem(c.get());
+    if (!pem) return std::unexpected(pem.error());
+    out.push_back(std::move(*pem));
+  }
+  return out;
+}
+
+std::string provisioning_journal_path(const tre::Tre& tre) {
+  return tre.dir() + "/answers/.provisioning";  // no kept answer's name starts with '.'
+}
 
 Agent::Agent(tre::Tre& tre, AgentConfig config, const Clock& clock)
     : tre_(tre), config_(std::move(config)), clock_(clock) {}

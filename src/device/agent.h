@@ -17,6 +17,8 @@
 // is not); run one Agent per device.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -137,6 +139,14 @@ struct Outcome {
   Attachment operational;  // the attach with the IMSI
   std::vector<StepTiming> steps;
 };
+
+// The TRE's platform chain as the DPF and the PVA want it (a JSON array of PEM, leaf first): its
+// public copy `platform.pem`, which must start with the certificate the TRE itself holds sealed
+// (integrity_failed otherwise).
+Result<nlohmann::json> platform_chain_pems(const tre::Tre& tre);
+
+// Where provision() keeps its journal for the next run (answers/.provisioning beside the TRE).
+std::string provisioning_journal_path(const tre::Tre& tre);
 
 class Agent {
  public:

@@ -1183,7 +1183,7 @@ Result<void> provision_interrupted(Run& run, const ScenarioWorld& w, bool report
   run.check(!stopped, fmt::format("device: its run stopped before the {} ({})", to_string(at),
                                   stopped ? "it did not" : stopped.error().message));
 
-  const std::string journal = d.tre->dir() + "/answers/.provisioning";
+  const std::string journal = device::provisioning_journal_path(*d.tre);
   auto text = read_text_file(journal);
   const Json kept = text ? Json::parse(*text, nullptr, false) : Json();
   run.check(kept.is_object() && kept.contains("session") && kept.contains("report") == report_lost,
@@ -1239,15 +1239,13 @@ Result<void> provision_interrupted(Run& run, const ScenarioWorld& w, bool report
   run.baseline({&d});
   auto session = next.attach(d.bundle.pcid);
   if (!session) return with_prefix(session.error(), "a PCID session for the replay");
-  auto chain = pki::load_certificates(d.tre->dir() + "/platform.pem");
-  if (!chain) return std::unexpected(chain.error());
-  Json pems = Json::array();
-  for (const auto& c : *chain) pems.push_back(pki::certificate_pem(c.get()).value_or(""));
+  auto pems = device::platform_chain_pems(*d.tre);
+  if (!pems) return std::unexpected(pems.error());
   auto client = net::HttpsClient::create(w.endpoints.device_tls);
   if (!client) return std::unexpected(client.error());
   auto replayed =
       net::exchange(**client, "POST", w.ro_url + "/v1/dpf/packages/" + out->package_id + "/report",
-                    Json{{"report", report}, {"platform_chain", pems}},
+                    Json{{"report", report}, {"platform_chain", *pems}},
                     {.peer = "ro",
                      .ok_status = 200,
                      .headers = {{"Authorization", "Bearer " + session->home_session}}});
