@@ -792,6 +792,27 @@ Status Tre::status() const {
   return s;
 }
 
+Result<std::string> Tre::install_report(std::string_view id) const {
+  const Impl& i = *impl_;
+  if (i.locked_down()) {
+    return fail(ErrorCode::lockdown, "the TRE is locked down (" + i.lockdown_reason + ")");
+  }
+  const Credential* c = i.state->find(id);
+  if (c == nullptr || c->kind != CredentialKind::mcim || c->state == McimState::deleted ||
+      !c->doc) {
+    return fail(ErrorCode::not_found, fmt::format("no MCIM {}", subject_token(id)));
+  }
+  StatusReport rep = Impl::install_report();
+  rep.credential = c->id;
+  rep.package_id = c->package_id;
+  rep.sequence = c->doc->sequence;
+  rep.outcome = "ok";
+  rep.state = std::string(to_string(c->state));
+  std::string text = i.report(std::move(rep));
+  if (text.empty()) return fail(ErrorCode::internal, "install report: not signed");
+  return text;
+}
+
 Result<std::vector<CredentialInfo>> Tre::list() const {
   if (impl_->locked_down()) {
     return fail(ErrorCode::lockdown, "the TRE is locked down (" + impl_->lockdown_reason + ")");

@@ -136,6 +136,15 @@ class Tre {
   // keeping its lifecycle state. Audited as "update"; the status report is an install report.
   InstallOutcome renew_pcid(ByteView package);
 
+  // The install report of MCIM `id` signed again, as it stands: event install, outcome ok, its
+  // package and that package's sequence, its lifecycle state now. For a device whose agent stopped
+  // after the install's commit, before the report install() gave reached the DPF (device.md "A
+  // run that stops"): the DPF takes an install's report once, so a second one can only finish
+  // the first.
+  // not_found unless `id` is a live MCIM (the PCID credential and tombstones are not); lockdown in
+  // lockdown. Changes nothing, so it is not audited.
+  Result<std::string> install_report(std::string_view id) const;
+
   // A lifecycle action asked by the device itself (activate, select, deselect).
   Result<CredentialInfo> apply(Action action, std::string_view id);
   // A stakeholder's signed instruction: verified, checked against replay, this device, the

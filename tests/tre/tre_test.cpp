@@ -321,6 +321,46 @@ TEST_F(TreTest, InstallsAPackageAndReportsItSigned) {
   EXPECT_EQ(replay.result.error().code, ErrorCode::replayed_package);
 }
 
+// A device whose agent lost the report of an install asks for it again (device.md "A run that
+// stops"): the same report but for its time and state, which the DPF verifies as install()'s.
+TEST_F(TreTest, SignsAnInstalledMcimsReportAgainAndChangesNothing) {
+  Tre tre = open();
+  const auto doc = install(tre, kImsiA, "sho-a", 3);
+  const std::uint64_t generation = tre.status().generation;
+  const std::uint64_t audited = tre.status().audit_entries;
+
+  auto again = tre.install_report(kImsiA);
+  ASSERT_TRUE(again) << again.error().message;
+  auto report =
+      verify_install_report(*again, tre.platform_certificate(), device_id(), doc.package_id);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->event, "install");
+  EXPECT_EQ(report->outcome, "ok");
+  EXPECT_EQ(report->credential, kImsiA);
+  EXPECT_EQ(report->sequence, 3u);
+  EXPECT_EQ(report->state, "installed");
+
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  auto activated = tre.install_report(kImsiA);
+  ASSERT_TRUE(activated);
+  EXPECT_EQ(verify_status_report(*activated, tre.platform_certificate())->state, "activated");
+
+  // Nothing else is an MCIM with a package to report; the answer never echoes raw input.
+  const std::string pcid = tre.status().credentials.at(0).id;
+  EXPECT_EQ(tre.install_report(pcid).error().code, ErrorCode::not_found);
+  EXPECT_EQ(tre.install_report(kImsiB).error().code, ErrorCode::not_found);
+  auto odd = tre.install_report("x\ny");
+  ASSERT_FALSE(odd);
+  EXPECT_EQ(odd.error().code, ErrorCode::not_found);
+  EXPECT_EQ(odd.error().message.find('\n'), std::string::npos) << odd.error().message;
+  EXPECT_EQ(tre.status().generation, generation + 1);  // the activation only
+  EXPECT_EQ(tre.status().audit_entries, audited + 1);
+
+  // A deleted MCIM's tombstone has nothing left to report.
+  ASSERT_TRUE(tre.pristine());
+  EXPECT_EQ(tre.install_report(kImsiA).error().code, ErrorCode::not_found);
+}
+
 TEST_F(TreTest, RefusedPackagesChangeNothingButTheAuditLog) {
   Tre tre = open();
   ASSERT_TRUE(tre.record_registration(kNonce));
@@ -727,6 +767,7 @@ TEST_F(TreTest, AnEditedStateLocksTheTreDownForGood) {
     EXPECT_EQ(tre.install(ByteVec{1}).result.error().code, ErrorCode::lockdown);
     EXPECT_EQ(tre.apply(Action::activate, kImsiA).error().code, ErrorCode::lockdown);
     EXPECT_EQ(tre.pristine().error().code, ErrorCode::lockdown);
+    EXPECT_EQ(tre.install_report(kImsiA).error().code, ErrorCode::lockdown);
     // The bootstrap key is not handed out by a TRE that cannot vouch for its own state.
     auto key = tre.bootstrap_key();
     ASSERT_FALSE(key);
