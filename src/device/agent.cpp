@@ -56,6 +56,7 @@ const JsonSchema& journal_schema() {
   static const JsonSchema schema = JsonSchema::object({
       optional("session", JsonSchema::string(32, lower_hex_id, "32 lowercase hex digits", 32)),
       optional("package_id", id_schema()),
+      // Kept by agents before the TRE could sign an install's report again; read, not used.
       optional("report", JsonSchema::string(ro::service_util::kMaxReportSize)),
   });
   return schema;
@@ -278,7 +279,7 @@ struct Agent::Impl {
   std::unique_ptr<net::HttpsClient> dpf;
   Json chain;
   // F2's journal (Agent::provision): what this run keeps for its next one, string members only
-  // ("session", "package_id", "report"). Holds a bearer token: the file is 0600, never logged.
+  // ("session", "package_id"). Holds a bearer token: the file is 0600, never logged.
   Json journal = Json::object();
 
   explicit Impl(Agent& a) : agent(a), deadline(Steady::now() + a.config_.timeout) {}
@@ -686,10 +687,13 @@ struct Agent::Impl {
     // The install step succeeds when the TRE answered: a refusal is reported first, then returned.
     if (auto r = step(Step::install,
                       [&]() -> Result<void> {
+                        // Kept before the commit: a run stopped at any point after it finds the
+                        // package named, and has the TRE sign its report again (resume).
+                        journal["package_id"] = out.package_id;
+                        keep_journal();
                         installed = agent.tre_.install(*package);
-                        if (installed.result) {
-                          journal["package_id"] = out.package_id;
-                          journal["report"] = installed.report;
+                        if (!installed.result) {
+                          journal.erase("package_id");
                           keep_journal();
                         }
                         return {};
@@ -728,24 +732,26 @@ struct Agent::Impl {
     return found;
   }
 
-  // F2 after an earlier run committed the install of `mcim`: the report it kept goes to the DPF
-  // (which may have it already: transition_refused), then what is left is done.
+  // F2 after an earlier run committed the install of `mcim`. While the journal names its package
+  // the report may not have reached the DPF: the TRE signs it again and it goes there (the DPF
+  // may have it already: transition_refused); then what is left is done.
   Result<Outcome> resume(const tre::CredentialInfo& mcim, const Json& earlier) {
     out.resumed = true;
     out.imsi = mcim.id;
     out.package_id = mcim.package_id;
     log::info(kLog, "provisioning: resuming with {} ({}), installed by an earlier run", out.imsi,
               tre::to_string(mcim.state));
-    if (!earlier.contains("report") || earlier.value("package_id", "") != mcim.package_id) {
-      drop_journal();  // nothing kept (posted before), or the report of another package
+    if (earlier.value("package_id", "") != mcim.package_id) {
+      drop_journal();  // the report was taken before the journal went, or it names another package
       return operational();
     }
-    journal = earlier;
-    journal.erase("session");  // ended above
+    journal = Json{{"package_id", mcim.package_id}};  // its session was ended above
     if (auto r = reach_dpf(); !r) return fail_with(r);
     if (auto r = step(Step::report,
                       [&]() -> Result<void> {
-                        auto posted = report(earlier["report"].get<std::string>());
+                        auto signed_again = agent.tre_.install_report(mcim.id);
+                        if (!signed_again) return with_prefix(signed_again.error(), "tre");
+                        auto posted = report(*signed_again);
                         if (posted || posted.error().code == ErrorCode::transition_refused) {
                           return {};
                         }

@@ -630,10 +630,10 @@ TEST(CliDemo, AnInterruptedProvisioningIsFinishedByTheNextRun) {
     return c;
   };
   expect_scenario_checks("provision-report-lost",
-                         checks("report", " and the signed report", "tre: 00102",
-                                "device: the next run sent the kept report without installing"));
+                         checks("report", " and the package's id", "tre: 00102",
+                                "device: the next run had the TRE sign its install report again"));
   expect_scenario_checks("provision-agent-crash",
-                         checks("install", ", no report", "tre: nothing installed",
+                         checks("install", ", no package", "tre: nothing installed",
                                 "device: the next run found the package waiting"));
 }
 

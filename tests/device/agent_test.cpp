@@ -563,6 +563,49 @@ TEST_F(AgentTest, ADirectRunStoppedBeforeItsReportIsFinishedOverADpfSession) {
   EXPECT_EQ(sho_->statuses(), 1);
 }
 
+// A device stopped right after its TRE committed the install: all its journal has is the restricted
+// session and the package's id, written before the commit (nothing is written between the commit
+// and the report). The next run ends that session, opens another, and has the TRE sign the
+// install's report again for the DPF; the SHO activates the IMSI and the TRE installed once.
+TEST_F(AgentTest, ARunStoppedRightAfterTheInstallsCommitHasItsReportSignedAgain) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  AgentConfig stopping = config();
+  stopping.interrupt = [](Step s) -> Result<void> {
+    if (s == Step::report) return fail(ErrorCode::internal, "the device lost power");
+    return {};
+  };
+  Agent first(*tre_, stopping, clock_);
+  auto stopped = first.provision();
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":installed;-");
+  const std::string journal = tre_->dir() + "/answers/.provisioning";
+  auto kept = read_text_file(journal);
+  ASSERT_TRUE(kept);
+  const auto j = Json::parse(*kept);
+  EXPECT_EQ(j["package_id"], "pkg-" + kImsi + "-1");
+  EXPECT_TRUE(j.contains("session"));
+  EXPECT_FALSE(j.contains("report"));  // the TRE signs it again when it is needed
+  EXPECT_EQ(package_status("pkg-" + kImsi + "-1"), store::PackageStatus::delivered);
+
+  Agent next(*tre_, config(10s), clock_);
+  auto out = next.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_TRUE(out->resumed);
+  EXPECT_EQ(steps_of(out->steps), (std::vector<Step>{Step::attach_pcid, Step::discovery,
+                                                     Step::report, Step::attach_imsi}));
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":selected;" + kImsi);
+  EXPECT_EQ(package_status(out->package_id), store::PackageStatus::reported);
+  EXPECT_FALSE(std::filesystem::exists(journal));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  EXPECT_EQ(sho_->statuses(), 1);
+  secrets_.push_back(out->operational.session);
+  secrets_.push_back(out->operational.home_session);
+  ASSERT_TRUE(next.detach(out->operational));
+}
+
 // F9: an operational device's management round. sho-a's list reaches the TRE through the RO's
 // DPF; the first round loses the TRE's answer on its way back (the RO's front refuses it once,
 // 503), so the answer is kept and the next round posts it: the TRE applies the instruction once,
