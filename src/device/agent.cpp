@@ -227,7 +227,9 @@ void keep_answer(const tre::Tre& t, const std::optional<std::string>& kept, std:
   }
 }
 
-// The prefix of a kept renewal report's name in answers/ (F8); the package id follows.
+// The prefix of a renewal's mark in answers/ (F8); the package id follows. The mark says the TRE
+// may hold that package and the RO may not have its report (renew_over); its content is not read
+// (agents before Tre::install_report kept the report itself there).
 constexpr std::string_view kRenewalKept = "renewal-";
 
 void drop_answer(const std::optional<std::string>& kept) {
@@ -1024,12 +1026,14 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
       std::chrono::sys_seconds(std::chrono::seconds((*offer)["not_after"].get<std::int64_t>()));
   auto package = parse_hex((*offer)["package"].get<std::string>(), "package");
   if (!package) return std::unexpected(package.error());
-  tre::InstallOutcome installed = tre.renew_pcid(*package);
-  if (installed.report.empty()) return with_prefix(installed.result.error(), "tre");
-  // The TRE holds the new K from here: until the ICF has the report its vectors do not verify, so
-  // the report is kept until the RO took it (renewal_kept).
+  // Once the TRE holds the new K, the ICF's vectors do not verify until it has the report: so the
+  // renewal is marked before the commit, and the mark stays until the RO took the report
+  // (send_kept_renewals has the TRE sign it again for a run stopped in between).
   const auto kept = kept_answer_path(tre, std::string(kRenewalKept) + out.package_id);
-  if (installed.result) keep_answer(tre, kept, "renewal " + out.package_id, installed.report);
+  keep_answer(tre, kept, "renewal " + out.package_id, Json{{"package_id", out.package_id}}.dump());
+  tre::InstallOutcome installed = tre.renew_pcid(*package);
+  if (!installed.result) drop_answer(kept);  // nothing changed: the refusal is only reported
+  if (installed.report.empty()) return with_prefix(installed.result.error(), "tre");
   if (interrupt) {
     if (auto stop = interrupt(Step::report); !stop) return with_prefix(stop.error(), "report");
   }
@@ -1043,16 +1047,28 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
   return out;
 }
 
-// A renewal report that never reached the RO (F8): the TRE has the new K, the ICF the old one
-// with the new one staged, so an attach with the PCID fails at the TRE (the network's AUTN does
-// not verify). The report goes over a DPF session, which the platform key opens without AKA.
+// A renewal report that may not have reached the RO (F8, a mark renew_over left): the TRE has the
+// new K, the ICF the old one with the new one staged, so an attach with the PCID fails at the TRE
+// (the network's AUTN does not verify). The TRE signs the report again when its PCID credential is
+// that package's (else the renewal never committed and the mark goes); it goes over a DPF
+// session, which the platform key opens without AKA.
 Result<void> send_kept_renewals(tre::Tre& tre, const AgentConfig& config, const std::string& pcid,
                                 const Json& chain) {
   std::vector<std::string> ids;
   std::error_code ec;
+  std::string renewed;  // the package of the TRE's PCID credential now
+  for (const auto& c : tre.status().credentials) {
+    if (c.id == pcid) renewed = c.package_id;
+  }
   for (const auto& e : std::filesystem::directory_iterator(tre.dir() + "/answers", ec)) {
     const std::string name = e.path().filename().string();
-    if (name.starts_with(kRenewalKept)) ids.push_back(name.substr(kRenewalKept.size()));
+    if (!name.starts_with(kRenewalKept)) continue;
+    std::string id = name.substr(kRenewalKept.size());
+    if (id == renewed) {
+      ids.push_back(std::move(id));
+    } else {
+      drop_answer(kept_answer_path(tre, name));  // not installed: nothing to report
+    }
   }
   if (ids.empty()) return {};
   if (config.drf_url.empty()) {
@@ -1069,8 +1085,8 @@ Result<void> send_kept_renewals(tre::Tre& tre, const AgentConfig& config, const 
   const std::string bearer = (*session)["session"].get<std::string>();
   for (const std::string& id : ids) {
     const auto kept = kept_answer_path(tre, std::string(kRenewalKept) + id);
-    auto text = read_text_file(*kept);
-    if (!text) continue;
+    auto text = tre.install_report(pcid);
+    if (!text) return with_prefix(text.error(), "renewal " + id + ": tre");
     auto posted = exchange(**client, "POST", dpf + "/v1/dpf/pcid-renewal/" + id + "/report", 200,
                            "dpf", Json{{"report", *text}, {"platform_chain", chain}}, bearer);
     // Taken now or before; or no longer the staged one (transition_refused), nothing to repeat.

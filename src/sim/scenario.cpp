@@ -994,6 +994,17 @@ Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
   run.expect(staged && *staged && !(*staged)->renewal_package.empty() &&
                  (*staged)->k.get() == (*before)->k.get(),
              "the ICF after the lost report: want the old K, the new one staged");
+  // What the stopped run left: the renewal's mark (the TRE signs the report again from it). A
+  // mark of a renewal stopped before the TRE's commit is dropped unreported by the next run.
+  const std::string marks = due.tre->dir() + "/answers/renewal-";
+  const std::string mark = marks + (staged && *staged ? (*staged)->renewal_package : "?");
+  run.expect(std::filesystem::exists(mark),
+             "the renewal whose report was lost: want its mark beside the TRE");
+  if (auto planted =
+          write_file_atomic(marks + "pcid-never-installed", std::string_view("{}"), 0600);
+      !planted) {
+    return planted;
+  }
   device::Agent agent = run.agent(due);
   auto locked = agent.attach(due.bundle.pcid);
   run.expect(!locked && locked.error().code == ErrorCode::mac_mismatch,
@@ -1001,6 +1012,9 @@ Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
   auto renewed = agent.renew_pcid();
   if (!renewed) return with_prefix(renewed.error(), "the renewal after the lost report");
   run.expect(!renewed->renewed, "after the kept report: want nothing more due");
+  run.expect(
+      !std::filesystem::exists(mark) && !std::filesystem::exists(marks + "pcid-never-installed"),
+      "after the report: want both renewal marks gone");
   // The newest offer is the run after the report's (nothing due); the first one's package is in
   // the TRE (below).
   run.expect_audit("renewal-offer", due.bundle.pcid, "not_found");

@@ -798,9 +798,12 @@ Result<std::string> Tre::install_report(std::string_view id) const {
     return fail(ErrorCode::lockdown, "the TRE is locked down (" + i.lockdown_reason + ")");
   }
   const Credential* c = i.state->find(id);
-  if (c == nullptr || c->kind != CredentialKind::mcim || c->state == McimState::deleted ||
-      !c->doc) {
-    return fail(ErrorCode::not_found, fmt::format("no MCIM {}", subject_token(id)));
+  const bool renewed_pcid =
+      c != nullptr && c->kind == CredentialKind::pcid && c->package_id != kPcidPackageId;
+  if (c == nullptr || (c->kind != CredentialKind::mcim && !renewed_pcid) ||
+      c->state == McimState::deleted || !c->doc) {
+    return fail(ErrorCode::not_found,
+                fmt::format("no MCIM or renewed PCID credential {}", subject_token(id)));
   }
   StatusReport rep = Impl::install_report();
   rep.credential = c->id;

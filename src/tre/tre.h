@@ -141,8 +141,9 @@ class Tre {
   // after the install's commit, before the report install() gave reached the DPF (device.md "A
   // run that stops"): the DPF takes an install's report once, so a second one can only finish
   // the first.
-  // not_found unless `id` is a live MCIM (the PCID credential and tombstones are not); lockdown in
-  // lockdown. Changes nothing, so it is not audited.
+  // Likewise the PCID credential once renewed (F8: renew_pcid's report, the RO's package).
+  // not_found for anything else (the factory's PCID credential, tombstones, unknown ids); lockdown
+  // in lockdown. Changes nothing, so it is not audited.
   Result<std::string> install_report(std::string_view id) const;
 
   // A lifecycle action asked by the device itself (activate, select, deselect).

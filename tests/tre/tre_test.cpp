@@ -178,6 +178,15 @@ TEST_F(TreTest, TheRoRenewsThePcidCredentialInOneCommit) {
   EXPECT_EQ(tre.verify_audit()->log.entries.back().event.event, "update");
   EXPECT_EQ(tre.renew_pcid(pkg).result.error().code, ErrorCode::replayed_package);
   EXPECT_TRUE(tre.fsck());
+  // The renewal's report signed again (a device whose agent stopped right after the commit).
+  auto again = tre.install_report(kPcid);
+  ASSERT_TRUE(again) << again.error().message;
+  auto second =
+      verify_install_report(*again, tre.platform_certificate(), device_id(), "pcid-renewal-1");
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(second->credential, kPcid);
+  EXPECT_EQ(second->sequence, 100u);
+  EXPECT_EQ(second->state, "activated");
 }
 
 // F8: the TRE holds the PCID credential's lifetime as the ICF does: at not_after it stops; a
