@@ -208,9 +208,10 @@ Result<net::HttpResponse> prove_platform(tre::Tre& tre, net::HttpsClient& client
 
 // An answer the TRE gave that the DPF has not taken yet, kept beside the TRE until it is posted:
 // a round that stops after the TRE acted posts that answer next time, instead of having the TRE
-// answer the same instruction again with replayed_instruction (F9), or a change's reports
-// (F4) once the install is committed. Reports hold no secret. An id
-// that could name something else in the directory is not kept.
+// answer the same instruction again with replayed_instruction (F9). For a change (F4) and a
+// renewal (F8) a mark written just before the TRE's commit, whose reports the TRE signs again.
+// Nothing kept holds a secret. An id that could name something else in the directory is not
+// kept.
 std::optional<std::string> kept_answer_path(const tre::Tre& t, const std::string& id) {
   if (id.empty() || id.front() == '.') return std::nullopt;
   return t.dir() + "/answers/" + id;
@@ -858,16 +859,21 @@ struct Agent::Impl {
     return posted;
   }
 
-  // The reports an earlier run kept (resume): posted, if any are there and readable.
+  // What an earlier run kept at `kept` for a committed replacement (resume): the replaced
+  // credential's id, whose reports the TRE signs again, or (agents before
+  // Tre::replacement_reports) the reports themselves; posted. Nothing kept: taken before.
   Result<void> post_kept(const std::optional<std::string>& kept) {
     auto text = kept ? read_text_file(*kept) : Result<std::string>(fail(ErrorCode::not_found, ""));
     if (!text) return {};  // none kept: posted before, or never made
     auto j = Json::parse(*text, nullptr, false);
-    const bool readable =
-        j.is_object() &&
-        std::all_of(j.begin(), j.end(), [](const Json& v) { return v.is_string(); }) &&
-        j.contains("report");
-    if (!readable) {
+    const bool strings = j.is_object() && std::all_of(j.begin(), j.end(),
+                                                      [](const Json& v) { return v.is_string(); });
+    if (strings && j.size() == 1 && j.contains("replaced")) {
+      auto again = agent.tre_.replacement_reports(out.imsi, j["replaced"].get<std::string>());
+      if (!again) return with_prefix(again.error(), "tre");
+      return post_reports(change_reports(*again), kept);
+    }
+    if (!strings || !j.contains("report")) {
       log::warn(kLog, "{}: kept reports unreadable; not posted", *kept);
       drop_answer(kept);
       return {};
@@ -929,11 +935,12 @@ struct Agent::Impl {
                             auto d = agent.tre_.apply(tre::Action::deselect, result.replaced);
                             if (!d) return with_prefix(d.error(), "tre");
                           }
+                          // Marked before the commit: a run stopped at any point after it has
+                          // the TRE sign the reports again (post_kept).
+                          keep_answer(agent.tre_, kept, "change",
+                                      Json{{"replaced", result.replaced}}.dump());
                           replaced = agent.tre_.install_replacing(package, result.replaced);
-                          if (replaced.install.result) {
-                            keep_answer(agent.tre_, kept, "change",
-                                        change_reports(replaced).dump());
-                          }
+                          if (!replaced.install.result) drop_answer(kept);
                           return {};
                         });
           !r) {

@@ -78,8 +78,8 @@ constexpr ScenarioInfo kScenarios[] = {
      "ro", "access_denied"},
     {"provision-report-lost",
      "F2 with the device agent stopped after the install, before its status report left: the next "
-     "run ends the restricted session the first left open, sends the report kept beside the TRE "
-     "without installing again, and attaches; then the report is replayed",
+     "run ends the restricted session the first left open, has the TRE sign its report again and "
+     "sends it without installing again, and attaches; then the report is replayed",
      "ro", "transition_refused"},
     {"provision-agent-crash",
      "F2 with the device agent crashing after the download, before the install: the next run ends "
@@ -96,8 +96,8 @@ constexpr ScenarioInfo kScenarios[] = {
      "MCIM, reconnects when the DPF is back and completes; then the old SHO's change back",
      "ro", "access_denied"},
     {"change-operator-report-lost",
-     "F4 with the status report lost after the install: the reports kept beside the TRE are sent "
-     "by the device's next run; then the old SHO's change back",
+     "F4 with the status report lost after the install: the device's next run has the TRE sign "
+     "the reports again and sends them; then the old SHO's change back",
      "ro", "access_denied"},
     {"change-operator-agent-crash",
      "F4 with the device agent crashing after the download, before the discard and install: the "
@@ -981,7 +981,8 @@ Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
   if (!before || !*before) return fail(ErrorCode::internal, "the due PCID is not at the ICF");
   // The first renewal's report is lost after the TRE took the new K: the ICF keeps the old one
   // (the new one staged), so the PCID no longer attaches; the device's next renewal run sends the
-  // kept report over a DPF session (its platform key, no AKA), and the ICF switches.
+  // report, signed again by the TRE from its mark, over a DPF session (its platform key, no AKA),
+  // and the ICF switches.
   bool lost = false;
   device::Agent lossy = run.agent(due, [&lost](device::Step step) -> Result<void> {
     if (step != device::Step::report || lost) return {};
@@ -1385,6 +1386,19 @@ Result<void> change_operator(Run& run, const ScenarioWorld& w, ChangeFault fault
     run.check(!changed, fmt::format("device: its run stopped ({})",
                                     changed ? "it did not" : changed.error().message));
     check_change_pending(run, w, d, old_imsi, fault == ChangeFault::report_lost);
+    if (fault == ChangeFault::report_lost) {
+      // The mark the agent wrote just before the TRE's commit: all the next run needs.
+      std::string package;
+      for (const auto& c : d.tre->status().credentials) {
+        if (c.kind == tre::CredentialKind::mcim && c.state == tre::McimState::installed) {
+          package = c.package_id;
+        }
+      }
+      auto mark = read_text_file(d.tre->dir() + "/answers/" + package);
+      run.check(!package.empty() && mark &&
+                    Json::parse(*mark, nullptr, false) == Json{{"replaced", old_imsi}},
+                fmt::format("device: a mark beside the TRE names {}, the MCIM replaced", old_imsi));
+    }
     if (fault == ChangeFault::agent_crash) {
       // The old subscription still works: the device ends its session and attaches again.
       (void)first.detach(old_session);
@@ -1398,7 +1412,8 @@ Result<void> change_operator(Run& run, const ScenarioWorld& w, ChangeFault fault
     if (changed) {
       run.check(changed->resumed == (fault == ChangeFault::report_lost),
                 fault == ChangeFault::report_lost
-                    ? "device: the next run sent the kept reports without installing again"
+                    ? "device: the next run had the TRE sign the reports again and sent them, "
+                      "without installing again"
                     : "device: the next run found the package waiting and installed it");
     }
   }

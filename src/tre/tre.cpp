@@ -816,6 +816,23 @@ Result<std::string> Tre::install_report(std::string_view id) const {
   return text;
 }
 
+Result<ReplaceOutcome> Tre::replacement_reports(std::string_view id,
+                                                std::string_view replaced) const {
+  const Impl& i = *impl_;
+  auto install = install_report(id);
+  if (!install) return std::unexpected(install.error());
+  const Credential* c = i.state->find(id);
+  const Credential* old = i.state->find(replaced);
+  if (c->kind != CredentialKind::mcim || old == nullptr || old->kind != CredentialKind::mcim ||
+      old->state != McimState::deleted) {
+    return fail(ErrorCode::not_found,
+                fmt::format("no discarded MCIM {} beside {}", subject_token(replaced), c->id));
+  }
+  return ReplaceOutcome{InstallOutcome{info_of(*c, i.state->config), std::move(*install)},
+                        i.report(Impl::discard_report(old->id, old->package_id, 0)),
+                        i.report(Impl::discard_report("-", c->package_id, c->doc->sequence))};
+}
+
 Result<std::vector<CredentialInfo>> Tre::list() const {
   if (impl_->locked_down()) {
     return fail(ErrorCode::lockdown, "the TRE is locked down (" + impl_->lockdown_reason + ")");

@@ -145,6 +145,11 @@ class Tre {
   // not_found for anything else (the factory's PCID credential, tombstones, unknown ids); lockdown
   // in lockdown. Changes nothing, so it is not audited.
   Result<std::string> install_report(std::string_view id) const;
+  // F4: install_replacing's three reports signed again, for a device whose agent stopped after
+  // that commit, before they reached the DPF: `id`'s install report (as install_report) and the
+  // acknowledgements of `replaced`'s discard, which must be an MCIM's tombstone (not_found
+  // otherwise, as for an `id` that is not a live MCIM). Changes nothing, not audited.
+  Result<ReplaceOutcome> replacement_reports(std::string_view id, std::string_view replaced) const;
 
   // A lifecycle action asked by the device itself (activate, select, deselect).
   Result<CredentialInfo> apply(Action action, std::string_view id);

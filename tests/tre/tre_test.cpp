@@ -595,6 +595,29 @@ TEST_F(TreTest, InstallReplacingDiscardsTheOldMcimAndAcknowledgesItToEachOwner) 
   ASSERT_TRUE(audit);
   EXPECT_EQ(audit->log.entries.back().event.event, "replace");
   EXPECT_TRUE(tre.fsck());
+
+  // The three signed again (an agent stopped right after the commit), verified the same way.
+  const std::uint64_t generation = tre.status().generation;
+  auto again = tre.replacement_reports(kImsiB, kImsiA);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->install.result->id, kImsiB);
+  EXPECT_TRUE(verify_install_report(again->install.report, cert, device_id(), doc.package_id));
+  auto full_again = verify_discard_report(again->discard_report, cert, device_id(), kImsiA);
+  ASSERT_TRUE(full_again) << full_again.error().message;
+  EXPECT_EQ(full_again->package_id, old_package);
+  auto notice_again =
+      verify_discard_notice(again->discard_notice, cert, device_id(), doc.package_id);
+  ASSERT_TRUE(notice_again) << notice_again.error().message;
+  EXPECT_EQ(notice_again->sequence, doc.sequence);
+  EXPECT_EQ(again->discard_notice.find(kImsiA), std::string::npos);
+  // Only a live MCIM beside an MCIM's tombstone: the reverse, the PCID or nothing is not_found.
+  const std::string pcid = s.credentials.at(0).id;
+  EXPECT_EQ(tre.replacement_reports(kImsiA, kImsiB).error().code, ErrorCode::not_found);
+  EXPECT_EQ(tre.replacement_reports(kImsiB, pcid).error().code, ErrorCode::not_found);
+  EXPECT_EQ(tre.replacement_reports(kImsiB, kImsiB).error().code, ErrorCode::not_found);
+  EXPECT_EQ(tre.replacement_reports(kImsiB, "001019999999999").error().code, ErrorCode::not_found);
+  EXPECT_EQ(tre.status().generation, generation);
+  EXPECT_EQ(tre.verify_audit()->log.entries.size(), audit->log.entries.size());
 }
 
 TEST_F(TreTest, InstallReplacingRefusedChangesNothingButTheAuditLog) {
