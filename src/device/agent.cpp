@@ -317,6 +317,23 @@ struct Agent::Impl {
     return true;
   }
 
+  // Looks (`look`: true once what it waits for is there, false while not yet) again and again,
+  // waiting as wait() says in between; busy once the deadline has passed, naming `nothing` ("no
+  // package from ...").
+  template <class F>
+  Result<void> until_there(std::string_view nothing, F&& look) {
+    std::chrono::milliseconds delay = agent.config_.poll_first;
+    for (;;) {
+      Result<bool> there = look();
+      if (!there) return std::unexpected(there.error());
+      if (*there) return {};
+      if (!wait(delay)) {
+        return fail(ErrorCode::busy, fmt::format("{} within the timeout ({} s)", nothing,
+                                                 agent.config_.timeout.count()));
+      }
+    }
+  }
+
   // F4: set when the DPF is reached over the device's own connectivity with a DPF session; a DPF
   // that went away (a connection refused or cut, 5xx) or forgot the session (401, restarted) is
   // then waited for, the session opened again, and the request repeated until the deadline.
@@ -345,16 +362,23 @@ struct Agent::Impl {
   // the DPF to hold it until something comes (`Prefer: wait=N`, docs/protocol.md "Held polls");
   // a DPF that does not hold answers at once, and the waits between GETs still double.
   Result<Json> poll(const std::string& path, const JsonSchema& schema, std::string_view what) {
-    std::chrono::milliseconds delay = agent.config_.poll_first;
-    for (;;) {
+    Json answer;
+    auto got = until_there(fmt::format("no {}", what), [&]() -> Result<bool> {
       auto r = held_get(path, agent.config_.poll_hold);
-      if (r) return parse_answer(*r, schema, "dpf");
-      if (r.error().code != ErrorCode::not_found) return std::unexpected(r.error());
-      if (!wait(delay)) {
-        return fail(ErrorCode::busy, fmt::format("no {} within the timeout ({} s)", what,
-                                                 agent.config_.timeout.count()));
-      }
-    }
+      if (!r) return not_yet(r.error());
+      auto a = parse_answer(*r, schema, "dpf");
+      if (!a) return std::unexpected(a.error());
+      answer = std::move(*a);
+      return true;
+    });
+    if (!got) return std::unexpected(got.error());
+    return answer;
+  }
+
+  // A held GET's refusal: not_found is "nothing yet" (false), anything else the error.
+  static Result<bool> not_yet(const Error& e) {
+    if (e.code == ErrorCode::not_found) return false;
+    return std::unexpected(e);
   }
 
   std::optional<std::string> journal_path() const {
@@ -503,29 +527,26 @@ struct Agent::Impl {
   // either in turn until one is there. A package is taken into `waiting`; a request is answered.
   // The request's GET is held for a second at most, so that a package is seen soon after it came.
   Result<void> attestation_or_package(std::optional<Json>& waiting, std::string_view from) {
-    std::chrono::milliseconds delay = agent.config_.poll_first;
-    for (;;) {
-      auto w = package_waiting();
-      if (!w) return std::unexpected(w.error());
-      if (*w) {
-        waiting = std::move(*w);
-        log::info(kLog, "attestation: the package was at the DPF already");
-        return {};
-      }
-      auto r = held_get("/v1/dpf/attestation-request", std::chrono::seconds(1));
-      if (r) {
-        auto request = parse_answer(*r, attestation_request_schema(), "dpf");
-        if (!request) return std::unexpected(request.error());
-        return answer_attestation(*request);
-      }
-      if (r.error().code != ErrorCode::not_found) return std::unexpected(r.error());
-      if (!wait(delay)) {
-        return fail(ErrorCode::busy,
-                    fmt::format("no attestation request and no package from {} within the "
-                                "timeout ({} s)",
-                                from, agent.config_.timeout.count()));
-      }
-    }
+    std::optional<Json> request;
+    auto got = until_there(
+        fmt::format("no attestation request and no package from {}", from), [&]() -> Result<bool> {
+          auto w = package_waiting();
+          if (!w) return std::unexpected(w.error());
+          if (*w) {
+            waiting = std::move(*w);
+            log::info(kLog, "attestation: the package was at the DPF already");
+            return true;
+          }
+          auto r = held_get("/v1/dpf/attestation-request", std::chrono::seconds(1));
+          if (!r) return not_yet(r.error());
+          auto a = parse_answer(*r, attestation_request_schema(), "dpf");
+          if (!a) return std::unexpected(a.error());
+          request = std::move(*a);
+          return true;
+        });
+    if (!got) return got;
+    if (request) return answer_attestation(*request);
+    return {};
   }
 
   Result<void> answer_attestation(const Json& request) {
@@ -604,21 +625,14 @@ struct Agent::Impl {
       }
     }
     if (auto a = activate_mcim(); !a) return a;
-    std::chrono::milliseconds delay = agent.config_.poll_first;
-    for (;;) {
-      auto a = agent.attach(out.imsi);
-      if (a) {
-        out.operational = std::move(*a);
-        return {};
-      }
-      if (a.error().code != ErrorCode::credential_unusable) return std::unexpected(a.error());
-      if (!wait(delay)) {
-        return fail(ErrorCode::busy,
-                    fmt::format("the home operator did not activate IMSI {} within the timeout "
-                                "({} s)",
-                                out.imsi, agent.config_.timeout.count()));
-      }
-    }
+    return until_there(fmt::format("the home operator did not activate IMSI {}", out.imsi),
+                       [&]() -> Result<bool> {
+                         auto a = agent.attach(out.imsi);
+                         if (!a && a.error().code == ErrorCode::credential_unusable) return false;
+                         if (!a) return std::unexpected(a.error());
+                         out.operational = std::move(*a);
+                         return true;
+                       });
   }
 
   // The MCIM activated and selected, each unless it is already (a resumed run may find either
