@@ -62,6 +62,18 @@ const JsonSchema& journal_schema() {
   return schema;
 }
 
+// F4's mark beside the TRE (Impl::post_kept): the replaced MCIM's IMSI, or, as agents before
+// Tre::replacement_reports kept, the three reports themselves.
+const JsonSchema& change_mark_schema() {
+  static const JsonSchema schema = JsonSchema::object({
+      optional("replaced", imsi_schema()),
+      optional("report", JsonSchema::string(ro::service_util::kMaxReportSize)),
+      optional("discard_report", JsonSchema::string(ro::service_util::kMaxReportSize)),
+      optional("discard_notice", JsonSchema::string(ro::service_util::kMaxReportSize)),
+  });
+  return schema;
+}
+
 const JsonSchema& attachment_schema() {
   static const JsonSchema token =
       JsonSchema::string(32, lower_hex_id, "32 lowercase hex digits", 32);
@@ -879,20 +891,19 @@ struct Agent::Impl {
   Result<void> post_kept(const std::optional<std::string>& kept) {
     auto text = kept ? read_text_file(*kept) : Result<std::string>(fail(ErrorCode::not_found, ""));
     if (!text) return {};  // none kept: posted before, or never made
-    auto j = Json::parse(*text, nullptr, false);
-    const bool strings = j.is_object() && std::all_of(j.begin(), j.end(),
-                                                      [](const Json& v) { return v.is_string(); });
-    if (strings && j.size() == 1 && j.contains("replaced")) {
-      auto again = agent.tre_.replacement_reports(out.imsi, j["replaced"].get<std::string>());
+    auto j = change_mark_schema().parse(*text);
+    if (j && j->size() == 1 && j->contains("replaced")) {
+      auto again = agent.tre_.replacement_reports(out.imsi, (*j)["replaced"].get<std::string>());
       if (!again) return with_prefix(again.error(), "tre");
       return post_reports(change_reports(*again), kept);
     }
-    if (!strings || !j.contains("report")) {
-      log::warn(kLog, "{}: kept reports unreadable; not posted", *kept);
+    if (!j || j->contains("replaced") || j->size() != 3) {
+      log::warn(kLog, "{}: kept mark unreadable ({}); dropped", *kept,
+                j ? "neither a replaced IMSI nor three reports" : j.error().message);
       drop_answer(kept);
       return {};
     }
-    return post_reports(std::move(j), kept);
+    return post_reports(std::move(*j), kept);
   }
 
   Result<ChangeOutcome> change() {
