@@ -240,6 +240,11 @@ void keep_answer(const tre::Tre& t, const std::optional<std::string>& kept, std:
   }
 }
 
+// Whether a TRE's install that failed with `e` may still be in place: a write that failed (the
+// change may be on disk, or is once the TRE is opened again, Tre::open) as opposed to a refusal,
+// which changed nothing. A mark of the install stays then: what reads it checks the TRE anyway.
+bool may_be_committed(const Error& e) { return e.code == ErrorCode::io_error; }
+
 // The prefix of a renewal's mark in answers/ (F8); the package id follows. The mark says the TRE
 // may hold that package and the RO may not have its report (renew_over); its content is not read
 // (agents before Tre::install_report kept the report itself there).
@@ -721,7 +726,7 @@ struct Agent::Impl {
                         journal["package_id"] = out.package_id;
                         keep_journal();
                         installed = agent.tre_.install(*package);
-                        if (!installed.result) {
+                        if (!installed.result && !may_be_committed(installed.result.error())) {
                           journal.erase("package_id");
                           keep_journal();
                         }
@@ -965,7 +970,10 @@ struct Agent::Impl {
                           keep_answer(agent.tre_, kept, "change",
                                       Json{{"replaced", result.replaced}}.dump());
                           replaced = agent.tre_.install_replacing(package, result.replaced);
-                          if (!replaced.install.result) drop_answer(kept);
+                          if (!replaced.install.result &&
+                              !may_be_committed(replaced.install.result.error())) {
+                            drop_answer(kept);
+                          }
                           return {};
                         });
           !r) {
@@ -1064,7 +1072,9 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
   const auto kept = kept_answer_path(tre, std::string(kRenewalKept) + out.package_id);
   keep_answer(tre, kept, "renewal " + out.package_id, Json{{"package_id", out.package_id}}.dump());
   tre::InstallOutcome installed = tre.renew_pcid(*package);
-  if (!installed.result) drop_answer(kept);  // nothing changed: the refusal is only reported
+  if (!installed.result && !may_be_committed(installed.result.error())) {
+    drop_answer(kept);  // nothing changed: the refusal is only reported
+  }
   if (installed.report.empty()) return with_prefix(installed.result.error(), "tre");
   if (interrupt) {
     if (auto stop = interrupt(Step::report); !stop) return with_prefix(stop.error(), "report");
