@@ -1096,23 +1096,23 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
 // session, which the platform key opens without AKA.
 Result<void> send_kept_renewals(tre::Tre& tre, const AgentConfig& config, const std::string& pcid,
                                 const Json& chain) {
-  std::vector<std::string> ids;
-  std::error_code ec;
   std::string renewed;  // the package of the TRE's PCID credential now
   for (const auto& c : tre.status().credentials) {
     if (c.id == pcid) renewed = c.package_id;
   }
+  // Only the mark of that package can have a report to send; any other is dropped.
+  bool marked = false;
+  std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(tre.dir() + "/answers", ec)) {
     const std::string name = e.path().filename().string();
     if (!name.starts_with(kRenewalKept)) continue;
-    std::string id = name.substr(kRenewalKept.size());
-    if (id == renewed) {
-      ids.push_back(std::move(id));
+    if (name.substr(kRenewalKept.size()) == renewed) {
+      marked = true;
     } else {
       drop_answer(kept_answer_path(tre, name));  // not installed: nothing to report
     }
   }
-  if (ids.empty()) return {};
+  if (!marked) return {};
   if (config.drf_url.empty()) {
     return fail(ErrorCode::missing_argument, "drf_url: needed to send a kept renewal report");
   }
@@ -1125,20 +1125,16 @@ Result<void> send_kept_renewals(tre::Tre& tre, const AgentConfig& config, const 
   auto session = parse_answer(*r, dpf_session_schema(), "dpf");
   if (!session) return std::unexpected(session.error());
   const std::string bearer = (*session)["session"].get<std::string>();
-  for (const std::string& id : ids) {
-    const auto kept = kept_answer_path(tre, std::string(kRenewalKept) + id);
-    auto text = tre.install_report(pcid);
-    if (!text) return with_prefix(text.error(), "renewal " + id + ": tre");
-    auto posted = exchange(**client, "POST", dpf + "/v1/dpf/pcid-renewal/" + id + "/report", 200,
-                           "dpf", Json{{"report", *text}, {"platform_chain", chain}}, bearer);
-    // Taken now or before; or no longer the staged one (transition_refused), nothing to repeat.
-    if (posted || posted.error().code == ErrorCode::transition_refused) {
-      drop_answer(kept);
-      log::info(kLog, "renewal {}: its kept report reached the RO", id);
-      continue;
-    }
-    return with_prefix(posted.error(), "renewal " + id);
+  auto text = tre.install_report(pcid);
+  if (!text) return with_prefix(text.error(), "renewal " + renewed + ": tre");
+  auto posted = exchange(**client, "POST", dpf + "/v1/dpf/pcid-renewal/" + renewed + "/report", 200,
+                         "dpf", Json{{"report", *text}, {"platform_chain", chain}}, bearer);
+  // Taken now or before; or no longer the staged one (transition_refused), nothing to repeat.
+  if (!posted && posted.error().code != ErrorCode::transition_refused) {
+    return with_prefix(posted.error(), "renewal " + renewed);
   }
+  drop_answer(kept_answer_path(tre, std::string(kRenewalKept) + renewed));
+  log::info(kLog, "renewal {}: its kept report reached the RO", renewed);
   return {};
 }
 
