@@ -17,7 +17,7 @@ namespace mcim::tre {
 namespace {
 
 // The encoding (docs/tre.md, "Storage"), all integers big-endian:
-//   "MST1" | u8 version (2) | u64 generation
+//   "MST1" | u8 version (3) | u64 generation
 //   config:      str device_id | str model | str ro_operator
 //                | u16 n, n x (u32 len | DER root) | 32 bootstrap_key
 //                | u64 sqn_delta | u64 sqn_limit_l
@@ -26,13 +26,17 @@ namespace {
 //                | 32 digest | u16 n, n x u64 seq_ms | i64 installed | i64 changed)
 //   u16 n, n x (str operator | u64 sequence)   package_sequence, keys strictly ascending
 //   u16 n, n x (str operator | u64 sequence)   instruction_sequence, likewise
+//   u16 n, n x (str operator | 32 digest | str outcome)   last_instruction, likewise; each
+//                operator also in instruction_sequence; outcome "ok" or an error's wire code
 //   u8 has_nonce (0/1) | has_nonce: 16 nonce
 //   u64 audit seq | 32 audit hash | u16 len | audit last_line
-// where str = u16 len | bytes. Nothing may follow. Version 1, read but no longer written, had
-// u8 pin_size | pin_size ASCII digits (4..16) in place of the bootstrap key; reading it derives
-// the key from that PIN and the device id, and the next commit writes version 2.
+// where str = u16 len | bytes. Nothing may follow. Versions 1 and 2 are read, no longer written:
+// version 2 had no last_instruction (it reads as empty); version 1 had none either, and had
+// u8 pin_size | pin_size ASCII digits (4..16) in place of the bootstrap key: reading it derives
+// the key from that PIN and the device id. The next commit writes version 3.
 constexpr std::string_view kMagic = "MST1";
-constexpr std::uint8_t kVersion = 2;
+constexpr std::uint8_t kVersion = 3;
+constexpr std::uint8_t kVersionWithoutAnswers = 2;
 constexpr std::uint8_t kVersionWithPin = 1;
 
 constexpr std::size_t kMaxString = 128;
@@ -153,6 +157,19 @@ Result<void> check_sequences(const Check& c, std::string_view field,
   return {};
 }
 
+Result<void> check_answers(const Check& c, const State& s) {
+  for (const auto& [op, answer] : s.last_instruction) {
+    MCIM_TRY(check_string(c, "last_instruction key", op, 1, kMaxString));
+    if (!s.instruction_sequence.contains(op)) {
+      return c.bad("last_instruction", fmt::format("{} has no instruction sequence", op));
+    }
+    if (answer.outcome != "ok" && !error_code_from_wire(answer.outcome)) {
+      return c.bad("last_instruction.outcome", "not ok or an error code");
+    }
+  }
+  return {};
+}
+
 Result<void> check_audit(const Check& c, const AuditHead& a) {
   MCIM_TRY(check_string(c, "audit.last_line", a.last_line, 0, kMaxAuditLine));
   if (a.last_line.find('\n') != std::string::npos) {
@@ -181,6 +198,7 @@ Result<void> check_state(const State& s, ErrorCode code) {
   }
   MCIM_TRY(check_sequences(c, "package_sequence", s.package_sequence));
   MCIM_TRY(check_sequences(c, "instruction_sequence", s.instruction_sequence));
+  MCIM_TRY(check_answers(c, s));
   return check_audit(c, s.audit);
 }
 
@@ -271,6 +289,16 @@ void write_sequences(SecretWriter& w, const std::map<std::string, std::uint64_t,
   for (const auto& [op, seq] : m) {
     w.str(op);
     w.u64(seq);
+  }
+}
+
+void write_answers(SecretWriter& w,
+                   const std::map<std::string, InstructionAnswer, std::less<>>& m) {
+  w.u16(m.size());
+  for (const auto& [op, answer] : m) {
+    w.str(op);
+    w.bytes(answer.digest);
+    w.str(answer.outcome);
   }
 }
 
@@ -436,13 +464,29 @@ void read_sequences(Reader& r, std::string_view field,
   }
 }
 
+void read_answers(Reader& r, std::map<std::string, InstructionAnswer, std::less<>>& m) {
+  constexpr std::string_view field = "last_instruction";
+  const std::size_t n = r.count(2, field, kMaxOperators);
+  for (std::size_t i = 0; i < n && r.ok(); ++i) {
+    std::string op = r.str(field);
+    InstructionAnswer answer;
+    answer.digest = r.fixed<32>(field);
+    answer.outcome = r.str(field);
+    if (r.ok() && !m.empty() && m.rbegin()->first >= op) {
+      r.set_error(field, "keys not in strictly ascending order");
+    }
+    if (r.ok()) m.emplace_hint(m.end(), std::move(op), std::move(answer));
+  }
+}
+
 void read_state(Reader& r, State& s) {
   const ByteView magic = r.take(kMagic.size(), "magic");
   if (r.ok() && !std::equal(magic.begin(), magic.end(), kMagic.begin())) {
     r.set_error("magic", "not a TRE state");
   }
   const std::uint8_t version = r.u8("version");
-  if (version != kVersion && version != kVersionWithPin && r.ok()) {
+  if (version != kVersion && version != kVersionWithoutAnswers && version != kVersionWithPin &&
+      r.ok()) {
     r.set_error("version", "unsupported");
   }
   s.generation = r.u64("generation");
@@ -451,6 +495,7 @@ void read_state(Reader& r, State& s) {
   for (std::size_t i = 0; i < n && r.ok(); ++i) read_credential(r, s.credentials.emplace_back(), i);
   read_sequences(r, "package_sequence", s.package_sequence);
   read_sequences(r, "instruction_sequence", s.instruction_sequence);
+  if (version > kVersionWithoutAnswers) read_answers(r, s.last_instruction);
   if (r.flag("registration_nonce")) s.registration_nonce = r.fixed<16>("registration_nonce");
   s.audit.seq = r.u64("audit.seq");
   s.audit.hash = r.fixed<32>("audit.hash");
@@ -518,6 +563,7 @@ Result<SecretBytes> encode_state(const State& state) {
   }
   write_sequences(w, state.package_sequence);
   write_sequences(w, state.instruction_sequence);
+  write_answers(w, state.last_instruction);
   w.u8(state.registration_nonce ? 1 : 0);
   if (state.registration_nonce) w.bytes(*state.registration_nonce);
   w.u64(state.audit.seq);

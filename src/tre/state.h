@@ -75,6 +75,15 @@ struct AuditHead {
   std::string last_line;
 };
 
+// F9: what a TRE answered an operator's last accepted instruction (its sequence is in
+// State::instruction_sequence): the SHA-256 of the signed instruction as received, and the outcome
+// ("ok" or an error's wire code). The same instruction delivered again, because its answer was
+// lost after the commit, is answered with this outcome instead of replayed_instruction.
+struct InstructionAnswer {
+  Bytes<32> digest{};
+  std::string outcome;
+};
+
 struct State {
   std::uint64_t generation = 0;  // +1 per commit; equals the backend counter when consistent
   Config config;
@@ -83,6 +92,9 @@ struct State {
   // management instructions.
   std::map<std::string, std::uint64_t, std::less<>> package_sequence;
   std::map<std::string, std::uint64_t, std::less<>> instruction_sequence;
+  // The answer to the instruction of that last sequence, per operator (a subset of
+  // instruction_sequence's keys: a state written before version 3 has none).
+  std::map<std::string, InstructionAnswer, std::less<>> last_instruction;
   // The one-time nonce of the pending registration (F1); consumed by a successful install.
   std::optional<Bytes<16>> registration_nonce;
   AuditHead audit;

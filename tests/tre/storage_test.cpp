@@ -518,7 +518,9 @@ State rich_state() {
   tomb.package_id = "pkg-old";
   s.credentials.push_back(std::move(tomb));
   s.package_sequence = {{"sho-a", 7}, {"sho-b", 3}};
-  s.instruction_sequence = {{"sho-a", 12}};
+  s.instruction_sequence = {{"ro-1", 2}, {"sho-a", 12}};
+  s.last_instruction = {{"ro-1", {pki::sha256(bytes_of("ro-1's list")), "ok"}},
+                        {"sho-a", {pki::sha256(bytes_of("sho-a's block")), "transition_refused"}}};
   s.registration_nonce = hex_fixed<16>("00112233445566778899aabbccddeeff");
   s.audit.seq = 17;
   s.audit.hash = pki::sha256(bytes_of("line 17"));
@@ -568,6 +570,13 @@ void expect_same_state(const State& a, const State& b) {
   EXPECT_EQ(a.audit.seq, b.audit.seq);
   EXPECT_EQ(a.audit.hash, b.audit.hash);
   EXPECT_EQ(a.audit.last_line, b.audit.last_line);
+  ASSERT_EQ(a.last_instruction.size(), b.last_instruction.size());
+  for (auto x = a.last_instruction.begin(), y = b.last_instruction.begin();
+       x != a.last_instruction.end(); ++x, ++y) {
+    EXPECT_EQ(x->first, y->first);
+    EXPECT_EQ(x->second.digest, y->second.digest);
+    EXPECT_EQ(x->second.outcome, y->second.outcome);
+  }
 }
 
 ByteVec encoded(const State& s) {
@@ -582,12 +591,14 @@ using Pairs = std::vector<std::pair<std::string, std::uint64_t>>;
 
 struct Tweaks {
   std::string magic = "MST1";
-  std::uint8_t version = 2;
-  // Version 1 held the PIN (u8 size | digits) where version 2 holds the bootstrap key.
+  std::uint8_t version = 3;
+  // Version 1 held the PIN (u8 size | digits) where later versions hold the bootstrap key;
+  // versions 1 and 2 have no last_instruction.
   std::string pin = "12345678";
   std::optional<std::uint8_t> kind, state, has_doc, has_nonce;  // credential 0 / the nonce flag
   std::optional<std::string> doc_text;                          // credential 0's document bytes
   std::optional<Pairs> package_sequence;
+  std::optional<std::string> first_outcome;  // last_instruction's first outcome
   bool trailing = false;
 };
 
@@ -662,6 +673,16 @@ ByteVec raw_encode(const State& s, const Tweaks& t = {}) {
     w.str(k);
     w.be(v, 8);
   }
+  if (t.version >= 3) {
+    w.be(s.last_instruction.size(), 2);
+    bool first = true;
+    for (const auto& [k, v] : s.last_instruction) {
+      w.str(k);
+      w.raw(v.digest);
+      w.str(first && t.first_outcome ? *t.first_outcome : v.outcome);
+      first = false;
+    }
+  }
   w.be(t.has_nonce ? *t.has_nonce : (s.registration_nonce ? 1 : 0), 1);
   if (s.registration_nonce) w.raw(*s.registration_nonce);
   w.be(s.audit.seq, 8);
@@ -686,7 +707,7 @@ TEST_F(StateCodecTest, RichStateRoundTripsFieldByField) {
   ASSERT_TRUE(back.has_value()) << back.error().message;
   expect_same_state(s, *back);
   EXPECT_EQ(encoded(*back), bytes);  // one encoding per state
-  EXPECT_EQ(text_of(ByteView(bytes).first(5)), std::string("MST1\x02", 5));
+  EXPECT_EQ(text_of(ByteView(bytes).first(5)), std::string("MST1\x03", 5));
 }
 
 TEST_F(StateCodecTest, MatchesTheDocumentedLayout) {
@@ -699,7 +720,7 @@ TEST_F(StateCodecTest, MatchesTheDocumentedLayout) {
 
 TEST_F(StateCodecTest, ReadsVersion1DerivingTheKeyFromItsPin) {
   // A state that a TRE of the first layout committed: the PIN where the key is now. It loads
-  // with the key of (PIN, device id), and its next encoding is version 2 without the PIN.
+  // with the key of (PIN, device id), and its next encoding is version 3 without the PIN.
   const State s = rich_state();
   Tweaks v1;
   v1.version = 1;
@@ -710,9 +731,27 @@ TEST_F(StateCodecTest, ReadsVersion1DerivingTheKeyFromItsPin) {
   EXPECT_EQ(back->config.bootstrap_key.get(), key->get());
   State expected = rich_state();
   expected.config.bootstrap_key = *key;
+  expected.last_instruction.clear();  // version 1 has none
   expect_same_state(expected, *back);
   const ByteVec again = encoded(*back);
-  EXPECT_EQ(again, raw_encode(expected));  // version 2: the key, and no PIN
+  EXPECT_EQ(again, raw_encode(expected));  // version 3: the key, and no PIN
+}
+
+TEST_F(StateCodecTest, ReadsVersion2WithoutTheLastInstructionsAnswers) {
+  // A state committed before the TRE kept its answers to instructions (F9): it loads with none,
+  // so the last instruction delivered again is a replay, as it was; the next commit writes
+  // version 3.
+  State s = rich_state();
+  s.last_instruction.clear();
+  Tweaks v2;
+  v2.version = 2;
+  const ByteVec old = raw_encode(s, v2);
+  auto back = decode_state(old);
+  ASSERT_TRUE(back.has_value()) << back.error().message;
+  expect_same_state(s, *back);
+  const ByteVec again = encoded(*back);
+  EXPECT_EQ(again, raw_encode(s));
+  EXPECT_EQ(again.size(), old.size() + 2);  // an empty last_instruction
 }
 
 TEST_F(StateCodecTest, AcceptsValuesAtTheirBounds) {
@@ -803,7 +842,7 @@ std::vector<Refusal> refusals() {
   };
   return {
       {"bad magic", none, tweak([](Tweaks& t) { t.magic = "MST2"; }), "magic", false},
-      {"unknown version", none, tweak([](Tweaks& t) { t.version = 3; }), "version", false},
+      {"unknown version", none, tweak([](Tweaks& t) { t.version = 4; }), "version", false},
       {"version 0", none, tweak([](Tweaks& t) { t.version = 0; }), "version", false},
       {"65 credentials", many_tombstones, {}, "credentials"},
       {"17 operator roots",
@@ -836,6 +875,30 @@ std::vector<Refusal> refusals() {
        [](State& s) { s.instruction_sequence[""] = 1; },
        {},
        "instruction_sequence"},
+      {"an answer without a sequence",
+       [](State& s) {
+         s.last_instruction["sho-z"] = {Bytes<32>{}, "ok"};
+       },
+       {},
+       "last_instruction"},
+      {"an answer's empty operator name",
+       [](State& s) {
+         s.instruction_sequence[""] = 1;
+         s.last_instruction[""] = {Bytes<32>{}, "ok"};
+       },
+       {},
+       "instruction_sequence"},
+      {"an answer's outcome not a code",
+       [](State& s) { s.last_instruction["sho-a"].outcome = "applied"; },
+       {},
+       "last_instruction.outcome"},
+      {"an answer's empty outcome",
+       [](State& s) { s.last_instruction["sho-a"].outcome.clear(); },
+       {},
+       "last_instruction.outcome"},
+      {"an answer's outcome over 128 bytes", none,
+       tweak([](Tweaks& t) { t.first_outcome = std::string(129, 'o'); }), "last_instruction",
+       false},
       {"long operator name",
        [](State& s) { s.package_sequence[std::string(129, 'o')] = 1; },
        {},
