@@ -468,16 +468,31 @@ struct Tre::Impl {
   }
 
   // F6, F9 discovery: the stakeholder's own credentials (tombstones included), nobody else's.
-  // Uses up the sequence and is audited like any instruction.
-  InstructionOutcome list_for(const Principal& who, std::uint64_t seq, StatusReport rep) {
-    State next = *state;
-    next.instruction_sequence[who.operator_id] = seq;
+  std::vector<ListedCredential> listed_for(const Principal& who) const {
+    std::vector<ListedCredential> out;
     for (const Credential& c : state->credentials) {
       if (c.owner != who.operator_id) continue;
-      rep.credentials.push_back({c.id, std::string(to_string(c.state)), c.package_id});
+      out.push_back({c.id, std::string(to_string(c.state)), c.package_id});
     }
-    std::sort(rep.credentials.begin(), rep.credentials.end(),
-              [](const auto& a, const auto& b) { return a.id < b.id; });
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return out;
+  }
+
+  static CredentialInfo listed_placeholder() {
+    CredentialInfo none;
+    none.id = "-";
+    none.package_id = "-";
+    none.algorithm = "-";
+    return none;
+  }
+
+  // A list uses up the sequence and is audited like any instruction.
+  InstructionOutcome list_for(const Principal& who, std::uint64_t seq, const Bytes<32>& digest,
+                              StatusReport rep) {
+    State next = *state;
+    next.instruction_sequence[who.operator_id] = seq;
+    next.last_instruction[who.operator_id] = InstructionAnswer{digest, "ok"};
+    rep.credentials = listed_for(who);
     AuditEvent ev{rep.event, "-", who.describe(), "ok",
                   fmt::format("{} credentials listed", rep.credentials.size())};
     if (auto r = commit(std::move(next), std::move(ev)); !r) {
@@ -486,11 +501,30 @@ struct Tre::Impl {
       return InstructionOutcome{std::unexpected(r.error()), report(rep)};
     }
     rep.outcome = "ok";
-    CredentialInfo none;
-    none.id = "-";
-    none.package_id = "-";
-    none.algorithm = "-";
-    return InstructionOutcome{std::move(none), report(rep)};
+    return InstructionOutcome{listed_placeholder(), report(rep)};
+  }
+
+  // F9: the operator's last accepted instruction delivered again (its answer was lost after the
+  // commit): answered with the outcome it had, the credential's state now (a list: the
+  // credentials now). Changes nothing, so it is not audited.
+  InstructionOutcome answer_again(const Instruction& ins, const Principal& who,
+                                  const std::string& outcome, StatusReport rep) const {
+    rep.outcome = outcome;
+    if (ins.list) {
+      rep.credentials = listed_for(who);
+      return InstructionOutcome{listed_placeholder(), report(rep)};
+    }
+    const Credential* c = state->find(ins.credential);
+    if (c != nullptr) rep.state = std::string(to_string(c->state));
+    if (outcome == "ok" && c != nullptr) {
+      return InstructionOutcome{info_of(*c, state->config), report(rep)};
+    }
+    const ErrorCode code = error_code_from_wire(outcome).value_or(ErrorCode::internal);
+    return InstructionOutcome{
+        std::unexpected(Error(code, fmt::format("sequence {} from {} was answered {} already; "
+                                                "this is that answer again",
+                                                ins.sequence, who.operator_id, outcome))),
+        report(rep)};
   }
 
   // The package opened for this TRE (operator roots, recipient, device, validity, per-operator
@@ -547,16 +581,17 @@ struct Tre::Impl {
     return id ? *id : std::string("-");
   }
 
-  // A lifecycle action by `who`; `extra` adds the instruction's sequence to the same commit.
+  // A lifecycle action by `who`; `extra` adds the instruction's sequence and outcome ("ok" or
+  // the refusal's wire code) to the same commit.
   Result<CredentialInfo> act(const Principal& who, Action action, std::string_view id,
-                             const std::function<void(State&)>& extra) {
+                             const std::function<void(State&, std::string_view)>& extra) {
     const std::string event(to_string(action));
     auto refused = [&](Error e) -> Result<CredentialInfo> {
       if (extra) {
         // An authentic instruction's sequence is used up even when refused, so it cannot be
         // replayed later when the state would allow it.
         State next = *state;
-        extra(next);
+        extra(next, e.wire_code());
         AuditEvent ev{event, subject_token(id), who.describe(), std::string(e.wire_code()),
                       e.message};
         (void)commit(std::move(next), std::move(ev));
@@ -604,7 +639,7 @@ struct Tre::Impl {
     n->state = *to;
     n->changed = now_seconds(*clock);
     if (*to == McimState::deleted) wipe(*n, n->changed);
-    if (extra) extra(next);
+    if (extra) extra(next, "ok");
     if (auto r = commit(std::move(next), AuditEvent{event, c->id, who.describe(), "ok", ""}); !r) {
       return std::unexpected(r.error());
     }
@@ -1047,7 +1082,19 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
     rep.outcome = std::string(w.error().wire_code());
     return InstructionOutcome{std::unexpected(w.error()), i.report(rep)};
   }
-  auto verified = verify_instruction(signed_instruction, *i.operators, *i.clock);
+  // The same bytes as an operator's last accepted instruction: delivered again because its
+  // answer was lost (below). It may come after the 10 minutes an instruction is fresh for.
+  const std::string_view document = pki::document_text(signed_instruction);
+  const Bytes<32> digest = pki::sha256(
+      ByteView(reinterpret_cast<const std::uint8_t*>(document.data()), document.size()));
+  const bool answered_before =
+      std::any_of(i.state->last_instruction.begin(), i.state->last_instruction.end(),
+                  [&](const auto& last) { return last.second.digest == digest; });
+  // A century: no age limit that a device's life can reach.
+  constexpr std::chrono::seconds kAnyAge = std::chrono::hours(24 * 366 * 100);
+  auto verified = answered_before
+                      ? verify_instruction(signed_instruction, *i.operators, *i.clock, kAnyAge)
+                      : verify_instruction(signed_instruction, *i.operators, *i.clock);
   if (!verified) {
     rep.outcome = std::string(verified.error().wire_code());
     Error e = i.refuse(verified.error(), "instruction", "-", "unknown");
@@ -1067,17 +1114,26 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
     return refused(Error(ErrorCode::wrong_recipient,
                          fmt::format("the instruction is for device {}", ins.device_id)));
   }
-  const auto last = i.state->instruction_sequence.find(verified->operator_id);
-  if (last != i.state->instruction_sequence.end() && ins.sequence <= last->second) {
-    return refused(Error(ErrorCode::replayed_instruction,
-                         fmt::format("sequence {} is not above {}, the last accepted from {}",
-                                     ins.sequence, last->second, verified->operator_id)));
-  }
   const std::string op = verified->operator_id;
   const std::uint64_t seq = ins.sequence;
-  if (ins.list) return i.list_for(who, seq, std::move(rep));
-  auto result =
-      i.act(who, ins.action, ins.credential, [&](State& s) { s.instruction_sequence[op] = seq; });
+  const auto last = i.state->instruction_sequence.find(op);
+  if (last != i.state->instruction_sequence.end() && seq <= last->second) {
+    // The very instruction last accepted from this operator, whose answer may have been lost:
+    // its answer again. Anything else at or below the last sequence is a replay.
+    const auto answered = i.state->last_instruction.find(op);
+    if (seq == last->second && answered != i.state->last_instruction.end() &&
+        answered->second.digest == digest) {
+      return i.answer_again(ins, who, answered->second.outcome, std::move(rep));
+    }
+    return refused(Error(ErrorCode::replayed_instruction,
+                         fmt::format("sequence {} is not above {}, the last accepted from {}", seq,
+                                     last->second, op)));
+  }
+  if (ins.list) return i.list_for(who, seq, digest, std::move(rep));
+  auto result = i.act(who, ins.action, ins.credential, [&](State& s, std::string_view outcome) {
+    s.instruction_sequence[op] = seq;
+    s.last_instruction[op] = InstructionAnswer{digest, std::string(outcome)};
+  });
   rep.outcome = result ? "ok" : std::string(result.error().wire_code());
   if (const Credential* c = i.state ? i.state->find(ins.credential) : nullptr) {
     rep.state = std::string(to_string(c->state));

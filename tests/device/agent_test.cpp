@@ -120,6 +120,9 @@ class AgentTest : public ::testing::Test {
     ASSERT_TRUE(imported) << fmt::to_string(imported.error());
   }
 
+  // F9 with the first answer lost on its way to the DPF, kept by the agent or not (below).
+  void manage_after_a_lost_answer(bool answer_kept);
+
   void start(TestSho::Behaviour behaviour = {}) {
     sho_ = std::make_unique<TestSho>(world(), *auc_db_, clock_, behaviour);
     ASSERT_FALSE(sho_->url().empty());
@@ -611,6 +614,17 @@ TEST_F(AgentTest, ARunStoppedRightAfterTheInstallsCommitHasItsReportSignedAgain)
 // 503), so the answer is kept and the next round posts it: the TRE applies the instruction once,
 // and the operator gets its "ok", not a replayed_instruction.
 TEST_F(AgentTest, AManagementRoundAppliesEachInstructionOnceAndPostsAnAnswerItCouldNotPostBefore) {
+  manage_after_a_lost_answer(true);
+}
+
+// F9, a round stopped between the TRE's commit and the agent's keeping of the answer (here: the
+// kept answer removed): the next round hands the instruction to the TRE again, which answers it
+// with the outcome it had instead of replayed_instruction, and still applies it once.
+TEST_F(AgentTest, AnInstructionWhoseAnswerWasNotKeptIsAnsweredAgainByTheTre) {
+  manage_after_a_lost_answer(false);
+}
+
+void AgentTest::manage_after_a_lost_answer(bool answer_kept) {
   start();
   ASSERT_FALSE(HasFatalFailure());
   register_device(pin(), ro_pin_);
@@ -660,6 +674,9 @@ TEST_F(AgentTest, AManagementRoundAppliesEachInstructionOnceAndPostsAnAnswerItCo
   ASSERT_FALSE(lost);
   EXPECT_EQ(answers_lost.load(), 1);
   EXPECT_TRUE(std::filesystem::exists(tre_->dir() + "/answers/ins-agent-1"));
+  if (!answer_kept) {
+    ASSERT_TRUE(std::filesystem::remove(tre_->dir() + "/answers/ins-agent-1"));
+  }
 
   AgentConfig direct = config();
   direct.drf_url = ro_url_;

@@ -132,11 +132,20 @@ TEST_F(TreTest, EachOperatorListsOnlyItsOwnCredentials) {
     EXPECT_EQ(report->outcome, "ok");
     EXPECT_EQ(report->sequence, 100u);
     EXPECT_EQ(report->credentials, c.want);
-    // The same list again is a replay: refused, audited, and the report lists nothing.
+    // The same list again (its answer lost on the way): answered again, not audited.
     auto again = tre.apply_instruction(text);
-    ASSERT_FALSE(again.result);
-    EXPECT_EQ(again.result.error().code, ErrorCode::replayed_instruction);
-    auto refused = verify_status_report(again.report, tre.platform_certificate());
+    ASSERT_TRUE(again.result) << again.result.error().message;
+    auto repeated = verify_status_report(again.report, tre.platform_certificate());
+    ASSERT_TRUE(repeated);
+    EXPECT_EQ(repeated->outcome, "ok");
+    EXPECT_EQ(repeated->sequence, 100u);
+    EXPECT_EQ(repeated->credentials, c.want);
+    // Another list of the same sequence is a replay: refused, audited, and it lists nothing.
+    auto other =
+        tre.apply_instruction(world().list_instruction(world().signer(c.op), device_id(), 100));
+    ASSERT_FALSE(other.result);
+    EXPECT_EQ(other.result.error().code, ErrorCode::replayed_instruction);
+    auto refused = verify_status_report(other.report, tre.platform_certificate());
     ASSERT_TRUE(refused);
     EXPECT_EQ(refused->outcome, "replayed_instruction");
     EXPECT_TRUE(refused->credentials.empty());
@@ -448,6 +457,94 @@ TEST_F(TreTest, LifecycleAndOneSelectedCredential) {
   ASSERT_FALSE(del_selected.result);
   EXPECT_EQ(del_selected.result.error().code, ErrorCode::transition_refused);
   EXPECT_NE(del_selected.result.error().message.find("delete-not-selected"), std::string::npos);
+}
+
+// F9: an instruction whose answer was lost after the TRE's commit comes again in the next round.
+// The very instruction last accepted from its operator (same bytes) gets the answer it had, with
+// the credential's state now, and nothing changes; any other at or below that sequence, or that
+// one once a later one is accepted, is a replay. The answer survives a reopen.
+TEST_F(TreTest, TheLastInstructionDeliveredAgainGetsItsAnswerAgain) {
+  std::optional<Tre> held(open());
+  Tre& tre = *held;
+  install(tre, kImsiA, "sho-a", 1);
+  ASSERT_TRUE(tre.apply(Action::activate, kImsiA));
+  const std::string block =
+      world().instruction(world().signer("sho-a"), device_id(), kImsiA, Action::block, 5);
+  auto first = tre.apply_instruction(block);
+  ASSERT_TRUE(first.result) << first.result.error().message;
+
+  struct Expect {
+    std::string outcome;
+    std::string state;
+  };
+  auto answered_again = [&](Tre& t, const std::string& text, const Expect& want) {
+    SCOPED_TRACE(want.outcome);
+    const std::uint64_t generation = t.status().generation;
+    const std::uint64_t audited = t.status().audit_entries;
+    auto again = t.apply_instruction(text);
+    auto report = verify_status_report(again.report, t.platform_certificate());
+    ASSERT_TRUE(report) << report.error().message;
+    EXPECT_EQ(report->outcome, want.outcome);
+    EXPECT_EQ(report->state, want.state);
+    EXPECT_EQ(report->credential, kImsiA);
+    if (want.outcome == "ok") {
+      ASSERT_TRUE(again.result) << again.result.error().message;
+      EXPECT_EQ(again.result->id, kImsiA);
+    } else {
+      ASSERT_FALSE(again.result);
+      EXPECT_EQ(std::string(again.result.error().wire_code()), want.outcome);
+    }
+    EXPECT_EQ(t.status().generation, generation);
+    EXPECT_EQ(t.status().audit_entries, audited);
+  };
+  answered_again(tre, block, {"ok", "blocked"});
+  answered_again(tre, block, {"ok", "blocked"});  // as often as it comes
+
+  // Another instruction of the same sequence, and an earlier one: replays.
+  for (const std::string& other :
+       {world().instruction(world().signer("sho-a"), device_id(), kImsiA, Action::unblock, 5),
+        world().instruction(world().signer("sho-a"), device_id(), kImsiA, Action::block, 4)}) {
+    auto replay = tre.apply_instruction(other);
+    ASSERT_FALSE(replay.result);
+    EXPECT_EQ(replay.result.error().code, ErrorCode::replayed_instruction);
+  }
+  // Another operator's instructions have sequences of their own.
+  const std::string ro_list = world().list_instruction(world().signer("ro-1"), device_id(), 5);
+  ASSERT_TRUE(tre.apply_instruction(ro_list).result);
+  answered_again(tre, block, {"ok", "blocked"});
+
+  // A refusal uses the sequence up too, and is answered again with its code.
+  const std::string block_again =
+      world().instruction(world().signer("sho-a"), device_id(), kImsiA, Action::block, 6);
+  auto refused = tre.apply_instruction(block_again);
+  ASSERT_FALSE(refused.result);
+  EXPECT_EQ(refused.result.error().code, ErrorCode::transition_refused);
+  answered_again(tre, block_again, {"transition_refused", "blocked"});
+  {
+    auto replay = tre.apply_instruction(block);  // no longer the last
+    ASSERT_FALSE(replay.result);
+    EXPECT_EQ(replay.result.error().code, ErrorCode::replayed_instruction);
+  }
+
+  // Kept in the state: after a reopen, with the credential's state now, and past the 10 minutes
+  // a new instruction is fresh for.
+  const std::string unblock =
+      world().instruction(world().signer("sho-a"), device_id(), kImsiA, Action::unblock, 7);
+  ASSERT_TRUE(tre.apply_instruction(unblock).result);
+  held.reset();
+  FakeClock later(world().clock().now() + std::chrono::minutes(20));
+  auto t = Tre::open(Options{.dir = dir_, .clock = &later});
+  ASSERT_TRUE(t) << t.error().message;
+  Tre& reopened = *t;
+  answered_again(reopened, unblock, {"ok", "activated"});
+  auto stale = reopened.apply_instruction(
+      world().instruction(world().signer("sho-a"), device_id(), kImsiA, Action::block, 8));
+  ASSERT_FALSE(stale.result);
+  EXPECT_EQ(stale.result.error().code, ErrorCode::stale_report);
+  ASSERT_TRUE(reopened.apply(Action::select, kImsiA));
+  answered_again(reopened, unblock, {"ok", "selected"});
+  auto audit = reopened.verify_audit();
+  ASSERT_TRUE(audit) << audit.error().message;
 }
 
 TEST_F(TreTest, StakeholdersManageOnlyTheirOwnCredentials) {
