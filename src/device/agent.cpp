@@ -943,7 +943,7 @@ struct Agent::Impl {
       out.imsi = installed->id;
       out.package_id = installed->package_id;
       if (auto r = step(Step::report,
-                        [&] { return post_kept(kept_answer_path(agent.tre_, out.package_id)); });
+                        [&] { return post_kept(change_mark_path(agent.tre_, out.package_id)); });
           !r) {
         return fail_with(r);
       }
@@ -956,7 +956,7 @@ struct Agent::Impl {
       if (!validated) return fail_with(Result<void>(std::unexpected(validated.error())));
       const ByteVec package = std::move(*validated);
       tre::ReplaceOutcome replaced{{fail(ErrorCode::internal, "not installed"), {}}, {}, {}};
-      const auto kept = kept_answer_path(agent.tre_, out.package_id);
+      const auto kept = change_mark_path(agent.tre_, out.package_id);
       if (auto r = step(Step::install,
                         [&]() -> Result<void> {
                           // A credential carrying connectivity cannot be discarded: the TRE ends
@@ -1036,6 +1036,14 @@ std::string provisioning_journal_path(const tre::Tre& tre) {
   return tre.dir() + "/answers/.provisioning";  // no kept answer's name starts with '.'
 }
 
+std::optional<std::string> change_mark_path(const tre::Tre& tre, std::string_view package_id) {
+  return kept_answer_path(tre, std::string(package_id));
+}
+
+std::string renewal_mark_path(const tre::Tre& tre, std::string_view package_id) {
+  return *kept_answer_path(tre, std::string(kRenewalKept) + std::string(package_id));
+}
+
 Agent::Agent(tre::Tre& tre, AgentConfig config, const Clock& clock)
     : tre_(tre), config_(std::move(config)), clock_(clock) {}
 
@@ -1069,7 +1077,7 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
   // Once the TRE holds the new K, the ICF's vectors do not verify until it has the report: so the
   // renewal is marked before the commit, and the mark stays until the RO took the report
   // (send_kept_renewals has the TRE sign it again for a run stopped in between).
-  const auto kept = kept_answer_path(tre, std::string(kRenewalKept) + out.package_id);
+  const auto kept = renewal_mark_path(tre, out.package_id);
   keep_answer(tre, kept, "renewal " + out.package_id, Json{{"package_id", out.package_id}}.dump());
   tre::InstallOutcome installed = tre.renew_pcid(*package);
   if (!installed.result && !may_be_committed(installed.result.error())) {
@@ -1133,7 +1141,7 @@ Result<void> send_kept_renewals(tre::Tre& tre, const AgentConfig& config, const 
   if (!posted && posted.error().code != ErrorCode::transition_refused) {
     return with_prefix(posted.error(), "renewal " + renewed);
   }
-  drop_answer(kept_answer_path(tre, std::string(kRenewalKept) + renewed));
+  drop_answer(renewal_mark_path(tre, renewed));
   log::info(kLog, "renewal {}: its kept report reached the RO", renewed);
   return {};
 }

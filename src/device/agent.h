@@ -147,6 +147,13 @@ Result<nlohmann::json> platform_chain_pems(const tre::Tre& tre);
 
 // Where provision() keeps its journal for the next run (answers/.provisioning beside the TRE).
 std::string provisioning_journal_path(const tre::Tre& tre);
+// Where change_operator() marks the install of an operator change's package, and renew_pcid()
+// the renewal to a PCID package, until their reports reach the DPF (answers/<package id> and
+// answers/renewal-<package id> beside the TRE; docs/device.md "A run that stops"). A change has
+// no mark for a package id that could name something else in that folder (empty, or starting
+// with '.'): nullopt.
+std::optional<std::string> change_mark_path(const tre::Tre& tre, std::string_view package_id);
+std::string renewal_mark_path(const tre::Tre& tre, std::string_view package_id);
 
 class Agent {
  public:

@@ -997,13 +997,12 @@ Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
              "the ICF after the lost report: want the old K, the new one staged");
   // What the stopped run left: the renewal's mark (the TRE signs the report again from it). A
   // mark of a renewal stopped before the TRE's commit is dropped unreported by the next run.
-  const std::string marks = due.tre->dir() + "/answers/renewal-";
-  const std::string mark = marks + (staged && *staged ? (*staged)->renewal_package : "?");
+  const std::string mark =
+      device::renewal_mark_path(*due.tre, staged && *staged ? (*staged)->renewal_package : "?");
+  const std::string stale = device::renewal_mark_path(*due.tre, "pcid-never-installed");
   run.expect(std::filesystem::exists(mark),
              "the renewal whose report was lost: want its mark beside the TRE");
-  if (auto planted =
-          write_file_atomic(marks + "pcid-never-installed", std::string_view("{}"), 0600);
-      !planted) {
+  if (auto planted = write_file_atomic(stale, std::string_view("{}"), 0600); !planted) {
     return planted;
   }
   device::Agent agent = run.agent(due);
@@ -1013,9 +1012,8 @@ Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
   auto renewed = agent.renew_pcid();
   if (!renewed) return with_prefix(renewed.error(), "the renewal after the lost report");
   run.expect(!renewed->renewed, "after the kept report: want nothing more due");
-  run.expect(
-      !std::filesystem::exists(mark) && !std::filesystem::exists(marks + "pcid-never-installed"),
-      "after the report: want both renewal marks gone");
+  run.expect(!std::filesystem::exists(mark) && !std::filesystem::exists(stale),
+             "after the report: want both renewal marks gone");
   // The newest offer is the run after the report's (nothing due); the first one's package is in
   // the TRE (below).
   run.expect_audit("renewal-offer", due.bundle.pcid, "not_found");
@@ -1394,7 +1392,7 @@ Result<void> change_operator(Run& run, const ScenarioWorld& w, ChangeFault fault
           package = c.package_id;
         }
       }
-      auto mark = read_text_file(d.tre->dir() + "/answers/" + package);
+      auto mark = read_text_file(device::change_mark_path(*d.tre, package).value_or(""));
       run.check(!package.empty() && mark &&
                     Json::parse(*mark, nullptr, false) == Json{{"replaced", old_imsi}},
                 fmt::format("device: a mark beside the TRE names {}, the MCIM replaced", old_imsi));
