@@ -158,8 +158,8 @@ Result<void> check_sequences(const Check& c, std::string_view field,
 }
 
 Result<void> check_answers(const Check& c, const State& s) {
+  // Its keys are instruction_sequence's, checked there.
   for (const auto& [op, answer] : s.last_instruction) {
-    MCIM_TRY(check_string(c, "last_instruction key", op, 1, kMaxString));
     if (!s.instruction_sequence.contains(op)) {
       return c.bad("last_instruction", fmt::format("{} has no instruction sequence", op));
     }
@@ -450,33 +450,35 @@ void read_credential(Reader& r, Credential& cr, std::size_t i) {
   cr.changed = read_time(r, f + ".changed");
 }
 
-void read_sequences(Reader& r, std::string_view field,
-                    std::map<std::string, std::uint64_t, std::less<>>& m) {
+// A map keyed by operator: u16 n, n x (str operator | value), `read_value` reading the value.
+template <class V, class ReadValue>
+void read_by_operator(Reader& r, std::string_view field, std::map<std::string, V, std::less<>>& m,
+                      ReadValue read_value) {
   const std::size_t n = r.count(2, field, kMaxOperators);
   for (std::size_t i = 0; i < n && r.ok(); ++i) {
     std::string op = r.str(field);
-    const std::uint64_t seq = r.u64(field);
+    V value = read_value();
     // Strictly ascending keys: one encoding per map, and no duplicate can hide a value.
     if (r.ok() && !m.empty() && m.rbegin()->first >= op) {
       r.set_error(field, "keys not in strictly ascending order");
     }
-    if (r.ok()) m.emplace_hint(m.end(), std::move(op), seq);
+    if (r.ok()) m.emplace_hint(m.end(), std::move(op), std::move(value));
   }
+}
+
+void read_sequences(Reader& r, std::string_view field,
+                    std::map<std::string, std::uint64_t, std::less<>>& m) {
+  read_by_operator(r, field, m, [&] { return r.u64(field); });
 }
 
 void read_answers(Reader& r, std::map<std::string, InstructionAnswer, std::less<>>& m) {
   constexpr std::string_view field = "last_instruction";
-  const std::size_t n = r.count(2, field, kMaxOperators);
-  for (std::size_t i = 0; i < n && r.ok(); ++i) {
-    std::string op = r.str(field);
+  read_by_operator(r, field, m, [&] {
     InstructionAnswer answer;
     answer.digest = r.fixed<32>(field);
     answer.outcome = r.str(field);
-    if (r.ok() && !m.empty() && m.rbegin()->first >= op) {
-      r.set_error(field, "keys not in strictly ascending order");
-    }
-    if (r.ok()) m.emplace_hint(m.end(), std::move(op), std::move(answer));
-  }
+    return answer;
+  });
 }
 
 void read_state(Reader& r, State& s) {

@@ -1087,9 +1087,10 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
   const std::string_view document = pki::document_text(signed_instruction);
   const Bytes<32> digest = pki::sha256(
       ByteView(reinterpret_cast<const std::uint8_t*>(document.data()), document.size()));
-  const bool answered_before =
-      std::any_of(i.state->last_instruction.begin(), i.state->last_instruction.end(),
-                  [&](const auto& last) { return last.second.digest == digest; });
+  const auto answered =
+      std::find_if(i.state->last_instruction.begin(), i.state->last_instruction.end(),
+                   [&](const auto& last) { return last.second.digest == digest; });
+  const bool answered_before = answered != i.state->last_instruction.end();
   // A century: no age limit that a device's life can reach.
   constexpr std::chrono::seconds kAnyAge = std::chrono::hours(24 * 366 * 100);
   auto verified = answered_before
@@ -1120,9 +1121,7 @@ InstructionOutcome Tre::apply_instruction(std::string_view signed_instruction) {
   if (last != i.state->instruction_sequence.end() && seq <= last->second) {
     // The very instruction last accepted from this operator, whose answer may have been lost:
     // its answer again. Anything else at or below the last sequence is a replay.
-    const auto answered = i.state->last_instruction.find(op);
-    if (seq == last->second && answered != i.state->last_instruction.end() &&
-        answered->second.digest == digest) {
+    if (answered_before && answered->first == op && seq == last->second) {
       return i.answer_again(ins, who, answered->second.outcome, std::move(rep));
     }
     return refused(Error(ErrorCode::replayed_instruction,
