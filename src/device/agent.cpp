@@ -735,6 +735,12 @@ struct Agent::Impl {
         !r) {
       return fail_with(r);  // stopped before it (Agent::config.interrupt)
     }
+    if (!installed.result && may_be_committed(installed.result.error())) {
+      // Not reported: the MCIM may be in the TRE once it is opened again, and a report of the
+      // failure would end at the home operator a provisioning that took place. The journal
+      // names the package; the next run finds out which it was (resume, or the package again).
+      return fail_with(Result<void>(with_prefix(installed.result.error(), "install")));
+    }
     if (installed.report.empty()) {
       return fail_with(Result<void>(with_prefix(installed.result.error(), "install")));
     }
@@ -979,6 +985,12 @@ struct Agent::Impl {
           !r) {
         return fail_with(r);
       }
+      if (!replaced.install.result && may_be_committed(replaced.install.result.error())) {
+        // Not reported, as in provision(): the replacement may be in the TRE once it is opened
+        // again. The mark stays; the next run resumes it (post_kept) or, finding the old MCIM
+        // still there, changes again.
+        return fail_with(Result<void>(with_prefix(replaced.install.result.error(), "install")));
+      }
       if (!replaced.install.result && was_selected) {
         // Refused: nothing changed but the selection, which comes back.
         if (auto s = agent.tre_.apply(tre::Action::select, result.replaced); !s) {
@@ -1077,12 +1089,19 @@ Result<RenewalOutcome> renew_over(tre::Tre& tre, net::HttpsClient& ro, const std
   // Once the TRE holds the new K, the ICF's vectors do not verify until it has the report: so the
   // renewal is marked before the commit, and the mark stays until the RO took the report
   // (send_kept_renewals has the TRE sign it again for a run stopped in between).
+  if (interrupt) {
+    if (auto stop = interrupt(Step::install); !stop) return with_prefix(stop.error(), "install");
+  }
   const auto kept = renewal_mark_path(tre, out.package_id);
   keep_answer(tre, kept, "renewal " + out.package_id, Json{{"package_id", out.package_id}}.dump());
   tre::InstallOutcome installed = tre.renew_pcid(*package);
-  if (!installed.result && !may_be_committed(installed.result.error())) {
-    drop_answer(kept);  // nothing changed: the refusal is only reported
+  if (!installed.result && may_be_committed(installed.result.error())) {
+    // Not reported: a failure report would end the renewal at the ICF while the TRE may hold the
+    // new K once opened again. The mark stays; the next run sends the report if the TRE has the
+    // package, and drops the mark if not (send_kept_renewals).
+    return with_prefix(installed.result.error(), "tre");
   }
+  if (!installed.result) drop_answer(kept);  // nothing changed: the refusal is only reported
   if (installed.report.empty()) return with_prefix(installed.result.error(), "tre");
   if (interrupt) {
     if (auto stop = interrupt(Step::report); !stop) return with_prefix(stop.error(), "report");

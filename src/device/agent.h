@@ -99,9 +99,9 @@ struct AgentConfig {
   unsigned max_resyncs = 2;                 // AUTS rounds per attach
   std::chrono::seconds bootstrap_max_age{300};
   // Fault injection for the scenarios and tests ("crash the device agent"): called before each
-  // step of provision() and change_operator(); an error stops the run there, as if the agent had
-  // died, and is returned. The TRE keeps whatever it committed, the journal what it holds. Empty:
-  // never.
+  // step of provision() and change_operator(), and in renew_pcid() before the TRE's install and
+  // before the report; an error stops the run there, as if the agent had died, and is returned.
+  // The TRE keeps whatever it committed, the journal what it holds. Empty: never.
   std::function<Result<void>(Step)> interrupt;
 };
 

@@ -64,8 +64,8 @@ constexpr ScenarioInfo kScenarios[] = {
      "tre", "replayed_instruction"},
     {"renew-pcid",
      "F8: a PCID credential near its end is renewed by the RO (fresh K, new lifetime); its report "
-     "is lost once and sent again over a DPF session; it carries the provisioning; one not due "
-     "is offered nothing",
+     "is lost once and sent again over a DPF session; it carries the provisioning; one whose TRE "
+     "write fails reports nothing until the TRE is opened again; one not due is offered nothing",
      "ro", "not_found"},
     {"delayed-activation",
      "F7: dormant until announced, then provisioned; one never announced expires and its PCID is "
@@ -102,6 +102,11 @@ constexpr ScenarioInfo kScenarios[] = {
     {"change-operator-agent-crash",
      "F4 with the device agent crashing after the download, before the discard and install: the "
      "old MCIM still attaches; the next run completes; then the old SHO's change back",
+     "ro", "access_denied"},
+    {"change-operator-write-failed",
+     "F4 of a device whose MCIM is not selected, the TRE's write failing after its commit is on "
+     "disk: nothing is reported; the TRE opened again holds the new MCIM, and the next run sends "
+     "the reports; then the old SHO's change back",
      "ro", "access_denied"},
 };
 
@@ -201,6 +206,19 @@ class Run {
     c.drf_url = w_.ro_url;
     c.tls = w_.endpoints.device_tls;
     return device::Agent(*d.tre, std::move(c), clock_);
+  }
+
+  // The device's TRE closed and opened again, as after a restart of the device: a TRE whose write
+  // failed takes nothing more until then (Tre::open finishes or undoes the commit).
+  Result<void> reopen(FleetDevice& d) const {
+    tre::Options to;
+    to.dir = d.tre->dir();
+    to.binary = w_.fleet.tre_binary;
+    d.tre.reset();
+    auto opened = tre::Tre::open(to);
+    if (!opened) return with_prefix(opened.error(), d.bundle.device_id);
+    d.tre.emplace(std::move(*opened));
+    return {};
   }
 
   // The state every later change is judged against; the devices whose MCIMs are counted.
@@ -956,18 +974,61 @@ Result<void> expired_device(Run& run, const ScenarioWorld& w, FleetDevice& d) {
   return {};
 }
 
+// F8, a renewal whose TRE write fails after the new state is on disk (the counter's temporary
+// file made a directory, so that the commit stops at the counter): the run stops with the TRE's
+// io_error and reports nothing, since a failure report would end the renewal at the ICF while the
+// TRE, opened again, holds the new K. The next run, on the TRE opened again, sends the report the
+// TRE signs from the renewal's mark; the ICF switches and the PCID attaches with the new K.
+Result<void> renewal_write_fails(Run& run, const ScenarioWorld& w, FleetDevice& d) {
+  const auto before = w.ro_db->pcids().find(d.bundle.pcid);
+  if (!before || !*before) return fail(ErrorCode::internal, "the due PCID is not at the ICF");
+  const std::filesystem::path obstacle = d.tre->dir() + "/counter.sealed.tmp";
+  device::Agent failing = run.agent(d, [&](device::Step step) -> Result<void> {
+    if (step == device::Step::install) std::filesystem::create_directories(obstacle / "x");
+    return {};
+  });
+  auto failed = failing.renew_pcid();
+  run.expect(!failed && failed.error().code == ErrorCode::io_error,
+             failed ? std::string("a renewal whose TRE write failed: it succeeded")
+                    : fmt::format("a renewal whose TRE write failed: want io_error, got {}",
+                                  failed.error()));
+  std::error_code ec;
+  std::filesystem::remove_all(obstacle, ec);
+  const auto unreported = w.ro_db->pcids().find(d.bundle.pcid);
+  run.expect(unreported && *unreported && !(*unreported)->renewal_package.empty() &&
+                 (*unreported)->k.get() == (*before)->k.get(),
+             "the ICF after the failed write: want the old K, the new one staged (no report)");
+  if (auto r = run.reopen(d); !r) return r;
+  device::Agent agent = run.agent(d);
+  auto renewed = agent.renew_pcid();
+  if (!renewed) return with_prefix(renewed.error(), "the renewal after the failed write");
+  run.expect(!renewed->renewed, "after the failed write's report: want nothing more due");
+  const auto after = w.ro_db->pcids().find(d.bundle.pcid);
+  run.expect(after && *after && (*after)->renewal_package.empty() &&
+                 (*after)->k.get() != (*before)->k.get(),
+             "the ICF after the failed write's report: want the renewed K, nothing staged");
+  auto attached = agent.attach(d.bundle.pcid);
+  run.expect(attached.has_value(),
+             attached ? std::string()
+                      : fmt::format("an attach with the PCID renewed despite the failed write: {}",
+                                    attached.error()));
+  if (attached) (void)agent.detach(*attached);
+  return {};
+}
+
 // F8 renewal: the RO offers nothing to a device whose PCID credential is far from its end (the
 // scenario's refusal, from the ICF's audit record); a device whose batch was made with one-day
 // PCID credentials is due: the TRE installs the RO's package, the ICF switches to the new K on its
 // report, and the device attaches with the renewed credential and provisions over it.
 Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
   if (auto m = run.make(1); !m) return m;
-  if (auto m = run.make(1, {}, 1); !m) return m;
+  if (auto m = run.make(2, {}, 1); !m) return m;
   for (FleetDevice& d : run.devices) {
     if (auto e = run.enrol(d); !e) return e;
   }
   FleetDevice& fresh = run.devices[0];
   FleetDevice& due = run.devices[1];
+  FleetDevice& unlucky = run.devices[2];
   run.baseline({&fresh});  // the due one provisions at the end: an MCIM is its outcome
   device::Agent fresh_agent = run.agent(fresh);
   auto none = fresh_agent.renew_pcid();
@@ -1040,8 +1101,9 @@ Result<void> renew_pcid(Run& run, const ScenarioWorld& w) {
   run.expect(
       out.has_value(),
       out ? std::string() : fmt::format("provisioning with the renewed PCID: {}", out.error()));
+  if (auto u = renewal_write_fails(run, w, unlucky); !u) return u;
   run.finish({"tre " + due.bundle.device_id, "sho.subscriber " + due.bundle.device_id, "sho.auc ",
-              "ro.package " + due.bundle.device_id});
+              "ro.package " + due.bundle.device_id, "tre " + unlucky.bundle.device_id});
   return {};
 }
 
@@ -1271,7 +1333,7 @@ Result<void> provision_interrupted(Run& run, const ScenarioWorld& w, bool report
 
 // ---- Operator change (F4) ----------------------------------------------------------------------
 
-enum class ChangeFault { none, dpf_killed, report_lost, agent_crash };
+enum class ChangeFault { none, dpf_killed, report_lost, agent_crash, write_failed };
 
 // Whether any audit record of `db` mentions `needle` (subject, principal or detail).
 bool audit_mentions(store::Database& db, std::string_view needle) {
@@ -1342,11 +1404,28 @@ Result<void> change_operator(Run& run, const ScenarioWorld& w, ChangeFault fault
     return with_prefix(e.error(), "the owner's change order at the new SHO");
   }
 
-  // The fault, injected before a step of the device's run.
+  if (fault == ChangeFault::write_failed) {
+    // The old MCIM not selected (the device off the network for the moment), so that the run's
+    // first commit in the TRE is the replacement itself, the one the failure is to hit.
+    (void)first.detach(old_session);
+    if (auto r = d.tre->apply(tre::Action::deselect, old_imsi); !r) {
+      return with_prefix(r.error(), "deselecting the old MCIM");
+    }
+  }
+  // The fault, injected before a step of the device's run. write_failed: the counter's temporary
+  // file made a directory, so that the TRE's commit stops after the state is on disk (io_error).
   std::thread restarter;
   bool injected = false;
+  const std::filesystem::path obstacle = d.tre->dir() + "/counter.sealed.tmp";
+  // Whether the run stops once the TRE's commit is on disk: before its report, or at its write.
+  const bool committed = fault == ChangeFault::report_lost || fault == ChangeFault::write_failed;
   auto interrupt = [&](device::Step step) -> Result<void> {
     if (injected) return {};
+    if (fault == ChangeFault::write_failed && step == device::Step::install) {
+      injected = true;
+      std::filesystem::create_directories(obstacle / "x");
+      return {};
+    }
     if (fault == ChangeFault::dpf_killed && step == device::Step::package) {
       // The package is at the DPF (the new SHO got the attestation); the device reaches for it.
       for (int i = 0; i < 500; ++i) {
@@ -1380,11 +1459,22 @@ Result<void> change_operator(Run& run, const ScenarioWorld& w, ChangeFault fault
   if (fault == ChangeFault::dpf_killed) {
     run.check(injected, "ro: stopped as the device started its download, started again");
   }
-  if (fault == ChangeFault::report_lost || fault == ChangeFault::agent_crash) {
+  if (fault == ChangeFault::write_failed) {
+    // Nothing reported (a failure report would end the change while the TRE, opened again, holds
+    // the new MCIM); the device restarts, and its TRE finishes the commit as it opens.
+    run.check(!changed && changed.error().code == ErrorCode::io_error,
+              fmt::format("device: its run stopped at the TRE's write, io_error ({})",
+                          changed ? "it did not" : changed.error().message));
+    std::error_code ec;
+    std::filesystem::remove_all(obstacle, ec);
+    if (auto r = run.reopen(d); !r) return r;
+  }
+  if (fault == ChangeFault::report_lost || fault == ChangeFault::agent_crash ||
+      fault == ChangeFault::write_failed) {
     run.check(!changed, fmt::format("device: its run stopped ({})",
                                     changed ? "it did not" : changed.error().message));
-    check_change_pending(run, w, d, old_imsi, fault == ChangeFault::report_lost);
-    if (fault == ChangeFault::report_lost) {
+    check_change_pending(run, w, d, old_imsi, committed);
+    if (committed) {
       // The mark the agent wrote just before the TRE's commit: all the next run needs.
       std::string package;
       for (const auto& c : d.tre->status().credentials) {
@@ -1408,8 +1498,8 @@ Result<void> change_operator(Run& run, const ScenarioWorld& w, ChangeFault fault
     device::Agent next = run.agent(d);
     changed = next.change_operator();
     if (changed) {
-      run.check(changed->resumed == (fault == ChangeFault::report_lost),
-                fault == ChangeFault::report_lost
+      run.check(changed->resumed == committed,
+                committed
                     ? "device: the next run had the TRE sign the reports again and sent them, "
                       "without installing again"
                     : "device: the next run found the package waiting and installed it");
@@ -1513,6 +1603,9 @@ Result<ScenarioReport> run_scenario(std::string_view name, const ScenarioWorld& 
   }
   if (name == "change-operator-agent-crash") {
     done = change_operator(run, w, ChangeFault::agent_crash);
+  }
+  if (name == "change-operator-write-failed") {
+    done = change_operator(run, w, ChangeFault::write_failed);
   }
   if (!done) return with_prefix(done.error(), name);
   return report;

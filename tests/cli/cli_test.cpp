@@ -522,6 +522,7 @@ TEST(CliDemo, EveryScenarioIsRefusedByTheRightPartyAndChangesNothingElse) {
       {"change-operator-dpf-killed", {"ro", "access_denied"}},
       {"change-operator-report-lost", {"ro", "access_denied"}},
       {"change-operator-agent-crash", {"ro", "access_denied"}},
+      {"change-operator-write-failed", {"ro", "access_denied"}},
   };
   std::map<std::string, std::pair<std::string, std::string>> seen;
   for (const auto& s : j["scenarios"]) {
@@ -671,6 +672,12 @@ TEST(CliDemo, TheChangeOperatorScenariosCheckEveryParty) {
       {"change-operator-agent-crash",
        concat(concat(pending("tre: 00102"),
                      {"device: attaches with 00102", "device: the next run found"}),
+              done)},
+      {"change-operator-write-failed",
+       concat(concat({"device: its run stopped at the TRE's write, io_error"},
+                     concat(pending("tre: 00102"),
+                            {"device: a mark beside the TRE names 00102",
+                             "device: the next run had the TRE sign the reports"})),
               done)},
   };
   for (const Row& row : rows) {

@@ -122,6 +122,10 @@ class AgentTest : public ::testing::Test {
 
   // F9 with the first answer lost on its way to the DPF, kept by the agent or not (below).
   void manage_after_a_lost_answer(bool answer_kept);
+  // F2 with the TRE's install write failing (io_error) at `blocked`, a temporary file of the
+  // TRE's commit made a directory: before the state is written (nothing committed) or after it
+  // (the commit in place once the TRE is opened again).
+  void install_write_fails(const std::string& blocked, bool committed);
 
   void start(TestSho::Behaviour behaviour = {}) {
     sho_ = std::make_unique<TestSho>(world(), *auc_db_, clock_, behaviour);
@@ -604,6 +608,73 @@ TEST_F(AgentTest, ARunStoppedRightAfterTheInstallsCommitHasItsReportSignedAgain)
   EXPECT_FALSE(std::filesystem::exists(journal));
   ASSERT_TRUE(ro_->wait_notices_delivered(5s));
   EXPECT_EQ(sho_->statuses(), 1);
+  secrets_.push_back(out->operational.session);
+  secrets_.push_back(out->operational.home_session);
+  ASSERT_TRUE(next.detach(out->operational));
+}
+
+// The TRE's install fails with io_error: the run stops without reporting anything (a report of
+// the failure would end the provisioning at the SHO, though the MCIM may be in the TRE once it is
+// opened again), and the next run, on the TRE opened again, finishes it either way.
+TEST_F(AgentTest, AnInstallWhoseWriteFailedBeforeTheStateIsNotReportedAndIsDoneAgain) {
+  install_write_fails("state.sealed.tmp", false);
+}
+
+TEST_F(AgentTest, AnInstallWhoseWriteFailedAfterTheStateIsNotReportedAndIsFinished) {
+  install_write_fails("counter.sealed.tmp", true);
+}
+
+void AgentTest::install_write_fails(const std::string& blocked, bool committed) {
+  start();
+  ASSERT_FALSE(HasFatalFailure());
+  register_device(pin(), ro_pin_);
+  ASSERT_FALSE(HasFatalFailure());
+  const std::filesystem::path obstacle = dir_ / ("tre/" + blocked);
+  AgentConfig blocking = config();
+  blocking.interrupt = [&](Step s) -> Result<void> {
+    if (s == Step::install) std::filesystem::create_directories(obstacle / "x");
+    return {};
+  };
+  Agent first(*tre_, blocking, clock_);
+  auto failed = first.provision();
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, ErrorCode::io_error) << fmt::to_string(failed.error());
+  EXPECT_TRUE(failed.error().message.starts_with("install: ")) << failed.error().message;
+  const std::string package_id = "pkg-" + kImsi + "-1";
+  EXPECT_EQ(package_status(package_id), store::PackageStatus::delivered);  // no report
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  EXPECT_EQ(sho_->statuses(), 0);
+  EXPECT_EQ(sho_->failure(), "");
+  const std::string journal = dir_ / "tre/answers/.provisioning";
+  auto kept = read_text_file(journal);
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(Json::parse(*kept)["package_id"], package_id);
+
+  // The device starts again: the TRE opened anew, the obstacle gone.
+  std::filesystem::remove_all(obstacle);
+  tre_.reset();
+  auto reopened = tre::Tre::open(tre::Options{dir_ / "tre"});
+  ASSERT_TRUE(reopened) << fmt::to_string(reopened.error());
+  tre_.emplace(std::move(*reopened));
+  EXPECT_EQ(registry(),
+            committed ? kPcid + ":activated;" + kImsi + ":installed;-" : kPcid + ":activated;-");
+  Agent next(*tre_, config(10s), clock_);
+  auto out = next.provision();
+  ASSERT_TRUE(out) << fmt::to_string(out.error());
+  EXPECT_EQ(out->package_id, package_id);
+  EXPECT_EQ(out->resumed, committed);
+  const std::vector<Step> rest =
+      committed
+          ? std::vector<Step>{Step::attach_pcid, Step::discovery, Step::report, Step::attach_imsi}
+          : std::vector<Step>{Step::attach_pcid, Step::discovery, Step::attestation, Step::package,
+                              Step::install,     Step::report,    Step::attach_imsi};
+  EXPECT_EQ(steps_of(out->steps), rest);
+  EXPECT_EQ(registry(), kPcid + ":activated;" + kImsi + ":selected;" + kImsi);
+  EXPECT_EQ(package_status(package_id), store::PackageStatus::reported);
+  EXPECT_FALSE(std::filesystem::exists(journal));
+  ASSERT_TRUE(ro_->wait_notices_delivered(5s));
+  EXPECT_EQ(sho_->statuses(), 1);
+  EXPECT_EQ(sho_->failure(), "");
   secrets_.push_back(out->operational.session);
   secrets_.push_back(out->operational.home_session);
   ASSERT_TRUE(next.detach(out->operational));
