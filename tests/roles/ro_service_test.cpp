@@ -379,6 +379,18 @@ class RoServiceTest : public ::testing::Test {
     return at == std::string::npos ? 0 : std::stoul(text.substr(at + key.size()));
   }
 
+  // One series' value in the service's /metrics text (e.g.
+  // mcim_ro_notices_total{kind="arrival",outcome="delivered"}); -1 when it is not there.
+  double metric(const std::string& series) {
+    const std::string text = service_->router().metrics().render();
+    const auto at = text.find("\n" + series + " ");
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+  }
+  double notices(const std::string& kind, const std::string& outcome) {
+    return metric(
+        fmt::format("mcim_ro_notices_total{{kind=\"{}\",outcome=\"{}\"}}", kind, outcome));
+  }
+
   static World* world_;
   static Parties* parties_;
   static inline int counter_ = 0;
@@ -2356,6 +2368,14 @@ TEST_F(RoServiceTest, NoticesReachTheShoOverMtlsAndAreRetried) {
   EXPECT_EQ(arrival["sho"], "sho-a");
   EXPECT_EQ(arrival["time"].get<std::int64_t>(),
             std::chrono::floor<std::chrono::seconds>(clock_.now()).time_since_epoch().count());
+  // The outbox's metrics: the arrival failed once (503) and went on the second attempt.
+  EXPECT_EQ(notices("arrival", "retried"), 1);
+  EXPECT_EQ(notices("arrival", "delivered"), 1);
+  EXPECT_EQ(notices("arrival", "dropped"), 0);
+  EXPECT_EQ(metric("mcim_ro_notices_pending"), 0);
+  for (const char* kind : {"attestation", "status", "discard", "instruction_result", "other"}) {
+    EXPECT_EQ(notices(kind, "delivered"), 0) << kind;  // every series there from the start
+  }
 
   // Step 14: the status relay.
   ASSERT_EQ(handle(op_request("POST", "/v1/dpf/packages", "sho-a", package_body())).status, 201);
@@ -2376,6 +2396,9 @@ TEST_F(RoServiceTest, NoticesReachTheShoOverMtlsAndAreRetried) {
   EXPECT_EQ(status["device_id"], device_);
   EXPECT_EQ(status["sho"], "sho-a");
   EXPECT_EQ(status["report"], installed.report);
+  EXPECT_EQ(notices("status", "delivered"), 1);
+  EXPECT_EQ(notices("status", "retried"), 0);
+  EXPECT_EQ(metric("mcim_ro_notices_pending"), 0);
 }
 
 // A notifying RO for sho-a at `sho`.
@@ -2554,6 +2577,9 @@ TEST_F(RoServiceTest, UndeliverableNoticesAreAuditedAndDropped) {
     }
   }
   EXPECT_TRUE(found);
+  EXPECT_EQ(notices("arrival", "dropped"), 1);
+  EXPECT_EQ(notices("arrival", "delivered"), 0);
+  EXPECT_EQ(metric("mcim_ro_notices_pending"), 0);
 }
 
 // A notice not delivered at shutdown stays in the database; the next start, on the database
@@ -2677,6 +2703,8 @@ TEST_F(RoServiceTest, FullQueueDropsTheOldest) {
     return a.service == "ro" && a.event == "notice" && a.outcome == "busy";
   });
   EXPECT_GE(dropped, 1);
+  EXPECT_EQ(notices("arrival", "dropped"), static_cast<double>(dropped));
+  EXPECT_EQ(metric("mcim_ro_notices_pending"), static_cast<double>(service_->pending_notices()));
 }
 
 // ---- Background expiry ----------------------------------------------------------------------

@@ -56,6 +56,11 @@ constexpr std::chrono::milliseconds kMaxRetryDelay{30'000};
 constexpr std::size_t kMaxNotifyWorkers = 256;
 // Delivered notices removed from the store in one transaction (NoticeQueue).
 constexpr std::size_t kRemovalGroup = 32;
+// What NoticeQueue sends (Notice::kind), each with its mcim_ro_notices_total series; "other"
+// counts a kind an earlier version stored, taken up at start.
+constexpr std::array<std::string_view, 6> kNoticeKinds = {
+    "arrival", "attestation", "status", "discard", "instruction result", "other",
+};
 constexpr std::string_view kBearerRealm = "Bearer realm=\"mcim-ro\"";
 
 // The service's logs are under kComponent.
@@ -99,8 +104,27 @@ class NoticeQueue final : public ArrivalNotifier,
                           public DiscardRelay {
  public:
   NoticeQueue(store::NoticeStore& store, store::AuditStore& audit, const Clock& clock,
-              const RoServiceConfig& config)
-      : store_(store), audit_(audit), clock_(clock), config_(config) {}
+              const RoServiceConfig& config, net::Metrics& metrics)
+      : store_(store),
+        audit_(audit),
+        clock_(clock),
+        config_(config),
+        pending_gauge_(metrics.gauge(
+            "mcim_ro_notices_pending",
+            "Notices to the home operators stored and not yet delivered or dropped.")) {
+    for (std::string_view kind : kNoticeKinds) {
+      std::string label(kind);
+      std::replace(label.begin(), label.end(), ' ', '_');
+      auto outcome = [&](const char* o) {
+        return &metrics.counter(
+            "mcim_ro_notices_total",
+            "Notices to the home operators: deliveries, failed attempts retried, drops.",
+            {{"kind", label}, {"outcome", o}});
+      };
+      counts_.emplace(std::string(kind),
+                      KindCounts{outcome("delivered"), outcome("retried"), outcome("dropped")});
+    }
+  }
   ~NoticeQueue() override { stop(); }
 
   void start() {
@@ -130,6 +154,7 @@ class NoticeQueue final : public ArrivalNotifier,
       schedule_.clear();
       due_.clear();
       stopped_ = true;
+      count_pending();
     }
     remove_done();
     if (left > 0) log::info(kComponent, "{} notice(s) kept for the next start", left);
@@ -270,6 +295,7 @@ class NoticeQueue final : public ArrivalNotifier,
     Notice n = std::move(oldest->second);
     done_.push_back(oldest->first);
     pending_.erase(oldest);
+    count_pending();
     return n;
   }
 
@@ -321,9 +347,11 @@ class NoticeQueue final : public ArrivalNotifier,
     pending_.emplace(seq, std::move(n));
     due_[seq] = due;
     schedule_.emplace(due, seq);
+    count_pending();
   }
 
   void drop(const Notice& n, const Error& e) {
+    count(n).dropped->inc();
     log::warn(kComponent, "notice {} for {} to {} dropped: {}", n.kind, n.subject,
               operator_principal(n.sho), e);
     (void)audited(audit_, detail::seconds_of(clock_.now()),
@@ -385,7 +413,7 @@ class NoticeQueue final : public ArrivalNotifier,
       due_.erase(seq);
       Notice n = std::move(pending_.at(seq));
       pending_.erase(seq);
-      ++in_flight_;
+      ++in_flight_;  // still pending: no count_pending()
       lock.unlock();
       const Outcome outcome = deliver(n);
       lock.lock();
@@ -393,11 +421,12 @@ class NoticeQueue final : public ArrivalNotifier,
         // While stopping it stays in the store for the next start; stop() clears the schedule.
         const auto retry_at = std::chrono::steady_clock::now() + n.delay;
         n.delay = std::min(n.delay * 2, kMaxRetryDelay);
-        schedule(seq, std::move(n), retry_at);
         --in_flight_;
+        schedule(seq, std::move(n), retry_at);
       } else {
         done_.push_back(seq);
         --in_flight_;
+        count_pending();
         if (done_.size() >= kRemovalGroup) {
           lock.unlock();
           remove_done();
@@ -417,6 +446,7 @@ class NoticeQueue final : public ArrivalNotifier,
     ++n.attempts;
     auto r = config_.notify_client->request("POST", n.url, n.body, net::kJsonContentType);
     if (r && r->status >= 200 && r->status < 300) {
+      count(n).delivered->inc();
       log::info(kComponent, "notice {} for {} delivered to {} (attempt {})", n.kind, n.subject,
                 operator_principal(n.sho), n.attempts);
       return Outcome::delivered;
@@ -426,16 +456,30 @@ class NoticeQueue final : public ArrivalNotifier,
       drop(n, net::error_from_response(*r, operator_principal(n.sho)));
       return Outcome::permanent;
     }
+    count(n).retried->inc();
     const std::string why = r ? fmt::format("HTTP {}", r->status) : fmt::format("{}", r.error());
     log::warn(kComponent, "notice {} for {} to {} failed ({}), attempt {}, retry in {} ms", n.kind,
               n.subject, operator_principal(n.sho), why, n.attempts, n.delay.count());
     return Outcome::retry;
   }
 
+  // The metrics of a notice's kind (one of kNoticeKinds).
+  struct KindCounts {
+    net::Counter *delivered, *retried, *dropped;
+  };
+  const KindCounts& count(const Notice& n) const {
+    const auto it = counts_.find(n.kind);
+    return it != counts_.end() ? it->second : counts_.at("other");
+  }
+  // Under mu_: the gauge follows pending() (waiting and being delivered).
+  void count_pending() { pending_gauge_.set(static_cast<double>(pending_.size() + in_flight_)); }
+
   store::NoticeStore& store_;
   store::AuditStore& audit_;
   const Clock& clock_;
   const RoServiceConfig& config_;
+  net::Gauge& pending_gauge_;
+  std::map<std::string, KindCounts, std::less<>> counts_;  // fixed at construction
   mutable std::mutex mu_;
   std::condition_variable wake_;
   mutable std::condition_variable idle_;
@@ -512,7 +556,7 @@ struct RoService::State {
         config(std::move(c)),
         clock(clk),
         router("ro"),
-        notices(database.notices(), database.audit(), clk, config),
+        notices(database.notices(), database.audit(), clk, config, router.metrics()),
         polls(config.max_held_polls),
         dpf_sessions(config.max_dpf_sessions) {}
 
