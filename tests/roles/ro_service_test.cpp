@@ -2434,6 +2434,8 @@ TEST_F(RoServiceTest, AttestationAnswersReachTheSho) {
   const auto audit = *db_->audit().recent(1);
   EXPECT_EQ(audit[0].event, "relay-attestation");
   EXPECT_EQ(audit[0].outcome, "ok");
+  EXPECT_EQ(notices("attestation", "delivered"), 1);  // counted under its own kind
+  EXPECT_EQ(notices("other", "delivered"), 0);
 }
 
 // F9 across a restart of the RO: the instruction queued before it is in the database, so the
@@ -2499,6 +2501,8 @@ TEST_F(RoServiceTest, AQueuedInstructionOutlivesARestart) {
   EXPECT_EQ(result["device_id"], device_);
   EXPECT_EQ(result["sho"], "sho-a");
   EXPECT_EQ(result["report"], applied.report);
+  EXPECT_EQ(notices("instruction_result", "delivered"), 1);  // counted under its own kind
+  EXPECT_EQ(notices("other", "delivered"), 0);
   auto stored = db_->instructions().find("ins-1");
   ASSERT_TRUE(stored && *stored);
   EXPECT_EQ((*stored)->status, store::InstructionStatus::answered);
